@@ -1,0 +1,1 @@
+//! Tensors, views and define-by-run autograd over any port.

@@ -1,0 +1,1 @@
+//! Default decompositions of composite ops into port primitives, forward and analytic backward.

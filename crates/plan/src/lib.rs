@@ -1,0 +1,1 @@
+//! Chip database, training performance model and mixed-fleet planner.

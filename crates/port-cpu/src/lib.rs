@@ -1,0 +1,1 @@
+//! The fast CPU port: threads, SIMD, gemm matmul and fused composites.
