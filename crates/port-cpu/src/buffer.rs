@@ -1,0 +1,102 @@
+//! Host memory for the CPU port: 64-byte aligned, shared between threads.
+//!
+//! Safety argument for the interior mutability. A [`HostBuffer`] hands out raw pointers from
+//! `&self`, so several port calls could in principle write the same bytes at once. The port
+//! contract rules this out: calls are issued in order by one engine thread and each call returns
+//! only after its kernels finished (this port is synchronous), a call writes only its `out`
+//! views, and `out` may alias an input only with the same layout (elementwise in place). Inside a
+//! call every kernel partitions the output into disjoint regions, one per task, and reads an
+//! aliased input element only before writing the same element. Under those rules no byte is
+//! written by one thread while another thread reads or writes it.
+
+use anychip_port::{Buffer, DeviceMemory, PortError, Result};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::any::Any;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Alignment of every allocation: one cache line, and a full AVX-512 register.
+pub const ALIGN: usize = 64;
+
+/// A 64-byte aligned block of host memory owned by the CPU port.
+pub struct HostBuffer {
+    ptr: NonNull<u8>,
+    bytes: usize,
+}
+
+// SAFETY: the memory is plain bytes with no thread affinity; concurrent access follows the
+// contract described in the module docs.
+unsafe impl Send for HostBuffer {}
+unsafe impl Sync for HostBuffer {}
+
+impl HostBuffer {
+    /// Allocate `bytes` zeroed bytes (zeroed so a read of never-written memory is defined).
+    pub fn new(bytes: usize) -> Result<HostBuffer> {
+        if bytes == 0 {
+            return Ok(HostBuffer {
+                ptr: NonNull::<[u8; ALIGN]>::dangling().cast(),
+                bytes: 0,
+            });
+        }
+        let layout = Layout::from_size_align(bytes, ALIGN).map_err(|_| PortError::OutOfMemory {
+            bytes,
+            detail: "size exceeds the address space".into(),
+        })?;
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        NonNull::new(ptr)
+            .map(|ptr| HostBuffer { ptr, bytes })
+            .ok_or(PortError::OutOfMemory {
+                bytes,
+                detail: "host allocator returned null".into(),
+            })
+    }
+    /// Base pointer; see the module docs for when writing through it is sound.
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for HostBuffer {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            // SAFETY: allocated in `new` with this very layout.
+            unsafe {
+                dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.bytes, ALIGN),
+                )
+            }
+        }
+    }
+}
+
+impl DeviceMemory for HostBuffer {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Wrap a fresh host buffer as a port [`Buffer`].
+pub fn alloc(bytes: usize) -> Result<Buffer> {
+    Ok(Buffer(Arc::new(HostBuffer::new(bytes)?)))
+}
+
+/// The host memory behind `buf`, or an error naming the mix-up.
+pub fn host(buf: &Buffer) -> Result<&HostBuffer> {
+    buf.downcast::<HostBuffer>().ok_or_else(|| {
+        PortError::Invalid(
+            "buffer belongs to another port; move it with the engine's `to_port` first".into(),
+        )
+    })
+}
+
+impl HostBuffer {
+    /// Size in bytes.
+    pub fn bytes_len(&self) -> usize {
+        self.bytes
+    }
+}

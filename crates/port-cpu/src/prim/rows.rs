@@ -1,0 +1,134 @@
+//! gather_rows and scatter_add_rows: indexed row movement (embeddings and their gradients).
+
+use super::dense_out;
+use crate::elem::{load, raw, store, Raw, BLOCK, PAR_MIN};
+use anychip_port::{invalid, DType, Result, View};
+use rayon::prelude::*;
+
+/// Read and range-check the I32 index vector.
+fn indices(idx: &View, rows: usize) -> Result<Vec<usize>> {
+    if idx.dtype != DType::I32 || idx.shape().len() != 1 {
+        return invalid(format!(
+            "row indices must be a rank-1 i32 tensor, got {} {:?}",
+            idx.dtype,
+            idx.shape()
+        ));
+    }
+    let r = raw(idx)?;
+    let l = &idx.layout;
+    (0..l.shape[0])
+        .map(|n| {
+            // SAFETY: in bounds (checked by `raw`).
+            let i = unsafe { *r.ptr::<i32>().add(l.offset + n * l.strides[0]) };
+            if i < 0 || i as usize >= rows {
+                invalid(format!("row index {i} at position {n} is outside the table's {rows} rows; check token ids against the vocabulary"))
+            } else {
+                Ok(i as usize)
+            }
+        })
+        .collect()
+}
+
+fn check2(v: &View, what: &str) -> Result<(usize, usize)> {
+    match v.shape() {
+        [a, b] => Ok((*a, *b)),
+        s => invalid(format!("{what} must be rank 2, got {s:?}")),
+    }
+}
+
+/// Element index of (r, c0) and the column stride of a rank-2 view.
+fn at(v: &View, r: usize, c0: usize) -> (usize, usize) {
+    let l = &v.layout;
+    (
+        l.offset + r * l.strides[0] + c0 * l.strides[1],
+        l.strides[1],
+    )
+}
+
+/// Copy `w` columns starting at c0 of row `from` in `src` to row `to` of `dst` (through f32).
+unsafe fn move_row(
+    src: &View,
+    s: Raw,
+    from: usize,
+    dst: &View,
+    d: Raw,
+    to: usize,
+    c0: usize,
+    w: usize,
+) {
+    let mut t = [0f32; BLOCK];
+    let (a, sa) = at(src, from, c0);
+    let (b, sb) = at(dst, to, c0);
+    load(s, a, sa, &mut t[..w]);
+    store(d, b, sb, &t[..w]);
+}
+
+/// out[n, :] = table[idx[n], :].
+pub fn gather_rows(table: &View, idx: &View, out: &View) -> Result<()> {
+    dense_out(out)?;
+    let (v, d) = check2(table, "gather_rows table")?;
+    let (n, d2) = check2(out, "gather_rows out")?;
+    let ids = indices(idx, v)?;
+    if d != d2 || ids.len() != n {
+        return invalid(format!(
+            "gather_rows: table [{v},{d}], {} indices, out [{n},{d2}] do not match",
+            ids.len()
+        ));
+    }
+    let (t, o) = (raw(table)?, raw(out)?);
+    let one = |r: usize| {
+        for c0 in (0..d).step_by(BLOCK) {
+            // SAFETY: in bounds; each output row belongs to one task.
+            unsafe { move_row(table, t, ids[r], out, o, r, c0, BLOCK.min(d - c0)) };
+        }
+    };
+    if n * d < PAR_MIN {
+        (0..n).for_each(one);
+    } else {
+        (0..n).into_par_iter().for_each(one);
+    }
+    Ok(())
+}
+
+/// Columns per task in scatter_add_rows.
+const COLS: usize = 64;
+
+/// out[idx[n], :] += src[n, :], repeated indices accumulating in index order.
+///
+/// Parallel over column slices, so every output element is owned by one task and the sum
+/// order (n ascending) does not depend on the thread count.
+pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
+    dense_out(out)?;
+    let (n, d) = check2(src, "scatter_add_rows src")?;
+    let (v, d2) = check2(out, "scatter_add_rows out")?;
+    let ids = indices(idx, v)?;
+    if d != d2 || ids.len() != n {
+        return invalid(format!(
+            "scatter_add_rows: src [{n},{d}], {} indices, out [{v},{d2}] do not match",
+            ids.len()
+        ));
+    }
+    let (s, o) = (raw(src)?, raw(out)?);
+    let one = |t: usize| {
+        let (c0, w) = (t * COLS, COLS.min(d - t * COLS));
+        let (mut x, mut y) = ([0f32; COLS], [0f32; COLS]);
+        for (r, &i) in ids.iter().enumerate() {
+            let (a, sa) = at(src, r, c0);
+            let (b, sb) = at(out, i, c0);
+            // SAFETY: in bounds; the columns [c0, c0 + w) of `out` belong to this task.
+            unsafe {
+                load(s, a, sa, &mut x[..w]);
+                load(o, b, sb, &mut y[..w]);
+                y[..w].iter_mut().zip(&x[..w]).for_each(|(y, x)| *y += x);
+                store(o, b, sb, &y[..w]);
+            }
+        }
+    };
+    let tasks = d.div_ceil(COLS);
+    if n * d < PAR_MIN {
+        (0..tasks).for_each(one);
+    } else {
+        (0..tasks).into_par_iter().for_each(one);
+    }
+    Ok(())
+}
