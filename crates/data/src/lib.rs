@@ -4,6 +4,8 @@
 //! [`prepare`] (tokenize once, cache as a verified shard, split train/val) →
 //! [`Loader`] (seeded random windows, resumable, rank-sharded) and [`eval_batches`].
 
+#![warn(missing_docs)]
+
 mod dataset;
 mod fsutil;
 mod loader;

