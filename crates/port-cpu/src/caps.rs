@@ -33,8 +33,3 @@ pub fn simd() -> Vec<&'static str> {
     v.push("neon");
     v
 }
-
-/// Whether the CPU has native bf16 dot products (the future fast bf16 matmul path).
-pub fn has_bf16_dot() -> bool {
-    simd().contains(&"avx512bf16")
-}

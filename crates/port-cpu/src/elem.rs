@@ -20,6 +20,14 @@ pub struct Ptr(pub *mut u8);
 unsafe impl Send for Ptr {}
 unsafe impl Sync for Ptr {}
 
+impl Ptr {
+    /// The pointer typed as `T` (a method, so closures capture the whole `Ptr`).
+    #[inline]
+    pub fn get<T>(&self) -> *mut T {
+        self.0 as *mut T
+    }
+}
+
 /// A view resolved to host memory, bounds-checked once.
 #[derive(Clone, Copy, Debug)]
 pub struct Raw {

@@ -9,6 +9,7 @@ pub mod buffer;
 mod caps;
 mod elem;
 mod fused;
+mod math;
 mod peak;
 mod prim;
 

@@ -1,12 +1,338 @@
 //! Fused composites: one kernel per family, forward and backward, parallel over rows or heads.
 //!
-//! A call whose views this port does not expect (non-contiguous, unusual dtypes) answers
-//! [`Handled::No`] so the engine falls back to the default decomposition: never a wrong answer.
+//! A call whose views this port does not expect (non-contiguous, I32 where floats belong)
+//! answers [`Handled::No`] so the engine falls back to the default decomposition: a fused
+//! kernel may be missing, never wrong.
 
-use anychip_port::{Composite, Handled, Result};
+mod activation;
+mod attention;
+mod cross_entropy;
+mod embedding;
+mod linear;
+mod norm;
+mod optim;
+mod rope;
+mod softmax;
+
+use anychip_port::{Composite, DType, Handled, Result, View};
+use rayon::prelude::*;
 
 /// Run `call` with a fused kernel when one applies.
 pub fn run(call: &Composite) -> Result<Handled> {
-    let _ = call;
-    Ok(Handled::No)
+    use Composite::*;
+    let views = views(call);
+    if !views.iter().all(|v| v.layout.is_contiguous()) {
+        return Ok(Handled::No);
+    }
+    match call {
+        SoftmaxFwd { x, y } => softmax::softmax_fwd(x, y),
+        SoftmaxBwd { y, dy, dx } => softmax::softmax_bwd(y, dy, dx),
+        LogSoftmaxFwd { x, y } => softmax::log_softmax_fwd(x, y),
+        LogSoftmaxBwd { y, dy, dx } => softmax::log_softmax_bwd(y, dy, dx),
+        LayerNormFwd {
+            x,
+            weight,
+            bias,
+            eps,
+            y,
+            mean,
+            rstd,
+        } => norm::layer_norm_fwd(x, weight.as_ref(), bias.as_ref(), *eps, y, mean, rstd),
+        LayerNormBwd {
+            x,
+            weight,
+            mean,
+            rstd,
+            dy,
+            dx,
+            dweight,
+            dbias,
+        } => norm::layer_norm_bwd(
+            x,
+            weight.as_ref(),
+            mean,
+            rstd,
+            dy,
+            dx,
+            dweight.as_ref(),
+            dbias.as_ref(),
+        ),
+        RmsNormFwd {
+            x,
+            weight,
+            eps,
+            y,
+            rstd,
+        } => norm::rms_norm_fwd(x, weight.as_ref(), *eps, y, rstd),
+        RmsNormBwd {
+            x,
+            weight,
+            rstd,
+            dy,
+            dx,
+            dweight,
+        } => norm::rms_norm_bwd(x, weight.as_ref(), rstd, dy, dx, dweight.as_ref()),
+        GeluFwd { kind, x, y } => activation::gelu_fwd(*kind, x, y),
+        GeluBwd { kind, x, dy, dx } => activation::gelu_bwd(*kind, x, dy, dx),
+        SiluFwd { x, y } => activation::silu_fwd(x, y),
+        SiluBwd { x, dy, dx } => activation::silu_bwd(x, dy, dx),
+        CrossEntropyFwd {
+            logits,
+            targets,
+            loss,
+            lse,
+        } => cross_entropy::fwd(logits, targets, loss, lse),
+        CrossEntropyBwd {
+            logits,
+            targets,
+            lse,
+            dloss,
+            dlogits,
+        } => cross_entropy::bwd(logits, targets, lse, dloss, dlogits),
+        AttentionFwd {
+            q,
+            k,
+            v,
+            scale,
+            causal,
+            out,
+            lse,
+        } => attention::fwd(q, k, v, *scale, *causal, out, lse),
+        AttentionBwd {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            dout,
+            scale,
+            causal,
+            dq,
+            dk,
+            dv,
+        } => attention::bwd(q, k, v, out, lse, dout, *scale, *causal, dq, dk, dv),
+        EmbeddingFwd { table, ids, out } => embedding::fwd(table, ids, out),
+        EmbeddingBwd { ids, dout, dtable } => embedding::bwd(ids, dout, dtable),
+        RopeFwd { x, cos, sin, y } => rope::rope(x, cos, sin, y, 1.0),
+        RopeBwd { dy, cos, sin, dx } => rope::rope(dy, cos, sin, dx, -1.0),
+        LinearFwd { x, w, b, y } => linear::fwd(x, w, b.as_ref(), y),
+        LinearBwd {
+            x,
+            w,
+            dy,
+            dx,
+            dw,
+            db,
+        } => linear::bwd(x, w, dy, dx.as_ref(), dw.as_ref(), db.as_ref()),
+        AdamWStep {
+            param,
+            grad,
+            m,
+            v,
+            grad_scale,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            step,
+        } => optim::adamw(
+            param,
+            grad,
+            m,
+            v,
+            grad_scale.as_ref(),
+            optim::Hyper {
+                lr: *lr,
+                beta1: *beta1,
+                beta2: *beta2,
+                eps: *eps,
+                weight_decay: *weight_decay,
+                step: *step,
+            },
+        ),
+        GradNorm { grads, out } => optim::grad_norm(grads, out),
+        DropoutFwd {
+            x,
+            p,
+            seed,
+            offset,
+            y,
+            mask,
+        } => activation::dropout_fwd(x, *p, *seed, *offset, y, mask),
+        DropoutBwd { dy, mask, dx } => activation::dropout_bwd(dy, mask, dx),
+    }
+}
+
+/// Every view a call touches (to check the contiguity every fused kernel assumes).
+fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
+    use Composite::*;
+    let mut v: Vec<&'a View> = Vec::new();
+    let mut add = |xs: &[Option<&'a View>]| v.extend(xs.iter().flatten());
+    match call {
+        SoftmaxFwd { x, y } | LogSoftmaxFwd { x, y } => add(&[Some(x), Some(y)]),
+        SoftmaxBwd { y, dy, dx } | LogSoftmaxBwd { y, dy, dx } => {
+            add(&[Some(y), Some(dy), Some(dx)])
+        }
+        LayerNormFwd {
+            x,
+            weight,
+            bias,
+            y,
+            mean,
+            rstd,
+            ..
+        } => add(&[
+            Some(x),
+            weight.as_ref(),
+            bias.as_ref(),
+            Some(y),
+            Some(mean),
+            Some(rstd),
+        ]),
+        LayerNormBwd {
+            x,
+            weight,
+            mean,
+            rstd,
+            dy,
+            dx,
+            dweight,
+            dbias,
+        } => add(&[
+            Some(x),
+            weight.as_ref(),
+            Some(mean),
+            Some(rstd),
+            Some(dy),
+            Some(dx),
+            dweight.as_ref(),
+            dbias.as_ref(),
+        ]),
+        RmsNormFwd {
+            x, weight, y, rstd, ..
+        } => add(&[Some(x), weight.as_ref(), Some(y), Some(rstd)]),
+        RmsNormBwd {
+            x,
+            weight,
+            rstd,
+            dy,
+            dx,
+            dweight,
+        } => add(&[
+            Some(x),
+            weight.as_ref(),
+            Some(rstd),
+            Some(dy),
+            Some(dx),
+            dweight.as_ref(),
+        ]),
+        GeluFwd { x, y, .. } | SiluFwd { x, y } => add(&[Some(x), Some(y)]),
+        GeluBwd { x, dy, dx, .. } | SiluBwd { x, dy, dx } => add(&[Some(x), Some(dy), Some(dx)]),
+        CrossEntropyFwd {
+            logits,
+            targets,
+            loss,
+            lse,
+        } => add(&[Some(logits), Some(targets), Some(loss), Some(lse)]),
+        CrossEntropyBwd {
+            logits,
+            targets,
+            lse,
+            dloss,
+            dlogits,
+        } => add(&[
+            Some(logits),
+            Some(targets),
+            Some(lse),
+            Some(dloss),
+            Some(dlogits),
+        ]),
+        AttentionFwd {
+            q, k, v, out, lse, ..
+        } => add(&[Some(q), Some(k), Some(v), Some(out), Some(lse)]),
+        AttentionBwd {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            dout,
+            dq,
+            dk,
+            dv,
+            ..
+        } => add(&[
+            Some(q),
+            Some(k),
+            Some(v),
+            Some(out),
+            Some(lse),
+            Some(dout),
+            Some(dq),
+            Some(dk),
+            Some(dv),
+        ]),
+        // Embedding and linear go through the strided primitives: any layout works.
+        EmbeddingFwd { .. } | EmbeddingBwd { .. } | LinearFwd { .. } | LinearBwd { .. } => {}
+        RopeFwd { x, cos, sin, y } => add(&[Some(x), Some(cos), Some(sin), Some(y)]),
+        RopeBwd { dy, cos, sin, dx } => add(&[Some(dy), Some(cos), Some(sin), Some(dx)]),
+        AdamWStep {
+            param,
+            grad,
+            m,
+            v,
+            grad_scale,
+            ..
+        } => add(&[
+            Some(param),
+            Some(grad),
+            Some(m),
+            Some(v),
+            grad_scale.as_ref(),
+        ]),
+        GradNorm { grads, out } => {
+            v.extend(grads.iter());
+            v.push(out);
+        }
+        DropoutFwd { x, y, mask, .. } => add(&[Some(x), Some(y), Some(mask)]),
+        DropoutBwd { dy, mask, dx } => add(&[Some(dy), Some(mask), Some(dx)]),
+    }
+    v
+}
+
+/// (rows, features): all leading axes flattened, the last axis kept.
+pub fn rows_cols(v: &View) -> (usize, usize) {
+    let d = v.shape().last().copied().unwrap_or(1);
+    (if d == 0 { 0 } else { v.numel() / d }, d)
+}
+
+/// Per-task scratch rows for bf16 conversion (reused across the rows a task handles).
+#[derive(Default)]
+pub struct Scratch(pub [Vec<f32>; 4]);
+
+/// Run `f(scratch, row)` for every row, in parallel when there is enough work.
+pub fn par_rows(rows: usize, cols: usize, f: impl Fn(&mut Scratch, usize) + Sync + Send) {
+    let work = rows * cols.max(1);
+    if work < crate::elem::PAR_MIN || rows < 2 {
+        let mut s = Scratch::default();
+        (0..rows).for_each(|r| f(&mut s, r));
+    } else {
+        let min = (crate::elem::PAR_MIN / cols.max(1))
+            .clamp(1, rows.div_ceil(4 * rayon::current_num_threads()).max(1));
+        (0..rows)
+            .into_par_iter()
+            .with_min_len(min)
+            .for_each_init(Scratch::default, |s, r| f(s, r));
+    }
+}
+
+/// Whether every view holds floats (fused kernels leave odd dtypes to the decomposition).
+pub fn floats(vs: &[&View]) -> bool {
+    vs.iter().all(|v| v.dtype.is_float())
+}
+
+/// Whether `v` is F32 (saved statistics and losses must be).
+pub fn is_f32(v: &View) -> bool {
+    v.dtype == DType::F32
 }

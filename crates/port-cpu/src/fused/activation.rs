@@ -1,0 +1,164 @@
+//! gelu (tanh and erf), silu and dropout: elementwise, through the strided block map.
+//!
+//! GELU tanh: u = k (x + c x^3), k = sqrt(2/pi), c = 0.044715, t = tanh u,
+//!   y = x (1 + t) / 2, y' = (1 + t) / 2 + x (1 - t^2) k (1 + 3 c x^2) / 2.
+//! GELU erf: y = x (1 + erf(x / sqrt 2)) / 2, y' = (1 + erf(x / sqrt 2)) / 2 + x phi(x),
+//!   phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+//! SiLU: s = sigmoid x, y = x s, y' = s (1 + x (1 - s)).
+//! Dropout: keep element i when uniform(seed, offset + i) >= p; mask = kept / (1 - p).
+
+use super::floats;
+use crate::elem::{finish_row, map, raw, row, row_mut, BLOCK, PAR_MIN};
+use crate::math::{exp, sigmoid, tanh};
+use crate::prim::random::uniform_into;
+use anychip_port::{invalid, GeluKind, Handled, Result, View};
+use rayon::prelude::*;
+
+const K: f32 = 0.797_884_6; // sqrt(2 / pi)
+const C: f32 = 0.044_715;
+const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// y = gelu(x).
+pub fn gelu_fwd(kind: GeluKind, x: &View, y: &View) -> Result<Handled> {
+    if !floats(&[x, y]) {
+        return Ok(Handled::No);
+    }
+    match kind {
+        GeluKind::Tanh => map([x], y, |[x], y| {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = 0.5 * v * (1.0 + tanh(K * (v + C * v * v * v)));
+            }
+        })?,
+        GeluKind::Erf => map([x], y, |[x], y| {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = 0.5 * v * (1.0 + libm::erff(v * INV_SQRT2));
+            }
+        })?,
+    }
+    Ok(Handled::Yes)
+}
+
+/// dx = dy gelu'(x).
+pub fn gelu_bwd(kind: GeluKind, x: &View, dy: &View, dx: &View) -> Result<Handled> {
+    if !floats(&[x, dy, dx]) {
+        return Ok(Handled::No);
+    }
+    match kind {
+        GeluKind::Tanh => map([x, dy], dx, |[x, g], o| {
+            for i in 0..o.len() {
+                let v = x[i];
+                let t = tanh(K * (v + C * v * v * v));
+                o[i] = g[i]
+                    * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * K * (1.0 + 3.0 * C * v * v));
+            }
+        })?,
+        GeluKind::Erf => map([x, dy], dx, |[x, g], o| {
+            for i in 0..o.len() {
+                let v = x[i];
+                let cdf = 0.5 * (1.0 + libm::erff(v * INV_SQRT2));
+                o[i] = g[i] * (cdf + v * INV_SQRT_2PI * exp(-0.5 * v * v));
+            }
+        })?,
+    }
+    Ok(Handled::Yes)
+}
+
+/// y = x sigmoid(x).
+pub fn silu_fwd(x: &View, y: &View) -> Result<Handled> {
+    if !floats(&[x, y]) {
+        return Ok(Handled::No);
+    }
+    map([x], y, |[x], y| {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v * sigmoid(v);
+        }
+    })?;
+    Ok(Handled::Yes)
+}
+
+/// dx = dy s (1 + x (1 - s)).
+pub fn silu_bwd(x: &View, dy: &View, dx: &View) -> Result<Handled> {
+    if !floats(&[x, dy, dx]) {
+        return Ok(Handled::No);
+    }
+    map([x, dy], dx, |[x, g], o| {
+        for i in 0..o.len() {
+            let s = sigmoid(x[i]);
+            o[i] = g[i] * s * (1.0 + x[i] * (1.0 - s));
+        }
+    })?;
+    Ok(Handled::Yes)
+}
+
+/// Inverted dropout with a Philox mask (bit-identical to every port's `random` stream).
+pub fn dropout_fwd(
+    x: &View,
+    p: f32,
+    seed: u64,
+    offset: u64,
+    y: &View,
+    mask: &View,
+) -> Result<Handled> {
+    if !floats(&[x, y, mask]) {
+        return Ok(Handled::No);
+    }
+    if y.shape() != x.shape() || mask.shape() != x.shape() {
+        return invalid("dropout: y and mask must have x's shape");
+    }
+    if !(0.0..=1.0).contains(&p) {
+        return invalid(format!("dropout probability {p} is outside [0, 1]"));
+    }
+    let (xr, yr, mr) = (raw(x)?, raw(y)?, raw(mask)?);
+    let n = x.numel();
+    let keep = 1.0 / (1.0 - p);
+    let (x0, y0, m0) = (x.layout.offset, y.layout.offset, mask.layout.offset);
+    let alias = xr.id == yr.id || xr.id == mr.id;
+    let block = |b: usize| {
+        let (at, len) = (b * BLOCK, BLOCK.min(n - b * BLOCK));
+        let (mut u, mut xs, mut sy, mut sm) = ([0f32; BLOCK], Vec::new(), Vec::new(), Vec::new());
+        let u = &mut u[..len];
+        uniform_into(seed, offset + at as u64, u);
+        // SAFETY: in bounds; block b of y and mask belongs to this task; aliased x is copied.
+        unsafe {
+            let xv = if alias {
+                super::softmax::copy_row(xr, x0 + at, len, &mut xs)
+            } else {
+                row(xr, x0 + at, len, &mut xs)
+            };
+            let ms = row_mut(mr, m0 + at, len, &mut sm);
+            for (m, &r) in ms.iter_mut().zip(u.iter()) {
+                *m = if r >= p { keep } else { 0.0 };
+            }
+            // The mask is stored (and rounded, for bf16) before y uses it, so y = x * mask holds
+            // exactly for whatever dtype the mask has.
+            finish_row(mr, m0 + at, ms);
+            crate::elem::load(mr, m0 + at, 1, u);
+            let ys = row_mut(yr, y0 + at, len, &mut sy);
+            for i in 0..len {
+                ys[i] = xv[i] * u[i];
+            }
+            finish_row(yr, y0 + at, ys);
+        }
+    };
+    let blocks = n.div_ceil(BLOCK);
+    if n < PAR_MIN {
+        (0..blocks).for_each(block);
+    } else {
+        (0..blocks).into_par_iter().for_each(block);
+    }
+    Ok(Handled::Yes)
+}
+
+/// dx = dy mask.
+pub fn dropout_bwd(dy: &View, mask: &View, dx: &View) -> Result<Handled> {
+    if !floats(&[dy, mask, dx]) {
+        return Ok(Handled::No);
+    }
+    map([dy, mask], dx, |[g, m], o| {
+        for i in 0..o.len() {
+            o[i] = g[i] * m[i];
+        }
+    })?;
+    Ok(Handled::Yes)
+}
