@@ -1,1 +1,14 @@
 //! Chip database, training performance model and mixed-fleet planner.
+//!
+//! - [`chips`]: accelerator records with a source and confidence for every figure.
+//! - [`export`]: US export-control class computed from those figures.
+//! - [`model`]: model presets and model files.
+//! - [`perf`]: the analytic step-time and memory model; [`calib`] its per-generation constants.
+//! - [`validation`]: the model run on published training runs.
+
+pub mod calib;
+pub mod chips;
+pub mod export;
+pub mod model;
+pub mod perf;
+pub mod validation;

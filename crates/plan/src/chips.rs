@@ -1,0 +1,385 @@
+//! The chip database: every figure with its source and confidence, unknowns kept unknown.
+//!
+//! Built-in records are TOML files in `crates/plan/chips/`, embedded at compile time so the binary
+//! works anywhere. A user chip file in the same format adds a chip or overrides figures of a
+//! built-in one; `--override chip.field=value` sets a single figure.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+/// How much to trust a figure (as in shared/anchors/chips.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Confidence {
+    /// Vendor datasheet or documentation, or read directly from a public log.
+    H,
+    /// Several trade-press or analyst reports agree.
+    M,
+    /// A single secondary source, an estimate, or a user's own assumption.
+    L,
+}
+
+impl fmt::Display for Confidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Confidence::H => "H",
+            Confidence::M => "M",
+            Confidence::L => "L",
+        })
+    }
+}
+
+/// One number of a chip record; `value` is `None` when the figure is not public.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Figure {
+    /// The number, in the unit of its field (see [`FIELDS`]); absent when unknown.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// Confidence of the value (or of the statement that it is unknown).
+    pub conf: Confidence,
+    /// Where it came from.
+    pub source: String,
+}
+
+/// A field a chip record may carry: key, unit, meaning.
+pub struct FieldInfo {
+    /// TOML key and `--override` name.
+    pub key: &'static str,
+    /// Unit printed after the value.
+    pub unit: &'static str,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+/// Every field a chip record may carry, in display order.
+pub const FIELDS: &[FieldInfo] = &[
+    FieldInfo {
+        key: "bf16_tflops",
+        unit: "TFLOP/s",
+        doc: "dense BF16/FP16 tensor throughput",
+    },
+    FieldInfo {
+        key: "fp8_tflops",
+        unit: "TFLOP/s",
+        doc: "dense FP8 tensor throughput",
+    },
+    FieldInfo {
+        key: "fp32_tflops",
+        unit: "TFLOP/s",
+        doc: "FP32 throughput",
+    },
+    FieldInfo {
+        key: "int8_tops",
+        unit: "TOP/s",
+        doc: "dense INT8 throughput",
+    },
+    FieldInfo {
+        key: "memory_gb",
+        unit: "GB",
+        doc: "device memory as the vendor quotes it (HBM sizes are binary GB)",
+    },
+    FieldInfo {
+        key: "usable_memory_gib",
+        unit: "GiB",
+        doc: "memory a framework can allocate, where measured",
+    },
+    FieldInfo {
+        key: "mem_bw_tbs",
+        unit: "TB/s",
+        doc: "device memory bandwidth",
+    },
+    FieldInfo {
+        key: "scaleup_gbs",
+        unit: "GB/s",
+        doc: "scale-up (chip-to-chip) link, bidirectional per chip",
+    },
+    FieldInfo {
+        key: "scaleup_domain",
+        unit: "chips",
+        doc: "chips sharing the scale-up fabric (NVLink domain, node)",
+    },
+    FieldInfo {
+        key: "scaleout_gbs",
+        unit: "GB/s",
+        doc: "scale-out network per chip, one direction",
+    },
+    FieldInfo {
+        key: "tdp_w",
+        unit: "W",
+        doc: "board power",
+    },
+    FieldInfo {
+        key: "price_per_hour",
+        unit: "USD/h",
+        doc: "rental or amortised price per chip-hour",
+    },
+    FieldInfo {
+        key: "die_mm2",
+        unit: "mm2",
+        doc: "die area, for the export-control performance density",
+    },
+    FieldInfo {
+        key: "measured_bf16_tflops",
+        unit: "TFLOP/s",
+        doc: "measured large-GEMM BF16/FP16 throughput",
+    },
+    FieldInfo {
+        key: "measured_mem_bw_tbs",
+        unit: "TB/s",
+        doc: "measured memory bandwidth",
+    },
+];
+
+/// One accelerator record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chip {
+    /// Short lower-case name used on the command line (`h100`, `p800`).
+    pub name: String,
+    /// Other accepted names.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Full product name.
+    #[serde(default)]
+    pub display: String,
+    /// Vendor name.
+    #[serde(default)]
+    pub vendor: String,
+    /// Chip family for placement rules (`nvidia`, `kunlun`, `t-head`, `ascend`).
+    #[serde(default)]
+    pub family: String,
+    /// Which calibration of the performance model applies (`ampere`, `hopper`, `default`).
+    #[serde(default = "default_calibration")]
+    pub calibration: String,
+    /// The figures, keyed by a name from [`FIELDS`].
+    #[serde(default)]
+    pub specs: BTreeMap<String, Figure>,
+}
+
+fn default_calibration() -> String {
+    "default".into()
+}
+
+impl Chip {
+    /// The value of a field, if known.
+    pub fn get(&self, field: &str) -> Option<f64> {
+        self.specs.get(field).and_then(|f| f.value)
+    }
+
+    /// The value of a field the planner cannot do without; the error says how to supply it.
+    pub fn require(&self, field: &str) -> Result<f64> {
+        match self.specs.get(field) {
+            Some(Figure { value: Some(v), .. }) => Ok(*v),
+            Some(f) => bail!(
+                "chip {}: {} is unknown ({}); supply it with --override {}.{}=VALUE or a chip file (--chip-file FILE)",
+                self.name,
+                field,
+                f.source,
+                self.name,
+                field
+            ),
+            None => bail!(
+                "chip {}: {} is not in the database; supply it with --override {}.{}=VALUE or a chip file (--chip-file FILE)",
+                self.name,
+                field,
+                self.name,
+                field
+            ),
+        }
+    }
+
+    /// Set a field (from an override), marking it as the user's own low-confidence figure.
+    pub fn set(&mut self, field: &str, value: f64, source: &str) -> Result<()> {
+        check_field(field)?;
+        if !value.is_finite() || value < 0.0 {
+            bail!(
+                "chip {}: {field}={value} must be a non-negative number",
+                self.name
+            );
+        }
+        self.specs.insert(
+            field.to_string(),
+            Figure {
+                value: Some(value),
+                conf: Confidence::L,
+                source: source.into(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Usable device memory in bytes: measured where known, else 94% of the nominal size
+    /// (the fraction FlagPerf measured on Ascend 910B, 60.32 of 64 GiB, and close to what CUDA leaves
+    /// after its context on 80 GB parts).
+    pub fn usable_memory_bytes(&self) -> Result<f64> {
+        if let Some(g) = self.get("usable_memory_gib") {
+            return Ok(g * GIB);
+        }
+        Ok(self.require("memory_gb")? * GIB * 0.94)
+    }
+
+    /// Whether the name or an alias matches (case-insensitive).
+    pub fn answers_to(&self, name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        self.name == n || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(&n))
+    }
+}
+
+/// Bytes in a GiB.
+pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+fn check_field(field: &str) -> Result<()> {
+    if FIELDS.iter().any(|f| f.key == field) {
+        Ok(())
+    } else {
+        let keys: Vec<_> = FIELDS.iter().map(|f| f.key).collect();
+        bail!(
+            "unknown chip field '{field}'; known fields: {}",
+            keys.join(", ")
+        )
+    }
+}
+
+/// The built-in records, embedded so the binary needs no data directory.
+const BUILTIN: &[(&str, &str)] = &[
+    ("h100.toml", include_str!("../chips/h100.toml")),
+    ("h800.toml", include_str!("../chips/h800.toml")),
+    ("h200.toml", include_str!("../chips/h200.toml")),
+    ("a100.toml", include_str!("../chips/a100.toml")),
+    ("h20.toml", include_str!("../chips/h20.toml")),
+    ("p800.toml", include_str!("../chips/p800.toml")),
+    ("r300.toml", include_str!("../chips/r300.toml")),
+    ("ppu.toml", include_str!("../chips/ppu.toml")),
+    ("910b.toml", include_str!("../chips/910b.toml")),
+    ("910c.toml", include_str!("../chips/910c.toml")),
+    ("mlu370.toml", include_str!("../chips/mlu370.toml")),
+];
+
+/// A set of chip records.
+#[derive(Clone, Debug, Default)]
+pub struct ChipDb {
+    /// The records, built-in first.
+    pub chips: Vec<Chip>,
+}
+
+impl ChipDb {
+    /// The records shipped with the crate.
+    pub fn builtin() -> ChipDb {
+        let chips = BUILTIN
+            .iter()
+            .map(|(file, text)| {
+                parse_chip(text, file)
+                    .unwrap_or_else(|e| panic!("built-in chip file is invalid: {e:#}"))
+            })
+            .collect();
+        ChipDb { chips }
+    }
+
+    /// Built-in records plus chip files and `chip.field=value` overrides, in that order.
+    pub fn with_user(chip_files: &[std::path::PathBuf], overrides: &[String]) -> Result<ChipDb> {
+        let mut db = ChipDb::builtin();
+        for f in chip_files {
+            db.load_file(f)?;
+        }
+        for o in overrides {
+            db.apply_override(o)?;
+        }
+        Ok(db)
+    }
+
+    /// Merge a user chip file: a new name adds a chip, a known name overrides the figures it gives.
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read chip file {}", path.display()))?;
+        let chip = parse_chip(&text, &path.display().to_string())?;
+        self.merge(chip);
+        Ok(())
+    }
+
+    /// Add a chip or merge its given figures over an existing one of the same name.
+    pub fn merge(&mut self, chip: Chip) {
+        if let Some(old) = self.chips.iter_mut().find(|c| c.answers_to(&chip.name)) {
+            for (k, v) in chip.specs {
+                old.specs.insert(k, v);
+            }
+            if !chip.family.is_empty() {
+                old.family = chip.family;
+            }
+        } else {
+            let mut chip = chip;
+            if chip.display.is_empty() {
+                chip.display = chip.name.clone();
+            }
+            if chip.family.is_empty() {
+                chip.family = chip.name.clone();
+            }
+            self.chips.push(chip);
+        }
+    }
+
+    /// Apply `chip.field=value`.
+    pub fn apply_override(&mut self, spec: &str) -> Result<()> {
+        let (lhs, rhs) = spec.split_once('=').ok_or_else(|| {
+            anyhow!("--override '{spec}' must look like CHIP.FIELD=VALUE, e.g. ppu.bf16_tflops=150")
+        })?;
+        let (chip, field) = lhs.trim().split_once('.').ok_or_else(|| {
+            anyhow!("--override '{spec}' must look like CHIP.FIELD=VALUE, e.g. ppu.bf16_tflops=150")
+        })?;
+        let value: f64 = rhs
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("--override '{spec}': '{}' is not a number", rhs.trim()))?;
+        let name = self.find(chip)?.name.clone();
+        let c = self
+            .chips
+            .iter_mut()
+            .find(|c| c.name == name)
+            .expect("found above");
+        c.set(field.trim(), value, "user override (--override)")
+    }
+
+    /// Find a chip by name or alias; the error lists the known names.
+    pub fn find(&self, name: &str) -> Result<&Chip> {
+        self.chips
+            .iter()
+            .find(|c| c.answers_to(name))
+            .ok_or_else(|| {
+                let names: Vec<_> = self.chips.iter().map(|c| c.name.as_str()).collect();
+                anyhow!(
+                    "unknown chip '{name}'; known chips: {} (or add one with --chip-file FILE)",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Parse one chip record, checking field names and values; the error names the file.
+pub fn parse_chip(text: &str, origin: &str) -> Result<Chip> {
+    let mut chip: Chip = toml::from_str(text)
+        .map_err(|e| anyhow!("chip file {origin}: {}", one_line(&e.to_string())))?;
+    chip.name = chip.name.to_ascii_lowercase();
+    if chip.name.is_empty() {
+        bail!("chip file {origin}: `name` must not be empty");
+    }
+    for (k, f) in &chip.specs {
+        check_field(k).map_err(|e| anyhow!("chip file {origin}: {e}"))?;
+        if let Some(v) = f.value {
+            if !v.is_finite() || v < 0.0 {
+                bail!("chip file {origin}: {k} = {v} must be a non-negative number");
+            }
+        }
+    }
+    Ok(chip)
+}
+
+/// Collapse a multi-line parser message (toml prints a snippet) into one line.
+pub(crate) fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
