@@ -1,0 +1,130 @@
+//! GFLOP/s of the matrix products GPT training produces, next to the measured FMA peak.
+//!
+//! `cargo run --release -p anychip-port-cpu --example matmul_bench -- [threads] [repeats]`
+//! Each shape runs forward (y = x w^T), and the two backward products (dx = dy w, dw = dy^T x)
+//! through the port's `matmul` with transposes as strides, exactly as the engine calls it.
+
+use anychip_port::{DType, Layout, Port, View};
+use std::time::Instant;
+
+fn view(port: &dyn Port, shape: [usize; 3], strides: [usize; 3]) -> View {
+    let n: usize = shape.iter().product();
+    let buf = port.alloc(n * 4).expect("alloc");
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| ((i % 97) as f32 * 0.01 - 0.48).to_le_bytes())
+        .collect();
+    port.write(&buf, 0, &data).expect("write");
+    View {
+        buf,
+        dtype: DType::F32,
+        layout: Layout {
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            offset: 0,
+        },
+    }
+}
+
+/// [rows, cols] contiguous as [1, rows, cols], or its transpose [1, cols, rows] without a copy.
+fn mat(port: &dyn Port, rows: usize, cols: usize, transpose: bool) -> View {
+    let v = view(port, [1, rows, cols], [0, cols, 1]);
+    if transpose {
+        View {
+            layout: Layout {
+                shape: vec![1, cols, rows],
+                strides: vec![0, 1, cols],
+                offset: 0,
+            },
+            ..v
+        }
+    } else {
+        v
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let threads = args.get(1).and_then(|s| s.parse().ok());
+    let repeats: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let port = anychip_port_cpu::new(threads);
+    let peak = port.peak_flops_f32();
+    println!("{}", port.capabilities().device);
+    println!(
+        "measured fp32 FMA peak: {:.1} GFLOP/s on {} threads",
+        peak / 1e9,
+        port.threads()
+    );
+    // (rows = B*T, in, out) of GPT-2 small's linears at B*T = 2048, plus square references.
+    let shapes = [
+        (2048, 768, 2304, "qkv"),
+        (2048, 768, 768, "attn proj"),
+        (2048, 768, 3072, "mlp up"),
+        (2048, 3072, 768, "mlp down"),
+    ];
+    println!(
+        "{:<10} {:>20} {:>10} {:>10} {:>10} {:>7}",
+        "layer", "[N,In]x[In,Out]", "fwd", "dx=dy w", "dw=dy^T x", "%peak"
+    );
+    for (n, din, dout, name) in shapes {
+        let x = mat(&port, n, din, false);
+        let wt = mat(&port, dout, din, true); // w [Out,In] seen as w^T [In,Out]
+        let w = mat(&port, dout, din, false);
+        let y = mat(&port, n, dout, false);
+        let dy = mat(&port, n, dout, false);
+        let dyt = mat(&port, n, dout, true);
+        let dx = mat(&port, n, din, false);
+        let dw = mat(&port, dout, din, false);
+        let flops = 2.0 * (n * din * dout) as f64;
+        let time = |f: &dyn Fn()| {
+            f();
+            median(
+                (0..repeats)
+                    .map(|_| {
+                        let t = Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            )
+        };
+        let g = [
+            flops / time(&|| port.matmul(&x, &wt, &y, 1.0, 0.0).unwrap()) / 1e9,
+            flops / time(&|| port.matmul(&dy, &w, &dx, 1.0, 0.0).unwrap()) / 1e9,
+            flops / time(&|| port.matmul(&dyt, &x, &dw, 1.0, 0.0).unwrap()) / 1e9,
+        ];
+        let mean = g.iter().sum::<f64>() / 3.0;
+        println!(
+            "{name:<10} {:>20} {:>10.1} {:>10.1} {:>10.1} {:>6.0}%",
+            format!("[{n},{din}]x[{din},{dout}]"),
+            g[0],
+            g[1],
+            g[2],
+            100.0 * mean * 1e9 / peak
+        );
+    }
+    for s in [512usize, 1024, 2048] {
+        let (a, b, c) = (
+            mat(&port, s, s, false),
+            mat(&port, s, s, false),
+            mat(&port, s, s, false),
+        );
+        let t = median(
+            (0..repeats)
+                .map(|_| {
+                    let t = Instant::now();
+                    port.matmul(&a, &b, &c, 1.0, 0.0).unwrap();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        );
+        println!(
+            "square n={s}: {:.1} GFLOP/s (median of {repeats})",
+            2.0 * (s * s * s) as f64 / t / 1e9
+        );
+    }
+}
