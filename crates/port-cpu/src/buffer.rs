@@ -18,6 +18,10 @@ use std::sync::Arc;
 /// Alignment of every allocation: one cache line, and a full AVX-512 register.
 pub const ALIGN: usize = 64;
 
+/// A type with the buffer alignment, whose dangling pointer stands in for empty buffers.
+#[repr(align(64))]
+struct CacheLine;
+
 /// A 64-byte aligned block of host memory owned by the CPU port.
 pub struct HostBuffer {
     ptr: NonNull<u8>,
@@ -34,7 +38,7 @@ impl HostBuffer {
     pub fn new(bytes: usize) -> Result<HostBuffer> {
         if bytes == 0 {
             return Ok(HostBuffer {
-                ptr: NonNull::<[u8; ALIGN]>::dangling().cast(),
+                ptr: NonNull::<CacheLine>::dangling().cast(),
                 bytes: 0,
             });
         }

@@ -96,7 +96,8 @@ const COLS: usize = 64;
 /// out[idx[n], :] += src[n, :], repeated indices accumulating in index order.
 ///
 /// Parallel over column slices, so every output element is owned by one task and the sum
-/// order (n ascending) does not depend on the thread count.
+/// order (n ascending) does not depend on the thread count. Positions are grouped by target
+/// row so each output row is loaded and rounded once (bf16 tables must not round per add).
 pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
     dense_out(out)?;
     let (n, d) = check2(src, "scatter_add_rows src")?;
@@ -109,19 +110,27 @@ pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
         ));
     }
     let (s, o) = (raw(src)?, raw(out)?);
+    // Stable sort: positions with the same target keep their ascending order.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&r| ids[r]);
     let one = |t: usize| {
         let (c0, w) = (t * COLS, COLS.min(d - t * COLS));
         let (mut x, mut y) = ([0f32; COLS], [0f32; COLS]);
-        for (r, &i) in ids.iter().enumerate() {
-            let (a, sa) = at(src, r, c0);
+        let mut k = 0;
+        while k < n {
+            let i = ids[order[k]];
             let (b, sb) = at(out, i, c0);
             // SAFETY: in bounds; the columns [c0, c0 + w) of `out` belong to this task.
-            unsafe {
-                load(s, a, sa, &mut x[..w]);
-                load(o, b, sb, &mut y[..w]);
+            unsafe { load(o, b, sb, &mut y[..w]) };
+            while k < n && ids[order[k]] == i {
+                let (a, sa) = at(src, order[k], c0);
+                // SAFETY: in bounds; src is only read.
+                unsafe { load(s, a, sa, &mut x[..w]) };
                 y[..w].iter_mut().zip(&x[..w]).for_each(|(y, x)| *y += x);
-                store(o, b, sb, &y[..w]);
+                k += 1;
             }
+            // SAFETY: as above.
+            unsafe { store(o, b, sb, &y[..w]) };
         }
     };
     let tasks = d.div_ceil(COLS);

@@ -1,0 +1,60 @@
+//! The runtime half: memory, transfers, registration and capabilities.
+
+mod common;
+
+use anychip_port::{DType, Port, PortOptions, Registry};
+use anychip_port_cpu::buffer::{HostBuffer, ALIGN};
+
+#[test]
+fn alloc_is_aligned_and_transfers_round_trip() {
+    let cpu = anychip_port_cpu::new(Some(1));
+    for bytes in [0usize, 1, 3, 64, 1000, 1 << 20] {
+        let b = cpu.alloc(bytes).unwrap();
+        assert_eq!(b.bytes(), bytes);
+        let h = b.downcast::<HostBuffer>().unwrap();
+        assert_eq!(
+            h.ptr() as usize % ALIGN,
+            0,
+            "{bytes}-byte buffer is not {ALIGN}-byte aligned"
+        );
+        let data: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
+        cpu.write(&b, 0, &data).unwrap();
+        let mut back = vec![0u8; bytes];
+        cpu.read(&b, 0, &mut back).unwrap();
+        assert_eq!(back, data);
+    }
+    let a = cpu.alloc(16).unwrap();
+    let b = cpu.alloc(16).unwrap();
+    cpu.write(&a, 0, &(0..16).collect::<Vec<u8>>()).unwrap();
+    cpu.copy(&a, 4, &b, 8, 8).unwrap();
+    let mut got = vec![0u8; 16];
+    cpu.read(&b, 0, &mut got).unwrap();
+    assert_eq!(&got[8..], &[4, 5, 6, 7, 8, 9, 10, 11]);
+    // Out-of-bounds transfers are errors.
+    assert!(cpu.write(&a, 10, &[0; 7]).is_err());
+    assert!(cpu.read(&a, usize::MAX, &mut [0; 2]).is_err());
+    assert!(cpu.copy(&a, 9, &b, 0, 8).is_err());
+    cpu.synchronize().unwrap();
+}
+
+#[test]
+fn registers_as_cpu_with_requested_threads() {
+    let mut reg = Registry::new();
+    anychip_port_cpu::register(&mut reg);
+    assert!(reg.list().iter().any(|(n, _)| n == "cpu"));
+    let p = reg
+        .create("cpu", &PortOptions { threads: Some(3) })
+        .unwrap();
+    assert_eq!(p.name(), "cpu");
+    let caps = p.capabilities();
+    assert!(caps.device.contains("3 threads"), "{}", caps.device);
+    assert!(caps.storage.contains(&DType::BF16) && caps.fused.contains(&"attention"));
+    let peak = caps.peak_flops_f32.unwrap();
+    assert!(peak > 1e8, "implausible FMA peak {peak}");
+}
+
+#[test]
+fn fma_peak_grows_with_threads() {
+    let one = anychip_port_cpu::measure_fma_peak(1);
+    assert!(one > 1e8 && one < 1e13, "{one}");
+}
