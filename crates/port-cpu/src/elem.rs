@@ -430,15 +430,5 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
 /// Maximum of a slice; NaN anywhere gives NaN, empty gives -inf.
 #[inline]
 pub fn max(x: &[f32]) -> f32 {
-    let mut m = f32::NEG_INFINITY;
-    let mut nan = false;
-    for &v in x {
-        nan |= v.is_nan();
-        m = if v > m { v } else { m };
-    }
-    if nan {
-        f32::NAN
-    } else {
-        m
-    }
+    crate::math::max_slice(x)
 }

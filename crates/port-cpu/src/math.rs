@@ -14,7 +14,8 @@ pub fn exp(x: f32) -> f32 {
     const C2: f32 = -2.121_944_4e-4;
     // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer with SSE2 alone.
     const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(-87.3, 88.7);
+    // max/min rather than clamp: they compile to plain SIMD min/max (NaN is restored below).
+    let xc = x.max(-87.3).min(88.7);
     let n = (xc * LOG2E + ROUND) - ROUND;
     let r = xc - n * C1 - n * C2;
     // exp(r) on |r| <= ln2/2.
@@ -25,14 +26,133 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // SAFETY: n is an integer in [-126, 128] (x was clamped), so it fits an i32; the unchecked
+    // conversion avoids the saturating `as` sequence that blocks vectorisation.
+    let scale = f32::from_bits(((unsafe { n.to_int_unchecked::<i32>() } + 127) as u32) << 23);
     let y = e * scale;
-    if x > 88.72 {
-        f32::INFINITY
-    } else if x < -87.3 {
-        0.0
+    let y = if x > 88.72 { f32::INFINITY } else { y };
+    let y = if x < -87.3 { 0.0 } else { y };
+    if x.is_nan() {
+        x
     } else {
         y
+    }
+}
+
+/// Define a slice kernel compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run
+/// time, so release builds without `-C target-cpu` still use the machine's widest vectors.
+macro_rules! multiversion {
+    ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
+        $(#[$m])*
+        pub fn $name($($a: $t),*) -> $r {
+            #[inline(always)]
+            fn body($($a: $t),*) -> $r $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn v4($($a: $t),*) -> $r { body($($a),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($a: $t),*) -> $r { body($($a),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the feature was detected at run time.
+                    return unsafe { v4($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the features were detected at run time.
+                    return unsafe { v3($($a),*) };
+                }
+            }
+            body($($a),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Maximum of a slice; NaN anywhere gives NaN, empty gives -inf (16 lanes, vectorised).
+    pub fn max_slice(x: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; 16];
+        let mut nan = [false; 16];
+        let mut xc = x.chunks_exact(16);
+        for c in &mut xc {
+            for l in 0..16 {
+                nan[l] |= c[l].is_nan();
+                acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+            }
+        }
+        let mut m = f32::NEG_INFINITY;
+        let mut any_nan = nan.iter().any(|&b| b);
+        for &v in acc.iter().chain(xc.remainder()) {
+            any_nan |= v.is_nan();
+            m = if v > m { v } else { m };
+        }
+        if any_nan {
+            f32::NAN
+        } else {
+            m
+        }
+    }
+}
+
+multiversion! {
+    /// out[i] = exp(x[i] - shift); returns the sum of out (16 lanes, so it vectorises).
+    pub fn exp_shift_sum(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
+        let mut acc = [0f32; 16];
+        let (mut xc, mut oc) = (x.chunks_exact(16), out.chunks_exact_mut(16));
+        for (c, o) in (&mut xc).zip(&mut oc) {
+            for l in 0..16 {
+                o[l] = exp(c[l] - shift);
+                acc[l] += o[l];
+            }
+        }
+        let mut tail = 0f32;
+        for (&c, o) in xc.remainder().iter().zip(oc.into_remainder()) {
+            *o = exp(c - shift);
+            tail += *o;
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+multiversion! {
+    /// sum_i exp(x[i] - shift), without writing anything.
+    pub fn sum_exp_shift(x: &[f32], shift: f32) -> f32 {
+        let mut acc = [0f32; 16];
+        let mut xc = x.chunks_exact(16);
+        for c in &mut xc {
+            for l in 0..16 {
+                acc[l] += exp(c[l] - shift);
+            }
+        }
+        acc.iter().sum::<f32>() + xc.remainder().iter().map(|&c| exp(c - shift)).sum::<f32>()
+    }
+}
+
+multiversion! {
+    /// x[i] = exp(x[i] - shift) in place; returns the new sum.
+    pub fn exp_shift_sum_inplace(x: &mut [f32], shift: f32) -> f32 {
+        let mut acc = [0f32; 16];
+        let mut xc = x.chunks_exact_mut(16);
+        for c in &mut xc {
+            for l in 0..16 {
+                c[l] = exp(c[l] - shift);
+                acc[l] += c[l];
+            }
+        }
+        let mut tail = 0f32;
+        for c in xc.into_remainder() {
+            *c = exp(*c - shift);
+            tail += *c;
+        }
+        acc.iter().sum::<f32>() + tail
+    }
+}
+
+multiversion! {
+    /// out[i] = scale * exp(x[i] - shift).
+    pub fn scaled_exp_shift(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) -> () {
+        for (o, &c) in out.iter_mut().zip(x) {
+            *o = scale * exp(c - shift);
+        }
     }
 }
 
@@ -46,6 +166,50 @@ pub fn tanh(x: f32) -> f32 {
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
+}
+
+/// sqrt(2 / pi), the GELU tanh approximation's scale.
+const K: f32 = 0.797_884_6;
+/// The cubic coefficient of the GELU tanh approximation.
+const C: f32 = 0.044_715;
+
+multiversion! {
+    /// y = 0.5 x (1 + tanh(K (x + C x^3))).
+    pub fn gelu_tanh(x: &[f32], y: &mut [f32]) -> () {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = 0.5 * v * (1.0 + tanh(K * (v + C * v * v * v)));
+        }
+    }
+}
+
+multiversion! {
+    /// dx = dy ((1 + t) / 2 + x (1 - t^2) K (1 + 3 C x^2) / 2), t = tanh(K (x + C x^3)).
+    pub fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () {
+        for i in 0..dx.len().min(x.len()).min(dy.len()) {
+            let v = x[i];
+            let t = tanh(K * (v + C * v * v * v));
+            dx[i] = dy[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * K * (1.0 + 3.0 * C * v * v));
+        }
+    }
+}
+
+multiversion! {
+    /// y = x sigmoid(x).
+    pub fn silu(x: &[f32], y: &mut [f32]) -> () {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = v * sigmoid(v);
+        }
+    }
+}
+
+multiversion! {
+    /// dx = dy s (1 + x (1 - s)), s = sigmoid(x).
+    pub fn silu_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () {
+        for i in 0..dx.len().min(x.len()).min(dy.len()) {
+            let s = sigmoid(x[i]);
+            dx[i] = dy[i] * s * (1.0 + x[i] * (1.0 - s));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +229,24 @@ mod tests {
         assert_eq!(exp(f32::INFINITY), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
         assert_eq!(exp(0.0), 1.0);
+    }
+    #[test]
+    fn slice_kernels_agree_with_scalar() {
+        let x: Vec<f32> = (0..37).map(|i| i as f32 * 0.3 - 5.0).collect();
+        let mut out = vec![0f32; 37];
+        let s = exp_shift_sum(&x, 1.5, &mut out);
+        let want: Vec<f32> = x.iter().map(|&v| exp(v - 1.5)).collect();
+        assert!(out
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| (a - b).abs() <= 1e-6 * b));
+        assert!((s - want.iter().sum::<f32>()).abs() < 1e-4 * s);
+        assert!((sum_exp_shift(&x, 1.5) - s).abs() < 1e-4 * s);
+        scaled_exp_shift(&x, 1.5, 2.0, &mut out);
+        assert!(out
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| (a - 2.0 * b).abs() <= 2e-6 * b));
     }
     #[test]
     fn tanh_saturates() {

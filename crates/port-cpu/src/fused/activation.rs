@@ -9,13 +9,11 @@
 
 use super::floats;
 use crate::elem::{finish_row, map, raw, row, row_mut, BLOCK, PAR_MIN};
-use crate::math::{exp, sigmoid, tanh};
+use crate::math::exp;
 use crate::prim::random::uniform_into;
 use anychip_port::{invalid, GeluKind, Handled, Result, View};
 use rayon::prelude::*;
 
-const K: f32 = 0.797_884_6; // sqrt(2 / pi)
-const C: f32 = 0.044_715;
 const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
@@ -25,11 +23,7 @@ pub fn gelu_fwd(kind: GeluKind, x: &View, y: &View) -> Result<Handled> {
         return Ok(Handled::No);
     }
     match kind {
-        GeluKind::Tanh => map([x], y, |[x], y| {
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = 0.5 * v * (1.0 + tanh(K * (v + C * v * v * v)));
-            }
-        })?,
+        GeluKind::Tanh => map([x], y, |[x], y| crate::math::gelu_tanh(x, y))?,
         GeluKind::Erf => map([x], y, |[x], y| {
             for (o, &v) in y.iter_mut().zip(x) {
                 *o = 0.5 * v * (1.0 + libm::erff(v * INV_SQRT2));
@@ -46,12 +40,7 @@ pub fn gelu_bwd(kind: GeluKind, x: &View, dy: &View, dx: &View) -> Result<Handle
     }
     match kind {
         GeluKind::Tanh => map([x, dy], dx, |[x, g], o| {
-            for i in 0..o.len() {
-                let v = x[i];
-                let t = tanh(K * (v + C * v * v * v));
-                o[i] = g[i]
-                    * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * K * (1.0 + 3.0 * C * v * v));
-            }
+            crate::math::gelu_tanh_grad(x, g, o)
         })?,
         GeluKind::Erf => map([x, dy], dx, |[x, g], o| {
             for i in 0..o.len() {
@@ -69,11 +58,7 @@ pub fn silu_fwd(x: &View, y: &View) -> Result<Handled> {
     if !floats(&[x, y]) {
         return Ok(Handled::No);
     }
-    map([x], y, |[x], y| {
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = v * sigmoid(v);
-        }
-    })?;
+    map([x], y, |[x], y| crate::math::silu(x, y))?;
     Ok(Handled::Yes)
 }
 
@@ -82,12 +67,7 @@ pub fn silu_bwd(x: &View, dy: &View, dx: &View) -> Result<Handled> {
     if !floats(&[x, dy, dx]) {
         return Ok(Handled::No);
     }
-    map([x, dy], dx, |[x, g], o| {
-        for i in 0..o.len() {
-            let s = sigmoid(x[i]);
-            o[i] = g[i] * s * (1.0 + x[i] * (1.0 - s));
-        }
-    })?;
+    map([x, dy], dx, |[x, g], o| crate::math::silu_grad(x, g, o))?;
     Ok(Handled::Yes)
 }
 

@@ -52,9 +52,14 @@ impl Dims {
         let end = t1 as isize + self.s as isize - self.t as isize;
         end.clamp(0, self.s as isize) as usize
     }
-    /// Whether query t may see key s.
-    fn visible(&self, causal: bool, t: usize, s: usize) -> bool {
-        !causal || (s as isize) <= t as isize + self.s as isize - self.t as isize
+    /// Index within the key block [s0, s0 + nk) of the first key query t may not see (nk if
+    /// none): the last visible key is t + S - T.
+    fn first_hidden(&self, causal: bool, t: usize, s0: usize, nk: usize) -> usize {
+        if !causal {
+            return nk;
+        }
+        let last = t as isize + self.s as isize - self.t as isize;
+        (last + 1 - s0 as isize).clamp(0, nk as isize) as usize
     }
 }
 
@@ -176,22 +181,15 @@ pub fn fwd(
             mm(nq, nk, dh, qs, (dh, 1), ks, (1, dh), sc, nk, scale, 0.0);
             for i in 0..nq {
                 let srow = &mut sc[i * nk..(i + 1) * nk];
-                for (j, x) in srow.iter_mut().enumerate() {
-                    if !d.visible(causal, t0 + i, s0 + j) {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
+                // Only blocks crossing the diagonal have hidden keys: mask the tail of the row.
+                srow[d.first_hidden(causal, t0 + i, s0, nk)..].fill(f32::NEG_INFINITY);
                 let mnew = max_nan(m[i], max(srow));
                 if mnew == f32::NEG_INFINITY {
                     srow.fill(0.0);
                     continue;
                 }
                 let corr = exp(m[i] - mnew);
-                let mut sum = 0f32;
-                for x in srow.iter_mut() {
-                    *x = exp(*x - mnew);
-                    sum += *x;
-                }
+                let sum = crate::math::exp_shift_sum_inplace(srow, mnew);
                 l[i] = l[i] * corr + sum;
                 m[i] = mnew;
                 if corr != 1.0 {
@@ -308,14 +306,12 @@ pub fn bwd(
                     let (p, dp) = (&mut p[..nq * nk], &mut dp[..nq * nk]);
                     mm(nq, nk, dh, qb, (dh, 1), kb, (1, dh), p, nk, scale, 0.0);
                     for i in 0..nq {
-                        let li = ls[t0 + i];
-                        for j in 0..nk {
-                            let x = &mut p[i * nk + j];
-                            *x = if li == f32::NEG_INFINITY || !d.visible(causal, t0 + i, s0 + j) {
-                                0.0
-                            } else {
-                                exp(*x - li)
-                            };
+                        let (li, row) = (ls[t0 + i], &mut p[i * nk..(i + 1) * nk]);
+                        if li == f32::NEG_INFINITY {
+                            row.fill(0.0);
+                        } else {
+                            crate::math::exp_shift_sum_inplace(row, li);
+                            row[d.first_hidden(causal, t0 + i, s0, nk)..].fill(0.0);
                         }
                     }
                     mm(

@@ -7,7 +7,6 @@
 
 use super::{floats, is_f32, par_rows, rows_cols};
 use crate::elem::{finish_row, max, raw, row, row_mut, store, Raw};
-use crate::math::exp;
 use anychip_port::{invalid, DType, Handled, Result, View};
 
 /// Read the targets and check them against the vocabulary.
@@ -64,11 +63,7 @@ pub fn fwd(logits: &View, targets: &View, loss: &View, lse: &View) -> Result<Han
             let l = if m == f32::NEG_INFINITY {
                 m
             } else {
-                let mut acc = [0f32; 16];
-                for (i, &x) in xs.iter().enumerate() {
-                    acc[i % 16] += exp(x - m);
-                }
-                m + acc.iter().sum::<f32>().ln()
+                m + crate::math::sum_exp_shift(xs, m).ln()
             };
             store(lr, lse.layout.offset + r, 1, &[l]);
             let t = ts[r];
@@ -137,9 +132,7 @@ pub fn bwd(
                 ds.fill(0.0);
             } else {
                 let l = scalar(lr, l0 + r);
-                for (o, &x) in ds.iter_mut().zip(xs) {
-                    *o = scale * exp(x - l);
-                }
+                crate::math::scaled_exp_shift(xs, l, scale, ds);
                 ds[t as usize] -= scale;
             }
             finish_row(dr, d0 + r * v, ds);

@@ -53,10 +53,7 @@ fn forward(x: &View, y: &View, log: bool) -> Result<Handled> {
             if m == f32::NEG_INFINITY {
                 ys.fill(if log { f32::NEG_INFINITY } else { 0.0 });
             } else {
-                for (o, &v) in ys.iter_mut().zip(xs) {
-                    *o = exp(v - m);
-                }
-                let s = sum(ys);
+                let s = crate::math::exp_shift_sum(xs, m, ys);
                 if log {
                     let lse = m + s.ln();
                     for (o, &v) in ys.iter_mut().zip(xs) {
