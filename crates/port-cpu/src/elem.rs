@@ -359,7 +359,7 @@ pub unsafe fn for_chunks(r: Raw, at: usize, len: usize, mut f: impl FnMut(&[f32]
 ///
 /// # Safety
 /// As [`for_chunks`]; the returned slice must not outlive concurrent writes to the range.
-pub unsafe fn row<'a>(r: Raw, at: usize, len: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+pub unsafe fn row(r: Raw, at: usize, len: usize, scratch: &mut Vec<f32>) -> &[f32] {
     if r.dtype == DType::F32 {
         return std::slice::from_raw_parts(r.ptr::<f32>().add(at), len);
     }
@@ -373,12 +373,7 @@ pub unsafe fn row<'a>(r: Raw, at: usize, len: usize, scratch: &'a mut Vec<f32>) 
 ///
 /// # Safety
 /// The range must be in bounds and owned by the calling task.
-pub unsafe fn row_mut<'a>(
-    r: Raw,
-    at: usize,
-    len: usize,
-    scratch: &'a mut Vec<f32>,
-) -> &'a mut [f32] {
+pub unsafe fn row_mut(r: Raw, at: usize, len: usize, scratch: &mut Vec<f32>) -> &mut [f32] {
     if r.dtype == DType::F32 {
         return std::slice::from_raw_parts_mut(r.ptr::<f32>().add(at), len);
     }

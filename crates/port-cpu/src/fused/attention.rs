@@ -80,7 +80,7 @@ fn dims(q: &View, k: &View, v: &View, out: &View, lse: &View) -> Result<Dims> {
         s: ks[2],
         dh: qs[3],
     };
-    if ks[0] != d.b || ks[3] != d.dh || d.hkv == 0 || d.hq % d.hkv != 0 {
+    if ks[0] != d.b || ks[3] != d.dh || d.hkv == 0 || !d.hq.is_multiple_of(d.hkv) {
         return invalid(format!("attention: k/v batch and head size must match q, and Hq ({}) be a multiple of Hkv ({})", d.hq, d.hkv));
     }
     if lse.numel() != d.b * d.hq * d.t {

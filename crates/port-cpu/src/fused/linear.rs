@@ -9,7 +9,7 @@ use anychip_port::{invalid, Handled, Layout, ReduceOp, Result, View};
 /// `v` as a rank-3 [1, rows, cols] matrix (rows: leading axes flattened), or its transpose.
 fn mat(v: &View, transpose: bool) -> Result<View> {
     let cols = v.shape().last().copied().unwrap_or(1);
-    let rows = if cols == 0 { 0 } else { v.numel() / cols };
+    let rows = v.numel().checked_div(cols).unwrap_or(0);
     let (rs, cs) = match v.shape().len() {
         0 => (1, 1),
         1 => (cols, 1),

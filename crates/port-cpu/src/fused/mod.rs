@@ -304,7 +304,7 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
 /// (rows, features): all leading axes flattened, the last axis kept.
 pub fn rows_cols(v: &View) -> (usize, usize) {
     let d = v.shape().last().copied().unwrap_or(1);
-    (if d == 0 { 0 } else { v.numel() / d }, d)
+    (v.numel().checked_div(d).unwrap_or(0), d)
 }
 
 /// Per-task scratch rows for bf16 conversion (reused across the rows a task handles).

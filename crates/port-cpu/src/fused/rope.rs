@@ -14,7 +14,7 @@ pub fn rope(x: &View, cos: &View, sin: &View, y: &View, sign: f32) -> Result<Han
         return Ok(Handled::No);
     }
     let s = x.shape();
-    if s.len() != 4 || s[3] % 2 != 0 || y.shape() != s {
+    if s.len() != 4 || !s[3].is_multiple_of(2) || y.shape() != s {
         return invalid(format!(
             "rope wants x and y of shape [B,H,T,Dh] with even Dh, got {s:?} and {:?}",
             y.shape()

@@ -123,25 +123,25 @@ fn backward(y: &View, dy: &View, dx: &View, log: bool) -> Result<Handled> {
 }
 
 /// Always copy (used when the output aliases this input).
-pub(crate) unsafe fn copy_row<'a>(
+pub(crate) unsafe fn copy_row(
     r: crate::elem::Raw,
     at: usize,
     len: usize,
-    scratch: &'a mut Vec<f32>,
-) -> &'a [f32] {
+    scratch: &mut Vec<f32>,
+) -> &[f32] {
     scratch.resize(len, 0.0);
     crate::elem::load(r, at, 1, scratch);
     scratch
 }
 
 /// Row `[at, at + len)` as f32, copied when `alias` says the output shares its memory.
-pub(crate) unsafe fn input_row<'a>(
+pub(crate) unsafe fn input_row(
     alias: bool,
     r: crate::elem::Raw,
     at: usize,
     len: usize,
-    scratch: &'a mut Vec<f32>,
-) -> &'a [f32] {
+    scratch: &mut Vec<f32>,
+) -> &[f32] {
     if alias {
         copy_row(r, at, len, scratch)
     } else {

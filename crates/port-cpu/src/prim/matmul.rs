@@ -159,6 +159,7 @@ fn widen(v: &View, r: crate::elem::Raw, dst: &mut [f32]) {
 ///
 /// # Safety
 /// Every matrix must be in bounds, and the batches of `c` must be pairwise disjoint.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_batched(
     bt: usize,
     m: usize,

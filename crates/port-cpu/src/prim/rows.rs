@@ -46,6 +46,7 @@ fn at(v: &View, r: usize, c0: usize) -> (usize, usize) {
 }
 
 /// Copy `w` columns starting at c0 of row `from` in `src` to row `to` of `dst` (through f32).
+#[allow(clippy::too_many_arguments)]
 unsafe fn move_row(
     src: &View,
     s: Raw,
