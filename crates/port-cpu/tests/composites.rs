@@ -1017,3 +1017,132 @@ fn non_contiguous_composites_fall_back() {
     let caps = p.capabilities();
     assert_eq!(caps.fused.len(), Composite::NAMES.len());
 }
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    // Bit-identical across thread counts: what makes a one-thread resume reproducible and lets
+    // runs be compared across machines.
+    let (one, four) = (
+        anychip_port_cpu::new(Some(1)),
+        anychip_port_cpu::new(Some(4)),
+    );
+    let (r, c) = (300, 257);
+    let mut bits = Vec::new();
+    for p in [&one, &four] {
+        let mut g = Gen::new(18);
+        let x = tensor(p, &g.vec(r * c, 2.0), DType::F32, &[r, c]);
+        let w = tensor(p, &g.vec(c, 1.0), DType::F32, &[c]);
+        let dy = tensor(p, &g.vec(r * c, 1.0), DType::F32, &[r, c]);
+        let (y, mean, rstd) = (
+            output(p, DType::F32, &[r, c]),
+            output(p, DType::F32, &[r]),
+            output(p, DType::F32, &[r]),
+        );
+        run(
+            p,
+            Composite::LayerNormFwd {
+                x: x.clone(),
+                weight: Some(w.clone()),
+                bias: None,
+                eps: 1e-5,
+                y,
+                mean: mean.clone(),
+                rstd: rstd.clone(),
+            },
+        );
+        let (dx, dw, db) = (
+            output(p, DType::F32, &[r, c]),
+            output(p, DType::F32, &[c]),
+            output(p, DType::F32, &[c]),
+        );
+        run(
+            p,
+            Composite::LayerNormBwd {
+                x: x.clone(),
+                weight: Some(w),
+                mean,
+                rstd,
+                dy: dy.clone(),
+                dx: dx.clone(),
+                dweight: Some(dw.clone()),
+                dbias: Some(db.clone()),
+            },
+        );
+        let ids = ints(p, &(0..r as i32).map(|i| i % 7).collect::<Vec<_>>(), &[r]);
+        let (loss, lse) = (output(p, DType::F32, &[1]), output(p, DType::F32, &[r]));
+        run(
+            p,
+            Composite::CrossEntropyFwd {
+                logits: x.clone(),
+                targets: ids,
+                loss: loss.clone(),
+                lse,
+            },
+        );
+        let norm = output(p, DType::F32, &[1]);
+        run(
+            p,
+            Composite::GradNorm {
+                grads: vec![x, dy],
+                out: norm.clone(),
+            },
+        );
+        let wl = tensor(p, &g.vec(c * c, 1.0), DType::F32, &[c, c]);
+        let yl = output(p, DType::F32, &[r, c]);
+        run(
+            p,
+            Composite::LinearFwd {
+                x: dx.clone(),
+                w: wl,
+                b: Some(db.clone()),
+                y: yl.clone(),
+            },
+        );
+        let all: Vec<u32> = [dx, dw, db, loss, norm, yl]
+            .iter()
+            .flat_map(|v| get(p, v))
+            .map(f32::to_bits)
+            .collect();
+        bits.push(all);
+    }
+    assert!(bits[0] == bits[1], "results differ between 1 and 4 threads");
+}
+
+#[test]
+fn linear_accepts_a_transposed_weight_view() {
+    // w given as a strided view (the transpose of a stored [In, Out] matrix): no copy needed.
+    let p = cpu();
+    let mut g = Gen::new(19);
+    let (n, nin, nout) = (17, 33, 5);
+    let x = tensor(&p, &g.vec(n * nin, 1.0), DType::F32, &[n, nin]);
+    let stored = g.vec(nin * nout, 1.0); // [In, Out]
+    let wt = put(
+        &p,
+        &stored,
+        DType::F32,
+        anychip_port::Layout {
+            shape: vec![nout, nin],
+            strides: vec![1, nout],
+            offset: 0,
+        },
+    );
+    let y = output(&p, DType::F32, &[n, nout]);
+    run(
+        &p,
+        Composite::LinearFwd {
+            x: x.clone(),
+            w: wt,
+            b: None,
+            y: y.clone(),
+        },
+    );
+    let xs = f64s(&p, &x);
+    let want: Vec<f64> = (0..n * nout)
+        .map(|i| {
+            (0..nin)
+                .map(|j| xs[i / nout * nin + j] * stored[j * nout + i % nout] as f64)
+                .sum()
+        })
+        .collect();
+    close("linear with strided w", &p, &y, &want, F32_MATMUL);
+}
