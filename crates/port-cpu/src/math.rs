@@ -169,6 +169,80 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+multiversion! {
+    /// One normalisation row: returns (mean, rstd) and writes y = (x - mean) rstd w + b.
+    /// `center` = false gives RMSNorm (mean taken as 0). w and b are always given (ones and
+    /// zeros when the layer has none) so the loop has no branch.
+    pub fn norm_row_fwd(x: &[f32], w: &[f32], b: &[f32], center: bool, eps: f32, y: &mut [f32]) -> (f32, f32) {
+        let d = x.len() as f32;
+        let mu = if center { lanes_sum(x) / d } else { 0.0 };
+        let mut acc = [0f32; 16];
+        let mut xc = x.chunks_exact(16);
+        for c in &mut xc {
+            for l in 0..16 {
+                let t = c[l] - mu;
+                acc[l] += t * t;
+            }
+        }
+        let var = (acc.iter().sum::<f32>() + xc.remainder().iter().map(|v| (v - mu) * (v - mu)).sum::<f32>()) / d;
+        let rs = 1.0 / (var + eps).sqrt();
+        for i in 0..y.len().min(x.len()).min(w.len()).min(b.len()) {
+            y[i] = (x[i] - mu) * rs * w[i] + b[i];
+        }
+        (mu, rs)
+    }
+}
+
+multiversion! {
+    /// One normalisation row backward, xhat = (x - mu) rs and g = dy w:
+    /// dx = rs (g - mean(g) [if center] - xhat mean(g xhat)); pw += dy xhat; pb += dy.
+    pub fn norm_row_bwd(x: &[f32], dy: &[f32], w: &[f32], mu: f32, rs: f32, center: bool, dx: &mut [f32], pw: &mut [f32], pb: &mut [f32]) -> () {
+        let n = x.len().min(dy.len()).min(w.len()).min(dx.len());
+        let (mut sg, mut sgx) = ([0f32; 16], [0f32; 16]);
+        let full = n / 16 * 16;
+        for c in (0..full).step_by(16) {
+            for l in 0..16 {
+                let xh = (x[c + l] - mu) * rs;
+                let g = dy[c + l] * w[c + l];
+                sg[l] += g;
+                sgx[l] += g * xh;
+            }
+        }
+        for i in full..n {
+            let xh = (x[i] - mu) * rs;
+            let g = dy[i] * w[i];
+            sg[0] += g;
+            sgx[0] += g * xh;
+        }
+        if !pw.is_empty() {
+            for i in 0..n.min(pw.len()).min(pb.len()) {
+                pw[i] += dy[i] * (x[i] - mu) * rs;
+                pb[i] += dy[i];
+            }
+        }
+        let d = n as f32;
+        let mg = if center { sg.iter().sum::<f32>() / d } else { 0.0 };
+        let mgx = sgx.iter().sum::<f32>() / d;
+        for i in 0..n {
+            let xh = (x[i] - mu) * rs;
+            dx[i] = rs * (dy[i] * w[i] - mg - xh * mgx);
+        }
+    }
+}
+
+/// Sum with 16 independent lanes (inlined into the multiversioned callers).
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut xc = x.chunks_exact(16);
+    for c in &mut xc {
+        for l in 0..16 {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + xc.remainder().iter().sum::<f32>()
+}
+
 /// sqrt(2 / pi), the GELU tanh approximation's scale.
 const K: f32 = 0.797_884_6;
 /// The cubic coefficient of the GELU tanh approximation.

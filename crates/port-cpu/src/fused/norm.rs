@@ -12,7 +12,7 @@
 
 use super::softmax::input_row;
 use super::{floats, is_f32, rows_cols, Scratch};
-use crate::elem::{dot, finish_row, raw, row, row_mut, store, sum, PAR_MIN};
+use crate::elem::{finish_row, raw, row, row_mut, store, PAR_MIN};
 use anychip_port::{invalid, Handled, Result, View};
 use rayon::prelude::*;
 
@@ -66,7 +66,8 @@ fn forward(
     }
     let stats: Vec<&View> = [Some(rstd), mean].into_iter().flatten().collect();
     let (rows, d) = check(x, &[y], &stats)?;
-    let (w, b) = (vector(weight, d)?, vector(bias, d)?);
+    let w = vector(weight, d)?.unwrap_or_else(|| vec![1.0; d]);
+    let b = vector(bias, d)?.unwrap_or_else(|| vec![0.0; d]);
     let (xr, yr, rr) = (raw(x)?, raw(y)?, raw(rstd)?);
     let mr = mean.map(raw).transpose()?;
     let alias = xr.id == yr.id;
@@ -80,32 +81,8 @@ fn forward(
             } else {
                 row(xr, x0 + r * d, d, a)
             };
-            let mu = if mr.is_some() {
-                sum(xs) / d as f32
-            } else {
-                0.0
-            };
-            let mut var = 0f32;
-            {
-                let mut acc = [0f32; 16];
-                for (i, &v) in xs.iter().enumerate() {
-                    let t = v - mu;
-                    acc[i % 16] += t * t;
-                }
-                var += acc.iter().sum::<f32>();
-            }
-            let rs = 1.0 / (var / d as f32 + eps).sqrt();
             let ys = row_mut(yr, y0 + r * d, d, c);
-            for (i, (o, &v)) in ys.iter_mut().zip(xs).enumerate() {
-                let mut t = (v - mu) * rs;
-                if let Some(w) = &w {
-                    t *= w[i];
-                }
-                if let Some(b) = &b {
-                    t += b[i];
-                }
-                *o = t;
-            }
+            let (mu, rs) = crate::math::norm_row_fwd(xs, &w, &b, mr.is_some(), eps, ys);
             finish_row(yr, y0 + r * d, ys);
             store(rr, rstd.layout.offset + r, 1, &[rs]);
             if let (Some(mr), Some(m)) = (mr, mean) {
@@ -164,7 +141,7 @@ fn backward(
             ));
         }
     }
-    let w = vector(weight, d)?;
+    let w = vector(weight, d)?.unwrap_or_else(|| vec![1.0; d]);
     let (xr, gr, dr, rr) = (raw(x)?, raw(dy)?, raw(dx)?, raw(rstd)?);
     let mr = mean.map(raw).transpose()?;
     let alias = dr.id == gr.id || dr.id == xr.id;
@@ -176,7 +153,7 @@ fn backward(
         } else {
             Vec::new()
         };
-        let [a, b, e, h] = &mut s.0;
+        let [a, b, e, _] = &mut s.0;
         for r in c * CHUNK..((c + 1) * CHUNK).min(rows) {
             // SAFETY: in bounds; row r of dx belongs to this task; aliased inputs are copied.
             unsafe {
@@ -192,27 +169,9 @@ fn backward(
                     }
                     _ => 0.0,
                 };
-                // h = xhat, e = g = dy w (reusing scratch rows).
-                h.resize(d, 0.0);
-                e.resize(d, 0.0);
-                for i in 0..d {
-                    h[i] = (xs[i] - mu) * rs;
-                    e[i] = gs[i] * w.as_ref().map_or(1.0, |w| w[i]);
-                }
-                if want_dw {
-                    let (pw, pb) = part.split_at_mut(d);
-                    for i in 0..d {
-                        pw[i] += gs[i] * h[i];
-                        pb[i] += gs[i];
-                    }
-                }
-                let mg = if mr.is_some() { sum(e) / d as f32 } else { 0.0 };
-                let mgx = dot(e, h) / d as f32;
-                let mut o = Vec::new();
-                let xs_out = row_mut(dr, d0 + r * d, d, &mut o);
-                for i in 0..d {
-                    xs_out[i] = rs * (e[i] - mg - h[i] * mgx);
-                }
+                let xs_out = row_mut(dr, d0 + r * d, d, e);
+                let (pw, pb) = part.split_at_mut(if want_dw { d } else { 0 });
+                crate::math::norm_row_bwd(xs, gs, &w, mu, rs, mr.is_some(), xs_out, pw, pb);
                 finish_row(dr, d0 + r * d, xs_out);
             }
         }
