@@ -1,1 +1,20 @@
 //! Tensors, views and define-by-run autograd over any port.
+//!
+//! A [`Tensor`] is a typed, strided view of a port's buffer. Permute, slice, expand and
+//! reshape change the layout only; arithmetic runs on the tensor's port through the port
+//! contract. Every op that takes a tensor needing a gradient records one autograd node;
+//! composites (softmax, norms, attention, cross-entropy...) record ONE node whose backward is
+//! the composite's analytic `*Bwd`, never a trace of whatever the forward ran.
+
+mod autograd;
+mod error;
+mod ops;
+mod shape;
+mod tensor;
+
+pub use anychip_port::{DType, Port};
+pub use autograd::{is_grad_enabled, no_grad, Grads, NoGradGuard};
+pub use error::{Error, Result};
+pub use ops::nn::{adamw_step, grad_norm};
+pub use ops::nn::{attention, cross_entropy, embedding, linear, rope, AdamWParams};
+pub use tensor::Tensor;

@@ -1,0 +1,150 @@
+//! Define-by-run reverse-mode autograd: each op output holds a node with its inputs and a
+//! backward closure; `backward()` walks the graph in reverse topological order.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+
+type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+/// One recorded op: its inputs and how to turn the output gradient into theirs.
+pub(crate) struct Node {
+    pub(crate) op: &'static str,
+    pub(crate) inputs: Vec<Tensor>,
+    backward: BackwardFn,
+}
+
+impl Node {
+    pub(crate) fn new(op: &'static str, inputs: Vec<Tensor>, backward: BackwardFn) -> Node {
+        Node { op, inputs, backward }
+    }
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops on this thread record the graph.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Restores gradient recording when dropped.
+pub struct NoGradGuard(bool);
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.0));
+    }
+}
+
+/// Stop recording the graph on this thread until the guard is dropped.
+pub fn no_grad() -> NoGradGuard {
+    let prev = GRAD_ENABLED.with(|g| g.replace(false));
+    NoGradGuard(prev)
+}
+
+/// Gradients of the leaves (parameters) reached by a backward pass, keyed by tensor id.
+#[derive(Default)]
+pub struct Grads(HashMap<u64, Tensor>);
+
+impl Grads {
+    /// The gradient of `t`, if it was reached.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.0.get(&t.id())
+    }
+    /// Remove and return the gradient of `t`.
+    pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        self.0.remove(&t.id())
+    }
+    /// Number of leaf gradients.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Whether no gradient was produced.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Tensor {
+    /// Backpropagate from this one-element tensor (d self / d self = 1).
+    pub fn backward(&self) -> Result<Grads> {
+        if self.numel() != 1 {
+            return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
+        }
+        let seed = Tensor::full(self.port(), self.shape(), 1.0, self.dtype())?;
+        self.backward_with(seed)
+    }
+
+    /// Backpropagate with an explicit gradient of this tensor.
+    pub fn backward_with(&self, grad: Tensor) -> Result<Grads> {
+        if !self.requires_grad() {
+            return Err(Error::Backward(
+                "this tensor does not depend on any parameter (requires_grad is false)".into(),
+            ));
+        }
+        let order = topo_order(self);
+        let mut pending: HashMap<u64, Tensor> = HashMap::new();
+        pending.insert(self.id(), grad);
+        let mut leaves = Grads::default();
+        let _guard = crate::no_grad();
+        for t in order.iter().rev() {
+            let Some(g) = pending.remove(&t.id()) else { continue };
+            let Some(node) = t.node() else {
+                leaves.0.insert(t.id(), g);
+                continue;
+            };
+            let needs: Vec<bool> = node.inputs.iter().map(|i| i.requires_grad()).collect();
+            let grads = (node.backward)(&g, &needs)?;
+            debug_assert_eq!(grads.len(), node.inputs.len(), "backward of {} returned wrong arity", node.op);
+            for (input, gi) in node.inputs.iter().zip(grads) {
+                let Some(gi) = gi else { continue };
+                if !input.requires_grad() {
+                    continue;
+                }
+                if gi.shape() != input.shape() {
+                    return Err(Error::Backward(format!(
+                        "{} produced a gradient of shape {:?} for an input of shape {:?}",
+                        node.op,
+                        gi.shape(),
+                        input.shape()
+                    )));
+                }
+                let acc = match pending.remove(&input.id()) {
+                    Some(prev) => prev.add(&gi)?,
+                    None => gi,
+                };
+                pending.insert(input.id(), acc);
+            }
+        }
+        Ok(leaves)
+    }
+}
+
+/// Tensors reachable from `root` through nodes, inputs before the ops that use them.
+fn topo_order(root: &Tensor) -> Vec<Tensor> {
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    // Iterative DFS: the graph of a deep model is too deep for recursion on small stacks.
+    let mut stack: Vec<(Tensor, bool)> = vec![(root.clone(), false)];
+    while let Some((t, expanded)) = stack.pop() {
+        if expanded {
+            order.push(t);
+            continue;
+        }
+        if !seen.insert(t.id()) {
+            continue;
+        }
+        stack.push((t.clone(), true));
+        if let Some(node) = t.node() {
+            for i in &node.inputs {
+                if i.requires_grad() && !seen.contains(&i.id()) {
+                    stack.push((i.clone(), false));
+                }
+            }
+        }
+    }
+    order
+}
