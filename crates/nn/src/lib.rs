@@ -1,1 +1,10 @@
-//! Modules and the decoder-transformer model family.
+//! The decoder-only transformer family: GPT-2 (learned positions, LayerNorm, GELU, tied
+//! embeddings) and Llama (RoPE, RMSNorm, SwiGLU, GQA, optional QK-norm) from one config.
+
+mod init;
+mod model;
+mod params;
+
+pub use anychip_models::{Mlp, ModelConfig, Norm, Positions};
+pub use model::Transformer;
+pub use params::{Param, ParamKind};

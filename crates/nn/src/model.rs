@@ -1,0 +1,249 @@
+//! The transformer: parameters, forward pass and loss.
+
+use crate::init::init_param;
+use crate::params::{Param, ParamKind};
+use anychip_core::{attention, cross_entropy, embedding, linear, rope, Error, Result, Tensor};
+use anychip_models::{Mlp, ModelConfig, Norm, Positions};
+use anychip_port::{DType, GeluKind, Port};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Indices into `Transformer::params` for one block.
+struct Block {
+    ln1: (usize, Option<usize>),
+    qkv: (usize, Option<usize>),
+    q_norm: Option<usize>,
+    k_norm: Option<usize>,
+    o: (usize, Option<usize>),
+    ln2: (usize, Option<usize>),
+    /// GELU: fc; SwiGLU: gate and up fused as one `[2 d_ff, d]` matrix.
+    up: (usize, Option<usize>),
+    down: (usize, Option<usize>),
+}
+
+/// A decoder-only transformer built from a [`ModelConfig`].
+pub struct Transformer {
+    cfg: ModelConfig,
+    port: Arc<dyn Port>,
+    params: Vec<Param>,
+    tok_emb: usize,
+    pos_emb: Option<usize>,
+    blocks: Vec<Block>,
+    ln_f: (usize, Option<usize>),
+    head: Option<usize>,
+    rope_cache: Mutex<HashMap<usize, (Tensor, Tensor)>>,
+}
+
+struct Builder<'a> {
+    port: &'a Arc<dyn Port>,
+    seed: u64,
+    offset: u64,
+    n_layer: usize,
+    params: Vec<Param>,
+}
+
+impl Builder<'_> {
+    fn add(&mut self, name: String, shape: &[usize], kind: ParamKind) -> Result<usize> {
+        let t = init_param(self.port, shape, kind, self.seed, self.offset, self.n_layer)?;
+        // Each parameter reads its own region of the stream: adding a layer never shifts another's init.
+        self.offset += shape.iter().product::<usize>() as u64;
+        self.params.push(Param { name, kind, tensor: t.with_requires_grad() });
+        Ok(self.params.len() - 1)
+    }
+    fn linear(
+        &mut self,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        residual: bool,
+    ) -> Result<(usize, Option<usize>)> {
+        let kind = if residual { ParamKind::ResidualWeight } else { ParamKind::Weight };
+        let w = self.add(format!("{name}.weight"), &[out, inp], kind)?;
+        let b = if bias { Some(self.add(format!("{name}.bias"), &[out], ParamKind::Bias)?) } else { None };
+        Ok((w, b))
+    }
+    fn norm(&mut self, name: &str, d: usize, cfg: &ModelConfig) -> Result<(usize, Option<usize>)> {
+        let w = self.add(format!("{name}.weight"), &[d], ParamKind::NormWeight)?;
+        let has_bias = cfg.norm == Norm::LayerNorm && cfg.linear_bias;
+        let b = if has_bias { Some(self.add(format!("{name}.bias"), &[d], ParamKind::NormBias)?) } else { None };
+        Ok((w, b))
+    }
+}
+
+impl Transformer {
+    /// A freshly initialised model (weights depend only on `seed`, not on the port).
+    pub fn new(cfg: &ModelConfig, port: &Arc<dyn Port>, seed: u64) -> Result<Transformer> {
+        cfg.validate().map_err(|m| Error::Shape { op: "model", detail: m })?;
+        let (d, hd) = (cfg.d_model, cfg.head_dim);
+        let mut b = Builder { port, seed, offset: 0, n_layer: cfg.n_layer, params: Vec::new() };
+        let tok_emb = b.add("tok_emb.weight".into(), &[cfg.vocab_size, d], ParamKind::Embedding)?;
+        let pos_emb = match cfg.positions {
+            Positions::Learned => Some(b.add("pos_emb.weight".into(), &[cfg.max_ctx, d], ParamKind::Embedding)?),
+            Positions::Rope => None,
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("blocks.{i}");
+            let qkv_out = (cfg.n_head + 2 * cfg.n_kv_head) * hd;
+            let ff_out = match cfg.mlp {
+                Mlp::Gelu => cfg.d_ff,
+                Mlp::SwiGlu => 2 * cfg.d_ff,
+            };
+            blocks.push(Block {
+                ln1: b.norm(&format!("{p}.ln1"), d, cfg)?,
+                qkv: b.linear(&format!("{p}.attn.qkv"), qkv_out, d, cfg.qkv_bias, false)?,
+                q_norm: cfg
+                    .qk_norm
+                    .then(|| b.add(format!("{p}.attn.q_norm.weight"), &[hd], ParamKind::NormWeight))
+                    .transpose()?,
+                k_norm: cfg
+                    .qk_norm
+                    .then(|| b.add(format!("{p}.attn.k_norm.weight"), &[hd], ParamKind::NormWeight))
+                    .transpose()?,
+                o: b.linear(&format!("{p}.attn.o"), d, cfg.n_head * hd, cfg.linear_bias, true)?,
+                ln2: b.norm(&format!("{p}.ln2"), d, cfg)?,
+                up: b.linear(&format!("{p}.mlp.up"), ff_out, d, cfg.linear_bias, false)?,
+                down: b.linear(&format!("{p}.mlp.down"), d, cfg.d_ff, cfg.linear_bias, true)?,
+            });
+        }
+        let ln_f = b.norm("ln_f", d, cfg)?;
+        let head = if cfg.tied_embeddings {
+            None
+        } else {
+            Some(b.add("lm_head.weight".into(), &[cfg.vocab_size, d], ParamKind::Weight)?)
+        };
+        Ok(Transformer {
+            cfg: cfg.clone(),
+            port: port.clone(),
+            params: b.params,
+            tok_emb,
+            pos_emb,
+            blocks,
+            ln_f,
+            head,
+            rope_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    /// The port the weights live on.
+    pub fn port(&self) -> &Arc<dyn Port> {
+        &self.port
+    }
+    /// Every parameter, in a fixed order (the checkpoint and optimizer order).
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+    /// Number of scalar parameters.
+    pub fn n_params(&self) -> usize {
+        self.params.iter().map(|p| p.tensor.numel()).sum()
+    }
+    /// Look up a parameter by name.
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    fn t(&self, i: usize) -> &Tensor {
+        &self.params[i].tensor
+    }
+    fn ot(&self, i: Option<usize>) -> Option<&Tensor> {
+        i.map(|i| self.t(i))
+    }
+
+    fn norm(&self, x: &Tensor, (w, b): (usize, Option<usize>)) -> Result<Tensor> {
+        match self.cfg.norm {
+            Norm::LayerNorm => x.layer_norm(Some(self.t(w)), self.ot(b), self.cfg.norm_eps),
+            Norm::RmsNorm => x.rms_norm(Some(self.t(w)), self.cfg.norm_eps),
+        }
+    }
+
+    fn rope_tables(&self, t: usize) -> Result<(Tensor, Tensor)> {
+        let mut cache = self.rope_cache.lock().expect("rope cache poisoned");
+        if let Some(v) = cache.get(&t) {
+            return Ok(v.clone());
+        }
+        let half = self.cfg.head_dim / 2;
+        let (mut c, mut s) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+        for pos in 0..t {
+            for i in 0..half {
+                // theta_i = base^(-2i/d), computed in f64 then rounded, as HF does in f32.
+                let inv = (self.cfg.rope_theta as f64).powf(-(2.0 * i as f64) / self.cfg.head_dim as f64) as f32;
+                let a = pos as f32 * inv;
+                c.push(a.cos());
+                s.push(a.sin());
+            }
+        }
+        let v = (
+            Tensor::from_f32(&self.port, &c, &[t, half], DType::F32)?,
+            Tensor::from_f32(&self.port, &s, &[t, half], DType::F32)?,
+        );
+        cache.insert(t, v.clone());
+        Ok(v)
+    }
+
+    /// Logits `[B*T, vocab]` for token ids `[B, T]` (I32).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (bsz, t) = (ids.dim(0), ids.dim(1));
+        if t > self.cfg.max_ctx {
+            return Err(Error::Shape {
+                op: "forward",
+                detail: format!(
+                    "context {t} is longer than the model's maximum {}; use a smaller --ctx",
+                    self.cfg.max_ctx
+                ),
+            });
+        }
+        let (d, hd, nh, nkv) = (self.cfg.d_model, self.cfg.head_dim, self.cfg.n_head, self.cfg.n_kv_head);
+        let mut x = embedding(self.t(self.tok_emb), ids)?; // [B, T, d]
+        if let Some(p) = self.pos_emb {
+            x = x.add(&self.t(p).narrow(0, 0, t)?)?;
+        }
+        let rope_t = match self.cfg.positions {
+            Positions::Rope => Some(self.rope_tables(t)?),
+            Positions::Learned => None,
+        };
+        let (b, ti) = (bsz as isize, t as isize);
+        for blk in &self.blocks {
+            let h = self.norm(&x, blk.ln1)?;
+            let qkv = linear(&h, self.t(blk.qkv.0), self.ot(blk.qkv.1))?; // [B, T, (nh + 2 nkv) hd]
+            let heads = |start: usize, n: usize| -> Result<Tensor> {
+                qkv.narrow(-1, start * hd, n * hd)?.reshape(&[b, ti, n as isize, hd as isize])?.permute(&[0, 2, 1, 3])
+            };
+            let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
+            if let (Some(qn), Some(kn)) = (blk.q_norm, blk.k_norm) {
+                q = q.rms_norm(Some(self.t(qn)), self.cfg.norm_eps)?;
+                k = k.rms_norm(Some(self.t(kn)), self.cfg.norm_eps)?;
+            }
+            if let Some((cos, sin)) = &rope_t {
+                q = rope(&q, cos, sin)?;
+                k = rope(&k, cos, sin)?;
+            }
+            let a = attention(&q, &k, &v, true, 1.0 / (hd as f32).sqrt())?; // [B, nh, T, hd]
+            let a = a.permute(&[0, 2, 1, 3])?.reshape(&[b, ti, (nh * hd) as isize])?;
+            x = x.add(&linear(&a, self.t(blk.o.0), self.ot(blk.o.1))?)?;
+            let h = self.norm(&x, blk.ln2)?;
+            let up = linear(&h, self.t(blk.up.0), self.ot(blk.up.1))?;
+            let act = match self.cfg.mlp {
+                Mlp::Gelu => up.gelu(GeluKind::Tanh)?,
+                Mlp::SwiGlu => {
+                    let ff = self.cfg.d_ff;
+                    up.narrow(-1, 0, ff)?.silu()?.mul(&up.narrow(-1, ff, ff)?)?
+                }
+            };
+            x = x.add(&linear(&act, self.t(blk.down.0), self.ot(blk.down.1))?)?;
+        }
+        let x = self.norm(&x, self.ln_f)?.reshape(&[-1, d as isize])?;
+        let head = self.t(self.head.unwrap_or(self.tok_emb));
+        linear(&x, head, None)
+    }
+
+    /// Mean next-token cross-entropy of `ids [B,T]` against `targets [B,T]` (I32).
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(ids)?;
+        cross_entropy(&logits, &targets.reshape(&[-1])?)
+    }
+}
