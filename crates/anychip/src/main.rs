@@ -1,1 +1,53 @@
-fn main() {}
+//! The `anychip` command line.
+
+mod cmd_train;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// anychip: train transformer language models on any chip.
+#[derive(Parser)]
+#[command(name = "anychip", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model (default: a byte-level GPT on the works of Shakespeare).
+    Train(cmd_train::TrainArgs),
+    /// Generate text from a checkpoint.
+    Sample(cmd_train::SampleArgs),
+    /// Measure training throughput (tokens/s, step time, MFU, peak memory).
+    Bench(cmd_train::BenchArgs),
+    /// List the registered ports and their capabilities.
+    Ports,
+    /// Plan a training job: best parallel layouts, step time, MFU, memory, days, energy, cost.
+    Plan(anychip_plan::cli::PlanArgs),
+    /// The chip database: list, show one with sources, or compare chips on a job.
+    Chips(anychip_plan::cli::ChipsArgs),
+    /// Place training jobs on a mixed fleet of chip pools.
+    Fleet(anychip_plan::cli::FleetArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Train(a) => cmd_train::train(a),
+        Cmd::Sample(a) => cmd_train::sample(a),
+        Cmd::Bench(a) => cmd_train::bench(a),
+        Cmd::Ports => cmd_train::ports(),
+        Cmd::Plan(a) => anychip_plan::cli::run_plan(&a),
+        Cmd::Chips(a) => anychip_plan::cli::run_chips(&a),
+        Cmd::Fleet(a) => anychip_plan::cli::run_fleet(&a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the cause chain joined, so scripts and people see problem and fix together.
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,12 @@
-//! The training loop, checkpoints, sampling and benchmarks.
+//! Training, checkpoints, sampling and benchmarks: everything `anychip train|sample|bench` runs.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod config;
+mod fsutil;
+pub mod ports;
+pub mod sample;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{train, Summary};

@@ -1,0 +1,289 @@
+//! `train`, `sample`, `bench` and `ports`.
+
+use anychip_models::ModelConfig;
+use anychip_train::bench::bench as run_bench;
+use anychip_train::sample::{sample as run_sample, SampleOptions};
+use anychip_train::trainer::{train as run_train, RunOptions};
+use anychip_train::TrainConfig;
+use anyhow::{anyhow, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+fn preset(name: &str) -> Result<ModelConfig> {
+    ModelConfig::preset(name).ok_or_else(|| {
+        anyhow!("unknown preset '{name}'; available presets: {}", ModelConfig::preset_names().join(", "))
+    })
+}
+
+/// Arguments of `anychip train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model preset.
+    #[arg(long, default_value = "shakespeare-bytes")]
+    preset: String,
+    /// Training text: a UTF-8 file or a directory of them (default: Shakespeare, fetched once).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Tokenizer: bytes or gpt2.
+    #[arg(long, default_value = "bytes")]
+    tokenizer: String,
+    /// Optimizer steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Tokens per sequence.
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Micro-batches accumulated per step.
+    #[arg(long)]
+    accum: Option<usize>,
+    /// Peak learning rate (cosine decay to a tenth of it).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Warmup steps.
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// AdamW weight decay (matrices only).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Validation every N steps.
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    ckpt_every: Option<u64>,
+    /// Port to train on (see `anychip ports`).
+    #[arg(long, default_value = "cpu")]
+    port: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seed for weights and data order.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run directory (metrics.jsonl and the checkpoint).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run whose checkpoint is in this directory.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Stop after this many steps (checkpointing); a later --resume continues the same schedule.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Print only the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let model = preset(&a.preset)?;
+    let mut cfg = TrainConfig::default_for(&a.preset, model);
+    cfg.data = a.data;
+    cfg.tokenizer = a.tokenizer;
+    if let Some(v) = a.steps {
+        cfg.steps = v;
+    }
+    if let Some(v) = a.batch {
+        cfg.batch = v;
+    }
+    if let Some(v) = a.ctx {
+        cfg.ctx = v;
+    }
+    if let Some(v) = a.accum {
+        cfg.accum = v;
+    }
+    if let Some(v) = a.lr {
+        cfg.lr = v;
+        cfg.min_lr = v / 10.0;
+    }
+    if let Some(v) = a.warmup {
+        cfg.warmup = v;
+    }
+    if let Some(v) = a.weight_decay {
+        cfg.adamw.weight_decay = v;
+    }
+    if let Some(v) = a.eval_every {
+        cfg.eval_every = v;
+    }
+    if let Some(v) = a.ckpt_every {
+        cfg.ckpt_every = v;
+    }
+    if let Some(v) = a.seed {
+        cfg.seed = v;
+    }
+    cfg.warmup = cfg.warmup.min(cfg.steps / 10);
+    cfg.port = a.port;
+    cfg.threads = a.threads;
+    let out = match (&a.out, &a.resume) {
+        (Some(o), _) => o.clone(),
+        // --resume takes a run directory or the checkpoint inside one; the run continues in place.
+        (None, Some(r)) if r.join("checkpoint").exists() => r.clone(),
+        (None, Some(r)) => r.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| r.clone()),
+        (None, None) => {
+            let secs =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            PathBuf::from(format!("runs/{}-{secs}", cfg.preset))
+        }
+    };
+    let opts = RunOptions {
+        out,
+        resume: a.resume,
+        progress: std::io::stderr().is_terminal(),
+        quiet: a.quiet,
+        steps: a.steps,
+        stop_after: a.stop_after,
+    };
+    let s = run_train(&cfg, &opts)?;
+    println!(
+        "done: {} steps, {:.2}M params, wall {:.1} s | train loss {:.4} | val loss {} | {:.0} tok/s | MFU {} | checkpoint {}",
+        s.steps,
+        s.n_params as f64 / 1e6,
+        s.wall_s,
+        s.train_loss,
+        s.val_loss.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into()),
+        s.tokens_per_s,
+        s.mfu.map(|m| format!("{:.1}%", m * 100.0)).unwrap_or_else(|| "n/a".into()),
+        s.out.display()
+    );
+    Ok(())
+}
+
+/// Arguments of `anychip sample`.
+#[derive(Args)]
+pub struct SampleArgs {
+    /// Checkpoint directory (a training run's --out).
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// Text to continue.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 300)]
+    tokens: usize,
+    /// Softmax temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Port to run on.
+    #[arg(long, default_value = "cpu")]
+    port: String,
+    /// Worker threads.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn sample(a: SampleArgs) -> Result<()> {
+    let opts = SampleOptions {
+        prompt: a.prompt,
+        tokens: a.tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        seed: a.seed,
+        port: a.port,
+        threads: a.threads,
+    };
+    run_sample(&a.ckpt, &opts, &mut std::io::stdout())?;
+    Ok(())
+}
+
+/// Arguments of `anychip bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model preset.
+    #[arg(long, default_value = "gpt2-tiny")]
+    preset: String,
+    /// Port to measure.
+    #[arg(long, default_value = "cpu")]
+    port: String,
+    /// Worker threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Sequences per step (default: 16 for byte-level presets, 8 for small BPE ones, 4 above 50M params).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Tokens per sequence (default: min(256, the preset's maximum)).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Also write the result as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let model = preset(&a.preset)?;
+    let default_batch = if model.n_params() > 50_000_000 {
+        4
+    } else if model.vocab_size > 256 {
+        8
+    } else {
+        16
+    };
+    let mut cfg = TrainConfig::default_for(&a.preset, model);
+    cfg.batch = a.batch.unwrap_or(default_batch);
+    cfg.ctx = a.ctx.unwrap_or(cfg.model.max_ctx.min(256));
+    cfg.port = a.port;
+    cfg.threads = a.threads;
+    cfg.lr = 1e-4;
+    if cfg.ctx > cfg.model.max_ctx {
+        return Err(anyhow!("--ctx {} is larger than the model's maximum context {}", cfg.ctx, cfg.model.max_ctx));
+    }
+    let r = run_bench(&cfg, a.warmup, a.steps)?;
+    println!(
+        "bench {} on {} [{}]: batch {}x{}, {:.2}M params | step {:.1} ms (median of {}, min {:.1}) | {:.0} tok/s | {:.1} GFLOP/s | MFU {} | peak RSS {}",
+        r.preset,
+        r.port,
+        r.device,
+        r.batch,
+        r.ctx,
+        r.n_params as f64 / 1e6,
+        r.step_ms_median,
+        a.steps,
+        r.step_ms_min,
+        r.tokens_per_s,
+        r.model_gflops,
+        r.mfu.map(|m| format!("{:.1}% of {:.0} GFLOP/s", m * 100.0, r.peak_gflops.unwrap_or(0.0))).unwrap_or_else(|| "n/a".into()),
+        r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into()),
+    );
+    if let Some(p) = a.json {
+        std::fs::write(&p, serde_json::to_string_pretty(&r)?)
+            .map_err(|e| anyhow!("cannot write {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+pub fn ports() -> Result<()> {
+    let reg = anychip_train::ports::registry();
+    for (name, about) in reg.list() {
+        println!("{name}: {about}");
+        match reg.create(&name, &Default::default()) {
+            Ok(p) => {
+                let c = p.capabilities();
+                let names = |v: &[anychip_port::DType]| v.iter().map(|d| d.name()).collect::<Vec<_>>().join(",");
+                println!("  device:     {}", c.device);
+                println!("  storage:    {}", names(&c.storage));
+                println!("  arithmetic: {}", names(&c.arithmetic));
+                println!("  fast matmul: {}", names(&c.fast_matmul));
+                println!(
+                    "  fused:      {}",
+                    if c.fused.is_empty() { "none (default decompositions)".into() } else { c.fused.join(", ") }
+                );
+            }
+            Err(e) => println!("  unavailable: {e}"),
+        }
+    }
+    Ok(())
+}

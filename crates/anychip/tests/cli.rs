@@ -1,0 +1,162 @@
+//! The `anychip` binary as a user runs it: resume is bit-exact, and bad input gives one clear
+//! line, exit code 2, no panic, and overwrites nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anychip"));
+    // Token caches go to a private directory, never the user's.
+    c.env("ANYCHIP_CACHE", scratch("cache"));
+    c
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("anychip-cli-{}-{name}", std::process::id()));
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn corpus(dir: &Path) -> PathBuf {
+    let p = dir.join("corpus.txt");
+    let line = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: O Romeo, Romeo, wherefore art thou Romeo?\n";
+    fs::write(&p, line.repeat(200)).unwrap();
+    p
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// The failure contract: exit 2, exactly one non-empty stderr line starting with "error:", no panic.
+fn assert_clean_failure(o: &Output, must_contain: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "want one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(must_contain), "'{must_contain}' not in: {err}");
+}
+
+const TINY: &[&str] = &["--preset", "gpt2-tiny", "--batch", "4", "--ctx", "32", "--threads", "1", "--quiet"];
+
+fn train(data: &Path, out: &Path, steps: &str, extra: &[&str]) -> Output {
+    let mut a = vec!["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", steps];
+    a.extend_from_slice(TINY);
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+#[test]
+fn resume_is_bit_exact() {
+    let d = scratch("resume");
+    let data = corpus(&d);
+    let (a, b) = (d.join("straight"), d.join("split"));
+    let o = train(&data, &a, "20", &["--ckpt-every", "0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train(&data, &b, "20", &["--ckpt-every", "0", "--stop-after", "10"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let state: serde_json::Value = serde_json::from_slice(&fs::read(b.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 10);
+    let o = run(&["train", "--resume", b.to_str().unwrap(), "--threads", "1", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        let (fa, fb) = (a.join("checkpoint").join(f), b.join("checkpoint").join(f));
+        assert!(fs::read(fa).unwrap() == fs::read(fb).unwrap(), "{f} differs after resume");
+    }
+}
+
+#[test]
+fn bad_data_is_refused_clearly() {
+    let d = scratch("bad-data");
+    let out = d.join("out");
+    assert_clean_failure(&train(&d.join("missing.txt"), &out, "2", &[]), "missing.txt");
+    fs::write(d.join("empty.txt"), "").unwrap();
+    assert_clean_failure(&train(&d.join("empty.txt"), &out, "2", &[]), "empty");
+    fs::write(d.join("latin1.txt"), b"caf\xe9 au lait\n".repeat(100)).unwrap();
+    assert_clean_failure(&train(&d.join("latin1.txt"), &out, "2", &[]), "latin1.txt");
+}
+
+#[test]
+fn unknown_names_and_impossible_shapes_are_refused() {
+    let d = scratch("names");
+    let data = corpus(&d);
+    let out = d.join("out");
+    let o = run(&["train", "--preset", "gpt5", "--data", data.to_str().unwrap()]);
+    assert_clean_failure(&o, "gpt2-tiny");
+    let o = run(&["train", "--preset", "gpt2-tiny", "--port", "tpu9", "--data", data.to_str().unwrap()]);
+    assert_clean_failure(&o, "tpu9");
+    let o = run(&[
+        "train",
+        "--preset",
+        "gpt2-tiny",
+        "--ctx",
+        "4096",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "--ctx");
+    assert!(!out.join("checkpoint").exists());
+}
+
+#[test]
+fn damaged_checkpoints_are_refused_and_nothing_is_overwritten() {
+    let d = scratch("ckpt");
+    let data = corpus(&d);
+    let run_dir = d.join("run");
+    let o = train(&data, &run_dir, "2", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run_dir.join("metrics.jsonl").exists());
+    let ck = run_dir.join("checkpoint");
+    let model = fs::read(ck.join("model.safetensors")).unwrap();
+
+    // Training into a directory that holds a checkpoint must not clobber it.
+    assert_clean_failure(&train(&data, &run_dir, "2", &[]), "--resume");
+    assert_eq!(fs::read(ck.join("model.safetensors")).unwrap(), model);
+
+    let sample = |dir: &Path| run(&["sample", "--ckpt", dir.to_str().unwrap(), "--tokens", "5", "--threads", "1"]);
+    let o = sample(&ck);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Truncated weights.
+    let trunc = d.join("trunc");
+    copy_dir(&ck, &trunc);
+    fs::write(trunc.join("model.safetensors"), &model[..model.len() / 2]).unwrap();
+    assert_clean_failure(&sample(&trunc), "model.safetensors");
+
+    // Garbage weights.
+    let bad = d.join("garbage");
+    copy_dir(&ck, &bad);
+    fs::write(bad.join("model.safetensors"), b"not a safetensors file").unwrap();
+    assert_clean_failure(&sample(&bad), "model.safetensors");
+
+    // A config that does not match the weights.
+    let mism = d.join("mismatch");
+    copy_dir(&ck, &mism);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(mism.join("config.json")).unwrap()).unwrap();
+    cfg["model"]["d_model"] = 128.into();
+    cfg["model"]["head_dim"] = 32.into();
+    fs::write(mism.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    assert_clean_failure(&sample(&mism), "does not match");
+
+    // Corrupt config, and a directory that is no checkpoint at all.
+    fs::write(mism.join("config.json"), b"{ nope").unwrap();
+    assert_clean_failure(&sample(&mism), "config.json");
+    assert_clean_failure(&sample(&d.join("nowhere")), "nowhere");
+    // The resume path refuses the same damage before touching anything.
+    let o = run(&["train", "--resume", trunc.to_str().unwrap(), "--steps", "4", "--threads", "1", "--quiet"]);
+    assert_clean_failure(&o, "model.safetensors");
+    assert_eq!(fs::read(trunc.join("model.safetensors")).unwrap(), &model[..model.len() / 2]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}

@@ -1,0 +1,70 @@
+//! Everything that defines a training run; saved with every checkpoint.
+
+use anychip_models::ModelConfig;
+use anychip_optim::AdamWConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A training run's settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Preset name the model came from (informational).
+    pub preset: String,
+    pub model: ModelConfig,
+    /// Text file or directory; None means the default Shakespeare corpus.
+    pub data: Option<PathBuf>,
+    /// `bytes` or `gpt2`.
+    pub tokenizer: String,
+    pub steps: u64,
+    pub batch: usize,
+    pub ctx: usize,
+    /// Micro-batches accumulated per optimizer step.
+    pub accum: usize,
+    pub lr: f32,
+    pub min_lr: f32,
+    pub warmup: u64,
+    pub adamw: AdamWConfig,
+    pub seed: u64,
+    /// Validation every this many steps (0: only at the end).
+    pub eval_every: u64,
+    /// Batches per validation pass.
+    pub eval_batches: usize,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub ckpt_every: u64,
+    /// Fraction of the corpus held out for validation.
+    pub val_fraction: f64,
+    pub port: String,
+    pub threads: Option<usize>,
+}
+
+impl TrainConfig {
+    /// The README's default run: a byte-level GPT of a few million parameters on Shakespeare.
+    pub fn default_for(preset: &str, model: ModelConfig) -> TrainConfig {
+        TrainConfig {
+            preset: preset.into(),
+            ctx: model.max_ctx.min(128),
+            model,
+            data: None,
+            tokenizer: "bytes".into(),
+            steps: 1200,
+            batch: 16,
+            accum: 1,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup: 50,
+            adamw: AdamWConfig::default(),
+            seed: 1337,
+            eval_every: 200,
+            eval_batches: 40,
+            ckpt_every: 200,
+            val_fraction: 0.05,
+            port: "cpu".into(),
+            threads: None,
+        }
+    }
+
+    /// Tokens per optimizer step.
+    pub fn tokens_per_step(&self) -> usize {
+        self.batch * self.ctx * self.accum
+    }
+}

@@ -1,0 +1,325 @@
+//! The training loop: data, forward/backward, AdamW, validation, logging and checkpoints.
+
+use crate::checkpoint::{self, RunState};
+use crate::config::TrainConfig;
+use crate::ports;
+use anychip_core::{no_grad, Tensor};
+use anychip_data::{eval_batches, Batch, Dataset, Loader, LoaderState, TokenizerKind};
+use anychip_nn::Transformer;
+use anychip_optim::{AdamW, CosineSchedule, ParamGroup};
+use anychip_port::Port;
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a run ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub steps: u64,
+    pub train_loss: f32,
+    pub val_loss: Option<f32>,
+    pub tokens_per_s: f64,
+    /// Model FLOPs utilisation against the port's measured fp32 peak, when known.
+    pub mfu: Option<f64>,
+    pub wall_s: f64,
+    pub n_params: usize,
+    pub out: PathBuf,
+}
+
+/// Options of one invocation that are not part of the run's identity.
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Continue from this checkpoint directory.
+    pub resume: Option<PathBuf>,
+    /// Show a progress bar (otherwise print a line per log step).
+    pub progress: bool,
+    /// Print only the summary.
+    pub quiet: bool,
+    /// On resume, a new total step budget (else the checkpoint's).
+    pub steps: Option<u64>,
+    /// Stop (with a checkpoint) after this many steps of this invocation; the schedule still
+    /// follows the full budget, so a later `--resume` continues exactly.
+    pub stop_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct LogLine {
+    step: u64,
+    loss: f32,
+    lr: f32,
+    grad_norm: f32,
+    tokens: u64,
+    tokens_per_s: f64,
+    elapsed_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    val_loss: Option<f32>,
+}
+
+/// Upload a batch as `[B, T]` I32 inputs and targets.
+pub fn batch_tensors(port: &Arc<dyn Port>, b: &Batch) -> Result<(Tensor, Tensor)> {
+    Ok((Tensor::from_i32(port, &b.inputs, &[b.batch, b.ctx])?, Tensor::from_i32(port, &b.targets, &[b.batch, b.ctx])?))
+}
+
+/// Mean loss over the validation windows (no gradients).
+pub fn evaluate(model: &Transformer, val: &[u32], batch: usize, ctx: usize, max_batches: usize) -> Result<f32> {
+    let _g = no_grad();
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for b in eval_batches(val, batch, ctx, max_batches)? {
+        let (x, y) = batch_tensors(model.port(), &b)?;
+        let rows = b.batch;
+        sum += model.loss(&x, &y)?.item()? as f64 * rows as f64;
+        n += rows;
+    }
+    Ok((sum / n.max(1) as f64) as f32)
+}
+
+/// Load (fetching if needed) the corpus the config names.
+pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
+    let cache = anychip_data::default_cache_dir();
+    let kind: TokenizerKind = cfg.tokenizer.parse().map_err(|e: anyhow::Error| e)?;
+    let path = match &cfg.data {
+        Some(p) => p.clone(),
+        None => anychip_data::default_corpus(&cache)?,
+    };
+    anychip_data::prepare(&path, kind, &cache, cfg.val_fraction)
+}
+
+fn check_config(cfg: &TrainConfig, data: &Dataset) -> Result<()> {
+    cfg.model.validate().map_err(|m| anyhow!(m))?;
+    if cfg.ctx > cfg.model.max_ctx {
+        bail!(
+            "--ctx {} is larger than the model's maximum context {}; use --ctx {} or less",
+            cfg.ctx,
+            cfg.model.max_ctx,
+            cfg.model.max_ctx
+        );
+    }
+    if data.vocab_size > cfg.model.vocab_size {
+        bail!(
+            "the {} tokenizer has {} tokens but the model's vocabulary is {}; pick a preset made for it (gpt2-* for --tokenizer gpt2)",
+            cfg.tokenizer,
+            data.vocab_size,
+            cfg.model.vocab_size
+        );
+    }
+    if cfg.batch == 0 || cfg.ctx == 0 || cfg.accum == 0 {
+        bail!("--batch, --ctx and --accum must be at least 1");
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        bail!("--lr must be a positive number, got {}", cfg.lr);
+    }
+    Ok(())
+}
+
+/// Build the optimizer over a model's parameters with the usual decay convention.
+pub fn optimizer(cfg: &TrainConfig, model: &Transformer) -> Result<AdamW> {
+    let groups = model
+        .params()
+        .iter()
+        .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: p.kind.decays() })
+        .collect();
+    Ok(AdamW::new(cfg.adamw, groups)?)
+}
+
+/// Train as `cfg` says; with `opts.resume`, continue that run (its config wins over `cfg`
+/// except the step budget).
+pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
+    let t0 = Instant::now();
+    let (mut cfg, resumed) = match &opts.resume {
+        Some(dir) => {
+            let ck = checkpoint::open(dir)?;
+            let mut c = ck.cfg.clone();
+            c.steps = opts.steps.unwrap_or(c.steps);
+            c.port = cfg.port.clone();
+            c.threads = cfg.threads;
+            (c, Some(ck))
+        }
+        None => (cfg.clone(), None),
+    };
+    if resumed.is_none() && checkpoint::in_run(&opts.out).exists() {
+        bail!(
+            "{} already holds a checkpoint; pass --resume {} to continue it or choose another --out",
+            opts.out.display(),
+            opts.out.display()
+        );
+    }
+    let data = load_dataset(&cfg)?;
+    check_config(&cfg, &data)?;
+    let port = ports::open(&cfg.port, cfg.threads)?;
+    let model = Transformer::new(&cfg.model, &port, cfg.seed)?;
+    let mut opt = optimizer(&cfg, &model)?;
+    let mut loader = Loader::new(data.train.clone(), cfg.batch, cfg.ctx, cfg.seed, 0, 1)?;
+    let mut start = 0u64;
+    let mut tokens = 0u64;
+    if let Some(ck) = &resumed {
+        checkpoint::load_weights(&ck.dir, &model, Some(&mut opt))?;
+        let st: LoaderState = serde_json::from_value(ck.state.loader.clone())
+            .map_err(|e| anyhow!("checkpoint {}: data position is corrupt ({e})", ck.dir.display()))?;
+        loader.restore(&st)?;
+        start = ck.state.step;
+        opt.step = start;
+        tokens = ck.state.tokens;
+        if start >= cfg.steps {
+            bail!(
+                "checkpoint {} is already at step {start}; pass --steps larger than {start} to train further",
+                ck.dir.display()
+            );
+        }
+    }
+    cfg.steps = cfg.steps.max(start);
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(opts.out.join("metrics.jsonl"))
+        .with_context(|| format!("cannot write {}", opts.out.join("metrics.jsonl").display()))?;
+    let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
+    let caps = port.capabilities();
+    if !opts.quiet {
+        eprintln!(
+            "anychip: {} ({:.2}M params) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
+            cfg.preset,
+            model.n_params() as f64 / 1e6,
+            port.name(),
+            caps.device,
+            data.train.len(),
+            data.val.len(),
+            data.source,
+            cfg.batch,
+            cfg.ctx,
+            cfg.accum
+        );
+    }
+    let bar = progress_bar(opts, cfg.steps, start);
+    let flops_per_token = cfg.model.train_flops_per_token(cfg.ctx);
+    let loop_start = Instant::now();
+    let mut last_loss = f32::NAN;
+    let mut val_loss = None;
+    let end = opts.stop_after.map_or(cfg.steps, |n| (start + n).min(cfg.steps));
+    for step in start..end {
+        let lr = sched.lr(step);
+        let (loss, grads) = forward_backward(&model, &mut loader, &cfg)?;
+        let norm = opt.step(&grads, lr)?;
+        tokens += cfg.tokens_per_step() as u64;
+        last_loss = loss;
+        if !loss.is_finite() {
+            bail!(
+                "loss became {loss} at step {}; the last checkpoint in {} is intact — lower --lr (now {}) and --resume from it",
+                step + 1,
+                opts.out.display(),
+                cfg.lr
+            );
+        }
+        let done = step + 1;
+        let elapsed = loop_start.elapsed().as_secs_f64();
+        let tps = (tokens - start * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
+        let is_last = done == end;
+        let mut line = LogLine {
+            step: done,
+            loss,
+            lr,
+            grad_norm: norm.item()?,
+            tokens,
+            tokens_per_s: tps,
+            elapsed_s: elapsed,
+            val_loss: None,
+        };
+        if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || is_last {
+            let v = evaluate(&model, &data.val, cfg.batch, cfg.ctx, cfg.eval_batches)?;
+            line.val_loss = Some(v);
+            val_loss = Some(v);
+            say(&bar, opts, format!("step {done}: train loss {loss:.4}, val loss {v:.4}"));
+        }
+        if bar.is_hidden() && done % 50 == 0 && line.val_loss.is_none() {
+            say(&bar, opts, format!("step {done}/{}: loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s", cfg.steps));
+        }
+        writeln!(log, "{}", serde_json::to_string(&line)?)?;
+        bar.set_position(done);
+        bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+        if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || is_last {
+            let state = RunState {
+                format: checkpoint::FORMAT,
+                step: done,
+                loader: serde_json::to_value(loader.state())?,
+                tokens,
+                val_loss,
+            };
+            checkpoint::save(&checkpoint::in_run(&opts.out), &cfg, &model, &opt, &state)?;
+        }
+    }
+    bar.finish_and_clear();
+    log.flush()?;
+    let elapsed = loop_start.elapsed().as_secs_f64();
+    let trained = (end - start) * cfg.tokens_per_step() as u64;
+    let tps = trained as f64 / elapsed.max(1e-9);
+    Ok(Summary {
+        steps: end,
+        train_loss: last_loss,
+        val_loss,
+        tokens_per_s: tps,
+        mfu: caps.peak_flops_f32.map(|p| tps * flops_per_token / p),
+        wall_s: t0.elapsed().as_secs_f64(),
+        n_params: model.n_params(),
+        out: opts.out.clone(),
+    })
+}
+
+/// One optimizer step's worth of micro-batches: mean loss and summed gradients per parameter.
+pub fn forward_backward(model: &Transformer, loader: &mut Loader, cfg: &TrainConfig) -> Result<(f32, Vec<Tensor>)> {
+    let mut acc: Option<Vec<Tensor>> = None;
+    let mut loss_sum = 0.0f32;
+    for _ in 0..cfg.accum {
+        let b = loader.next_batch();
+        let (x, y) = batch_tensors(model.port(), &b)?;
+        let loss = model.loss(&x, &y)?;
+        let scaled = if cfg.accum > 1 { loss.mul_scalar(1.0 / cfg.accum as f64)? } else { loss.clone() };
+        let mut grads = scaled.backward()?;
+        let g: Vec<Tensor> = model
+            .params()
+            .iter()
+            .map(|p| match grads.remove(&p.tensor) {
+                Some(g) => Ok(g),
+                None => Ok(p.tensor.zeros_like()?),
+            })
+            .collect::<Result<_>>()?;
+        acc = Some(match acc {
+            None => g,
+            Some(a) => {
+                let _ng = no_grad();
+                a.iter().zip(&g).map(|(a, g)| a.add(g)).collect::<anychip_core::Result<_>>()?
+            }
+        });
+        loss_sum += loss.item()?;
+    }
+    Ok((loss_sum / cfg.accum as f32, acc.expect("accum >= 1")))
+}
+
+fn progress_bar(opts: &RunOptions, steps: u64, start: u64) -> ProgressBar {
+    if !opts.progress || opts.quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(start);
+    bar
+}
+
+fn say(bar: &ProgressBar, opts: &RunOptions, msg: String) {
+    if opts.quiet {
+        return;
+    }
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
+    }
+}
