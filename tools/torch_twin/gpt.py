@@ -1,0 +1,186 @@
+"""PyTorch twin of anychip's decoder transformer (GPT-2 and Llama flavours).
+
+Same architecture, same initialisation scheme (N(0, 0.02), residual projections scaled by
+1/sqrt(2L)), same AdamW (decay on matrices only) and schedule, so loss curves and throughput
+can be compared side by side with `anychip train` / `anychip bench` on the same machine.
+
+    python3 tools/torch_twin/gpt.py bench --preset gpt2-tiny --threads 2
+    python3 tools/torch_twin/gpt.py train --steps 300 --data ~/.cache/anychip/shakespeare/shakespeare.txt
+"""
+import argparse, json, math, os, resource, statistics, sys, time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# name: (vocab, max_ctx, n_layer, n_head, n_kv_head, d_model, d_ff, kind, tied)
+PRESETS = {
+    "shakespeare-bytes": (256, 256, 4, 4, 4, 256, 1024, "gpt2", True),
+    "gpt2-tiny": (256, 128, 4, 4, 4, 256, 1024, "gpt2", True),
+    "gpt2-small-30m": (50257, 256, 6, 6, 6, 384, 1536, "gpt2", True),
+    "gpt2-124m": (50257, 1024, 12, 12, 12, 768, 3072, "gpt2", True),
+    "llama-tiny": (256, 256, 4, 4, 2, 256, 704, "llama", False),
+    "llama-30m": (50257, 256, 6, 8, 4, 384, 1024, "llama", True),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        V, T, L, H, KV, D, FF, kind, _ = c
+        hd = D // H
+        bias = kind == "gpt2"
+        Norm = (lambda d: nn.LayerNorm(d, eps=1e-5)) if kind == "gpt2" else (lambda d: nn.RMSNorm(d, eps=1e-5))
+        self.ln1, self.ln2 = Norm(D), Norm(D)
+        self.qkv = nn.Linear(D, (H + 2 * KV) * hd, bias=bias)
+        self.o = nn.Linear(H * hd, D, bias=bias)
+        self.up = nn.Linear(D, FF if kind == "gpt2" else 2 * FF, bias=bias)
+        self.down = nn.Linear(FF, D, bias=bias)
+
+    def forward(self, x, rope):
+        V, T, L, H, KV, D, FF, kind, _ = self.c
+        B, Tn, _ = x.shape
+        hd = D // H
+        q, k, v = self.qkv(self.ln1(x)).split([H * hd, KV * hd, KV * hd], dim=-1)
+        q = q.view(B, Tn, H, hd).transpose(1, 2)
+        k = k.view(B, Tn, KV, hd).transpose(1, 2)
+        v = v.view(B, Tn, KV, hd).transpose(1, 2)
+        if rope is not None:
+            cos, sin = rope
+            def rot(t):
+                t1, t2 = t[..., : hd // 2], t[..., hd // 2 :]
+                return torch.cat([t1 * cos - t2 * sin, t2 * cos + t1 * sin], dim=-1)
+            q, k = rot(q), rot(k)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=KV != H)
+        x = x + self.o(a.transpose(1, 2).reshape(B, Tn, H * hd))
+        h = self.up(self.ln2(x))
+        if kind == "gpt2":
+            h = F.gelu(h, approximate="tanh")
+        else:
+            g, u = h.split(FF, dim=-1)
+            h = F.silu(g) * u
+        return x + self.down(h)
+
+
+class GPT(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        V, T, L, H, KV, D, FF, kind, tied = c
+        self.tok = nn.Embedding(V, D)
+        self.pos = nn.Embedding(T, D) if kind == "gpt2" else None
+        self.blocks = nn.ModuleList(Block(c) for _ in range(L))
+        self.ln_f = nn.LayerNorm(D) if kind == "gpt2" else nn.RMSNorm(D, eps=1e-5)
+        self.head = None if tied else nn.Linear(D, V, bias=False)
+        for n, p in self.named_parameters():
+            if p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * L) if n.endswith(("o.weight", "down.weight")) else 0.02
+                nn.init.normal_(p, 0.0, std)
+            elif "ln" in n and n.endswith("weight"):
+                nn.init.ones_(p)
+            else:
+                nn.init.zeros_(p)
+
+    def forward(self, idx, targets):
+        V, T, L, H, KV, D, FF, kind, tied = self.c
+        B, Tn = idx.shape
+        x = self.tok(idx)
+        rope = None
+        if self.pos is not None:
+            x = x + self.pos.weight[:Tn]
+        else:
+            hd = D // H
+            inv = 10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+            ang = torch.arange(Tn, dtype=torch.float64)[:, None] * inv.float()[None, :].double()
+            rope = (ang.cos().float(), ang.sin().float())
+        for b in self.blocks:
+            x = b(x, rope)
+        x = self.ln_f(x)
+        logits = x @ (self.tok.weight if self.head is None else self.head.weight).T
+        return F.cross_entropy(logits.view(-1, V), targets.reshape(-1))
+
+
+def optimizer(model, lr, wd=0.1):
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "tok" not in n and "pos" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "tok" not in n and "pos" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": other, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def bench(a):
+    c = PRESETS[a.preset]
+    torch.manual_seed(0)
+    model = GPT(c)
+    opt = optimizer(model, 1e-4)
+    V = c[0]
+    ctx = a.ctx or min(256, c[1])
+    batch = a.batch or (4 if sum(p.numel() for p in model.parameters()) > 50e6 else 8 if V > 256 else 16)
+    times = []
+    for i in range(a.warmup + a.steps):
+        x = torch.randint(0, V, (batch, ctx + 1))
+        t = time.perf_counter()
+        loss = model(x[:, :-1], x[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if i >= a.warmup:
+            times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    out = {"preset": a.preset, "impl": "pytorch " + torch.__version__, "threads": torch.get_num_threads(),
+           "batch": batch, "ctx": ctx, "step_ms_median": med * 1e3, "tokens_per_s": batch * ctx / med,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(json.dumps(out))
+
+
+def train(a):
+    c = PRESETS[a.preset]
+    data = torch.tensor(list(open(a.data, "rb").read()), dtype=torch.long)
+    n_val = round(len(data) * 0.05)
+    tr, va = data[:-n_val], data[-n_val:]
+    torch.manual_seed(a.seed)
+    model = GPT(c)
+    opt = optimizer(model, a.lr)
+    warm = min(100, a.steps // 10)
+    t0 = time.time()
+    for step in range(a.steps):
+        lr = a.lr * (step + 1) / warm if step < warm else 0.1 * a.lr + 0.45 * a.lr * (1 + math.cos(math.pi * (step - warm) / max(1, a.steps - warm)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ix = torch.randint(0, len(tr) - a.ctx - 1, (a.batch,))
+        x = torch.stack([tr[i : i + a.ctx + 1] for i in ix])
+        loss = model(x[:, :-1], x[:, 1:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
+            with torch.no_grad():
+                nw = min(40 * a.batch, (len(va) - 1) // a.ctx)
+                xs = torch.stack([va[i * a.ctx : i * a.ctx + a.ctx + 1] for i in range(nw)])
+                vl = statistics.fmean(model(xs[j:j + a.batch, :-1], xs[j:j + a.batch, 1:]).item() for j in range(0, nw, a.batch))
+            print(json.dumps({"step": step + 1, "loss": loss.item(), "val_loss": vl, "elapsed_s": time.time() - t0}), flush=True)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["bench", "train"])
+    p.add_argument("--preset", default="gpt2-tiny")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=0)
+    p.add_argument("--ctx", type=int, default=0)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--data", default=os.path.expanduser("~/.cache/anychip/shakespeare/shakespeare.txt"))
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.mode == "bench":
+        bench(a)
+    else:
+        a.preset = a.preset if a.preset != "gpt2-tiny" else "shakespeare-bytes"
+        a.batch, a.ctx = a.batch or 16, a.ctx or 256
+        train(a)
