@@ -69,7 +69,8 @@ mod tests {
     #[test]
     fn bf16_round_trip_and_rounding() {
         // Values with at most 8 significant bits survive exactly.
-        for x in [0.0f32, -0.0, 1.0, -2.5, 2.0f32.powi(-120), 3.0 * 2.0f32.powi(120), f32::INFINITY, f32::NEG_INFINITY] {
+        for x in [0.0f32, -0.0, 1.0, -2.5, 2.0f32.powi(-120), 3.0 * 2.0f32.powi(120), f32::INFINITY, f32::NEG_INFINITY]
+        {
             assert_eq!(bf16_to_f32(f32_to_bf16(x)).to_bits(), x.to_bits());
         }
         assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
