@@ -1,8 +1,7 @@
 //! Calibration of the performance model: one set of constants per chip generation.
 //!
 //! The constants live in `data/calibration.toml`, each with where it came from; docs/planner.md
-//! explains them. Chips of a generation no published run covers use `default`, scaled by the chip's
-//! own measured-versus-nominal GEMM ratio where one is public.
+//! explains them. Chips of a generation no published run covers use `default`.
 
 use crate::chips::Chip;
 use anyhow::{anyhow, Result};
@@ -82,30 +81,19 @@ pub fn generations() -> BTreeMap<String, Calibration> {
         .collect()
 }
 
-/// The calibration a chip uses. A chip on `default` with a published measured GEMM rate gets
-/// `gemm_eff` scaled by (its measured/nominal) / (A100's measured/nominal), so a chip whose GEMMs
-/// reach a larger share of nominal than A100's does is credited for it.
+/// The calibration a chip uses (its record's `calibration` key).
+///
+/// A chip's measured GEMM rate is shown by `chips show` but does not rescale `gemm_eff`: sources
+/// disagree on what "nominal" is for the chips that publish only a measurement (910B), and an
+/// unvalidated scaling would flatter exactly the chips the planner knows least about.
 pub fn for_chip(chip: &Chip) -> Result<Calibration> {
     let gens = generations();
-    let mut c = gens.get(&chip.calibration).cloned().ok_or_else(|| {
+    gens.get(&chip.calibration).cloned().ok_or_else(|| {
         anyhow!(
             "chip {}: calibration '{}' is unknown; use one of {}",
             chip.name,
             chip.calibration,
             gens.keys().cloned().collect::<Vec<_>>().join(", ")
         )
-    })?;
-    if chip.calibration == "default" {
-        if let (Some(meas), Some(nom)) = (chip.get("measured_bf16_tflops"), chip.get("bf16_tflops"))
-        {
-            // A100: 251.5 / 312 measured by FlagPerf, the same suite that measured 910B.
-            let a100_ratio = 251.5 / 312.0;
-            c.gemm_eff = (c.gemm_eff * (meas / nom) / a100_ratio).min(0.95);
-            c.source = format!(
-                "{}; gemm_eff scaled by this chip's measured/nominal GEMM ratio",
-                c.source
-            );
-        }
-    }
-    Ok(c)
+    })
 }

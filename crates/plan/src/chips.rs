@@ -56,81 +56,21 @@ pub struct FieldInfo {
 
 /// Every field a chip record may carry, in display order.
 pub const FIELDS: &[FieldInfo] = &[
-    FieldInfo {
-        key: "bf16_tflops",
-        unit: "TFLOP/s",
-        doc: "dense BF16/FP16 tensor throughput",
-    },
-    FieldInfo {
-        key: "fp8_tflops",
-        unit: "TFLOP/s",
-        doc: "dense FP8 tensor throughput",
-    },
-    FieldInfo {
-        key: "fp32_tflops",
-        unit: "TFLOP/s",
-        doc: "FP32 throughput",
-    },
-    FieldInfo {
-        key: "int8_tops",
-        unit: "TOP/s",
-        doc: "dense INT8 throughput",
-    },
-    FieldInfo {
-        key: "memory_gb",
-        unit: "GB",
-        doc: "device memory as the vendor quotes it (HBM sizes are binary GB)",
-    },
-    FieldInfo {
-        key: "usable_memory_gib",
-        unit: "GiB",
-        doc: "memory a framework can allocate, where measured",
-    },
-    FieldInfo {
-        key: "mem_bw_tbs",
-        unit: "TB/s",
-        doc: "device memory bandwidth",
-    },
-    FieldInfo {
-        key: "scaleup_gbs",
-        unit: "GB/s",
-        doc: "scale-up (chip-to-chip) link, bidirectional per chip",
-    },
-    FieldInfo {
-        key: "scaleup_domain",
-        unit: "chips",
-        doc: "chips sharing the scale-up fabric (NVLink domain, node)",
-    },
-    FieldInfo {
-        key: "scaleout_gbs",
-        unit: "GB/s",
-        doc: "scale-out network per chip, one direction",
-    },
-    FieldInfo {
-        key: "tdp_w",
-        unit: "W",
-        doc: "board power",
-    },
-    FieldInfo {
-        key: "price_per_hour",
-        unit: "USD/h",
-        doc: "rental or amortised price per chip-hour",
-    },
-    FieldInfo {
-        key: "die_mm2",
-        unit: "mm2",
-        doc: "die area, for the export-control performance density",
-    },
-    FieldInfo {
-        key: "measured_bf16_tflops",
-        unit: "TFLOP/s",
-        doc: "measured large-GEMM BF16/FP16 throughput",
-    },
-    FieldInfo {
-        key: "measured_mem_bw_tbs",
-        unit: "TB/s",
-        doc: "measured memory bandwidth",
-    },
+    FieldInfo { key: "bf16_tflops", unit: "TFLOP/s", doc: "dense BF16/FP16 tensor throughput" },
+    FieldInfo { key: "fp8_tflops", unit: "TFLOP/s", doc: "dense FP8 tensor throughput" },
+    FieldInfo { key: "fp32_tflops", unit: "TFLOP/s", doc: "FP32 throughput" },
+    FieldInfo { key: "int8_tops", unit: "TOP/s", doc: "dense INT8 throughput" },
+    FieldInfo { key: "memory_gb", unit: "GB", doc: "device memory as the vendor quotes it (HBM sizes are binary GB)" },
+    FieldInfo { key: "usable_memory_gib", unit: "GiB", doc: "memory a framework can allocate, where measured" },
+    FieldInfo { key: "mem_bw_tbs", unit: "TB/s", doc: "device memory bandwidth" },
+    FieldInfo { key: "scaleup_gbs", unit: "GB/s", doc: "scale-up (chip-to-chip) link, bidirectional per chip" },
+    FieldInfo { key: "scaleup_domain", unit: "chips", doc: "chips sharing the scale-up fabric (NVLink domain, node)" },
+    FieldInfo { key: "scaleout_gbs", unit: "GB/s", doc: "scale-out network per chip, one direction" },
+    FieldInfo { key: "tdp_w", unit: "W", doc: "board power" },
+    FieldInfo { key: "price_per_hour", unit: "USD/h", doc: "rental or amortised price per chip-hour" },
+    FieldInfo { key: "die_mm2", unit: "mm2", doc: "die area, for the export-control performance density" },
+    FieldInfo { key: "measured_bf16_tflops", unit: "TFLOP/s", doc: "measured large-GEMM BF16/FP16 throughput" },
+    FieldInfo { key: "measured_mem_bw_tbs", unit: "TB/s", doc: "measured memory bandwidth" },
 ];
 
 /// One accelerator record.
@@ -195,19 +135,9 @@ impl Chip {
     pub fn set(&mut self, field: &str, value: f64, source: &str) -> Result<()> {
         check_field(field)?;
         if !value.is_finite() || value < 0.0 {
-            bail!(
-                "chip {}: {field}={value} must be a non-negative number",
-                self.name
-            );
+            bail!("chip {}: {field}={value} must be a non-negative number", self.name);
         }
-        self.specs.insert(
-            field.to_string(),
-            Figure {
-                value: Some(value),
-                conf: Confidence::L,
-                source: source.into(),
-            },
-        );
+        self.specs.insert(field.to_string(), Figure { value: Some(value), conf: Confidence::L, source: source.into() });
         Ok(())
     }
 
@@ -236,10 +166,7 @@ fn check_field(field: &str) -> Result<()> {
         Ok(())
     } else {
         let keys: Vec<_> = FIELDS.iter().map(|f| f.key).collect();
-        bail!(
-            "unknown chip field '{field}'; known fields: {}",
-            keys.join(", ")
-        )
+        bail!("unknown chip field '{field}'; known fields: {}", keys.join(", "))
     }
 }
 
@@ -271,8 +198,7 @@ impl ChipDb {
         let chips = BUILTIN
             .iter()
             .map(|(file, text)| {
-                parse_chip(text, file)
-                    .unwrap_or_else(|e| panic!("built-in chip file is invalid: {e:#}"))
+                parse_chip(text, file).unwrap_or_else(|e| panic!("built-in chip file is invalid: {e:#}"))
             })
             .collect();
         ChipDb { chips }
@@ -292,8 +218,8 @@ impl ChipDb {
 
     /// Merge a user chip file: a new name adds a chip, a known name overrides the figures it gives.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read chip file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read chip file {}", path.display()))?;
         let chip = parse_chip(&text, &path.display().to_string())?;
         self.merge(chip);
         Ok(())
@@ -322,44 +248,33 @@ impl ChipDb {
 
     /// Apply `chip.field=value`.
     pub fn apply_override(&mut self, spec: &str) -> Result<()> {
-        let (lhs, rhs) = spec.split_once('=').ok_or_else(|| {
-            anyhow!("--override '{spec}' must look like CHIP.FIELD=VALUE, e.g. ppu.bf16_tflops=150")
-        })?;
-        let (chip, field) = lhs.trim().split_once('.').ok_or_else(|| {
-            anyhow!("--override '{spec}' must look like CHIP.FIELD=VALUE, e.g. ppu.bf16_tflops=150")
-        })?;
-        let value: f64 = rhs
+        let (lhs, rhs) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--override '{spec}' must look like CHIP.FIELD=VALUE, e.g. ppu.bf16_tflops=150"))?;
+        let (chip, field) = lhs
             .trim()
-            .parse()
-            .map_err(|_| anyhow!("--override '{spec}': '{}' is not a number", rhs.trim()))?;
+            .split_once('.')
+            .ok_or_else(|| anyhow!("--override '{spec}' must look like CHIP.FIELD=VALUE, e.g. ppu.bf16_tflops=150"))?;
+        let value: f64 =
+            rhs.trim().parse().map_err(|_| anyhow!("--override '{spec}': '{}' is not a number", rhs.trim()))?;
         let name = self.find(chip)?.name.clone();
-        let c = self
-            .chips
-            .iter_mut()
-            .find(|c| c.name == name)
-            .expect("found above");
+        let c = self.chips.iter_mut().find(|c| c.name == name).expect("found above");
         c.set(field.trim(), value, "user override (--override)")
     }
 
     /// Find a chip by name or alias; the error lists the known names.
     pub fn find(&self, name: &str) -> Result<&Chip> {
-        self.chips
-            .iter()
-            .find(|c| c.answers_to(name))
-            .ok_or_else(|| {
-                let names: Vec<_> = self.chips.iter().map(|c| c.name.as_str()).collect();
-                anyhow!(
-                    "unknown chip '{name}'; known chips: {} (or add one with --chip-file FILE)",
-                    names.join(", ")
-                )
-            })
+        self.chips.iter().find(|c| c.answers_to(name)).ok_or_else(|| {
+            let names: Vec<_> = self.chips.iter().map(|c| c.name.as_str()).collect();
+            anyhow!("unknown chip '{name}'; known chips: {} (or add one with --chip-file FILE)", names.join(", "))
+        })
     }
 }
 
 /// Parse one chip record, checking field names and values; the error names the file.
 pub fn parse_chip(text: &str, origin: &str) -> Result<Chip> {
-    let mut chip: Chip = toml::from_str(text)
-        .map_err(|e| anyhow!("chip file {origin}: {}", one_line(&e.to_string())))?;
+    let mut chip: Chip =
+        toml::from_str(text).map_err(|e| anyhow!("chip file {origin}: {}", one_line(&e.to_string())))?;
     chip.name = chip.name.to_ascii_lowercase();
     if chip.name.is_empty() {
         bail!("chip file {origin}: `name` must not be empty");
@@ -377,9 +292,5 @@ pub fn parse_chip(text: &str, origin: &str) -> Result<Chip> {
 
 /// Collapse a multi-line parser message (toml prints a snippet) into one line.
 pub(crate) fn one_line(msg: &str) -> String {
-    msg.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|'))
-        .collect::<Vec<_>>()
-        .join(" ")
+    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
 }

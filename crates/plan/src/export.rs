@@ -32,22 +32,13 @@ pub fn classify(chip: &Chip) -> ExportClass {
         chip.get("int8_tops").map(|t| t * 8.0),
         chip.get("fp32_tflops").map(|t| t * 32.0),
     ];
-    let tpp = cands
-        .iter()
-        .flatten()
-        .cloned()
-        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let tpp = cands.iter().flatten().cloned().fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     let pd = match (tpp, chip.get("die_mm2")) {
         (Some(t), Some(a)) if a > 0.0 => Some(t / a),
         _ => None,
     };
     let Some(t) = tpp else {
-        return ExportClass {
-            tpp,
-            pd,
-            class: "unknown",
-            rule: "no throughput figure is public".into(),
-        };
+        return ExportClass { tpp, pd, class: "unknown", rule: "no throughput figure is public".into() };
     };
     let (class, rule) = if t >= 4800.0 {
         ("3A090.a", format!("TPP {t:.0} >= 4800 (Oct-2023 rule)"))
@@ -55,21 +46,21 @@ pub fn classify(chip: &Chip) -> ExportClass {
         ("below 3A090 thresholds", format!("TPP {t:.0} < 1600"))
     } else {
         match pd {
-            None => ("unknown", format!("TPP {t:.0} is in 1600..4800, where the class depends on the die area, which is not public")),
+            None => (
+                "unknown",
+                format!("TPP {t:.0} is in 1600..4800, where the class depends on the die area, which is not public"),
+            ),
             Some(p) if p >= 5.92 => ("3A090.a", format!("TPP {t:.0} >= 1600 and PD {p:.2} >= 5.92 (Oct-2023 rule)")),
             Some(p) if t >= 2400.0 && p >= 1.6 => {
                 ("3A090.b", format!("TPP {t:.0} in 2400..4800 and PD {p:.2} in 1.6..5.92 (Oct-2023 rule)"))
             }
-            Some(p) if p >= 3.2 => ("3A090.b", format!("TPP {t:.0} >= 1600 and PD {p:.2} in 3.2..5.92 (Oct-2023 rule)")),
+            Some(p) if p >= 3.2 => {
+                ("3A090.b", format!("TPP {t:.0} >= 1600 and PD {p:.2} in 3.2..5.92 (Oct-2023 rule)"))
+            }
             Some(p) => ("below 3A090 thresholds", format!("TPP {t:.0} < 4800 and PD {p:.2} under the density lines")),
         }
     };
-    ExportClass {
-        tpp,
-        pd,
-        class,
-        rule,
-    }
+    ExportClass { tpp, pd, class, rule }
 }
 
 #[cfg(test)]

@@ -7,8 +7,12 @@
 //! - [`validation`]: the model run on published training runs.
 
 pub mod calib;
+pub mod chart;
 pub mod chips;
+pub mod cli;
 pub mod export;
+pub mod fleet;
 pub mod model;
 pub mod perf;
+pub mod search;
 pub mod validation;

@@ -55,18 +55,14 @@ impl ModelFile {
                 if self.heads == 0 {
                     bail!("model {}: heads must be positive", self.name);
                 }
-                let mut c =
-                    ModelConfig::gpt2(self.vocab, ctx, self.layers, self.heads, self.d_model);
+                let mut c = ModelConfig::gpt2(self.vocab, ctx, self.layers, self.heads, self.d_model);
                 c.family = "gpt".into();
                 c.d_ff = self.d_ff.unwrap_or(4 * self.d_model);
                 c
             }
             "llama" => {
                 let d_ff = self.d_ff.ok_or_else(|| {
-                    anyhow!(
-                        "model {}: a llama model needs d_ff (the SwiGLU hidden width)",
-                        self.name
-                    )
+                    anyhow!("model {}: a llama model needs d_ff (the SwiGLU hidden width)", self.name)
                 })?;
                 if self.heads == 0 {
                     bail!("model {}: heads must be positive", self.name);
@@ -81,10 +77,7 @@ impl ModelFile {
                     d_ff,
                 )
             }
-            other => bail!(
-                "model {}: arch must be \"gpt\" or \"llama\", got \"{other}\"",
-                self.name
-            ),
+            other => bail!("model {}: arch must be \"gpt\" or \"llama\", got \"{other}\"", self.name),
         };
         if let Some(kv) = self.kv_heads {
             c.n_kv_head = kv;
@@ -95,8 +88,7 @@ impl ModelFile {
         if let Some(t) = self.tied {
             c.tied_embeddings = t;
         }
-        c.validate()
-            .map_err(|e| anyhow!("model {}: {e}", self.name))?;
+        c.validate().map_err(|e| anyhow!("model {}: {e}", self.name))?;
         Ok(c)
     }
 }
@@ -135,51 +127,28 @@ pub fn preset_names() -> Vec<String> {
 pub fn resolve(spec: &str) -> Result<Model> {
     let lower = spec.to_ascii_lowercase();
     if let Some(m) = planner_presets().into_iter().find(|m| m.name == lower) {
-        return Ok(Model {
-            name: m.name.clone(),
-            config: m.to_config()?,
-        });
+        return Ok(Model { name: m.name.clone(), config: m.to_config()? });
     }
     if let Some(c) = ModelConfig::preset(&lower) {
-        return Ok(Model {
-            name: lower,
-            config: c,
-        });
+        return Ok(Model { name: lower, config: c });
     }
     let path = Path::new(spec);
     if spec.ends_with(".toml") || path.exists() {
         return load_file(path);
     }
-    bail!(
-        "unknown model '{spec}'; presets: {} (or pass a TOML model file)",
-        preset_names().join(", ")
-    )
+    bail!("unknown model '{spec}'; presets: {} (or pass a TOML model file)", preset_names().join(", "))
 }
 
 /// Read a model file.
 pub fn load_file(path: &Path) -> Result<Model> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
-    let mut m: ModelFile = toml::from_str(&text).map_err(|e| {
-        anyhow!(
-            "model file {}: {}",
-            path.display(),
-            crate::chips::one_line(&e.to_string())
-        )
-    })?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read model file {}", path.display()))?;
+    let mut m: ModelFile = toml::from_str(&text)
+        .map_err(|e| anyhow!("model file {}: {}", path.display(), crate::chips::one_line(&e.to_string())))?;
     if m.name.is_empty() {
-        m.name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        m.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
-    let config = m
-        .to_config()
-        .map_err(|e| anyhow!("model file {}: {e}", path.display()))?;
-    Ok(Model {
-        name: m.name,
-        config,
-    })
+    let config = m.to_config().map_err(|e| anyhow!("model file {}: {e}", path.display()))?;
+    Ok(Model { name: m.name, config })
 }
 
 #[cfg(test)]
@@ -207,10 +176,7 @@ mod tests {
         ];
         for (n, want, tol) in cases {
             let got = resolve(n).unwrap().config.n_params() as f64;
-            assert!(
-                (got / want - 1.0).abs() < tol,
-                "{n}: {got:.4e} vs {want:.4e}"
-            );
+            assert!((got / want - 1.0).abs() < tol, "{n}: {got:.4e} vs {want:.4e}");
         }
     }
 }

@@ -170,13 +170,7 @@ pub struct StepTime {
 impl StepTime {
     /// The whole step.
     pub fn total(&self) -> f64 {
-        self.gemm
-            + self.elementwise
-            + self.tp_comm
-            + self.pp_comm
-            + self.bubble
-            + self.dp_comm
-            + self.optimizer
+        self.gemm + self.elementwise + self.tp_comm + self.pp_comm + self.bubble + self.dp_comm + self.optimizer
     }
 }
 
@@ -197,7 +191,7 @@ pub struct Estimate {
     pub capacity: f64,
     /// Tokens per second for the whole job.
     pub tokens_per_s: f64,
-    /// Model FLOPs utilisation: 6N + 12 l h s FLOPs per token (no recompute) over nominal peak.
+    /// Model FLOPs utilisation: [`model_flops_per_token`] x tokens/s over nominal peak.
     pub mfu: f64,
 }
 
@@ -221,13 +215,14 @@ pub fn layer_matmul_params(m: &ModelConfig) -> f64 {
     h * (q + 2.0 * kv) + q * h + mlp * h * f
 }
 
-/// Model FLOPs per token at context `s` (6N + 12 l s d_attn, no recompute; the usual MFU convention).
+/// Model FLOPs per token at context `s`, the MFU numerator: 6N (N without the embedding lookup)
+/// plus 6 l s d_attn for attention scores over the causal half (no recompute). Counting the full
+/// s x s square (12 l s d_attn, PaLM) would credit work a causal kernel never does.
 pub fn model_flops_per_token(m: &ModelConfig, s: usize) -> f64 {
-    m.train_flops_per_token(s)
+    m.train_flops_per_token(s) - 6.0 * (m.n_layer * s * m.n_head * m.head_dim) as f64
 }
 
-/// GEMM efficiency at a per-chip matrix width: gemm_eff x w / (w + w_half) ... expressed so that
-/// efficiency is half of `gemm_eff` at `gemm_half_width`.
+/// GEMM efficiency at per-chip matrix width w = d_model / tp: gemm_eff x w / (w + gemm_half_width).
 fn gemm_eff(cal: &Calibration, width: f64) -> f64 {
     cal.gemm_eff * width / (width + cal.gemm_half_width)
 }
@@ -265,23 +260,13 @@ impl Rates {
         if domain == 0 {
             bail!("chip {}: scaleup_domain must be at least 1", chip.name);
         }
-        let scaleup = if chips_used > 1 {
-            chip.require("scaleup_gbs")? * 1e9 / 2.0 * cal.scaleup_eff
-        } else {
-            0.0
-        };
+        let scaleup = if chips_used > 1 { chip.require("scaleup_gbs")? * 1e9 / 2.0 * cal.scaleup_eff } else { 0.0 };
         let scaleout = if chips_used > domain {
             Some(chip.require("scaleout_gbs")? * 1e9 * cal.scaleout_eff)
         } else {
             chip.get("scaleout_gbs").map(|g| g * 1e9 * cal.scaleout_eff)
         };
-        Ok(Rates {
-            peak,
-            mem_bw,
-            scaleup,
-            domain,
-            scaleout,
-        })
+        Ok(Rates { peak, mem_bw, scaleup, domain, scaleout })
     }
 
     /// Ring bandwidth per rank for a group of ranks `stride` apart spanning `span` consecutive chips.
@@ -312,39 +297,18 @@ pub fn estimate(
     capacity: f64,
 ) -> Result<Estimate> {
     let m = job.model;
-    let Layout {
-        tp,
-        pp,
-        dp,
-        cp,
-        mb,
-        v,
-        recompute,
-        zero,
-        sp,
-    } = *layout;
+    let Layout { tp, pp, dp, cp, mb, v, recompute, zero, sp } = *layout;
     if tp == 0 || pp == 0 || dp == 0 || cp == 0 || mb == 0 || v == 0 {
         bail!("layout {layout}: every degree must be at least 1");
     }
     if job.global_batch % (dp * mb) != 0 {
-        bail!(
-            "layout {layout}: global batch {} is not a multiple of dp x mb = {}",
-            job.global_batch,
-            dp * mb
-        );
+        bail!("layout {layout}: global batch {} is not a multiple of dp x mb = {}", job.global_batch, dp * mb);
     }
     if pp * v > m.n_layer {
-        bail!(
-            "layout {layout}: {} layers cannot fill {} pipeline chunks",
-            m.n_layer,
-            pp * v
-        );
+        bail!("layout {layout}: {} layers cannot fill {} pipeline chunks", m.n_layer, pp * v);
     }
     if job.seq % cp != 0 {
-        bail!(
-            "layout {layout}: sequence {} is not a multiple of cp {cp}",
-            job.seq
-        );
+        bail!("layout {layout}: sequence {} is not a multiple of cp {cp}", job.seq);
     }
     let n_micro = job.global_batch / (dp * mb);
     let (s, t, p) = (job.seq as f64, tp as f64, pp as f64);
@@ -376,11 +340,7 @@ pub fn estimate(
     // Element-wise traffic per layer: the activation bytes Korthikanti counts are what norms,
     // activations, dropout and softmax read and write.
     let per_tok_linear = if sp { 34.0 / t } else { 10.0 + 24.0 / t };
-    let scores = if sw.flash_attention {
-        0.0
-    } else {
-        5.0 * a * s / t
-    };
+    let scores = if sw.flash_attention { 0.0 } else { 5.0 * a * s / t };
     let act_layer = tok * h * per_tok_linear + tok * scores;
     let passes_fwd = sh.elementwise_passes;
     let recompute_elem = match recompute {
@@ -389,24 +349,13 @@ pub fn estimate(
         Recompute::Full => act_layer,
     };
     let logits_bytes = tok * vocab / t * 4.0;
-    let t_elem = passes_fwd
-        * (layers_stage * (3.0 * act_layer + recompute_elem) + 3.0 * logits_bytes)
-        / rates.mem_bw;
+    let t_elem = passes_fwd * (layers_stage * (3.0 * act_layer + recompute_elem) + 3.0 * logits_bytes) / rates.mem_bw;
 
     // Tensor parallel: 2 all-reduces (or all-gather + reduce-scatter with SP, same bytes) of the
     // b s h activations per layer forward, 2 backward, 2 more when the forward is recomputed.
-    let exposed = if sw.overlap_tp {
-        1.0 - sh.tp_overlap_hidden
-    } else {
-        1.0
-    };
+    let exposed = if sw.overlap_tp { 1.0 - sh.tp_overlap_hidden } else { 1.0 };
     let t_tp = if tp > 1 {
-        let n_ar = 4.0
-            + if recompute == Recompute::Full {
-                2.0
-            } else {
-                0.0
-            };
+        let n_ar = 4.0 + if recompute == Recompute::Full { 2.0 } else { 0.0 };
         let bytes = tok * h * 2.0;
         layers_stage * n_ar * ring(bytes, 2.0 * (t - 1.0) / t, rates.link(1, tp)) * exposed
     } else {
@@ -432,31 +381,18 @@ pub fn estimate(
     };
     // Fixed cost per layer and micro-batch: kernel launches and stream synchronisation, which
     // small layers cannot hide behind their GEMMs.
-    let launches = if recompute == Recompute::Full {
-        4.0 / 3.0
-    } else {
-        1.0
-    };
+    let launches = if recompute == Recompute::Full { 4.0 / 3.0 } else { 1.0 };
     let t_fixed = layers_stage * launches * sh.layer_overhead_us * 1e-6;
     let t_mb = t_gemm + t_elem + t_tp + t_cp + t_pp + t_fixed;
     let bubble = t_mb * (p - 1.0) / (v as f64);
 
     // --- states and data parallel ---
     let layer_params = layers_stage * layer_matmul_params(m) / t;
-    let emb_params = vocab * h / t
-        * if pp == 1 && !m.tied_embeddings {
-            2.0
-        } else {
-            1.0
-        };
+    let emb_params = vocab * h / t * if pp == 1 && !m.tied_embeddings { 2.0 } else { 1.0 };
     let n_shard = (dp * cp) as f64;
     let states_per_param = |zero: u8| {
         let w = if zero >= 3 { 2.0 / n_shard } else { 2.0 };
-        let g = if zero >= 2 {
-            sw.main_grad_bytes / n_shard
-        } else {
-            sw.main_grad_bytes
-        };
+        let g = if zero >= 2 { sw.main_grad_bytes / n_shard } else { sw.main_grad_bytes };
         let o = if zero >= 1 { 12.0 / n_shard } else { 12.0 };
         w + g + o
     };
@@ -483,11 +419,7 @@ pub fn estimate(
         0.0
     };
     // AdamW update: reads and writes fp32 master, m, v (24 B), reads the fp32 grad, writes bf16 weights.
-    let opt_params = if zero >= 1 {
-        local_params / n_shard
-    } else {
-        local_params
-    };
+    let opt_params = if zero >= 1 { local_params / n_shard } else { local_params };
     let t_opt = opt_params * 30.0 / rates.mem_bw;
 
     let nm = n_micro as f64;
@@ -509,12 +441,7 @@ pub fn estimate(
     };
     // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
     // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
-    let in_flight = (n_micro.min(pp) as f64)
-        * if v > 1 {
-            1.0 + (p - 1.0) / (p * v as f64)
-        } else {
-            1.0
-        };
+    let in_flight = (n_micro.min(pp) as f64) * if v > 1 { 1.0 + (p - 1.0) / (p * v as f64) } else { 1.0 };
     let mut activations = act_stored_layer * layers_stage * in_flight;
     if recompute == Recompute::Full {
         activations += act_layer; // one layer rematerialised during its backward

@@ -129,27 +129,14 @@ fn recompute(name: &str) -> Result<Recompute> {
 }
 
 /// FLOPs per step in a source's convention.
-fn step_flops(
-    conv: &str,
-    m: &anychip_models::ModelConfig,
-    seq: usize,
-    batch: usize,
-) -> Result<f64> {
-    let (b, s, l, h, v) = (
-        batch as f64,
-        seq as f64,
-        m.n_layer as f64,
-        m.d_model as f64,
-        m.vocab_size as f64,
-    );
+fn step_flops(conv: &str, m: &anychip_models::ModelConfig, seq: usize, batch: usize) -> Result<f64> {
+    let (b, s, l, h, v) = (batch as f64, seq as f64, m.n_layer as f64, m.d_model as f64, m.vocab_size as f64);
     Ok(match conv {
         "narayanan" => 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)),
         "korthikanti" => 72.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h)),
         "model" => b * s * m.train_flops_per_token(seq),
         // As `model`, with the attention scores counted over the causal half only.
-        "model-causal" => {
-            b * s * (m.train_flops_per_token(seq) - 6.0 * l * s * (m.n_head * m.head_dim) as f64)
-        }
+        "model-causal" => b * s * (m.train_flops_per_token(seq) - 6.0 * l * s * (m.n_head * m.head_dim) as f64),
         other => bail!("unknown FLOP convention '{other}'"),
     })
 }
@@ -174,10 +161,7 @@ impl Outcome {
 
 /// Predict every throughput row with the shipped calibration.
 pub fn run_rows() -> Result<Vec<Outcome>> {
-    run_rows_with(
-        &|c: &crate::chips::Chip| calib::for_chip(c),
-        &calib::shared(),
-    )
+    run_rows_with(&|c: &crate::chips::Chip| calib::for_chip(c), &calib::shared())
 }
 
 /// Predict every throughput row with the given calibration (for fitting the constants).
@@ -203,39 +187,18 @@ pub fn run_rows_with(
                 zero: r.zero,
                 sp: r.sp,
             };
-            let job = Job {
-                model: &m.config,
-                seq: r.seq,
-                global_batch: r.global_batch,
-            };
+            let job = Job { model: &m.config, seq: r.seq, global_batch: r.global_batch };
             let rates = Rates::of(chip, &cal, layout.chips())?;
-            let est = estimate(
-                &job,
-                &layout,
-                &rates,
-                &cal,
-                sh,
-                &software(&r.software)?,
-                f64::INFINITY,
-            )?;
+            let est = estimate(&job, &layout, &rates, &cal, sh, &software(&r.software)?, f64::INFINITY)?;
             let flops = step_flops(&r.flops, &m.config, r.seq, r.global_batch)?;
             let gpus = layout.chips() as f64;
             let predicted = flops / est.time.total() / gpus / 1e12;
             let published = match (r.published_tflops, r.published_step_s) {
                 (Some(t), _) => t,
                 (None, Some(step)) => flops / step / gpus / 1e12,
-                _ => {
-                    return Err(anyhow!(
-                        "row {}: needs published_tflops or published_step_s",
-                        r.id
-                    ))
-                }
+                _ => return Err(anyhow!("row {}: needs published_tflops or published_step_s", r.id)),
             };
-            Ok(Outcome {
-                id: r.id.clone(),
-                published,
-                predicted,
-            })
+            Ok(Outcome { id: r.id.clone(), published, predicted })
         })
         .collect()
 }
@@ -247,39 +210,13 @@ pub fn predict_memory(r: &MemRow) -> Result<(f64, f64, f64)> {
     let cal = calib::for_chip(chip)?;
     let sh = calib::shared();
     let m = model::resolve(&r.model)?;
-    let job = Job {
-        model: &m.config,
-        seq: 2048,
-        global_batch: r.global_batch,
-    };
+    let job = Job { model: &m.config, seq: 2048, global_batch: r.global_batch };
     let dp = 1;
-    let mk = |rc, sp| Layout {
-        tp: r.tp,
-        pp: r.pp,
-        dp,
-        cp: 1,
-        mb: r.mb,
-        v: r.v,
-        recompute: rc,
-        zero: 0,
-        sp,
-    };
+    let mk = |rc, sp| Layout { tp: r.tp, pp: r.pp, dp, cp: 1, mb: r.mb, v: r.v, recompute: rc, zero: 0, sp };
     let sw = software("megatron-2021")?;
     let l0 = mk(Recompute::None, false);
     let rates = Rates::of(chip, &cal, l0.chips())?;
     let full = estimate(&job, &l0, &rates, &cal, &sh, &sw, f64::INFINITY)?;
-    let sel = estimate(
-        &job,
-        &mk(Recompute::Selective, true),
-        &rates,
-        &cal,
-        &sh,
-        &sw,
-        f64::INFINITY,
-    )?;
-    Ok((
-        full.memory.layer_states / GIB,
-        full.memory.activations / GIB,
-        sel.memory.activations / GIB,
-    ))
+    let sel = estimate(&job, &mk(Recompute::Selective, true), &rates, &cal, &sh, &sw, f64::INFINITY)?;
+    Ok((full.memory.layer_states / GIB, full.memory.activations / GIB, sel.memory.activations / GIB))
 }

@@ -1,0 +1,349 @@
+//! Mixed-fleet placement: which training job runs on which chip pool, and when.
+//!
+//! Greedy list scheduling (longest job first): for each job, every eligible chip kind and every
+//! chip count from the kind's whole capacity down by halves is planned with [`search`]; the job takes
+//! the placement that finishes earliest (objective `makespan`) or costs least (`cost`), starting
+//! when enough chips of that kind are free. Pools of the same chip kind are pooled; a job spans
+//! different kinds only when it asks for heterogeneous placement. This is a heuristic: good
+//! placements, not proven optimal ones.
+
+use crate::chips::{Chip, ChipDb};
+use crate::model;
+use crate::perf::Software;
+use crate::search::{search, Plan, Request};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One pool of identical chips.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Pool name.
+    pub name: String,
+    /// Chip name in the database.
+    pub chip: String,
+    /// Chips in the pool.
+    pub count: usize,
+    /// Price per chip-hour, USD (overrides the database).
+    #[serde(default)]
+    pub price_per_hour: Option<f64>,
+    /// Chip figures assumed for this fleet (`field = value`), for figures the database lacks.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, f64>,
+}
+
+/// The fleet file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// The pools.
+    pub pool: Vec<Pool>,
+}
+
+/// One training job.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Job name.
+    pub name: String,
+    /// Model preset or model file.
+    pub model: String,
+    /// Training tokens.
+    pub tokens: f64,
+    /// Sequence length (default 4096).
+    #[serde(default)]
+    pub seq: Option<usize>,
+    /// Sequences per step (default about 4M tokens).
+    #[serde(default)]
+    pub global_batch: Option<usize>,
+    /// Chip families or chip names this job must run on.
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// Chip families or chip names this job must not run on.
+    #[serde(default)]
+    pub forbid: Vec<String>,
+    /// Allow one job to use several chip kinds at once.
+    #[serde(default)]
+    pub heterogeneous: bool,
+}
+
+/// The jobs file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsFile {
+    /// The jobs.
+    pub job: Vec<JobSpec>,
+}
+
+/// What the scheduler minimises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum Objective {
+    /// Time until the last job finishes.
+    Makespan,
+    /// Total chip rental cost.
+    Cost,
+}
+
+/// Chips of one kind taken by a job.
+#[derive(Clone, Debug, Serialize)]
+pub struct Share {
+    /// Chip kind.
+    pub chip: String,
+    /// Chips used.
+    pub count: usize,
+    /// Best layout on them.
+    pub layout: String,
+    /// Tokens/s of this share.
+    pub tokens_per_s: f64,
+    /// Model FLOPs utilisation.
+    pub mfu: f64,
+}
+
+/// Where and when a job runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Assignment {
+    /// Job name.
+    pub job: String,
+    /// Model name.
+    pub model: String,
+    /// One share, or several for a heterogeneous job.
+    pub shares: Vec<Share>,
+    /// Start, days from now.
+    pub start_days: f64,
+    /// Duration, days.
+    pub days: f64,
+    /// Rental cost, USD, if every price is known.
+    pub cost_usd: Option<f64>,
+}
+
+impl Assignment {
+    /// Finish, days from now.
+    pub fn end_days(&self) -> f64 {
+        self.start_days + self.days
+    }
+}
+
+/// The schedule.
+#[derive(Clone, Debug, Serialize)]
+pub struct Schedule {
+    /// Objective used.
+    pub objective: Objective,
+    /// Assignments, by start time.
+    pub assignments: Vec<Assignment>,
+    /// When the last job ends, days.
+    pub makespan_days: f64,
+    /// Total cost if every price is known.
+    pub cost_usd: Option<f64>,
+}
+
+/// Read a TOML file of type `T`; the error names the file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {what} file {}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow!("{what} file {}: {}", path.display(), crate::chips::one_line(&e.to_string())))
+}
+
+/// A chip kind in the fleet: its record (with the fleet's assumptions) and total chips.
+#[derive(Clone, Debug)]
+struct Kind {
+    chip: Chip,
+    capacity: usize,
+}
+
+fn kinds(fleet: &FleetFile, db: &ChipDb) -> Result<BTreeMap<String, Kind>> {
+    if fleet.pool.is_empty() {
+        bail!("fleet file has no [[pool]]");
+    }
+    let mut out: BTreeMap<String, Kind> = BTreeMap::new();
+    for p in &fleet.pool {
+        if p.count == 0 {
+            bail!("pool {}: count must be positive", p.name);
+        }
+        let mut chip = db.find(&p.chip).map_err(|e| anyhow!("pool {}: {e}", p.name))?.clone();
+        for (k, v) in &p.overrides {
+            chip.set(k, *v, &format!("fleet assumption (pool {})", p.name))
+                .map_err(|e| anyhow!("pool {}: {e}", p.name))?;
+        }
+        if let Some(price) = p.price_per_hour {
+            chip.set("price_per_hour", price, &format!("fleet price (pool {})", p.name))?;
+        }
+        match out.get_mut(&chip.name) {
+            // Pools of one kind are interchangeable; the first pool's assumptions stand for the kind.
+            Some(k) => k.capacity += p.count,
+            None => {
+                out.insert(chip.name.clone(), Kind { chip, capacity: p.count });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn eligible(job: &JobSpec, chip: &Chip) -> bool {
+    let hit = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case(&chip.family) || chip.answers_to(n));
+    (job.require.is_empty() || hit(&job.require)) && !hit(&job.forbid)
+}
+
+/// Occupancy of one chip kind over time.
+#[derive(Default)]
+struct Timeline {
+    busy: Vec<(f64, f64, usize)>,
+}
+
+impl Timeline {
+    fn used_during(&self, t0: f64, t1: f64) -> usize {
+        // Peak use in [t0, t1): check at t0 and at every start inside the window.
+        let mut points = vec![t0];
+        points.extend(self.busy.iter().map(|b| b.0).filter(|&s| s > t0 && s < t1));
+        points.iter().map(|&t| self.busy.iter().filter(|b| b.0 <= t && t < b.1).map(|b| b.2).sum()).max().unwrap_or(0)
+    }
+
+    fn earliest(&self, n: usize, dur: f64, cap: usize) -> f64 {
+        let mut starts = vec![0.0];
+        starts.extend(self.busy.iter().map(|b| b.1));
+        starts.sort_by(f64::total_cmp);
+        starts.into_iter().find(|&t| self.used_during(t, t + dur) + n <= cap).unwrap_or(f64::INFINITY)
+    }
+}
+
+struct Option_ {
+    shares: Vec<(String, usize, Plan)>,
+    days: f64,
+    cost: Option<f64>,
+}
+
+/// Place every job of `jobs` on `fleet`.
+pub fn schedule(
+    fleet: &FleetFile,
+    jobs: &JobsFile,
+    db: &ChipDb,
+    objective: Objective,
+    sw: &Software,
+) -> Result<Schedule> {
+    let kinds = kinds(fleet, db)?;
+    if jobs.job.is_empty() {
+        bail!("jobs file has no [[job]]");
+    }
+    // Every feasible placement of every job, computed once.
+    let mut options: Vec<(usize, Vec<Option_>)> = Vec::new();
+    for (ji, job) in jobs.job.iter().enumerate() {
+        let model = model::resolve(&job.model).map_err(|e| anyhow!("job {}: {e}", job.name))?;
+        let seq = job.seq.unwrap_or(4096);
+        let mut opts = Vec::new();
+        let mut why = Vec::new();
+        let mut best_per_kind: Vec<(String, Plan)> = Vec::new();
+        for (name, kind) in &kinds {
+            if !eligible(job, &kind.chip) {
+                continue;
+            }
+            let mut n = kind.capacity;
+            let mut first = true;
+            while n >= 1 {
+                let req =
+                    Request { model: model.clone(), count: n, tokens: job.tokens, seq, global_batch: job.global_batch };
+                match search(&req, &kind.chip, sw) {
+                    Ok(plan) => {
+                        if first {
+                            best_per_kind.push((name.clone(), plan.clone()));
+                        }
+                        let b = plan.best();
+                        opts.push(Option_ { days: b.days, cost: b.cost_usd, shares: vec![(name.clone(), n, plan)] });
+                    }
+                    Err(e) => {
+                        if first {
+                            why.push(format!("{name}: {e}"));
+                        }
+                        break;
+                    }
+                }
+                first = false;
+                if n % 2 != 0 {
+                    break;
+                }
+                n /= 2;
+            }
+        }
+        if job.heterogeneous && best_per_kind.len() > 1 {
+            // Data parallel across kinds with the batch split in proportion to speed, so every kind
+            // finishes a step together: throughput is the sum. Cross-kind gradient traffic is not
+            // modelled, so this is optimistic.
+            let tps: f64 = best_per_kind.iter().map(|(_, p)| p.best().estimate.tokens_per_s).sum();
+            let days = job.tokens / tps / 86400.0;
+            let cost = best_per_kind
+                .iter()
+                .map(|(k, p)| kinds[k].chip.get("price_per_hour").map(|pr| pr * p.count as f64 * days * 24.0))
+                .sum::<Option<f64>>();
+            let shares = best_per_kind.iter().map(|(k, p)| (k.clone(), p.count, p.clone())).collect();
+            opts.push(Option_ { shares, days, cost });
+        }
+        if opts.is_empty() {
+            if why.is_empty() {
+                bail!("job {}: no pool satisfies require {:?} / forbid {:?}", job.name, job.require, job.forbid);
+            }
+            bail!("job {}: fits on no eligible pool ({})", job.name, why.join("; "));
+        }
+        if objective == Objective::Cost && opts.iter().all(|o| o.cost.is_none()) {
+            bail!("job {}: objective cost needs price_per_hour on its pools (set it in the fleet file)", job.name);
+        }
+        options.push((ji, opts));
+    }
+    // Longest job first (by its fastest placement).
+    options.sort_by(|a, b| {
+        let fa = a.1.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
+        let fb = b.1.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
+        fb.total_cmp(&fa)
+    });
+    let mut timelines: BTreeMap<String, Timeline> = kinds.keys().map(|k| (k.clone(), Timeline::default())).collect();
+    let mut out = Vec::new();
+    for (ji, opts) in options {
+        let job = &jobs.job[ji];
+        let mut best: Option<(f64, f64, f64, &Option_)> = None; // (key, start, tie, option)
+        for o in &opts {
+            // A heterogeneous option needs every kind free at once.
+            let start = o
+                .shares
+                .iter()
+                .map(|(k, n, _)| timelines[k].earliest(*n, o.days, kinds[k].capacity))
+                .fold(0.0, f64::max);
+            if !start.is_finite() {
+                continue;
+            }
+            let finish = start + o.days;
+            let (key, tie) = match objective {
+                Objective::Makespan => (finish, o.cost.unwrap_or(0.0)),
+                Objective::Cost => (o.cost.unwrap_or(f64::INFINITY), finish),
+            };
+            if best.is_none_or(|b| key < b.0 || (key == b.0 && tie < b.2)) {
+                best = Some((key, start, tie, o));
+            }
+        }
+        let (_, start, _, o) = best.ok_or_else(|| anyhow!("job {}: no placement could be scheduled", job.name))?;
+        for (k, n, _) in &o.shares {
+            timelines.get_mut(k).expect("kind").busy.push((start, start + o.days, *n));
+        }
+        let shares = o
+            .shares
+            .iter()
+            .map(|(k, n, p)| Share {
+                chip: k.clone(),
+                count: *n,
+                layout: p.best().estimate.layout.to_string(),
+                tokens_per_s: p.best().estimate.tokens_per_s,
+                mfu: p.best().estimate.mfu,
+            })
+            .collect();
+        out.push(Assignment {
+            job: job.name.clone(),
+            model: job.model.clone(),
+            shares,
+            start_days: start,
+            days: o.days,
+            cost_usd: o.cost,
+        });
+    }
+    out.sort_by(|a, b| a.start_days.total_cmp(&b.start_days).then(a.job.cmp(&b.job)));
+    let makespan_days = out.iter().map(Assignment::end_days).fold(0.0, f64::max);
+    let cost_usd = out.iter().map(|a| a.cost_usd).sum::<Option<f64>>();
+    Ok(Schedule { objective, assignments: out, makespan_days, cost_usd })
+}

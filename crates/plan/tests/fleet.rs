@@ -1,0 +1,67 @@
+//! The example fleet of docs/planner.md: smaller models land on in-house chips, the frontier
+//! model stays on Nvidia, as in the Sept 2025 reports.
+
+use anychip_plan::cli::{fleet_schedule, ChipOpts, FleetArgs};
+use anychip_plan::fleet::Objective;
+use std::path::PathBuf;
+
+fn example(objective: Objective) -> anychip_plan::fleet::Schedule {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    let args = FleetArgs {
+        fleet: root.join("fleet.toml"),
+        jobs: root.join("jobs.toml"),
+        objective,
+        out: std::env::temp_dir(),
+        json: false,
+        chip_opts: ChipOpts::default(),
+    };
+    fleet_schedule(&args).unwrap()
+}
+
+#[test]
+fn frontier_on_nvidia_smaller_models_in_house() {
+    let s = example(Objective::Makespan);
+    for a in &s.assignments {
+        println!(
+            "{:<14} {:?} start {:.1} d, {:.1} d",
+            a.job,
+            a.shares.iter().map(|x| (&x.chip, x.count)).collect::<Vec<_>>(),
+            a.start_days,
+            a.days
+        );
+    }
+    let frontier = s.assignments.iter().find(|a| a.job == "frontier-70b").unwrap();
+    assert!(frontier.shares.iter().all(|x| x.chip == "h20"), "require = nvidia must hold");
+    // Nothing required the small jobs to leave Nvidia: the scheduler sends them in-house because the
+    // H20 pool is busy with the frontier run for far longer than they take elsewhere.
+    for a in s.assignments.iter().filter(|a| a.job != "frontier-70b") {
+        assert!(
+            a.shares.iter().all(|x| x.chip == "p800" || x.chip == "ppu"),
+            "{} went to {:?}",
+            a.job,
+            a.shares[0].chip
+        );
+    }
+    // No pool is over-committed at any moment.
+    let caps = [("h20", 512usize), ("p800", 2048), ("ppu", 1024)];
+    for a in &s.assignments {
+        let t = a.start_days + 1e-9;
+        for (chip, cap) in caps {
+            let used: usize = s
+                .assignments
+                .iter()
+                .filter(|b| b.start_days <= t && t < b.end_days())
+                .flat_map(|b| b.shares.iter().filter(|x| x.chip == chip).map(|x| x.count))
+                .sum();
+            assert!(used <= cap, "{chip} over capacity at {t}: {used} > {cap}");
+        }
+    }
+    assert!((s.makespan_days - frontier.end_days()).abs() < 1e-9);
+}
+
+#[test]
+fn cost_objective_is_not_more_expensive() {
+    let fast = example(Objective::Makespan);
+    let cheap = example(Objective::Cost);
+    assert!(cheap.cost_usd.unwrap() <= fast.cost_usd.unwrap() * (1.0 + 1e-9));
+}
