@@ -65,3 +65,32 @@ fn cost_objective_is_not_more_expensive() {
     let cheap = example(Objective::Cost);
     assert!(cheap.cost_usd.unwrap() <= fast.cost_usd.unwrap() * (1.0 + 1e-9));
 }
+
+#[test]
+fn heterogeneous_job_spans_kinds_only_when_asked() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    let dir = std::env::temp_dir().join(format!("anychip-fleet-het-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |het: bool| {
+        let jobs = dir.join(format!("jobs-{het}.toml"));
+        std::fs::write(
+            &jobs,
+            format!("[[job]]\nname = \"j\"\nmodel = \"qwen3-8b\"\ntokens = 1e12\nheterogeneous = {het}\n"),
+        )
+        .unwrap();
+        let args = FleetArgs {
+            fleet: root.join("fleet.toml"),
+            jobs,
+            objective: Objective::Makespan,
+            out: dir.clone(),
+            json: false,
+            chip_opts: ChipOpts::default(),
+        };
+        fleet_schedule(&args).unwrap()
+    };
+    let single = run(false);
+    assert_eq!(single.assignments[0].shares.len(), 1);
+    let mixed = run(true);
+    assert_eq!(mixed.assignments[0].shares.len(), 3, "all three kinds together finish first");
+    assert!(mixed.makespan_days < single.makespan_days);
+}
