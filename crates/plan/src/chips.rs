@@ -292,5 +292,10 @@ pub fn parse_chip(text: &str, origin: &str) -> Result<Chip> {
 
 /// Collapse a multi-line parser message (toml prints a snippet) into one line.
 pub(crate) fn one_line(msg: &str) -> String {
-    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+    // Drop the source snippet lines ("3 | text", "  |   ^") and keep the messages.
+    let snippet = |l: &str| {
+        let rest = l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
+        rest.starts_with('|')
+    };
+    msg.lines().map(str::trim).filter(|l| !l.is_empty() && !snippet(l)).collect::<Vec<_>>().join(" ")
 }

@@ -314,7 +314,7 @@ pub fn schedule(
                 Objective::Makespan => (finish, o.cost.unwrap_or(0.0)),
                 Objective::Cost => (o.cost.unwrap_or(f64::INFINITY), finish),
             };
-            if best.is_none_or(|b| key < b.0 || (key == b.0 && tie < b.2)) {
+            if !matches!(best, Some(b) if key > b.0 || (key == b.0 && tie >= b.2)) {
                 best = Some((key, start, tie, o));
             }
         }

@@ -108,6 +108,8 @@ pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
     let mut ranked = Vec::new();
     let mut rejected = Vec::new();
     let mut evaluated = 0;
+    // The layout needing the least memory, for the error when nothing fits.
+    let mut leanest: Option<(f64, Rejected)> = None;
     let cps: Vec<usize> = if req.seq >= 32768 { powers_of_two_upto(16).collect() } else { vec![1] };
     for tp in powers_of_two_upto(rates.domain.min(16)) {
         if req.count % tp != 0 || m.n_head % tp != 0 || (m.n_kv_head % tp != 0 && tp % m.n_kv_head != 0) {
@@ -146,7 +148,7 @@ pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
                                     ranked.push(rank(est, req, chip, &rates));
                                 } else {
                                     let mem = &est.memory;
-                                    rejected.push(Rejected {
+                                    let r = Rejected {
                                         layout,
                                         tokens_per_s: est.tokens_per_s,
                                         reason: format!(
@@ -158,7 +160,11 @@ pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
                                             mem.logits / GIB,
                                             mem.reserve / GIB
                                         ),
-                                    });
+                                    };
+                                    if !matches!(&leanest, Some((m, _)) if *m <= mem.total()) {
+                                        leanest = Some((mem.total(), r.clone()));
+                                    }
+                                    rejected.push(r);
                                 }
                             }
                         }
@@ -182,7 +188,7 @@ pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
     rejected.truncate(3);
     if ranked.is_empty() {
         let smallest =
-            rejected.first().map(|r| format!("; the fastest layout, {}, {}", r.layout, r.reason)).unwrap_or_default();
+            leanest.map(|(_, r)| format!("; the leanest layout, {}, {}", r.layout, r.reason)).unwrap_or_default();
         bail!(
             "{} does not fit on {} x {} in any of {} layouts{}; use more chips or a chip with more memory",
             req.model.name,
