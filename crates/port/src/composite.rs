@@ -171,3 +171,141 @@ impl Composite {
         }
     }
 }
+
+impl Composite {
+    /// The same call with every view passed through `f` (e.g. to run it on a mirror port).
+    pub fn map_views(&self, f: &dyn Fn(&View) -> View) -> Composite {
+        let o = |v: &Option<View>| v.as_ref().map(f);
+        use Composite::*;
+        match self {
+            SoftmaxFwd { x, y } => SoftmaxFwd { x: f(x), y: f(y) },
+            SoftmaxBwd { y, dy, dx } => SoftmaxBwd { y: f(y), dy: f(dy), dx: f(dx) },
+            LogSoftmaxFwd { x, y } => LogSoftmaxFwd { x: f(x), y: f(y) },
+            LogSoftmaxBwd { y, dy, dx } => LogSoftmaxBwd { y: f(y), dy: f(dy), dx: f(dx) },
+            LayerNormFwd { x, weight, bias, eps, y, mean, rstd } => LayerNormFwd {
+                x: f(x),
+                weight: o(weight),
+                bias: o(bias),
+                eps: *eps,
+                y: f(y),
+                mean: f(mean),
+                rstd: f(rstd),
+            },
+            LayerNormBwd { x, weight, mean, rstd, dy, dx, dweight, dbias } => LayerNormBwd {
+                x: f(x),
+                weight: o(weight),
+                mean: f(mean),
+                rstd: f(rstd),
+                dy: f(dy),
+                dx: f(dx),
+                dweight: o(dweight),
+                dbias: o(dbias),
+            },
+            RmsNormFwd { x, weight, eps, y, rstd } => {
+                RmsNormFwd { x: f(x), weight: o(weight), eps: *eps, y: f(y), rstd: f(rstd) }
+            }
+            RmsNormBwd { x, weight, rstd, dy, dx, dweight } => {
+                RmsNormBwd { x: f(x), weight: o(weight), rstd: f(rstd), dy: f(dy), dx: f(dx), dweight: o(dweight) }
+            }
+            GeluFwd { kind, x, y } => GeluFwd { kind: *kind, x: f(x), y: f(y) },
+            GeluBwd { kind, x, dy, dx } => GeluBwd { kind: *kind, x: f(x), dy: f(dy), dx: f(dx) },
+            SiluFwd { x, y } => SiluFwd { x: f(x), y: f(y) },
+            SiluBwd { x, dy, dx } => SiluBwd { x: f(x), dy: f(dy), dx: f(dx) },
+            CrossEntropyFwd { logits, targets, loss, lse } => {
+                CrossEntropyFwd { logits: f(logits), targets: f(targets), loss: f(loss), lse: f(lse) }
+            }
+            CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => CrossEntropyBwd {
+                logits: f(logits),
+                targets: f(targets),
+                lse: f(lse),
+                dloss: f(dloss),
+                dlogits: f(dlogits),
+            },
+            AttentionFwd { q, k, v, scale, causal, out, lse } => {
+                AttentionFwd { q: f(q), k: f(k), v: f(v), scale: *scale, causal: *causal, out: f(out), lse: f(lse) }
+            }
+            AttentionBwd { q, k, v, out, lse, dout, scale, causal, dq, dk, dv } => AttentionBwd {
+                q: f(q),
+                k: f(k),
+                v: f(v),
+                out: f(out),
+                lse: f(lse),
+                dout: f(dout),
+                scale: *scale,
+                causal: *causal,
+                dq: f(dq),
+                dk: f(dk),
+                dv: f(dv),
+            },
+            EmbeddingFwd { table, ids, out } => EmbeddingFwd { table: f(table), ids: f(ids), out: f(out) },
+            EmbeddingBwd { ids, dout, dtable } => EmbeddingBwd { ids: f(ids), dout: f(dout), dtable: f(dtable) },
+            RopeFwd { x, cos, sin, y } => RopeFwd { x: f(x), cos: f(cos), sin: f(sin), y: f(y) },
+            RopeBwd { dy, cos, sin, dx } => RopeBwd { dy: f(dy), cos: f(cos), sin: f(sin), dx: f(dx) },
+            LinearFwd { x, w, b, y } => LinearFwd { x: f(x), w: f(w), b: o(b), y: f(y) },
+            LinearBwd { x, w, dy, dx, dw, db } => {
+                LinearBwd { x: f(x), w: f(w), dy: f(dy), dx: o(dx), dw: o(dw), db: o(db) }
+            }
+            AdamWStep { param, grad, m, v, grad_scale, lr, beta1, beta2, eps, weight_decay, step } => AdamWStep {
+                param: f(param),
+                grad: f(grad),
+                m: f(m),
+                v: f(v),
+                grad_scale: o(grad_scale),
+                lr: *lr,
+                beta1: *beta1,
+                beta2: *beta2,
+                eps: *eps,
+                weight_decay: *weight_decay,
+                step: *step,
+            },
+            GradNorm { grads, out } => GradNorm { grads: grads.iter().map(f).collect(), out: f(out) },
+            DropoutFwd { x, p, seed, offset, y, mask } => {
+                DropoutFwd { x: f(x), p: *p, seed: *seed, offset: *offset, y: f(y), mask: f(mask) }
+            }
+            DropoutBwd { dy, mask, dx } => DropoutBwd { dy: f(dy), mask: f(mask), dx: f(dx) },
+        }
+    }
+
+    /// The views this call writes, each with a short name (for reports that compare results).
+    pub fn outputs<'a>(&'a self) -> Vec<(&'static str, &'a View)> {
+        use Composite::*;
+        let mut v: Vec<(&'static str, &'a View)> = Vec::new();
+        let opt = |name: &'static str, o: &'a Option<View>| o.as_ref().map(|o| (name, o));
+        match self {
+            SoftmaxFwd { y, .. } | LogSoftmaxFwd { y, .. } | GeluFwd { y, .. } | SiluFwd { y, .. } => v.push(("y", y)),
+            SoftmaxBwd { dx, .. } | LogSoftmaxBwd { dx, .. } | GeluBwd { dx, .. } | SiluBwd { dx, .. } => {
+                v.push(("dx", dx))
+            }
+            LayerNormFwd { y, mean, rstd, .. } => v.extend([("y", y), ("mean", mean), ("rstd", rstd)]),
+            LayerNormBwd { dx, dweight, dbias, .. } => {
+                v.push(("dx", dx));
+                v.extend(opt("dweight", dweight));
+                v.extend(opt("dbias", dbias));
+            }
+            RmsNormFwd { y, rstd, .. } => v.extend([("y", y), ("rstd", rstd)]),
+            RmsNormBwd { dx, dweight, .. } => {
+                v.push(("dx", dx));
+                v.extend(opt("dweight", dweight));
+            }
+            CrossEntropyFwd { loss, lse, .. } => v.extend([("loss", loss), ("lse", lse)]),
+            CrossEntropyBwd { dlogits, .. } => v.push(("dlogits", dlogits)),
+            AttentionFwd { out, lse, .. } => v.extend([("out", out), ("lse", lse)]),
+            AttentionBwd { dq, dk, dv, .. } => v.extend([("dq", dq), ("dk", dk), ("dv", dv)]),
+            EmbeddingFwd { out, .. } => v.push(("out", out)),
+            EmbeddingBwd { dtable, .. } => v.push(("dtable", dtable)),
+            RopeFwd { y, .. } => v.push(("y", y)),
+            RopeBwd { dx, .. } => v.push(("dx", dx)),
+            LinearFwd { y, .. } => v.push(("y", y)),
+            LinearBwd { dx, dw, db, .. } => {
+                v.extend(opt("dx", dx));
+                v.extend(opt("dw", dw));
+                v.extend(opt("db", db));
+            }
+            AdamWStep { param, m, v: vv, .. } => v.extend([("param", param), ("m", m), ("v", vv)]),
+            GradNorm { out, .. } => v.push(("out", out)),
+            DropoutFwd { y, mask, .. } => v.extend([("y", y), ("mask", mask)]),
+            DropoutBwd { dx, .. } => v.push(("dx", dx)),
+        }
+        v
+    }
+}

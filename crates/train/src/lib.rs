@@ -6,6 +6,7 @@ pub mod config;
 mod fsutil;
 pub mod ports;
 pub mod sample;
+pub mod shadow;
 pub mod trainer;
 
 pub use config::TrainConfig;

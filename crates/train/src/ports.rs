@@ -11,7 +11,14 @@ pub fn registry() -> Registry {
     reg
 }
 
-/// Instantiate the named port with `threads` worker threads.
+/// Instantiate the named port with `threads` worker threads. With `ANYCHIP_SHADOW=1` in the
+/// environment every op is also run on `ref` and the first divergent one stops the run.
 pub fn open(name: &str, threads: Option<usize>) -> anyhow::Result<Arc<dyn Port>> {
-    Ok(registry().create(name, &PortOptions { threads })?)
+    let reg = registry();
+    let port = reg.create(name, &PortOptions { threads })?;
+    if std::env::var("ANYCHIP_SHADOW").is_ok_and(|v| !v.is_empty() && v != "0") {
+        let oracle = reg.create("ref", &PortOptions::default())?;
+        return Ok(Arc::new(crate::shadow::ShadowPort::new(port, oracle)));
+    }
+    Ok(port)
 }
