@@ -82,7 +82,7 @@ class GPT(nn.Module):
             else:
                 nn.init.zeros_(p)
 
-    def forward(self, idx, targets):
+    def forward(self, idx, targets, return_logits=False):
         V, T, L, H, KV, D, FF, kind, tied = self.c
         B, Tn = idx.shape
         x = self.tok(idx)
@@ -98,7 +98,8 @@ class GPT(nn.Module):
             x = b(x, rope)
         x = self.ln_f(x)
         logits = x @ (self.tok.weight if self.head is None else self.head.weight).T
-        return F.cross_entropy(logits.view(-1, V), targets.reshape(-1))
+        loss = F.cross_entropy(logits.view(-1, V), targets.reshape(-1))
+        return (loss, logits.reshape(-1, V)) if return_logits else loss
 
 
 def optimizer(model, lr, wd=0.1):

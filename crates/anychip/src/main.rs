@@ -1,5 +1,6 @@
 //! The `anychip` command line.
 
+mod cmd_conform;
 mod cmd_train;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Cmd {
     Bench(cmd_train::BenchArgs),
     /// List the registered ports and their capabilities.
     Ports,
+    /// Run the conformance suite on a port (exit code 2 on any failure).
+    Conform(cmd_conform::ConformArgs),
     /// Plan a training job: best parallel layouts, step time, MFU, memory, days, energy, cost.
     Plan(anychip_plan::cli::PlanArgs),
     /// The chip database: list, show one with sources, or compare chips on a job.
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Cmd::Sample(a) => cmd_train::sample(a),
         Cmd::Bench(a) => cmd_train::bench(a),
         Cmd::Ports => cmd_train::ports(),
+        Cmd::Conform(a) => cmd_conform::conform(a),
         Cmd::Plan(a) => anychip_plan::cli::run_plan(&a),
         Cmd::Chips(a) => anychip_plan::cli::run_chips(&a),
         Cmd::Fleet(a) => anychip_plan::cli::run_fleet(&a),

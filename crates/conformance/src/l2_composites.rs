@@ -1,17 +1,17 @@
-//! Every fused composite of the cpu port, forward and backward, against the default
-//! decomposition running on the `ref` oracle: odd shapes, GQA, masked attention rows,
-//! ignored targets, -inf softmax rows, f32 and bf16.
+//! L2: every composite, forward AND backward, as the port runs it (fused kernel or default
+//! decomposition) against the default decomposition on `ref`; a fused composite is also
+//! checked against its own decomposition on the same port. f32 and bf16, odd shapes, GQA and
+//! causal attention with T<S and T>S (queries with no visible key), ignored targets, -inf rows.
 
-use anychip_port::{philox, Composite, DType, GeluKind, Handled, Port, View};
+use crate::harness::{compare, data, error_row, supports};
+use crate::report::{Level, Row};
+use crate::tolerance::Tol;
+use anychip_port::{Composite, DType, GeluKind, Port, Result, View};
 
-struct Case {
+pub(crate) struct Case {
     name: String,
     tol: f64,
     make: Box<dyn Fn(&dyn Port) -> Composite>,
-}
-
-fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    (0..n).map(|i| (philox::uniform(seed, i as u64) * 2.0 - 1.0) * scale).collect()
 }
 
 fn up(p: &dyn Port, x: &[f32], shape: &[usize], dt: DType) -> View {
@@ -48,7 +48,7 @@ fn down(p: &dyn Port, v: &View) -> Vec<f64> {
     }
 }
 
-fn cases() -> Vec<Case> {
+pub(crate) fn cases() -> Vec<Case> {
     let mut v: Vec<Case> = Vec::new();
     let mut add = |name: String, tol: f64, make: Box<dyn Fn(&dyn Port) -> Composite>| v.push(Case { name, tol, make });
     for dt in [DType::F32, DType::BF16] {
@@ -364,26 +364,59 @@ fn cases() -> Vec<Case> {
     v
 }
 
-#[test]
-fn every_fused_composite_matches_the_decomposition_on_ref() {
-    let cpu = anychip_port_cpu::new(Some(2));
-    let oracle = anychip_port_ref::new();
-    let mut failures = Vec::new();
+fn outputs(p: &dyn Port, call: &Composite) -> Result<Vec<(String, DType, Vec<f64>)>> {
+    call.outputs().into_iter().map(|(n, v)| Ok((n.to_string(), v.dtype, down(p, v)))).collect()
+}
+
+fn run_case(p: &dyn Port, case: &Case, fused_path: bool) -> Result<Vec<(String, DType, Vec<f64>)>> {
+    let call = (case.make)(p);
+    if fused_path {
+        anychip_decomp::dispatch(p, &call)?;
+    } else {
+        anychip_decomp::run(p, &call)?;
+    }
+    outputs(p, &call)
+}
+
+pub fn run(p: &dyn Port, r: &dyn Port) -> Vec<Row> {
+    let fused = p.capabilities().fused;
+    let mut rows = Vec::new();
     for case in cases() {
-        let on_cpu = (case.make)(&cpu);
-        assert_eq!(cpu.composite(&on_cpu).unwrap(), Handled::Yes, "{}: the cpu port should fuse it", case.name);
-        let on_ref = (case.make)(&oracle);
-        anychip_decomp::run(&oracle, &on_ref).unwrap();
-        for ((name, a), (_, b)) in on_cpu.outputs().into_iter().zip(on_ref.outputs()) {
-            let (x, y) = (down(&cpu, a), down(&oracle, b));
-            for (i, (u, w)) in x.iter().zip(&y).enumerate() {
-                let ok = u == w || (u.is_nan() && w.is_nan()) || (u - w).abs() <= case.tol * (1.0 + w.abs());
-                if !ok {
-                    failures.push(format!("{} ({name})[{i}]: cpu {u} vs ref {w}", case.name));
-                    break;
+        let dt = if case.name.contains("bf16") { DType::BF16 } else { DType::F32 };
+        if !supports(p, dt) {
+            continue;
+        }
+        let family = case.name.split_whitespace().next().unwrap_or("?").to_string();
+        let tol = Tol { abs: case.tol, rel: case.tol };
+        let want = match run_case(r, &case, false) {
+            Ok(w) => w,
+            Err(e) => {
+                rows.push(error_row(
+                    Level::L2,
+                    &family,
+                    dt,
+                    &case.name,
+                    &anychip_port::PortError::Invalid(format!("ref failed: {e}")),
+                ));
+                continue;
+            }
+        };
+        let mut against = |label: &str,
+                           got: Result<Vec<(String, DType, Vec<f64>)>>,
+                           want: &[(String, DType, Vec<f64>)]| match got {
+            Err(e) => rows.push(error_row(Level::L2, &family, dt, &format!("{} {label}", case.name), &e)),
+            Ok(got) => {
+                for ((name, _, g), (_, _, w)) in got.iter().zip(want) {
+                    rows.push(compare(Level::L2, &family, dt, &format!("{} ({name}) {label}", case.name), g, w, tol));
                 }
+            }
+        };
+        against("vs ref", run_case(p, &case, true), &want);
+        if fused.iter().any(|f| *f == family) {
+            if let Ok(own) = run_case(p, &case, false) {
+                against("fused vs own decomposition", run_case(p, &case, true), &own);
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    rows
 }
