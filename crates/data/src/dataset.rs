@@ -37,12 +37,7 @@ pub enum CacheStatus {
 
 /// Tokenizes `path` (a UTF-8 file or directory) with `kind`, caching the tokens under
 /// `cache_dir/tokens`, and splits off the last `val_fraction` as validation.
-pub fn prepare(
-    path: &Path,
-    kind: TokenizerKind,
-    cache_dir: &Path,
-    val_fraction: f64,
-) -> anyhow::Result<Dataset> {
+pub fn prepare(path: &Path, kind: TokenizerKind, cache_dir: &Path, val_fraction: f64) -> anyhow::Result<Dataset> {
     prepare_with_status(path, kind, cache_dir, val_fraction).map(|(d, _)| d)
 }
 
@@ -62,32 +57,20 @@ pub fn prepare_with_status(
         Err(reason) => {
             let tokens = tokenizer(kind)?.encode(&corpus.text);
             // Checked before the write below replaces a damaged file.
-            let status = if shard.exists() {
-                CacheStatus::Rebuilt(reason)
-            } else {
-                CacheStatus::Built
-            };
+            let status = if shard.exists() { CacheStatus::Rebuilt(reason) } else { CacheStatus::Built };
             write_shard(&shard, &tokens, &sha, kind)?;
             (tokens, status)
         }
     };
     let (train, val) = split_tokens(tokens, val_fraction)?;
-    let dataset = Dataset {
-        train,
-        val,
-        vocab_size: kind.vocab_size(),
-        tokenizer: kind,
-        source: path.display().to_string(),
-    };
+    let dataset =
+        Dataset { train, val, vocab_size: kind.vocab_size(), tokenizer: kind, source: path.display().to_string() };
     Ok((dataset, status))
 }
 
 /// Splits a token stream: the last `round(len * val_fraction)` tokens are validation.
 /// Contiguous rather than sampled, so no validation text leaks into training windows.
-pub fn split_tokens(
-    mut tokens: Vec<u32>,
-    val_fraction: f64,
-) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
+pub fn split_tokens(mut tokens: Vec<u32>, val_fraction: f64) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
     check_fraction(val_fraction)?;
     let n_val = ((tokens.len() as f64 * val_fraction).round() as usize).min(tokens.len());
     let val = tokens.split_off(tokens.len() - n_val);

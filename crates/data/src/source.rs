@@ -31,11 +31,7 @@ pub fn read_corpus(path: &Path) -> anyhow::Result<Corpus> {
         let mut files = Vec::new();
         walk(path, &mut files)?;
         // Byte order, not locale order: the same corpus must hash the same on every machine.
-        files.sort_by(|a, b| {
-            a.as_os_str()
-                .as_encoded_bytes()
-                .cmp(b.as_os_str().as_encoded_bytes())
-        });
+        files.sort_by(|a, b| a.as_os_str().as_encoded_bytes().cmp(b.as_os_str().as_encoded_bytes()));
         if files.is_empty() {
             bail!(
                 "data directory {} holds no (non-hidden) files; pass --data with a non-empty UTF-8 text file or directory",
@@ -49,12 +45,8 @@ pub fn read_corpus(path: &Path) -> anyhow::Result<Corpus> {
 
     let mut text = String::new();
     for file in &files {
-        let bytes = fs::read(file).with_context(|| {
-            format!(
-                "cannot read data file {}; check its permissions",
-                file.display()
-            )
-        })?;
+        let bytes = fs::read(file)
+            .with_context(|| format!("cannot read data file {}; check its permissions", file.display()))?;
         match std::str::from_utf8(&bytes) {
             Ok(s) => text.push_str(s),
             Err(e) => bail!(
@@ -65,37 +57,23 @@ pub fn read_corpus(path: &Path) -> anyhow::Result<Corpus> {
         }
     }
     if text.is_empty() {
-        let what = if meta.is_dir() {
-            "data directory"
-        } else {
-            "data file"
-        };
-        bail!(
-            "{what} {} is empty; pass --data with a non-empty UTF-8 text file or directory",
-            path.display()
-        );
+        let what = if meta.is_dir() { "data directory" } else { "data file" };
+        bail!("{what} {} is empty; pass --data with a non-empty UTF-8 text file or directory", path.display());
     }
     Ok(Corpus { text, files })
 }
 
 /// Collects regular files under `dir`, skipping names that start with '.' (`.git`, editor swap files).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let entries = fs::read_dir(dir).with_context(|| {
-        format!(
-            "cannot list data directory {}; check its permissions",
-            dir.display()
-        )
-    })?;
+    let entries = fs::read_dir(dir)
+        .with_context(|| format!("cannot list data directory {}; check its permissions", dir.display()))?;
     for entry in entries {
-        let entry =
-            entry.with_context(|| format!("cannot list data directory {}", dir.display()))?;
+        let entry = entry.with_context(|| format!("cannot list data directory {}", dir.display()))?;
         if entry.file_name().as_encoded_bytes().starts_with(b".") {
             continue;
         }
         let path = entry.path();
-        let kind = entry
-            .file_type()
-            .with_context(|| format!("cannot stat {}", path.display()))?;
+        let kind = entry.file_type().with_context(|| format!("cannot stat {}", path.display()))?;
         if kind.is_dir() {
             walk(&path, out)?;
         } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {

@@ -92,10 +92,7 @@ impl Tokenizer for ByteTokenizer {
     fn decode(&self, ids: &[u32]) -> String {
         // An id >= 256 (a model sampling past the vocab) maps to a byte that is never valid UTF-8,
         // so the lossy conversion shows it as U+FFFD instead of silently aliasing a real byte.
-        let bytes: Vec<u8> = ids
-            .iter()
-            .map(|&id| u8::try_from(id).unwrap_or(0xFF))
-            .collect();
+        let bytes: Vec<u8> = ids.iter().map(|&id| u8::try_from(id).unwrap_or(0xFF)).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
     fn eot(&self) -> Option<u32> {
@@ -114,8 +111,7 @@ pub struct Gpt2Tokenizer {
 impl Gpt2Tokenizer {
     /// Parses the r50k_base ranks embedded in tiktoken-rs (no network).
     pub fn new() -> anyhow::Result<Self> {
-        let bpe =
-            tiktoken_rs::r50k_base().context("could not load the GPT-2 (r50k_base) tokenizer")?;
+        let bpe = tiktoken_rs::r50k_base().context("could not load the GPT-2 (r50k_base) tokenizer")?;
         Ok(Self { bpe })
     }
 }
@@ -166,19 +162,10 @@ mod tests {
 
     #[test]
     fn parses_names_and_rejects_unknown() {
-        assert_eq!(
-            "bytes".parse::<TokenizerKind>().unwrap(),
-            TokenizerKind::Bytes
-        );
-        assert_eq!(
-            "gpt2".parse::<TokenizerKind>().unwrap(),
-            TokenizerKind::Gpt2
-        );
+        assert_eq!("bytes".parse::<TokenizerKind>().unwrap(), TokenizerKind::Bytes);
+        assert_eq!("gpt2".parse::<TokenizerKind>().unwrap(), TokenizerKind::Gpt2);
         let err = "gpt3".parse::<TokenizerKind>().unwrap_err().to_string();
-        assert!(
-            err.contains("gpt3") && err.contains("bytes") && err.contains("gpt2"),
-            "{err}"
-        );
+        assert!(err.contains("gpt3") && err.contains("bytes") && err.contains("gpt2"), "{err}");
         for k in TokenizerKind::ALL {
             assert_eq!(k.to_string().parse::<TokenizerKind>().unwrap(), k);
         }

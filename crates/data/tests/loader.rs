@@ -13,12 +13,7 @@ fn stream(n: u32) -> Arc<[u32]> {
 
 fn rows(b: &Batch) -> Vec<(Vec<i32>, Vec<i32>)> {
     (0..b.batch)
-        .map(|r| {
-            (
-                b.inputs[r * b.ctx..(r + 1) * b.ctx].to_vec(),
-                b.targets[r * b.ctx..(r + 1) * b.ctx].to_vec(),
-            )
-        })
+        .map(|r| (b.inputs[r * b.ctx..(r + 1) * b.ctx].to_vec(), b.targets[r * b.ctx..(r + 1) * b.ctx].to_vec()))
         .collect()
 }
 
@@ -28,16 +23,10 @@ fn batches_are_windows_with_targets_shifted_by_one() {
     let mut l = Loader::new(tokens.clone(), 4, 16, 7, 0, 1).unwrap();
     for _ in 0..20 {
         let b = l.next_batch();
-        assert_eq!(
-            (b.batch, b.ctx, b.inputs.len(), b.targets.len()),
-            (4, 16, 64, 64)
-        );
+        assert_eq!((b.batch, b.ctx, b.inputs.len(), b.targets.len()), (4, 16, 64, 64));
         for (inp, tgt) in rows(&b) {
             let start = tokens.iter().position(|&t| t as i32 == inp[0]).unwrap();
-            let window: Vec<i32> = tokens[start..start + 17]
-                .iter()
-                .map(|&t| t as i32)
-                .collect();
+            let window: Vec<i32> = tokens[start..start + 17].iter().map(|&t| t as i32).collect();
             assert_eq!(inp, window[..16]);
             assert_eq!(tgt, window[1..]);
         }
@@ -99,14 +88,8 @@ fn restore_rejects_a_different_corpus_ctx_or_global_batch() {
     let state = Loader::new(tokens.clone(), 4, 16, 1, 0, 1).unwrap().state();
     let cases = [
         (Loader::new(stream(3001), 4, 16, 1, 0, 1).unwrap(), "--data"),
-        (
-            Loader::new(tokens.clone(), 4, 32, 1, 0, 1).unwrap(),
-            "--ctx 16",
-        ),
-        (
-            Loader::new(tokens.clone(), 8, 16, 1, 0, 1).unwrap(),
-            "--batch",
-        ),
+        (Loader::new(tokens.clone(), 4, 32, 1, 0, 1).unwrap(), "--ctx 16"),
+        (Loader::new(tokens.clone(), 8, 16, 1, 0, 1).unwrap(), "--batch"),
     ];
     for (mut l, fix) in cases {
         let msg = l.restore(&state).unwrap_err().to_string();
@@ -122,16 +105,13 @@ fn ranks_split_the_global_batch_without_changing_it() {
     let tokens = stream(20_000);
     let (b, world) = (6, 3);
     let mut single = Loader::new(tokens.clone(), b, 20, 11, 0, 1).unwrap();
-    let mut ranks: Vec<Loader> = (0..world)
-        .map(|r| Loader::new(tokens.clone(), b / world, 20, 11, r, world).unwrap())
-        .collect();
+    let mut ranks: Vec<Loader> =
+        (0..world).map(|r| Loader::new(tokens.clone(), b / world, 20, 11, r, world).unwrap()).collect();
     for _ in 0..15 {
         let whole = rows(&single.next_batch());
         let parts: Vec<_> = ranks.iter_mut().map(|l| rows(&l.next_batch())).collect();
         // Interleaving rank rows (row i of rank r is global row i*world + r) rebuilds the batch in order.
-        let interleaved: Vec<_> = (0..b)
-            .map(|g| parts[g % world][g / world].clone())
-            .collect();
+        let interleaved: Vec<_> = (0..b).map(|g| parts[g % world][g / world].clone()).collect();
         assert_eq!(interleaved, whole);
         // Hence the ranks draw disjoint rows whose union is the single-rank batch.
         let union: BTreeSet<_> = parts.iter().flatten().cloned().collect();
@@ -149,29 +129,12 @@ fn ranks_split_the_global_batch_without_changing_it() {
 
 #[test]
 fn too_little_data_or_bad_shape_is_one_clear_error() {
-    let msg = Loader::new(stream(64), 2, 64, 0, 0, 1)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("64 tokens") && msg.contains("--ctx+1 = 65") && msg.contains("smaller --ctx"),
-        "{msg}"
-    );
-    assert!(
-        Loader::new(stream(65), 2, 64, 0, 0, 1).is_ok(),
-        "ctx+1 tokens is exactly enough"
-    );
-    assert!(Loader::new(stream(100), 0, 8, 0, 0, 1)
-        .unwrap_err()
-        .to_string()
-        .contains("--batch"));
-    assert!(Loader::new(stream(100), 2, 0, 0, 0, 1)
-        .unwrap_err()
-        .to_string()
-        .contains("--ctx"));
-    assert!(Loader::new(stream(100), 2, 8, 0, 2, 2)
-        .unwrap_err()
-        .to_string()
-        .contains("rank 2"));
+    let msg = Loader::new(stream(64), 2, 64, 0, 0, 1).unwrap_err().to_string();
+    assert!(msg.contains("64 tokens") && msg.contains("--ctx+1 = 65") && msg.contains("smaller --ctx"), "{msg}");
+    assert!(Loader::new(stream(65), 2, 64, 0, 0, 1).is_ok(), "ctx+1 tokens is exactly enough");
+    assert!(Loader::new(stream(100), 0, 8, 0, 0, 1).unwrap_err().to_string().contains("--batch"));
+    assert!(Loader::new(stream(100), 2, 0, 0, 0, 1).unwrap_err().to_string().contains("--ctx"));
+    assert!(Loader::new(stream(100), 2, 8, 0, 2, 2).unwrap_err().to_string().contains("rank 2"));
     assert!(Loader::new(Vec::<u32>::new(), 1, 1, 0, 0, 1).is_err());
 }
 
@@ -182,16 +145,10 @@ fn eval_batches_are_fixed_non_overlapping_windows() {
     let batches: Vec<Batch> = eval_batches(&tokens, 4, ctx, usize::MAX).unwrap().collect();
     // (1000 - 1) / 30 = 33 windows: 8 full batches of 4 and one of 1.
     assert_eq!(batches.len(), 9);
-    assert_eq!(
-        batches.iter().map(|b| b.batch).collect::<Vec<_>>(),
-        [4, 4, 4, 4, 4, 4, 4, 4, 1]
-    );
+    assert_eq!(batches.iter().map(|b| b.batch).collect::<Vec<_>>(), [4, 4, 4, 4, 4, 4, 4, 4, 1]);
     let all: Vec<_> = batches.iter().flat_map(rows).collect();
     for (k, (inp, tgt)) in all.iter().enumerate() {
-        let expect: Vec<i32> = tokens[k * ctx..k * ctx + ctx + 1]
-            .iter()
-            .map(|&t| t as i32)
-            .collect();
+        let expect: Vec<i32> = tokens[k * ctx..k * ctx + ctx + 1].iter().map(|&t| t as i32).collect();
         assert_eq!(inp[..], expect[..ctx]);
         assert_eq!(tgt[..], expect[1..]);
     }
@@ -202,11 +159,6 @@ fn eval_batches_are_fixed_non_overlapping_windows() {
     assert_eq!(capped.len(), 3);
     assert_eq!(capped.collect::<Vec<_>>(), batches[..3]);
 
-    let msg = eval_batches(&tokens[..10], 4, ctx, 5)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("validation") && msg.contains("10 tokens") && msg.contains("= 31"),
-        "{msg}"
-    );
+    let msg = eval_batches(&tokens[..10], 4, ctx, 5).unwrap_err().to_string();
+    assert!(msg.contains("validation") && msg.contains("10 tokens") && msg.contains("= 31"), "{msg}");
 }

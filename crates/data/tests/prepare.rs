@@ -16,10 +16,7 @@ fn setup(text: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 fn one_shard(cache: &Path) -> PathBuf {
-    let files: Vec<_> = fs::read_dir(cache.join("tokens"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let files: Vec<_> = fs::read_dir(cache.join("tokens")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     files[0].clone()
 }
@@ -38,19 +35,12 @@ fn cache_miss_then_hit_for_each_tokenizer() {
         assert_eq!(status, CacheStatus::Built);
         let want = anychip_data::tokenizer(kind).unwrap().encode(TEXT);
         assert_eq!(built.train, want);
-        assert_eq!(
-            (built.vocab_size, built.tokenizer),
-            (kind.vocab_size(), kind)
-        );
+        assert_eq!((built.vocab_size, built.tokenizer), (kind.vocab_size(), kind));
         let (hit, status) = prepare_with_status(&data, kind, &cache, 0.0).unwrap();
         assert_eq!(status, CacheStatus::Hit);
         assert_eq!(hit, built);
     }
-    assert_eq!(
-        fs::read_dir(cache.join("tokens")).unwrap().count(),
-        2,
-        "one shard per tokenizer"
-    );
+    assert_eq!(fs::read_dir(cache.join("tokens")).unwrap().count(), 2, "one shard per tokenizer");
 }
 
 #[test]
@@ -60,13 +50,7 @@ fn changed_corpus_is_a_miss_not_a_stale_hit() {
     fs::write(&data, "different text").unwrap();
     let (d, status) = prepare_with_status(&data, TokenizerKind::Bytes, &cache, 0.0).unwrap();
     assert_eq!(status, CacheStatus::Built);
-    assert_eq!(
-        d.train,
-        b"different text"
-            .iter()
-            .map(|&b| b as u32)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(d.train, b"different text".iter().map(|&b| b as u32).collect::<Vec<_>>());
 }
 
 #[test]
@@ -81,23 +65,13 @@ fn truncated_or_corrupt_shard_is_rebuilt_not_trusted() {
     *flipped.last_mut().unwrap() ^= 0x40;
     let mut magic = bytes.clone();
     magic[0] = b'X';
-    let damaged = [
-        bytes[..bytes.len() - 3].to_vec(),
-        bytes[..20].to_vec(),
-        Vec::new(),
-        flipped,
-        magic,
-    ];
+    let damaged = [bytes[..bytes.len() - 3].to_vec(), bytes[..20].to_vec(), Vec::new(), flipped, magic];
     for bad in damaged {
         fs::write(&path, &bad).unwrap();
         let (d, status) = prepare_with_status(&data, TokenizerKind::Gpt2, &cache, 0.1).unwrap();
         assert!(matches!(status, CacheStatus::Rebuilt(_)), "{status:?}");
         assert_eq!(d, good);
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            bytes,
-            "the rebuilt shard replaces the damaged one"
-        );
+        assert_eq!(fs::read(&path).unwrap(), bytes, "the rebuilt shard replaces the damaged one");
     }
 }
 
@@ -107,21 +81,11 @@ fn shard_header_records_count_and_width() {
     let d = prepare(&data, TokenizerKind::Bytes, &cache, 0.0).unwrap();
     let bytes = fs::read(one_shard(&cache)).unwrap();
     assert_eq!(&bytes[..8], b"ANYCHTOK");
-    assert_eq!(
-        u32::from_le_bytes(bytes[12..16].try_into().unwrap()),
-        2,
-        "bytes fit u16"
-    );
-    assert_eq!(
-        u64::from_le_bytes(bytes[16..24].try_into().unwrap()),
-        d.train.len() as u64
-    );
+    assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 2, "bytes fit u16");
+    assert_eq!(u64::from_le_bytes(bytes[16..24].try_into().unwrap()), d.train.len() as u64);
     assert_eq!(bytes.len(), 104 + 2 * TEXT.len());
     let sha: [u8; 32] = bytes[24..56].try_into().unwrap();
-    assert_eq!(
-        shard::decode_shard(&bytes, &sha, TokenizerKind::Bytes).unwrap(),
-        d.train
-    );
+    assert_eq!(shard::decode_shard(&bytes, &sha, TokenizerKind::Bytes).unwrap(), d.train);
 }
 
 #[test]
@@ -145,33 +109,19 @@ fn non_utf8_names_the_file_and_offset() {
     let mut bad = b"hello ".to_vec();
     bad.extend_from_slice(&[0xC3, 0x28]); // a 2-byte lead followed by a non-continuation byte
     fs::write(dir.path().join("b.txt"), &bad).unwrap();
-    let msg = error_line(prepare(
-        dir.path(),
-        TokenizerKind::Bytes,
-        &dir.path().join(".cache"),
-        0.1,
-    ));
-    assert!(
-        msg.contains("b.txt") && msg.contains("offset 6") && msg.contains("UTF-8"),
-        "{msg}"
-    );
+    let msg = error_line(prepare(dir.path(), TokenizerKind::Bytes, &dir.path().join(".cache"), 0.1));
+    assert!(msg.contains("b.txt") && msg.contains("offset 6") && msg.contains("UTF-8"), "{msg}");
 }
 
 #[test]
 fn missing_and_empty_inputs_say_how_to_fix() {
     let (dir, data, cache) = setup("");
     let msg = error_line(prepare(&data, TokenizerKind::Bytes, &cache, 0.1));
-    assert!(
-        msg.contains("input.txt") && msg.contains("empty") && msg.contains("--data"),
-        "{msg}"
-    );
+    assert!(msg.contains("input.txt") && msg.contains("empty") && msg.contains("--data"), "{msg}");
 
     let missing = dir.path().join("nope.txt");
     let msg = error_line(prepare(&missing, TokenizerKind::Bytes, &cache, 0.1));
-    assert!(
-        msg.contains("nope.txt") && msg.contains("does not exist") && msg.contains("--data"),
-        "{msg}"
-    );
+    assert!(msg.contains("nope.txt") && msg.contains("does not exist") && msg.contains("--data"), "{msg}");
 
     let empty_dir = dir.path().join("emptydir");
     fs::create_dir_all(empty_dir.join(".git")).unwrap();
@@ -188,13 +138,7 @@ fn missing_and_empty_inputs_say_how_to_fix() {
 #[test]
 fn split_takes_the_tail_as_validation() {
     let tokens: Vec<u32> = (0..1000).collect();
-    for (f, n_val) in [
-        (0.0, 0),
-        (0.1, 100),
-        (0.25, 250),
-        (0.0005, 1),
-        (0.9994, 999),
-    ] {
+    for (f, n_val) in [(0.0, 0), (0.1, 100), (0.25, 250), (0.0005, 1), (0.9994, 999)] {
         let (train, val) = split_tokens(tokens.clone(), f).unwrap();
         assert_eq!(val.len(), n_val, "fraction {f}");
         assert_eq!([train, val].concat(), tokens, "contiguous, in order");

@@ -27,10 +27,7 @@ fn byte_tokenizer_round_trips_and_is_one_id_per_byte() {
 #[test]
 fn gpt2_matches_openai_ids_offline() {
     let t = tokenizer(TokenizerKind::Gpt2).unwrap();
-    assert_eq!(
-        (t.name(), t.vocab_size(), t.eot()),
-        ("gpt2", 50257, Some(50256))
-    );
+    assert_eq!((t.name(), t.vocab_size(), t.eot()), ("gpt2", 50257, Some(50256)));
     // Reference ids from OpenAI's GPT-2 encoder (tiktoken "gpt2" / r50k_base).
     assert_eq!(t.encode("Hello world"), vec![15496, 995]);
     assert_eq!(t.encode(" the"), vec![262]);
@@ -49,12 +46,7 @@ fn gpt2_round_trips_non_ascii() {
     }
     let long = SAMPLES.concat().repeat(50);
     let ids = t.encode(&long);
-    assert!(
-        ids.len() < long.len(),
-        "BPE should compress: {} ids for {} bytes",
-        ids.len(),
-        long.len()
-    );
+    assert!(ids.len() < long.len(), "BPE should compress: {} ids for {} bytes", ids.len(), long.len());
     assert_eq!(t.decode(&ids), long);
 }
 
@@ -62,16 +54,10 @@ fn gpt2_round_trips_non_ascii() {
 fn gpt2_decodes_cut_characters_and_bad_ids_without_panicking() {
     let t = tokenizer(TokenizerKind::Gpt2).unwrap();
     let ids = t.encode("🦀");
-    assert!(
-        ids.len() > 1,
-        "the crab emoji is split across byte tokens: {ids:?}"
-    );
+    assert!(ids.len() > 1, "the crab emoji is split across byte tokens: {ids:?}");
     let partial = t.decode(&ids[..1]);
     assert!(partial.contains('\u{FFFD}'), "{partial:?}");
-    assert_eq!(
-        t.decode(&[15496, 50257, u32::MAX, 995]),
-        "Hello\u{FFFD}\u{FFFD} world"
-    );
+    assert_eq!(t.decode(&[15496, 50257, u32::MAX, 995]), "Hello\u{FFFD}\u{FFFD} world");
 }
 
 #[test]

@@ -9,17 +9,12 @@ fn tensor(port: &dyn Port, shape: &[usize], dtype: DType) -> View {
     let n: usize = shape.iter().product();
     let buf = port.alloc(n * dtype.size()).expect("alloc");
     let v = View::contiguous(buf, dtype, shape);
-    port.random(anychip_port::Distribution::Normal, n as u64, 0, &v)
-        .expect("random");
+    port.random(anychip_port::Distribution::Normal, n as u64, 0, &v).expect("random");
     v
 }
 
 fn ms(port: &dyn Port, repeats: usize, calls: &[Composite]) -> f64 {
-    let run = || {
-        calls
-            .iter()
-            .for_each(|c| assert_eq!(port.composite(c).unwrap(), anychip_port::Handled::Yes))
-    };
+    let run = || calls.iter().for_each(|c| assert_eq!(port.composite(c).unwrap(), anychip_port::Handled::Yes));
     run();
     let mut t: Vec<f64> = (0..repeats)
         .map(|_| {
@@ -65,77 +60,29 @@ fn main() {
         out: o.clone(),
         lse: lse.clone(),
     };
-    let bwd = Composite::AttentionBwd {
-        q,
-        k,
-        v: vv,
-        out: o,
-        lse,
-        dout,
-        scale,
-        causal: true,
-        dq,
-        dk,
-        dv,
-    };
+    let bwd = Composite::AttentionBwd { q, k, v: vv, out: o, lse, dout, scale, causal: true, dq, dk, dv };
     // Causal: half of the 4 T^2 Dh FLOPs (QK^T and PV) forward, 2.5x that backward.
     let flops = 2.0 * (b * h * t * t * dh) as f64;
-    let (a, c) = (
-        ms(&p, repeats, std::slice::from_ref(&fwd)),
-        ms(&p, repeats, std::slice::from_ref(&bwd)),
-    );
-    println!(
-        "attention fwd  [4,12,256,64] causal  {a:8.2} ms  {:6.1} GFLOP/s",
-        flops / a / 1e6
-    );
-    println!(
-        "attention bwd                         {c:8.2} ms  {:6.1} GFLOP/s",
-        2.5 * flops / c / 1e6
-    );
+    let (a, c) = (ms(&p, repeats, std::slice::from_ref(&fwd)), ms(&p, repeats, std::slice::from_ref(&bwd)));
+    println!("attention fwd  [4,12,256,64] causal  {a:8.2} ms  {:6.1} GFLOP/s", flops / a / 1e6);
+    println!("attention bwd                         {c:8.2} ms  {:6.1} GFLOP/s", 2.5 * flops / c / 1e6);
 
-    let (logits, lse, loss, dl) = (
-        tensor(&p, &[n, v], f),
-        tensor(&p, &[n], f),
-        tensor(&p, &[1], f),
-        tensor(&p, &[n, v], f),
-    );
+    let (logits, lse, loss, dl) =
+        (tensor(&p, &[n, v], f), tensor(&p, &[n], f), tensor(&p, &[1], f), tensor(&p, &[n, v], f));
     let tb = p.alloc(n * 4).unwrap();
-    let ids: Vec<u8> = (0..n)
-        .flat_map(|i| ((i * 7919 % v) as i32).to_le_bytes())
-        .collect();
+    let ids: Vec<u8> = (0..n).flat_map(|i| ((i * 7919 % v) as i32).to_le_bytes()).collect();
     p.write(&tb, 0, &ids).unwrap();
     let targets = View::contiguous(tb, DType::I32, &[n]);
     let dloss = tensor(&p, &[1], f);
     let a = ms(
         &p,
         repeats,
-        &[Composite::CrossEntropyFwd {
-            logits: logits.clone(),
-            targets: targets.clone(),
-            loss,
-            lse: lse.clone(),
-        }],
+        &[Composite::CrossEntropyFwd { logits: logits.clone(), targets: targets.clone(), loss, lse: lse.clone() }],
     );
-    let c = ms(
-        &p,
-        repeats,
-        &[Composite::CrossEntropyBwd {
-            logits,
-            targets,
-            lse,
-            dloss,
-            dlogits: dl,
-        }],
-    );
+    let c = ms(&p, repeats, &[Composite::CrossEntropyBwd { logits, targets, lse, dloss, dlogits: dl }]);
     let gb = (n * v * 4) as f64 / 1e6;
-    println!(
-        "cross_entropy fwd [1024,50257]        {a:8.2} ms  {:6.1} GB/s read",
-        gb / a
-    );
-    println!(
-        "cross_entropy bwd                     {c:8.2} ms  {:6.1} GB/s read+write",
-        2.0 * gb / c
-    );
+    println!("cross_entropy fwd [1024,50257]        {a:8.2} ms  {:6.1} GB/s read", gb / a);
+    println!("cross_entropy bwd                     {c:8.2} ms  {:6.1} GB/s read+write", 2.0 * gb / c);
 
     let (x, w, bb, y, mean, rstd) = (
         tensor(&p, &[n, d], f),
@@ -145,12 +92,7 @@ fn main() {
         tensor(&p, &[n], f),
         tensor(&p, &[n], f),
     );
-    let (dy, dx, dw, db) = (
-        tensor(&p, &[n, d], f),
-        tensor(&p, &[n, d], f),
-        tensor(&p, &[d], f),
-        tensor(&p, &[d], f),
-    );
+    let (dy, dx, dw, db) = (tensor(&p, &[n, d], f), tensor(&p, &[n, d], f), tensor(&p, &[d], f), tensor(&p, &[d], f));
     let a = ms(
         &p,
         repeats,
@@ -167,16 +109,7 @@ fn main() {
     let c = ms(
         &p,
         repeats,
-        &[Composite::LayerNormBwd {
-            x,
-            weight: Some(w),
-            mean,
-            rstd,
-            dy,
-            dx,
-            dweight: Some(dw),
-            dbias: Some(db),
-        }],
+        &[Composite::LayerNormBwd { x, weight: Some(w), mean, rstd, dy, dx, dweight: Some(dw), dbias: Some(db) }],
     );
     println!("layer_norm fwd / bwd [1024,768]       {a:8.3} / {c:.3} ms");
 
@@ -186,34 +119,12 @@ fn main() {
         tensor(&p, &[n, 4 * d], f),
         tensor(&p, &[n, 4 * d], f),
     );
-    let a = ms(
-        &p,
-        repeats,
-        &[Composite::GeluFwd {
-            kind: GeluKind::Tanh,
-            x: x.clone(),
-            y,
-        }],
-    );
-    let c = ms(
-        &p,
-        repeats,
-        &[Composite::GeluBwd {
-            kind: GeluKind::Tanh,
-            x,
-            dy,
-            dx,
-        }],
-    );
+    let a = ms(&p, repeats, &[Composite::GeluFwd { kind: GeluKind::Tanh, x: x.clone(), y }]);
+    let c = ms(&p, repeats, &[Composite::GeluBwd { kind: GeluKind::Tanh, x, dy, dx }]);
     println!("gelu tanh fwd / bwd [1024,3072]       {a:8.3} / {c:.3} ms");
 
     let np = 10_000_000;
-    let (pa, g, m, vv) = (
-        tensor(&p, &[np], f),
-        tensor(&p, &[np], f),
-        tensor(&p, &[np], f),
-        tensor(&p, &[np], f),
-    );
+    let (pa, g, m, vv) = (tensor(&p, &[np], f), tensor(&p, &[np], f), tensor(&p, &[np], f), tensor(&p, &[np], f));
     let call = Composite::AdamWStep {
         param: pa,
         grad: g,
@@ -228,8 +139,5 @@ fn main() {
         step: 3,
     };
     let a = ms(&p, repeats, &[call]);
-    println!(
-        "adamw 10M params                      {a:8.2} ms  {:6.1} GB/s",
-        (np * 4 * 7) as f64 / a / 1e6
-    );
+    println!("adamw 10M params                      {a:8.2} ms  {:6.1} GB/s", (np * 4 * 7) as f64 / a / 1e6);
 }

@@ -10,33 +10,16 @@ use std::time::Instant;
 fn view(port: &dyn Port, shape: [usize; 3], strides: [usize; 3]) -> View {
     let n: usize = shape.iter().product();
     let buf = port.alloc(n * 4).expect("alloc");
-    let data: Vec<u8> = (0..n)
-        .flat_map(|i| ((i % 97) as f32 * 0.01 - 0.48).to_le_bytes())
-        .collect();
+    let data: Vec<u8> = (0..n).flat_map(|i| ((i % 97) as f32 * 0.01 - 0.48).to_le_bytes()).collect();
     port.write(&buf, 0, &data).expect("write");
-    View {
-        buf,
-        dtype: DType::F32,
-        layout: Layout {
-            shape: shape.to_vec(),
-            strides: strides.to_vec(),
-            offset: 0,
-        },
-    }
+    View { buf, dtype: DType::F32, layout: Layout { shape: shape.to_vec(), strides: strides.to_vec(), offset: 0 } }
 }
 
 /// [rows, cols] contiguous as [1, rows, cols], or its transpose [1, cols, rows] without a copy.
 fn mat(port: &dyn Port, rows: usize, cols: usize, transpose: bool) -> View {
     let v = view(port, [1, rows, cols], [0, cols, 1]);
     if transpose {
-        View {
-            layout: Layout {
-                shape: vec![1, cols, rows],
-                strides: vec![0, 1, cols],
-                offset: 0,
-            },
-            ..v
-        }
+        View { layout: Layout { shape: vec![1, cols, rows], strides: vec![0, 1, cols], offset: 0 }, ..v }
     } else {
         v
     }
@@ -54,11 +37,7 @@ fn main() {
     let port = anychip_port_cpu::new(threads);
     let peak = port.peak_flops_f32();
     println!("{}", port.capabilities().device);
-    println!(
-        "measured fp32 FMA peak: {:.1} GFLOP/s on {} threads",
-        peak / 1e9,
-        port.threads()
-    );
+    println!("measured fp32 FMA peak: {:.1} GFLOP/s on {} threads", peak / 1e9, port.threads());
     // (rows = B*T, in, out) of GPT-2 small's linears at B*T = 2048, plus square references.
     let shapes = [
         (2048, 768, 2304, "qkv"),
@@ -108,11 +87,7 @@ fn main() {
         );
     }
     for s in [512usize, 1024, 2048] {
-        let (a, b, c) = (
-            mat(&port, s, s, false),
-            mat(&port, s, s, false),
-            mat(&port, s, s, false),
-        );
+        let (a, b, c) = (mat(&port, s, s, false), mat(&port, s, s, false), mat(&port, s, s, false));
         let t = median(
             (0..repeats)
                 .map(|_| {
@@ -122,9 +97,6 @@ fn main() {
                 })
                 .collect(),
         );
-        println!(
-            "square n={s}: {:.1} GFLOP/s (median of {repeats})",
-            2.0 * (s * s * s) as f64 / t / 1e9
-        );
+        println!("square n={s}: {:.1} GFLOP/s (median of {repeats})", 2.0 * (s * s * s) as f64 / t / 1e9);
     }
 }

@@ -37,23 +37,15 @@ impl HostBuffer {
     /// Allocate `bytes` zeroed bytes (zeroed so a read of never-written memory is defined).
     pub fn new(bytes: usize) -> Result<HostBuffer> {
         if bytes == 0 {
-            return Ok(HostBuffer {
-                ptr: NonNull::<CacheLine>::dangling().cast(),
-                bytes: 0,
-            });
+            return Ok(HostBuffer { ptr: NonNull::<CacheLine>::dangling().cast(), bytes: 0 });
         }
-        let layout = Layout::from_size_align(bytes, ALIGN).map_err(|_| PortError::OutOfMemory {
-            bytes,
-            detail: "size exceeds the address space".into(),
-        })?;
+        let layout = Layout::from_size_align(bytes, ALIGN)
+            .map_err(|_| PortError::OutOfMemory { bytes, detail: "size exceeds the address space".into() })?;
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         NonNull::new(ptr)
             .map(|ptr| HostBuffer { ptr, bytes })
-            .ok_or(PortError::OutOfMemory {
-                bytes,
-                detail: "host allocator returned null".into(),
-            })
+            .ok_or(PortError::OutOfMemory { bytes, detail: "host allocator returned null".into() })
     }
     /// Base pointer; see the module docs for when writing through it is sound.
     pub fn ptr(&self) -> *mut u8 {
@@ -65,12 +57,7 @@ impl Drop for HostBuffer {
     fn drop(&mut self) {
         if self.bytes > 0 {
             // SAFETY: allocated in `new` with this very layout.
-            unsafe {
-                dealloc(
-                    self.ptr.as_ptr(),
-                    Layout::from_size_align_unchecked(self.bytes, ALIGN),
-                )
-            }
+            unsafe { dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.bytes, ALIGN)) }
         }
     }
 }
@@ -92,9 +79,7 @@ pub fn alloc(bytes: usize) -> Result<Buffer> {
 /// The host memory behind `buf`, or an error naming the mix-up.
 pub fn host(buf: &Buffer) -> Result<&HostBuffer> {
     buf.downcast::<HostBuffer>().ok_or_else(|| {
-        PortError::Invalid(
-            "buffer belongs to another port; move it with the engine's `to_port` first".into(),
-        )
+        PortError::Invalid("buffer belongs to another port; move it with the engine's `to_port` first".into())
     })
 }
 

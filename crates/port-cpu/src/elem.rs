@@ -59,11 +59,7 @@ pub fn raw(v: &View) -> Result<Raw> {
     if v.layout.strides.len() != v.layout.shape.len() {
         return invalid("layout has a different number of strides than dimensions");
     }
-    Ok(Raw {
-        base: Ptr(h.ptr()),
-        dtype: v.dtype,
-        id: v.buf.ptr_id(),
-    })
+    Ok(Raw { base: Ptr(h.ptr()), dtype: v.dtype, id: v.buf.ptr_id() })
 }
 
 /// Read `dst.len()` elements at element index `at`, stride `s`, converting to f32.
@@ -207,12 +203,7 @@ impl Walk {
             strides.push([0; MAX_OPS]);
         }
         let inner = *shape.last().unwrap();
-        Ok(Walk {
-            chunks: inner.div_ceil(BLOCK).max(1),
-            shape,
-            strides,
-            offsets,
-        })
+        Ok(Walk { chunks: inner.div_ceil(BLOCK).max(1), shape, strides, offsets })
     }
 
     /// Total elements.
@@ -246,12 +237,7 @@ impl Walk {
         for (a, s) in at.iter_mut().zip(&stride) {
             *a += c0 * s;
         }
-        Block {
-            at,
-            stride,
-            len: BLOCK.min(inner - c0),
-            linear: (b / self.chunks) * inner + c0,
-        }
+        Block { at, stride, len: BLOCK.min(inner - c0), linear: (b / self.chunks) * inner + c0 }
     }
 
     /// Run `f` on every block, in parallel when the walk is large enough to pay for it.
@@ -261,10 +247,7 @@ impl Walk {
             (0..n).for_each(|b| f(self.block(b)));
         } else {
             let per = (PAR_MIN / BLOCK.min(*self.shape.last().unwrap()).max(1)).max(1);
-            (0..n)
-                .into_par_iter()
-                .with_min_len(per)
-                .for_each(|b| f(self.block(b)));
+            (0..n).into_par_iter().with_min_len(per).for_each(|b| f(self.block(b)));
         }
     }
 }
@@ -274,10 +257,7 @@ pub fn want_float(v: &View, what: &str) -> Result<()> {
     if v.dtype.is_float() {
         Ok(())
     } else {
-        invalid(format!(
-            "{what} needs a float tensor (f32 or bf16), got {}; cast it first",
-            v.dtype
-        ))
+        invalid(format!("{what} needs a float tensor (f32 or bf16), got {}; cast it first", v.dtype))
     }
 }
 
@@ -414,12 +394,7 @@ pub fn dot(x: &[f32], y: &[f32]) -> f32 {
             acc[i] += c[i] * d[i];
         }
     }
-    acc.iter().sum::<f32>()
-        + a.remainder()
-            .iter()
-            .zip(b.remainder())
-            .map(|(p, q)| p * q)
-            .sum::<f32>()
+    acc.iter().sum::<f32>() + a.remainder().iter().zip(b.remainder()).map(|(p, q)| p * q).sum::<f32>()
 }
 
 /// Maximum of a slice; NaN anywhere gives NaN, empty gives -inf.

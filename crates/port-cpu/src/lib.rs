@@ -16,8 +16,8 @@ mod prim;
 pub use peak::measure_fma_peak;
 
 use anychip_port::{
-    invalid, BinaryOp, Buffer, Capabilities, CompareOp, Composite, DType, Distribution, Handled,
-    Port, PortError, PortOptions, ReduceOp, Registry, Result, UnaryOp, View,
+    invalid, BinaryOp, Buffer, Capabilities, CompareOp, Composite, DType, Distribution, Handled, Port, PortError,
+    PortOptions, ReduceOp, Registry, Result, UnaryOp, View,
 };
 use std::sync::{Arc, OnceLock};
 
@@ -45,25 +45,15 @@ pub fn register(reg: &mut Registry) {
 impl CpuPort {
     /// A CPU port with `threads` workers (None: all available cores), or why threads failed.
     pub fn new(threads: Option<usize>) -> Result<CpuPort> {
-        let threads = threads.filter(|&t| t > 0).unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+        let threads = threads
+            .filter(|&t| t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("anychip-cpu-{i}"))
             .build()
-            .map_err(|e| {
-                PortError::Device(format!(
-                    "cannot start {threads} worker threads: {e}; try --threads 1"
-                ))
-            })?;
-        Ok(CpuPort {
-            pool,
-            threads,
-            peak: OnceLock::new(),
-        })
+            .map_err(|e| PortError::Device(format!("cannot start {threads} worker threads: {e}; try --threads 1")))?;
+        Ok(CpuPort { pool, threads, peak: OnceLock::new() })
     }
 
     /// Worker threads in this port's pool.
@@ -97,11 +87,7 @@ impl Port for CpuPort {
                 caps::cpu_model(),
                 self.threads,
                 if self.threads == 1 { "" } else { "s" },
-                if simd.is_empty() {
-                    "none".to_string()
-                } else {
-                    simd.join(" ")
-                }
+                if simd.is_empty() { "none".to_string() } else { simd.join(" ") }
             ),
             storage: vec![DType::F32, DType::BF16, DType::I32],
             arithmetic: vec![DType::F32, DType::BF16],
@@ -119,10 +105,7 @@ impl Port for CpuPort {
 
     fn write(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()> {
         let h = buffer::host(dst)?;
-        if offset
-            .checked_add(src.len())
-            .is_none_or(|e| e > h.bytes_len())
-        {
+        if offset.checked_add(src.len()).is_none_or(|e| e > h.bytes_len()) {
             return invalid(format!(
                 "write of {} bytes at {offset} overruns a {}-byte buffer",
                 src.len(),
@@ -136,10 +119,7 @@ impl Port for CpuPort {
 
     fn read(&self, src: &Buffer, offset: usize, dst: &mut [u8]) -> Result<()> {
         let h = buffer::host(src)?;
-        if offset
-            .checked_add(dst.len())
-            .is_none_or(|e| e > h.bytes_len())
-        {
+        if offset.checked_add(dst.len()).is_none_or(|e| e > h.bytes_len()) {
             return invalid(format!(
                 "read of {} bytes at {offset} overruns a {}-byte buffer",
                 dst.len(),
@@ -151,20 +131,11 @@ impl Port for CpuPort {
         Ok(())
     }
 
-    fn copy(
-        &self,
-        src: &Buffer,
-        src_offset: usize,
-        dst: &Buffer,
-        dst_offset: usize,
-        bytes: usize,
-    ) -> Result<()> {
+    fn copy(&self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, bytes: usize) -> Result<()> {
         let (s, d) = (buffer::host(src)?, buffer::host(dst)?);
         let fits = |o: usize, len: usize| o.checked_add(bytes).is_some_and(|e| e <= len);
         if !fits(src_offset, s.bytes_len()) || !fits(dst_offset, d.bytes_len()) {
-            return invalid(format!(
-                "copy of {bytes} bytes overruns its source or destination buffer"
-            ));
+            return invalid(format!("copy of {bytes} bytes overruns its source or destination buffer"));
         }
         // SAFETY: in bounds; `ptr::copy` allows overlap within one buffer.
         unsafe { std::ptr::copy(s.ptr().add(src_offset), d.ptr().add(dst_offset), bytes) };

@@ -311,17 +311,11 @@ mod tests {
         let mut out = vec![0f32; 37];
         let s = exp_shift_sum(&x, 1.5, &mut out);
         let want: Vec<f32> = x.iter().map(|&v| exp(v - 1.5)).collect();
-        assert!(out
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| (a - b).abs() <= 1e-6 * b));
+        assert!(out.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-6 * b));
         assert!((s - want.iter().sum::<f32>()).abs() < 1e-4 * s);
         assert!((sum_exp_shift(&x, 1.5) - s).abs() < 1e-4 * s);
         scaled_exp_shift(&x, 1.5, 2.0, &mut out);
-        assert!(out
-            .iter()
-            .zip(&want)
-            .all(|(a, b)| (a - 2.0 * b).abs() <= 2e-6 * b));
+        assert!(out.iter().zip(&want).all(|(a, b)| (a - 2.0 * b).abs() <= 2e-6 * b));
     }
     #[test]
     fn tanh_saturates() {

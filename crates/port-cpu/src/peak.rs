@@ -41,9 +41,7 @@ fn fma_slice() -> (u64, f32) {
     {
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: the feature was detected at run time.
-            return (ITERS * (CHAINS * 16 * 2) as u64, unsafe {
-                x86::avx512(ITERS)
-            });
+            return (ITERS * (CHAINS * 16 * 2) as u64, unsafe { x86::avx512(ITERS) });
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: the features were detected at run time.
@@ -56,10 +54,7 @@ fn fma_slice() -> (u64, f32) {
 
 fn scalar(iters: u64) -> f32 {
     let mut acc = [0f32; CHAINS];
-    let (a, b) = (
-        std::hint::black_box(0.999_99f32),
-        std::hint::black_box(1e-7f32),
-    );
+    let (a, b) = (std::hint::black_box(0.999_99f32), std::hint::black_box(1e-7f32));
     for _ in 0..iters {
         for x in acc.iter_mut() {
             *x = *x * a + b;

@@ -14,11 +14,7 @@ fn cpu() -> CpuPort {
 
 fn run(p: &CpuPort, call: Composite) {
     let name = call.name();
-    assert_eq!(
-        p.composite(&call).unwrap_or_else(|e| panic!("{name}: {e}")),
-        Handled::Yes,
-        "{name} not fused"
-    );
+    assert_eq!(p.composite(&call).unwrap_or_else(|e| panic!("{name}: {e}")), Handled::Yes, "{name} not fused");
 }
 
 /// The values a view holds (after any bf16 rounding), widened to f64 for the oracle.
@@ -55,26 +51,22 @@ fn row_data(g: &mut Gen, r: usize, c: usize, specials: bool) -> Vec<f32> {
 fn softmax_rows(x: &[f64], c: usize, log: bool) -> Vec<f64> {
     x.chunks(c)
         .flat_map(|r| {
-            let m = r.iter().cloned().fold(f64::NEG_INFINITY, |a, b| {
-                if a.is_nan() || b.is_nan() {
-                    f64::NAN
-                } else {
-                    a.max(b)
-                }
-            });
+            let m =
+                r.iter().cloned().fold(
+                    f64::NEG_INFINITY,
+                    |a, b| {
+                        if a.is_nan() || b.is_nan() {
+                            f64::NAN
+                        } else {
+                            a.max(b)
+                        }
+                    },
+                );
             if m == f64::NEG_INFINITY {
                 return vec![if log { f64::NEG_INFINITY } else { 0.0 }; c];
             }
             let s: f64 = r.iter().map(|v| (v - m).exp()).sum();
-            r.iter()
-                .map(|v| {
-                    if log {
-                        v - m - s.ln()
-                    } else {
-                        (v - m).exp() / s
-                    }
-                })
-                .collect::<Vec<_>>()
+            r.iter().map(|v| if log { v - m - s.ln() } else { (v - m).exp() / s }).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -91,35 +83,20 @@ fn softmax_and_log_softmax() {
                 run(
                     &p,
                     if log {
-                        Composite::LogSoftmaxFwd {
-                            x: x.clone(),
-                            y: y.clone(),
-                        }
+                        Composite::LogSoftmaxFwd { x: x.clone(), y: y.clone() }
                     } else {
-                        Composite::SoftmaxFwd {
-                            x: x.clone(),
-                            y: y.clone(),
-                        }
+                        Composite::SoftmaxFwd { x: x.clone(), y: y.clone() }
                     },
                 );
                 let want = softmax_rows(&f64s(&p, &x), c, log);
-                close(
-                    &format!("softmax fwd log={log} [{r},{c}] {dtype}"),
-                    &p,
-                    &y,
-                    &want,
-                    tol(dtype),
-                );
+                close(&format!("softmax fwd log={log} [{r},{c}] {dtype}"), &p, &y, &want, tol(dtype));
                 // Backward from the port's own y, on rows without specials.
                 let x = tensor(&p, &row_data(&mut g, r, c, false), dtype, &[r, c]);
                 let y = output(&p, dtype, &[r, c]);
                 run(
                     &p,
                     if log {
-                        Composite::LogSoftmaxFwd {
-                            x: x.clone(),
-                            y: y.clone(),
-                        }
+                        Composite::LogSoftmaxFwd { x: x.clone(), y: y.clone() }
                     } else {
                         Composite::SoftmaxFwd { x, y: y.clone() }
                     },
@@ -129,40 +106,21 @@ fn softmax_and_log_softmax() {
                 run(
                     &p,
                     if log {
-                        Composite::LogSoftmaxBwd {
-                            y: y.clone(),
-                            dy: dy.clone(),
-                            dx: dx.clone(),
-                        }
+                        Composite::LogSoftmaxBwd { y: y.clone(), dy: dy.clone(), dx: dx.clone() }
                     } else {
-                        Composite::SoftmaxBwd {
-                            y: y.clone(),
-                            dy: dy.clone(),
-                            dx: dx.clone(),
-                        }
+                        Composite::SoftmaxBwd { y: y.clone(), dy: dy.clone(), dx: dx.clone() }
                     },
                 );
                 let (yv, gv) = (f64s(&p, &y), f64s(&p, &dy));
                 let mut want = vec![0.0; r * c];
                 for i in 0..r {
                     let (ys, gs) = (&yv[i * c..(i + 1) * c], &gv[i * c..(i + 1) * c]);
-                    let (sg, dot): (f64, f64) =
-                        (gs.iter().sum(), gs.iter().zip(ys).map(|(a, b)| a * b).sum());
+                    let (sg, dot): (f64, f64) = (gs.iter().sum(), gs.iter().zip(ys).map(|(a, b)| a * b).sum());
                     for j in 0..c {
-                        want[i * c + j] = if log {
-                            gs[j] - ys[j].exp() * sg
-                        } else {
-                            ys[j] * (gs[j] - dot)
-                        };
+                        want[i * c + j] = if log { gs[j] - ys[j].exp() * sg } else { ys[j] * (gs[j] - dot) };
                     }
                 }
-                close(
-                    &format!("softmax bwd log={log} [{r},{c}] {dtype}"),
-                    &p,
-                    &dx,
-                    &want,
-                    tol(dtype),
-                );
+                close(&format!("softmax bwd log={log} [{r},{c}] {dtype}"), &p, &dx, &want, tol(dtype));
             }
         }
     }
@@ -176,22 +134,15 @@ fn layer_norm_and_rms_norm() {
         for dtype in [DType::F32, DType::BF16] {
             for rms in [false, true] {
                 for affine in [false, true] {
-                    let what = format!(
-                        "{} [{r},{c}] {dtype} affine={affine}",
-                        if rms { "rms_norm" } else { "layer_norm" }
-                    );
+                    let what =
+                        format!("{} [{r},{c}] {dtype} affine={affine}", if rms { "rms_norm" } else { "layer_norm" });
                     let mut xv = g.vec(r * c, 2.0);
-                    xv.iter_mut()
-                        .enumerate()
-                        .for_each(|(i, v)| *v += (i / c) as f32); // per-row offsets
+                    xv.iter_mut().enumerate().for_each(|(i, v)| *v += (i / c) as f32); // per-row offsets
                     let x = tensor(&p, &xv, dtype, &[r, c]);
                     let w = affine.then(|| tensor(&p, &g.vec(c, 1.5), dtype, &[c]));
                     let b = (affine && !rms).then(|| tensor(&p, &g.vec(c, 0.5), dtype, &[c]));
-                    let (y, mean, rstd) = (
-                        output(&p, dtype, &[r, c]),
-                        output(&p, DType::F32, &[r]),
-                        output(&p, DType::F32, &[r]),
-                    );
+                    let (y, mean, rstd) =
+                        (output(&p, dtype, &[r, c]), output(&p, DType::F32, &[r]), output(&p, DType::F32, &[r]));
                     let eps = 1e-5;
                     run(
                         &p,
@@ -222,25 +173,16 @@ fn layer_norm_and_rms_norm() {
                     let dyv = g.vec(r * c, 1.0);
                     let dy = tensor(&p, &dyv, dtype, &[r, c]);
                     let dys = f64s(&p, &dy);
-                    let (mut mdx, mut mdw, mut mdb) =
-                        (vec![0.0; r * c], vec![0.0; c], vec![0.0; c]);
+                    let (mut mdx, mut mdw, mut mdb) = (vec![0.0; r * c], vec![0.0; c], vec![0.0; c]);
                     for i in 0..r {
                         let row = &xs[i * c..(i + 1) * c];
-                        let mu = if rms {
-                            0.0
-                        } else {
-                            row.iter().sum::<f64>() / c as f64
-                        };
+                        let mu = if rms { 0.0 } else { row.iter().sum::<f64>() / c as f64 };
                         let var = row.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / c as f64;
                         let rs = 1.0 / (var + eps as f64).sqrt();
                         (mm[i], mr[i]) = (mu, rs);
                         let xh: Vec<f64> = row.iter().map(|v| (v - mu) * rs).collect();
                         let gr: Vec<f64> = (0..c).map(|j| dys[i * c + j] * wv[j]).collect();
-                        let mg = if rms {
-                            0.0
-                        } else {
-                            gr.iter().sum::<f64>() / c as f64
-                        };
+                        let mg = if rms { 0.0 } else { gr.iter().sum::<f64>() / c as f64 };
                         let mgx = gr.iter().zip(&xh).map(|(a, b)| a * b).sum::<f64>() / c as f64;
                         for j in 0..c {
                             my[i * c + j] = xh[j] * wv[j] + bv[j];
@@ -282,15 +224,9 @@ fn layer_norm_and_rms_norm() {
                         },
                     );
                     let gtol = if dtype == DType::BF16 {
-                        Tol {
-                            rtol: 3e-2,
-                            atol: 3e-2,
-                        }
+                        Tol { rtol: 3e-2, atol: 3e-2 }
                     } else {
-                        Tol {
-                            rtol: 2e-4,
-                            atol: 2e-4,
-                        }
+                        Tol { rtol: 2e-4, atol: 2e-4 }
                     };
                     close(&format!("{what} dx"), &p, &dx, &mdx, gtol);
                     if let Some(dw) = &dw {
@@ -310,17 +246,11 @@ fn gelu64(kind: GeluKind, x: f64) -> (f64, f64) {
     match kind {
         GeluKind::Tanh => {
             let t = (k * (x + 0.044715 * x * x * x)).tanh();
-            (
-                0.5 * x * (1.0 + t),
-                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x),
-            )
+            (0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x))
         }
         GeluKind::Erf => {
             let cdf = 0.5 * (1.0 + libm::erf(x / 2f64.sqrt()));
-            (
-                x * cdf,
-                cdf + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
-            )
+            (x * cdf, cdf + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt())
         }
     }
 }
@@ -350,58 +280,18 @@ fn gelu_and_silu() {
                 };
                 match kind {
                     Some(kind) => {
-                        run(
-                            &p,
-                            Composite::GeluFwd {
-                                kind,
-                                x: x.clone(),
-                                y: y.clone(),
-                            },
-                        );
-                        run(
-                            &p,
-                            Composite::GeluBwd {
-                                kind,
-                                x: x.clone(),
-                                dy: dy.clone(),
-                                dx: dx.clone(),
-                            },
-                        );
+                        run(&p, Composite::GeluFwd { kind, x: x.clone(), y: y.clone() });
+                        run(&p, Composite::GeluBwd { kind, x: x.clone(), dy: dy.clone(), dx: dx.clone() });
                     }
                     None => {
-                        run(
-                            &p,
-                            Composite::SiluFwd {
-                                x: x.clone(),
-                                y: y.clone(),
-                            },
-                        );
-                        run(
-                            &p,
-                            Composite::SiluBwd {
-                                x: x.clone(),
-                                dy: dy.clone(),
-                                dx: dx.clone(),
-                            },
-                        );
+                        run(&p, Composite::SiluFwd { x: x.clone(), y: y.clone() });
+                        run(&p, Composite::SiluBwd { x: x.clone(), dy: dy.clone(), dx: dx.clone() });
                     }
                 }
                 let want_y: Vec<f64> = xs.iter().map(|&v| f(v).0).collect();
                 let want_dx: Vec<f64> = xs.iter().zip(&gs).map(|(&v, &g)| g * f(v).1).collect();
-                close(
-                    &format!("{what} fwd"),
-                    &p,
-                    &y,
-                    &want_y,
-                    tol_for(dtype, F32_FUSED),
-                );
-                close(
-                    &format!("{what} bwd"),
-                    &p,
-                    &dx,
-                    &want_dx,
-                    tol_for(dtype, F32_FUSED),
-                );
+                close(&format!("{what} fwd"), &p, &y, &want_y, tol_for(dtype, F32_FUSED));
+                close(&format!("{what} bwd"), &p, &dx, &want_dx, tol_for(dtype, F32_FUSED));
             }
         }
     }
@@ -416,15 +306,8 @@ fn cross_entropy_with_ignored_rows() {
             for ignore_all in [false, true] {
                 let what = format!("cross_entropy [{n},{v}] {dtype} ignore_all={ignore_all}");
                 let logits = tensor(&p, &g.vec(n * v, 5.0), dtype, &[n, v]);
-                let t: Vec<i32> = (0..n)
-                    .map(|i| {
-                        if ignore_all || i % 4 == 3 {
-                            -1
-                        } else {
-                            ((i * 13 + 1) % v) as i32
-                        }
-                    })
-                    .collect();
+                let t: Vec<i32> =
+                    (0..n).map(|i| if ignore_all || i % 4 == 3 { -1 } else { ((i * 13 + 1) % v) as i32 }).collect();
                 let targets = ints(&p, &t, &[n]);
                 let (loss, lse) = (output(&p, DType::F32, &[1]), output(&p, DType::F32, &[n]));
                 run(
@@ -448,41 +331,21 @@ fn cross_entropy_with_ignored_rows() {
                 let mloss = if counted.is_empty() {
                     0.0
                 } else {
-                    counted
-                        .iter()
-                        .map(|&i| mlse[i] - x[i * v + t[i] as usize])
-                        .sum::<f64>()
-                        / counted.len() as f64
+                    counted.iter().map(|&i| mlse[i] - x[i * v + t[i] as usize]).sum::<f64>() / counted.len() as f64
                 };
                 close(&format!("{what} lse"), &p, &lse, &mlse, F32_FUSED);
                 close(&format!("{what} loss"), &p, &loss, &[mloss], F32_FUSED);
                 let dloss = tensor(&p, &[2.0], DType::F32, &[1]);
                 let dlogits = output(&p, dtype, &[n, v]);
-                run(
-                    &p,
-                    Composite::CrossEntropyBwd {
-                        logits,
-                        targets,
-                        lse,
-                        dloss,
-                        dlogits: dlogits.clone(),
-                    },
-                );
+                run(&p, Composite::CrossEntropyBwd { logits, targets, lse, dloss, dlogits: dlogits.clone() });
                 let mut want = vec![0.0; n * v];
                 for &i in &counted {
                     for j in 0..v {
                         let onehot = if j == t[i] as usize { 1.0 } else { 0.0 };
-                        want[i * v + j] =
-                            2.0 / counted.len() as f64 * ((x[i * v + j] - mlse[i]).exp() - onehot);
+                        want[i * v + j] = 2.0 / counted.len() as f64 * ((x[i * v + j] - mlse[i]).exp() - onehot);
                     }
                 }
-                close(
-                    &format!("{what} dlogits"),
-                    &p,
-                    &dlogits,
-                    &want,
-                    tol_for(dtype, F32_FUSED),
-                );
+                close(&format!("{what} dlogits"), &p, &dlogits, &want, tol_for(dtype, F32_FUSED));
             }
         }
     }
@@ -507,9 +370,7 @@ fn attention64(
             let kh = h / (hq / hkv);
             let qa = |i: usize, c: usize| ((bi * hq + h) * t + i) * dh + c;
             let ka = |j: usize, c: usize| ((bi * hkv + kh) * s + j) * dh + c;
-            let vis = |i: usize, j: usize| {
-                !causal || (j as isize) <= i as isize + s as isize - t as isize
-            };
+            let vis = |i: usize, j: usize| !causal || (j as isize) <= i as isize + s as isize - t as isize;
             for i in 0..t {
                 let sc: Vec<f64> = (0..s)
                     .map(|j| {
@@ -533,9 +394,7 @@ fn attention64(
                     out[qa(i, c)] = (0..s).map(|j| pr[j] * v[ka(j, c)]).sum();
                 }
                 // dp_j = dout . v_j; ds_j = p_j (dp_j - sum_j p_j dp_j)
-                let dp: Vec<f64> = (0..s)
-                    .map(|j| (0..dh).map(|c| dout[qa(i, c)] * v[ka(j, c)]).sum())
-                    .collect();
+                let dp: Vec<f64> = (0..s).map(|j| (0..dh).map(|c| dout[qa(i, c)] * v[ka(j, c)]).sum()).collect();
                 let pdp: f64 = (0..s).map(|j| pr[j] * dp[j]).sum();
                 for j in 0..s {
                     let ds = pr[j] * (dp[j] - pdp);
@@ -575,10 +434,7 @@ fn attention_causal_gqa_and_masked_rows() {
                 let k = tensor(&p, &g.vec(b * hkv * s * dh, 1.5), dtype, &[b, hkv, s, dh]);
                 let v = tensor(&p, &g.vec(b * hkv * s * dh, 1.0), dtype, &[b, hkv, s, dh]);
                 let dout = tensor(&p, &g.vec(b * hq * t * dh, 1.0), dtype, &[b, hq, t, dh]);
-                let (out, lse) = (
-                    output(&p, dtype, &[b, hq, t, dh]),
-                    output(&p, DType::F32, &[b, hq, t]),
-                );
+                let (out, lse) = (output(&p, dtype, &[b, hq, t, dh]), output(&p, DType::F32, &[b, hq, t]));
                 let scale = 1.0 / (dh as f32).sqrt();
                 run(
                     &p,
@@ -592,15 +448,8 @@ fn attention_causal_gqa_and_masked_rows() {
                         lse: lse.clone(),
                     },
                 );
-                let [mo, ml, mdq, mdk, mdv] = attention64(
-                    &f64s(&p, &q),
-                    &f64s(&p, &k),
-                    &f64s(&p, &v),
-                    &f64s(&p, &dout),
-                    d,
-                    scale as f64,
-                    causal,
-                );
+                let [mo, ml, mdq, mdk, mdv] =
+                    attention64(&f64s(&p, &q), &f64s(&p, &k), &f64s(&p, &v), &f64s(&p, &dout), d, scale as f64, causal);
                 let tl = tol(dtype);
                 close(&format!("{what} out"), &p, &out, &mo, tl);
                 close(&format!("{what} lse"), &p, &lse, &ml, F32_FUSED);
@@ -626,17 +475,8 @@ fn attention_causal_gqa_and_masked_rows() {
                     },
                 );
                 // bf16 gradients inherit the rounding of out (used in D = dout . out).
-                let gt = if dtype == DType::BF16 {
-                    Tol {
-                        rtol: 5e-2,
-                        atol: 5e-2,
-                    }
-                } else {
-                    Tol {
-                        rtol: 2e-4,
-                        atol: 2e-4,
-                    }
-                };
+                let gt =
+                    if dtype == DType::BF16 { Tol { rtol: 5e-2, atol: 5e-2 } } else { Tol { rtol: 2e-4, atol: 2e-4 } };
                 close(&format!("{what} dq"), &p, &dq, &mdq, gt);
                 close(&format!("{what} dk"), &p, &dk, &mdk, gt);
                 close(&format!("{what} dv"), &p, &dv, &mdv, gt);
@@ -656,30 +496,13 @@ fn embedding_rope_linear() {
         let idv: Vec<i32> = (0..n).map(|i| ((i * 5) % vocab) as i32).collect();
         let ids = ints(&p, &idv, &[n]);
         let out = output(&p, dtype, &[n, d]);
-        run(
-            &p,
-            Composite::EmbeddingFwd {
-                table: table.clone(),
-                ids: ids.clone(),
-                out: out.clone(),
-            },
-        );
+        run(&p, Composite::EmbeddingFwd { table: table.clone(), ids: ids.clone(), out: out.clone() });
         let tv = f64s(&p, &table);
-        let want: Vec<f64> = idv
-            .iter()
-            .flat_map(|&i| tv[i as usize * d..(i as usize + 1) * d].to_vec())
-            .collect();
+        let want: Vec<f64> = idv.iter().flat_map(|&i| tv[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
         close(&format!("embedding fwd {dtype}"), &p, &out, &want, EXACT);
         let dout = tensor(&p, &g.vec(n * d, 1.0), dtype, &[n, d]);
         let dtable = output(&p, dtype, &[vocab, d]);
-        run(
-            &p,
-            Composite::EmbeddingBwd {
-                ids,
-                dout: dout.clone(),
-                dtable: dtable.clone(),
-            },
-        );
+        run(&p, Composite::EmbeddingBwd { ids, dout: dout.clone(), dtable: dtable.clone() });
         let dv = f64s(&p, &dout);
         let mut want = vec![0.0; vocab * d];
         for (r, &i) in idv.iter().enumerate() {
@@ -687,84 +510,34 @@ fn embedding_rope_linear() {
                 want[i as usize * d + j] += dv[r * d + j];
             }
         }
-        close(
-            &format!("embedding bwd {dtype}"),
-            &p,
-            &dtable,
-            &want,
-            tol_for(dtype, F32_SUM),
-        );
+        close(&format!("embedding bwd {dtype}"), &p, &dtable, &want, tol_for(dtype, F32_SUM));
 
         // RoPE forward then backward: the backward is the inverse rotation applied to dy.
         let (b, h, t, dh) = (2, 3, 5, 8);
         let x = tensor(&p, &g.vec(b * h * t * dh, 1.0), dtype, &[b, h, t, dh]);
-        let ang: Vec<f32> = (0..t * dh / 2)
-            .map(|i| (i / (dh / 2)) as f32 * 0.37 / (1 + i % (dh / 2)) as f32)
-            .collect();
-        let cos = tensor(
-            &p,
-            &ang.iter().map(|a| a.cos()).collect::<Vec<_>>(),
-            DType::F32,
-            &[t, dh / 2],
-        );
-        let sin = tensor(
-            &p,
-            &ang.iter().map(|a| a.sin()).collect::<Vec<_>>(),
-            DType::F32,
-            &[t, dh / 2],
-        );
+        let ang: Vec<f32> = (0..t * dh / 2).map(|i| (i / (dh / 2)) as f32 * 0.37 / (1 + i % (dh / 2)) as f32).collect();
+        let cos = tensor(&p, &ang.iter().map(|a| a.cos()).collect::<Vec<_>>(), DType::F32, &[t, dh / 2]);
+        let sin = tensor(&p, &ang.iter().map(|a| a.sin()).collect::<Vec<_>>(), DType::F32, &[t, dh / 2]);
         let y = output(&p, dtype, &[b, h, t, dh]);
-        run(
-            &p,
-            Composite::RopeFwd {
-                x: x.clone(),
-                cos: cos.clone(),
-                sin: sin.clone(),
-                y: y.clone(),
-            },
-        );
+        run(&p, Composite::RopeFwd { x: x.clone(), cos: cos.clone(), sin: sin.clone(), y: y.clone() });
         let (xv, cv, sv) = (f64s(&p, &x), f64s(&p, &cos), f64s(&p, &sin));
         let rot = |v: &[f64], sign: f64| -> Vec<f64> {
             let mut o = vec![0.0; v.len()];
             for r in 0..b * h * t {
                 let pos = r % t;
                 for i in 0..dh / 2 {
-                    let (x1, x2, c, s) = (
-                        v[r * dh + i],
-                        v[r * dh + i + dh / 2],
-                        cv[pos * dh / 2 + i],
-                        sign * sv[pos * dh / 2 + i],
-                    );
+                    let (x1, x2, c, s) =
+                        (v[r * dh + i], v[r * dh + i + dh / 2], cv[pos * dh / 2 + i], sign * sv[pos * dh / 2 + i]);
                     o[r * dh + i] = x1 * c - x2 * s;
                     o[r * dh + i + dh / 2] = x2 * c + x1 * s;
                 }
             }
             o
         };
-        close(
-            &format!("rope fwd {dtype}"),
-            &p,
-            &y,
-            &rot(&xv, 1.0),
-            tol_for(dtype, F32_ELEM),
-        );
+        close(&format!("rope fwd {dtype}"), &p, &y, &rot(&xv, 1.0), tol_for(dtype, F32_ELEM));
         let dx = output(&p, dtype, &[b, h, t, dh]);
-        run(
-            &p,
-            Composite::RopeBwd {
-                dy: x.clone(),
-                cos,
-                sin,
-                dx: dx.clone(),
-            },
-        );
-        close(
-            &format!("rope bwd {dtype}"),
-            &p,
-            &dx,
-            &rot(&xv, -1.0),
-            tol_for(dtype, F32_ELEM),
-        );
+        run(&p, Composite::RopeBwd { dy: x.clone(), cos, sin, dx: dx.clone() });
+        close(&format!("rope bwd {dtype}"), &p, &dx, &rot(&xv, -1.0), tol_for(dtype, F32_ELEM));
 
         // Linear with leading axes [2, 3, In], with and without bias.
         for bias in [true, false] {
@@ -773,38 +546,17 @@ fn embedding_rope_linear() {
             let w = tensor(&p, &g.vec(nout * nin, 1.0), dtype, &[nout, nin]);
             let bb = bias.then(|| tensor(&p, &g.vec(nout, 1.0), dtype, &[nout]));
             let y = output(&p, dtype, &[2, 3, nout]);
-            run(
-                &p,
-                Composite::LinearFwd {
-                    x: x.clone(),
-                    w: w.clone(),
-                    b: bb.clone(),
-                    y: y.clone(),
-                },
-            );
+            run(&p, Composite::LinearFwd { x: x.clone(), w: w.clone(), b: bb.clone(), y: y.clone() });
             let (xs, ws) = (f64s(&p, &x), f64s(&p, &w));
             let bs = bb.as_ref().map(|b| f64s(&p, b)).unwrap_or(vec![0.0; nout]);
             let want: Vec<f64> = (0..6 * nout)
                 .map(|i| {
                     let (r, o) = (i / nout, i % nout);
-                    bs[o]
-                        + (0..nin)
-                            .map(|j| xs[r * nin + j] * ws[o * nin + j])
-                            .sum::<f64>()
+                    bs[o] + (0..nin).map(|j| xs[r * nin + j] * ws[o * nin + j]).sum::<f64>()
                 })
                 .collect();
-            let tl = if dtype == DType::BF16 {
-                BF16_SUM
-            } else {
-                F32_MATMUL
-            };
-            close(
-                &format!("linear fwd bias={bias} {dtype}"),
-                &p,
-                &y,
-                &want,
-                tl,
-            );
+            let tl = if dtype == DType::BF16 { BF16_SUM } else { F32_MATMUL };
+            close(&format!("linear fwd bias={bias} {dtype}"), &p, &y, &want, tl);
             let dy = tensor(&p, &g.vec(6 * nout, 1.0), dtype, &[2, 3, nout]);
             let (dx, dw, db) = (
                 output(&p, dtype, &[2, 3, nin]),
@@ -823,32 +575,17 @@ fn embedding_rope_linear() {
                 },
             );
             let gs = f64s(&p, &dy);
-            let wdx: Vec<f64> = (0..6 * nin)
-                .map(|i| {
-                    (0..nout)
-                        .map(|o| gs[i / nin * nout + o] * ws[o * nin + i % nin])
-                        .sum()
-                })
-                .collect();
-            let wdw: Vec<f64> = (0..nout * nin)
-                .map(|i| {
-                    (0..6)
-                        .map(|r| gs[r * nout + i / nin] * xs[r * nin + i % nin])
-                        .sum()
-                })
-                .collect();
-            let wdb: Vec<f64> = (0..nout)
-                .map(|o| (0..6).map(|r| gs[r * nout + o]).sum())
-                .collect();
+            let wdx: Vec<f64> =
+                (0..6 * nin).map(|i| (0..nout).map(|o| gs[i / nin * nout + o] * ws[o * nin + i % nin]).sum()).collect();
+            let wdw: Vec<f64> =
+                (0..nout * nin).map(|i| (0..6).map(|r| gs[r * nout + i / nin] * xs[r * nin + i % nin]).sum()).collect();
+            let wdb: Vec<f64> = (0..nout).map(|o| (0..6).map(|r| gs[r * nout + o]).sum()).collect();
             close(&format!("linear dx {dtype}"), &p, &dx, &wdx, tl);
             close(&format!("linear dw {dtype}"), &p, &dw, &wdw, F32_MATMUL);
             if bias {
                 close(&format!("linear db {dtype}"), &p, &db, &wdb, F32_MATMUL);
             } else {
-                assert!(
-                    get(&p, &db).iter().all(|&v| v == -777.0),
-                    "db written although not asked for"
-                );
+                assert!(get(&p, &db).iter().all(|&v| v == -777.0), "db written although not asked for");
             }
         }
     }
@@ -862,10 +599,7 @@ fn adamw_grad_norm_dropout() {
         for dtype in [DType::F32, DType::BF16] {
             let (lr, b1, b2, eps, wd) = (3e-3f32, 0.9f32, 0.95f32, 1e-8f32, 0.1f32);
             let param = tensor(&p, &g.vec(n, 1.0), dtype, &[n]);
-            let (m, v) = (
-                tensor(&p, &vec![0.0; n], DType::F32, &[n]),
-                tensor(&p, &vec![0.0; n], DType::F32, &[n]),
-            );
+            let (m, v) = (tensor(&p, &vec![0.0; n], DType::F32, &[n]), tensor(&p, &vec![0.0; n], DType::F32, &[n]));
             let scale = tensor(&p, &[0.5], DType::F32, &[1]);
             let mut pw = f64s(&p, &param);
             let (mut mw, mut vw) = (vec![0.0f64; n], vec![0.0f64; n]);
@@ -901,98 +635,30 @@ fn adamw_grad_norm_dropout() {
             }
             close(&format!("adamw m n={n} {dtype}"), &p, &m, &mw, F32_FUSED);
             close(&format!("adamw v n={n} {dtype}"), &p, &v, &vw, F32_FUSED);
-            close(
-                &format!("adamw param n={n} {dtype}"),
-                &p,
-                &param,
-                &pw,
-                tol_for(dtype, F32_FUSED),
-            );
+            close(&format!("adamw param n={n} {dtype}"), &p, &param, &pw, tol_for(dtype, F32_FUSED));
 
             // Global norm over tensors of mixed dtypes.
-            let grads = vec![
-                tensor(&p, &g.vec(n, 2.0), dtype, &[n]),
-                tensor(&p, &g.vec(17, 2.0), DType::F32, &[17]),
-            ];
+            let grads = vec![tensor(&p, &g.vec(n, 2.0), dtype, &[n]), tensor(&p, &g.vec(17, 2.0), DType::F32, &[17])];
             let out = output(&p, DType::F32, &[1]);
-            run(
-                &p,
-                Composite::GradNorm {
-                    grads: grads.clone(),
-                    out: out.clone(),
-                },
-            );
-            let want: f64 = grads
-                .iter()
-                .flat_map(|t| f64s(&p, t))
-                .map(|x| x * x)
-                .sum::<f64>()
-                .sqrt();
-            close(
-                &format!("grad_norm n={n} {dtype}"),
-                &p,
-                &out,
-                &[want],
-                F32_SUM,
-            );
+            run(&p, Composite::GradNorm { grads: grads.clone(), out: out.clone() });
+            let want: f64 = grads.iter().flat_map(|t| f64s(&p, t)).map(|x| x * x).sum::<f64>().sqrt();
+            close(&format!("grad_norm n={n} {dtype}"), &p, &out, &[want], F32_SUM);
 
             // Dropout: the mask comes from the shared Philox stream, element for element.
             let (seed, offset, pr) = (1234u64, 99u64, 0.3f32);
             let x = tensor(&p, &g.vec(n, 1.0), dtype, &[n]);
             let (y, mask) = (output(&p, dtype, &[n]), output(&p, dtype, &[n]));
-            run(
-                &p,
-                Composite::DropoutFwd {
-                    x: x.clone(),
-                    p: pr,
-                    seed,
-                    offset,
-                    y: y.clone(),
-                    mask: mask.clone(),
-                },
-            );
+            run(&p, Composite::DropoutFwd { x: x.clone(), p: pr, seed, offset, y: y.clone(), mask: mask.clone() });
             let keep = (1.0 / (1.0 - pr)) as f64;
-            let wmask: Vec<f64> = (0..n as u64)
-                .map(|i| {
-                    if philox::uniform(seed, offset + i) >= pr {
-                        keep
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            close(
-                &format!("dropout mask n={n} {dtype}"),
-                &p,
-                &mask,
-                &wmask,
-                tol_for(dtype, EXACT),
-            );
+            let wmask: Vec<f64> =
+                (0..n as u64).map(|i| if philox::uniform(seed, offset + i) >= pr { keep } else { 0.0 }).collect();
+            close(&format!("dropout mask n={n} {dtype}"), &p, &mask, &wmask, tol_for(dtype, EXACT));
             let mv = f64s(&p, &mask);
             let wy: Vec<f64> = f64s(&p, &x).iter().zip(&mv).map(|(a, b)| a * b).collect();
-            close(
-                &format!("dropout y n={n} {dtype}"),
-                &p,
-                &y,
-                &wy,
-                tol_for(dtype, F32_ELEM),
-            );
+            close(&format!("dropout y n={n} {dtype}"), &p, &y, &wy, tol_for(dtype, F32_ELEM));
             let dx = output(&p, dtype, &[n]);
-            run(
-                &p,
-                Composite::DropoutBwd {
-                    dy: x.clone(),
-                    mask,
-                    dx: dx.clone(),
-                },
-            );
-            close(
-                &format!("dropout bwd n={n} {dtype}"),
-                &p,
-                &dx,
-                &wy,
-                tol_for(dtype, F32_ELEM),
-            );
+            run(&p, Composite::DropoutBwd { dy: x.clone(), mask, dx: dx.clone() });
+            close(&format!("dropout bwd n={n} {dtype}"), &p, &dx, &wy, tol_for(dtype, F32_ELEM));
         }
     }
 }
@@ -1001,19 +667,9 @@ fn adamw_grad_norm_dropout() {
 fn non_contiguous_composites_fall_back() {
     let p = cpu();
     let x = tensor(&p, &[1.0; 6], DType::F32, &[2, 3]);
-    let t = View {
-        layout: anychip_port::Layout {
-            shape: vec![3, 2],
-            strides: vec![1, 3],
-            offset: 0,
-        },
-        ..x.clone()
-    };
+    let t = View { layout: anychip_port::Layout { shape: vec![3, 2], strides: vec![1, 3], offset: 0 }, ..x.clone() };
     let y = output(&p, DType::F32, &[3, 2]);
-    assert_eq!(
-        p.composite(&Composite::SoftmaxFwd { x: t, y }).unwrap(),
-        Handled::No
-    );
+    assert_eq!(p.composite(&Composite::SoftmaxFwd { x: t, y }).unwrap(), Handled::No);
     let caps = p.capabilities();
     assert_eq!(caps.fused.len(), Composite::NAMES.len());
 }
@@ -1022,10 +678,7 @@ fn non_contiguous_composites_fall_back() {
 fn results_do_not_depend_on_thread_count() {
     // Bit-identical across thread counts: what makes a one-thread resume reproducible and lets
     // runs be compared across machines.
-    let (one, four) = (
-        anychip_port_cpu::new(Some(1)),
-        anychip_port_cpu::new(Some(4)),
-    );
+    let (one, four) = (anychip_port_cpu::new(Some(1)), anychip_port_cpu::new(Some(4)));
     let (r, c) = (300, 257);
     let mut bits = Vec::new();
     for p in [&one, &four] {
@@ -1033,11 +686,8 @@ fn results_do_not_depend_on_thread_count() {
         let x = tensor(p, &g.vec(r * c, 2.0), DType::F32, &[r, c]);
         let w = tensor(p, &g.vec(c, 1.0), DType::F32, &[c]);
         let dy = tensor(p, &g.vec(r * c, 1.0), DType::F32, &[r, c]);
-        let (y, mean, rstd) = (
-            output(p, DType::F32, &[r, c]),
-            output(p, DType::F32, &[r]),
-            output(p, DType::F32, &[r]),
-        );
+        let (y, mean, rstd) =
+            (output(p, DType::F32, &[r, c]), output(p, DType::F32, &[r]), output(p, DType::F32, &[r]));
         run(
             p,
             Composite::LayerNormFwd {
@@ -1050,11 +700,7 @@ fn results_do_not_depend_on_thread_count() {
                 rstd: rstd.clone(),
             },
         );
-        let (dx, dw, db) = (
-            output(p, DType::F32, &[r, c]),
-            output(p, DType::F32, &[c]),
-            output(p, DType::F32, &[c]),
-        );
+        let (dx, dw, db) = (output(p, DType::F32, &[r, c]), output(p, DType::F32, &[c]), output(p, DType::F32, &[c]));
         run(
             p,
             Composite::LayerNormBwd {
@@ -1070,39 +716,13 @@ fn results_do_not_depend_on_thread_count() {
         );
         let ids = ints(p, &(0..r as i32).map(|i| i % 7).collect::<Vec<_>>(), &[r]);
         let (loss, lse) = (output(p, DType::F32, &[1]), output(p, DType::F32, &[r]));
-        run(
-            p,
-            Composite::CrossEntropyFwd {
-                logits: x.clone(),
-                targets: ids,
-                loss: loss.clone(),
-                lse,
-            },
-        );
+        run(p, Composite::CrossEntropyFwd { logits: x.clone(), targets: ids, loss: loss.clone(), lse });
         let norm = output(p, DType::F32, &[1]);
-        run(
-            p,
-            Composite::GradNorm {
-                grads: vec![x, dy],
-                out: norm.clone(),
-            },
-        );
+        run(p, Composite::GradNorm { grads: vec![x, dy], out: norm.clone() });
         let wl = tensor(p, &g.vec(c * c, 1.0), DType::F32, &[c, c]);
         let yl = output(p, DType::F32, &[r, c]);
-        run(
-            p,
-            Composite::LinearFwd {
-                x: dx.clone(),
-                w: wl,
-                b: Some(db.clone()),
-                y: yl.clone(),
-            },
-        );
-        let all: Vec<u32> = [dx, dw, db, loss, norm, yl]
-            .iter()
-            .flat_map(|v| get(p, v))
-            .map(f32::to_bits)
-            .collect();
+        run(p, Composite::LinearFwd { x: dx.clone(), w: wl, b: Some(db.clone()), y: yl.clone() });
+        let all: Vec<u32> = [dx, dw, db, loss, norm, yl].iter().flat_map(|v| get(p, v)).map(f32::to_bits).collect();
         bits.push(all);
     }
     assert!(bits[0] == bits[1], "results differ between 1 and 4 threads");
@@ -1120,29 +740,13 @@ fn linear_accepts_a_transposed_weight_view() {
         &p,
         &stored,
         DType::F32,
-        anychip_port::Layout {
-            shape: vec![nout, nin],
-            strides: vec![1, nout],
-            offset: 0,
-        },
+        anychip_port::Layout { shape: vec![nout, nin], strides: vec![1, nout], offset: 0 },
     );
     let y = output(&p, DType::F32, &[n, nout]);
-    run(
-        &p,
-        Composite::LinearFwd {
-            x: x.clone(),
-            w: wt,
-            b: None,
-            y: y.clone(),
-        },
-    );
+    run(&p, Composite::LinearFwd { x: x.clone(), w: wt, b: None, y: y.clone() });
     let xs = f64s(&p, &x);
     let want: Vec<f64> = (0..n * nout)
-        .map(|i| {
-            (0..nin)
-                .map(|j| xs[i / nout * nin + j] * stored[j * nout + i % nout] as f64)
-                .sum()
-        })
+        .map(|i| (0..nin).map(|j| xs[i / nout * nin + j] * stored[j * nout + i % nout] as f64).sum())
         .collect();
     close("linear with strided w", &p, &y, &want, F32_MATMUL);
 }

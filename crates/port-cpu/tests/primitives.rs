@@ -3,9 +3,7 @@
 
 mod common;
 
-use anychip_port::{
-    BinaryOp, CompareOp, DType, Distribution, Layout, Port, ReduceOp, Result, UnaryOp, View,
-};
+use anychip_port::{BinaryOp, CompareOp, DType, Distribution, Layout, Port, ReduceOp, Result, UnaryOp, View};
 use anychip_port_cpu::CpuPort;
 use anychip_port_ref::RefPort;
 use common::*;
@@ -56,15 +54,9 @@ fn unary_every_op_shape_layout_dtype() {
                 for op in UnaryOp::ALL {
                     let out = output(&cpu, dtype, shape);
                     let what = format!("unary {op:?} {shape:?} {lname} {dtype}");
-                    check(
-                        &what,
-                        &cpu,
-                        &rf,
-                        &[x.clone()],
-                        &out,
-                        tol_for(dtype, F32_ELEM),
-                        |p, i, o| p.unary(op, &i[0], o),
-                    );
+                    check(&what, &cpu, &rf, &[x.clone()], &out, tol_for(dtype, F32_ELEM), |p, i, o| {
+                        p.unary(op, &i[0], o)
+                    });
                 }
             }
         }
@@ -72,39 +64,15 @@ fn unary_every_op_shape_layout_dtype() {
 }
 
 /// Broadcast variants of b for a [r, c] a: full, row vector, column vector, scalar.
-fn broadcasts(
-    g: &mut Gen,
-    cpu: &CpuPort,
-    r: usize,
-    c: usize,
-    dtype: DType,
-) -> Vec<(&'static str, View)> {
-    let l = |shape: [usize; 2], strides: [usize; 2]| Layout {
-        shape: shape.to_vec(),
-        strides: strides.to_vec(),
-        offset: 0,
-    };
+fn broadcasts(g: &mut Gen, cpu: &CpuPort, r: usize, c: usize, dtype: DType) -> Vec<(&'static str, View)> {
+    let l =
+        |shape: [usize; 2], strides: [usize; 2]| Layout { shape: shape.to_vec(), strides: strides.to_vec(), offset: 0 };
     vec![
-        (
-            "full",
-            put(cpu, &storage(g, r * c, true), dtype, l([r, c], [c, 1])),
-        ),
-        (
-            "row",
-            put(cpu, &storage(g, c, false), dtype, l([r, c], [0, 1])),
-        ),
-        (
-            "column",
-            put(cpu, &storage(g, r, false), dtype, l([r, c], [1, 0])),
-        ),
-        (
-            "scalar",
-            put(cpu, &storage(g, 1, false), dtype, l([r, c], [0, 0])),
-        ),
-        (
-            "transposed",
-            put(cpu, &storage(g, r * c, false), dtype, l([r, c], [1, r])),
-        ),
+        ("full", put(cpu, &storage(g, r * c, true), dtype, l([r, c], [c, 1]))),
+        ("row", put(cpu, &storage(g, c, false), dtype, l([r, c], [0, 1]))),
+        ("column", put(cpu, &storage(g, r, false), dtype, l([r, c], [1, 0]))),
+        ("scalar", put(cpu, &storage(g, 1, false), dtype, l([r, c], [0, 0]))),
+        ("transposed", put(cpu, &storage(g, r * c, false), dtype, l([r, c], [1, r]))),
     ]
 }
 
@@ -119,43 +87,25 @@ fn binary_compare_select_with_broadcasting() {
                 for op in BinaryOp::ALL {
                     let what = format!("binary {op:?} [{r},{c}] b={bname} {dtype}");
                     let out = output(&cpu, dtype, &[r, c]);
-                    check(
-                        &what,
-                        &cpu,
-                        &rf,
-                        &[a.clone(), b.clone()],
-                        &out,
-                        tol_for(dtype, F32_ELEM),
-                        |p, i, o| p.binary(op, &i[0], &i[1], o),
-                    );
+                    check(&what, &cpu, &rf, &[a.clone(), b.clone()], &out, tol_for(dtype, F32_ELEM), |p, i, o| {
+                        p.binary(op, &i[0], &i[1], o)
+                    });
                 }
                 for op in [CompareOp::Eq, CompareOp::Lt] {
                     let what = format!("compare {op:?} [{r},{c}] b={bname} {dtype}");
                     let out = output(&cpu, dtype, &[r, c]);
-                    check(
-                        &what,
-                        &cpu,
-                        &rf,
-                        &[a.clone(), b.clone()],
-                        &out,
-                        EXACT,
-                        |p, i, o| p.compare(op, &i[0], &i[1], o),
-                    );
+                    check(&what, &cpu, &rf, &[a.clone(), b.clone()], &out, EXACT, |p, i, o| {
+                        p.compare(op, &i[0], &i[1], o)
+                    });
                 }
                 let mut cond: Vec<f32> = (0..r * c).map(|i| (i % 3) as f32 - 1.0).collect();
                 cond[0] = f32::NAN;
                 let cond = tensor(&cpu, &cond, dtype, &[r, c]);
                 let out = output(&cpu, dtype, &[r, c]);
                 let what = format!("select [{r},{c}] b={bname} {dtype}");
-                check(
-                    &what,
-                    &cpu,
-                    &rf,
-                    &[cond, a.clone(), b.clone()],
-                    &out,
-                    EXACT,
-                    |p, i, o| p.select(&i[0], &i[1], &i[2], o),
-                );
+                check(&what, &cpu, &rf, &[cond, a.clone(), b.clone()], &out, EXACT, |p, i, o| {
+                    p.select(&i[0], &i[1], &i[2], o)
+                });
             }
         }
     }
@@ -169,27 +119,13 @@ fn binary_in_place_and_mixed_output_dtype() {
         let a = tensor(&cpu, &g.vec(17 * 783, 2.0), dtype, &[17, 783]);
         let b = tensor(&cpu, &g.vec(17 * 783, 2.0), dtype, &[17, 783]);
         // out aliases a with the same layout: the elementwise in-place case the contract allows.
-        check(
-            &format!("in-place add {dtype}"),
-            &cpu,
-            &rf,
-            &[b],
-            &a,
-            tol_for(dtype, F32_ELEM),
-            |p, i, o| p.binary(BinaryOp::Mul, o, &i[0], o),
-        );
+        check(&format!("in-place add {dtype}"), &cpu, &rf, &[b], &a, tol_for(dtype, F32_ELEM), |p, i, o| {
+            p.binary(BinaryOp::Mul, o, &i[0], o)
+        });
     }
     let a = tensor(&cpu, &g.vec(783, 2.0), DType::BF16, &[783]);
     let out = output(&cpu, DType::F32, &[783]);
-    check(
-        "unary bf16 -> f32",
-        &cpu,
-        &rf,
-        &[a],
-        &out,
-        F32_ELEM,
-        |p, i, o| p.unary(UnaryOp::Exp, &i[0], o),
-    );
+    check("unary bf16 -> f32", &cpu, &rf, &[a], &out, F32_ELEM, |p, i, o| p.unary(UnaryOp::Exp, &i[0], o));
 }
 
 #[test]
@@ -217,9 +153,7 @@ fn reduce_rows_columns_and_strided() {
                         let out = output(&cpu, dtype, oshape);
                         let tol = if dtype == DType::BF16 { BF16 } else { F32_SUM };
                         let what = format!("reduce {op:?} {shape:?}->{oshape:?} {lname} {dtype} specials={specials}");
-                        check(&what, &cpu, &rf, &[x.clone()], &out, tol, |p, i, o| {
-                            p.reduce(op, &i[0], o)
-                        });
+                        check(&what, &cpu, &rf, &[x.clone()], &out, tol, |p, i, o| p.reduce(op, &i[0], o));
                     }
                 }
             }
@@ -243,9 +177,7 @@ fn fill_cast_copy_strided() {
                 for &to in &dtypes {
                     let out = output(&cpu, to, shape);
                     let what = format!("cast {from}->{to} {shape:?} {lname}");
-                    check(&what, &cpu, &rf, &[x.clone()], &out, EXACT, |p, i, o| {
-                        p.cast(&i[0], o)
-                    });
+                    check(&what, &cpu, &rf, &[x.clone()], &out, EXACT, |p, i, o| p.cast(&i[0], o));
                 }
                 let out = output(&cpu, from, shape);
                 check(
@@ -259,15 +191,9 @@ fn fill_cast_copy_strided() {
                 );
                 // Fill through a strided view: elements outside the view must keep their values.
                 let target = put(&cpu, &vec![5.0; n], from, layout.clone());
-                check(
-                    &format!("fill {from} {shape:?} {lname}"),
-                    &cpu,
-                    &rf,
-                    &[],
-                    &target,
-                    EXACT,
-                    |p, _, o| p.fill(o, -2.75),
-                );
+                check(&format!("fill {from} {shape:?} {lname}"), &cpu, &rf, &[], &target, EXACT, |p, _, o| {
+                    p.fill(o, -2.75)
+                });
             }
         }
     }
@@ -287,16 +213,7 @@ fn operand(
     let nb = if broadcast { 1 } else { bt };
     let bs = if broadcast { 0 } else { r * c };
     let (rs, cs) = if transposed { (1, r) } else { (c, 1) };
-    put(
-        cpu,
-        &g.vec(nb * r * c, 1.0),
-        dtype,
-        Layout {
-            shape: vec![bt, r, c],
-            strides: vec![bs, rs, cs],
-            offset: 0,
-        },
-    )
+    put(cpu, &g.vec(nb * r * c, 1.0), dtype, Layout { shape: vec![bt, r, c], strides: vec![bs, rs, cs], offset: 0 })
 }
 
 #[test]
@@ -314,20 +231,12 @@ fn matmul_transposes_batches_alpha_beta() {
     ];
     for (bt, m, k, n) in shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            for (dtype, odtype) in [
-                (DType::F32, DType::F32),
-                (DType::BF16, DType::F32),
-                (DType::BF16, DType::BF16),
-            ] {
+            for (dtype, odtype) in [(DType::F32, DType::F32), (DType::BF16, DType::F32), (DType::BF16, DType::BF16)] {
                 for (alpha, beta) in [(1.0, 0.0), (0.5, 1.5)] {
                     let a = operand(&mut g, &cpu, bt, m, k, ta, false, dtype);
                     let b = operand(&mut g, &cpu, bt, k, n, tb, bt > 1 && ta, dtype);
                     // beta = 0 must not read out: NaN there must not leak into the result.
-                    let init = if beta == 0.0 {
-                        vec![f32::NAN; bt * m * n]
-                    } else {
-                        g.vec(bt * m * n, 1.0)
-                    };
+                    let init = if beta == 0.0 { vec![f32::NAN; bt * m * n] } else { g.vec(bt * m * n, 1.0) };
                     let out = tensor(&cpu, &init, odtype, &[bt, m, n]);
                     let tol = if odtype == DType::BF16 {
                         BF16_SUM
@@ -336,10 +245,10 @@ fn matmul_transposes_batches_alpha_beta() {
                     } else {
                         F32_MATMUL
                     };
-                    let what = format!("matmul [{bt},{m},{k}]x[{k},{n}] ta={ta} tb={tb} {dtype}->{odtype} alpha={alpha} beta={beta}");
-                    check(&what, &cpu, &rf, &[a, b], &out, tol, |p, i, o| {
-                        p.matmul(&i[0], &i[1], o, alpha, beta)
-                    });
+                    let what = format!(
+                        "matmul [{bt},{m},{k}]x[{k},{n}] ta={ta} tb={tb} {dtype}->{odtype} alpha={alpha} beta={beta}"
+                    );
+                    check(&what, &cpu, &rf, &[a, b], &out, tol, |p, i, o| p.matmul(&i[0], &i[1], o, alpha, beta));
                 }
             }
         }
@@ -381,13 +290,9 @@ fn gather_and_scatter_rows() {
     // An index outside the table is an error, not a panic or a wild write.
     let table = tensor(&cpu, &[1.0; 6], DType::F32, &[2, 3]);
     let out = output(&cpu, DType::F32, &[1, 3]);
-    let err = cpu
-        .gather_rows(&table, &ints(&cpu, &[2], &[1]), &out)
-        .unwrap_err();
+    let err = cpu.gather_rows(&table, &ints(&cpu, &[2], &[1]), &out).unwrap_err();
     assert!(err.to_string().contains("outside"), "{err}");
-    assert!(cpu
-        .scatter_add_rows(&out, &ints(&cpu, &[-1], &[1]), &table)
-        .is_err());
+    assert!(cpu.scatter_add_rows(&out, &ints(&cpu, &[-1], &[1]), &table).is_err());
 }
 
 #[test]
@@ -398,19 +303,11 @@ fn random_streams_match_the_oracle() {
             for dtype in [DType::F32, DType::BF16] {
                 let out = put(&cpu, &vec![0.0; n], dtype, layout.clone());
                 let what = format!("uniform {shape:?} {lname} {dtype}");
-                check(&what, &cpu, &rf, &[], &out, EXACT, |p, _, o| {
-                    p.random(Distribution::Uniform, 42, 5, o)
-                });
+                check(&what, &cpu, &rf, &[], &out, EXACT, |p, _, o| p.random(Distribution::Uniform, 42, 5, o));
                 let what = format!("normal {shape:?} {lname} {dtype}");
-                check(
-                    &what,
-                    &cpu,
-                    &rf,
-                    &[],
-                    &out,
-                    tol_for(dtype, F32_ELEM),
-                    |p, _, o| p.random(Distribution::Normal, 7, 1 << 33, o),
-                );
+                check(&what, &cpu, &rf, &[], &out, tol_for(dtype, F32_ELEM), |p, _, o| {
+                    p.random(Distribution::Normal, 7, 1 << 33, o)
+                });
             }
         }
     }
@@ -434,24 +331,10 @@ fn bad_views_are_errors_not_panics() {
     let cpu = anychip_port_cpu::new(Some(1));
     let x = tensor(&cpu, &[1.0; 6], DType::F32, &[2, 3]);
     // A layout reaching past the end of its buffer.
-    let past = View {
-        layout: Layout {
-            shape: vec![2, 3],
-            strides: vec![3, 1],
-            offset: 4,
-        },
-        ..x.clone()
-    };
+    let past = View { layout: Layout { shape: vec![2, 3], strides: vec![3, 1], offset: 4 }, ..x.clone() };
     assert!(cpu.unary(UnaryOp::Exp, &past, &x).is_err());
     // A broadcast output.
-    let bout = View {
-        layout: Layout {
-            shape: vec![2, 3],
-            strides: vec![0, 1],
-            offset: 0,
-        },
-        ..x.clone()
-    };
+    let bout = View { layout: Layout { shape: vec![2, 3], strides: vec![0, 1], offset: 0 }, ..x.clone() };
     assert!(cpu.binary(BinaryOp::Add, &x, &x, &bout).is_err());
     // Mismatched shapes and dtypes.
     let y = output(&cpu, DType::F32, &[3, 2]);

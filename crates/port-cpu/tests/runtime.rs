@@ -12,11 +12,7 @@ fn alloc_is_aligned_and_transfers_round_trip() {
         let b = cpu.alloc(bytes).unwrap();
         assert_eq!(b.bytes(), bytes);
         let h = b.downcast::<HostBuffer>().unwrap();
-        assert_eq!(
-            h.ptr() as usize % ALIGN,
-            0,
-            "{bytes}-byte buffer is not {ALIGN}-byte aligned"
-        );
+        assert_eq!(h.ptr() as usize % ALIGN, 0, "{bytes}-byte buffer is not {ALIGN}-byte aligned");
         let data: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
         cpu.write(&b, 0, &data).unwrap();
         let mut back = vec![0u8; bytes];
@@ -42,9 +38,7 @@ fn registers_as_cpu_with_requested_threads() {
     let mut reg = Registry::new();
     anychip_port_cpu::register(&mut reg);
     assert!(reg.list().iter().any(|(n, _)| n == "cpu"));
-    let p = reg
-        .create("cpu", &PortOptions { threads: Some(3) })
-        .unwrap();
+    let p = reg.create("cpu", &PortOptions { threads: Some(3) }).unwrap();
     assert_eq!(p.name(), "cpu");
     let caps = p.capabilities();
     assert!(caps.device.contains("3 threads"), "{}", caps.device);

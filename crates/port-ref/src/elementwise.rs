@@ -83,10 +83,7 @@ fn check_operands(what: &str, inputs: &[(&str, &View)], out: &View) -> Result<()
 /// out[i] = op(x[i]).
 pub fn unary(op: UnaryOp, x: &View, out: &View) -> Result<()> {
     check_operands("unary", &[("x", x)], out)?;
-    let y: Vec<f64> = load("unary x", x)?
-        .into_iter()
-        .map(|v| apply_unary(op, v))
-        .collect();
+    let y: Vec<f64> = load("unary x", x)?.into_iter().map(|v| apply_unary(op, v)).collect();
     store("unary out", out, &y)
 }
 
@@ -94,11 +91,7 @@ pub fn unary(op: UnaryOp, x: &View, out: &View) -> Result<()> {
 pub fn binary(op: BinaryOp, a: &View, b: &View, out: &View) -> Result<()> {
     check_operands("binary", &[("a", a), ("b", b)], out)?;
     let (a, b) = (load("binary a", a)?, load("binary b", b)?);
-    let y: Vec<f64> = a
-        .iter()
-        .zip(&b)
-        .map(|(&x, &y)| apply_binary(op, x, y))
-        .collect();
+    let y: Vec<f64> = a.iter().zip(&b).map(|(&x, &y)| apply_binary(op, x, y)).collect();
     store("binary out", out, &y)
 }
 
@@ -121,15 +114,7 @@ pub fn compare(op: CompareOp, a: &View, b: &View, out: &View) -> Result<()> {
 /// out[i] = cond[i] != 0 ? a[i] : b[i]; a NaN condition is non-zero, so it picks `a`.
 pub fn select(cond: &View, a: &View, b: &View, out: &View) -> Result<()> {
     check_operands("select", &[("cond", cond), ("a", a), ("b", b)], out)?;
-    let (c, a, b) = (
-        load("select cond", cond)?,
-        load("select a", a)?,
-        load("select b", b)?,
-    );
-    let y: Vec<f64> = c
-        .iter()
-        .zip(a.iter().zip(&b))
-        .map(|(&c, (&x, &y))| if c != 0.0 { x } else { y })
-        .collect();
+    let (c, a, b) = (load("select cond", cond)?, load("select a", a)?, load("select b", b)?);
+    let y: Vec<f64> = c.iter().zip(a.iter().zip(&b)).map(|(&c, (&x, &y))| if c != 0.0 { x } else { y }).collect();
     store("select out", out, &y)
 }

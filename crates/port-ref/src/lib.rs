@@ -17,8 +17,8 @@ mod rows;
 pub use memory::HostMemory;
 
 use anychip_port::{
-    BinaryOp, Buffer, Capabilities, CompareOp, DType, DeviceMemory, Distribution, Port, ReduceOp,
-    Registry, Result, UnaryOp, View,
+    BinaryOp, Buffer, Capabilities, CompareOp, DType, DeviceMemory, Distribution, Port, ReduceOp, Registry, Result,
+    UnaryOp, View,
 };
 use memory::{check_range, host};
 use std::sync::Arc;
@@ -37,11 +37,7 @@ pub fn new() -> RefPort {
 
 /// Register the reference port under the name `ref`.
 pub fn register(reg: &mut Registry) {
-    reg.register(
-        "ref",
-        ABOUT,
-        Box::new(|_opts| Ok(Arc::new(RefPort) as Arc<dyn Port>)),
-    );
+    reg.register("ref", ABOUT, Box::new(|_opts| Ok(Arc::new(RefPort) as Arc<dyn Port>)));
 }
 
 impl Port for RefPort {
@@ -80,14 +76,7 @@ impl Port for RefPort {
         Ok(())
     }
 
-    fn copy(
-        &self,
-        src: &Buffer,
-        src_offset: usize,
-        dst: &Buffer,
-        dst_offset: usize,
-        bytes: usize,
-    ) -> Result<()> {
+    fn copy(&self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, bytes: usize) -> Result<()> {
         let (s, d) = (host("copy src", src)?, host("copy dst", dst)?);
         check_range("copy src", src_offset, bytes, s.bytes())?;
         check_range("copy dst", dst_offset, bytes, d.bytes())?;

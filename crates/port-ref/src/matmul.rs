@@ -13,10 +13,7 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
         check_view(&format!("matmul {name}"), v)?;
         check_float(&format!("matmul {name}"), v)?;
         if v.layout.rank() != 3 {
-            return invalid(format!(
-                "matmul {name}: shape {:?} must have rank 3 [batch, rows, cols]",
-                v.shape()
-            ));
+            return invalid(format!("matmul {name}: shape {:?} must have rank 3 [batch, rows, cols]", v.shape()));
         }
     }
     let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
@@ -27,10 +24,7 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
         ));
     }
     if a.dtype != b.dtype {
-        return invalid(format!(
-            "matmul: a is {} but b is {}; inputs must share a dtype",
-            a.dtype, b.dtype
-        ));
+        return invalid(format!("matmul: a is {} but b is {}; inputs must share a dtype", a.dtype, b.dtype));
     }
     if out.dtype != a.dtype && out.dtype != DType::F32 {
         return invalid(format!(
@@ -40,11 +34,7 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
     }
     let (av, bv) = (load("matmul a", a)?, load("matmul b", b)?);
     // With beta = 0 out is never read, so garbage (even NaN) in it cannot leak into the result.
-    let ov = if beta != 0.0 {
-        load("matmul out", out)?
-    } else {
-        vec![0.0; out.numel()]
-    };
+    let ov = if beta != 0.0 { load("matmul out", out)? } else { vec![0.0; out.numel()] };
     let (alpha, beta) = (alpha as f64, beta as f64);
     let mut y = vec![0.0f64; out.numel()];
     for p in 0..bt {
@@ -55,11 +45,7 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
                     acc += av[(p * m + i) * k + q] * bv[(p * k + q) * n + j];
                 }
                 let o = (p * m + i) * n + j;
-                y[o] = if beta != 0.0 {
-                    alpha * acc + beta * ov[o]
-                } else {
-                    alpha * acc
-                };
+                y[o] = if beta != 0.0 { alpha * acc + beta * ov[o] } else { alpha * acc };
             }
         }
     }

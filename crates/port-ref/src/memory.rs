@@ -4,9 +4,7 @@
 //! store (round once to the output dtype). Inputs are fully read before the output is
 //! written, so an `out` that aliases an input, with any layout, still sees the old values.
 
-use anychip_port::{
-    bf16_to_f32, f32_to_bf16, Buffer, DType, DeviceMemory, Layout, PortError, Result, View,
-};
+use anychip_port::{bf16_to_f32, f32_to_bf16, Buffer, DType, DeviceMemory, Layout, PortError, Result, View};
 use std::any::Any;
 use std::sync::{Mutex, MutexGuard};
 
@@ -27,22 +25,14 @@ impl HostMemory {
     pub fn new(bytes: usize) -> Result<HostMemory> {
         let mut v = Vec::new();
         v.try_reserve_exact(bytes)
-            .map_err(|e| PortError::OutOfMemory {
-                bytes,
-                detail: format!("ref port host allocation failed: {e}"),
-            })?;
+            .map_err(|e| PortError::OutOfMemory { bytes, detail: format!("ref port host allocation failed: {e}") })?;
         v.resize(bytes, 0);
-        Ok(HostMemory {
-            bytes: Mutex::new(v),
-            len: bytes,
-        })
+        Ok(HostMemory { bytes: Mutex::new(v), len: bytes })
     }
 
     /// Lock the bytes for reading or writing.
     pub fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.bytes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.bytes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -83,9 +73,7 @@ fn checked_span(l: &Layout) -> Option<usize> {
     l.shape
         .iter()
         .zip(&l.strides)
-        .try_fold(l.offset.checked_add(1)?, |a, (&n, &s)| {
-            a.checked_add((n - 1).checked_mul(s)?)
-        })
+        .try_fold(l.offset.checked_add(1)?, |a, (&n, &s)| a.checked_add((n - 1).checked_mul(s)?))
 }
 
 /// Validate a view: rank of strides, ownership, and every element inside its buffer.
@@ -117,11 +105,7 @@ pub fn check_shape(what: &str, v: &View, shape: &[usize]) -> Result<()> {
     if v.shape() == shape {
         Ok(())
     } else {
-        Err(PortError::Invalid(format!(
-            "{what}: shape {:?} does not match the expected {:?}",
-            v.shape(),
-            shape
-        )))
+        Err(PortError::Invalid(format!("{what}: shape {:?} does not match the expected {:?}", v.shape(), shape)))
     }
 }
 
@@ -130,10 +114,7 @@ pub fn check_float(what: &str, v: &View) -> Result<()> {
     if v.dtype.is_float() {
         Ok(())
     } else {
-        Err(PortError::Invalid(format!(
-            "{what}: dtype {} is not a float dtype (f32 or bf16)",
-            v.dtype
-        )))
+        Err(PortError::Invalid(format!("{what}: dtype {} is not a float dtype (f32 or bf16)", v.dtype)))
     }
 }
 
@@ -179,29 +160,19 @@ pub fn encode(dtype: DType, x: f64) -> u32 {
 pub fn load_bits(what: &str, v: &View) -> Result<Vec<u32>> {
     check_view(what, v)?;
     let mem = host(what, &v.buf)?.lock();
-    Ok(v.layout
-        .indices()
-        .map(|e| get_bits(&mem, v.dtype, e))
-        .collect())
+    Ok(v.layout.indices().map(|e| get_bits(&mem, v.dtype, e)).collect())
 }
 
 /// Element values of a validated view in row-major order, exactly, as f64.
 pub fn load(what: &str, v: &View) -> Result<Vec<f64>> {
-    Ok(load_bits(what, v)?
-        .into_iter()
-        .map(|b| decode(v.dtype, b))
-        .collect())
+    Ok(load_bits(what, v)?.into_iter().map(|b| decode(v.dtype, b)).collect())
 }
 
 /// Write element bits in row-major order (a broadcast `out` keeps the last write).
 pub fn store_bits(what: &str, v: &View, bits: &[u32]) -> Result<()> {
     check_view(what, v)?;
     if bits.len() != v.numel() {
-        return Err(PortError::Invalid(format!(
-            "{what}: {} values for a view of {} elements",
-            bits.len(),
-            v.numel()
-        )));
+        return Err(PortError::Invalid(format!("{what}: {} values for a view of {} elements", bits.len(), v.numel())));
     }
     let mut mem = host(what, &v.buf)?.lock();
     for (e, &b) in v.layout.indices().zip(bits) {

@@ -6,11 +6,7 @@ use anychip_port::{Result, View};
 /// out[i] = value, rounded once to out's dtype (I32 truncates toward zero).
 pub fn fill(out: &View, value: f64) -> Result<()> {
     check_view("fill out", out)?;
-    store_bits(
-        "fill out",
-        out,
-        &vec![encode(out.dtype, value); out.numel()],
-    )
+    store_bits("fill out", out, &vec![encode(out.dtype, value); out.numel()])
 }
 
 /// out[i] = x[i] converted. The same dtype copies bits (NaN payloads survive); otherwise the

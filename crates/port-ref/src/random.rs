@@ -9,9 +9,7 @@ pub fn random(dist: Distribution, seed: u64, offset: u64, out: &View) -> Result<
     check_float("random out", out)?;
     let n = out.numel() as u64;
     if offset.checked_add(n).is_none() {
-        return invalid(format!(
-            "random: offset {offset} + {n} samples overflows the 64-bit stream counter"
-        ));
+        return invalid(format!("random: offset {offset} + {n} samples overflows the 64-bit stream counter"));
     }
     let vals: Vec<f64> = (0..n)
         .map(|i| match dist {

@@ -15,7 +15,9 @@ pub fn reduce(op: ReduceOp, x: &View, out: &View) -> Result<()> {
     check_float("reduce out", out)?;
     let (xs, os) = (x.shape(), out.shape());
     if xs.len() != os.len() {
-        return invalid(format!("reduce: x has shape {xs:?} but out has shape {os:?}; ranks must be equal (keep reduced axes as 1)"));
+        return invalid(format!(
+            "reduce: x has shape {xs:?} but out has shape {os:?}; ranks must be equal (keep reduced axes as 1)"
+        ));
     }
     if let Some(d) = (0..xs.len()).find(|&d| os[d] != xs[d] && os[d] != 1) {
         return invalid(format!(

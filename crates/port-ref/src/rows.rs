@@ -9,11 +9,7 @@ use anychip_port::{invalid, DType, Layout, Result, View};
 fn indices(what: &str, idx: &View, n: usize, rows: usize) -> Result<Vec<usize>> {
     check_view(what, idx)?;
     if idx.dtype != DType::I32 || idx.shape() != [n] {
-        return invalid(format!(
-            "{what}: expected an i32 view of shape [{n}], got {} {:?}",
-            idx.dtype,
-            idx.shape()
-        ));
+        return invalid(format!("{what}: expected an i32 view of shape [{n}], got {} {:?}", idx.dtype, idx.shape()));
     }
     let bits = load_bits(what, idx)?;
     bits.iter()
@@ -21,9 +17,7 @@ fn indices(what: &str, idx: &View, n: usize, rows: usize) -> Result<Vec<usize>> 
         .map(|(i, &b)| {
             let r = decode(DType::I32, b) as i64;
             if r < 0 || r as usize >= rows {
-                invalid(format!(
-                    "{what}: index {r} at position {i} is outside the table's {rows} rows"
-                ))
+                invalid(format!("{what}: index {r} at position {i} is outside the table's {rows} rows"))
             } else {
                 Ok(r as usize)
             }
@@ -36,10 +30,7 @@ fn matrix(what: &str, v: &View) -> Result<(usize, usize)> {
     check_view(what, v)?;
     match *v.shape() {
         [r, c] => Ok((r, c)),
-        _ => invalid(format!(
-            "{what}: shape {:?} must have rank 2 [rows, cols]",
-            v.shape()
-        )),
+        _ => invalid(format!("{what}: shape {:?} must have rank 2 [rows, cols]", v.shape())),
     }
 }
 
@@ -49,11 +40,7 @@ fn row(v: &View, r: usize) -> View {
     View {
         buf: v.buf.clone(),
         dtype: v.dtype,
-        layout: Layout {
-            shape: vec![l.shape[1]],
-            strides: vec![l.strides[1]],
-            offset: l.offset + r * l.strides[0],
-        },
+        layout: Layout { shape: vec![l.shape[1]], strides: vec![l.strides[1]], offset: l.offset + r * l.strides[0] },
     }
 }
 

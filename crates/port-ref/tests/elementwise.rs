@@ -14,31 +14,13 @@ fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
 fn unary_ops_on_closed_form_values() {
     let inf = f32::INFINITY;
     assert_same(&unary(UnaryOp::Neg, &[1.5, 0.0, -inf]), &[-1.5, -0.0, inf]);
-    assert_same(
-        &unary(UnaryOp::Exp, &[0.0, 1.0, -inf, inf]),
-        &[1.0, std::f32::consts::E, 0.0, inf],
-    );
-    assert_same(
-        &unary(UnaryOp::Log, &[1.0, 2.0, 0.0, -1.0]),
-        &[0.0, std::f32::consts::LN_2, -inf, f32::NAN],
-    );
-    assert_same(
-        &unary(UnaryOp::Sqrt, &[4.0, 2.0, -0.0, -1.0]),
-        &[2.0, std::f32::consts::SQRT_2, -0.0, f32::NAN],
-    );
-    assert_same(
-        &unary(UnaryOp::Recip, &[4.0, 0.0, -0.0, inf]),
-        &[0.25, inf, -inf, 0.0],
-    );
-    assert_same(
-        &unary(UnaryOp::Tanh, &[0.0, -0.0, inf, -inf]),
-        &[0.0, -0.0, 1.0, -1.0],
-    );
+    assert_same(&unary(UnaryOp::Exp, &[0.0, 1.0, -inf, inf]), &[1.0, std::f32::consts::E, 0.0, inf]);
+    assert_same(&unary(UnaryOp::Log, &[1.0, 2.0, 0.0, -1.0]), &[0.0, std::f32::consts::LN_2, -inf, f32::NAN]);
+    assert_same(&unary(UnaryOp::Sqrt, &[4.0, 2.0, -0.0, -1.0]), &[2.0, std::f32::consts::SQRT_2, -0.0, f32::NAN]);
+    assert_same(&unary(UnaryOp::Recip, &[4.0, 0.0, -0.0, inf]), &[0.25, inf, -inf, 0.0]);
+    assert_same(&unary(UnaryOp::Tanh, &[0.0, -0.0, inf, -inf]), &[0.0, -0.0, 1.0, -1.0]);
     // erf(0.5) = 0.520499877813046537682746653892 (Abramowitz & Stegun table 7.1).
-    assert_same(
-        &unary(UnaryOp::Erf, &[0.0, 0.5, inf, -inf]),
-        &[0.0, 0.520_499_9, 1.0, -1.0],
-    );
+    assert_same(&unary(UnaryOp::Erf, &[0.0, 0.5, inf, -inf]), &[0.0, 0.520_499_9, 1.0, -1.0]);
     assert_same(&unary(UnaryOp::Abs, &[-0.0, -3.0, -inf]), &[0.0, 3.0, inf]);
     // NaN goes through every op.
     for op in UnaryOp::ALL {
@@ -65,22 +47,10 @@ fn binary(op: BinaryOp, a: &[f32], b: &[f32]) -> Vec<f32> {
 #[test]
 fn binary_arithmetic_and_ieee_specials() {
     let (inf, nan) = (f32::INFINITY, f32::NAN);
-    assert_same(
-        &binary(BinaryOp::Add, &[1.0, inf, -0.0], &[2.0, -inf, -0.0]),
-        &[3.0, nan, -0.0],
-    );
-    assert_same(
-        &binary(BinaryOp::Sub, &[1.0, 0.0], &[3.0, 0.0]),
-        &[-2.0, 0.0],
-    );
-    assert_same(
-        &binary(BinaryOp::Mul, &[1.5, 0.0, -2.0], &[-2.0, inf, 0.0]),
-        &[-3.0, nan, -0.0],
-    );
-    assert_same(
-        &binary(BinaryOp::Div, &[1.0, 1.0, 0.0], &[3.0, -0.0, 0.0]),
-        &[1.0 / 3.0, -inf, nan],
-    );
+    assert_same(&binary(BinaryOp::Add, &[1.0, inf, -0.0], &[2.0, -inf, -0.0]), &[3.0, nan, -0.0]);
+    assert_same(&binary(BinaryOp::Sub, &[1.0, 0.0], &[3.0, 0.0]), &[-2.0, 0.0]);
+    assert_same(&binary(BinaryOp::Mul, &[1.5, 0.0, -2.0], &[-2.0, inf, 0.0]), &[-3.0, nan, -0.0]);
+    assert_same(&binary(BinaryOp::Div, &[1.0, 1.0, 0.0], &[3.0, -0.0, 0.0]), &[1.0 / 3.0, -inf, nan]);
 }
 
 #[test]
@@ -145,10 +115,7 @@ fn select_picks_a_where_cond_is_nonzero_including_nan() {
 fn elementwise_rejects_mismatched_shapes_and_integer_operands() {
     let p = port();
     let x = f32s(&p, &[1.0, 2.0], &[2]);
-    assert_invalid(
-        p.binary(BinaryOp::Add, &x, &f32s(&p, &[1.0; 3], &[3]), &x),
-        "does not match",
-    );
+    assert_invalid(p.binary(BinaryOp::Add, &x, &f32s(&p, &[1.0; 3], &[3]), &x), "does not match");
     let i = i32s(&p, &[1, 2], &[2]);
     assert_invalid(p.unary(UnaryOp::Exp, &i, &x), "not a float dtype");
     assert_invalid(p.unary(UnaryOp::Exp, &x, &i), "not a float dtype");

@@ -11,14 +11,7 @@ const AB: [f32; 4] = [58.0, 64.0, 139.0, 154.0];
 fn small_product_by_hand() {
     let p = port();
     let out = empty(&p, DType::F32, &[1, 2, 2]);
-    p.matmul(
-        &f32s(&p, &A, &[1, 2, 3]),
-        &f32s(&p, &B, &[1, 3, 2]),
-        &out,
-        1.0,
-        0.0,
-    )
-    .unwrap();
+    p.matmul(&f32s(&p, &A, &[1, 2, 3]), &f32s(&p, &B, &[1, 3, 2]), &out, 1.0, 0.0).unwrap();
     assert_same(&read_f32(&p, &out), &AB);
 }
 
@@ -39,21 +32,12 @@ fn transposed_operands_via_strides() {
 fn batch_broadcast_alpha_and_beta() {
     let p = port();
     // b is shared by both batches (stride 0); batch 1 of a is 2A.
-    let a2: Vec<f32> = A
-        .iter()
-        .chain(A.iter())
-        .enumerate()
-        .map(|(i, &v)| if i < 6 { v } else { 2.0 * v })
-        .collect();
+    let a2: Vec<f32> = A.iter().chain(A.iter()).enumerate().map(|(i, &v)| if i < 6 { v } else { 2.0 * v }).collect();
     let a = f32s(&p, &a2, &[2, 2, 3]);
     let b = restride(&f32s(&p, &B, &[1, 3, 2]), &[2, 3, 2], &[0, 2, 1], 0);
     let out = f32s(&p, &[1.0; 8], &[2, 2, 2]);
     p.matmul(&a, &b, &out, 0.5, 2.0).unwrap();
-    let want: Vec<f32> = AB
-        .iter()
-        .map(|v| 0.5 * v + 2.0)
-        .chain(AB.iter().map(|v| v + 2.0))
-        .collect();
+    let want: Vec<f32> = AB.iter().map(|v| 0.5 * v + 2.0).chain(AB.iter().map(|v| v + 2.0)).collect();
     assert_same(&read_f32(&p, &out), &want);
 }
 
@@ -61,14 +45,7 @@ fn batch_broadcast_alpha_and_beta() {
 fn beta_zero_ignores_nan_in_out_and_k_zero_gives_beta_out() {
     let p = port();
     let out = f32s(&p, &[f32::NAN; 4], &[1, 2, 2]);
-    p.matmul(
-        &f32s(&p, &A, &[1, 2, 3]),
-        &f32s(&p, &B, &[1, 3, 2]),
-        &out,
-        1.0,
-        0.0,
-    )
-    .unwrap();
+    p.matmul(&f32s(&p, &A, &[1, 2, 3]), &f32s(&p, &B, &[1, 3, 2]), &out, 1.0, 0.0).unwrap();
     assert_same(&read_f32(&p, &out), &AB);
 
     let empty_a = f32s(&p, &[], &[1, 2, 0]);
@@ -101,16 +78,7 @@ fn matmul_rejects_disagreeing_shapes_and_dtypes() {
     let p = port();
     let a = f32s(&p, &A, &[1, 2, 3]);
     let out = empty(&p, DType::F32, &[1, 2, 2]);
-    assert_invalid(
-        p.matmul(&a, &f32s(&p, &B, &[1, 2, 3]), &out, 1.0, 0.0),
-        "do not agree",
-    );
-    assert_invalid(
-        p.matmul(&a, &bf16s(&p, &[0; 6], &[1, 3, 2]), &out, 1.0, 0.0),
-        "share a dtype",
-    );
-    assert_invalid(
-        p.matmul(&f32s(&p, &A, &[2, 3]), &a, &out, 1.0, 0.0),
-        "rank 3",
-    );
+    assert_invalid(p.matmul(&a, &f32s(&p, &B, &[1, 2, 3]), &out, 1.0, 0.0), "do not agree");
+    assert_invalid(p.matmul(&a, &bf16s(&p, &[0; 6], &[1, 3, 2]), &out, 1.0, 0.0), "share a dtype");
+    assert_invalid(p.matmul(&f32s(&p, &A, &[2, 3]), &a, &out, 1.0, 0.0), "rank 3");
 }

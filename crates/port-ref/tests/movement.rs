@@ -64,8 +64,7 @@ fn copy_strided_transposes_broadcasts_and_keeps_nan_payloads() {
     // Writing through a strided out view leaves the gaps alone.
     let dst = f32s(&p, &[0.0; 6], &[6]);
     let every_other = restride(&dst, &[3], &[2], 1);
-    p.copy_strided(&f32s(&p, &[7.0, 8.0, 9.0], &[3]), &every_other)
-        .unwrap();
+    p.copy_strided(&f32s(&p, &[7.0, 8.0, 9.0], &[3]), &every_other).unwrap();
     assert_same(&read_f32(&p, &dst), &[0.0, 7.0, 0.0, 8.0, 0.0, 9.0]);
 
     let payload = f32::from_bits(0x7fa0_0001);
@@ -79,14 +78,8 @@ fn copy_strided_transposes_broadcasts_and_keeps_nan_payloads() {
 fn movement_rejects_bad_arguments() {
     let p = port();
     let x = f32s(&p, &[1.0, 2.0], &[2]);
-    assert_invalid(
-        p.copy_strided(&x, &empty(&p, DType::F32, &[3])),
-        "does not match",
-    );
-    assert_invalid(
-        p.copy_strided(&x, &empty(&p, DType::BF16, &[2])),
-        "use cast",
-    );
+    assert_invalid(p.copy_strided(&x, &empty(&p, DType::F32, &[3])), "does not match");
+    assert_invalid(p.copy_strided(&x, &empty(&p, DType::BF16, &[2])), "use cast");
     assert_invalid(p.fill(&restride(&x, &[2], &[1], 1), 0.0), "past the end");
     assert_invalid(p.fill(&restride(&x, &[2], &[1, 1], 0), 0.0), "strides");
 }

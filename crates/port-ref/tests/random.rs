@@ -36,10 +36,7 @@ fn streams_follow_the_contract_functions_for_any_shape_and_offset() {
         // bf16 output is the f32 sample rounded by the contract's rule.
         let b = empty(&p, DType::BF16, &[21]);
         p.random(dist, 42, 1000, &b).unwrap();
-        let wb: Vec<f32> = want
-            .iter()
-            .map(|&v| anychip_port::bf16_to_f32(anychip_port::f32_to_bf16(v)))
-            .collect();
+        let wb: Vec<f32> = want.iter().map(|&v| anychip_port::bf16_to_f32(anychip_port::f32_to_bf16(v))).collect();
         assert_same(&read_f32(&p, &b), &wb);
     }
 }
@@ -47,17 +44,6 @@ fn streams_follow_the_contract_functions_for_any_shape_and_offset() {
 #[test]
 fn random_rejects_integer_outputs_and_counter_overflow() {
     let p = port();
-    assert_invalid(
-        p.random(Distribution::Uniform, 0, 0, &empty(&p, DType::I32, &[2])),
-        "not a float dtype",
-    );
-    assert_invalid(
-        p.random(
-            Distribution::Uniform,
-            0,
-            u64::MAX,
-            &empty(&p, DType::F32, &[2]),
-        ),
-        "overflows",
-    );
+    assert_invalid(p.random(Distribution::Uniform, 0, 0, &empty(&p, DType::I32, &[2])), "not a float dtype");
+    assert_invalid(p.random(Distribution::Uniform, 0, u64::MAX, &empty(&p, DType::F32, &[2])), "overflows");
 }

@@ -5,30 +5,15 @@ use common::*;
 #[test]
 fn gather_copies_rows_bit_for_bit() {
     let p = port();
-    let table = f32s(
-        &p,
-        &[0.0, 1.0, 10.0, 11.0, 20.0, f32::from_bits(0x7fc0_1234)],
-        &[3, 2],
-    );
+    let table = f32s(&p, &[0.0, 1.0, 10.0, 11.0, 20.0, f32::from_bits(0x7fc0_1234)], &[3, 2]);
     let idx = i32s(&p, &[2, 0, 2], &[3]);
     let out = empty(&p, DType::F32, &[3, 2]);
     p.gather_rows(&table, &idx, &out).unwrap();
-    assert_eq!(
-        bits(&p, &out),
-        [
-            20.0f32.to_bits(),
-            0x7fc0_1234,
-            0,
-            1.0f32.to_bits(),
-            20.0f32.to_bits(),
-            0x7fc0_1234
-        ]
-    );
+    assert_eq!(bits(&p, &out), [20.0f32.to_bits(), 0x7fc0_1234, 0, 1.0f32.to_bits(), 20.0f32.to_bits(), 0x7fc0_1234]);
     // A transposed table: [[0,10,20],[1,11,21]] viewed as [3,2] = [[0,1],[10,11],[20,21]].
     let t = f32s(&p, &[0.0, 10.0, 20.0, 1.0, 11.0, 21.0], &[2, 3]);
     let tv = restride(&t, &[3, 2], &[1, 3], 0);
-    p.gather_rows(&tv, &i32s(&p, &[1, 1, 0], &[3]), &out)
-        .unwrap();
+    p.gather_rows(&tv, &i32s(&p, &[1, 1, 0], &[3]), &out).unwrap();
     assert_same(&read_f32(&p, &out), &[10.0, 11.0, 10.0, 11.0, 0.0, 1.0]);
 }
 
@@ -58,21 +43,9 @@ fn out_of_range_indices_are_invalid_and_write_nothing() {
     let p = port();
     let table = f32s(&p, &[1.0, 2.0], &[2, 1]);
     let out = f32s(&p, &[9.0, 9.0], &[2, 1]);
-    assert_invalid(
-        p.gather_rows(&table, &i32s(&p, &[0, 2], &[2]), &out),
-        "index 2 at position 1",
-    );
-    assert_invalid(
-        p.gather_rows(&table, &i32s(&p, &[-1, 0], &[2]), &out),
-        "index -1",
-    );
-    assert_invalid(
-        p.scatter_add_rows(&table, &i32s(&p, &[0, 5], &[2]), &out),
-        "outside the table's 2 rows",
-    );
+    assert_invalid(p.gather_rows(&table, &i32s(&p, &[0, 2], &[2]), &out), "index 2 at position 1");
+    assert_invalid(p.gather_rows(&table, &i32s(&p, &[-1, 0], &[2]), &out), "index -1");
+    assert_invalid(p.scatter_add_rows(&table, &i32s(&p, &[0, 5], &[2]), &out), "outside the table's 2 rows");
     assert_same(&read_f32(&p, &out), &[9.0, 9.0]);
-    assert_invalid(
-        p.gather_rows(&table, &f32s(&p, &[0.0, 1.0], &[2]), &out),
-        "expected an i32 view",
-    );
+    assert_invalid(p.gather_rows(&table, &f32s(&p, &[0.0, 1.0], &[2]), &out), "expected an i32 view");
 }

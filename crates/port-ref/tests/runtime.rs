@@ -72,10 +72,7 @@ fn buffers_of_another_port_are_rejected() {
         }
     }
     let foreign = anychip_port::Buffer(std::sync::Arc::new(Foreign));
-    assert_invalid(
-        port().write(&foreign, 0, &[1]),
-        "not allocated by the ref port",
-    );
+    assert_invalid(port().write(&foreign, 0, &[1]), "not allocated by the ref port");
 }
 
 #[test]

@@ -39,9 +39,7 @@ pub fn gelu_bwd(kind: GeluKind, x: &View, dy: &View, dx: &View) -> Result<Handle
         return Ok(Handled::No);
     }
     match kind {
-        GeluKind::Tanh => map([x, dy], dx, |[x, g], o| {
-            crate::math::gelu_tanh_grad(x, g, o)
-        })?,
+        GeluKind::Tanh => map([x, dy], dx, |[x, g], o| crate::math::gelu_tanh_grad(x, g, o))?,
         GeluKind::Erf => map([x, dy], dx, |[x, g], o| {
             for i in 0..o.len() {
                 let v = x[i];
@@ -72,14 +70,7 @@ pub fn silu_bwd(x: &View, dy: &View, dx: &View) -> Result<Handled> {
 }
 
 /// Inverted dropout with a Philox mask (bit-identical to every port's `random` stream).
-pub fn dropout_fwd(
-    x: &View,
-    p: f32,
-    seed: u64,
-    offset: u64,
-    y: &View,
-    mask: &View,
-) -> Result<Handled> {
+pub fn dropout_fwd(x: &View, p: f32, seed: u64, offset: u64, y: &View, mask: &View) -> Result<Handled> {
     if !floats(&[x, y, mask]) {
         return Ok(Handled::No);
     }

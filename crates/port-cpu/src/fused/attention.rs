@@ -72,22 +72,15 @@ fn dims(q: &View, k: &View, v: &View, out: &View, lse: &View) -> Result<Dims> {
             out.shape()
         ));
     }
-    let d = Dims {
-        b: qs[0],
-        hq: qs[1],
-        hkv: ks[1],
-        t: qs[2],
-        s: ks[2],
-        dh: qs[3],
-    };
+    let d = Dims { b: qs[0], hq: qs[1], hkv: ks[1], t: qs[2], s: ks[2], dh: qs[3] };
     if ks[0] != d.b || ks[3] != d.dh || d.hkv == 0 || !d.hq.is_multiple_of(d.hkv) {
-        return invalid(format!("attention: k/v batch and head size must match q, and Hq ({}) be a multiple of Hkv ({})", d.hq, d.hkv));
+        return invalid(format!(
+            "attention: k/v batch and head size must match q, and Hq ({}) be a multiple of Hkv ({})",
+            d.hq, d.hkv
+        ));
     }
     if lse.numel() != d.b * d.hq * d.t {
-        return invalid(format!(
-            "attention lse must be [B,Hq,T] = [{}, {}, {}]",
-            d.b, d.hq, d.t
-        ));
+        return invalid(format!("attention lse must be [B,Hq,T] = [{}, {}, {}]", d.b, d.hq, d.t));
     }
     Ok(d)
 }
@@ -130,27 +123,13 @@ fn mm(
 }
 
 /// Forward pass: out and lse.
-pub fn fwd(
-    q: &View,
-    k: &View,
-    v: &View,
-    scale: f32,
-    causal: bool,
-    out: &View,
-    lse: &View,
-) -> Result<Handled> {
+pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, lse: &View) -> Result<Handled> {
     if !floats(&[q, k, v, out]) || !is_f32(lse) {
         return Ok(Handled::No);
     }
     let d = dims(q, k, v, out, lse)?;
     let (qr, kr, vr, or, lr) = (raw(q)?, raw(k)?, raw(v)?, raw(out)?, raw(lse)?);
-    let offs = [
-        q.layout.offset,
-        k.layout.offset,
-        v.layout.offset,
-        out.layout.offset,
-        lse.layout.offset,
-    ];
+    let offs = [q.layout.offset, k.layout.offset, v.layout.offset, out.layout.offset, lse.layout.offset];
     let qblocks = d.t.div_ceil(BQ);
     let task = |i: usize| {
         let (bh, qb) = (i / qblocks, i % qblocks);
@@ -172,10 +151,7 @@ pub fn fwd(
             let nk = BK.min(kend - s0);
             // SAFETY: as above.
             let (ks, vs) = unsafe {
-                (
-                    row(kr, offs[1] + kat + s0 * dh, nk * dh, &mut sk),
-                    row(vr, offs[2] + kat + s0 * dh, nk * dh, &mut sv),
-                )
+                (row(kr, offs[1] + kat + s0 * dh, nk * dh, &mut sk), row(vr, offs[2] + kat + s0 * dh, nk * dh, &mut sv))
             };
             let sc = &mut sc[..nq * nk];
             mm(nq, nk, dh, qs, (dh, 1), ks, (1, dh), sc, nk, scale, 0.0);
@@ -244,11 +220,7 @@ pub fn bwd(
         return Ok(Handled::No);
     }
     let d = dims(q, k, v, out, lse)?;
-    if dout.shape() != q.shape()
-        || dq.shape() != q.shape()
-        || dk.shape() != k.shape()
-        || dv.shape() != k.shape()
-    {
+    if dout.shape() != q.shape() || dq.shape() != q.shape() || dk.shape() != k.shape() || dv.shape() != k.shape() {
         return invalid("attention backward: dout and dq must match q, dk and dv must match k");
     }
     let r = |x: &View| -> Result<(Raw, usize)> { Ok((raw(x)?, x.layout.offset)) };
@@ -258,22 +230,10 @@ pub fn bwd(
     let task = |i: usize| {
         let (bi, kvh) = (i / d.hkv, i % d.hkv);
         let kat = (bi * d.hkv + kvh) * d.s * dh;
-        let mut s = [
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        ];
+        let mut s = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         let [sk, sv, sq, so, sg, sl] = &mut s;
         // SAFETY: in bounds (checked by `raw` and `dims`); inputs are only read.
-        let (ks, vs) = unsafe {
-            (
-                row(k_.0, k_.1 + kat, d.s * dh, sk),
-                row(v_.0, v_.1 + kat, d.s * dh, sv),
-            )
-        };
+        let (ks, vs) = unsafe { (row(k_.0, k_.1 + kat, d.s * dh, sk), row(v_.0, v_.1 + kat, d.s * dh, sv)) };
         let mut dkh = vec![0f32; d.s * dh];
         let mut dvh = vec![0f32; d.s * dh];
         let mut dqh = vec![0f32; d.t * dh];
@@ -314,19 +274,7 @@ pub fn bwd(
                             row[d.first_hidden(causal, t0 + i, s0, nk)..].fill(0.0);
                         }
                     }
-                    mm(
-                        nk,
-                        dh,
-                        nq,
-                        p,
-                        (1, nk),
-                        gb,
-                        (dh, 1),
-                        &mut dvh[s0 * dh..(s0 + nk) * dh],
-                        dh,
-                        1.0,
-                        1.0,
-                    );
+                    mm(nk, dh, nq, p, (1, nk), gb, (dh, 1), &mut dvh[s0 * dh..(s0 + nk) * dh], dh, 1.0, 1.0);
                     mm(nq, nk, dh, gb, (dh, 1), vb, (1, dh), dp, nk, 1.0, 0.0);
                     for i in 0..nq {
                         let di = big_d[t0 + i];
@@ -334,32 +282,8 @@ pub fn bwd(
                             dp[i * nk + j] = p[i * nk + j] * (dp[i * nk + j] - di);
                         }
                     }
-                    mm(
-                        nq,
-                        dh,
-                        nk,
-                        dp,
-                        (nk, 1),
-                        kb,
-                        (dh, 1),
-                        &mut dqh[t0 * dh..(t0 + nq) * dh],
-                        dh,
-                        scale,
-                        1.0,
-                    );
-                    mm(
-                        nk,
-                        dh,
-                        nq,
-                        dp,
-                        (1, nk),
-                        qb,
-                        (dh, 1),
-                        &mut dkh[s0 * dh..(s0 + nk) * dh],
-                        dh,
-                        scale,
-                        1.0,
-                    );
+                    mm(nq, dh, nk, dp, (nk, 1), kb, (dh, 1), &mut dqh[t0 * dh..(t0 + nq) * dh], dh, scale, 1.0);
+                    mm(nk, dh, nq, dp, (1, nk), qb, (dh, 1), &mut dkh[s0 * dh..(s0 + nk) * dh], dh, scale, 1.0);
                 }
             }
             // SAFETY: this task owns the dq rows of its query heads.

@@ -22,9 +22,7 @@ fn targets_of(t: &View, rows: usize, v: usize) -> Result<Vec<i32>> {
     // SAFETY: in bounds (checked by `raw`), contiguous (checked by the dispatcher).
     let ts = unsafe { std::slice::from_raw_parts(r.ptr::<i32>().add(t.layout.offset), rows) };
     if let Some((n, &bad)) = ts.iter().enumerate().find(|(_, &x)| x >= v as i32) {
-        return invalid(format!(
-            "target {bad} at row {n} is outside the vocabulary of {v}; check the tokenizer"
-        ));
+        return invalid(format!("target {bad} at row {n} is outside the vocabulary of {v}; check the tokenizer"));
     }
     Ok(ts.to_vec())
 }
@@ -60,72 +58,40 @@ pub fn fwd(logits: &View, targets: &View, loss: &View, lse: &View) -> Result<Han
         unsafe {
             let xs = row(xr, x0 + r * v, v, &mut s.0[0]);
             let m = max(xs);
-            let l = if m == f32::NEG_INFINITY {
-                m
-            } else {
-                m + crate::math::sum_exp_shift(xs, m).ln()
-            };
+            let l = if m == f32::NEG_INFINITY { m } else { m + crate::math::sum_exp_shift(xs, m).ln() };
             store(lr, lse.layout.offset + r, 1, &[l]);
             let t = ts[r];
-            *out.get::<f64>().add(r) = if t >= 0 {
-                (l - xs[t as usize]) as f64
-            } else {
-                0.0
-            };
+            *out.get::<f64>().add(r) = if t >= 0 { (l - xs[t as usize]) as f64 } else { 0.0 };
         }
     });
     let count = ts.iter().filter(|&&t| t >= 0).count();
     let total: f64 = per_row.iter().sum();
-    let value = if count == 0 {
-        0.0
-    } else {
-        (total / count as f64) as f32
-    };
+    let value = if count == 0 { 0.0 } else { (total / count as f64) as f32 };
     // SAFETY: in bounds; written by this thread only.
     unsafe { store(raw(loss)?, loss.layout.offset, 1, &[value]) };
     Ok(Handled::Yes)
 }
 
 /// dlogits = dloss / count * (softmax(logits) - onehot(target)).
-pub fn bwd(
-    logits: &View,
-    targets: &View,
-    lse: &View,
-    dloss: &View,
-    dlogits: &View,
-) -> Result<Handled> {
+pub fn bwd(logits: &View, targets: &View, lse: &View, dloss: &View, dlogits: &View) -> Result<Handled> {
     if !floats(&[logits, dlogits]) || !is_f32(lse) || !is_f32(dloss) {
         return Ok(Handled::No);
     }
     let (rows, v) = rows_cols(logits);
     if dlogits.shape() != logits.shape() || lse.numel() != rows || dloss.numel() != 1 {
-        return invalid(
-            "cross_entropy backward: dlogits must match logits, lse be [rows], dloss [1]",
-        );
+        return invalid("cross_entropy backward: dlogits must match logits, lse be [rows], dloss [1]");
     }
     let ts = targets_of(targets, rows, v)?;
     let (xr, lr, dr) = (raw(logits)?, raw(lse)?, raw(dlogits)?);
     let count = ts.iter().filter(|&&t| t >= 0).count();
-    let scale = if count == 0 {
-        0.0
-    } else {
-        scalar(raw(dloss)?, dloss.layout.offset) / count as f32
-    };
-    let (x0, d0, l0) = (
-        logits.layout.offset,
-        dlogits.layout.offset,
-        lse.layout.offset,
-    );
+    let scale = if count == 0 { 0.0 } else { scalar(raw(dloss)?, dloss.layout.offset) / count as f32 };
+    let (x0, d0, l0) = (logits.layout.offset, dlogits.layout.offset, lse.layout.offset);
     let alias = xr.id == dr.id;
     par_rows(rows, v, |s, r| {
         let [a, b, ..] = &mut s.0;
         // SAFETY: in bounds; row r of dlogits belongs to this task; aliased logits are copied.
         unsafe {
-            let xs = if alias {
-                super::softmax::copy_row(xr, x0 + r * v, v, a)
-            } else {
-                row(xr, x0 + r * v, v, a)
-            };
+            let xs = if alias { super::softmax::copy_row(xr, x0 + r * v, v, a) } else { row(xr, x0 + r * v, v, a) };
             let ds = row_mut(dr, d0 + r * v, v, b);
             let t = ts[r];
             if t < 0 {

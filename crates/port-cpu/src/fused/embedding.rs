@@ -25,8 +25,5 @@ fn flat(v: &View, table: &View) -> View {
     }
     let mut l = anychip_port::Layout::contiguous(&[v.numel() / d, d]);
     l.offset = v.layout.offset;
-    View {
-        layout: l,
-        ..v.clone()
-    }
+    View { layout: l, ..v.clone() }
 }

@@ -16,29 +16,15 @@ fn mat(v: &View, transpose: bool) -> Result<View> {
         _ if v.layout.is_contiguous() => (cols, 1),
         2 => (v.layout.strides[0], v.layout.strides[1]),
         _ => {
-            return invalid(format!(
-                "linear operand {:?} must be contiguous when it has more than two axes",
-                v.shape()
-            ))
+            return invalid(format!("linear operand {:?} must be contiguous when it has more than two axes", v.shape()))
         }
     };
     let layout = if transpose {
-        Layout {
-            shape: vec![1, cols, rows],
-            strides: vec![0, cs, rs],
-            offset: v.layout.offset,
-        }
+        Layout { shape: vec![1, cols, rows], strides: vec![0, cs, rs], offset: v.layout.offset }
     } else {
-        Layout {
-            shape: vec![1, rows, cols],
-            strides: vec![0, rs, cs],
-            offset: v.layout.offset,
-        }
+        Layout { shape: vec![1, rows, cols], strides: vec![0, rs, cs], offset: v.layout.offset }
     };
-    Ok(View {
-        layout,
-        ..v.clone()
-    })
+    Ok(View { layout, ..v.clone() })
 }
 
 /// y = x w^T + b.
@@ -48,17 +34,10 @@ pub fn fwd(x: &View, w: &View, b: Option<&View>, y: &View) -> Result<Handled> {
         Some(b) => {
             let (rows, out) = (ym.shape()[1], ym.shape()[2]);
             if b.numel() != out {
-                return invalid(format!(
-                    "linear bias has {} elements, expected {out}",
-                    b.numel()
-                ));
+                return invalid(format!("linear bias has {} elements, expected {out}", b.numel()));
             }
             let bias = View {
-                layout: Layout {
-                    shape: vec![1, rows, out],
-                    strides: vec![0, 0, 1],
-                    offset: b.layout.offset,
-                },
+                layout: Layout { shape: vec![1, rows, out], strides: vec![0, 0, 1], offset: b.layout.offset },
                 ..b.clone()
             };
             cast(&bias, &ym)?;
@@ -71,14 +50,7 @@ pub fn fwd(x: &View, w: &View, b: Option<&View>, y: &View) -> Result<Handled> {
 }
 
 /// dx = dy w, dw = dy^T x, db = sum_rows dy; each only when asked for.
-pub fn bwd(
-    x: &View,
-    w: &View,
-    dy: &View,
-    dx: Option<&View>,
-    dw: Option<&View>,
-    db: Option<&View>,
-) -> Result<Handled> {
+pub fn bwd(x: &View, w: &View, dy: &View, dx: Option<&View>, dw: Option<&View>, db: Option<&View>) -> Result<Handled> {
     let dym = mat(dy, false)?;
     if let Some(dx) = dx {
         matmul(&dym, &mat(w, false)?, &mat(dx, false)?, 1.0, 0.0)?;
@@ -89,17 +61,11 @@ pub fn bwd(
     if let Some(db) = db {
         let out = dym.shape()[2];
         let db2 = View {
-            layout: Layout {
-                shape: vec![1, 1, out],
-                strides: vec![0, out, 1],
-                offset: db.layout.offset,
-            },
+            layout: Layout { shape: vec![1, 1, out], strides: vec![0, out, 1], offset: db.layout.offset },
             ..db.clone()
         };
         if db.numel() != out || !db.layout.is_contiguous() {
-            return invalid(format!(
-                "linear bias gradient must be a contiguous [{out}] tensor"
-            ));
+            return invalid(format!("linear bias gradient must be a contiguous [{out}] tensor"));
         }
         reduce(ReduceOp::Sum, &dym, &db2)?;
     }

@@ -29,137 +29,44 @@ pub fn run(call: &Composite) -> Result<Handled> {
         SoftmaxBwd { y, dy, dx } => softmax::softmax_bwd(y, dy, dx),
         LogSoftmaxFwd { x, y } => softmax::log_softmax_fwd(x, y),
         LogSoftmaxBwd { y, dy, dx } => softmax::log_softmax_bwd(y, dy, dx),
-        LayerNormFwd {
-            x,
-            weight,
-            bias,
-            eps,
-            y,
-            mean,
-            rstd,
-        } => norm::layer_norm_fwd(x, weight.as_ref(), bias.as_ref(), *eps, y, mean, rstd),
-        LayerNormBwd {
-            x,
-            weight,
-            mean,
-            rstd,
-            dy,
-            dx,
-            dweight,
-            dbias,
-        } => norm::layer_norm_bwd(
-            x,
-            weight.as_ref(),
-            mean,
-            rstd,
-            dy,
-            dx,
-            dweight.as_ref(),
-            dbias.as_ref(),
-        ),
-        RmsNormFwd {
-            x,
-            weight,
-            eps,
-            y,
-            rstd,
-        } => norm::rms_norm_fwd(x, weight.as_ref(), *eps, y, rstd),
-        RmsNormBwd {
-            x,
-            weight,
-            rstd,
-            dy,
-            dx,
-            dweight,
-        } => norm::rms_norm_bwd(x, weight.as_ref(), rstd, dy, dx, dweight.as_ref()),
+        LayerNormFwd { x, weight, bias, eps, y, mean, rstd } => {
+            norm::layer_norm_fwd(x, weight.as_ref(), bias.as_ref(), *eps, y, mean, rstd)
+        }
+        LayerNormBwd { x, weight, mean, rstd, dy, dx, dweight, dbias } => {
+            norm::layer_norm_bwd(x, weight.as_ref(), mean, rstd, dy, dx, dweight.as_ref(), dbias.as_ref())
+        }
+        RmsNormFwd { x, weight, eps, y, rstd } => norm::rms_norm_fwd(x, weight.as_ref(), *eps, y, rstd),
+        RmsNormBwd { x, weight, rstd, dy, dx, dweight } => {
+            norm::rms_norm_bwd(x, weight.as_ref(), rstd, dy, dx, dweight.as_ref())
+        }
         GeluFwd { kind, x, y } => activation::gelu_fwd(*kind, x, y),
         GeluBwd { kind, x, dy, dx } => activation::gelu_bwd(*kind, x, dy, dx),
         SiluFwd { x, y } => activation::silu_fwd(x, y),
         SiluBwd { x, dy, dx } => activation::silu_bwd(x, dy, dx),
-        CrossEntropyFwd {
-            logits,
-            targets,
-            loss,
-            lse,
-        } => cross_entropy::fwd(logits, targets, loss, lse),
-        CrossEntropyBwd {
-            logits,
-            targets,
-            lse,
-            dloss,
-            dlogits,
-        } => cross_entropy::bwd(logits, targets, lse, dloss, dlogits),
-        AttentionFwd {
-            q,
-            k,
-            v,
-            scale,
-            causal,
-            out,
-            lse,
-        } => attention::fwd(q, k, v, *scale, *causal, out, lse),
-        AttentionBwd {
-            q,
-            k,
-            v,
-            out,
-            lse,
-            dout,
-            scale,
-            causal,
-            dq,
-            dk,
-            dv,
-        } => attention::bwd(q, k, v, out, lse, dout, *scale, *causal, dq, dk, dv),
+        CrossEntropyFwd { logits, targets, loss, lse } => cross_entropy::fwd(logits, targets, loss, lse),
+        CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => {
+            cross_entropy::bwd(logits, targets, lse, dloss, dlogits)
+        }
+        AttentionFwd { q, k, v, scale, causal, out, lse } => attention::fwd(q, k, v, *scale, *causal, out, lse),
+        AttentionBwd { q, k, v, out, lse, dout, scale, causal, dq, dk, dv } => {
+            attention::bwd(q, k, v, out, lse, dout, *scale, *causal, dq, dk, dv)
+        }
         EmbeddingFwd { table, ids, out } => embedding::fwd(table, ids, out),
         EmbeddingBwd { ids, dout, dtable } => embedding::bwd(ids, dout, dtable),
         RopeFwd { x, cos, sin, y } => rope::rope(x, cos, sin, y, 1.0),
         RopeBwd { dy, cos, sin, dx } => rope::rope(dy, cos, sin, dx, -1.0),
         LinearFwd { x, w, b, y } => linear::fwd(x, w, b.as_ref(), y),
-        LinearBwd {
-            x,
-            w,
-            dy,
-            dx,
-            dw,
-            db,
-        } => linear::bwd(x, w, dy, dx.as_ref(), dw.as_ref(), db.as_ref()),
-        AdamWStep {
-            param,
-            grad,
-            m,
-            v,
-            grad_scale,
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            step,
-        } => optim::adamw(
+        LinearBwd { x, w, dy, dx, dw, db } => linear::bwd(x, w, dy, dx.as_ref(), dw.as_ref(), db.as_ref()),
+        AdamWStep { param, grad, m, v, grad_scale, lr, beta1, beta2, eps, weight_decay, step } => optim::adamw(
             param,
             grad,
             m,
             v,
             grad_scale.as_ref(),
-            optim::Hyper {
-                lr: *lr,
-                beta1: *beta1,
-                beta2: *beta2,
-                eps: *eps,
-                weight_decay: *weight_decay,
-                step: *step,
-            },
+            optim::Hyper { lr: *lr, beta1: *beta1, beta2: *beta2, eps: *eps, weight_decay: *weight_decay, step: *step },
         ),
         GradNorm { grads, out } => optim::grad_norm(grads, out),
-        DropoutFwd {
-            x,
-            p,
-            seed,
-            offset,
-            y,
-            mask,
-        } => activation::dropout_fwd(x, *p, *seed, *offset, y, mask),
+        DropoutFwd { x, p, seed, offset, y, mask } => activation::dropout_fwd(x, *p, *seed, *offset, y, mask),
         DropoutBwd { dy, mask, dx } => activation::dropout_bwd(dy, mask, dx),
     }
 }
@@ -171,35 +78,11 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
     let mut add = |xs: &[Option<&'a View>]| v.extend(xs.iter().flatten());
     match call {
         SoftmaxFwd { x, y } | LogSoftmaxFwd { x, y } => add(&[Some(x), Some(y)]),
-        SoftmaxBwd { y, dy, dx } | LogSoftmaxBwd { y, dy, dx } => {
-            add(&[Some(y), Some(dy), Some(dx)])
+        SoftmaxBwd { y, dy, dx } | LogSoftmaxBwd { y, dy, dx } => add(&[Some(y), Some(dy), Some(dx)]),
+        LayerNormFwd { x, weight, bias, y, mean, rstd, .. } => {
+            add(&[Some(x), weight.as_ref(), bias.as_ref(), Some(y), Some(mean), Some(rstd)])
         }
-        LayerNormFwd {
-            x,
-            weight,
-            bias,
-            y,
-            mean,
-            rstd,
-            ..
-        } => add(&[
-            Some(x),
-            weight.as_ref(),
-            bias.as_ref(),
-            Some(y),
-            Some(mean),
-            Some(rstd),
-        ]),
-        LayerNormBwd {
-            x,
-            weight,
-            mean,
-            rstd,
-            dy,
-            dx,
-            dweight,
-            dbias,
-        } => add(&[
+        LayerNormBwd { x, weight, mean, rstd, dy, dx, dweight, dbias } => add(&[
             Some(x),
             weight.as_ref(),
             Some(mean),
@@ -209,88 +92,27 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
             dweight.as_ref(),
             dbias.as_ref(),
         ]),
-        RmsNormFwd {
-            x, weight, y, rstd, ..
-        } => add(&[Some(x), weight.as_ref(), Some(y), Some(rstd)]),
-        RmsNormBwd {
-            x,
-            weight,
-            rstd,
-            dy,
-            dx,
-            dweight,
-        } => add(&[
-            Some(x),
-            weight.as_ref(),
-            Some(rstd),
-            Some(dy),
-            Some(dx),
-            dweight.as_ref(),
-        ]),
+        RmsNormFwd { x, weight, y, rstd, .. } => add(&[Some(x), weight.as_ref(), Some(y), Some(rstd)]),
+        RmsNormBwd { x, weight, rstd, dy, dx, dweight } => {
+            add(&[Some(x), weight.as_ref(), Some(rstd), Some(dy), Some(dx), dweight.as_ref()])
+        }
         GeluFwd { x, y, .. } | SiluFwd { x, y } => add(&[Some(x), Some(y)]),
         GeluBwd { x, dy, dx, .. } | SiluBwd { x, dy, dx } => add(&[Some(x), Some(dy), Some(dx)]),
-        CrossEntropyFwd {
-            logits,
-            targets,
-            loss,
-            lse,
-        } => add(&[Some(logits), Some(targets), Some(loss), Some(lse)]),
-        CrossEntropyBwd {
-            logits,
-            targets,
-            lse,
-            dloss,
-            dlogits,
-        } => add(&[
-            Some(logits),
-            Some(targets),
-            Some(lse),
-            Some(dloss),
-            Some(dlogits),
-        ]),
-        AttentionFwd {
-            q, k, v, out, lse, ..
-        } => add(&[Some(q), Some(k), Some(v), Some(out), Some(lse)]),
-        AttentionBwd {
-            q,
-            k,
-            v,
-            out,
-            lse,
-            dout,
-            dq,
-            dk,
-            dv,
-            ..
-        } => add(&[
-            Some(q),
-            Some(k),
-            Some(v),
-            Some(out),
-            Some(lse),
-            Some(dout),
-            Some(dq),
-            Some(dk),
-            Some(dv),
-        ]),
+        CrossEntropyFwd { logits, targets, loss, lse } => add(&[Some(logits), Some(targets), Some(loss), Some(lse)]),
+        CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => {
+            add(&[Some(logits), Some(targets), Some(lse), Some(dloss), Some(dlogits)])
+        }
+        AttentionFwd { q, k, v, out, lse, .. } => add(&[Some(q), Some(k), Some(v), Some(out), Some(lse)]),
+        AttentionBwd { q, k, v, out, lse, dout, dq, dk, dv, .. } => {
+            add(&[Some(q), Some(k), Some(v), Some(out), Some(lse), Some(dout), Some(dq), Some(dk), Some(dv)])
+        }
         // Embedding and linear go through the strided primitives: any layout works.
         EmbeddingFwd { .. } | EmbeddingBwd { .. } | LinearFwd { .. } | LinearBwd { .. } => {}
         RopeFwd { x, cos, sin, y } => add(&[Some(x), Some(cos), Some(sin), Some(y)]),
         RopeBwd { dy, cos, sin, dx } => add(&[Some(dy), Some(cos), Some(sin), Some(dx)]),
-        AdamWStep {
-            param,
-            grad,
-            m,
-            v,
-            grad_scale,
-            ..
-        } => add(&[
-            Some(param),
-            Some(grad),
-            Some(m),
-            Some(v),
-            grad_scale.as_ref(),
-        ]),
+        AdamWStep { param, grad, m, v, grad_scale, .. } => {
+            add(&[Some(param), Some(grad), Some(m), Some(v), grad_scale.as_ref()])
+        }
         GradNorm { grads, out } => {
             v.extend(grads.iter());
             v.push(out);
@@ -318,12 +140,8 @@ pub fn par_rows(rows: usize, cols: usize, f: impl Fn(&mut Scratch, usize) + Sync
         let mut s = Scratch::default();
         (0..rows).for_each(|r| f(&mut s, r));
     } else {
-        let min = (crate::elem::PAR_MIN / cols.max(1))
-            .clamp(1, rows.div_ceil(4 * rayon::current_num_threads()).max(1));
-        (0..rows)
-            .into_par_iter()
-            .with_min_len(min)
-            .for_each_init(Scratch::default, |s, r| f(s, r));
+        let min = (crate::elem::PAR_MIN / cols.max(1)).clamp(1, rows.div_ceil(4 * rayon::current_num_threads()).max(1));
+        (0..rows).into_par_iter().with_min_len(min).for_each_init(Scratch::default, |s, r| f(s, r));
     }
 }
 

@@ -23,10 +23,7 @@ const CHUNK: usize = 32;
 fn vector(v: Option<&View>, d: usize) -> Result<Option<Vec<f32>>> {
     let Some(v) = v else { return Ok(None) };
     if v.numel() != d {
-        return invalid(format!(
-            "norm weight/bias has {} elements, expected {d} (the feature size)",
-            v.numel()
-        ));
+        return invalid(format!("norm weight/bias has {} elements, expected {d} (the feature size)", v.numel()));
     }
     let mut out = vec![0f32; d];
     // SAFETY: in bounds (checked by `raw`); read only.
@@ -37,15 +34,10 @@ fn vector(v: Option<&View>, d: usize) -> Result<Option<Vec<f32>>> {
 fn check(x: &View, others: &[&View], stats: &[&View]) -> Result<(usize, usize)> {
     let (rows, d) = rows_cols(x);
     if others.iter().any(|v| v.shape() != x.shape()) {
-        return invalid(format!(
-            "norm operands must all have x's shape {:?}",
-            x.shape()
-        ));
+        return invalid(format!("norm operands must all have x's shape {:?}", x.shape()));
     }
     if stats.iter().any(|v| v.numel() != rows) {
-        return invalid(format!(
-            "norm statistics must have one value per row ({rows})"
-        ));
+        return invalid(format!("norm statistics must have one value per row ({rows})"));
     }
     Ok((rows, d))
 }
@@ -76,11 +68,7 @@ fn forward(
         let [a, c, ..] = &mut s.0;
         // SAFETY: in bounds; row r of y and the stats belong to this task; aliased x is copied.
         unsafe {
-            let xs = if alias {
-                super::softmax::copy_row(xr, x0 + r * d, d, a)
-            } else {
-                row(xr, x0 + r * d, d, a)
-            };
+            let xs = if alias { super::softmax::copy_row(xr, x0 + r * d, d, a) } else { row(xr, x0 + r * d, d, a) };
             let ys = row_mut(yr, y0 + r * d, d, c);
             let (mu, rs) = crate::math::norm_row_fwd(xs, &w, &b, mr.is_some(), eps, ys);
             finish_row(yr, y0 + r * d, ys);
@@ -107,13 +95,7 @@ pub fn layer_norm_fwd(
 }
 
 /// y = x rstd w with saved rstd.
-pub fn rms_norm_fwd(
-    x: &View,
-    weight: Option<&View>,
-    eps: f32,
-    y: &View,
-    rstd: &View,
-) -> Result<Handled> {
+pub fn rms_norm_fwd(x: &View, weight: Option<&View>, eps: f32, y: &View, rstd: &View) -> Result<Handled> {
     forward(x, weight, None, eps, y, None, rstd)
 }
 
@@ -136,9 +118,7 @@ fn backward(
     let (rows, d) = check(x, &[dy, dx], &stats)?;
     for v in [dweight, dbias].into_iter().flatten() {
         if v.numel() != d || !v.dtype.is_float() {
-            return invalid(format!(
-                "norm weight/bias gradient must be a float [{d}] tensor"
-            ));
+            return invalid(format!("norm weight/bias gradient must be a float [{d}] tensor"));
         }
     }
     let w = vector(weight, d)?.unwrap_or_else(|| vec![1.0; d]);
@@ -148,11 +128,7 @@ fn backward(
     let (x0, g0, d0) = (x.layout.offset, dy.layout.offset, dx.layout.offset);
     let want_dw = dweight.is_some() || dbias.is_some();
     let chunk = |s: &mut Scratch, c: usize| -> Vec<f32> {
-        let mut part = if want_dw {
-            vec![0f32; 2 * d]
-        } else {
-            Vec::new()
-        };
+        let mut part = if want_dw { vec![0f32; 2 * d] } else { Vec::new() };
         let [a, b, e, _] = &mut s.0;
         for r in c * CHUNK..((c + 1) * CHUNK).min(rows) {
             // SAFETY: in bounds; row r of dx belongs to this task; aliased inputs are copied.
@@ -182,10 +158,7 @@ fn backward(
         let mut s = Scratch::default();
         (0..chunks).map(|c| chunk(&mut s, c)).collect()
     } else {
-        (0..chunks)
-            .into_par_iter()
-            .map_init(Scratch::default, |s, c| chunk(s, c))
-            .collect()
+        (0..chunks).into_par_iter().map_init(Scratch::default, |s, c| chunk(s, c)).collect()
     };
     if want_dw {
         let mut total = vec![0f32; 2 * d];

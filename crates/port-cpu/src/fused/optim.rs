@@ -21,22 +21,13 @@ pub struct Hyper {
 }
 
 /// One in-place AdamW update of `param`, `m` and `v`.
-pub fn adamw(
-    param: &View,
-    grad: &View,
-    m: &View,
-    v: &View,
-    grad_scale: Option<&View>,
-    h: Hyper,
-) -> Result<Handled> {
+pub fn adamw(param: &View, grad: &View, m: &View, v: &View, grad_scale: Option<&View>, h: Hyper) -> Result<Handled> {
     if !param.dtype.is_float() || !grad.dtype.is_float() || !is_f32(m) || !is_f32(v) {
         return Ok(Handled::No);
     }
     let n = param.numel();
     if grad.numel() != n || m.numel() != n || v.numel() != n {
-        return invalid(format!(
-            "adamw: grad, m and v must have the parameter's {n} elements"
-        ));
+        return invalid(format!("adamw: grad, m and v must have the parameter's {n} elements"));
     }
     if h.step == 0 {
         return invalid("adamw step counts from 1 (bias correction divides by 1 - beta^t)");
@@ -56,12 +47,7 @@ pub fn adamw(
     let decay = 1.0 - h.lr * h.weight_decay;
     let (b1, b2, eps) = (h.beta1, h.beta2, h.eps);
     let (pr, gr, mr, vr) = (raw(param)?, raw(grad)?, raw(m)?, raw(v)?);
-    let (p0, g0, m0, v0) = (
-        param.layout.offset,
-        grad.layout.offset,
-        m.layout.offset,
-        v.layout.offset,
-    );
+    let (p0, g0, m0, v0) = (param.layout.offset, grad.layout.offset, m.layout.offset, v.layout.offset);
     let block = |b: usize| {
         let (at, len) = (b * BLOCK, BLOCK.min(n - b * BLOCK));
         let (mut sp, mut sg) = (Vec::new(), Vec::new());

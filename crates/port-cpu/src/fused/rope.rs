@@ -15,10 +15,7 @@ pub fn rope(x: &View, cos: &View, sin: &View, y: &View, sign: f32) -> Result<Han
     }
     let s = x.shape();
     if s.len() != 4 || !s[3].is_multiple_of(2) || y.shape() != s {
-        return invalid(format!(
-            "rope wants x and y of shape [B,H,T,Dh] with even Dh, got {s:?} and {:?}",
-            y.shape()
-        ));
+        return invalid(format!("rope wants x and y of shape [B,H,T,Dh] with even Dh, got {s:?} and {:?}", y.shape()));
     }
     let (t, dh) = (s[2], s[3]);
     let h = dh / 2;
@@ -31,22 +28,13 @@ pub fn rope(x: &View, cos: &View, sin: &View, y: &View, sign: f32) -> Result<Han
     }
     let (xr, yr, cr, sr) = (raw(x)?, raw(y)?, raw(cos)?, raw(sin)?);
     let alias = xr.id == yr.id;
-    let (x0, y0, c0, s0) = (
-        x.layout.offset,
-        y.layout.offset,
-        cos.layout.offset,
-        sin.layout.offset,
-    );
+    let (x0, y0, c0, s0) = (x.layout.offset, y.layout.offset, cos.layout.offset, sin.layout.offset);
     par_rows(x.numel() / dh.max(1), dh, |sc, r| {
         let pos = r % t;
         let [a, b, c, d] = &mut sc.0;
         // SAFETY: in bounds; row r of y belongs to this task; aliased x is copied.
         unsafe {
-            let xs = if alias {
-                super::softmax::copy_row(xr, x0 + r * dh, dh, a)
-            } else {
-                row(xr, x0 + r * dh, dh, a)
-            };
+            let xs = if alias { super::softmax::copy_row(xr, x0 + r * dh, dh, a) } else { row(xr, x0 + r * dh, dh, a) };
             let co = row(cr, c0 + pos * h, h, c);
             let si = row(sr, s0 + pos * h, h, d);
             let ys = row_mut(yr, y0 + r * dh, dh, b);

@@ -43,11 +43,7 @@ fn forward(x: &View, y: &View, log: bool) -> Result<Handled> {
         let [a, b, ..] = &mut s.0;
         // SAFETY: in bounds; row r of y belongs to this task; an aliased x is copied first.
         unsafe {
-            let xs = if alias {
-                copy_row(xr, x0 + r * d, d, a)
-            } else {
-                row(xr, x0 + r * d, d, a)
-            };
+            let xs = if alias { copy_row(xr, x0 + r * d, d, a) } else { row(xr, x0 + r * d, d, a) };
             let ys = row_mut(yr, y0 + r * d, d, b);
             let m = max(xs);
             if m == f32::NEG_INFINITY {
@@ -94,16 +90,8 @@ fn backward(y: &View, dy: &View, dx: &View, log: bool) -> Result<Handled> {
         let [a, b, c, _] = &mut s.0;
         // SAFETY: in bounds; row r of dx belongs to this task; aliased inputs are copied.
         unsafe {
-            let ys = if alias {
-                copy_row(yr, y0 + r * d, d, a)
-            } else {
-                row(yr, y0 + r * d, d, a)
-            };
-            let gs = if alias {
-                copy_row(gr, g0 + r * d, d, b)
-            } else {
-                row(gr, g0 + r * d, d, b)
-            };
+            let ys = if alias { copy_row(yr, y0 + r * d, d, a) } else { row(yr, y0 + r * d, d, a) };
+            let gs = if alias { copy_row(gr, g0 + r * d, d, b) } else { row(gr, g0 + r * d, d, b) };
             let xs = row_mut(xr, x0 + r * d, d, c);
             if log {
                 let sg = sum(gs);
@@ -123,12 +111,7 @@ fn backward(y: &View, dy: &View, dx: &View, log: bool) -> Result<Handled> {
 }
 
 /// Always copy (used when the output aliases this input).
-pub(crate) unsafe fn copy_row(
-    r: crate::elem::Raw,
-    at: usize,
-    len: usize,
-    scratch: &mut Vec<f32>,
-) -> &[f32] {
+pub(crate) unsafe fn copy_row(r: crate::elem::Raw, at: usize, len: usize, scratch: &mut Vec<f32>) -> &[f32] {
     scratch.resize(len, 0.0);
     crate::elem::load(r, at, 1, scratch);
     scratch

@@ -31,15 +31,11 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
     dense_out(out)?;
     let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
     if sa.len() != 3 || sb.len() != 3 || so.len() != 3 {
-        return invalid(format!(
-            "matmul wants rank-3 views [B,M,K] [B,K,N] [B,M,N], got {sa:?} {sb:?} {so:?}"
-        ));
+        return invalid(format!("matmul wants rank-3 views [B,M,K] [B,K,N] [B,M,N], got {sa:?} {sb:?} {so:?}"));
     }
     let (bt, m, k, n) = (so[0], sa[1], sa[2], sb[2]);
     if sa[0] != bt || sb[0] != bt || sb[1] != k || so[1] != m || so[2] != n {
-        return invalid(format!(
-            "matmul shapes do not chain: a {sa:?} @ b {sb:?} -> out {so:?}"
-        ));
+        return invalid(format!("matmul shapes do not chain: a {sa:?} @ b {sb:?} -> out {so:?}"));
     }
     if a.dtype != b.dtype || (out.dtype != DType::F32 && out.dtype != a.dtype) {
         return invalid(format!(
@@ -56,24 +52,14 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
     let ma = operand(a, ar, &mut wa);
     let mb = operand(b, br, &mut wb);
     let mo = if or.dtype == DType::F32 {
-        Mat {
-            ptr: or.base,
-            bs: out.layout.strides[0],
-            rs: out.layout.strides[1],
-            cs: out.layout.strides[2],
-        }
-        .offset(out.layout.offset)
+        Mat { ptr: or.base, bs: out.layout.strides[0], rs: out.layout.strides[1], cs: out.layout.strides[2] }
+            .offset(out.layout.offset)
     } else {
         wo.resize(bt * m * n, 0.0);
         if beta != 0.0 {
             widen(out, or, &mut wo);
         }
-        Mat {
-            ptr: Ptr(wo.as_mut_ptr() as *mut u8),
-            bs: m * n,
-            rs: n,
-            cs: 1,
-        }
+        Mat { ptr: Ptr(wo.as_mut_ptr() as *mut u8), bs: m * n, rs: n, cs: 1 }
     };
     // SAFETY: operands are in bounds (checked by `raw`) or our own vectors of the right size;
     // the output batches are disjoint (dense_out), so parallel batches never share memory.
@@ -83,14 +69,7 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
         for (i, chunk) in wo.chunks(n).enumerate() {
             let (bi, r) = (i / m, i % m);
             // SAFETY: in bounds; written by this thread only.
-            unsafe {
-                store(
-                    or,
-                    ol.offset + bi * ol.strides[0] + r * ol.strides[1],
-                    ol.strides[2],
-                    chunk,
-                )
-            };
+            unsafe { store(or, ol.offset + bi * ol.strides[0] + r * ol.strides[1], ol.strides[2], chunk) };
         }
     }
     Ok(())
@@ -98,10 +77,7 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
 
 impl Mat {
     fn offset(self, elems: usize) -> Mat {
-        Mat {
-            ptr: Ptr(unsafe { (self.ptr.0 as *mut f32).add(elems) } as *mut u8),
-            ..self
-        }
+        Mat { ptr: Ptr(unsafe { (self.ptr.0 as *mut f32).add(elems) } as *mut u8), ..self }
     }
 }
 
@@ -109,32 +85,15 @@ impl Mat {
 fn operand(v: &View, r: crate::elem::Raw, buf: &mut Vec<f32>) -> Mat {
     let l = &v.layout;
     if r.dtype == DType::F32 {
-        return Mat {
-            ptr: r.base,
-            bs: l.strides[0],
-            rs: l.strides[1],
-            cs: l.strides[2],
-        }
-        .offset(l.offset);
+        return Mat { ptr: r.base, bs: l.strides[0], rs: l.strides[1], cs: l.strides[2] }.offset(l.offset);
     }
     let (bt, m, k) = (l.shape[0], l.shape[1], l.shape[2]);
     // A broadcast batch (stride 0) is widened once.
     let bts = if l.strides[0] == 0 { 1 } else { bt };
     buf.resize(bts * m * k, 0.0);
-    let one = View {
-        layout: anychip_port::Layout {
-            shape: vec![bts, m, k],
-            ..l.clone()
-        },
-        ..v.clone()
-    };
+    let one = View { layout: anychip_port::Layout { shape: vec![bts, m, k], ..l.clone() }, ..v.clone() };
     widen(&one, r, buf);
-    Mat {
-        ptr: Ptr(buf.as_mut_ptr() as *mut u8),
-        bs: if bts == 1 { 0 } else { m * k },
-        rs: k,
-        cs: 1,
-    }
+    Mat { ptr: Ptr(buf.as_mut_ptr() as *mut u8), bs: if bts == 1 { 0 } else { m * k }, rs: k, cs: 1 }
 }
 
 /// Load the rank-3 view `v` into contiguous f32 `dst`.
@@ -144,14 +103,7 @@ fn widen(v: &View, r: crate::elem::Raw, dst: &mut [f32]) {
     for (i, row) in dst.chunks_mut(k.max(1)).enumerate().take(l.shape[0] * m) {
         let (bi, ri) = (i / m, i % m);
         // SAFETY: in bounds (checked by `raw`).
-        unsafe {
-            load(
-                r,
-                l.offset + bi * l.strides[0] + ri * l.strides[1],
-                l.strides[2],
-                row,
-            )
-        };
+        unsafe { load(r, l.offset + bi * l.strides[0] + ri * l.strides[1], l.strides[2], row) };
     }
 }
 
@@ -160,49 +112,17 @@ fn widen(v: &View, r: crate::elem::Raw, dst: &mut [f32]) {
 /// # Safety
 /// Every matrix must be in bounds, and the batches of `c` must be pairwise disjoint.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_batched(
-    bt: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat,
-    b: Mat,
-    c: Mat,
-    alpha: f32,
-    beta: f32,
-) {
+pub unsafe fn gemm_batched(bt: usize, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: Mat, alpha: f32, beta: f32) {
     let work = m * n * k.max(1);
     let threads = rayon::current_num_threads();
     let one = |i: usize, par: Parallelism| {
         let at = |x: Mat| (x.ptr.0 as *mut f32).add(i * x.bs);
-        gemm_one(
-            m,
-            n,
-            k,
-            at(a),
-            a.rs,
-            a.cs,
-            at(b),
-            b.rs,
-            b.cs,
-            at(c),
-            c.rs,
-            c.cs,
-            alpha,
-            beta,
-            par,
-        );
+        gemm_one(m, n, k, at(a), a.rs, a.cs, at(b), b.rs, b.cs, at(c), c.rs, c.cs, alpha, beta, par);
     };
     if bt > 1 && work * bt >= PAR_FLOPS && (work < PAR_FLOPS * 8 || bt >= 4 * threads) {
-        (0..bt)
-            .into_par_iter()
-            .for_each(|i| one(i, Parallelism::None));
+        (0..bt).into_par_iter().for_each(|i| one(i, Parallelism::None));
     } else {
-        let par = if work >= PAR_FLOPS && threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
+        let par = if work >= PAR_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
         (0..bt).for_each(|i| one(i, par));
     }
 }

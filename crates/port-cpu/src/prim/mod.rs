@@ -13,15 +13,8 @@ use anychip_port::{invalid, Result, View};
 /// land on one address and the result would depend on thread timing.
 pub fn dense_out(out: &View) -> Result<()> {
     let l = &out.layout;
-    if l.shape
-        .iter()
-        .zip(&l.strides)
-        .any(|(&n, &s)| n > 1 && s == 0)
-    {
-        return invalid(format!(
-            "output view {:?} broadcasts (stride 0); write into a dense tensor",
-            l.shape
-        ));
+    if l.shape.iter().zip(&l.strides).any(|(&n, &s)| n > 1 && s == 0) {
+        return invalid(format!("output view {:?} broadcasts (stride 0); write into a dense tensor", l.shape));
     }
     Ok(())
 }

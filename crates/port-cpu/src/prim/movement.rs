@@ -13,24 +13,9 @@ pub fn fill(out: &View, value: f64) -> Result<()> {
         // SAFETY: blocks are disjoint and in bounds (checked by `raw`).
         unsafe {
             match o.dtype {
-                DType::F32 => splat(
-                    o.ptr::<f32>().add(b.at[0]),
-                    b.stride[0],
-                    b.len,
-                    value as f32,
-                ),
-                DType::BF16 => splat(
-                    o.ptr::<u16>().add(b.at[0]),
-                    b.stride[0],
-                    b.len,
-                    f32_to_bf16(value as f32),
-                ),
-                DType::I32 => splat(
-                    o.ptr::<i32>().add(b.at[0]),
-                    b.stride[0],
-                    b.len,
-                    value as i32,
-                ),
+                DType::F32 => splat(o.ptr::<f32>().add(b.at[0]), b.stride[0], b.len, value as f32),
+                DType::BF16 => splat(o.ptr::<u16>().add(b.at[0]), b.stride[0], b.len, f32_to_bf16(value as f32)),
+                DType::I32 => splat(o.ptr::<i32>().add(b.at[0]), b.stride[0], b.len, value as i32),
             }
         }
     });
@@ -71,10 +56,7 @@ pub fn cast(x: &View, out: &View) -> Result<()> {
 /// out[i] = x[i] for equal shapes and dtypes, any strides: the only data-movement primitive.
 pub fn copy_strided(x: &View, out: &View) -> Result<()> {
     if x.dtype != out.dtype {
-        return invalid(format!(
-            "copy_strided needs equal dtypes, got {} and {}; use cast",
-            x.dtype, out.dtype
-        ));
+        return invalid(format!("copy_strided needs equal dtypes, got {} and {}; use cast", x.dtype, out.dtype));
     }
     dense_out(out)?;
     let (xr, o) = (raw(x)?, raw(out)?);

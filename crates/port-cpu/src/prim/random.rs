@@ -35,10 +35,7 @@ pub fn random(dist: Distribution, seed: u64, offset: u64, out: &View) -> Result<
         let first = offset + b.linear as u64;
         match dist {
             Distribution::Uniform => uniform_into(seed, first, t),
-            Distribution::Normal => t
-                .iter_mut()
-                .enumerate()
-                .for_each(|(j, v)| *v = normal(seed, first + j as u64)),
+            Distribution::Normal => t.iter_mut().enumerate().for_each(|(j, v)| *v = normal(seed, first + j as u64)),
         }
         // SAFETY: blocks are disjoint and in bounds.
         unsafe { store(o, b.at[0], b.stride[0], t) };

@@ -16,27 +16,16 @@ pub fn reduce(op: ReduceOp, x: &View, out: &View) -> Result<()> {
     dense_out(out)?;
     let (xs, os) = (x.shape(), out.shape());
     if xs.len() != os.len() || xs.iter().zip(os).any(|(&a, &b)| b != a && b != 1) {
-        return invalid(format!(
-            "reduce from {xs:?} to {os:?}: out must have x's rank with extent 1 on reduced axes"
-        ));
+        return invalid(format!("reduce from {xs:?} to {os:?}: out must have x's rank with extent 1 on reduced axes"));
     }
     let (xr, o) = (raw(x)?, raw(out)?);
     let reduced: Vec<bool> = xs.iter().zip(os).map(|(&a, &b)| b == 1 && a != 1).collect();
-    let red: usize = xs
-        .iter()
-        .zip(&reduced)
-        .filter(|p| *p.1)
-        .map(|p| *p.0)
-        .product();
+    let red: usize = xs.iter().zip(&reduced).filter(|p| *p.1).map(|p| *p.0).product();
     let kept = out.numel();
     let significant = |d: usize| xs[d] != 1;
     // Which axes are reduced, ignoring size-1 axes (they neither keep nor reduce anything).
-    let red_axes: Vec<usize> = (0..xs.len())
-        .filter(|&d| significant(d) && reduced[d])
-        .collect();
-    let kept_axes: Vec<usize> = (0..xs.len())
-        .filter(|&d| significant(d) && !reduced[d])
-        .collect();
+    let red_axes: Vec<usize> = (0..xs.len()).filter(|&d| significant(d) && reduced[d]).collect();
+    let kept_axes: Vec<usize> = (0..xs.len()).filter(|&d| significant(d) && !reduced[d]).collect();
     let contiguous = x.layout.is_contiguous();
     let x0 = x.layout.offset;
     if contiguous && kept_axes.iter().all(|&k| red_axes.iter().all(|&r| k < r)) {
@@ -69,10 +58,7 @@ fn rows(op: ReduceOp, xr: Raw, x0: usize, nrows: usize, n: usize, o: Raw, out: &
     if nrows * n < PAR_MIN {
         (0..nrows).for_each(one);
     } else {
-        (0..nrows)
-            .into_par_iter()
-            .with_min_len((PAR_MIN / n.max(1)).max(1))
-            .for_each(one);
+        (0..nrows).into_par_iter().with_min_len((PAR_MIN / n.max(1)).max(1)).for_each(one);
     }
 }
 
@@ -95,10 +81,7 @@ fn columns(op: ReduceOp, xr: Raw, x0: usize, n: usize, cols: usize, o: Raw, out:
             unsafe {
                 for_chunks(xr, x0 + r * cols + c0, w, |c| match op {
                     ReduceOp::Sum => acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v),
-                    ReduceOp::Max => acc
-                        .iter_mut()
-                        .zip(c)
-                        .for_each(|(a, &v)| *a = super::elementwise::max_nan(*a, v)),
+                    ReduceOp::Max => acc.iter_mut().zip(c).for_each(|(a, &v)| *a = super::elementwise::max_nan(*a, v)),
                 })
             };
         }
@@ -117,10 +100,8 @@ fn columns(op: ReduceOp, xr: Raw, x0: usize, n: usize, cols: usize, o: Raw, out:
 /// Any layout: each output element walks its reduced sub-tensor, accumulating in f64.
 fn generic(op: ReduceOp, x: &View, xr: Raw, reduced: &[bool], red: usize, o: Raw, out: &View) {
     let xs = x.shape();
-    let red_dims: Vec<(usize, usize)> = (0..xs.len())
-        .filter(|&d| reduced[d])
-        .map(|d| (xs[d], x.layout.strides[d]))
-        .collect();
+    let red_dims: Vec<(usize, usize)> =
+        (0..xs.len()).filter(|&d| reduced[d]).map(|d| (xs[d], x.layout.strides[d])).collect();
     let one = |i: usize| {
         // The output's row-major multi-index is x's on kept axes (out has extent 1 elsewhere).
         let mut rem = i;

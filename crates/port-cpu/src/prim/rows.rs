@@ -8,11 +8,7 @@ use rayon::prelude::*;
 /// Read and range-check the I32 index vector.
 fn indices(idx: &View, rows: usize) -> Result<Vec<usize>> {
     if idx.dtype != DType::I32 || idx.shape().len() != 1 {
-        return invalid(format!(
-            "row indices must be a rank-1 i32 tensor, got {} {:?}",
-            idx.dtype,
-            idx.shape()
-        ));
+        return invalid(format!("row indices must be a rank-1 i32 tensor, got {} {:?}", idx.dtype, idx.shape()));
     }
     let r = raw(idx)?;
     let l = &idx.layout;
@@ -39,24 +35,12 @@ fn check2(v: &View, what: &str) -> Result<(usize, usize)> {
 /// Element index of (r, c0) and the column stride of a rank-2 view.
 fn at(v: &View, r: usize, c0: usize) -> (usize, usize) {
     let l = &v.layout;
-    (
-        l.offset + r * l.strides[0] + c0 * l.strides[1],
-        l.strides[1],
-    )
+    (l.offset + r * l.strides[0] + c0 * l.strides[1], l.strides[1])
 }
 
 /// Copy `w` columns starting at c0 of row `from` in `src` to row `to` of `dst` (through f32).
 #[allow(clippy::too_many_arguments)]
-unsafe fn move_row(
-    src: &View,
-    s: Raw,
-    from: usize,
-    dst: &View,
-    d: Raw,
-    to: usize,
-    c0: usize,
-    w: usize,
-) {
+unsafe fn move_row(src: &View, s: Raw, from: usize, dst: &View, d: Raw, to: usize, c0: usize, w: usize) {
     let mut t = [0f32; BLOCK];
     let (a, sa) = at(src, from, c0);
     let (b, sb) = at(dst, to, c0);
@@ -71,10 +55,7 @@ pub fn gather_rows(table: &View, idx: &View, out: &View) -> Result<()> {
     let (n, d2) = check2(out, "gather_rows out")?;
     let ids = indices(idx, v)?;
     if d != d2 || ids.len() != n {
-        return invalid(format!(
-            "gather_rows: table [{v},{d}], {} indices, out [{n},{d2}] do not match",
-            ids.len()
-        ));
+        return invalid(format!("gather_rows: table [{v},{d}], {} indices, out [{n},{d2}] do not match", ids.len()));
     }
     let (t, o) = (raw(table)?, raw(out)?);
     let one = |r: usize| {
@@ -105,10 +86,7 @@ pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
     let (v, d2) = check2(out, "scatter_add_rows out")?;
     let ids = indices(idx, v)?;
     if d != d2 || ids.len() != n {
-        return invalid(format!(
-            "scatter_add_rows: src [{n},{d}], {} indices, out [{v},{d2}] do not match",
-            ids.len()
-        ));
+        return invalid(format!("scatter_add_rows: src [{n},{d}], {} indices, out [{v},{d2}] do not match", ids.len()));
     }
     let (s, o) = (raw(src)?, raw(out)?);
     // Stable sort: positions with the same target keep their ascending order.

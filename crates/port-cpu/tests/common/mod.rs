@@ -12,40 +12,19 @@ pub struct Tol {
 }
 
 /// Exact (bit patterns may differ only in NaN payloads and the sign of zero).
-pub const EXACT: Tol = Tol {
-    rtol: 0.0,
-    atol: 0.0,
-};
+pub const EXACT: Tol = Tol { rtol: 0.0, atol: 0.0 };
 /// Elementwise f32 math: a few ulp between two libm implementations.
-pub const F32_ELEM: Tol = Tol {
-    rtol: 4e-6,
-    atol: 1e-6,
-};
+pub const F32_ELEM: Tol = Tol { rtol: 4e-6, atol: 1e-6 };
 /// f32 sums of up to ~1000 terms against f64 accumulation.
-pub const F32_SUM: Tol = Tol {
-    rtol: 1e-5,
-    atol: 1e-4,
-};
+pub const F32_SUM: Tol = Tol { rtol: 1e-5, atol: 1e-4 };
 /// f32 matmul (gemm blocks the K sum differently from the oracle's f64 dot product).
-pub const F32_MATMUL: Tol = Tol {
-    rtol: 1e-4,
-    atol: 1e-4,
-};
+pub const F32_MATMUL: Tol = Tol { rtol: 1e-4, atol: 1e-4 };
 /// Composite kernels (exp polynomial, f32 row statistics) against f64 math.
-pub const F32_FUSED: Tol = Tol {
-    rtol: 1e-4,
-    atol: 2e-5,
-};
+pub const F32_FUSED: Tol = Tol { rtol: 1e-4, atol: 2e-5 };
 /// bf16 outputs: one rounding step of 2^-8 may land either side of a tie.
-pub const BF16: Tol = Tol {
-    rtol: 8e-3,
-    atol: 1e-5,
-};
+pub const BF16: Tol = Tol { rtol: 8e-3, atol: 1e-5 };
 /// bf16 results computed from bf16 inputs through sums.
-pub const BF16_SUM: Tol = Tol {
-    rtol: 2e-2,
-    atol: 2e-2,
-};
+pub const BF16_SUM: Tol = Tol { rtol: 2e-2, atol: 2e-2 };
 
 /// A deterministic generator of test values (xorshift64*), so failures reproduce.
 pub struct Gen(u64);
@@ -77,32 +56,17 @@ pub const SPECIALS: [f32; 6] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0
 pub fn encode(values: &[f32], dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        DType::BF16 => values
-            .iter()
-            .flat_map(|&v| f32_to_bf16(v).to_le_bytes())
-            .collect(),
-        DType::I32 => values
-            .iter()
-            .flat_map(|&v| (v as i32).to_le_bytes())
-            .collect(),
+        DType::BF16 => values.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),
+        DType::I32 => values.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
     }
 }
 
 /// Decode raw bytes of `dtype` to f32.
 pub fn decode(bytes: &[u8], dtype: DType) -> Vec<f32> {
     match dtype {
-        DType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        DType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16_to_f32(u16::from_le_bytes(c.try_into().unwrap())))
-            .collect(),
-        DType::I32 => bytes
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
+        DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        DType::BF16 => bytes.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes(c.try_into().unwrap()))).collect(),
+        DType::I32 => bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
     }
 }
 
@@ -122,15 +86,7 @@ pub fn tensor(port: &dyn Port, values: &[f32], dtype: DType, shape: &[usize]) ->
 /// An I32 tensor.
 pub fn ints(port: &dyn Port, values: &[i32], shape: &[usize]) -> View {
     let buf = port.alloc(values.len() * 4).unwrap();
-    port.write(
-        &buf,
-        0,
-        &values
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect::<Vec<u8>>(),
-    )
-    .unwrap();
+    port.write(&buf, 0, &values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
     View::contiguous(buf, DType::I32, shape)
 }
 
@@ -161,22 +117,12 @@ pub fn mirror(from: &dyn Port, v: &View, to: &dyn Port) -> View {
     from.read(&v.buf, 0, &mut bytes).unwrap();
     let buf = to.alloc(bytes.len()).unwrap();
     to.write(&buf, 0, &bytes).unwrap();
-    View {
-        buf,
-        dtype: v.dtype,
-        layout: v.layout.clone(),
-    }
+    View { buf, dtype: v.dtype, layout: v.layout.clone() }
 }
 
 /// Panic with the first mismatch between `got` and `want` under `tol`.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let ok = if w.is_nan() {
             g.is_nan()
@@ -185,10 +131,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
         } else {
             ((g - w).abs() as f64) <= tol.atol + tol.rtol * (w.abs() as f64)
         };
-        assert!(
-            ok,
-            "{what}: element {i}: got {g:e}, want {w:e} (tolerance {tol:?})"
-        );
+        assert!(ok, "{what}: element {i}: got {g:e}, want {w:e} (tolerance {tol:?})");
     }
 }
 
@@ -217,15 +160,7 @@ pub fn layouts(shape: &[usize]) -> Vec<(&'static str, Layout, usize)> {
         let base = Layout::contiguous(&st);
         let mut strides = base.strides.clone();
         strides.swap(r - 1, r - 2);
-        v.push((
-            "transposed",
-            Layout {
-                shape: shape.to_vec(),
-                strides,
-                offset: 0,
-            },
-            n,
-        ));
+        v.push(("transposed", Layout { shape: shape.to_vec(), strides, offset: 0 }, n));
     }
     v
 }

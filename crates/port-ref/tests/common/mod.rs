@@ -15,31 +15,16 @@ fn upload(p: &RefPort, bytes: Vec<u8>, dtype: DType, shape: &[usize]) -> View {
 }
 
 pub fn f32s(p: &RefPort, x: &[f32], shape: &[usize]) -> View {
-    upload(
-        p,
-        x.iter().flat_map(|v| v.to_ne_bytes()).collect(),
-        DType::F32,
-        shape,
-    )
+    upload(p, x.iter().flat_map(|v| v.to_ne_bytes()).collect(), DType::F32, shape)
 }
 
 /// Upload bf16 bit patterns.
 pub fn bf16s(p: &RefPort, bits: &[u16], shape: &[usize]) -> View {
-    upload(
-        p,
-        bits.iter().flat_map(|v| v.to_ne_bytes()).collect(),
-        DType::BF16,
-        shape,
-    )
+    upload(p, bits.iter().flat_map(|v| v.to_ne_bytes()).collect(), DType::BF16, shape)
 }
 
 pub fn i32s(p: &RefPort, x: &[i32], shape: &[usize]) -> View {
-    upload(
-        p,
-        x.iter().flat_map(|v| v.to_ne_bytes()).collect(),
-        DType::I32,
-        shape,
-    )
+    upload(p, x.iter().flat_map(|v| v.to_ne_bytes()).collect(), DType::I32, shape)
 }
 
 /// A fresh contiguous buffer of `shape` filled with a sentinel (so untouched outputs show).
@@ -52,15 +37,7 @@ pub fn empty(p: &RefPort, dtype: DType, shape: &[usize]) -> View {
 
 /// The same buffer seen through another layout.
 pub fn restride(v: &View, shape: &[usize], strides: &[usize], offset: usize) -> View {
-    View {
-        buf: v.buf.clone(),
-        dtype: v.dtype,
-        layout: Layout {
-            shape: shape.into(),
-            strides: strides.into(),
-            offset,
-        },
-    }
+    View { buf: v.buf.clone(), dtype: v.dtype, layout: Layout { shape: shape.into(), strides: strides.into(), offset } }
 }
 
 fn raw(p: &RefPort, buf: &Buffer) -> Vec<u8> {
@@ -90,13 +67,7 @@ pub fn bits(p: &RefPort, v: &View) -> Vec<u32> {
 pub fn read_f32(p: &RefPort, v: &View) -> Vec<f32> {
     bits(p, v)
         .into_iter()
-        .map(|b| {
-            if v.dtype == DType::BF16 {
-                f32::from_bits(b << 16)
-            } else {
-                f32::from_bits(b)
-            }
-        })
+        .map(|b| if v.dtype == DType::BF16 { f32::from_bits(b << 16) } else { f32::from_bits(b) })
         .collect()
 }
 
@@ -109,10 +80,7 @@ pub fn assert_same(got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "length: got {got:?} want {want:?}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let same = (g.is_nan() && w.is_nan()) || g.to_bits() == w.to_bits();
-        assert!(
-            same,
-            "element {i}: got {g:?} want {w:?} (all: got {got:?} want {want:?})"
-        );
+        assert!(same, "element {i}: got {g:?} want {w:?} (all: got {got:?} want {want:?})");
     }
 }
 
