@@ -1,0 +1,163 @@
+//! config.json <-> ModelConfig for the supported architectures.
+
+use anychip_models::{Mlp, ModelConfig, Norm, Positions};
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// A supported Hugging Face architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Gpt2,
+    Llama,
+    Qwen2,
+    Qwen3,
+    Ernie45,
+}
+
+impl Arch {
+    /// The `architectures[0]` string transformers writes.
+    pub fn class(self) -> &'static str {
+        match self {
+            Arch::Gpt2 => "GPT2LMHeadModel",
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+            Arch::Qwen3 => "Qwen3ForCausalLM",
+            Arch::Ernie45 => "Ernie4_5ForCausalLM",
+        }
+    }
+    fn model_type(self) -> &'static str {
+        match self {
+            Arch::Gpt2 => "gpt2",
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Ernie45 => "ernie4_5",
+        }
+    }
+    /// The architecture an anychip model family exports as.
+    pub fn for_family(family: &str) -> Result<Arch> {
+        Ok(match family {
+            "gpt2" => Arch::Gpt2,
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "ernie4_5" => Arch::Ernie45,
+            f => bail!("model family '{f}' has no Hugging Face architecture to export as"),
+        })
+    }
+}
+
+const SUPPORTED: &str = "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Ernie4_5ForCausalLM";
+
+fn num(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(|x| x.as_f64())
+}
+
+/// Read `dir/config.json` into an architecture and a ModelConfig.
+pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
+    let p = dir.join("config.json");
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| anyhow!("cannot read {} ({e}); is this a Hugging Face model directory?", p.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON ({e})", p.display()))?;
+    let class = v["architectures"].get(0).and_then(|a| a.as_str()).unwrap_or("");
+    let mt = v["model_type"].as_str().unwrap_or("");
+    let arch = match (class, mt) {
+        ("GPT2LMHeadModel", _) | ("", "gpt2") => Arch::Gpt2,
+        ("LlamaForCausalLM", _) | ("", "llama") => Arch::Llama,
+        ("Qwen2ForCausalLM", _) | ("", "qwen2") => Arch::Qwen2,
+        ("Qwen3ForCausalLM", _) | ("", "qwen3") => Arch::Qwen3,
+        ("Ernie4_5ForCausalLM", _) | ("", "ernie4_5") => Arch::Ernie45,
+        _ => bail!(
+            "{}: architecture '{class}' (model_type '{mt}') is not supported; supported: {SUPPORTED}",
+            p.display()
+        ),
+    };
+    let need = |k: &str| -> Result<usize> {
+        num(&v, k).map(|x| x as usize).ok_or_else(|| anyhow!("{}: missing '{k}'", p.display()))
+    };
+    let tied = v["tie_word_embeddings"].as_bool();
+    let cfg = if arch == Arch::Gpt2 {
+        let d = need("n_embd")?;
+        let mut c = ModelConfig::gpt2(need("vocab_size")?, need("n_positions")?, need("n_layer")?, need("n_head")?, d);
+        c.d_ff = num(&v, "n_inner").map(|x| x as usize).unwrap_or(4 * d);
+        c.norm_eps = num(&v, "layer_norm_epsilon").unwrap_or(1e-5) as f32;
+        c.tied_embeddings = tied.unwrap_or(true);
+        let act = v["activation_function"].as_str().unwrap_or("gelu_new");
+        if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+            bail!(
+                "{}: activation '{act}' is not supported (anychip's GPT-2 uses the tanh GELU, 'gelu_new')",
+                p.display()
+            );
+        }
+        c
+    } else {
+        let heads = need("num_attention_heads")?;
+        let d = need("hidden_size")?;
+        let mut c = ModelConfig::llama(
+            need("vocab_size")?,
+            need("max_position_embeddings")?,
+            need("num_hidden_layers")?,
+            heads,
+            num(&v, "num_key_value_heads").map(|x| x as usize).unwrap_or(heads),
+            d,
+            need("intermediate_size")?,
+        );
+        c.family = arch.model_type().into();
+        c.head_dim = num(&v, "head_dim").map(|x| x as usize).unwrap_or(d / heads);
+        c.norm_eps = num(&v, "rms_norm_eps").unwrap_or(1e-6) as f32;
+        c.rope_theta =
+            num(&v["rope_parameters"], "rope_theta").or_else(|| num(&v, "rope_theta")).unwrap_or(10000.0) as f32;
+        if let Some(rt) = v["rope_parameters"]["rope_type"].as_str().or(v["rope_scaling"]["rope_type"].as_str()) {
+            if rt != "default" {
+                bail!("{}: rope_type '{rt}' (scaled RoPE) is not supported yet; only default RoPE", p.display());
+            }
+        }
+        c.tied_embeddings = tied.unwrap_or(false);
+        c.qkv_bias = arch == Arch::Qwen2;
+        c.qk_norm = arch == Arch::Qwen3;
+        let bias = v["attention_bias"].as_bool().unwrap_or(false)
+            || v["use_bias"].as_bool().unwrap_or(false)
+            || v["mlp_bias"].as_bool().unwrap_or(false);
+        if bias {
+            bail!("{}: biases on attention output or MLP projections are not supported (attention_bias/use_bias/mlp_bias)", p.display());
+        }
+        if !matches!(v["hidden_act"].as_str().unwrap_or("silu"), "silu") {
+            bail!("{}: hidden_act must be silu for this architecture", p.display());
+        }
+        c
+    };
+    debug_assert!(cfg.norm == if arch == Arch::Gpt2 { Norm::LayerNorm } else { Norm::RmsNorm });
+    debug_assert!(cfg.mlp == if arch == Arch::Gpt2 { Mlp::Gelu } else { Mlp::SwiGlu });
+    debug_assert!(cfg.positions == if arch == Arch::Gpt2 { Positions::Learned } else { Positions::Rope });
+    cfg.validate().map_err(|m| anyhow!("{}: {m}", p.display()))?;
+    Ok((arch, cfg))
+}
+
+/// Write `dir/config.json` for `cfg` as architecture `arch`.
+pub fn write_config(dir: &Path, arch: Arch, c: &ModelConfig) -> Result<()> {
+    let v = if arch == Arch::Gpt2 {
+        json!({
+            "architectures": [arch.class()], "model_type": "gpt2", "vocab_size": c.vocab_size,
+            "n_positions": c.max_ctx, "n_embd": c.d_model, "n_layer": c.n_layer, "n_head": c.n_head,
+            "n_inner": c.d_ff, "activation_function": "gelu_new", "layer_norm_epsilon": c.norm_eps,
+            "tie_word_embeddings": c.tied_embeddings, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+            "dtype": "float32"
+        })
+    } else {
+        let mut v = json!({
+            "architectures": [arch.class()], "model_type": arch.model_type(), "vocab_size": c.vocab_size,
+            "hidden_size": c.d_model, "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layer,
+            "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "head_dim": c.head_dim,
+            "max_position_embeddings": c.max_ctx, "rms_norm_eps": c.norm_eps, "hidden_act": "silu",
+            "rope_theta": c.rope_theta, "rope_parameters": {"rope_theta": c.rope_theta, "rope_type": "default"},
+            "tie_word_embeddings": c.tied_embeddings, "attention_bias": false, "dtype": "float32"
+        });
+        if arch == Arch::Ernie45 {
+            v["use_bias"] = json!(false);
+        }
+        v
+    };
+    let p = dir.join("config.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&v)?).map_err(|e| anyhow!("cannot write {}: {e}", p.display()))
+}

@@ -1,0 +1,122 @@
+//! Parity with `transformers` on random-weight models of all five architectures (goldens from
+//! tools/golden/make_hf.py): loss within 1e-4, 5 AdamW steps within 1e-3, and an export that
+//! reproduces every original tensor exactly.
+
+use anychip_core::{cross_entropy, Tensor};
+use anychip_optim::{AdamW, AdamWConfig, ParamGroup};
+use anychip_port::Port;
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn golden(arch: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/golden/out").join(format!("hf-{arch}"))
+}
+
+fn batch(dir: &Path, port: &Arc<dyn Port>) -> (Tensor, Tensor) {
+    let bytes = std::fs::read(dir.join("batch.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("tokens").unwrap();
+    let toks: Vec<i64> = t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let (b, n) = (t.shape()[0], t.shape()[1]);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for r in 0..b {
+        x.extend(toks[r * n..r * n + n - 1].iter().map(|&v| v as i32));
+        y.extend(toks[r * n + 1..(r + 1) * n].iter().map(|&v| v as i32));
+    }
+    (Tensor::from_i32(port, &x, &[b, n - 1]).unwrap(), Tensor::from_i32(port, &y, &[b * (n - 1)]).unwrap())
+}
+
+fn check(arch: &str) {
+    let dir = golden(arch);
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let port: Arc<dyn Port> = Arc::new(anychip_port_cpu::new(Some(1)));
+    let (a, model) = anychip_hf::load(&dir, &port).unwrap();
+    let (x, y) = batch(&dir, &port);
+    let loss = cross_entropy(&model.forward(&x).unwrap(), &y).unwrap().item().unwrap() as f64;
+    let want = expected["loss"].as_f64().unwrap();
+    assert!((loss - want).abs() < 1e-4, "{arch}: loss {loss} vs transformers {want}");
+
+    // Export before training and compare every tensor with the original file, bit for bit.
+    let out = std::env::temp_dir().join(format!("anychip-hf-{arch}-{}", std::process::id()));
+    anychip_hf::export(&model, a, &out).unwrap();
+    let (orig, ours) =
+        (std::fs::read(dir.join("model.safetensors")).unwrap(), std::fs::read(out.join("model.safetensors")).unwrap());
+    let (orig, ours) = (SafeTensors::deserialize(&orig).unwrap(), SafeTensors::deserialize(&ours).unwrap());
+    for name in orig.names() {
+        let (o, e) =
+            (orig.tensor(name).unwrap(), ours.tensor(name).unwrap_or_else(|_| panic!("{arch}: export lacks {name}")));
+        assert_eq!(o.shape(), e.shape(), "{arch}: {name} shape");
+        assert!(o.data() == e.data(), "{arch}: {name} differs after the round trip");
+    }
+    let (_, reloaded) = anychip_hf::load(&out, &port).unwrap();
+    let l2 = cross_entropy(&reloaded.forward(&x).unwrap(), &y).unwrap().item().unwrap() as f64;
+    assert_eq!(l2, loss, "{arch}: the exported model gives another loss");
+
+    // 5 AdamW steps, constant LR, decay on every parameter, no clipping: as torch.optim.AdamW.
+    let hp = &expected["adamw"];
+    let f = |k: &str| hp[k].as_f64().unwrap() as f32;
+    let cfg = AdamWConfig {
+        beta1: f("beta1"),
+        beta2: f("beta2"),
+        eps: f("eps"),
+        weight_decay: f("weight_decay"),
+        grad_clip: 0.0,
+    };
+    let groups = model
+        .params()
+        .iter()
+        .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: true })
+        .collect();
+    let mut opt = AdamW::new(cfg, groups).unwrap();
+    // ERNIE: transformers' Ernie4_5 class drifts after the first update from the Llama that
+    // computes the same function (see tools/golden/make_hf.py); anychip is held to the latter.
+    let key = if expected.get("losses_llama_equivalent").is_some() { "losses_llama_equivalent" } else { "losses" };
+    for (step, want) in expected[key].as_array().unwrap().iter().enumerate() {
+        let l = cross_entropy(&model.forward(&x).unwrap(), &y).unwrap();
+        let got = l.item().unwrap() as f64;
+        assert!((got - want.as_f64().unwrap()).abs() < 1e-3, "{arch}: step {step}: {got} vs {want}");
+        let mut g = l.backward().unwrap();
+        let gs: Vec<Tensor> = model.params().iter().map(|p| g.remove(&p.tensor).unwrap()).collect();
+        opt.step(&gs, f("lr")).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn gpt2_matches_transformers() {
+    check("gpt2");
+}
+#[test]
+fn llama_matches_transformers() {
+    check("llama");
+}
+#[test]
+fn qwen2_matches_transformers() {
+    check("qwen2");
+}
+#[test]
+fn qwen3_matches_transformers() {
+    check("qwen3");
+}
+#[test]
+fn ernie4_5_matches_transformers() {
+    check("ernie4_5");
+}
+
+#[test]
+fn unsupported_architectures_and_missing_tensors_are_named() {
+    let d = std::env::temp_dir().join(format!("anychip-hf-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config.json"), r#"{"architectures": ["BertForMaskedLM"], "model_type": "bert"}"#).unwrap();
+    let port: Arc<dyn Port> = Arc::new(anychip_port_cpu::new(Some(1)));
+    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    assert!(e.contains("BertForMaskedLM") && e.contains("Qwen3ForCausalLM"), "{e}");
+    // A llama config whose weights file lacks a tensor.
+    std::fs::copy(golden("llama").join("config.json"), d.join("config.json")).unwrap();
+    let empty = safetensors::serialize(Vec::<(String, safetensors::tensor::TensorView)>::new(), None).unwrap();
+    std::fs::write(d.join("model.safetensors"), empty).unwrap();
+    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    assert!(e.contains("model.embed_tokens.weight"), "{e}");
+}
