@@ -31,9 +31,30 @@ pub struct TrainArgs {
     /// Optimizer steps.
     #[arg(long)]
     steps: Option<u64>,
-    /// Sequences per micro-batch.
+    /// Sequences per micro-batch; with --model, a safetensors file holding `tokens` [B, T+1].
     #[arg(long)]
-    batch: Option<usize>,
+    batch: Option<String>,
+    /// Fixed-batch parity mode: the model (HF directory or anychip run) to train on --batch FILE.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Start from the weights (and architecture) of this Hugging Face checkpoint.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// AdamW beta1.
+    #[arg(long)]
+    beta1: Option<f32>,
+    /// AdamW beta2.
+    #[arg(long)]
+    beta2: Option<f32>,
+    /// AdamW epsilon.
+    #[arg(long)]
+    eps: Option<f32>,
+    /// Clip the global gradient norm (0 disables).
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    /// Keep the learning rate constant (no warmup, no decay).
+    #[arg(long)]
+    constant_lr: bool,
     /// Tokens per sequence.
     #[arg(long)]
     ctx: Option<usize>,
@@ -79,14 +100,27 @@ pub struct TrainArgs {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
-    let model = preset(&a.preset)?;
-    let mut cfg = TrainConfig::default_for(&a.preset, model);
+    if let Some(dir) = &a.model {
+        return train_fixed_batch(dir, &a);
+    }
+    let batch: Option<usize> = match &a.batch {
+        Some(b) => Some(b.parse().map_err(|_| {
+            anyhow!("--batch '{b}' is not a number; a batch file is only used together with --model DIR")
+        })?),
+        None => None,
+    };
+    let (name, model) = match &a.init {
+        Some(dir) => (format!("hf:{}", dir.display()), anychip_hf::read_config(dir)?.1),
+        None => (a.preset.clone(), preset(&a.preset)?),
+    };
+    let mut cfg = TrainConfig::default_for(&name, model);
+    cfg.init = a.init.clone();
     cfg.data = a.data;
     cfg.tokenizer = a.tokenizer;
     if let Some(v) = a.steps {
         cfg.steps = v;
     }
-    if let Some(v) = a.batch {
+    if let Some(v) = batch {
         cfg.batch = v;
     }
     if let Some(v) = a.ctx {
@@ -104,6 +138,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     if let Some(v) = a.weight_decay {
         cfg.adamw.weight_decay = v;
+    }
+    if let Some(v) = a.beta1 {
+        cfg.adamw.beta1 = v;
+    }
+    if let Some(v) = a.beta2 {
+        cfg.adamw.beta2 = v;
+    }
+    if let Some(v) = a.eps {
+        cfg.adamw.eps = v;
+    }
+    if let Some(v) = a.grad_clip {
+        cfg.adamw.grad_clip = v;
+    }
+    if a.constant_lr {
+        cfg.min_lr = cfg.lr;
+        cfg.warmup = 0;
     }
     if let Some(v) = a.eval_every {
         cfg.eval_every = v;
@@ -148,6 +198,75 @@ pub fn train(a: TrainArgs) -> Result<()> {
         s.mfu.map(|m| format!("{:.1}%", m * 100.0)).unwrap_or_else(|| "n/a".into()),
         s.out.display()
     );
+    Ok(())
+}
+
+fn train_fixed_batch(dir: &std::path::Path, a: &TrainArgs) -> Result<()> {
+    let file = a
+        .batch
+        .as_ref()
+        .ok_or_else(|| anyhow!("--model needs --batch FILE (a safetensors file with `tokens` [B, T+1])"))?;
+    let defaults = anychip_optim::AdamWConfig::default();
+    let s = anychip_train::fixed_batch::FixedBatchTrain {
+        steps: a.steps.unwrap_or(10),
+        lr: a.lr.unwrap_or(1e-3),
+        constant_lr: a.constant_lr,
+        adamw: anychip_optim::AdamWConfig {
+            beta1: a.beta1.unwrap_or(0.9),
+            beta2: a.beta2.unwrap_or(0.999),
+            eps: a.eps.unwrap_or(defaults.eps),
+            weight_decay: a.weight_decay.unwrap_or(0.01),
+            grad_clip: a.grad_clip.unwrap_or(0.0),
+        },
+        port: a.port.clone(),
+        threads: a.threads,
+    };
+    anychip_train::fixed_batch::train(dir, std::path::Path::new(file), &s, a.out.as_deref(), &mut std::io::stdout())?;
+    Ok(())
+}
+
+/// Arguments of `anychip eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Hugging Face model directory or anychip run/checkpoint directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Safetensors file holding an integer tensor `tokens` [B, T+1].
+    #[arg(long)]
+    batch: PathBuf,
+    /// Port to run on.
+    #[arg(long, default_value = "cpu")]
+    port: String,
+    /// Worker threads.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let loss = anychip_train::fixed_batch::eval(&a.model, &a.batch, &a.port, a.threads)?;
+    println!("{}", serde_json::json!({ "loss": loss }));
+    Ok(())
+}
+
+/// Arguments of `anychip export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// anychip run or checkpoint directory.
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// Output directory for the Hugging Face checkpoint (config.json + model.safetensors).
+    #[arg(long)]
+    hf: PathBuf,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    if a.hf.join("model.safetensors").exists() || a.hf.join("config.json").exists() {
+        return Err(anyhow!("{} already holds a model; choose another --hf directory", a.hf.display()));
+    }
+    let port = anychip_train::ports::open("cpu", None)?;
+    let (model, arch) = anychip_train::fixed_batch::load_model(&a.ckpt, &port)?;
+    anychip_hf::export(&model, arch, &a.hf)?;
+    println!("exported {} ({:.2}M params) to {}", arch.class(), model.n_params() as f64 / 1e6, a.hf.display());
     Ok(())
 }
 

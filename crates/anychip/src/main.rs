@@ -20,6 +20,10 @@ enum Cmd {
     Train(cmd_train::TrainArgs),
     /// Generate text from a checkpoint.
     Sample(cmd_train::SampleArgs),
+    /// Loss of a model (HF or anychip) on one fixed batch, as one JSON line.
+    Eval(cmd_train::EvalArgs),
+    /// Write an anychip checkpoint as a Hugging Face checkpoint that transformers loads.
+    Export(cmd_train::ExportArgs),
     /// Measure training throughput (tokens/s, step time, MFU, peak memory).
     Bench(cmd_train::BenchArgs),
     /// List the registered ports and their capabilities.
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
         Cmd::Train(a) => cmd_train::train(a),
         Cmd::Sample(a) => cmd_train::sample(a),
         Cmd::Bench(a) => cmd_train::bench(a),
+        Cmd::Eval(a) => cmd_train::eval(a),
+        Cmd::Export(a) => cmd_train::export(a),
         Cmd::Ports => cmd_train::ports(),
         Cmd::Conform(a) => cmd_conform::conform(a),
         Cmd::Plan(a) => anychip_plan::cli::run_plan(&a),

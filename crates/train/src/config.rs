@@ -35,6 +35,9 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     pub port: String,
     pub threads: Option<usize>,
+    /// Hugging Face checkpoint the weights start from (`--init`).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -60,6 +63,7 @@ impl TrainConfig {
             val_fraction: 0.05,
             port: "cpu".into(),
             threads: None,
+            init: None,
         }
     }
 

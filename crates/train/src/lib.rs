@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod fixed_batch;
 mod fsutil;
 pub mod ports;
 pub mod sample;

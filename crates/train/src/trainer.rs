@@ -154,6 +154,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let model = Transformer::new(&cfg.model, &port, cfg.seed)?;
     let mut opt = optimizer(&cfg, &model)?;
     let mut loader = Loader::new(data.train.clone(), cfg.batch, cfg.ctx, cfg.seed, 0, 1)?;
+    if let (Some(dir), None) = (&cfg.init, &resumed) {
+        let (arch, _) = anychip_hf::read_config(dir)?;
+        anychip_hf::load_weights_into(dir, arch, &model)?;
+    }
     let mut start = 0u64;
     let mut tokens = 0u64;
     if let Some(ck) = &resumed {
