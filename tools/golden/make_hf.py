@@ -70,7 +70,7 @@ def llama_equivalent_losses(path, tokens):
 
 
 def main():
-    root = os.path.join(os.path.dirname(__file__), "out")
+    root = os.environ.get("GOLDEN_OUT", os.path.join(os.path.dirname(__file__), "out"))
     for arch, make in ARCHS.items():
         torch.manual_seed(7)
         model = make().float().eval()

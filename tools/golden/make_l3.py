@@ -28,7 +28,7 @@ def ours(name):
 
 
 def main():
-    out = os.path.join(os.path.dirname(__file__), "out")
+    out = os.environ.get("GOLDEN_OUT", os.path.join(os.path.dirname(__file__), "out"))
     os.makedirs(out, exist_ok=True)
     for tag, c in CONFIGS.items():
         torch.manual_seed(1234)
