@@ -99,7 +99,7 @@ impl Gpu {
 
     /// Largest buffer the port hands out: it must fit one storage binding.
     pub fn max_alloc(&self) -> u64 {
-        self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size as u64) & !3
+        self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size) & !3
     }
 
     /// The kernel for `key`, compiling `source()` (entry point `entry`) on first use.

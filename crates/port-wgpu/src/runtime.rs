@@ -36,7 +36,7 @@ pub fn write(g: &Gpu, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()> {
         return Ok(());
     }
     let staging = g.upload(src)?;
-    if offset % 4 == 0 && src.len() % 4 == 0 {
+    if offset.is_multiple_of(4) && src.len().is_multiple_of(4) {
         g.copy_aligned(&staging, 0, mem, offset as u64, src.len() as u64);
     } else {
         let tmp = GpuMemory::wrap(&g.pool, staging, src.len());
@@ -74,7 +74,7 @@ pub fn copy(g: &Gpu, src: &Buffer, so: usize, dst: &Buffer, d0: usize, len: usiz
         copy(g, src, so, &tmp, 0, len)?;
         return copy(g, &tmp, 0, dst, d0, len);
     }
-    if so % 4 == 0 && d0 % 4 == 0 && len % 4 == 0 {
+    if so.is_multiple_of(4) && d0.is_multiple_of(4) && len.is_multiple_of(4) {
         g.copy_aligned(s.raw(), so as u64, d, d0 as u64, len as u64);
         Ok(())
     } else {

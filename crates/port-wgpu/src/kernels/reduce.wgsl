@@ -5,6 +5,11 @@
 // strides along it in w[53..61]. Thread t accumulates elements t, t + 256, ... in f32, then
 // the 256 partials are combined by a tree in workgroup memory: the error grows like
 // log2(256) + R/256 roundings rather than R.
+//
+// Long reductions are split: workgroup g handles output j = g / w[5] and chunk c = g mod w[5]
+// (reduced elements [c w[4], (c + 1) w[4])), and stores at o.x + c w[6]; the host then
+// reduces those partials in a second pass. This keeps every GPU busy on a single long sum,
+// and every thread's loop short (lavapipe stops loops after 65535 iterations).
 
 var<workgroup> part: array<f32, 256>;
 
@@ -24,10 +29,13 @@ fn reduced_offset(r0: u32) -> u32 {
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = wid.x + wid.y * nwg.x;
+    let g = wid.x + wid.y * nwg.x;
+    let j = g / pw(5u);
+    let c = g % pw(5u);
     let o = offsets(min(j, pw(0u) - 1u));
+    let end = min(pw(3u), (c + 1u) * pw(4u));
     var acc = {{INIT}};
-    for (var r = lid.x; r < pw(3u); r += WG) {
+    for (var r = c * pw(4u) + lid.x; r < end; r += WG) {
         acc = {{COMBINE}}(acc, x_load(o.y + reduced_offset(r)));
     }
     part[lid.x] = acc;
@@ -39,6 +47,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         workgroupBarrier();
     }
     if (lid.x == 0u && j < pw(0u)) {
-        out_store(o.x, part[0]);
+        out_store(o.x + c * pw(6u), part[0]);
     }
 }

@@ -34,15 +34,16 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     out_store_bits(pw(16u) + n * pw(17u) + c * pw(18u), a_bits(pw(28u) + r * pw(29u) + c * pw(30u)));
 }
 
-// out[idx[n], c] += src[n, c]: one thread per column walks n in order, so repeated indices
-// accumulate in a fixed order (deterministic, no float atomics) and columns never collide.
+// out[idx[n], c] += src[n, c] for n in [w[5], w[6]): one thread per column walks n in order,
+// so repeated indices accumulate in a fixed order (deterministic, no float atomics) and
+// columns never collide. The host splits N into such ranges to keep loops short.
 @compute @workgroup_size(256)
 fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let c = thread_id(gid, nwg);
     if (c >= pw(2u)) {
         return;
     }
-    for (var n = 0u; n < pw(4u); n++) {
+    for (var n = pw(5u); n < pw(6u); n++) {
         let r = row_index(n);
         if (r != 0xffffffffu) {
             let e = pw(16u) + r * pw(17u) + c * pw(18u);

@@ -93,6 +93,12 @@ pub fn scatter_add_rows(g: &Gpu, src: &View, idx: &View, out: &View) -> Result<(
         return Ok(());
     }
     let slots = [Slot::write("out", out.dtype), Slot::read("a", src.dtype), Slot::read("b", DType::I32)];
-    let p = params(out, src, idx, d, v, n, d);
-    run(g, "scatter", ROWS, "scatter_add", &slots, &[], &[om, sm, im], true, &p, grid(d)?)
+    // Consecutive dispatches over ranges of indices: the queue keeps them in order.
+    const RANGE: usize = 4096;
+    for start in (0..n).step_by(RANGE) {
+        let mut p = params(out, src, idx, d, v, n, d);
+        p.set(5, start as u32).set(6, (start + RANGE).min(n) as u32);
+        run(g, "scatter", ROWS, "scatter_add", &slots, &[], &[om, sm, im], true, &p, grid(d)?)?;
+    }
+    Ok(())
 }
