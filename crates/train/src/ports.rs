@@ -3,11 +3,13 @@
 use anychip_port::{Port, PortOptions, Registry};
 use std::sync::Arc;
 
-/// A registry holding every in-tree port (`cpu` first: it is the default).
+/// A registry holding every in-tree port (`cpu` first: it is the default; `wgpu` reports
+/// itself unavailable where the machine has no Vulkan/Metal/DX12 adapter).
 pub fn registry() -> Registry {
     let mut reg = Registry::new();
     anychip_port_cpu::register(&mut reg);
     anychip_port_ref::register(&mut reg);
+    anychip_port_wgpu::register(&mut reg);
     reg
 }
 
