@@ -4,34 +4,15 @@
 //! in row-major order of its shape, so transposes and batch broadcast (stride 0) are handled
 //! by the view walk and need no special case here.
 
-use crate::memory::{check_float, check_view, load, store};
-use anychip_port::{invalid, DType, Result, View};
+use crate::memory::{check_view, load, store};
+use anychip_port::{Result, View};
 
 /// Batched matrix multiply; a:[B,M,K], b:[B,K,N], out:[B,M,N].
 pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
     for (name, v) in [("a", a), ("b", b), ("out", out)] {
         check_view(&format!("matmul {name}"), v)?;
-        check_float(&format!("matmul {name}"), v)?;
-        if v.layout.rank() != 3 {
-            return invalid(format!("matmul {name}: shape {:?} must have rank 3 [batch, rows, cols]", v.shape()));
-        }
     }
-    let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
-    let (bt, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
-    if sb[0] != bt || sb[1] != k || so != [bt, m, n] {
-        return invalid(format!(
-            "matmul: shapes a {sa:?} @ b {sb:?} -> out {so:?} do not agree; need a [B,M,K], b [B,K,N], out [B,M,N]"
-        ));
-    }
-    if a.dtype != b.dtype {
-        return invalid(format!("matmul: a is {} but b is {}; inputs must share a dtype", a.dtype, b.dtype));
-    }
-    if out.dtype != a.dtype && out.dtype != DType::F32 {
-        return invalid(format!(
-            "matmul: out is {} but inputs are {}; out must be {} or f32",
-            out.dtype, a.dtype, a.dtype
-        ));
-    }
+    let (bt, m, k, n) = anychip_port::check::matmul(a, b, out)?;
     let (av, bv) = (load("matmul a", a)?, load("matmul b", b)?);
     // With beta = 0 out is never read, so garbage (even NaN) in it cannot leak into the result.
     let ov = if beta != 0.0 { load("matmul out", out)? } else { vec![0.0; out.numel()] };

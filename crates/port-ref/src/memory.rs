@@ -4,7 +4,7 @@
 //! store (round once to the output dtype). Inputs are fully read before the output is
 //! written, so an `out` that aliases an input, with any layout, still sees the old values.
 
-use anychip_port::{bf16_to_f32, f32_to_bf16, Buffer, DType, DeviceMemory, Layout, PortError, Result, View};
+use anychip_port::{bf16_to_f32, f32_to_bf16, Buffer, DType, DeviceMemory, PortError, Result, View};
 use std::any::Any;
 use std::sync::{Mutex, MutexGuard};
 
@@ -64,18 +64,6 @@ pub fn check_range(what: &str, offset: usize, len: usize, size: usize) -> Result
     }
 }
 
-/// One past the largest element the layout touches, with overflow reported as `None`.
-fn checked_span(l: &Layout) -> Option<usize> {
-    let numel = l.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n))?;
-    if numel == 0 {
-        return Some(l.offset);
-    }
-    l.shape
-        .iter()
-        .zip(&l.strides)
-        .try_fold(l.offset.checked_add(1)?, |a, (&n, &s)| a.checked_add((n - 1).checked_mul(s)?))
-}
-
 /// Validate a view: rank of strides, ownership, and every element inside its buffer.
 pub fn check_view(what: &str, v: &View) -> Result<()> {
     let l = &v.layout;
@@ -89,34 +77,10 @@ pub fn check_view(what: &str, v: &View) -> Result<()> {
         )));
     }
     let mem = host(what, &v.buf)?;
-    let held = mem.bytes() / v.dtype.size();
-    match checked_span(l) {
-        Some(span) if span <= held => Ok(()),
-        _ => Err(PortError::Invalid(format!(
-            "{what}: {} view shape {:?} strides {:?} offset {} reaches past the end of its buffer ({} elements); \
-             allocate a larger buffer or fix the layout",
-            v.dtype, l.shape, l.strides, l.offset, held
-        ))),
-    }
+    anychip_port::check::in_bounds(what, v, mem.bytes() / v.dtype.size())
 }
 
-/// Fail unless `v` has exactly `shape`.
-pub fn check_shape(what: &str, v: &View, shape: &[usize]) -> Result<()> {
-    if v.shape() == shape {
-        Ok(())
-    } else {
-        Err(PortError::Invalid(format!("{what}: shape {:?} does not match the expected {:?}", v.shape(), shape)))
-    }
-}
-
-/// Fail unless `v` holds floats.
-pub fn check_float(what: &str, v: &View) -> Result<()> {
-    if v.dtype.is_float() {
-        Ok(())
-    } else {
-        Err(PortError::Invalid(format!("{what}: dtype {} is not a float dtype (f32 or bf16)", v.dtype)))
-    }
-}
+pub use anychip_port::check::{float as check_float, shape as check_shape};
 
 /// Raw bits of element `e` (bf16 in the low 16 bits).
 fn get_bits(bytes: &[u8], dtype: DType, e: usize) -> u32 {

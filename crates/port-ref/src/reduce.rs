@@ -4,27 +4,15 @@
 //! inputs up to the final rounding), or the IEEE maximum with NaN propagation, -inf when empty.
 
 use crate::elementwise::maximum;
-use crate::memory::{check_float, check_view, load, store};
-use anychip_port::{invalid, ReduceOp, Result, View};
+use crate::memory::{check_view, load, store};
+use anychip_port::{ReduceOp, Result, View};
 
 /// Reduce `x` into `out` (equal rank; each out extent equals x's or is 1).
 pub fn reduce(op: ReduceOp, x: &View, out: &View) -> Result<()> {
     check_view("reduce x", x)?;
     check_view("reduce out", out)?;
-    check_float("reduce x", x)?;
-    check_float("reduce out", out)?;
+    anychip_port::check::reduce(x, out)?;
     let (xs, os) = (x.shape(), out.shape());
-    if xs.len() != os.len() {
-        return invalid(format!(
-            "reduce: x has shape {xs:?} but out has shape {os:?}; ranks must be equal (keep reduced axes as 1)"
-        ));
-    }
-    if let Some(d) = (0..xs.len()).find(|&d| os[d] != xs[d] && os[d] != 1) {
-        return invalid(format!(
-            "reduce: out extent {} on axis {d} is neither x's extent {} nor 1 (x {xs:?}, out {os:?})",
-            os[d], xs[d]
-        ));
-    }
     let init = match op {
         ReduceOp::Sum => 0.0,
         ReduceOp::Max => f64::NEG_INFINITY,

@@ -3,7 +3,7 @@
 use crate::gpu::{Gpu, PARAMS};
 use crate::memory::{gpu, GpuMemory};
 use crate::shader::{self, Slot};
-use anychip_port::{Layout, PortError, Result, View};
+use anychip_port::{PortError, Result, View};
 
 /// Most axes a kernel walks after merging (the parameter block has room for eight).
 pub const MAX_RANK: usize = 8;
@@ -77,18 +77,6 @@ pub fn merge(shape: &[usize], strides: &[&[usize]]) -> Result<(Vec<usize>, Vec<V
     Ok((sh, st))
 }
 
-/// One past the largest element the layout touches, with overflow reported as `None`.
-fn checked_span(l: &Layout) -> Option<usize> {
-    let numel = l.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n))?;
-    if numel == 0 {
-        return Some(l.offset);
-    }
-    l.shape
-        .iter()
-        .zip(&l.strides)
-        .try_fold(l.offset.checked_add(1)?, |a, (&n, &s)| a.checked_add((n - 1).checked_mul(s)?))
-}
-
 /// Validate a view (strides rank, ownership, in bounds) and return its memory.
 pub fn check_view<'a>(what: &str, v: &'a View) -> Result<&'a GpuMemory> {
     let l = &v.layout;
@@ -104,33 +92,11 @@ pub fn check_view<'a>(what: &str, v: &'a View) -> Result<&'a GpuMemory> {
     let mem = gpu(what, &v.buf)?;
     let held = mem.capacity() as usize / v.dtype.size();
     let within = v.buf.bytes() / v.dtype.size();
-    match checked_span(l) {
-        Some(span) if span <= within && span <= held => Ok(mem),
-        _ => Err(PortError::Invalid(format!(
-            "{what}: {} view shape {:?} strides {:?} offset {} reaches past the end of its buffer ({} elements); \
-             allocate a larger buffer or fix the layout",
-            v.dtype, l.shape, l.strides, l.offset, within
-        ))),
-    }
+    anychip_port::check::in_bounds(what, v, within.min(held))?;
+    Ok(mem)
 }
 
-/// Fail unless `v` has exactly `shape`.
-pub fn check_shape(what: &str, v: &View, shape: &[usize]) -> Result<()> {
-    if v.shape() == shape {
-        Ok(())
-    } else {
-        Err(PortError::Invalid(format!("{what}: shape {:?} does not match the expected {:?}", v.shape(), shape)))
-    }
-}
-
-/// Fail unless `v` holds floats.
-pub fn check_float(what: &str, v: &View) -> Result<()> {
-    if v.dtype.is_float() {
-        Ok(())
-    } else {
-        Err(PortError::Invalid(format!("{what}: dtype {} is not a float dtype (f32 or bf16)", v.dtype)))
-    }
-}
+pub use anychip_port::check::{float as check_float, shape as check_shape};
 
 /// A 2-D grid of 1-D workgroups covering `n` threads (one grid axis holds <= 65535 groups).
 pub fn grid(n: usize) -> Result<[u32; 3]> {

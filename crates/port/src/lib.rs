@@ -8,6 +8,7 @@
 //! Ports register at run time in a [`Registry`]; the engine never names a chip.
 //! See `docs/porting.md` for the order in which to implement and how to prove it.
 
+pub mod check;
 mod composite;
 mod dtype;
 pub mod error;

@@ -1,36 +1,17 @@
 //! matmul: out[b] = alpha * a[b] @ b[b] + beta * out[b] with a tiled WGSL kernel.
 
 use crate::gpu::Gpu;
-use crate::launch::{check_float, check_view, run, Params};
+use crate::launch::{check_view, run, Params};
 use crate::shader::{Slot, MATMUL};
-use anychip_port::{invalid, DType, PortError, Result, View};
+use anychip_port::{PortError, Result, View};
 
 /// Batched matrix multiply; a:[B,M,K], b:[B,K,N], out:[B,M,N].
 pub fn matmul(g: &Gpu, a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
     let mut mems = Vec::new();
     for (name, v) in [("out", out), ("a", a), ("b", b)] {
         mems.push(check_view(&format!("matmul {name}"), v)?);
-        check_float(&format!("matmul {name}"), v)?;
-        if v.layout.rank() != 3 {
-            return invalid(format!("matmul {name}: shape {:?} must have rank 3 [batch, rows, cols]", v.shape()));
-        }
     }
-    let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
-    let (bt, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
-    if sb[0] != bt || sb[1] != k || so != [bt, m, n] {
-        return invalid(format!(
-            "matmul: shapes a {sa:?} @ b {sb:?} -> out {so:?} do not agree; need a [B,M,K], b [B,K,N], out [B,M,N]"
-        ));
-    }
-    if a.dtype != b.dtype {
-        return invalid(format!("matmul: a is {} but b is {}; inputs must share a dtype", a.dtype, b.dtype));
-    }
-    if out.dtype != a.dtype && out.dtype != DType::F32 {
-        return invalid(format!(
-            "matmul: out is {} but inputs are {}; out must be {} or f32",
-            out.dtype, a.dtype, a.dtype
-        ));
-    }
+    let (bt, m, k, n) = anychip_port::check::matmul(a, b, out)?;
     if out.numel() == 0 {
         return Ok(());
     }

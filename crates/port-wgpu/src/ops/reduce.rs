@@ -1,30 +1,18 @@
 //! reduce: sum or max over the axes where `out` has extent 1 and `x` does not.
 
 use crate::gpu::Gpu;
-use crate::launch::{check_float, check_view, grid, merge, run, Params, MAX_RANK, WG};
+use crate::launch::{check_view, grid, merge, run, Params, MAX_RANK, WG};
 use crate::memory::{gpu, GpuMemory};
 use crate::shader::{Slot, REDUCE};
-use anychip_port::{invalid, Buffer, DType, Layout, PortError, ReduceOp, Result, View};
+use anychip_port::{Buffer, DType, Layout, PortError, ReduceOp, Result, View};
 use std::sync::Arc;
 
 /// Reduce `x` into `out` (equal rank; each out extent equals x's or is 1).
 pub fn reduce(g: &Gpu, op: ReduceOp, x: &View, out: &View) -> Result<()> {
     let xm = check_view("reduce x", x)?;
     let om = check_view("reduce out", out)?;
-    check_float("reduce x", x)?;
-    check_float("reduce out", out)?;
+    anychip_port::check::reduce(x, out)?;
     let (xs, os) = (x.shape(), out.shape());
-    if xs.len() != os.len() {
-        return invalid(format!(
-            "reduce: x has shape {xs:?} but out has shape {os:?}; ranks must be equal (keep reduced axes as 1)"
-        ));
-    }
-    if let Some(d) = (0..xs.len()).find(|&d| os[d] != xs[d] && os[d] != 1) {
-        return invalid(format!(
-            "reduce: out extent {} on axis {d} is neither x's extent {} nor 1 (x {xs:?}, out {os:?})",
-            os[d], xs[d]
-        ));
-    }
     let nout = out.numel();
     if nout == 0 {
         return Ok(());

@@ -1,0 +1,94 @@
+//! Argument checks every port needs, written once against the contract so that ports reject
+//! bad calls with the same words and cannot drift apart on what "valid" means.
+
+use crate::{invalid, DType, Layout, PortError, Result, View};
+
+/// One past the largest element index `l` touches (its offset for an empty view); `None` on
+/// overflow.
+pub fn span(l: &Layout) -> Option<usize> {
+    let numel = l.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n))?;
+    if numel == 0 {
+        return Some(l.offset);
+    }
+    l.shape
+        .iter()
+        .zip(&l.strides)
+        .try_fold(l.offset.checked_add(1)?, |a, (&n, &s)| a.checked_add((n - 1).checked_mul(s)?))
+}
+
+/// Fail unless every element of `v` lies within the first `held` elements of its buffer.
+pub fn in_bounds(what: &str, v: &View, held: usize) -> Result<()> {
+    let l = &v.layout;
+    match span(l) {
+        Some(s) if s <= held => Ok(()),
+        _ => Err(PortError::Invalid(format!(
+            "{what}: {} view shape {:?} strides {:?} offset {} reaches past the end of its buffer ({held} elements); \
+             allocate a larger buffer or fix the layout",
+            v.dtype, l.shape, l.strides, l.offset
+        ))),
+    }
+}
+
+/// Fail unless `v` has exactly `shape`.
+pub fn shape(what: &str, v: &View, shape: &[usize]) -> Result<()> {
+    if v.shape() == shape {
+        Ok(())
+    } else {
+        invalid(format!("{what}: shape {:?} does not match the expected {:?}", v.shape(), shape))
+    }
+}
+
+/// Fail unless `v` holds floats.
+pub fn float(what: &str, v: &View) -> Result<()> {
+    if v.dtype.is_float() {
+        Ok(())
+    } else {
+        invalid(format!("{what}: dtype {} is not a float dtype (f32 or bf16)", v.dtype))
+    }
+}
+
+/// Shape and dtype agreement of `matmul`; returns (batch, m, k, n).
+pub fn matmul(a: &View, b: &View, out: &View) -> Result<(usize, usize, usize, usize)> {
+    for (name, v) in [("a", a), ("b", b), ("out", out)] {
+        float(&format!("matmul {name}"), v)?;
+        if v.layout.rank() != 3 {
+            return invalid(format!("matmul {name}: shape {:?} must have rank 3 [batch, rows, cols]", v.shape()));
+        }
+    }
+    let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
+    let (bt, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
+    if sb[0] != bt || sb[1] != k || so != [bt, m, n] {
+        return invalid(format!(
+            "matmul: shapes a {sa:?} @ b {sb:?} -> out {so:?} do not agree; need a [B,M,K], b [B,K,N], out [B,M,N]"
+        ));
+    }
+    if a.dtype != b.dtype {
+        return invalid(format!("matmul: a is {} but b is {}; inputs must share a dtype", a.dtype, b.dtype));
+    }
+    if out.dtype != a.dtype && out.dtype != DType::F32 {
+        return invalid(format!(
+            "matmul: out is {} but inputs are {}; out must be {} or f32",
+            out.dtype, a.dtype, a.dtype
+        ));
+    }
+    Ok((bt, m, k, n))
+}
+
+/// Shape agreement of `reduce`: equal rank, each out extent equal to x's or 1.
+pub fn reduce(x: &View, out: &View) -> Result<()> {
+    float("reduce x", x)?;
+    float("reduce out", out)?;
+    let (xs, os) = (x.shape(), out.shape());
+    if xs.len() != os.len() {
+        return invalid(format!(
+            "reduce: x has shape {xs:?} but out has shape {os:?}; ranks must be equal (keep reduced axes as 1)"
+        ));
+    }
+    if let Some(d) = (0..xs.len()).find(|&d| os[d] != xs[d] && os[d] != 1) {
+        return invalid(format!(
+            "reduce: out extent {} on axis {d} is neither x's extent {} nor 1 (x {xs:?}, out {os:?})",
+            os[d], xs[d]
+        ));
+    }
+    Ok(())
+}
