@@ -9,6 +9,7 @@
 //! See `docs/porting.md` for the order in which to implement and how to prove it.
 
 pub mod check;
+mod collective;
 mod composite;
 mod dtype;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod philox;
 mod registry;
 mod runtime;
 
+pub use collective::Collectives;
 pub use composite::{Composite, GeluKind, Handled};
 pub use dtype::{bf16_to_f32, f32_to_bf16, DType};
 pub use error::{invalid, PortError, Result};

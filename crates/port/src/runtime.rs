@@ -1,6 +1,8 @@
 //! The runtime half of the contract (memory, transfers, ordering) and the [`Port`] trait itself.
 
-use crate::{BinaryOp, CompareOp, Composite, DType, Distribution, Handled, Layout, ReduceOp, Result, UnaryOp};
+use crate::{
+    BinaryOp, Collectives, CompareOp, Composite, DType, Distribution, Handled, Layout, ReduceOp, Result, UnaryOp,
+};
 use std::any::Any;
 use std::sync::Arc;
 
@@ -144,5 +146,15 @@ pub trait Port: Send + Sync {
     fn composite(&self, call: &Composite) -> Result<Handled> {
         let _ = call;
         Ok(Handled::No)
+    }
+
+    // ---- collectives (optional) ----
+    /// This port's own collectives (a vendor library such as NCCL, HCCL or BKCL), or `None` (the
+    /// default) to let the engine stage collectives through host memory. `bootstrap` is a
+    /// working host-staged group of the same ranks over this port: use it to agree on a
+    /// communicator id (e.g. rank 0 creates one and broadcasts it in a small buffer).
+    fn collectives(&self, bootstrap: &Arc<dyn Collectives>) -> Result<Option<Arc<dyn Collectives>>> {
+        let _ = bootstrap;
+        Ok(None)
     }
 }
