@@ -1,0 +1,28 @@
+//! The host-memory communicator that [`crate::HostStaged`] builds device collectives on.
+
+use anychip_port::Result;
+
+/// A group of processes (or threads) exchanging host buffers: what MPI provides.
+///
+/// Every rank calls the same methods in the same order with equal lengths. An implementation
+/// fails within a bounded time when a peer dies or hangs, naming it when it can.
+pub trait Comm: Send + Sync {
+    /// This rank's index, in `0..world()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn world(&self) -> usize;
+    /// `recv[i] = sum over ranks r of send_r[rank * n + i]` with `n = recv.len()` and
+    /// `send.len() = world * n`; the sum is taken in the same order on every rank.
+    fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
+    /// `recv[r * n .. (r + 1) * n] = send_r` with `n = send.len()`.
+    fn all_gather_bytes(&self, send: &[u8], recv: &mut [u8]) -> Result<()>;
+    /// `buf = buf_root` on every rank.
+    fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()>;
+    /// Returns once every rank has entered.
+    fn barrier(&self) -> Result<()>;
+    /// End the whole job now (every rank) with exit status `code`, after a rank hit an error the
+    /// others cannot learn about: they would otherwise wait in their next collective.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}

@@ -1,0 +1,140 @@
+//! Device collectives for any port, staged through host memory: read the view, run the host
+//! collective, write the result back. This is what ports without a collective library get.
+
+use crate::Comm;
+use anychip_port::{bf16_to_f32, f32_to_bf16, invalid, Collectives, DType, Port, PortError, Result, View};
+use std::sync::Arc;
+
+/// [`Collectives`] over `port` through host buffers and a host [`Comm`] (e.g. MPI).
+pub struct HostStaged {
+    port: Arc<dyn Port>,
+    comm: Arc<dyn Comm>,
+}
+
+impl HostStaged {
+    /// Collectives for `port`'s buffers over `comm`'s ranks.
+    pub fn new(port: Arc<dyn Port>, comm: Arc<dyn Comm>) -> HostStaged {
+        HostStaged { port, comm }
+    }
+
+    /// Read contiguous `v` into a host vector of `T` (its element type, or bytes).
+    fn read_into<T: bytemuck::Pod + Default>(&self, what: &str, v: &View) -> Result<Vec<T>> {
+        contiguous(what, v)?;
+        let bytes = v.numel() * v.dtype.size();
+        let mut host = vec![T::default(); bytes / std::mem::size_of::<T>()];
+        self.port.read(&v.buf, v.layout.offset * v.dtype.size(), bytemuck::cast_slice_mut(&mut host))?;
+        Ok(host)
+    }
+
+    fn write_bytes(&self, what: &str, v: &View, bytes: &[u8]) -> Result<()> {
+        contiguous(what, v)?;
+        self.port.write(&v.buf, v.layout.offset * v.dtype.size(), bytes)
+    }
+
+    fn read_f32(&self, what: &str, v: &View) -> Result<Vec<f32>> {
+        Ok(match v.dtype {
+            DType::F32 => self.read_into::<f32>(what, v)?,
+            DType::BF16 => self.read_into::<u16>(what, v)?.into_iter().map(bf16_to_f32).collect(),
+            DType::I32 => return Err(unsupported_sum(what)),
+        })
+    }
+
+    fn write_f32(&self, what: &str, v: &View, data: &[f32]) -> Result<()> {
+        match v.dtype {
+            DType::F32 => self.write_bytes(what, v, bytemuck::cast_slice(data)),
+            DType::BF16 => {
+                let halves: Vec<u16> = data.iter().map(|&x| f32_to_bf16(x)).collect();
+                self.write_bytes(what, v, bytemuck::cast_slice(&halves))
+            }
+            DType::I32 => Err(unsupported_sum(what)),
+        }
+    }
+}
+
+impl Collectives for HostStaged {
+    fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+
+    fn world(&self) -> usize {
+        self.comm.world()
+    }
+
+    fn all_reduce(&self, buf: &View) -> Result<()> {
+        // A reduce-scatter then an all-gather (the ring all-reduce's two halves): each block is
+        // summed once, by its owner, so every rank ends with the same bits, which MPI_Allreduce
+        // does not promise.
+        let world = self.world();
+        let mut data = self.read_f32("all_reduce", buf)?;
+        let n = data.len();
+        let block = n.div_ceil(world);
+        data.resize(block * world, 0.0);
+        let mut mine = vec![0.0f32; block];
+        self.comm.reduce_scatter_f32(&data, &mut mine)?;
+        self.comm.all_gather_bytes(bytemuck::cast_slice(&mine), bytemuck::cast_slice_mut(&mut data))?;
+        self.write_f32("all_reduce", buf, &data[..n])
+    }
+
+    fn reduce_scatter(&self, input: &View, out: &View) -> Result<()> {
+        blocks("reduce_scatter", out, input, self.world())?;
+        let data = self.read_f32("reduce_scatter input", input)?;
+        let mut mine = vec![0.0f32; out.numel()];
+        self.comm.reduce_scatter_f32(&data, &mut mine)?;
+        self.write_f32("reduce_scatter out", out, &mine)
+    }
+
+    fn all_gather(&self, input: &View, out: &View) -> Result<()> {
+        blocks("all_gather", input, out, self.world())?;
+        let mine = self.read_into::<u8>("all_gather input", input)?;
+        let mut all = vec![0u8; mine.len() * self.world()];
+        self.comm.all_gather_bytes(&mine, &mut all)?;
+        self.write_bytes("all_gather out", out, &all)
+    }
+
+    fn broadcast(&self, buf: &View, root: usize) -> Result<()> {
+        if root >= self.world() {
+            return invalid(format!("broadcast: root {root} is not a rank of this {}-rank group", self.world()));
+        }
+        let mut bytes = self.read_into::<u8>("broadcast", buf)?;
+        self.comm.broadcast_bytes(&mut bytes, root)?;
+        self.write_bytes("broadcast", buf, &bytes)
+    }
+
+    fn barrier(&self) -> Result<()> {
+        self.comm.barrier()
+    }
+}
+
+fn contiguous(what: &str, v: &View) -> Result<()> {
+    if v.layout.is_contiguous() {
+        Ok(())
+    } else {
+        invalid(format!(
+            "{what}: host-staged collectives take contiguous views, got shape {:?} strides {:?}; copy to a contiguous tensor first",
+            v.layout.shape, v.layout.strides
+        ))
+    }
+}
+
+/// `whole` holds `world` blocks the size of `block`, of the same dtype.
+fn blocks(what: &str, block: &View, whole: &View, world: usize) -> Result<()> {
+    if block.dtype != whole.dtype {
+        return invalid(format!(
+            "{what}: dtypes {} and {} differ; both views need one dtype",
+            block.dtype, whole.dtype
+        ));
+    }
+    if whole.numel() != block.numel() * world {
+        return invalid(format!(
+            "{what}: the whole view has {} elements but {world} ranks x {} per rank = {}",
+            whole.numel(),
+            block.numel(),
+            block.numel() * world
+        ));
+    }
+    Ok(())
+}
+
+fn unsupported_sum(what: &str) -> PortError {
+    PortError::Unsupported(format!("{what}: host-staged sums are defined for f32 and bf16, not i32"))
+}

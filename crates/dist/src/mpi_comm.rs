@@ -1,0 +1,213 @@
+//! [`Comm`] over MPI (rsmpi), with a deadline on every collective.
+//!
+//! A blocking MPI collective waits forever for a rank that hangs (a dead one is normally
+//! reported by `mpirun`, which then ends the job). So every collective here is started
+//! non-blocking and polled against a deadline. To name the rank at fault, each rank tells
+//! every peer the sequence number of each collective it enters (an 8-byte message); when the
+//! deadline passes, the peers whose latest number is behind this rank's are the ones that never
+//! arrived. Then the job is ended with `MPI_Abort`: MPI cannot cancel a collective in flight,
+//! so no rank could continue anyway, and the hung rank must be killed too.
+
+use crate::Comm;
+use anychip_port::{PortError, Result};
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::point_to_point::{Destination, Source};
+use mpi::request::{Request, Scope};
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+use mpi::Threading;
+use std::sync::Mutex;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+/// Tag of the progress messages ("AC").
+const PROGRESS_TAG: i32 = 0x4143;
+
+/// Exit status of a job ended because a collective missed its deadline.
+pub const TIMEOUT_EXIT: i32 = 3;
+
+struct Progress {
+    /// Collectives this rank has entered.
+    seq: u64,
+    /// Latest collective number each peer has announced.
+    seen: Vec<u64>,
+}
+
+/// This process's rank of the MPI job it was launched in (`mpirun -np N ...`).
+pub struct MpiComm {
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    timeout: Duration,
+    progress: Mutex<Progress>,
+    /// MPI is initialised for calls from this thread only (MPI_THREAD_FUNNELED).
+    owner: ThreadId,
+    // Last field: dropping it finalises MPI, after the communicator above is gone.
+    _universe: Universe,
+}
+
+// SAFETY: the communicator is a handle that MPI allows any thread to pass around; every method
+// that calls into MPI first checks it runs on `owner`, the only thread MPI was initialised for.
+unsafe impl Send for MpiComm {}
+unsafe impl Sync for MpiComm {}
+
+impl MpiComm {
+    /// Initialise MPI on this thread; every collective that waits longer than `timeout` for
+    /// its peers ends the whole job with a message naming the late ranks.
+    pub fn init(timeout: Duration) -> std::result::Result<MpiComm, String> {
+        let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)
+            .ok_or("MPI is already initialised in this process; create one MpiComm per process")?;
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        Ok(MpiComm {
+            world,
+            rank,
+            size,
+            timeout,
+            progress: Mutex::new(Progress { seq: 0, seen: vec![0; size] }),
+            owner: std::thread::current().id(),
+            _universe: universe,
+        })
+    }
+
+    /// Host name of this rank (for reports).
+    pub fn processor_name(&self) -> String {
+        mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
+    }
+
+    /// Announce entering the next collective to every peer; returns its number.
+    fn enter(&self, what: &str) -> Result<u64> {
+        if std::thread::current().id() != self.owner {
+            return Err(PortError::Invalid(format!(
+                "{what}: MPI collectives must be called from the thread that initialised MPI"
+            )));
+        }
+        let mut p = self.progress.lock().map_err(|_| PortError::Device("MPI progress state poisoned".into()))?;
+        p.seq += 1;
+        for peer in (0..self.size).filter(|&r| r != self.rank) {
+            // 8 bytes go out eagerly: this does not wait for the peer.
+            self.world.process_at_rank(peer as i32).send_with_tag(&p.seq, PROGRESS_TAG);
+        }
+        self.drain(&mut p);
+        Ok(p.seq)
+    }
+
+    /// Read every progress message that has arrived (keeps MPI's unexpected-message queue short).
+    fn drain(&self, p: &mut Progress) {
+        while let Some((msg, status)) = self.world.any_process().immediate_matched_probe_with_tag(PROGRESS_TAG) {
+            let (seq, _) = msg.matched_receive::<u64>();
+            let from = status.source_rank() as usize;
+            p.seen[from] = p.seen[from].max(seq);
+        }
+    }
+
+    /// Poll `req` until it completes; past the deadline, name the late ranks and end the job.
+    fn wait<'a, D: ?Sized, S: Scope<'a>>(&self, what: &str, seq: u64, mut req: Request<'a, D, S>) {
+        let start = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            match req.test() {
+                Ok(_) => return,
+                Err(r) => req = r,
+            }
+            if start.elapsed() > self.timeout {
+                self.fail(what, seq);
+            }
+            polls += 1;
+            // Spin briefly (a collective between busy ranks finishes in microseconds), then
+            // back off so a waiting rank does not steal a core from a slower peer.
+            if polls < 2000 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+
+    fn fail(&self, what: &str, seq: u64) -> ! {
+        let late: Vec<usize> = match self.progress.lock() {
+            Ok(mut p) => {
+                self.drain(&mut p);
+                (0..self.size).filter(|&r| r != self.rank && p.seen[r] < seq).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let who = match late.as_slice() {
+            [] => "every rank reached it, so one died or stalled during the transfer (see mpirun's report)".to_string(),
+            [r] => format!("rank {r} never reached it (dead or hung)"),
+            rs => format!(
+                "ranks {} never reached it (dead or hung)",
+                rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        eprintln!(
+            "error: rank {} ({}): {what} (collective #{seq}) did not complete within {} s: {who}; ending the job. \
+             The last complete checkpoint is intact: --resume from it (with any number of ranks).",
+            self.rank,
+            self.processor_name(),
+            self.timeout.as_secs_f64()
+        );
+        self.world.abort(TIMEOUT_EXIT)
+    }
+}
+
+fn len_err(what: &str, got: usize, world: usize, block: usize) -> PortError {
+    PortError::Invalid(format!("{what}: {got} elements is not {world} ranks x {block}"))
+}
+
+impl Comm for MpiComm {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world(&self) -> usize {
+        self.size
+    }
+
+    fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        if send.len() != recv.len() * self.size {
+            return Err(len_err("reduce_scatter", send.len(), self.size, recv.len()));
+        }
+        let seq = self.enter("reduce-scatter")?;
+        mpi::request::scope(|sc| {
+            let req = self.world.immediate_reduce_scatter_block_into(sc, send, recv, SystemOperation::sum());
+            self.wait("reduce-scatter", seq, req);
+        });
+        Ok(())
+    }
+
+    fn all_gather_bytes(&self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        if recv.len() != send.len() * self.size {
+            return Err(len_err("all_gather", recv.len(), self.size, send.len()));
+        }
+        let seq = self.enter("all-gather")?;
+        mpi::request::scope(|sc| {
+            let req = self.world.immediate_all_gather_into(sc, send, recv);
+            self.wait("all-gather", seq, req);
+        });
+        Ok(())
+    }
+
+    fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()> {
+        if root >= self.size {
+            return Err(PortError::Invalid(format!("broadcast: root {root} is not a rank of {}", self.size)));
+        }
+        let seq = self.enter("broadcast")?;
+        mpi::request::scope(|sc| {
+            let req = self.world.process_at_rank(root as i32).immediate_broadcast_into(sc, buf);
+            self.wait("broadcast", seq, req);
+        });
+        Ok(())
+    }
+
+    fn barrier(&self) -> Result<()> {
+        let seq = self.enter("barrier")?;
+        self.wait("barrier", seq, self.world.immediate_barrier());
+        Ok(())
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}

@@ -1,0 +1,248 @@
+//! Data parallelism with ranks as threads (no MPI needed): the collectives' semantics, and N
+//! ranks with batch B/N reproducing one rank with batch B, replicated and under ZeRO-1.
+
+use anychip_core::Tensor;
+use anychip_data::Loader;
+use anychip_dist::{collectives_for, Collectives, Comm, DataParallel, DpOptions, HostStaged, LocalComm};
+use anychip_models::ModelConfig;
+use anychip_nn::Transformer;
+use anychip_optim::{AdamW, AdamWConfig, ParamGroup};
+use anychip_port::{DType, Port};
+use std::sync::Arc;
+
+fn cpu() -> Arc<dyn Port> {
+    Arc::new(anychip_port_cpu::new(Some(1)))
+}
+
+/// Run `f(rank, comm)` on `world` threads and collect the results in rank order.
+fn on_ranks<T: Send>(world: usize, f: impl Fn(usize, Arc<dyn Comm>) -> T + Sync) -> Vec<T> {
+    let comms = LocalComm::group(world);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .enumerate()
+            .map(|(r, c)| {
+                let f = &f;
+                s.spawn(move || f(r, Arc::new(c) as Arc<dyn Comm>))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("rank thread panicked")).collect()
+    })
+}
+
+/// Rank r's test data: element i = r * 1000 + i + 0.25 (exact in f32).
+fn data(rank: usize, n: usize) -> Vec<f32> {
+    (0..n).map(|i| (rank * 1000 + i) as f32 + 0.25).collect()
+}
+
+#[test]
+fn host_staged_collectives_follow_the_contract() {
+    let world = 3;
+    let out = on_ranks(world, |rank, comm| {
+        let port = cpu();
+        let c = HostStaged::new(port.clone(), comm);
+        assert_eq!((c.rank(), c.world()), (rank, world));
+        let t = |v: &[f32]| Tensor::from_f32(&port, v, &[v.len()], DType::F32).unwrap();
+        // all_reduce of 7 elements (not a multiple of the world: exercises the padding).
+        let ar = t(&data(rank, 7));
+        c.all_reduce(&ar.view()).unwrap();
+        // reduce_scatter: 3 blocks of 2.
+        let rs_in = t(&data(rank, 6));
+        let rs_out = t(&[0.0; 2]);
+        c.reduce_scatter(&rs_in.view(), &rs_out.view()).unwrap();
+        // all_gather of bf16 (byte-level: any dtype).
+        let ag_in = Tensor::from_f32(&port, &[rank as f32, -(rank as f32)], &[2], DType::BF16).unwrap();
+        let ag_out = Tensor::zeros(&port, &[6], DType::BF16).unwrap();
+        c.all_gather(&ag_in.view(), &ag_out.view()).unwrap();
+        // broadcast from rank 2.
+        let bc = t(&data(rank, 4));
+        c.broadcast(&bc.view(), 2).unwrap();
+        c.barrier().unwrap();
+        // A bad shape is an error, not a hang or a panic (checked before any communication).
+        let bad = c.reduce_scatter(&rs_in.view(), &t(&[0.0; 4]).view());
+        assert!(bad.unwrap_err().to_string().contains("3 ranks x 4"));
+        [ar, rs_out, ag_out, bc].map(|x| x.to_vec_f32().unwrap())
+    });
+    let sum = |i: usize| (0..world).map(|r| data(r, 8)[i]).sum::<f32>();
+    for (rank, [ar, rs, ag, bc]) in out.iter().enumerate() {
+        assert_eq!(ar, &(0..7).map(sum).collect::<Vec<_>>(), "all_reduce on rank {rank}");
+        assert_eq!(rs, &[sum(2 * rank), sum(2 * rank + 1)], "reduce_scatter on rank {rank}");
+        assert_eq!(ag, &[0.0, -0.0, 1.0, -1.0, 2.0, -2.0], "all_gather on rank {rank}");
+        assert_eq!(bc, &data(2, 4), "broadcast on rank {rank}");
+    }
+}
+
+fn tiny() -> ModelConfig {
+    ModelConfig::gpt2(64, 16, 2, 2, 32)
+}
+
+fn corpus() -> Vec<u32> {
+    // A pseudo-random phrase of 23 tokens (LCG) repeated: learnable within 20 steps.
+    let mut x = 12345u64;
+    let phrase: Vec<u32> = (0..23)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) % 64) as u32
+        })
+        .collect();
+    (0..4096).map(|i| phrase[i % 23]).collect()
+}
+
+const GLOBAL_BATCH: usize = 4;
+const CTX: usize = 16;
+const STEPS: usize = 20;
+
+fn adamw() -> AdamWConfig {
+    // A small clip so clipping is active and its global norm must be right on every rank.
+    AdamWConfig { grad_clip: 0.5, ..AdamWConfig::default() }
+}
+
+/// Train the tiny model on `world` ranks; returns each rank's global losses and final weights.
+fn train(world: usize, zero: bool) -> Vec<(Vec<f32>, Vec<f32>, usize)> {
+    let tokens: Arc<[u32]> = corpus().into();
+    on_ranks(world, |rank, comm| {
+        let port = cpu();
+        let model = Transformer::new(&tiny(), &port, 7).unwrap();
+        let groups: Vec<ParamGroup> = model
+            .params()
+            .iter()
+            .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: p.kind.decays() })
+            .collect();
+        let pairs: Vec<(Tensor, bool)> = groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
+        // A small bucket so a parameter straddles buckets and rank blocks.
+        let opts = DpOptions { zero, bucket_bytes: 4096 };
+        let coll = collectives_for(&port, comm).unwrap();
+        let mut dp = DataParallel::new(coll, &pairs, adamw(), opts).unwrap();
+        let mut opt = if zero { None } else { Some(AdamW::new(adamw(), groups).unwrap()) };
+        dp.broadcast_params().unwrap();
+        let mut loader = Loader::new(tokens.clone(), GLOBAL_BATCH / world, CTX, 3, rank, world).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..STEPS {
+            let b = loader.next_batch();
+            let x = Tensor::from_i32(&port, &b.inputs, &[b.batch, b.ctx]).unwrap();
+            let y = Tensor::from_i32(&port, &b.targets, &[b.batch, b.ctx]).unwrap();
+            let loss = model.loss(&x, &y).unwrap();
+            let mut g = loss.backward().unwrap();
+            let grads: Vec<Tensor> = model.params().iter().map(|p| g.remove(&p.tensor).unwrap()).collect();
+            match &mut opt {
+                Some(opt) => {
+                    let avg = dp.average_grads(&grads).unwrap();
+                    opt.step(&avg, 1e-2).unwrap();
+                }
+                None => {
+                    dp.zero_step(&grads, 1e-2).unwrap();
+                }
+            }
+            losses.push(dp.sum(&[loss.item().unwrap()]).unwrap()[0] / world as f32);
+        }
+        let weights: Vec<f32> = model.params().iter().flat_map(|p| p.tensor.to_vec_f32().unwrap()).collect();
+        (losses, weights, dp.optimizer_state_bytes())
+    })
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn n_ranks_with_batch_b_over_n_reproduce_one_rank_with_batch_b() {
+    let one = train(1, false).remove(0);
+    assert!(one.0[STEPS - 1] < one.0[0], "the baseline must learn: {:?}", one.0);
+    for world in [2, 4] {
+        for zero in [false, true] {
+            let ranks = train(world, zero);
+            for (rank, (losses, weights, _)) in ranks.iter().enumerate() {
+                // Every replica holds the same bits: each element is summed once, by its owner.
+                assert_eq!(
+                    weights, &ranks[0].1,
+                    "world {world} zero {zero}: rank {rank}'s weights differ from rank 0's"
+                );
+                let d = max_diff(losses, &one.0);
+                if rank == 0 {
+                    eprintln!("world {world} zero {zero}: max |loss - loss_1rank| over {STEPS} steps = {d:.3e}");
+                }
+                assert!(d < 1e-4, "world {world} zero {zero}: losses {losses:?} vs one rank {:?}", one.0);
+                let w = max_diff(weights, &one.1);
+                if rank == 0 {
+                    // Adam divides by sqrt(v): a rounding-level change of a near-zero gradient can
+                    // move a weight by a fraction of lr (1e-2) per step, so weights agree less
+                    // tightly than losses.
+                    eprintln!("world {world} zero {zero}: max |w - w_1rank| = {w:.3e}");
+                }
+                assert!(w < 1e-3, "world {world} zero {zero}: weights drifted from one rank's by {w}");
+            }
+            // The reduction order differs from one rank's, so the runs must not be bit-identical
+            // by accident of nothing having been communicated.
+            assert_ne!(ranks[0].0, vec![0.0; STEPS]);
+        }
+    }
+}
+
+#[test]
+fn zero1_shards_the_optimizer_state() {
+    let full = train(1, false).remove(0).2;
+    let n_params: usize = Transformer::new(&tiny(), &cpu(), 7).unwrap().n_params();
+    assert_eq!(full, 8 * n_params);
+    for world in [2, 4] {
+        let per_rank: Vec<usize> = train(world, true).iter().map(|r| r.2).collect();
+        assert_eq!(per_rank.iter().sum::<usize>(), full, "the shards of {world} ranks must cover every element once");
+        let most = *per_rank.iter().max().unwrap();
+        assert!(most <= full / world + 8 * world, "world {world}: {per_rank:?} is not ~1/{world} of {full}");
+    }
+}
+
+#[test]
+fn gathered_moments_round_trip_across_world_sizes() {
+    // Moments written by 2 ranks under ZeRO-1 load back into 4 ranks' shards (resume with another N).
+    let gathered = on_ranks(2, |_, comm| {
+        let port = cpu();
+        let model = Transformer::new(&tiny(), &port, 7).unwrap();
+        let pairs: Vec<(Tensor, bool)> = model.params().iter().map(|p| (p.tensor.clone(), true)).collect();
+        let coll = collectives_for(&port, comm).unwrap();
+        let no_clip = AdamWConfig { grad_clip: 0.0, ..adamw() };
+        let mut dp = DataParallel::new(coll, &pairs, no_clip, DpOptions { zero: true, bucket_bytes: 4096 }).unwrap();
+        let grads: Vec<Tensor> =
+            model.params().iter().map(|p| Tensor::full(&port, p.tensor.shape(), 0.5, DType::F32).unwrap()).collect();
+        dp.zero_step(&grads, 1e-3).unwrap();
+        let (m, v) = dp.gather_moments().unwrap().unwrap();
+        (
+            m.iter().flat_map(|t| t.to_vec_f32().unwrap()).collect::<Vec<_>>(),
+            v.iter().flat_map(|t| t.to_vec_f32().unwrap()).collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(gathered[0], gathered[1]);
+    // One step with g = 0.5 everywhere: m = (1 - beta1) * 0.5 and v = (1 - beta2) * 0.25 in every element.
+    let (m, v) = &gathered[0];
+    assert!(m.iter().all(|&x| (x - 0.05).abs() < 1e-7), "m: {:?}", &m[..4]);
+    assert!(v.iter().all(|&x| (x - 0.0125).abs() < 1e-7), "v: {:?}", &v[..4]);
+    let reloaded = on_ranks(4, |_, comm| {
+        let port = cpu();
+        let model = Transformer::new(&tiny(), &port, 7).unwrap();
+        let pairs: Vec<(Tensor, bool)> = model.params().iter().map(|p| (p.tensor.clone(), true)).collect();
+        let coll = collectives_for(&port, comm).unwrap();
+        let mut dp = DataParallel::new(coll, &pairs, adamw(), DpOptions { zero: true, bucket_bytes: 4096 }).unwrap();
+        let mut at = 0;
+        let mut split = |all: &[f32]| -> Vec<Tensor> {
+            let ts = model
+                .params()
+                .iter()
+                .map(|p| {
+                    let n = p.tensor.numel();
+                    let t = Tensor::from_f32(&port, &all[at..at + n], p.tensor.shape(), DType::F32).unwrap();
+                    at += n;
+                    t
+                })
+                .collect();
+            at = 0;
+            ts
+        };
+        let (m, v) = (split(&gathered[0].0), split(&gathered[0].1));
+        dp.load_moments(&m, &v, 1).unwrap();
+        let (m2, _) = dp.gather_moments().unwrap().unwrap();
+        m2.iter().flat_map(|t| t.to_vec_f32().unwrap()).collect::<Vec<_>>()
+    });
+    for r in &reloaded {
+        assert_eq!(r, &gathered[0].0);
+    }
+}
