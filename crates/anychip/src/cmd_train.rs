@@ -3,7 +3,7 @@
 use anychip_models::ModelConfig;
 use anychip_train::bench::bench as run_bench;
 use anychip_train::sample::{sample as run_sample, SampleOptions};
-use anychip_train::trainer::{train as run_train, RunOptions};
+use anychip_train::trainer::{train_with as run_train, Distributed, RunOptions};
 use anychip_train::TrainConfig;
 use anyhow::{anyhow, Result};
 use clap::Args;
@@ -97,6 +97,35 @@ pub struct TrainArgs {
     /// Print only the summary.
     #[arg(long)]
     quiet: bool,
+    /// ZeRO stage under data parallelism: 0 replicates the AdamW state, 1 shards it across ranks.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    zero: u8,
+    /// Under mpirun: seconds a rank waits in a collective for the others before ending the job.
+    #[arg(long, default_value_t = 300.0)]
+    comm_timeout: f64,
+}
+
+/// Join the MPI job this process was launched in (`mpirun -np N anychip train ...`), if any.
+fn join_job(zero: bool, comm_timeout: f64) -> Result<Option<Distributed>> {
+    if !(comm_timeout.is_finite() && comm_timeout > 0.0) {
+        return Err(anyhow!("--comm-timeout must be a positive number of seconds, got {comm_timeout}"));
+    }
+    let world = anychip_dist::launched_world_size().unwrap_or(1);
+    if world <= 1 {
+        // One rank: ZeRO-1 is a no-op shard of everything, kept so `--zero 1` behaves the same.
+        let one = anychip_dist::LocalComm::group(1).remove(0);
+        return Ok(zero.then(|| Distributed { comm: std::sync::Arc::new(one), zero }));
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let comm = anychip_dist::MpiComm::init(std::time::Duration::from_secs_f64(comm_timeout))
+            .map_err(|e| anyhow!("cannot join the MPI job: {e}"))?;
+        Ok(Some(Distributed { comm: std::sync::Arc::new(comm), zero }))
+    }
+    #[cfg(not(feature = "mpi"))]
+    Err(anyhow!(
+        "launched as one of {world} MPI ranks, but this anychip was built without MPI; rebuild with `cargo build --release -p anychip --features mpi` (needs libopenmpi-dev and libclang-dev)"
+    ))
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
@@ -165,8 +194,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
         cfg.seed = v;
     }
     cfg.warmup = cfg.warmup.min(cfg.steps / 10);
-    cfg.port = a.port;
-    cfg.threads = a.threads;
+    cfg.port = a.port.clone();
+    let dist = join_job(a.zero == 1, a.comm_timeout)?;
+    let (rank, world) = dist.as_ref().map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
+    // Ranks sharing a machine split its cores unless told otherwise (a rank bound to one core
+    // by mpirun already sees only that core).
+    let local = anychip_dist::launched_local_size().unwrap_or(1).max(1);
+    cfg.threads = a.threads.or_else(|| {
+        (local > 1).then(|| std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(local).max(1))
+    });
     let out = match (&a.out, &a.resume) {
         (Some(o), _) => o.clone(),
         // --resume takes a run directory or the checkpoint inside one; the run continues in place.
@@ -181,12 +217,32 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let opts = RunOptions {
         out,
         resume: a.resume,
-        progress: std::io::stderr().is_terminal(),
-        quiet: a.quiet,
+        progress: rank == 0 && std::io::stderr().is_terminal(),
+        quiet: a.quiet || rank != 0,
         steps: a.steps,
         stop_after: a.stop_after,
     };
-    let s = run_train(&cfg, &opts)?;
+    let s = match (run_train(&cfg, &opts, dist.as_ref()), &dist) {
+        (Ok(s), _) => s,
+        (Err(e), Some(d)) if world > 1 => {
+            // The other ranks cannot learn of this error and would wait in their next
+            // collective: say it here, then end the whole job.
+            eprintln!("error: rank {rank}: {}", format!("{e:#}").replace('\n', " "));
+            d.comm.abort(2)
+        }
+        (Err(e), _) => return Err(e),
+    };
+    if rank != 0 {
+        return Ok(());
+    }
+    if s.world > 1 || a.zero == 1 {
+        println!(
+            "data parallel: {} ranks, ZeRO-{}, AdamW state {:.1} MiB per rank",
+            s.world,
+            a.zero,
+            s.optimizer_bytes_per_rank as f64 / (1 << 20) as f64
+        );
+    }
     println!(
         "done: {} steps, {:.2}M params, wall {:.1} s | train loss {:.4} | val loss {} | {:.0} tok/s | MFU {} | checkpoint {}",
         s.steps,

@@ -5,6 +5,7 @@ use crate::config::TrainConfig;
 use crate::ports;
 use anychip_core::{no_grad, Tensor};
 use anychip_data::{eval_batches, Batch, Dataset, Loader, LoaderState, TokenizerKind};
+use anychip_dist::{collectives_for, Comm, DataParallel, DpOptions};
 use anychip_nn::Transformer;
 use anychip_optim::{AdamW, CosineSchedule, ParamGroup};
 use anychip_port::Port;
@@ -29,6 +30,18 @@ pub struct Summary {
     pub wall_s: f64,
     pub n_params: usize,
     pub out: PathBuf,
+    /// Ranks that trained together (1 without data parallelism).
+    pub world: usize,
+    /// Bytes of AdamW moments each rank held (about 1/world of the whole under ZeRO-1).
+    pub optimizer_bytes_per_rank: usize,
+}
+
+/// How this process takes part in a data-parallel job (see `anychip-dist`).
+pub struct Distributed {
+    /// The job's communicator (MPI under `mpirun`); its rank 0 writes logs and checkpoints.
+    pub comm: Arc<dyn Comm>,
+    /// Shard the AdamW state across ranks (ZeRO-1).
+    pub zero: bool,
 }
 
 /// Options of one invocation that are not part of the run's identity.
@@ -67,15 +80,37 @@ pub fn batch_tensors(port: &Arc<dyn Port>, b: &Batch) -> Result<(Tensor, Tensor)
 
 /// Mean loss over the validation windows (no gradients).
 pub fn evaluate(model: &Transformer, val: &[u32], batch: usize, ctx: usize, max_batches: usize) -> Result<f32> {
+    let (sum, n) = eval_sums(model, val, batch, ctx, max_batches, 0, 1)?;
+    Ok((sum / n.max(1) as f64) as f32)
+}
+
+/// Summed loss and row count over the validation batches `rank`, `rank + world`, ...
+fn eval_sums(
+    model: &Transformer,
+    val: &[u32],
+    batch: usize,
+    ctx: usize,
+    max_batches: usize,
+    rank: usize,
+    world: usize,
+) -> Result<(f64, usize)> {
     let _g = no_grad();
     let (mut sum, mut n) = (0.0f64, 0usize);
-    for b in eval_batches(val, batch, ctx, max_batches)? {
+    for b in eval_batches(val, batch, ctx, max_batches)?.skip(rank).step_by(world) {
         let (x, y) = batch_tensors(model.port(), &b)?;
         let rows = b.batch;
         sum += model.loss(&x, &y)?.item()? as f64 * rows as f64;
         n += rows;
     }
-    Ok((sum / n.max(1) as f64) as f32)
+    Ok((sum, n))
+}
+
+/// Validation loss over every rank's share of the validation batches.
+fn evaluate_dp(model: &Transformer, val: &[u32], cfg: &TrainConfig, dp: Option<&DataParallel>) -> Result<f32> {
+    let Some(dp) = dp else { return evaluate(model, val, cfg.batch, cfg.ctx, cfg.eval_batches) };
+    let (sum, n) = eval_sums(model, val, cfg.batch, cfg.ctx, cfg.eval_batches, dp.rank(), dp.world())?;
+    let total = dp.sum(&[sum as f32, n as f32])?;
+    Ok(total[0] / total[1].max(1.0))
 }
 
 /// Load (fetching if needed) the corpus the config names.
@@ -129,6 +164,13 @@ pub fn optimizer(cfg: &TrainConfig, model: &Transformer) -> Result<AdamW> {
 /// Train as `cfg` says; with `opts.resume`, continue that run (its config wins over `cfg`
 /// except the step budget).
 pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
+    train_with(cfg, opts, None)
+}
+
+/// [`train`] as one rank of a data-parallel job when `dist` is given: `cfg.batch` is the
+/// global batch, each rank draws its `cfg.batch / world` rows of it, and rank 0 alone writes
+/// logs and checkpoints (which hold the full state, so any number of ranks can resume them).
+pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distributed>) -> Result<Summary> {
     let t0 = Instant::now();
     let (mut cfg, resumed) = match &opts.resume {
         Some(dir) => {
@@ -150,10 +192,26 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     }
     let data = load_dataset(&cfg)?;
     check_config(&cfg, &data)?;
+    let (rank, world) = dist.map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
+    if cfg.batch % world != 0 {
+        bail!(
+            "--batch {} (the global batch) does not split evenly over {world} ranks; use a multiple of {world}",
+            cfg.batch
+        );
+    }
     let port = ports::open(&cfg.port, cfg.threads)?;
     let model = Transformer::new(&cfg.model, &port, cfg.seed)?;
-    let mut opt = optimizer(&cfg, &model)?;
-    let mut loader = Loader::new(data.train.clone(), cfg.batch, cfg.ctx, cfg.seed, 0, 1)?;
+    let zero = dist.is_some_and(|d| d.zero);
+    let mut opt = if zero { sharded_optimizer(&cfg, &model) } else { optimizer(&cfg, &model)? };
+    let mut dp = match dist {
+        Some(d) => {
+            let params: Vec<(Tensor, bool)> = opt.groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
+            let coll = collectives_for(&port, d.comm.clone())?;
+            Some(DataParallel::new(coll, &params, cfg.adamw, DpOptions { zero, ..DpOptions::default() })?)
+        }
+        None => None,
+    };
+    let mut loader = Loader::new(data.train.clone(), cfg.batch / world, cfg.ctx, cfg.seed, rank, world)?;
     if let (Some(dir), None) = (&cfg.init, &resumed) {
         let (arch, _) = anychip_hf::read_config(dir)?;
         anychip_hf::load_weights_into(dir, arch, &model)?;
@@ -161,7 +219,15 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     let mut start = 0u64;
     let mut tokens = 0u64;
     if let Some(ck) = &resumed {
-        checkpoint::load_weights(&ck.dir, &model, Some(&mut opt))?;
+        match dp.as_mut().filter(|dp| dp.is_zero()) {
+            // The checkpoint holds every moment: load them whole once, keep this rank's shard.
+            Some(dp) => {
+                let mut full = optimizer(&cfg, &model)?;
+                checkpoint::load_weights(&ck.dir, &model, Some(&mut full))?;
+                dp.load_moments(&full.m, &full.v, ck.state.step)?;
+            }
+            None => checkpoint::load_weights(&ck.dir, &model, Some(&mut opt))?,
+        }
         let st: LoaderState = serde_json::from_value(ck.state.loader.clone())
             .map_err(|e| anyhow!("checkpoint {}: data position is corrupt ({e})", ck.dir.display()))?;
         loader.restore(&st)?;
@@ -175,14 +241,25 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             );
         }
     }
+    if let Some(dp) = &dp {
+        // Replicas must start from the same bits whatever each rank read or initialised.
+        dp.broadcast_params()?;
+    }
     cfg.steps = cfg.steps.max(start);
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
-    let mut log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(opts.out.join("metrics.jsonl"))
-        .with_context(|| format!("cannot write {}", opts.out.join("metrics.jsonl").display()))?;
+    let mut log: Box<dyn Write> = if rank == 0 {
+        std::fs::create_dir_all(&opts.out)
+            .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
+        Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(opts.out.join("metrics.jsonl"))
+                .with_context(|| format!("cannot write {}", opts.out.join("metrics.jsonl").display()))?,
+        )
+    } else {
+        Box::new(std::io::sink())
+    };
+    let opt_bytes = dp.as_ref().map_or(model.n_params() * 8, |dp| dp.optimizer_state_bytes());
     let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
     let caps = port.capabilities();
     if !opts.quiet {
@@ -199,6 +276,15 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             cfg.ctx,
             cfg.accum
         );
+        if world > 1 || zero {
+            eprintln!(
+                "anychip: data parallel over {world} ranks, {} rows each per micro-batch (global batch {}), ZeRO-1 {}, AdamW state {:.1} MiB per rank",
+                cfg.batch / world,
+                cfg.batch,
+                if zero { "on" } else { "off" },
+                opt_bytes as f64 / (1 << 20) as f64
+            );
+        }
     }
     let bar = progress_bar(opts, cfg.steps, start);
     let flops_per_token = cfg.model.train_flops_per_token(cfg.ctx);
@@ -209,7 +295,19 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     for step in start..end {
         let lr = sched.lr(step);
         let (loss, grads) = forward_backward(&model, &mut loader, &cfg)?;
-        let norm = opt.step(&grads, lr)?;
+        let (loss, norm) = match &mut dp {
+            None => (loss, opt.step(&grads, lr)?),
+            Some(dp) => {
+                let norm = if dp.is_zero() {
+                    opt.step += 1;
+                    dp.zero_step(&grads, lr)?
+                } else {
+                    opt.step(&dp.average_grads(&grads)?, lr)?
+                };
+                (dp.sum(&[loss])?[0] / world as f32, norm)
+            }
+        };
+        drop(grads);
         tokens += cfg.tokens_per_step() as u64;
         last_loss = loss;
         if !loss.is_finite() {
@@ -235,7 +333,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
             val_loss: None,
         };
         if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || is_last {
-            let v = evaluate(&model, &data.val, cfg.batch, cfg.ctx, cfg.eval_batches)?;
+            let v = evaluate_dp(&model, &data.val, &cfg, dp.as_ref())?;
             line.val_loss = Some(v);
             val_loss = Some(v);
             say(&bar, opts, format!("step {done}: train loss {loss:.4}, val loss {v:.4}"));
@@ -247,6 +345,14 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         bar.set_position(done);
         bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
         if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || is_last {
+            // Under ZeRO-1 every rank takes part in gathering the moments rank 0 writes.
+            let gathered = match &dp {
+                Some(dp) => dp.gather_moments()?,
+                None => None,
+            };
+            if rank != 0 {
+                continue;
+            }
             let state = RunState {
                 format: checkpoint::FORMAT,
                 step: done,
@@ -254,7 +360,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
                 tokens,
                 val_loss,
             };
+            if let Some((m, v)) = gathered {
+                (opt.m, opt.v) = (m, v);
+            }
             checkpoint::save(&checkpoint::in_run(&opts.out), &cfg, &model, &opt, &state)?;
+            if zero {
+                (opt.m, opt.v) = (Vec::new(), Vec::new());
+            }
         }
     }
     bar.finish_and_clear();
@@ -271,7 +383,20 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
         wall_s: t0.elapsed().as_secs_f64(),
         n_params: model.n_params(),
         out: opts.out.clone(),
+        world,
+        optimizer_bytes_per_rank: opt_bytes,
     })
+}
+
+/// The optimizer's groups without moments: under ZeRO-1 [`DataParallel`] holds this rank's
+/// shard of them, and full moments exist only while a checkpoint is written.
+fn sharded_optimizer(cfg: &TrainConfig, model: &Transformer) -> AdamW {
+    let groups = model
+        .params()
+        .iter()
+        .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: p.kind.decays() })
+        .collect();
+    AdamW { cfg: cfg.adamw, groups, m: Vec::new(), v: Vec::new(), step: 0 }
 }
 
 /// One optimizer step's worth of micro-batches: mean loss and summed gradients per parameter.
