@@ -5,7 +5,10 @@
 //! non-blocking and polled against a deadline. To name the rank at fault, each rank tells
 //! every peer the sequence number of each collective it enters (an 8-byte message); when the
 //! deadline passes, the peers whose latest number is behind this rank's are the ones that never
-//! arrived. Then the job is ended with `MPI_Abort`: MPI cannot cancel a collective in flight,
+//! arrived. When every peer did arrive, one of them stalled inside the transfer (a stopped
+//! process, a wedged link): the waiting rank then pings every peer, and the peers still polling
+//! their own collective answer; those that stay silent for [`PING_GRACE`] are named. Then the
+//! job is ended with `MPI_Abort`: MPI cannot cancel a collective in flight,
 //! so no rank could continue anyway, and the hung rank must be killed too.
 
 use crate::Comm;
@@ -23,6 +26,14 @@ use std::time::{Duration, Instant};
 
 /// Tag of the progress messages ("AC").
 const PROGRESS_TAG: i32 = 0x4143;
+
+/// Tags of the liveness probe sent when a collective's deadline passes ("AP", "AQ").
+const PING_TAG: i32 = 0x4150;
+const PONG_TAG: i32 = 0x4151;
+
+/// How long a timed-out rank waits for its peers to answer the liveness probe. Peers waiting
+/// in the same collective answer within a poll (under a millisecond).
+const PING_GRACE: Duration = Duration::from_secs(3);
 
 /// Exit status of a job ended because a collective missed its deadline.
 pub const TIMEOUT_EXIT: i32 = 3;
@@ -115,6 +126,9 @@ impl MpiComm {
                 self.fail(what, seq);
             }
             polls += 1;
+            if polls % 64 == 0 {
+                self.answer_pings();
+            }
             // Spin briefly (a collective between busy ranks finishes in microseconds), then
             // back off so a waiting rank does not steal a core from a slower peer.
             if polls < 2000 {
@@ -125,6 +139,34 @@ impl MpiComm {
         }
     }
 
+    /// Answer every liveness probe that has arrived: this rank is alive and polling.
+    fn answer_pings(&self) {
+        while let Some((msg, status)) = self.world.any_process().immediate_matched_probe_with_tag(PING_TAG) {
+            let (seq, _) = msg.matched_receive::<u64>();
+            self.world.process_at_rank(status.source_rank()).send_with_tag(&seq, PONG_TAG);
+        }
+    }
+
+    /// Ranks that do not answer a liveness probe within [`PING_GRACE`] (while this rank keeps
+    /// answering theirs, since they may be probing too).
+    fn silent_peers(&self, seq: u64) -> Vec<usize> {
+        let mut answered = vec![false; self.size];
+        answered[self.rank] = true;
+        for peer in (0..self.size).filter(|&r| r != self.rank) {
+            self.world.process_at_rank(peer as i32).send_with_tag(&seq, PING_TAG);
+        }
+        let start = Instant::now();
+        while start.elapsed() < PING_GRACE && answered.iter().any(|a| !a) {
+            self.answer_pings();
+            while let Some((msg, status)) = self.world.any_process().immediate_matched_probe_with_tag(PONG_TAG) {
+                let _ = msg.matched_receive::<u64>();
+                answered[status.source_rank() as usize] = true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (0..self.size).filter(|&r| !answered[r]).collect()
+    }
+
     fn fail(&self, what: &str, seq: u64) -> ! {
         let late: Vec<usize> = match self.progress.lock() {
             Ok(mut p) => {
@@ -133,10 +175,20 @@ impl MpiComm {
             }
             Err(_) => Vec::new(),
         };
-        let who = match late.as_slice() {
-            [] => "every rank reached it, so one died or stalled during the transfer (see mpirun's report)".to_string(),
-            [r] => format!("rank {r} never reached it (dead or hung)"),
-            rs => format!(
+        let silent = if late.is_empty() { self.silent_peers(seq) } else { Vec::new() };
+        let who = match (late.as_slice(), silent.as_slice()) {
+            ([], []) => {
+                "every rank reached it and answers, so the transfer itself stalled (see mpirun's report)".to_string()
+            }
+            ([], [r]) => {
+                format!("every rank reached it, but rank {r} stopped answering during the transfer (hung or stopped)")
+            }
+            ([], rs) => format!(
+                "every rank reached it, but ranks {} stopped answering during the transfer (hung or stopped)",
+                rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            ([r], _) => format!("rank {r} never reached it (dead or hung)"),
+            (rs, _) => format!(
                 "ranks {} never reached it (dead or hung)",
                 rs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
             ),
