@@ -16,7 +16,8 @@ use anychip_core::{adamw_step, grad_norm, no_grad, AdamWParams, Tensor};
 use anychip_optim::AdamWConfig;
 use anychip_port::{BinaryOp, Collectives, DType, Layout, Port, View};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 type Result<T> = anychip_core::Result<T>;
 
@@ -34,6 +35,29 @@ impl Default for DpOptions {
         // 25 MiB, PyTorch DDP's default: large enough to amortise a collective's latency, small
         // enough that the staging buffer stays a few percent of a model's gradients.
         DpOptions { zero: false, bucket_bytes: 25 << 20 }
+    }
+}
+
+/// Time and traffic of the gradient (and, under ZeRO-1, weight) exchange so far.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommStats {
+    /// Exchanges (one per optimizer step).
+    pub exchanges: u64,
+    /// Wall seconds spent packing, in collectives and unpacking.
+    pub seconds: f64,
+    /// Bytes each rank sent over the wire: `2 (N-1)/N x 4 x params` per exchange, as a ring
+    /// all-reduce (the "bus bytes" of nccl-tests).
+    pub bus_bytes: f64,
+}
+
+impl CommStats {
+    /// Bus bandwidth in GB/s: bus bytes over the time spent (0 before any exchange).
+    pub fn bus_gbs(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.bus_bytes / self.seconds / 1e9
+        } else {
+            0.0
+        }
     }
 }
 
@@ -81,6 +105,7 @@ pub struct DataParallel {
     inv_world: Tensor,
     zero: Option<Zero>,
     adamw: AdamWConfig,
+    stats: Mutex<CommStats>,
 }
 
 impl DataParallel {
@@ -126,6 +151,7 @@ impl DataParallel {
             inv_world,
             zero: None,
             adamw,
+            stats: Mutex::new(CommStats::default()),
         };
         if opts.zero {
             dp.zero = Some(dp.shard()?);
@@ -171,6 +197,22 @@ impl DataParallel {
         match &self.zero {
             Some(z) => z.owned.iter().map(|o| o.piece.len * 8).sum(),
             None => self.total * 8,
+        }
+    }
+
+    /// Time and traffic of the exchanges so far.
+    pub fn comm_stats(&self) -> CommStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Account one exchange of every bucket that started at `t0`.
+    fn count_exchange(&self, t0: Instant) {
+        let n = self.world() as f64;
+        let padded: usize = self.buckets.iter().map(|b| b.len()).sum();
+        if let Ok(mut s) = self.stats.lock() {
+            s.exchanges += 1;
+            s.seconds += t0.elapsed().as_secs_f64();
+            s.bus_bytes += 2.0 * (n - 1.0) / n * 4.0 * padded as f64;
         }
     }
 
@@ -255,6 +297,7 @@ impl DataParallel {
         let world = self.world();
         let out: Vec<Tensor> = self.params.iter().map(|p| p.empty_like()).collect::<Result<_>>()?;
         let grads: Vec<Tensor> = grads.iter().map(|g| g.contiguous()).collect::<Result<_>>()?;
+        let t0 = Instant::now();
         for b in &self.buckets {
             let (l, n) = (b.len(), b.len() / world);
             self.pack(&grads, b.clone(), &self.flat)?;
@@ -263,6 +306,7 @@ impl DataParallel {
             self.coll.all_gather(&flat_view(&self.block, 0, n), &flat_view(&self.flat, 0, l))?;
             self.unpack(&self.flat, b.clone(), &out)?;
         }
+        self.count_exchange(t0);
         Ok(out)
     }
 
@@ -275,12 +319,14 @@ impl DataParallel {
         let world = self.world();
         let z = self.zero.as_ref().ok_or_else(|| err("zero_step on a replicated optimizer; use average_grads"))?;
         let grads: Vec<Tensor> = grads.iter().map(|g| g.contiguous()).collect::<Result<_>>()?;
+        let t0 = Instant::now();
         for (k, b) in self.buckets.iter().enumerate() {
             let (l, n) = (b.len(), b.len() / world);
             self.pack(&grads, b.clone(), &self.flat)?;
             self.coll.reduce_scatter(&flat_view(&self.flat, 0, l), &z.blocks[k].view())?;
             self.to_mean(&z.blocks[k], n)?;
         }
+        let reduce_s = t0.elapsed();
         drop(grads);
         // |g|^2 = sum over ranks of the squared norms of their blocks (padding is zero).
         let refs: Vec<&Tensor> = z.blocks.iter().collect();
@@ -311,6 +357,7 @@ impl DataParallel {
             adamw_step(&param, &grad, &o.m, &o.v, scale.as_ref(), hp, z.step)?;
         }
         let z = self.zero.as_ref().expect("checked above");
+        let t1 = Instant::now();
         for (k, b) in self.buckets.iter().enumerate() {
             let (l, n) = (b.len(), b.len() / world);
             // The block is free again: fill it with this rank's updated weights (padding zero).
@@ -321,6 +368,8 @@ impl DataParallel {
             self.coll.all_gather(&flat_view(&z.blocks[k], 0, n), &flat_view(&self.flat, 0, l))?;
             self.unpack(&self.flat, b.clone(), &self.params)?;
         }
+        // The update between the two halves is computation, not communication.
+        self.count_exchange(Instant::now() - (t1.elapsed() + reduce_s));
         Ok(norm)
     }
 

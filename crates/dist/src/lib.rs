@@ -17,7 +17,7 @@ mod mpi_comm;
 
 pub use anychip_port::Collectives;
 pub use comm::Comm;
-pub use data_parallel::{DataParallel, DpOptions};
+pub use data_parallel::{CommStats, DataParallel, DpOptions};
 pub use host::HostStaged;
 pub use local::LocalComm;
 #[cfg(feature = "mpi")]
