@@ -1,4 +1,5 @@
-//! Host memory for the CPU port: 64-byte aligned, shared between threads.
+//! Host memory for the CPU port: 64-byte aligned, shared between threads, recycled through
+//! [`crate::cache`] so the steady state of a training loop allocates nothing.
 //!
 //! Safety argument for the interior mutability. A [`HostBuffer`] hands out raw pointers from
 //! `&self`, so several port calls could in principle write the same bytes at once. The port
@@ -9,14 +10,13 @@
 //! aliased input element only before writing the same element. Under those rules no byte is
 //! written by one thread while another thread reads or writes it.
 
+use crate::cache;
 use anychip_port::{Buffer, DeviceMemory, PortError, Result};
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// Alignment of every allocation: one cache line, and a full AVX-512 register.
-pub const ALIGN: usize = 64;
+pub use crate::cache::ALIGN;
 
 /// A type with the buffer alignment, whose dangling pointer stands in for empty buffers.
 #[repr(align(64))]
@@ -34,18 +34,15 @@ unsafe impl Send for HostBuffer {}
 unsafe impl Sync for HostBuffer {}
 
 impl HostBuffer {
-    /// Allocate `bytes` zeroed bytes (zeroed so a read of never-written memory is defined).
+    /// Allocate `bytes` bytes: a recycled block, or fresh zeroed memory (never undefined bytes).
     pub fn new(bytes: usize) -> Result<HostBuffer> {
         if bytes == 0 {
             return Ok(HostBuffer { ptr: NonNull::<CacheLine>::dangling().cast(), bytes: 0 });
         }
-        let layout = Layout::from_size_align(bytes, ALIGN)
-            .map_err(|_| PortError::OutOfMemory { bytes, detail: "size exceeds the address space".into() })?;
-        // SAFETY: layout has non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        NonNull::new(ptr)
-            .map(|ptr| HostBuffer { ptr, bytes })
-            .ok_or(PortError::OutOfMemory { bytes, detail: "host allocator returned null".into() })
+        cache::take(bytes).map(|ptr| HostBuffer { ptr, bytes }).ok_or(PortError::OutOfMemory {
+            bytes,
+            detail: "host allocator refused (or size exceeds the address space)".into(),
+        })
     }
     /// Base pointer; see the module docs for when writing through it is sound.
     pub fn ptr(&self) -> *mut u8 {
@@ -56,8 +53,8 @@ impl HostBuffer {
 impl Drop for HostBuffer {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            // SAFETY: allocated in `new` with this very layout.
-            unsafe { dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.bytes, ALIGN)) }
+            // SAFETY: taken from the cache in `new` with this size, and dropped only once.
+            unsafe { cache::release(self.ptr, self.bytes) }
         }
     }
 }

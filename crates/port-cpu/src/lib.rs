@@ -6,6 +6,7 @@
 //! (see [`buffer`] for why sharing it between threads is sound).
 
 pub mod buffer;
+pub mod cache;
 mod caps;
 mod elem;
 mod fused;

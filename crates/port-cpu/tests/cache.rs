@@ -1,0 +1,45 @@
+//! The caching allocator (its own test binary: the pool is process-wide, so no other test may
+//! allocate while this one counts hits and misses).
+
+use anychip_port::Port;
+use anychip_port_cpu::buffer::HostBuffer;
+use anychip_port_cpu::cache;
+
+#[test]
+fn reuses_freed_blocks_and_stays_within_its_bound() {
+    let cpu = anychip_port_cpu::new(Some(1));
+    let ptr = |b: &anychip_port::Buffer| b.downcast::<HostBuffer>().unwrap().ptr() as usize;
+
+    // Fresh memory reads as zeros.
+    let a = cpu.alloc(4096).unwrap();
+    let mut back = vec![1u8; 4096];
+    cpu.read(&a, 0, &mut back).unwrap();
+    assert!(back.iter().all(|&x| x == 0));
+
+    // A released block comes back for the same size only.
+    let first = ptr(&a);
+    drop(a);
+    let s0 = cache::stats();
+    assert_eq!((s0.live, s0.cached), (0, 4096));
+    let b = cpu.alloc(4096).unwrap();
+    assert_eq!(ptr(&b), first, "a block of the same size is reused");
+    assert_eq!(cache::stats().hits, s0.hits + 1);
+    let c = cpu.alloc(4000).unwrap();
+    assert_ne!(ptr(&c), first);
+    assert_eq!(cache::stats().misses, s0.misses + 1);
+    drop((b, c));
+
+    // Held bytes never pass 5/4 of the live peak: cached blocks of other sizes get evicted.
+    let big: Vec<_> = (0..8).map(|i| cpu.alloc(1 << 20 | i * 64).unwrap()).collect();
+    drop(big);
+    let mut kept = Vec::new();
+    for i in 0..8 {
+        kept.push(cpu.alloc(3 << 19 | i * 64).unwrap());
+        let s = cache::stats();
+        assert!(s.live + s.cached <= s.peak_live + s.peak_live / 4, "{s:?} holds too much");
+    }
+    assert!(cache::stats().cached < 8 << 20, "no block was evicted");
+    drop(kept);
+    cache::trim();
+    assert_eq!(cache::stats().cached, 0);
+}
