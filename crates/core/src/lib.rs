@@ -15,6 +15,7 @@ mod tensor;
 pub use anychip_port::{DType, Port};
 pub use autograd::{is_grad_enabled, no_grad, Grads, NoGradGuard};
 pub use error::{Error, Result};
+pub use ops::attention::{attention, attention_qkv};
 pub use ops::nn::{adamw_step, grad_norm};
-pub use ops::nn::{attention, cross_entropy, embedding, linear, rope, AdamWParams};
+pub use ops::nn::{cross_entropy, embedding, linear, rope, AdamWParams};
 pub use tensor::Tensor;

@@ -107,3 +107,30 @@ fn no_grad_records_nothing_and_errors_are_clear() {
     let e = x.add(&Tensor::from_f32(&p, &[1.0, 2.0, 3.0], &[3], DType::F32).unwrap()).unwrap_err();
     assert!(e.to_string().contains("do not broadcast"), "{e}");
 }
+
+#[test]
+fn attention_on_fused_qkv() {
+    use anychip_core::{attention, attention_qkv};
+    // [B=2, T=5, (Hq=2 + 2 Hkv=1) * Dh=4]: GQA, heads read in place through strides.
+    check(&[&[2, 5, 16]], |t| attention_qkv(&t[0], 2, 1, true, 0.5));
+    // The same numbers as splitting the heads by hand and calling `attention` on strided views.
+    let split = |x: &Tensor| -> Result<Tensor> {
+        let heads = |start: usize, n: usize| {
+            x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
+        };
+        let a = attention(&heads(0, 2)?, &heads(2, 1)?, &heads(3, 1)?, true, 0.5)?;
+        a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
+    };
+    let p = port();
+    let x = Tensor::from_f32(&p, &data(160, 3), &[2, 5, 16], DType::F32).unwrap().with_requires_grad();
+    let w = Tensor::from_f32(&p, &data(80, 4), &[2, 5, 8], DType::F32).unwrap();
+    let mut got = Vec::new();
+    for f in [&split as &dyn Fn(&Tensor) -> Result<Tensor>, &|x: &Tensor| attention_qkv(x, 2, 1, true, 0.5)] {
+        let y = f(&x).unwrap();
+        let g = y.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+        got.push((y.to_vec_f32().unwrap(), g.get(&x).unwrap().to_vec_f32().unwrap()));
+    }
+    for (a, b) in got[0].0.iter().chain(&got[0].1).zip(got[1].0.iter().chain(&got[1].1)) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}

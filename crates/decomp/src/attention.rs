@@ -5,6 +5,8 @@
 //! fwd: S = scale q k^T + mask, P = softmax(S), out = P v, lse = logsumexp(S)
 //! bwd: P = exp(S - lse), dv = P^T dout (sums the G query heads), dP = dout v^T,
 //!      dS = P (dP - rowsum(dout * out)), dq = scale dS k, dk = scale dS^T q
+//! Strided q, k, v, out and dout (heads of a fused QKV tensor) are copied to contiguous f32
+//! first; results are written through whatever strides out, dq, dk and dv have.
 
 use crate::scratch::{reshaped, swap, K};
 use crate::softmax::{lse as row_lse, row_stats};
@@ -59,7 +61,7 @@ pub(crate) fn fwd(
     lse: &View,
 ) -> Result<()> {
     let dm = dims(q, kk)?;
-    let (q, kk, v) = (k.f32(q)?, k.f32(kk)?, k.f32(v)?);
+    let (q, kk, v) = (k.dense(q)?, k.dense(kk)?, k.dense(v)?);
     let sc = scores(k, &q, &kk, scale, causal, &dm)?;
     let st = row_stats(k, &sc)?;
     let p = k.div(&st.e, &st.s)?;
@@ -84,8 +86,8 @@ pub(crate) fn bwd(
     dv: &View,
 ) -> Result<()> {
     let dm = dims(q, kk)?;
-    let (q, kk, v) = (k.f32(q)?, k.f32(kk)?, k.f32(v)?);
-    let (o, dout) = (k.f32(out)?, k.f32(dout)?);
+    let (q, kk, v) = (k.dense(q)?, k.dense(kk)?, k.dense(v)?);
+    let (o, dout) = (k.dense(out)?, k.dense(dout)?);
     let sc = scores(k, &q, &kk, scale, causal, &dm)?;
     // Rows with no visible key have lse = -inf and all scores -inf: use 0 so P = exp(-inf) = 0.
     let l = reshaped(lse, &[dm.bh, dm.gt, 1]);

@@ -92,6 +92,19 @@ impl K<'_> {
         self.0.cast(x, &v)?;
         Ok(v)
     }
+    /// `x` as contiguous F32 (a copy only when it is strided or stored in another dtype).
+    pub fn dense(&self, x: &View) -> Result<View> {
+        if x.dtype == DType::F32 && x.layout.is_contiguous() {
+            return Ok(x.clone());
+        }
+        let v = self.new(x.shape())?;
+        if x.dtype == DType::F32 {
+            self.0.copy_strided(x, &v)?;
+        } else {
+            self.0.cast(x, &v)?;
+        }
+        Ok(v)
+    }
     /// Write `x` into `out`, converting to out's dtype.
     pub fn store(&self, x: &View, out: &View) -> Result<()> {
         let x = if x.shape() == out.shape() { x.clone() } else { reshaped(x, out.shape()) };

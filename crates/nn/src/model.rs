@@ -2,7 +2,7 @@
 
 use crate::init::init_param;
 use crate::params::{Param, ParamKind};
-use anychip_core::{attention, cross_entropy, embedding, linear, rope, Error, Result, Tensor};
+use anychip_core::{attention, attention_qkv, cross_entropy, embedding, linear, rope, Error, Result, Tensor};
 use anychip_models::{Mlp, ModelConfig, Norm, Positions};
 use anychip_port::{DType, GeluKind, Port};
 use std::collections::HashMap;
@@ -210,20 +210,28 @@ impl Transformer {
         for blk in &self.blocks {
             let h = self.norm(&x, blk.ln1)?;
             let qkv = linear(&h, self.t(blk.qkv.0), self.ot(blk.qkv.1))?; // [B, T, (nh + 2 nkv) hd]
-            let heads = |start: usize, n: usize| -> Result<Tensor> {
-                qkv.narrow(-1, start * hd, n * hd)?.reshape(&[b, ti, n as isize, hd as isize])?.permute(&[0, 2, 1, 3])
+            let scale = 1.0 / (hd as f32).sqrt();
+            let a = if blk.q_norm.is_none() && rope_t.is_none() {
+                // Heads read in place from qkv: no split, permute or merge copies.
+                attention_qkv(&qkv, nh, nkv, true, scale)? // [B, T, nh hd]
+            } else {
+                let heads = |start: usize, n: usize| -> Result<Tensor> {
+                    qkv.narrow(-1, start * hd, n * hd)?
+                        .reshape(&[b, ti, n as isize, hd as isize])?
+                        .permute(&[0, 2, 1, 3])
+                };
+                let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
+                if let (Some(qn), Some(kn)) = (blk.q_norm, blk.k_norm) {
+                    q = q.rms_norm(Some(self.t(qn)), self.cfg.norm_eps)?;
+                    k = k.rms_norm(Some(self.t(kn)), self.cfg.norm_eps)?;
+                }
+                if let Some((cos, sin)) = &rope_t {
+                    q = rope(&q, cos, sin)?;
+                    k = rope(&k, cos, sin)?;
+                }
+                let a = attention(&q, &k, &v, true, scale)?; // [B, nh, T, hd]
+                a.permute(&[0, 2, 1, 3])?.reshape(&[b, ti, (nh * hd) as isize])?
             };
-            let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
-            if let (Some(qn), Some(kn)) = (blk.q_norm, blk.k_norm) {
-                q = q.rms_norm(Some(self.t(qn)), self.cfg.norm_eps)?;
-                k = k.rms_norm(Some(self.t(kn)), self.cfg.norm_eps)?;
-            }
-            if let Some((cos, sin)) = &rope_t {
-                q = rope(&q, cos, sin)?;
-                k = rope(&k, cos, sin)?;
-            }
-            let a = attention(&q, &k, &v, true, 1.0 / (hd as f32).sqrt())?; // [B, nh, T, hd]
-            let a = a.permute(&[0, 2, 1, 3])?.reshape(&[b, ti, (nh * hd) as isize])?;
             x = x.add(&linear(&a, self.t(blk.o.0), self.ot(blk.o.1))?)?;
             let h = self.norm(&x, blk.ln2)?;
             let up = linear(&h, self.t(blk.up.0), self.ot(blk.up.1))?;

@@ -486,6 +486,84 @@ fn attention_causal_gqa_and_masked_rows() {
 }
 
 #[test]
+fn attention_reads_heads_of_a_fused_qkv_in_place() {
+    // q, k, v as heads of one [B,T,(Hq+2Hkv)Dh] tensor; out, dout, dq, dk, dv strided the same
+    // way: the layout the engine's attention_qkv passes, with nothing copied.
+    let p = cpu();
+    let mut g = Gen::new(16);
+    let (b, hq, hkv, t, dh) = (2, 4, 2, 70, 8);
+    let w = (hq + 2 * hkv) * dh;
+    let heads = |v: &View, first: usize, n: usize| View {
+        layout: anychip_port::Layout {
+            shape: vec![b, n, t, dh],
+            strides: vec![t * w, dh, w, 1],
+            offset: v.layout.offset + first * dh,
+        },
+        ..v.clone()
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        let x = tensor(&p, &g.vec(b * t * w, 1.5), dtype, &[b, t, w]);
+        let gx = tensor(&p, &g.vec(b * t * w, 1.0), dtype, &[b, t, w]);
+        let (dx, lse) = (output(&p, dtype, &[b, t, w]), output(&p, DType::F32, &[b, hq, t]));
+        let (q, k, v) = (heads(&x, 0, hq), heads(&x, hq, hkv), heads(&x, hq + hkv, hkv));
+        let out_buf = output(&p, dtype, &[b, t, hq * dh]);
+        let out = View {
+            layout: anychip_port::Layout {
+                shape: vec![b, hq, t, dh],
+                strides: vec![t * hq * dh, dh, hq * dh, 1],
+                offset: 0,
+            },
+            ..out_buf.clone()
+        };
+        let dout = heads(&gx, 0, hq);
+        let scale = 0.3;
+        let fwd = Composite::AttentionFwd {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone(),
+            scale,
+            causal: true,
+            out: out.clone(),
+            lse: lse.clone(),
+        };
+        run(&p, fwd);
+        let [mo, ml, mdq, mdk, mdv] = attention64(
+            &f64s(&p, &q),
+            &f64s(&p, &k),
+            &f64s(&p, &v),
+            &f64s(&p, &dout),
+            [b, hq, hkv, t, t, dh],
+            scale as f64,
+            true,
+        );
+        let what = format!("strided attention {dtype}");
+        close(&format!("{what} out"), &p, &out, &mo, tol(dtype));
+        close(&format!("{what} lse"), &p, &lse, &ml, F32_FUSED);
+        let (dq, dk, dv) = (heads(&dx, 0, hq), heads(&dx, hq, hkv), heads(&dx, hq + hkv, hkv));
+        let bwd = Composite::AttentionBwd {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            dout,
+            scale,
+            causal: true,
+            dq: dq.clone(),
+            dk: dk.clone(),
+            dv: dv.clone(),
+        };
+        run(&p, bwd);
+        let gt = if dtype == DType::BF16 { Tol { rtol: 5e-2, atol: 5e-2 } } else { Tol { rtol: 2e-4, atol: 2e-4 } };
+        close(&format!("{what} dq"), &p, &dq, &mdq, gt);
+        close(&format!("{what} dk"), &p, &dk, &mdk, gt);
+        close(&format!("{what} dv"), &p, &dv, &mdv, gt);
+        // The three gradients tile dx: no sentinel is left.
+        assert!(get(&p, &dx).iter().all(|&v| v != -777.0), "{what}: part of dx was not written");
+    }
+}
+
+#[test]
 fn embedding_rope_linear() {
     let p = cpu();
     let mut g = Gen::new(16);

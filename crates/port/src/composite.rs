@@ -5,10 +5,11 @@
 //! decomposition in `anychip-decomp`; a port overrides one by handling its calls in
 //! [`crate::Port::composite`] and listing its [`Composite::name`] in `Capabilities::fused`.
 //!
-//! Conventions for every call: views are contiguous; "rows" are all leading axes flattened and
-//! the last axis is the feature axis; saved statistics (`mean`, `rstd`, `lse`) are F32 of shape
-//! `[rows]`; outputs are overwritten (never accumulated) unless stated; float data may be F32
-//! or BF16, math is done in f32.
+//! Conventions for every call: views are contiguous (except where [`Composite::AttentionFwd`]
+//! says otherwise); "rows" are all leading axes flattened and the last axis is the feature
+//! axis; saved statistics (`mean`, `rstd`, `lse`) are F32 of shape `[rows]`; outputs are
+//! overwritten (never accumulated) unless stated; float data may be F32 or BF16, math is done
+//! in f32.
 
 use crate::View;
 
@@ -75,7 +76,9 @@ pub enum Composite {
     /// q `[B,Hq,T,Dh]`, k and v `[B,Hkv,S,Dh]` with Hq % Hkv == 0 (query head h reads KV head
     /// h / (Hq/Hkv)); out `[B,Hq,T,Dh]`; lse `[B,Hq,T]` F32 is logsumexp of the scaled scores.
     /// With `causal`, query t sees keys s <= t + (S - T). A query with no visible key gives
-    /// out = 0 and lse = -inf.
+    /// out = 0 and lse = -inf. q, k, v, out (and in the backward dout, dq, dk, dv) may have any
+    /// strides, so heads of a fused QKV projection are read in place and out may be laid out
+    /// `[B,T,Hq,Dh]`; lse is contiguous. Output views do not overlap one another or the inputs.
     AttentionFwd { q: View, k: View, v: View, scale: f32, causal: bool, out: View, lse: View },
     /// Gradients of AttentionFwd; dk and dv sum over the query heads that share a KV head.
     AttentionBwd {

@@ -1,5 +1,6 @@
 //! Differentiable ops, one family per file.
 
+pub mod attention;
 pub(crate) mod elementwise;
 pub(crate) mod matmul;
 pub mod nn;

@@ -8,7 +8,7 @@ use crate::error::{shape_err, Result};
 use crate::tensor::{dtype_err, Tensor};
 use anychip_port::{Composite, DType, GeluKind, Port};
 
-fn run(port: &std::sync::Arc<dyn Port>, call: Composite) -> Result<()> {
+pub(crate) fn run(port: &std::sync::Arc<dyn Port>, call: Composite) -> Result<()> {
     anychip_decomp::dispatch(port.as_ref(), &call)?;
     Ok(())
 }
@@ -268,58 +268,6 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             },
         )?;
         Ok(vec![Some(dx)])
-    }))
-}
-
-/// Scaled dot-product attention: q `[B,Hq,T,D]`, k and v `[B,Hkv,S,D]` (GQA when Hkv < Hq).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f32) -> Result<Tensor> {
-    let ok = q.rank() == 4
-        && k.rank() == 4
-        && k.shape() == v.shape()
-        && q.dim(0) == k.dim(0)
-        && q.dim(3) == k.dim(3)
-        && k.dim(1) > 0
-        && q.dim(1) % k.dim(1) == 0;
-    if !ok {
-        return shape_err("attention", format!("q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape()));
-    }
-    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
-    let out = q.empty_like()?;
-    let lse = q.empty_on(&q.shape()[..3], DType::F32)?;
-    let (qd, kd, vd) = (q.detach(), k.detach(), v.detach());
-    run(
-        q.port(),
-        Composite::AttentionFwd {
-            q: qd.view(),
-            k: kd.view(),
-            v: vd.view(),
-            scale,
-            causal,
-            out: out.view(),
-            lse: lse.view(),
-        },
-    )?;
-    let od = out.detach();
-    Ok(out.record("attention", &[&q, &k, &v], move |g, _| {
-        let dout = g.contiguous()?;
-        let (dq, dk, dv) = (qd.empty_like()?, kd.empty_like()?, vd.empty_like()?);
-        run(
-            qd.port(),
-            Composite::AttentionBwd {
-                q: qd.view(),
-                k: kd.view(),
-                v: vd.view(),
-                out: od.view(),
-                lse: lse.view(),
-                dout: dout.view(),
-                scale,
-                causal,
-                dq: dq.view(),
-                dk: dk.view(),
-                dv: dv.view(),
-            },
-        )?;
-        Ok(vec![Some(dq), Some(dk), Some(dv)])
     }))
 }
 

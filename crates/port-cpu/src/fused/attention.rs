@@ -2,7 +2,9 @@
 //! that recomputes the probabilities from the saved logsumexp (FlashAttention-2's scheme).
 //!
 //! Shapes: q [B,Hq,T,Dh], k and v [B,Hkv,S,Dh], query head h reads KV head h / (Hq / Hkv).
-//! With `causal`, query t sees key s when s <= t + (S - T).
+//! With `causal`, query t sees key s when s <= t + (S - T). Any strides work as long as each
+//! row of Dh elements is unit-stride: q, k and v may be heads of one fused QKV tensor and out
+//! may be laid out [B,T,H,Dh], which saves the engine a permuting copy of each.
 //!
 //! Forward, per block of queries, over blocks of keys (never holding a full T x S matrix):
 //!   s_ij = scale q_i . k_j (masked -> -inf); m_i' = max(m_i, max_j s_ij);
@@ -17,11 +19,11 @@
 //! without atomics) and the dq rows of its query heads.
 
 use super::{floats, is_f32};
-use crate::elem::{dot, max, raw, row, store, Raw};
+use crate::elem::{dot, load, max, raw, row, store, Raw};
 use crate::math::exp;
 use crate::prim::elementwise::max_nan;
 use crate::prim::matmul::gemm_one;
-use anychip_port::{invalid, Handled, Result, View};
+use anychip_port::{invalid, DType, Handled, Result, View};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -85,51 +87,119 @@ fn dims(q: &View, k: &View, v: &View, out: &View, lse: &View) -> Result<Dims> {
     Ok(d)
 }
 
-/// Small single-threaded product c = alpha a b + beta c on f32 slices with explicit strides.
+/// A `[B,H,T,Dh]` view whose rows (the Dh axis) are unit-stride: heads of a fused QKV projection
+/// or an output in `[B,T,H,Dh]` order are read and written in place, without a permuting copy.
+#[derive(Clone, Copy)]
+struct Heads {
+    raw: Raw,
+    off: usize,
+    sb: usize,
+    sh: usize,
+    st: usize,
+}
+
+/// An f32 matrix in memory: base pointer and row stride (columns are unit-stride).
+#[derive(Clone, Copy)]
+struct M {
+    p: *const f32,
+    rs: usize,
+}
+
+impl M {
+    /// Row `i` as a slice of `n` elements.
+    ///
+    /// # Safety
+    /// The matrix must have row `i` with `n` readable elements.
+    unsafe fn row(&self, i: usize, n: usize) -> &[f32] {
+        std::slice::from_raw_parts(self.p.add(i * self.rs), n)
+    }
+}
+
+impl Heads {
+    /// The view's layout, or `None` when its rows are not unit-stride (the decomposition then runs).
+    fn new(v: &View) -> Result<Option<Heads>> {
+        let (l, sh) = (&v.layout, v.shape());
+        if sh.len() != 4 || (sh[3] > 1 && l.strides[3] != 1) {
+            return Ok(None);
+        }
+        let s = &l.strides;
+        Ok(Some(Heads { raw: raw(v)?, off: l.offset, sb: s[0], sh: s[1], st: s[2] }))
+    }
+    fn at(&self, b: usize, h: usize, t: usize) -> usize {
+        self.off + b * self.sb + h * self.sh + t * self.st
+    }
+    /// Rows `t0..t0 + n` of head (b, h): in place for f32, else widened into `scratch`.
+    ///
+    /// # Safety
+    /// The rows must be in bounds (checked by `raw`) and not written while the result is used.
+    unsafe fn rows(&self, b: usize, h: usize, t0: usize, n: usize, dh: usize, scratch: &mut Vec<f32>) -> M {
+        let at = self.at(b, h, t0);
+        if self.raw.dtype == DType::F32 {
+            return M { p: self.raw.ptr::<f32>().add(at), rs: self.st };
+        }
+        scratch.resize(n * dh, 0.0);
+        for i in 0..n {
+            load(self.raw, at + i * self.st, 1, &mut scratch[i * dh..(i + 1) * dh]);
+        }
+        M { p: scratch.as_ptr(), rs: dh }
+    }
+    /// Write the `[n, dh]` block `src` to rows `t0..` of head (b, h).
+    ///
+    /// # Safety
+    /// The rows must be in bounds and owned by the calling task.
+    unsafe fn store_rows(&self, b: usize, h: usize, t0: usize, src: &[f32], dh: usize) {
+        for (i, r) in src.chunks_exact(dh.max(1)).enumerate() {
+            store(self.raw, self.at(b, h, t0 + i), 1, r);
+        }
+    }
+}
+
+/// Small single-threaded product c = alpha a b + beta c; `a_t`/`b_t` read the operand transposed.
 #[allow(clippy::too_many_arguments)]
 fn mm(
     m: usize,
     n: usize,
     k: usize,
-    a: &[f32],
-    a_rs_cs: (usize, usize),
-    b: &[f32],
-    b_rs_cs: (usize, usize),
+    a: M,
+    a_t: bool,
+    b: M,
+    b_t: bool,
     c: &mut [f32],
     c_rs: usize,
     alpha: f32,
     beta: f32,
 ) {
-    // SAFETY: callers size every slice for the shapes and strides they pass.
-    unsafe {
-        gemm_one(
-            m,
-            n,
-            k,
-            a.as_ptr(),
-            a_rs_cs.0,
-            a_rs_cs.1,
-            b.as_ptr(),
-            b_rs_cs.0,
-            b_rs_cs.1,
-            c.as_mut_ptr(),
-            c_rs,
-            1,
-            alpha,
-            beta,
-            Parallelism::None,
-        )
+    let (ars, acs) = if a_t { (1, a.rs) } else { (a.rs, 1) };
+    let (brs, bcs) = if b_t { (1, b.rs) } else { (b.rs, 1) };
+    // SAFETY: callers pass operands and a `c` sized for these shapes and strides.
+    unsafe { gemm_one(m, n, k, a.p, ars, acs, b.p, brs, bcs, c.as_mut_ptr(), c_rs, 1, alpha, beta, Parallelism::None) }
+}
+
+/// A local `[rows, cols]` buffer as an operand.
+fn local(x: &[f32], cols: usize) -> M {
+    M { p: x.as_ptr(), rs: cols }
+}
+
+/// The layouts of q, k, v and out (or dout), if every one has unit-stride rows.
+fn heads4(vs: [&View; 4]) -> Result<Option<[Heads; 4]>> {
+    let mut hs = Vec::with_capacity(4);
+    for v in vs {
+        match Heads::new(v)? {
+            Some(h) => hs.push(h),
+            None => return Ok(None),
+        }
     }
+    Ok(Some([hs[0], hs[1], hs[2], hs[3]]))
 }
 
 /// Forward pass: out and lse.
 pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, lse: &View) -> Result<Handled> {
-    if !floats(&[q, k, v, out]) || !is_f32(lse) {
+    if !floats(&[q, k, v, out]) || !is_f32(lse) || !lse.layout.is_contiguous() {
         return Ok(Handled::No);
     }
     let d = dims(q, k, v, out, lse)?;
-    let (qr, kr, vr, or, lr) = (raw(q)?, raw(k)?, raw(v)?, raw(out)?, raw(lse)?);
-    let offs = [q.layout.offset, k.layout.offset, v.layout.offset, out.layout.offset, lse.layout.offset];
+    let Some([qh, kh, vh, oh]) = heads4([q, k, v, out])? else { return Ok(Handled::No) };
+    let (lr, loff) = (raw(lse)?, lse.layout.offset);
     let qblocks = d.t.div_ceil(BQ);
     let task = |i: usize| {
         let (bh, qb) = (i / qblocks, i % qblocks);
@@ -137,24 +207,20 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
         let kvh = h / d.group();
         let (t0, nq) = (qb * BQ, BQ.min(d.t - qb * BQ));
         let dh = d.dh;
-        let qat = (bh * d.t + t0) * dh;
-        let kat = (bi * d.hkv + kvh) * d.s * dh;
         let (mut sq, mut sk, mut sv) = (Vec::new(), Vec::new(), Vec::new());
         let mut o = vec![0f32; nq * dh];
         let mut m = vec![f32::NEG_INFINITY; nq];
         let mut l = vec![0f32; nq];
         let mut sc = vec![0f32; nq * BK];
         // SAFETY: in bounds (checked by `raw` and `dims`); inputs are only read.
-        let qs = unsafe { row(qr, offs[0] + qat, nq * dh, &mut sq) };
+        let qs = unsafe { qh.rows(bi, h, t0, nq, dh, &mut sq) };
         let kend = d.key_end(causal, t0 + nq);
         for s0 in (0..kend).step_by(BK) {
             let nk = BK.min(kend - s0);
             // SAFETY: as above.
-            let (ks, vs) = unsafe {
-                (row(kr, offs[1] + kat + s0 * dh, nk * dh, &mut sk), row(vr, offs[2] + kat + s0 * dh, nk * dh, &mut sv))
-            };
+            let (ks, vs) = unsafe { (kh.rows(bi, kvh, s0, nk, dh, &mut sk), vh.rows(bi, kvh, s0, nk, dh, &mut sv)) };
             let sc = &mut sc[..nq * nk];
-            mm(nq, nk, dh, qs, (dh, 1), ks, (1, dh), sc, nk, scale, 0.0);
+            mm(nq, nk, dh, qs, false, ks, true, sc, nk, scale, 0.0);
             for i in 0..nq {
                 let srow = &mut sc[i * nk..(i + 1) * nk];
                 // Only blocks crossing the diagonal have hidden keys: mask the tail of the row.
@@ -172,7 +238,7 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
                     o[i * dh..(i + 1) * dh].iter_mut().for_each(|x| *x *= corr);
                 }
             }
-            mm(nq, dh, nk, sc, (nk, 1), vs, (dh, 1), &mut o, dh, 1.0, 1.0);
+            mm(nq, dh, nk, local(sc, nk), false, vs, false, &mut o, dh, 1.0, 1.0);
         }
         let mut lse_blk = vec![0f32; nq];
         for i in 0..nq {
@@ -188,8 +254,8 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
         }
         // SAFETY: this task owns these rows of out and lse.
         unsafe {
-            store(or, offs[3] + qat, 1, &o);
-            store(lr, offs[4] + bh * d.t + t0, 1, &lse_blk);
+            oh.store_rows(bi, h, t0, &o, dh);
+            store(lr, loff + bh * d.t + t0, 1, &lse_blk);
         }
     };
     let tasks = d.b * d.hq * qblocks;
@@ -216,55 +282,59 @@ pub fn bwd(
     dk: &View,
     dv: &View,
 ) -> Result<Handled> {
-    if !floats(&[q, k, v, out, dout, dq, dk, dv]) || !is_f32(lse) {
+    if !floats(&[q, k, v, out, dout, dq, dk, dv]) || !is_f32(lse) || !lse.layout.is_contiguous() {
         return Ok(Handled::No);
     }
     let d = dims(q, k, v, out, lse)?;
     if dout.shape() != q.shape() || dq.shape() != q.shape() || dk.shape() != k.shape() || dv.shape() != k.shape() {
         return invalid("attention backward: dout and dq must match q, dk and dv must match k");
     }
-    let r = |x: &View| -> Result<(Raw, usize)> { Ok((raw(x)?, x.layout.offset)) };
-    let (q_, k_, v_, o_, l_, g_) = (r(q)?, r(k)?, r(v)?, r(out)?, r(lse)?, r(dout)?);
-    let (dq_, dk_, dv_) = (r(dq)?, r(dk)?, r(dv)?);
+    let (Some([qh, kh, vh, oh]), Some([gh, dqh, dkh, dvh])) = (heads4([q, k, v, out])?, heads4([dout, dq, dk, dv])?)
+    else {
+        return Ok(Handled::No);
+    };
+    let (lr, loff) = (raw(lse)?, lse.layout.offset);
     let dh = d.dh;
     let task = |i: usize| {
         let (bi, kvh) = (i / d.hkv, i % d.hkv);
-        let kat = (bi * d.hkv + kvh) * d.s * dh;
         let mut s = [Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()];
         let [sk, sv, sq, so, sg, sl] = &mut s;
         // SAFETY: in bounds (checked by `raw` and `dims`); inputs are only read.
-        let (ks, vs) = unsafe { (row(k_.0, k_.1 + kat, d.s * dh, sk), row(v_.0, v_.1 + kat, d.s * dh, sv)) };
-        let mut dkh = vec![0f32; d.s * dh];
-        let mut dvh = vec![0f32; d.s * dh];
-        let mut dqh = vec![0f32; d.t * dh];
+        let (ks, vs) = unsafe { (kh.rows(bi, kvh, 0, d.s, dh, sk), vh.rows(bi, kvh, 0, d.s, dh, sv)) };
+        let mut dk_acc = vec![0f32; d.s * dh];
+        let mut dv_acc = vec![0f32; d.s * dh];
+        let mut dq_acc = vec![0f32; d.t * dh];
         let mut p = vec![0f32; BQ * BK];
         let mut dp = vec![0f32; BQ * BK];
         let mut big_d = vec![0f32; d.t];
         for h in kvh * d.group()..(kvh + 1) * d.group() {
             let bh = bi * d.hq + h;
-            let qat = bh * d.t * dh;
             // SAFETY: as above.
             let (qs, os, gs, ls) = unsafe {
                 (
-                    row(q_.0, q_.1 + qat, d.t * dh, sq),
-                    row(o_.0, o_.1 + qat, d.t * dh, so),
-                    row(g_.0, g_.1 + qat, d.t * dh, sg),
-                    row(l_.0, l_.1 + bh * d.t, d.t, sl),
+                    qh.rows(bi, h, 0, d.t, dh, sq),
+                    oh.rows(bi, h, 0, d.t, dh, so),
+                    gh.rows(bi, h, 0, d.t, dh, sg),
+                    row(lr, loff + bh * d.t, d.t, sl),
                 )
             };
-            for t in 0..d.t {
-                big_d[t] = dot(&gs[t * dh..(t + 1) * dh], &os[t * dh..(t + 1) * dh]);
+            for (t, dt) in big_d.iter_mut().enumerate() {
+                // SAFETY: row t of a [T, Dh] head.
+                *dt = unsafe { dot(gs.row(t, dh), os.row(t, dh)) };
             }
-            dqh.fill(0.0);
+            dq_acc.fill(0.0);
             for t0 in (0..d.t).step_by(BQ) {
                 let nq = BQ.min(d.t - t0);
-                let (qb, gb) = (&qs[t0 * dh..(t0 + nq) * dh], &gs[t0 * dh..(t0 + nq) * dh]);
+                // SAFETY: rows t0.. of the heads above.
+                let (qb, gb) = unsafe { (M { p: qs.p.add(t0 * qs.rs), ..qs }, M { p: gs.p.add(t0 * gs.rs), ..gs }) };
                 let kend = d.key_end(causal, t0 + nq);
                 for s0 in (0..kend).step_by(BK) {
                     let nk = BK.min(kend - s0);
-                    let (kb, vb) = (&ks[s0 * dh..(s0 + nk) * dh], &vs[s0 * dh..(s0 + nk) * dh]);
+                    // SAFETY: rows s0.. of the K and V heads.
+                    let (kb, vb) =
+                        unsafe { (M { p: ks.p.add(s0 * ks.rs), ..ks }, M { p: vs.p.add(s0 * vs.rs), ..vs }) };
                     let (p, dp) = (&mut p[..nq * nk], &mut dp[..nq * nk]);
-                    mm(nq, nk, dh, qb, (dh, 1), kb, (1, dh), p, nk, scale, 0.0);
+                    mm(nq, nk, dh, qb, false, kb, true, p, nk, scale, 0.0);
                     for i in 0..nq {
                         let (li, row) = (ls[t0 + i], &mut p[i * nk..(i + 1) * nk]);
                         if li == f32::NEG_INFINITY {
@@ -274,25 +344,28 @@ pub fn bwd(
                             row[d.first_hidden(causal, t0 + i, s0, nk)..].fill(0.0);
                         }
                     }
-                    mm(nk, dh, nq, p, (1, nk), gb, (dh, 1), &mut dvh[s0 * dh..(s0 + nk) * dh], dh, 1.0, 1.0);
-                    mm(nq, nk, dh, gb, (dh, 1), vb, (1, dh), dp, nk, 1.0, 0.0);
+                    let dv_blk = &mut dv_acc[s0 * dh..(s0 + nk) * dh];
+                    mm(nk, dh, nq, local(p, nk), true, gb, false, dv_blk, dh, 1.0, 1.0);
+                    mm(nq, nk, dh, gb, false, vb, true, dp, nk, 1.0, 0.0);
                     for i in 0..nq {
                         let di = big_d[t0 + i];
                         for j in 0..nk {
                             dp[i * nk + j] = p[i * nk + j] * (dp[i * nk + j] - di);
                         }
                     }
-                    mm(nq, dh, nk, dp, (nk, 1), kb, (dh, 1), &mut dqh[t0 * dh..(t0 + nq) * dh], dh, scale, 1.0);
-                    mm(nk, dh, nq, dp, (1, nk), qb, (dh, 1), &mut dkh[s0 * dh..(s0 + nk) * dh], dh, scale, 1.0);
+                    let dq_blk = &mut dq_acc[t0 * dh..(t0 + nq) * dh];
+                    mm(nq, dh, nk, local(dp, nk), false, kb, false, dq_blk, dh, scale, 1.0);
+                    let dk_blk = &mut dk_acc[s0 * dh..(s0 + nk) * dh];
+                    mm(nk, dh, nq, local(dp, nk), true, qb, false, dk_blk, dh, scale, 1.0);
                 }
             }
             // SAFETY: this task owns the dq rows of its query heads.
-            unsafe { store(dq_.0, dq_.1 + qat, 1, &dqh) };
+            unsafe { dqh.store_rows(bi, h, 0, &dq_acc, dh) };
         }
         // SAFETY: this task owns dk and dv of its KV head.
         unsafe {
-            store(dk_.0, dk_.1 + kat, 1, &dkh);
-            store(dv_.0, dv_.1 + kat, 1, &dvh);
+            dkh.store_rows(bi, kvh, 0, &dk_acc, dh);
+            dvh.store_rows(bi, kvh, 0, &dv_acc, dh);
         }
     };
     let tasks = d.b * d.hkv;
