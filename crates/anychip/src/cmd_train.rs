@@ -396,6 +396,9 @@ pub struct BenchArgs {
     /// Also write the result as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also print (and put in the JSON) the time per op kind: matmul, attention, norms, ...
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
@@ -416,7 +419,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if cfg.ctx > cfg.model.max_ctx {
         return Err(anyhow!("--ctx {} is larger than the model's maximum context {}", cfg.ctx, cfg.model.max_ctx));
     }
-    let r = run_bench(&cfg, a.warmup, a.steps)?;
+    let r = run_bench(&cfg, a.warmup, a.steps, a.profile)?;
     println!(
         "bench {} on {} [{}]: batch {}x{}, {:.2}M params | step {:.1} ms (median of {}, min {:.1}) | {:.0} tok/s | {:.1} GFLOP/s | MFU {} | peak RSS {}",
         r.preset,
@@ -433,6 +436,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         r.mfu.map(|m| format!("{:.1}% of {:.0} GFLOP/s", m * 100.0, r.peak_gflops.unwrap_or(0.0))).unwrap_or_else(|| "n/a".into()),
         r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into()),
     );
+    if let Some(p) = &r.profile {
+        println!("{p}");
+    }
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_string_pretty(&r)?)
             .map_err(|e| anyhow!("cannot write {}: {e}", p.display()))?;

@@ -2,11 +2,15 @@
 
 use crate::config::TrainConfig;
 use crate::ports;
-use crate::trainer::{forward_backward, optimizer};
+use crate::profile::{Kind, Phase, Profile, Profiler};
+use crate::trainer::{batch_tensors, forward_backward, optimizer, param_grads};
 use anychip_data::Loader;
 use anychip_nn::Transformer;
+use anychip_optim::AdamW;
+use anychip_port::Port;
 use anyhow::Result;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Benchmark result of one configuration.
@@ -26,6 +30,9 @@ pub struct BenchResult {
     pub peak_gflops: Option<f64>,
     pub mfu: Option<f64>,
     pub peak_rss_mib: Option<f64>,
+    /// Time per op kind, with `--profile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
 }
 
 /// Peak resident memory of this process (Linux VmHWM), in MiB.
@@ -48,9 +55,15 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
-/// Time `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones.
-pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize) -> Result<BenchResult> {
-    let port = ports::open(&cfg.port, cfg.threads)?;
+/// Time `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones;
+/// with `profile`, also time every port call by kind (the port is wrapped in a [`Profiler`]).
+pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize, profile: bool) -> Result<BenchResult> {
+    let inner = ports::open(&cfg.port, cfg.threads)?;
+    let prof = profile.then(|| Arc::new(Profiler::new(inner.clone())));
+    let port: Arc<dyn Port> = match &prof {
+        Some(p) => p.clone(),
+        None => inner,
+    };
     let model = Transformer::new(&cfg.model, &port, cfg.seed)?;
     let mut opt = optimizer(cfg, &model)?;
     // Random tokens: throughput does not depend on the text, and no corpus is needed.
@@ -61,9 +74,20 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize) -> Result<BenchResu
     let mut loader = Loader::new(tokens, cfg.batch, cfg.ctx, cfg.seed, 0, 1)?;
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
+        if i == warmup {
+            if let Some(p) = &prof {
+                p.reset();
+            }
+        }
         let t = Instant::now();
-        let (loss, grads) = forward_backward(&model, &mut loader, cfg)?;
-        opt.step(&grads, cfg.lr)?;
+        let loss = match &prof {
+            Some(p) => profiled_step(p, &model, &mut loader, &mut opt, cfg)?,
+            None => {
+                let (loss, grads) = forward_backward(&model, &mut loader, cfg)?;
+                opt.step(&grads, cfg.lr)?;
+                loss
+            }
+        };
         port.synchronize()?;
         if !loss.is_finite() {
             anyhow::bail!("benchmark loss became {loss}; the model diverged on random tokens, lower --lr");
@@ -91,5 +115,25 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize) -> Result<BenchResu
         peak_gflops: caps.peak_flops_f32.map(|p| p / 1e9),
         mfu: caps.peak_flops_f32.map(|p| flops / p),
         peak_rss_mib: peak_rss_mib(),
+        profile: prof.map(|p| p.report(times.len(), times.iter().sum())),
     })
+}
+
+/// One step of [`forward_backward`] + AdamW (accum 1), with each phase marked for `prof`.
+fn profiled_step(
+    prof: &Profiler,
+    model: &Transformer,
+    loader: &mut Loader,
+    opt: &mut AdamW,
+    cfg: &TrainConfig,
+) -> Result<f32> {
+    prof.set_phase(Phase::Rest);
+    let (x, y) = prof.scope(Kind::Data, || batch_tensors(model.port(), &loader.next_batch()))?;
+    prof.set_phase(Phase::Forward);
+    let loss = model.loss(&x, &y)?;
+    prof.set_phase(Phase::Backward);
+    let grads = param_grads(model, &loss)?;
+    prof.set_phase(Phase::Rest);
+    prof.scope(Kind::Optimizer, || opt.step(&grads, cfg.lr))?;
+    Ok(loss.item()?)
 }

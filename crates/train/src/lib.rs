@@ -6,6 +6,7 @@ pub mod config;
 pub mod fixed_batch;
 mod fsutil;
 pub mod ports;
+pub mod profile;
 pub mod sample;
 pub mod shadow;
 pub mod trainer;

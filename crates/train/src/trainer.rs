@@ -408,15 +408,7 @@ pub fn forward_backward(model: &Transformer, loader: &mut Loader, cfg: &TrainCon
         let (x, y) = batch_tensors(model.port(), &b)?;
         let loss = model.loss(&x, &y)?;
         let scaled = if cfg.accum > 1 { loss.mul_scalar(1.0 / cfg.accum as f64)? } else { loss.clone() };
-        let mut grads = scaled.backward()?;
-        let g: Vec<Tensor> = model
-            .params()
-            .iter()
-            .map(|p| match grads.remove(&p.tensor) {
-                Some(g) => Ok(g),
-                None => Ok(p.tensor.zeros_like()?),
-            })
-            .collect::<Result<_>>()?;
+        let g = param_grads(model, &scaled)?;
         acc = Some(match acc {
             None => g,
             Some(a) => {
@@ -427,6 +419,19 @@ pub fn forward_backward(model: &Transformer, loader: &mut Loader, cfg: &TrainCon
         loss_sum += loss.item()?;
     }
     Ok((loss_sum / cfg.accum as f32, acc.expect("accum >= 1")))
+}
+
+/// Gradients of `loss` for every parameter of `model`, in `params()` order (zeros where unused).
+pub fn param_grads(model: &Transformer, loss: &Tensor) -> Result<Vec<Tensor>> {
+    let mut grads = loss.backward()?;
+    model
+        .params()
+        .iter()
+        .map(|p| match grads.remove(&p.tensor) {
+            Some(g) => Ok(g),
+            None => Ok(p.tensor.zeros_like()?),
+        })
+        .collect()
 }
 
 fn progress_bar(opts: &RunOptions, steps: u64, start: u64) -> ProgressBar {
