@@ -4,7 +4,7 @@ Same architecture, same initialisation scheme (N(0, 0.02), residual projections 
 1/sqrt(2L)), same AdamW (decay on matrices only) and schedule, so loss curves and throughput
 can be compared side by side with `anychip train` / `anychip bench` on the same machine.
 
-    python3 tools/torch_twin/gpt.py bench --preset gpt2-tiny --threads 2
+    python3 tools/torch_twin/gpt.py bench --preset gpt2-tiny --threads 2 [--precision bf16] [--json FILE]
     python3 tools/torch_twin/gpt.py train --steps 300 --data ~/.cache/anychip/shakespeare/shakespeare.txt
 """
 import argparse, json, math, os, resource, statistics, sys, time
@@ -109,30 +109,48 @@ def optimizer(model, lr, wd=0.1):
                              lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
+def rss_mib():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:"))
+
+
 def bench(a):
+    baseline = rss_mib()  # what importing torch costs before any model exists
     c = PRESETS[a.preset]
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     model = GPT(c)
     opt = optimizer(model, 1e-4)
     V = c[0]
+    n_params = sum(p.numel() for p in model.parameters())
     ctx = a.ctx or min(256, c[1])
-    batch = a.batch or (4 if sum(p.numel() for p in model.parameters()) > 50e6 else 8 if V > 256 else 16)
+    batch = a.batch or (4 if n_params > 50e6 else 8 if V > 256 else 16)
+    # bf16 as PyTorch users run it on CPU: f32 master weights, matmuls autocast to bf16.
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")
     times = []
     for i in range(a.warmup + a.steps):
-        x = torch.randint(0, V, (batch, ctx + 1))
+        # The batch is drawn inside the timed region, as anychip bench times its loader too.
         t = time.perf_counter()
-        loss = model(x[:, :-1], x[:, 1:])
+        x = torch.randint(0, V, (batch, ctx + 1))
+        with amp:
+            loss = model(x[:, :-1], x[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if not math.isfinite(loss.item()):
+            sys.exit(f"benchmark loss became {loss.item()}")
         if i >= a.warmup:
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
     out = {"preset": a.preset, "impl": "pytorch " + torch.__version__, "threads": torch.get_num_threads(),
-           "batch": batch, "ctx": ctx, "step_ms_median": med * 1e3, "tokens_per_s": batch * ctx / med,
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "precision": a.precision, "n_params": n_params, "batch": batch, "ctx": ctx,
+           "step_ms_median": med * 1e3, "step_ms_min": min(times) * 1e3, "tokens_per_s": batch * ctx / med,
+           # ru_maxrss is in KiB on Linux.
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "baseline_rss_mib": baseline}
     print(json.dumps(out))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=2)
 
 
 def train(a):
@@ -176,6 +194,8 @@ if __name__ == "__main__":
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--json", help="bench: also write the result as JSON here")
+    p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="bench: bf16 autocasts the forward")
     p.add_argument("--data", default=os.path.expanduser("~/.cache/anychip/shakespeare/shakespeare.txt"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
