@@ -2,10 +2,10 @@
 //! checked against (docs/planner.md):
 //!
 //!     cargo build --release -p anychip-dist --features mpi --example allreduce
-//!     mpirun -np 2 target/release/examples/allreduce
+//!     mpirun -np 2 target/release/examples/allreduce [BUCKET_MIB]
 //!
 //! For each size it averages a gradient of that many bytes across the ranks exactly as training
-//! does (25 MiB buckets, reduce-scatter + all-gather through host memory on the cpu port) and
+//! does (1 MiB buckets unless BUCKET_MIB says otherwise, reduce-scatter + all-gather through host memory on the cpu port) and
 //! prints the median time and the bus bandwidth, 2 (N-1)/N x bytes / time (nccl-tests' busbw).
 
 use anychip_core::Tensor;
@@ -20,14 +20,16 @@ fn main() {
     let (rank, world) = (comm.rank(), comm.world());
     let port: Arc<dyn Port> = Arc::new(anychip_port_cpu::new(Some(1)));
     let coll = collectives_for(&port, comm.clone() as Arc<dyn Comm>).expect("collectives");
+    let bucket_mib: f64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(25.0);
+    let opts = DpOptions { bucket_bytes: (bucket_mib * (1 << 20) as f64) as usize, ..DpOptions::default() };
     if rank == 0 {
-        println!("ranks {world} | bytes | median ms | bus GB/s");
+        println!("ranks {world}, buckets of {bucket_mib} MiB | bytes | median ms | bus GB/s");
     }
     for mib in [0.0625f64, 1.0, 4.0, 25.0, 100.0, 475.0] {
         let n = (mib * (1 << 20) as f64 / 4.0) as usize;
         let p = Tensor::zeros(&port, &[n], DType::F32).expect("param");
         let g = Tensor::full(&port, &[n], rank as f64, DType::F32).expect("grad");
-        let dp = DataParallel::new(coll.clone(), &[(p, true)], AdamWConfig::default(), DpOptions::default())
+        let dp = DataParallel::new(coll.clone(), &[(p, true)], AdamWConfig::default(), opts)
             .expect("data parallel");
         let reps = if mib > 50.0 { 5 } else { 20 };
         let mut times = Vec::new();

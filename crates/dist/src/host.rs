@@ -3,18 +3,21 @@
 
 use crate::Comm;
 use anychip_port::{bf16_to_f32, f32_to_bf16, invalid, Collectives, DType, Port, PortError, Result, View};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// [`Collectives`] over `port` through host buffers and a host [`Comm`] (e.g. MPI).
 pub struct HostStaged {
     port: Arc<dyn Port>,
     comm: Arc<dyn Comm>,
+    /// Host buffers kept between calls: a fresh multi-MiB vector is fresh pages from the
+    /// kernel, and faulting them in every bucket of every step cost more than the copy.
+    scratch: Mutex<(Vec<u8>, Vec<u8>)>,
 }
 
 impl HostStaged {
     /// Collectives for `port`'s buffers over `comm`'s ranks.
     pub fn new(port: Arc<dyn Port>, comm: Arc<dyn Comm>) -> HostStaged {
-        HostStaged { port, comm }
+        HostStaged { port, comm, scratch: Mutex::new((Vec::new(), Vec::new())) }
     }
 
     /// Read contiguous `v` into a host vector of `T` (its element type, or bytes).
@@ -77,6 +80,16 @@ impl Collectives for HostStaged {
 
     fn reduce_scatter(&self, input: &View, out: &View) -> Result<()> {
         blocks("reduce_scatter", out, input, self.world())?;
+        if input.dtype == DType::F32 {
+            contiguous("reduce_scatter input", input)?;
+            let mut guard = self.scratch.lock().map_err(|_| PortError::Device("host scratch poisoned".into()))?;
+            let (send, recv) = &mut *guard;
+            // f32-aligned host memory: whole f32s, reinterpreted as bytes for the port.
+            let (send, recv) = (f32_scratch(send, input.numel()), f32_scratch(recv, out.numel()));
+            self.port.read(&input.buf, input.layout.offset * 4, bytemuck::cast_slice_mut(send))?;
+            self.comm.reduce_scatter_f32(send, recv)?;
+            return self.write_bytes("reduce_scatter out", out, bytemuck::cast_slice(recv));
+        }
         let data = self.read_f32("reduce_scatter input", input)?;
         let mut mine = vec![0.0f32; out.numel()];
         self.comm.reduce_scatter_f32(&data, &mut mine)?;
@@ -85,10 +98,15 @@ impl Collectives for HostStaged {
 
     fn all_gather(&self, input: &View, out: &View) -> Result<()> {
         blocks("all_gather", input, out, self.world())?;
-        let mine = self.read_into::<u8>("all_gather input", input)?;
-        let mut all = vec![0u8; mine.len() * self.world()];
-        self.comm.all_gather_bytes(&mine, &mut all)?;
-        self.write_bytes("all_gather out", out, &all)
+        contiguous("all_gather input", input)?;
+        let mut guard = self.scratch.lock().map_err(|_| PortError::Device("host scratch poisoned".into()))?;
+        let (send, recv) = &mut *guard;
+        let size = input.dtype.size();
+        send.resize(input.numel() * size, 0);
+        recv.resize(out.numel() * size, 0);
+        self.port.read(&input.buf, input.layout.offset * size, send)?;
+        self.comm.all_gather_bytes(send, recv)?;
+        self.write_bytes("all_gather out", out, recv)
     }
 
     fn broadcast(&self, buf: &View, root: usize) -> Result<()> {
@@ -103,6 +121,14 @@ impl Collectives for HostStaged {
     fn barrier(&self) -> Result<()> {
         self.comm.barrier()
     }
+}
+
+/// `n` f32s of `buf`'s memory, grown as needed; kept as u32 words so the slice is aligned.
+fn f32_scratch(buf: &mut Vec<u8>, n: usize) -> &mut [f32] {
+    // A Vec<u8> is only byte-aligned; round its start up to 4 bytes inside one extra word.
+    buf.resize(n * 4 + 4, 0);
+    let pad = buf.as_ptr().align_offset(4);
+    bytemuck::cast_slice_mut(&mut buf[pad..pad + n * 4])
 }
 
 fn contiguous(what: &str, v: &View) -> Result<()> {
