@@ -242,6 +242,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
             a.zero,
             s.optimizer_bytes_per_rank as f64 / (1 << 20) as f64
         );
+        if let Some(c) = s.comm.filter(|c| c.exchanges > 0) {
+            println!(
+                "gradient exchange: {:.1} ms per step ({:.1}% of the wall time), bus bandwidth {:.2} GB/s",
+                c.seconds / c.exchanges as f64 * 1e3,
+                100.0 * c.seconds / s.wall_s.max(1e-9),
+                c.bus_gbs()
+            );
+        }
     }
     println!(
         "done: {} steps, {:.2}M params, wall {:.1} s | train loss {:.4} | val loss {} | {:.0} tok/s | MFU {} | checkpoint {}",

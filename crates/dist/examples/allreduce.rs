@@ -29,8 +29,7 @@ fn main() {
         let n = (mib * (1 << 20) as f64 / 4.0) as usize;
         let p = Tensor::zeros(&port, &[n], DType::F32).expect("param");
         let g = Tensor::full(&port, &[n], rank as f64, DType::F32).expect("grad");
-        let dp = DataParallel::new(coll.clone(), &[(p, true)], AdamWConfig::default(), opts)
-            .expect("data parallel");
+        let dp = DataParallel::new(coll.clone(), &[(p, true)], AdamWConfig::default(), opts).expect("data parallel");
         let reps = if mib > 50.0 { 5 } else { 20 };
         let mut times = Vec::new();
         for i in 0..reps + 2 {

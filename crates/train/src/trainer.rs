@@ -34,6 +34,9 @@ pub struct Summary {
     pub world: usize,
     /// Bytes of AdamW moments each rank held (about 1/world of the whole under ZeRO-1).
     pub optimizer_bytes_per_rank: usize,
+    /// Gradient (and ZeRO-1 weight) exchange time and traffic, under data parallelism.
+    #[serde(skip)]
+    pub comm: Option<anychip_dist::CommStats>,
 }
 
 /// How this process takes part in a data-parallel job (see `anychip-dist`).
@@ -385,6 +388,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
         out: opts.out.clone(),
         world,
         optimizer_bytes_per_rank: opt_bytes,
+        comm: dp.as_ref().map(|d| d.comm_stats()),
     })
 }
 
