@@ -110,27 +110,40 @@ fn no_grad_records_nothing_and_errors_are_clear() {
 
 #[test]
 fn attention_on_fused_qkv() {
-    use anychip_core::{attention, attention_qkv};
-    // [B=2, T=5, (Hq=2 + 2 Hkv=1) * Dh=4]: GQA, heads read in place through strides.
-    check(&[&[2, 5, 16]], |t| attention_qkv(&t[0], 2, 1, true, 0.5));
-    // The same numbers as splitting the heads by hand and calling `attention` on strided views.
-    let split = |x: &Tensor| -> Result<Tensor> {
-        let heads = |start: usize, n: usize| {
-            x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
-        };
-        let a = attention(&heads(0, 2)?, &heads(2, 1)?, &heads(3, 1)?, true, 0.5)?;
-        a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
-    };
+    use anychip_core::{attention, attention_qkv, rope};
     let p = port();
-    let x = Tensor::from_f32(&p, &data(160, 3), &[2, 5, 16], DType::F32).unwrap().with_requires_grad();
-    let w = Tensor::from_f32(&p, &data(80, 4), &[2, 5, 8], DType::F32).unwrap();
-    let mut got = Vec::new();
-    for f in [&split as &dyn Fn(&Tensor) -> Result<Tensor>, &|x: &Tensor| attention_qkv(x, 2, 1, true, 0.5)] {
-        let y = f(&x).unwrap();
-        let g = y.mul(&w).unwrap().sum().unwrap().backward().unwrap();
-        got.push((y.to_vec_f32().unwrap(), g.get(&x).unwrap().to_vec_f32().unwrap()));
-    }
-    for (a, b) in got[0].0.iter().chain(&got[0].1).zip(got[1].0.iter().chain(&got[1].1)) {
-        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    // RoPE tables for T=5, Dh=4.
+    let (c, sn) = (data(10, 7), data(10, 8));
+    let (cos, sin) = (
+        Tensor::from_f32(&p, &c, &[5, 2], DType::F32).unwrap(),
+        Tensor::from_f32(&p, &sn, &[5, 2], DType::F32).unwrap(),
+    );
+    for tables in [None, Some((&cos, &sin))] {
+        // [B=2, T=5, (Hq=2 + 2 Hkv=1) * Dh=4]: GQA, heads read in place through strides.
+        check(&[&[2, 5, 16]], |t| attention_qkv(&t[0], 2, 1, tables, true, 0.5));
+        // The same numbers as splitting the heads by hand (and rotating q and k).
+        let split = |x: &Tensor| -> Result<Tensor> {
+            let heads = |start: usize, n: usize| {
+                x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
+            };
+            let (mut q, mut k) = (heads(0, 2)?, heads(2, 1)?);
+            if let Some((c, s)) = tables {
+                (q, k) = (rope(&q, c, s)?, rope(&k, c, s)?);
+            }
+            let a = attention(&q, &k, &heads(3, 1)?, true, 0.5)?;
+            a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
+        };
+        let x = Tensor::from_f32(&p, &data(160, 3), &[2, 5, 16], DType::F32).unwrap().with_requires_grad();
+        let w = Tensor::from_f32(&p, &data(80, 4), &[2, 5, 8], DType::F32).unwrap();
+        let fused = |x: &Tensor| attention_qkv(x, 2, 1, tables, true, 0.5);
+        let mut got = Vec::new();
+        for f in [&split as &dyn Fn(&Tensor) -> Result<Tensor>, &fused] {
+            let y = f(&x).unwrap();
+            let g = y.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+            got.push((y.to_vec_f32().unwrap(), g.get(&x).unwrap().to_vec_f32().unwrap()));
+        }
+        for (a, b) in got[0].0.iter().chain(&got[0].1).zip(got[1].0.iter().chain(&got[1].1)) {
+            assert!((a - b).abs() < 1e-5, "rope {}: {a} vs {b}", tables.is_some());
+        }
     }
 }

@@ -211,9 +211,10 @@ impl Transformer {
             let h = self.norm(&x, blk.ln1)?;
             let qkv = linear(&h, self.t(blk.qkv.0), self.ot(blk.qkv.1))?; // [B, T, (nh + 2 nkv) hd]
             let scale = 1.0 / (hd as f32).sqrt();
-            let a = if blk.q_norm.is_none() && rope_t.is_none() {
+            let a = if blk.q_norm.is_none() {
                 // Heads read in place from qkv: no split, permute or merge copies.
-                attention_qkv(&qkv, nh, nkv, true, scale)? // [B, T, nh hd]
+                let tables = rope_t.as_ref().map(|(c, s)| (c, s));
+                attention_qkv(&qkv, nh, nkv, tables, true, scale)? // [B, T, nh hd]
             } else {
                 let heads = |start: usize, n: usize| -> Result<Tensor> {
                     qkv.narrow(-1, start * hd, n * hd)?

@@ -564,6 +564,41 @@ fn attention_reads_heads_of_a_fused_qkv_in_place() {
 }
 
 #[test]
+fn rope_reads_and_writes_strided_heads() {
+    // Heads 1..3 of a [B,T,4 heads x Dh] tensor, rotated into a contiguous tensor and back into
+    // a strided one: the same numbers as on contiguous copies.
+    let p = cpu();
+    let mut g = Gen::new(17);
+    let (b, t, dh) = (2, 9, 8);
+    let w = 4 * dh;
+    let heads = |v: &View| View {
+        layout: anychip_port::Layout { shape: vec![b, 2, t, dh], strides: vec![t * w, dh, w, 1], offset: dh },
+        ..v.clone()
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        let x = tensor(&p, &g.vec(b * t * w, 1.0), dtype, &[b, t, w]);
+        let (cos, sin) = (
+            tensor(&p, &g.vec(t * dh / 2, 1.0), DType::F32, &[t, dh / 2]),
+            tensor(&p, &g.vec(t * dh / 2, 1.0), DType::F32, &[t, dh / 2]),
+        );
+        let xc = tensor(&p, &get(&p, &heads(&x)), dtype, &[b, 2, t, dh]);
+        let (y, yc) = (output(&p, dtype, &[b, 2, t, dh]), output(&p, dtype, &[b, 2, t, dh]));
+        run(&p, Composite::RopeFwd { x: heads(&x), cos: cos.clone(), sin: sin.clone(), y: y.clone() });
+        run(&p, Composite::RopeFwd { x: xc, cos: cos.clone(), sin: sin.clone(), y: yc.clone() });
+        assert_eq!(get(&p, &y), get(&p, &yc), "rope fwd from strided heads, {dtype}");
+        let dx = output(&p, dtype, &[b, t, w]);
+        let dxc = output(&p, dtype, &[b, 2, t, dh]);
+        run(&p, Composite::RopeBwd { dy: y.clone(), cos: cos.clone(), sin: sin.clone(), dx: heads(&dx) });
+        run(&p, Composite::RopeBwd { dy: y, cos, sin, dx: dxc.clone() });
+        assert_eq!(get(&p, &heads(&dx)), get(&p, &dxc), "rope bwd into strided heads, {dtype}");
+        // Nothing outside the two heads was written (the sentinel, as this dtype stores it).
+        let (all, sentinel) = (get_all(&p, &dx), get_all(&p, &output(&p, dtype, &[1]))[0]);
+        let untouched = |(i, c): (usize, &[f32])| (i % 4 == 1 || i % 4 == 2) || c.iter().all(|&v| v == sentinel);
+        assert!(all.chunks(dh).enumerate().all(untouched), "rope bwd wrote outside its heads, {dtype}");
+    }
+}
+
+#[test]
 fn embedding_rope_linear() {
     let p = cpu();
     let mut g = Gen::new(16);

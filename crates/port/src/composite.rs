@@ -6,10 +6,10 @@
 //! [`crate::Port::composite`] and listing its [`Composite::name`] in `Capabilities::fused`.
 //!
 //! Conventions for every call: views are contiguous (except where [`Composite::AttentionFwd`]
-//! says otherwise); "rows" are all leading axes flattened and the last axis is the feature
-//! axis; saved statistics (`mean`, `rstd`, `lse`) are F32 of shape `[rows]`; outputs are
-//! overwritten (never accumulated) unless stated; float data may be F32 or BF16, math is done
-//! in f32.
+//! and [`Composite::RopeFwd`] say otherwise); "rows" are all leading axes flattened and the
+//! last axis is the feature axis; saved statistics (`mean`, `rstd`, `lse`) are F32 of shape
+//! `[rows]`; outputs are overwritten (never accumulated) unless stated; float data may be F32
+//! or BF16, math is done in f32.
 
 use crate::View;
 
@@ -100,7 +100,8 @@ pub enum Composite {
     EmbeddingBwd { ids: View, dout: View, dtable: View },
     /// Rotary embedding, rotate-half convention (Hugging Face Llama): x `[B,H,T,Dh]`,
     /// cos and sin `[T, Dh/2]`; with x1 = x[..., :Dh/2], x2 = x[..., Dh/2:]:
-    /// y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin.
+    /// y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin. x and y may have any strides (heads of a
+    /// fused QKV projection), as may dy and dx in the backward; cos and sin are contiguous.
     RopeFwd { x: View, cos: View, sin: View, y: View },
     /// The inverse rotation applied to dy: dx1 = dy1 cos + dy2 sin, dx2 = dy2 cos - dy1 sin.
     RopeBwd { dy: View, cos: View, sin: View, dx: View },

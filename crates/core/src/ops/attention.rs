@@ -1,6 +1,7 @@
 //! Scaled dot-product attention: on separate q, k, v tensors, or straight on the output of a
-//! fused QKV projection (the layout every model here uses), where it saves three permuting
-//! copies in the forward and, in the backward, three copies, three zero fills and two sums.
+//! fused QKV projection (the layout every model here uses), where it saves the copies that
+//! split, permute and merge heads, and in the backward the zero fills and sums that splitting
+//! the gradient back into one tensor would take.
 
 use super::nn::run;
 use crate::error::{shape_err, Result};
@@ -70,8 +71,17 @@ fn heads(x: &View, first: usize, n: usize, dh: usize) -> View {
 
 /// Attention on a fused projection `qkv [B,T,(Hq + 2 Hkv) Dh]` holding the q heads, then the k
 /// heads, then the v heads: output `[B,T,Hq Dh]`, the heads side by side, ready for the output
-/// projection. The same math as [`attention`]; its gradient is one tensor shaped like `qkv`.
-pub fn attention_qkv(qkv: &Tensor, q_heads: usize, kv_heads: usize, causal: bool, scale: f32) -> Result<Tensor> {
+/// projection. With `rope` = (cos, sin) tables `[T, Dh/2]`, q and k are rotated first (as
+/// [`crate::rope`] does). The same math as [`attention`]; its gradient is one tensor shaped
+/// like `qkv`, written in place by the composites (rotated heads pass through a buffer).
+pub fn attention_qkv(
+    qkv: &Tensor,
+    q_heads: usize,
+    kv_heads: usize,
+    rope: Option<(&Tensor, &Tensor)>,
+    causal: bool,
+    scale: f32,
+) -> Result<Tensor> {
     let n = q_heads + 2 * kv_heads;
     let ok = qkv.rank() == 3 && kv_heads > 0 && q_heads % kv_heads == 0 && qkv.dim(2) % n == 0;
     if !ok {
@@ -82,6 +92,13 @@ pub fn attention_qkv(qkv: &Tensor, q_heads: usize, kv_heads: usize, causal: bool
     }
     let x = qkv.contiguous()?;
     let (b, t, dh) = (x.dim(0), x.dim(1), x.dim(2) / n);
+    let rope = match rope {
+        Some((c, s)) if c.shape() == [t, dh / 2] && s.shape() == c.shape() && dh % 2 == 0 => {
+            Some((c.contiguous()?.detach(), s.contiguous()?.detach()))
+        }
+        Some((c, _)) => return shape_err("attention_qkv", format!("rope tables {:?} for T={t}, Dh={dh}", c.shape())),
+        None => None,
+    };
     let out = x.empty_on(&[b, t, q_heads * dh], x.dtype())?;
     let lse = x.empty_on(&[b, q_heads, t], DType::F32)?;
     let xd = x.detach();
@@ -89,30 +106,64 @@ pub fn attention_qkv(qkv: &Tensor, q_heads: usize, kv_heads: usize, causal: bool
         (heads(v, 0, q_heads, dh), heads(v, q_heads, kv_heads, dh), heads(v, n - kv_heads, kv_heads, dh))
     };
     let (q, k, v) = split(&xd.view());
+    // Rotated q and k live in their own [B,H,T,Dh] tensors (kept for the backward).
+    let rotated = match &rope {
+        Some((c, s)) => {
+            let qr = x.empty_on(&[b, q_heads, t, dh], x.dtype())?;
+            let kr = x.empty_on(&[b, kv_heads, t, dh], x.dtype())?;
+            for (src, dst) in [(&q, &qr), (&k, &kr)] {
+                run(x.port(), Composite::RopeFwd { x: src.clone(), cos: c.view(), sin: s.view(), y: dst.view() })?;
+            }
+            Some((qr, kr))
+        }
+        None => None,
+    };
+    let (qa, ka) = match &rotated {
+        Some((qr, kr)) => (qr.view(), kr.view()),
+        None => (q, k),
+    };
     let o = heads(&out.view(), 0, q_heads, dh);
-    run(x.port(), Composite::AttentionFwd { q, k, v, scale, causal, out: o, lse: lse.view() })?;
+    run(
+        x.port(),
+        Composite::AttentionFwd { q: qa.clone(), k: ka.clone(), v: v.clone(), scale, causal, out: o, lse: lse.view() },
+    )?;
     let od = out.detach();
     Ok(out.record("attention", &[&x], move |g, _| {
         let dout = g.contiguous()?;
         // dq, dk and dv tile the gradient exactly, so it needs no zero fill.
         let dx = xd.empty_like()?;
-        let ((q, k, v), (dq, dk, dv)) = (split(&xd.view()), split(&dx.view()));
+        let (dq, dk, dv) = split(&dx.view());
+        // With RoPE the attention gradients of the rotated heads go through buffers and are
+        // rotated back into place.
+        let grads = match &rotated {
+            Some((qr, kr)) => Some((qr.empty_like()?, kr.empty_like()?)),
+            None => None,
+        };
+        let (dqa, dka) = match &grads {
+            Some((gq, gk)) => (gq.view(), gk.view()),
+            None => (dq.clone(), dk.clone()),
+        };
         run(
             xd.port(),
             Composite::AttentionBwd {
-                q,
-                k,
-                v,
+                q: qa.clone(),
+                k: ka.clone(),
+                v: v.clone(),
                 out: heads(&od.view(), 0, q_heads, dh),
                 lse: lse.view(),
                 dout: heads(&dout.view(), 0, q_heads, dh),
                 scale,
                 causal,
-                dq,
-                dk,
+                dq: dqa,
+                dk: dka,
                 dv,
             },
         )?;
+        if let (Some((gq, gk)), Some((c, s))) = (&grads, &rope) {
+            for (src, dst) in [(gq, &dq), (gk, &dk)] {
+                run(xd.port(), Composite::RopeBwd { dy: src.view(), cos: c.view(), sin: s.view(), dx: dst.clone() })?;
+            }
+        }
         Ok(vec![Some(dx)])
     }))
 }

@@ -103,11 +103,9 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
             add(&[Some(logits), Some(targets), Some(lse), Some(dloss), Some(dlogits)])
         }
         // Embedding and linear go through the strided primitives: any layout works. Attention
-        // checks its own layouts (it takes heads with unit-stride rows in any order).
+        // and RoPE check their own layouts (heads with unit-stride rows in any order).
         EmbeddingFwd { .. } | EmbeddingBwd { .. } | LinearFwd { .. } | LinearBwd { .. } => {}
-        AttentionFwd { .. } | AttentionBwd { .. } => {}
-        RopeFwd { x, cos, sin, y } => add(&[Some(x), Some(cos), Some(sin), Some(y)]),
-        RopeBwd { dy, cos, sin, dx } => add(&[Some(dy), Some(cos), Some(sin), Some(dx)]),
+        AttentionFwd { .. } | AttentionBwd { .. } | RopeFwd { .. } | RopeBwd { .. } => {}
         AdamWStep { param, grad, m, v, grad_scale, .. } => {
             add(&[Some(param), Some(grad), Some(m), Some(v), grad_scale.as_ref()])
         }
