@@ -70,6 +70,8 @@ use std::sync::OnceLock;
 
 /// Columns of C per microkernel (two zmm vectors, or two AMX tiles, of 16 f32).
 pub const NR: usize = 32;
+/// AMX: 16-pair chunks (32 k) per microkernel call; see the loop in [`gemm_on`].
+const AMX_KB: usize = 8;
 /// Products with fewer multiply-adds than this run on the calling thread.
 const PAR_WORK: usize = 1 << 18;
 
@@ -315,42 +317,60 @@ pub unsafe fn gemm_on(
                     let (i0, rows) = (p0 * mr, ((p1 * mr).min(m)).saturating_sub(p0 * mr));
                     let (j0, j1) = (si * npan / nsplit, (si + 1) * npan / nsplit);
                     with_scratch(&PACK_A, (p1 - p0) * kpp * mr, |ap| {
+                        let np = p1 - p0;
+                        let apan = |ap: &[u32], ip: usize| ap.as_ptr().add(ip * kpp * mr);
                         match e {
-                            Engine::Avx512 => pack_a_pairs(a, i0, rows, pc, kc, kpp, ap),
-                            Engine::Amx => {
-                                pack_a_rows(a, i0, rows, pc, kc, kpp, ap);
-                                amx_begin();
-                            }
-                        }
-                        for jp in j0..j1 {
-                            let bpan = bp.as_ptr().add(jp * kpp * NR);
-                            let col = jc + jp * NR;
-                            let nr = NR.min(n - col);
-                            for ip in 0..p1 - p0 {
-                                let row = i0 + ip * mr;
-                                let (mrr, apan) = (mr.min(m - row), ap.as_ptr().add(ip * kpp * mr));
-                                let cp = c.at(row, col);
-                                match e {
-                                    Engine::Avx512 => {
-                                        avx512_kernel(kpp, apan, bpan, cp, c.rs, mrr, nr, alpha, beta, first)
-                                    }
-                                    Engine::Amx => {
-                                        // The next call's C tile: down this column panel, then
-                                        // the top of the next one.
-                                        let next = if ip + 1 < p1 - p0 {
-                                            Some(c.at(row + mr, col) as *const f32)
-                                        } else if jp + 1 < j1 && col + NR < n {
-                                            Some(c.at(i0, col + NR) as *const f32)
-                                        } else {
-                                            None
-                                        };
-                                        amx_kernel(kpp, apan, bpan, cp, c.rs, mrr, nr, alpha, beta, first, next)
+                            Engine::Avx512 => {
+                                pack_a_pairs(a, i0, rows, pc, kc, kpp, ap);
+                                for jp in j0..j1 {
+                                    let bpan = bp.as_ptr().add(jp * kpp * NR);
+                                    let col = jc + jp * NR;
+                                    let nr = NR.min(n - col);
+                                    for ip in 0..np {
+                                        let row = i0 + ip * mr;
+                                        let cp = c.at(row, col);
+                                        avx512_kernel(
+                                            kpp,
+                                            apan(ap, ip),
+                                            bpan,
+                                            cp,
+                                            c.rs,
+                                            mr.min(m - row),
+                                            nr,
+                                            alpha,
+                                            beta,
+                                            first,
+                                        )
                                     }
                                 }
                             }
-                        }
-                        if e == Engine::Amx {
-                            amx_end();
+                            Engine::Amx => {
+                                pack_a_rows(a, i0, rows, pc, kc, kpp, ap);
+                                amx_begin();
+                                // K in steps of AMX_KB: the B panel's slice (16 KiB) stays in L1
+                                // while it meets every A panel, and the 32-column strip of C
+                                // (at most 32 KiB) stays in L2 between steps.
+                                let qn = kpp / 16;
+                                for jp in j0..j1 {
+                                    let bpan = bp.as_ptr().add(jp * kpp * NR);
+                                    let col = jc + jp * NR;
+                                    let nr = NR.min(n - col);
+                                    for q0 in (0..qn).step_by(AMX_KB) {
+                                        let nq = AMX_KB.min(qn - q0);
+                                        let first = first && q0 == 0;
+                                        for ip in 0..np {
+                                            let row = i0 + ip * mr;
+                                            let cp = c.at(row, col);
+                                            // The next call's C tile, to prefetch.
+                                            let next = (ip + 1 < np).then(|| c.at(row + mr, col) as *const f32);
+                                            let (a0, b0) = (apan(ap, ip).add(q0 * 16 * mr), bpan.add(q0 * 16 * NR));
+                                            let mrr = mr.min(m - row);
+                                            amx_kernel(nq * 16, a0, b0, cp, c.rs, mrr, nr, alpha, beta, first, next);
+                                        }
+                                    }
+                                }
+                                amx_end();
+                            }
                         }
                     });
                 };
@@ -439,8 +459,13 @@ unsafe fn pack_a_rows(a: BfMat, i0: usize, rows: usize, p0: usize, kc: usize, kp
                 for q in 0..chunks {
                     let (k0, n) = (q * 32, 32.min(kc.saturating_sub(q * 32)));
                     let d = base.add(at(r, k0));
-                    std::ptr::copy_nonoverlapping(src.add(k0), d, n);
-                    std::ptr::write_bytes(d.add(n), 0, 32 - n);
+                    if n == 32 {
+                        // A fixed-size copy: two vector moves, not a call to memcpy.
+                        (d as *mut [u16; 32]).write_unaligned((src.add(k0) as *const [u16; 32]).read_unaligned());
+                    } else {
+                        std::ptr::copy_nonoverlapping(src.add(k0), d, n);
+                        std::ptr::write_bytes(d.add(n), 0, 32 - n);
+                    }
                 }
             }
         } else if a.rs == 1 {
