@@ -162,6 +162,7 @@ def train(a):
     model = GPT(c)
     opt = optimizer(model, a.lr)
     warm = min(100, a.steps // 10)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")
     t0 = time.time()
     for step in range(a.steps):
         lr = a.lr * (step + 1) / warm if step < warm else 0.1 * a.lr + 0.45 * a.lr * (1 + math.cos(math.pi * (step - warm) / max(1, a.steps - warm)))
@@ -169,13 +170,14 @@ def train(a):
             g["lr"] = lr
         ix = torch.randint(0, len(tr) - a.ctx - 1, (a.batch,))
         x = torch.stack([tr[i : i + a.ctx + 1] for i in ix])
-        loss = model(x[:, :-1], x[:, 1:])
+        with amp:
+            loss = model(x[:, :-1], x[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
-            with torch.no_grad():
+            with torch.no_grad(), amp:
                 nw = min(40 * a.batch, (len(va) - 1) // a.ctx)
                 xs = torch.stack([va[i * a.ctx : i * a.ctx + a.ctx + 1] for i in range(nw)])
                 vl = statistics.fmean(model(xs[j:j + a.batch, :-1], xs[j:j + a.batch, 1:]).item() for j in range(0, nw, a.batch))
@@ -195,7 +197,7 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--json", help="bench: also write the result as JSON here")
-    p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="bench: bf16 autocasts the forward")
+    p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="bf16 autocasts the forward (bench and train)")
     p.add_argument("--data", default=os.path.expanduser("~/.cache/anychip/shakespeare/shakespeare.txt"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)

@@ -4,6 +4,7 @@ use anychip_models::ModelConfig;
 use anychip_train::bench::bench as run_bench;
 use anychip_train::sample::{sample as run_sample, SampleOptions};
 use anychip_train::trainer::{train_with as run_train, Distributed, RunOptions};
+use anychip_train::Precision;
 use anychip_train::TrainConfig;
 use anyhow::{anyhow, Result};
 use clap::Args;
@@ -82,6 +83,10 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// What the linear layers and the LM head multiply in: f32, or bf16 (mixed precision:
+    /// bf16 operands, f32 accumulation, f32 master weights, AdamW state, norms and loss).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Seed for weights and data order.
     #[arg(long)]
     seed: Option<u64>,
@@ -195,6 +200,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     cfg.warmup = cfg.warmup.min(cfg.steps / 10);
     cfg.port = a.port.clone();
+    cfg.precision = a.precision;
     let dist = join_job(a.zero == 1, a.comm_timeout)?;
     let (rank, world) = dist.as_ref().map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
     // Ranks sharing a machine split its cores unless told otherwise (a rank bound to one core
@@ -284,6 +290,7 @@ fn train_fixed_batch(dir: &std::path::Path, a: &TrainArgs) -> Result<()> {
         },
         port: a.port.clone(),
         threads: a.threads,
+        precision: a.precision,
     };
     anychip_train::fixed_batch::train(dir, std::path::Path::new(file), &s, a.out.as_deref(), &mut std::io::stdout())?;
     Ok(())
@@ -389,6 +396,9 @@ pub struct BenchArgs {
     /// Worker threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// What the linear layers and the LM head multiply in: f32 or bf16 (see `anychip train`).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Sequences per step (default: 16 for byte-level presets, 8 for small BPE ones, 4 above 50M params).
     #[arg(long)]
     batch: Option<usize>,
@@ -423,19 +433,21 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     cfg.ctx = a.ctx.unwrap_or(cfg.model.max_ctx.min(256));
     cfg.port = a.port;
     cfg.threads = a.threads;
+    cfg.precision = a.precision;
     cfg.lr = 1e-4;
     if cfg.ctx > cfg.model.max_ctx {
         return Err(anyhow!("--ctx {} is larger than the model's maximum context {}", cfg.ctx, cfg.model.max_ctx));
     }
     let r = run_bench(&cfg, a.warmup, a.steps, a.profile)?;
     println!(
-        "bench {} on {} [{}]: batch {}x{}, {:.2}M params | step {:.1} ms (median of {}, min {:.1}) | {:.0} tok/s | {:.1} GFLOP/s | MFU {} | peak RSS {}",
+        "bench {} on {} [{}]: batch {}x{}, {:.2}M params, {} matmuls | step {:.1} ms (median of {}, min {:.1}) | {:.0} tok/s | {:.1} GFLOP/s | MFU {} | peak RSS {}",
         r.preset,
         r.port,
         r.device,
         r.batch,
         r.ctx,
         r.n_params as f64 / 1e6,
+        r.precision,
         r.step_ms_median,
         a.steps,
         r.step_ms_min,

@@ -68,6 +68,44 @@ fn resume_is_bit_exact() {
     }
 }
 
+/// Losses logged in a run's metrics.jsonl, step by step.
+fn losses(out: &Path) -> Vec<f64> {
+    fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn bf16_precision_tracks_f32_and_resumes_bit_exact() {
+    let d = scratch("bf16");
+    let data = corpus(&d);
+    let (f, a, b) = (d.join("f32"), d.join("bf16"), d.join("bf16-split"));
+    let o = train(&data, &f, "16", &["--ckpt-every", "0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train(&data, &a, "16", &["--ckpt-every", "0", "--precision", "bf16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (lf, lb) = (losses(&f), losses(&a));
+    assert_eq!(lf.len(), 16);
+    for (i, (x, y)) in lf.iter().zip(&lb).enumerate() {
+        assert!((x - y).abs() < 0.02 * x, "step {}: f32 {x} vs bf16 {y}", i + 1);
+    }
+    assert_ne!(lf, lb, "--precision bf16 changed nothing");
+    // The precision is part of the run: a resumed bf16 run stays bf16, bit for bit.
+    let o = train(&data, &b, "16", &["--ckpt-every", "0", "--precision", "bf16", "--stop-after", "8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["train", "--resume", b.to_str().unwrap(), "--threads", "1", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(losses(&b), lb);
+    let o = run(&["bench", "--preset", "gpt2-tiny", "--batch", "2", "--ctx", "16", "--steps", "2", "--warmup", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o =
+        run(&["bench", "--preset", "gpt2-tiny", "--batch", "2", "--ctx", "16", "--steps", "2", "--precision", "bf16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bf16 matmuls"), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
 #[test]
 fn bad_data_is_refused_clearly() {
     let d = scratch("bad-data");

@@ -257,6 +257,48 @@ fn matmuls(c: &mut Ctx, dt: DType) {
             p.matmul(&i[0], &i[1], o, alpha, beta)
         });
     }
+    if dt == DType::BF16 {
+        // bf16 x bf16 -> f32 (the mixed-precision product): large enough for a native kernel's
+        // full register tiles, edges and several K blocks, on every operand layout.
+        for (m, k, n, ta, tb, alpha, beta) in [
+            (37, 300, 70, false, true, 1.0, 0.0),
+            (37, 300, 70, false, false, 1.0, 0.0),
+            (70, 37, 300, true, false, 0.5, 1.5),
+            (15, 513, 33, true, true, 1.0, 0.0),
+        ] {
+            let a = if ta {
+                HostView::random(&[1, k, m], dt, 31, false).with_layout(Layout {
+                    shape: vec![1, m, k],
+                    strides: vec![0, 1, m],
+                    offset: 0,
+                })
+            } else {
+                HostView::random(&[1, m, k], dt, 31, false)
+            };
+            let bm = if tb {
+                HostView::random(&[1, n, k], dt, 32, false).with_layout(Layout {
+                    shape: vec![1, k, n],
+                    strides: vec![0, 1, k],
+                    offset: 0,
+                })
+            } else {
+                HostView::random(&[1, k, n], dt, 32, false)
+            };
+            let out = if beta != 0.0 {
+                HostView::random(&[1, m, n], DType::F32, 33, false)
+            } else {
+                zeros(&[1, m, n], DType::F32)
+            };
+            let case = format!(
+                "[1,{m},{k}]x[{k},{n}]{}{} -> f32 a{alpha} b{beta}",
+                if ta { " aT" } else { "" },
+                if tb { " bT" } else { "" }
+            );
+            c.case("matmul", for_op("matmul_bf16_f32", dt, k), dt, &case, &[a, bm], &out, &move |p, i, o| {
+                p.matmul(&i[0], &i[1], o, alpha, beta)
+            });
+        }
+    }
     // beta = 0 must not read the output: NaN there must not leak through.
     let nan_out = HostView { storage: vec![f32::NAN; 9], dtype: dt, layout: Layout::contiguous(&[1, 3, 3]) };
     let (a, b) = (HostView::random(&[1, 3, 4], dt, 14, false), HostView::random(&[1, 4, 3], dt, 15, false));

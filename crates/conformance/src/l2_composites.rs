@@ -361,6 +361,34 @@ pub(crate) fn cases() -> Vec<Case> {
             }),
         );
     }
+    // Linear in mixed precision, as `linear_autocast` calls it: bf16 x, w and dy, f32 bias, y,
+    // dx, dw and db. The products are exact in f32, so the f32 tolerance applies. Shapes span
+    // several register tiles and an odd K on each of the three products.
+    let (n, i, o) = (37, 67, 45);
+    let (x, w, bias, dy) = (data(n * i, 41, 1.0), data(o * i, 42, 1.0), data(o, 43, 1.0), data(n * o, 44, 1.0));
+    let (x2, w2) = (x.clone(), w.clone());
+    add(
+        "linear fwd bf16->f32".into(),
+        1e-4,
+        Box::new(move |p| Composite::LinearFwd {
+            x: up(p, &x2, &[n, i], DType::BF16),
+            w: up(p, &w2, &[o, i], DType::BF16),
+            b: Some(up(p, &bias, &[o], DType::F32)),
+            y: out(p, &[n, o], DType::F32),
+        }),
+    );
+    add(
+        "linear bwd bf16->f32".into(),
+        1e-4,
+        Box::new(move |p| Composite::LinearBwd {
+            x: up(p, &x, &[n, i], DType::BF16),
+            w: up(p, &w, &[o, i], DType::BF16),
+            dy: up(p, &dy, &[n, o], DType::BF16),
+            dx: Some(out(p, &[n, i], DType::F32)),
+            dw: Some(out(p, &[o, i], DType::F32)),
+            db: Some(out(p, &[o], DType::F32)),
+        }),
+    );
     v
 }
 

@@ -60,6 +60,10 @@ pub fn for_op(op: &str, dt: DType, k: usize) -> Tol {
             let g = (k.max(1) as f64).sqrt();
             Tol { abs: 4.0 * g * u.max(f32::EPSILON as f64), rel: 4.0 * g * u.max(f32::EPSILON as f64) }
         }
+        // bf16 operands, f32 output: a bf16 x bf16 product is exact in f32, so ports differ only
+        // in how they sum the same products (f32 accumulation in any order, or the oracle's
+        // f64): the f32 matmul bound, whatever the operand dtype.
+        "matmul_bf16_f32" => for_op("matmul", DType::F32, k),
         "reduce_max" => Tol::EXACT,
         // Composites chain several roundings and accumulations.
         _ => match dt {

@@ -17,5 +17,5 @@ pub use autograd::{is_grad_enabled, no_grad, Grads, NoGradGuard};
 pub use error::{Error, Result};
 pub use ops::attention::{attention, attention_qkv};
 pub use ops::nn::{adamw_step, grad_norm};
-pub use ops::nn::{cross_entropy, embedding, linear, rope, AdamWParams};
+pub use ops::nn::{cross_entropy, embedding, linear, linear_autocast, rope, AdamWParams};
 pub use tensor::Tensor;

@@ -147,3 +147,57 @@ fn attention_on_fused_qkv() {
         }
     }
 }
+
+/// The autocast linear's forward and gradients are the products of bf16-rounded operands
+/// (x, w, and dy for the backward) summed in f32, with db summed from the unrounded dy; its
+/// gradients reach the f32 leaves as f32.
+#[test]
+fn linear_autocast_bf16_multiplies_rounded_operands_with_f32_gradients() {
+    use anychip_core::{linear, linear_autocast};
+    let p = port();
+    let (n, i, o) = (6, 9, 4);
+    let r = |v: &[f32]| v.iter().map(|&x| anychip_port::bf16_to_f32(anychip_port::f32_to_bf16(x))).collect::<Vec<_>>();
+    // Values with more than 8 significant bits, so rounding to bf16 changes them.
+    let (xv, wv, bv, sv) = (data(n * i, 1), data(o * i, 2), data(o, 3), data(n * o, 4));
+    let leaf = |v: &[f32], s: &[usize]| Tensor::from_f32(&p, v, s, DType::F32).unwrap().with_requires_grad();
+    let (x, w, b) = (leaf(&xv, &[2, 3, i]), leaf(&wv, &[o, i]), leaf(&bv, &[o]));
+    let seed = Tensor::from_f32(&p, &sv, &[2, 3, o], DType::F32).unwrap();
+    let y = linear_autocast(&x, &w, Some(&b), DType::BF16).unwrap();
+    assert_eq!((y.shape(), y.dtype()), (&[2, 3, o][..], DType::F32));
+    let g = y.mul(&seed).unwrap().sum().unwrap().backward().unwrap();
+    let (xr, wr, dyr) = (r(&xv), r(&wv), r(&sv));
+    let close = |what: &str, got: &[f32], want: &[f64]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= 1e-6 * (1.0 + w.abs()), "{what}[{j}]: {g} vs exact {w}");
+        }
+    };
+    let dot = |f: &dyn Fn(usize) -> f64, len: usize| (0..len).map(f).sum::<f64>();
+    let want_y: Vec<f64> = (0..n * o)
+        .map(|e| {
+            let (t, c) = (e / o, e % o);
+            dot(&|l| xr[t * i + l] as f64 * wr[c * i + l] as f64, i) + bv[c] as f64
+        })
+        .collect();
+    let want_dx: Vec<f64> =
+        (0..n * i).map(|e| dot(&|c| dyr[(e / i) * o + c] as f64 * wr[c * i + e % i] as f64, o)).collect();
+    let want_dw: Vec<f64> =
+        (0..o * i).map(|e| dot(&|t| dyr[t * o + e / i] as f64 * xr[t * i + e % i] as f64, n)).collect();
+    let want_db: Vec<f64> = (0..o).map(|c| dot(&|t| sv[t * o + c] as f64, n)).collect();
+    close("y", &y.to_vec_f32().unwrap(), &want_y);
+    for (what, t, want) in [("dx", &x, &want_dx), ("dw", &w, &want_dw), ("db", &b, &want_db)] {
+        let gt = g.get(t).unwrap();
+        assert_eq!((gt.shape(), gt.dtype()), (t.shape(), DType::F32), "{what}");
+        close(what, &gt.to_vec_f32().unwrap(), want);
+    }
+    // Against the f32 layer: bf16 rounding (2^-9 relative per operand) moves results a little.
+    let y32 = linear(&x, &w, Some(&b)).unwrap().to_vec_f32().unwrap();
+    let yb = y.to_vec_f32().unwrap();
+    assert!(yb.iter().zip(&y32).all(|(a, b)| (a - b).abs() < 2e-2), "{yb:?} vs {y32:?}");
+    assert!(yb.iter().zip(&y32).any(|(a, b)| a != b), "rounding to bf16 must change something");
+    // Operands already in the autocast dtype: the plain layer.
+    let (xb, wb) = (x.cast(DType::BF16).unwrap(), w.cast(DType::BF16).unwrap());
+    let plain = linear(&xb, &wb, None).unwrap().to_vec_f32().unwrap();
+    let auto = linear_autocast(&xb, &wb, None, DType::BF16).unwrap().to_vec_f32().unwrap();
+    assert_eq!(plain, auto);
+}

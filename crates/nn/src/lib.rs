@@ -4,7 +4,9 @@
 mod init;
 mod model;
 mod params;
+mod precision;
 
 pub use anychip_models::{Mlp, ModelConfig, Norm, Positions};
 pub use model::Transformer;
 pub use params::{Param, ParamKind};
+pub use precision::Precision;

@@ -2,7 +2,10 @@
 
 use crate::init::init_param;
 use crate::params::{Param, ParamKind};
-use anychip_core::{attention, attention_qkv, cross_entropy, embedding, linear, rope, Error, Result, Tensor};
+use crate::precision::Precision;
+use anychip_core::{
+    attention, attention_qkv, cross_entropy, embedding, linear, linear_autocast, rope, Error, Result, Tensor,
+};
 use anychip_models::{Mlp, ModelConfig, Norm, Positions};
 use anychip_port::{DType, GeluKind, Port};
 use std::collections::HashMap;
@@ -31,6 +34,7 @@ pub struct Transformer {
     blocks: Vec<Block>,
     ln_f: (usize, Option<usize>),
     head: Option<usize>,
+    precision: Precision,
     rope_cache: Mutex<HashMap<usize, (Tensor, Tensor)>>,
 }
 
@@ -122,6 +126,7 @@ impl Transformer {
             blocks,
             ln_f,
             head,
+            precision: Precision::F32,
             rope_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -129,6 +134,19 @@ impl Transformer {
     /// The architecture.
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+    /// What the linear layers and the LM head multiply in (f32 unless set).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+    /// Multiply in `p` from the next forward on (weights stay f32 either way).
+    pub fn set_precision(&mut self, p: Precision) {
+        self.precision = p;
+    }
+    /// This model multiplying in `p`.
+    pub fn with_precision(mut self, p: Precision) -> Transformer {
+        self.precision = p;
+        self
     }
     /// The port the weights live on.
     pub fn port(&self) -> &Arc<dyn Port> {
@@ -152,6 +170,14 @@ impl Transformer {
     }
     fn ot(&self, i: Option<usize>) -> Option<&Tensor> {
         i.map(|i| self.t(i))
+    }
+
+    /// A linear layer (or the LM head) at the model's precision.
+    fn linear(&self, x: &Tensor, (w, b): (usize, Option<usize>)) -> Result<Tensor> {
+        match self.precision {
+            Precision::F32 => linear(x, self.t(w), self.ot(b)),
+            p => linear_autocast(x, self.t(w), self.ot(b), p.operands()),
+        }
     }
 
     fn norm(&self, x: &Tensor, (w, b): (usize, Option<usize>)) -> Result<Tensor> {
@@ -209,7 +235,7 @@ impl Transformer {
         let (b, ti) = (bsz as isize, t as isize);
         for blk in &self.blocks {
             let h = self.norm(&x, blk.ln1)?;
-            let qkv = linear(&h, self.t(blk.qkv.0), self.ot(blk.qkv.1))?; // [B, T, (nh + 2 nkv) hd]
+            let qkv = self.linear(&h, blk.qkv)?; // [B, T, (nh + 2 nkv) hd]
             let scale = 1.0 / (hd as f32).sqrt();
             let a = if blk.q_norm.is_none() {
                 // Heads read in place from qkv: no split, permute or merge copies.
@@ -233,9 +259,9 @@ impl Transformer {
                 let a = attention(&q, &k, &v, true, scale)?; // [B, nh, T, hd]
                 a.permute(&[0, 2, 1, 3])?.reshape(&[b, ti, (nh * hd) as isize])?
             };
-            x = x.add(&linear(&a, self.t(blk.o.0), self.ot(blk.o.1))?)?;
+            x = x.add(&self.linear(&a, blk.o)?)?;
             let h = self.norm(&x, blk.ln2)?;
-            let up = linear(&h, self.t(blk.up.0), self.ot(blk.up.1))?;
+            let up = self.linear(&h, blk.up)?;
             let act = match self.cfg.mlp {
                 Mlp::Gelu => up.gelu(GeluKind::Tanh)?,
                 Mlp::SwiGlu => {
@@ -243,11 +269,10 @@ impl Transformer {
                     up.narrow(-1, 0, ff)?.silu()?.mul(&up.narrow(-1, ff, ff)?)?
                 }
             };
-            x = x.add(&linear(&act, self.t(blk.down.0), self.ot(blk.down.1))?)?;
+            x = x.add(&self.linear(&act, blk.down)?)?;
         }
         let x = self.norm(&x, self.ln_f)?.reshape(&[-1, d as isize])?;
-        let head = self.t(self.head.unwrap_or(self.tok_emb));
-        linear(&x, head, None)
+        self.linear(&x, (self.head.unwrap_or(self.tok_emb), None))
     }
 
     /// Mean next-token cross-entropy of `ids [B,T]` against `targets [B,T]` (I32).

@@ -2,7 +2,7 @@
 //! the `cpu` and `ref` ports follow the same loss curve.
 
 use anychip_core::Tensor;
-use anychip_nn::{ModelConfig, Transformer};
+use anychip_nn::{ModelConfig, Precision, Transformer};
 use anychip_optim::{AdamW, AdamWConfig, CosineSchedule, ParamGroup};
 use anychip_port::{Port, PortOptions, Registry};
 use std::sync::Arc;
@@ -26,8 +26,13 @@ fn llama() -> ModelConfig {
 
 /// Train on one fixed batch; returns the loss before each step.
 fn run(cfg: &ModelConfig, port: &str, steps: usize, lr: f32) -> Vec<f32> {
+    run_at(cfg, port, steps, lr, Precision::F32)
+}
+
+/// [`run`] with the model's matrix products at `precision`.
+fn run_at(cfg: &ModelConfig, port: &str, steps: usize, lr: f32, precision: Precision) -> Vec<f32> {
     let p = open(port);
-    let model = Transformer::new(cfg, &p, 7).unwrap();
+    let model = Transformer::new(cfg, &p, 7).unwrap().with_precision(precision);
     let groups = model
         .params()
         .iter()
@@ -81,6 +86,24 @@ fn cpu_and_ref_loss_curves_agree_over_20_steps() {
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{}: step {i}: cpu {x} vs ref {y}", cfg.family);
         }
+    }
+}
+
+#[test]
+fn bf16_mixed_precision_trains_close_to_f32_and_the_same_on_every_port() {
+    for cfg in [gpt(), llama()] {
+        let f32_curve = run_at(&cfg, "cpu", 30, 3e-3, Precision::F32);
+        let bf16_cpu = run_at(&cfg, "cpu", 30, 3e-3, Precision::Bf16);
+        // `ref` has no bf16 matrix unit: it widens, and must give the same numbers up to
+        // summation order (cpu uses its AVX512-BF16 kernel where the CPU has one).
+        let bf16_ref = run_at(&cfg, "ref", 30, 3e-3, Precision::Bf16);
+        assert!(bf16_cpu[29] < 0.8 * bf16_cpu[0], "{}: bf16 does not learn: {bf16_cpu:?}", cfg.family);
+        for i in 0..30 {
+            let (a, b, r) = (f32_curve[i], bf16_cpu[i], bf16_ref[i]);
+            assert!((a - b).abs() < 2e-2 * a.abs(), "{}: step {i}: f32 {a} vs bf16 {b}", cfg.family);
+            assert!((b - r).abs() < 1e-3 * (1.0 + r.abs()), "{}: step {i}: bf16 cpu {b} vs ref {r}", cfg.family);
+        }
+        assert_ne!(f32_curve, bf16_cpu, "{}: bf16 must actually round something", cfg.family);
     }
 }
 

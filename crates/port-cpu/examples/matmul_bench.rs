@@ -1,23 +1,29 @@
 //! GFLOP/s of the matrix products GPT training produces, next to the measured FMA peak.
 //!
-//! `cargo run --release -p anychip-port-cpu --example matmul_bench -- [threads] [repeats]`
+//! `cargo run --release -p anychip-port-cpu --example matmul_bench -- [threads] [repeats] [f32|bf16]`
 //! Each shape runs forward (y = x w^T), and the two backward products (dx = dy w, dw = dy^T x)
 //! through the port's `matmul` with transposes as strides, exactly as the engine calls it.
+//! With `bf16` the operands are bf16 and the outputs f32, as mixed precision calls it
+//! (`ANYCHIP_CPU_BF16_KERNEL=0` measures the widening path instead of the native kernel).
 
 use anychip_port::{DType, Layout, Port, View};
 use std::time::Instant;
 
-fn view(port: &dyn Port, shape: [usize; 3], strides: [usize; 3]) -> View {
+fn view(port: &dyn Port, shape: [usize; 3], strides: [usize; 3], dtype: DType) -> View {
     let n: usize = shape.iter().product();
-    let buf = port.alloc(n * 4).expect("alloc");
-    let data: Vec<u8> = (0..n).flat_map(|i| ((i % 97) as f32 * 0.01 - 0.48).to_le_bytes()).collect();
+    let buf = port.alloc(n * dtype.size()).expect("alloc");
+    let vals = (0..n).map(|i| (i % 97) as f32 * 0.01 - 0.48);
+    let data: Vec<u8> = match dtype {
+        DType::BF16 => vals.flat_map(|v| anychip_port::f32_to_bf16(v).to_le_bytes()).collect(),
+        _ => vals.flat_map(|v| v.to_le_bytes()).collect(),
+    };
     port.write(&buf, 0, &data).expect("write");
-    View { buf, dtype: DType::F32, layout: Layout { shape: shape.to_vec(), strides: strides.to_vec(), offset: 0 } }
+    View { buf, dtype, layout: Layout { shape: shape.to_vec(), strides: strides.to_vec(), offset: 0 } }
 }
 
 /// [rows, cols] contiguous as [1, rows, cols], or its transpose [1, cols, rows] without a copy.
-fn mat(port: &dyn Port, rows: usize, cols: usize, transpose: bool) -> View {
-    let v = view(port, [1, rows, cols], [0, cols, 1]);
+fn mat_of(port: &dyn Port, rows: usize, cols: usize, transpose: bool, dtype: DType) -> View {
+    let v = view(port, [1, rows, cols], [0, cols, 1], dtype);
     if transpose {
         View { layout: Layout { shape: vec![1, cols, rows], strides: vec![0, 1, cols], offset: 0 }, ..v }
     } else {
@@ -34,16 +40,21 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let threads = args.get(1).and_then(|s| s.parse().ok());
     let repeats: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let dtype = args.get(3).and_then(|s| DType::parse(s)).unwrap_or(DType::F32);
+    // Operands in `dtype`, outputs in f32.
+    let mat = |port: &dyn Port, r: usize, c: usize, t: bool| mat_of(port, r, c, t, dtype);
+    let out = |port: &dyn Port, r: usize, c: usize| mat_of(port, r, c, false, DType::F32);
     let port = anychip_port_cpu::new(threads);
     let peak = port.peak_flops_f32();
     println!("{}", port.capabilities().device);
-    println!("measured fp32 FMA peak: {:.1} GFLOP/s on {} threads", peak / 1e9, port.threads());
+    println!("measured fp32 FMA peak: {:.1} GFLOP/s on {} threads; operands {dtype}", peak / 1e9, port.threads());
     // (rows = B*T, in, out) of GPT-2 small's linears at B*T = 2048, plus square references.
     let shapes = [
         (2048, 768, 2304, "qkv"),
         (2048, 768, 768, "attn proj"),
         (2048, 768, 3072, "mlp up"),
         (2048, 3072, 768, "mlp down"),
+        (1024, 768, 50257, "lm head"),
     ];
     println!(
         "{:<10} {:>20} {:>10} {:>10} {:>10} {:>7}",
@@ -53,11 +64,11 @@ fn main() {
         let x = mat(&port, n, din, false);
         let wt = mat(&port, dout, din, true); // w [Out,In] seen as w^T [In,Out]
         let w = mat(&port, dout, din, false);
-        let y = mat(&port, n, dout, false);
+        let y = out(&port, n, dout);
         let dy = mat(&port, n, dout, false);
         let dyt = mat(&port, n, dout, true);
-        let dx = mat(&port, n, din, false);
-        let dw = mat(&port, dout, din, false);
+        let dx = out(&port, n, din);
+        let dw = out(&port, dout, din);
         let flops = 2.0 * (n * din * dout) as f64;
         let time = |f: &dyn Fn()| {
             f();
@@ -87,7 +98,7 @@ fn main() {
         );
     }
     for s in [512usize, 1024, 2048] {
-        let (a, b, c) = (mat(&port, s, s, false), mat(&port, s, s, false), mat(&port, s, s, false));
+        let (a, b, c) = (mat(&port, s, s, false), mat(&port, s, s, false), out(&port, s, s));
         let t = median(
             (0..repeats)
                 .map(|_| {

@@ -82,17 +82,19 @@ impl Port for CpuPort {
 
     fn capabilities(&self) -> Capabilities {
         let simd = caps::simd();
+        let bf16 = prim::bf16_matmul_engine();
         Capabilities {
             device: format!(
-                "{}, {} thread{}, simd: {}",
+                "{}, {} thread{}, simd: {}, bf16 matmul: {}",
                 caps::cpu_model(),
                 self.threads,
                 if self.threads == 1 { "" } else { "s" },
-                if simd.is_empty() { "none".to_string() } else { simd.join(" ") }
+                if simd.is_empty() { "none".to_string() } else { simd.join(" ") },
+                bf16.unwrap_or("widened to f32")
             ),
             storage: vec![DType::F32, DType::BF16, DType::I32],
             arithmetic: vec![DType::F32, DType::BF16],
-            fast_matmul: vec![DType::F32],
+            fast_matmul: if bf16.is_some() { vec![DType::F32, DType::BF16] } else { vec![DType::F32] },
             fused: FUSED.to_vec(),
             max_alloc: isize::MAX as usize,
             memory: None,

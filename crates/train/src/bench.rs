@@ -23,6 +23,8 @@ pub struct BenchResult {
     pub batch: usize,
     pub ctx: usize,
     pub n_params: usize,
+    /// What the linear layers and the LM head multiplied in.
+    pub precision: String,
     pub step_ms_median: f64,
     pub step_ms_min: f64,
     pub tokens_per_s: f64,
@@ -64,7 +66,7 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize, profile: bool) -> R
         Some(p) => p.clone(),
         None => inner,
     };
-    let model = Transformer::new(&cfg.model, &port, cfg.seed)?;
+    let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(cfg.precision);
     let mut opt = optimizer(cfg, &model)?;
     // Random tokens: throughput does not depend on the text, and no corpus is needed.
     let n = (cfg.batch * (cfg.ctx + 1) * 64).max(4096);
@@ -108,6 +110,7 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize, profile: bool) -> R
         batch: cfg.batch,
         ctx: cfg.ctx,
         n_params: model.n_params(),
+        precision: cfg.precision.name().into(),
         step_ms_median: med * 1e3,
         step_ms_min: times.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
         tokens_per_s: tps,

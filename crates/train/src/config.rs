@@ -1,6 +1,7 @@
 //! Everything that defines a training run; saved with every checkpoint.
 
 use anychip_models::ModelConfig;
+use anychip_nn::Precision;
 use anychip_optim::AdamWConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -11,6 +12,10 @@ pub struct TrainConfig {
     /// Preset name the model came from (informational).
     pub preset: String,
     pub model: ModelConfig,
+    /// What the linear layers and the LM head multiply in (`--precision`); f32 in runs saved
+    /// before the setting existed.
+    #[serde(default)]
+    pub precision: Precision,
     /// Text file or directory; None means the default Shakespeare corpus.
     pub data: Option<PathBuf>,
     /// `bytes` or `gpt2`.
@@ -47,6 +52,7 @@ impl TrainConfig {
             preset: preset.into(),
             ctx: model.max_ctx.min(128),
             model,
+            precision: Precision::F32,
             data: None,
             tokenizer: "bytes".into(),
             steps: 1200,

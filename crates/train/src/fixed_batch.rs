@@ -74,6 +74,8 @@ pub struct FixedBatchTrain {
     pub adamw: AdamWConfig,
     pub port: String,
     pub threads: Option<usize>,
+    /// What the linear layers and the LM head multiply in.
+    pub precision: anychip_nn::Precision,
 }
 
 /// `anychip train --model DIR --batch FILE`: print `{"step": i, "loss": x}` per step (the loss
@@ -93,6 +95,7 @@ pub fn train(
     }
     let port = ports::open(&s.port, s.threads)?;
     let (model, arch) = load_model(model_dir, &port)?;
+    let model = model.with_precision(s.precision);
     let (x, y) = load_batch(batch, &port, model.config().vocab_size)?;
     let groups = model
         .params()

@@ -11,5 +11,6 @@ pub mod sample;
 pub mod shadow;
 pub mod trainer;
 
+pub use anychip_nn::Precision;
 pub use config::TrainConfig;
 pub use trainer::{train, Summary};

@@ -203,7 +203,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
         );
     }
     let port = ports::open(&cfg.port, cfg.threads)?;
-    let model = Transformer::new(&cfg.model, &port, cfg.seed)?;
+    let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(cfg.precision);
     let zero = dist.is_some_and(|d| d.zero);
     let mut opt = if zero { sharded_optimizer(&cfg, &model) } else { optimizer(&cfg, &model)? };
     let mut dp = match dist {
@@ -267,9 +267,10 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
     let caps = port.capabilities();
     if !opts.quiet {
         eprintln!(
-            "anychip: {} ({:.2}M params) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
+            "anychip: {} ({:.2}M params, {} matmuls) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
             cfg.preset,
             model.n_params() as f64 / 1e6,
+            cfg.precision,
             port.name(),
             caps.device,
             data.train.len(),

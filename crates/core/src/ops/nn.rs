@@ -195,6 +195,27 @@ impl Tensor {
 
 /// y = x w^T + b for x `[..., In]`, w `[Out, In]`, b `[Out]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    linear_impl(x, w, b, None)
+}
+
+/// [`linear`] with the product's operands rounded to `operands` (autocast): x and w are cast to
+/// it on the way in, the product accumulates in f32 and y keeps x's dtype, as does the bias
+/// add. The backward rounds dy to `operands` for dx = dy w and dw = dy^T x (f32 accumulation,
+/// dx and dw written in x's and w's own dtypes), and sums db from the unrounded dy.
+///
+/// With `operands` = BF16 and f32 x and w this is bf16 mixed precision as `torch.autocast` does
+/// it, with the weight gradient kept in f32. Every port gets it: the composite receives bf16
+/// x, w and dy with f32 y, dx and dw, and a port without a bf16 matrix unit computes the same
+/// numbers by widening (a bf16 product is exact in f32). With `operands` equal to both dtypes
+/// it is plain [`linear`].
+pub fn linear_autocast(x: &Tensor, w: &Tensor, b: Option<&Tensor>, operands: DType) -> Result<Tensor> {
+    if x.dtype() == operands && w.dtype() == operands {
+        return linear(x, w, b);
+    }
+    linear_impl(x, w, b, Some(operands))
+}
+
+fn linear_impl(x: &Tensor, w: &Tensor, b: Option<&Tensor>, operands: Option<DType>) -> Result<Tensor> {
     let in_f = x.dim(-1);
     if w.rank() != 2 || w.dim(1) != in_f {
         return shape_err("linear", format!("input {:?} with weight {:?} (want [out, {in_f}])", x.shape(), w.shape()));
@@ -205,29 +226,43 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let x2 = x.reshape(&[-1, in_f as isize])?;
     let (wc, bc) = (w.contiguous()?, b.map(|b| b.contiguous()).transpose()?);
     let y = x2.empty_on(&[x2.dim(0), out_f], x.dtype())?;
-    let (xd, wd, bd) = (x2.detach(), wc.detach(), bc.as_ref().map(|t| t.detach()));
+    // The operands the composite sees (cast copies when autocasting; cut from the graph, since
+    // this node's backward is the composite's own).
+    let rounded = |t: &Tensor| match operands {
+        Some(dt) => t.detach().cast(dt),
+        None => Ok(t.detach()),
+    };
+    let (xd, wd, bd) = (rounded(&x2)?, rounded(&wc)?, bc.as_ref().map(|t| t.detach()));
+    let (x_dtype, w_dtype) = (x2.dtype(), wc.dtype());
     run(x.port(), Composite::LinearFwd { x: xd.view(), w: wd.view(), b: bd.as_ref().map(|t| t.view()), y: y.view() })?;
     let mut inputs = vec![&x2, &wc];
     inputs.extend(bc.as_ref());
     let y = y.record("linear", &inputs, move |g, needs| {
         let dy = g.contiguous()?;
-        let dx = if needs[0] { Some(xd.empty_like()?) } else { None };
-        let dw = if needs[1] { Some(wd.empty_like()?) } else { None };
-        let db = match &bd {
-            Some(b) if needs[2] => Some(b.empty_like()?),
-            _ => None,
+        let dyr = match operands {
+            Some(dt) => dy.cast(dt)?,
+            None => dy.clone(),
         };
+        let dx = if needs[0] { Some(xd.empty_on(xd.shape(), x_dtype)?) } else { None };
+        let dw = if needs[1] { Some(wd.empty_on(wd.shape(), w_dtype)?) } else { None };
+        let want_db = bd.is_some() && needs.get(2).copied().unwrap_or(false);
+        // Autocast sums db from the f32 dy, so the port is not asked for it.
+        let db = if want_db && operands.is_none() { bd.as_ref().map(|b| b.empty_like()).transpose()? } else { None };
         run(
             xd.port(),
             Composite::LinearBwd {
                 x: xd.view(),
                 w: wd.view(),
-                dy: dy.view(),
+                dy: dyr.view(),
                 dx: dx.as_ref().map(|t| t.view()),
                 dw: dw.as_ref().map(|t| t.view()),
                 db: db.as_ref().map(|t| t.view()),
             },
         )?;
+        let db = match (&bd, operands) {
+            (Some(b), Some(_)) if want_db => Some(dy.sum_axes(&[0], false)?.cast(b.dtype())?),
+            _ => db,
+        };
         let mut out = vec![dx, dw];
         if bd.is_some() {
             out.push(db);

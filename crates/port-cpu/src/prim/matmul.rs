@@ -3,7 +3,9 @@
 //! gemm takes row and column strides, so transposed operands (the backward pass's dW = dY^T X
 //! and dX = dY W) run without a copy. Large products use gemm's own rayon parallelism inside
 //! the port's pool; many small products (attention heads) run one per task instead. bf16
-//! operands are widened to f32 panels first (a native AVX512-BF16 kernel is future work).
+//! operands run on the native bf16 kernel ([`super::matmul_bf16`], AMX or AVX512-BF16) where
+//! the CPU has one, and are otherwise widened to f32 panels first. Both give the same products (a bf16
+//! product is exact in f32) summed in f32, so they differ only in summation order.
 
 use super::dense_out;
 use crate::elem::{load, raw, store, want_float, Ptr};
@@ -25,6 +27,12 @@ pub struct Mat {
 
 /// Check shapes and run the product; see the module docs.
 pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
+    matmul_on(a, b, out, alpha, beta, true)
+}
+
+/// [`matmul`], with `native` = false forcing the widening path for bf16 operands (for tests
+/// that hold the native kernel against it).
+fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool) -> Result<()> {
     for v in [a, b, out] {
         want_float(v, "matmul")?;
     }
@@ -47,6 +55,12 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
     if bt == 0 || m == 0 || n == 0 {
         return Ok(());
     }
+    #[cfg(anychip_avx512bf16)]
+    if native && a.dtype == DType::BF16 && super::matmul_bf16::available() {
+        native_bf16(a, b, out, (ar, br, or), (bt, m, k, n), alpha, beta);
+        return Ok(());
+    }
+    let _ = native;
     // Widen bf16 operands to contiguous f32 (kept alive until the product is done).
     let (mut wa, mut wb, mut wo) = (Vec::new(), Vec::new(), Vec::new());
     let ma = operand(a, ar, &mut wa);
@@ -73,6 +87,62 @@ pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The product on the native bf16 kernel: straight into `out` when it is f32 with unit column
+/// stride, else through an f32 scratch (loaded first when beta reads it) stored back at the end.
+#[cfg(anychip_avx512bf16)]
+#[allow(clippy::too_many_arguments)]
+fn native_bf16(
+    a: &View,
+    b: &View,
+    out: &View,
+    (ar, br, or): (crate::elem::Raw, crate::elem::Raw, crate::elem::Raw),
+    (bt, m, k, n): (usize, usize, usize, usize),
+    alpha: f32,
+    beta: f32,
+) {
+    use super::matmul_bf16::{gemm, BfMat, OutMat};
+    let (al, bl, ol) = (&a.layout, &b.layout, &out.layout);
+    let direct = or.dtype == DType::F32 && (ol.strides[2] == 1 || n == 1);
+    let mut wo = Vec::new();
+    let (cbase, cbs, crs) = if direct {
+        // SAFETY: in bounds (checked by `raw`).
+        (unsafe { or.ptr::<f32>().add(ol.offset) }, ol.strides[0], ol.strides[1])
+    } else {
+        wo.resize(bt * m * n, 0.0);
+        if beta != 0.0 {
+            widen(out, or, &mut wo);
+        }
+        (wo.as_mut_ptr(), m * n, n)
+    };
+    let (cbase, ap, bp) = (crate::elem::Ptr(cbase as *mut u8), ar.base, br.base);
+    let one = |i: usize, parallel: bool| {
+        // SAFETY: operands are in bounds (checked by `raw`), the output batches are disjoint
+        // (dense_out) and none overlaps an input (inputs are only read).
+        unsafe {
+            let am =
+                BfMat { ptr: ap.get::<u16>().add(al.offset + i * al.strides[0]), rs: al.strides[1], cs: al.strides[2] };
+            let bm =
+                BfMat { ptr: bp.get::<u16>().add(bl.offset + i * bl.strides[0]), rs: bl.strides[1], cs: bl.strides[2] };
+            let cm = OutMat { ptr: cbase.get::<f32>().add(i * cbs), rs: crs };
+            gemm(m, n, k, am, bm, cm, alpha, beta, parallel);
+        }
+    };
+    let work = m * n * k.max(1);
+    let threads = rayon::current_num_threads();
+    if bt > 1 && work * bt >= PAR_FLOPS && (work < PAR_FLOPS * 8 || bt >= 4 * threads) {
+        (0..bt).into_par_iter().for_each(|i| one(i, false));
+    } else {
+        (0..bt).for_each(|i| one(i, true));
+    }
+    if !direct {
+        for (i, chunk) in wo.chunks(n).enumerate() {
+            let (bi, r) = (i / m, i % m);
+            // SAFETY: in bounds; written by this thread only.
+            unsafe { store(or, ol.offset + bi * ol.strides[0] + r * ol.strides[1], ol.strides[2], chunk) };
+        }
+    }
 }
 
 impl Mat {
@@ -184,4 +254,118 @@ pub unsafe fn gemm_one(
         false,
         par,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anychip_port::{bf16_to_f32, f32_to_bf16, Layout, Port};
+
+    /// The native bf16 kernel against the widening path, through the primitive's own entry
+    /// point: odd shapes, transposed operands, a batch-broadcast B (stride 0), a strided and a
+    /// bf16 output, alpha and beta. Both compute the same exact products and sum them in f32
+    /// in different orders, so each is within (k + 3) u (|alpha| sum |a b| + |beta c|) of the
+    /// exact result (u = 2^-24) and they are within twice that of each other; a bf16 output
+    /// adds one rounding of the same value on both sides, which may land either side of a tie
+    /// (one bf16 ulp).
+    #[test]
+    fn native_bf16_matches_the_widening_path() {
+        if crate::prim::bf16_matmul_engine().is_none() {
+            eprintln!("skipped: no native bf16 kernel on this CPU");
+            return;
+        }
+        let port = crate::new(Some(2));
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut vals = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    bf16_to_f32(f32_to_bf16((seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0))
+                })
+                .collect()
+        };
+        let put = |v: &[f32], dt: DType, layout: Layout| -> View {
+            let bytes: Vec<u8> = match dt {
+                DType::BF16 => v.iter().flat_map(|&x| f32_to_bf16(x).to_le_bytes()).collect(),
+                _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            };
+            let buf = port.alloc(bytes.len()).unwrap();
+            port.write(&buf, 0, &bytes).unwrap();
+            View { buf, dtype: dt, layout }
+        };
+        let get = |v: &View| -> Vec<f32> {
+            let mut bytes = vec![0u8; v.buf.bytes()];
+            port.read(&v.buf, 0, &mut bytes).unwrap();
+            let all: Vec<f32> = match v.dtype {
+                DType::BF16 => bytes.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+                _ => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            };
+            v.layout.indices().map(|i| all[i]).collect()
+        };
+        // (batch, m, k, n, a transposed, b transposed, b broadcast, out dtype, out transposed, alpha, beta)
+        let cases = [
+            (1, 1, 1, 1, false, false, false, DType::F32, false, 1.0, 0.0),
+            (1, 37, 300, 70, false, true, false, DType::F32, false, 1.0, 0.0),
+            (1, 70, 37, 300, true, false, false, DType::F32, false, 1.0, 1.0),
+            (3, 33, 129, 65, false, false, true, DType::F32, false, 0.5, 1.5),
+            (2, 45, 64, 17, true, true, true, DType::F32, true, -1.0, 0.25),
+            (2, 31, 257, 40, false, true, false, DType::BF16, false, 1.0, 0.5),
+            (1, 64, 1031, 96, true, false, false, DType::F32, false, 1.0, 0.0),
+        ];
+        for (bt, m, k, n, ta, tb, bb, odt, ot, alpha, beta) in cases {
+            let (av, bv, cv) = (vals(bt * m * k), vals(bt * k * n), vals(bt * m * n));
+            let a_l = if ta {
+                Layout { shape: vec![bt, m, k], strides: vec![m * k, 1, m], offset: 0 }
+            } else {
+                Layout { shape: vec![bt, m, k], strides: vec![m * k, k, 1], offset: 0 }
+            };
+            let bs = if bb { 0 } else { k * n };
+            let b_l = if tb {
+                Layout { shape: vec![bt, k, n], strides: vec![bs, 1, k], offset: 0 }
+            } else {
+                Layout { shape: vec![bt, k, n], strides: vec![bs, n, 1], offset: 0 }
+            };
+            let o_l = if ot {
+                Layout { shape: vec![bt, m, n], strides: vec![m * n, 1, m], offset: 0 }
+            } else {
+                Layout::contiguous(&[bt, m, n])
+            };
+            let (a, b) = (put(&av, DType::BF16, a_l.clone()), put(&bv, DType::BF16, b_l.clone()));
+            let run = |native: bool| {
+                let init = if beta == 0.0 { vec![f32::NAN; bt * m * n] } else { cv.clone() };
+                let o = put(&init, odt, o_l.clone());
+                port.run(|| matmul_on(&a, &b, &o, alpha, beta, native)).unwrap();
+                get(&o)
+            };
+            let (native, widened) = (run(true), run(false));
+            // The bound, from the operands as stored (row-major logical order of every view).
+            let at = |v: &[f32], l: &Layout, i: usize, r: usize, c: usize| {
+                v[i * l.strides[0] + r * l.strides[1] + c * l.strides[2]] as f64
+            };
+            let c_in: Vec<f32> =
+                if odt == DType::BF16 { cv.iter().map(|&x| bf16_to_f32(f32_to_bf16(x))).collect() } else { cv.clone() };
+            for bi in 0..bt {
+                for i in 0..m {
+                    for j in 0..n {
+                        let sa: f64 = (0..k).map(|l| (at(&av, &a_l, bi, i, l) * at(&bv, &b_l, bi, l, j)).abs()).sum();
+                        let cb = if beta == 0.0 { 0.0 } else { (beta as f64 * at(&c_in, &o_l, bi, i, j)).abs() };
+                        let mut tol = 2.0 * (k + 3) as f64 * 2f64.powi(-24) * (alpha.abs() as f64 * sa + cb);
+                        let idx = (bi * m + i) * n + j;
+                        if odt == DType::BF16 {
+                            tol += native[idx].abs().max(widened[idx].abs()) as f64 / 128.0;
+                        }
+                        let d = (native[idx] as f64 - widened[idx] as f64).abs();
+                        assert!(
+                            d <= tol,
+                            "[{bt},{m},{k}]x[{k},{n}] ta={ta} tb={tb} bb={bb} {odt} ot={ot}: [{bi},{i},{j}] native {} widened {} (tol {tol:e})",
+                            native[idx],
+                            widened[idx]
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
