@@ -201,3 +201,23 @@ fn linear_autocast_bf16_multiplies_rounded_operands_with_f32_gradients() {
     let auto = linear_autocast(&xb, &wb, None, DType::BF16).unwrap().to_vec_f32().unwrap();
     assert_eq!(plain, auto);
 }
+
+#[test]
+fn swiglu_on_fused_gate_and_up() {
+    use anychip_core::swiglu;
+    check(&[&[2, 3, 8]], |t| swiglu(&t[0]));
+    // The same numbers as narrow + silu + mul.
+    let p = port();
+    let x = Tensor::from_f32(&p, &data(48, 5), &[2, 3, 8], DType::F32).unwrap().with_requires_grad();
+    let w = Tensor::from_f32(&p, &data(24, 6), &[2, 3, 4], DType::F32).unwrap();
+    let plain = |x: &Tensor| x.narrow(-1, 0, 4)?.silu()?.mul(&x.narrow(-1, 4, 4)?);
+    let mut got = Vec::new();
+    for f in [&plain as &dyn Fn(&Tensor) -> Result<Tensor>, &|x: &Tensor| swiglu(x)] {
+        let y = f(&x).unwrap();
+        let g = y.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+        got.push((y.to_vec_f32().unwrap(), g.get(&x).unwrap().to_vec_f32().unwrap()));
+    }
+    for (a, b) in got[0].0.iter().chain(&got[0].1).zip(got[1].0.iter().chain(&got[1].1)) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+}

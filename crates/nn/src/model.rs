@@ -4,7 +4,7 @@ use crate::init::init_param;
 use crate::params::{Param, ParamKind};
 use crate::precision::Precision;
 use anychip_core::{
-    attention, attention_qkv, cross_entropy, embedding, linear, linear_autocast, rope, Error, Result, Tensor,
+    attention, attention_qkv, cross_entropy, embedding, linear, linear_autocast, rope, swiglu, Error, Result, Tensor,
 };
 use anychip_models::{Mlp, ModelConfig, Norm, Positions};
 use anychip_port::{DType, GeluKind, Port};
@@ -264,10 +264,7 @@ impl Transformer {
             let up = self.linear(&h, blk.up)?;
             let act = match self.cfg.mlp {
                 Mlp::Gelu => up.gelu(GeluKind::Tanh)?,
-                Mlp::SwiGlu => {
-                    let ff = self.cfg.d_ff;
-                    up.narrow(-1, 0, ff)?.silu()?.mul(&up.narrow(-1, ff, ff)?)?
-                }
+                Mlp::SwiGlu => swiglu(&up)?,
             };
             x = x.add(&self.linear(&act, blk.down)?)?;
         }

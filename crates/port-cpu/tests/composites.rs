@@ -599,6 +599,31 @@ fn rope_reads_and_writes_strided_heads() {
 }
 
 #[test]
+fn silu_reads_and_writes_strided_halves() {
+    // The gate half of a [N, 2F] projection in, the other half of a [N, 2F] gradient out.
+    let p = cpu();
+    let mut g = Gen::new(18);
+    let (n, f) = (300, 120);
+    let half = |v: &View, start: usize| View {
+        layout: anychip_port::Layout { shape: vec![n, f], strides: vec![2 * f, 1], offset: start },
+        ..v.clone()
+    };
+    for dtype in [DType::F32, DType::BF16] {
+        let x = tensor(&p, &g.vec(n * 2 * f, 3.0), dtype, &[n, 2 * f]);
+        let xc = tensor(&p, &get(&p, &half(&x, 0)), dtype, &[n, f]);
+        let dy = tensor(&p, &g.vec(n * f, 1.0), dtype, &[n, f]);
+        let (y, yc) = (output(&p, dtype, &[n, 2 * f]), output(&p, dtype, &[n, f]));
+        run(&p, Composite::SiluFwd { x: half(&x, 0), y: half(&y, f) });
+        run(&p, Composite::SiluFwd { x: xc.clone(), y: yc.clone() });
+        assert_eq!(get(&p, &half(&y, f)), get(&p, &yc), "silu fwd on strided halves, {dtype}");
+        let (dx, dxc) = (output(&p, dtype, &[n, 2 * f]), output(&p, dtype, &[n, f]));
+        run(&p, Composite::SiluBwd { x: half(&x, 0), dy: dy.clone(), dx: half(&dx, f) });
+        run(&p, Composite::SiluBwd { x: xc, dy, dx: dxc.clone() });
+        assert_eq!(get(&p, &half(&dx, f)), get(&p, &dxc), "silu bwd into strided halves, {dtype}");
+    }
+}
+
+#[test]
 fn embedding_rope_linear() {
     let p = cpu();
     let mut g = Gen::new(16);

@@ -5,11 +5,11 @@
 //! decomposition in `anychip-decomp`; a port overrides one by handling its calls in
 //! [`crate::Port::composite`] and listing its [`Composite::name`] in `Capabilities::fused`.
 //!
-//! Conventions for every call: views are contiguous (except where [`Composite::AttentionFwd`]
-//! and [`Composite::RopeFwd`] say otherwise); "rows" are all leading axes flattened and the
-//! last axis is the feature axis; saved statistics (`mean`, `rstd`, `lse`) are F32 of shape
-//! `[rows]`; outputs are overwritten (never accumulated) unless stated; float data may be F32
-//! or BF16, math is done in f32.
+//! Conventions for every call: views are contiguous (except where [`Composite::AttentionFwd`],
+//! [`Composite::RopeFwd`] and [`Composite::SiluFwd`] say otherwise); "rows" are all leading
+//! axes flattened and the last axis is the feature axis; saved statistics (`mean`, `rstd`,
+//! `lse`) are F32 of shape `[rows]`; outputs are overwritten (never accumulated) unless
+//! stated; float data may be F32 or BF16, math is done in f32.
 
 use crate::View;
 
@@ -61,7 +61,8 @@ pub enum Composite {
     GeluFwd { kind: GeluKind, x: View, y: View },
     /// dx = dy * gelu'(x) of the same kind.
     GeluBwd { kind: GeluKind, x: View, dy: View, dx: View },
-    /// y = x * sigmoid(x).
+    /// y = x * sigmoid(x). x and y may have any strides (the gate half of a fused gate/up
+    /// projection), as may x, dy and dx in the backward.
     SiluFwd { x: View, y: View },
     /// dx = dy * s * (1 + x (1 - s)), s = sigmoid(x).
     SiluBwd { x: View, dy: View, dx: View },

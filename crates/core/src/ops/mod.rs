@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub(crate) mod elementwise;
+pub mod glu;
 pub(crate) mod matmul;
 pub mod nn;
 pub(crate) mod reduce;

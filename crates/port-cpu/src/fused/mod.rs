@@ -96,15 +96,16 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
         RmsNormBwd { x, weight, rstd, dy, dx, dweight } => {
             add(&[Some(x), weight.as_ref(), Some(rstd), Some(dy), Some(dx), dweight.as_ref()])
         }
-        GeluFwd { x, y, .. } | SiluFwd { x, y } => add(&[Some(x), Some(y)]),
-        GeluBwd { x, dy, dx, .. } | SiluBwd { x, dy, dx } => add(&[Some(x), Some(dy), Some(dx)]),
+        GeluFwd { x, y, .. } => add(&[Some(x), Some(y)]),
+        GeluBwd { x, dy, dx, .. } => add(&[Some(x), Some(dy), Some(dx)]),
         CrossEntropyFwd { logits, targets, loss, lse } => add(&[Some(logits), Some(targets), Some(loss), Some(lse)]),
         CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => {
             add(&[Some(logits), Some(targets), Some(lse), Some(dloss), Some(dlogits)])
         }
-        // Embedding and linear go through the strided primitives: any layout works. Attention
-        // and RoPE check their own layouts (heads with unit-stride rows in any order).
+        // Embedding, linear and SiLU go through the strided primitives and block map: any layout
+        // works. Attention and RoPE check their own layouts (heads with unit-stride rows).
         EmbeddingFwd { .. } | EmbeddingBwd { .. } | LinearFwd { .. } | LinearBwd { .. } => {}
+        SiluFwd { .. } | SiluBwd { .. } => {}
         AttentionFwd { .. } | AttentionBwd { .. } | RopeFwd { .. } | RopeBwd { .. } => {}
         AdamWStep { param, grad, m, v, grad_scale, .. } => {
             add(&[Some(param), Some(grad), Some(m), Some(v), grad_scale.as_ref()])
