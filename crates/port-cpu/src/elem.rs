@@ -120,8 +120,12 @@ pub unsafe fn store(r: Raw, at: usize, s: usize, src: &[f32]) {
         }
         DType::BF16 => {
             let p = r.ptr::<u16>().add(at);
-            for (i, &v) in src.iter().enumerate() {
-                *p.add(i * s) = f32_to_bf16(v);
+            if s == 1 {
+                crate::math::f32_to_bf16_slice(src, std::slice::from_raw_parts_mut(p, src.len()));
+            } else {
+                for (i, &v) in src.iter().enumerate() {
+                    *p.add(i * s) = f32_to_bf16(v);
+                }
             }
         }
         DType::I32 => {
