@@ -80,43 +80,100 @@ impl Tensor {
 
     /// Backpropagate with an explicit gradient of this tensor.
     pub fn backward_with(&self, grad: Tensor) -> Result<Grads> {
+        self.run_backward(grad, None)
+    }
+
+    /// Backpropagate from this one-element loss like [`Tensor::backward`], calling
+    /// `ready(leaf, grad)` the moment each leaf's gradient is final, while the rest of the
+    /// backward pass is still to run. Data parallelism starts exchanging those gradients then,
+    /// instead of after the whole pass. Every leaf reached is also in the returned [`Grads`].
+    pub fn backward_hooked(&self, ready: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>) -> Result<Grads> {
+        if self.numel() != 1 {
+            return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
+        }
+        let seed = Tensor::full(self.port(), self.shape(), 1.0, self.dtype())?;
+        self.run_backward(seed, Some(ready))
+    }
+
+    fn run_backward(&self, grad: Tensor, mut ready: Option<&mut dyn FnMut(&Tensor, &Tensor) -> Result<()>>) -> Result<Grads> {
         if !self.requires_grad() {
             return Err(Error::Backward(
                 "this tensor does not depend on any parameter (requires_grad is false)".into(),
             ));
         }
         let order = topo_order(self);
+        // Uses of each tensor still to be differentiated. A leaf's gradient is final when its
+        // count reaches zero, usually long before its own place in `order` (a depth-first
+        // order puts a layer's weights ahead of everything below the layer): handing it over
+        // then is what lets data parallelism overlap the exchange with the rest of backward.
+        let mut uses: HashMap<u64, usize> = HashMap::new();
+        for t in &order {
+            if let Some(node) = t.node() {
+                for i in node.inputs.iter().filter(|i| i.requires_grad()) {
+                    *uses.entry(i.id()).or_insert(0) += 1;
+                }
+            }
+        }
         let mut pending: HashMap<u64, Tensor> = HashMap::new();
         pending.insert(self.id(), grad);
         let mut leaves = Grads::default();
+        let mut finish = |leaf: &Tensor, g: Tensor, leaves: &mut Grads| -> Result<()> {
+            if let Some(ready) = ready.as_mut() {
+                ready(leaf, &g)?;
+            }
+            leaves.0.insert(leaf.id(), g);
+            Ok(())
+        };
         let _guard = crate::no_grad();
         for t in order.iter().rev() {
-            let Some(g) = pending.remove(&t.id()) else { continue };
+            let g = pending.remove(&t.id());
             let Some(node) = t.node() else {
-                leaves.0.insert(t.id(), g);
+                // A leaf whose gradient was not final earlier: the root itself, or a use that
+                // a backward did not account for.
+                if let Some(g) = g {
+                    finish(t, g, &mut leaves)?;
+                }
                 continue;
             };
-            let needs: Vec<bool> = node.inputs.iter().map(|i| i.requires_grad()).collect();
-            let grads = (node.backward)(&g, &needs)?;
-            debug_assert_eq!(grads.len(), node.inputs.len(), "backward of {} returned wrong arity", node.op);
+            let grads = match g {
+                Some(g) => {
+                    let needs: Vec<bool> = node.inputs.iter().map(|i| i.requires_grad()).collect();
+                    let grads = (node.backward)(&g, &needs)?;
+                    debug_assert_eq!(grads.len(), node.inputs.len(), "backward of {} returned wrong arity", node.op);
+                    grads
+                }
+                // No gradient reached this op: nothing flows to its inputs, but their uses
+                // through it are settled all the same.
+                None => vec![None; node.inputs.len()],
+            };
             for (input, gi) in node.inputs.iter().zip(grads) {
-                let Some(gi) = gi else { continue };
                 if !input.requires_grad() {
                     continue;
                 }
-                if gi.shape() != input.shape() {
-                    return Err(Error::Backward(format!(
-                        "{} produced a gradient of shape {:?} for an input of shape {:?}",
-                        node.op,
-                        gi.shape(),
-                        input.shape()
-                    )));
+                if let Some(gi) = gi {
+                    if gi.shape() != input.shape() {
+                        return Err(Error::Backward(format!(
+                            "{} produced a gradient of shape {:?} for an input of shape {:?}",
+                            node.op,
+                            gi.shape(),
+                            input.shape()
+                        )));
+                    }
+                    let acc = match pending.remove(&input.id()) {
+                        Some(prev) => prev.add(&gi)?,
+                        None => gi,
+                    };
+                    pending.insert(input.id(), acc);
                 }
-                let acc = match pending.remove(&input.id()) {
-                    Some(prev) => prev.add(&gi)?,
-                    None => gi,
-                };
-                pending.insert(input.id(), acc);
+                let left = uses.get_mut(&input.id()).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                if left == Some(0) && input.node().is_none() {
+                    if let Some(g) = pending.remove(&input.id()) {
+                        finish(input, g, &mut leaves)?;
+                    }
+                }
             }
         }
         Ok(leaves)

@@ -221,3 +221,34 @@ fn swiglu_on_fused_gate_and_up() {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }
+
+#[test]
+fn backward_hooked_hands_over_each_leaf_once_with_its_final_gradient() {
+    // w0 feeds two layers (its gradient sums two uses), w2 only the last: the hook must see w2
+    // before w0, and w0 only once both uses are in.
+    let p = port();
+    let leaf = |n: usize, seed| Tensor::from_f32(&p, &data(n, seed), &[n], DType::F32).unwrap().with_requires_grad();
+    let (w0, w1, w2) = (leaf(4, 1), leaf(4, 2), leaf(4, 3));
+    let h = w0.mul(&w1).unwrap().tanh().unwrap();
+    let loss = h.mul(&w0).unwrap().add(&w2).unwrap().sum().unwrap();
+    let plain = loss.backward().unwrap();
+    let mut seen: Vec<(u64, Vec<f32>)> = Vec::new();
+    let hooked = loss
+        .backward_hooked(&mut |t, g| {
+            seen.push((t.id(), g.to_vec_f32()?));
+            Ok(())
+        })
+        .unwrap();
+    let ids: Vec<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(ids.len(), 3, "each leaf once: {ids:?}");
+    let at = |t: &Tensor| ids.iter().position(|&i| i == t.id()).expect("every leaf handed over");
+    assert!(at(&w2) < at(&w0), "w2 is final before w0's second use is differentiated");
+    for w in [&w0, &w1, &w2] {
+        let g = plain.get(w).unwrap().to_vec_f32().unwrap();
+        assert_eq!(seen[at(w)].1, g, "the hook saw the final gradient");
+        assert_eq!(hooked.get(w).unwrap().to_vec_f32().unwrap(), g);
+    }
+    // An error from the hook ends the pass.
+    let stop = loss.backward_hooked(&mut |_, _| Err(anychip_core::Error::Backward("stop here".into())));
+    assert!(stop.err().unwrap().to_string().contains("stop here"));
+}
