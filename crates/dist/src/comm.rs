@@ -20,6 +20,10 @@ pub trait Comm: Send + Sync {
     fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()>;
     /// Returns once every rank has entered.
     fn barrier(&self) -> Result<()>;
+    /// Whether any thread may call (one at a time): MPI needs `MPI_THREAD_SERIALIZED` for it.
+    fn any_thread(&self) -> bool {
+        false
+    }
     /// End the whole job now (every rank) with exit status `code`, after a rank hit an error the
     /// others cannot learn about: they would otherwise wait in their next collective.
     fn abort(&self, code: i32) -> ! {

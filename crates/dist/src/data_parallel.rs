@@ -11,13 +11,19 @@
 //!   |g| = sqrt(all-reduce(sum over own blocks of g^2)), AdamW on the owned elements only,
 //!   then each rank's updated block -> all-gather -> every rank's parameters.
 //! Both paths sum each element once (on its owner), so every rank holds the same bits.
+//!
+//! Overlap: `*_during` run forward and backward on the calling thread and hand each gradient
+//! over the moment backward finishes it; a communication thread exchanges each bucket as soon
+//! as all its gradients are in, while backward goes on. Buckets go in a fixed order (last
+//! parameters first, the order backward produces them), the same on every rank, as MPI needs.
 
 use anychip_core::{adamw_step, grad_norm, no_grad, AdamWParams, Tensor};
 use anychip_optim::AdamWConfig;
 use anychip_port::{BinaryOp, Collectives, DType, Layout, Port, View};
 use std::ops::Range;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 type Result<T> = anychip_core::Result<T>;
 
@@ -28,6 +34,9 @@ pub struct DpOptions {
     pub zero: bool,
     /// Target size of one gradient bucket in bytes (f32 elements x 4).
     pub bucket_bytes: usize,
+    /// Exchange buckets on a communication thread during backward, when the collectives allow
+    /// calls from another thread ([`Collectives::any_thread`]); otherwise after backward.
+    pub overlap: bool,
 }
 
 impl Default for DpOptions {
@@ -36,7 +45,7 @@ impl Default for DpOptions {
         // transport, exchanges beyond the 2 MiB L2 fell off a cliff here (a 498 MB gradient:
         // 0.6 s in 1 MiB buckets, 3.1 s in 25 MiB ones; crates/dist/examples/allreduce.rs),
         // and per-bucket latency (~0.1 ms) stays small next to a step.
-        DpOptions { zero: false, bucket_bytes: 1 << 20 }
+        DpOptions { zero: false, bucket_bytes: 1 << 20, overlap: true }
     }
 }
 
@@ -47,6 +56,9 @@ pub struct CommStats {
     pub exchanges: u64,
     /// Wall seconds spent packing, in collectives and unpacking.
     pub seconds: f64,
+    /// Wall seconds the training thread waited for the exchange after backward: `seconds`
+    /// less what overlap hid behind the backward pass.
+    pub exposed_seconds: f64,
     /// Bytes each rank sent over the wire: `2 (N-1)/N x 4 x params` per exchange, as a ring
     /// all-reduce (the "bus bytes" of nccl-tests).
     pub bus_bytes: f64,
@@ -108,6 +120,17 @@ pub struct DataParallel {
     zero: Option<Zero>,
     adamw: AdamWConfig,
     stats: Mutex<CommStats>,
+    /// Per parameter: the buckets it has elements in.
+    param_buckets: Vec<Vec<usize>>,
+    overlap: bool,
+}
+
+/// What the training thread hands the communication thread.
+enum Handed {
+    /// Parameter index and its (final, contiguous) gradient.
+    Grad(usize, Tensor),
+    /// Backward is over: parameters without a gradient get zeros.
+    Done,
 }
 
 impl DataParallel {
@@ -140,6 +163,15 @@ impl DataParallel {
         let flat = Tensor::empty(&port, &[longest], DType::F32)?;
         let block = Tensor::empty(&port, &[if opts.zero { 1 } else { longest / world }], DType::F32)?;
         let inv_world = Tensor::full(&port, &[1], 1.0 / world as f64, DType::F32)?;
+        let param_buckets = offsets
+            .iter()
+            .zip(params)
+            .map(|(&o, (p, _))| {
+                let r = o..o + p.numel();
+                buckets.iter().enumerate().filter(|(_, b)| b.start < r.end && r.start < b.end).map(|(k, _)| k).collect()
+            })
+            .collect();
+        let overlap = opts.overlap && coll.any_thread();
         let mut dp = DataParallel {
             coll,
             port,
@@ -154,6 +186,8 @@ impl DataParallel {
             zero: None,
             adamw,
             stats: Mutex::new(CommStats::default()),
+            param_buckets,
+            overlap,
         };
         if opts.zero {
             dp.zero = Some(dp.shard()?);
@@ -207,13 +241,19 @@ impl DataParallel {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
-    /// Account one exchange of every bucket that started at `t0`.
-    fn count_exchange(&self, t0: Instant) {
+    /// Whether gradients are exchanged during backward (see [`DpOptions::overlap`]).
+    pub fn overlaps(&self) -> bool {
+        self.overlap
+    }
+
+    /// Account one exchange of every bucket: `busy` in exchanges, `exposed` of it not hidden.
+    fn count_exchange(&self, busy: Duration, exposed: Duration) {
         let n = self.world() as f64;
         let padded: usize = self.buckets.iter().map(|b| b.len()).sum();
         if let Ok(mut s) = self.stats.lock() {
             s.exchanges += 1;
-            s.seconds += t0.elapsed().as_secs_f64();
+            s.seconds += busy.as_secs_f64();
+            s.exposed_seconds += exposed.as_secs_f64();
             s.bus_bytes += 2.0 * (n - 1.0) / n * 4.0 * padded as f64;
         }
     }
@@ -249,9 +289,10 @@ impl DataParallel {
 
     /// Gather `srcs` (aligned with the parameters) over `range` into `flat[0..range.len()]`,
     /// zero past the last parameter.
-    fn pack(&self, srcs: &[Tensor], range: Range<usize>, flat: &Tensor) -> Result<()> {
+    fn pack(&self, srcs: &[Option<&Tensor>], range: Range<usize>, flat: &Tensor) -> Result<()> {
         for pc in self.pieces(range.clone()) {
-            self.move_elems(&srcs[pc.param], pc.at, flat, pc.pos, pc.len)?;
+            let src = srcs[pc.param].ok_or_else(|| err(format!("no gradient for parameter {} to pack", pc.param)))?;
+            self.move_elems(src, pc.at, flat, pc.pos, pc.len)?;
         }
         let real = self.total.min(range.end).saturating_sub(range.start);
         if real < range.len() {
@@ -283,8 +324,9 @@ impl DataParallel {
     /// Make every rank's parameters equal to rank 0's (after initialisation or loading).
     pub fn broadcast_params(&self) -> Result<()> {
         let _g = no_grad();
+        let params: Vec<Option<&Tensor>> = self.params.iter().map(Some).collect();
         for b in &self.buckets {
-            self.pack(&self.params, b.clone(), &self.flat)?;
+            self.pack(&params, b.clone(), &self.flat)?;
             self.coll.broadcast(&flat_view(&self.flat, 0, b.len()), 0)?;
             self.unpack(&self.flat, b.clone(), &self.params)?;
         }
@@ -296,20 +338,166 @@ impl DataParallel {
     pub fn average_grads(&self, grads: &[Tensor]) -> Result<Vec<Tensor>> {
         let _g = no_grad();
         self.check_grads(grads)?;
-        let world = self.world();
         let out: Vec<Tensor> = self.params.iter().map(|p| p.empty_like()).collect::<Result<_>>()?;
         let grads: Vec<Tensor> = grads.iter().map(|g| g.contiguous()).collect::<Result<_>>()?;
+        let srcs: Vec<Option<&Tensor>> = grads.iter().map(Some).collect();
         let t0 = Instant::now();
-        for b in &self.buckets {
-            let (l, n) = (b.len(), b.len() / world);
-            self.pack(&grads, b.clone(), &self.flat)?;
-            self.coll.reduce_scatter(&flat_view(&self.flat, 0, l), &flat_view(&self.block, 0, n))?;
-            self.to_mean(&self.block, n)?;
-            self.coll.all_gather(&flat_view(&self.block, 0, n), &flat_view(&self.flat, 0, l))?;
-            self.unpack(&self.flat, b.clone(), &out)?;
+        for k in 0..self.buckets.len() {
+            self.exchange_bucket(k, &srcs, Some(&out))?;
         }
-        self.count_exchange(t0);
+        self.count_exchange(t0.elapsed(), t0.elapsed());
         Ok(out)
+    }
+
+    /// [`DataParallel::average_grads`] overlapped with backward: `work` runs forward and
+    /// backward on this thread and hands each parameter's final gradient to the callback it is
+    /// given (`(parameter index, gradient)`, any order, each at most once; missing ones count
+    /// as zero). Returns what `work` returned and the averaged gradients.
+    pub fn average_grads_during<R, E: From<anychip_core::Error>>(
+        &self,
+        work: impl FnOnce(&mut dyn FnMut(usize, Tensor) -> Result<()>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, Vec<Tensor>), E> {
+        if self.zero.is_some() {
+            return Err(err("average_grads_during on a ZeRO-1 optimizer; use zero_step_during").into());
+        }
+        let out: Vec<Tensor> = self.params.iter().map(|p| p.empty_like()).collect::<Result<_>>()?;
+        let (r, busy, exposed) = self.exchange_during(Some(&out), work)?;
+        self.count_exchange(busy, exposed);
+        Ok((r, out))
+    }
+
+    /// [`DataParallel::zero_step`] with the gradient reduce-scatter overlapped with backward;
+    /// `work` as in [`DataParallel::average_grads_during`].
+    pub fn zero_step_during<R, E: From<anychip_core::Error>>(
+        &mut self,
+        lr: f32,
+        work: impl FnOnce(&mut dyn FnMut(usize, Tensor) -> Result<()>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, Tensor), E> {
+        if self.zero.is_none() {
+            return Err(err("zero_step_during on a replicated optimizer; use average_grads_during").into());
+        }
+        let (r, busy, exposed) = self.exchange_during(None, work)?;
+        let norm = self.zero_update(lr, busy, exposed)?;
+        Ok((r, norm))
+    }
+
+    /// Average bucket `k` of the gradients `srcs`: into `out` (replicated), or into this
+    /// rank's block of the bucket (ZeRO-1, `out` = None).
+    fn exchange_bucket(&self, k: usize, srcs: &[Option<&Tensor>], out: Option<&[Tensor]>) -> Result<()> {
+        let b = self.buckets[k].clone();
+        let (l, n) = (b.len(), b.len() / self.world());
+        self.pack(srcs, b.clone(), &self.flat)?;
+        match (&self.zero, out) {
+            (Some(z), None) => {
+                self.coll.reduce_scatter(&flat_view(&self.flat, 0, l), &z.blocks[k].view())?;
+                self.to_mean(&z.blocks[k], n)
+            }
+            (None, Some(out)) => {
+                self.coll.reduce_scatter(&flat_view(&self.flat, 0, l), &flat_view(&self.block, 0, n))?;
+                self.to_mean(&self.block, n)?;
+                self.coll.all_gather(&flat_view(&self.block, 0, n), &flat_view(&self.flat, 0, l))?;
+                self.unpack(&self.flat, b, out)
+            }
+            _ => Err(err("exchange_bucket: output does not match the optimizer mode")),
+        }
+    }
+
+    /// Run `work`, exchanging every bucket as its gradients arrive: on a communication thread
+    /// when overlapping, else all after `work` returns. Also returns the time spent exchanging
+    /// and the part of it the training thread waited for after `work`.
+    fn exchange_during<R, E: From<anychip_core::Error>>(
+        &self,
+        out: Option<&[Tensor]>,
+        work: impl FnOnce(&mut dyn FnMut(usize, Tensor) -> Result<()>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, Duration, Duration), E> {
+        let (tx, rx) = mpsc::channel::<Handed>();
+        let sender = |tx: mpsc::Sender<Handed>| {
+            move |i: usize, g: Tensor| -> Result<()> {
+                if i >= self.params.len() || g.shape() != self.params[i].shape() {
+                    return Err(err(format!("gradient {i} of shape {:?} does not match its parameter", g.shape())));
+                }
+                tx.send(Handed::Grad(i, g.contiguous()?))
+                    .map_err(|_| err("the gradient-exchange thread stopped early (its error follows)"))
+            }
+        };
+        if !self.overlap {
+            let r = work(&mut sender(tx.clone()))?;
+            let _ = tx.send(Handed::Done);
+            drop(tx);
+            let t0 = Instant::now();
+            let busy = self.exchange_handed(rx, out)?;
+            return Ok((r, busy, t0.elapsed()));
+        }
+        std::thread::scope(|s| {
+            let worker = s.spawn(|| {
+                let _g = no_grad();
+                self.exchange_handed(rx, out)
+            });
+            let r = work(&mut sender(tx.clone()));
+            let t0 = Instant::now();
+            if r.is_ok() {
+                let _ = tx.send(Handed::Done);
+            }
+            // On an error the worker sees the channel close before Done and stops without
+            // entering another collective.
+            drop(tx);
+            // The worker's error first: the training thread's may only say the worker stopped.
+            let busy = worker.join().map_err(|_| err("the gradient-exchange thread panicked"))??;
+            Ok((r?, busy, t0.elapsed()))
+        })
+    }
+
+    /// Receive gradients and exchange each bucket, in descending order, once all of its
+    /// parameters' gradients are in. Returns the time spent exchanging. Stops quietly when the
+    /// sender goes away before `Done` (the training thread failed).
+    fn exchange_handed(&self, rx: mpsc::Receiver<Handed>, out: Option<&[Tensor]>) -> Result<Duration> {
+        let np = self.params.len();
+        let mut grads: Vec<Option<Tensor>> = vec![None; np];
+        let mut arrived = vec![false; np];
+        let mut missing = vec![0usize; self.buckets.len()];
+        // Buckets still to exchange that each parameter is in: its gradient is freed at zero.
+        let mut pending: Vec<usize> = self.param_buckets.iter().map(|b| b.len()).collect();
+        for pb in &self.param_buckets {
+            for &k in pb {
+                missing[k] += 1;
+            }
+        }
+        let mut busy = Duration::ZERO;
+        let mut next = self.buckets.len();
+        while next > 0 {
+            if missing[next - 1] == 0 {
+                let k = next - 1;
+                let t = Instant::now();
+                let srcs: Vec<Option<&Tensor>> = grads.iter().map(|g| g.as_ref()).collect();
+                self.exchange_bucket(k, &srcs, out)?;
+                busy += t.elapsed();
+                for i in self.pieces(self.buckets[k].clone()).iter().map(|pc| pc.param) {
+                    pending[i] -= 1;
+                    if pending[i] == 0 {
+                        grads[i] = None;
+                    }
+                }
+                next -= 1;
+                continue;
+            }
+            let fresh: Vec<(usize, Tensor)> = match rx.recv() {
+                Ok(Handed::Grad(i, g)) if !arrived[i] => vec![(i, g)],
+                Ok(Handed::Grad(..)) => Vec::new(),
+                Ok(Handed::Done) => (0..np)
+                    .filter(|&i| !arrived[i])
+                    .map(|i| Ok((i, Tensor::zeros(&self.port, self.params[i].shape(), DType::F32)?)))
+                    .collect::<Result<_>>()?,
+                Err(_) => return Ok(busy),
+            };
+            for (i, g) in fresh {
+                arrived[i] = true;
+                for &k in &self.param_buckets[i] {
+                    missing[k] -= 1;
+                }
+                grads[i] = Some(g);
+            }
+        }
+        Ok(busy)
     }
 
     /// One ZeRO-1 AdamW update from this rank's `grads` with learning rate `lr`: average,
@@ -318,18 +506,28 @@ impl DataParallel {
     pub fn zero_step(&mut self, grads: &[Tensor], lr: f32) -> Result<Tensor> {
         let _g = no_grad();
         self.check_grads(grads)?;
-        let world = self.world();
-        let z = self.zero.as_ref().ok_or_else(|| err("zero_step on a replicated optimizer; use average_grads"))?;
-        let grads: Vec<Tensor> = grads.iter().map(|g| g.contiguous()).collect::<Result<_>>()?;
-        let t0 = Instant::now();
-        for (k, b) in self.buckets.iter().enumerate() {
-            let (l, n) = (b.len(), b.len() / world);
-            self.pack(&grads, b.clone(), &self.flat)?;
-            self.coll.reduce_scatter(&flat_view(&self.flat, 0, l), &z.blocks[k].view())?;
-            self.to_mean(&z.blocks[k], n)?;
+        if self.zero.is_none() {
+            return Err(err("zero_step on a replicated optimizer; use average_grads"));
         }
-        let reduce_s = t0.elapsed();
+        let grads: Vec<Tensor> = grads.iter().map(|g| g.contiguous()).collect::<Result<_>>()?;
+        let srcs: Vec<Option<&Tensor>> = grads.iter().map(Some).collect();
+        let t0 = Instant::now();
+        for k in 0..self.buckets.len() {
+            self.exchange_bucket(k, &srcs, None)?;
+        }
+        let reduce = t0.elapsed();
+        drop(srcs);
         drop(grads);
+        self.zero_update(lr, reduce, reduce)
+    }
+
+    /// The rest of a ZeRO-1 step once every block holds its averaged gradient: global norm,
+    /// clipping, AdamW on the owned shard, all-gather of the weights. `reduce_busy` and
+    /// `reduce_exposed` are the reduce-scatter half's times, for the statistics.
+    fn zero_update(&mut self, lr: f32, reduce_busy: Duration, reduce_exposed: Duration) -> Result<Tensor> {
+        let _g = no_grad();
+        let world = self.world();
+        let z = self.zero.as_ref().ok_or_else(|| err("zero_update on a replicated optimizer"))?;
         // |g|^2 = sum over ranks of the squared norms of their blocks (padding is zero).
         let refs: Vec<&Tensor> = z.blocks.iter().collect();
         let local = grad_norm(&refs)?;
@@ -371,7 +569,8 @@ impl DataParallel {
             self.unpack(&self.flat, b.clone(), &self.params)?;
         }
         // The update between the two halves is computation, not communication.
-        self.count_exchange(Instant::now() - (t1.elapsed() + reduce_s));
+        let gather = t1.elapsed();
+        self.count_exchange(reduce_busy + gather, reduce_exposed + gather);
         Ok(norm)
     }
 

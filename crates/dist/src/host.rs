@@ -121,6 +121,11 @@ impl Collectives for HostStaged {
     fn barrier(&self) -> Result<()> {
         self.comm.barrier()
     }
+
+    fn any_thread(&self) -> bool {
+        // The port side is any-thread by the port contract; the host side depends on the Comm.
+        self.comm.any_thread()
+    }
 }
 
 /// `n` f32s of `buf`'s memory, grown as needed; kept as u32 words so the slice is aligned.

@@ -93,4 +93,8 @@ impl Comm for LocalComm {
         self.shared.barrier.wait();
         Ok(())
     }
+
+    fn any_thread(&self) -> bool {
+        true
+    }
 }

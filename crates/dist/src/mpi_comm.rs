@@ -52,14 +52,20 @@ pub struct MpiComm {
     size: usize,
     timeout: Duration,
     progress: Mutex<Progress>,
-    /// MPI is initialised for calls from this thread only (MPI_THREAD_FUNNELED).
+    /// Held for the whole of each collective: MPI_THREAD_SERIALIZED lets any thread call, but
+    /// never two at once (the communication thread and the training thread take turns).
+    call: Mutex<()>,
+    /// Whether MPI granted MPI_THREAD_SERIALIZED; if not, only `owner` may call.
+    serialized: bool,
+    /// The thread that initialised MPI.
     owner: ThreadId,
     // Last field: dropping it finalises MPI, after the communicator above is gone.
     _universe: Universe,
 }
 
 // SAFETY: the communicator is a handle that MPI allows any thread to pass around; every method
-// that calls into MPI first checks it runs on `owner`, the only thread MPI was initialised for.
+// that calls into MPI holds `call` throughout (the serialisation MPI_THREAD_SERIALIZED asks
+// for) and, when MPI granted less, first checks it runs on `owner`.
 unsafe impl Send for MpiComm {}
 unsafe impl Sync for MpiComm {}
 
@@ -67,8 +73,9 @@ impl MpiComm {
     /// Initialise MPI on this thread; every collective that waits longer than `timeout` for
     /// its peers ends the whole job with a message naming the late ranks.
     pub fn init(timeout: Duration) -> std::result::Result<MpiComm, String> {
-        let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)
+        let (universe, granted) = mpi::initialize_with_threading(Threading::Serialized)
             .ok_or("MPI is already initialised in this process; create one MpiComm per process")?;
+        let serialized = matches!(granted, Threading::Serialized | Threading::Multiple);
         let world = universe.world();
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         Ok(MpiComm {
@@ -77,6 +84,8 @@ impl MpiComm {
             size,
             timeout,
             progress: Mutex::new(Progress { seq: 0, seen: vec![0; size] }),
+            call: Mutex::new(()),
+            serialized,
             owner: std::thread::current().id(),
             _universe: universe,
         })
@@ -87,13 +96,18 @@ impl MpiComm {
         mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
     }
 
-    /// Announce entering the next collective to every peer; returns its number.
-    fn enter(&self, what: &str) -> Result<u64> {
-        if std::thread::current().id() != self.owner {
+    /// Take the call lock for one collective (checking the thread when MPI is not serialized).
+    fn begin(&self, what: &str) -> Result<std::sync::MutexGuard<'_, ()>> {
+        if !self.serialized && std::thread::current().id() != self.owner {
             return Err(PortError::Invalid(format!(
-                "{what}: MPI collectives must be called from the thread that initialised MPI"
+                "{what}: this MPI grants no MPI_THREAD_SERIALIZED, so collectives must be called from the thread that initialised MPI"
             )));
         }
+        self.call.lock().map_err(|_| PortError::Device("MPI call lock poisoned".into()))
+    }
+
+    /// Announce entering the next collective to every peer; returns its number.
+    fn enter(&self) -> Result<u64> {
         let mut p = self.progress.lock().map_err(|_| PortError::Device("MPI progress state poisoned".into()))?;
         p.seq += 1;
         for peer in (0..self.size).filter(|&r| r != self.rank) {
@@ -243,7 +257,8 @@ impl Comm for MpiComm {
         if send.len() != recv.len() * self.size {
             return Err(len_err("reduce_scatter", send.len(), self.size, recv.len()));
         }
-        let seq = self.enter("reduce-scatter")?;
+        let _call = self.begin("reduce-scatter")?;
+        let seq = self.enter()?;
         mpi::request::scope(|sc| {
             let req = self.world.immediate_reduce_scatter_block_into(sc, send, recv, SystemOperation::sum());
             self.wait("reduce-scatter", seq, req);
@@ -255,7 +270,8 @@ impl Comm for MpiComm {
         if recv.len() != send.len() * self.size {
             return Err(len_err("all_gather", recv.len(), self.size, send.len()));
         }
-        let seq = self.enter("all-gather")?;
+        let _call = self.begin("all-gather")?;
+        let seq = self.enter()?;
         mpi::request::scope(|sc| {
             let req = self.world.immediate_all_gather_into(sc, send, recv);
             self.wait("all-gather", seq, req);
@@ -267,7 +283,8 @@ impl Comm for MpiComm {
         if root >= self.size {
             return Err(PortError::Invalid(format!("broadcast: root {root} is not a rank of {}", self.size)));
         }
-        let seq = self.enter("broadcast")?;
+        let _call = self.begin("broadcast")?;
+        let seq = self.enter()?;
         mpi::request::scope(|sc| {
             let req = self.world.process_at_rank(root as i32).immediate_broadcast_into(sc, buf);
             self.wait("broadcast", seq, req);
@@ -276,9 +293,14 @@ impl Comm for MpiComm {
     }
 
     fn barrier(&self) -> Result<()> {
-        let seq = self.enter("barrier")?;
+        let _call = self.begin("barrier")?;
+        let seq = self.enter()?;
         self.wait("barrier", seq, self.world.immediate_barrier());
         Ok(())
+    }
+
+    fn any_thread(&self) -> bool {
+        self.serialized
     }
 
     fn abort(&self, code: i32) -> ! {

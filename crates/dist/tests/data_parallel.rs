@@ -97,8 +97,51 @@ fn adamw() -> AdamWConfig {
     AdamWConfig { grad_clip: 0.5, ..AdamWConfig::default() }
 }
 
+/// How a test step hands gradients to the exchange.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Exchange {
+    /// `average_grads` / `zero_step` after backward.
+    After,
+    /// `*_during` with each gradient handed over by `backward_hooked`, exchanged on the
+    /// communication thread while backward runs.
+    Overlapped,
+    /// `*_during` on collectives that refuse other threads: the same API, exchanged after.
+    Deferred,
+}
+
+/// Collectives that pass through but do not allow calls from another thread.
+struct OneThread(Arc<dyn Collectives>);
+
+impl Collectives for OneThread {
+    fn rank(&self) -> usize {
+        self.0.rank()
+    }
+    fn world(&self) -> usize {
+        self.0.world()
+    }
+    fn all_reduce(&self, buf: &anychip_port::View) -> anychip_port::Result<()> {
+        self.0.all_reduce(buf)
+    }
+    fn reduce_scatter(&self, input: &anychip_port::View, out: &anychip_port::View) -> anychip_port::Result<()> {
+        self.0.reduce_scatter(input, out)
+    }
+    fn all_gather(&self, input: &anychip_port::View, out: &anychip_port::View) -> anychip_port::Result<()> {
+        self.0.all_gather(input, out)
+    }
+    fn broadcast(&self, buf: &anychip_port::View, root: usize) -> anychip_port::Result<()> {
+        self.0.broadcast(buf, root)
+    }
+    fn barrier(&self) -> anychip_port::Result<()> {
+        self.0.barrier()
+    }
+}
+
 /// Train the tiny model on `world` ranks; returns each rank's global losses and final weights.
 fn train(world: usize, zero: bool) -> Vec<(Vec<f32>, Vec<f32>, usize)> {
+    train_with(world, zero, Exchange::After)
+}
+
+fn train_with(world: usize, zero: bool, how: Exchange) -> Vec<(Vec<f32>, Vec<f32>, usize)> {
     let tokens: Arc<[u32]> = corpus().into();
     on_ranks(world, |rank, comm| {
         let port = cpu();
@@ -110,9 +153,15 @@ fn train(world: usize, zero: bool) -> Vec<(Vec<f32>, Vec<f32>, usize)> {
             .collect();
         let pairs: Vec<(Tensor, bool)> = groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
         // A small bucket so a parameter straddles buckets and rank blocks.
-        let opts = DpOptions { zero, bucket_bytes: 4096 };
-        let coll = collectives_for(&port, comm).unwrap();
+        let opts = DpOptions { zero, bucket_bytes: 4096, overlap: true };
+        let mut coll = collectives_for(&port, comm).unwrap();
+        if how == Exchange::Deferred {
+            coll = Arc::new(OneThread(coll));
+        }
         let mut dp = DataParallel::new(coll, &pairs, adamw(), opts).unwrap();
+        assert_eq!(dp.overlaps(), how != Exchange::Deferred);
+        let index: std::collections::HashMap<u64, usize> =
+            model.params().iter().enumerate().map(|(i, p)| (p.tensor.id(), i)).collect();
         let mut opt = if zero { None } else { Some(AdamW::new(adamw(), groups).unwrap()) };
         dp.broadcast_params().unwrap();
         let mut loader = Loader::new(tokens.clone(), GLOBAL_BATCH / world, CTX, 3, rank, world).unwrap();
@@ -122,16 +171,37 @@ fn train(world: usize, zero: bool) -> Vec<(Vec<f32>, Vec<f32>, usize)> {
             let x = Tensor::from_i32(&port, &b.inputs, &[b.batch, b.ctx]).unwrap();
             let y = Tensor::from_i32(&port, &b.targets, &[b.batch, b.ctx]).unwrap();
             let loss = model.loss(&x, &y).unwrap();
-            let mut g = loss.backward().unwrap();
-            let grads: Vec<Tensor> = model.params().iter().map(|p| g.remove(&p.tensor).unwrap()).collect();
-            match &mut opt {
-                Some(opt) => {
-                    let avg = dp.average_grads(&grads).unwrap();
-                    opt.step(&avg, 1e-2).unwrap();
+            if how == Exchange::After {
+                let mut g = loss.backward().unwrap();
+                let grads: Vec<Tensor> = model.params().iter().map(|p| g.remove(&p.tensor).unwrap()).collect();
+                match &mut opt {
+                    Some(opt) => {
+                        let avg = dp.average_grads(&grads).unwrap();
+                        opt.step(&avg, 1e-2).unwrap();
+                    }
+                    None => {
+                        dp.zero_step(&grads, 1e-2).unwrap();
+                    }
                 }
-                None => {
-                    dp.zero_step(&grads, 1e-2).unwrap();
+            } else {
+                let mut handed = 0;
+                let work = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
+                    loss.backward_hooked(&mut |leaf, g| {
+                        handed += 1;
+                        ready(index[&leaf.id()], g.clone())
+                    })?;
+                    Ok::<_, anychip_core::Error>(())
+                };
+                match &mut opt {
+                    Some(opt) => {
+                        let ((), avg) = dp.average_grads_during(work).unwrap();
+                        opt.step(&avg, 1e-2).unwrap();
+                    }
+                    None => {
+                        dp.zero_step_during(1e-2, work).unwrap();
+                    }
                 }
+                assert_eq!(handed, index.len(), "every parameter's gradient is handed over once");
             }
             losses.push(dp.sum(&[loss.item().unwrap()]).unwrap()[0] / world as f32);
         }
@@ -180,6 +250,21 @@ fn n_ranks_with_batch_b_over_n_reproduce_one_rank_with_batch_b() {
 }
 
 #[test]
+fn exchanging_during_backward_gives_the_same_bits_as_after() {
+    // Overlap changes when buckets are exchanged (and in which order), never what is summed.
+    for zero in [false, true] {
+        let after = train_with(2, zero, Exchange::After);
+        for how in [Exchange::Overlapped, Exchange::Deferred] {
+            let other = train_with(2, zero, how);
+            for rank in 0..2 {
+                assert_eq!(other[rank].0, after[rank].0, "zero {zero} {how:?}: rank {rank}'s losses");
+                assert_eq!(other[rank].1, after[rank].1, "zero {zero} {how:?}: rank {rank}'s weights");
+            }
+        }
+    }
+}
+
+#[test]
 fn zero1_shards_the_optimizer_state() {
     let full = train(1, false).remove(0).2;
     let n_params: usize = Transformer::new(&tiny(), &cpu(), 7).unwrap().n_params();
@@ -201,7 +286,7 @@ fn gathered_moments_round_trip_across_world_sizes() {
         let pairs: Vec<(Tensor, bool)> = model.params().iter().map(|p| (p.tensor.clone(), true)).collect();
         let coll = collectives_for(&port, comm).unwrap();
         let no_clip = AdamWConfig { grad_clip: 0.0, ..adamw() };
-        let mut dp = DataParallel::new(coll, &pairs, no_clip, DpOptions { zero: true, bucket_bytes: 4096 }).unwrap();
+        let mut dp = DataParallel::new(coll, &pairs, no_clip, DpOptions { zero: true, bucket_bytes: 4096, overlap: true }).unwrap();
         let grads: Vec<Tensor> =
             model.params().iter().map(|p| Tensor::full(&port, p.tensor.shape(), 0.5, DType::F32).unwrap()).collect();
         dp.zero_step(&grads, 1e-3).unwrap();
@@ -221,7 +306,7 @@ fn gathered_moments_round_trip_across_world_sizes() {
         let model = Transformer::new(&tiny(), &port, 7).unwrap();
         let pairs: Vec<(Tensor, bool)> = model.params().iter().map(|p| (p.tensor.clone(), true)).collect();
         let coll = collectives_for(&port, comm).unwrap();
-        let mut dp = DataParallel::new(coll, &pairs, adamw(), DpOptions { zero: true, bucket_bytes: 4096 }).unwrap();
+        let mut dp = DataParallel::new(coll, &pairs, adamw(), DpOptions { zero: true, bucket_bytes: 4096, overlap: true }).unwrap();
         let mut at = 0;
         let mut split = |all: &[f32]| -> Vec<Tensor> {
             let ts = model

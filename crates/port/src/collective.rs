@@ -41,4 +41,12 @@ pub trait Collectives: Send + Sync {
     fn broadcast(&self, buf: &View, root: usize) -> Result<()>;
     /// Returns once every rank has entered the barrier.
     fn barrier(&self) -> Result<()>;
+    /// Whether calls may come from another thread than the one running the port's compute,
+    /// one call at a time, while that thread keeps computing. The engine then exchanges each
+    /// gradient bucket on a communication thread as soon as backward has produced it, hiding
+    /// the exchange behind the rest of the pass. `false` (the default) keeps every call on
+    /// the compute thread, after backward.
+    fn any_thread(&self) -> bool {
+        false
+    }
 }

@@ -94,6 +94,9 @@ pub struct Capabilities {
 ///   to nearest-even with [`crate::f32_to_bf16`]'s rule.
 /// - Calls may run asynchronously; their effects are ordered as issued and visible to
 ///   [`Port::read`] (which waits as needed).
+/// - Calls may come from several threads at once on disjoint buffers (data parallelism packs
+///   gradients on a communication thread while backward runs); a call issued after another
+///   thread's call, as the program's own synchronisation orders them, sees its effects.
 pub trait Port: Send + Sync {
     /// Registered name, e.g. `cpu`.
     fn name(&self) -> &str;

@@ -12,6 +12,7 @@ use anychip_port::Port;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ pub struct Distributed {
     pub comm: Arc<dyn Comm>,
     /// Shard the AdamW state across ranks (ZeRO-1).
     pub zero: bool,
+    /// Exchange gradient buckets during backward, on a communication thread.
+    pub overlap: bool,
 }
 
 /// Options of one invocation that are not part of the run's identity.
@@ -210,7 +213,8 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
         Some(d) => {
             let params: Vec<(Tensor, bool)> = opt.groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
             let coll = collectives_for(&port, d.comm.clone())?;
-            Some(DataParallel::new(coll, &params, cfg.adamw, DpOptions { zero, ..DpOptions::default() })?)
+            let opts = DpOptions { zero, overlap: d.overlap, ..DpOptions::default() };
+            Some(DataParallel::new(coll, &params, cfg.adamw, opts)?)
         }
         None => None,
     };
@@ -298,20 +302,26 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
     let end = opts.stop_after.map_or(cfg.steps, |n| (start + n).min(cfg.steps));
     for step in start..end {
         let lr = sched.lr(step);
-        let (loss, grads) = forward_backward(&model, &mut loader, &cfg)?;
         let (loss, norm) = match &mut dp {
-            None => (loss, opt.step(&grads, lr)?),
+            None => {
+                let (loss, grads) = forward_backward(&model, &mut loader, &cfg)?;
+                (loss, opt.step(&grads, lr)?)
+            }
             Some(dp) => {
-                let norm = if dp.is_zero() {
+                // Each gradient goes to the exchange as soon as backward has finished it.
+                let fb = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
+                    forward_backward_hooked(&model, &mut loader, &cfg, ready)
+                };
+                let (loss, norm) = if dp.is_zero() {
                     opt.step += 1;
-                    dp.zero_step(&grads, lr)?
+                    dp.zero_step_during(lr, fb)?
                 } else {
-                    opt.step(&dp.average_grads(&grads)?, lr)?
+                    let (loss, avg) = dp.average_grads_during(fb)?;
+                    (loss, opt.step(&avg, lr)?)
                 };
                 (dp.sum(&[loss])?[0] / world as f32, norm)
             }
         };
-        drop(grads);
         tokens += cfg.tokens_per_step() as u64;
         last_loss = loss;
         if !loss.is_finite() {
@@ -424,6 +434,44 @@ pub fn forward_backward(model: &Transformer, loader: &mut Loader, cfg: &TrainCon
         loss_sum += loss.item()?;
     }
     Ok((loss_sum / cfg.accum as f32, acc.expect("accum >= 1")))
+}
+
+/// [`forward_backward`] that hands each parameter's gradient (summed over the micro-batches)
+/// to `ready(index in params(), grad)` the moment the last backward pass has finished it,
+/// rather than returning them all at the end; unused parameters are never handed over.
+/// Returns the mean loss.
+pub fn forward_backward_hooked(
+    model: &Transformer,
+    loader: &mut Loader,
+    cfg: &TrainConfig,
+    ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>,
+) -> Result<f32> {
+    let index: HashMap<u64, usize> = model.params().iter().enumerate().map(|(i, p)| (p.tensor.id(), i)).collect();
+    let mut acc: Option<Vec<Tensor>> = None;
+    let mut loss_sum = 0.0f32;
+    for micro in 0..cfg.accum {
+        let b = loader.next_batch();
+        let (x, y) = batch_tensors(model.port(), &b)?;
+        let loss = model.loss(&x, &y)?;
+        let scaled = if cfg.accum > 1 { loss.mul_scalar(1.0 / cfg.accum as f64)? } else { loss.clone() };
+        if micro + 1 < cfg.accum {
+            let g = param_grads(model, &scaled)?;
+            acc = Some(match acc {
+                None => g,
+                Some(a) => {
+                    let _ng = no_grad();
+                    a.iter().zip(&g).map(|(a, g)| a.add(g)).collect::<anychip_core::Result<_>>()?
+                }
+            });
+        } else {
+            scaled.backward_hooked(&mut |leaf, g| {
+                let Some(&i) = index.get(&leaf.id()) else { return Ok(()) };
+                ready(i, match &acc { Some(a) => a[i].add(g)?, None => g.clone() })
+            })?;
+        }
+        loss_sum += loss.item()?;
+    }
+    Ok(loss_sum / cfg.accum as f32)
 }
 
 /// Gradients of `loss` for every parameter of `model`, in `params()` order (zeros where unused).
