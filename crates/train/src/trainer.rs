@@ -38,6 +38,8 @@ pub struct Summary {
     /// Gradient (and ZeRO-1 weight) exchange time and traffic, under data parallelism.
     #[serde(skip)]
     pub comm: Option<anychip_dist::CommStats>,
+    /// Whether that exchange overlapped backward.
+    pub overlap: bool,
 }
 
 /// How this process takes part in a data-parallel job (see `anychip-dist`).
@@ -269,6 +271,12 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
     let opt_bytes = dp.as_ref().map_or(model.n_params() * 8, |dp| dp.optimizer_state_bytes());
     let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
     let caps = port.capabilities();
+    // MFU compares the job's tokens/s with the whole job's peak: every rank's, summed (each
+    // measured its own cores at about the same moment, so none was measured under another's load).
+    let peak = match (&dp, caps.peak_flops_f32) {
+        (Some(dp), Some(p)) => Some(dp.sum(&[p as f32])?[0] as f64),
+        (_, p) => p,
+    };
     if !opts.quiet {
         eprintln!(
             "anychip: {} ({:.2}M params, {} matmuls) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
@@ -393,13 +401,14 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
         train_loss: last_loss,
         val_loss,
         tokens_per_s: tps,
-        mfu: caps.peak_flops_f32.map(|p| tps * flops_per_token / p),
+        mfu: peak.map(|p| tps * flops_per_token / p),
         wall_s: t0.elapsed().as_secs_f64(),
         n_params: model.n_params(),
         out: opts.out.clone(),
         world,
         optimizer_bytes_per_rank: opt_bytes,
         comm: dp.as_ref().map(|d| d.comm_stats()),
+        overlap: dp.as_ref().is_some_and(|d| d.overlaps()),
     })
 }
 
