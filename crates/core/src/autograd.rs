@@ -95,7 +95,11 @@ impl Tensor {
         self.run_backward(seed, Some(ready))
     }
 
-    fn run_backward(&self, grad: Tensor, mut ready: Option<&mut dyn FnMut(&Tensor, &Tensor) -> Result<()>>) -> Result<Grads> {
+    fn run_backward(
+        &self,
+        grad: Tensor,
+        mut ready: Option<&mut dyn FnMut(&Tensor, &Tensor) -> Result<()>>,
+    ) -> Result<Grads> {
         if !self.requires_grad() {
             return Err(Error::Backward(
                 "this tensor does not depend on any parameter (requires_grad is false)".into(),

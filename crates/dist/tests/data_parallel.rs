@@ -286,7 +286,9 @@ fn gathered_moments_round_trip_across_world_sizes() {
         let pairs: Vec<(Tensor, bool)> = model.params().iter().map(|p| (p.tensor.clone(), true)).collect();
         let coll = collectives_for(&port, comm).unwrap();
         let no_clip = AdamWConfig { grad_clip: 0.0, ..adamw() };
-        let mut dp = DataParallel::new(coll, &pairs, no_clip, DpOptions { zero: true, bucket_bytes: 4096, overlap: true }).unwrap();
+        let mut dp =
+            DataParallel::new(coll, &pairs, no_clip, DpOptions { zero: true, bucket_bytes: 4096, overlap: true })
+                .unwrap();
         let grads: Vec<Tensor> =
             model.params().iter().map(|p| Tensor::full(&port, p.tensor.shape(), 0.5, DType::F32).unwrap()).collect();
         dp.zero_step(&grads, 1e-3).unwrap();
@@ -306,7 +308,9 @@ fn gathered_moments_round_trip_across_world_sizes() {
         let model = Transformer::new(&tiny(), &port, 7).unwrap();
         let pairs: Vec<(Tensor, bool)> = model.params().iter().map(|p| (p.tensor.clone(), true)).collect();
         let coll = collectives_for(&port, comm).unwrap();
-        let mut dp = DataParallel::new(coll, &pairs, adamw(), DpOptions { zero: true, bucket_bytes: 4096, overlap: true }).unwrap();
+        let mut dp =
+            DataParallel::new(coll, &pairs, adamw(), DpOptions { zero: true, bucket_bytes: 4096, overlap: true })
+                .unwrap();
         let mut at = 0;
         let mut split = |all: &[f32]| -> Vec<Tensor> {
             let ts = model

@@ -475,7 +475,13 @@ pub fn forward_backward_hooked(
         } else {
             scaled.backward_hooked(&mut |leaf, g| {
                 let Some(&i) = index.get(&leaf.id()) else { return Ok(()) };
-                ready(i, match &acc { Some(a) => a[i].add(g)?, None => g.clone() })
+                ready(
+                    i,
+                    match &acc {
+                        Some(a) => a[i].add(g)?,
+                        None => g.clone(),
+                    },
+                )
             })?;
         }
         loss_sum += loss.item()?;
