@@ -8,6 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
+/// Called with each leaf and its gradient once that gradient is final.
+type ReadyFn<'a> = &'a mut dyn FnMut(&Tensor, &Tensor) -> Result<()>;
+
 /// One recorded op: its inputs and how to turn the output gradient into theirs.
 pub(crate) struct Node {
     pub(crate) op: &'static str,
@@ -87,7 +90,7 @@ impl Tensor {
     /// `ready(leaf, grad)` the moment each leaf's gradient is final, while the rest of the
     /// backward pass is still to run. Data parallelism starts exchanging those gradients then,
     /// instead of after the whole pass. Every leaf reached is also in the returned [`Grads`].
-    pub fn backward_hooked(&self, ready: &mut dyn FnMut(&Tensor, &Tensor) -> Result<()>) -> Result<Grads> {
+    pub fn backward_hooked(&self, ready: ReadyFn<'_>) -> Result<Grads> {
         if self.numel() != 1 {
             return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
         }
@@ -95,11 +98,7 @@ impl Tensor {
         self.run_backward(seed, Some(ready))
     }
 
-    fn run_backward(
-        &self,
-        grad: Tensor,
-        mut ready: Option<&mut dyn FnMut(&Tensor, &Tensor) -> Result<()>>,
-    ) -> Result<Grads> {
+    fn run_backward(&self, grad: Tensor, mut ready: Option<ReadyFn<'_>>) -> Result<Grads> {
         if !self.requires_grad() {
             return Err(Error::Backward(
                 "this tensor does not depend on any parameter (requires_grad is false)".into(),
