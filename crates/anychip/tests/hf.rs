@@ -1,7 +1,13 @@
 //! The Hugging Face commands as a user runs them: eval, fixed-batch train, export, --init.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
+
+/// This crate's directory, read when the test runs: cargo sets it then too, and a build cache
+/// shared between checkouts can hand over a test binary compiled in another one.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anychip"));
@@ -16,7 +22,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn golden(arch: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/golden/out").join(format!("hf-{arch}"))
+    manifest_dir().join("../../tools/golden/out").join(format!("hf-{arch}"))
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {

@@ -5,8 +5,14 @@ use anychip_plan::cli::{fleet_schedule, ChipOpts, FleetArgs};
 use anychip_plan::fleet::Objective;
 use std::path::PathBuf;
 
+/// This crate's directory, read when the test runs: cargo sets it then too, and a build cache
+/// shared between checkouts can hand over a test binary compiled in another one.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
+
 fn example(objective: Objective) -> anychip_plan::fleet::Schedule {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    let root = manifest_dir().join("../../examples/fleet");
     let args = FleetArgs {
         fleet: root.join("fleet.toml"),
         jobs: root.join("jobs.toml"),
@@ -68,7 +74,7 @@ fn cost_objective_is_not_more_expensive() {
 
 #[test]
 fn heterogeneous_job_spans_kinds_only_when_asked() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    let root = manifest_dir().join("../../examples/fleet");
     let dir = std::env::temp_dir().join(format!("anychip-fleet-het-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let run = |het: bool| {
