@@ -425,24 +425,21 @@ fn sharded_optimizer(cfg: &TrainConfig, model: &Transformer) -> AdamW {
 
 /// One optimizer step's worth of micro-batches: mean loss and summed gradients per parameter.
 pub fn forward_backward(model: &Transformer, loader: &mut Loader, cfg: &TrainConfig) -> Result<(f32, Vec<Tensor>)> {
-    let mut acc: Option<Vec<Tensor>> = None;
-    let mut loss_sum = 0.0f32;
-    for _ in 0..cfg.accum {
-        let b = loader.next_batch();
-        let (x, y) = batch_tensors(model.port(), &b)?;
-        let loss = model.loss(&x, &y)?;
-        let scaled = if cfg.accum > 1 { loss.mul_scalar(1.0 / cfg.accum as f64)? } else { loss.clone() };
-        let g = param_grads(model, &scaled)?;
-        acc = Some(match acc {
-            None => g,
-            Some(a) => {
-                let _ng = no_grad();
-                a.iter().zip(&g).map(|(a, g)| a.add(g)).collect::<anychip_core::Result<_>>()?
-            }
-        });
-        loss_sum += loss.item()?;
-    }
-    Ok((loss_sum / cfg.accum as f32, acc.expect("accum >= 1")))
+    let params = model.params();
+    let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
+    let loss = forward_backward_hooked(model, loader, cfg, &mut |i, g| {
+        grads[i] = Some(g);
+        Ok(())
+    })?;
+    let grads = params
+        .iter()
+        .zip(grads)
+        .map(|(p, g)| match g {
+            Some(g) => Ok(g),
+            None => Ok(p.tensor.zeros_like()?),
+        })
+        .collect::<Result<_>>()?;
+    Ok((loss, grads))
 }
 
 /// [`forward_backward`] that hands each parameter's gradient (summed over the micro-batches)
