@@ -415,7 +415,8 @@ fn attention_causal_gqa_and_masked_rows() {
     let p = cpu();
     let mut g = Gen::new(15);
     // [B, Hq, Hkv, T, S, Dh]: single element, GQA, above one 64-query block, T < S, and T > S
-    // (whose first queries see no key at all).
+    // (whose first queries see no key at all); then heads enough for one task per head, over
+    // three query blocks, with Dh above the kernel's 64 columns.
     let cases = [
         [1, 1, 1, 1, 1, 1],
         [1, 2, 1, 3, 3, 4],
@@ -424,6 +425,7 @@ fn attention_causal_gqa_and_masked_rows() {
         [1, 2, 1, 5, 9, 8],
         [1, 1, 1, 9, 5, 8],
         [2, 3, 1, 33, 33, 24],
+        [3, 4, 2, 130, 130, 72],
     ];
     for d in cases {
         let [b, hq, hkv, t, s, dh] = d;

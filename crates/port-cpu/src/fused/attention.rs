@@ -7,24 +7,27 @@
 //! may be laid out [B,T,H,Dh], which saves the engine a permuting copy of each.
 //!
 //! Forward, per block of queries, over blocks of keys (never holding a full T x S matrix):
-//!   s_ij = scale q_i . k_j (masked -> -inf); m_i' = max(m_i, max_j s_ij);
+//!   s_ij = scale q_i . k_j over visible keys; m_i' = max(m_i, max_j s_ij);
 //!   l_i = l_i exp(m_i - m_i') + sum_j exp(s_ij - m_i'); o_i = o_i exp(m_i - m_i') + sum_j p_ij v_j;
 //!   finally o_i /= l_i and lse_i = m_i + ln l_i. A row with no visible key (m = -inf) keeps
 //!   l = 0 and gives o = 0, lse = -inf.
 //! Backward, with D_i = dout_i . out_i and p_ij = exp(s_ij - lse_i) (0 where lse = -inf):
 //!   dv_j += sum_i p_ij dout_i; dp_ij = dout_i . v_j; ds_ij = p_ij (dp_ij - D_i);
 //!   dq_i += scale sum_j ds_ij k_j; dk_j += scale sum_i ds_ij q_i.
-//! The forward runs one task per (batch, query head, query block); the backward one task per
-//! (batch, KV head), which owns dk and dv for that head (so the query heads sharing it add up
-//! without atomics) and the dq rows of its query heads.
+//! The forward runs one task per (batch, query head), split into its query blocks only when
+//! there are fewer heads than twice the threads; the backward one task per (batch, KV head),
+//! which owns dk and dv for that head (so the query heads sharing it add up without atomics)
+//! and the dq rows of its query heads. Each task transposes its K (and in the backward V) head
+//! once, so every block product is a row-major [`tile::mm`]; blocks that cross the causal
+//! diagonal compute only the triangle they need ([`Tri`]), and hidden keys get probability 0
+//! without an exp.
 
+use super::tile::{self, Tri};
 use super::{floats, is_f32};
 use crate::elem::{dot, load, max, raw, row, store, Raw};
 use crate::math::exp;
 use crate::prim::elementwise::max_nan;
-use crate::prim::matmul::gemm_one;
 use anychip_port::{invalid, DType, Handled, Result, View};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Queries per block: the score tile [BQ, BK] and output tile [BQ, Dh] stay in L1/L2.
@@ -53,6 +56,17 @@ impl Dims {
         }
         let end = t1 as isize + self.s as isize - self.t as isize;
         end.clamp(0, self.s as isize) as usize
+    }
+    /// How a causal block (queries from t0, keys from s0) cuts its products: local key j is
+    /// visible to local query i when j <= i + d (everything when not causal).
+    fn tri(&self, causal: bool, t0: usize, s0: usize) -> [Tri; 3] {
+        if !causal {
+            return [Tri::Full; 3];
+        }
+        let d = t0 as isize + self.s as isize - self.t as isize - s0 as isize;
+        // Scores (queries x keys), probabilities times values/K (k over keys), and their
+        // transposes (keys x queries, k over queries).
+        [Tri::Cols(d), Tri::KUpTo(d), Tri::KFrom(-d)]
     }
     /// Index within the key block [s0, s0 + nk) of the first key query t may not see (nk if
     /// none): the last visible key is t + S - T.
@@ -154,30 +168,47 @@ impl Heads {
     }
 }
 
-/// Small single-threaded product c = alpha a b + beta c; `a_t`/`b_t` read the operand transposed.
-#[allow(clippy::too_many_arguments)]
-fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: M,
-    a_t: bool,
-    b: M,
-    b_t: bool,
-    c: &mut [f32],
-    c_rs: usize,
-    alpha: f32,
-    beta: f32,
-) {
-    let (ars, acs) = if a_t { (1, a.rs) } else { (a.rs, 1) };
-    let (brs, bcs) = if b_t { (1, b.rs) } else { (b.rs, 1) };
-    // SAFETY: callers pass operands and a `c` sized for these shapes and strides.
-    unsafe { gemm_one(m, n, k, a.p, ars, acs, b.p, brs, bcs, c.as_mut_ptr(), c_rs, 1, alpha, beta, Parallelism::None) }
+/// a as a [`tile::A`] operand, read as is (`t` false) or transposed.
+fn op(a: M, t: bool) -> tile::A {
+    if t {
+        tile::A { p: a.p, rs: 1, cs: a.rs }
+    } else {
+        tile::A { p: a.p, rs: a.rs, cs: 1 }
+    }
 }
 
 /// A local `[rows, cols]` buffer as an operand.
 fn local(x: &[f32], cols: usize) -> M {
     M { p: x.as_ptr(), rs: cols }
+}
+
+/// A row stride for local copies of `n` columns that is not a multiple of 1 KiB. The
+/// microkernel walks 64 rows of its `b` operand; rows 1 KiB or 3 KiB apart (a head of a fused
+/// [B,T,3,H,64] tensor, or a transposed head of 256 keys) fall into a few L1 sets and evict
+/// each other on every pass, which cost about a third of the kernel's time.
+fn padded(n: usize) -> usize {
+    n.next_multiple_of(16) + 16
+}
+
+/// Rows `0..n` of a head, transposed into `dst` as `[dh, n]` with a [`padded`] row stride
+/// (returned), so key blocks are row-major operands of [`tile::mm`].
+fn transposed(x: M, n: usize, dh: usize, dst: &mut Vec<f32>) -> usize {
+    let ld = padded(n);
+    dst.resize(dh * ld, 0.0);
+    // SAFETY: `x` has n rows of dh elements (it came from `Heads::rows`).
+    unsafe { tile::transpose(x.p, x.rs, n, dh, dst, ld) };
+    ld
+}
+
+/// Rows `0..n` of a head copied into `dst` with a [`padded`] row stride.
+fn compact(x: M, n: usize, dh: usize, dst: &mut Vec<f32>) -> M {
+    let ld = padded(dh);
+    dst.resize(n * ld, 0.0);
+    for (i, r) in dst.chunks_exact_mut(ld).enumerate() {
+        // SAFETY: `x` has n rows of dh elements (it came from `Heads::rows`).
+        r[..dh].copy_from_slice(unsafe { x.row(i, dh) });
+    }
+    local(dst, ld)
 }
 
 /// The layouts of q, k, v and out (or dout), if every one has unit-stride rows.
@@ -201,64 +232,86 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
     let Some([qh, kh, vh, oh]) = heads4([q, k, v, out])? else { return Ok(Handled::No) };
     let (lr, loff) = (raw(lse)?, lse.layout.offset);
     let qblocks = d.t.div_ceil(BQ);
+    // One task per head, so its keys are transposed once; split heads into their query blocks
+    // only when there are too few heads to keep every thread busy.
+    let chunks = if d.b * d.hq >= 2 * rayon::current_num_threads() { 1 } else { qblocks };
     let task = |i: usize| {
-        let (bh, qb) = (i / qblocks, i % qblocks);
+        let (bh, ci) = (i / chunks, i % chunks);
         let (bi, h) = (bh / d.hq, bh % d.hq);
         let kvh = h / d.group();
-        let (t0, nq) = (qb * BQ, BQ.min(d.t - qb * BQ));
+        let (qb0, qb1) = (ci * qblocks / chunks, (ci + 1) * qblocks / chunks);
         let dh = d.dh;
-        let (mut sq, mut sk, mut sv) = (Vec::new(), Vec::new(), Vec::new());
-        let mut o = vec![0f32; nq * dh];
-        let mut m = vec![f32::NEG_INFINITY; nq];
-        let mut l = vec![0f32; nq];
-        let mut sc = vec![0f32; nq * BK];
+        let kall = d.key_end(causal, (qb1 * BQ).min(d.t));
+        let (mut sq, mut sk, mut sv, mut kt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // SAFETY: in bounds (checked by `raw` and `dims`); inputs are only read.
-        let qs = unsafe { qh.rows(bi, h, t0, nq, dh, &mut sq) };
-        let kend = d.key_end(causal, t0 + nq);
-        for s0 in (0..kend).step_by(BK) {
-            let nk = BK.min(kend - s0);
+        let (ks, vs) = unsafe { (kh.rows(bi, kvh, 0, kall, dh, &mut sk), vh.rows(bi, kvh, 0, kall, dh, &mut sv)) };
+        let ldk = transposed(ks, kall, dh, &mut kt);
+        let mut vc = Vec::new();
+        let vs = compact(vs, kall, dh, &mut vc);
+        let mut o = vec![0f32; BQ * dh];
+        let mut sc = vec![0f32; BQ * BK];
+        for qb in qb0..qb1 {
+            let (t0, nq) = (qb * BQ, BQ.min(d.t - qb * BQ));
+            let o = &mut o[..nq * dh];
+            o.fill(0.0);
+            let mut m = [f32::NEG_INFINITY; BQ];
+            let mut l = [0f32; BQ];
             // SAFETY: as above.
-            let (ks, vs) = unsafe { (kh.rows(bi, kvh, s0, nk, dh, &mut sk), vh.rows(bi, kvh, s0, nk, dh, &mut sv)) };
-            let sc = &mut sc[..nq * nk];
-            mm(nq, nk, dh, qs, false, ks, true, sc, nk, scale, 0.0);
+            let qs = unsafe { qh.rows(bi, h, t0, nq, dh, &mut sq) };
+            let kend = d.key_end(causal, t0 + nq);
+            for s0 in (0..kend).step_by(BK) {
+                let nk = BK.min(kend - s0);
+                let sc = &mut sc[..nq * nk];
+                let [cols, kupto, _] = d.tri(causal, t0, s0);
+                // SAFETY: kt is [dh, kall] and s0 + nk <= kall; sc is [nq, nk].
+                unsafe {
+                    tile::mm(nq, nk, dh, op(qs, false), kt[s0..].as_ptr(), ldk, sc.as_mut_ptr(), nk, scale, 0.0, cols)
+                };
+                for i in 0..nq {
+                    let srow = &mut sc[i * nk..(i + 1) * nk];
+                    // Only blocks crossing the diagonal have hidden keys (the tail of the row,
+                    // not computed): they get probability 0.
+                    let fh = d.first_hidden(causal, t0 + i, s0, nk);
+                    srow[fh..].fill(0.0);
+                    let mnew = max_nan(m[i], max(&srow[..fh]));
+                    if mnew == f32::NEG_INFINITY {
+                        srow.fill(0.0);
+                        continue;
+                    }
+                    let corr = exp(m[i] - mnew);
+                    let sum = crate::math::exp_shift_sum_inplace(&mut srow[..fh], mnew);
+                    l[i] = l[i] * corr + sum;
+                    m[i] = mnew;
+                    if corr != 1.0 {
+                        o[i * dh..(i + 1) * dh].iter_mut().for_each(|x| *x *= corr);
+                    }
+                }
+                // SAFETY: rows s0.. of the V head; o is [nq, dh].
+                unsafe {
+                    let vb = vs.p.add(s0 * vs.rs);
+                    tile::mm(nq, dh, nk, op(local(sc, nk), false), vb, vs.rs, o.as_mut_ptr(), dh, 1.0, 1.0, kupto)
+                };
+            }
+            let mut lse_blk = [0f32; BQ];
             for i in 0..nq {
-                let srow = &mut sc[i * nk..(i + 1) * nk];
-                // Only blocks crossing the diagonal have hidden keys: mask the tail of the row.
-                srow[d.first_hidden(causal, t0 + i, s0, nk)..].fill(f32::NEG_INFINITY);
-                let mnew = max_nan(m[i], max(srow));
-                if mnew == f32::NEG_INFINITY {
-                    srow.fill(0.0);
-                    continue;
-                }
-                let corr = exp(m[i] - mnew);
-                let sum = crate::math::exp_shift_sum_inplace(srow, mnew);
-                l[i] = l[i] * corr + sum;
-                m[i] = mnew;
-                if corr != 1.0 {
-                    o[i * dh..(i + 1) * dh].iter_mut().for_each(|x| *x *= corr);
+                let orow = &mut o[i * dh..(i + 1) * dh];
+                if l[i] == 0.0 {
+                    orow.fill(0.0);
+                    lse_blk[i] = f32::NEG_INFINITY;
+                } else {
+                    let inv = 1.0 / l[i];
+                    orow.iter_mut().for_each(|x| *x *= inv);
+                    lse_blk[i] = m[i] + l[i].ln();
                 }
             }
-            mm(nq, dh, nk, local(sc, nk), false, vs, false, &mut o, dh, 1.0, 1.0);
-        }
-        let mut lse_blk = vec![0f32; nq];
-        for i in 0..nq {
-            let orow = &mut o[i * dh..(i + 1) * dh];
-            if l[i] == 0.0 {
-                orow.fill(0.0);
-                lse_blk[i] = f32::NEG_INFINITY;
-            } else {
-                let inv = 1.0 / l[i];
-                orow.iter_mut().for_each(|x| *x *= inv);
-                lse_blk[i] = m[i] + l[i].ln();
+            // SAFETY: this task owns these rows of out and lse.
+            unsafe {
+                oh.store_rows(bi, h, t0, o, dh);
+                store(lr, loff + bh * d.t + t0, 1, &lse_blk[..nq]);
             }
-        }
-        // SAFETY: this task owns these rows of out and lse.
-        unsafe {
-            oh.store_rows(bi, h, t0, &o, dh);
-            store(lr, loff + bh * d.t + t0, 1, &lse_blk);
         }
     };
-    let tasks = d.b * d.hq * qblocks;
+    let tasks = d.b * d.hq * chunks;
     if tasks > 1 && d.t * d.s * d.dh >= 1 << 12 {
         (0..tasks).into_par_iter().for_each(task);
     } else {
@@ -301,6 +354,10 @@ pub fn bwd(
         let [sk, sv, sq, so, sg, sl] = &mut s;
         // SAFETY: in bounds (checked by `raw` and `dims`); inputs are only read.
         let (ks, vs) = unsafe { (kh.rows(bi, kvh, 0, d.s, dh, sk), vh.rows(bi, kvh, 0, d.s, dh, sv)) };
+        let (mut kt, mut vt, mut kc, mut qc, mut gc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let ldk = transposed(ks, d.s, dh, &mut kt);
+        let ldv = transposed(vs, d.s, dh, &mut vt);
+        let ks = compact(ks, d.s, dh, &mut kc);
         let mut dk_acc = vec![0f32; d.s * dh];
         let mut dv_acc = vec![0f32; d.s * dh];
         let mut dq_acc = vec![0f32; d.t * dh];
@@ -322,6 +379,7 @@ pub fn bwd(
                 // SAFETY: row t of a [T, Dh] head.
                 *dt = unsafe { dot(gs.row(t, dh), os.row(t, dh)) };
             }
+            let (qs, gs) = (compact(qs, d.t, dh, &mut qc), compact(gs, d.t, dh, &mut gc));
             dq_acc.fill(0.0);
             for t0 in (0..d.t).step_by(BQ) {
                 let nq = BQ.min(d.t - t0);
@@ -330,33 +388,101 @@ pub fn bwd(
                 let kend = d.key_end(causal, t0 + nq);
                 for s0 in (0..kend).step_by(BK) {
                     let nk = BK.min(kend - s0);
-                    // SAFETY: rows s0.. of the K and V heads.
-                    let (kb, vb) =
-                        unsafe { (M { p: ks.p.add(s0 * ks.rs), ..ks }, M { p: vs.p.add(s0 * vs.rs), ..vs }) };
+                    // SAFETY: rows s0.. of the K head.
+                    let kb = unsafe { M { p: ks.p.add(s0 * ks.rs), ..ks } };
                     let (p, dp) = (&mut p[..nq * nk], &mut dp[..nq * nk]);
-                    mm(nq, nk, dh, qb, false, kb, true, p, nk, scale, 0.0);
+                    // SAFETY (every tile::mm below): kt and vt are [dh, S] with s0 + nk <= S, the
+                    // head blocks have nq or nk rows of dh, and the outputs are local [.., nk]
+                    // or [.., dh] blocks of the sizes given.
+                    let [cols, kupto, kfrom] = d.tri(causal, t0, s0);
+                    unsafe {
+                        tile::mm(
+                            nq,
+                            nk,
+                            dh,
+                            op(qb, false),
+                            kt[s0..].as_ptr(),
+                            ldk,
+                            p.as_mut_ptr(),
+                            nk,
+                            scale,
+                            0.0,
+                            cols,
+                        )
+                    };
                     for i in 0..nq {
                         let (li, row) = (ls[t0 + i], &mut p[i * nk..(i + 1) * nk]);
-                        if li == f32::NEG_INFINITY {
-                            row.fill(0.0);
-                        } else {
-                            crate::math::exp_shift_sum_inplace(row, li);
-                            row[d.first_hidden(causal, t0 + i, s0, nk)..].fill(0.0);
-                        }
+                        // Hidden keys (not computed) get probability 0.
+                        let fh = if li == f32::NEG_INFINITY { 0 } else { d.first_hidden(causal, t0 + i, s0, nk) };
+                        crate::math::exp_shift_sum_inplace(&mut row[..fh], li);
+                        row[fh..].fill(0.0);
                     }
                     let dv_blk = &mut dv_acc[s0 * dh..(s0 + nk) * dh];
-                    mm(nk, dh, nq, local(p, nk), true, gb, false, dv_blk, dh, 1.0, 1.0);
-                    mm(nq, nk, dh, gb, false, vb, true, dp, nk, 1.0, 0.0);
-                    for i in 0..nq {
-                        let di = big_d[t0 + i];
-                        for j in 0..nk {
-                            dp[i * nk + j] = p[i * nk + j] * (dp[i * nk + j] - di);
-                        }
+                    unsafe {
+                        tile::mm(
+                            nk,
+                            dh,
+                            nq,
+                            op(local(p, nk), true),
+                            gb.p,
+                            gb.rs,
+                            dv_blk.as_mut_ptr(),
+                            dh,
+                            1.0,
+                            1.0,
+                            kfrom,
+                        );
+                        tile::mm(
+                            nq,
+                            nk,
+                            dh,
+                            op(gb, false),
+                            vt[s0..].as_ptr(),
+                            ldv,
+                            dp.as_mut_ptr(),
+                            nk,
+                            1.0,
+                            0.0,
+                            cols,
+                        );
+                    }
+                    for (i, (dr, pr)) in dp.chunks_exact_mut(nk).zip(p.chunks_exact(nk)).enumerate() {
+                        let (di, fh) = (big_d[t0 + i], d.first_hidden(causal, t0 + i, s0, nk));
+                        dr[..fh].iter_mut().zip(&pr[..fh]).for_each(|(x, &pv)| *x = pv * (*x - di));
+                        dr[fh..].fill(0.0);
                     }
                     let dq_blk = &mut dq_acc[t0 * dh..(t0 + nq) * dh];
-                    mm(nq, dh, nk, local(dp, nk), false, kb, false, dq_blk, dh, scale, 1.0);
+                    unsafe {
+                        tile::mm(
+                            nq,
+                            dh,
+                            nk,
+                            op(local(dp, nk), false),
+                            kb.p,
+                            kb.rs,
+                            dq_blk.as_mut_ptr(),
+                            dh,
+                            scale,
+                            1.0,
+                            kupto,
+                        )
+                    };
                     let dk_blk = &mut dk_acc[s0 * dh..(s0 + nk) * dh];
-                    mm(nk, dh, nq, local(dp, nk), true, qb, false, dk_blk, dh, scale, 1.0);
+                    unsafe {
+                        tile::mm(
+                            nk,
+                            dh,
+                            nq,
+                            op(local(dp, nk), true),
+                            qb.p,
+                            qb.rs,
+                            dk_blk.as_mut_ptr(),
+                            dh,
+                            scale,
+                            1.0,
+                            kfrom,
+                        )
+                    };
                 }
             }
             // SAFETY: this task owns the dq rows of its query heads.

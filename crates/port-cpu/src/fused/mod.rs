@@ -13,6 +13,7 @@ mod norm;
 mod optim;
 mod rope;
 mod softmax;
+mod tile;
 
 use anychip_port::{Composite, DType, Handled, Result, View};
 use rayon::prelude::*;
