@@ -161,7 +161,7 @@ def train(a):
     torch.manual_seed(a.seed)
     model = GPT(c)
     opt = optimizer(model, a.lr)
-    warm = min(100, a.steps // 10)
+    warm = a.lr_warmup if a.lr_warmup is not None else min(100, a.steps // 10)
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")
     t0 = time.time()
     for step in range(a.steps):
@@ -176,12 +176,15 @@ def train(a):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if (step + 1) % a.eval_every == 0 or step + 1 == a.steps:
+        evaluate = (a.eval_every and (step + 1) % a.eval_every == 0) or step + 1 == a.steps
+        if evaluate:
             with torch.no_grad(), amp:
                 nw = min(40 * a.batch, (len(va) - 1) // a.ctx)
                 xs = torch.stack([va[i * a.ctx : i * a.ctx + a.ctx + 1] for i in range(nw)])
                 vl = statistics.fmean(model(xs[j:j + a.batch, :-1], xs[j:j + a.batch, 1:]).item() for j in range(0, nw, a.batch))
             print(json.dumps({"step": step + 1, "loss": loss.item(), "val_loss": vl, "elapsed_s": time.time() - t0}), flush=True)
+        elif a.log_every and (step + 1) % a.log_every == 0:
+            print(json.dumps({"step": step + 1, "loss": loss.item(), "elapsed_s": time.time() - t0}), flush=True)
 
 
 if __name__ == "__main__":
@@ -195,7 +198,9 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=100, help="train: validation every N steps (0: only at the end)")
+    p.add_argument("--log-every", type=int, default=0, help="train: also print the training loss every N steps")
+    p.add_argument("--lr-warmup", type=int, default=None, help="train: warm-up steps (default min(100, steps/10))")
     p.add_argument("--json", help="bench: also write the result as JSON here")
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="bf16 autocasts the forward (bench and train)")
     p.add_argument("--data", default=os.path.expanduser("~/.cache/anychip/shakespeare/shakespeare.txt"))
