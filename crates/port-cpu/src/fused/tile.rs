@@ -166,9 +166,10 @@ mod x86 {
         while i0 < m {
             let rows = (m - i0).min(MR);
             let (n, k0, k1) = tri.span(i0, i0 + rows, n, k);
-            // Rows i0.. with the k range starting at k0.
-            let ai = A { p: a.p.add(i0 * a.rs + k0 * a.cs), ..a };
-            let (kk, bk) = (k1.saturating_sub(k0), b.add(k0 * ldb));
+            // Rows i0.. with the k range starting at k0. When the range is empty k0 may be k,
+            // one column past a's end: wrapping arithmetic, since nothing is read there.
+            let ai = A { p: a.p.wrapping_add(i0 * a.rs + k0 * a.cs), ..a };
+            let (kk, bk) = (k1.saturating_sub(k0), b.wrapping_add(k0 * ldb));
             for j0 in (0..n).step_by(16 * NV) {
                 let nn = (n - j0).min(16 * NV);
                 let mut masks = [0u16; NV];
@@ -176,7 +177,7 @@ mod x86 {
                     let cols = nn.saturating_sub(16 * v).min(16);
                     *mk = if cols == 16 { 0xffff } else { ((1u32 << cols) - 1) as u16 };
                 }
-                let (bj, ci) = (bk.add(j0), c.add(i0 * ldc + j0));
+                let (bj, ci) = (bk.wrapping_add(j0), c.add(i0 * ldc + j0));
                 match rows {
                     1 => block::<1>(kk, ai, bj, ldb, masks, ci, ldc, alpha, beta),
                     2 => block::<2>(kk, ai, bj, ldb, masks, ci, ldc, alpha, beta),
