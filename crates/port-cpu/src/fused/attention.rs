@@ -57,13 +57,17 @@ impl Dims {
         let end = t1 as isize + self.s as isize - self.t as isize;
         end.clamp(0, self.s as isize) as usize
     }
+    /// The last key query t sees, counted from key s0 (negative when it sees none from there).
+    fn last_seen(&self, t: usize, s0: usize) -> isize {
+        t as isize + self.s as isize - self.t as isize - s0 as isize
+    }
     /// How a causal block (queries from t0, keys from s0) cuts its products: local key j is
     /// visible to local query i when j <= i + d (everything when not causal).
     fn tri(&self, causal: bool, t0: usize, s0: usize) -> [Tri; 3] {
         if !causal {
             return [Tri::Full; 3];
         }
-        let d = t0 as isize + self.s as isize - self.t as isize - s0 as isize;
+        let d = self.last_seen(t0, s0);
         // Scores (queries x keys), probabilities times values/K (k over keys), and their
         // transposes (keys x queries, k over queries).
         [Tri::Cols(d), Tri::KUpTo(d), Tri::KFrom(-d)]
@@ -74,8 +78,7 @@ impl Dims {
         if !causal {
             return nk;
         }
-        let last = t as isize + self.s as isize - self.t as isize;
-        (last + 1 - s0 as isize).clamp(0, nk as isize) as usize
+        (self.last_seen(t, s0) + 1).clamp(0, nk as isize) as usize
     }
 }
 
@@ -182,33 +185,12 @@ fn local(x: &[f32], cols: usize) -> M {
     M { p: x.as_ptr(), rs: cols }
 }
 
-/// A row stride for local copies of `n` columns that is not a multiple of 1 KiB. The
-/// microkernel walks 64 rows of its `b` operand; rows 1 KiB or 3 KiB apart (a head of a fused
-/// [B,T,3,H,64] tensor, or a transposed head of 256 keys) fall into a few L1 sets and evict
-/// each other on every pass, which cost about a third of the kernel's time.
-fn padded(n: usize) -> usize {
-    n.next_multiple_of(16) + 16
-}
-
-/// Rows `0..n` of a head, transposed into `dst` as `[dh, n]` with a [`padded`] row stride
-/// (returned), so key blocks are row-major operands of [`tile::mm`].
-fn transposed(x: M, n: usize, dh: usize, dst: &mut Vec<f32>) -> usize {
-    let ld = padded(n);
-    dst.resize(dh * ld, 0.0);
+/// Rows `0..n` of a head, transposed into `dst` as `[dh, n]`, so key blocks are row-major
+/// operands of [`tile::mm`] (row stride n).
+fn transposed(x: M, n: usize, dh: usize, dst: &mut Vec<f32>) {
+    dst.resize(dh * n, 0.0);
     // SAFETY: `x` has n rows of dh elements (it came from `Heads::rows`).
-    unsafe { tile::transpose(x.p, x.rs, n, dh, dst, ld) };
-    ld
-}
-
-/// Rows `0..n` of a head copied into `dst` with a [`padded`] row stride.
-fn compact(x: M, n: usize, dh: usize, dst: &mut Vec<f32>) -> M {
-    let ld = padded(dh);
-    dst.resize(n * ld, 0.0);
-    for (i, r) in dst.chunks_exact_mut(ld).enumerate() {
-        // SAFETY: `x` has n rows of dh elements (it came from `Heads::rows`).
-        r[..dh].copy_from_slice(unsafe { x.row(i, dh) });
-    }
-    local(dst, ld)
+    unsafe { tile::transpose(x.p, x.rs, n, dh, dst, n) };
 }
 
 /// The layouts of q, k, v and out (or dout), if every one has unit-stride rows.
@@ -245,9 +227,7 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
         let (mut sq, mut sk, mut sv, mut kt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // SAFETY: in bounds (checked by `raw` and `dims`); inputs are only read.
         let (ks, vs) = unsafe { (kh.rows(bi, kvh, 0, kall, dh, &mut sk), vh.rows(bi, kvh, 0, kall, dh, &mut sv)) };
-        let ldk = transposed(ks, kall, dh, &mut kt);
-        let mut vc = Vec::new();
-        let vs = compact(vs, kall, dh, &mut vc);
+        transposed(ks, kall, dh, &mut kt);
         let mut o = vec![0f32; BQ * dh];
         let mut sc = vec![0f32; BQ * BK];
         for qb in qb0..qb1 {
@@ -265,7 +245,7 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
                 let [cols, kupto, _] = d.tri(causal, t0, s0);
                 // SAFETY: kt is [dh, kall] and s0 + nk <= kall; sc is [nq, nk].
                 unsafe {
-                    tile::mm(nq, nk, dh, op(qs, false), kt[s0..].as_ptr(), ldk, sc.as_mut_ptr(), nk, scale, 0.0, cols)
+                    tile::mm(nq, nk, dh, op(qs, false), kt[s0..].as_ptr(), kall, sc.as_mut_ptr(), nk, scale, 0.0, cols)
                 };
                 for i in 0..nq {
                     let srow = &mut sc[i * nk..(i + 1) * nk];
@@ -354,10 +334,9 @@ pub fn bwd(
         let [sk, sv, sq, so, sg, sl] = &mut s;
         // SAFETY: in bounds (checked by `raw` and `dims`); inputs are only read.
         let (ks, vs) = unsafe { (kh.rows(bi, kvh, 0, d.s, dh, sk), vh.rows(bi, kvh, 0, d.s, dh, sv)) };
-        let (mut kt, mut vt, mut kc, mut qc, mut gc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let ldk = transposed(ks, d.s, dh, &mut kt);
-        let ldv = transposed(vs, d.s, dh, &mut vt);
-        let ks = compact(ks, d.s, dh, &mut kc);
+        let (mut kt, mut vt) = (Vec::new(), Vec::new());
+        transposed(ks, d.s, dh, &mut kt);
+        transposed(vs, d.s, dh, &mut vt);
         let mut dk_acc = vec![0f32; d.s * dh];
         let mut dv_acc = vec![0f32; d.s * dh];
         let mut dq_acc = vec![0f32; d.t * dh];
@@ -379,7 +358,6 @@ pub fn bwd(
                 // SAFETY: row t of a [T, Dh] head.
                 *dt = unsafe { dot(gs.row(t, dh), os.row(t, dh)) };
             }
-            let (qs, gs) = (compact(qs, d.t, dh, &mut qc), compact(gs, d.t, dh, &mut gc));
             dq_acc.fill(0.0);
             for t0 in (0..d.t).step_by(BQ) {
                 let nq = BQ.min(d.t - t0);
@@ -402,7 +380,7 @@ pub fn bwd(
                             dh,
                             op(qb, false),
                             kt[s0..].as_ptr(),
-                            ldk,
+                            d.s,
                             p.as_mut_ptr(),
                             nk,
                             scale,
@@ -438,7 +416,7 @@ pub fn bwd(
                             dh,
                             op(gb, false),
                             vt[s0..].as_ptr(),
-                            ldv,
+                            d.s,
                             dp.as_mut_ptr(),
                             nk,
                             1.0,
