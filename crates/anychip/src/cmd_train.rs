@@ -65,7 +65,7 @@ pub struct TrainArgs {
     /// Peak learning rate (cosine decay to a tenth of it).
     #[arg(long)]
     lr: Option<f32>,
-    /// Warmup steps.
+    /// Warm-up steps (default 50, but at most a tenth of --steps).
     #[arg(long)]
     warmup: Option<u64>,
     /// AdamW weight decay (matrices only).
@@ -207,7 +207,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
     if let Some(v) = a.seed {
         cfg.seed = v;
     }
-    cfg.warmup = cfg.warmup.min(cfg.steps / 10);
+    // The default warm-up shrinks to a tenth of a short run; one the user asked for stands.
+    if a.warmup.is_none() {
+        cfg.warmup = cfg.warmup.min(cfg.steps / 10);
+    }
     cfg.port = a.port.clone();
     cfg.precision = a.precision;
     let dist = join_job(a.zero == 1, a.overlap, a.comm_timeout)?;
