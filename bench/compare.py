@@ -7,9 +7,13 @@ runs --repeats times, alternating, so load from other work on the machine hits b
 reported number is the median over repeats of each run's median step. MFU uses ONE fp32 FMA
 peak for both columns: the median of the peaks anychip's cpu port measured in its runs.
 
+--blas runs anychip once per ANYCHIP_BLAS setting given (e.g. `--blas builtin,mkl`: the gemm
+crate and Intel MKL for f32 products), each as its own alternated side and table row against
+the same PyTorch runs.
+
 Normally started through bench/compare.sh, which builds the release binary first.
 """
-import argparse, datetime, json, os, platform, shutil, statistics, subprocess, sys, tempfile
+import argparse, datetime, json, os, platform, re, shutil, statistics, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWIN = os.path.join(ROOT, "tools", "torch_twin", "gpt.py")
@@ -40,13 +44,13 @@ def machine(threads):
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "threads": threads}
 
 
-def run_json(cmd, label):
+def run_json(cmd, label, env=None):
     """Run one benchmark process; its result is the JSON file it writes. None on failure."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         path = tmp.name
     load = os.getloadavg()[0]
     print(f"  {label} (load {load:.1f}) ...", file=sys.stderr, flush=True)
-    p = subprocess.run(cmd + ["--json", path], capture_output=True, text=True)
+    p = subprocess.run(cmd + ["--json", path], capture_output=True, text=True, env=env)
     try:
         if p.returncode != 0:
             tail = (p.stderr.strip() or p.stdout.strip()).splitlines()[-3:]
@@ -67,10 +71,17 @@ def med(runs, key):
     return statistics.median(vals) if vals else None
 
 
+def f32_gemm(device):
+    """What multiplied f32 in an anychip run, from its device line ("gemm crate", "MKL 2026.2")."""
+    m = re.search(r"f32 matmul: (.*?)(?: \(|, bf16 matmul|$)", device or "")
+    return m.group(1) if m else None
+
+
 def summarise(runs):
     if not runs:
         return None
     return {"tokens_per_s": med(runs, "tokens_per_s"), "step_ms": med(runs, "step_ms_median"),
+            "f32_gemm": f32_gemm(runs[0].get("device")),
             "peak_rss_mib": med(runs, "peak_rss_mib"), "n_params": runs[0].get("n_params"), "runs": runs}
 
 
@@ -80,6 +91,24 @@ def fmt(x, spec, suffix=""):
 
 def ratio(a, b):
     return a / b if a is not None and b else None
+
+
+def paired(name, c, setting, ours_s, twin_s, warnings):
+    """One table row: an anychip side (under ANYCHIP_BLAS=setting) against the PyTorch side."""
+    row = {"config": name, **c, "blas": setting, "anychip": ours_s, "pytorch": twin_s}
+    if ours_s and twin_s:
+        if ours_s["n_params"] != twin_s["n_params"]:
+            w = (f"PARAMETER COUNT MISMATCH on {name}: anychip {ours_s['n_params']:,} vs PyTorch "
+                 f"{twin_s['n_params']:,}: the twin's preset differs from crates/models")
+            warnings.append(w)
+            print("!" * 8 + " " + w, file=sys.stderr)
+        for k in ("batch", "ctx"):
+            if ours_s["runs"][0][k] != twin_s["runs"][0][k]:
+                warnings.append(f"{name}: {k} differs between the sides")
+        # anychip's model FLOPs per token (the PaLM count) prices both sides' tokens.
+        r0 = ours_s["runs"][0]
+        row["flops_per_token"] = r0["model_gflops"] * 1e9 / r0["tokens_per_s"]
+    return row
 
 
 def main():
@@ -92,6 +121,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps per run (>= 10 for the README)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--blas", help="comma-separated ANYCHIP_BLAS settings to run anychip under, each its own "
+                    "side and row (e.g. builtin,mkl); default: the environment's")
     ap.add_argument("--out", help="JSON result (default bench/out/compare-<date>.json)")
     a = ap.parse_args()
 
@@ -113,6 +144,9 @@ def main():
         print(f"NOTE: `anychip bench` has no --precision flag yet, so --precision {a.precision} runs the "
               "PyTorch side only (anychip and MFU columns are n/a).", file=sys.stderr)
 
+    # One anychip side per ANYCHIP_BLAS setting (None: the environment's own).
+    settings = [b.strip() for b in a.blas.split(",") if b.strip()] if a.blas else [None]
+    ours_sides = ["anychip"] if settings == [None] else [f"anychip[{b}]" for b in settings]
     results, peaks, warnings = [], [], []
     for name in names:
         c = CONFIGS[name]
@@ -121,32 +155,22 @@ def main():
         ours = [a.anychip, "bench"] + flat + (["--precision", a.precision] if a.precision != "f32" else [])
         twin = [sys.executable, TWIN, "bench"] + flat + ["--precision", a.precision]
         print(f"{name} ({c['preset']}, batch {c['batch']}, ctx {c['ctx']}):", file=sys.stderr)
-        sides = {"anychip": [], "pytorch": []}
+        sides = {s: [] for s in ours_sides + ["pytorch"]}
         for i in range(a.repeats):
-            # Alternate who goes first so a slow spell on the machine does not favour one side.
-            order = ["anychip", "pytorch"] if i % 2 == 0 else ["pytorch", "anychip"]
+            # Rotate who goes first so a slow spell on the machine does not favour one side.
+            order = list(sides)[i % len(sides):] + list(sides)[:i % len(sides)]
             for side in order:
-                if side == "anychip" and not run_anychip:
+                if side != "pytorch" and not run_anychip:
                     continue
-                r = run_json(ours if side == "anychip" else twin, f"{side} {i + 1}/{a.repeats}")
+                setting = None if side == "pytorch" else settings[ours_sides.index(side)]
+                env = None if setting is None else {**os.environ, "ANYCHIP_BLAS": setting}
+                r = run_json(twin if side == "pytorch" else ours, f"{side} {i + 1}/{a.repeats}", env)
                 if r is not None:
                     sides[side].append(r)
-        peaks += [r["peak_gflops"] for r in sides["anychip"] if r.get("peak_gflops")]
-        ours_s, twin_s = summarise(sides["anychip"]), summarise(sides["pytorch"])
-        row = {"config": name, **c, "anychip": ours_s, "pytorch": twin_s}
-        if ours_s and twin_s:
-            if ours_s["n_params"] != twin_s["n_params"]:
-                w = (f"PARAMETER COUNT MISMATCH on {name}: anychip {ours_s['n_params']:,} vs PyTorch "
-                     f"{twin_s['n_params']:,}: the twin's preset differs from crates/models")
-                warnings.append(w)
-                print("!" * 8 + " " + w, file=sys.stderr)
-            for k in ("batch", "ctx"):
-                if ours_s["runs"][0][k] != twin_s["runs"][0][k]:
-                    warnings.append(f"{name}: {k} differs between the sides")
-            # anychip's model FLOPs per token (the PaLM count) prices both sides' tokens.
-            r0 = ours_s["runs"][0]
-            row["flops_per_token"] = r0["model_gflops"] * 1e9 / r0["tokens_per_s"]
-        results.append(row)
+        twin_s = summarise(sides["pytorch"])
+        for side, setting in zip(ours_sides, settings):
+            peaks += [r["peak_gflops"] for r in sides[side] if r.get("peak_gflops")]
+            results.append(paired(name, c, setting, summarise(sides[side]), twin_s, warnings))
 
     peak = statistics.median(peaks) if peaks else None
     for row in results:
@@ -188,16 +212,16 @@ def markdown(results, m, peak, a, max_load, warnings):
         f"median of {a.repeats} runs x {a.steps} steps after {a.warmup} warm-up; "
         f"MFU against the measured FMA peak of {fmt(peak, '.0f')} GFLOP/s{load}.",
         "",
-        "| config | params | batch x ctx | anychip tok/s | PyTorch tok/s | tok/s ratio | anychip step ms "
+        "| config | anychip f32 GEMM | params | batch x ctx | anychip tok/s | PyTorch tok/s | tok/s ratio | anychip step ms "
         "| PyTorch step ms | anychip MFU | PyTorch MFU | anychip RSS MiB | PyTorch RSS MiB | RSS ratio |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         o, t = r["anychip"] or {}, r["pytorch"] or {}
         params = o.get("n_params") or t.get("n_params")
         pct = lambda x: fmt(None if x is None else 100 * x, ".1f", "%")
         lines.append(
-            f"| {r['config']} | {fmt(params and params / 1e6, '.1f', 'M')} | {r['batch']} x {r['ctx']} "
+            f"| {r['config']} | {o.get('f32_gemm') or 'n/a'} | {fmt(params and params / 1e6, '.1f', 'M')} | {r['batch']} x {r['ctx']} "
             f"| {fmt(o.get('tokens_per_s'), '.0f')} | {fmt(t.get('tokens_per_s'), '.0f')} "
             f"| {fmt(r['ratio']['tokens_per_s'], '.2f', 'x')} | {fmt(o.get('step_ms'), '.0f')} "
             f"| {fmt(t.get('step_ms'), '.0f')} | {pct(o.get('mfu'))} | {pct(t.get('mfu'))} "

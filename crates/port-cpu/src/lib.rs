@@ -5,6 +5,7 @@
 //! one-thread port is bit-for-bit reproducible. Memory is 64-byte aligned host memory
 //! (see [`buffer`] for why sharing it between threads is sound).
 
+pub mod blas;
 pub mod buffer;
 pub mod cache;
 mod caps;
@@ -27,6 +28,7 @@ pub struct CpuPort {
     pool: rayon::ThreadPool,
     threads: usize,
     peak: OnceLock<f64>,
+    blas: Option<&'static blas::Blas>,
 }
 
 /// A CPU port with `threads` workers (None: all available cores).
@@ -46,20 +48,32 @@ pub fn register(reg: &mut Registry) {
 impl CpuPort {
     /// A CPU port with `threads` workers (None: all available cores), or why threads failed.
     pub fn new(threads: Option<usize>) -> Result<CpuPort> {
+        CpuPort::with_blas(threads, &blas::Choice::from_env())
+    }
+
+    /// [`CpuPort::new`] with its f32 GEMM chosen by `blas` rather than by `ANYCHIP_BLAS`.
+    pub fn with_blas(threads: Option<usize>, blas: &blas::Choice) -> Result<CpuPort> {
+        let blas = blas::resolve(blas)?;
         let threads = threads
             .filter(|&t| t > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("anychip-cpu-{i}"))
+            .start_handler(move |_| blas::set_current(blas))
             .build()
             .map_err(|e| PortError::Device(format!("cannot start {threads} worker threads: {e}; try --threads 1")))?;
-        Ok(CpuPort { pool, threads, peak: OnceLock::new() })
+        Ok(CpuPort { pool, threads, peak: OnceLock::new(), blas })
     }
 
     /// Worker threads in this port's pool.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// What multiplies f32 here: the vendor BLAS (name, version, file) or "gemm crate".
+    pub fn f32_matmul(&self) -> String {
+        self.blas.map_or_else(|| "gemm crate".to_string(), |b| b.about.clone())
     }
 
     /// Measured fp32 FMA peak of this port's thread count (measured once, then cached).
@@ -85,11 +99,12 @@ impl Port for CpuPort {
         let bf16 = prim::bf16_matmul_engine();
         Capabilities {
             device: format!(
-                "{}, {} thread{}, simd: {}, bf16 matmul: {}",
+                "{}, {} thread{}, simd: {}, f32 matmul: {}, bf16 matmul: {}",
                 caps::cpu_model(),
                 self.threads,
                 if self.threads == 1 { "" } else { "s" },
                 if simd.is_empty() { "none".to_string() } else { simd.join(" ") },
+                self.f32_matmul(),
                 bf16.unwrap_or("widened to f32")
             ),
             storage: vec![DType::F32, DType::BF16, DType::I32],

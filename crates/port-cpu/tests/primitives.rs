@@ -219,6 +219,30 @@ fn operand(
 #[test]
 fn matmul_transposes_batches_alpha_beta() {
     let (cpu, rf) = ports();
+    matmul_cases(&cpu, &rf, false);
+}
+
+/// The same products on a vendor BLAS (`ANYCHIP_BLAS`), plus column-major outputs (which it
+/// computes as the transposed product). Skipped where none is installed, unless
+/// `ANYCHIP_TEST_BLAS` names one (CI installs MKL and sets it, so there this cannot skip).
+#[test]
+fn matmul_on_a_vendor_blas() {
+    use anychip_port_cpu::blas::Choice;
+    let want = std::env::var("ANYCHIP_TEST_BLAS").ok();
+    let choice = want.as_deref().map_or(Choice::Auto, |w| Choice::parse(Some(w)));
+    let cpu = CpuPort::with_blas(Some(2), &choice).unwrap_or_else(|e| panic!("{e}"));
+    if !cpu.f32_matmul().contains('(') {
+        assert!(want.is_none(), "ANYCHIP_TEST_BLAS={want:?} but the port multiplies on {}", cpu.f32_matmul());
+        eprintln!("skipped: no vendor BLAS found (pip install mkl)");
+        return;
+    }
+    eprintln!("vendor BLAS: {}", cpu.f32_matmul());
+    let rf = anychip_port_ref::new();
+    matmul_cases(&cpu, &rf, false);
+    matmul_cases(&cpu, &rf, true);
+}
+
+fn matmul_cases(cpu: &CpuPort, rf: &RefPort, out_transposed: bool) {
     let mut g = Gen::new(6);
     let shapes = [
         (1, 1, 1, 1),
@@ -233,11 +257,16 @@ fn matmul_transposes_batches_alpha_beta() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for (dtype, odtype) in [(DType::F32, DType::F32), (DType::BF16, DType::F32), (DType::BF16, DType::BF16)] {
                 for (alpha, beta) in [(1.0, 0.0), (0.5, 1.5)] {
-                    let a = operand(&mut g, &cpu, bt, m, k, ta, false, dtype);
-                    let b = operand(&mut g, &cpu, bt, k, n, tb, bt > 1 && ta, dtype);
+                    let a = operand(&mut g, cpu, bt, m, k, ta, false, dtype);
+                    let b = operand(&mut g, cpu, bt, k, n, tb, bt > 1 && ta, dtype);
                     // beta = 0 must not read out: NaN there must not leak into the result.
                     let init = if beta == 0.0 { vec![f32::NAN; bt * m * n] } else { g.vec(bt * m * n, 1.0) };
-                    let out = tensor(&cpu, &init, odtype, &[bt, m, n]);
+                    let out = if out_transposed {
+                        let l = Layout { shape: vec![bt, m, n], strides: vec![m * n, 1, m], offset: 0 };
+                        put(cpu, &init, odtype, l)
+                    } else {
+                        tensor(cpu, &init, odtype, &[bt, m, n])
+                    };
                     let tol = if odtype == DType::BF16 {
                         BF16_SUM
                     } else if dtype == DType::BF16 {
@@ -248,7 +277,7 @@ fn matmul_transposes_batches_alpha_beta() {
                     let what = format!(
                         "matmul [{bt},{m},{k}]x[{k},{n}] ta={ta} tb={tb} {dtype}->{odtype} alpha={alpha} beta={beta}"
                     );
-                    check(&what, &cpu, &rf, &[a, b], &out, tol, |p, i, o| p.matmul(&i[0], &i[1], o, alpha, beta));
+                    check(&what, cpu, rf, &[a, b], &out, tol, |p, i, o| p.matmul(&i[0], &i[1], o, alpha, beta));
                 }
             }
         }

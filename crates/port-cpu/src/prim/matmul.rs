@@ -2,7 +2,9 @@
 //!
 //! gemm takes row and column strides, so transposed operands (the backward pass's dW = dY^T X
 //! and dX = dY W) run without a copy. Large products use gemm's own rayon parallelism inside
-//! the port's pool; many small products (attention heads) run one per task instead. bf16
+//! the port's pool; many small products (attention heads) run one per task instead. Where the
+//! port was created with a vendor BLAS (`ANYCHIP_BLAS`, see [`crate::blas`]), f32 products go to
+//! its single-threaded sgemm instead, one slice of the output per worker. bf16
 //! operands run on the native bf16 kernel ([`super::matmul_bf16`], AMX or AVX512-BF16) where
 //! the CPU has one, and are otherwise widened to f32 panels first. Both give the same products (a bf16
 //! product is exact in f32) summed in f32, so they differ only in summation order.
@@ -232,6 +234,30 @@ pub unsafe fn gemm_one(
         }
         return;
     }
+    if let Some(bl) = crate::blas::current() {
+        let parts = match par {
+            Parallelism::Rayon(t) => t.max(1),
+            _ => 1,
+        };
+        return vendor_split(bl, parts, (m, n, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta);
+    }
+    builtin((m, n, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta, par);
+}
+
+/// The product on the gemm crate (k > 0).
+///
+/// # Safety
+/// As [`gemm_one`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn builtin(
+    (m, n, k): (usize, usize, usize),
+    (a, ars, acs): (*const f32, usize, usize),
+    (b, brs, bcs): (*const f32, usize, usize),
+    (c, crs, ccs): (*mut f32, usize, usize),
+    alpha: f32,
+    beta: f32,
+    par: Parallelism,
+) {
     // gemm computes dst = alpha dst + beta lhs rhs: its alpha and beta are our beta and alpha.
     gemm::gemm(
         m,
@@ -254,6 +280,49 @@ pub unsafe fn gemm_one(
         false,
         par,
     );
+}
+
+/// The product on a vendor BLAS (single-threaded), split into `parts` slices of c along its
+/// longer side that run on the port's workers; a slice whose strides CBLAS cannot take runs on
+/// the gemm crate instead.
+///
+/// # Safety
+/// As [`gemm_one`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn vendor_split(
+    bl: &crate::blas::Blas,
+    parts: usize,
+    (m, n, k): (usize, usize, usize),
+    (a, ars, acs): (*const f32, usize, usize),
+    (b, brs, bcs): (*const f32, usize, usize),
+    (c, crs, ccs): (*mut f32, usize, usize),
+    alpha: f32,
+    beta: f32,
+) {
+    let (a, b, c) = (a as usize, b as usize, c as usize);
+    let piece = |i0: usize, i1: usize, j0: usize, j1: usize| {
+        let (a, b) = ((a as *const f32).add(i0 * ars), (b as *const f32).add(j0 * bcs));
+        let c = (c as *mut f32).add(i0 * crs + j0 * ccs);
+        let (pm, pn) = (i1 - i0, j1 - j0);
+        if !bl.sgemm((pm, pn, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta) {
+            builtin((pm, pn, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta, Parallelism::None);
+        }
+    };
+    let rows = m >= n;
+    let len = if rows { m } else { n };
+    // Slices of whole 16-wide register blocks, so no slice ends in a ragged one needlessly.
+    let step = len.div_ceil(parts.max(1)).next_multiple_of(16).max(1);
+    if parts <= 1 || step >= len {
+        return piece(0, m, 0, n);
+    }
+    (0..len.div_ceil(step)).into_par_iter().for_each(|p| {
+        let (s, e) = (p * step, ((p + 1) * step).min(len));
+        if rows {
+            piece(s, e, 0, n)
+        } else {
+            piece(0, m, s, e)
+        }
+    });
 }
 
 #[cfg(test)]
