@@ -200,6 +200,13 @@ fn load(path: &Path, kind: Kind) -> std::result::Result<&'static Blas, String> {
             Kind::Other => "CBLAS".to_string(),
         };
         let sgemm = *lib.get::<Sgemm>(b"cblas_sgemm\0").map_err(|e| e.to_string())?;
+        // One known product before trusting it: a 64-bit-integer (ILP64) build would read our
+        // 32-bit sizes wrongly.
+        let (a, b, mut c) = ([1f32, 2.0, 3.0, 4.0], [5f32, 6.0, 7.0, 8.0], [f32::NAN; 4]);
+        sgemm(ROW_MAJOR, NO_TRANS, TRANS, 2, 2, 2, 1.0, a.as_ptr(), 2, b.as_ptr(), 2, 0.0, c.as_mut_ptr(), 2);
+        if c != [17.0, 23.0, 39.0, 53.0] {
+            return Err(format!("its cblas_sgemm computed {c:?} for a known 2x2 product (an ILP64 build?)"));
+        }
         Blas { about: format!("{version} ({})", path.display()), sgemm, _lib: lib }
     };
     let b: &'static Blas = Box::leak(Box::new(blas));
