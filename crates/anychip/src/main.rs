@@ -8,11 +8,18 @@ use std::process::ExitCode;
 
 /// anychip: train transformer language models on any chip.
 #[derive(Parser)]
-#[command(name = "anychip", version, about, long_about = None)]
+#[command(name = "anychip", version, about, long_about = None, after_help = ENVIRONMENT)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
+
+/// The environment variables the engine and the cpu port read, for `anychip --help`.
+const ENVIRONMENT: &str = "Environment:
+  ANYCHIP_BLAS=builtin|mkl|openblas|auto|PATH   what multiplies f32 on the cpu port (default: the gemm crate; mkl after `pip install mkl`)
+  ANYCHIP_CPU_BF16_KERNEL=amx|avx512|0          the cpu port's bf16 matmul unit (0: widen to f32)
+  ANYCHIP_SHADOW=1                              run every op on `ref` too and name the first that diverges
+  ANYCHIP_CACHE=DIR                             where the default corpus and tokenised data are cached";
 
 #[derive(Subcommand)]
 enum Cmd {
