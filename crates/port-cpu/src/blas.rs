@@ -15,6 +15,9 @@
 //! - `mkl`, `openblas`: that library, or an error that says how to install it;
 //! - a path to a shared library exporting `cblas_sgemm`.
 //!
+//! A library is only as good as its conformance run: MKL passes `anychip conform --port cpu`;
+//! Debian 12's OpenBLAS 0.3.21 fails one small doubly transposed product there.
+//!
 //! The library runs single-threaded: each port worker calls it on its own slice of the
 //! output, so the port's pool stays the only set of threads (a second, spinning OpenMP pool
 //! would steal the cores from the port's next elementwise op).
