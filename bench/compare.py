@@ -147,6 +147,7 @@ def main():
     # One anychip side per ANYCHIP_BLAS setting (None: the environment's own).
     settings = [b.strip() for b in a.blas.split(",") if b.strip()] if a.blas else [None]
     ours_sides = ["anychip"] if settings == [None] else [f"anychip[{b}]" for b in settings]
+    setting_of = dict(zip(ours_sides, settings))
     results, peaks, warnings = [], [], []
     for name in names:
         c = CONFIGS[name]
@@ -162,13 +163,13 @@ def main():
             for side in order:
                 if side != "pytorch" and not run_anychip:
                     continue
-                setting = None if side == "pytorch" else settings[ours_sides.index(side)]
+                setting = setting_of.get(side)
                 env = None if setting is None else {**os.environ, "ANYCHIP_BLAS": setting}
                 r = run_json(twin if side == "pytorch" else ours, f"{side} {i + 1}/{a.repeats}", env)
                 if r is not None:
                     sides[side].append(r)
         twin_s = summarise(sides["pytorch"])
-        for side, setting in zip(ours_sides, settings):
+        for side, setting in setting_of.items():
             peaks += [r["peak_gflops"] for r in sides[side] if r.get("peak_gflops")]
             results.append(paired(name, c, setting, summarise(sides[side]), twin_s, warnings))
 

@@ -253,16 +253,14 @@ impl Blas {
         };
         let Some((ta, lda)) = as_cblas(m, k, ars, acs) else { return false };
         let Some((tb, ldb)) = as_cblas(k, n, brs, bcs) else { return false };
-        let Some((tc, ldc)) = as_cblas(m, n, crs, ccs) else { return false };
+        // After the swap above c has unit columns, so only a non-transposed c is expected here.
+        let Some((false, ldc)) = as_cblas(m, n, crs, ccs) else { return false };
         let int = |x: usize| i32::try_from(x.max(1)).ok();
         let (Some(mi), Some(ni), Some(ki), Some(la), Some(lb), Some(lc)) =
             (int(m), int(n), int(k), int(lda), int(ldb), int(ldc))
         else {
             return false;
         };
-        if tc {
-            return false;
-        }
         let t = |x: bool| if x { TRANS } else { NO_TRANS };
         (self.sgemm)(ROW_MAJOR, t(ta), t(tb), mi, ni, ki, alpha, a, la, b, lb, beta, c, lc);
         true

@@ -71,6 +71,11 @@ impl CpuPort {
         self.threads
     }
 
+    /// The vendor BLAS this port multiplies f32 on, if `ANYCHIP_BLAS` (or `with_blas`) chose one.
+    pub fn vendor_blas(&self) -> Option<&'static blas::Blas> {
+        self.blas
+    }
+
     /// What multiplies f32 here: the vendor BLAS (name, version, file) or "gemm crate".
     pub fn f32_matmul(&self) -> String {
         self.blas.map_or_else(|| "gemm crate".to_string(), |b| b.about.clone())
