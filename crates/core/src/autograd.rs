@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 type BackwardFn = Box<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
@@ -14,13 +15,31 @@ type ReadyFn<'a> = &'a mut dyn FnMut(&Tensor, &Tensor) -> Result<()>;
 /// One recorded op: its inputs and how to turn the output gradient into theirs.
 pub(crate) struct Node {
     pub(crate) op: &'static str,
-    pub(crate) inputs: Vec<Tensor>,
+    /// None once a [`Tensor::backward_once`] pass has used it: dropping the inputs and the
+    /// closure (with the activations it saved) is what frees a layer's memory as soon as its
+    /// backward has run, instead of when the whole graph goes.
+    saved: Mutex<Option<Arc<Saved>>>,
+}
+
+/// What an op keeps for its backward.
+struct Saved {
+    inputs: Vec<Tensor>,
     backward: BackwardFn,
 }
 
 impl Node {
     pub(crate) fn new(op: &'static str, inputs: Vec<Tensor>, backward: BackwardFn) -> Node {
-        Node { op, inputs, backward }
+        Node { op, saved: Mutex::new(Some(Arc::new(Saved { inputs, backward }))) }
+    }
+
+    /// The saved state, taken out of the node when `release` is set.
+    fn saved(&self, release: bool) -> Option<Arc<Saved>> {
+        let mut s = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        if release {
+            s.take()
+        } else {
+            s.clone()
+        }
     }
 }
 
@@ -81,38 +100,51 @@ impl Tensor {
         self.backward_with(seed)
     }
 
+    /// [`Tensor::backward`] that frees each op's saved tensors as soon as its backward has
+    /// run, as a training step wants: activations are released while the gradients are being
+    /// made, so the two never all live at once. The graph cannot be walked again afterwards
+    /// (a second pass is an error, not a silent zero).
+    pub fn backward_once(&self) -> Result<Grads> {
+        if self.numel() != 1 {
+            return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
+        }
+        let seed = Tensor::full(self.port(), self.shape(), 1.0, self.dtype())?;
+        self.run_backward(seed, None, true)
+    }
+
     /// Backpropagate with an explicit gradient of this tensor.
     pub fn backward_with(&self, grad: Tensor) -> Result<Grads> {
-        self.run_backward(grad, None)
+        self.run_backward(grad, None, false)
     }
 
     /// Backpropagate from this one-element loss like [`Tensor::backward`], calling
     /// `ready(leaf, grad)` the moment each leaf's gradient is final, while the rest of the
     /// backward pass is still to run. Data parallelism starts exchanging those gradients then,
     /// instead of after the whole pass. Every leaf reached is also in the returned [`Grads`].
+    /// Like [`Tensor::backward_once`], it frees the graph as it goes.
     pub fn backward_hooked(&self, ready: ReadyFn<'_>) -> Result<Grads> {
         if self.numel() != 1 {
             return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
         }
         let seed = Tensor::full(self.port(), self.shape(), 1.0, self.dtype())?;
-        self.run_backward(seed, Some(ready))
+        self.run_backward(seed, Some(ready), true)
     }
 
-    fn run_backward(&self, grad: Tensor, mut ready: Option<ReadyFn<'_>>) -> Result<Grads> {
+    fn run_backward(&self, grad: Tensor, mut ready: Option<ReadyFn<'_>>, release: bool) -> Result<Grads> {
         if !self.requires_grad() {
             return Err(Error::Backward(
                 "this tensor does not depend on any parameter (requires_grad is false)".into(),
             ));
         }
-        let order = topo_order(self);
+        let mut order = topo_order(self)?;
         // Uses of each tensor still to be differentiated. A leaf's gradient is final when its
         // count reaches zero, usually long before its own place in `order` (a depth-first
         // order puts a layer's weights ahead of everything below the layer): handing it over
         // then is what lets data parallelism overlap the exchange with the rest of backward.
         let mut uses: HashMap<u64, usize> = HashMap::new();
         for t in &order {
-            if let Some(node) = t.node() {
-                for i in node.inputs.iter().filter(|i| i.requires_grad()) {
+            if let Some(saved) = t.node().and_then(|n| n.saved(false)) {
+                for i in saved.inputs.iter().filter(|i| i.requires_grad()) {
                     *uses.entry(i.id()).or_insert(0) += 1;
                 }
             }
@@ -128,7 +160,9 @@ impl Tensor {
             Ok(())
         };
         let _guard = crate::no_grad();
-        for t in order.iter().rev() {
+        // Popped, so that with `release` each op's tensors go as soon as it is done.
+        while let Some(t) = order.pop() {
+            let t = &t;
             let g = pending.remove(&t.id());
             let Some(node) = t.node() else {
                 // A leaf whose gradient was not final earlier: the root itself, or a use that
@@ -138,18 +172,19 @@ impl Tensor {
                 }
                 continue;
             };
+            let saved = node.saved(release).ok_or_else(|| freed(node.op))?;
             let grads = match g {
                 Some(g) => {
-                    let needs: Vec<bool> = node.inputs.iter().map(|i| i.requires_grad()).collect();
-                    let grads = (node.backward)(&g, &needs)?;
-                    debug_assert_eq!(grads.len(), node.inputs.len(), "backward of {} returned wrong arity", node.op);
+                    let needs: Vec<bool> = saved.inputs.iter().map(|i| i.requires_grad()).collect();
+                    let grads = (saved.backward)(&g, &needs)?;
+                    debug_assert_eq!(grads.len(), saved.inputs.len(), "backward of {} returned wrong arity", node.op);
                     grads
                 }
                 // No gradient reached this op: nothing flows to its inputs, but their uses
                 // through it are settled all the same.
-                None => vec![None; node.inputs.len()],
+                None => vec![None; saved.inputs.len()],
             };
-            for (input, gi) in node.inputs.iter().zip(grads) {
+            for (input, gi) in saved.inputs.iter().zip(grads) {
                 if !input.requires_grad() {
                     continue;
                 }
@@ -183,8 +218,16 @@ impl Tensor {
     }
 }
 
+/// The error for a walk into a graph that an earlier [`Tensor::backward_once`] freed.
+fn freed(op: &str) -> Error {
+    Error::Backward(format!(
+        "the graph through {op} was already freed by an earlier backward pass; \
+         run the forward again, or use backward() to keep the graph for a second pass"
+    ))
+}
+
 /// Tensors reachable from `root` through nodes, inputs before the ops that use them.
-fn topo_order(root: &Tensor) -> Vec<Tensor> {
+fn topo_order(root: &Tensor) -> Result<Vec<Tensor>> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // Iterative DFS: the graph of a deep model is too deep for recursion on small stacks.
@@ -199,12 +242,13 @@ fn topo_order(root: &Tensor) -> Vec<Tensor> {
         }
         stack.push((t.clone(), true));
         if let Some(node) = t.node() {
-            for i in &node.inputs {
+            let saved = node.saved(false).ok_or_else(|| freed(node.op))?;
+            for i in &saved.inputs {
                 if i.requires_grad() && !seen.contains(&i.id()) {
                     stack.push((i.clone(), false));
                 }
             }
         }
     }
-    order
+    Ok(order)
 }

@@ -229,8 +229,8 @@ fn backward_hooked_hands_over_each_leaf_once_with_its_final_gradient() {
     let p = port();
     let leaf = |n: usize, seed| Tensor::from_f32(&p, &data(n, seed), &[n], DType::F32).unwrap().with_requires_grad();
     let (w0, w1, w2) = (leaf(4, 1), leaf(4, 2), leaf(4, 3));
-    let h = w0.mul(&w1).unwrap().tanh().unwrap();
-    let loss = h.mul(&w0).unwrap().add(&w2).unwrap().sum().unwrap();
+    let graph = || w0.mul(&w1).unwrap().tanh().unwrap().mul(&w0).unwrap().add(&w2).unwrap().sum().unwrap();
+    let loss = graph();
     let plain = loss.backward().unwrap();
     let mut seen: Vec<(u64, Vec<f32>)> = Vec::new();
     let hooked = loss
@@ -248,7 +248,31 @@ fn backward_hooked_hands_over_each_leaf_once_with_its_final_gradient() {
         assert_eq!(seen[at(w)].1, g, "the hook saw the final gradient");
         assert_eq!(hooked.get(w).unwrap().to_vec_f32().unwrap(), g);
     }
-    // An error from the hook ends the pass.
-    let stop = loss.backward_hooked(&mut |_, _| Err(anychip_core::Error::Backward("stop here".into())));
+    // An error from the hook ends the pass (on a fresh graph: the hooked pass freed this one).
+    let stop = graph().backward_hooked(&mut |_, _| Err(anychip_core::Error::Backward("stop here".into())));
     assert!(stop.err().unwrap().to_string().contains("stop here"));
+}
+
+#[test]
+fn backward_once_gives_the_same_gradients_and_a_second_pass_is_a_clear_error() {
+    let p = port();
+    let leaf = |n: usize, seed| Tensor::from_f32(&p, &data(n, seed), &[n], DType::F32).unwrap().with_requires_grad();
+    let (w0, w1) = (leaf(5, 1), leaf(5, 2));
+    let graph = || w0.mul(&w1).unwrap().tanh().unwrap().mul(&w0).unwrap().sum().unwrap();
+    let kept = graph();
+    let plain = kept.backward().unwrap();
+    // backward() keeps the graph: a second pass works and agrees.
+    let again = kept.backward().unwrap();
+    let once = graph();
+    let freed = once.backward_once().unwrap();
+    for w in [&w0, &w1] {
+        let g = plain.get(w).unwrap().to_vec_f32().unwrap();
+        assert_eq!(again.get(w).unwrap().to_vec_f32().unwrap(), g);
+        assert_eq!(freed.get(w).unwrap().to_vec_f32().unwrap(), g);
+    }
+    // The loss keeps its value; only the graph behind it is gone.
+    assert_eq!(once.item().unwrap(), kept.item().unwrap());
+    let err = once.backward_once().err().expect("a freed graph cannot be walked again").to_string();
+    assert!(err.contains("already freed") && err.contains("backward()"), "{err}");
+    assert!(once.backward().is_err(), "nor by a keeping pass");
 }

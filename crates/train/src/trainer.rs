@@ -488,7 +488,7 @@ pub fn forward_backward_hooked(
 
 /// Gradients of `loss` for every parameter of `model`, in `params()` order (zeros where unused).
 pub fn param_grads(model: &Transformer, loss: &Tensor) -> Result<Vec<Tensor>> {
-    let mut grads = loss.backward()?;
+    let mut grads = loss.backward_once()?;
     model
         .params()
         .iter()
