@@ -1,6 +1,6 @@
 //! GFLOP/s of the matrix products GPT training produces, next to the measured FMA peak.
 //!
-//! `cargo run --release -p anychip-port-cpu --example matmul_bench -- [threads] [repeats] [f32|bf16]`
+//! `cargo run --release -p anychip-port-cpu --example matmul_bench -- [threads] [repeats] [f32|bf16] [gpt2|tiny]`
 //! Each shape runs forward (y = x w^T), and the two backward products (dx = dy w, dw = dy^T x)
 //! through the port's `matmul` with transposes as strides, exactly as the engine calls it.
 //! With `bf16` the operands are bf16 and the outputs f32, as mixed precision calls it
@@ -48,14 +48,23 @@ fn main() {
     let peak = port.peak_flops_f32();
     println!("{}", port.capabilities().device);
     println!("measured fp32 FMA peak: {:.1} GFLOP/s on {} threads; operands {dtype}", peak / 1e9, port.threads());
-    // (rows = B*T, in, out) of GPT-2 small's linears at B*T = 2048, plus square references.
-    let shapes = [
+    // (rows = B*T, in, out) of GPT-2 small's linears at B*T = 2048 (or of the tiny preset's at
+    // batch 16 x 128), plus square references.
+    let tiny = [
+        (2048, 256, 768, "qkv"),
+        (2048, 256, 256, "attn proj"),
+        (2048, 256, 1024, "mlp up"),
+        (2048, 1024, 256, "mlp down"),
+        (2048, 256, 256, "lm head"),
+    ];
+    let gpt2 = [
         (2048, 768, 2304, "qkv"),
         (2048, 768, 768, "attn proj"),
         (2048, 768, 3072, "mlp up"),
         (2048, 3072, 768, "mlp down"),
         (1024, 768, 50257, "lm head"),
     ];
+    let shapes = if args.get(4).map(String::as_str) == Some("tiny") { tiny } else { gpt2 };
     println!(
         "{:<10} {:>20} {:>10} {:>10} {:>10} {:>7}",
         "layer", "[N,In]x[In,Out]", "fwd", "dx=dy w", "dw=dy^T x", "%peak"
