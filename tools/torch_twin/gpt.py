@@ -6,8 +6,13 @@ can be compared side by side with `anychip train` / `anychip bench` on the same 
 
     python3 tools/torch_twin/gpt.py bench --preset gpt2-tiny --threads 2 [--precision bf16] [--json FILE]
     python3 tools/torch_twin/gpt.py train --steps 300 --data ~/.cache/anychip/shakespeare/shakespeare.txt
+
+`train --init-from RUN --batches anychip` starts from an anychip run's weights (RUN/checkpoint,
+e.g. after `anychip train --steps 1 --lr 1e-30`, which leaves the initial weights as they
+were) and draws the batches anychip's loader draws for --seed, so the two engines' loss
+curves can be held against each other step by step over a whole run.
 """
-import argparse, json, math, os, resource, statistics, sys, time
+import argparse, json, math, os, re, resource, statistics, struct, sys, time
 
 import torch
 import torch.nn as nn
@@ -102,6 +107,50 @@ class GPT(nn.Module):
         return (loss, logits.reshape(-1, V)) if return_logits else loss
 
 
+# Philox4x32-10 (Random123), as anychip_port::philox: anychip's loader draws window starts with it.
+_M0, _M1, _W0, _W1, _U32 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85, 0xFFFFFFFF
+_DATA_STREAM = 0x44415441  # "DATA", crates/data/src/loader.rs
+
+
+def philox4x32_10(ctr, key):
+    for r in range(10):
+        if r > 0:
+            key = [(key[0] + _W0) & _U32, (key[1] + _W1) & _U32]
+        p0, p1 = _M0 * ctr[0], _M1 * ctr[2]
+        ctr = [((p1 >> 32) ^ ctr[1] ^ key[0]) & _U32, p1 & _U32, ((p0 >> 32) ^ ctr[3] ^ key[1]) & _U32, p0 & _U32]
+    return ctr
+
+
+def anychip_window_start(seed, step, row, n_tokens, ctx):
+    """Start of row `row` of anychip's (single-rank) batch at `step`: Lemire's multiply-shift of
+    64 Philox bits onto 0..n_tokens - ctx."""
+    w = philox4x32_10([step & _U32, step >> 32, row, _DATA_STREAM], [seed & _U32, seed >> 32])
+    return (((w[0] << 32) | w[1]) * (n_tokens - ctx)) >> 64
+
+
+def load_anychip_weights(model, run):
+    """Copy an anychip run's checkpointed weights (RUN/checkpoint/model.safetensors, f32) into
+    the twin, mapping anychip's parameter names onto the twin's."""
+    path = os.path.join(run, "checkpoint", "model.safetensors")
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    rename = [(r"^tok\.", "tok_emb."), (r"^pos\.", "pos_emb."), (r"^head\.", "lm_head."), (r"\.qkv\.", ".attn.qkv."),
+              (r"\.o\.", ".attn.o."), (r"\.up\.", ".mlp.up."), (r"\.down\.", ".mlp.down.")]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            ours = name
+            for pat, rep in rename:
+                ours = re.sub(pat, rep, ours)
+            h = header.get(ours)
+            if h is None or h["dtype"] != "F32":
+                sys.exit(f"gpt.py: {path} has no f32 tensor {ours}; was it written by this preset?")
+            a, b = h["data_offsets"]
+            if list(h["shape"]) != list(p.shape):
+                sys.exit(f"gpt.py: {ours} is {h['shape']} in {path} but {list(p.shape)} in --preset; pick the run's preset")
+            p.copy_(torch.frombuffer(bytearray(raw[8 + n + a:8 + n + b]), dtype=torch.float32).reshape(p.shape))
+
+
 def optimizer(model, lr, wd=0.1):
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "tok" not in n and "pos" not in n]
     other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "tok" not in n and "pos" not in n)]
@@ -160,6 +209,8 @@ def train(a):
     tr, va = data[:-n_val], data[-n_val:]
     torch.manual_seed(a.seed)
     model = GPT(c)
+    if a.init_from:
+        load_anychip_weights(model, a.init_from)
     opt = optimizer(model, a.lr)
     warm = a.lr_warmup if a.lr_warmup is not None else min(100, a.steps // 10)
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")
@@ -168,13 +219,16 @@ def train(a):
         lr = a.lr * (step + 1) / warm if step < warm else 0.1 * a.lr + 0.45 * a.lr * (1 + math.cos(math.pi * (step - warm) / max(1, a.steps - warm)))
         for g in opt.param_groups:
             g["lr"] = lr
-        ix = torch.randint(0, len(tr) - a.ctx - 1, (a.batch,))
+        if a.batches == "anychip":
+            ix = [anychip_window_start(a.seed, step, r, len(tr), a.ctx) for r in range(a.batch)]
+        else:
+            ix = torch.randint(0, len(tr) - a.ctx - 1, (a.batch,))
         x = torch.stack([tr[i : i + a.ctx + 1] for i in ix])
         with amp:
             loss = model(x[:, :-1], x[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         evaluate = (a.eval_every and (step + 1) % a.eval_every == 0) or step + 1 == a.steps
         if evaluate:
@@ -184,7 +238,7 @@ def train(a):
                 vl = statistics.fmean(model(xs[j:j + a.batch, :-1], xs[j:j + a.batch, 1:]).item() for j in range(0, nw, a.batch))
             print(json.dumps({"step": step + 1, "loss": loss.item(), "val_loss": vl, "elapsed_s": time.time() - t0}), flush=True)
         elif a.log_every and (step + 1) % a.log_every == 0:
-            print(json.dumps({"step": step + 1, "loss": loss.item(), "elapsed_s": time.time() - t0}), flush=True)
+            print(json.dumps({"step": step + 1, "loss": loss.item(), "grad_norm": gnorm.item(), "elapsed_s": time.time() - t0}), flush=True)
 
 
 if __name__ == "__main__":
@@ -204,6 +258,9 @@ if __name__ == "__main__":
     p.add_argument("--json", help="bench: also write the result as JSON here")
     p.add_argument("--precision", choices=["f32", "bf16"], default="f32", help="bf16 autocasts the forward (bench and train)")
     p.add_argument("--data", default=os.path.expanduser("~/.cache/anychip/shakespeare/shakespeare.txt"))
+    p.add_argument("--init-from", help="train: start from this anychip run's checkpointed weights")
+    p.add_argument("--batches", choices=["torch", "anychip"], default="torch",
+                   help="train: draw windows with torch.randint, or exactly as anychip's loader does for --seed")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.mode == "bench":
