@@ -132,7 +132,10 @@ def load_anychip_weights(model, run):
     """Copy an anychip run's checkpointed weights (RUN/checkpoint/model.safetensors, f32) into
     the twin, mapping anychip's parameter names onto the twin's."""
     path = os.path.join(run, "checkpoint", "model.safetensors")
-    raw = open(path, "rb").read()
+    try:
+        raw = open(path, "rb").read()
+    except OSError as e:
+        sys.exit(f"gpt.py: cannot read {path}: {e.strerror}; pass the --out directory of an anychip train run")
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + n])
     rename = [(r"^tok\.", "tok_emb."), (r"^pos\.", "pos_emb."), (r"^head\.", "lm_head."), (r"\.qkv\.", ".attn.qkv."),
