@@ -1,6 +1,6 @@
 //! Milliseconds per fused composite at GPT-2-small training sizes (B=4, T=256, d=768).
 //!
-//! `cargo run --release -p anychip-port-cpu --example composite_bench -- [threads] [repeats]`
+//! `cargo run --release -p anychip-port-cpu --example composite_bench -- [threads] [repeats] [tiny]`
 
 use anychip_port::{Composite, DType, GeluKind, Port, View};
 use std::time::Instant;
@@ -33,7 +33,9 @@ fn main() {
     let repeats = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let p = anychip_port_cpu::new(threads);
     let f = DType::F32;
-    let (b, h, t, dh, d, v) = (4, 12, 256, 64, 768, 50257);
+    // GPT-2 small's sizes, or with `tiny` as the third argument the tiny preset's attention.
+    let tiny = args.get(3).map(String::as_str) == Some("tiny");
+    let (b, h, t, dh, d, v) = if tiny { (16, 4, 128, 64, 256, 256) } else { (4, 12, 256, 64, 768, 50257) };
     let n = b * t;
     println!("{} threads, median of {repeats}", p.threads());
 
@@ -64,7 +66,7 @@ fn main() {
     // Causal: half of the 4 T^2 Dh FLOPs (QK^T and PV) forward, 2.5x that backward.
     let flops = 2.0 * (b * h * t * t * dh) as f64;
     let (a, c) = (ms(&p, repeats, std::slice::from_ref(&fwd)), ms(&p, repeats, std::slice::from_ref(&bwd)));
-    println!("attention fwd  [4,12,256,64] causal  {a:8.2} ms  {:6.1} GFLOP/s", flops / a / 1e6);
+    println!("attention fwd  [{b},{h},{t},{dh}] causal  {a:8.2} ms  {:6.1} GFLOP/s", flops / a / 1e6);
     println!("attention bwd                         {c:8.2} ms  {:6.1} GFLOP/s", 2.5 * flops / c / 1e6);
 
     let (logits, lse, loss, dl) =
