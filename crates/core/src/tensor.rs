@@ -2,7 +2,7 @@
 
 use crate::autograd::{self, Node};
 use crate::error::{Error, Result};
-use anychip_port::{bf16_to_f32, f32_to_bf16, Buffer, DType, Distribution, Layout, Port, View};
+use anychip_port::{bf16_to_f32, f32_to_bf16, Buffer, DType, DeviceMemory, Distribution, Layout, Port, View};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -182,6 +182,26 @@ impl Tensor {
         self.0.node.as_ref()
     }
 
+    /// This tensor as an input edge of a recorded op: its id, node, shape, dtype and
+    /// requires_grad, without its storage. A backward keeps whatever data it needs in its own
+    /// closure, so an activation that no backward reads (a norm's output that only feeds a bf16
+    /// cast, a reshape's source) is freed after the forward instead of living until the graph
+    /// goes. Leaves stay whole: backward hands them to hooks and keys their gradients.
+    pub(crate) fn edge(&self) -> Tensor {
+        if self.0.node.is_none() {
+            return self.clone();
+        }
+        Tensor(Arc::new(Inner {
+            id: self.0.id,
+            port: self.0.port.clone(),
+            buf: Buffer(Arc::new(NoStorage)),
+            dtype: self.0.dtype,
+            layout: self.0.layout.clone(),
+            requires_grad: self.0.requires_grad,
+            node: self.0.node.clone(),
+        }))
+    }
+
     /// A new uninitialised contiguous tensor with this tensor's port.
     pub fn empty_on(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         Tensor::empty(&self.0.port, shape, dtype)
@@ -278,10 +298,23 @@ impl Tensor {
         if !autograd::is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
             return self;
         }
-        let node = Node::new(op, inputs.iter().map(|t| (*t).clone()).collect(), Box::new(backward));
+        let node = Node::new(op, inputs.iter().map(|t| t.edge()).collect(), Box::new(backward));
         let t = self.rewrap(true, Some(Arc::new(node)));
         drop(self);
         t
+    }
+}
+
+/// The memory of a graph edge ([`Tensor::edge`]): none. A port handed it refuses it as
+/// another port's buffer, so reading an edge is an error, never a read of freed memory.
+struct NoStorage;
+
+impl DeviceMemory for NoStorage {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn bytes(&self) -> usize {
+        0
     }
 }
 

@@ -276,3 +276,20 @@ fn backward_once_gives_the_same_gradients_and_a_second_pass_is_a_clear_error() {
     assert!(err.contains("already freed") && err.contains("backward()"), "{err}");
     assert!(once.backward().is_err(), "nor by a keeping pass");
 }
+
+#[test]
+fn the_graph_does_not_keep_an_activation_that_no_backward_reads() {
+    // y = relu(x * w) feeds only a sum: sum's backward needs no data of its input, and relu
+    // keeps what it needs itself, so once the caller drops `h` its storage may go. The graph
+    // must still carry h's identity, shape and node so gradients flow through it unchanged.
+    let p = port();
+    let w = Tensor::from_f32(&p, &data(6, 1), &[6], DType::F32).unwrap().with_requires_grad();
+    let x = Tensor::from_f32(&p, &data(6, 2), &[6], DType::F32).unwrap();
+    let h = x.mul(&w).unwrap();
+    let weak = std::sync::Arc::downgrade(&h.buffer().0);
+    let loss = h.sum().unwrap();
+    drop(h);
+    assert!(weak.upgrade().is_none(), "the sum's node kept its input's storage alive");
+    let g = loss.backward().unwrap().get(&w).unwrap().to_vec_f32().unwrap();
+    assert_eq!(g, data(6, 2), "d sum(x w) / dw = x");
+}
