@@ -93,11 +93,7 @@ impl Grads {
 impl Tensor {
     /// Backpropagate from this one-element tensor (d self / d self = 1).
     pub fn backward(&self) -> Result<Grads> {
-        if self.numel() != 1 {
-            return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
-        }
-        let seed = Tensor::full(self.port(), self.shape(), 1.0, self.dtype())?;
-        self.backward_with(seed)
+        self.backward_with(self.loss_seed()?)
     }
 
     /// [`Tensor::backward`] that frees each op's saved tensors as soon as its backward has
@@ -105,11 +101,15 @@ impl Tensor {
     /// made, so the two never all live at once. The graph cannot be walked again afterwards
     /// (a second pass is an error, not a silent zero).
     pub fn backward_once(&self) -> Result<Grads> {
+        self.run_backward(self.loss_seed()?, None, true)
+    }
+
+    /// d self / d self = 1 for a one-element loss; any other shape is an error.
+    fn loss_seed(&self) -> Result<Tensor> {
         if self.numel() != 1 {
             return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
         }
-        let seed = Tensor::full(self.port(), self.shape(), 1.0, self.dtype())?;
-        self.run_backward(seed, None, true)
+        Tensor::full(self.port(), self.shape(), 1.0, self.dtype())
     }
 
     /// Backpropagate with an explicit gradient of this tensor.
@@ -123,11 +123,7 @@ impl Tensor {
     /// instead of after the whole pass. Every leaf reached is also in the returned [`Grads`].
     /// Like [`Tensor::backward_once`], it frees the graph as it goes.
     pub fn backward_hooked(&self, ready: ReadyFn<'_>) -> Result<Grads> {
-        if self.numel() != 1 {
-            return Err(Error::Backward(format!("start from a one-element loss, got shape {:?}", self.shape())));
-        }
-        let seed = Tensor::full(self.port(), self.shape(), 1.0, self.dtype())?;
-        self.run_backward(seed, Some(ready), true)
+        self.run_backward(self.loss_seed()?, Some(ready), true)
     }
 
     fn run_backward(&self, grad: Tensor, mut ready: Option<ReadyFn<'_>>, release: bool) -> Result<Grads> {
