@@ -4,27 +4,18 @@ AdamW steps (the loss before each step's update). Names use anychip's parameter 
 
     python3 tools/golden/make_l3.py            # rewrites tools/golden/out/l3-*.safetensors
 """
-import os, re, sys
+import os, sys
 import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "torch_twin"))
-from gpt import GPT, optimizer  # noqa: E402
+from gpt import GPT, anychip_name as ours, optimizer  # noqa: E402
 
 # name: (vocab, max_ctx, n_layer, n_head, n_kv_head, d_model, d_ff, kind, tied)
 CONFIGS = {
     "gpt2": (64, 16, 2, 2, 2, 32, 128, "gpt2", True),
     "llama": (64, 16, 2, 4, 2, 32, 64, "llama", False),
 }
-RENAME = [(r"^tok\.", "tok_emb."), (r"^pos\.", "pos_emb."), (r"^head\.", "lm_head."), (r"\.qkv\.", ".attn.qkv."),
-          (r"\.o\.", ".attn.o."), (r"\.up\.", ".mlp.up."), (r"\.down\.", ".mlp.down.")]
-
-
-def ours(name):
-    """The twin's parameter name in anychip's naming."""
-    for pat, rep in RENAME:
-        name = re.sub(pat, rep, name)
-    return name
 
 
 def main():

@@ -128,6 +128,18 @@ def anychip_window_start(seed, step, row, n_tokens, ctx):
     return (((w[0] << 32) | w[1]) * (n_tokens - ctx)) >> 64
 
 
+# The twin's parameter names -> anychip's (tok.weight -> tok_emb.weight, blocks.0.qkv -> blocks.0.attn.qkv, ...).
+_RENAME = [(r"^tok\.", "tok_emb."), (r"^pos\.", "pos_emb."), (r"^head\.", "lm_head."), (r"\.qkv\.", ".attn.qkv."),
+           (r"\.o\.", ".attn.o."), (r"\.up\.", ".mlp.up."), (r"\.down\.", ".mlp.down.")]
+
+
+def anychip_name(name):
+    """The twin's parameter name in anychip's naming."""
+    for pat, rep in _RENAME:
+        name = re.sub(pat, rep, name)
+    return name
+
+
 def load_anychip_weights(model, run):
     """Copy an anychip run's checkpointed weights (RUN/checkpoint/model.safetensors, f32) into
     the twin, mapping anychip's parameter names onto the twin's."""
@@ -138,13 +150,9 @@ def load_anychip_weights(model, run):
         sys.exit(f"gpt.py: cannot read {path}: {e.strerror}; pass the --out directory of an anychip train run")
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8:8 + n])
-    rename = [(r"^tok\.", "tok_emb."), (r"^pos\.", "pos_emb."), (r"^head\.", "lm_head."), (r"\.qkv\.", ".attn.qkv."),
-              (r"\.o\.", ".attn.o."), (r"\.up\.", ".mlp.up."), (r"\.down\.", ".mlp.down.")]
     with torch.no_grad():
         for name, p in model.named_parameters():
-            ours = name
-            for pat, rep in rename:
-                ours = re.sub(pat, rep, ours)
+            ours = anychip_name(name)
             h = header.get(ours)
             if h is None or h["dtype"] != "F32":
                 sys.exit(f"gpt.py: {path} has no f32 tensor {ours}; was it written by this preset?")
