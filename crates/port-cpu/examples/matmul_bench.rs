@@ -48,23 +48,23 @@ fn main() {
     let peak = port.peak_flops_f32();
     println!("{}", port.capabilities().device);
     println!("measured fp32 FMA peak: {:.1} GFLOP/s on {} threads; operands {dtype}", peak / 1e9, port.threads());
-    // (rows = B*T, in, out) of GPT-2 small's linears at B*T = 2048 (or of the tiny preset's at
-    // batch 16 x 128), plus square references.
-    let tiny = [
-        (2048, 256, 768, "qkv"),
-        (2048, 256, 256, "attn proj"),
-        (2048, 256, 1024, "mlp up"),
-        (2048, 1024, 256, "mlp down"),
-        (2048, 256, 256, "lm head"),
-    ];
-    let gpt2 = [
-        (2048, 768, 2304, "qkv"),
-        (2048, 768, 768, "attn proj"),
-        (2048, 768, 3072, "mlp up"),
-        (2048, 3072, 768, "mlp down"),
-        (1024, 768, 50257, "lm head"),
-    ];
-    let shapes = if args.get(4).map(String::as_str) == Some("tiny") { tiny } else { gpt2 };
+    // (rows = B*T, in, out) of a GPT block's linears (d -> 3d, d -> d, d -> 4d, 4d -> d) and its
+    // LM head: GPT-2 small's at B*T = 2048 (the head at 1024 rows), or with `tiny` the tiny
+    // preset's at batch 16 x 128 (d 256, bytes); plus square references.
+    let gpt = |rows: usize, d: usize, head_rows: usize, vocab: usize| {
+        [
+            (rows, d, 3 * d, "qkv"),
+            (rows, d, d, "attn proj"),
+            (rows, d, 4 * d, "mlp up"),
+            (rows, 4 * d, d, "mlp down"),
+            (head_rows, d, vocab, "lm head"),
+        ]
+    };
+    let shapes = if args.get(4).map(String::as_str) == Some("tiny") {
+        gpt(2048, 256, 2048, 256)
+    } else {
+        gpt(2048, 768, 1024, 50257)
+    };
     println!(
         "{:<10} {:>20} {:>10} {:>10} {:>10} {:>7}",
         "layer", "[N,In]x[In,Out]", "fwd", "dx=dy w", "dw=dy^T x", "%peak"
