@@ -56,12 +56,16 @@
 //! its own A block. The first K block writes `alpha acc + beta C` (C not read when beta = 0),
 //! later ones add `alpha acc` to C: f32 accumulation throughout.
 //!
-//! The block sizes were measured on Sapphire Rapids (interleaved runs, medians). AVX512-BF16
-//! keeps KC = 256 so a 32 x KC B panel (16 KiB) stays in L1. AMX takes the whole K up to 4096
-//! in one block: its C tiles leave the registers once per K block, and reloading 32 rows of C
-//! that lie far apart cost more (about a fifth of the time at KC = 256) than streaming A and B
-//! panels from L2; the next call's C rows are prefetched as well.
+//! Both engines take the whole K, up to 4096, in one block: the C tile leaves the registers
+//! once per K block, and reloading rows of C that lie far apart (and, for widths like 3072,
+//! 12 KiB apart, so on the same L1 sets) costs more than streaming the A and B panels from L2.
+//! Measured with interleaved runs and medians (`bf16_tune`): AMX on Sapphire Rapids lost about a
+//! fifth of its time at KC = 256; AVX512-BF16 on Zen 4 went from 160-178 to 207-210 GFLOP/s on
+//! one core (GPT-2 shapes, forward, dx and dw), about 91% of the `vdpbf16ps` peak, where a 32 x
+//! 256 B panel kept in L1 had been the Sapphire Rapids choice. The AMX C rows of the next call
+//! are prefetched as well.
 
+use super::matmul_bf16_pack::{pack_a_pairs, pack_a_rows, pack_b_block};
 use rayon::prelude::*;
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -73,7 +77,7 @@ pub const NR: usize = 32;
 /// AMX: 16-pair chunks (32 k) per microkernel call; see the loop in [`gemm_on`].
 const AMX_KB: usize = 8;
 /// Products with fewer multiply-adds than this run on the calling thread.
-const PAR_WORK: usize = 1 << 18;
+pub(super) const PAR_WORK: usize = 1 << 18;
 
 /// The unit a bf16 product runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,10 +98,7 @@ impl Engine {
     }
     /// K per block (even, so pairs never straddle blocks); see the module docs.
     fn kc(self) -> usize {
-        match self {
-            Engine::Amx => 4096,
-            Engine::Avx512 => 256,
-        }
+        4096
     }
     /// Most rows in one packed A block (a multiple of MR).
     fn mc_max(self) -> usize {
@@ -107,12 +108,10 @@ impl Engine {
                 Engine::Avx512 => 24,
             }
     }
-    /// Columns per packed B block (a multiple of NR).
+    /// Columns per packed B block (a multiple of NR). With K whole in one block, the packed B
+    /// block is up to 1536 x 4096 bf16 (12 MiB); Zen 4 ran 96 panels no faster.
     fn nc(self) -> usize {
-        NR * match self {
-            Engine::Amx => 48,
-            Engine::Avx512 => 96,
-        }
+        NR * 48
     }
     /// Pairs per packed panel row group: AMX tiles take 16 pairs (32 k) at a time.
     fn pair_align(self) -> usize {
@@ -381,190 +380,6 @@ pub unsafe fn gemm_on(
                     (0..tasks).for_each(task);
                 }
             });
-        }
-    }
-}
-
-/// Pack rows `i0..i0+rows`, columns `p0..p0+kc` of A into 14-row K-pair panels for
-/// AVX512-BF16: `dst[panel][pair][r] = A[i, 2p] | A[i, 2p+1] << 16` (zero past the last row or
-/// K; `kpp` pairs per panel).
-unsafe fn pack_a_pairs(a: BfMat, i0: usize, rows: usize, p0: usize, kc: usize, kpp: usize, dst: &mut [u32]) {
-    const MR: usize = 14;
-    let (kp, full) = (kc.div_ceil(2), kc / 2);
-    for (ip, panel) in dst.chunks_exact_mut(kpp * MR).enumerate().take(rows.div_ceil(MR)) {
-        let r0 = ip * MR;
-        let mr = MR.min(rows - r0);
-        panel[kp * MR..].fill(0);
-        if a.cs == 1 {
-            // Row-major: the pair is one 32-bit word of the row.
-            for r in 0..MR {
-                if r >= mr {
-                    for p in 0..kp {
-                        panel[p * MR + r] = 0;
-                    }
-                    continue;
-                }
-                let src = a.ptr.add((i0 + r0 + r) * a.rs + p0);
-                for p in 0..full {
-                    panel[p * MR + r] = (src.add(2 * p) as *const u32).read_unaligned();
-                }
-                if kc % 2 == 1 {
-                    panel[full * MR + r] = *src.add(kc - 1) as u32;
-                }
-            }
-        } else if a.rs == 1 {
-            // Column-major (A = dY^T): rows are contiguous along each k; interleave two of them.
-            for p in 0..kp {
-                let lo = a.ptr.add(i0 + r0 + (p0 + 2 * p) * a.cs);
-                let hi = (2 * p + 1 < kc).then(|| lo.add(a.cs));
-                let out = &mut panel[p * MR..(p + 1) * MR];
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = if r < mr { *lo.add(r) as u32 | hi.map_or(0, |h| (*h.add(r) as u32) << 16) } else { 0 };
-                }
-            }
-        } else {
-            for p in 0..kp {
-                for r in 0..MR {
-                    let at = |kk: usize| {
-                        if r < mr && kk < kc {
-                            *a.ptr.add((i0 + r0 + r) * a.rs + (p0 + kk) * a.cs) as u32
-                        } else {
-                            0
-                        }
-                    };
-                    panel[p * MR + r] = at(2 * p) | at(2 * p + 1) << 16;
-                }
-            }
-        }
-    }
-}
-
-/// Pack rows `i0..i0+rows`, columns `p0..p0+kc` of A into 32-row panels for AMX, in the order
-/// the tiles are loaded: for each 16 pairs (32 k) q, the 32 rows' 16 words, so each 16-row A
-/// tile is 1 KiB of consecutive memory and a panel is read front to back
-/// (`dst[panel][q][r][w]` = the pair 16q + w of row r; zero past the last row or K).
-unsafe fn pack_a_rows(a: BfMat, i0: usize, rows: usize, p0: usize, kc: usize, kpp: usize, dst: &mut [u32]) {
-    const MR: usize = 32;
-    let chunks = kpp / 16;
-    for (ip, panel) in dst.chunks_exact_mut(kpp * MR).enumerate().take(rows.div_ceil(MR)) {
-        let r0 = ip * MR;
-        let mr = MR.min(rows - r0);
-        let base = panel.as_mut_ptr() as *mut u16;
-        // Element (r, kk) of the panel, as u16 index.
-        let at = |r: usize, kk: usize| (kk / 32) * (MR * 32) + r * 32 + kk % 32;
-        if a.cs == 1 && mr == MR {
-            // Row-major: 32 consecutive k of a row are 64 consecutive bytes.
-            for r in 0..MR {
-                let src = a.ptr.add((i0 + r0 + r) * a.rs + p0);
-                for q in 0..chunks {
-                    let (k0, n) = (q * 32, 32.min(kc.saturating_sub(q * 32)));
-                    let d = base.add(at(r, k0));
-                    if n == 32 {
-                        // A fixed-size copy: two vector moves, not a call to memcpy.
-                        (d as *mut [u16; 32]).write_unaligned((src.add(k0) as *const [u16; 32]).read_unaligned());
-                    } else {
-                        std::ptr::copy_nonoverlapping(src.add(k0), d, n);
-                        std::ptr::write_bytes(d.add(n), 0, 32 - n);
-                    }
-                }
-            }
-        } else if a.rs == 1 {
-            // Column-major (A = dY^T): a row of A is a column of dY. Walk dY's rows (contiguous
-            // over A's rows) and scatter each into the panel's rows.
-            panel.fill(0);
-            for kk in 0..kc {
-                let src = std::slice::from_raw_parts(a.ptr.add(i0 + r0 + (p0 + kk) * a.cs), mr);
-                let d = base.add(at(0, kk));
-                for (r, &v) in src.iter().enumerate() {
-                    *d.add(r * 32) = v;
-                }
-            }
-        } else {
-            panel.fill(0);
-            for r in 0..mr {
-                for kk in 0..kc {
-                    *base.add(at(r, kk)) = *a.ptr.add((i0 + r0 + r) * a.rs + (p0 + kk) * a.cs);
-                }
-            }
-        }
-    }
-}
-
-/// Pack rows `p0..p0+kc`, columns `j0..j0+nc` of B into NR-column K-pair panels of `kpp`
-/// pairs: `dst[panel][pair][j] = B[2p, j] | B[2p+1, j] << 16` (zero past the last column or K).
-#[allow(clippy::too_many_arguments)]
-unsafe fn pack_b_block(
-    b: BfMat,
-    p0: usize,
-    kc: usize,
-    j0: usize,
-    nc: usize,
-    kpp: usize,
-    dst: &mut [u32],
-    parallel: bool,
-) {
-    let npan = nc.div_ceil(NR);
-    let one = |jp: usize, panel: &mut [u32]| {
-        let c0 = jp * NR;
-        pack_b_panel(b, p0, kc, j0 + c0, NR.min(nc - c0), panel);
-    };
-    let dst = &mut dst[..npan * kpp * NR];
-    if parallel && npan > 1 && kc * nc >= PAR_WORK / 16 {
-        dst.par_chunks_mut(kpp * NR).enumerate().for_each(|(jp, panel)| one(jp, panel));
-    } else {
-        dst.chunks_mut(kpp * NR).enumerate().for_each(|(jp, panel)| one(jp, panel));
-    }
-}
-
-unsafe fn pack_b_panel(b: BfMat, p0: usize, kc: usize, j0: usize, nr: usize, panel: &mut [u32]) {
-    let (kp, full) = (kc.div_ceil(2), kc / 2);
-    panel[kp * NR..].fill(0);
-    if b.rs == 1 {
-        // B = W^T: column j is row j of W, so the pair is one 32-bit word of it.
-        for j in 0..NR {
-            if j >= nr {
-                for p in 0..kp {
-                    panel[p * NR + j] = 0;
-                }
-                continue;
-            }
-            let src = b.ptr.add((j0 + j) * b.cs + p0);
-            for p in 0..full {
-                panel[p * NR + j] = (src.add(2 * p) as *const u32).read_unaligned();
-            }
-            if kc % 2 == 1 {
-                panel[full * NR + j] = *src.add(kc - 1) as u32;
-            }
-        }
-    } else if b.cs == 1 {
-        // Row-major: interleave rows 2p and 2p+1 (the compiler vectorises this loop).
-        for p in 0..kp {
-            let lo = std::slice::from_raw_parts(b.ptr.add((p0 + 2 * p) * b.rs + j0), nr);
-            let out = &mut panel[p * NR..(p + 1) * NR];
-            if 2 * p + 1 < kc {
-                let hi = std::slice::from_raw_parts(b.ptr.add((p0 + 2 * p + 1) * b.rs + j0), nr);
-                for ((o, &l), &h) in out.iter_mut().zip(lo).zip(hi) {
-                    *o = l as u32 | (h as u32) << 16;
-                }
-            } else {
-                for (o, &l) in out.iter_mut().zip(lo) {
-                    *o = l as u32;
-                }
-            }
-            out[nr..].fill(0);
-        }
-    } else {
-        for p in 0..kp {
-            for j in 0..NR {
-                let at = |kk: usize| {
-                    if j < nr && kk < kc {
-                        *b.ptr.add((p0 + kk) * b.rs + (j0 + j) * b.cs) as u32
-                    } else {
-                        0
-                    }
-                };
-                panel[p * NR + j] = at(2 * p) | at(2 * p + 1) << 16;
-            }
         }
     }
 }
@@ -856,6 +671,8 @@ mod tests {
             (29, 65, 300),
             (70, 100, 513),
             (3, 200, 40),
+            // More than one K block (KC = 4096), with an odd K.
+            (9, 40, 4101),
         ];
         for e in engines() {
             for (si, &(m, n, k)) in shapes.iter().enumerate() {

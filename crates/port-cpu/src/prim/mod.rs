@@ -4,6 +4,8 @@ pub mod elementwise;
 pub mod matmul;
 #[cfg(anychip_avx512bf16)]
 pub mod matmul_bf16;
+#[cfg(anychip_avx512bf16)]
+mod matmul_bf16_pack;
 pub mod movement;
 pub mod random;
 pub mod reduce;
