@@ -1,39 +1,48 @@
-//! A caching allocator for host buffers: freed blocks are kept by exact size and handed out again.
+//! A caching allocator for host buffers: freed memory is kept and handed out again.
 //!
 //! Why: a training step allocates the same buffers, of the same sizes, in the same order, every
 //! step. Returning them to the system allocator makes each step pay for fresh pages (a page
 //! fault, a zeroed page and a memcg charge per 4 KiB) on the engine thread while the workers
-//! idle; profiling gpt2-tiny showed this at about an eighth of the step. Kept blocks make the
+//! idle; profiling gpt2-tiny showed this at about an eighth of the step. Kept memory makes the
 //! steady state allocation-free.
 //!
-//! Memory stays bounded: cached blocks are never allowed to push the bytes held by this port
-//! (live plus cached) more than half above the largest number of live bytes ever reached,
-//! which any allocator must have held at that moment. A miss that would break this evicts the
-//! blocks released longest ago first. Fresh blocks are zeroed (so memory nobody wrote reads as zeros
-//! rather than undefined bytes); reused blocks keep their old contents, which the contract
-//! allows ("contents unspecified"). Debug builds poison reused blocks with 0xFF bytes (NaN in
-//! f32 and bf16, -1 in i32) so a kernel that relies on fresh zeros fails its tests.
+//! Two pools, as PyTorch's CUDA allocator has:
+//! - **Small blocks** (under [`LARGE`]) are kept by exact size and reused for that size only.
+//! - **Large blocks** live in segments (one system allocation each). A request takes the
+//!   smallest free range that fits (best fit) and splits off the rest; a release merges the range
+//!   with free neighbours of its segment. So a step's weight gradients can be cut from the
+//!   activations the backward pass has just freed, and the activations of the next forward from
+//!   the gradients the optimizer has freed. With exact sizes only, each kind kept its own blocks:
+//!   a gpt2-124m step held 1.29 times its live peak (3091 MiB for 2399 MiB live).
+//!
+//! Memory stays bounded: the bytes held by this port (live plus cached) may not pass the largest
+//! number of live bytes ever reached by more than 1/[`SLACK`] of it, which any allocator must have
+//! held at that moment. A miss that would break this first evicts small blocks (released longest
+//! ago first), then segments that are wholly free. Fresh memory is zeroed (so memory nobody wrote
+//! reads as zeros rather than undefined bytes); reused memory keeps its old contents, which the
+//! contract allows ("contents unspecified"). Debug builds poison reused memory with 0xFF bytes
+//! (NaN in f32 and bf16, -1 in i32) so a kernel that relies on fresh zeros fails its tests.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
 /// Alignment of every block: one cache line, and a full AVX-512 register.
 pub const ALIGN: usize = 64;
 
-/// Blocks held (live plus cached) may exceed the peak of live bytes by 1/SLACK of it. Exact-size
-/// reuse needs some room: the footprint of a repeating step is the sum over sizes of the most
-/// blocks of that size live at once, 8% above the live peak for gpt2-tiny and 15% for
-/// gpt2-small-30m (its two 400 MB logit-sized buffers). With no slack the pool kept evicting
-/// blocks it needed a moment later and half the allocations missed. A quarter was enough while
-/// every activation lived until backward; once the graph stopped holding activations that no
-/// backward reads (core's `Tensor::edge`), the live peak fell and a quarter made a bf16
-/// gpt2-124m step 20% slower (blocks evicted and taken again as fresh pages every step). Half
-/// keeps the step's speed and still holds less than before: 3366 against 3657 MiB peak RSS.
+/// Requests of at least this many bytes are cut from segments; smaller ones are cached by size.
+/// Small blocks cut from segments would pin them (a bias vector kept for the whole run inside a
+/// freed activation), and they are too few bytes for exact sizes to waste much.
+pub const LARGE: usize = 1 << 20;
+
+/// Blocks held (live plus cached) may exceed the peak of live bytes by 1/SLACK of it. With exact
+/// sizes only, a quarter made a bf16 gpt2-124m step 20% slower (blocks evicted and taken again
+/// as fresh pages every step) and a half was needed; splitting segments keeps the held bytes
+/// near the live peak, so the bound rarely binds.
 pub const SLACK: usize = 2;
 
-/// A free block and when it was released (a counter, for oldest-first eviction).
+/// A free small block and when it was released (a counter, for oldest-first eviction).
 struct Free {
     ptr: NonNull<u8>,
     stamp: u64,
@@ -42,20 +51,42 @@ struct Free {
 // SAFETY: a cached block is plain memory owned by the pool alone.
 unsafe impl Send for Free {}
 
+/// A range of a segment, keyed by its address in [`Large::ranges`].
+#[derive(Clone, Copy)]
+struct Range {
+    len: usize,
+    free: bool,
+    /// Address of the segment the range belongs to (ranges merge only within one segment).
+    seg: usize,
+}
+
+/// The large pool: segments split into ranges, by address, and the free ranges by size.
+#[derive(Default)]
+struct Large {
+    /// Every range of every segment (used or free), by address.
+    ranges: BTreeMap<usize, Range>,
+    /// Free ranges as (length, address): the first at or above a length is the best fit.
+    free: BTreeSet<(usize, usize)>,
+    /// Segment lengths by address.
+    segs: HashMap<usize, usize>,
+}
+
 #[derive(Default)]
 struct Pool {
-    /// Free blocks by exact size; each list is a stack (the most recently released on top).
-    free: HashMap<usize, Vec<Free>>,
+    /// Free small blocks by exact size; each list is a stack (the most recently released on top).
+    small: HashMap<usize, Vec<Free>>,
+    large: Large,
     stats: CacheStats,
     clock: u64,
 }
 
-/// Counters of the caching allocator (bytes are the sizes callers asked for).
+/// Counters of the caching allocator (bytes are the sizes callers asked for, large ones rounded
+/// up to whole pages).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Bytes in blocks handed out and not yet released.
     pub live: usize,
-    /// Bytes in released blocks kept for reuse.
+    /// Bytes kept for reuse: released small blocks and free ranges of segments.
     pub cached: usize,
     /// Largest `live` ever reached: `live + cached` stays within 1 + 1/[`SLACK`] of it.
     pub peak_live: usize,
@@ -77,44 +108,63 @@ fn layout(bytes: usize) -> Option<Layout> {
     Layout::from_size_align(bytes, ALIGN).ok()
 }
 
-/// A block of `bytes > 0` bytes: a cached one of exactly that size, else fresh zeroed memory.
-/// `None` when the system allocator refuses.
+/// Large ranges start on page boundaries, as a fresh allocation of their size would.
+const PAGE: usize = 4096;
+
+/// The bytes a request of `bytes` occupies: large ones are rounded up to whole pages.
+fn footprint(bytes: usize) -> usize {
+    if bytes >= LARGE {
+        bytes.next_multiple_of(PAGE)
+    } else {
+        bytes
+    }
+}
+
+/// A block of `bytes > 0` bytes: cached memory if some fits, else fresh zeroed memory. `None`
+/// when the system allocator refuses.
 pub fn take(bytes: usize) -> Option<NonNull<u8>> {
-    let lay = layout(bytes)?;
+    let n = footprint(bytes);
+    let lay = layout(n)?;
     let mut evicted = Vec::new();
     {
         let mut g = pool();
         let p = g.get_or_insert_with(Pool::default);
-        if let Some(f) = p.free.get_mut(&bytes).and_then(|v| v.pop()) {
-            p.stats.cached -= bytes;
+        if let Some(ptr) = p.reuse(n) {
+            p.stats.cached -= n;
             p.stats.hits += 1;
-            p.grow_live(bytes);
+            p.grow_live(n);
             drop(g);
             if cfg!(debug_assertions) {
-                // SAFETY: the block has `bytes` bytes and is ours alone.
-                unsafe { std::ptr::write_bytes(f.ptr.as_ptr(), 0xFF, bytes) };
+                // SAFETY: the block has `n` bytes and is ours alone.
+                unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0xFF, n) };
             }
-            return Some(f.ptr);
+            return Some(ptr);
         }
         p.stats.misses += 1;
         // Keep live + cached within the peak (plus slack) that the new live total sets.
-        let peak = p.stats.peak_live.max(p.stats.live + bytes);
+        let peak = p.stats.peak_live.max(p.stats.live + n);
         let bound = peak + peak / SLACK;
-        while p.stats.cached > 0 && p.stats.live + bytes + p.stats.cached > bound {
-            evicted.push(p.evict_oldest());
+        while p.stats.live + n + p.stats.cached > bound {
+            match p.evict() {
+                Some(e) => evicted.push(e),
+                None => break,
+            }
         }
-        p.grow_live(bytes);
+        p.grow_live(n);
     }
-    for (ptr, n) in evicted {
-        // SAFETY: allocated by `take` with `layout(n)`, and no longer in the pool.
-        unsafe { dealloc(ptr.as_ptr(), layout(n).expect("layout was valid at allocation")) };
+    for (ptr, len) in evicted {
+        // SAFETY: allocated below with `layout(len)`, and no longer in the pool.
+        unsafe { dealloc(ptr.as_ptr(), layout(len).expect("layout was valid at allocation")) };
     }
     // SAFETY: `lay` has a non-zero size.
-    let ptr = NonNull::new(unsafe { alloc_zeroed(lay) });
-    if ptr.is_none() {
-        pool().as_mut().expect("pool exists").stats.live -= bytes;
+    let Some(ptr) = NonNull::new(unsafe { alloc_zeroed(lay) }) else {
+        pool().as_mut().expect("pool exists").stats.live -= n;
+        return None;
+    };
+    if n >= LARGE {
+        pool().as_mut().expect("pool exists").large.add_segment(ptr.as_ptr() as usize, n);
     }
-    ptr
+    Some(ptr)
 }
 
 /// Give back a block from [`take`] of the same `bytes`, for reuse.
@@ -122,21 +172,32 @@ pub fn take(bytes: usize) -> Option<NonNull<u8>> {
 /// # Safety
 /// `ptr` must come from `take(bytes)` and not be used afterwards.
 pub unsafe fn release(ptr: NonNull<u8>, bytes: usize) {
+    let n = footprint(bytes);
     let mut g = pool();
     let p = g.get_or_insert_with(Pool::default);
-    p.stats.live -= bytes;
-    p.stats.cached += bytes;
+    p.stats.live -= n;
+    p.stats.cached += n;
     p.clock += 1;
-    p.free.entry(bytes).or_default().push(Free { ptr, stamp: p.clock });
+    if n >= LARGE {
+        p.large.release(ptr.as_ptr() as usize);
+    } else {
+        p.small.entry(n).or_default().push(Free { ptr, stamp: p.clock });
+    }
 }
 
-/// Return every cached block to the system allocator (live blocks are untouched).
+/// Return every cached small block and every wholly free segment to the system allocator
+/// (live blocks, and segments that hold one, are untouched).
 pub fn trim() {
     let blocks: Vec<(NonNull<u8>, usize)> = {
         let mut g = pool();
         let Some(p) = g.as_mut() else { return };
-        p.stats.cached = 0;
-        p.free.drain().flat_map(|(n, v)| v.into_iter().map(move |f| (f.ptr, n))).collect()
+        let mut out: Vec<(NonNull<u8>, usize)> =
+            p.small.drain().flat_map(|(n, v)| v.into_iter().map(move |f| (f.ptr, n))).collect();
+        while let Some(seg) = p.large.take_free_segment() {
+            out.push(seg);
+        }
+        p.stats.cached -= out.iter().map(|&(_, n)| n).sum::<usize>();
+        out
     };
     for (ptr, n) in blocks {
         // SAFETY: allocated by `take` with `layout(n)`, and no longer in the pool.
@@ -155,20 +216,85 @@ impl Pool {
         self.stats.peak_live = self.stats.peak_live.max(self.stats.live);
     }
 
-    /// Remove the block released longest ago (the bottom of some stack).
-    fn evict_oldest(&mut self) -> (NonNull<u8>, usize) {
-        let (&n, _) = self
-            .free
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .min_by_key(|(_, v)| v[0].stamp)
-            .expect("cached bytes are non-zero, so some list is non-empty");
-        let list = self.free.get_mut(&n).expect("key just found");
-        let f = list.remove(0);
-        if list.is_empty() {
-            self.free.remove(&n);
+    /// Cached memory for `n` bytes, if some fits.
+    fn reuse(&mut self, n: usize) -> Option<NonNull<u8>> {
+        if n >= LARGE {
+            return self.large.best_fit(n).map(|a| NonNull::new(a as *mut u8).expect("segments are not null"));
         }
-        self.stats.cached -= n;
-        (f.ptr, n)
+        self.small.get_mut(&n).and_then(|v| v.pop()).map(|f| f.ptr)
+    }
+
+    /// Give one cached allocation back to the system, updating `cached`: the small block
+    /// released longest ago, else the largest wholly free segment. None when nothing can go.
+    fn evict(&mut self) -> Option<(NonNull<u8>, usize)> {
+        let oldest = self.small.iter().filter(|(_, v)| !v.is_empty()).min_by_key(|(_, v)| v[0].stamp).map(|(&n, _)| n);
+        let out = match oldest {
+            Some(n) => {
+                let list = self.small.get_mut(&n).expect("key just found");
+                let f = list.remove(0);
+                if list.is_empty() {
+                    self.small.remove(&n);
+                }
+                Some((f.ptr, n))
+            }
+            None => self.large.take_free_segment(),
+        }?;
+        self.stats.cached -= out.1;
+        Some(out)
+    }
+}
+
+impl Large {
+    fn add_segment(&mut self, addr: usize, len: usize) {
+        self.segs.insert(addr, len);
+        self.ranges.insert(addr, Range { len, free: false, seg: addr });
+    }
+
+    /// The smallest free range of at least `n` bytes, marked used; the rest stays free.
+    fn best_fit(&mut self, n: usize) -> Option<usize> {
+        let &(len, addr) = self.free.range((n, 0)..).next()?;
+        self.free.remove(&(len, addr));
+        let r = self.ranges.get_mut(&addr).expect("a free range is in the address map");
+        r.free = false;
+        r.len = n;
+        if len > n {
+            let seg = r.seg;
+            self.ranges.insert(addr + n, Range { len: len - n, free: true, seg });
+            self.free.insert((len - n, addr + n));
+        }
+        Some(addr)
+    }
+
+    /// Mark the range at `addr` free and merge it with free neighbours of its segment.
+    fn release(&mut self, addr: usize) {
+        let r = *self.ranges.get(&addr).expect("released range was handed out by this pool");
+        debug_assert!(!r.free, "range at {addr:#x} released twice");
+        let (mut start, mut len) = (addr, r.len);
+        if let Some((&next, &nr)) = self.ranges.range(addr + 1..).next() {
+            if next == addr + len && nr.free && nr.seg == r.seg {
+                self.free.remove(&(nr.len, next));
+                self.ranges.remove(&next);
+                len += nr.len;
+            }
+        }
+        if let Some((&prev, &pr)) = self.ranges.range(..addr).next_back() {
+            if prev + pr.len == addr && pr.free && pr.seg == r.seg {
+                self.free.remove(&(pr.len, prev));
+                self.ranges.remove(&addr);
+                start = prev;
+                len += pr.len;
+            }
+        }
+        self.ranges.insert(start, Range { len, free: true, seg: r.seg });
+        self.free.insert((len, start));
+    }
+
+    /// Remove the largest segment that is wholly free, for the caller to deallocate.
+    fn take_free_segment(&mut self) -> Option<(NonNull<u8>, usize)> {
+        let &(len, addr) = self.free.iter().rev().find(|&&(len, addr)| self.segs.get(&addr) == Some(&len))?;
+        self.free.remove(&(len, addr));
+        self.ranges.remove(&addr);
+        self.segs.remove(&addr);
+        Some((NonNull::new(addr as *mut u8).expect("segments are not null"), len))
     }
 }

@@ -42,4 +42,19 @@ fn reuses_freed_blocks_and_stays_within_its_bound() {
     drop(kept);
     cache::trim();
     assert_eq!(cache::stats().cached, 0);
+
+    // Large blocks are cut from a freed larger one and merge back into it when released.
+    let seg = cpu.alloc(4 << 20).unwrap();
+    let base = ptr(&seg);
+    drop(seg);
+    let s1 = cache::stats();
+    let (x, y) = (cpu.alloc(1 << 20).unwrap(), cpu.alloc((2 << 20) + 5).unwrap());
+    assert_eq!((ptr(&x), ptr(&y)), (base, base + (1 << 20)), "both fit in the freed 4 MiB, best fit first");
+    assert_eq!((cache::stats().hits, cache::stats().misses), (s1.hits + 2, s1.misses));
+    let z = cpu.alloc(2 << 20).unwrap();
+    assert_ne!(ptr(&z), base, "the 1 MiB left is too small: fresh memory");
+    drop((y, x));
+    let whole = cpu.alloc(4 << 20).unwrap();
+    assert_eq!(ptr(&whole), base, "the two pieces merged back into the whole segment");
+    drop((whole, z));
 }
