@@ -48,46 +48,57 @@ unsafe fn transpose16(rows: &[__m512i; 16]) -> [__m512i; 16] {
     out
 }
 
+/// Pack `width` lanes (rows of A, or columns of B = W^T) whose K-pairs are adjacent in memory:
+/// lane l's k run from `src(l)` with unit stride, and `dst[p * width + l]` is its pair p
+/// (`src[2p] | src[2p+1] << 16`), zero for lanes from `valid` on and for an odd K's pad. 16 pairs
+/// of 16 lanes at a time are one 16 x 16 word transpose in registers; the rest go word by word.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn adjacent_pairs(src: impl Fn(usize) -> *const u16, width: usize, valid: usize, kc: usize, dst: &mut [u32]) {
+    let (kp, full) = (kc.div_ceil(2), kc / 2);
+    let vec_pairs = full / 16 * 16;
+    for p in (0..vec_pairs).step_by(16) {
+        for l0 in (0..width).step_by(16) {
+            let mut lanes = [_mm512_setzero_si512(); 16];
+            for (l, lane) in lanes.iter_mut().enumerate().take(valid.saturating_sub(l0)) {
+                *lane = _mm512_loadu_si512(src(l0 + l).add(2 * p) as *const _);
+            }
+            let mask: __mmask16 = if width - l0 >= 16 { 0xffff } else { (1 << (width - l0)) - 1 };
+            for (q, words) in transpose16(&lanes).iter().enumerate() {
+                _mm512_mask_storeu_epi32(dst.as_mut_ptr().add((p + q) * width + l0) as *mut i32, mask, *words);
+            }
+        }
+    }
+    for l in 0..width {
+        if l >= valid {
+            for p in vec_pairs..kp {
+                dst[p * width + l] = 0;
+            }
+            continue;
+        }
+        let s = src(l);
+        for p in vec_pairs..full {
+            dst[p * width + l] = (s.add(2 * p) as *const u32).read_unaligned();
+        }
+        if kc % 2 == 1 {
+            dst[full * width + l] = *s.add(kc - 1) as u32;
+        }
+    }
+}
+
 /// Pack rows `i0..i0+rows`, columns `p0..p0+kc` of A into 14-row K-pair panels for
 /// AVX512-BF16: `dst[panel][pair][r] = A[i, 2p] | A[i, 2p+1] << 16` (zero past the last row or
 /// K; `kpp` pairs per panel).
 #[target_feature(enable = "avx512f,avx512bw")]
 pub(super) unsafe fn pack_a_pairs(a: BfMat, i0: usize, rows: usize, p0: usize, kc: usize, kpp: usize, dst: &mut [u32]) {
     const MR: usize = 14;
-    let (kp, full) = (kc.div_ceil(2), kc / 2);
+    let kp = kc.div_ceil(2);
     for (ip, panel) in dst.chunks_exact_mut(kpp * MR).enumerate().take(rows.div_ceil(MR)) {
         let r0 = ip * MR;
         let mr = MR.min(rows - r0);
         panel[kp * MR..].fill(0);
         if a.cs == 1 {
-            // Row-major: the pair is one 32-bit word of the row. 16 pairs of every row at a
-            // time are one 16 x 16 word transpose in registers; the rest word by word.
-            let src = |r: usize| a.ptr.add((i0 + r0 + r) * a.rs + p0);
-            let vec_pairs = full / 16 * 16;
-            for p in (0..vec_pairs).step_by(16) {
-                let mut rows = [_mm512_setzero_si512(); 16];
-                for (r, row) in rows.iter_mut().enumerate().take(mr) {
-                    *row = _mm512_loadu_si512(src(r).add(2 * p) as *const _);
-                }
-                for (q, col) in transpose16(&rows).iter().enumerate() {
-                    _mm512_mask_storeu_epi32(panel.as_mut_ptr().add((p + q) * MR) as *mut i32, ROWS14, *col);
-                }
-            }
-            for r in 0..MR {
-                if r >= mr {
-                    for p in vec_pairs..kp {
-                        panel[p * MR + r] = 0;
-                    }
-                    continue;
-                }
-                let src = src(r);
-                for p in vec_pairs..full {
-                    panel[p * MR + r] = (src.add(2 * p) as *const u32).read_unaligned();
-                }
-                if kc % 2 == 1 {
-                    panel[full * MR + r] = *src.add(kc - 1) as u32;
-                }
-            }
+            // Row-major: the pair is one 32-bit word of the row.
+            adjacent_pairs(|r| a.ptr.add((i0 + r0 + r) * a.rs + p0), MR, mr, kc, panel);
         } else if a.rs == 1 {
             // Column-major (A = dY^T): rows are contiguous along each k; interleave two of them,
             // widening each row's 14 values to words (masked loads: rows past `mr` read as 0).
@@ -200,39 +211,11 @@ pub(super) unsafe fn pack_b_block(
 
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn pack_b_panel(b: BfMat, p0: usize, kc: usize, j0: usize, nr: usize, panel: &mut [u32]) {
-    let (kp, full) = (kc.div_ceil(2), kc / 2);
+    let kp = kc.div_ceil(2);
     panel[kp * NR..].fill(0);
     if b.rs == 1 {
-        // B = W^T: column j is row j of W, so the pair is one 32-bit word of it. 16 pairs of
-        // 16 columns at a time are one 16 x 16 word transpose in registers.
-        let src = |j: usize| b.ptr.add((j0 + j) * b.cs + p0);
-        let vec_pairs = full / 16 * 16;
-        for p in (0..vec_pairs).step_by(16) {
-            for half in 0..NR / 16 {
-                let mut cols = [_mm512_setzero_si512(); 16];
-                for (j, col) in cols.iter_mut().enumerate().take(nr.saturating_sub(half * 16)) {
-                    *col = _mm512_loadu_si512(src(half * 16 + j).add(2 * p) as *const _);
-                }
-                for (q, pair) in transpose16(&cols).iter().enumerate() {
-                    _mm512_storeu_si512(panel.as_mut_ptr().add((p + q) * NR + half * 16) as *mut _, *pair);
-                }
-            }
-        }
-        for j in 0..NR {
-            if j >= nr {
-                for p in vec_pairs..kp {
-                    panel[p * NR + j] = 0;
-                }
-                continue;
-            }
-            let src = src(j);
-            for p in vec_pairs..full {
-                panel[p * NR + j] = (src.add(2 * p) as *const u32).read_unaligned();
-            }
-            if kc % 2 == 1 {
-                panel[full * NR + j] = *src.add(kc - 1) as u32;
-            }
-        }
+        // B = W^T: column j is row j of W, so the pair is one 32-bit word of it.
+        adjacent_pairs(|j| b.ptr.add((j0 + j) * b.cs + p0), NR, nr, kc, panel);
     } else if b.cs == 1 {
         // Row-major: interleave rows 2p and 2p+1 (the compiler vectorises this loop).
         for p in 0..kp {
