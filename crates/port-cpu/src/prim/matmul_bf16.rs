@@ -74,6 +74,11 @@ use std::sync::OnceLock;
 
 /// Columns of C per microkernel (two zmm vectors, or two AMX tiles, of 16 f32).
 pub const NR: usize = 32;
+/// K per block, both engines (even, so pairs never straddle blocks); see the module docs.
+const KC: usize = 4096;
+/// Columns per packed B block, both engines (a multiple of NR). With K whole in one block, the
+/// packed B block is up to 1536 x 4096 bf16 (12 MiB); Zen 4 ran 96 panels no faster.
+const NC: usize = NR * 48;
 /// AMX: 16-pair chunks (32 k) per microkernel call; see the loop in [`gemm_on`].
 const AMX_KB: usize = 8;
 /// Products with fewer multiply-adds than this run on the calling thread.
@@ -96,10 +101,6 @@ impl Engine {
             Engine::Avx512 => 14,
         }
     }
-    /// K per block (even, so pairs never straddle blocks); see the module docs.
-    fn kc(self) -> usize {
-        4096
-    }
     /// Most rows in one packed A block (a multiple of MR).
     fn mc_max(self) -> usize {
         self.mr()
@@ -107,11 +108,6 @@ impl Engine {
                 Engine::Amx => 8,
                 Engine::Avx512 => 24,
             }
-    }
-    /// Columns per packed B block (a multiple of NR). With K whole in one block, the packed B
-    /// block is up to 1536 x 4096 bf16 (12 MiB); Zen 4 ran 96 panels no faster.
-    fn nc(self) -> usize {
-        NR * 48
     }
     /// Pairs per packed panel row group: AMX tiles take 16 pairs (32 k) at a time.
     fn pair_align(self) -> usize {
@@ -286,7 +282,7 @@ pub unsafe fn gemm_on(
         }
         return;
     }
-    let (mr, kc_max, nc_max) = (e.mr(), e.kc(), e.nc());
+    let mr = e.mr();
     let threads = if parallel && m * n * k >= PAR_WORK { rayon::current_num_threads().max(1) } else { 1 };
     let mpan = m.div_ceil(mr);
     // M blocks: at most MC rows each, a multiple of the thread count where there are rows
@@ -297,13 +293,13 @@ pub unsafe fn gemm_on(
     }
     let mblocks = mblocks.clamp(1, mpan);
     let block_panels = |bi: usize| (bi * mpan / mblocks, (bi + 1) * mpan / mblocks);
-    for jc in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - jc);
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
         let npan = nc.div_ceil(NR);
         // Fewer M blocks than threads (a short, wide product): split the columns as well.
         let nsplit = if mblocks < threads { threads.div_ceil(mblocks).min(npan) } else { 1 };
-        for pc in (0..k).step_by(kc_max) {
-            let kc = kc_max.min(k - pc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
             // Pairs per packed row, padded to what the engine consumes at once.
             let kpp = kc.div_ceil(2).next_multiple_of(e.pair_align());
             let first = pc == 0;
