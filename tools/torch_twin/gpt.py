@@ -144,6 +144,8 @@ def load_anychip_weights(model, run):
     """Copy an anychip run's checkpointed weights (RUN/checkpoint/model.safetensors, f32) into
     the twin, mapping anychip's parameter names onto the twin's."""
     path = os.path.join(run, "checkpoint", "model.safetensors")
+    # The format is an 8-byte header length, a JSON header and raw tensors; read here so the
+    # twin needs torch alone, not the safetensors package.
     try:
         raw = open(path, "rb").read()
     except OSError as e:
