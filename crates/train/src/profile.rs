@@ -14,6 +14,7 @@ use anychip_port::{
 };
 use serde::Serialize;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -114,13 +115,22 @@ pub struct Profiler {
     name: String,
     phase: AtomicUsize,
     stats: Mutex<[[Stat; 3]; Kind::ALL.len()]>,
+    /// The same times per op name ("linear", "unary gelu", "reduce sum", ...), for the table of
+    /// the costliest ops: a kind can hide which of its ops is slow.
+    ops: Mutex<HashMap<String, (Kind, [Stat; 3])>>,
 }
 
 impl Profiler {
     /// Wrap `inner`; its buffers pass through unchanged.
     pub fn new(inner: Arc<dyn Port>) -> Profiler {
         let name = inner.name().to_string();
-        Profiler { inner, name, phase: AtomicUsize::new(Phase::Rest as usize), stats: Mutex::default() }
+        Profiler {
+            inner,
+            name,
+            phase: AtomicUsize::new(Phase::Rest as usize),
+            stats: Mutex::default(),
+            ops: Mutex::default(),
+        }
     }
 
     /// Charge the following calls to `phase`.
@@ -131,14 +141,15 @@ impl Profiler {
     /// Forget everything recorded so far (call after warm-up).
     pub fn reset(&self) {
         *self.stats.lock().expect("profiler stats poisoned") = Default::default();
+        self.ops.lock().expect("profiler stats poisoned").clear();
     }
 
     /// Run `f`, charging its whole wall time (port calls inside included) to `kind`.
     pub fn scope<R>(&self, kind: Kind, f: impl FnOnce() -> R) -> R {
-        self.timed(kind, false, f)
+        self.timed(kind, kind.name(), false, f)
     }
 
-    fn timed<R>(&self, kind: Kind, sync: bool, f: impl FnOnce() -> R) -> R {
+    fn timed<R>(&self, kind: Kind, op: &str, sync: bool, f: impl FnOnce() -> R) -> R {
         let depth = DEPTH.with(|d| d.replace(d.get() + 1));
         let t = Instant::now();
         let r = f();
@@ -155,12 +166,25 @@ impl Profiler {
             let st = &mut s[kind as usize][phase];
             st.secs += secs;
             st.calls += 1;
+            drop(s);
+            let mut ops = self.ops.lock().expect("profiler stats poisoned");
+            if !ops.contains_key(op) {
+                ops.insert(op.to_string(), (kind, Default::default()));
+            }
+            let st = &mut ops.get_mut(op).expect("inserted above").1[phase];
+            st.secs += secs;
+            st.calls += 1;
         }
         r
     }
 
     fn op<R>(&self, kind: Kind, f: impl FnOnce() -> R) -> R {
-        self.timed(kind, true, f)
+        self.timed(kind, kind.name(), true, f)
+    }
+
+    /// [`Profiler::op`] for a call that the table of ops names on its own.
+    fn named<R>(&self, kind: Kind, op: &str, f: impl FnOnce() -> R) -> R {
+        self.timed(kind, op, true, f)
     }
 
     /// The recorded time as a table over `steps` steps that took `step_secs` in total.
@@ -186,7 +210,22 @@ impl Profiler {
             .collect();
         rows.sort_by(|a, b| b.ms_per_step.total_cmp(&a.ms_per_step));
         let attributed: f64 = rows.iter().map(|r| r.ms_per_step).sum();
-        Profile { steps, step_ms, rows, unattributed_ms: step_ms - attributed }
+        let mut ops: Vec<OpRow> = self
+            .ops
+            .lock()
+            .expect("profiler stats poisoned")
+            .iter()
+            .map(|(name, (kind, st))| OpRow {
+                op: name.clone(),
+                kind: kind.name(),
+                ms_per_step: st.iter().map(|x| x.secs).sum::<f64>() * 1e3 / n,
+                calls_per_step: st.iter().map(|x| x.calls).sum::<u64>() as f64 / n,
+                fwd_ms: st[Phase::Forward as usize].secs * 1e3 / n,
+                bwd_ms: st[Phase::Backward as usize].secs * 1e3 / n,
+            })
+            .collect();
+        ops.sort_by(|a, b| b.ms_per_step.total_cmp(&a.ms_per_step).then_with(|| a.op.cmp(&b.op)));
+        Profile { steps, step_ms, rows, unattributed_ms: step_ms - attributed, ops }
     }
 }
 
@@ -200,7 +239,25 @@ pub struct Profile {
     pub rows: Vec<ProfileRow>,
     /// Step time not inside any timed call: host-side autograd and bookkeeping.
     pub unattributed_ms: f64,
+    /// The same time per op name, slowest first (every op; the printed table shows the top ones).
+    pub ops: Vec<OpRow>,
 }
+
+/// One op's share of a step: a composite by family name, a primitive with its operation.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpRow {
+    /// e.g. "linear", "attention", "unary gelu", "reduce sum", "matmul".
+    pub op: String,
+    /// The kind it is charged to.
+    pub kind: &'static str,
+    pub ms_per_step: f64,
+    pub calls_per_step: f64,
+    pub fwd_ms: f64,
+    pub bwd_ms: f64,
+}
+
+/// Ops listed in the printed table (the JSON has all of them).
+const TOP_OPS: usize = 12;
 
 /// One kind's share of a step.
 #[derive(Clone, Debug, Serialize)]
@@ -231,7 +288,46 @@ impl std::fmt::Display for Profile {
             )?;
         }
         let pct = 100.0 * self.unattributed_ms / self.step_ms;
-        write!(f, "{:<14} {:>10.2} {:>6.1}%   (host: autograd, bookkeeping)", "unattributed", self.unattributed_ms, pct)
+        writeln!(
+            f,
+            "{:<14} {:>10.2} {:>6.1}%   (host: autograd, bookkeeping)",
+            "unattributed", self.unattributed_ms, pct
+        )?;
+        write!(
+            f,
+            "costliest ops:\n{:<22} {:<13} {:>8} {:>7} {:>11} {:>8} {:>8}",
+            "op", "kind", "ms/step", "%", "calls/step", "fwd ms", "bwd ms"
+        )?;
+        for r in self.ops.iter().take(TOP_OPS) {
+            write!(
+                f,
+                "\n{:<22} {:<13} {:>8.2} {:>6.1}% {:>11.1} {:>8.2} {:>8.2}",
+                r.op,
+                r.kind,
+                r.ms_per_step,
+                100.0 * r.ms_per_step / self.step_ms,
+                r.calls_per_step,
+                r.fwd_ms,
+                r.bwd_ms
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// An op enum's name as the table prints it: `Gelu` as "gelu".
+fn lower(op: impl std::fmt::Debug) -> String {
+    format!("{op:?}").to_lowercase()
+}
+
+/// A composite's row in the op table: its family, and for `linear` the weight's [out x in],
+/// since a model's linears differ mostly in shape (qkv, MLP, LM head).
+fn op_label(call: &Composite) -> String {
+    match call {
+        Composite::LinearFwd { w, .. } | Composite::LinearBwd { w, .. } if w.shape().len() == 2 => {
+            format!("linear {}x{}", w.shape()[0], w.shape()[1])
+        }
+        _ => call.name().to_string(),
     }
 }
 
@@ -258,31 +354,31 @@ impl Port for Profiler {
         self.op(Kind::Other, || self.inner.synchronize())
     }
     fn fill(&self, out: &View, value: f64) -> Result<()> {
-        self.op(Kind::Elementwise, || self.inner.fill(out, value))
+        self.named(Kind::Elementwise, "fill", || self.inner.fill(out, value))
     }
     fn cast(&self, x: &View, out: &View) -> Result<()> {
-        self.op(Kind::Elementwise, || self.inner.cast(x, out))
+        self.named(Kind::Elementwise, &format!("cast {}->{}", x.dtype, out.dtype), || self.inner.cast(x, out))
     }
     fn copy_strided(&self, x: &View, out: &View) -> Result<()> {
-        self.op(Kind::Movement, || self.inner.copy_strided(x, out))
+        self.named(Kind::Movement, "copy_strided", || self.inner.copy_strided(x, out))
     }
     fn unary(&self, op: UnaryOp, x: &View, out: &View) -> Result<()> {
-        self.op(Kind::Elementwise, || self.inner.unary(op, x, out))
+        self.named(Kind::Elementwise, &format!("unary {}", lower(op)), || self.inner.unary(op, x, out))
     }
     fn binary(&self, op: BinaryOp, a: &View, b: &View, out: &View) -> Result<()> {
-        self.op(Kind::Elementwise, || self.inner.binary(op, a, b, out))
+        self.named(Kind::Elementwise, &format!("binary {}", lower(op)), || self.inner.binary(op, a, b, out))
     }
     fn compare(&self, op: CompareOp, a: &View, b: &View, out: &View) -> Result<()> {
-        self.op(Kind::Elementwise, || self.inner.compare(op, a, b, out))
+        self.named(Kind::Elementwise, &format!("compare {}", lower(op)), || self.inner.compare(op, a, b, out))
     }
     fn select(&self, c: &View, a: &View, b: &View, out: &View) -> Result<()> {
-        self.op(Kind::Elementwise, || self.inner.select(c, a, b, out))
+        self.named(Kind::Elementwise, "select", || self.inner.select(c, a, b, out))
     }
     fn reduce(&self, op: ReduceOp, x: &View, out: &View) -> Result<()> {
-        self.op(Kind::Elementwise, || self.inner.reduce(op, x, out))
+        self.named(Kind::Elementwise, &format!("reduce {}", lower(op)), || self.inner.reduce(op, x, out))
     }
     fn matmul(&self, a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
-        self.op(Kind::Matmul, || self.inner.matmul(a, b, out, alpha, beta))
+        self.named(Kind::Matmul, "matmul", || self.inner.matmul(a, b, out, alpha, beta))
     }
     fn gather_rows(&self, t: &View, idx: &View, out: &View) -> Result<()> {
         self.op(Kind::Embedding, || self.inner.gather_rows(t, idx, out))
@@ -294,7 +390,7 @@ impl Port for Profiler {
         self.op(Kind::Other, || self.inner.random(dist, seed, offset, out))
     }
     fn composite(&self, call: &Composite) -> Result<Handled> {
-        self.op(Kind::of_composite(call), || match self.inner.composite(call)? {
+        self.named(Kind::of_composite(call), &op_label(call), || match self.inner.composite(call)? {
             Handled::Yes => Ok(Handled::Yes),
             // Decompose here, inside the timed span, so the primitives are charged to the
             // composite's kind; the engine would otherwise run them after this call returned.
@@ -331,6 +427,14 @@ mod tests {
         let sum: f64 = p.rows.iter().map(|r| r.ms_per_step).sum();
         assert!(sum <= p.step_ms * (1.0 + 1e-9), "kinds sum to {sum} ms, more than the {} ms step:\n{p}", p.step_ms);
         assert!(p.rows.windows(2).all(|w| w[0].ms_per_step >= w[1].ms_per_step), "not sorted:\n{p}");
+        // The op table splits the same spans by name: per kind, its ops add up to the kind.
+        for r in &p.rows {
+            let ops: f64 = p.ops.iter().filter(|o| o.kind == r.kind).map(|o| o.ms_per_step).sum();
+            assert!((ops - r.ms_per_step).abs() <= 1e-9 * r.ms_per_step.max(1.0), "{} ops sum to {ops}:\n{p}", r.kind);
+        }
+        assert!(p.ops.iter().any(|o| o.op == "attention" && o.fwd_ms > 0.0 && o.bwd_ms > 0.0), "{p}");
+        assert!(p.ops.windows(2).all(|w| w[0].ms_per_step >= w[1].ms_per_step), "ops not sorted:\n{p}");
+        assert!(p.to_string().contains("costliest ops:"), "{p}");
         let m = p.rows.iter().find(|r| r.kind == "matmul").unwrap();
         assert!(m.fwd_ms > 0.0 && m.bwd_ms > 0.0 && m.fwd_ms + m.bwd_ms <= m.ms_per_step * (1.0 + 1e-9), "{p}");
     }
