@@ -132,8 +132,11 @@ fn binary_in_place_and_mixed_output_dtype() {
 fn reduce_rows_columns_and_strided() {
     let (cpu, rf) = ports();
     let mut g = Gen::new(4);
-    // (shape, out shape): last axis, leading axis (bias gradient), all, middle, both outer.
-    let cases: [(&[usize], &[usize]); 9] = [
+    // (shape, out shape): last axis, leading axis (bias gradient; the last two span several
+    // row and column blocks, in parallel), all, middle, both outer.
+    let cases: [(&[usize], &[usize]); 11] = [
+        (&[600, 300], &[1, 300]),
+        (&[3, 300, 130], &[1, 1, 130]),
         (&[1], &[1]),
         (&[783], &[1]),
         (&[17, 783], &[17, 1]),

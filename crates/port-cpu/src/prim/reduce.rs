@@ -64,36 +64,48 @@ fn rows(op: ReduceOp, xr: Raw, x0: usize, nrows: usize, n: usize, o: Raw, out: &
 
 /// Columns handled per task in the leading-axis reduction: a 1 KiB accumulator row.
 const COLS: usize = 256;
+/// Rows handled per task there: a bias gradient over 2048 rows of 256 columns is then 8 tasks
+/// instead of one. Fixed (not derived from the thread count) so the summation order, and with
+/// it every bit of the result, is the same on any number of threads.
+const ROWS: usize = 256;
 
-/// x is [n, cols] contiguous: one output per column, accumulated row by row.
+/// x is [n, cols] contiguous: one output per column, accumulated row by row within blocks of
+/// [`ROWS`] rows, whose partial results are then combined in block order.
 fn columns(op: ReduceOp, xr: Raw, x0: usize, n: usize, cols: usize, o: Raw, out: &View) {
-    let tasks = cols.div_ceil(COLS);
+    let init = match op {
+        ReduceOp::Sum => 0.0,
+        ReduceOp::Max => f32::NEG_INFINITY,
+    };
+    let combine = |a: &mut [f32], c: &[f32]| match op {
+        ReduceOp::Sum => a.iter_mut().zip(c).for_each(|(a, &v)| *a += v),
+        ReduceOp::Max => a.iter_mut().zip(c).for_each(|(a, &v)| *a = super::elementwise::max_nan(*a, v)),
+    };
+    let (cblocks, rblocks) = (cols.div_ceil(COLS), n.div_ceil(ROWS).max(1));
+    // partial[rb * cols + c]: column c summed over row block rb.
+    let mut partial = vec![init; rblocks * cols];
+    let pp = crate::elem::Ptr(partial.as_mut_ptr() as *mut u8);
     let one = |t: usize| {
-        let (c0, c1) = (t * COLS, ((t + 1) * COLS).min(cols));
-        let w = c1 - c0;
-        let mut acc = [match op {
-            ReduceOp::Sum => 0.0,
-            ReduceOp::Max => f32::NEG_INFINITY,
-        }; COLS];
-        let acc = &mut acc[..w];
-        for r in 0..n {
+        let (rb, cb) = (t / cblocks, t % cblocks);
+        let (c0, c1) = (cb * COLS, ((cb + 1) * COLS).min(cols));
+        // SAFETY: task t alone writes row block rb's columns c0..c1 of `partial`.
+        let acc = unsafe { std::slice::from_raw_parts_mut(pp.get::<f32>().add(rb * cols + c0), c1 - c0) };
+        for r in rb * ROWS..((rb + 1) * ROWS).min(n) {
             // SAFETY: in bounds; read only.
-            unsafe {
-                for_chunks(xr, x0 + r * cols + c0, w, |c| match op {
-                    ReduceOp::Sum => acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v),
-                    ReduceOp::Max => acc.iter_mut().zip(c).for_each(|(a, &v)| *a = super::elementwise::max_nan(*a, v)),
-                })
-            };
-        }
-        for (j, &a) in acc.iter().enumerate() {
-            // SAFETY: each column belongs to exactly one task.
-            unsafe { store(o, out.layout.index_of(c0 + j), 1, &[a]) };
+            unsafe { for_chunks(xr, x0 + r * cols + c0, c1 - c0, |c| combine(acc, c)) };
         }
     };
     if n * cols < PAR_MIN {
-        (0..tasks).for_each(one);
+        (0..rblocks * cblocks).for_each(one);
     } else {
-        (0..tasks).into_par_iter().for_each(one);
+        (0..rblocks * cblocks).into_par_iter().for_each(one);
+    }
+    let (first, rest) = partial.split_at_mut(cols);
+    for p in rest.chunks_exact(cols) {
+        combine(first, p);
+    }
+    for (j, &a) in first.iter().enumerate() {
+        // SAFETY: in bounds (checked by `raw`).
+        unsafe { store(o, out.layout.index_of(j), 1, &[a]) };
     }
 }
 
