@@ -111,6 +111,98 @@ fn layout(bytes: usize) -> Option<Layout> {
     Layout::from_size_align(bytes, ALIGN).ok()
 }
 
+/// A huge page on x86-64 Linux: segments of at least this size are backed by huge pages.
+const HUGE: usize = 2 << 20;
+
+/// Fresh zeroed memory from the system: segments of a huge page or more are mapped directly,
+/// aligned to a huge page and marked `MADV_HUGEPAGE`, because Linux's transparent huge pages are
+/// often `madvise`-only and the allocator's memory otherwise gets 4 KiB pages. A training step
+/// walks hundreds of MiB of activations; with 4 KiB pages each 8 MiB operand needs 2048 TLB
+/// entries, more than the second-level TLB of many cores holds for all operands together.
+/// `ANYCHIP_NO_HUGEPAGES` set: plain allocation (for A/B runs).
+fn sys_alloc(n: usize) -> Option<NonNull<u8>> {
+    #[cfg(target_os = "linux")]
+    if n >= HUGE && std::env::var_os("ANYCHIP_NO_HUGEPAGES").is_none() {
+        return huge::map(n);
+    }
+    // SAFETY: `n` is non-zero (callers never ask for empty blocks).
+    NonNull::new(unsafe { alloc_zeroed(layout(n)?) })
+}
+
+/// Give memory from [`sys_alloc`] of the same `n` back to the system.
+///
+/// # Safety
+/// `ptr` must come from `sys_alloc(n)` and not be used afterwards.
+unsafe fn sys_free(ptr: NonNull<u8>, n: usize) {
+    #[cfg(target_os = "linux")]
+    if huge::owns(ptr, n) {
+        return huge::unmap(ptr, n);
+    }
+    dealloc(ptr.as_ptr(), layout(n).expect("layout was valid at allocation"))
+}
+
+#[cfg(target_os = "linux")]
+mod huge {
+    use super::HUGE;
+    use std::collections::HashSet;
+    use std::ptr::NonNull;
+    use std::sync::Mutex;
+
+    /// Addresses of live mappings, so `sys_free` knows which way a block was allocated even if
+    /// `ANYCHIP_NO_HUGEPAGES` changed in between.
+    static MAPPED: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+
+    /// `n` bytes of zeroed memory on a huge-page boundary, advised to use huge pages.
+    pub fn map(n: usize) -> Option<NonNull<u8>> {
+        // Map a huge page more than asked and trim both ends to the aligned part.
+        let len = n + HUGE;
+        // SAFETY: an anonymous private mapping touches no existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return None;
+        }
+        let start = raw as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        // SAFETY: both trimmed pieces lie inside the mapping just made, on page boundaries
+        // (n is a multiple of the page size: large footprints are).
+        unsafe {
+            if aligned > start {
+                libc::munmap(raw, aligned - start);
+            }
+            let end = aligned + n;
+            if start + len > end {
+                libc::munmap(end as *mut libc::c_void, start + len - end);
+            }
+            // A hint: without huge pages the memory is still valid.
+            libc::madvise(aligned as *mut libc::c_void, n, libc::MADV_HUGEPAGE);
+        }
+        MAPPED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(aligned);
+        NonNull::new(aligned as *mut u8)
+    }
+
+    /// Whether `ptr` is a mapping of ours (and forget it when it is, for `unmap`).
+    pub fn owns(ptr: NonNull<u8>, _n: usize) -> bool {
+        MAPPED.lock().unwrap_or_else(|e| e.into_inner()).as_mut().is_some_and(|m| m.remove(&(ptr.as_ptr() as usize)))
+    }
+
+    /// Unmap a block from [`map`] of `n` bytes.
+    ///
+    /// # Safety
+    /// As `sys_free`.
+    pub unsafe fn unmap(ptr: NonNull<u8>, n: usize) {
+        libc::munmap(ptr.as_ptr() as *mut libc::c_void, n);
+    }
+}
+
 /// Large ranges start on page boundaries, as a fresh allocation of their size would.
 const PAGE: usize = 4096;
 
@@ -127,7 +219,7 @@ fn footprint(bytes: usize) -> usize {
 /// when the system allocator refuses.
 pub fn take(bytes: usize) -> Option<NonNull<u8>> {
     let n = footprint(bytes);
-    let lay = layout(n)?;
+    layout(n)?;
     let mut evicted = Vec::new();
     {
         let mut g = pool();
@@ -156,11 +248,10 @@ pub fn take(bytes: usize) -> Option<NonNull<u8>> {
         p.grow_live(n);
     }
     for (ptr, len) in evicted {
-        // SAFETY: allocated below with `layout(len)`, and no longer in the pool.
-        unsafe { dealloc(ptr.as_ptr(), layout(len).expect("layout was valid at allocation")) };
+        // SAFETY: allocated below by `sys_alloc(len)`, and no longer in the pool.
+        unsafe { sys_free(ptr, len) };
     }
-    // SAFETY: `lay` has a non-zero size.
-    let Some(ptr) = NonNull::new(unsafe { alloc_zeroed(lay) }) else {
+    let Some(ptr) = sys_alloc(n) else {
         pool().as_mut().expect("pool exists").stats.live -= n;
         return None;
     };
@@ -203,8 +294,8 @@ pub fn trim() {
         out
     };
     for (ptr, n) in blocks {
-        // SAFETY: allocated by `take` with `layout(n)`, and no longer in the pool.
-        unsafe { dealloc(ptr.as_ptr(), layout(n).expect("layout was valid at allocation")) };
+        // SAFETY: allocated by `take` through `sys_alloc(n)`, and no longer in the pool.
+        unsafe { sys_free(ptr, n) };
     }
 }
 

@@ -46,6 +46,13 @@ fn reuses_freed_blocks_and_stays_within_its_bound() {
     // Large blocks are cut from a freed larger one and merge back into it when released.
     let seg = cpu.alloc(4 << 20).unwrap();
     let base = ptr(&seg);
+    // Segments of 2 MiB and more are mapped on a huge-page boundary, and read as zeros too.
+    if cfg!(target_os = "linux") && std::env::var_os("ANYCHIP_NO_HUGEPAGES").is_none() {
+        assert_eq!(base % (2 << 20), 0, "a huge segment starts on a huge page");
+    }
+    let mut back = vec![1u8; 4 << 20];
+    cpu.read(&seg, 0, &mut back).unwrap();
+    assert!(back.iter().all(|&x| x == 0));
     drop(seg);
     let s1 = cache::stats();
     let (x, y) = (cpu.alloc(1 << 20).unwrap(), cpu.alloc((2 << 20) + 5).unwrap());
@@ -57,4 +64,7 @@ fn reuses_freed_blocks_and_stays_within_its_bound() {
     let whole = cpu.alloc(4 << 20).unwrap();
     assert_eq!(ptr(&whole), base, "the two pieces merged back into the whole segment");
     drop((whole, z));
+    // Wholly free segments, mapped ones included, go back to the system.
+    cache::trim();
+    assert_eq!(cache::stats().cached, 0);
 }
