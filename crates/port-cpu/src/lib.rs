@@ -12,6 +12,8 @@ mod caps;
 mod elem;
 mod fused;
 mod math;
+#[cfg(target_arch = "x86_64")]
+mod math_avx512;
 mod peak;
 mod prim;
 

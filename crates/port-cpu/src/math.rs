@@ -262,9 +262,29 @@ const K: f32 = 0.797_884_6;
 /// The cubic coefficient of the GELU tanh approximation.
 const C: f32 = 0.044_715;
 
+/// y = 0.5 x (1 + tanh(K (x + C x^3))): the AVX-512 kernel where the CPU has one.
+pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::math_avx512::available() {
+        // SAFETY: AVX-512F was detected.
+        return unsafe { crate::math_avx512::gelu_tanh(x, y) };
+    }
+    gelu_tanh_portable(x, y)
+}
+
+/// dx = dy gelu_tanh'(x): the AVX-512 kernel where the CPU has one.
+pub fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::math_avx512::available() {
+        // SAFETY: AVX-512F was detected.
+        return unsafe { crate::math_avx512::gelu_tanh_grad(x, dy, dx) };
+    }
+    gelu_tanh_grad_portable(x, dy, dx)
+}
+
 multiversion! {
-    /// y = 0.5 x (1 + tanh(K (x + C x^3))).
-    pub fn gelu_tanh(x: &[f32], y: &mut [f32]) -> () {
+    /// y = 0.5 x (1 + tanh(K (x + C x^3))), in portable code.
+    pub fn gelu_tanh_portable(x: &[f32], y: &mut [f32]) -> () {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = 0.5 * v * (1.0 + tanh(K * (v + C * v * v * v)));
         }
@@ -272,8 +292,9 @@ multiversion! {
 }
 
 multiversion! {
-    /// dx = dy ((1 + t) / 2 + x (1 - t^2) K (1 + 3 C x^2) / 2), t = tanh(K (x + C x^3)).
-    pub fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () {
+    /// dx = dy ((1 + t) / 2 + x (1 - t^2) K (1 + 3 C x^2) / 2), t = tanh(K (x + C x^3)), in
+    /// portable code.
+    pub fn gelu_tanh_grad_portable(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () {
         for i in 0..dx.len().min(x.len()).min(dy.len()) {
             let v = x[i];
             let t = tanh(K * (v + C * v * v * v));
