@@ -46,6 +46,16 @@ fn main() {
     let out = |port: &dyn Port, r: usize, c: usize| mat_of(port, r, c, false, DType::F32);
     let port = anychip_port_cpu::new(threads);
     let peak = port.peak_flops_f32();
+    // MATMUL_BENCH_COLD=evict: every timed product starts with its operands out of cache (a
+    // 64 MiB fill on the port's threads, which stay awake); =sleep: after a 2 ms pause on the
+    // calling thread, so the port's other threads have gone to sleep.
+    let cold = std::env::var("MATMUL_BENCH_COLD").unwrap_or_default();
+    let junk = view(&port, [1, 1, 16 << 20], [0, 0, 1], DType::F32);
+    let evict = || match cold.as_str() {
+        "evict" => port.fill(&junk, 1.0).unwrap(),
+        "sleep" => std::thread::sleep(std::time::Duration::from_millis(2)),
+        _ => {}
+    };
     println!("{}", port.capabilities().device);
     println!("measured fp32 FMA peak: {:.1} GFLOP/s on {} threads; operands {dtype}", peak / 1e9, port.threads());
     // (rows = B*T, in, out) of a GPT block's linears (d -> 3d, d -> d, d -> 4d, 4d -> d) and its
@@ -84,6 +94,7 @@ fn main() {
             median(
                 (0..repeats)
                     .map(|_| {
+                        evict();
                         let t = Instant::now();
                         f();
                         t.elapsed().as_secs_f64()
