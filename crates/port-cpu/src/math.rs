@@ -142,9 +142,20 @@ multiversion! {
     }
 }
 
+/// x[i] = exp(x[i] - shift) in place; returns the new sum (the AVX-512 kernel where the CPU
+/// has one).
+pub fn exp_shift_sum_inplace(x: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::math_avx512::available() {
+        // SAFETY: AVX-512F was detected.
+        return unsafe { crate::math_avx512::exp_shift_sum_inplace(x, shift) };
+    }
+    exp_shift_sum_inplace_portable(x, shift)
+}
+
 multiversion! {
-    /// x[i] = exp(x[i] - shift) in place; returns the new sum.
-    pub fn exp_shift_sum_inplace(x: &mut [f32], shift: f32) -> f32 {
+    /// x[i] = exp(x[i] - shift) in place; returns the new sum, in portable code.
+    pub fn exp_shift_sum_inplace_portable(x: &mut [f32], shift: f32) -> f32 {
         let mut acc = [0f32; 16];
         let mut xc = x.chunks_exact_mut(16);
         for c in &mut xc {
