@@ -128,6 +128,11 @@ impl Port for CpuPort {
         buffer::alloc(bytes)
     }
 
+    fn enter(&self, f: &mut (dyn FnMut() + Send)) {
+        // On a worker of this pool every `run` below is inline: no handoff per call.
+        self.pool.install(f)
+    }
+
     fn write(&self, dst: &Buffer, offset: usize, src: &[u8]) -> Result<()> {
         let h = buffer::host(dst)?;
         if offset.checked_add(src.len()).is_none_or(|e| e > h.bytes_len()) {

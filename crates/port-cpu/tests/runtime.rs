@@ -52,3 +52,20 @@ fn fma_peak_grows_with_threads() {
     let one = anychip_port_cpu::measure_fma_peak(1);
     assert!(one > 1e8 && one < 1e13, "{one}");
 }
+
+#[test]
+fn enter_runs_the_closure_on_a_worker_where_calls_still_work() {
+    let cpu = anychip_port_cpu::new(Some(2));
+    let buf = cpu.alloc(1 << 20).unwrap();
+    let v = anychip_port::View::contiguous(buf.clone(), DType::F32, &[1 << 18]);
+    let mut name = None;
+    cpu.enter(&mut || {
+        name = std::thread::current().name().map(String::from);
+        // A parallel op issued from inside runs inline on this worker and its sibling.
+        cpu.fill(&v, 2.5).unwrap();
+    });
+    assert!(name.as_deref().is_some_and(|n| n.starts_with("anychip-cpu-")), "ran on {name:?}");
+    let mut got = vec![0u8; 1 << 20];
+    cpu.read(&buf, 0, &mut got).unwrap();
+    assert!(got.chunks_exact(4).all(|c| f32::from_le_bytes(c.try_into().unwrap()) == 2.5));
+}

@@ -3,7 +3,7 @@
 use crate::config::TrainConfig;
 use crate::ports;
 use crate::profile::{Kind, Phase, Profile, Profiler};
-use crate::trainer::{batch_tensors, forward_backward, optimizer, param_grads};
+use crate::trainer::{batch_tensors, forward_backward, on_port, optimizer, param_grads};
 use anychip_data::Loader;
 use anychip_nn::Transformer;
 use anychip_optim::AdamW;
@@ -82,14 +82,16 @@ pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize, profile: bool) -> R
             }
         }
         let t = Instant::now();
-        let loss = match &prof {
-            Some(p) => profiled_step(p, &model, &mut loader, &mut opt, cfg)?,
-            None => {
-                let (loss, grads) = forward_backward(&model, &mut loader, cfg)?;
-                opt.step(&grads, cfg.lr)?;
-                loss
-            }
-        };
+        let loss = on_port(&*port, || -> Result<f32> {
+            Ok(match &prof {
+                Some(p) => profiled_step(p, &model, &mut loader, &mut opt, cfg)?,
+                None => {
+                    let (loss, grads) = forward_backward(&model, &mut loader, cfg)?;
+                    opt.step(&grads, cfg.lr)?;
+                    loss
+                }
+            })
+        })?;
         port.synchronize()?;
         if !loss.is_finite() {
             anyhow::bail!("benchmark loss became {loss}; the model diverged on random tokens, lower --lr");

@@ -397,6 +397,9 @@ impl Port for Profiler {
             Handled::No => anychip_decomp::run(self, call).map(|()| Handled::Yes),
         })
     }
+    fn enter(&self, f: &mut (dyn FnMut() + Send)) {
+        self.inner.enter(f)
+    }
     fn collectives(&self, bootstrap: &Arc<dyn Collectives>) -> Result<Option<Arc<dyn Collectives>>> {
         self.inner.collectives(bootstrap)
     }

@@ -102,15 +102,17 @@ fn eval_sums(
     rank: usize,
     world: usize,
 ) -> Result<(f64, usize)> {
-    let _g = no_grad();
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for b in eval_batches(val, batch, ctx, max_batches)?.skip(rank).step_by(world) {
-        let (x, y) = batch_tensors(model.port(), &b)?;
-        let rows = b.batch;
-        sum += model.loss(&x, &y)?.item()? as f64 * rows as f64;
-        n += rows;
-    }
-    Ok((sum, n))
+    on_port(&**model.port(), || {
+        let _g = no_grad();
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for b in eval_batches(val, batch, ctx, max_batches)?.skip(rank).step_by(world) {
+            let (x, y) = batch_tensors(model.port(), &b)?;
+            let rows = b.batch;
+            sum += model.loss(&x, &y)?.item()? as f64 * rows as f64;
+            n += rows;
+        }
+        Ok((sum, n))
+    })
 }
 
 /// Validation loss over every rank's share of the validation batches.
@@ -311,10 +313,10 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
     for step in start..end {
         let lr = sched.lr(step);
         let (loss, norm) = match &mut dp {
-            None => {
+            None => on_port(&*port, || -> Result<(f32, Tensor)> {
                 let (loss, grads) = forward_backward(&model, &mut loader, &cfg)?;
-                (loss, opt.step(&grads, lr)?)
-            }
+                Ok((loss, opt.step(&grads, lr)?))
+            })?,
             Some(dp) => {
                 // Each gradient goes to the exchange as soon as backward has finished it.
                 let fb = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
@@ -424,6 +426,15 @@ fn sharded_optimizer(cfg: &TrainConfig, model: &Transformer) -> AdamW {
 }
 
 /// One optimizer step's worth of micro-batches: mean loss and summed gradients per parameter.
+/// Run `f` through [`Port::enter`] (on the CPU port: on one of its worker threads, so the
+/// step's hundred-odd calls run inline rather than each handing off to the pool) and return
+/// its result.
+pub fn on_port<R: Send>(port: &dyn Port, f: impl FnOnce() -> R + Send) -> R {
+    let (mut f, mut out) = (Some(f), None);
+    port.enter(&mut || out = f.take().map(|f| f()));
+    out.expect("Port::enter must run the closure it is given")
+}
+
 pub fn forward_backward(model: &Transformer, loader: &mut Loader, cfg: &TrainConfig) -> Result<(f32, Vec<Tensor>)> {
     let params = model.params();
     let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
