@@ -14,7 +14,11 @@ fn tensor(port: &dyn Port, shape: &[usize], dtype: DType) -> View {
 }
 
 fn ms(port: &dyn Port, repeats: usize, calls: &[Composite]) -> f64 {
-    let run = || calls.iter().for_each(|c| assert_eq!(port.composite(c).unwrap(), anychip_port::Handled::Yes));
+    ms_of(repeats, || calls.iter().for_each(|c| assert_eq!(port.composite(c).unwrap(), anychip_port::Handled::Yes)))
+}
+
+/// Median milliseconds of `run` over `repeats` calls, after one untimed call.
+fn ms_of(repeats: usize, run: impl Fn()) -> f64 {
     run();
     let mut t: Vec<f64> = (0..repeats)
         .map(|_| {
@@ -123,7 +127,11 @@ fn main() {
     );
     let a = ms(&p, repeats, &[Composite::GeluFwd { kind: GeluKind::Tanh, x: x.clone(), y }]);
     let c = ms(&p, repeats, &[Composite::GeluBwd { kind: GeluKind::Tanh, x, dy, dx }]);
-    println!("gelu tanh fwd / bwd [1024,3072]       {a:8.3} / {c:.3} ms");
+    println!("gelu tanh fwd / bwd [{n},{}]       {a:8.3} / {c:.3} ms", 4 * d);
+    let db = tensor(&p, &[1, 4 * d], f);
+    let dy2 = tensor(&p, &[n, 4 * d], f);
+    let a = ms_of(repeats, || p.reduce(anychip_port::ReduceOp::Sum, &dy2, &db).unwrap());
+    println!("bias grad: sum of [{n},{}] over rows {a:8.3} ms  {:6.1} GB/s", 4 * d, (n * 4 * d * 4) as f64 / a / 1e6);
 
     let np = 10_000_000;
     let (pa, g, m, vv) = (tensor(&p, &[np], f), tensor(&p, &[np], f), tensor(&p, &[np], f), tensor(&p, &[np], f));
