@@ -135,7 +135,7 @@ fn sys_alloc(n: usize) -> Option<NonNull<u8>> {
 /// `ptr` must come from `sys_alloc(n)` and not be used afterwards.
 unsafe fn sys_free(ptr: NonNull<u8>, n: usize) {
     #[cfg(target_os = "linux")]
-    if huge::owns(ptr, n) {
+    if huge::owns(ptr) {
         return huge::unmap(ptr, n);
     }
     dealloc(ptr.as_ptr(), layout(n).expect("layout was valid at allocation"))
@@ -190,7 +190,7 @@ mod huge {
     }
 
     /// Whether `ptr` is a mapping of ours (and forget it when it is, for `unmap`).
-    pub fn owns(ptr: NonNull<u8>, _n: usize) -> bool {
+    pub fn owns(ptr: NonNull<u8>) -> bool {
         MAPPED.lock().unwrap_or_else(|e| e.into_inner()).as_mut().is_some_and(|m| m.remove(&(ptr.as_ptr() as usize)))
     }
 
@@ -219,6 +219,7 @@ fn footprint(bytes: usize) -> usize {
 /// when the system allocator refuses.
 pub fn take(bytes: usize) -> Option<NonNull<u8>> {
     let n = footprint(bytes);
+    // A size no allocation could have (past isize::MAX) is refused before any bookkeeping.
     layout(n)?;
     let mut evicted = Vec::new();
     {
