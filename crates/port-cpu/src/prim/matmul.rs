@@ -373,25 +373,33 @@ mod tests {
             };
             v.layout.indices().map(|i| all[i]).collect()
         };
-        // (batch, m, k, n, a transposed, b transposed, b broadcast, out dtype, out transposed, alpha, beta)
+        // (batch, m, k, n, a transposed, b transposed, b broadcast, out dtype, out transposed, alpha, beta,
+        // gapped: a and b with no unit stride, every other element of a row-major matrix)
         let cases = [
-            (1, 1, 1, 1, false, false, false, DType::F32, false, 1.0, 0.0),
-            (1, 37, 300, 70, false, true, false, DType::F32, false, 1.0, 0.0),
-            (1, 70, 37, 300, true, false, false, DType::F32, false, 1.0, 1.0),
-            (3, 33, 129, 65, false, false, true, DType::F32, false, 0.5, 1.5),
-            (2, 45, 64, 17, true, true, true, DType::F32, true, -1.0, 0.25),
-            (2, 31, 257, 40, false, true, false, DType::BF16, false, 1.0, 0.5),
-            (1, 64, 1031, 96, true, false, false, DType::F32, false, 1.0, 0.0),
+            (1, 1, 1, 1, false, false, false, DType::F32, false, 1.0, 0.0, false),
+            (1, 37, 300, 70, false, true, false, DType::F32, false, 1.0, 0.0, false),
+            (1, 70, 37, 300, true, false, false, DType::F32, false, 1.0, 1.0, false),
+            (3, 33, 129, 65, false, false, true, DType::F32, false, 0.5, 1.5, false),
+            (2, 45, 64, 17, true, true, true, DType::F32, true, -1.0, 0.25, false),
+            (2, 31, 257, 40, false, true, false, DType::BF16, false, 1.0, 0.5, false),
+            (1, 64, 1031, 96, true, false, false, DType::F32, false, 1.0, 0.0, false),
+            (2, 19, 37, 50, false, false, false, DType::F32, false, 1.0, 0.5, true),
         ];
-        for (bt, m, k, n, ta, tb, bb, odt, ot, alpha, beta) in cases {
+        for (bt, m, k, n, ta, tb, bb, odt, ot, alpha, beta, gapped) in cases {
             let (av, bv, cv) = (vals(bt * m * k), vals(bt * k * n), vals(bt * m * n));
-            let a_l = if ta {
+            // Gapped operands take the packers' word-by-word fallback.
+            let (av, bv) = if gapped { (vals(2 * bt * m * k), vals(2 * bt * k * n)) } else { (av, bv) };
+            let a_l = if gapped {
+                Layout { shape: vec![bt, m, k], strides: vec![2 * m * k, 2 * k, 2], offset: 0 }
+            } else if ta {
                 Layout { shape: vec![bt, m, k], strides: vec![m * k, 1, m], offset: 0 }
             } else {
                 Layout { shape: vec![bt, m, k], strides: vec![m * k, k, 1], offset: 0 }
             };
             let bs = if bb { 0 } else { k * n };
-            let b_l = if tb {
+            let b_l = if gapped {
+                Layout { shape: vec![bt, k, n], strides: vec![2 * bs, 2 * n, 2], offset: 0 }
+            } else if tb {
                 Layout { shape: vec![bt, k, n], strides: vec![bs, 1, k], offset: 0 }
             } else {
                 Layout { shape: vec![bt, k, n], strides: vec![bs, n, 1], offset: 0 }

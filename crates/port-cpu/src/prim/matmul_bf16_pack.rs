@@ -85,6 +85,18 @@ unsafe fn adjacent_pairs(src: impl Fn(usize) -> *const u16, width: usize, valid:
     }
 }
 
+/// Pack `width` lanes of any strides word by word: `dst[p * width + l] = x(l, 2p) | x(l, 2p+1)
+/// << 16`, zero for lanes from `valid` on and for an odd K's pad. Only for layouts training does
+/// not produce (A and B have faster paths for every one it does).
+fn strided_pairs(x: impl Fn(usize, usize) -> u16, width: usize, valid: usize, kc: usize, dst: &mut [u32]) {
+    for p in 0..kc.div_ceil(2) {
+        for l in 0..width {
+            let at = |kk: usize| if l < valid && kk < kc { x(l, kk) as u32 } else { 0 };
+            dst[p * width + l] = at(2 * p) | at(2 * p + 1) << 16;
+        }
+    }
+}
+
 /// Pack rows `i0..i0+rows`, columns `p0..p0+kc` of A into 14-row K-pair panels for
 /// AVX512-BF16: `dst[panel][pair][r] = A[i, 2p] | A[i, 2p+1] << 16` (zero past the last row or
 /// K; `kpp` pairs per panel).
@@ -116,18 +128,7 @@ pub(super) unsafe fn pack_a_pairs(a: BfMat, i0: usize, rows: usize, p0: usize, k
                 _mm512_mask_storeu_epi32(panel.as_mut_ptr().add(p * MR) as *mut i32, ROWS14, w);
             }
         } else {
-            for p in 0..kp {
-                for r in 0..MR {
-                    let at = |kk: usize| {
-                        if r < mr && kk < kc {
-                            *a.ptr.add((i0 + r0 + r) * a.rs + (p0 + kk) * a.cs) as u32
-                        } else {
-                            0
-                        }
-                    };
-                    panel[p * MR + r] = at(2 * p) | at(2 * p + 1) << 16;
-                }
-            }
+            strided_pairs(|r, kk| *a.ptr.add((i0 + r0 + r) * a.rs + (p0 + kk) * a.cs), MR, mr, kc, panel);
         }
     }
 }
@@ -234,18 +235,7 @@ unsafe fn pack_b_panel(b: BfMat, p0: usize, kc: usize, j0: usize, nr: usize, pan
             out[nr..].fill(0);
         }
     } else {
-        for p in 0..kp {
-            for j in 0..NR {
-                let at = |kk: usize| {
-                    if j < nr && kk < kc {
-                        *b.ptr.add((p0 + kk) * b.rs + (j0 + j) * b.cs) as u32
-                    } else {
-                        0
-                    }
-                };
-                panel[p * NR + j] = at(2 * p) | at(2 * p + 1) << 16;
-            }
-        }
+        strided_pairs(|j, kk| *b.ptr.add((p0 + kk) * b.rs + (j0 + j) * b.cs), NR, nr, kc, panel);
     }
 }
 
