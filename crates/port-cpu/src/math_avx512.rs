@@ -17,7 +17,8 @@
 
 use std::arch::x86_64::*;
 
-/// Whether the kernels below may run (checked once).
+/// Whether the CPU has AVX-512F, so the kernels below (and the attention tiles') may run;
+/// checked once.
 pub fn available() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))

@@ -76,16 +76,10 @@ pub unsafe fn mm(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if avx512() {
+    if crate::math_avx512::available() {
         return x86::mm(m, n, k, a, b, ldb, c, ldc, alpha, beta, tri);
     }
     portable(m, n, k, a, b, ldb, c, ldc, alpha, beta, tri)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
 }
 
 /// The reference loop: row i of c is a sum of b's rows scaled by a[i, k].
@@ -134,7 +128,7 @@ pub unsafe fn transpose(src: *const f32, rs: usize, rows: usize, cols: usize, ds
     for r0 in (0..rows).step_by(T) {
         for c0 in (0..cols).step_by(T) {
             #[cfg(target_arch = "x86_64")]
-            if r0 + T <= rows && c0 + T <= cols && avx512() {
+            if r0 + T <= rows && c0 + T <= cols && crate::math_avx512::available() {
                 x86::transpose16(src.add(r0 * rs + c0), rs, dst.as_mut_ptr().add(c0 * ld + r0), ld);
                 continue;
             }
