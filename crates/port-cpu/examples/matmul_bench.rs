@@ -50,11 +50,13 @@ fn main() {
     // 64 MiB fill on the port's threads, which stay awake); =sleep: after a 2 ms pause on the
     // calling thread, so the port's other threads have gone to sleep.
     let cold = std::env::var("MATMUL_BENCH_COLD").unwrap_or_default();
-    let junk = view(&port, [1, 1, 16 << 20], [0, 0, 1], DType::F32);
-    let evict = || match cold.as_str() {
-        "evict" => port.fill(&junk, 1.0).unwrap(),
-        "sleep" => std::thread::sleep(std::time::Duration::from_millis(2)),
-        _ => {}
+    let junk = (cold == "evict").then(|| view(&port, [1, 1, 16 << 20], [0, 0, 1], DType::F32));
+    let evict = || {
+        if let Some(junk) = &junk {
+            port.fill(junk, 1.0).unwrap();
+        } else if cold == "sleep" {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     };
     println!("{}", port.capabilities().device);
     println!("measured fp32 FMA peak: {:.1} GFLOP/s on {} threads; operands {dtype}", peak / 1e9, port.threads());
