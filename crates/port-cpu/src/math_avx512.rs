@@ -1,5 +1,5 @@
 //! AVX-512 exp, and on it the GELU tanh approximation and attention's shifted exp, written
-//! with fused multiply-adds.
+//! with fused multiply-adds; and a 16 x 16 transpose of 32-bit words.
 //!
 //! Why by hand: the portable kernels in [`crate::math`] vectorise, but Rust never contracts
 //! `a * b + c` into an FMA, and their exp handles infinities and NaN in every lane. Here the
@@ -161,6 +161,41 @@ pub unsafe fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// Transpose 16 rows of 16 32-bit words (f32 bits or bf16 pairs alike; attention's tiles and
+/// the bf16 GEMM's packing both use it): `out[c]` lane `r` is `rows[r]` lane `c`. Three rounds of
+/// interleaves: 32-bit pairs of rows, then 64-bit pairs, then 128-bit lanes across four vectors.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub unsafe fn transpose16_words(rows: &[__m512i; 16]) -> [__m512i; 16] {
+    let mut a = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        // Lane L of a[2i]: r2i[4L], r2i+1[4L], r2i[4L+1], r2i+1[4L+1]; a[2i+1] the same at 4L+2.
+        a[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
+    }
+    let mut b = [_mm512_setzero_si512(); 16];
+    for j in 0..4 {
+        // Lane L of b[4j + c]: column 4L + c of rows 4j..4j+4.
+        b[4 * j] = _mm512_unpacklo_epi64(a[4 * j], a[4 * j + 2]);
+        b[4 * j + 1] = _mm512_unpackhi_epi64(a[4 * j], a[4 * j + 2]);
+        b[4 * j + 2] = _mm512_unpacklo_epi64(a[4 * j + 1], a[4 * j + 3]);
+        b[4 * j + 3] = _mm512_unpackhi_epi64(a[4 * j + 1], a[4 * j + 3]);
+    }
+    let mut out = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        // Column 4L + c gathers lane L of b[c], b[4 + c], b[8 + c], b[12 + c].
+        let s0 = _mm512_shuffle_i32x4::<0x44>(b[c], b[4 + c]);
+        let s1 = _mm512_shuffle_i32x4::<0xEE>(b[c], b[4 + c]);
+        let s2 = _mm512_shuffle_i32x4::<0x44>(b[8 + c], b[12 + c]);
+        let s3 = _mm512_shuffle_i32x4::<0xEE>(b[8 + c], b[12 + c]);
+        out[c] = _mm512_shuffle_i32x4::<0x88>(s0, s2);
+        out[4 + c] = _mm512_shuffle_i32x4::<0xDD>(s0, s2);
+        out[8 + c] = _mm512_shuffle_i32x4::<0x88>(s1, s3);
+        out[12 + c] = _mm512_shuffle_i32x4::<0xDD>(s1, s3);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +269,28 @@ mod tests {
             assert!(close(y[i], want_y), "y({}) = {} want {want_y}", x[i], y[i]);
             let gtol = 2.0 * rel * (want_g.abs() + dy[i] as f64 * 1e-2);
             assert!((dx[i] as f64 - want_g).abs() <= gtol, "dx({}) = {} want {want_g}", x[i], dx[i]);
+        }
+    }
+
+    #[test]
+    fn transpose16_moves_every_word_to_its_mirror() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: no AVX-512F");
+            return;
+        }
+        let words: Vec<i32> = (0..256).collect();
+        // SAFETY: AVX-512F checked above; loads and stores stay in the two 256-word arrays.
+        unsafe {
+            let rows: [__m512i; 16] = std::array::from_fn(|r| _mm512_loadu_si512(words[r * 16..].as_ptr() as *const _));
+            let mut out = [0i32; 256];
+            for (c, v) in transpose16_words(&rows).iter().enumerate() {
+                _mm512_storeu_si512(out[c * 16..].as_mut_ptr() as *mut _, *v);
+            }
+            for r in 0..16 {
+                for c in 0..16 {
+                    assert_eq!(out[c * 16 + r], words[r * 16 + c], "row {r} column {c}");
+                }
+            }
         }
     }
 }

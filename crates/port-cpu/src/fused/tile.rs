@@ -199,41 +199,19 @@ mod x86 {
         }
     }
 
-    /// Transpose the 16 x 16 tile at `src` (row stride `rs`) into `dst` (row stride `ld`) in
-    /// four rounds of shuffles: pairs of rows interleaved (unpack), then pairs of pairs
-    /// (shuffle_ps), then 128-bit lanes across rows 4 apart and 8 apart (shuffle_f32x4). After
-    /// round two, register 4i + j holds in its lane k column 4k + j of rows 4i..4i + 4.
+    /// Transpose the 16 x 16 tile at `src` (row stride `rs`) into `dst` (row stride `ld`), in
+    /// registers.
     ///
     /// # Safety
     /// Both tiles must be in bounds; AVX-512F must be available.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn transpose16(src: *const f32, rs: usize, dst: *mut f32, ld: usize) {
-        let mut r = [_mm512_setzero_ps(); 16];
-        for (i, x) in r.iter_mut().enumerate() {
-            *x = _mm512_loadu_ps(src.add(i * rs));
+        let mut rows = [_mm512_setzero_si512(); 16];
+        for (i, row) in rows.iter_mut().enumerate() {
+            *row = _mm512_loadu_si512(src.add(i * rs) as *const _);
         }
-        let mut t = [_mm512_setzero_ps(); 16];
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
-        for i in 0..4 {
-            r[4 * i] = _mm512_shuffle_ps::<0x44>(t[4 * i], t[4 * i + 2]);
-            r[4 * i + 1] = _mm512_shuffle_ps::<0xEE>(t[4 * i], t[4 * i + 2]);
-            r[4 * i + 2] = _mm512_shuffle_ps::<0x44>(t[4 * i + 1], t[4 * i + 3]);
-            r[4 * i + 3] = _mm512_shuffle_ps::<0xEE>(t[4 * i + 1], t[4 * i + 3]);
-        }
-        for j in 0..4 {
-            t[j] = _mm512_shuffle_f32x4::<0x88>(r[j], r[4 + j]);
-            t[4 + j] = _mm512_shuffle_f32x4::<0xDD>(r[j], r[4 + j]);
-            t[8 + j] = _mm512_shuffle_f32x4::<0x88>(r[8 + j], r[12 + j]);
-            t[12 + j] = _mm512_shuffle_f32x4::<0xDD>(r[8 + j], r[12 + j]);
-        }
-        for j in 0..4 {
-            _mm512_storeu_ps(dst.add(j * ld), _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]));
-            _mm512_storeu_ps(dst.add((8 + j) * ld), _mm512_shuffle_f32x4::<0xDD>(t[j], t[8 + j]));
-            _mm512_storeu_ps(dst.add((4 + j) * ld), _mm512_shuffle_f32x4::<0x88>(t[4 + j], t[12 + j]));
-            _mm512_storeu_ps(dst.add((12 + j) * ld), _mm512_shuffle_f32x4::<0xDD>(t[4 + j], t[12 + j]));
+        for (c, col) in crate::math_avx512::transpose16_words(&rows).iter().enumerate() {
+            _mm512_storeu_si512(dst.add(c * ld) as *mut _, *col);
         }
     }
 

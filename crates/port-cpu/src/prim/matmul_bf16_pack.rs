@@ -8,45 +8,12 @@
 //! These run only where [`super::matmul_bf16::engine`] found AVX-512F and BW.
 
 use super::matmul_bf16::{BfMat, NR, PAR_WORK};
+use crate::math_avx512::transpose16_words;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// The 14 low lanes: one AVX512-BF16 A panel row of words.
 const ROWS14: __mmask16 = (1 << 14) - 1;
-
-/// Transpose 16 rows of 16 words: `out[c]` lane `r` is `rows[r]` lane `c`. Three rounds of
-/// interleaves: 32-bit pairs of rows, then 64-bit pairs, then 128-bit lanes across four vectors.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn transpose16(rows: &[__m512i; 16]) -> [__m512i; 16] {
-    let mut a = [_mm512_setzero_si512(); 16];
-    for i in 0..8 {
-        // Lane L of a[2i]: r2i[4L], r2i+1[4L], r2i[4L+1], r2i+1[4L+1]; a[2i+1] the same at 4L+2.
-        a[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
-        a[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
-    }
-    let mut b = [_mm512_setzero_si512(); 16];
-    for j in 0..4 {
-        // Lane L of b[4j + c]: column 4L + c of rows 4j..4j+4.
-        b[4 * j] = _mm512_unpacklo_epi64(a[4 * j], a[4 * j + 2]);
-        b[4 * j + 1] = _mm512_unpackhi_epi64(a[4 * j], a[4 * j + 2]);
-        b[4 * j + 2] = _mm512_unpacklo_epi64(a[4 * j + 1], a[4 * j + 3]);
-        b[4 * j + 3] = _mm512_unpackhi_epi64(a[4 * j + 1], a[4 * j + 3]);
-    }
-    let mut out = [_mm512_setzero_si512(); 16];
-    for c in 0..4 {
-        // Column 4L + c gathers lane L of b[c], b[4 + c], b[8 + c], b[12 + c].
-        let s0 = _mm512_shuffle_i32x4::<0x44>(b[c], b[4 + c]);
-        let s1 = _mm512_shuffle_i32x4::<0xEE>(b[c], b[4 + c]);
-        let s2 = _mm512_shuffle_i32x4::<0x44>(b[8 + c], b[12 + c]);
-        let s3 = _mm512_shuffle_i32x4::<0xEE>(b[8 + c], b[12 + c]);
-        out[c] = _mm512_shuffle_i32x4::<0x88>(s0, s2);
-        out[4 + c] = _mm512_shuffle_i32x4::<0xDD>(s0, s2);
-        out[8 + c] = _mm512_shuffle_i32x4::<0x88>(s1, s3);
-        out[12 + c] = _mm512_shuffle_i32x4::<0xDD>(s1, s3);
-    }
-    out
-}
 
 /// Pack `width` lanes (rows of A, or columns of B = W^T) whose K-pairs are adjacent in memory:
 /// lane l's k run from `src(l)` with unit stride, and `dst[p * width + l]` is its pair p
@@ -63,7 +30,7 @@ unsafe fn adjacent_pairs(src: impl Fn(usize) -> *const u16, width: usize, valid:
                 *lane = _mm512_loadu_si512(src(l0 + l).add(2 * p) as *const _);
             }
             let mask: __mmask16 = if width - l0 >= 16 { 0xffff } else { (1 << (width - l0)) - 1 };
-            for (q, words) in transpose16(&lanes).iter().enumerate() {
+            for (q, words) in transpose16_words(&lanes).iter().enumerate() {
                 _mm512_mask_storeu_epi32(dst.as_mut_ptr().add((p + q) * width + l0) as *mut i32, mask, *words);
             }
         }
@@ -236,32 +203,5 @@ unsafe fn pack_b_panel(b: BfMat, p0: usize, kc: usize, j0: usize, nr: usize, pan
         }
     } else {
         strided_pairs(|j, kk| *b.ptr.add((p0 + kk) * b.rs + (j0 + j) * b.cs), NR, nr, kc, panel);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transpose16_moves_every_word_to_its_mirror() {
-        if !is_x86_feature_detected!("avx512f") {
-            eprintln!("skipped: no AVX-512F");
-            return;
-        }
-        let words: Vec<i32> = (0..256).collect();
-        // SAFETY: AVX-512F checked above; loads and stores stay in the two 256-word arrays.
-        unsafe {
-            let rows: [__m512i; 16] = std::array::from_fn(|r| _mm512_loadu_si512(words[r * 16..].as_ptr() as *const _));
-            let mut out = [0i32; 256];
-            for (c, v) in transpose16(&rows).iter().enumerate() {
-                _mm512_storeu_si512(out[c * 16..].as_mut_ptr() as *mut _, *v);
-            }
-            for r in 0..16 {
-                for c in 0..16 {
-                    assert_eq!(out[c * 16 + r], words[r * 16 + c], "row {r} column {c}");
-                }
-            }
-        }
     }
 }
