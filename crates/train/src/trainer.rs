@@ -425,7 +425,6 @@ fn sharded_optimizer(cfg: &TrainConfig, model: &Transformer) -> AdamW {
     AdamW { cfg: cfg.adamw, groups, m: Vec::new(), v: Vec::new(), step: 0 }
 }
 
-/// One optimizer step's worth of micro-batches: mean loss and summed gradients per parameter.
 /// Run `f` through [`Port::enter`] (on the CPU port: on one of its worker threads, so the
 /// step's hundred-odd calls run inline rather than each handing off to the pool) and return
 /// its result.
@@ -435,6 +434,7 @@ pub fn on_port<R: Send>(port: &dyn Port, f: impl FnOnce() -> R + Send) -> R {
     out.expect("Port::enter must run the closure it is given")
 }
 
+/// One optimizer step's worth of micro-batches: mean loss and summed gradients per parameter.
 pub fn forward_backward(model: &Transformer, loader: &mut Loader, cfg: &TrainConfig) -> Result<(f32, Vec<Tensor>)> {
     let params = model.params();
     let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
