@@ -25,8 +25,8 @@ pub struct ConformArgs {
 
 pub fn conform(a: ConformArgs) -> Result<()> {
     let level: Level = a.level.parse().map_err(|e: String| anyhow!(e))?;
-    let port = anychip_train::ports::open(&a.port, a.threads)?;
-    let reference = anychip_train::ports::open("ref", None)?;
+    let port = crate::ports::open(&a.port, a.threads)?;
+    let reference = crate::ports::open("ref", None)?;
     let report = anychip_conformance::run(&port, &reference, &level.up_to());
     print!("{}", report.print_table());
     if let Some(p) = &a.json {

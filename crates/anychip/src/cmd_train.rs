@@ -240,7 +240,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         steps: a.steps,
         stop_after: a.stop_after,
     };
-    let s = match (run_train(&cfg, &opts, dist.as_ref()), &dist) {
+    let port = crate::ports::open(&cfg.port, cfg.threads)?;
+    let s = match (run_train(&cfg, &opts, dist.as_ref(), &port), &dist) {
         (Ok(s), _) => s,
         (Err(e), Some(d)) if world > 1 => {
             // The other ranks cannot learn of this error and would wait in their next
@@ -309,11 +310,11 @@ fn train_fixed_batch(dir: &std::path::Path, a: &TrainArgs) -> Result<()> {
             weight_decay: a.weight_decay.unwrap_or(0.01),
             grad_clip: a.grad_clip.unwrap_or(0.0),
         },
-        port: a.port.clone(),
-        threads: a.threads,
         precision: a.precision,
     };
-    anychip_train::fixed_batch::train(dir, std::path::Path::new(file), &s, a.out.as_deref(), &mut std::io::stdout())?;
+    let port = crate::ports::open(&a.port, a.threads)?;
+    let batch = std::path::Path::new(file);
+    anychip_train::fixed_batch::train(dir, batch, &s, &port, a.out.as_deref(), &mut std::io::stdout())?;
     Ok(())
 }
 
@@ -335,7 +336,8 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let loss = anychip_train::fixed_batch::eval(&a.model, &a.batch, &a.port, a.threads)?;
+    let port = crate::ports::open(&a.port, a.threads)?;
+    let loss = anychip_train::fixed_batch::eval(&a.model, &a.batch, &port)?;
     println!("{}", serde_json::json!({ "loss": loss }));
     Ok(())
 }
@@ -355,7 +357,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     if a.hf.join("model.safetensors").exists() || a.hf.join("config.json").exists() {
         return Err(anyhow!("{} already holds a model; choose another --hf directory", a.hf.display()));
     }
-    let port = anychip_train::ports::open("cpu", None)?;
+    let port = crate::ports::open("cpu", None)?;
     let (model, arch) = anychip_train::fixed_batch::load_model(&a.ckpt, &port)?;
     anychip_hf::export(&model, arch, &a.hf)?;
     println!("exported {} ({:.2}M params) to {}", arch.class(), model.n_params() as f64 / 1e6, a.hf.display());
@@ -392,16 +394,10 @@ pub struct SampleArgs {
 }
 
 pub fn sample(a: SampleArgs) -> Result<()> {
-    let opts = SampleOptions {
-        prompt: a.prompt,
-        tokens: a.tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        seed: a.seed,
-        port: a.port,
-        threads: a.threads,
-    };
-    run_sample(&a.ckpt, &opts, &mut std::io::stdout())?;
+    let opts =
+        SampleOptions { prompt: a.prompt, tokens: a.tokens, temperature: a.temperature, top_k: a.top_k, seed: a.seed };
+    let port = crate::ports::open(&a.port, a.threads)?;
+    run_sample(&a.ckpt, &opts, &port, &mut std::io::stdout())?;
     Ok(())
 }
 
@@ -459,7 +455,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if cfg.ctx > cfg.model.max_ctx {
         return Err(anyhow!("--ctx {} is larger than the model's maximum context {}", cfg.ctx, cfg.model.max_ctx));
     }
-    let r = run_bench(&cfg, a.warmup, a.steps, a.profile)?;
+    let port = crate::ports::open(&cfg.port, cfg.threads)?;
+    let r = run_bench(&cfg, port, a.warmup, a.steps, a.profile)?;
     println!(
         "bench {} on {} [{}]: batch {}x{}, {:.2}M params, {} matmuls | step {:.1} ms (median of {}, min {:.1}) | {:.0} tok/s | {:.1} GFLOP/s | MFU {} | peak RSS {}",
         r.preset,
@@ -488,7 +485,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 }
 
 pub fn ports() -> Result<()> {
-    let reg = anychip_train::ports::registry();
+    let reg = crate::ports::registry();
     for (name, about) in reg.list() {
         println!("{name}: {about}");
         match reg.create(&name, &Default::default()) {

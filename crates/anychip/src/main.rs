@@ -2,6 +2,8 @@
 
 mod cmd_conform;
 mod cmd_train;
+mod ports;
+mod shadow;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

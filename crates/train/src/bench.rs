@@ -1,7 +1,6 @@
 //! `anychip bench`: training-step throughput on synthetic tokens, medians over repeats.
 
 use crate::config::TrainConfig;
-use crate::ports;
 use crate::profile::{Kind, Phase, Profile, Profiler};
 use crate::trainer::{batch_tensors, forward_backward, on_port, optimizer, param_grads};
 use anychip_data::Loader;
@@ -59,8 +58,13 @@ pub fn median(xs: &[f64]) -> f64 {
 
 /// Time `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones;
 /// with `profile`, also time every port call by kind (the port is wrapped in a [`Profiler`]).
-pub fn bench(cfg: &TrainConfig, warmup: usize, steps: usize, profile: bool) -> Result<BenchResult> {
-    let inner = ports::open(&cfg.port, cfg.threads)?;
+pub fn bench(
+    cfg: &TrainConfig,
+    inner: Arc<dyn Port>,
+    warmup: usize,
+    steps: usize,
+    profile: bool,
+) -> Result<BenchResult> {
     let prof = profile.then(|| Arc::new(Profiler::new(inner.clone())));
     let port: Arc<dyn Port> = match &prof {
         Some(p) => p.clone(),

@@ -3,7 +3,6 @@
 //! can be compared number for number with another framework.
 
 use crate::checkpoint;
-use crate::ports;
 use anychip_core::{cross_entropy, no_grad, Tensor};
 use anychip_hf::Arch;
 use anychip_nn::Transformer;
@@ -58,10 +57,9 @@ pub fn load_batch(file: &Path, port: &Arc<dyn Port>, vocab: usize) -> Result<(Te
 }
 
 /// `anychip eval`: the mean loss of the model on the batch.
-pub fn eval(model_dir: &Path, batch: &Path, port: &str, threads: Option<usize>) -> Result<f32> {
-    let port = ports::open(port, threads)?;
-    let (model, _) = load_model(model_dir, &port)?;
-    let (x, y) = load_batch(batch, &port, model.config().vocab_size)?;
+pub fn eval(model_dir: &Path, batch: &Path, port: &Arc<dyn Port>) -> Result<f32> {
+    let (model, _) = load_model(model_dir, port)?;
+    let (x, y) = load_batch(batch, port, model.config().vocab_size)?;
     let _g = no_grad();
     Ok(cross_entropy(&model.forward(&x)?, &y)?.item()?)
 }
@@ -72,8 +70,6 @@ pub struct FixedBatchTrain {
     pub lr: f32,
     pub constant_lr: bool,
     pub adamw: AdamWConfig,
-    pub port: String,
-    pub threads: Option<usize>,
     /// What the linear layers and the LM head multiply in.
     pub precision: anychip_nn::Precision,
 }
@@ -85,6 +81,7 @@ pub fn train(
     model_dir: &Path,
     batch: &Path,
     s: &FixedBatchTrain,
+    port: &Arc<dyn Port>,
     out: Option<&Path>,
     w: &mut dyn Write,
 ) -> Result<Vec<f32>> {
@@ -93,10 +90,9 @@ pub fn train(
             bail!("{} already holds a model; choose another --out", o.display());
         }
     }
-    let port = ports::open(&s.port, s.threads)?;
-    let (model, arch) = load_model(model_dir, &port)?;
+    let (model, arch) = load_model(model_dir, port)?;
     let model = model.with_precision(s.precision);
-    let (x, y) = load_batch(batch, &port, model.config().vocab_size)?;
+    let (x, y) = load_batch(batch, port, model.config().vocab_size)?;
     let groups = model
         .params()
         .iter()

@@ -5,10 +5,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod fixed_batch;
 mod fsutil;
-pub mod ports;
 pub mod profile;
 pub mod sample;
-pub mod shadow;
 pub mod trainer;
 
 pub use anychip_nn::Precision;

@@ -1,13 +1,14 @@
 //! Text generation from a checkpoint: temperature and top-k sampling.
 
 use crate::checkpoint;
-use crate::ports;
 use anychip_core::{no_grad, Tensor};
 use anychip_data::{tokenizer, TokenizerKind};
 use anychip_nn::Transformer;
+use anychip_port::Port;
 use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Sampling settings.
 pub struct SampleOptions {
@@ -16,8 +17,6 @@ pub struct SampleOptions {
     pub temperature: f32,
     pub top_k: usize,
     pub seed: u64,
-    pub port: String,
-    pub threads: Option<usize>,
 }
 
 /// Pick a token from `logits` (one row) with temperature and top-k; `u` is a uniform in [0,1).
@@ -43,12 +42,11 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, u: f32) -> usize {
 }
 
 /// Generate text from the checkpoint in `dir`, streaming it to `out`; returns the text.
-pub fn sample(dir: &Path, opts: &SampleOptions, out: &mut dyn Write) -> Result<String> {
+pub fn sample(dir: &Path, opts: &SampleOptions, port: &Arc<dyn Port>, out: &mut dyn Write) -> Result<String> {
     let ck = checkpoint::open(dir)?;
     let kind: TokenizerKind = ck.cfg.tokenizer.parse()?;
     let tok = tokenizer(kind)?;
-    let port = ports::open(&opts.port, opts.threads)?;
-    let model = Transformer::new(&ck.cfg.model, &port, ck.cfg.seed)?;
+    let model = Transformer::new(&ck.cfg.model, port, ck.cfg.seed)?;
     checkpoint::load_weights(&ck.dir, &model, None)?;
     let mut ids: Vec<u32> = tok.encode(&opts.prompt);
     if ids.is_empty() {
@@ -65,7 +63,7 @@ pub fn sample(dir: &Path, opts: &SampleOptions, out: &mut dyn Write) -> Result<S
     for i in 0..opts.tokens {
         let window = &ids[ids.len().saturating_sub(ctx)..];
         let x: Vec<i32> = window.iter().map(|&t| t as i32).collect();
-        let xt = Tensor::from_i32(&port, &x, &[1, x.len()])?;
+        let xt = Tensor::from_i32(port, &x, &[1, x.len()])?;
         let logits = model.forward(&xt)?;
         let v = logits.dim(1);
         let last = logits.narrow(0, x.len() - 1, 1)?.to_vec_f32()?;

@@ -2,7 +2,6 @@
 
 use crate::checkpoint::{self, RunState};
 use crate::config::TrainConfig;
-use crate::ports;
 use anychip_core::{no_grad, Tensor};
 use anychip_data::{eval_batches, Batch, Dataset, Loader, LoaderState, TokenizerKind};
 use anychip_dist::{collectives_for, Comm, DataParallel, DpOptions};
@@ -173,14 +172,19 @@ pub fn optimizer(cfg: &TrainConfig, model: &Transformer) -> Result<AdamW> {
 
 /// Train as `cfg` says; with `opts.resume`, continue that run (its config wins over `cfg`
 /// except the step budget).
-pub fn train(cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
-    train_with(cfg, opts, None)
+pub fn train(cfg: &TrainConfig, opts: &RunOptions, port: &Arc<dyn Port>) -> Result<Summary> {
+    train_with(cfg, opts, None, port)
 }
 
 /// [`train`] as one rank of a data-parallel job when `dist` is given: `cfg.batch` is the
 /// global batch, each rank draws its `cfg.batch / world` rows of it, and rank 0 alone writes
 /// logs and checkpoints (which hold the full state, so any number of ranks can resume them).
-pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distributed>) -> Result<Summary> {
+pub fn train_with(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    dist: Option<&Distributed>,
+    port: &Arc<dyn Port>,
+) -> Result<Summary> {
     let t0 = Instant::now();
     let (mut cfg, resumed) = match &opts.resume {
         Some(dir) => {
@@ -209,14 +213,13 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
             cfg.batch
         );
     }
-    let port = ports::open(&cfg.port, cfg.threads)?;
-    let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(cfg.precision);
+    let model = Transformer::new(&cfg.model, port, cfg.seed)?.with_precision(cfg.precision);
     let zero = dist.is_some_and(|d| d.zero);
     let mut opt = if zero { sharded_optimizer(&cfg, &model) } else { optimizer(&cfg, &model)? };
     let mut dp = match dist {
         Some(d) => {
             let params: Vec<(Tensor, bool)> = opt.groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
-            let coll = collectives_for(&port, d.comm.clone())?;
+            let coll = collectives_for(port, d.comm.clone())?;
             let opts = DpOptions { zero, overlap: d.overlap, ..DpOptions::default() };
             Some(DataParallel::new(coll, &params, cfg.adamw, opts)?)
         }
@@ -313,7 +316,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
     for step in start..end {
         let lr = sched.lr(step);
         let (loss, norm) = match &mut dp {
-            None => on_port(&*port, || -> Result<(f32, Tensor)> {
+            None => on_port(&**port, || -> Result<(f32, Tensor)> {
                 let (loss, grads) = forward_backward(&model, &mut loader, &cfg)?;
                 Ok((loss, opt.step(&grads, lr)?))
             })?,

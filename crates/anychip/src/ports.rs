@@ -1,14 +1,19 @@
-//! The ports this build knows. Out-of-tree ports register the same way from their own crate.
+//! The ports this build knows and how a command opens one. This is the one place that names
+//! chips: the engine crates (core, nn, optim, data, train) receive an opened `Arc<dyn Port>`.
+//! Out-of-tree ports register the same way from their own crate.
 
+use crate::shadow::ShadowPort;
 use anychip_port::{Port, PortOptions, Registry};
 use std::sync::Arc;
 
-/// A registry holding every in-tree port (`cpu` first: it is the default; `wgpu` reports
-/// itself unavailable where the machine has no Vulkan/Metal/DX12 adapter).
+/// A registry holding every in-tree port this binary was built with (`cpu` first: it is the
+/// default; `wgpu`, behind the default cargo feature `wgpu`, reports itself unavailable where
+/// the machine has no Vulkan/Metal/DX12 adapter).
 pub fn registry() -> Registry {
     let mut reg = Registry::new();
     anychip_port_cpu::register(&mut reg);
     anychip_port_ref::register(&mut reg);
+    #[cfg(feature = "wgpu")]
     anychip_port_wgpu::register(&mut reg);
     reg
 }
@@ -20,7 +25,7 @@ pub fn open(name: &str, threads: Option<usize>) -> anyhow::Result<Arc<dyn Port>>
     let port = reg.create(name, &PortOptions { threads })?;
     if std::env::var("ANYCHIP_SHADOW").is_ok_and(|v| !v.is_empty() && v != "0") {
         let oracle = reg.create("ref", &PortOptions::default())?;
-        return Ok(Arc::new(crate::shadow::ShadowPort::new(port, oracle)));
+        return Ok(Arc::new(ShadowPort::new(port, oracle)));
     }
     Ok(port)
 }
