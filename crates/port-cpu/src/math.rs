@@ -41,26 +41,30 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// Define a slice kernel compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run
-/// time, so release builds without `-C target-cpu` still use the machine's widest vectors.
+/// time by the dispatch level ([`crate::isa::level`]), so release builds without
+/// `-C target-cpu` still use the machine's widest vectors.
 macro_rules! multiversion {
     ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
         $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
         pub fn $name($($a: $t),*) -> $r {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn body($($a: $t),*) -> $r $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn v4($($a: $t),*) -> $r { body($($a),*) }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn v3($($a: $t),*) -> $r { body($($a),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the feature was detected at run time.
-                    return unsafe { v4($($a),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected at run time.
-                    return unsafe { v3($($a),*) };
+                match crate::isa::level() {
+                    // SAFETY: the level is one the CPU supports (crate::isa).
+                    crate::isa::Isa::Avx512 => return unsafe { v4($($a),*) },
+                    // SAFETY: as above.
+                    crate::isa::Isa::Avx2 => return unsafe { v3($($a),*) },
+                    crate::isa::Isa::Portable => {}
                 }
             }
             body($($a),*)

@@ -17,11 +17,10 @@
 
 use std::arch::x86_64::*;
 
-/// Whether the CPU has AVX-512F, so the kernels below (and the attention tiles') may run;
-/// checked once.
+/// Whether the kernels below (and the attention tiles') may run: the dispatch level
+/// ([`crate::isa::level`]) is AVX-512.
 pub fn available() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    crate::isa::level() == crate::isa::Isa::Avx512
 }
 
 const K: f32 = 0.797_884_6;
@@ -274,8 +273,8 @@ mod tests {
 
     #[test]
     fn transpose16_moves_every_word_to_its_mirror() {
-        if !is_x86_feature_detected!("avx512f") {
-            eprintln!("skipped: no AVX-512F");
+        if !available() {
+            eprintln!("skipped: dispatch level below AVX-512");
             return;
         }
         let words: Vec<i32> = (0..256).collect();
