@@ -14,6 +14,8 @@ mod fused;
 pub mod isa;
 mod math;
 #[cfg(target_arch = "x86_64")]
+mod math_avx2;
+#[cfg(target_arch = "x86_64")]
 mod math_avx512;
 mod peak;
 mod prim;
