@@ -11,6 +11,12 @@ peak for both columns: the median of the peaks anychip's cpu port measured in it
 crate and Intel MKL for f32 products), each as its own alternated side and table row against
 the same PyTorch runs.
 
+--isa caps both sides' instruction set, so the AVX2 or portable paths can be measured on a
+machine that has more: anychip through ANYCHIP_CPU_ISA, PyTorch through ATEN_CPU_CAPABILITY and
+its libraries' own caps (MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA; MKL too when anychip runs
+on it). Each run reports the level it used. anychip's f32 products come from the gemm crate,
+which picks its micro-kernels itself: on a CPU with AVX-512 they stay AVX-512 under --isa avx2.
+
 Normally started through bench/compare.sh, which builds the release binary first.
 """
 import argparse, datetime, json, os, platform, re, shutil, statistics, subprocess, sys, tempfile
@@ -44,6 +50,23 @@ def machine(threads):
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "threads": threads}
 
 
+# Per --isa level: (ANYCHIP_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA).
+ISA_CAPS = {
+    "avx512": ("avx512", "avx512", "AVX512", "AVX512_CORE"),
+    "avx2": ("avx2", "avx2", "AVX2", "AVX2"),
+    "portable": ("portable", "default", "SSE4_2", "SSE41"),
+}
+
+
+def isa_env(isa):
+    """The environment variables that cap both sides at `isa` (empty: no cap)."""
+    if not isa:
+        return {}
+    ours, aten, mkl, onednn = ISA_CAPS[isa]
+    return {"ANYCHIP_CPU_ISA": ours, "ATEN_CPU_CAPABILITY": aten, "MKL_ENABLE_INSTRUCTIONS": mkl,
+            "ONEDNN_MAX_CPU_ISA": onednn}
+
+
 def run_json(cmd, label, env=None):
     """Run one benchmark process; its result is the JSON file it writes. None on failure."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
@@ -60,7 +83,9 @@ def run_json(cmd, label, env=None):
             r = json.load(f)
         r["load_before"] = load
         r["load_after"] = os.getloadavg()[0]
-        print(f"  {label}: {r['tokens_per_s']:.0f} tok/s, step {r['step_ms_median']:.0f} ms", file=sys.stderr)
+        level = r.get("cpu_capability") or kernels(r.get("device"))
+        print(f"  {label}: {r['tokens_per_s']:.0f} tok/s, step {r['step_ms_median']:.0f} ms"
+              f"{f', {level}' if level else ''}", file=sys.stderr)
         return r
     finally:
         os.unlink(path)
@@ -77,11 +102,18 @@ def f32_gemm(device):
     return m.group(1) if m else None
 
 
+def kernels(device):
+    """The cpu port's dispatch level in an anychip run, from its device line ("kernels: avx2")."""
+    m = re.search(r"kernels: (\w+)", device or "")
+    return m.group(1) if m else None
+
+
 def summarise(runs):
     if not runs:
         return None
     return {"tokens_per_s": med(runs, "tokens_per_s"), "step_ms": med(runs, "step_ms_median"),
             "f32_gemm": f32_gemm(runs[0].get("device")),
+            "isa": runs[0].get("cpu_capability") or kernels(runs[0].get("device")),
             "peak_rss_mib": med(runs, "peak_rss_mib"), "n_params": runs[0].get("n_params"), "runs": runs}
 
 
@@ -123,6 +155,9 @@ def main():
     ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--blas", help="comma-separated ANYCHIP_BLAS settings to run anychip under, each its own "
                     "side and row (e.g. builtin,mkl); default: the environment's")
+    ap.add_argument("--isa", choices=list(ISA_CAPS), help="cap both sides at this instruction set (see above)")
+    ap.add_argument("--python", default=os.environ.get("ANYCHIP_TWIN_PYTHON", sys.executable),
+                    help="the Python with torch to run the twin on (default $ANYCHIP_TWIN_PYTHON or this one)")
     ap.add_argument("--out", help="JSON result (default bench/out/compare-<date>.json)")
     a = ap.parse_args()
 
@@ -154,7 +189,7 @@ def main():
         flat = ["--preset", c["preset"], "--batch", str(c["batch"]), "--ctx", str(c["ctx"]), "--threads",
                 str(a.threads), "--steps", str(a.steps), "--warmup", str(a.warmup)]
         ours = [a.anychip, "bench"] + flat + (["--precision", a.precision] if a.precision != "f32" else [])
-        twin = [sys.executable, TWIN, "bench"] + flat + ["--precision", a.precision]
+        twin = [a.python, TWIN, "bench"] + flat + ["--precision", a.precision]
         print(f"{name} ({c['preset']}, batch {c['batch']}, ctx {c['ctx']}):", file=sys.stderr)
         sides = {s: [] for s in ours_sides + ["pytorch"]}
         for i in range(a.repeats):
@@ -164,7 +199,9 @@ def main():
                 if side != "pytorch" and not run_anychip:
                     continue
                 setting = setting_of.get(side)
-                env = None if setting is None else {**os.environ, "ANYCHIP_BLAS": setting}
+                env = {**os.environ, **isa_env(a.isa)}
+                if setting is not None:
+                    env["ANYCHIP_BLAS"] = setting
                 r = run_json(twin if side == "pytorch" else ours, f"{side} {i + 1}/{a.repeats}", env)
                 if r is not None:
                     sides[side].append(r)
@@ -194,7 +231,7 @@ def main():
     out = a.out or os.path.join(ROOT, "bench", "out", f"compare-{datetime.date.today()}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
-        json.dump({"machine": m, "precision": a.precision, "steps": a.steps, "warmup": a.warmup,
+        json.dump({"machine": m, "isa": a.isa, "isa_env": isa_env(a.isa), "precision": a.precision, "steps": a.steps, "warmup": a.warmup,
                    "repeats": a.repeats, "peak_gflops": peak, "max_load": max_load, "warnings": warnings,
                    "configs": results, "table_md": table}, f, indent=2)
     print(f"wrote {out}", file=sys.stderr)
@@ -207,22 +244,24 @@ def markdown(results, m, peak, a, max_load, warnings):
     load = "" if max_load is None else f", load average up to {max_load:.1f}"
     if max_load is not None and max_load > m["cores"]:
         load += " (busy machine: more runnable work than cores, numbers are pessimistic)"
+    caps = f"capped at {a.isa} on both sides ({', '.join(f'{k}={v}' for k, v in isa_env(a.isa).items())}), " \
+        if a.isa else ""
     lines = [
-        f"{m['cpu']}, {m['cores']} cores, {a.threads} threads, {a.precision}, {m['date'][:10]}, "
+        f"{m['cpu']}, {m['cores']} cores, {a.threads} threads, {a.precision}, {caps}{m['date'][:10]}, "
         f"anychip {m['commit']}{' (+ uncommitted changes)' if m['dirty'] else ''}; "
         f"median of {a.repeats} runs x {a.steps} steps after {a.warmup} warm-up; "
         f"MFU against the measured FMA peak of {fmt(peak, '.0f')} GFLOP/s{load}.",
         "",
-        "| config | anychip f32 GEMM | params | batch x ctx | anychip tok/s | PyTorch tok/s | tok/s ratio | anychip step ms "
+        "| config | anychip f32 GEMM | ISA anychip / PyTorch | params | batch x ctx | anychip tok/s | PyTorch tok/s | tok/s ratio | anychip step ms "
         "| PyTorch step ms | anychip MFU | PyTorch MFU | anychip RSS MiB | PyTorch RSS MiB | RSS ratio |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         o, t = r["anychip"] or {}, r["pytorch"] or {}
         params = o.get("n_params") or t.get("n_params")
         pct = lambda x: fmt(None if x is None else 100 * x, ".1f", "%")
         lines.append(
-            f"| {r['config']} | {o.get('f32_gemm') or 'n/a'} | {fmt(params and params / 1e6, '.1f', 'M')} | {r['batch']} x {r['ctx']} "
+            f"| {r['config']} | {o.get('f32_gemm') or 'n/a'} | {o.get('isa') or 'n/a'} / {t.get('isa') or 'n/a'} | {fmt(params and params / 1e6, '.1f', 'M')} | {r['batch']} x {r['ctx']} "
             f"| {fmt(o.get('tokens_per_s'), '.0f')} | {fmt(t.get('tokens_per_s'), '.0f')} "
             f"| {fmt(r['ratio']['tokens_per_s'], '.2f', 'x')} | {fmt(o.get('step_ms'), '.0f')} "
             f"| {fmt(t.get('step_ms'), '.0f')} | {pct(o.get('mfu'))} | {pct(t.get('mfu'))} "

@@ -205,6 +205,8 @@ def bench(a):
             times.append(time.perf_counter() - t)
     med = statistics.median(times)
     out = {"preset": a.preset, "impl": "pytorch " + torch.__version__, "threads": torch.get_num_threads(),
+           # ATen's kernel level (ATEN_CPU_CAPABILITY caps it), so a capped comparison shows it held.
+           "cpu_capability": torch.backends.cpu.get_cpu_capability().lower(),
            "precision": a.precision, "n_params": n_params, "batch": batch, "ctx": ctx,
            "step_ms_median": med * 1e3, "step_ms_min": min(times) * 1e3, "tokens_per_s": batch * ctx / med,
            # ru_maxrss is in KiB on Linux.

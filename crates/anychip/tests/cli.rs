@@ -77,23 +77,47 @@ fn losses(out: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// A recipe with no warm-up spike (peak lr 5e-4 after 4 warm-up steps): the loss falls
+/// smoothly, so a bf16 run stays within rounding of the f32 one step after step. On the default
+/// recipe (lr 3e-3 after 1 warm-up step) step 3 spikes to ~7.6 and the step after it is chaotic:
+/// how far bf16 lands from f32 there depends on the CPU's bf16 dot product, not on correctness.
+const SMOOTH: &[&str] = &["--lr", "5e-4", "--warmup", "4", "--ckpt-every", "0"];
+
+/// Validation loss a run logged with its last step.
+fn final_val_loss(out: &Path) -> f64 {
+    let last = fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().last().unwrap().to_string();
+    serde_json::from_str::<serde_json::Value>(&last).unwrap()["val_loss"].as_f64().unwrap()
+}
+
+/// What mixed precision guarantees against f32 on a spike-free recipe: each step's loss within
+/// 1%, the mean of the last 8 steps and the final validation loss within 0.5%. A run from
+/// another seed misses all three by 5-8%; bf16 itself lands within 0.1% (AMD EPYC, AVX2).
+fn assert_bf16_tracks_f32(lf: &[f64], lb: &[f64], vf: f64, vb: f64) {
+    assert_eq!(lf.len(), lb.len());
+    for (i, (x, y)) in lf.iter().zip(lb).enumerate() {
+        assert!((x - y).abs() < 0.01 * x, "step {}: f32 {x} vs bf16 {y} (over 1%)", i + 1);
+    }
+    let tail = |l: &[f64]| l[l.len() - 8..].iter().sum::<f64>() / 8.0;
+    let (tf, tb) = (tail(lf), tail(lb));
+    assert!((tf - tb).abs() < 0.005 * tf, "mean loss of the last 8 steps: f32 {tf} vs bf16 {tb} (over 0.5%)");
+    assert!((vf - vb).abs() < 0.005 * vf, "final validation loss: f32 {vf} vs bf16 {vb} (over 0.5%)");
+    assert_ne!(lf, lb, "--precision bf16 changed nothing");
+}
+
 #[test]
 fn bf16_precision_tracks_f32_and_resumes_bit_exact() {
     let d = scratch("bf16");
     let data = corpus(&d);
     let (f, a, b) = (d.join("f32"), d.join("bf16"), d.join("bf16-split"));
-    let o = train(&data, &f, "16", &["--ckpt-every", "0"]);
+    let o = train(&data, &f, "24", SMOOTH);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = train(&data, &a, "16", &["--ckpt-every", "0", "--precision", "bf16"]);
+    let o = train(&data, &a, "24", &[SMOOTH, &["--precision", "bf16"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (lf, lb) = (losses(&f), losses(&a));
-    assert_eq!(lf.len(), 16);
-    for (i, (x, y)) in lf.iter().zip(&lb).enumerate() {
-        assert!((x - y).abs() < 0.02 * x, "step {}: f32 {x} vs bf16 {y}", i + 1);
-    }
-    assert_ne!(lf, lb, "--precision bf16 changed nothing");
+    assert_eq!(lf.len(), 24);
+    assert_bf16_tracks_f32(&lf, &lb, final_val_loss(&f), final_val_loss(&a));
     // The precision is part of the run: a resumed bf16 run stays bf16, bit for bit.
-    let o = train(&data, &b, "16", &["--ckpt-every", "0", "--precision", "bf16", "--stop-after", "8"]);
+    let o = train(&data, &b, "24", &[SMOOTH, &["--precision", "bf16", "--stop-after", "12"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(&["train", "--resume", b.to_str().unwrap(), "--threads", "1", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -104,6 +128,21 @@ fn bf16_precision_tracks_f32_and_resumes_bit_exact() {
         run(&["bench", "--preset", "gpt2-tiny", "--batch", "2", "--ctx", "16", "--steps", "2", "--precision", "bf16"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("bf16 matmuls"), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// `ANYCHIP_CPU_ISA` caps the cpu port's kernels: `ports` names the level in use, and a value
+/// the port does not know is one clear error line.
+#[test]
+fn cpu_isa_cap_is_reported_and_a_bad_value_refused() {
+    let o = bin().args(["ports"]).env("ANYCHIP_CPU_ISA", "portable").output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("kernels: portable"), "{}", String::from_utf8_lossy(&o.stdout));
+    let d = scratch("isa");
+    let data = corpus(&d);
+    let mut c = bin();
+    c.args(["train", "--data", data.to_str().unwrap(), "--out", d.join("out").to_str().unwrap(), "--steps", "1"]);
+    let o = c.args(TINY).env("ANYCHIP_CPU_ISA", "avx9000").output().unwrap();
+    assert_clean_failure(&o, "ANYCHIP_CPU_ISA");
 }
 
 #[test]

@@ -180,8 +180,7 @@ impl Walk {
         }
         let mut shape: Vec<usize> = Vec::new();
         let mut strides: Vec<[usize; MAX_OPS]> = Vec::new();
-        for d in 0..shape0.len() {
-            let n = shape0[d];
+        for (d, &n) in shape0.iter().enumerate() {
             if n == 1 {
                 continue;
             }

@@ -11,7 +11,10 @@ pub mod cache;
 mod caps;
 mod elem;
 mod fused;
+pub mod isa;
 mod math;
+#[cfg(target_arch = "x86_64")]
+mod math_avx2;
 #[cfg(target_arch = "x86_64")]
 mod math_avx512;
 mod peak;
@@ -55,6 +58,7 @@ impl CpuPort {
 
     /// [`CpuPort::new`] with its f32 GEMM chosen by `blas` rather than by `ANYCHIP_BLAS`.
     pub fn with_blas(threads: Option<usize>, blas: &blas::Choice) -> Result<CpuPort> {
+        isa::check_env().map_err(PortError::Invalid)?;
         let blas = blas::resolve(blas)?;
         let threads = threads
             .filter(|&t| t > 0)
@@ -106,11 +110,12 @@ impl Port for CpuPort {
         let bf16 = prim::bf16_matmul_engine();
         Capabilities {
             device: format!(
-                "{}, {} thread{}, simd: {}, f32 matmul: {}, bf16 matmul: {}",
+                "{}, {} thread{}, simd: {}, kernels: {}, f32 matmul: {}, bf16 matmul: {}",
                 caps::cpu_model(),
                 self.threads,
                 if self.threads == 1 { "" } else { "s" },
                 if simd.is_empty() { "none".to_string() } else { simd.join(" ") },
+                isa::about(),
                 self.f32_matmul(),
                 bf16.unwrap_or("widened to f32")
             ),

@@ -41,31 +41,56 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// Define a slice kernel compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run
-/// time, so release builds without `-C target-cpu` still use the machine's widest vectors.
+/// time by the dispatch level ([`crate::isa::level`]), so release builds without
+/// `-C target-cpu` still use the machine's widest vectors.
 macro_rules! multiversion {
     ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
         $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
         pub fn $name($($a: $t),*) -> $r {
             #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
             fn body($($a: $t),*) -> $r $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn v4($($a: $t),*) -> $r { body($($a),*) }
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn v3($($a: $t),*) -> $r { body($($a),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the feature was detected at run time.
-                    return unsafe { v4($($a),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected at run time.
-                    return unsafe { v3($($a),*) };
+                match crate::isa::level() {
+                    // SAFETY: the level is one the CPU supports (crate::isa).
+                    crate::isa::Isa::Avx512 => return unsafe { v4($($a),*) },
+                    // SAFETY: as above.
+                    crate::isa::Isa::Avx2 => return unsafe { v3($($a),*) },
+                    crate::isa::Isa::Portable => {}
                 }
             }
             body($($a),*)
         }
     };
+}
+
+/// Run the hand-written kernel of the dispatch level ([`crate::isa::level`]): `$v4` (in
+/// [`crate::math_avx512`]) or `$v3` (in [`crate::math_avx2`]), else the portable expression.
+macro_rules! by_level {
+    ($v4:expr, $v3:expr, $portable:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        match crate::isa::level() {
+            crate::isa::Isa::Avx512 => {
+                // SAFETY: the level is one the CPU supports (crate::isa). (Unused where the
+                // level has no hand kernel and `$v4` is the portable call.)
+                #[allow(unused_unsafe)]
+                let r = unsafe { $v4 };
+                return r;
+            }
+            // SAFETY: as above.
+            crate::isa::Isa::Avx2 => return unsafe { $v3 },
+            crate::isa::Isa::Portable => {}
+        }
+        $portable
+    }};
 }
 
 multiversion! {
@@ -108,9 +133,36 @@ multiversion! {
     }
 }
 
+/// out[i] = exp(x[i] - shift); returns the sum of out.
+pub fn exp_shift_sum(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
+    by_level!(
+        exp_shift_sum_portable(x, shift, out),
+        crate::math_avx2::exp_shift_sum(x, shift, out),
+        exp_shift_sum_portable(x, shift, out)
+    )
+}
+
+/// sum_i exp(x[i] - shift), without writing anything.
+pub fn sum_exp_shift(x: &[f32], shift: f32) -> f32 {
+    by_level!(
+        sum_exp_shift_portable(x, shift),
+        crate::math_avx2::sum_exp_shift(x, shift),
+        sum_exp_shift_portable(x, shift)
+    )
+}
+
+/// out[i] = scale * exp(x[i] - shift).
+pub fn scaled_exp_shift(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    by_level!(
+        scaled_exp_shift_portable(x, shift, scale, out),
+        crate::math_avx2::scaled_exp_shift(x, shift, scale, out),
+        scaled_exp_shift_portable(x, shift, scale, out)
+    )
+}
+
 multiversion! {
     /// out[i] = exp(x[i] - shift); returns the sum of out (16 lanes, so it vectorises).
-    pub fn exp_shift_sum(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
+    pub fn exp_shift_sum_portable(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
         let mut acc = [0f32; 16];
         let (mut xc, mut oc) = (x.chunks_exact(16), out.chunks_exact_mut(16));
         for (c, o) in (&mut xc).zip(&mut oc) {
@@ -129,8 +181,8 @@ multiversion! {
 }
 
 multiversion! {
-    /// sum_i exp(x[i] - shift), without writing anything.
-    pub fn sum_exp_shift(x: &[f32], shift: f32) -> f32 {
+    /// sum_i exp(x[i] - shift), without writing anything, in portable code.
+    pub fn sum_exp_shift_portable(x: &[f32], shift: f32) -> f32 {
         let mut acc = [0f32; 16];
         let mut xc = x.chunks_exact(16);
         for c in &mut xc {
@@ -142,15 +194,13 @@ multiversion! {
     }
 }
 
-/// x[i] = exp(x[i] - shift) in place; returns the new sum (the AVX-512 kernel where the CPU
-/// has one).
+/// x[i] = exp(x[i] - shift) in place; returns the new sum.
 pub fn exp_shift_sum_inplace(x: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::math_avx512::available() {
-        // SAFETY: AVX-512F was detected.
-        return unsafe { crate::math_avx512::exp_shift_sum_inplace(x, shift) };
-    }
-    exp_shift_sum_inplace_portable(x, shift)
+    by_level!(
+        crate::math_avx512::exp_shift_sum_inplace(x, shift),
+        crate::math_avx2::exp_shift_sum_inplace(x, shift),
+        exp_shift_sum_inplace_portable(x, shift)
+    )
 }
 
 multiversion! {
@@ -174,8 +224,8 @@ multiversion! {
 }
 
 multiversion! {
-    /// out[i] = scale * exp(x[i] - shift).
-    pub fn scaled_exp_shift(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) -> () {
+    /// out[i] = scale * exp(x[i] - shift), in portable code.
+    pub fn scaled_exp_shift_portable(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) -> () {
         for (o, &c) in out.iter_mut().zip(x) {
             *o = scale * exp(c - shift);
         }
@@ -273,24 +323,18 @@ const K: f32 = 0.797_884_6;
 /// The cubic coefficient of the GELU tanh approximation.
 const C: f32 = 0.044_715;
 
-/// y = 0.5 x (1 + tanh(K (x + C x^3))): the AVX-512 kernel where the CPU has one.
+/// y = 0.5 x (1 + tanh(K (x + C x^3))).
 pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::math_avx512::available() {
-        // SAFETY: AVX-512F was detected.
-        return unsafe { crate::math_avx512::gelu_tanh(x, y) };
-    }
-    gelu_tanh_portable(x, y)
+    by_level!(crate::math_avx512::gelu_tanh(x, y), crate::math_avx2::gelu_tanh(x, y), gelu_tanh_portable(x, y))
 }
 
-/// dx = dy gelu_tanh'(x): the AVX-512 kernel where the CPU has one.
+/// dx = dy gelu_tanh'(x).
 pub fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::math_avx512::available() {
-        // SAFETY: AVX-512F was detected.
-        return unsafe { crate::math_avx512::gelu_tanh_grad(x, dy, dx) };
-    }
-    gelu_tanh_grad_portable(x, dy, dx)
+    by_level!(
+        crate::math_avx512::gelu_tanh_grad(x, dy, dx),
+        crate::math_avx2::gelu_tanh_grad(x, dy, dx),
+        gelu_tanh_grad_portable(x, dy, dx)
+    )
 }
 
 multiversion! {
@@ -314,9 +358,20 @@ multiversion! {
     }
 }
 
+/// y = x sigmoid(x). (At AVX-512 the multiversioned portable loop runs: it has no hand
+/// kernel there.)
+pub fn silu(x: &[f32], y: &mut [f32]) {
+    by_level!(silu_portable(x, y), crate::math_avx2::silu(x, y), silu_portable(x, y))
+}
+
+/// dx = dy s (1 + x (1 - s)), s = sigmoid(x).
+pub fn silu_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    by_level!(silu_grad_portable(x, dy, dx), crate::math_avx2::silu_grad(x, dy, dx), silu_grad_portable(x, dy, dx))
+}
+
 multiversion! {
-    /// y = x sigmoid(x).
-    pub fn silu(x: &[f32], y: &mut [f32]) -> () {
+    /// y = x sigmoid(x), in portable code.
+    pub fn silu_portable(x: &[f32], y: &mut [f32]) -> () {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v * sigmoid(v);
         }
@@ -324,8 +379,8 @@ multiversion! {
 }
 
 multiversion! {
-    /// dx = dy s (1 + x (1 - s)), s = sigmoid(x).
-    pub fn silu_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () {
+    /// dx = dy s (1 + x (1 - s)), s = sigmoid(x), in portable code.
+    pub fn silu_grad_portable(x: &[f32], dy: &[f32], dx: &mut [f32]) -> () {
         for i in 0..dx.len().min(x.len()).min(dy.len()) {
             let s = sigmoid(x[i]);
             dx[i] = dy[i] * s * (1.0 + x[i] * (1.0 - s));

@@ -17,13 +17,6 @@
 
 use std::arch::x86_64::*;
 
-/// Whether the CPU has AVX-512F, so the kernels below (and the attention tiles') may run;
-/// checked once.
-pub fn available() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
-}
-
 const K: f32 = 0.797_884_6;
 const C: f32 = 0.044_715;
 
@@ -64,7 +57,7 @@ unsafe fn exp16_full(d: __m512) -> __m512 {
 /// x[i] = exp(x[i] - shift) in place; returns the sum of the new values.
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`crate::isa::Isa::Avx512`] supported).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn exp_shift_sum_inplace(x: &mut [f32], shift: f32) -> f32 {
     let (n, sh) = (x.len(), _mm512_set1_ps(shift));
@@ -125,7 +118,7 @@ fn lanes(n: usize) -> u16 {
 /// y = gelu_tanh(x) over equal-length slices.
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`crate::isa::Isa::Avx512`] supported).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu_tanh(x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
@@ -141,7 +134,7 @@ pub unsafe fn gelu_tanh(x: &[f32], y: &mut [f32]) {
 /// dx = dy gelu_tanh'(x) over equal-length slices.
 ///
 /// # Safety
-/// The CPU must have AVX-512F ([`available`]).
+/// The CPU must have AVX-512F ([`crate::isa::Isa::Avx512`] supported).
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let n = x.len().min(dy.len()).min(dx.len());
@@ -204,7 +197,7 @@ mod tests {
     /// edges (0 below -87.3, inf above 88.72, NaN kept), and the returned sum.
     #[test]
     fn exp_shift_matches_the_portable_exp() {
-        if !available() {
+        if !crate::isa::Isa::Avx512.supported() {
             return;
         }
         let mut x: Vec<f32> = (0..2001).map(|i| (i as f32 - 1500.0) * 0.0613).collect();
@@ -234,7 +227,7 @@ mod tests {
     /// specials (which take the portable path) and a length that is not a multiple of 16.
     #[test]
     fn gelu_matches_f64_and_keeps_specials() {
-        if !available() {
+        if !crate::isa::Isa::Avx512.supported() {
             return;
         }
         let mut x: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.006).collect();
@@ -274,7 +267,7 @@ mod tests {
 
     #[test]
     fn transpose16_moves_every_word_to_its_mirror() {
-        if !is_x86_feature_detected!("avx512f") {
+        if !crate::isa::Isa::Avx512.supported() {
             eprintln!("skipped: no AVX-512F");
             return;
         }

@@ -13,8 +13,13 @@
 //!   acc[r][v] += a[i0 + r, k] * b[k, 16 v .. 16 v + 16].
 //! Columns past n are masked (loads return zero, stores skip them), and a block whose needed
 //! columns fit in fewer vectors runs a narrower kernel (on the causal diagonal, scores of the
-//! first queries need one of the four). Without AVX-512 the portable loop below runs (the
-//! compiler vectorises its inner axis).
+//! first queries need one of the four).
+//!
+//! AVX2+FMA microkernel: the same with 6 rows x 16 columns in 12 ymm accumulators (two loads of
+//! b and six broadcasts per 12 FMAs; 15 of the 16 registers). Columns past n are read and
+//! written through `vmaskmovps` only in blocks that need it. Below AVX2 the portable loop
+//! runs (the compiler vectorises its inner axis); it is the reference the tests hold both
+//! kernels to. [`crate::isa::level`] picks one, in [`mm`] alone.
 
 /// Which part of a product a causal block needs, for output row i (offset `d`, in elements):
 /// the rest is either never read (columns) or multiplies zeros (k), so it is skipped. The
@@ -75,11 +80,22 @@ pub unsafe fn mm(
     if m == 0 || n == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if crate::math_avx512::available() {
-        return x86::mm(m, n, k, a, b, ldb, c, ldc, alpha, beta, tri);
+    kernel(crate::isa::level())(m, n, k, a, b, ldb, c, ldc, alpha, beta, tri)
+}
+
+/// The signature of [`mm`] and of each level's kernel.
+type Mm = unsafe fn(usize, usize, usize, A, *const f32, usize, *mut f32, usize, f32, f32, Tri);
+
+/// The product kernel of an instruction-set level (one the CPU supports).
+fn kernel(level: crate::isa::Isa) -> Mm {
+    use crate::isa::Isa;
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => avx512::mm,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::mm,
+        _ => portable,
     }
-    portable(m, n, k, a, b, ldb, c, ldc, alpha, beta, tri)
 }
 
 /// The reference loop: row i of c is a sum of b's rows scaled by a[i, k].
@@ -120,21 +136,39 @@ unsafe fn portable(
 /// # Safety
 /// `src` must be in bounds for its shape and stride.
 pub unsafe fn transpose(src: *const f32, rs: usize, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
-    // 16 x 16 tiles: each source row segment is read once while the tile's destination rows
-    // stay in L1. Whole tiles go through registers where the CPU has AVX-512 (a head's K was
-    // 7% of a profile of attention when moved one float at a time).
-    const T: usize = 16;
+    transpose_at(crate::isa::level(), src, rs, rows, cols, dst, ld)
+}
+
+/// [`transpose`] with the whole tiles moved by `level`'s kernel (one the CPU supports).
+unsafe fn transpose_at(
+    level: crate::isa::Isa,
+    src: *const f32,
+    rs: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    ld: usize,
+) {
+    use crate::isa::Isa;
+    // Square tiles: each source row segment is read once while the tile's destination rows
+    // stay in L1. Whole tiles go through registers where the CPU has AVX-512 (16 x 16) or AVX2
+    // (8 x 8): a head's K was 7% of a profile of attention when moved one float at a time.
+    let t = if level == Isa::Avx2 { 8 } else { 16 };
     assert!(cols == 0 || rows == 0 || dst.len() >= (cols - 1) * ld + rows, "transpose destination too small");
-    for r0 in (0..rows).step_by(T) {
-        for c0 in (0..cols).step_by(T) {
+    for r0 in (0..rows).step_by(t) {
+        for c0 in (0..cols).step_by(t) {
             #[cfg(target_arch = "x86_64")]
-            if r0 + T <= rows && c0 + T <= cols && crate::math_avx512::available() {
-                x86::transpose16(src.add(r0 * rs + c0), rs, dst.as_mut_ptr().add(c0 * ld + r0), ld);
+            if r0 + t <= rows && c0 + t <= cols && level != Isa::Portable {
+                let (s, d) = (src.add(r0 * rs + c0), dst.as_mut_ptr().add(c0 * ld + r0));
+                match level {
+                    Isa::Avx512 => avx512::transpose16(s, rs, d, ld),
+                    _ => avx2::transpose8(s, rs, d, ld),
+                }
                 continue;
             }
-            for r in r0..(r0 + T).min(rows) {
+            for r in r0..(r0 + t).min(rows) {
                 let row = std::slice::from_raw_parts(src.add(r * rs), cols);
-                for cc in c0..(c0 + T).min(cols) {
+                for cc in c0..(c0 + t).min(cols) {
                     dst[cc * ld + r] = row[cc];
                 }
             }
@@ -143,7 +177,7 @@ pub unsafe fn transpose(src: *const f32, rs: usize, rows: usize, cols: usize, ds
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+mod avx512 {
     use super::{Tri, A};
     use std::arch::x86_64::*;
 
@@ -278,11 +312,152 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Tri, A};
+    use std::arch::x86_64::*;
+
+    /// Rows of c per microkernel.
+    const MR: usize = 6;
+    /// ymm vectors (8 columns each) per microkernel row.
+    const NV: usize = 2;
+    /// Columns per vector.
+    const W: usize = 8;
+
+    /// The AVX2+FMA [`super::mm`]: see the module docs.
+    ///
+    /// # Safety
+    /// As [`super::mm`]; the CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn mm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: A,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+        tri: Tri,
+    ) {
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = (m - i0).min(MR);
+            let (n, k0, k1) = tri.span(i0, i0 + rows, n, k);
+            // As in the AVX-512 kernel: wrapping, since an empty k range reads nothing.
+            let ai = A { p: a.p.wrapping_add(i0 * a.rs + k0 * a.cs), ..a };
+            let (kk, bk) = (k1.saturating_sub(k0), b.wrapping_add(k0 * ldb));
+            for j0 in (0..n).step_by(W * NV) {
+                let nn = (n - j0).min(W * NV);
+                let masks: [__m256i; NV] = std::array::from_fn(|v| {
+                    let cols = nn.saturating_sub(W * v).min(W) as i32;
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+                });
+                let (bj, ci) = (bk.wrapping_add(j0), c.add(i0 * ldc + j0));
+                let args = (kk, ai, bj, ldb, masks, ci, ldc, alpha, beta);
+                let (vectors, masked) = (nn.div_ceil(W), nn % W != 0);
+                match rows {
+                    1 => by_width::<1>(vectors, masked, args),
+                    2 => by_width::<2>(vectors, masked, args),
+                    3 => by_width::<3>(vectors, masked, args),
+                    4 => by_width::<4>(vectors, masked, args),
+                    5 => by_width::<5>(vectors, masked, args),
+                    _ => by_width::<MR>(vectors, masked, args),
+                }
+            }
+            i0 += MR;
+        }
+    }
+
+    /// Transpose the 8 x 8 tile at `src` (row stride `rs`) into `dst` (row stride `ld`), in
+    /// registers.
+    ///
+    /// # Safety
+    /// Both tiles must be in bounds; the CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transpose8(src: *const f32, rs: usize, dst: *mut f32, ld: usize) {
+        let rows: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * rs)));
+        for (c, col) in crate::math_avx2::transpose8_words(&rows).iter().enumerate() {
+            _mm256_storeu_ps(dst.add(c * ld), *col);
+        }
+    }
+
+    /// The arguments of [`block`], as one tuple for the dispatch on shape.
+    type Args = (usize, A, *const f32, usize, [__m256i; NV], *mut f32, usize, f32, f32);
+
+    /// [`block`] with R rows, 1 or 2 vectors, masked loads and stores or plain ones.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn by_width<const R: usize>(vectors: usize, masked: bool, a: Args) {
+        match (vectors, masked) {
+            (1, false) => block::<R, 1, false>(a),
+            (1, true) => block::<R, 1, true>(a),
+            (_, false) => block::<R, NV, false>(a),
+            (_, true) => block::<R, NV, true>(a),
+        }
+    }
+
+    /// R rows x V vectors of 8 columns; with MASKED the vectors' columns past n are neither
+    /// read nor written.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const R: usize, const V: usize, const MASKED: bool>(
+        (k, a, b, ldb, masks, c, ldc, alpha, beta): Args,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        for p in 0..k {
+            let bp = b.add(p * ldb);
+            let bv: [__m256; V] = std::array::from_fn(|v| {
+                if MASKED {
+                    _mm256_maskload_ps(bp.add(W * v), masks[v])
+                } else {
+                    _mm256_loadu_ps(bp.add(W * v))
+                }
+            });
+            let ap = a.p.add(p * a.cs);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*ap.add(r * a.rs));
+                for (s, y) in acc.iter_mut().zip(&bv) {
+                    *s = _mm256_fmadd_ps(x, *y, *s);
+                }
+            }
+        }
+        let (va, vb) = (_mm256_set1_ps(alpha), _mm256_set1_ps(beta));
+        for (r, acc) in acc.iter().enumerate() {
+            let cr = c.add(r * ldc);
+            for (v, &s) in acc.iter().enumerate() {
+                let at = cr.add(W * v);
+                let mut y = _mm256_mul_ps(s, va);
+                if MASKED {
+                    if beta != 0.0 {
+                        y = _mm256_fmadd_ps(_mm256_maskload_ps(at, masks[v]), vb, y);
+                    }
+                    _mm256_maskstore_ps(at, masks[v], y);
+                } else {
+                    if beta != 0.0 {
+                        y = _mm256_fmadd_ps(_mm256_loadu_ps(at), vb, y);
+                    }
+                    _mm256_storeu_ps(at, y);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The AVX-512 path (where the CPU has it) and the portable loop against an f64 product, on
+    /// Every level this CPU runs (the tests hold each to the portable loop and to f64 whatever
+    /// `ANYCHIP_CPU_ISA` says).
+    fn levels() -> Vec<crate::isa::Isa> {
+        crate::isa::Isa::ALL.into_iter().filter(|l| l.supported()).collect()
+    }
+
+    /// Every level's kernel (AVX-512, AVX2, portable: those the CPU has) against an f64 product, on
     /// edge shapes (rows not a multiple of 6, columns not of 16, more than 64 columns), a
     /// transposed a, and beta on and off.
     #[test]
@@ -302,6 +477,9 @@ mod tests {
             (64, 64, 64, true, 1.0),
             (13, 100, 33, true, 0.0),
             (6, 48, 0, false, 2.0),
+            (12, 8, 9, false, 1.0),
+            (5, 24, 7, true, 0.0),
+            (19, 3, 64, false, 0.5),
         ] {
             let (av, bv, cv) = (vals(m * k), vals(k * n), vals(m * n));
             let a = if at { A { p: av.as_ptr(), rs: 1, cs: m } } else { A { p: av.as_ptr(), rs: k, cs: 1 } };
@@ -313,10 +491,9 @@ mod tests {
                     1.5 * s + beta as f64 * cv[idx] as f64
                 })
                 .collect();
-            let mut runs = vec![cv.clone(), cv.clone()];
-            unsafe {
-                mm(m, n, k, a, bv.as_ptr(), n, runs[0].as_mut_ptr(), n, 1.5, beta, Tri::Full);
-                portable(m, n, k, a, bv.as_ptr(), n, runs[1].as_mut_ptr(), n, 1.5, beta, Tri::Full);
+            let mut runs = vec![cv.clone(); levels().len()];
+            for (l, run) in levels().into_iter().zip(&mut runs) {
+                unsafe { kernel(l)(m, n, k, a, bv.as_ptr(), n, run.as_mut_ptr(), n, 1.5, beta, Tri::Full) };
             }
             for got in &runs {
                 for (idx, (&g, &w)) in got.iter().zip(&want).enumerate() {
@@ -328,7 +505,7 @@ mod tests {
 
     /// The triangular cuts: with a zero where `tri` says it is (for the k cuts), every entry the
     /// cut promises (all of them for the k cuts, j <= i + d for `Cols`) equals the full product,
-    /// on both paths, for offsets that cut inside, before and past the block.
+    /// on every level, for offsets that cut inside, before and past the block.
     #[test]
     fn triangular_cuts_keep_what_they_promise() {
         let (m, n, k) = (23, 37, 29);
@@ -349,20 +526,14 @@ mod tests {
                 let a = A { p: av.as_ptr(), rs: k, cs: 1 };
                 let mut full = vec![0f32; m * n];
                 unsafe { portable(m, n, k, a, bv.as_ptr(), n, full.as_mut_ptr(), n, 1.0, 0.0, Tri::Full) };
-                for path in 0..2 {
+                for path in levels() {
                     let mut got = vec![f32::NAN; m * n];
-                    unsafe {
-                        if path == 0 {
-                            mm(m, n, k, a, bv.as_ptr(), n, got.as_mut_ptr(), n, 1.0, 0.0, tri);
-                        } else {
-                            portable(m, n, k, a, bv.as_ptr(), n, got.as_mut_ptr(), n, 1.0, 0.0, tri);
-                        }
-                    }
+                    unsafe { kernel(path)(m, n, k, a, bv.as_ptr(), n, got.as_mut_ptr(), n, 1.0, 0.0, tri) };
                     for i in 0..m {
                         for j in 0..n {
                             let promised = !matches!(tri, Tri::Cols(d) if j as isize > i as isize + d);
                             if promised {
-                                assert_eq!(got[i * n + j], full[i * n + j], "{tri:?} path {path} at ({i}, {j})");
+                                assert_eq!(got[i * n + j], full[i * n + j], "{tri:?} {path:?} at ({i}, {j})");
                             }
                         }
                     }
@@ -378,11 +549,14 @@ mod tests {
         for (rows, cols, rs, ld) in [(37, 21, 21, 40), (128, 64, 192, 130), (32, 48, 50, 32)] {
             let src: Vec<f32> = (0..rows * rs).map(|i| i as f32).collect();
             let mut t = vec![-1f32; cols * ld];
-            unsafe { transpose(src.as_ptr(), rs, rows, cols, &mut t, ld) };
-            for c in 0..cols {
-                for r in 0..ld {
-                    let want = if r < rows { src[r * rs + c] } else { -1.0 };
-                    assert_eq!(t[c * ld + r], want, "{rows}x{cols} at ({c}, {r})");
+            for level in levels() {
+                t.fill(-1.0);
+                unsafe { transpose_at(level, src.as_ptr(), rs, rows, cols, &mut t, ld) };
+                for c in 0..cols {
+                    for r in 0..ld {
+                        let want = if r < rows { src[r * rs + c] } else { -1.0 };
+                        assert_eq!(t[c * ld + r], want, "{level:?} {rows}x{cols} at ({c}, {r})");
+                    }
                 }
             }
         }

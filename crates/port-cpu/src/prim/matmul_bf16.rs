@@ -126,14 +126,15 @@ impl Engine {
 }
 
 /// The bf16 engine of this CPU, checked once: AMX where the CPU has it and the OS grants the
-/// tile state, else AVX512-BF16, else none (the widening path runs). `ANYCHIP_CPU_BF16_KERNEL`
+/// tile state, else AVX512-BF16, else none (the widening path runs; also whenever the dispatch
+/// level, [`crate::isa::level`], is below AVX-512). `ANYCHIP_CPU_BF16_KERNEL`
 /// = `amx`, `avx512` or `0` restricts the choice, for A/B measurements.
 pub fn engine() -> Option<Engine> {
     static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();
     *ENGINE.get_or_init(|| {
         let want = std::env::var("ANYCHIP_CPU_BF16_KERNEL").unwrap_or_default();
-        let avx512 = is_x86_feature_detected!("avx512bf16")
-            && is_x86_feature_detected!("avx512f")
+        let avx512 = crate::isa::level() == crate::isa::Isa::Avx512
+            && is_x86_feature_detected!("avx512bf16")
             && is_x86_feature_detected!("avx512bw");
         match want.as_str() {
             "0" | "off" | "widen" => None,
@@ -642,7 +643,8 @@ mod tests {
     /// The engines this CPU runs (both on Sapphire Rapids, AVX512-BF16 alone on Zen 4).
     fn engines() -> Vec<Engine> {
         let mut v = Vec::new();
-        if is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512bw") {
+        let level = crate::isa::level() == crate::isa::Isa::Avx512;
+        if level && is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512bw") {
             v.push(Engine::Avx512);
             if amx_usable() {
                 v.push(Engine::Amx);
