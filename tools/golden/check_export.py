@@ -21,9 +21,9 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "trained")
             # one anychip training step, so the export carries weights transformers never saw
-            subprocess.run([BIN, "train", "--model", src, "--batch", batch, "--steps", "1", "--lr", "1e-2",
+            subprocess.run([BIN, "train", "--model", src, "--batch-file", batch, "--steps", "1", "--lr", "1e-2",
                             "--constant-lr", "--out", out], check=True, capture_output=True)
-            ours = json.loads(subprocess.run([BIN, "eval", "--model", out, "--batch", batch], check=True,
+            ours = json.loads(subprocess.run([BIN, "eval", "--model", out, "--batch-file", batch], check=True,
                                              capture_output=True, text=True).stdout)["loss"]
             model = T.AutoModelForCausalLM.from_pretrained(out).float().eval()
             tok = load_file(batch)["tokens"]

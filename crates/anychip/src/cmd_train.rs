@@ -1,17 +1,16 @@
-//! `train`, `sample`, `bench` and `ports`.
+//! `anychip train`: a training run from flags, or (with `--model`) fixed-batch parity training.
 
 use anychip_models::ModelConfig;
-use anychip_train::bench::bench as run_bench;
-use anychip_train::sample::{sample as run_sample, SampleOptions};
-use anychip_train::trainer::{train_with as run_train, Distributed, RunOptions};
+use anychip_train::trainer::{train_with as run_train, Distributed, RunOptions, Summary};
 use anychip_train::Precision;
 use anychip_train::TrainConfig;
 use anyhow::{anyhow, Result};
 use clap::Args;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-fn preset(name: &str) -> Result<ModelConfig> {
+/// The model config of a named preset, or an error listing the presets.
+pub fn preset(name: &str) -> Result<ModelConfig> {
     ModelConfig::preset(name).ok_or_else(|| {
         anyhow!("unknown preset '{name}'; available presets: {}", ModelConfig::preset_names().join(", "))
     })
@@ -32,12 +31,16 @@ pub struct TrainArgs {
     /// Optimizer steps.
     #[arg(long)]
     steps: Option<u64>,
-    /// Sequences per micro-batch; with --model, a safetensors file holding `tokens` [B, T+1].
-    #[arg(long)]
+    /// Sequences per micro-batch (the global batch under mpirun). A file name here is still
+    /// accepted with --model, as --batch-file, for scripts written before --batch-file existed.
+    #[arg(long, value_name = "N")]
     batch: Option<String>,
-    /// Fixed-batch parity mode: the model (HF directory or anychip run) to train on --batch FILE.
+    /// Fixed-batch parity mode: the model (HF directory or anychip run) to train on --batch-file.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// With --model: a safetensors file holding an integer tensor `tokens` [B, T+1].
+    #[arg(long, value_name = "FILE")]
+    batch_file: Option<PathBuf>,
     /// Start from the weights (and architecture) of this Hugging Face checkpoint.
     #[arg(long)]
     init: Option<PathBuf>,
@@ -139,102 +142,19 @@ fn join_job(zero: bool, overlap: bool, comm_timeout: f64) -> Result<Option<Distr
     ))
 }
 
+/// `anychip train`: build the config from the flags, join the MPI job if launched in one,
+/// open the port, train, and print the summary (rank 0).
 pub fn train(a: TrainArgs) -> Result<()> {
     if let Some(dir) = &a.model {
         return train_fixed_batch(dir, &a);
     }
-    let batch: Option<usize> = match &a.batch {
-        Some(b) => Some(b.parse().map_err(|_| {
-            anyhow!("--batch '{b}' is not a number; a batch file is only used together with --model DIR")
-        })?),
-        None => None,
-    };
-    let (name, model) = match &a.init {
-        Some(dir) => (format!("hf:{}", dir.display()), anychip_hf::read_config(dir)?.1),
-        None => (a.preset.clone(), preset(&a.preset)?),
-    };
-    let mut cfg = TrainConfig::default_for(&name, model);
-    cfg.init = a.init.clone();
-    cfg.data = a.data;
-    cfg.tokenizer = a.tokenizer;
-    if let Some(v) = a.steps {
-        cfg.steps = v;
-    }
-    if let Some(v) = batch {
-        cfg.batch = v;
-    }
-    if let Some(v) = a.ctx {
-        cfg.ctx = v;
-    }
-    if let Some(v) = a.accum {
-        cfg.accum = v;
-    }
-    if let Some(v) = a.lr {
-        cfg.lr = v;
-        cfg.min_lr = v / 10.0;
-    }
-    if let Some(v) = a.warmup {
-        cfg.warmup = v;
-    }
-    if let Some(v) = a.weight_decay {
-        cfg.adamw.weight_decay = v;
-    }
-    if let Some(v) = a.beta1 {
-        cfg.adamw.beta1 = v;
-    }
-    if let Some(v) = a.beta2 {
-        cfg.adamw.beta2 = v;
-    }
-    if let Some(v) = a.eps {
-        cfg.adamw.eps = v;
-    }
-    if let Some(v) = a.grad_clip {
-        cfg.adamw.grad_clip = v;
-    }
-    if a.constant_lr {
-        cfg.min_lr = cfg.lr;
-        cfg.warmup = 0;
-    }
-    if let Some(v) = a.eval_every {
-        cfg.eval_every = v;
-    }
-    if let Some(v) = a.eval_batches {
-        cfg.eval_batches = v as usize;
-    }
-    if let Some(v) = a.ckpt_every {
-        cfg.ckpt_every = v;
-    }
-    if let Some(v) = a.seed {
-        cfg.seed = v;
-    }
-    // The default warm-up shrinks to a tenth of a short run; one the user asked for stands.
-    if a.warmup.is_none() {
-        cfg.warmup = cfg.warmup.min(cfg.steps / 10);
-    }
-    cfg.port = a.port.clone();
-    cfg.precision = a.precision;
+    let mut cfg = config_from_flags(&a)?;
     let dist = join_job(a.zero == 1, a.overlap, a.comm_timeout)?;
-    let (rank, world) = dist.as_ref().map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
-    // Ranks sharing a machine split its cores unless told otherwise (a rank bound to one core
-    // by mpirun already sees only that core).
-    let local = anychip_dist::launched_local_size().unwrap_or(1).max(1);
-    cfg.threads = a.threads.or_else(|| {
-        (local > 1).then(|| std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(local).max(1))
-    });
-    let out = match (&a.out, &a.resume) {
-        (Some(o), _) => o.clone(),
-        // --resume takes a run directory or the checkpoint inside one; the run continues in place.
-        (None, Some(r)) if r.join("checkpoint").exists() => r.clone(),
-        (None, Some(r)) => r.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| r.clone()),
-        (None, None) => {
-            let secs =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            PathBuf::from(format!("runs/{}-{secs}", cfg.preset))
-        }
-    };
+    let rank = dist.as_ref().map_or(0, |d| d.comm.rank());
+    cfg.threads = threads_per_rank(a.threads);
     let opts = RunOptions {
-        out,
-        resume: a.resume,
+        out: run_dir(&a, &cfg),
+        resume: a.resume.clone(),
         progress: rank == 0 && std::io::stderr().is_terminal(),
         quiet: a.quiet || rank != 0,
         steps: a.steps,
@@ -243,7 +163,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let port = crate::ports::open(&cfg.port, cfg.threads)?;
     let s = match (run_train(&cfg, &opts, dist.as_ref(), &port), &dist) {
         (Ok(s), _) => s,
-        (Err(e), Some(d)) if world > 1 => {
+        (Err(e), Some(d)) if d.comm.world() > 1 => {
             // The other ranks cannot learn of this error and would wait in their next
             // collective: say it here, then end the whole job.
             eprintln!("error: rank {rank}: {}", format!("{e:#}").replace('\n', " "));
@@ -251,14 +171,110 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         (Err(e), _) => return Err(e),
     };
-    if rank != 0 {
-        return Ok(());
+    if rank == 0 {
+        print_summary(&s, a.zero);
     }
-    if s.world > 1 || a.zero == 1 {
+    Ok(())
+}
+
+/// `--batch N`: the number of sequences per micro-batch.
+fn batch_rows(a: &TrainArgs) -> Result<Option<usize>> {
+    let Some(b) = &a.batch else { return Ok(None) };
+    match b.parse::<usize>() {
+        Ok(0) => Err(anyhow!("--batch must be at least 1 sequence, got 0")),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(anyhow!(
+            "--batch '{b}' is not a number of sequences; to train on a fixed batch file pass --model DIR --batch-file FILE"
+        )),
+    }
+}
+
+/// The run's config: the preset (or the `--init` checkpoint's architecture) with every flag
+/// the user gave applied over its defaults.
+fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
+    let batch = batch_rows(a)?;
+    let (name, model) = match &a.init {
+        Some(dir) => (format!("hf:{}", dir.display()), anychip_hf::read_config(dir)?.1),
+        None => (a.preset.clone(), preset(&a.preset)?),
+    };
+    let mut cfg = TrainConfig::default_for(&name, model);
+    cfg.init = a.init.clone();
+    cfg.data = a.data.clone();
+    cfg.tokenizer = a.tokenizer.clone();
+    cfg.port = a.port.clone();
+    cfg.precision = a.precision;
+    set(&mut cfg.steps, a.steps);
+    set(&mut cfg.batch, batch);
+    set(&mut cfg.ctx, a.ctx);
+    set(&mut cfg.accum, a.accum);
+    set(&mut cfg.eval_every, a.eval_every);
+    set(&mut cfg.eval_batches, a.eval_batches.map(|v| v as usize));
+    set(&mut cfg.ckpt_every, a.ckpt_every);
+    set(&mut cfg.seed, a.seed);
+    apply_optimizer_flags(&mut cfg, a);
+    Ok(cfg)
+}
+
+/// `*field = v` when the flag was given.
+fn set<T>(field: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *field = v;
+    }
+}
+
+/// Learning-rate schedule and AdamW flags.
+fn apply_optimizer_flags(cfg: &mut TrainConfig, a: &TrainArgs) {
+    if let Some(v) = a.lr {
+        cfg.lr = v;
+        cfg.min_lr = v / 10.0;
+    }
+    set(&mut cfg.warmup, a.warmup);
+    set(&mut cfg.adamw.weight_decay, a.weight_decay);
+    set(&mut cfg.adamw.beta1, a.beta1);
+    set(&mut cfg.adamw.beta2, a.beta2);
+    set(&mut cfg.adamw.eps, a.eps);
+    set(&mut cfg.adamw.grad_clip, a.grad_clip);
+    if a.constant_lr {
+        cfg.min_lr = cfg.lr;
+        cfg.warmup = 0;
+    }
+    // The default warm-up shrinks to a tenth of a short run; one the user asked for stands.
+    if a.warmup.is_none() {
+        cfg.warmup = cfg.warmup.min(cfg.steps / 10);
+    }
+}
+
+/// Worker threads: `--threads`, else ranks sharing a machine split its cores (a rank bound to
+/// one core by mpirun already sees only that core), else the port decides.
+fn threads_per_rank(threads: Option<usize>) -> Option<usize> {
+    let local = anychip_dist::launched_local_size().unwrap_or(1).max(1);
+    threads.or_else(|| {
+        (local > 1).then(|| std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(local).max(1))
+    })
+}
+
+/// The run directory: `--out`, else the run `--resume` names (a run directory or the
+/// checkpoint inside one; the run continues in place), else a new `runs/PRESET-SECONDS`.
+fn run_dir(a: &TrainArgs, cfg: &TrainConfig) -> PathBuf {
+    match (&a.out, &a.resume) {
+        (Some(o), _) => o.clone(),
+        (None, Some(r)) if r.join("checkpoint").exists() => r.clone(),
+        (None, Some(r)) => r.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| r.clone()),
+        (None, None) => {
+            let secs =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            PathBuf::from(format!("runs/{}-{secs}", cfg.preset))
+        }
+    }
+}
+
+/// The closing lines: data-parallel costs when distributed, then the `done:` summary.
+fn print_summary(s: &Summary, zero: u8) {
+    if s.world > 1 || zero == 1 {
         println!(
             "data parallel: {} ranks, ZeRO-{}, AdamW state {:.1} MiB per rank",
             s.world,
-            a.zero,
+            zero,
             s.optimizer_bytes_per_rank as f64 / (1 << 20) as f64
         );
         match s.comm.filter(|c| c.exchanges > 0) {
@@ -290,14 +306,24 @@ pub fn train(a: TrainArgs) -> Result<()> {
         s.mfu.map(|m| format!("{:.1}%", m * 100.0)).unwrap_or_else(|| "n/a".into()),
         s.out.display()
     );
-    Ok(())
 }
 
-fn train_fixed_batch(dir: &std::path::Path, a: &TrainArgs) -> Result<()> {
-    let file = a
-        .batch
-        .as_ref()
-        .ok_or_else(|| anyhow!("--model needs --batch FILE (a safetensors file with `tokens` [B, T+1])"))?;
+/// The fixed batch of `train --model DIR`: `--batch-file FILE`, or (the flag's meaning before
+/// `--batch-file` existed, still accepted with a note on stderr) a non-numeric `--batch FILE`.
+fn batch_file(a: &TrainArgs) -> Result<PathBuf> {
+    match (&a.batch_file, &a.batch) {
+        (Some(f), None) => Ok(f.clone()),
+        (Some(_), Some(_)) => Err(anyhow!("--model trains on --batch-file alone; drop --batch")),
+        (None, Some(b)) if b.parse::<usize>().is_err() => {
+            eprintln!("note: --batch FILE is read as --batch-file FILE; --batch now means a number of sequences");
+            Ok(PathBuf::from(b))
+        }
+        _ => Err(anyhow!("--model needs --batch-file FILE (a safetensors file with `tokens` [B, T+1])")),
+    }
+}
+
+fn train_fixed_batch(dir: &Path, a: &TrainArgs) -> Result<()> {
+    let file = batch_file(a)?;
     let defaults = anychip_optim::AdamWConfig::default();
     let s = anychip_train::fixed_batch::FixedBatchTrain {
         steps: a.steps.unwrap_or(10),
@@ -313,196 +339,6 @@ fn train_fixed_batch(dir: &std::path::Path, a: &TrainArgs) -> Result<()> {
         precision: a.precision,
     };
     let port = crate::ports::open(&a.port, a.threads)?;
-    let batch = std::path::Path::new(file);
-    anychip_train::fixed_batch::train(dir, batch, &s, &port, a.out.as_deref(), &mut std::io::stdout())?;
-    Ok(())
-}
-
-/// Arguments of `anychip eval`.
-#[derive(Args)]
-pub struct EvalArgs {
-    /// Hugging Face model directory or anychip run/checkpoint directory.
-    #[arg(long)]
-    model: PathBuf,
-    /// Safetensors file holding an integer tensor `tokens` [B, T+1].
-    #[arg(long)]
-    batch: PathBuf,
-    /// Port to run on.
-    #[arg(long, default_value = "cpu")]
-    port: String,
-    /// Worker threads.
-    #[arg(long)]
-    threads: Option<usize>,
-}
-
-pub fn eval(a: EvalArgs) -> Result<()> {
-    let port = crate::ports::open(&a.port, a.threads)?;
-    let loss = anychip_train::fixed_batch::eval(&a.model, &a.batch, &port)?;
-    println!("{}", serde_json::json!({ "loss": loss }));
-    Ok(())
-}
-
-/// Arguments of `anychip export`.
-#[derive(Args)]
-pub struct ExportArgs {
-    /// anychip run or checkpoint directory.
-    #[arg(long)]
-    ckpt: PathBuf,
-    /// Output directory for the Hugging Face checkpoint (config.json + model.safetensors).
-    #[arg(long)]
-    hf: PathBuf,
-}
-
-pub fn export(a: ExportArgs) -> Result<()> {
-    if a.hf.join("model.safetensors").exists() || a.hf.join("config.json").exists() {
-        return Err(anyhow!("{} already holds a model; choose another --hf directory", a.hf.display()));
-    }
-    let port = crate::ports::open("cpu", None)?;
-    let (model, arch) = anychip_train::fixed_batch::load_model(&a.ckpt, &port)?;
-    anychip_hf::export(&model, arch, &a.hf)?;
-    println!("exported {} ({:.2}M params) to {}", arch.class(), model.n_params() as f64 / 1e6, a.hf.display());
-    Ok(())
-}
-
-/// Arguments of `anychip sample`.
-#[derive(Args)]
-pub struct SampleArgs {
-    /// Checkpoint directory (a training run's --out).
-    #[arg(long)]
-    ckpt: PathBuf,
-    /// Text to continue.
-    #[arg(long, default_value = "")]
-    prompt: String,
-    /// Tokens to generate.
-    #[arg(long, default_value_t = 300)]
-    tokens: usize,
-    /// Softmax temperature (0: greedy).
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Sample among the K most likely tokens (0: all).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Port to run on.
-    #[arg(long, default_value = "cpu")]
-    port: String,
-    /// Worker threads.
-    #[arg(long)]
-    threads: Option<usize>,
-}
-
-pub fn sample(a: SampleArgs) -> Result<()> {
-    let opts =
-        SampleOptions { prompt: a.prompt, tokens: a.tokens, temperature: a.temperature, top_k: a.top_k, seed: a.seed };
-    let port = crate::ports::open(&a.port, a.threads)?;
-    run_sample(&a.ckpt, &opts, &port, &mut std::io::stdout())?;
-    Ok(())
-}
-
-/// Arguments of `anychip bench`.
-#[derive(Args)]
-pub struct BenchArgs {
-    /// Model preset.
-    #[arg(long, default_value = "gpt2-tiny")]
-    preset: String,
-    /// Port to measure.
-    #[arg(long, default_value = "cpu")]
-    port: String,
-    /// Worker threads.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// What the linear layers and the LM head multiply in: f32 or bf16 (see `anychip train`).
-    #[arg(long, default_value = "f32")]
-    precision: Precision,
-    /// Sequences per step (default: 16 for byte-level presets, 8 for small BPE ones, 4 above 50M params).
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Tokens per sequence (default: min(256, the preset's maximum)).
-    #[arg(long)]
-    ctx: Option<usize>,
-    /// Timed steps.
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    /// Untimed warm-up steps.
-    #[arg(long, default_value_t = 3)]
-    warmup: usize,
-    /// Also write the result as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Also print (and put in the JSON) the time per op kind: matmul, attention, norms, ...
-    #[arg(long)]
-    profile: bool,
-}
-
-pub fn bench(a: BenchArgs) -> Result<()> {
-    let model = preset(&a.preset)?;
-    let default_batch = if model.n_params() > 50_000_000 {
-        4
-    } else if model.vocab_size > 256 {
-        8
-    } else {
-        16
-    };
-    let mut cfg = TrainConfig::default_for(&a.preset, model);
-    cfg.batch = a.batch.unwrap_or(default_batch);
-    cfg.ctx = a.ctx.unwrap_or(cfg.model.max_ctx.min(256));
-    cfg.port = a.port;
-    cfg.threads = a.threads;
-    cfg.precision = a.precision;
-    cfg.lr = 1e-4;
-    if cfg.ctx > cfg.model.max_ctx {
-        return Err(anyhow!("--ctx {} is larger than the model's maximum context {}", cfg.ctx, cfg.model.max_ctx));
-    }
-    let port = crate::ports::open(&cfg.port, cfg.threads)?;
-    let r = run_bench(&cfg, port, a.warmup, a.steps, a.profile)?;
-    println!(
-        "bench {} on {} [{}]: batch {}x{}, {:.2}M params, {} matmuls | step {:.1} ms (median of {}, min {:.1}) | {:.0} tok/s | {:.1} GFLOP/s | MFU {} | peak RSS {}",
-        r.preset,
-        r.port,
-        r.device,
-        r.batch,
-        r.ctx,
-        r.n_params as f64 / 1e6,
-        r.precision,
-        r.step_ms_median,
-        a.steps,
-        r.step_ms_min,
-        r.tokens_per_s,
-        r.model_gflops,
-        r.mfu.map(|m| format!("{:.1}% of {:.0} GFLOP/s", m * 100.0, r.peak_gflops.unwrap_or(0.0))).unwrap_or_else(|| "n/a".into()),
-        r.peak_rss_mib.map(|m| format!("{m:.0} MiB")).unwrap_or_else(|| "n/a".into()),
-    );
-    if let Some(p) = &r.profile {
-        println!("{p}");
-    }
-    if let Some(p) = a.json {
-        std::fs::write(&p, serde_json::to_string_pretty(&r)?)
-            .map_err(|e| anyhow!("cannot write {}: {e}", p.display()))?;
-    }
-    Ok(())
-}
-
-pub fn ports() -> Result<()> {
-    let reg = crate::ports::registry();
-    for (name, about) in reg.list() {
-        println!("{name}: {about}");
-        match reg.create(&name, &Default::default()) {
-            Ok(p) => {
-                let c = p.capabilities();
-                let names = |v: &[anychip_port::DType]| v.iter().map(|d| d.name()).collect::<Vec<_>>().join(",");
-                println!("  device:     {}", c.device);
-                println!("  storage:    {}", names(&c.storage));
-                println!("  arithmetic: {}", names(&c.arithmetic));
-                println!("  fast matmul: {}", names(&c.fast_matmul));
-                println!(
-                    "  fused:      {}",
-                    if c.fused.is_empty() { "none (default decompositions)".into() } else { c.fused.join(", ") }
-                );
-            }
-            Err(e) => println!("  unavailable: {e}"),
-        }
-    }
+    anychip_train::fixed_batch::train(dir, &file, &s, &port, a.out.as_deref(), &mut std::io::stdout())?;
     Ok(())
 }

@@ -1,6 +1,11 @@
 //! The `anychip` command line.
 
+mod cmd_bench;
 mod cmd_conform;
+mod cmd_eval;
+mod cmd_export;
+mod cmd_ports;
+mod cmd_sample;
 mod cmd_train;
 mod ports;
 mod shadow;
@@ -28,13 +33,13 @@ enum Cmd {
     /// Train a model (default: a byte-level GPT on the works of Shakespeare).
     Train(cmd_train::TrainArgs),
     /// Generate text from a checkpoint.
-    Sample(cmd_train::SampleArgs),
+    Sample(cmd_sample::SampleArgs),
     /// Loss of a model (HF or anychip) on one fixed batch, as one JSON line.
-    Eval(cmd_train::EvalArgs),
+    Eval(cmd_eval::EvalArgs),
     /// Write an anychip checkpoint as a Hugging Face checkpoint that transformers loads.
-    Export(cmd_train::ExportArgs),
+    Export(cmd_export::ExportArgs),
     /// Measure training throughput (tokens/s, step time, MFU, peak memory).
-    Bench(cmd_train::BenchArgs),
+    Bench(cmd_bench::BenchArgs),
     /// List the registered ports and their capabilities.
     Ports,
     /// Run the conformance suite on a port (exit code 2 on any failure).
@@ -51,11 +56,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Train(a) => cmd_train::train(a),
-        Cmd::Sample(a) => cmd_train::sample(a),
-        Cmd::Bench(a) => cmd_train::bench(a),
-        Cmd::Eval(a) => cmd_train::eval(a),
-        Cmd::Export(a) => cmd_train::export(a),
-        Cmd::Ports => cmd_train::ports(),
+        Cmd::Sample(a) => cmd_sample::sample(a),
+        Cmd::Bench(a) => cmd_bench::bench(a),
+        Cmd::Eval(a) => cmd_eval::eval(a),
+        Cmd::Export(a) => cmd_export::export(a),
+        Cmd::Ports => cmd_ports::ports(),
         Cmd::Conform(a) => cmd_conform::conform(a),
         Cmd::Plan(a) => anychip_plan::cli::run_plan(&a),
         Cmd::Chips(a) => anychip_plan::cli::run_chips(&a),

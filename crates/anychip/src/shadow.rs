@@ -5,8 +5,8 @@
 //! false alarm.
 
 use anychip_port::{
-    bf16_to_f32, BinaryOp, Buffer, Capabilities, CompareOp, Composite, DType, DeviceMemory, Distribution, Handled,
-    Port, PortError, ReduceOp, Result, UnaryOp, View,
+    bf16_to_f32, Buffer, Capabilities, Composite, DType, DeviceMemory, Forward, Handled, Port, PortError, Primitive,
+    Result, View,
 };
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,7 +104,10 @@ fn desc(op: &str, v: &View) -> String {
     format!("{op} {:?} {}", v.layout.shape, v.dtype)
 }
 
-impl Port for ShadowPort {
+impl Forward for ShadowPort {
+    fn inner(&self) -> &dyn Port {
+        self.port.as_ref()
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -134,62 +137,9 @@ impl Port for ShadowPort {
         self.port.copy(&s.port, so, &t.port, d, bytes)?;
         self.oracle.copy(&s.oracle, so, &t.oracle, d, bytes)
     }
-    fn synchronize(&self) -> Result<()> {
-        self.port.synchronize()
-    }
-    fn fill(&self, out: &View, value: f64) -> Result<()> {
-        self.both(&|| desc("fill", out), &[out], &|p, o| p.fill(&self.side(out, o), value))
-    }
-    fn cast(&self, x: &View, out: &View) -> Result<()> {
-        self.both(&|| desc("cast", out), &[out], &|p, o| p.cast(&self.side(x, o), &self.side(out, o)))
-    }
-    fn copy_strided(&self, x: &View, out: &View) -> Result<()> {
-        self.both(&|| desc("copy_strided", out), &[out], &|p, o| p.copy_strided(&self.side(x, o), &self.side(out, o)))
-    }
-    fn unary(&self, op: UnaryOp, x: &View, out: &View) -> Result<()> {
-        self.both(&|| desc(&format!("unary({op:?})"), out), &[out], &|p, o| {
-            p.unary(op, &self.side(x, o), &self.side(out, o))
-        })
-    }
-    fn binary(&self, op: BinaryOp, a: &View, b: &View, out: &View) -> Result<()> {
-        self.both(&|| desc(&format!("binary({op:?})"), out), &[out], &|p, o| {
-            p.binary(op, &self.side(a, o), &self.side(b, o), &self.side(out, o))
-        })
-    }
-    fn compare(&self, op: CompareOp, a: &View, b: &View, out: &View) -> Result<()> {
-        self.both(&|| desc(&format!("compare({op:?})"), out), &[out], &|p, o| {
-            p.compare(op, &self.side(a, o), &self.side(b, o), &self.side(out, o))
-        })
-    }
-    fn select(&self, c: &View, a: &View, b: &View, out: &View) -> Result<()> {
-        self.both(&|| desc("select", out), &[out], &|p, o| {
-            p.select(&self.side(c, o), &self.side(a, o), &self.side(b, o), &self.side(out, o))
-        })
-    }
-    fn reduce(&self, op: ReduceOp, x: &View, out: &View) -> Result<()> {
-        self.both(&|| desc(&format!("reduce({op:?})"), out), &[out], &|p, o| {
-            p.reduce(op, &self.side(x, o), &self.side(out, o))
-        })
-    }
-    fn matmul(&self, a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
-        self.both(&|| desc("matmul", out), &[out], &|p, o| {
-            p.matmul(&self.side(a, o), &self.side(b, o), &self.side(out, o), alpha, beta)
-        })
-    }
-    fn gather_rows(&self, t: &View, idx: &View, out: &View) -> Result<()> {
-        self.both(&|| desc("gather_rows", out), &[out], &|p, o| {
-            p.gather_rows(&self.side(t, o), &self.side(idx, o), &self.side(out, o))
-        })
-    }
-    fn scatter_add_rows(&self, src: &View, idx: &View, out: &View) -> Result<()> {
-        self.both(&|| desc("scatter_add_rows", out), &[out], &|p, o| {
-            p.scatter_add_rows(&self.side(src, o), &self.side(idx, o), &self.side(out, o))
-        })
-    }
-    fn random(&self, dist: Distribution, seed: u64, offset: u64, out: &View) -> Result<()> {
-        self.both(&|| desc(&format!("random({dist:?})"), out), &[out], &|p, o| {
-            p.random(dist, seed, offset, &self.side(out, o))
-        })
+    fn primitive(&self, call: &Primitive) -> Result<()> {
+        let out = call.output();
+        self.both(&|| desc(&call.name(), out), &[out], &|p, o| call.map_views(&|v| self.side(v, o)).run_on(p))
     }
     fn composite(&self, call: &Composite) -> Result<Handled> {
         let on_port = call.map_views(&|v| self.side(v, false));
@@ -209,12 +159,13 @@ impl Port for ShadowPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anychip_port::UnaryOp;
 
     fn shadow() -> ShadowPort {
         ShadowPort::new(Arc::new(anychip_port_cpu::new(Some(1))), Arc::new(anychip_port_ref::new()))
     }
 
-    fn upload(s: &ShadowPort, x: &[f32]) -> View {
+    fn upload(s: &dyn Port, x: &[f32]) -> View {
         let b = s.alloc(x.len() * 4).unwrap();
         s.write(&b, 0, &x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
         View::contiguous(b, DType::F32, &[x.len()])
@@ -222,14 +173,15 @@ mod tests {
 
     #[test]
     fn agreeing_ports_pass_and_a_divergent_op_is_named() {
-        let s = shadow();
-        let x = upload(&s, &[0.5, -1.0, 2.0]);
+        let shadow = shadow();
+        let s: &dyn Port = &shadow;
+        let x = upload(s, &[0.5, -1.0, 2.0]);
         let y = View::contiguous(s.alloc(12).unwrap(), DType::F32, &[3]);
         s.unary(UnaryOp::Exp, &x, &y).unwrap();
-        anychip_decomp::dispatch(&s, &Composite::SoftmaxFwd { x: x.clone(), y: y.clone() }).unwrap();
+        anychip_decomp::dispatch(s, &Composite::SoftmaxFwd { x: x.clone(), y: y.clone() }).unwrap();
         // Corrupt the port's copy only: the next op that reads it must be caught, by name.
-        let p = s.pair(&x.buf).unwrap();
-        s.port.write(&p.port, 4, &7.0f32.to_le_bytes()).unwrap();
+        let p = shadow.pair(&x.buf).unwrap();
+        shadow.port.write(&p.port, 4, &7.0f32.to_le_bytes()).unwrap();
         let e = s.unary(UnaryOp::Tanh, &x, &y).unwrap_err().to_string();
         assert!(e.contains("unary(Tanh)") && e.contains("element 1"), "{e}");
     }

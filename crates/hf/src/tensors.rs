@@ -89,8 +89,5 @@ pub fn write(path: &Path, tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>) ->
     let mut meta = std::collections::HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     let data = safetensors::serialize(views, Some(meta))?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(|e| anyhow!("cannot write {} ({e})", tmp.display()))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    anychip_data::write_atomic(path, &data)
 }

@@ -3,8 +3,8 @@
 //! half-written checkpoint behind.
 
 use crate::config::TrainConfig;
-use crate::fsutil::{sync_dir, write_atomic};
 use anychip_core::Tensor;
+use anychip_data::{sync_dir, write_atomic};
 use anychip_nn::Transformer;
 use anychip_optim::AdamW;
 use anyhow::{anyhow, bail, Context, Result};

@@ -1,5 +1,5 @@
-//! Parity mode: evaluate or train on one fixed batch (`anychip eval --model DIR --batch FILE`,
-//! `anychip train --model DIR --batch FILE ...`), printing one JSON line per result, so losses
+//! Parity mode: evaluate or train on one fixed batch (`anychip eval --model DIR --batch-file FILE`,
+//! `anychip train --model DIR --batch-file FILE ...`), printing one JSON line per result, so losses
 //! can be compared number for number with another framework.
 
 use crate::checkpoint;
@@ -74,7 +74,7 @@ pub struct FixedBatchTrain {
     pub precision: anychip_nn::Precision,
 }
 
-/// `anychip train --model DIR --batch FILE`: print `{"step": i, "loss": x}` per step (the loss
+/// `anychip train --model DIR --batch-file FILE`: print `{"step": i, "loss": x}` per step (the loss
 /// before that step's update); weight decay applies to every parameter, as torch.optim.AdamW
 /// given `model.parameters()`. Writes the trained model in HF layout to `out` when given.
 pub fn train(

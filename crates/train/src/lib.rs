@@ -4,7 +4,6 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod fixed_batch;
-mod fsutil;
 pub mod profile;
 pub mod sample;
 pub mod trainer;

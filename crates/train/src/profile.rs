@@ -1,6 +1,6 @@
 //! `anychip bench --profile`: wall time per op kind, from a port that wraps the real one.
 //!
-//! [`Profiler`] implements [`Port`] by delegating to the inner port and timing each call, so
+//! [`Profiler`] is a [`Forward`] port: it passes each call to the inner port and times it, so
 //! neither the engine nor any port needs profiling code. Only the outermost call is timed:
 //! a composite that falls back to its default decomposition is charged, with every primitive
 //! it issues, to the composite's kind, and a [`Profiler::scope`] (data loading, the optimizer
@@ -8,10 +8,7 @@
 //! and the kinds sum to at most the step time; the rest is host work (autograd bookkeeping,
 //! allocation of host vectors), reported as the remainder.
 
-use anychip_port::{
-    BinaryOp, Buffer, Capabilities, Collectives, CompareOp, Composite, Distribution, Handled, Port, ReduceOp, Result,
-    UnaryOp, View,
-};
+use anychip_port::{Buffer, Composite, Forward, Handled, Port, Primitive, Result};
 use serde::Serialize;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -320,6 +317,25 @@ fn lower(op: impl std::fmt::Debug) -> String {
     format!("{op:?}").to_lowercase()
 }
 
+/// A primitive's kind and its row in the op table ("unary gelu", "matmul"; the embedding
+/// and random primitives are rows of their kind).
+fn primitive_row(call: &Primitive) -> (Kind, String) {
+    use Primitive::*;
+    match call {
+        Fill { .. } => (Kind::Elementwise, "fill".into()),
+        Cast { x, out } => (Kind::Elementwise, format!("cast {}->{}", x.dtype, out.dtype)),
+        CopyStrided { .. } => (Kind::Movement, "copy_strided".into()),
+        Unary { op, .. } => (Kind::Elementwise, format!("unary {}", lower(op))),
+        Binary { op, .. } => (Kind::Elementwise, format!("binary {}", lower(op))),
+        Compare { op, .. } => (Kind::Elementwise, format!("compare {}", lower(op))),
+        Select { .. } => (Kind::Elementwise, "select".into()),
+        Reduce { op, .. } => (Kind::Elementwise, format!("reduce {}", lower(op))),
+        Matmul { .. } => (Kind::Matmul, "matmul".into()),
+        GatherRows { .. } | ScatterAddRows { .. } => (Kind::Embedding, Kind::Embedding.name().into()),
+        Random { .. } => (Kind::Other, Kind::Other.name().into()),
+    }
+}
+
 /// A composite's row in the op table: its family, and for `linear` the weight's [out x in],
 /// since a model's linears differ mostly in shape (qkv, MLP, LM head).
 fn op_label(call: &Composite) -> String {
@@ -331,12 +347,12 @@ fn op_label(call: &Composite) -> String {
     }
 }
 
-impl Port for Profiler {
+impl Forward for Profiler {
+    fn inner(&self) -> &dyn Port {
+        self.inner.as_ref()
+    }
     fn name(&self) -> &str {
         &self.name
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
     }
     fn alloc(&self, bytes: usize) -> Result<Buffer> {
         self.op(Kind::Other, || self.inner.alloc(bytes))
@@ -353,41 +369,9 @@ impl Port for Profiler {
     fn synchronize(&self) -> Result<()> {
         self.op(Kind::Other, || self.inner.synchronize())
     }
-    fn fill(&self, out: &View, value: f64) -> Result<()> {
-        self.named(Kind::Elementwise, "fill", || self.inner.fill(out, value))
-    }
-    fn cast(&self, x: &View, out: &View) -> Result<()> {
-        self.named(Kind::Elementwise, &format!("cast {}->{}", x.dtype, out.dtype), || self.inner.cast(x, out))
-    }
-    fn copy_strided(&self, x: &View, out: &View) -> Result<()> {
-        self.named(Kind::Movement, "copy_strided", || self.inner.copy_strided(x, out))
-    }
-    fn unary(&self, op: UnaryOp, x: &View, out: &View) -> Result<()> {
-        self.named(Kind::Elementwise, &format!("unary {}", lower(op)), || self.inner.unary(op, x, out))
-    }
-    fn binary(&self, op: BinaryOp, a: &View, b: &View, out: &View) -> Result<()> {
-        self.named(Kind::Elementwise, &format!("binary {}", lower(op)), || self.inner.binary(op, a, b, out))
-    }
-    fn compare(&self, op: CompareOp, a: &View, b: &View, out: &View) -> Result<()> {
-        self.named(Kind::Elementwise, &format!("compare {}", lower(op)), || self.inner.compare(op, a, b, out))
-    }
-    fn select(&self, c: &View, a: &View, b: &View, out: &View) -> Result<()> {
-        self.named(Kind::Elementwise, "select", || self.inner.select(c, a, b, out))
-    }
-    fn reduce(&self, op: ReduceOp, x: &View, out: &View) -> Result<()> {
-        self.named(Kind::Elementwise, &format!("reduce {}", lower(op)), || self.inner.reduce(op, x, out))
-    }
-    fn matmul(&self, a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
-        self.named(Kind::Matmul, "matmul", || self.inner.matmul(a, b, out, alpha, beta))
-    }
-    fn gather_rows(&self, t: &View, idx: &View, out: &View) -> Result<()> {
-        self.op(Kind::Embedding, || self.inner.gather_rows(t, idx, out))
-    }
-    fn scatter_add_rows(&self, src: &View, idx: &View, out: &View) -> Result<()> {
-        self.op(Kind::Embedding, || self.inner.scatter_add_rows(src, idx, out))
-    }
-    fn random(&self, dist: Distribution, seed: u64, offset: u64, out: &View) -> Result<()> {
-        self.op(Kind::Other, || self.inner.random(dist, seed, offset, out))
+    fn primitive(&self, call: &Primitive) -> Result<()> {
+        let (kind, label) = primitive_row(call);
+        self.named(kind, &label, || call.run_on(self.inner.as_ref()))
     }
     fn composite(&self, call: &Composite) -> Result<Handled> {
         self.named(Kind::of_composite(call), &op_label(call), || match self.inner.composite(call)? {
@@ -396,11 +380,5 @@ impl Port for Profiler {
             // composite's kind; the engine would otherwise run them after this call returned.
             Handled::No => anychip_decomp::run(self, call).map(|()| Handled::Yes),
         })
-    }
-    fn enter(&self, f: &mut (dyn FnMut() + Send)) {
-        self.inner.enter(f)
-    }
-    fn collectives(&self, bootstrap: &Arc<dyn Collectives>) -> Result<Option<Arc<dyn Collectives>>> {
-        self.inner.collectives(bootstrap)
     }
 }

@@ -133,7 +133,8 @@ pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
     anychip_data::prepare(&path, kind, &cache, cfg.val_fraction)
 }
 
-fn check_config(cfg: &TrainConfig, data: &Dataset) -> Result<()> {
+/// Settings that are wrong whatever the data: refused before any corpus is fetched or read.
+fn check_settings(cfg: &TrainConfig) -> Result<()> {
     cfg.model.validate().map_err(|m| anyhow!(m))?;
     if cfg.ctx > cfg.model.max_ctx {
         bail!(
@@ -143,6 +144,20 @@ fn check_config(cfg: &TrainConfig, data: &Dataset) -> Result<()> {
             cfg.model.max_ctx
         );
     }
+    if cfg.steps == 0 {
+        bail!("--steps must be at least 1 (optimizer steps to train)");
+    }
+    if cfg.batch == 0 || cfg.ctx == 0 || cfg.accum == 0 {
+        bail!("--batch, --ctx and --accum must be at least 1");
+    }
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        bail!("--lr must be a positive number, got {}", cfg.lr);
+    }
+    Ok(())
+}
+
+/// The tokenizer's ids must fit the model's vocabulary.
+fn check_vocab(cfg: &TrainConfig, data: &Dataset) -> Result<()> {
     if data.vocab_size > cfg.model.vocab_size {
         bail!(
             "the {} tokenizer has {} tokens but the model's vocabulary is {}; pick a preset made for it (gpt2-* for --tokenizer gpt2)",
@@ -150,12 +165,6 @@ fn check_config(cfg: &TrainConfig, data: &Dataset) -> Result<()> {
             data.vocab_size,
             cfg.model.vocab_size
         );
-    }
-    if cfg.batch == 0 || cfg.ctx == 0 || cfg.accum == 0 {
-        bail!("--batch, --ctx and --accum must be at least 1");
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        bail!("--lr must be a positive number, got {}", cfg.lr);
     }
     Ok(())
 }
@@ -186,26 +195,10 @@ pub fn train_with(
     port: &Arc<dyn Port>,
 ) -> Result<Summary> {
     let t0 = Instant::now();
-    let (mut cfg, resumed) = match &opts.resume {
-        Some(dir) => {
-            let ck = checkpoint::open(dir)?;
-            let mut c = ck.cfg.clone();
-            c.steps = opts.steps.unwrap_or(c.steps);
-            c.port = cfg.port.clone();
-            c.threads = cfg.threads;
-            (c, Some(ck))
-        }
-        None => (cfg.clone(), None),
-    };
-    if resumed.is_none() && checkpoint::in_run(&opts.out).exists() {
-        bail!(
-            "{} already holds a checkpoint; pass --resume {} to continue it or choose another --out",
-            opts.out.display(),
-            opts.out.display()
-        );
-    }
+    let (mut cfg, resumed) = resolve_config(cfg, opts)?;
+    check_settings(&cfg)?;
     let data = load_dataset(&cfg)?;
-    check_config(&cfg, &data)?;
+    check_vocab(&cfg, &data)?;
     let (rank, world) = dist.map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
     if cfg.batch % world != 0 {
         bail!(
@@ -217,12 +210,7 @@ pub fn train_with(
     let zero = dist.is_some_and(|d| d.zero);
     let mut opt = if zero { sharded_optimizer(&cfg, &model) } else { optimizer(&cfg, &model)? };
     let mut dp = match dist {
-        Some(d) => {
-            let params: Vec<(Tensor, bool)> = opt.groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
-            let coll = collectives_for(port, d.comm.clone())?;
-            let opts = DpOptions { zero, overlap: d.overlap, ..DpOptions::default() };
-            Some(DataParallel::new(coll, &params, cfg.adamw, opts)?)
-        }
+        Some(d) => Some(data_parallel(&cfg, &opt, port, d)?),
         None => None,
     };
     let mut loader = Loader::new(data.train.clone(), cfg.batch / world, cfg.ctx, cfg.seed, rank, world)?;
@@ -230,191 +218,309 @@ pub fn train_with(
         let (arch, _) = anychip_hf::read_config(dir)?;
         anychip_hf::load_weights_into(dir, arch, &model)?;
     }
-    let mut start = 0u64;
-    let mut tokens = 0u64;
-    if let Some(ck) = &resumed {
-        match dp.as_mut().filter(|dp| dp.is_zero()) {
-            // The checkpoint holds every moment: load them whole once, keep this rank's shard.
-            Some(dp) => {
-                let mut full = optimizer(&cfg, &model)?;
-                checkpoint::load_weights(&ck.dir, &model, Some(&mut full))?;
-                dp.load_moments(&full.m, &full.v, ck.state.step)?;
-            }
-            None => checkpoint::load_weights(&ck.dir, &model, Some(&mut opt))?,
-        }
-        let st: LoaderState = serde_json::from_value(ck.state.loader.clone())
-            .map_err(|e| anyhow!("checkpoint {}: data position is corrupt ({e})", ck.dir.display()))?;
-        loader.restore(&st)?;
-        start = ck.state.step;
-        opt.step = start;
-        tokens = ck.state.tokens;
-        if start >= cfg.steps {
-            bail!(
-                "checkpoint {} is already at step {start}; pass --steps larger than {start} to train further",
-                ck.dir.display()
-            );
-        }
-    }
+    let (start, tokens) = match &resumed {
+        Some(ck) => restore(ck, &cfg, &model, &mut opt, dp.as_mut(), &mut loader)?,
+        None => (0, 0),
+    };
     if let Some(dp) = &dp {
         // Replicas must start from the same bits whatever each rank read or initialised.
         dp.broadcast_params()?;
     }
     cfg.steps = cfg.steps.max(start);
-    let mut log: Box<dyn Write> = if rank == 0 {
-        std::fs::create_dir_all(&opts.out)
-            .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
-        Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(opts.out.join("metrics.jsonl"))
-                .with_context(|| format!("cannot write {}", opts.out.join("metrics.jsonl").display()))?,
-        )
-    } else {
-        Box::new(std::io::sink())
-    };
     let opt_bytes = dp.as_ref().map_or(model.n_params() * 8, |dp| dp.optimizer_state_bytes());
-    let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
-    let caps = port.capabilities();
     // MFU compares the job's tokens/s with the whole job's peak: every rank's, summed (each
     // measured its own cores at about the same moment, so none was measured under another's load).
-    let peak = match (&dp, caps.peak_flops_f32) {
+    let peak = match (&dp, port.capabilities().peak_flops_f32) {
         (Some(dp), Some(p)) => Some(dp.sum(&[p as f32])?[0] as f64),
         (_, p) => p,
     };
     if !opts.quiet {
-        eprintln!(
-            "anychip: {} ({:.2}M params, {} matmuls) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
-            cfg.preset,
-            model.n_params() as f64 / 1e6,
-            cfg.precision,
-            port.name(),
-            caps.device,
-            data.train.len(),
-            data.val.len(),
-            data.source,
-            cfg.batch,
-            cfg.ctx,
-            cfg.accum
-        );
-        if world > 1 || zero {
-            eprintln!(
-                "anychip: data parallel over {world} ranks, {} rows each per micro-batch (global batch {}), ZeRO-1 {}, AdamW state {:.1} MiB per rank",
-                cfg.batch / world,
-                cfg.batch,
-                if zero { "on" } else { "off" },
-                opt_bytes as f64 / (1 << 20) as f64
-            );
-        }
+        announce(&cfg, &model, &**port, &data, world, zero, opt_bytes);
     }
-    let bar = progress_bar(opts, cfg.steps, start);
-    let flops_per_token = cfg.model.train_flops_per_token(cfg.ctx);
-    let loop_start = Instant::now();
-    let mut last_loss = f32::NAN;
-    let mut val_loss = None;
     let end = opts.stop_after.map_or(cfg.steps, |n| (start + n).min(cfg.steps));
-    for step in start..end {
-        let lr = sched.lr(step);
-        let (loss, norm) = match &mut dp {
-            None => on_port(&**port, || -> Result<(f32, Tensor)> {
-                let (loss, grads) = forward_backward(&model, &mut loader, &cfg)?;
-                Ok((loss, opt.step(&grads, lr)?))
-            })?,
-            Some(dp) => {
-                // Each gradient goes to the exchange as soon as backward has finished it.
-                let fb = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
-                    forward_backward_hooked(&model, &mut loader, &cfg, ready)
-                };
-                let (loss, norm) = if dp.is_zero() {
-                    opt.step += 1;
-                    dp.zero_step_during(lr, fb)?
-                } else {
-                    let (loss, avg) = dp.average_grads_during(fb)?;
-                    (loss, opt.step(&avg, lr)?)
-                };
-                (dp.sum(&[loss])?[0] / world as f32, norm)
-            }
-        };
-        tokens += cfg.tokens_per_step() as u64;
-        last_loss = loss;
-        if !loss.is_finite() {
-            bail!(
-                "loss became {loss} at step {}; the last checkpoint in {} is intact — lower --lr (now {}) and --resume from it",
-                step + 1,
-                opts.out.display(),
-                cfg.lr
-            );
-        }
-        let done = step + 1;
-        let elapsed = loop_start.elapsed().as_secs_f64();
-        let tps = (tokens - start * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
-        let is_last = done == end;
-        let mut line = LogLine {
-            step: done,
-            loss,
-            lr,
-            grad_norm: norm.item()?,
-            tokens,
-            tokens_per_s: tps,
-            elapsed_s: elapsed,
-            val_loss: None,
-        };
-        if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || is_last {
-            let v = evaluate_dp(&model, &data.val, &cfg, dp.as_ref())?;
-            line.val_loss = Some(v);
-            val_loss = Some(v);
-            say(&bar, opts, format!("step {done}: train loss {loss:.4}, val loss {v:.4}"));
-        }
-        if bar.is_hidden() && done % 50 == 0 && line.val_loss.is_none() {
-            say(&bar, opts, format!("step {done}/{}: loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s", cfg.steps));
-        }
-        writeln!(log, "{}", serde_json::to_string(&line)?)?;
-        bar.set_position(done);
-        bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
-        if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || is_last {
-            // Under ZeRO-1 every rank takes part in gathering the moments rank 0 writes.
-            let gathered = match &dp {
-                Some(dp) => dp.gather_moments()?,
-                None => None,
-            };
-            if rank != 0 {
-                continue;
-            }
-            let state = RunState {
-                format: checkpoint::FORMAT,
-                step: done,
-                loader: serde_json::to_value(loader.state())?,
-                tokens,
-                val_loss,
-            };
-            if let Some((m, v)) = gathered {
-                (opt.m, opt.v) = (m, v);
-            }
-            checkpoint::save(&checkpoint::in_run(&opts.out), &cfg, &model, &opt, &state)?;
-            if zero {
-                (opt.m, opt.v) = (Vec::new(), Vec::new());
-            }
-        }
-    }
-    bar.finish_and_clear();
-    log.flush()?;
+    let mut run = Run {
+        log: metrics_log(opts, rank)?,
+        bar: progress_bar(opts, cfg.steps, start),
+        cfg: &cfg,
+        opts,
+        model: &model,
+        val: &data.val,
+        opt,
+        dp,
+        loader,
+        rank,
+        world,
+        zero,
+        tokens,
+        val_loss: None,
+    };
+    let loop_start = Instant::now();
+    let last_loss = run.steps(start, end)?;
     let elapsed = loop_start.elapsed().as_secs_f64();
-    let trained = (end - start) * cfg.tokens_per_step() as u64;
-    let tps = trained as f64 / elapsed.max(1e-9);
+    let tps = ((end - start) * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
     Ok(Summary {
         steps: end,
         train_loss: last_loss,
-        val_loss,
+        val_loss: run.val_loss,
         tokens_per_s: tps,
-        mfu: peak.map(|p| tps * flops_per_token / p),
+        mfu: peak.map(|p| tps * cfg.model.train_flops_per_token(cfg.ctx) / p),
         wall_s: t0.elapsed().as_secs_f64(),
         n_params: model.n_params(),
         out: opts.out.clone(),
         world,
         optimizer_bytes_per_rank: opt_bytes,
-        comm: dp.as_ref().map(|d| d.comm_stats()),
-        overlap: dp.as_ref().is_some_and(|d| d.overlaps()),
+        comm: run.dp.as_ref().map(|d| d.comm_stats()),
+        overlap: run.dp.as_ref().is_some_and(|d| d.overlaps()),
     })
+}
+
+/// The config this invocation runs: `cfg` for a new run, or the resumed checkpoint's with this
+/// invocation's step budget, port and threads. A new run refuses an `--out` that already holds
+/// a checkpoint.
+fn resolve_config(cfg: &TrainConfig, opts: &RunOptions) -> Result<(TrainConfig, Option<checkpoint::Loaded>)> {
+    match &opts.resume {
+        Some(dir) => {
+            let ck = checkpoint::open(dir)?;
+            let mut c = ck.cfg.clone();
+            c.steps = opts.steps.unwrap_or(c.steps);
+            c.port = cfg.port.clone();
+            c.threads = cfg.threads;
+            Ok((c, Some(ck)))
+        }
+        None if checkpoint::in_run(&opts.out).exists() => bail!(
+            "{} already holds a checkpoint; pass --resume {} to continue it or choose another --out",
+            opts.out.display(),
+            opts.out.display()
+        ),
+        None => Ok((cfg.clone(), None)),
+    }
+}
+
+/// This rank's side of the gradient exchange over `d.comm`.
+fn data_parallel(cfg: &TrainConfig, opt: &AdamW, port: &Arc<dyn Port>, d: &Distributed) -> Result<DataParallel> {
+    let params: Vec<(Tensor, bool)> = opt.groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
+    let coll = collectives_for(port, d.comm.clone())?;
+    let opts = DpOptions { zero: d.zero, overlap: d.overlap, ..DpOptions::default() };
+    Ok(DataParallel::new(coll, &params, cfg.adamw, opts)?)
+}
+
+/// Load a checkpoint's weights, AdamW moments (under ZeRO-1 this rank's shard of them) and
+/// data position; returns the step and token count it reached.
+fn restore(
+    ck: &checkpoint::Loaded,
+    cfg: &TrainConfig,
+    model: &Transformer,
+    opt: &mut AdamW,
+    dp: Option<&mut DataParallel>,
+    loader: &mut Loader,
+) -> Result<(u64, u64)> {
+    match dp.filter(|dp| dp.is_zero()) {
+        // The checkpoint holds every moment: load them whole once, keep this rank's shard.
+        Some(dp) => {
+            let mut full = optimizer(cfg, model)?;
+            checkpoint::load_weights(&ck.dir, model, Some(&mut full))?;
+            dp.load_moments(&full.m, &full.v, ck.state.step)?;
+        }
+        None => checkpoint::load_weights(&ck.dir, model, Some(opt))?,
+    }
+    let st: LoaderState = serde_json::from_value(ck.state.loader.clone())
+        .map_err(|e| anyhow!("checkpoint {}: data position is corrupt ({e})", ck.dir.display()))?;
+    loader.restore(&st)?;
+    let start = ck.state.step;
+    opt.step = start;
+    if start >= cfg.steps {
+        bail!(
+            "checkpoint {} is already at step {start}; pass --steps larger than {start} to train further",
+            ck.dir.display()
+        );
+    }
+    Ok((start, ck.state.tokens))
+}
+
+/// `metrics.jsonl` in the run directory, appended to (rank 0; the others log nowhere).
+fn metrics_log(opts: &RunOptions, rank: usize) -> Result<Box<dyn Write>> {
+    if rank != 0 {
+        return Ok(Box::new(std::io::sink()));
+    }
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
+    let path = opts.out.join("metrics.jsonl");
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Box::new(file))
+}
+
+/// The opening lines on stderr: model, port, data and batch; the data-parallel layout.
+fn announce(
+    cfg: &TrainConfig,
+    model: &Transformer,
+    port: &dyn Port,
+    data: &Dataset,
+    world: usize,
+    zero: bool,
+    opt_bytes: usize,
+) {
+    eprintln!(
+        "anychip: {} ({:.2}M params, {} matmuls) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
+        cfg.preset,
+        model.n_params() as f64 / 1e6,
+        cfg.precision,
+        port.name(),
+        port.capabilities().device,
+        data.train.len(),
+        data.val.len(),
+        data.source,
+        cfg.batch,
+        cfg.ctx,
+        cfg.accum
+    );
+    if world > 1 || zero {
+        eprintln!(
+            "anychip: data parallel over {world} ranks, {} rows each per micro-batch (global batch {}), ZeRO-1 {}, AdamW state {:.1} MiB per rank",
+            cfg.batch / world,
+            cfg.batch,
+            if zero { "on" } else { "off" },
+            opt_bytes as f64 / (1 << 20) as f64
+        );
+    }
+}
+
+/// The state of a run's step loop.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    opts: &'a RunOptions,
+    model: &'a Transformer,
+    val: &'a [u32],
+    opt: AdamW,
+    dp: Option<DataParallel>,
+    loader: Loader,
+    log: Box<dyn Write>,
+    bar: ProgressBar,
+    rank: usize,
+    world: usize,
+    zero: bool,
+    /// Tokens trained on since the run began (across invocations).
+    tokens: u64,
+    val_loss: Option<f32>,
+}
+
+impl Run<'_> {
+    /// Steps `start..end`: train, log, validate and checkpoint on schedule; returns the last loss.
+    fn steps(&mut self, start: u64, end: u64) -> Result<f32> {
+        let cfg = self.cfg;
+        let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
+        let loop_start = Instant::now();
+        let mut last_loss = f32::NAN;
+        for step in start..end {
+            let lr = sched.lr(step);
+            let (loss, norm) = self.step(lr)?;
+            self.tokens += cfg.tokens_per_step() as u64;
+            last_loss = loss;
+            if !loss.is_finite() {
+                bail!(
+                    "loss became {loss} at step {}; the last checkpoint in {} is intact — lower --lr (now {}) and --resume from it",
+                    step + 1,
+                    self.opts.out.display(),
+                    cfg.lr
+                );
+            }
+            let done = step + 1;
+            let elapsed = loop_start.elapsed().as_secs_f64();
+            let tps = (self.tokens - start * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
+            let mut line = LogLine {
+                step: done,
+                loss,
+                lr,
+                grad_norm: norm.item()?,
+                tokens: self.tokens,
+                tokens_per_s: tps,
+                elapsed_s: elapsed,
+                val_loss: None,
+            };
+            if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == end {
+                let v = evaluate_dp(self.model, self.val, cfg, self.dp.as_ref())?;
+                (line.val_loss, self.val_loss) = (Some(v), Some(v));
+                say(&self.bar, self.opts, format!("step {done}: train loss {loss:.4}, val loss {v:.4}"));
+            }
+            self.record(&line)?;
+            if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || done == end {
+                self.checkpoint(done)?;
+            }
+        }
+        self.bar.finish_and_clear();
+        self.log.flush()?;
+        Ok(last_loss)
+    }
+
+    /// One optimizer step at learning rate `lr`: the mean loss over every rank's rows and the
+    /// gradient norm.
+    fn step(&mut self, lr: f32) -> Result<(f32, Tensor)> {
+        let (model, cfg, loader, opt) = (self.model, self.cfg, &mut self.loader, &mut self.opt);
+        let Some(dp) = &mut self.dp else {
+            return on_port(&**model.port(), || -> Result<(f32, Tensor)> {
+                let (loss, grads) = forward_backward(model, loader, cfg)?;
+                Ok((loss, opt.step(&grads, lr)?))
+            });
+        };
+        // Each gradient goes to the exchange as soon as backward has finished it.
+        let fb = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
+            forward_backward_hooked(model, loader, cfg, ready)
+        };
+        let (loss, norm) = if dp.is_zero() {
+            opt.step += 1;
+            dp.zero_step_during(lr, fb)?
+        } else {
+            let (loss, avg) = dp.average_grads_during(fb)?;
+            (loss, opt.step(&avg, lr)?)
+        };
+        Ok((dp.sum(&[loss])?[0] / self.world as f32, norm))
+    }
+
+    /// Append the step's line to `metrics.jsonl` and show progress.
+    fn record(&mut self, line: &LogLine) -> Result<()> {
+        let (done, loss, lr, tps) = (line.step, line.loss, line.lr, line.tokens_per_s);
+        if self.bar.is_hidden() && done % 50 == 0 && line.val_loss.is_none() {
+            say(
+                &self.bar,
+                self.opts,
+                format!("step {done}/{}: loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s", self.cfg.steps),
+            );
+        }
+        writeln!(self.log, "{}", serde_json::to_string(line)?)?;
+        self.bar.set_position(done);
+        self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+        Ok(())
+    }
+
+    /// Write the checkpoint after step `done` (rank 0; under ZeRO-1 every rank takes part in
+    /// gathering the moments rank 0 writes).
+    fn checkpoint(&mut self, done: u64) -> Result<()> {
+        let gathered = match &self.dp {
+            Some(dp) => dp.gather_moments()?,
+            None => None,
+        };
+        if self.rank != 0 {
+            return Ok(());
+        }
+        let state = RunState {
+            format: checkpoint::FORMAT,
+            step: done,
+            loader: serde_json::to_value(self.loader.state())?,
+            tokens: self.tokens,
+            val_loss: self.val_loss,
+        };
+        if let Some((m, v)) = gathered {
+            (self.opt.m, self.opt.v) = (m, v);
+        }
+        checkpoint::save(&checkpoint::in_run(&self.opts.out), self.cfg, self.model, &self.opt, &state)?;
+        if self.zero {
+            (self.opt.m, self.opt.v) = (Vec::new(), Vec::new());
+        }
+        Ok(())
+    }
 }
 
 /// The optimizer's groups without moments: under ZeRO-1 [`DataParallel`] holds this rank's
