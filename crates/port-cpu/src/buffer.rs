@@ -1,5 +1,5 @@
 //! Host memory for the CPU port: 64-byte aligned, shared between threads, recycled through
-//! [`crate::cache`] so the steady state of a training loop allocates nothing.
+//! [`crate::block_allocator`] so the steady state of a training loop allocates nothing.
 //!
 //! Safety argument for the interior mutability. A [`HostBuffer`] hands out raw pointers from
 //! `&self`, so several port calls could in principle write the same bytes at once. The port
@@ -10,13 +10,13 @@
 //! aliased input element only before writing the same element. Under those rules no byte is
 //! written by one thread while another thread reads or writes it.
 
-use crate::cache;
+use crate::block_allocator;
 use anychip_port::{Buffer, DeviceMemory, PortError, Result};
 use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-pub use crate::cache::ALIGN;
+pub use crate::block_allocator::ALIGN;
 
 /// A type with the buffer alignment, whose dangling pointer stands in for empty buffers.
 #[repr(align(64))]
@@ -39,7 +39,7 @@ impl HostBuffer {
         if bytes == 0 {
             return Ok(HostBuffer { ptr: NonNull::<CacheLine>::dangling().cast(), bytes: 0 });
         }
-        cache::take(bytes).map(|ptr| HostBuffer { ptr, bytes }).ok_or(PortError::OutOfMemory {
+        block_allocator::take(bytes).map(|ptr| HostBuffer { ptr, bytes }).ok_or(PortError::OutOfMemory {
             bytes,
             detail: "host allocator refused (or size exceeds the address space)".into(),
         })
@@ -54,7 +54,7 @@ impl Drop for HostBuffer {
     fn drop(&mut self) {
         if self.bytes > 0 {
             // SAFETY: taken from the cache in `new` with this size, and dropped only once.
-            unsafe { cache::release(self.ptr, self.bytes) }
+            unsafe { block_allocator::release(self.ptr, self.bytes) }
         }
     }
 }

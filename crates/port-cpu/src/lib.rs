@@ -6,8 +6,8 @@
 //! (see [`buffer`] for why sharing it between threads is sound).
 
 pub mod blas;
+pub mod block_allocator;
 pub mod buffer;
-pub mod cache;
 mod caps;
 mod elem;
 mod fused;

@@ -337,12 +337,7 @@ pub fn bwd(
         let (mut kt, mut vt) = (Vec::new(), Vec::new());
         transposed(ks, d.s, dh, &mut kt);
         transposed(vs, d.s, dh, &mut vt);
-        let mut dk_acc = vec![0f32; d.s * dh];
-        let mut dv_acc = vec![0f32; d.s * dh];
-        let mut dq_acc = vec![0f32; d.t * dh];
-        let mut p = vec![0f32; BQ * BK];
-        let mut dp = vec![0f32; BQ * BK];
-        let mut big_d = vec![0f32; d.t];
+        let mut acc = BwdAcc::new(&d);
         for h in kvh * d.group()..(kvh + 1) * d.group() {
             let bh = bi * d.hq + h;
             // SAFETY: as above.
@@ -354,122 +349,25 @@ pub fn bwd(
                     row(lr, loff + bh * d.t, d.t, sl),
                 )
             };
-            for (t, dt) in big_d.iter_mut().enumerate() {
+            for (t, dt) in acc.big_d.iter_mut().enumerate() {
                 // SAFETY: row t of a [T, Dh] head.
                 *dt = unsafe { dot(gs.row(t, dh), os.row(t, dh)) };
             }
-            dq_acc.fill(0.0);
+            acc.dq.fill(0.0);
+            let head = BwdHead { d: &d, causal, scale, qs, gs, ks, kt: &kt, vt: &vt, lse: ls };
             for t0 in (0..d.t).step_by(BQ) {
                 let nq = BQ.min(d.t - t0);
-                // SAFETY: rows t0.. of the heads above.
-                let (qb, gb) = unsafe { (M { p: qs.p.add(t0 * qs.rs), ..qs }, M { p: gs.p.add(t0 * gs.rs), ..gs }) };
-                let kend = d.key_end(causal, t0 + nq);
-                for s0 in (0..kend).step_by(BK) {
-                    let nk = BK.min(kend - s0);
-                    // SAFETY: rows s0.. of the K head.
-                    let kb = unsafe { M { p: ks.p.add(s0 * ks.rs), ..ks } };
-                    let (p, dp) = (&mut p[..nq * nk], &mut dp[..nq * nk]);
-                    // SAFETY (every tile::mm below): kt and vt are [dh, S] with s0 + nk <= S, the
-                    // head blocks have nq or nk rows of dh, and the outputs are local [.., nk]
-                    // or [.., dh] blocks of the sizes given.
-                    let [cols, kupto, kfrom] = d.tri(causal, t0, s0);
-                    unsafe {
-                        tile::mm(
-                            nq,
-                            nk,
-                            dh,
-                            op(qb, false),
-                            kt[s0..].as_ptr(),
-                            d.s,
-                            p.as_mut_ptr(),
-                            nk,
-                            scale,
-                            0.0,
-                            cols,
-                        )
-                    };
-                    for i in 0..nq {
-                        let (li, row) = (ls[t0 + i], &mut p[i * nk..(i + 1) * nk]);
-                        // Hidden keys (not computed) get probability 0.
-                        let fh = if li == f32::NEG_INFINITY { 0 } else { d.first_hidden(causal, t0 + i, s0, nk) };
-                        crate::math::exp_shift_sum_inplace(&mut row[..fh], li);
-                        row[fh..].fill(0.0);
-                    }
-                    let dv_blk = &mut dv_acc[s0 * dh..(s0 + nk) * dh];
-                    unsafe {
-                        tile::mm(
-                            nk,
-                            dh,
-                            nq,
-                            op(local(p, nk), true),
-                            gb.p,
-                            gb.rs,
-                            dv_blk.as_mut_ptr(),
-                            dh,
-                            1.0,
-                            1.0,
-                            kfrom,
-                        );
-                        tile::mm(
-                            nq,
-                            nk,
-                            dh,
-                            op(gb, false),
-                            vt[s0..].as_ptr(),
-                            d.s,
-                            dp.as_mut_ptr(),
-                            nk,
-                            1.0,
-                            0.0,
-                            cols,
-                        );
-                    }
-                    for (i, (dr, pr)) in dp.chunks_exact_mut(nk).zip(p.chunks_exact(nk)).enumerate() {
-                        let (di, fh) = (big_d[t0 + i], d.first_hidden(causal, t0 + i, s0, nk));
-                        dr[..fh].iter_mut().zip(&pr[..fh]).for_each(|(x, &pv)| *x = pv * (*x - di));
-                        dr[fh..].fill(0.0);
-                    }
-                    let dq_blk = &mut dq_acc[t0 * dh..(t0 + nq) * dh];
-                    unsafe {
-                        tile::mm(
-                            nq,
-                            dh,
-                            nk,
-                            op(local(dp, nk), false),
-                            kb.p,
-                            kb.rs,
-                            dq_blk.as_mut_ptr(),
-                            dh,
-                            scale,
-                            1.0,
-                            kupto,
-                        )
-                    };
-                    let dk_blk = &mut dk_acc[s0 * dh..(s0 + nk) * dh];
-                    unsafe {
-                        tile::mm(
-                            nk,
-                            dh,
-                            nq,
-                            op(local(dp, nk), true),
-                            qb.p,
-                            qb.rs,
-                            dk_blk.as_mut_ptr(),
-                            dh,
-                            scale,
-                            1.0,
-                            kfrom,
-                        )
-                    };
+                for s0 in (0..d.key_end(causal, t0 + nq)).step_by(BK) {
+                    head.block(t0, nq, s0, &mut acc);
                 }
             }
             // SAFETY: this task owns the dq rows of its query heads.
-            unsafe { dqh.store_rows(bi, h, 0, &dq_acc, dh) };
+            unsafe { dqh.store_rows(bi, h, 0, &acc.dq, dh) };
         }
         // SAFETY: this task owns dk and dv of its KV head.
         unsafe {
-            dkh.store_rows(bi, kvh, 0, &dk_acc, dh);
-            dvh.store_rows(bi, kvh, 0, &dv_acc, dh);
+            dkh.store_rows(bi, kvh, 0, &acc.dk, dh);
+            dvh.store_rows(bi, kvh, 0, &acc.dv, dh);
         }
     };
     let tasks = d.b * d.hkv;
@@ -479,4 +377,111 @@ pub fn bwd(
         (0..tasks).for_each(task);
     }
     Ok(Handled::Yes)
+}
+
+/// One query head's inputs to the backward pass, as one KV-head task holds them: q, dout and
+/// K as rows, K and V transposed to [dh, S], the saved logsumexp.
+struct BwdHead<'a> {
+    d: &'a Dims,
+    causal: bool,
+    scale: f32,
+    qs: M,
+    gs: M,
+    ks: M,
+    kt: &'a [f32],
+    vt: &'a [f32],
+    lse: &'a [f32],
+}
+
+/// A KV-head task's accumulators and scratch: dq of the current query head [T, dh], dk and dv
+/// of the KV head [S, dh], D_i = dout_i . out_i, and one block of p and dp.
+struct BwdAcc {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    big_d: Vec<f32>,
+    p: Vec<f32>,
+    dp: Vec<f32>,
+}
+
+impl BwdAcc {
+    fn new(d: &Dims) -> BwdAcc {
+        BwdAcc {
+            dq: vec![0.0; d.t * d.dh],
+            dk: vec![0.0; d.s * d.dh],
+            dv: vec![0.0; d.s * d.dh],
+            big_d: vec![0.0; d.t],
+            p: vec![0.0; BQ * BK],
+            dp: vec![0.0; BQ * BK],
+        }
+    }
+}
+
+// SAFETY (every tile::mm below): kt and vt are [dh, S] with s0 + nk <= S, the head blocks have
+// nq or nk rows of dh, and the outputs are local [.., nk] or [.., dh] blocks of the sizes given.
+impl BwdHead<'_> {
+    /// The block of queries [t0, t0 + nq) and keys from s0, in the module docs' four steps.
+    fn block(&self, t0: usize, nq: usize, s0: usize, acc: &mut BwdAcc) {
+        let nk = BK.min(self.d.key_end(self.causal, t0 + nq) - s0);
+        let (p, dp) = (&mut acc.p[..nq * nk], &mut acc.dp[..nq * nk]);
+        self.probabilities(t0, nq, s0, nk, p);
+        self.value_grads(t0, nq, s0, nk, p, dp, &mut acc.dv);
+        self.score_grads(t0, s0, nk, p, dp, &acc.big_d);
+        self.query_key_grads(t0, nq, s0, nk, dp, &mut acc.dq, &mut acc.dk);
+    }
+
+    /// Rows t0.. of an [T, dh] head.
+    fn rows_from(m: M, t0: usize) -> M {
+        // SAFETY: callers pass t0 < T of a head with T rows.
+        M { p: unsafe { m.p.add(t0 * m.rs) }, ..m }
+    }
+
+    /// p_ij = exp(scale q_i . k_j - lse_i), 0 for hidden keys (never exp'd) and rows with no
+    /// visible key (lse = -inf).
+    fn probabilities(&self, t0: usize, nq: usize, s0: usize, nk: usize, p: &mut [f32]) {
+        let [cols, _, _] = self.d.tri(self.causal, t0, s0);
+        let qb = Self::rows_from(self.qs, t0);
+        let (kt, s) = (self.kt[s0..].as_ptr(), self.d.s);
+        unsafe { tile::mm(nq, nk, self.d.dh, op(qb, false), kt, s, p.as_mut_ptr(), nk, self.scale, 0.0, cols) };
+        for i in 0..nq {
+            let (li, row) = (self.lse[t0 + i], &mut p[i * nk..(i + 1) * nk]);
+            let fh = if li == f32::NEG_INFINITY { 0 } else { self.d.first_hidden(self.causal, t0 + i, s0, nk) };
+            crate::math::exp_shift_sum_inplace(&mut row[..fh], li);
+            row[fh..].fill(0.0);
+        }
+    }
+
+    /// dv_j += sum_i p_ij dout_i, and dp_ij = dout_i . v_j.
+    #[allow(clippy::too_many_arguments)]
+    fn value_grads(&self, t0: usize, nq: usize, s0: usize, nk: usize, p: &[f32], dp: &mut [f32], dv: &mut [f32]) {
+        let [cols, _, kfrom] = self.d.tri(self.causal, t0, s0);
+        let (gb, dh, vt) = (Self::rows_from(self.gs, t0), self.d.dh, self.vt[s0..].as_ptr());
+        let dv_blk = &mut dv[s0 * dh..(s0 + nk) * dh];
+        unsafe {
+            tile::mm(nk, dh, nq, op(local(p, nk), true), gb.p, gb.rs, dv_blk.as_mut_ptr(), dh, 1.0, 1.0, kfrom);
+            tile::mm(nq, nk, dh, op(gb, false), vt, self.d.s, dp.as_mut_ptr(), nk, 1.0, 0.0, cols);
+        }
+    }
+
+    /// ds_ij = p_ij (dp_ij - D_i), in place of dp; 0 for hidden keys.
+    fn score_grads(&self, t0: usize, s0: usize, nk: usize, p: &[f32], dp: &mut [f32], big_d: &[f32]) {
+        for (i, (dr, pr)) in dp.chunks_exact_mut(nk).zip(p.chunks_exact(nk)).enumerate() {
+            let (di, fh) = (big_d[t0 + i], self.d.first_hidden(self.causal, t0 + i, s0, nk));
+            dr[..fh].iter_mut().zip(&pr[..fh]).for_each(|(x, &pv)| *x = pv * (*x - di));
+            dr[fh..].fill(0.0);
+        }
+    }
+
+    /// dq_i += scale sum_j ds_ij k_j; dk_j += scale sum_i ds_ij q_i.
+    #[allow(clippy::too_many_arguments)]
+    fn query_key_grads(&self, t0: usize, nq: usize, s0: usize, nk: usize, ds: &[f32], dq: &mut [f32], dk: &mut [f32]) {
+        let [_, kupto, kfrom] = self.d.tri(self.causal, t0, s0);
+        let (dh, sc) = (self.d.dh, self.scale);
+        let (kb, qb) = (Self::rows_from(self.ks, s0), Self::rows_from(self.qs, t0));
+        let (dq_blk, dk_blk) = (&mut dq[t0 * dh..(t0 + nq) * dh], &mut dk[s0 * dh..(s0 + nk) * dh]);
+        unsafe {
+            tile::mm(nq, dh, nk, op(local(ds, nk), false), kb.p, kb.rs, dq_blk.as_mut_ptr(), dh, sc, 1.0, kupto);
+            tile::mm(nk, dh, nq, op(local(ds, nk), true), qb.p, qb.rs, dk_blk.as_mut_ptr(), dh, sc, 1.0, kfrom);
+        }
+    }
 }

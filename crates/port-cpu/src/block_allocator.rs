@@ -1,4 +1,5 @@
-//! A caching allocator for host buffers: freed memory is kept and handed out again.
+//! The port's block allocator: a caching allocator for host buffers (freed memory is kept and
+//! handed out again).
 //!
 //! Why: a training step allocates the same buffers, of the same sizes, in the same order, every
 //! step. Returning them to the system allocator makes each step pay for fresh pages (a page
@@ -79,14 +80,14 @@ struct Pool {
     /// Free small blocks by exact size; each list is a stack (the most recently released on top).
     small: HashMap<usize, Vec<Free>>,
     large: Large,
-    stats: CacheStats,
+    stats: AllocatorStats,
     clock: u64,
 }
 
 /// Counters of the caching allocator (bytes are the sizes callers asked for, large ones rounded
 /// up to whole pages).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
+pub struct AllocatorStats {
     /// Bytes in blocks handed out and not yet released.
     pub live: usize,
     /// Bytes kept for reuse: released small blocks and free ranges of segments.
@@ -301,7 +302,7 @@ pub fn trim() {
 }
 
 /// Current counters (shared by every CPU port in the process).
-pub fn stats() -> CacheStats {
+pub fn stats() -> AllocatorStats {
     pool().as_ref().map(|p| p.stats).unwrap_or_default()
 }
 
