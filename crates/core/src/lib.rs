@@ -17,6 +17,7 @@ pub use autograd::{is_grad_enabled, no_grad, Grads, NoGradGuard};
 pub use error::{Error, Result};
 pub use ops::attention::{attention, attention_qkv};
 pub use ops::glu::swiglu;
+pub use ops::moe::{moe_combine, moe_experts};
 pub use ops::nn::{adamw_step, grad_norm};
 pub use ops::nn::{cross_entropy, embedding, linear, linear_autocast, rope, AdamWParams};
 pub use tensor::Tensor;

@@ -293,3 +293,59 @@ fn the_graph_does_not_keep_an_activation_that_no_backward_reads() {
     let g = loss.backward().unwrap().get(&w).unwrap().to_vec_f32().unwrap();
     assert_eq!(g, data(6, 2), "d sum(x w) / dw = x");
 }
+
+#[test]
+fn moe_experts_on_expert_sorted_rows() {
+    use anychip_core::moe_experts;
+    // 7 rows, d = 4, three experts of width F = 3 taking rows 0..2, 2..3 and 3..7.
+    let (d, f) = (4, 3);
+    let up: &[usize] = &[2 * f, d];
+    let down: &[usize] = &[d, f];
+    check(&[&[7, d], up, up, up, down, down, down], |t| moe_experts(&t[0], &[0, 2, 3, 7], &t[1..4], &t[4..7]));
+}
+
+#[test]
+fn moe_experts_match_each_expert_alone_and_skip_an_empty_one() {
+    use anychip_core::{linear, moe_experts, swiglu};
+    let p = port();
+    let (d, f) = (4, 3);
+    let t =
+        |n: usize, s: &[usize], seed| Tensor::from_f32(&p, &data(n, seed), s, DType::F32).unwrap().with_requires_grad();
+    let x = t(5 * d, &[5, d], 1);
+    let up: Vec<Tensor> = (0..3).map(|e| t(2 * f * d, &[2 * f, d], 10 + e)).collect();
+    let down: Vec<Tensor> = (0..3).map(|e| t(d * f, &[d, f], 20 + e)).collect();
+    // Expert 1 gets no rows.
+    let y = moe_experts(&x, &[0, 2, 2, 5], &up, &down).unwrap();
+    let got = y.to_vec_f32().unwrap();
+    for (e, (a, b)) in [(0usize, (0usize, 2usize)), (2, (2, 5))] {
+        let want =
+            linear(&swiglu(&linear(&x.narrow(0, a, b - a).unwrap(), &up[e], None).unwrap()).unwrap(), &down[e], None)
+                .unwrap()
+                .to_vec_f32()
+                .unwrap();
+        for (g, w) in got[a * d..b * d].iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "expert {e}: {g} vs {w}");
+        }
+    }
+    let g = y.sum().unwrap().backward().unwrap();
+    assert!(g.get(&up[1]).is_none() && g.get(&down[1]).is_none(), "an expert without rows gets no gradient");
+    assert!(g.get(&up[2]).is_some() && g.get(&x).is_some());
+}
+
+#[test]
+fn moe_combine_weights_and_sums_rows_per_token() {
+    use anychip_core::moe_combine;
+    let p = port();
+    let tok = Tensor::from_i32(&p, &[0, 2, 0, 1, 2], &[5]).unwrap();
+    check(&[&[5, 4], &[5, 1]], |t| moe_combine(&t[0], &t[1], &tok, 3));
+    let y = Tensor::from_f32(&p, &data(20, 3), &[5, 4], DType::F32).unwrap();
+    let w = Tensor::from_f32(&p, &data(5, 4), &[5, 1], DType::F32).unwrap();
+    let out = moe_combine(&y, &w, &tok, 3).unwrap().to_vec_f32().unwrap();
+    let (yv, wv) = (y.to_vec_f32().unwrap(), w.to_vec_f32().unwrap());
+    for (t, slots) in [(0usize, vec![0usize, 2]), (1, vec![3]), (2, vec![1, 4])] {
+        for c in 0..4 {
+            let want: f32 = slots.iter().map(|&s| wv[s] * yv[s * 4 + c]).sum();
+            assert!((out[t * 4 + c] - want).abs() < 1e-6, "token {t} col {c}");
+        }
+    }
+}

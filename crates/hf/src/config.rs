@@ -13,6 +13,8 @@ pub enum Arch {
     Qwen2,
     Qwen3,
     Ernie45,
+    Qwen3Moe,
+    Ernie45Moe,
 }
 
 impl Arch {
@@ -24,6 +26,8 @@ impl Arch {
             Arch::Qwen2 => "Qwen2ForCausalLM",
             Arch::Qwen3 => "Qwen3ForCausalLM",
             Arch::Ernie45 => "Ernie4_5ForCausalLM",
+            Arch::Qwen3Moe => "Qwen3MoeForCausalLM",
+            Arch::Ernie45Moe => "Ernie4_5_MoeForCausalLM",
         }
     }
     fn model_type(self) -> &'static str {
@@ -33,7 +37,17 @@ impl Arch {
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Ernie45 => "ernie4_5",
+            Arch::Qwen3Moe => "qwen3_moe",
+            Arch::Ernie45Moe => "ernie4_5_moe",
         }
+    }
+    /// ERNIE 4.5's interleaved-RoPE q/k layout (dense and MoE).
+    pub(crate) fn is_ernie(self) -> bool {
+        matches!(self, Arch::Ernie45 | Arch::Ernie45Moe)
+    }
+    /// A mixture-of-experts architecture (see `moe.rs`).
+    pub(crate) fn is_moe(self) -> bool {
+        matches!(self, Arch::Qwen3Moe | Arch::Ernie45Moe)
     }
     /// The architecture an anychip model family exports as.
     pub fn for_family(family: &str) -> Result<Arch> {
@@ -43,12 +57,14 @@ impl Arch {
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "ernie4_5" => Arch::Ernie45,
+            "qwen3_moe" => Arch::Qwen3Moe,
+            "ernie4_5_moe" => Arch::Ernie45Moe,
             f => bail!("model family '{f}' has no Hugging Face architecture to export as"),
         })
     }
 }
 
-const SUPPORTED: &str = "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Ernie4_5ForCausalLM";
+const SUPPORTED: &str = "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Ernie4_5ForCausalLM, Qwen3MoeForCausalLM, Ernie4_5_MoeForCausalLM";
 
 fn num(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(|x| x.as_f64())
@@ -68,6 +84,8 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
         ("Qwen2ForCausalLM", _) | ("", "qwen2") => Arch::Qwen2,
         ("Qwen3ForCausalLM", _) | ("", "qwen3") => Arch::Qwen3,
         ("Ernie4_5ForCausalLM", _) | ("", "ernie4_5") => Arch::Ernie45,
+        ("Qwen3MoeForCausalLM", _) | ("", "qwen3_moe") => Arch::Qwen3Moe,
+        ("Ernie4_5_MoeForCausalLM", _) | ("", "ernie4_5_moe") => Arch::Ernie45Moe,
         _ => bail!(
             "{}: architecture '{class}' (model_type '{mt}') is not supported; supported: {SUPPORTED}",
             p.display()
@@ -115,7 +133,10 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
         }
         c.tied_embeddings = tied.unwrap_or(false);
         c.qkv_bias = arch == Arch::Qwen2;
-        c.qk_norm = arch == Arch::Qwen3;
+        c.qk_norm = matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe);
+        if arch.is_moe() {
+            c.moe = Some(crate::moe::read(arch, &v, c.n_layer, &p)?);
+        }
         let bias = v["attention_bias"].as_bool().unwrap_or(false)
             || v["use_bias"].as_bool().unwrap_or(false)
             || v["mlp_bias"].as_bool().unwrap_or(false);
@@ -153,8 +174,11 @@ pub fn write_config(dir: &Path, arch: Arch, c: &ModelConfig) -> Result<()> {
             "rope_theta": c.rope_theta, "rope_parameters": {"rope_theta": c.rope_theta, "rope_type": "default"},
             "tie_word_embeddings": c.tied_embeddings, "attention_bias": false, "dtype": "float32"
         });
-        if arch == Arch::Ernie45 {
+        if arch.is_ernie() {
             v["use_bias"] = json!(false);
+        }
+        if let (true, Some(m)) = (arch.is_moe(), &c.moe) {
+            crate::moe::write(arch, c, m, &mut v);
         }
         v
     };

@@ -1,12 +1,14 @@
 //! Hugging Face checkpoints in and out, in HF layout (`config.json` plus `model.safetensors` or
 //! a sharded `model.safetensors.index.json`; f32, bf16 or f16 tensors) for GPT2LMHeadModel,
-//! LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM and Ernie4_5ForCausalLM (dense).
+//! LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM and Ernie4_5ForCausalLM (dense), and the
+//! mixture-of-experts Qwen3MoeForCausalLM and Ernie4_5_MoeForCausalLM (`moe.rs`).
 //!
 //! anychip fuses q|k|v and gate|up into single matrices and uses rotate-half RoPE; the maps in
 //! `names.rs` split and join them, transpose GPT-2's Conv1D weights, and permute ERNIE's
 //! interleaved-RoPE q/k rows so both conventions compute the same attention.
 
 mod config;
+mod moe;
 mod names;
 mod tensors;
 
@@ -54,6 +56,14 @@ pub fn load_weights_into(dir: &Path, arch: Arch, model: &Transformer) -> Result<
 
 /// Write `model` as an HF checkpoint of architecture `arch` into `dir` (f32 safetensors).
 pub fn export(model: &Transformer, arch: Arch, dir: &Path) -> Result<()> {
+    match (&model.config().moe, arch.is_moe()) {
+        (Some(m), true) => moe::check_exportable(arch, m)?,
+        (Some(_), false) => {
+            return Err(anyhow!("this model has mixture-of-experts layers, which {} has not", arch.class()))
+        }
+        (None, true) => return Err(anyhow!("{} needs mixture-of-experts layers; this model has none", arch.class())),
+        (None, false) => {}
+    }
     std::fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
     let mut ours = std::collections::BTreeMap::new();
     for p in model.params() {

@@ -80,7 +80,7 @@ pub fn import(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
         out.push((format!("blocks.{i}.ln1.weight"), g(&format!("{l}input_layernorm.weight"))?, vec![d]));
         out.push((format!("blocks.{i}.ln2.weight"), g(&format!("{l}post_attention_layernorm.weight"))?, vec![d]));
         let (mut q, mut k) = (g(&format!("{l}self_attn.q_proj.weight"))?, g(&format!("{l}self_attn.k_proj.weight"))?);
-        if arch == Arch::Ernie45 {
+        if arch.is_ernie() {
             q = interleaved_to_half(&q, nq, hd, d, false);
             k = interleaved_to_half(&k, nkv, hd, d, false);
         }
@@ -99,6 +99,10 @@ pub fn import(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
             out.push((format!("blocks.{i}.attn.k_norm.weight"), g(&format!("{l}self_attn.k_norm.weight"))?, vec![hd]));
         }
         out.push((format!("blocks.{i}.attn.o.weight"), g(&format!("{l}self_attn.o_proj.weight"))?, vec![d, nq * hd]));
+        if let (true, Some(m)) = (c.is_moe_layer(i), &c.moe) {
+            crate::moe::import_layer(c, m, s, i, &mut out)?;
+            continue;
+        }
         let gate_up = [g(&format!("{l}mlp.gate_proj.weight"))?, g(&format!("{l}mlp.up_proj.weight"))?].concat();
         out.push((format!("blocks.{i}.mlp.up.weight"), gate_up, vec![2 * c.d_ff, d]));
         out.push((format!("blocks.{i}.mlp.down.weight"), g(&format!("{l}mlp.down_proj.weight"))?, vec![d, c.d_ff]));
@@ -158,7 +162,7 @@ pub fn export(
         let qkv = get(&format!("{b}attn.qkv.weight"))?;
         let (mut q, rest) = (qkv[..nq * hd * d].to_vec(), &qkv[nq * hd * d..]);
         let (mut k, v) = (rest[..nkv * hd * d].to_vec(), rest[nkv * hd * d..].to_vec());
-        if arch == Arch::Ernie45 {
+        if arch.is_ernie() {
             q = interleaved_to_half(&q, nq, hd, d, true);
             k = interleaved_to_half(&k, nkv, hd, d, true);
         }
@@ -176,6 +180,10 @@ pub fn export(
             put(format!("{l}self_attn.k_norm.weight"), get(&format!("{b}attn.k_norm.weight"))?, vec![hd]);
         }
         put(format!("{l}self_attn.o_proj.weight"), get(&format!("{b}attn.o.weight"))?, vec![d, nq * hd]);
+        if let (true, Some(m)) = (c.is_moe_layer(i), &c.moe) {
+            crate::moe::export_layer(c, m, i, &get, &mut put)?;
+            continue;
+        }
         let up = get(&format!("{b}mlp.up.weight"))?;
         let ff = c.d_ff;
         put(format!("{l}mlp.gate_proj.weight"), up[..ff * d].to_vec(), vec![ff, d]);

@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod moe;
+pub use moe::MoeConfig;
+
 /// Normalisation layer kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,6 +67,9 @@ pub struct ModelConfig {
     pub linear_bias: bool,
     /// RMSNorm on q and k per head before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// Mixture-of-experts feed-forward in some layers (absent: every layer dense).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeConfig>,
 }
 
 impl ModelConfig {
@@ -88,6 +94,7 @@ impl ModelConfig {
             qkv_bias: true,
             linear_bias: true,
             qk_norm: false,
+            moe: None,
         }
     }
 
@@ -121,6 +128,7 @@ impl ModelConfig {
             qkv_bias: false,
             linear_bias: false,
             qk_norm: false,
+            moe: None,
         }
     }
 
@@ -137,11 +145,38 @@ impl ModelConfig {
             Mlp::Gelu => 2 * d * self.d_ff + lb * (self.d_ff + d),
             Mlp::SwiGlu => 3 * d * self.d_ff + lb * (2 * self.d_ff + d),
         };
-        let layer = attn + qk_norm + mlp + 2 * norm_p;
+        let layer = attn + qk_norm + 2 * norm_p;
+        let ffn = (self.n_layer - self.moe_layers()) * mlp + self.moe_layers() * self.moe_block_params(false);
         let emb = self.vocab_size * d;
         let pos = if self.positions == Positions::Learned { self.max_ctx * d } else { 0 };
         let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
-        emb + pos + self.n_layer * layer + norm_p + head
+        emb + pos + self.n_layer * layer + ffn + norm_p + head
+    }
+
+    /// Parameters a token passes through: [`ModelConfig::n_params`] with each MoE block
+    /// counted as its router, top-k and shared experts only (equal to `n_params` when dense).
+    pub fn n_active_params(&self) -> usize {
+        let all = self.moe_layers() * self.moe_block_params(false);
+        let active = self.moe_layers() * self.moe_block_params(true);
+        self.n_params() - all + active
+    }
+
+    /// How many layers are MoE layers.
+    pub fn moe_layers(&self) -> usize {
+        (0..self.n_layer).filter(|&i| self.is_moe_layer(i)).count()
+    }
+
+    /// Whether layer `i` has a MoE feed-forward block.
+    pub fn is_moe_layer(&self, i: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| m.is_moe_layer(i, self.n_layer))
+    }
+
+    fn moe_block_params(&self, active: bool) -> usize {
+        match &self.moe {
+            Some(m) if active => m.active_block_params(self.d_model),
+            Some(m) => m.block_params(self.d_model),
+            None => 0,
+        }
     }
 
     /// Training FLOPs per token at context `ctx`: 6 x (non-embedding-lookup params) + attention
@@ -151,7 +186,7 @@ impl ModelConfig {
         let d = self.d_model;
         let pos = if self.positions == Positions::Learned { self.max_ctx * d } else { 0 };
         let lookup = if self.tied_embeddings { 0 } else { self.vocab_size * d };
-        let n = (self.n_params() - pos - lookup) as f64;
+        let n = (self.n_active_params() - pos - lookup) as f64;
         6.0 * n + 12.0 * (self.n_layer * ctx * self.n_head * self.head_dim) as f64
     }
 
@@ -168,6 +203,12 @@ impl ModelConfig {
         }
         if self.positions == Positions::Rope && self.head_dim % 2 != 0 {
             return Err(format!("model config: RoPE needs an even head_dim, got {}", self.head_dim));
+        }
+        if let Some(m) = &self.moe {
+            m.validate()?;
+            if self.mlp != Mlp::SwiGlu {
+                return Err("model config: MoE experts are SwiGLU; set mlp = \"swi_glu\"".into());
+            }
         }
         Ok(())
     }

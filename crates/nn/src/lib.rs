@@ -3,10 +3,12 @@
 
 mod init;
 mod model;
+mod moe;
 mod params;
 mod precision;
 
-pub use anychip_models::{Mlp, ModelConfig, Norm, Positions};
+pub use anychip_models::{Mlp, ModelConfig, MoeConfig, Norm, Positions};
 pub use model::Transformer;
+pub use moe::RouterStats;
 pub use params::{Param, ParamKind};
 pub use precision::Precision;

@@ -1,6 +1,7 @@
 //! The transformer: parameters, forward pass and loss.
 
 use crate::init::init_param;
+use crate::moe::{self, LayerRouting, MoeBlock, RouterStats};
 use crate::params::{Param, ParamKind};
 use crate::precision::Precision;
 use anychip_core::{
@@ -19,9 +20,15 @@ struct Block {
     k_norm: Option<usize>,
     o: (usize, Option<usize>),
     ln2: (usize, Option<usize>),
-    /// GELU: fc; SwiGLU: gate and up fused as one `[2 d_ff, d]` matrix.
-    up: (usize, Option<usize>),
-    down: (usize, Option<usize>),
+    ffn: Ffn,
+}
+
+/// A block's feed-forward part.
+enum Ffn {
+    /// `up` is GELU's fc, or SwiGLU's gate and up fused as one `[2 d_ff, d]` matrix.
+    Dense { up: (usize, Option<usize>), down: (usize, Option<usize>) },
+    /// Routed experts (see [`crate::moe`]).
+    Moe(MoeBlock),
 }
 
 /// A decoder-only transformer built from a [`ModelConfig`].
@@ -36,6 +43,7 @@ pub struct Transformer {
     head: Option<usize>,
     precision: Precision,
     rope_cache: Mutex<HashMap<usize, (Tensor, Tensor)>>,
+    router_stats: Mutex<Option<RouterStats>>,
 }
 
 struct Builder<'a> {
@@ -107,8 +115,15 @@ impl Transformer {
                     .transpose()?,
                 o: b.linear(&format!("{p}.attn.o"), d, cfg.n_head * hd, cfg.linear_bias, true)?,
                 ln2: b.norm(&format!("{p}.ln2"), d, cfg)?,
-                up: b.linear(&format!("{p}.mlp.up"), ff_out, d, cfg.linear_bias, false)?,
-                down: b.linear(&format!("{p}.mlp.down"), d, cfg.d_ff, cfg.linear_bias, true)?,
+                ffn: match &cfg.moe {
+                    Some(m) if cfg.is_moe_layer(i) => {
+                        Ffn::Moe(moe::build(&mut |n, s, k| b.add(n, s, k), &format!("{p}.moe"), m, d)?)
+                    }
+                    _ => Ffn::Dense {
+                        up: b.linear(&format!("{p}.mlp.up"), ff_out, d, cfg.linear_bias, false)?,
+                        down: b.linear(&format!("{p}.mlp.down"), d, cfg.d_ff, cfg.linear_bias, true)?,
+                    },
+                },
             });
         }
         let ln_f = b.norm("ln_f", d, cfg)?;
@@ -128,6 +143,7 @@ impl Transformer {
             head,
             precision: Precision::F32,
             rope_cache: Mutex::new(HashMap::new()),
+            router_stats: Mutex::new(None),
         })
     }
 
@@ -213,6 +229,16 @@ impl Transformer {
 
     /// Logits `[B*T, vocab]` for token ids `[B, T]` (I32).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_routed(ids)?.0)
+    }
+
+    /// Router statistics of the last forward that recorded gradients (None for dense models).
+    pub fn router_stats(&self) -> Option<RouterStats> {
+        self.router_stats.lock().expect("router stats poisoned").clone()
+    }
+
+    /// [`Transformer::forward`] and what every MoE layer's router did.
+    fn forward_routed(&self, ids: &Tensor) -> Result<(Tensor, Vec<LayerRouting>)> {
         let (bsz, t) = (ids.dim(0), ids.dim(1));
         if t > self.cfg.max_ctx {
             return Err(Error::Shape {
@@ -233,6 +259,7 @@ impl Transformer {
             Positions::Learned => None,
         };
         let (b, ti) = (bsz as isize, t as isize);
+        let mut routing = Vec::new();
         for blk in &self.blocks {
             let h = self.norm(&x, blk.ln1)?;
             let qkv = self.linear(&h, blk.qkv)?; // [B, T, (nh + 2 nkv) hd]
@@ -261,20 +288,47 @@ impl Transformer {
             };
             x = x.add(&self.linear(&a, blk.o)?)?;
             let h = self.norm(&x, blk.ln2)?;
-            let up = self.linear(&h, blk.up)?;
-            let act = match self.cfg.mlp {
-                Mlp::Gelu => up.gelu(GeluKind::Tanh)?,
-                Mlp::SwiGlu => swiglu(&up)?,
+            let y = match &blk.ffn {
+                Ffn::Dense { up, down } => {
+                    let up = self.linear(&h, *up)?;
+                    let act = match self.cfg.mlp {
+                        Mlp::Gelu => up.gelu(GeluKind::Tanh)?,
+                        Mlp::SwiGlu => swiglu(&up)?,
+                    };
+                    self.linear(&act, *down)?
+                }
+                Ffn::Moe(m) => {
+                    let cfg = self.cfg.moe.as_ref().expect("a MoE block has a MoE config");
+                    let (y, r) = m.forward(&|i| self.t(i).clone(), cfg, &h.reshape(&[-1, d as isize])?)?;
+                    routing.push(r);
+                    y.reshape(&[b, ti, d as isize])?
+                }
             };
-            x = x.add(&self.linear(&act, blk.down)?)?;
+            x = x.add(&y)?;
         }
         let x = self.norm(&x, self.ln_f)?.reshape(&[-1, d as isize])?;
-        self.linear(&x, (self.head.unwrap_or(self.tok_emb), None))
+        Ok((self.linear(&x, (self.head.unwrap_or(self.tok_emb), None))?, routing))
     }
 
-    /// Mean next-token cross-entropy of `ids [B,T]` against `targets [B,T]` (I32).
+    /// The training objective on `ids [B,T]` against `targets [B,T]` (I32): the mean
+    /// next-token cross-entropy, plus the load-balancing loss times its coefficient for a MoE
+    /// model (as transformers adds it). Records the router statistics when gradients are on.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(ids)?;
-        cross_entropy(&logits, &targets.reshape(&[-1])?)
+        let (logits, routing) = self.forward_routed(ids)?;
+        let ce = cross_entropy(&logits, &targets.reshape(&[-1])?)?;
+        let Some(m) = &self.cfg.moe else { return Ok(ce) };
+        let Some(aux) = moe::aux_loss(&routing, m.n_experts)? else { return Ok(ce) };
+        if anychip_core::is_grad_enabled() {
+            *self.router_stats.lock().expect("router stats poisoned") = Some(moe::stats(&routing, aux.item()?));
+        }
+        if m.aux_loss_coef == 0.0 {
+            return Ok(ce);
+        }
+        ce.add(&aux.mul_scalar(m.aux_loss_coef as f64)?)
+    }
+
+    /// Mean next-token cross-entropy alone (the validation loss; no auxiliary terms).
+    pub fn lm_loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        cross_entropy(&self.forward(ids)?, &targets.reshape(&[-1])?)
     }
 }

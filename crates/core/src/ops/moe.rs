@@ -1,0 +1,209 @@
+//! Mixture-of-experts compute after routing: grouped SwiGLU experts over expert-sorted rows,
+//! and the weighted combine back to token order. Routing itself (softmax, top-k) and the
+//! dispatch gather are ordinary ops; these two are each ONE autograd node with an analytic
+//! backward written against the existing composites (`LinearFwd/Bwd`, `SiluFwd/Bwd`) and
+//! primitives (`gather_rows`, `scatter_add_rows`, `binary`, `reduce`), so the port contract
+//! does not grow.
+//!
+//! Grouped experts, for x `[S, d]` whose rows `offsets[e]..offsets[e+1]` go to expert e:
+//!   h_e = x_e U_e^T `[n_e, 2F]` (gate half then up half), a_e = silu(g_e) * u_e,
+//!   y_e = a_e D_e^T `[n_e, d]`.
+//! Backward, with dy_e given:
+//!   da_e = dy_e D_e, dD_e = dy_e^T a_e; du = da silu(g), dg = silu'(g) (da u);
+//!   dU_e = dh_e^T x_e, dx_e = dh_e U_e.
+//! The SwiGLU runs once over all S rows; the products run per expert on row ranges of one
+//! buffer, so no per-expert copy, concat or zero-filled gradient is ever made.
+//!
+//! Combine, for y `[S, d]`, weights w `[S, 1]` and the token of each row tok `[S]` (I32):
+//!   out `[N, d]`, out[tok[s]] += w[s] y[s];
+//!   dy[s] = w[s] dout[tok[s]], dw[s] = <dout[tok[s]], y[s]>.
+
+use super::nn::run;
+use crate::error::{shape_err, Result};
+use crate::tensor::Tensor;
+use anychip_port::{BinaryOp, Composite, DType, Layout, ReduceOp, View};
+
+/// Rows `start..start + len` of a contiguous 2-D view (no copy).
+fn rows(v: &View, start: usize, len: usize) -> View {
+    let mut layout: Layout = v.layout.clone();
+    layout.offset += start * layout.strides[0];
+    layout.shape[0] = len;
+    View { layout, ..v.clone() }
+}
+
+/// Columns `start..start + len` of the last axis of a view (no copy).
+fn cols(v: &View, start: usize, len: usize) -> View {
+    let mut layout: Layout = v.layout.clone();
+    let last = layout.rank() - 1;
+    layout.offset += start * layout.strides[last];
+    layout.shape[last] = len;
+    View { layout, ..v.clone() }
+}
+
+/// Each expert's `(start, len)` row range, experts without rows skipped.
+fn ranges(offsets: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    offsets.windows(2).enumerate().filter(|(_, w)| w[1] > w[0]).map(|(e, w)| (e, w[0], w[1] - w[0]))
+}
+
+fn check_experts(x: &Tensor, offsets: &[usize], up: &[Tensor], down: &[Tensor]) -> Result<usize> {
+    let (s, d) = (x.dim(0), x.dim(-1));
+    let n = up.len();
+    let f = down.first().map_or(0, |t| t.dim(-1));
+    let ok_weights = up.iter().all(|u| u.shape() == [2 * f, d]) && down.iter().all(|w| w.shape() == [d, f]);
+    if x.rank() != 2 || down.len() != n || offsets.len() != n + 1 || offsets[n] != s || !ok_weights || f == 0 {
+        return shape_err(
+            "moe_experts",
+            format!(
+                "x {:?}, {n} up and {} down weights, offsets ending at {:?}",
+                x.shape(),
+                down.len(),
+                offsets.last()
+            ),
+        );
+    }
+    if offsets.windows(2).any(|w| w[1] < w[0]) {
+        return shape_err("moe_experts", "offsets must not decrease".to_string());
+    }
+    Ok(f)
+}
+
+/// y = SwiGLU(x) through expert e for rows `offsets[e]..offsets[e+1]` of x `[S, d]`, with
+/// `up[e]` `[2F, d]` (gate rows then up rows) and `down[e]` `[d, F]`: output `[S, d]`.
+pub fn moe_experts(x: &Tensor, offsets: &[usize], up: &[Tensor], down: &[Tensor]) -> Result<Tensor> {
+    let f = check_experts(x, offsets, up, down)?;
+    let x = x.contiguous()?;
+    let (s, d) = (x.dim(0), x.dim(1));
+    let port = x.port().clone();
+    let (ud, dd): (Vec<Tensor>, Vec<Tensor>) = (
+        up.iter().map(|t| t.contiguous().map(|t| t.detach())).collect::<Result<_>>()?,
+        down.iter().map(|t| t.contiguous().map(|t| t.detach())).collect::<Result<_>>()?,
+    );
+    let h = x.empty_on(&[s, 2 * f], x.dtype())?;
+    let a = x.empty_on(&[s, f], x.dtype())?;
+    let y = x.empty_on(&[s, d], x.dtype())?;
+    let (xv, hv, av, yv) = (x.view(), h.view(), a.view(), y.view());
+    for (e, start, n) in ranges(offsets) {
+        let w = ud[e].view();
+        run(&port, Composite::LinearFwd { x: rows(&xv, start, n), w, b: None, y: rows(&hv, start, n) })?;
+    }
+    run(&port, Composite::SiluFwd { x: cols(&hv, 0, f), y: av.clone() })?;
+    port.binary(BinaryOp::Mul, &av, &cols(&hv, f, f), &av)?;
+    for (e, start, n) in ranges(offsets) {
+        let w = dd[e].view();
+        run(&port, Composite::LinearFwd { x: rows(&av, start, n), w, b: None, y: rows(&yv, start, n) })?;
+    }
+    let mut inputs: Vec<&Tensor> = vec![&x];
+    inputs.extend(up.iter());
+    inputs.extend(down.iter());
+    let (xd, offs) = (x.detach(), offsets.to_vec());
+    Ok(y.record("moe_experts", &inputs, move |g, needs| {
+        let dy = g.contiguous()?;
+        experts_backward(&xd, &h, &a, &ud, &dd, &offs, &dy, needs)
+    }))
+}
+
+/// The analytic backward of [`moe_experts`] (see the module header for the math).
+#[allow(clippy::too_many_arguments)]
+fn experts_backward(
+    x: &Tensor,
+    h: &Tensor,
+    a: &Tensor,
+    up: &[Tensor],
+    down: &[Tensor],
+    offsets: &[usize],
+    dy: &Tensor,
+    needs: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
+    let n_exp = up.len();
+    let f = a.dim(1);
+    let port = x.port().clone();
+    let (da, dh, dx) = (a.empty_like()?, h.empty_like()?, x.empty_like()?);
+    let (dav, dhv, dxv, dyv, av, hv, xv) = (da.view(), dh.view(), dx.view(), dy.view(), a.view(), h.view(), x.view());
+    let mut d_up: Vec<Option<Tensor>> = vec![None; n_exp];
+    let mut d_down: Vec<Option<Tensor>> = vec![None; n_exp];
+    for (e, start, n) in ranges(offsets) {
+        let dw = if needs[1 + n_exp + e] { Some(down[e].empty_like()?) } else { None };
+        run(
+            &port,
+            Composite::LinearBwd {
+                x: rows(&av, start, n),
+                w: down[e].view(),
+                dy: rows(&dyv, start, n),
+                dx: Some(rows(&dav, start, n)),
+                dw: dw.as_ref().map(|t| t.view()),
+                db: None,
+            },
+        )?;
+        d_down[e] = dw;
+    }
+    // SwiGLU backward over every row at once: du = da silu(g); dg = silu'(g) (da u).
+    let (g_half, u_half) = (cols(&hv, 0, f), cols(&hv, f, f));
+    let du = cols(&dhv, f, f);
+    run(&port, Composite::SiluFwd { x: g_half.clone(), y: du.clone() })?;
+    port.binary(BinaryOp::Mul, &du, &dav, &du)?;
+    let t = da.empty_like()?;
+    port.binary(BinaryOp::Mul, &dav, &u_half, &t.view())?;
+    run(&port, Composite::SiluBwd { x: g_half, dy: t.view(), dx: cols(&dhv, 0, f) })?;
+    for (e, start, n) in ranges(offsets) {
+        let dw = if needs[1 + e] { Some(up[e].empty_like()?) } else { None };
+        run(
+            &port,
+            Composite::LinearBwd {
+                x: rows(&xv, start, n),
+                w: up[e].view(),
+                dy: rows(&dhv, start, n),
+                dx: Some(rows(&dxv, start, n)),
+                dw: dw.as_ref().map(|t| t.view()),
+                db: None,
+            },
+        )?;
+        d_up[e] = dw;
+    }
+    let mut out = vec![Some(dx)];
+    out.extend(d_up);
+    out.extend(d_down);
+    Ok(out)
+}
+
+/// out `[n_tokens, d]` with out[tok[s]] = sum of w[s] y[s] over the rows s of that token, for
+/// y `[S, d]`, w `[S, 1]` and tok `[S]` (I32, values below `n_tokens`).
+pub fn moe_combine(y: &Tensor, w: &Tensor, tok: &Tensor, n_tokens: usize) -> Result<Tensor> {
+    let s = y.dim(0);
+    if y.rank() != 2 || w.shape() != [s, 1] || tok.shape() != [s] || tok.dtype() != DType::I32 {
+        return shape_err(
+            "moe_combine",
+            format!("y {:?}, w {:?}, tok {:?} {}", y.shape(), w.shape(), tok.shape(), tok.dtype()),
+        );
+    }
+    let d = y.dim(1);
+    let (y, w, tok) = (y.contiguous()?, w.contiguous()?, tok.contiguous()?.detach());
+    let port = y.port().clone();
+    let weighted = y.empty_like()?;
+    port.binary(BinaryOp::Mul, &y.view(), &w.detach().expand(&[s, d])?.view(), &weighted.view())?;
+    let out = Tensor::zeros(&port, &[n_tokens, d], y.dtype())?;
+    port.scatter_add_rows(&weighted.view(), &tok.view(), &out.view())?;
+    drop(weighted);
+    let (yd, wd) = (y.detach(), w.detach());
+    Ok(out.record("moe_combine", &[&y, &w], move |g, needs| {
+        let g = g.contiguous()?;
+        let port = g.port().clone();
+        let picked = yd.empty_like()?;
+        port.gather_rows(&g.view(), &tok.view(), &picked.view())?;
+        let dy = if needs[0] {
+            let dy = yd.empty_like()?;
+            port.binary(BinaryOp::Mul, &picked.view(), &wd.expand(&[s, d])?.view(), &dy.view())?;
+            Some(dy)
+        } else {
+            None
+        };
+        let dw = if needs[1] {
+            port.binary(BinaryOp::Mul, &picked.view(), &yd.view(), &picked.view())?;
+            let dw = wd.empty_like()?;
+            port.reduce(ReduceOp::Sum, &picked.view(), &dw.view())?;
+            Some(dw)
+        } else {
+            None
+        };
+        Ok(vec![dy, dw])
+    }))
+}

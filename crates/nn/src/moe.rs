@@ -1,0 +1,308 @@
+//! The mixture-of-experts feed-forward block and its load-balancing loss.
+//!
+//! Forward for the normalised hidden states h `[N, d]` of one layer:
+//! 1. router: p = softmax(h R^T) `[N, E]`;
+//! 2. top-k on the host: each token's k largest p (plus the selection bias when the config has
+//!    one, ERNIE 4.5) pick its experts; the weights are those experts' p, divided by their sum
+//!    when `norm_topk_prob` (Qwen3-MoE's flag; ERNIE always does it);
+//! 3. dispatch (dropless): the N k (token, expert) slots are sorted by expert and h's rows are
+//!    gathered into that order (`embedding`, whose backward is the scatter-add);
+//! 4. the experts run on their row ranges ([`moe_experts`]), and the combine sums each slot's
+//!    output, times its weight, back into its token's row ([`moe_combine`]);
+//! 5. shared experts (ERNIE 4.5), when present, are one dense SwiGLU added to the result.
+//!
+//! Load balancing is transformers' `load_balancing_loss_func` (Switch Transformer eq. 4, as
+//! Mixtral, Qwen3-MoE and ERNIE 4.5 compute it there): over the router outputs of EVERY MoE layer
+//! taken together as one batch of L N rows, aux = E sum_e f_e P_e with f_e the fraction of the L N
+//! rows whose top-k (of the plain probabilities, without ERNIE's selection bias) holds e and P_e
+//! the mean probability of e. The paper sums a per-layer loss instead; transformers' pooled form is
+//! what the checkpoints were trained with, so it is what is matched here. Gradient flows through
+//! P only (f counts discrete choices).
+
+use crate::params::ParamKind;
+use anychip_core::{embedding, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
+use anychip_models::MoeConfig;
+use anychip_port::{DType, Port};
+use std::sync::Arc;
+
+/// Parameter indices of one MoE block.
+pub(crate) struct MoeBlock {
+    router: usize,
+    selection_bias: Option<usize>,
+    up: Vec<usize>,
+    down: Vec<usize>,
+    shared: Option<(usize, usize)>,
+}
+
+/// What one MoE layer's forward hands to the model for the auxiliary loss and the metrics.
+pub(crate) struct LayerRouting {
+    /// Sum over tokens of the router probabilities `[E]` (differentiable).
+    pub prob_sum: Tensor,
+    /// Per expert, tokens whose plain top-k holds it (the aux loss's counts).
+    pub topk_counts: Vec<usize>,
+    /// Per expert, tokens actually routed to it (with the selection bias, if any).
+    pub routed: Vec<usize>,
+    /// The experts each token was sent to, token-major `[N k]` (tests check a step kept them).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub chosen: Vec<usize>,
+    pub tokens: usize,
+}
+
+/// Router statistics of the last training forward, summed over the MoE layers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterStats {
+    /// Tokens routed to each expert, summed over layers.
+    pub tokens_per_expert: Vec<usize>,
+    /// The unweighted load-balancing loss (1.0 is perfectly balanced).
+    pub aux_loss: f32,
+    /// The largest expert share over the mean share, worst layer.
+    pub max_load_ratio: f32,
+}
+
+/// Creates a parameter (name, shape, kind) and returns its index.
+pub(crate) type AddParam<'a> = dyn FnMut(String, &[usize], ParamKind) -> Result<usize> + 'a;
+
+/// The parameters of one MoE block, created in a fixed order.
+pub(crate) fn build(add: &mut AddParam<'_>, prefix: &str, cfg: &MoeConfig, d: usize) -> Result<MoeBlock> {
+    let (e, f) = (cfg.n_experts, cfg.d_expert);
+    let router = add(format!("{prefix}.router.weight"), &[e, d], ParamKind::Weight)?;
+    // Zero at init, never reaches the loss, so AdamW leaves it where it was loaded.
+    let selection_bias =
+        cfg.selection_bias.then(|| add(format!("{prefix}.selection_bias"), &[e], ParamKind::Bias)).transpose()?;
+    let (mut up, mut down) = (Vec::with_capacity(e), Vec::with_capacity(e));
+    for i in 0..e {
+        up.push(add(format!("{prefix}.experts.{i}.up.weight"), &[2 * f, d], ParamKind::Weight)?);
+        down.push(add(format!("{prefix}.experts.{i}.down.weight"), &[d, f], ParamKind::ResidualWeight)?);
+    }
+    let shared = if cfg.n_shared > 0 {
+        let fs = cfg.n_shared * f;
+        let u = add(format!("{prefix}.shared.up.weight"), &[2 * fs, d], ParamKind::Weight)?;
+        Some((u, add(format!("{prefix}.shared.down.weight"), &[d, fs], ParamKind::ResidualWeight)?))
+    } else {
+        None
+    };
+    Ok(MoeBlock { router, selection_bias, up, down, shared })
+}
+
+/// The k best experts of each row of `scores` `[N, E]`, best first (ties: lower index first).
+fn top_k(scores: &[f32], e: usize, k: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(scores.len() / e * k);
+    let mut order: Vec<usize> = (0..e).collect();
+    for row in scores.chunks(e) {
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        out.extend_from_slice(&order[..k]);
+    }
+    out
+}
+
+/// Slots `(token, j)` sorted by expert (tokens ascending within one): the token of each sorted
+/// slot, its token-major slot index `token k + j`, and each expert's start offset.
+fn sort_by_expert(chosen: &[usize], e: usize, k: usize) -> (Vec<i32>, Vec<i32>, Vec<usize>) {
+    let mut offsets = vec![0usize; e + 1];
+    for &x in chosen {
+        offsets[x + 1] += 1;
+    }
+    for i in 0..e {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut next = offsets.clone();
+    let (mut tok, mut slot) = (vec![0i32; chosen.len()], vec![0i32; chosen.len()]);
+    for (s, &x) in chosen.iter().enumerate() {
+        let at = next[x];
+        next[x] += 1;
+        (tok[at], slot[at]) = ((s / k) as i32, s as i32);
+    }
+    (tok, slot, offsets)
+}
+
+fn counts(chosen: &[usize], e: usize) -> Vec<usize> {
+    let mut c = vec![0; e];
+    chosen.iter().for_each(|&x| c[x] += 1);
+    c
+}
+
+impl MoeBlock {
+    /// The block's output `[N, d]` for h `[N, d]`, and what the router did.
+    pub(crate) fn forward(
+        &self,
+        p: &dyn Fn(usize) -> Tensor,
+        cfg: &MoeConfig,
+        h: &Tensor,
+    ) -> Result<(Tensor, LayerRouting)> {
+        let (n, (e, k)) = (h.dim(0), (cfg.n_experts, cfg.top_k));
+        let port: Arc<dyn Port> = h.port().clone();
+        let probs = linear(h, &p(self.router), None)?.softmax()?; // [N, E]
+        let host = probs.to_vec_f32()?;
+        let plain = top_k(&host, e, k);
+        let chosen = match self.selection_bias {
+            Some(b) => {
+                let bias = p(b).to_vec_f32()?;
+                let biased: Vec<f32> = host.iter().enumerate().map(|(i, &x)| x + bias[i % e]).collect();
+                top_k(&biased, e, k)
+            }
+            None => plain.clone(),
+        };
+        // Chosen probabilities, token-major [N k, 1], renormalised per token when asked.
+        let flat: Vec<i32> = chosen.iter().enumerate().map(|(s, &x)| ((s / k) * e + x) as i32).collect();
+        let mut w = embedding(&probs.reshape(&[-1, 1])?, &Tensor::from_i32(&port, &flat, &[n * k])?)?;
+        if cfg.norm_topk_prob {
+            let wk = w.reshape(&[n as isize, k as isize])?;
+            w = wk.div(&wk.sum_axes(&[1], true)?)?.reshape(&[-1, 1])?;
+        }
+        let (tok, slot, offsets) = sort_by_expert(&chosen, e, k);
+        let tok = Tensor::from_i32(&port, &tok, &[n * k])?;
+        let w_sorted = embedding(&w, &Tensor::from_i32(&port, &slot, &[n * k])?)?.reshape(&[-1, 1])?;
+        let xs = embedding(h, &tok)?; // [N k, d], expert-major
+        let up: Vec<Tensor> = self.up.iter().map(|&i| p(i)).collect();
+        let down: Vec<Tensor> = self.down.iter().map(|&i| p(i)).collect();
+        let ys = moe_experts(&xs, &offsets, &up, &down)?;
+        let mut out = moe_combine(&ys, &w_sorted, &tok, n)?;
+        if let Some((u, dn)) = self.shared {
+            out = out.add(&linear(&swiglu(&linear(h, &p(u), None)?)?, &p(dn), None)?)?;
+        }
+        let routing = LayerRouting {
+            prob_sum: probs.sum_axes(&[0], false)?,
+            topk_counts: counts(&plain, e),
+            routed: counts(&chosen, e),
+            chosen,
+            tokens: n,
+        };
+        Ok((out, routing))
+    }
+}
+
+/// transformers' pooled load-balancing loss over every MoE layer's routing (module header):
+/// E sum_e (C_e / R) (S_e / R) with R = L N rows, C the top-k counts and S the probability sums.
+pub(crate) fn aux_loss(layers: &[LayerRouting], n_experts: usize) -> Result<Option<Tensor>> {
+    let Some(first) = layers.first() else { return Ok(None) };
+    let rows: usize = layers.iter().map(|l| l.tokens).sum();
+    let mut c = vec![0f32; n_experts];
+    let mut s = first.prob_sum.clone();
+    for (i, l) in layers.iter().enumerate() {
+        l.topk_counts.iter().zip(&mut c).for_each(|(&n, c)| *c += n as f32);
+        if i > 0 {
+            s = s.add(&l.prob_sum)?;
+        }
+    }
+    let scale = n_experts as f64 / (rows as f64 * rows as f64);
+    let c = Tensor::from_f32(s.port(), &c, &[n_experts], DType::F32)?;
+    Ok(Some(s.mul(&c)?.sum()?.mul_scalar(scale)?))
+}
+
+/// Router statistics of one forward (the aux loss unweighted).
+pub(crate) fn stats(layers: &[LayerRouting], aux: f32) -> RouterStats {
+    let e = layers.first().map_or(0, |l| l.routed.len());
+    let mut total = vec![0usize; e];
+    let mut worst = 0f32;
+    for l in layers {
+        l.routed.iter().zip(&mut total).for_each(|(&n, t)| *t += n);
+        let sum: usize = l.routed.iter().sum();
+        let max = l.routed.iter().copied().max().unwrap_or(0);
+        worst = worst.max(max as f32 * e as f32 / sum.max(1) as f32);
+    }
+    RouterStats { tokens_per_expert: total, aux_loss: aux, max_load_ratio: worst }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anychip_port::{philox, PortOptions, Registry};
+
+    fn uniform(n: usize, seed: u64) -> Vec<f32> {
+        (0..n).map(|i| philox::uniform(seed, i as u64) * 2.0 - 1.0).collect()
+    }
+
+    /// The block alone, with O(1) activations and weights so that f32 finite differences resolve
+    /// the router's gradient too: objective sum(out * r) + 0.5 aux for top-2 of 4 experts with
+    /// renormalised weights, a shared expert and a selection bias. Each parameter (and h) is
+    /// moved along a random direction; the step must leave every token's choice as it was,
+    /// which the test checks rather than assumes.
+    #[test]
+    fn block_gradients_match_finite_differences() {
+        let mut reg = Registry::new();
+        anychip_port_ref::register(&mut reg);
+        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let (n, d) = (10, 6);
+        let cfg = MoeConfig {
+            n_experts: 4,
+            top_k: 2,
+            d_expert: 5,
+            n_shared: 1,
+            selection_bias: true,
+            ..MoeConfig::default()
+        };
+        let mut params: Vec<Tensor> = Vec::new();
+        let mut add = |_: String, shape: &[usize], _: ParamKind| -> Result<usize> {
+            let numel = shape.iter().product();
+            let scale = if shape.len() == 1 {
+                0.05
+            } else if shape[0] == 4 {
+                3.0
+            } else {
+                0.6
+            };
+            let v: Vec<f32> = uniform(numel, 40 + params.len() as u64).iter().map(|x| x * scale).collect();
+            params.push(Tensor::from_f32(&port, &v, shape, DType::F32)?.with_requires_grad());
+            Ok(params.len() - 1)
+        };
+        let block = build(&mut add, "moe", &cfg, d).unwrap();
+        let h = Tensor::from_f32(&port, &uniform(n * d, 7), &[n, d], DType::F32).unwrap().with_requires_grad();
+        let r = Tensor::from_f32(&port, &uniform(n * d, 8), &[n, d], DType::F32).unwrap();
+        let objective = |ps: &[Tensor], h: &Tensor| -> (Tensor, Vec<usize>) {
+            let (out, routing) = block.forward(&|i| ps[i].clone(), &cfg, h).unwrap();
+            let aux = aux_loss(std::slice::from_ref(&routing), cfg.n_experts).unwrap().unwrap();
+            let obj = out.mul(&r).unwrap().sum().unwrap().add(&aux.mul_scalar(0.5).unwrap()).unwrap();
+            (obj, routing.chosen)
+        };
+        let (obj, chosen) = objective(&params, &h);
+        let grads = obj.backward().unwrap();
+        let _g = anychip_core::no_grad();
+        let mut leaves: Vec<Tensor> = params.clone();
+        leaves.push(h.clone());
+        for (i, leaf) in leaves.iter().enumerate() {
+            let Some(g) = grads.get(leaf) else {
+                assert_eq!(leaf.shape(), [4], "only the selection bias gets no gradient");
+                continue;
+            };
+            let (g, w0) = (g.to_vec_f32().unwrap(), leaf.to_vec_f32().unwrap());
+            let dir = uniform(w0.len(), 200 + i as u64);
+            let analytic: f64 = g.iter().zip(&dir).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let step = 1e-2f32;
+            let at = |s: f32| -> f64 {
+                let w: Vec<f32> = w0.iter().zip(&dir).map(|(w, d)| w + s * d).collect();
+                let moved = Tensor::from_f32(&port, &w, leaf.shape(), DType::F32).unwrap();
+                let mut ps = params.clone();
+                let hh = if i == params.len() {
+                    moved
+                } else {
+                    ps[i] = moved;
+                    h.clone()
+                };
+                let (o, c) = objective(&ps, &hh);
+                assert_eq!(c, chosen, "leaf {i}: the step changed a token's experts; use a smaller step");
+                o.item().unwrap() as f64
+            };
+            let fd = (at(step) - at(-step)) / (2.0 * step as f64);
+            assert!(
+                (fd - analytic).abs() < 1e-3 + 1e-3 * analytic.abs(),
+                "leaf {i} {:?}: fd {fd} vs analytic {analytic}",
+                leaf.shape()
+            );
+        }
+    }
+
+    #[test]
+    fn top_k_picks_the_largest_in_order() {
+        let s = [0.1, 0.5, 0.2, 0.2, 0.9, 0.0, 0.05, 0.05];
+        assert_eq!(top_k(&s, 4, 2), vec![1, 2, 0, 2]);
+    }
+
+    #[test]
+    fn slots_sort_by_expert_then_token() {
+        // 3 tokens, k = 2: token 0 -> (2, 0), token 1 -> (0, 1), token 2 -> (2, 1).
+        let (tok, slot, off) = sort_by_expert(&[2, 0, 0, 1, 2, 1], 3, 2);
+        assert_eq!(off, vec![0, 2, 4, 6]);
+        assert_eq!(tok, vec![0, 1, 1, 2, 0, 2]);
+        assert_eq!(slot, vec![1, 2, 3, 5, 0, 4]);
+    }
+}
