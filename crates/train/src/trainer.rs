@@ -210,7 +210,11 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
         );
     }
     let port = ports::open(&cfg.port, cfg.threads)?;
-    let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(cfg.precision);
+    let (precision, note) = ports::matmul_precision(port.as_ref(), cfg.precision);
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(precision);
     let zero = dist.is_some_and(|d| d.zero);
     let mut opt = if zero { sharded_optimizer(&cfg, &model) } else { optimizer(&cfg, &model)? };
     let mut dp = match dist {
@@ -284,7 +288,7 @@ pub fn train_with(cfg: &TrainConfig, opts: &RunOptions, dist: Option<&Distribute
             "anychip: {} ({:.2}M params, {} matmuls) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
             cfg.preset,
             model.n_params() as f64 / 1e6,
-            cfg.precision,
+            precision,
             port.name(),
             caps.device,
             data.train.len(),
