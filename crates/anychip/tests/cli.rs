@@ -104,6 +104,20 @@ fn assert_bf16_tracks_f32(lf: &[f64], lb: &[f64], vf: f64, vb: f64) {
     assert_ne!(lf, lb, "--precision bf16 changed nothing");
 }
 
+/// `anychip` with bf16 operands kept even where the port has no fast bf16 matmul (which would
+/// otherwise multiply in f32), so the bf16 arithmetic is checked on every machine.
+fn widened(args: &[&str]) -> Output {
+    bin().args(args).env("ANYCHIP_BF16_WIDEN", "1").output().unwrap()
+}
+
+/// [`train`] under [`widened`].
+fn train_widened(data: &Path, out: &Path, steps: &str, extra: &[&str]) -> Output {
+    let mut a = vec!["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", steps];
+    a.extend_from_slice(TINY);
+    a.extend_from_slice(extra);
+    widened(&a)
+}
+
 #[test]
 fn bf16_precision_tracks_f32_and_resumes_bit_exact() {
     let d = scratch("bf16");
@@ -111,23 +125,53 @@ fn bf16_precision_tracks_f32_and_resumes_bit_exact() {
     let (f, a, b) = (d.join("f32"), d.join("bf16"), d.join("bf16-split"));
     let o = train(&data, &f, "24", SMOOTH);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = train(&data, &a, "24", &[SMOOTH, &["--precision", "bf16"]].concat());
+    let o = train_widened(&data, &a, "24", &[SMOOTH, &["--precision", "bf16"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (lf, lb) = (losses(&f), losses(&a));
     assert_eq!(lf.len(), 24);
     assert_bf16_tracks_f32(&lf, &lb, final_val_loss(&f), final_val_loss(&a));
     // The precision is part of the run: a resumed bf16 run stays bf16, bit for bit.
-    let o = train(&data, &b, "24", &[SMOOTH, &["--precision", "bf16", "--stop-after", "12"]].concat());
+    let o = train_widened(&data, &b, "24", &[SMOOTH, &["--precision", "bf16", "--stop-after", "12"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = run(&["train", "--resume", b.to_str().unwrap(), "--threads", "1", "--quiet"]);
+    let o = widened(&["train", "--resume", b.to_str().unwrap(), "--threads", "1", "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(losses(&b), lb);
     let o = run(&["bench", "--preset", "gpt2-tiny", "--batch", "2", "--ctx", "16", "--steps", "2", "--warmup", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o =
-        run(&["bench", "--preset", "gpt2-tiny", "--batch", "2", "--ctx", "16", "--steps", "2", "--precision", "bf16"]);
+    let o = widened(&[
+        "bench",
+        "--preset",
+        "gpt2-tiny",
+        "--batch",
+        "2",
+        "--ctx",
+        "16",
+        "--steps",
+        "2",
+        "--precision",
+        "bf16",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("bf16 matmuls"), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// Where the cpu port has no fast bf16 matmul (no native bf16 dot product, or dispatch capped
+/// below it), `--precision bf16` multiplies in f32, says so in one line at start, and trains
+/// exactly as f32 does; where it has one, bf16 runs as asked, without the note.
+#[test]
+fn bf16_without_a_fast_bf16_matmul_is_f32_with_a_notice() {
+    let ports = String::from_utf8_lossy(&run(&["ports"]).stdout).to_string();
+    let cpu = ports.split("\nref:").next().unwrap().to_string();
+    let native = cpu.contains("fast matmul: f32,bf16");
+    let d = scratch("bf16-note");
+    let data = corpus(&d);
+    let (f, b) = (d.join("f32"), d.join("bf16"));
+    assert!(train(&data, &f, "4", &["--ckpt-every", "0"]).status.success());
+    let o = train(&data, &b, "4", &["--ckpt-every", "0", "--precision", "bf16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let notes = String::from_utf8_lossy(&o.stderr).lines().filter(|l| l.starts_with("note: ")).count();
+    assert_eq!(notes, usize::from(!native), "{cpu}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(losses(&f) == losses(&b), !native, "{cpu}");
 }
 
 /// `ANYCHIP_CPU_ISA` caps the cpu port's kernels: `ports` names the level in use, and a value

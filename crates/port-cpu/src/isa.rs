@@ -7,6 +7,9 @@
 //! AVX2-only CPU runs AVX2; `avx2` on a CPU without AVX2+FMA runs portable), and `anychip
 //! ports` prints the level in use. An unknown value is refused when the port is created.
 //!
+//! On aarch64 the only level is `portable`: NEON is part of the baseline target there, so the
+//! portable kernels already compile to NEON (and the gemm crate has NEON micro-kernels).
+//!
 //! Not covered: the `gemm` crate (f32 and widened-bf16 products) picks its own micro-kernels
 //! from what the CPU has and cannot be told otherwise, so under a cap below the CPU's best its
 //! products still use the wider unit; a vendor BLAS is capped by its own variable

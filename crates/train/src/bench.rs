@@ -1,6 +1,7 @@
 //! `anychip bench`: training-step throughput on synthetic tokens, medians over repeats.
 
 use crate::config::TrainConfig;
+use crate::precision::matmul_precision;
 use crate::profile::{Kind, Phase, Profile, Profiler};
 use crate::trainer::{batch_tensors, forward_backward, on_port, optimizer, param_grads};
 use anychip_data::Loader;
@@ -70,7 +71,11 @@ pub fn bench(
         Some(p) => p.clone(),
         None => inner,
     };
-    let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(cfg.precision);
+    let (precision, note) = matmul_precision(port.as_ref(), cfg.precision);
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(precision);
     let mut opt = optimizer(cfg, &model)?;
     // Random tokens: throughput does not depend on the text, and no corpus is needed.
     let n = (cfg.batch * (cfg.ctx + 1) * 64).max(4096);
@@ -116,7 +121,7 @@ pub fn bench(
         batch: cfg.batch,
         ctx: cfg.ctx,
         n_params: model.n_params(),
-        precision: cfg.precision.name().into(),
+        precision: precision.name().into(),
         step_ms_median: med * 1e3,
         step_ms_min: times.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
         tokens_per_s: tps,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod fixed_batch;
+pub mod precision;
 pub mod profile;
 pub mod sample;
 pub mod trainer;

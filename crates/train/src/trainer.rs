@@ -2,10 +2,11 @@
 
 use crate::checkpoint::{self, RunState};
 use crate::config::TrainConfig;
+use crate::precision::matmul_precision;
 use anychip_core::{no_grad, Tensor};
 use anychip_data::{eval_batches, Batch, Dataset, Loader, LoaderState, TokenizerKind};
 use anychip_dist::{collectives_for, Comm, DataParallel, DpOptions};
-use anychip_nn::Transformer;
+use anychip_nn::{Precision, Transformer};
 use anychip_optim::{AdamW, CosineSchedule, ParamGroup};
 use anychip_port::Port;
 use anyhow::{anyhow, bail, Context, Result};
@@ -206,7 +207,11 @@ pub fn train_with(
             cfg.batch
         );
     }
-    let model = Transformer::new(&cfg.model, port, cfg.seed)?.with_precision(cfg.precision);
+    let (precision, note) = matmul_precision(port.as_ref(), cfg.precision);
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let model = Transformer::new(&cfg.model, port, cfg.seed)?.with_precision(precision);
     let zero = dist.is_some_and(|d| d.zero);
     let mut opt = if zero { sharded_optimizer(&cfg, &model) } else { optimizer(&cfg, &model)? };
     let mut dp = match dist {
@@ -235,7 +240,7 @@ pub fn train_with(
         (_, p) => p,
     };
     if !opts.quiet {
-        announce(&cfg, &model, &**port, &data, world, zero, opt_bytes);
+        announce(&cfg, &model, precision, &**port, &data, world, zero, opt_bytes);
     }
     let end = opts.stop_after.map_or(cfg.steps, |n| (start + n).min(cfg.steps));
     let mut run = Run {
@@ -354,9 +359,11 @@ fn metrics_log(opts: &RunOptions, rank: usize) -> Result<Box<dyn Write>> {
 }
 
 /// The opening lines on stderr: model, port, data and batch; the data-parallel layout.
+#[allow(clippy::too_many_arguments)]
 fn announce(
     cfg: &TrainConfig,
     model: &Transformer,
+    precision: Precision,
     port: &dyn Port,
     data: &Dataset,
     world: usize,
@@ -367,7 +374,7 @@ fn announce(
         "anychip: {} ({:.2}M params, {} matmuls) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
         cfg.preset,
         model.n_params() as f64 / 1e6,
-        cfg.precision,
+        precision,
         port.name(),
         port.capabilities().device,
         data.train.len(),
