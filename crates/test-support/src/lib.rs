@@ -7,9 +7,11 @@
 //!   upload is a failed test, so they panic with the port's error;
 //! - [`data`]: deterministic inputs (Philox streams, a xorshift generator, special values);
 //! - [`check`]: element-wise comparisons with named tolerances;
+//! - [`cli`]: the command line's failure contract (exit 2, one `error:` line, no panic);
 //! - [`port_or_skip`]: open an optional port, or fail when the environment demands it.
 
 pub mod check;
+pub mod cli;
 pub mod data;
 pub mod transfer;
 
