@@ -106,154 +106,165 @@ pub fn run(p: &dyn Port, r: &dyn Port) -> Vec<Row> {
             ));
             continue;
         }
-        for (name, x) in layouts(dt, 1) {
-            let shape = x.layout.shape.clone();
-            c.case("fill", for_op("fill", dt, 1), dt, &name, &[], &zeros(&shape, dt), &|p, _, o| p.fill(o, -1.25));
+        elementwise(&mut c, dt);
+        broadcasting(&mut c, dt);
+        reductions(&mut c, dt);
+        casts(&mut c, dt);
+        matmuls(&mut c, dt);
+        rows_ops(&mut c, dt);
+        random(&mut c, dt);
+    }
+    c.rows
+}
+
+/// Fill, copy, every unary, binary and comparison op and select on every layout of [`layouts`].
+fn elementwise(c: &mut Ctx, dt: DType) {
+    for (name, x) in layouts(dt, 1) {
+        let shape = x.layout.shape.clone();
+        c.case("fill", for_op("fill", dt, 1), dt, &name, &[], &zeros(&shape, dt), &|p, _, o| p.fill(o, -1.25));
+        c.case(
+            "copy_strided",
+            for_op("copy_strided", dt, 1),
+            dt,
+            &name,
+            std::slice::from_ref(&x),
+            &zeros(&shape, dt),
+            &|p, i, o| p.copy_strided(&i[0], o),
+        );
+        for op in UnaryOp::ALL {
+            let tag = format!("{op:?}").to_lowercase();
             c.case(
-                "copy_strided",
-                for_op("copy_strided", dt, 1),
+                &format!("unary {tag}"),
+                for_op(&tag, dt, 1),
                 dt,
                 &name,
                 std::slice::from_ref(&x),
                 &zeros(&shape, dt),
-                &|p, i, o| p.copy_strided(&i[0], o),
+                &move |p, i, o| p.unary(op, &i[0], o),
             );
-            for op in UnaryOp::ALL {
-                let tag = format!("{op:?}").to_lowercase();
-                c.case(
-                    &format!("unary {tag}"),
-                    for_op(&tag, dt, 1),
-                    dt,
-                    &name,
-                    std::slice::from_ref(&x),
-                    &zeros(&shape, dt),
-                    &move |p, i, o| p.unary(op, &i[0], o),
-                );
-            }
-            let y = HostView::random(&shape, dt, 9, false);
-            for op in BinaryOp::ALL {
-                let tag = format!("{op:?}").to_lowercase();
-                c.case(
-                    &format!("binary {tag}"),
-                    for_op(&tag, dt, 1),
-                    dt,
-                    &name,
-                    &[x.clone(), y.clone()],
-                    &zeros(&shape, dt),
-                    &move |p, i, o| p.binary(op, &i[0], &i[1], o),
-                );
-            }
-            for op in [CompareOp::Eq, CompareOp::Lt] {
-                let same = x.with_layout(x.layout.clone());
-                c.case(
-                    &format!("compare {op:?}").to_lowercase(),
-                    Tol::EXACT,
-                    dt,
-                    &name,
-                    &[x.clone(), same, y.clone()],
-                    &zeros(&shape, dt),
-                    &move |p, i, o| {
-                        p.compare(op, &i[0], &i[2], o)?;
-                        if op == CompareOp::Eq {
-                            p.compare(op, &i[0], &i[1], o)?; // x == x: NaN must compare false
-                        }
-                        Ok(())
-                    },
-                );
-            }
-            c.case("select", Tol::EXACT, dt, &name, &[x.clone(), y.clone()], &zeros(&shape, dt), &|p, i, o| {
-                p.select(&i[0], &i[0], &i[1], o)
-            });
         }
-        // Broadcasting: b is [3] walked with stride 0 across 17 rows; a row vector against a column.
-        let a = HostView::random(&[17, 3], dt, 3, true);
-        let b = HostView::random(&[3], dt, 4, false).with_layout(Layout {
-            shape: vec![17, 3],
-            strides: vec![0, 1],
-            offset: 0,
-        });
-        let col = HostView::random(&[17], dt, 5, false).with_layout(Layout {
-            shape: vec![17, 3],
-            strides: vec![1, 0],
-            offset: 0,
-        });
+        let y = HostView::random(&shape, dt, 9, false);
         for op in BinaryOp::ALL {
             let tag = format!("{op:?}").to_lowercase();
             c.case(
                 &format!("binary {tag}"),
                 for_op(&tag, dt, 1),
                 dt,
-                "[17,3] with [3] and [17,1] broadcast",
-                &[a.clone(), b.clone(), col.clone()],
-                &zeros(&[17, 3], dt),
+                &name,
+                &[x.clone(), y.clone()],
+                &zeros(&shape, dt),
+                &move |p, i, o| p.binary(op, &i[0], &i[1], o),
+            );
+        }
+        for op in [CompareOp::Eq, CompareOp::Lt] {
+            let same = x.with_layout(x.layout.clone());
+            c.case(
+                &format!("compare {op:?}").to_lowercase(),
+                Tol::EXACT,
+                dt,
+                &name,
+                &[x.clone(), same, y.clone()],
+                &zeros(&shape, dt),
                 &move |p, i, o| {
-                    p.binary(op, &i[0], &i[1], o)?;
-                    p.binary(op, &i[2], o, o)
+                    p.compare(op, &i[0], &i[2], o)?;
+                    if op == CompareOp::Eq {
+                        p.compare(op, &i[0], &i[1], o)?; // x == x: NaN must compare false
+                    }
+                    Ok(())
                 },
             );
         }
-        // Reductions over the last, the first and both axes.
-        let big = HostView::random(&[17, 783], dt, 6, false);
-        let special = HostView::random(&[3, 17], dt, 7, true);
-        for (op, tag) in [(ReduceOp::Sum, "reduce_sum"), (ReduceOp::Max, "reduce_max")] {
-            for (x, out, k, case) in [
-                (&big, vec![17, 1], 783, "[17,783] -> [17,1]"),
-                (&big, vec![1, 783], 17, "[17,783] -> [1,783]"),
-                (&big, vec![1, 1], 17 * 783, "[17,783] -> [1,1]"),
-                (&special, vec![3, 1], 17, "[3,17] with NaN/inf -> [3,1]"),
-            ] {
-                c.case(
-                    tag,
-                    for_op(tag, dt, k),
-                    dt,
-                    case,
-                    std::slice::from_ref(x),
-                    &zeros(&out, dt),
-                    &move |p, i, o| p.reduce(op, &i[0], o),
-                );
-            }
-        }
-        // Casts between every pair of dtypes this port stores.
-        let src = HostView::random(&[783], dt, 8, true);
-        for to in [DType::F32, DType::BF16] {
-            if supports(p, to) {
-                c.case(
-                    &format!("cast to {to}"),
-                    for_op("cast", dt, 1),
-                    dt,
-                    "[783] with NaN/inf/-0",
-                    std::slice::from_ref(&src),
-                    &zeros(&[783], to),
-                    &|p, i, o| p.cast(&i[0], o),
-                );
-            }
-        }
-        let finite = HostView::random(&[783], dt, 9, false);
+        c.case("select", Tol::EXACT, dt, &name, &[x.clone(), y.clone()], &zeros(&shape, dt), &|p, i, o| {
+            p.select(&i[0], &i[0], &i[1], o)
+        });
+    }
+}
+
+/// Binary ops with a row vector (stride 0 across rows) and a column vector broadcast.
+fn broadcasting(c: &mut Ctx, dt: DType) {
+    // Broadcasting: b is [3] walked with stride 0 across 17 rows; a row vector against a column.
+    let a = HostView::random(&[17, 3], dt, 3, true);
+    let b =
+        HostView::random(&[3], dt, 4, false).with_layout(Layout { shape: vec![17, 3], strides: vec![0, 1], offset: 0 });
+    let col = HostView::random(&[17], dt, 5, false).with_layout(Layout {
+        shape: vec![17, 3],
+        strides: vec![1, 0],
+        offset: 0,
+    });
+    for op in BinaryOp::ALL {
+        let tag = format!("{op:?}").to_lowercase();
         c.case(
-            "cast to i32",
-            Tol::EXACT,
+            &format!("binary {tag}"),
+            for_op(&tag, dt, 1),
             dt,
-            "[783] finite, truncating",
-            &[finite],
-            &zeros(&[783], DType::I32),
-            &|p, i, o| p.cast(&i[0], o),
+            "[17,3] with [3] and [17,1] broadcast",
+            &[a.clone(), b.clone(), col.clone()],
+            &zeros(&[17, 3], dt),
+            &move |p, i, o| {
+                p.binary(op, &i[0], &i[1], o)?;
+                p.binary(op, &i[2], o, o)
+            },
         );
-        matmuls(&mut c, dt);
-        rows_ops(&mut c, dt);
-        for dist in [Distribution::Uniform, Distribution::Normal] {
-            let tag = if dist == Distribution::Uniform { "random_uniform" } else { "random_normal" };
+    }
+}
+
+/// Sums and maxima over the last, the first and both axes, and rows with NaN and infinities.
+fn reductions(c: &mut Ctx, dt: DType) {
+    // Reductions over the last, the first and both axes.
+    let big = HostView::random(&[17, 783], dt, 6, false);
+    let special = HostView::random(&[3, 17], dt, 7, true);
+    for (op, tag) in [(ReduceOp::Sum, "reduce_sum"), (ReduceOp::Max, "reduce_max")] {
+        for (x, out, k, case) in [
+            (&big, vec![17, 1], 783, "[17,783] -> [17,1]"),
+            (&big, vec![1, 783], 17, "[17,783] -> [1,783]"),
+            (&big, vec![1, 1], 17 * 783, "[17,783] -> [1,1]"),
+            (&special, vec![3, 1], 17, "[3,17] with NaN/inf -> [3,1]"),
+        ] {
+            c.case(tag, for_op(tag, dt, k), dt, case, std::slice::from_ref(x), &zeros(&out, dt), &move |p, i, o| {
+                p.reduce(op, &i[0], o)
+            });
+        }
+    }
+}
+
+/// Casts to every float dtype the port stores (specials included) and truncating casts to i32.
+fn casts(c: &mut Ctx, dt: DType) {
+    let p = c.p;
+    // Casts between every pair of dtypes this port stores.
+    let src = HostView::random(&[783], dt, 8, true);
+    for to in [DType::F32, DType::BF16] {
+        if supports(p, to) {
             c.case(
-                tag,
-                for_op(tag, dt, 1),
+                &format!("cast to {to}"),
+                for_op("cast", dt, 1),
                 dt,
-                "[783] seed 7 offset 1001",
-                &[],
-                &zeros(&[783], dt),
-                &move |p, _, o| p.random(dist, 7, 1001, o),
+                "[783] with NaN/inf/-0",
+                std::slice::from_ref(&src),
+                &zeros(&[783], to),
+                &|p, i, o| p.cast(&i[0], o),
             );
         }
     }
-    c.rows
+    let finite = HostView::random(&[783], dt, 9, false);
+    c.case(
+        "cast to i32",
+        Tol::EXACT,
+        dt,
+        "[783] finite, truncating",
+        &[finite],
+        &zeros(&[783], DType::I32),
+        &|p, i, o| p.cast(&i[0], o),
+    );
+}
+
+/// Philox streams, bit-exact (uniform) or within the transcendental bound (normal).
+fn random(c: &mut Ctx, dt: DType) {
+    for dist in [Distribution::Uniform, Distribution::Normal] {
+        let tag = if dist == Distribution::Uniform { "random_uniform" } else { "random_normal" };
+        c.case(tag, for_op(tag, dt, 1), dt, "[783] seed 7 offset 1001", &[], &zeros(&[783], dt), &move |p, _, o| {
+            p.random(dist, 7, 1001, o)
+        });
+    }
 }
 
 fn matmuls(c: &mut Ctx, dt: DType) {
