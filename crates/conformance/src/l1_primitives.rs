@@ -267,6 +267,29 @@ fn random(c: &mut Ctx, dt: DType) {
     }
 }
 
+/// A `[batch, rows, cols]` matmul operand of random values, stored transposed (`[cols, rows]`
+/// per batch) when `transposed`, and as one matrix with batch stride 0 when `broadcast`.
+fn operand(
+    dt: DType,
+    seed: u64,
+    (batch, rows, cols): (usize, usize, usize),
+    transposed: bool,
+    broadcast: bool,
+) -> HostView {
+    let stored_batches = if broadcast { 1 } else { batch };
+    let batch_stride = if broadcast { 0 } else { rows * cols };
+    let (stored, strides) = if transposed {
+        ([stored_batches, cols, rows], vec![batch_stride, 1, rows])
+    } else {
+        ([stored_batches, rows, cols], vec![batch_stride, cols, 1])
+    };
+    HostView::random(&stored, dt, seed, false).with_layout(Layout {
+        shape: vec![batch, rows, cols],
+        strides,
+        offset: 0,
+    })
+}
+
 fn matmuls(c: &mut Ctx, dt: DType) {
     // (batch, m, k, n, transpose a, transpose b, broadcast b over the batch, alpha, beta)
     let cases = [
@@ -278,30 +301,8 @@ fn matmuls(c: &mut Ctx, dt: DType) {
         (1, 17, 64, 17, true, true, false, 2.0, 0.25),
     ];
     for (b, m, k, n, ta, tb, bb, alpha, beta) in cases {
-        let a = if ta {
-            HostView::random(&[b, k, m], dt, 11, false).with_layout(Layout {
-                shape: vec![b, m, k],
-                strides: vec![m * k, 1, m],
-                offset: 0,
-            })
-        } else {
-            HostView::random(&[b, m, k], dt, 11, false)
-        };
-        let nb = if bb { 1 } else { b };
-        let bs = if bb { 0 } else { k * n };
-        let bm = if tb {
-            HostView::random(&[nb, n, k], dt, 12, false).with_layout(Layout {
-                shape: vec![b, k, n],
-                strides: vec![bs, 1, k],
-                offset: 0,
-            })
-        } else {
-            HostView::random(&[nb, k, n], dt, 12, false).with_layout(Layout {
-                shape: vec![b, k, n],
-                strides: vec![bs, n, 1],
-                offset: 0,
-            })
-        };
+        let a = operand(dt, 11, (b, m, k), ta, false);
+        let bm = operand(dt, 12, (b, k, n), tb, bb);
         let out = if beta != 0.0 { HostView::random(&[b, m, n], dt, 13, false) } else { zeros(&[b, m, n], dt) };
         let case = format!(
             "[{b},{m},{k}]x[{k},{n}]{}{}{} a{alpha} b{beta}",
@@ -323,24 +324,8 @@ fn matmuls(c: &mut Ctx, dt: DType) {
             (70, 37, 300, true, false, 0.5, 1.5),
             (15, 513, 33, true, true, 1.0, 0.0),
         ] {
-            let a = if ta {
-                HostView::random(&[1, k, m], dt, 31, false).with_layout(Layout {
-                    shape: vec![1, m, k],
-                    strides: vec![0, 1, m],
-                    offset: 0,
-                })
-            } else {
-                HostView::random(&[1, m, k], dt, 31, false)
-            };
-            let bm = if tb {
-                HostView::random(&[1, n, k], dt, 32, false).with_layout(Layout {
-                    shape: vec![1, k, n],
-                    strides: vec![0, 1, k],
-                    offset: 0,
-                })
-            } else {
-                HostView::random(&[1, k, n], dt, 32, false)
-            };
+            // A transposed operand with batch stride 0, as a broadcast weight arrives.
+            let (a, bm) = (operand(dt, 31, (1, m, k), ta, ta), operand(dt, 32, (1, k, n), tb, tb));
             let out = if beta != 0.0 {
                 HostView::random(&[1, m, n], DType::F32, 33, false)
             } else {
