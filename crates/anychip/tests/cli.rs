@@ -1,6 +1,7 @@
 //! The `anychip` binary as a user runs it: resume is bit-exact, and bad input gives one clear
 //! line, exit code 2, no panic, and overwrites nothing.
 
+use anychip_test_support::cli::assert_clean_failure;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,17 +28,6 @@ fn corpus(dir: &Path) -> PathBuf {
 
 fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
-}
-
-/// The failure contract: exit 2, exactly one non-empty stderr line starting with "error:", no panic.
-fn assert_clean_failure(o: &Output, must_contain: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "want one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains(must_contain), "'{must_contain}' not in: {err}");
 }
 
 const TINY: &[&str] = &["--preset", "gpt2-tiny", "--batch", "4", "--ctx", "32", "--threads", "1", "--quiet"];

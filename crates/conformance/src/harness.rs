@@ -2,16 +2,11 @@
 //! layout, read-back through a layout, and element-wise comparison into a report row.
 
 use crate::report::{Level, Row, Status};
-use crate::tolerance::Tol;
-use anychip_port::{bf16_to_f32, f32_to_bf16, philox, DType, Layout, Port, PortError, View};
+use crate::tolerance::{Bound, Tol};
+use anychip_port::{DType, Layout, Port, PortError, View};
+use anychip_test_support::{transfer, with_specials};
 
-/// NaN, infinities and signed zeros, placed at the front of special-value inputs.
-pub const SPECIALS: [f32; 6] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0, 1.0];
-
-/// `n` values in [-scale, scale) from the Philox stream `seed`.
-pub fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    (0..n).map(|i| (philox::uniform(seed, i as u64) * 2.0 - 1.0) * scale).collect()
-}
+pub use anychip_test_support::data::philox_values as data;
 
 /// A host description of a view: storage values plus how the view walks them.
 #[derive(Clone, Debug)]
@@ -25,12 +20,8 @@ impl HostView {
     /// Contiguous `shape` filled from `seed`, with the special values first when asked.
     pub fn random(shape: &[usize], dtype: DType, seed: u64, specials: bool) -> HostView {
         let layout = Layout::contiguous(shape);
-        let mut storage = data(layout.numel(), seed, 3.0);
-        if specials {
-            for (x, s) in storage.iter_mut().zip(SPECIALS) {
-                *x = s;
-            }
-        }
+        let storage = data(layout.numel(), seed, 3.0);
+        let storage = if specials { with_specials(storage) } else { storage };
         HostView { storage, dtype, layout }
     }
     /// Integer data (I32 storage) from a slice.
@@ -47,41 +38,31 @@ impl HostView {
     }
     /// Upload the storage and return the view on `p`.
     pub fn upload(&self, p: &dyn Port) -> Result<View, PortError> {
-        let bytes = encode(&self.storage, self.dtype);
-        let buf = p.alloc(bytes.len().max(self.dtype.size()))?;
-        p.write(&buf, 0, &bytes)?;
-        Ok(View { buf, dtype: self.dtype, layout: self.layout.clone() })
-    }
-}
-
-fn encode(v: &[f32], dt: DType) -> Vec<u8> {
-    match dt {
-        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        DType::BF16 => v.iter().flat_map(|&x| f32_to_bf16(x).to_le_bytes()).collect(),
-        DType::I32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+        transfer::upload(p, &self.storage, self.dtype, self.layout.clone())
     }
 }
 
 /// The elements of `v` in row-major order, as f64.
-pub fn read(p: &dyn Port, v: &View) -> Result<Vec<f64>, PortError> {
-    let mut bytes = vec![0u8; v.buf.bytes()];
-    p.read(&v.buf, 0, &mut bytes)?;
-    let s = v.dtype.size();
-    Ok(v.layout
-        .indices()
-        .map(|i| {
-            let c = &bytes[i * s..i * s + s];
-            match v.dtype {
-                DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-                DType::BF16 => bf16_to_f32(u16::from_le_bytes([c[0], c[1]])) as f64,
-                DType::I32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-            }
-        })
-        .collect())
-}
+pub use transfer::download as read;
 
 /// Compare `got` with `want` under `tol` into a report row.
 pub fn compare(level: Level, op: &str, dt: DType, case: &str, got: &[f64], want: &[f64], tol: Tol) -> Row {
+    compare_bounded(level, op, dt, case, got, want, Bound::Fixed(tol), &[])
+}
+
+/// Compare `got` with `want` under `bound` into a report row; `magnitudes` holds, for a
+/// [`Bound::Accumulation`], each element's sum of absolute terms (a missing one fails).
+#[allow(clippy::too_many_arguments)]
+pub fn compare_bounded(
+    level: Level,
+    op: &str,
+    dt: DType,
+    case: &str,
+    got: &[f64],
+    want: &[f64],
+    bound: Bound,
+    magnitudes: &[f64],
+) -> Row {
     let (mut max_abs, mut max_rel, mut bad) = (0.0f64, 0.0f64, None);
     if got.len() != want.len() {
         bad = Some(format!("{} elements, want {}", got.len(), want.len()));
@@ -92,8 +73,16 @@ pub fn compare(level: Level, op: &str, dt: DType, case: &str, got: &[f64], want:
             max_abs = max_abs.max(a);
             max_rel = max_rel.max(a / w.abs().max(1e-30));
         }
-        if bad.is_none() && !tol.ok(*g, *w) {
-            bad = Some(format!("element {i}: got {g}, want {w}"));
+        let (ok, allowed) = match bound {
+            Bound::Fixed(t) => (t.ok(*g, *w), t.abs + t.rel * w.abs()),
+            Bound::Accumulation { rel, per_magnitude, .. } => {
+                let m = magnitudes.get(i).copied().unwrap_or(f64::NAN);
+                let allowed = rel * w.abs() + per_magnitude * m;
+                (Tol::within(*g, *w, allowed), allowed)
+            }
+        };
+        if bad.is_none() && !ok {
+            bad = Some(format!("element {i}: got {g}, want {w} (allowed +-{allowed:.3e})"));
         }
     }
     Row {
@@ -103,7 +92,7 @@ pub fn compare(level: Level, op: &str, dt: DType, case: &str, got: &[f64], want:
         case: case.into(),
         max_abs_err: max_abs,
         max_rel_err: if max_rel.is_finite() { max_rel } else { f64::MAX },
-        tolerance: tol.describe(),
+        tolerance: bound.describe(),
         status: if bad.is_some() { Status::Fail } else { Status::Pass },
         note: bad.unwrap_or_default(),
     }

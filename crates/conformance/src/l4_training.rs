@@ -39,8 +39,14 @@ fn curve(port: &Arc<dyn Port>, cfg: &ModelConfig) -> anychip_core::Result<Vec<f6
         let loss = model.loss(&Tensor::from_i32(port, &x, &[b, t])?, &Tensor::from_i32(port, &y, &[b, t])?)?;
         losses.push(loss.item()? as f64);
         let mut g = loss.backward()?;
-        let gs: Vec<Tensor> =
-            model.params().iter().map(|p| g.remove(&p.tensor).expect("every parameter has a gradient")).collect();
+        let gs = model
+            .params()
+            .iter()
+            .map(|p| {
+                g.remove(&p.tensor)
+                    .ok_or_else(|| anychip_core::Error::Backward(format!("no gradient reached {}", p.name)))
+            })
+            .collect::<anychip_core::Result<Vec<Tensor>>>()?;
         opt.step(&gs, 3e-3)?;
     }
     Ok(losses)

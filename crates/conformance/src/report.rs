@@ -143,6 +143,9 @@ impl Report {
     }
     /// The JSON report.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("report serialises")
+        // Strings and numbers only (non-finite ones become null): serialising cannot fail, but
+        // if it ever did the suite still would not panic.
+        serde_json::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("{{\"port\": {:?}, \"error\": {:?}}}", self.port, e.to_string()))
     }
 }

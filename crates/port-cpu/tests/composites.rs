@@ -2,11 +2,9 @@
 //! in `anychip_port::Composite`'s docs (the oracle until the decomposition crate lands):
 //! odd shapes, shapes above the threading threshold, special values, f32 and bf16.
 
-mod common;
-
 use anychip_port::{philox, Composite, DType, GeluKind, Handled, Port, View};
 use anychip_port_cpu::CpuPort;
-use common::*;
+use anychip_test_support::*;
 
 fn cpu() -> CpuPort {
     anychip_port_cpu::new(Some(2))
@@ -29,9 +27,9 @@ fn close(what: &str, p: &CpuPort, v: &View, want: &[f64], tol: Tol) {
 
 fn tol(dtype: DType) -> Tol {
     if dtype == DType::BF16 {
-        BF16_SUM
+        Tol::BF16_SUM
     } else {
-        F32_FUSED
+        Tol::F32_FUSED
     }
 }
 
@@ -192,9 +190,9 @@ fn layer_norm_and_rms_norm() {
                         }
                     }
                     close(&format!("{what} y"), &p, &y, &my, tol(dtype));
-                    close(&format!("{what} rstd"), &p, &rstd, &mr, F32_FUSED);
+                    close(&format!("{what} rstd"), &p, &rstd, &mr, Tol::F32_FUSED);
                     if !rms {
-                        close(&format!("{what} mean"), &p, &mean, &mm, F32_FUSED);
+                        close(&format!("{what} mean"), &p, &mean, &mm, Tol::F32_FUSED);
                     }
                     let dx = output(&p, dtype, &[r, c]);
                     let dw = affine.then(|| output(&p, DType::F32, &[c]));
@@ -223,11 +221,8 @@ fn layer_norm_and_rms_norm() {
                             }
                         },
                     );
-                    let gtol = if dtype == DType::BF16 {
-                        Tol { rtol: 3e-2, atol: 3e-2 }
-                    } else {
-                        Tol { rtol: 2e-4, atol: 2e-4 }
-                    };
+                    let gtol =
+                        if dtype == DType::BF16 { Tol { abs: 3e-2, rel: 3e-2 } } else { Tol { abs: 2e-4, rel: 2e-4 } };
                     close(&format!("{what} dx"), &p, &dx, &mdx, gtol);
                     if let Some(dw) = &dw {
                         close(&format!("{what} dweight"), &p, dw, &mdw, gtol);
@@ -290,8 +285,8 @@ fn gelu_and_silu() {
                 }
                 let want_y: Vec<f64> = xs.iter().map(|&v| f(v).0).collect();
                 let want_dx: Vec<f64> = xs.iter().zip(&gs).map(|(&v, &g)| g * f(v).1).collect();
-                close(&format!("{what} fwd"), &p, &y, &want_y, tol_for(dtype, F32_FUSED));
-                close(&format!("{what} bwd"), &p, &dx, &want_dx, tol_for(dtype, F32_FUSED));
+                close(&format!("{what} fwd"), &p, &y, &want_y, tol_for(dtype, Tol::F32_FUSED));
+                close(&format!("{what} bwd"), &p, &dx, &want_dx, tol_for(dtype, Tol::F32_FUSED));
             }
         }
     }
@@ -333,8 +328,8 @@ fn cross_entropy_with_ignored_rows() {
                 } else {
                     counted.iter().map(|&i| mlse[i] - x[i * v + t[i] as usize]).sum::<f64>() / counted.len() as f64
                 };
-                close(&format!("{what} lse"), &p, &lse, &mlse, F32_FUSED);
-                close(&format!("{what} loss"), &p, &loss, &[mloss], F32_FUSED);
+                close(&format!("{what} lse"), &p, &lse, &mlse, Tol::F32_FUSED);
+                close(&format!("{what} loss"), &p, &loss, &[mloss], Tol::F32_FUSED);
                 let dloss = tensor(&p, &[2.0], DType::F32, &[1]);
                 let dlogits = output(&p, dtype, &[n, v]);
                 run(&p, Composite::CrossEntropyBwd { logits, targets, lse, dloss, dlogits: dlogits.clone() });
@@ -345,7 +340,7 @@ fn cross_entropy_with_ignored_rows() {
                         want[i * v + j] = 2.0 / counted.len() as f64 * ((x[i * v + j] - mlse[i]).exp() - onehot);
                     }
                 }
-                close(&format!("{what} dlogits"), &p, &dlogits, &want, tol_for(dtype, F32_FUSED));
+                close(&format!("{what} dlogits"), &p, &dlogits, &want, tol_for(dtype, Tol::F32_FUSED));
             }
         }
     }
@@ -454,7 +449,7 @@ fn attention_causal_gqa_and_masked_rows() {
                     attention64(&f64s(&p, &q), &f64s(&p, &k), &f64s(&p, &v), &f64s(&p, &dout), d, scale as f64, causal);
                 let tl = tol(dtype);
                 close(&format!("{what} out"), &p, &out, &mo, tl);
-                close(&format!("{what} lse"), &p, &lse, &ml, F32_FUSED);
+                close(&format!("{what} lse"), &p, &lse, &ml, Tol::F32_FUSED);
                 let (dq, dk, dv) = (
                     output(&p, dtype, &[b, hq, t, dh]),
                     output(&p, dtype, &[b, hkv, s, dh]),
@@ -477,8 +472,7 @@ fn attention_causal_gqa_and_masked_rows() {
                     },
                 );
                 // bf16 gradients inherit the rounding of out (used in D = dout . out).
-                let gt =
-                    if dtype == DType::BF16 { Tol { rtol: 5e-2, atol: 5e-2 } } else { Tol { rtol: 2e-4, atol: 2e-4 } };
+                let gt = if dtype == DType::BF16 { Tol { abs: 5e-2, rel: 5e-2 } } else { Tol { abs: 2e-4, rel: 2e-4 } };
                 close(&format!("{what} dq"), &p, &dq, &mdq, gt);
                 close(&format!("{what} dk"), &p, &dk, &mdk, gt);
                 close(&format!("{what} dv"), &p, &dv, &mdv, gt);
@@ -540,7 +534,7 @@ fn attention_reads_heads_of_a_fused_qkv_in_place() {
         );
         let what = format!("strided attention {dtype}");
         close(&format!("{what} out"), &p, &out, &mo, tol(dtype));
-        close(&format!("{what} lse"), &p, &lse, &ml, F32_FUSED);
+        close(&format!("{what} lse"), &p, &lse, &ml, Tol::F32_FUSED);
         let (dq, dk, dv) = (heads(&dx, 0, hq), heads(&dx, hq, hkv), heads(&dx, hq + hkv, hkv));
         let bwd = Composite::AttentionBwd {
             q,
@@ -556,7 +550,7 @@ fn attention_reads_heads_of_a_fused_qkv_in_place() {
             dv: dv.clone(),
         };
         run(&p, bwd);
-        let gt = if dtype == DType::BF16 { Tol { rtol: 5e-2, atol: 5e-2 } } else { Tol { rtol: 2e-4, atol: 2e-4 } };
+        let gt = if dtype == DType::BF16 { Tol { abs: 5e-2, rel: 5e-2 } } else { Tol { abs: 2e-4, rel: 2e-4 } };
         close(&format!("{what} dq"), &p, &dq, &mdq, gt);
         close(&format!("{what} dk"), &p, &dk, &mdk, gt);
         close(&format!("{what} dv"), &p, &dv, &mdv, gt);
@@ -639,7 +633,7 @@ fn embedding_rope_linear() {
         run(&p, Composite::EmbeddingFwd { table: table.clone(), ids: ids.clone(), out: out.clone() });
         let tv = f64s(&p, &table);
         let want: Vec<f64> = idv.iter().flat_map(|&i| tv[i as usize * d..(i as usize + 1) * d].to_vec()).collect();
-        close(&format!("embedding fwd {dtype}"), &p, &out, &want, EXACT);
+        close(&format!("embedding fwd {dtype}"), &p, &out, &want, Tol::EXACT);
         let dout = tensor(&p, &g.vec(n * d, 1.0), dtype, &[n, d]);
         let dtable = output(&p, dtype, &[vocab, d]);
         run(&p, Composite::EmbeddingBwd { ids, dout: dout.clone(), dtable: dtable.clone() });
@@ -650,7 +644,7 @@ fn embedding_rope_linear() {
                 want[i as usize * d + j] += dv[r * d + j];
             }
         }
-        close(&format!("embedding bwd {dtype}"), &p, &dtable, &want, tol_for(dtype, F32_SUM));
+        close(&format!("embedding bwd {dtype}"), &p, &dtable, &want, tol_for(dtype, Tol::F32_SUM));
 
         // RoPE forward then backward: the backward is the inverse rotation applied to dy.
         let (b, h, t, dh) = (2, 3, 5, 8);
@@ -674,10 +668,10 @@ fn embedding_rope_linear() {
             }
             o
         };
-        close(&format!("rope fwd {dtype}"), &p, &y, &rot(&xv, 1.0), tol_for(dtype, F32_ELEM));
+        close(&format!("rope fwd {dtype}"), &p, &y, &rot(&xv, 1.0), tol_for(dtype, Tol::F32_ELEM));
         let dx = output(&p, dtype, &[b, h, t, dh]);
         run(&p, Composite::RopeBwd { dy: x.clone(), cos, sin, dx: dx.clone() });
-        close(&format!("rope bwd {dtype}"), &p, &dx, &rot(&xv, -1.0), tol_for(dtype, F32_ELEM));
+        close(&format!("rope bwd {dtype}"), &p, &dx, &rot(&xv, -1.0), tol_for(dtype, Tol::F32_ELEM));
 
         // Linear with leading axes [2, 3, In], with and without bias.
         for bias in [true, false] {
@@ -695,7 +689,7 @@ fn embedding_rope_linear() {
                     bs[o] + (0..nin).map(|j| xs[r * nin + j] * ws[o * nin + j]).sum::<f64>()
                 })
                 .collect();
-            let tl = if dtype == DType::BF16 { BF16_SUM } else { F32_MATMUL };
+            let tl = if dtype == DType::BF16 { Tol::BF16_SUM } else { Tol::F32_MATMUL };
             close(&format!("linear fwd bias={bias} {dtype}"), &p, &y, &want, tl);
             let dy = tensor(&p, &g.vec(6 * nout, 1.0), dtype, &[2, 3, nout]);
             let (dx, dw, db) = (
@@ -721,9 +715,9 @@ fn embedding_rope_linear() {
                 (0..nout * nin).map(|i| (0..6).map(|r| gs[r * nout + i / nin] * xs[r * nin + i % nin]).sum()).collect();
             let wdb: Vec<f64> = (0..nout).map(|o| (0..6).map(|r| gs[r * nout + o]).sum()).collect();
             close(&format!("linear dx {dtype}"), &p, &dx, &wdx, tl);
-            close(&format!("linear dw {dtype}"), &p, &dw, &wdw, F32_MATMUL);
+            close(&format!("linear dw {dtype}"), &p, &dw, &wdw, Tol::F32_MATMUL);
             if bias {
-                close(&format!("linear db {dtype}"), &p, &db, &wdb, F32_MATMUL);
+                close(&format!("linear db {dtype}"), &p, &db, &wdb, Tol::F32_MATMUL);
             } else {
                 assert!(get(&p, &db).iter().all(|&v| v == -777.0), "db written although not asked for");
             }
@@ -773,16 +767,16 @@ fn adamw_grad_norm_dropout() {
                     pw = f64s(&p, &param); // the oracle continues from the rounded parameters
                 }
             }
-            close(&format!("adamw m n={n} {dtype}"), &p, &m, &mw, F32_FUSED);
-            close(&format!("adamw v n={n} {dtype}"), &p, &v, &vw, F32_FUSED);
-            close(&format!("adamw param n={n} {dtype}"), &p, &param, &pw, tol_for(dtype, F32_FUSED));
+            close(&format!("adamw m n={n} {dtype}"), &p, &m, &mw, Tol::F32_FUSED);
+            close(&format!("adamw v n={n} {dtype}"), &p, &v, &vw, Tol::F32_FUSED);
+            close(&format!("adamw param n={n} {dtype}"), &p, &param, &pw, tol_for(dtype, Tol::F32_FUSED));
 
             // Global norm over tensors of mixed dtypes.
             let grads = vec![tensor(&p, &g.vec(n, 2.0), dtype, &[n]), tensor(&p, &g.vec(17, 2.0), DType::F32, &[17])];
             let out = output(&p, DType::F32, &[1]);
             run(&p, Composite::GradNorm { grads: grads.clone(), out: out.clone() });
             let want: f64 = grads.iter().flat_map(|t| f64s(&p, t)).map(|x| x * x).sum::<f64>().sqrt();
-            close(&format!("grad_norm n={n} {dtype}"), &p, &out, &[want], F32_SUM);
+            close(&format!("grad_norm n={n} {dtype}"), &p, &out, &[want], Tol::F32_SUM);
 
             // Dropout: the mask comes from the shared Philox stream, element for element.
             let (seed, offset, pr) = (1234u64, 99u64, 0.3f32);
@@ -792,13 +786,13 @@ fn adamw_grad_norm_dropout() {
             let keep = (1.0 / (1.0 - pr)) as f64;
             let wmask: Vec<f64> =
                 (0..n as u64).map(|i| if philox::uniform(seed, offset + i) >= pr { keep } else { 0.0 }).collect();
-            close(&format!("dropout mask n={n} {dtype}"), &p, &mask, &wmask, tol_for(dtype, EXACT));
+            close(&format!("dropout mask n={n} {dtype}"), &p, &mask, &wmask, tol_for(dtype, Tol::EXACT));
             let mv = f64s(&p, &mask);
             let wy: Vec<f64> = f64s(&p, &x).iter().zip(&mv).map(|(a, b)| a * b).collect();
-            close(&format!("dropout y n={n} {dtype}"), &p, &y, &wy, tol_for(dtype, F32_ELEM));
+            close(&format!("dropout y n={n} {dtype}"), &p, &y, &wy, tol_for(dtype, Tol::F32_ELEM));
             let dx = output(&p, dtype, &[n]);
             run(&p, Composite::DropoutBwd { dy: x.clone(), mask, dx: dx.clone() });
-            close(&format!("dropout bwd n={n} {dtype}"), &p, &dx, &wy, tol_for(dtype, F32_ELEM));
+            close(&format!("dropout bwd n={n} {dtype}"), &p, &dx, &wy, tol_for(dtype, Tol::F32_ELEM));
         }
     }
 }
@@ -888,5 +882,5 @@ fn linear_accepts_a_transposed_weight_view() {
     let want: Vec<f64> = (0..n * nout)
         .map(|i| (0..nin).map(|j| xs[i / nout * nin + j] * stored[j * nout + i % nout] as f64).sum())
         .collect();
-    close("linear with strided w", &p, &y, &want, F32_MATMUL);
+    close("linear with strided w", &p, &y, &want, Tol::F32_MATMUL);
 }

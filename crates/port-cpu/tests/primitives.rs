@@ -1,12 +1,10 @@
 //! Every primitive on `cpu` against the `ref` oracle: odd shapes, strided and broadcast views,
 //! special values, f32 and bf16, and the parallel paths (inputs above the threading threshold).
 
-mod common;
-
 use anychip_port::{BinaryOp, CompareOp, DType, Distribution, Layout, Port, ReduceOp, Result, UnaryOp, View};
 use anychip_port_cpu::CpuPort;
 use anychip_port_ref::RefPort;
-use common::*;
+use anychip_test_support::*;
 
 fn ports() -> (CpuPort, RefPort) {
     (anychip_port_cpu::new(Some(2)), anychip_port_ref::new())
@@ -54,7 +52,7 @@ fn unary_every_op_shape_layout_dtype() {
                 for op in UnaryOp::ALL {
                     let out = output(&cpu, dtype, shape);
                     let what = format!("unary {op:?} {shape:?} {lname} {dtype}");
-                    check(&what, &cpu, &rf, &[x.clone()], &out, tol_for(dtype, F32_ELEM), |p, i, o| {
+                    check(&what, &cpu, &rf, &[x.clone()], &out, tol_for(dtype, Tol::F32_ELEM), |p, i, o| {
                         p.unary(op, &i[0], o)
                     });
                 }
@@ -87,14 +85,14 @@ fn binary_compare_select_with_broadcasting() {
                 for op in BinaryOp::ALL {
                     let what = format!("binary {op:?} [{r},{c}] b={bname} {dtype}");
                     let out = output(&cpu, dtype, &[r, c]);
-                    check(&what, &cpu, &rf, &[a.clone(), b.clone()], &out, tol_for(dtype, F32_ELEM), |p, i, o| {
+                    check(&what, &cpu, &rf, &[a.clone(), b.clone()], &out, tol_for(dtype, Tol::F32_ELEM), |p, i, o| {
                         p.binary(op, &i[0], &i[1], o)
                     });
                 }
                 for op in [CompareOp::Eq, CompareOp::Lt] {
                     let what = format!("compare {op:?} [{r},{c}] b={bname} {dtype}");
                     let out = output(&cpu, dtype, &[r, c]);
-                    check(&what, &cpu, &rf, &[a.clone(), b.clone()], &out, EXACT, |p, i, o| {
+                    check(&what, &cpu, &rf, &[a.clone(), b.clone()], &out, Tol::EXACT, |p, i, o| {
                         p.compare(op, &i[0], &i[1], o)
                     });
                 }
@@ -103,7 +101,7 @@ fn binary_compare_select_with_broadcasting() {
                 let cond = tensor(&cpu, &cond, dtype, &[r, c]);
                 let out = output(&cpu, dtype, &[r, c]);
                 let what = format!("select [{r},{c}] b={bname} {dtype}");
-                check(&what, &cpu, &rf, &[cond, a.clone(), b.clone()], &out, EXACT, |p, i, o| {
+                check(&what, &cpu, &rf, &[cond, a.clone(), b.clone()], &out, Tol::EXACT, |p, i, o| {
                     p.select(&i[0], &i[1], &i[2], o)
                 });
             }
@@ -119,13 +117,13 @@ fn binary_in_place_and_mixed_output_dtype() {
         let a = tensor(&cpu, &g.vec(17 * 783, 2.0), dtype, &[17, 783]);
         let b = tensor(&cpu, &g.vec(17 * 783, 2.0), dtype, &[17, 783]);
         // out aliases a with the same layout: the elementwise in-place case the contract allows.
-        check(&format!("in-place add {dtype}"), &cpu, &rf, &[b], &a, tol_for(dtype, F32_ELEM), |p, i, o| {
+        check(&format!("in-place add {dtype}"), &cpu, &rf, &[b], &a, tol_for(dtype, Tol::F32_ELEM), |p, i, o| {
             p.binary(BinaryOp::Mul, o, &i[0], o)
         });
     }
     let a = tensor(&cpu, &g.vec(783, 2.0), DType::BF16, &[783]);
     let out = output(&cpu, DType::F32, &[783]);
-    check("unary bf16 -> f32", &cpu, &rf, &[a], &out, F32_ELEM, |p, i, o| p.unary(UnaryOp::Exp, &i[0], o));
+    check("unary bf16 -> f32", &cpu, &rf, &[a], &out, Tol::F32_ELEM, |p, i, o| p.unary(UnaryOp::Exp, &i[0], o));
 }
 
 #[test]
@@ -154,7 +152,7 @@ fn reduce_rows_columns_and_strided() {
                     let x = put(&cpu, &storage(&mut g, n, specials), dtype, layout.clone());
                     for op in [ReduceOp::Sum, ReduceOp::Max] {
                         let out = output(&cpu, dtype, oshape);
-                        let tol = if dtype == DType::BF16 { BF16 } else { F32_SUM };
+                        let tol = if dtype == DType::BF16 { Tol::BF16 } else { Tol::F32_SUM };
                         let what = format!("reduce {op:?} {shape:?}->{oshape:?} {lname} {dtype} specials={specials}");
                         check(&what, &cpu, &rf, &[x.clone()], &out, tol, |p, i, o| p.reduce(op, &i[0], o));
                     }
@@ -180,7 +178,7 @@ fn fill_cast_copy_strided() {
                 for &to in &dtypes {
                     let out = output(&cpu, to, shape);
                     let what = format!("cast {from}->{to} {shape:?} {lname}");
-                    check(&what, &cpu, &rf, &[x.clone()], &out, EXACT, |p, i, o| p.cast(&i[0], o));
+                    check(&what, &cpu, &rf, &[x.clone()], &out, Tol::EXACT, |p, i, o| p.cast(&i[0], o));
                 }
                 let out = output(&cpu, from, shape);
                 check(
@@ -189,12 +187,12 @@ fn fill_cast_copy_strided() {
                     &rf,
                     &[x.clone()],
                     &out,
-                    EXACT,
+                    Tol::EXACT,
                     |p, i, o| p.copy_strided(&i[0], o),
                 );
                 // Fill through a strided view: elements outside the view must keep their values.
                 let target = put(&cpu, &vec![5.0; n], from, layout.clone());
-                check(&format!("fill {from} {shape:?} {lname}"), &cpu, &rf, &[], &target, EXACT, |p, _, o| {
+                check(&format!("fill {from} {shape:?} {lname}"), &cpu, &rf, &[], &target, Tol::EXACT, |p, _, o| {
                     p.fill(o, -2.75)
                 });
             }
@@ -271,11 +269,11 @@ fn matmul_cases(cpu: &CpuPort, rf: &RefPort, out_transposed: bool) {
                         tensor(cpu, &init, odtype, &[bt, m, n])
                     };
                     let tol = if odtype == DType::BF16 {
-                        BF16_SUM
+                        Tol::BF16_SUM
                     } else if dtype == DType::BF16 {
-                        F32_SUM
+                        Tol::F32_SUM
                     } else {
-                        F32_MATMUL
+                        Tol::F32_MATMUL
                     };
                     let what = format!(
                         "matmul [{bt},{m},{k}]x[{k},{n}] ta={ta} tb={tb} {dtype}->{odtype} alpha={alpha} beta={beta}"
@@ -303,7 +301,7 @@ fn gather_and_scatter_rows() {
                 &rf,
                 &[table.clone(), idx.clone()],
                 &out,
-                EXACT,
+                Tol::EXACT,
                 |p, i, o| p.gather_rows(&i[0], &i[1], o),
             );
             let src = tensor(&cpu, &g.vec(n * d, 1.0), dtype, &[n, d]);
@@ -314,7 +312,7 @@ fn gather_and_scatter_rows() {
                 &rf,
                 &[src, idx],
                 &acc,
-                tol_for(dtype, F32_SUM),
+                tol_for(dtype, Tol::F32_SUM),
                 |p, i, o| p.scatter_add_rows(&i[0], &i[1], o),
             );
         }
@@ -335,9 +333,9 @@ fn random_streams_match_the_oracle() {
             for dtype in [DType::F32, DType::BF16] {
                 let out = put(&cpu, &vec![0.0; n], dtype, layout.clone());
                 let what = format!("uniform {shape:?} {lname} {dtype}");
-                check(&what, &cpu, &rf, &[], &out, EXACT, |p, _, o| p.random(Distribution::Uniform, 42, 5, o));
+                check(&what, &cpu, &rf, &[], &out, Tol::EXACT, |p, _, o| p.random(Distribution::Uniform, 42, 5, o));
                 let what = format!("normal {shape:?} {lname} {dtype}");
-                check(&what, &cpu, &rf, &[], &out, tol_for(dtype, F32_ELEM), |p, _, o| {
+                check(&what, &cpu, &rf, &[], &out, tol_for(dtype, Tol::F32_ELEM), |p, _, o| {
                     p.random(Distribution::Normal, 7, 1 << 33, o)
                 });
             }

@@ -1,7 +1,5 @@
 //! The runtime half: memory, transfers, registration and capabilities.
 
-mod common;
-
 use anychip_port::{DType, Port, PortOptions, Registry};
 use anychip_port_cpu::buffer::{HostBuffer, ALIGN};
 

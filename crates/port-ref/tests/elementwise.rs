@@ -1,13 +1,12 @@
-mod common;
 use anychip_port::{BinaryOp, CompareOp, DType, Port, UnaryOp};
-use common::*;
+use anychip_test_support::*;
 
 fn unary(op: UnaryOp, x: &[f32]) -> Vec<f32> {
-    let p = port();
-    let xv = f32s(&p, x, &[x.len()]);
-    let out = empty(&p, DType::F32, &[x.len()]);
+    let p = anychip_port_ref::new();
+    let xv = tensor(&p, x, DType::F32, &[x.len()]);
+    let out = output(&p, DType::F32, &[x.len()]);
     p.unary(op, &xv, &out).unwrap();
-    read_f32(&p, &out)
+    get(&p, &out)
 }
 
 #[test]
@@ -37,11 +36,11 @@ fn tanh_is_correctly_rounded_from_its_definition() {
 }
 
 fn binary(op: BinaryOp, a: &[f32], b: &[f32]) -> Vec<f32> {
-    let p = port();
-    let (av, bv) = (f32s(&p, a, &[a.len()]), f32s(&p, b, &[b.len()]));
-    let out = empty(&p, DType::F32, &[a.len()]);
+    let p = anychip_port_ref::new();
+    let (av, bv) = (tensor(&p, a, DType::F32, &[a.len()]), tensor(&p, b, DType::F32, &[b.len()]));
+    let out = output(&p, DType::F32, &[a.len()]);
     p.binary(op, &av, &bv, &out).unwrap();
-    read_f32(&p, &out)
+    get(&p, &out)
 }
 
 #[test]
@@ -64,59 +63,59 @@ fn max_and_min_propagate_nan_and_order_signed_zeros() {
 
 #[test]
 fn binary_broadcasts_by_stride_zero_and_rounds_bf16_outputs() {
-    let p = port();
+    let p = anychip_port_ref::new();
     // [[1,2,3],[4,5,6]] + column vector [10, 20] broadcast along columns.
-    let a = f32s(&p, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
-    let col = restride(&f32s(&p, &[10.0, 20.0], &[2]), &[2, 3], &[1, 0], 0);
-    let out = empty(&p, DType::F32, &[2, 3]);
+    let a = tensor(&p, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], DType::F32, &[2, 3]);
+    let col = restride(&tensor(&p, &[10.0, 20.0], DType::F32, &[2]), &[2, 3], &[1, 0], 0);
+    let out = output(&p, DType::F32, &[2, 3]);
     p.binary(BinaryOp::Add, &a, &col, &out).unwrap();
-    assert_same(&read_f32(&p, &out), &[11.0, 12.0, 13.0, 24.0, 25.0, 26.0]);
+    assert_same(&get(&p, &out), &[11.0, 12.0, 13.0, 24.0, 25.0, 26.0]);
 
     // 1 + 2^-8 in bf16 is a tie that rounds to even (1.0); 1 + 2^-7 is representable.
-    let one = bf16s(&p, &[0x3f80, 0x3f80], &[2]);
-    let small = f32s(&p, &[1.0 / 256.0, 1.0 / 128.0], &[2]);
-    let out = empty(&p, DType::BF16, &[2]);
+    let one = bf16_bits(&p, &[0x3f80, 0x3f80], &[2]);
+    let small = tensor(&p, &[1.0 / 256.0, 1.0 / 128.0], DType::F32, &[2]);
+    let out = output(&p, DType::BF16, &[2]);
     p.binary(BinaryOp::Add, &one, &small, &out).unwrap();
-    assert_same(&read_f32(&p, &out), &[1.0, 1.0078125]);
+    assert_same(&get(&p, &out), &[1.0, 1.0078125]);
 }
 
 #[test]
 fn in_place_update_with_identical_layout() {
-    let p = port();
-    let x = f32s(&p, &[1.0, -2.0], &[2]);
+    let p = anychip_port_ref::new();
+    let x = tensor(&p, &[1.0, -2.0], DType::F32, &[2]);
     p.unary(UnaryOp::Neg, &x, &x).unwrap();
-    assert_same(&read_f32(&p, &x), &[-1.0, 2.0]);
+    assert_same(&get(&p, &x), &[-1.0, 2.0]);
 }
 
 #[test]
 fn compare_is_false_on_nan_and_equal_on_signed_zeros() {
-    let p = port();
-    let a = f32s(&p, &[1.0, f32::NAN, -0.0, 2.0], &[4]);
-    let b = f32s(&p, &[1.0, f32::NAN, 0.0, 3.0], &[4]);
-    let out = empty(&p, DType::BF16, &[4]);
+    let p = anychip_port_ref::new();
+    let a = tensor(&p, &[1.0, f32::NAN, -0.0, 2.0], DType::F32, &[4]);
+    let b = tensor(&p, &[1.0, f32::NAN, 0.0, 3.0], DType::F32, &[4]);
+    let out = output(&p, DType::BF16, &[4]);
     p.compare(CompareOp::Eq, &a, &b, &out).unwrap();
-    assert_same(&read_f32(&p, &out), &[1.0, 0.0, 1.0, 0.0]);
+    assert_same(&get(&p, &out), &[1.0, 0.0, 1.0, 0.0]);
     p.compare(CompareOp::Lt, &a, &b, &out).unwrap();
-    assert_same(&read_f32(&p, &out), &[0.0, 0.0, 0.0, 1.0]);
+    assert_same(&get(&p, &out), &[0.0, 0.0, 0.0, 1.0]);
 }
 
 #[test]
 fn select_picks_a_where_cond_is_nonzero_including_nan() {
-    let p = port();
-    let c = f32s(&p, &[1.0, 0.0, f32::NAN, -0.0], &[4]);
-    let a = f32s(&p, &[1.0, 2.0, 3.0, 4.0], &[4]);
-    let b = f32s(&p, &[-1.0, -2.0, -3.0, -4.0], &[4]);
-    let out = empty(&p, DType::F32, &[4]);
+    let p = anychip_port_ref::new();
+    let c = tensor(&p, &[1.0, 0.0, f32::NAN, -0.0], DType::F32, &[4]);
+    let a = tensor(&p, &[1.0, 2.0, 3.0, 4.0], DType::F32, &[4]);
+    let b = tensor(&p, &[-1.0, -2.0, -3.0, -4.0], DType::F32, &[4]);
+    let out = output(&p, DType::F32, &[4]);
     p.select(&c, &a, &b, &out).unwrap();
-    assert_same(&read_f32(&p, &out), &[1.0, -2.0, 3.0, -4.0]);
+    assert_same(&get(&p, &out), &[1.0, -2.0, 3.0, -4.0]);
 }
 
 #[test]
 fn elementwise_rejects_mismatched_shapes_and_integer_operands() {
-    let p = port();
-    let x = f32s(&p, &[1.0, 2.0], &[2]);
-    assert_invalid(p.binary(BinaryOp::Add, &x, &f32s(&p, &[1.0; 3], &[3]), &x), "does not match");
-    let i = i32s(&p, &[1, 2], &[2]);
+    let p = anychip_port_ref::new();
+    let x = tensor(&p, &[1.0, 2.0], DType::F32, &[2]);
+    assert_invalid(p.binary(BinaryOp::Add, &x, &tensor(&p, &[1.0; 3], DType::F32, &[3]), &x), "does not match");
+    let i = ints(&p, &[1, 2], &[2]);
     assert_invalid(p.unary(UnaryOp::Exp, &i, &x), "not a float dtype");
     assert_invalid(p.unary(UnaryOp::Exp, &x, &i), "not a float dtype");
 }

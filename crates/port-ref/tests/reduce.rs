@@ -1,13 +1,12 @@
-mod common;
 use anychip_port::{DType, Port, ReduceOp};
-use common::*;
+use anychip_test_support::*;
 
 fn reduce(op: ReduceOp, x: &[f32], xs: &[usize], os: &[usize]) -> Vec<f32> {
-    let p = port();
-    let xv = f32s(&p, x, xs);
-    let out = empty(&p, DType::F32, os);
+    let p = anychip_port_ref::new();
+    let xv = tensor(&p, x, DType::F32, xs);
+    let out = output(&p, DType::F32, os);
     p.reduce(op, &xv, &out).unwrap();
-    read_f32(&p, &out)
+    get(&p, &out)
 }
 
 #[test]
@@ -44,19 +43,19 @@ fn empty_reductions_and_special_values() {
 
 #[test]
 fn reduces_strided_views() {
-    let p = port();
+    let p = anychip_port_ref::new();
     // Transposed view of [[1,2,3],[4,5,6]] is [[1,4],[2,5],[3,6]]: row sums 5, 7, 9.
-    let x = f32s(&p, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let x = tensor(&p, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], DType::F32, &[2, 3]);
     let t = restride(&x, &[3, 2], &[1, 3], 0);
-    let out = empty(&p, DType::BF16, &[3, 1]);
+    let out = output(&p, DType::BF16, &[3, 1]);
     p.reduce(ReduceOp::Sum, &t, &out).unwrap();
-    assert_same(&read_f32(&p, &out), &[5.0, 7.0, 9.0]);
+    assert_same(&get(&p, &out), &[5.0, 7.0, 9.0]);
 }
 
 #[test]
 fn reduce_rejects_bad_shapes() {
-    let p = port();
-    let x = f32s(&p, &[1.0; 6], &[2, 3]);
-    assert_invalid(p.reduce(ReduceOp::Sum, &x, &empty(&p, DType::F32, &[2])), "ranks must be equal");
-    assert_invalid(p.reduce(ReduceOp::Sum, &x, &empty(&p, DType::F32, &[2, 2])), "neither");
+    let p = anychip_port_ref::new();
+    let x = tensor(&p, &[1.0; 6], DType::F32, &[2, 3]);
+    assert_invalid(p.reduce(ReduceOp::Sum, &x, &output(&p, DType::F32, &[2])), "ranks must be equal");
+    assert_invalid(p.reduce(ReduceOp::Sum, &x, &output(&p, DType::F32, &[2, 2])), "neither");
 }

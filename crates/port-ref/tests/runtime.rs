@@ -1,10 +1,9 @@
-mod common;
 use anychip_port::{DType, Port, PortError, PortOptions, Registry};
-use common::*;
+use anychip_test_support::*;
 
 #[test]
 fn write_read_copy_round_trip_at_odd_offsets() {
-    let p = port();
+    let p = anychip_port_ref::new();
     let buf = p.alloc(13).unwrap();
     assert_eq!(buf.bytes(), 13);
     let data: Vec<u8> = (1..=7).collect();
@@ -22,7 +21,7 @@ fn write_read_copy_round_trip_at_odd_offsets() {
 
 #[test]
 fn overlapping_copy_within_a_buffer_behaves_like_memmove() {
-    let p = port();
+    let p = anychip_port_ref::new();
     let buf = p.alloc(8).unwrap();
     p.write(&buf, 0, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
     p.copy(&buf, 0, &buf, 2, 5).unwrap();
@@ -33,7 +32,7 @@ fn overlapping_copy_within_a_buffer_behaves_like_memmove() {
 
 #[test]
 fn zero_size_buffers_and_transfers_work() {
-    let p = port();
+    let p = anychip_port_ref::new();
     let buf = p.alloc(0).unwrap();
     p.write(&buf, 0, &[]).unwrap();
     p.read(&buf, 0, &mut []).unwrap();
@@ -45,7 +44,7 @@ fn zero_size_buffers_and_transfers_work() {
 
 #[test]
 fn out_of_bounds_transfers_are_invalid_not_panics() {
-    let p = port();
+    let p = anychip_port_ref::new();
     let buf = p.alloc(4).unwrap();
     assert_invalid(p.write(&buf, 2, &[0; 3]), "outside the 4-byte buffer");
     assert_invalid(p.read(&buf, usize::MAX, &mut [0; 2]), "outside");
@@ -54,7 +53,7 @@ fn out_of_bounds_transfers_are_invalid_not_panics() {
 
 #[test]
 fn huge_allocation_is_out_of_memory_not_an_abort() {
-    match port().alloc(usize::MAX / 2) {
+    match anychip_port_ref::new().alloc(usize::MAX / 2) {
         Err(PortError::OutOfMemory { .. }) => {}
         other => panic!("expected OutOfMemory, got {other:?}"),
     }
@@ -72,16 +71,16 @@ fn buffers_of_another_port_are_rejected() {
         }
     }
     let foreign = anychip_port::Buffer(std::sync::Arc::new(Foreign));
-    assert_invalid(port().write(&foreign, 0, &[1]), "not allocated by the ref port");
+    assert_invalid(anychip_port_ref::new().write(&foreign, 0, &[1]), "not allocated by the ref port");
 }
 
 #[test]
 fn write_op_read_sees_the_result_after_synchronize() {
-    let p = port();
-    let x = f32s(&p, &[1.0, 2.0], &[2]);
+    let p = anychip_port_ref::new();
+    let x = tensor(&p, &[1.0, 2.0], DType::F32, &[2]);
     p.binary(anychip_port::BinaryOp::Add, &x, &x, &x).unwrap();
     p.synchronize().unwrap();
-    assert_same(&read_f32(&p, &x), &[2.0, 4.0]);
+    assert_same(&get(&p, &x), &[2.0, 4.0]);
 }
 
 #[test]

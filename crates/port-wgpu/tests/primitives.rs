@@ -4,10 +4,15 @@
 //! that carry into the high word, unaligned and overlapping runtime copies, and index errors
 //! raised on the device.
 
-mod common;
-
 use anychip_port::{philox, BinaryOp, DType, Distribution, Layout, Port, ReduceOp, UnaryOp, View};
-use common::{assert_close, data, port, read, read_bits, upload};
+use anychip_port_wgpu::WgpuPort;
+use anychip_test_support::{assert_close, get_bits, get_f64, philox_values, port_or_skip, put, with_specials, Tol};
+
+/// The wgpu port, or None (SKIPPED) where this machine has no adapter; a failure instead with
+/// ANYCHIP_TEST_WGPU=1.
+fn port() -> Option<WgpuPort> {
+    port_or_skip("wgpu", WgpuPort::new())
+}
 
 /// A call on prepared input views writing `out`.
 type Call<'a> = &'a dyn Fn(&dyn Port, &[View], &View);
@@ -17,10 +22,10 @@ fn both(ins: &[(Vec<f32>, DType, Layout)], out: (Vec<f32>, DType, Layout), f: Ca
     let w = port()?;
     let r = anychip_port_ref::new();
     let run = |p: &dyn Port| {
-        let views: Vec<View> = ins.iter().map(|(s, d, l)| upload(p, s, *d, l.clone())).collect();
-        let o = upload(p, &out.0, out.1, out.2.clone());
+        let views: Vec<View> = ins.iter().map(|(s, d, l)| put(p, s, *d, l.clone())).collect();
+        let o = put(p, &out.0, out.1, out.2.clone());
         f(p, &views, &o);
-        read(p, &o)
+        get_f64(p, &o)
     };
     Some((run(&w), run(&r)))
 }
@@ -33,7 +38,7 @@ fn lay(shape: &[usize], strides: &[usize], offset: usize) -> Layout {
 fn bf16_outputs_with_stride_two_and_odd_offset_keep_neighbours() {
     // out writes every other bf16 at an odd offset: each u32 word is shared with an element
     // this call must not touch (it holds 7.0 and must survive).
-    let x = data(783, 1, 3.0, true);
+    let x = with_specials(philox_values(783, 1, 3.0));
     let out_init = vec![7.0f32; 2 * 783 + 1];
     let Some((got, want)) = both(
         &[(x, DType::BF16, Layout::contiguous(&[783]))],
@@ -45,12 +50,12 @@ fn bf16_outputs_with_stride_two_and_odd_offset_keep_neighbours() {
     ) else {
         return;
     };
-    assert_close("exp into strided bf16", &got, &want, 0.0, 1.0 / 128.0);
+    assert_close("exp into strided bf16", &got, &want, Tol { abs: 0.0, rel: 1.0 / 128.0 });
     let w = port().unwrap();
-    let o = upload(&w, &vec![7.0f32; 2 * 783 + 1], DType::BF16, lay(&[783], &[2], 1));
-    let x = upload(&w, &data(783, 1, 3.0, false), DType::BF16, Layout::contiguous(&[783]));
+    let o = put(&w, &vec![7.0f32; 2 * 783 + 1], DType::BF16, lay(&[783], &[2], 1));
+    let x = put(&w, &philox_values(783, 1, 3.0), DType::BF16, Layout::contiguous(&[783]));
     w.unary(UnaryOp::Neg, &x, &o).unwrap();
-    let all = read(&w, &View { layout: Layout::contiguous(&[2 * 783 + 1]), ..o });
+    let all = get_f64(&w, &View { layout: Layout::contiguous(&[2 * 783 + 1]), ..o });
     for (i, v) in all.iter().enumerate() {
         if i % 2 == 0 {
             assert_eq!(*v, 7.0, "element {i} next to a written one was clobbered");
@@ -64,18 +69,17 @@ fn in_place_binary_on_bf16_and_f32() {
         let Some(w) = port() else { return };
         let r = anychip_port_ref::new();
         let run = |p: &dyn Port| {
-            let a = upload(p, &data(1001, 2, 2.0, true), dt, Layout::contiguous(&[7, 143]));
-            let b = upload(p, &data(143, 3, 2.0, false), dt, lay(&[7, 143], &[0, 1], 0));
+            let a = put(p, &with_specials(philox_values(1001, 2, 2.0)), dt, Layout::contiguous(&[7, 143]));
+            let b = put(p, &philox_values(143, 3, 2.0), dt, lay(&[7, 143], &[0, 1], 0));
             p.binary(BinaryOp::Mul, &a, &b, &a).unwrap();
             p.unary(UnaryOp::Tanh, &a, &a).unwrap();
-            read(p, &a)
+            get_f64(p, &a)
         };
         assert_close(
             &format!("in place {dt}"),
             &run(&w),
             &run(&r),
-            1e-6,
-            2e-6 + (dt == DType::BF16) as u8 as f64 / 128.0,
+            Tol { abs: 1e-6, rel: 2e-6 + (dt == DType::BF16) as u8 as f64 / 128.0 },
         );
     }
 }
@@ -91,13 +95,21 @@ fn rank5_permuted_copy_and_cast() {
     let n = 720 + 11;
     for (from, to) in [(DType::F32, DType::F32), (DType::F32, DType::BF16), (DType::BF16, DType::I32)] {
         let Some((got, want)) = both(
-            &[(data(n, 4, 100.0, from != DType::BF16), from, lay(&pshape, &pstrides, 11))],
+            &[(
+                if from != DType::BF16 {
+                    with_specials(philox_values(n, 4, 100.0))
+                } else {
+                    philox_values(n, 4, 100.0)
+                },
+                from,
+                lay(&pshape, &pstrides, 11),
+            )],
             (vec![0.0; 720], to, Layout::contiguous(&pshape)),
             &|p, i, o| p.cast(&i[0], o).unwrap(),
         ) else {
             return;
         };
-        assert_close(&format!("cast {from} -> {to}"), &got, &want, 0.0, 0.0);
+        assert_close(&format!("cast {from} -> {to}"), &got, &want, Tol { abs: 0.0, rel: 0.0 });
     }
 }
 
@@ -107,13 +119,13 @@ fn reduce_middle_axes_of_a_permuted_view() {
     let t = lay(&shape, &[1, 3, 15, 105], 0); // column-major storage
     for op in [ReduceOp::Sum, ReduceOp::Max] {
         let Some((got, want)) = both(
-            &[(data(945, 5, 3.0, true), DType::F32, t.clone())],
+            &[(with_specials(philox_values(945, 5, 3.0)), DType::F32, t.clone())],
             (vec![0.0; 27], DType::F32, Layout::contiguous(&[3, 1, 1, 9])),
             &|p, i, o| p.reduce(op, &i[0], o).unwrap(),
         ) else {
             return;
         };
-        assert_close(&format!("{op:?} over axes 1, 2"), &got, &want, 1e-5, 1e-5);
+        assert_close(&format!("{op:?} over axes 1, 2"), &got, &want, Tol { abs: 1e-5, rel: 1e-5 });
     }
 }
 
@@ -129,10 +141,10 @@ fn reduce_of_millions_and_the_two_dimensional_grid() {
     let s = View::contiguous(w.alloc(4).unwrap(), DType::F32, &[1]);
     w.reduce(ReduceOp::Sum, &x, &s).unwrap();
     let want = n as f64 * 0.5f64.sqrt();
-    let got = read(&w, &s)[0];
+    let got = get_f64(&w, &s)[0];
     assert!((got - want).abs() < 1e-4 * want, "sum {got}, want {want}");
     let last = View { layout: lay(&[1], &[1], n - 1), ..x.clone() };
-    assert_eq!(read(&w, &last)[0], 0.5f32.sqrt() as f64);
+    assert_eq!(get_f64(&w, &last)[0], 0.5f32.sqrt() as f64);
 }
 
 #[test]
@@ -143,7 +155,7 @@ fn random_is_bit_exact_across_the_32_bit_counter_carry() {
     for dist in [Distribution::Uniform, Distribution::Normal] {
         let o = View::contiguous(w.alloc(4 * 37).unwrap(), DType::F32, &[37]);
         w.random(dist, seed, offset, &o).unwrap();
-        let got = read_bits(&w, &o);
+        let got = get_bits(&w, &o);
         for (i, g) in got.iter().enumerate() {
             let s = offset + i as u64;
             let want = match dist {
@@ -181,14 +193,14 @@ fn unaligned_and_overlapping_runtime_copies_match_ref() {
 #[test]
 fn bad_indices_are_errors_at_the_call_or_at_the_next_read() {
     let Some(w) = port() else { return };
-    let table = upload(&w, &data(12, 6, 1.0, false), DType::F32, Layout::contiguous(&[4, 3]));
+    let table = put(&w, &philox_values(12, 6, 1.0), DType::F32, Layout::contiguous(&[4, 3]));
     let out = View::contiguous(w.alloc(4 * 6).unwrap(), DType::F32, &[2, 3]);
     // Written by the host: checked before anything runs.
-    let host_ids = upload(&w, &[1.0, 4.0], DType::I32, Layout::contiguous(&[2]));
+    let host_ids = put(&w, &[1.0, 4.0], DType::I32, Layout::contiguous(&[2]));
     let e = w.gather_rows(&table, &host_ids, &out).unwrap_err();
     assert!(e.to_string().contains("index 4"), "{e}");
     // Computed on the device (a cast): found by the kernel, reported at synchronize.
-    let f = upload(&w, &[2.0, -1.0], DType::F32, Layout::contiguous(&[2]));
+    let f = put(&w, &[2.0, -1.0], DType::F32, Layout::contiguous(&[2]));
     let dev_ids = View::contiguous(w.alloc(8).unwrap(), DType::I32, &[2]);
     w.cast(&f, &dev_ids).unwrap();
     w.gather_rows(&table, &dev_ids, &out).unwrap();
@@ -196,9 +208,9 @@ fn bad_indices_are_errors_at_the_call_or_at_the_next_read() {
     assert!(e.to_string().contains("index -1"), "{e}");
     // The error is reported once; the port keeps working.
     w.synchronize().unwrap();
-    let good = upload(&w, &[3.0, 0.0], DType::I32, Layout::contiguous(&[2]));
+    let good = put(&w, &[3.0, 0.0], DType::I32, Layout::contiguous(&[2]));
     w.gather_rows(&table, &good, &out).unwrap();
-    assert_eq!(read(&w, &out)[..3], read(&w, &View { layout: lay(&[3], &[1], 9), ..table.clone() })[..]);
+    assert_eq!(get_f64(&w, &out)[..3], get_f64(&w, &View { layout: lay(&[3], &[1], 9), ..table.clone() })[..]);
 }
 
 #[test]
@@ -210,16 +222,16 @@ fn matmul_on_tile_edges_with_bf16_inputs_and_f32_out() {
     {
         let Some((got, want)) = both(
             &[
-                (data(bt * m * k, 7, 1.0, false), din, Layout::contiguous(&[bt, m, k])),
-                (data(k * n, 8, 1.0, false), din, lay(&[bt, k, n], &[0, 1, k], 0)),
+                (philox_values(bt * m * k, 7, 1.0), din, Layout::contiguous(&[bt, m, k])),
+                (philox_values(k * n, 8, 1.0), din, lay(&[bt, k, n], &[0, 1, k], 0)),
             ],
-            (data(bt * m * n, 9, 1.0, false), dout, Layout::contiguous(&[bt, m, n])),
+            (philox_values(bt * m * n, 9, 1.0), dout, Layout::contiguous(&[bt, m, n])),
             &|p, i, o| p.matmul(&i[0], &i[1], o, 0.75, beta).unwrap(),
         ) else {
             return;
         };
         let tol = if dout == DType::BF16 { 1.0 / 128.0 } else { 2e-5 };
-        assert_close(&format!("matmul {din} -> {dout} beta {beta}"), &got, &want, tol, tol);
+        assert_close(&format!("matmul {din} -> {dout} beta {beta}"), &got, &want, Tol { abs: tol, rel: tol });
     }
 }
 
@@ -228,16 +240,16 @@ fn scatter_add_rows_accumulates_repeats_in_bf16() {
     let ids = [3.0f32, 0.0, 3.0, 3.0, 1.0];
     let Some((got, want)) = both(
         &[
-            (data(5 * 17, 10, 1.0, false), DType::BF16, Layout::contiguous(&[5, 17])),
+            (philox_values(5 * 17, 10, 1.0), DType::BF16, Layout::contiguous(&[5, 17])),
             (ids.to_vec(), DType::I32, Layout::contiguous(&[5])),
         ],
-        (data(4 * 17, 11, 1.0, false), DType::BF16, Layout::contiguous(&[4, 17])),
+        (philox_values(4 * 17, 11, 1.0), DType::BF16, Layout::contiguous(&[4, 17])),
         &|p, i, o| p.scatter_add_rows(&i[0], &i[1], o).unwrap(),
     ) else {
         return;
     };
     // Each repeated add rounds to bf16 here (ref rounds once): within a few bf16 ulps.
-    assert_close("scatter bf16", &got, &want, 3.0 / 128.0, 3.0 / 128.0);
+    assert_close("scatter bf16", &got, &want, Tol { abs: 3.0 / 128.0, rel: 3.0 / 128.0 });
 }
 
 #[test]
@@ -247,7 +259,7 @@ fn scatter_add_rows_over_more_indices_than_one_dispatch_takes() {
     let ids: Vec<f32> = (0..n).map(|i| ((i * 7) % 5) as f32).collect();
     let Some((got, want)) = both(
         &[
-            (data(n * 3, 12, 1.0, false), DType::F32, Layout::contiguous(&[n, 3])),
+            (philox_values(n * 3, 12, 1.0), DType::F32, Layout::contiguous(&[n, 3])),
             (ids, DType::I32, Layout::contiguous(&[n])),
         ],
         (vec![0.0; 15], DType::F32, Layout::contiguous(&[5, 3])),
@@ -255,7 +267,7 @@ fn scatter_add_rows_over_more_indices_than_one_dispatch_takes() {
     ) else {
         return;
     };
-    assert_close("scatter 9000 rows", &got, &want, 1e-4, 1e-5);
+    assert_close("scatter 9000 rows", &got, &want, Tol { abs: 1e-4, rel: 1e-5 });
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::gpu::Gpu;
 use crate::launch::{check_float, check_view, grid, run, Params};
 use crate::memory::GpuMemory;
 use crate::shader::{Slot, ROWS};
-use anychip_port::{invalid, DType, Result, View};
+use anychip_port::{invalid, DType, Layout, Result, View};
 
 /// Check a rank-2 view and return its (rows, cols).
 fn matrix(what: &str, v: &View) -> Result<(usize, usize)> {
@@ -73,7 +73,8 @@ pub fn gather_rows(g: &Gpu, table: &View, idx: &View, out: &View) -> Result<()> 
     run(g, "gather", ROWS, "gather", &slots, &[], &[om, tm, im], true, &p, grid(n * d)?)
 }
 
-/// out[idx[n], :] += src[n, :], each column accumulated in index order in f32.
+/// out[idx[n], :] += src[n, :], each column accumulated in index order in f32 and rounded
+/// once per output element.
 pub fn scatter_add_rows(g: &Gpu, src: &View, idx: &View, out: &View) -> Result<()> {
     let sm = check_view("scatter_add_rows src", src)?;
     let om = check_view("scatter_add_rows out", out)?;
@@ -91,6 +92,19 @@ pub fn scatter_add_rows(g: &Gpu, src: &View, idx: &View, out: &View) -> Result<(
     let im = indices("scatter_add_rows idx", idx, n, v)?;
     if n * d == 0 {
         return Ok(());
+    }
+    if out.dtype == DType::BF16 {
+        // The kernel adds into `out` in place, so a repeated index would round the running sum
+        // to bf16 after every addition (a token seen 1,000 times in a batch would stop
+        // accumulating). Sum in an f32 copy instead and round once, as f32 accumulation asks.
+        let acc = View {
+            buf: crate::runtime::alloc(g, out.numel() * DType::F32.size())?,
+            dtype: DType::F32,
+            layout: Layout::contiguous(out.shape()),
+        };
+        super::elementwise::cast(g, out, &acc)?;
+        scatter_add_rows(g, src, idx, &acc)?;
+        return super::elementwise::cast(g, &acc, out);
     }
     let slots = [Slot::write("out", out.dtype), Slot::read("a", src.dtype), Slot::read("b", DType::I32)];
     // Consecutive dispatches over ranges of indices: the queue keeps them in order.

@@ -1,0 +1,443 @@
+//! The L2 cases, one function per composite family, each covering its forward and backward.
+
+use super::{Case, On};
+use crate::harness::data;
+use anychip_port::{bf16_to_f32, f32_to_bf16, Composite, DType, GeluKind, Result, View};
+use anychip_test_support::transfer;
+
+/// Row shapes for the row-wise families: a single element, odd small, and long rows.
+const ROWS: [(usize, usize); 3] = [(1, 1), (3, 17), (17, 783)];
+
+/// Every case, f32 then bf16, then the mixed-precision linear.
+pub(crate) fn all() -> Vec<Case> {
+    let mut v = Vec::new();
+    for dt in [DType::F32, DType::BF16] {
+        for (r, d) in ROWS {
+            v.extend(softmax(dt, r, d));
+            v.extend(log_softmax(dt, r, d));
+            v.extend(layer_norm(dt, r, d));
+            v.extend(rms_norm(dt, r, d));
+            v.extend(activations(dt, r, d));
+        }
+        v.push(softmax_masked_row(dt));
+        v.extend(cross_entropy(dt));
+        v.extend(attention(dt));
+        v.extend(linear(dt));
+        v.extend(embedding(dt));
+        v.extend(rope(dt));
+        v.push(adamw(dt));
+        v.push(grad_norm(dt));
+        v.extend(dropout(dt));
+    }
+    v.extend(linear_mixed_precision());
+    v
+}
+
+/// `v` as `dt` stores it, widened to f64 (what both sides actually read).
+fn stored(v: &[f32], dt: DType) -> Vec<f64> {
+    v.iter().map(|&x| if dt == DType::BF16 { bf16_to_f32(f32_to_bf16(x)) as f64 } else { x as f64 }).collect()
+}
+
+/// Per-row (mean, 1/sqrt(var + eps)) of the stored rows of `x`, in f64, as f32.
+fn mean_rstd(x: &[f64], d: usize, eps: f64) -> (Vec<f32>, Vec<f32>) {
+    x.chunks(d)
+        .map(|row| {
+            let mean = row.iter().sum::<f64>() / d as f64;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / d as f64;
+            (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+        })
+        .unzip()
+}
+
+/// Per-row 1/sqrt(mean(x^2) + eps), in f64, as f32.
+fn rms_rstd(x: &[f64], d: usize, eps: f64) -> Vec<f32> {
+    x.chunks(d).map(|row| (1.0 / (row.iter().map(|v| v * v).sum::<f64>() / d as f64 + eps).sqrt()) as f32).collect()
+}
+
+/// Per-row log-sum-exp, in f64, as f32.
+fn row_lse(x: &[f64], d: usize) -> Vec<f32> {
+    x.chunks(d)
+        .map(|row| {
+            let m = row.iter().cloned().fold(f64::MIN, f64::max);
+            (m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln()) as f32
+        })
+        .collect()
+}
+
+fn softmax(dt: DType, r: usize, d: usize) -> Vec<Case> {
+    let (x, dy) = (data(r * d, 1, 4.0), data(r * d, 2, 1.0));
+    // Any y in [0, 1) exercises dx = y (dy - sum(y dy)); it need not be a softmax output.
+    let y: Vec<f32> = data(r * d, 3, 0.5).iter().map(|v| v.abs()).collect();
+    vec![
+        Case::new(format!("softmax fwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::SoftmaxFwd { x: o.x(&x, &[r, d])?, y: o.out(&[r, d])? })
+        }),
+        Case::new(format!("softmax bwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::SoftmaxBwd { y: o.x(&y, &[r, d])?, dy: o.x(&dy, &[r, d])?, dx: o.out(&[r, d])? })
+        }),
+    ]
+}
+
+/// A softmax row that is entirely -inf (a fully masked attention row) gives zeros.
+fn softmax_masked_row(dt: DType) -> Case {
+    Case::new(format!("softmax -inf row {dt}"), dt, |o| {
+        Ok(Composite::SoftmaxFwd { x: o.x(&[f32::NEG_INFINITY; 5], &[1, 5])?, y: o.out(&[1, 5])? })
+    })
+}
+
+fn log_softmax(dt: DType, r: usize, d: usize) -> Vec<Case> {
+    let (x, dy) = (data(r * d, 1, 4.0), data(r * d, 2, 1.0));
+    // A log-softmax output: every value <= 0, so exp(y) in (0, 1].
+    let y: Vec<f32> = data(r * d, 4, 6.0).iter().map(|v| -v.abs()).collect();
+    vec![
+        Case::new(format!("log_softmax fwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::LogSoftmaxFwd { x: o.x(&x, &[r, d])?, y: o.out(&[r, d])? })
+        }),
+        Case::new(format!("log_softmax bwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::LogSoftmaxBwd { y: o.x(&y, &[r, d])?, dy: o.x(&dy, &[r, d])?, dx: o.out(&[r, d])? })
+        }),
+    ]
+}
+
+fn layer_norm(dt: DType, r: usize, d: usize) -> Vec<Case> {
+    let (x, dy, w, b) = (data(r * d, 1, 4.0), data(r * d, 2, 1.0), data(d, 4, 1.0), data(d, 5, 1.0));
+    let (mean, rstd) = mean_rstd(&stored(&x, dt), d, 1e-5);
+    let (x2, w2) = (x.clone(), w.clone());
+    vec![
+        Case::new(format!("layer_norm fwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::LayerNormFwd {
+                x: o.x(&x, &[r, d])?,
+                weight: Some(o.x(&w, &[d])?),
+                bias: Some(o.x(&b, &[d])?),
+                eps: 1e-5,
+                y: o.out(&[r, d])?,
+                mean: o.out_f32(&[r])?,
+                rstd: o.out_f32(&[r])?,
+            })
+        }),
+        Case::new(format!("layer_norm bwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::LayerNormBwd {
+                x: o.x(&x2, &[r, d])?,
+                weight: Some(o.x(&w2, &[d])?),
+                mean: o.f32(&mean, &[r])?,
+                rstd: o.f32(&rstd, &[r])?,
+                dy: o.x(&dy, &[r, d])?,
+                dx: o.out(&[r, d])?,
+                dweight: Some(o.out_f32(&[d])?),
+                dbias: Some(o.out_f32(&[d])?),
+            })
+        }),
+    ]
+}
+
+fn rms_norm(dt: DType, r: usize, d: usize) -> Vec<Case> {
+    let (x, dy, w) = (data(r * d, 1, 4.0), data(r * d, 2, 1.0), data(d, 4, 1.0));
+    let rstd = rms_rstd(&stored(&x, dt), d, 1e-5);
+    let (x2, w2) = (x.clone(), w.clone());
+    vec![
+        Case::new(format!("rms_norm fwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::RmsNormFwd {
+                x: o.x(&x, &[r, d])?,
+                weight: Some(o.x(&w, &[d])?),
+                eps: 1e-5,
+                y: o.out(&[r, d])?,
+                rstd: o.out_f32(&[r])?,
+            })
+        }),
+        Case::new(format!("rms_norm bwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::RmsNormBwd {
+                x: o.x(&x2, &[r, d])?,
+                weight: Some(o.x(&w2, &[d])?),
+                rstd: o.f32(&rstd, &[r])?,
+                dy: o.x(&dy, &[r, d])?,
+                dx: o.out(&[r, d])?,
+                dweight: Some(o.out_f32(&[d])?),
+            })
+        }),
+    ]
+}
+
+/// GELU (tanh and erf forms) and SiLU, forward and backward.
+fn activations(dt: DType, r: usize, d: usize) -> Vec<Case> {
+    let (x, dy) = (data(r * d, 1, 4.0), data(r * d, 2, 1.0));
+    let mut v = Vec::new();
+    for kind in [GeluKind::Tanh, GeluKind::Erf] {
+        let (xa, xb, dyb) = (x.clone(), x.clone(), dy.clone());
+        v.push(Case::new(format!("gelu {kind:?} fwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::GeluFwd { kind, x: o.x(&xa, &[r, d])?, y: o.out(&[r, d])? })
+        }));
+        v.push(Case::new(format!("gelu {kind:?} bwd {dt} [{r},{d}]"), dt, move |o| {
+            Ok(Composite::GeluBwd { kind, x: o.x(&xb, &[r, d])?, dy: o.x(&dyb, &[r, d])?, dx: o.out(&[r, d])? })
+        }));
+    }
+    let xs = x.clone();
+    v.push(Case::new(format!("silu fwd {dt} [{r},{d}]"), dt, move |o| {
+        Ok(Composite::SiluFwd { x: o.x(&xs, &[r, d])?, y: o.out(&[r, d])? })
+    }));
+    v.push(Case::new(format!("silu bwd {dt} [{r},{d}]"), dt, move |o| {
+        Ok(Composite::SiluBwd { x: o.x(&x, &[r, d])?, dy: o.x(&dy, &[r, d])?, dx: o.out(&[r, d])? })
+    }));
+    v
+}
+
+/// Cross-entropy over 783 classes with an ignored target (-1).
+fn cross_entropy(dt: DType) -> Vec<Case> {
+    let (n, vocab) = (5, 783);
+    let logits = data(n * vocab, 6, 5.0);
+    let targets = [3i32, -1, 782, 0, 17];
+    let lse = row_lse(&stored(&logits, dt), vocab);
+    let l2 = logits.clone();
+    vec![
+        Case::new(format!("cross_entropy fwd {dt}"), dt, move |o| {
+            Ok(Composite::CrossEntropyFwd {
+                logits: o.x(&l2, &[n, vocab])?,
+                targets: o.ids(&targets)?,
+                loss: o.out_f32(&[1])?,
+                lse: o.out_f32(&[n])?,
+            })
+        }),
+        Case::new(format!("cross_entropy bwd {dt}"), dt, move |o| {
+            Ok(Composite::CrossEntropyBwd {
+                logits: o.x(&logits, &[n, vocab])?,
+                targets: o.ids(&targets)?,
+                lse: o.f32(&lse, &[n])?,
+                dloss: o.f32(&[0.7], &[1])?,
+                dlogits: o.out(&[n, vocab])?,
+            })
+        }),
+    ]
+}
+
+/// Attention shapes (b, hq, hkv, t, s, d): MHA, GQA 2:1, T < S, and T > S (queries with no
+/// visible key).
+const ATTENTION: [(usize, usize, usize, usize, usize, usize); 4] =
+    [(1, 2, 2, 17, 17, 8), (2, 4, 2, 3, 3, 16), (1, 2, 1, 5, 9, 4), (1, 1, 1, 4, 2, 4)];
+
+fn attention(dt: DType) -> Vec<Case> {
+    ATTENTION.iter().flat_map(|&shape| attention_case(dt, shape)).collect()
+}
+
+/// One attention shape's inputs.
+struct Attention {
+    shape: (usize, usize, usize, usize, usize, usize),
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Attention {
+    fn q_shape(&self) -> [usize; 4] {
+        let (b, hq, _, t, _, d) = self.shape;
+        [b, hq, t, d]
+    }
+    fn kv_shape(&self) -> [usize; 4] {
+        let (b, _, hkv, _, s, d) = self.shape;
+        [b, hkv, s, d]
+    }
+    fn lse_shape(&self) -> [usize; 3] {
+        let (b, hq, _, t, _, _) = self.shape;
+        [b, hq, t]
+    }
+    fn scale(&self) -> f32 {
+        1.0 / (self.shape.5 as f32).sqrt()
+    }
+    /// The causal forward on `o`'s port, writing `out` and `lse`.
+    fn forward(&self, o: &On, out: View, lse: View) -> Result<Composite> {
+        Ok(Composite::AttentionFwd {
+            q: o.x(&self.q, &self.q_shape())?,
+            k: o.x(&self.k, &self.kv_shape())?,
+            v: o.x(&self.v, &self.kv_shape())?,
+            scale: self.scale(),
+            causal: true,
+            out,
+            lse,
+        })
+    }
+    /// The forward's out and lse as `ref` computes them: what the backward is given on every
+    /// port, so that both sides differentiate the same saved values.
+    fn saved_by_ref(&self, dt: DType) -> Result<(Vec<f32>, Vec<f32>)> {
+        let oracle = anychip_port_ref::new();
+        let on = On { p: &oracle, dt };
+        let (out, lse) = (on.out(&self.q_shape())?, on.out_f32(&self.lse_shape())?);
+        anychip_decomp::run(&oracle, &self.forward(&on, out.clone(), lse.clone())?)?;
+        Ok((transfer::download_f32(&oracle, &out)?, transfer::download_f32(&oracle, &lse)?))
+    }
+}
+
+fn attention_case(dt: DType, shape: (usize, usize, usize, usize, usize, usize)) -> Vec<Case> {
+    let (b, hq, hkv, t, s, d) = shape;
+    let a = Attention {
+        shape,
+        q: data(b * hq * t * d, 7, 1.0),
+        k: data(b * hkv * s * d, 8, 1.0),
+        v: data(b * hkv * s * d, 9, 1.0),
+    };
+    let dout = data(b * hq * t * d, 10, 1.0);
+    let name = |dir: &str| format!("attention {dir} {dt} b{b} hq{hq} hkv{hkv} t{t} s{s}");
+    let a = std::rc::Rc::new(a);
+    let a2 = a.clone();
+    vec![
+        Case::new(name("fwd"), dt, move |o| a.forward(o, o.out(&a.q_shape())?, o.out_f32(&a.lse_shape())?)),
+        Case::new(name("bwd"), dt, move |o| {
+            let (out, lse) = a2.saved_by_ref(dt)?;
+            let (qs, kvs) = (a2.q_shape(), a2.kv_shape());
+            Ok(Composite::AttentionBwd {
+                q: o.x(&a2.q, &qs)?,
+                k: o.x(&a2.k, &kvs)?,
+                v: o.x(&a2.v, &kvs)?,
+                out: o.x(&out, &qs)?,
+                lse: o.f32(&lse, &a2.lse_shape())?,
+                dout: o.x(&dout, &qs)?,
+                scale: a2.scale(),
+                causal: true,
+                dq: o.out(&qs)?,
+                dk: o.out(&kvs)?,
+                dv: o.out(&kvs)?,
+            })
+        }),
+    ]
+}
+
+/// Linear with bias, both directions, in the case's dtype throughout.
+fn linear(dt: DType) -> Vec<Case> {
+    let (x, w, bias, dy) = (data(17 * 33, 11, 1.0), data(9 * 33, 12, 1.0), data(9, 13, 1.0), data(17 * 9, 14, 1.0));
+    let (x2, w2) = (x.clone(), w.clone());
+    vec![
+        Case::new(format!("linear fwd {dt}"), dt, move |o| {
+            Ok(Composite::LinearFwd {
+                x: o.x(&x2, &[17, 33])?,
+                w: o.x(&w2, &[9, 33])?,
+                b: Some(o.x(&bias, &[9])?),
+                y: o.out(&[17, 9])?,
+            })
+        }),
+        Case::new(format!("linear bwd {dt}"), dt, move |o| {
+            Ok(Composite::LinearBwd {
+                x: o.x(&x, &[17, 33])?,
+                w: o.x(&w, &[9, 33])?,
+                dy: o.x(&dy, &[17, 9])?,
+                dx: Some(o.out(&[17, 33])?),
+                dw: Some(o.out(&[9, 33])?),
+                db: Some(o.out(&[9])?),
+            })
+        }),
+    ]
+}
+
+/// Linear in mixed precision, as `linear_autocast` calls it: bf16 x, w and dy, f32 bias, y,
+/// dx, dw and db. Shapes span several register tiles and an odd K on each of the three
+/// products.
+fn linear_mixed_precision() -> Vec<Case> {
+    let (n, i, o) = (37, 67, 45);
+    let (x, w, bias, dy) = (data(n * i, 41, 1.0), data(o * i, 42, 1.0), data(o, 43, 1.0), data(n * o, 44, 1.0));
+    let (x2, w2) = (x.clone(), w.clone());
+    vec![
+        Case::new("linear fwd bf16->f32".into(), DType::BF16, move |on| {
+            Ok(Composite::LinearFwd {
+                x: on.x(&x2, &[n, i])?,
+                w: on.x(&w2, &[o, i])?,
+                b: Some(on.f32(&bias, &[o])?),
+                y: on.out_f32(&[n, o])?,
+            })
+        }),
+        Case::new("linear bwd bf16->f32".into(), DType::BF16, move |on| {
+            Ok(Composite::LinearBwd {
+                x: on.x(&x, &[n, i])?,
+                w: on.x(&w, &[o, i])?,
+                dy: on.x(&dy, &[n, o])?,
+                dx: Some(on.out_f32(&[n, i])?),
+                dw: Some(on.out_f32(&[o, i])?),
+                db: Some(on.out_f32(&[o])?),
+            })
+        }),
+    ]
+}
+
+/// Embedding lookup and its scatter-add backward, with a repeated id.
+fn embedding(dt: DType) -> Vec<Case> {
+    let (table, dout) = (data(7 * 5, 15, 1.0), data(4 * 5, 16, 1.0));
+    let ids = [6, 0, 6, 3];
+    vec![
+        Case::new(format!("embedding fwd {dt}"), dt, move |o| {
+            Ok(Composite::EmbeddingFwd { table: o.x(&table, &[7, 5])?, ids: o.ids(&ids)?, out: o.out(&[4, 5])? })
+        }),
+        Case::new(format!("embedding bwd {dt}"), dt, move |o| {
+            Ok(Composite::EmbeddingBwd { ids: o.ids(&ids)?, dout: o.x(&dout, &[4, 5])?, dtable: o.out(&[7, 5])? })
+        }),
+    ]
+}
+
+fn rope(dt: DType) -> Vec<Case> {
+    let (x, cos, sin) = (data(2 * 3 * 17 * 8, 17, 1.0), data(17 * 4, 18, 1.0), data(17 * 4, 19, 1.0));
+    let (x2, cos2, sin2) = (x.clone(), cos.clone(), sin.clone());
+    let shape = [2, 3, 17, 8];
+    vec![
+        Case::new(format!("rope fwd {dt}"), dt, move |o| {
+            Ok(Composite::RopeFwd {
+                x: o.x(&x, &shape)?,
+                cos: o.f32(&cos, &[17, 4])?,
+                sin: o.f32(&sin, &[17, 4])?,
+                y: o.out(&shape)?,
+            })
+        }),
+        Case::new(format!("rope bwd {dt}"), dt, move |o| {
+            Ok(Composite::RopeBwd {
+                dy: o.x(&x2, &shape)?,
+                cos: o.f32(&cos2, &[17, 4])?,
+                sin: o.f32(&sin2, &[17, 4])?,
+                dx: o.out(&shape)?,
+            })
+        }),
+    ]
+}
+
+/// One AdamW step in place (param in the case's dtype, moments F32, a gradient scale).
+fn adamw(dt: DType) -> Case {
+    let (param, grad, m) = (data(783, 20, 1.0), data(783, 21, 1.0), data(783, 22, 0.1));
+    let v: Vec<f32> = data(783, 23, 0.1).iter().map(|x| x.abs()).collect();
+    Case::new(format!("adamw {dt}"), dt, move |o| {
+        Ok(Composite::AdamWStep {
+            param: o.x(&param, &[783])?,
+            grad: o.x(&grad, &[783])?,
+            m: o.f32(&m, &[783])?,
+            v: o.f32(&v, &[783])?,
+            grad_scale: Some(o.f32(&[0.5], &[1])?),
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            step: 3,
+        })
+    })
+}
+
+/// The global norm of two gradients of different lengths.
+fn grad_norm(dt: DType) -> Case {
+    let (g1, g2) = (data(783, 24, 1.0), data(17, 25, 1.0));
+    Case::new(format!("grad_norm {dt}"), dt, move |o| {
+        Ok(Composite::GradNorm { grads: vec![o.x(&g1, &[783])?, o.x(&g2, &[17])?], out: o.out_f32(&[1])? })
+    })
+}
+
+/// Dropout forward (mask from Philox, bit-exact) and backward through a given mask.
+fn dropout(dt: DType) -> Vec<Case> {
+    let (x, dy) = (data(783, 26, 1.0), data(783, 27, 1.0));
+    // A mask as the forward writes it: 0 or 1/(1-p), here with p = 0.3.
+    let mask: Vec<f32> = data(783, 28, 1.0).iter().map(|&u| if u.abs() < 0.3 { 0.0 } else { 1.0 / 0.7 }).collect();
+    vec![
+        Case::new(format!("dropout fwd {dt}"), dt, move |o| {
+            Ok(Composite::DropoutFwd {
+                x: o.x(&x, &[783])?,
+                p: 0.3,
+                seed: 5,
+                offset: 11,
+                y: o.out(&[783])?,
+                mask: o.out(&[783])?,
+            })
+        }),
+        Case::new(format!("dropout bwd {dt}"), dt, move |o| {
+            Ok(Composite::DropoutBwd { dy: o.x(&dy, &[783])?, mask: o.x(&mask, &[783])?, dx: o.out(&[783])? })
+        }),
+    ]
+}
