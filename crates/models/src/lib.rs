@@ -261,6 +261,49 @@ const PRESETS: &[(&str, PresetFn)] = &[
         c.tied_embeddings = true;
         c
     }),
+    // shakespeare-bytes with each layer's GELU MLP replaced by 8 SwiGLU experts, top-2: the
+    // router and two experts of width 340 hold 524,288 active parameters per layer against the
+    // dense MLP's 525,568, so the two train with equal active parameters.
+    ("moe-tiny", || {
+        let mut c = ModelConfig::gpt2(256, 256, 4, 4, 256);
+        c.family = "moe".into();
+        c.mlp = Mlp::SwiGlu;
+        c.moe = Some(MoeConfig { n_experts: 8, top_k: 2, d_expert: 340, ..MoeConfig::default() });
+        c
+    }),
+    ("qwen3-30b-a3b", || {
+        // Qwen/Qwen3-30B-A3B config.json: 128 experts of width 768, 8 per token, norm_topk_prob,
+        // every layer MoE (decoder_sparse_step 1), output_router_logits false (so no aux loss).
+        let mut c = ModelConfig::llama(151936, 40960, 48, 32, 4, 2048, 6144);
+        c.family = "qwen3_moe".into();
+        c.head_dim = 128;
+        c.norm_eps = 1e-6;
+        c.rope_theta = 1_000_000.0;
+        c.qk_norm = true;
+        c.moe = Some(MoeConfig { n_experts: 128, top_k: 8, d_expert: 768, aux_loss_coef: 0.0, ..MoeConfig::default() });
+        c
+    }),
+    ("ernie4.5-21b-a3b", || {
+        // baidu/ERNIE-4.5-21B-A3B-PT config.json: 64 experts of width 1536, moe_k 6, 2 shared
+        // experts, layer 0 dense (moe_layer_start_index 1, interval 1, end 27), tied embeddings.
+        let mut c = ModelConfig::llama(103424, 131072, 28, 20, 4, 2560, 12288);
+        c.family = "ernie4_5_moe".into();
+        c.head_dim = 128;
+        c.norm_eps = 1e-5;
+        c.rope_theta = 500_000.0;
+        c.tied_embeddings = true;
+        c.moe = Some(MoeConfig {
+            n_experts: 64,
+            top_k: 6,
+            d_expert: 1536,
+            n_shared: 2,
+            layer_start: 1,
+            aux_loss_coef: 0.0,
+            selection_bias: true,
+            ..MoeConfig::default()
+        });
+        c
+    }),
 ];
 
 #[cfg(test)]
@@ -277,6 +320,20 @@ mod tests {
         let c = ModelConfig::preset("qwen3-0.6b").unwrap();
         let non_emb = c.n_params() - c.vocab_size * c.d_model;
         assert!((non_emb as f64 / 0.44e9 - 1.0).abs() < 0.02, "{non_emb}");
+    }
+    #[test]
+    fn moe_presets_have_their_published_sizes() {
+        // Model cards: Qwen3-30B-A3B 30.5B total, 3.3B activated; ERNIE-4.5-21B-A3B 21B total, 3B activated.
+        let b = |n: usize| n as f64 / 1e9;
+        let q = ModelConfig::preset("qwen3-30b-a3b").unwrap();
+        assert!((b(q.n_params()) - 30.5).abs() < 0.1 && (b(q.n_active_params()) - 3.3).abs() < 0.1, "{}", q.n_params());
+        let e = ModelConfig::preset("ernie4.5-21b-a3b").unwrap();
+        // ERNIE's 3B counts no embedding (tied, 0.26B here).
+        let e_active = e.n_active_params() - e.vocab_size * e.d_model;
+        assert!((b(e.n_params()) - 21.8).abs() < 0.3 && (b(e_active) - 3.0).abs() < 0.1, "{} {e_active}", e.n_params());
+        let (m, dense) = (ModelConfig::preset("moe-tiny").unwrap(), ModelConfig::preset("shakespeare-bytes").unwrap());
+        let active = m.n_active_params() as f64 / dense.n_params() as f64;
+        assert!((active - 1.0).abs() < 0.01, "moe-tiny holds {active}x the dense preset's active parameters");
     }
     #[test]
     fn every_preset_validates() {

@@ -20,7 +20,7 @@ pub(crate) fn init_param(
     let std = match kind {
         ParamKind::Embedding | ParamKind::Weight => 0.02,
         ParamKind::ResidualWeight => 0.02 / ((2 * n_layer) as f64).sqrt(),
-        ParamKind::Bias | ParamKind::NormBias => return Tensor::zeros(port, shape, DType::F32),
+        ParamKind::Bias | ParamKind::NormBias | ParamKind::Statistic => return Tensor::zeros(port, shape, DType::F32),
         ParamKind::NormWeight => return Tensor::full(port, shape, 1.0, DType::F32),
     };
     Tensor::random(port, shape, Distribution::Normal, seed, offset, DType::F32)?.mul_scalar(std).map(|t| t.detach())

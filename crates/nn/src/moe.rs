@@ -66,9 +66,8 @@ pub(crate) type AddParam<'a> = dyn FnMut(String, &[usize], ParamKind) -> Result<
 pub(crate) fn build(add: &mut AddParam<'_>, prefix: &str, cfg: &MoeConfig, d: usize) -> Result<MoeBlock> {
     let (e, f) = (cfg.n_experts, cfg.d_expert);
     let router = add(format!("{prefix}.router.weight"), &[e, d], ParamKind::Weight)?;
-    // Zero at init, never reaches the loss, so AdamW leaves it where it was loaded.
     let selection_bias =
-        cfg.selection_bias.then(|| add(format!("{prefix}.selection_bias"), &[e], ParamKind::Bias)).transpose()?;
+        cfg.selection_bias.then(|| add(format!("{prefix}.selection_bias"), &[e], ParamKind::Statistic)).transpose()?;
     let (mut up, mut down) = (Vec::with_capacity(e), Vec::with_capacity(e));
     for i in 0..e {
         up.push(add(format!("{prefix}.experts.{i}.up.weight"), &[2 * f, d], ParamKind::Weight)?);

@@ -16,12 +16,20 @@ pub enum ParamKind {
     NormWeight,
     /// Norm shift.
     NormBias,
+    /// A statistic no loss reaches, kept with the weights (ERNIE 4.5's expert score
+    /// correction): zeros at init, never decayed, so AdamW leaves it as loaded.
+    Statistic,
 }
 
 impl ParamKind {
     /// AdamW convention: decay matrices only; never norms, biases or embeddings.
     pub fn decays(self) -> bool {
         matches!(self, ParamKind::Weight | ParamKind::ResidualWeight)
+    }
+
+    /// Whether a loss can reach it (torch skips parameters without a gradient, decay too).
+    pub fn trained(self) -> bool {
+        self != ParamKind::Statistic
     }
 }
 

@@ -96,7 +96,7 @@ pub fn train(
     let groups = model
         .params()
         .iter()
-        .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: true })
+        .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: p.kind.trained() })
         .collect();
     let mut opt = AdamW::new(s.adamw, groups)?;
     let sched = if s.constant_lr {
@@ -106,7 +106,8 @@ pub fn train(
     };
     let mut losses = Vec::new();
     for step in 0..s.steps {
-        let loss = cross_entropy(&model.forward(&x)?, &y)?;
+        // The training objective: cross-entropy, plus the load-balancing term of a MoE model.
+        let loss = model.loss(&x, &y)?;
         let l = loss.item()?;
         if !l.is_finite() {
             bail!("loss became {l} at step {step}; lower --lr");

@@ -79,6 +79,20 @@ struct LogLine {
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     val_loss: Option<f32>,
+    /// Router statistics of the step's last micro-batch (MoE models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moe: Option<MoeLog>,
+}
+
+/// What a MoE model's routers did in one step, as written to metrics.jsonl.
+#[derive(Serialize)]
+struct MoeLog {
+    /// The load-balancing loss before its coefficient (top_k when perfectly balanced).
+    aux_loss: f32,
+    /// Tokens routed to each expert, summed over the MoE layers.
+    tokens_per_expert: Vec<usize>,
+    /// The busiest expert's share over the mean share, in the worst layer.
+    max_load_ratio: f32,
 }
 
 /// Upload a batch as `[B, T]` I32 inputs and targets.
@@ -108,7 +122,7 @@ fn eval_sums(
         for b in eval_batches(val, batch, ctx, max_batches)?.skip(rank).step_by(world) {
             let (x, y) = batch_tensors(model.port(), &b)?;
             let rows = b.batch;
-            sum += model.loss(&x, &y)?.item()? as f64 * rows as f64;
+            sum += model.lm_loss(&x, &y)?.item()? as f64 * rows as f64;
             n += rows;
         }
         Ok((sum, n))
@@ -446,6 +460,11 @@ impl Run<'_> {
                 tokens_per_s: tps,
                 elapsed_s: elapsed,
                 val_loss: None,
+                moe: self.model.router_stats().map(|r| MoeLog {
+                    aux_loss: r.aux_loss,
+                    tokens_per_expert: r.tokens_per_expert,
+                    max_load_ratio: r.max_load_ratio,
+                }),
             };
             if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == end {
                 let v = evaluate_dp(self.model, self.val, cfg, self.dp.as_ref())?;

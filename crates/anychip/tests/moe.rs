@@ -1,0 +1,119 @@
+//! Mixture-of-experts models as a user runs them: eval and fixed-batch training of the Qwen3-MoE
+//! and ERNIE 4.5 MoE goldens against transformers, export and reload, a `moe-tiny` run logging its
+//! router statistics, and bad MoE input ending in one line and exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("anychip-moecli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn golden(arch: &str) -> PathBuf {
+    manifest_dir().join("../../tools/golden/out").join(format!("hf-{arch}"))
+}
+
+/// (exit code, stdout, stderr)
+fn run(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_anychip")).env("ANYCHIP_CACHE", scratch("cache")).args(args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn loss_of(line: &str) -> f64 {
+    serde_json::from_str::<serde_json::Value>(line.trim()).unwrap()["loss"].as_f64().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn eval_train_export(arch: &str) {
+    let g = golden(arch);
+    let b = g.join("batch.safetensors");
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(g.join("expected.json")).unwrap()).unwrap();
+    let (code, out, err) = run(&["eval", "--model", s(&g), "--batch", s(&b)]);
+    assert_eq!(code, 0, "{err}");
+    assert!((loss_of(&out) - want["loss"].as_f64().unwrap()).abs() < 1e-4, "{arch}: {out}");
+    let trained = scratch(&format!("{arch}-trained")).join("out");
+    let args = ["--steps", "5", "--lr", "1e-3", "--weight-decay", "0.01", "--beta2", "0.95", "--constant-lr"];
+    let (code, out, err) =
+        run(&[&["train", "--model", s(&g), "--batch", s(&b), "--out", s(&trained)], &args[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<f64> = out.lines().map(loss_of).collect();
+    assert_eq!(got.len(), 5);
+    for (g, w) in got.iter().zip(want["losses"].as_array().unwrap()) {
+        assert!((g - w.as_f64().unwrap()).abs() < 1e-3, "{arch}: {got:?} vs {}", want["losses"]);
+    }
+    // The export of the trained model loads back (as transformers' class) and evaluates.
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(trained.join("config.json")).unwrap()).unwrap();
+    let orig: serde_json::Value = serde_json::from_slice(&std::fs::read(g.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"], orig["architectures"]);
+    let (code, out, err) = run(&["eval", "--model", s(&trained), "--batch", s(&b)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(loss_of(&out) < want["loss"].as_f64().unwrap(), "{arch}: training lowered the loss: {out}");
+}
+
+#[test]
+fn qwen3_moe_eval_train_and_export_match_transformers() {
+    eval_train_export("qwen3_moe");
+}
+
+#[test]
+fn ernie4_5_moe_eval_train_and_export_match_transformers() {
+    eval_train_export("ernie4_5_moe");
+}
+
+#[test]
+fn moe_tiny_trains_and_logs_router_statistics() {
+    let d = scratch("tiny");
+    let data = d.join("corpus.txt");
+    std::fs::write(&data, "To be, or not to be, that is the question.\n".repeat(300)).unwrap();
+    let out = d.join("run");
+    let (code, _, err) = run(&[
+        "train", "--preset", "moe-tiny", "--data", s(&data), "--out", s(&out), "--steps", "3", "--batch", "2", "--ctx",
+        "32", "--threads", "1", "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let moe = &last["moe"];
+    let per_expert: Vec<u64> = moe["tokens_per_expert"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    // 4 MoE layers x 64 tokens x top-2.
+    assert_eq!((per_expert.len(), per_expert.iter().sum::<u64>()), (8, 4 * 64 * 2), "{moe}");
+    assert!(moe["aux_loss"].as_f64().unwrap() >= 1.99, "aux is at least top_k: {moe}");
+    assert!(moe["max_load_ratio"].as_f64().unwrap() >= 1.0, "{moe}");
+}
+
+#[test]
+fn bad_moe_input_is_one_clear_line_and_exit_2() {
+    let g = golden("qwen3_moe");
+    let b = g.join("batch.safetensors");
+    let bad = scratch("bad");
+    for f in ["model.safetensors", "batch.safetensors"] {
+        std::fs::copy(g.join(f), bad.join(f)).unwrap();
+    }
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(g.join("config.json")).unwrap()).unwrap();
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = cfg.clone();
+        c[k] = v;
+        c.as_object_mut().unwrap().remove(if k == "num_experts" { "num_local_experts" } else { "" });
+        std::fs::write(bad.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        run(&["eval", "--model", s(&bad), "--batch", s(&b)])
+    };
+    // The checkpoint holds 4 experts per layer.
+    for n in [3, 8] {
+        let (code, _, err) = with("num_experts", n.into());
+        assert!(code == 2 && err.lines().count() == 1, "{err}");
+        assert!(err.contains(&format!("has 4 experts but config.json says {n}")), "{err}");
+    }
+    let (code, _, err) = with("num_experts_per_tok", 5.into());
+    assert!(code == 2 && err.lines().count() == 1 && err.contains("top_k (5)") && err.contains("expert count (4)"), "{err}");
+    let (code, _, err) = run(&["train", "--preset", "moe-tiny", "--data", "/nonexistent.txt", "--steps", "1"]);
+    assert!(code == 2 && err.lines().count() == 1, "{err}");
+}

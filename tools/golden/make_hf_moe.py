@@ -1,0 +1,89 @@
+"""Write the Hugging Face parity goldens of the mixture-of-experts families, as make_hf.py does for
+the dense ones: a tiny random-weight Qwen3MoeForCausalLM and Ernie4_5_MoeForCausalLM saved with
+`save_pretrained` (f32), a fixed batch, transformers' loss, and the losses of 5 AdamW steps.
+
+    python3 tools/golden/make_hf_moe.py        # rewrites tools/golden/out/hf-qwen3_moe/, hf-ernie4_5_moe/
+
+Choices that make the comparison sharp:
+- router weights are scaled up (x40) so each token's top-k has clear margins: float rounding in
+  another engine must not flip a choice, or the comparison would test tie-breaking, not the math;
+- Qwen3-MoE: norm_topk_prob off (ERNIE covers renormalisation) and output_router_logits on with
+  router_aux_loss_coef 0.02, so the training losses include transformers' load-balancing loss;
+- ERNIE 4.5 MoE: a dense first layer (moe_layer_start_index 1), one shared expert, a non-zero
+  e_score_correction_bias (it changes which experts are picked, never their weights), no aux loss
+  (output_router_logits off, transformers' default), and no pad token: transformers builds ERNIE's
+  embedding with padding_idx = pad_token_id (0 in its config), and torch then gives that row no
+  gradient from the lookup, which no other architecture here does and anychip does not model. That
+  is also the tied-embedding gradient difference docs/hf.md describes for dense ERNIE (its golden
+  batch holds token 0).
+The training objective is what transformers' own `loss` is: cross-entropy plus coef x aux_loss when
+output_router_logits is set.
+"""
+import json, os
+import torch
+import torch.nn.functional as F
+import transformers as T
+from safetensors.torch import save_file
+
+V, D, L, H, KV, FF, P = 96, 32, 2, 4, 2, 64, 64
+ARCHS = {
+    "qwen3_moe": lambda: T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
+        vocab_size=V, hidden_size=D, intermediate_size=FF, moe_intermediate_size=16, num_experts=4,
+        num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, num_hidden_layers=L,
+        num_attention_heads=H, num_key_value_heads=KV, head_dim=16, max_position_embeddings=P,
+        tie_word_embeddings=True, output_router_logits=True, router_aux_loss_coef=0.02)),
+    "ernie4_5_moe": lambda: T.Ernie4_5_MoeForCausalLM(T.Ernie4_5_MoeConfig(
+        vocab_size=V, hidden_size=D, intermediate_size=FF, moe_intermediate_size=16, moe_num_experts=4, moe_k=2,
+        moe_num_shared_experts=1, moe_layer_start_index=1, moe_layer_interval=1, num_hidden_layers=3,
+        num_attention_heads=H, num_key_value_heads=KV, head_dim=8, max_position_embeddings=P,
+        tie_word_embeddings=False, pad_token_id=None)),
+}
+HP = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+
+
+def objective(model, tokens):
+    out = model(input_ids=tokens[:, :-1])
+    logits = out.logits
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
+    if model.config.output_router_logits:
+        return ce, ce + model.config.router_aux_loss_coef * out.aux_loss
+    return ce, ce
+
+
+def main():
+    root = os.environ.get("GOLDEN_OUT", os.path.join(os.path.dirname(__file__), "out"))
+    for arch, make in ARCHS.items():
+        torch.manual_seed(7)
+        model = make().float().eval()
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if p.dim() == 1:  # non-trivial norms so their mapping is tested
+                    p.add_(0.1 * torch.randn_like(p))
+                if n.endswith("gate.weight"):
+                    p.mul_(40.0)
+                if n.endswith("e_score_correction_bias"):
+                    p.copy_(0.05 * torch.randn_like(p))
+        out = os.path.join(root, f"hf-{arch}")
+        model.save_pretrained(out, safe_serialization=True)
+        tokens = torch.randint(0, V, (2, 10), generator=torch.Generator().manual_seed(3))
+        save_file({"tokens": tokens.to(torch.int64)}, os.path.join(out, "batch.safetensors"))
+        with torch.no_grad():
+            loss = objective(model, tokens)[0].item()
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), **HP)
+        losses = []
+        for _ in range(5):
+            _, l = objective(model, tokens)
+            losses.append(l.item())
+            opt.zero_grad(set_to_none=True)
+            l.backward()
+            opt.step()
+        json.dump({"loss": loss, "adamw": {"lr": HP["lr"], "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
+                                          "weight_decay": HP["weight_decay"]}, "losses": losses,
+                   "transformers": T.__version__, "torch": torch.__version__},
+                  open(os.path.join(out, "expected.json"), "w"), indent=1)
+        print(arch, loss, losses)
+
+
+if __name__ == "__main__":
+    main()
