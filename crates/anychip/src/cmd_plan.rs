@@ -5,7 +5,7 @@
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::model;
 use anychip_plan::perf::{Estimate, Precision};
-use anychip_plan::search::{parse_layout, search, Plan, Request};
+use anychip_plan::search::{memory_reason, parse_layout, search, Plan, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::validation;
 use anyhow::{anyhow, bail, Context, Result};
@@ -167,19 +167,7 @@ pub fn print_breakdown(e: &Estimate) {
         pct(t.dp_comm),
         t.optimizer
     );
-    let m = &e.memory;
-    println!(
-        "memory per chip {:.1} GiB of {:.1} usable = weights {:.1} + gradients {:.1} + optimizer {:.1} + gathered {:.1} + activations {:.1} + logits {:.1} + reserve {:.1}",
-        m.total() / GIB,
-        e.capacity / GIB,
-        m.weights / GIB,
-        m.gradients / GIB,
-        m.optimizer / GIB,
-        m.gathered / GIB,
-        m.activations / GIB,
-        m.logits / GIB,
-        m.reserve / GIB
-    );
+    println!("memory per chip: {}", memory_reason(e));
 }
 
 fn print_plan(plan: &Plan, chip: &Chip, top: usize) {

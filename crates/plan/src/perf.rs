@@ -462,7 +462,8 @@ impl Ctx<'_> {
         // Stored bytes per token (Korthikanti's 34 s b h for GPT, generalised): 10h outside the
         // TP region (norm inputs, dropout masks), q/k/v and the core output inside it.
         let outside = 10.0 * h / if sp { t } else { 1.0 };
-        let attn_inside = (2.0 * (a.qk_dim * 2 + a.v_dim) as f64 + 2.0 * a.v_dim as f64) / t;
+        // q, k and v (k and v at the key/value width: GQA stores kv_heads of them), the core output.
+        let attn_inside = (2.0 * (a.qk_dim + a.kv_exchange) as f64 + 2.0 * a.v_dim as f64) / t;
         let mlp_inside;
         let mut ep = 0.0;
         let mut moe_bytes = 0.0;

@@ -141,7 +141,8 @@ fn powers_of_two_upto(n: usize) -> impl Iterator<Item = usize> {
     (0..).map(|k| 1usize << k).take_while(move |&x| x <= n)
 }
 
-fn memory_reason(est: &Estimate) -> String {
+/// The memory of an estimate, part by part, against what the chip can use.
+pub fn memory_reason(est: &Estimate) -> String {
     let m = &est.memory;
     format!(
         "needs {:.1} GiB of {:.1} usable (weights {:.1}, gradients {:.1}, optimizer {:.1}, gathered {:.1}, activations {:.1}, logits {:.1}, reserve {:.1})",

@@ -39,8 +39,11 @@ fn recommended_layouts_fit_in_memory() {
         let m = model::resolve(rng.pick::<&str>(&models)).unwrap();
         let chip = db.find(rng.pick::<&str>(&chips)).unwrap();
         let st = stack::find(rng.pick::<&str>(&stacks)).unwrap();
-        let precision =
-            if chip.get("fp8_tflops").is_some() && rng.next().is_multiple_of(2) { Precision::Fp8 } else { Precision::Bf16 };
+        let precision = if chip.get("fp8_tflops").is_some() && rng.next().is_multiple_of(2) {
+            Precision::Fp8
+        } else {
+            Precision::Bf16
+        };
         let req = Request {
             model: m,
             count: *rng.pick(&counts[..]),
