@@ -1,9 +1,12 @@
 //! The `anychip` command line.
 
 mod cmd_bench;
+mod cmd_chips;
 mod cmd_conform;
 mod cmd_eval;
 mod cmd_export;
+mod cmd_fleet;
+mod cmd_plan;
 mod cmd_ports;
 mod cmd_sample;
 mod cmd_train;
@@ -45,11 +48,11 @@ enum Cmd {
     /// Run the conformance suite on a port (exit code 2 on any failure).
     Conform(cmd_conform::ConformArgs),
     /// Plan a training job: best parallel layouts, step time, MFU, memory, days, energy, cost.
-    Plan(anychip_plan::cli::PlanArgs),
+    Plan(cmd_plan::PlanArgs),
     /// The chip database: list, show one with sources, or compare chips on a job.
-    Chips(anychip_plan::cli::ChipsArgs),
+    Chips(cmd_chips::ChipsArgs),
     /// Place training jobs on a mixed fleet of chip pools.
-    Fleet(anychip_plan::cli::FleetArgs),
+    Fleet(cmd_fleet::FleetArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,9 +65,9 @@ fn main() -> ExitCode {
         Cmd::Export(a) => cmd_export::export(a),
         Cmd::Ports => cmd_ports::ports(),
         Cmd::Conform(a) => cmd_conform::conform(a),
-        Cmd::Plan(a) => anychip_plan::cli::run_plan(&a),
-        Cmd::Chips(a) => anychip_plan::cli::run_chips(&a),
-        Cmd::Fleet(a) => anychip_plan::cli::run_fleet(&a),
+        Cmd::Plan(a) => cmd_plan::run_plan(&a),
+        Cmd::Chips(a) => cmd_chips::run_chips(&a),
+        Cmd::Fleet(a) => cmd_fleet::run_fleet(&a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -91,16 +91,13 @@ pub struct Chip {
     /// Chip family for placement rules (`nvidia`, `kunlun`, `t-head`, `ascend`).
     #[serde(default)]
     pub family: String,
-    /// Which calibration of the performance model applies (`ampere`, `hopper`, `default`).
-    #[serde(default = "default_calibration")]
-    pub calibration: String,
+    /// Ignored: the calibration is one set of constants for every chip (data/calibration.toml).
+    /// Kept so chip files written for earlier versions still load.
+    #[serde(default, skip_serializing)]
+    pub calibration: Option<String>,
     /// The figures, keyed by a name from [`FIELDS`].
     #[serde(default)]
     pub specs: BTreeMap<String, Figure>,
-}
-
-fn default_calibration() -> String {
-    "default".into()
 }
 
 impl Chip {
@@ -183,6 +180,13 @@ const BUILTIN: &[(&str, &str)] = &[
     ("910b.toml", include_str!("../chips/910b.toml")),
     ("910c.toml", include_str!("../chips/910c.toml")),
     ("mlu370.toml", include_str!("../chips/mlu370.toml")),
+    ("b200.toml", include_str!("../chips/b200.toml")),
+    ("gb200.toml", include_str!("../chips/gb200.toml")),
+    ("mi300x.toml", include_str!("../chips/mi300x.toml")),
+    ("gaudi2.toml", include_str!("../chips/gaudi2.toml")),
+    ("gaudi3.toml", include_str!("../chips/gaudi3.toml")),
+    ("tpu-v5e.toml", include_str!("../chips/tpu-v5e.toml")),
+    ("tpu-v5p.toml", include_str!("../chips/tpu-v5p.toml")),
 ];
 
 /// A set of chip records.

@@ -9,8 +9,9 @@
 
 use crate::chips::{Chip, ChipDb};
 use crate::model;
-use crate::perf::Software;
+use crate::perf::Precision;
 use crate::search::{search, Plan, Request};
+use crate::stack::{self, Stack};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,6 +68,12 @@ pub struct JobSpec {
     /// Allow one job to use several chip kinds at once.
     #[serde(default)]
     pub heterogeneous: bool,
+    /// Software stack profile (default: the fleet command's `--stack`).
+    #[serde(default)]
+    pub stack: Option<String>,
+    /// `bf16` (default) or `fp8`.
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 /// The jobs file.
@@ -78,7 +85,7 @@ pub struct JobsFile {
 }
 
 /// What the scheduler minimises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Objective {
     /// Time until the last job finishes.
     Makespan,
@@ -136,6 +143,13 @@ pub struct Schedule {
     pub makespan_days: f64,
     /// Total cost if every price is known.
     pub cost_usd: Option<f64>,
+}
+
+/// Read a fleet file and a jobs file and schedule the jobs (what `anychip fleet` computes).
+pub fn schedule_files(fleet: &Path, jobs: &Path, db: &ChipDb, objective: Objective, stack: &Stack) -> Result<Schedule> {
+    let fleet: FleetFile = read_toml(fleet, "fleet")?;
+    let jobs: JobsFile = read_toml(jobs, "jobs")?;
+    schedule(&fleet, &jobs, db, objective, stack)
 }
 
 /// Read a TOML file of type `T`; the error names the file.
@@ -219,7 +233,7 @@ pub fn schedule(
     jobs: &JobsFile,
     db: &ChipDb,
     objective: Objective,
-    sw: &Software,
+    default_stack: &Stack,
 ) -> Result<Schedule> {
     let kinds = kinds(fleet, db)?;
     if jobs.job.is_empty() {
@@ -230,6 +244,14 @@ pub fn schedule(
     for (ji, job) in jobs.job.iter().enumerate() {
         let model = model::resolve(&job.model).map_err(|e| anyhow!("job {}: {e}", job.name))?;
         let seq = job.seq.unwrap_or(4096);
+        let stack = match &job.stack {
+            Some(n) => stack::find(n).map_err(|e| anyhow!("job {}: {e}", job.name))?,
+            None => default_stack.clone(),
+        };
+        let precision = match &job.precision {
+            Some(p) => Precision::parse(p).map_err(|e| anyhow!("job {}: {e}", job.name))?,
+            None => Precision::Bf16,
+        };
         let mut opts = Vec::new();
         let mut why = Vec::new();
         let mut best_per_kind: Vec<(String, Plan)> = Vec::new();
@@ -240,9 +262,17 @@ pub fn schedule(
             let mut n = kind.capacity;
             let mut first = true;
             while n >= 1 {
-                let req =
-                    Request { model: model.clone(), count: n, tokens: job.tokens, seq, global_batch: job.global_batch };
-                match search(&req, &kind.chip, sw) {
+                let req = Request {
+                    model: model.clone(),
+                    count: n,
+                    tokens: job.tokens,
+                    seq,
+                    global_batch: job.global_batch,
+                    precision,
+                    stack: stack.clone(),
+                    pinned: None,
+                };
+                match search(&req, &kind.chip) {
                     Ok(plan) => {
                         if first {
                             best_per_kind.push((name.clone(), plan.clone()));

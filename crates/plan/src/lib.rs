@@ -3,16 +3,17 @@
 //! - [`chips`]: accelerator records with a source and confidence for every figure.
 //! - [`export`]: US export-control class computed from those figures.
 //! - [`model`]: model presets and model files.
-//! - [`perf`]: the analytic step-time and memory model; [`calib`] its per-generation constants.
+//! - [`perf`]: the analytic step-time and memory model; [`calib`] its constants and their fit;
+//!   [`stack`] the software stack profiles it takes as input.
 //! - [`validation`]: the model run on published training runs.
 
 pub mod calib;
 pub mod chart;
 pub mod chips;
-pub mod cli;
 pub mod export;
 pub mod fleet;
 pub mod model;
 pub mod perf;
 pub mod search;
+pub mod stack;
 pub mod validation;

@@ -1,16 +1,17 @@
 //! Models the planner knows: the engine presets of `anychip-models` plus planner-only presets
-//! (published architectures the engine need not build), and model files in TOML.
+//! (published architectures the engine need not build, dense and mixture-of-experts), and model
+//! files in TOML. The performance model reads an [`Arch`]: the per-layer numbers it needs.
 
-use anychip_models::ModelConfig;
+use anychip_models::{Mlp, ModelConfig};
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Planner-only presets, one `[[model]]` table each, with the source of every architecture.
 const PRESETS_TOML: &str = include_str!("../data/models.toml");
 
 /// A model file (and one preset entry): the few numbers the planner needs; the rest is derived.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelFile {
     /// Preset name (optional in a user file; the file name is used instead).
@@ -19,7 +20,8 @@ pub struct ModelFile {
     /// Where the numbers came from.
     #[serde(default)]
     pub source: String,
-    /// `gpt` (LayerNorm, GELU MLP of 4h, learned positions) or `llama` (RMSNorm, SwiGLU, RoPE, GQA).
+    /// `gpt` (LayerNorm, GELU MLP of 4h, learned positions), `llama` (RMSNorm, SwiGLU, RoPE, GQA)
+    /// or `moe` (llama-style attention, SwiGLU experts).
     pub arch: String,
     /// Vocabulary size.
     pub vocab: usize,
@@ -38,35 +40,211 @@ pub struct ModelFile {
     /// Per-head width; defaults to d_model / heads.
     #[serde(default)]
     pub head_dim: Option<usize>,
-    /// MLP hidden width; defaults to 4 x d_model for `gpt`.
+    /// MLP hidden width (of the dense layers of a MoE); defaults to 4 x d_model for `gpt`.
     #[serde(default)]
     pub d_ff: Option<usize>,
-    /// Whether the LM head shares the embedding (default: true for gpt, false for llama).
+    /// Whether the LM head shares the embedding (default: true for gpt, false otherwise).
     #[serde(default)]
     pub tied: Option<bool>,
+    /// MoE: routed experts per MoE layer.
+    #[serde(default)]
+    pub experts: Option<usize>,
+    /// MoE: routed experts each token visits.
+    #[serde(default)]
+    pub experts_per_token: Option<usize>,
+    /// MoE: shared experts every token visits (default 0).
+    #[serde(default)]
+    pub shared_experts: Option<usize>,
+    /// MoE: hidden width of one expert's SwiGLU.
+    #[serde(default)]
+    pub expert_d_ff: Option<usize>,
+    /// MoE: the first layers that are dense (default 0).
+    #[serde(default)]
+    pub dense_layers: Option<usize>,
+    /// Multi-head latent attention (DeepSeek): query low-rank width (0 = full-rank query).
+    #[serde(default)]
+    pub q_lora_rank: Option<usize>,
+    /// Multi-head latent attention: compressed key/value width.
+    #[serde(default)]
+    pub kv_lora_rank: Option<usize>,
+    /// Multi-head latent attention: per-head query/key width without and with RoPE.
+    #[serde(default)]
+    pub qk_nope_dim: Option<usize>,
+    /// Multi-head latent attention: per-head RoPE width.
+    #[serde(default)]
+    pub qk_rope_dim: Option<usize>,
+    /// Multi-head latent attention: per-head value width.
+    #[serde(default)]
+    pub v_head_dim: Option<usize>,
+    /// Sliding-window attention span of the windowed layers (GPT-OSS).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Fraction of layers using the sliding window (GPT-OSS alternates: 0.5).
+    #[serde(default)]
+    pub sliding_fraction: Option<f64>,
+}
+
+/// Mixture-of-experts part of an architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Moe {
+    /// Routed experts per MoE layer.
+    pub experts: usize,
+    /// Routed experts per token.
+    pub top_k: usize,
+    /// Shared experts per MoE layer.
+    pub shared: usize,
+    /// Hidden width of one expert's SwiGLU.
+    pub expert_d_ff: usize,
+    /// Leading dense layers.
+    pub dense_layers: usize,
+}
+
+/// What the performance model needs of an architecture, per layer and in total.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Arch {
+    /// Vocabulary.
+    pub vocab: usize,
+    /// Longest context.
+    pub max_ctx: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Hidden width.
+    pub d_model: usize,
+    /// Query heads (tensor parallel splits them).
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Query/key width summed over heads (QK^T contracts over it).
+    pub qk_dim: usize,
+    /// Value width summed over heads (AV produces it).
+    pub v_dim: usize,
+    /// Key plus value elements per token that context parallel exchanges.
+    pub kv_exchange: usize,
+    /// Matmul weights of one layer's attention.
+    pub attn_params: f64,
+    /// Matmul weights of a dense layer's MLP.
+    pub dense_mlp_params: f64,
+    /// MLP hidden width of a dense layer and its number of up projections (2 gelu, 3 swiglu).
+    pub d_ff: usize,
+    /// Up projections of the MLP (1 for GELU, 2 for SwiGLU).
+    pub mlp_up: usize,
+    /// The mixture of experts, if any.
+    pub moe: Option<Moe>,
+    /// Whether the LM head shares the embedding.
+    pub tied: bool,
+    /// Sliding-window span and the fraction of layers using it.
+    pub window: Option<(usize, f64)>,
+}
+
+impl Arch {
+    /// From an engine config (dense).
+    pub fn from_config(c: &ModelConfig) -> Arch {
+        let h = c.d_model as f64;
+        let q = c.n_head * c.head_dim;
+        let kv = c.n_kv_head * c.head_dim;
+        let mlp_up = match c.mlp {
+            Mlp::Gelu => 1,
+            Mlp::SwiGlu => 2,
+        };
+        Arch {
+            vocab: c.vocab_size,
+            max_ctx: c.max_ctx,
+            layers: c.n_layer,
+            d_model: c.d_model,
+            heads: c.n_head,
+            kv_heads: c.n_kv_head,
+            qk_dim: q,
+            v_dim: q,
+            kv_exchange: 2 * kv,
+            attn_params: h * (q + 2 * kv) as f64 + q as f64 * h,
+            dense_mlp_params: (mlp_up + 1) as f64 * h * c.d_ff as f64,
+            d_ff: c.d_ff,
+            mlp_up,
+            moe: None,
+            tied: c.tied_embeddings,
+            window: None,
+        }
+    }
+
+    /// Layers whose MLP is a mixture of experts.
+    pub fn moe_layers(&self) -> usize {
+        self.moe.map_or(0, |m| self.layers - m.dense_layers)
+    }
+
+    /// Matmul weights of one MoE layer's MLP: router, routed and shared experts.
+    pub fn moe_mlp_params(&self) -> f64 {
+        self.moe.map_or(0.0, |m| {
+            let h = self.d_model as f64;
+            h * m.experts as f64 + 3.0 * h * m.expert_d_ff as f64 * (m.experts + m.shared) as f64
+        })
+    }
+
+    /// Matmul weights one token passes through in a MoE layer's MLP.
+    pub fn moe_active_mlp_params(&self) -> f64 {
+        self.moe.map_or(0.0, |m| {
+            let h = self.d_model as f64;
+            h * m.experts as f64 + 3.0 * h * m.expert_d_ff as f64 * (m.top_k + m.shared) as f64
+        })
+    }
+
+    /// All parameters (embedding and head included).
+    pub fn total_params(&self) -> f64 {
+        let dense = (self.layers - self.moe_layers()) as f64 * (self.attn_params + self.dense_mlp_params);
+        let moe = self.moe_layers() as f64 * (self.attn_params + self.moe_mlp_params());
+        let emb = (self.vocab * self.d_model) as f64 * if self.tied { 1.0 } else { 2.0 };
+        dense + moe + emb
+    }
+
+    /// Parameters one token passes through (matmuls of the layers and the LM head).
+    pub fn active_matmul_params(&self) -> f64 {
+        let dense = (self.layers - self.moe_layers()) as f64 * (self.attn_params + self.dense_mlp_params);
+        let moe = self.moe_layers() as f64 * (self.attn_params + self.moe_active_mlp_params());
+        dense + moe + (self.vocab * self.d_model) as f64
+    }
+
+    /// Mean attention span of a token at context `s` for causal attention, over all layers.
+    pub fn mean_causal_span(&self, s: usize) -> f64 {
+        let full = s as f64 / 2.0;
+        match self.window {
+            Some((w, frac)) => (1.0 - frac) * full + frac * (w.min(s) as f64).min(full),
+            None => full,
+        }
+    }
+
+    /// Model FLOPs per token at context `s` (the MFU numerator): 6 x active matmul weights plus
+    /// the causal attention scores and values, 6 x span x (qk + v) per layer.
+    pub fn model_flops_per_token(&self, s: usize) -> f64 {
+        6.0 * self.active_matmul_params()
+            + 6.0 * self.layers as f64 * self.mean_causal_span(s) * (self.qk_dim + self.v_dim) as f64
+    }
 }
 
 impl ModelFile {
-    /// Build the shared config, checking it.
-    pub fn to_config(&self) -> Result<ModelConfig> {
-        let ctx = self.ctx.unwrap_or(4096);
+    fn has_moe_fields(&self) -> bool {
+        self.experts.is_some()
+            || self.experts_per_token.is_some()
+            || self.shared_experts.is_some()
+            || self.expert_d_ff.is_some()
+            || self.dense_layers.is_some()
+    }
+
+    fn dense_config(&self, ctx: usize) -> Result<ModelConfig> {
+        if self.heads == 0 {
+            bail!("model {}: heads must be positive", self.name);
+        }
         let mut c = match self.arch.as_str() {
             "gpt" => {
-                if self.heads == 0 {
-                    bail!("model {}: heads must be positive", self.name);
-                }
                 let mut c = ModelConfig::gpt2(self.vocab, ctx, self.layers, self.heads, self.d_model);
                 c.family = "gpt".into();
                 c.d_ff = self.d_ff.unwrap_or(4 * self.d_model);
                 c
             }
-            "llama" => {
-                let d_ff = self.d_ff.ok_or_else(|| {
-                    anyhow!("model {}: a llama model needs d_ff (the SwiGLU hidden width)", self.name)
-                })?;
-                if self.heads == 0 {
-                    bail!("model {}: heads must be positive", self.name);
-                }
+            _ => {
+                let d_ff = match (self.d_ff, self.expert_d_ff) {
+                    (Some(f), _) => f,
+                    (None, Some(f)) if self.arch == "moe" => f,
+                    _ => bail!("model {}: a {} model needs d_ff (the SwiGLU hidden width)", self.name, self.arch),
+                };
                 ModelConfig::llama(
                     self.vocab,
                     ctx,
@@ -77,7 +255,6 @@ impl ModelFile {
                     d_ff,
                 )
             }
-            other => bail!("model {}: arch must be \"gpt\" or \"llama\", got \"{other}\"", self.name),
         };
         if let Some(kv) = self.kv_heads {
             c.n_kv_head = kv;
@@ -90,6 +267,85 @@ impl ModelFile {
         }
         c.validate().map_err(|e| anyhow!("model {}: {e}", self.name))?;
         Ok(c)
+    }
+
+    fn moe(&self) -> Result<Moe> {
+        let need = |v: Option<usize>, what: &str| {
+            v.filter(|&x| x > 0).ok_or_else(|| anyhow!("model {}: a moe model needs {what} (positive)", self.name))
+        };
+        let m = Moe {
+            experts: need(self.experts, "experts")?,
+            top_k: need(self.experts_per_token, "experts_per_token")?,
+            shared: self.shared_experts.unwrap_or(0),
+            expert_d_ff: need(self.expert_d_ff, "expert_d_ff")?,
+            dense_layers: self.dense_layers.unwrap_or(0),
+        };
+        if m.top_k > m.experts {
+            bail!("model {}: experts_per_token {} exceeds experts {}", self.name, m.top_k, m.experts);
+        }
+        if m.dense_layers > self.layers {
+            bail!("model {}: dense_layers {} exceeds layers {}", self.name, m.dense_layers, self.layers);
+        }
+        if m.dense_layers > 0 && self.d_ff.is_none() {
+            bail!("model {}: dense_layers need d_ff (the dense layers' SwiGLU width)", self.name);
+        }
+        Ok(m)
+    }
+
+    /// Apply multi-head latent attention widths, if given, to `a`.
+    fn apply_mla(&self, a: &mut Arch) -> Result<()> {
+        let Some(kv_rank) = self.kv_lora_rank else {
+            return Ok(());
+        };
+        let (Some(nope), Some(rope), Some(v)) = (self.qk_nope_dim, self.qk_rope_dim, self.v_head_dim) else {
+            bail!("model {}: latent attention needs qk_nope_dim, qk_rope_dim and v_head_dim", self.name);
+        };
+        let (h, n) = (self.d_model as f64, self.heads as f64);
+        let qk = (nope + rope) as f64;
+        let q_params = match self.q_lora_rank.unwrap_or(0) {
+            0 => h * n * qk,
+            r => h * r as f64 + r as f64 * n * qk,
+        };
+        let kv_params = h * (kv_rank + rope) as f64 + kv_rank as f64 * n * (nope + v) as f64;
+        a.attn_params = q_params + kv_params + n * v as f64 * h;
+        a.qk_dim = self.heads * (nope + rope);
+        a.v_dim = self.heads * v;
+        // Context parallel moves the expanded per-head keys and values (Megatron/TE).
+        a.kv_exchange = a.qk_dim + a.v_dim;
+        Ok(())
+    }
+
+    /// Build the architecture, checking it.
+    pub fn to_arch(&self) -> Result<Arch> {
+        let dense_arch = matches!(self.arch.as_str(), "gpt" | "llama");
+        if !dense_arch && self.arch != "moe" {
+            bail!("model {}: arch must be \"gpt\", \"llama\" or \"moe\", got \"{}\"", self.name, self.arch);
+        }
+        if dense_arch && self.has_moe_fields() {
+            bail!(
+                "model {}: arch \"{}\" is dense but the file sets expert fields; use arch = \"moe\" or remove them",
+                self.name,
+                self.arch
+            );
+        }
+        let ctx = self.ctx.unwrap_or(4096);
+        let c = self.dense_config(ctx)?;
+        let mut a = Arch::from_config(&c);
+        if self.arch == "moe" {
+            a.moe = Some(self.moe()?);
+            if self.d_ff.is_none() {
+                a.dense_mlp_params = 0.0;
+            }
+        }
+        self.apply_mla(&mut a)?;
+        if let Some(w) = self.sliding_window {
+            let frac = self.sliding_fraction.unwrap_or(1.0);
+            if !(0.0..=1.0).contains(&frac) {
+                bail!("model {}: sliding_fraction must be within 0..1, got {frac}", self.name);
+            }
+            a.window = Some((w, frac));
+        }
+        Ok(a)
     }
 }
 
@@ -108,8 +364,15 @@ fn planner_presets() -> Vec<ModelFile> {
 pub struct Model {
     /// Preset name or file name.
     pub name: String,
-    /// The architecture.
-    pub config: ModelConfig,
+    /// Where its numbers came from.
+    pub source: String,
+    /// The architecture as the performance model sees it.
+    pub arch: Arch,
+}
+
+/// The sequence length a job uses when none is given: the model's context, at most 4096.
+pub fn default_seq(m: &Model) -> usize {
+    m.arch.max_ctx.min(4096)
 }
 
 /// Every preset name the planner accepts (planner presets, then engine presets).
@@ -127,10 +390,10 @@ pub fn preset_names() -> Vec<String> {
 pub fn resolve(spec: &str) -> Result<Model> {
     let lower = spec.to_ascii_lowercase();
     if let Some(m) = planner_presets().into_iter().find(|m| m.name == lower) {
-        return Ok(Model { name: m.name.clone(), config: m.to_config()? });
+        return Ok(Model { name: m.name.clone(), source: m.source.clone(), arch: m.to_arch()? });
     }
     if let Some(c) = ModelConfig::preset(&lower) {
-        return Ok(Model { name: lower, config: c });
+        return Ok(Model { name: lower, source: "anychip-models engine preset".into(), arch: Arch::from_config(&c) });
     }
     let path = Path::new(spec);
     if spec.ends_with(".toml") || path.exists() {
@@ -147,8 +410,8 @@ pub fn load_file(path: &Path) -> Result<Model> {
     if m.name.is_empty() {
         m.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
-    let config = m.to_config().map_err(|e| anyhow!("model file {}: {e}", path.display()))?;
-    Ok(Model { name: m.name, config })
+    let arch = m.to_arch().map_err(|e| anyhow!("model file {}: {e}", path.display()))?;
+    Ok(Model { name: m.name, source: m.source, arch })
 }
 
 #[cfg(test)]
@@ -156,27 +419,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_preset_resolves_and_validates() {
+    fn every_preset_resolves() {
         for n in preset_names() {
             let m = resolve(&n).unwrap();
-            m.config.validate().unwrap();
+            assert!(m.arch.total_params() > 0.0, "{n}");
         }
     }
 
     #[test]
     fn published_parameter_counts() {
-        // (preset, published total parameters, tolerance)
+        // (preset, published total parameters, published active parameters)
         let cases = [
-            ("gpt3-175b", 175e9, 0.01),
-            ("llama2-7b", 6.74e9, 0.01),
-            ("llama2-70b", 68.98e9, 0.01),
-            ("llama3-8b", 8.03e9, 0.01),
-            ("llama3-405b", 405.9e9, 0.01),
-            ("qwen3-32b", 32.8e9, 0.01),
+            ("gpt3-175b", 175e9, 175e9),
+            ("llama2-7b", 6.74e9, 6.74e9),
+            ("llama3-8b", 8.03e9, 8.03e9),
+            ("llama3-405b", 405.9e9, 405.9e9),
+            ("qwen3-32b", 32.8e9, 32.8e9),
+            ("deepseek-v3", 671e9, 37e9),
+            ("qwen3-30b-a3b", 30.5e9, 3.3e9),
+            ("qwen3-235b-a22b", 235e9, 22e9),
+            ("gpt-oss-120b", 116.8e9, 5.1e9),
+            ("ernie-4.5-21b-a3b", 21e9, 3e9),
+            ("ernie-4.5-300b-a47b", 300e9, 47e9),
         ];
-        for (n, want, tol) in cases {
-            let got = resolve(n).unwrap().config.n_params() as f64;
-            assert!((got / want - 1.0).abs() < tol, "{n}: {got:.4e} vs {want:.4e}");
+        for (n, total, active) in cases {
+            let a = resolve(n).unwrap().arch;
+            let got = a.total_params();
+            assert!((got / total - 1.0).abs() < 0.05, "{n}: total {got:.4e} vs {total:.4e}");
+            // Active parameters: the published figure counts the embedding once (or not at all).
+            let act = a.active_matmul_params();
+            assert!((act / active - 1.0).abs() < 0.15, "{n}: active {act:.4e} vs {active:.4e}");
         }
+    }
+
+    #[test]
+    fn moe_fields_on_a_dense_arch_are_refused() {
+        let f = ModelFile {
+            name: "x".into(),
+            arch: "llama".into(),
+            vocab: 1000,
+            layers: 2,
+            heads: 4,
+            d_model: 256,
+            d_ff: Some(512),
+            experts: Some(8),
+            ..Default::default()
+        };
+        let e = f.to_arch().unwrap_err().to_string();
+        assert!(e.contains("is dense") && e.contains("arch = \"moe\""), "{e}");
     }
 }

@@ -1,19 +1,33 @@
-//! Analytic performance model of one training step of a decoder transformer on one chip type.
+//! Analytic performance model of one training step of a decoder transformer (dense or mixture of
+//! experts) on one chip kind, under a software stack ([`Stack`]).
 //!
-//! Notation (Korthikanti et al. 2022): s sequence length, b micro-batch, h d_model, a heads,
-//! l layers, V vocabulary, t tensor-, p pipeline-, d data-, c context-parallel degree, m
-//! micro-batches per step, v interleaved chunks per pipeline stage.
+//! Notation (Korthikanti et al. 2022): s sequence, b micro-batch, h d_model, l layers, V vocabulary;
+//! t tensor-, p pipeline-, d data-, c context-, e expert-parallel degree; m micro-batches per step,
+//! v interleaved chunks per stage.
 //!
-//! Step time = (m + (p-1)/v) x t_mb + exposed data-parallel time + optimizer time, where the
-//! per-micro-batch time of the heaviest stage is
-//!   t_mb = GEMM FLOPs / (peak x eff(h/t)) + element-wise bytes / (bandwidth x bw_eff)
-//!        + exposed tensor/context-parallel collectives + pipeline sends.
-//! Memory per chip follows Korthikanti for activations and ZeRO (Rajbhandari et al.) for states.
+//! Step = m x t_mb + (p-1)/v x t_mb + exposed data-parallel time + optimizer, where t_mb is one
+//! micro-batch through the heaviest stage (its layers plus the LM head):
+//! - GEMMs at peak x eff(intensity): eff = gemm_eff x I/(I + knee x ridge), I the GEMM's arithmetic
+//!   intensity (FLOP/byte), ridge = peak / memory bandwidth of the chip. Small GEMMs (thin tensor
+//!   parallel slices, few tokens per expert) fall off the roof on every chip in the same way; FP8
+//!   GEMMs run at the FP8 peak times `fp8_gemm_eff` (the scaling and casting TE adds), while
+//!   attention, the LM head and element-wise work stay BF16.
+//! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward, FlashAttention-2);
+//!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic.
+//! - Element-wise kernels: stored-activation bytes x passes / memory bandwidth.
+//! - Collectives over the topology: inside the scale-up domain at its link rate, across domains at
+//!   the scale-out rate of the NICs the group's members in one domain share; a per-hop latency.
+//!   What a stack overlaps is hidden up to the compute it can hide behind, and even then costs
+//!   (1 - overlap_hidden) of itself (contention for SMs and memory).
+//!
+//! Memory per chip: Korthikanti for activations, ZeRO (Rajbhandari et al.) for states, experts
+//! sharded over expert parallel, ZeRO-3 gathered-weight buffers from the same assumption as its time.
 
-use crate::calib::{Calibration, Shared};
+use crate::calib::Constants;
 use crate::chips::{Chip, GIB};
-use anychip_models::{Mlp, ModelConfig};
-use anyhow::{bail, Result};
+use crate::model::Arch;
+use crate::stack::Stack;
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::fmt;
 
@@ -29,12 +43,54 @@ pub enum Recompute {
     Full,
 }
 
+impl Recompute {
+    /// Parse `none`, `selective` or `full`.
+    pub fn parse(s: &str) -> Result<Recompute> {
+        Ok(match s {
+            "none" => Recompute::None,
+            "selective" => Recompute::Selective,
+            "full" => Recompute::Full,
+            other => bail!("recompute must be none, selective or full, got '{other}'"),
+        })
+    }
+}
+
 impl fmt::Display for Recompute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Recompute::None => "none",
             Recompute::Selective => "selective",
             Recompute::Full => "full",
+        })
+    }
+}
+
+/// Number format of the transformer layers' GEMMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// BF16 everywhere.
+    Bf16,
+    /// FP8 GEMMs in the transformer layers (Transformer Engine style); the rest BF16.
+    Fp8,
+}
+
+impl Precision {
+    /// Parse `bf16` or `fp8`.
+    pub fn parse(s: &str) -> Result<Precision> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "bf16" => Precision::Bf16,
+            "fp8" => Precision::Fp8,
+            other => bail!("--precision must be bf16 or fp8, got '{other}'"),
+        })
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Bf16 => "bf16",
+            Precision::Fp8 => "fp8",
         })
     }
 }
@@ -50,6 +106,8 @@ pub struct Layout {
     pub dp: usize,
     /// Context-parallel degree (sequence split across ranks for attention).
     pub cp: usize,
+    /// Expert-parallel degree (experts split across ranks of tp x cp x dp; expert TP is 1).
+    pub ep: usize,
     /// Sequences per micro-batch.
     pub mb: usize,
     /// Interleaved model chunks per pipeline stage (1 = plain 1F1B).
@@ -75,6 +133,9 @@ impl fmt::Display for Layout {
         if self.cp > 1 {
             write!(f, " cp{}", self.cp)?;
         }
+        if self.ep > 1 {
+            write!(f, " ep{}", self.ep)?;
+        }
         if self.v > 1 {
             write!(f, " v{}", self.v)?;
         }
@@ -86,53 +147,30 @@ impl fmt::Display for Layout {
     }
 }
 
-/// What the training software does, as opposed to what the chip can do.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Software {
-    /// Fused attention that never stores the s x s score matrix and skips masked blocks.
-    pub flash_attention: bool,
-    /// Gradient reduction overlapped with backward (bucketed DDP / distributed optimizer).
-    pub overlap_dp: bool,
-    /// Tensor/context-parallel collectives overlapped with GEMMs.
-    pub overlap_tp: bool,
-    /// Bytes per gradient element in the data-parallel reduction.
-    pub grad_comm_bytes: f64,
-    /// Bytes per gradient element kept between micro-batches (fp32 main grads as Megatron: 4).
-    pub main_grad_bytes: f64,
-}
-
-impl Software {
-    /// A current framework (Megatron-Core, TorchTitan): fused attention, overlapped collectives, bf16
-    /// gradient reduction into fp32 main gradients.
-    pub fn modern() -> Software {
-        Software {
-            flash_attention: true,
-            overlap_dp: true,
-            overlap_tp: true,
-            grad_comm_bytes: 2.0,
-            main_grad_bytes: 4.0,
-        }
-    }
-}
-
-/// A training job: model, sequence length, global batch in sequences.
+/// A training job: model, sequence length, global batch in sequences, precision.
 #[derive(Clone, Copy, Debug)]
 pub struct Job<'a> {
     /// Architecture.
-    pub model: &'a ModelConfig,
+    pub arch: &'a Arch,
     /// Tokens per sequence.
     pub seq: usize,
     /// Sequences per optimizer step.
     pub global_batch: usize,
+    /// GEMM number format.
+    pub precision: Precision,
 }
 
 /// Per-chip memory, bytes.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Memory {
-    /// Weights, gradients and optimizer states of the transformer layers on the chip.
-    pub layer_states: f64,
-    /// Weights, gradients and optimizer states of the embedding and LM head on the chip.
-    pub embedding_states: f64,
+    /// BF16 weights held between steps (sharded under ZeRO-3), plus FP8 copies when training in FP8.
+    pub weights: f64,
+    /// Gradients kept between micro-batches.
+    pub gradients: f64,
+    /// FP32 master weights and Adam moments.
+    pub optimizer: f64,
+    /// Weights gathered by ZeRO-3 for compute (prefetch buffers, or the whole stage when kept).
+    pub gathered: f64,
     /// Stored activations (all in-flight micro-batches of the first stage).
     pub activations: f64,
     /// Logits and their gradient on the last stage.
@@ -144,20 +182,29 @@ pub struct Memory {
 impl Memory {
     /// Sum of all parts.
     pub fn total(&self) -> f64 {
-        self.layer_states + self.embedding_states + self.activations + self.logits + self.reserve
+        self.weights + self.gradients + self.optimizer + self.gathered + self.activations + self.logits + self.reserve
+    }
+
+    /// Weights, gradients and optimizer states.
+    pub fn states(&self) -> f64 {
+        self.weights + self.gradients + self.optimizer
     }
 }
 
 /// Where a step's time goes, seconds.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct StepTime {
-    /// GEMMs of all micro-batches on the heaviest stage.
-    pub gemm: f64,
-    /// Memory-bound element-wise kernels.
-    pub elementwise: f64,
-    /// Exposed tensor- and context-parallel collectives.
+    /// GEMMs, attention, element-wise kernels and launch overhead of all micro-batches on the heaviest stage.
+    pub compute: f64,
+    /// Forward work rerun in backward (selective or full recompute).
+    pub recompute: f64,
+    /// Exposed tensor-parallel collectives.
     pub tp_comm: f64,
-    /// Pipeline sends.
+    /// Exposed context-parallel key/value exchange.
+    pub cp_comm: f64,
+    /// Exposed expert-parallel all-to-all.
+    pub ep_comm: f64,
+    /// Exposed pipeline sends.
     pub pp_comm: f64,
     /// Pipeline fill and drain.
     pub bubble: f64,
@@ -170,7 +217,15 @@ pub struct StepTime {
 impl StepTime {
     /// The whole step.
     pub fn total(&self) -> f64 {
-        self.gemm + self.elementwise + self.tp_comm + self.pp_comm + self.bubble + self.dp_comm + self.optimizer
+        self.compute
+            + self.recompute
+            + self.tp_comm
+            + self.cp_comm
+            + self.ep_comm
+            + self.pp_comm
+            + self.bubble
+            + self.dp_comm
+            + self.optimizer
     }
 }
 
@@ -179,6 +234,8 @@ impl StepTime {
 pub struct Estimate {
     /// The layout.
     pub layout: Layout,
+    /// GEMM number format.
+    pub precision: Precision,
     /// Global batch in sequences.
     pub global_batch: usize,
     /// Micro-batches per step per pipeline.
@@ -191,7 +248,7 @@ pub struct Estimate {
     pub capacity: f64,
     /// Tokens per second for the whole job.
     pub tokens_per_s: f64,
-    /// Model FLOPs utilisation: [`model_flops_per_token`] x tokens/s over nominal peak.
+    /// Model FLOPs utilisation against the BF16 peak: [`Arch::model_flops_per_token`] x tokens/s.
     pub mfu: f64,
 }
 
@@ -202,46 +259,14 @@ impl Estimate {
     }
 }
 
-/// Weight count of one transformer layer (matmuls only; norms and biases are ~0.01%).
-pub fn layer_matmul_params(m: &ModelConfig) -> f64 {
-    let h = m.d_model as f64;
-    let q = (m.n_head * m.head_dim) as f64;
-    let kv = (m.n_kv_head * m.head_dim) as f64;
-    let f = m.d_ff as f64;
-    let mlp = match m.mlp {
-        Mlp::Gelu => 2.0,
-        Mlp::SwiGlu => 3.0,
-    };
-    h * (q + 2.0 * kv) + q * h + mlp * h * f
-}
-
-/// Model FLOPs per token at context `s`, the MFU numerator: 6N (N without the embedding lookup)
-/// plus 6 l s d_attn for attention scores over the causal half (no recompute). Counting the full
-/// s x s square (12 l s d_attn, PaLM) would credit work a causal kernel never does.
-pub fn model_flops_per_token(m: &ModelConfig, s: usize) -> f64 {
-    m.train_flops_per_token(s) - 6.0 * (m.n_layer * s * m.n_head * m.head_dim) as f64
-}
-
-/// GEMM efficiency at per-chip matrix width w = d_model / tp: gemm_eff x w / (w + gemm_half_width).
-fn gemm_eff(cal: &Calibration, width: f64) -> f64 {
-    cal.gemm_eff * width / (width + cal.gemm_half_width)
-}
-
-/// Time of a ring collective moving `factor x bytes` per rank at `bw` bytes/s.
-fn ring(bytes: f64, factor: f64, bw: f64) -> f64 {
-    if factor == 0.0 {
-        0.0
-    } else {
-        factor * bytes / bw
-    }
-}
-
-/// Rates of one chip needed by the model, bytes/s and FLOP/s, with the calibration applied.
+/// Rates of one chip the model needs, bytes/s and FLOP/s, with the measured link efficiencies applied.
 #[derive(Clone, Copy, Debug)]
 pub struct Rates {
     /// Nominal dense BF16 FLOP/s.
-    pub peak: f64,
-    /// Achieved memory bandwidth, bytes/s.
+    pub peak_bf16: f64,
+    /// Nominal dense FP8 FLOP/s, if the chip has FP8 GEMMs.
+    pub peak_fp8: Option<f64>,
+    /// Nominal memory bandwidth, bytes/s.
     pub mem_bw: f64,
     /// Achieved scale-up link, one direction, bytes/s.
     pub scaleup: f64,
@@ -253,28 +278,39 @@ pub struct Rates {
 
 impl Rates {
     /// Read a chip's rates; unknown figures the job needs are errors naming the field.
-    pub fn of(chip: &Chip, cal: &Calibration, chips_used: usize) -> Result<Rates> {
-        let peak = chip.require("bf16_tflops")? * 1e12;
-        let mem_bw = chip.require("mem_bw_tbs")? * 1e12 * cal.bw_eff;
+    pub fn of(chip: &Chip, k: &Constants, chips_used: usize, precision: Precision) -> Result<Rates> {
+        let peak_bf16 = chip.require("bf16_tflops")? * 1e12;
+        let peak_fp8 = match precision {
+            Precision::Fp8 => Some(chip.require("fp8_tflops").map_err(|_| {
+                anyhow!(
+                    "chip {}: no fp8_tflops, so it cannot train in FP8; use --precision bf16 or supply it with --override {}.fp8_tflops=VALUE",
+                    chip.name,
+                    chip.name
+                )
+            })? * 1e12),
+            Precision::Bf16 => chip.get("fp8_tflops").map(|t| t * 1e12),
+        };
+        let mem_bw = chip.require("mem_bw_tbs")? * 1e12;
         let domain = chip.require("scaleup_domain")? as usize;
         if domain == 0 {
             bail!("chip {}: scaleup_domain must be at least 1", chip.name);
         }
-        let scaleup = if chips_used > 1 { chip.require("scaleup_gbs")? * 1e9 / 2.0 * cal.scaleup_eff } else { 0.0 };
+        let scaleup = if chips_used > 1 { chip.require("scaleup_gbs")? * 1e9 / 2.0 * k.scaleup_eff } else { 0.0 };
         let scaleout = if chips_used > domain {
-            Some(chip.require("scaleout_gbs")? * 1e9 * cal.scaleout_eff)
+            Some(chip.require("scaleout_gbs")? * 1e9 * k.scaleout_eff)
         } else {
-            chip.get("scaleout_gbs").map(|g| g * 1e9 * cal.scaleout_eff)
+            chip.get("scaleout_gbs").map(|g| g * 1e9 * k.scaleout_eff)
         };
-        Ok(Rates { peak, mem_bw, scaleup, domain, scaleout })
+        Ok(Rates { peak_bf16, peak_fp8, mem_bw, scaleup, domain, scaleout })
     }
 
-    /// Ring bandwidth per rank for a group of ranks `stride` apart spanning `span` consecutive chips.
+    /// Bandwidth per rank of a collective over a group whose members are `stride` chips apart and
+    /// span `span` consecutive chips.
     ///
-    /// Inside one scale-up domain it is the scale-up link. Across domains, NCCL-style hierarchical
-    /// rings run one ring per NIC, so a group with k members per domain moves its inter-domain
-    /// share over k NICs at once: k x the per-chip scale-out, never more than the scale-up link.
-    fn link(&self, stride: usize, span: usize) -> f64 {
+    /// Inside one domain: the scale-up link. Across domains NCCL runs hierarchical rings (one per
+    /// NIC), so a group with k members per domain moves its inter-domain share over k NICs at once:
+    /// k x the per-chip scale-out, never more than the scale-up link.
+    pub fn link(&self, stride: usize, span: usize) -> f64 {
         if span <= self.domain {
             return self.scaleup;
         }
@@ -284,6 +320,224 @@ impl Rates {
             None => self.scaleup,
         }
     }
+
+    /// Whether a group of `span` consecutive chips crosses a domain boundary.
+    fn crosses(&self, span: usize) -> bool {
+        span > self.domain
+    }
+}
+
+/// Fraction of the chip's peak one GEMM of m x k x n reaches with `bytes` per element.
+fn gemm_eff(k: &Constants, peak: f64, mem_bw: f64, m: f64, n: f64, kk: f64, bytes: f64) -> f64 {
+    let intensity = 2.0 / (bytes * (1.0 / m + 1.0 / n + 1.0 / kk));
+    let ridge = peak / mem_bw;
+    k.gemm_eff * intensity / (intensity + k.gemm_knee * ridge)
+}
+
+/// Time of `bytes_per_rank` moved at `bw` plus `steps` latency hops.
+fn comm(bytes_per_rank: f64, bw: f64, steps: f64, k: &Constants, crosses: bool) -> f64 {
+    if bytes_per_rank <= 0.0 {
+        return 0.0;
+    }
+    let hop = k.hop_latency_us * 1e-6 * if crosses { 2.0 } else { 1.0 };
+    bytes_per_rank / bw + steps * hop
+}
+
+/// What of `t` is exposed when it can overlap `window` of compute: the part beyond the window, plus
+/// (1 - hidden) of the overlapped part (contention). Without overlap all of it.
+fn exposed(t: f64, window: f64, overlap: bool, k: &Constants) -> f64 {
+    if !overlap {
+        return t;
+    }
+    let under = t.min(window.max(0.0));
+    (t - under) + (1.0 - k.overlap_hidden) * under
+}
+
+/// Element-wise passes of a stack over the stored-activation bytes.
+fn passes(k: &Constants, stack: &Stack) -> f64 {
+    // Unfused kernels read and write each tensor separately; 1.5x the fused traffic is the
+    // ratio of the unfused to the fused GeLU/bias/dropout/add sequence (Narayanan SC'21 section 4.2).
+    k.elementwise_passes * if stack.fused_elementwise { 1.0 } else { 1.5 }
+}
+
+/// Per-micro-batch work of one layer kind on one chip: seconds of compute, bytes, collectives.
+#[derive(Clone, Copy, Debug, Default)]
+struct LayerCost {
+    /// Forward GEMMs and attention, seconds.
+    fwd: f64,
+    /// Forward attention core alone, seconds (what selective recompute reruns).
+    attn_fwd: f64,
+    /// Backward attention core, seconds (what context-parallel backward exchange hides behind).
+    attn_bwd: f64,
+    /// Backward, seconds.
+    bwd: f64,
+    /// Stored activation bytes (no recompute).
+    act_bytes: f64,
+    /// Activation bytes outside the attention core (stored under selective recompute).
+    act_bytes_selective: f64,
+    /// Of `act_bytes`, what routed tokens of a MoE layer store (permuted copies, expert activations).
+    moe_bytes: f64,
+    /// Elements entering linear layers (what FP8 training casts), per micro-batch.
+    linear_inputs: f64,
+    /// Exposed-before-overlap collectives: TP, CP, EP, seconds per micro-batch (forward + backward).
+    tp: f64,
+    cp: f64,
+    ep: f64,
+    /// TP forward part (rerun under full recompute).
+    tp_fwd: f64,
+}
+
+/// Inputs shared by every layer of one estimate.
+struct Ctx<'a> {
+    a: &'a Arch,
+    l: Layout,
+    r: &'a Rates,
+    k: &'a Constants,
+    stack: &'a Stack,
+    precision: Precision,
+    s: f64,
+    tok: f64,
+}
+
+impl Ctx<'_> {
+    fn t(&self) -> f64 {
+        self.l.tp as f64
+    }
+
+    /// Seconds for `flops` of linear-layer GEMM of shape tokens x k -> n (per chip).
+    fn linear(&self, flops: f64, m: f64, n: f64, kk: f64) -> f64 {
+        let (peak, bytes, extra) = match (self.precision, self.r.peak_fp8) {
+            (Precision::Fp8, Some(p)) => (p, 1.0, self.k.fp8_gemm_eff),
+            _ => (self.r.peak_bf16, 2.0, 1.0),
+        };
+        flops / (peak * extra * gemm_eff(self.k, peak, self.r.mem_bw, m, n, kk, bytes))
+    }
+
+    /// Seconds for a BF16 GEMM (LM head, unfused attention).
+    fn bf16(&self, flops: f64, m: f64, n: f64, kk: f64) -> f64 {
+        flops / (self.r.peak_bf16 * gemm_eff(self.k, self.r.peak_bf16, self.r.mem_bw, m, n, kk, 2.0))
+    }
+
+    /// Forward and backward seconds of the attention core for one layer.
+    fn attention(&self, windowed: bool) -> (f64, f64, f64) {
+        let a = self.a;
+        let span = match (windowed, a.window) {
+            (true, Some((w, _))) => (w as f64).min(self.s / 2.0),
+            _ if self.stack.flash_attention => self.s / 2.0,
+            _ => self.s,
+        };
+        let flops = 2.0 * self.tok * span * (a.qk_dim + a.v_dim) as f64 / self.t();
+        if self.stack.flash_attention {
+            let t = flops / (self.r.peak_bf16 * self.k.attn_eff);
+            (t, 2.5 * t, 0.0)
+        } else {
+            // Batched GEMMs over heads of width head_dim, and 5 a s bytes per token of softmax,
+            // mask and dropout traffic (Korthikanti's 5as/h term).
+            let hd = a.qk_dim as f64 / a.heads as f64;
+            let t = self.bf16(flops, self.s, self.s, hd);
+            let scores = 5.0 * a.heads as f64 * self.s * self.tok / self.t();
+            (t, 2.0 * t, scores)
+        }
+    }
+
+    /// Ring time of a TP collective pair (all-gather + reduce-scatter, or one all-reduce) of the b s h activation.
+    fn tp_pair(&self) -> f64 {
+        let t = self.l.tp;
+        if t == 1 {
+            return 0.0;
+        }
+        let tf = t as f64;
+        let bytes = self.tok * self.a.d_model as f64 * 2.0;
+        comm(2.0 * (tf - 1.0) / tf * bytes, self.r.link(1, t), 2.0 * (tf - 1.0), self.k, self.r.crosses(t))
+    }
+
+    /// One layer of the given kind.
+    fn layer(&self, moe: bool, windowed: bool) -> LayerCost {
+        let a = self.a;
+        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let sp = self.l.sp && self.l.tp > 1;
+        let attn_n = a.attn_params / h / t;
+        let mut fwd = self.linear(2.0 * tok * a.attn_params / t, tok, attn_n, h);
+        let (attn_fwd, attn_bwd, score_bytes) = self.attention(windowed);
+        // Stored bytes per token (Korthikanti's 34 s b h for GPT, generalised): 10h outside the
+        // TP region (norm inputs, dropout masks), q/k/v and the core output inside it.
+        let outside = 10.0 * h / if sp { t } else { 1.0 };
+        // q, k and v (k and v at the key/value width: GQA stores kv_heads of them), the core output.
+        let attn_inside = (2.0 * (a.qk_dim + a.kv_exchange) as f64 + 2.0 * a.v_dim as f64) / t;
+        let mlp_inside;
+        let mut ep = 0.0;
+        let mut moe_bytes = 0.0;
+        let mut linear_in = tok * (h + a.v_dim as f64) / t;
+        match (moe, a.moe) {
+            (true, Some(m)) => {
+                let fe = m.expert_d_ff as f64;
+                let e = self.l.ep as f64;
+                let routed = tok / t * m.top_k as f64;
+                let per_expert = (routed * e / m.experts as f64).max(1.0);
+                fwd += self.linear(2.0 * 3.0 * h * fe * routed, per_expert, fe, h);
+                if m.shared > 0 {
+                    let fs = fe * m.shared as f64;
+                    fwd += self.linear(2.0 * 3.0 * h * fs * tok / t, tok, fs / t, h);
+                }
+                fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
+                // Stored: the permuted inputs, gate/up outputs and activation of each routed copy.
+                mlp_inside = (routed * (2.0 * h + 6.0 * fe) + tok / t * 6.0 * fe * m.shared as f64) / tok;
+                moe_bytes = routed * (2.0 * h + 6.0 * fe);
+                linear_in += routed * (h + fe) + tok / t * (h + fe) * m.shared as f64;
+                if self.l.ep > 1 {
+                    // Dispatch and combine forward, the same two backward, of every routed copy.
+                    let bytes = routed * h * 2.0 * (e - 1.0) / e;
+                    let span = self.l.ep;
+                    let d = self.r.domain.min(span) as f64;
+                    let intra = bytes * (d - 1.0) / (e - 1.0) / self.r.scaleup;
+                    let inter = match self.r.scaleout {
+                        Some(so) if self.r.crosses(span) => bytes * (e - d) / (e - 1.0) / so,
+                        _ => 0.0,
+                    };
+                    let hop = self.k.hop_latency_us * 1e-6 * if self.r.crosses(span) { 2.0 } else { 1.0 };
+                    ep = 4.0 * (intra.max(inter) + 2.0 * hop);
+                }
+            }
+            _ => {
+                let f = a.d_ff as f64;
+                fwd += self.linear(2.0 * tok * a.dense_mlp_params / t, tok, a.dense_mlp_params / h / t, h);
+                mlp_inside = 2.0 * (a.mlp_up as f64 + 1.0) * f / t;
+                linear_in += tok * (h + f) / t;
+            }
+        }
+        let act_selective = tok * (outside + attn_inside + mlp_inside);
+        let act_bytes = act_selective + score_bytes;
+        let tp_pair = self.tp_pair();
+        let cp = self.cp_exchange();
+        LayerCost {
+            fwd: fwd + attn_fwd,
+            attn_fwd,
+            attn_bwd,
+            bwd: 2.0 * fwd + attn_bwd,
+            act_bytes,
+            act_bytes_selective: act_selective,
+            moe_bytes,
+            linear_inputs: linear_in,
+            tp: 4.0 * tp_pair,
+            tp_fwd: 2.0 * tp_pair,
+            cp,
+            ep,
+        }
+    }
+
+    /// Context-parallel ring exchange of keys and values per layer (forward + backward).
+    fn cp_exchange(&self) -> f64 {
+        let c = self.l.cp;
+        if c == 1 {
+            return 0.0;
+        }
+        let cf = c as f64;
+        let block = self.tok * self.a.kv_exchange as f64 * 2.0 / self.t();
+        let span = self.l.tp * c;
+        let bw = self.r.link(self.l.tp, span);
+        // Forward passes each K/V block c-1 times; backward passes K/V and their gradients.
+        3.0 * comm((cf - 1.0) * block, bw, cf - 1.0, self.k, self.r.crosses(span))
+    }
 }
 
 /// Predict one step of `job` on `layout`. Errors only for layouts that are not well-formed.
@@ -291,174 +545,141 @@ pub fn estimate(
     job: &Job,
     layout: &Layout,
     rates: &Rates,
-    cal: &Calibration,
-    sh: &Shared,
-    sw: &Software,
+    k: &Constants,
+    stack: &Stack,
     capacity: f64,
 ) -> Result<Estimate> {
-    let m = job.model;
-    let Layout { tp, pp, dp, cp, mb, v, recompute, zero, sp } = *layout;
-    if tp == 0 || pp == 0 || dp == 0 || cp == 0 || mb == 0 || v == 0 {
-        bail!("layout {layout}: every degree must be at least 1");
-    }
-    if job.global_batch % (dp * mb) != 0 {
-        bail!("layout {layout}: global batch {} is not a multiple of dp x mb = {}", job.global_batch, dp * mb);
-    }
-    if pp * v > m.n_layer {
-        bail!("layout {layout}: {} layers cannot fill {} pipeline chunks", m.n_layer, pp * v);
-    }
-    if job.seq % cp != 0 {
-        bail!("layout {layout}: sequence {} is not a multiple of cp {cp}", job.seq);
-    }
-    let n_micro = job.global_batch / (dp * mb);
-    let (s, t, p) = (job.seq as f64, tp as f64, pp as f64);
-    let h = m.d_model as f64;
-    let a = m.n_head as f64;
-    let q = (m.n_head * m.head_dim) as f64;
-    let kv = (m.n_kv_head * m.head_dim) as f64;
-    let vocab = m.vocab_size as f64;
-    let tok = (mb * job.seq / cp) as f64; // tokens per micro-batch on one chip's slice of the sequence
-    let layers_stage = m.n_layer.div_ceil(pp) as f64;
-    let sp = sp && tp > 1;
+    check_layout(job, layout)?;
+    let a = job.arch;
+    let l = *layout;
+    let n_micro = job.global_batch / (l.dp * l.mb);
+    let s = job.seq as f64;
+    let tok = (l.mb * job.seq / l.cp) as f64;
+    let cx = Ctx { a, l, r: rates, k, stack, precision: job.precision, s, tok };
+    let (h, t, p, v) = (a.d_model as f64, l.tp as f64, l.pp as f64, l.v as f64);
 
-    // --- compute, per micro-batch on the heaviest (last) stage ---
-    // Forward GEMM FLOPs per token per layer: 2 x weights, plus QK^T and AV (4 s d_attn), halved
-    // when fused causal attention skips the masked half.
-    let causal = if sw.flash_attention { 0.5 } else { 1.0 };
-    let attn_core = 4.0 * s * q * causal;
-    let layer_fwd = 2.0 * layer_matmul_params(m) + attn_core;
-    let head_fwd = 2.0 * h * vocab;
-    let recompute_fwd = match recompute {
-        Recompute::None => 0.0,
-        Recompute::Selective => attn_core,
-        Recompute::Full => layer_fwd,
-    };
-    let stage_flops = tok * (layers_stage * (3.0 * layer_fwd + recompute_fwd) + 3.0 * head_fwd) / t;
-    let width = h / t;
-    let t_gemm = stage_flops / (rates.peak * gemm_eff(cal, width));
-
-    // Element-wise traffic per layer: the activation bytes Korthikanti counts are what norms,
-    // activations, dropout and softmax read and write.
-    let per_tok_linear = if sp { 34.0 / t } else { 10.0 + 24.0 / t };
-    let scores = if sw.flash_attention { 0.0 } else { 5.0 * a * s / t };
-    let act_layer = tok * h * per_tok_linear + tok * scores;
-    let passes_fwd = sh.elementwise_passes;
-    let recompute_elem = match recompute {
-        Recompute::None => 0.0,
-        Recompute::Selective => tok * scores,
-        Recompute::Full => act_layer,
-    };
-    let logits_bytes = tok * vocab / t * 4.0;
-    let t_elem = passes_fwd * (layers_stage * (3.0 * act_layer + recompute_elem) + 3.0 * logits_bytes) / rates.mem_bw;
-
-    // Tensor parallel: 2 all-reduces (or all-gather + reduce-scatter with SP, same bytes) of the
-    // b s h activations per layer forward, 2 backward, 2 more when the forward is recomputed.
-    let exposed = if sw.overlap_tp { 1.0 - sh.tp_overlap_hidden } else { 1.0 };
-    let t_tp = if tp > 1 {
-        let n_ar = 4.0 + if recompute == Recompute::Full { 2.0 } else { 0.0 };
-        let bytes = tok * h * 2.0;
-        layers_stage * n_ar * ring(bytes, 2.0 * (t - 1.0) / t, rates.link(1, tp)) * exposed
-    } else {
-        0.0
-    };
-    // Context parallel: K and V of the whole sequence gathered forward, their gradients
-    // reduce-scattered backward, per layer.
-    let t_cp = if cp > 1 {
-        let c = cp as f64;
-        let bytes = (mb as f64) * s * 2.0 * kv * 2.0 / t;
-        layers_stage * 2.0 * ring(bytes, (c - 1.0) / c, rates.link(tp, tp * cp)) * exposed
-    } else {
-        0.0
-    };
-    // Pipeline: each chunk boundary sends the activation forward and its gradient back; with
-    // SP only a 1/t slice travels (Megatron's scatter-gather).
-    let t_pp = if pp > 1 {
-        let bytes = tok * h * 2.0 / if sp { t } else { 1.0 };
-        let link = rates.link(tp * cp * dp, tp * cp * dp * 2);
-        2.0 * (v as f64) * bytes / link
-    } else {
-        0.0
-    };
-    // Fixed cost per layer and micro-batch: kernel launches and stream synchronisation, which
-    // small layers cannot hide behind their GEMMs.
-    let launches = if recompute == Recompute::Full { 4.0 / 3.0 } else { 1.0 };
-    let t_fixed = layers_stage * launches * sh.layer_overhead_us * 1e-6;
-    let t_mb = t_gemm + t_elem + t_tp + t_cp + t_pp + t_fixed;
-    let bubble = t_mb * (p - 1.0) / (v as f64);
-
-    // --- states and data parallel ---
-    let layer_params = layers_stage * layer_matmul_params(m) / t;
-    let emb_params = vocab * h / t * if pp == 1 && !m.tied_embeddings { 2.0 } else { 1.0 };
-    let n_shard = (dp * cp) as f64;
-    let states_per_param = |zero: u8| {
-        let w = if zero >= 3 { 2.0 / n_shard } else { 2.0 };
-        let g = if zero >= 2 { sw.main_grad_bytes / n_shard } else { sw.main_grad_bytes };
-        let o = if zero >= 1 { 12.0 / n_shard } else { 12.0 };
-        w + g + o
-    };
-    let local_params = layer_params + emb_params;
-    let t_dp = if n_shard > 1.0 {
-        let frac = (n_shard - 1.0) / n_shard;
-        let bw = rates.link(tp, tp * cp * dp);
-        let grads = local_params * sw.grad_comm_bytes;
-        let weights = local_params * 2.0;
-        let moved = match zero {
-            0 => 2.0 * frac * grads,
-            1 | 2 => frac * (grads + weights),
-            // Weights gathered for forward and again for backward, once per step (no reshard
-            // between micro-batches, as Llama 3 trains).
-            _ => frac * (grads + 2.0 * weights),
-        };
-        let raw = moved / bw;
-        if sw.overlap_dp {
-            (raw - t_mb).max(0.0)
-        } else {
-            raw
+    // Layers of the heaviest stage, split by kind in proportion.
+    let stage_layers = a.layers.div_ceil(l.pp) as f64;
+    let moe_frac = a.moe_layers() as f64 / a.layers as f64;
+    let win_frac = a.window.map_or(0.0, |(_, f)| f);
+    let kinds = [
+        (false, false, (1.0 - moe_frac) * (1.0 - win_frac)),
+        (false, true, (1.0 - moe_frac) * win_frac),
+        (true, false, moe_frac * (1.0 - win_frac)),
+        (true, true, moe_frac * win_frac),
+    ];
+    let mut sum = LayerCost::default();
+    for (moe, win, frac) in kinds {
+        if frac == 0.0 {
+            continue;
         }
+        let c = cx.layer(moe, win);
+        let w = frac * stage_layers;
+        sum.fwd += w * c.fwd;
+        sum.attn_fwd += w * c.attn_fwd;
+        sum.attn_bwd += w * c.attn_bwd;
+        sum.bwd += w * c.bwd;
+        sum.act_bytes += w * c.act_bytes;
+        sum.act_bytes_selective += w * c.act_bytes_selective;
+        sum.moe_bytes += w * c.moe_bytes;
+        sum.linear_inputs += w * c.linear_inputs;
+        sum.tp += w * c.tp;
+        sum.tp_fwd += w * c.tp_fwd;
+        sum.cp += w * c.cp;
+        sum.ep += w * c.ep;
+    }
+    let per_layer_act = sum.act_bytes / stage_layers;
+
+    // LM head and loss on the last stage (BF16).
+    let vocab = a.vocab as f64;
+    let head = cx.bf16(2.0 * tok * h * vocab / t, tok, vocab / t, h);
+    let logits_bytes = tok * vocab / t * 4.0;
+
+    // Element-wise traffic: each stored byte is touched `passes` times forward, twice that backward.
+    // Routed tokens go through top-k, permutation, un-permutation and weighted combine: their own
+    // pass count (`moe_passes`).
+    let dense_bytes = sum.act_bytes - sum.moe_bytes;
+    let mut elem =
+        (passes(k, stack) * (dense_bytes + 3.0 * logits_bytes) + k.moe_passes * sum.moe_bytes) * 3.0 / rates.mem_bw;
+    if job.precision == Precision::Fp8 {
+        // Transformer Engine casts every linear input to FP8: forward input, backward output
+        // gradient and the transposed copy for the weight gradient; each cast reads the BF16
+        // tensor twice (amax, then scale) and writes one byte.
+        elem += 3.0 * 5.0 * sum.linear_inputs / rates.mem_bw;
+    }
+    // Each local expert's grouped-GEMM slice has its own launch and wave tail, forward and backward.
+    let local_experts = a.moe.map_or(0.0, |m| (m.experts / l.ep) as f64);
+    let moe_layers = stage_layers * moe_frac;
+    let overhead = (stage_layers * k.layer_overhead_us + moe_layers * local_experts * k.expert_overhead_us) * 1e-6;
+    let compute_mb = sum.fwd + sum.bwd + 3.0 * head + elem + overhead;
+    let recompute_mb = match l.recompute {
+        Recompute::None => 0.0,
+        Recompute::Selective => sum.attn_fwd,
+        Recompute::Full => sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0,
+    };
+    let busy = compute_mb + recompute_mb;
+    let tp_raw = sum.tp + if l.recompute == Recompute::Full { sum.tp_fwd } else { 0.0 };
+    let tp_mb = exposed(tp_raw, busy, stack.overlap_tp, k);
+    // Ring attention overlaps the exchange with the attention it feeds, in every stack.
+    let cp_mb = exposed(sum.cp, sum.attn_fwd + sum.attn_bwd, true, k);
+    let ep_mb = exposed(sum.ep, busy, stack.overlap_ep, k);
+    let pp_mb = if l.pp > 1 {
+        let bytes = tok * h * 2.0 / if l.sp && l.tp > 1 { t } else { 1.0 };
+        let span = l.tp * l.cp * l.dp * 2;
+        let sends = comm(2.0 * v * bytes, rates.link(l.tp * l.cp * l.dp, span), 2.0 * v, k, rates.crosses(span));
+        exposed(sends, busy, stack.overlap_pp, k)
     } else {
         0.0
     };
-    // AdamW update: reads and writes fp32 master, m, v (24 B), reads the fp32 grad, writes bf16 weights.
-    let opt_params = if zero >= 1 { local_params / n_shard } else { local_params };
-    let t_opt = opt_params * 30.0 / rates.mem_bw;
+    let t_mb = busy + tp_mb + cp_mb + ep_mb + pp_mb;
+    let bubble = t_mb * (p - 1.0) / v;
 
+    let states = states_per_chip(job, &l, stack);
     let nm = n_micro as f64;
+    let dp_time = dp_exposed(&cx, &states, compute_mb, nm);
+    let t_opt = states.optimizer_bytes_moved / rates.mem_bw;
+
     let time = StepTime {
-        gemm: t_gemm * nm,
-        elementwise: (t_elem + t_fixed) * nm,
-        tp_comm: (t_tp + t_cp) * nm,
-        pp_comm: t_pp * nm,
+        compute: compute_mb * nm,
+        recompute: recompute_mb * nm,
+        tp_comm: tp_mb * nm,
+        cp_comm: cp_mb * nm,
+        ep_comm: ep_mb * nm,
+        pp_comm: pp_mb * nm,
         bubble,
-        dp_comm: t_dp,
+        dp_comm: dp_time,
         optimizer: t_opt,
     };
 
     // --- memory of the heaviest chip ---
-    let act_stored_layer = match recompute {
-        Recompute::None => act_layer,
-        Recompute::Selective => tok * h * per_tok_linear,
-        Recompute::Full => 2.0 * tok * h / if sp { t } else { 1.0 },
+    let act_stored = match l.recompute {
+        Recompute::None => sum.act_bytes,
+        Recompute::Selective => sum.act_bytes_selective,
+        Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
     };
     // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
     // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
-    let in_flight = (n_micro.min(pp) as f64) * if v > 1 { 1.0 + (p - 1.0) / (p * v as f64) } else { 1.0 };
-    let mut activations = act_stored_layer * layers_stage * in_flight;
-    if recompute == Recompute::Full {
-        activations += act_layer; // one layer rematerialised during its backward
+    let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
+    let mut activations = act_stored * in_flight;
+    if l.recompute == Recompute::Full {
+        activations += per_layer_act; // one layer rematerialised during its backward
     }
     let memory = Memory {
-        layer_states: layer_params * states_per_param(zero),
-        embedding_states: emb_params * states_per_param(zero),
+        weights: states.weights,
+        gradients: states.gradients,
+        optimizer: states.optimizer,
+        gathered: states.gathered,
         activations,
         logits: 2.0 * logits_bytes,
-        reserve: sh.reserve_gib * GIB,
+        reserve: k.reserve_gib * GIB,
     };
 
     let tokens_per_s = (job.global_batch * job.seq) as f64 / time.total();
     let chips = layout.chips() as f64;
-    let mfu = tokens_per_s * model_flops_per_token(m, job.seq) / (chips * rates.peak);
+    let mfu = tokens_per_s * a.model_flops_per_token(job.seq) / (chips * rates.peak_bf16);
     Ok(Estimate {
-        layout: *layout,
+        layout: l,
+        precision: job.precision,
         global_batch: job.global_batch,
         micro_batches: n_micro,
         time,
@@ -467,4 +688,157 @@ pub fn estimate(
         tokens_per_s,
         mfu,
     })
+}
+
+/// Why a layout cannot run this job at all (as opposed to not fitting in memory).
+pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
+    let a = job.arch;
+    if l.tp == 0 || l.pp == 0 || l.dp == 0 || l.cp == 0 || l.mb == 0 || l.v == 0 || l.ep == 0 {
+        bail!("layout {l}: every degree must be at least 1");
+    }
+    if l.zero > 3 {
+        bail!("layout {l}: zero must be 0, 1, 2 or 3");
+    }
+    if !job.global_batch.is_multiple_of(l.dp * l.mb) {
+        bail!("layout {l}: global batch {} is not a multiple of dp x mb = {}", job.global_batch, l.dp * l.mb);
+    }
+    if l.pp > a.layers {
+        bail!("layout {l}: {} layers cannot fill {} pipeline stages", a.layers, l.pp);
+    }
+    if l.v > a.layers.div_ceil(l.pp) {
+        bail!(
+            "layout {l}: a stage of {} layers cannot be split into vp={} interleaved chunks",
+            a.layers.div_ceil(l.pp),
+            l.v
+        );
+    }
+    if l.v > 1 && l.pp == 1 {
+        bail!("layout {l}: interleave vp={} needs pipeline parallelism (pp > 1)", l.v);
+    }
+    if !a.heads.is_multiple_of(l.tp) {
+        bail!("layout {l}: {} attention heads do not split over tp={}", a.heads, l.tp);
+    }
+    if !job.seq.is_multiple_of(l.cp) {
+        bail!("layout {l}: sequence {} is not a multiple of cp {}", job.seq, l.cp);
+    }
+    match a.moe {
+        None if l.ep > 1 => bail!("layout {l}: ep={} needs a mixture-of-experts model", l.ep),
+        Some(m) if m.experts % l.ep != 0 => bail!("layout {l}: {} experts do not split over ep={}", m.experts, l.ep),
+        _ => {}
+    }
+    if !(l.tp * l.cp * l.dp).is_multiple_of(l.ep) {
+        bail!("layout {l}: ep={} must divide tp x cp x dp = {}", l.ep, l.tp * l.cp * l.dp);
+    }
+    Ok(())
+}
+
+/// Parameters and state bytes of one chip.
+struct States {
+    /// Non-expert parameters on the chip (before data-parallel sharding).
+    dense_params: f64,
+    /// Expert parameters on the chip (before expert-data-parallel sharding).
+    expert_params: f64,
+    /// Data-parallel group of the non-expert parameters.
+    n_dp: f64,
+    /// Data-parallel group of the expert parameters.
+    n_edp: f64,
+    weights: f64,
+    gradients: f64,
+    optimizer: f64,
+    gathered: f64,
+    optimizer_bytes_moved: f64,
+}
+
+fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
+    let a = job.arch;
+    let t = l.tp as f64;
+    let stage_layers = a.layers.div_ceil(l.pp) as f64;
+    let moe_frac = a.moe_layers() as f64 / a.layers as f64;
+    let h = a.d_model as f64;
+    let (mut dense, mut expert) = (stage_layers * (a.attn_params / t), 0.0);
+    dense += stage_layers * (1.0 - moe_frac) * a.dense_mlp_params / t;
+    if let Some(m) = a.moe {
+        let moe_layers = stage_layers * moe_frac;
+        dense += moe_layers * (h * m.experts as f64 + 3.0 * h * (m.expert_d_ff * m.shared) as f64 / t);
+        expert = moe_layers * (m.experts / l.ep) as f64 * 3.0 * h * m.expert_d_ff as f64;
+    }
+    // Embedding on the first stage, LM head on the last (both on one chip when pp = 1).
+    dense += (a.vocab * a.d_model) as f64 / t * if l.pp == 1 && !a.tied { 2.0 } else { 1.0 };
+    let n_dp = (l.dp * l.cp) as f64;
+    let n_edp = ((l.dp * l.cp * l.tp) as f64 / l.ep as f64).max(1.0);
+    let shard = |p: f64, n: f64, on: bool| if on { p / n } else { p };
+    let zero = l.zero;
+    let opt_sharded = zero >= 1 || stack.distributed_optimizer;
+    let fp8_copy = if job.precision == Precision::Fp8 { 1.0 } else { 0.0 };
+    let weights = (2.0 + fp8_copy) * (shard(dense, n_dp, zero >= 3) + shard(expert, n_edp, zero >= 3));
+    let gradients = stack.main_grad_bytes * (shard(dense, n_dp, zero >= 2) + shard(expert, n_edp, zero >= 2));
+    let optimizer = 12.0 * (shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded));
+    let gathered = if zero >= 3 {
+        if stack.zero3_keep_gathered {
+            2.0 * (dense + expert)
+        } else {
+            // Two layers in flight: the one computing and the one prefetched.
+            2.0 * 2.0 * (dense + expert) / stage_layers.max(1.0)
+        }
+    } else {
+        0.0
+    };
+    // AdamW: read fp32 master, m, v and the gradient, write master, m, v and the bf16 weights.
+    let updated = shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded);
+    States {
+        dense_params: dense,
+        expert_params: expert,
+        n_dp,
+        n_edp,
+        weights,
+        gradients,
+        optimizer,
+        gathered,
+        optimizer_bytes_moved: updated * (16.0 + 12.0 + 2.0),
+    }
+}
+
+/// Exposed data-parallel communication per step.
+fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, nm: f64) -> f64 {
+    let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
+    // (bytes of parameters, group size, stride of the group's ranks, span of chips)
+    let groups = [
+        (st.dense_params, st.n_dp, l.tp, l.tp * l.cp * l.dp),
+        (st.expert_params, st.n_edp, l.ep.max(1), l.tp * l.cp * l.dp),
+    ];
+    let (bwd_window, fwd_window) = (compute_mb * 2.0 / 3.0, compute_mb / 3.0);
+    let mut total = 0.0;
+    for (params, n, stride, span) in groups {
+        if params == 0.0 || n <= 1.0 {
+            continue;
+        }
+        let frac = (n - 1.0) / n;
+        let bw = r.link(stride, span);
+        let crosses = r.crosses(span);
+        // Buckets of 40 MB, each a collective whose latency grows with log2 of the group (NCCL
+        // trees across nodes, rings inside).
+        let buckets = (params * stack.grad_comm_bytes / 40e6).ceil().max(1.0);
+        let steps = buckets * 2.0 * n.log2().max(1.0);
+        let grads = params * stack.grad_comm_bytes;
+        let weights = params * 2.0;
+        let (rs, ag) = (frac * grads, frac * weights);
+        let ov = stack.overlap_dp;
+        total += match l.zero {
+            3 => {
+                let ag_mb = comm(ag, bw, steps, k, crosses);
+                let rs_mb = comm(rs, bw, steps, k, crosses);
+                if stack.zero3_keep_gathered {
+                    exposed(ag_mb, fwd_window, ov, k) + nm * exposed(rs_mb, bwd_window, ov, k)
+                } else {
+                    nm * (exposed(ag_mb, fwd_window, ov, k) + exposed(ag_mb + rs_mb, bwd_window, ov, k))
+                }
+            }
+            z if z >= 1 || stack.distributed_optimizer => {
+                exposed(comm(rs, bw, steps, k, crosses), bwd_window, ov, k)
+                    + exposed(comm(ag, bw, steps, k, crosses), fwd_window, ov, k)
+            }
+            _ => exposed(comm(2.0 * frac * grads, bw, 2.0 * steps, k, crosses), bwd_window, ov, k),
+        };
+    }
+    total
 }

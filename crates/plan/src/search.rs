@@ -1,11 +1,13 @@
-//! Layout search: every tensor x pipeline x data x context-parallel split, micro-batch,
-//! interleaving, recompute policy and ZeRO stage for a job on `count` chips of one kind.
+//! Layout search: every tensor x pipeline x data x context x expert-parallel split, micro-batch,
+//! interleaving, recompute policy and ZeRO stage for a job on `count` chips of one kind; or one
+//! layout pinned with `--layout`.
 
-use crate::calib::{self, Calibration};
+use crate::calib::{self, Constants};
 use crate::chips::{Chip, GIB};
 use crate::model::Model;
-use crate::perf::{estimate, Estimate, Job, Layout, Rates, Recompute, Software};
-use anyhow::{bail, Result};
+use crate::perf::{check_layout, estimate, Estimate, Job, Layout, Precision, Rates, Recompute};
+use crate::stack::Stack;
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
 /// Tokens per optimizer step the planner aims for when no global batch is given (~4M, the
@@ -25,8 +27,56 @@ pub struct Request {
     pub seq: usize,
     /// Sequences per step; `None` picks about [`DEFAULT_BATCH_TOKENS`] per step for each layout.
     pub global_batch: Option<usize>,
+    /// GEMM number format.
+    pub precision: Precision,
+    /// The software stack assumed.
+    pub stack: Stack,
+    /// Evaluate only this layout (`--layout`).
+    pub pinned: Option<Layout>,
 }
 
+/// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,sp=..]` for
+/// `count` chips: data parallel is what the other degrees leave.
+pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
+    let mut l =
+        Layout { tp: 1, pp: 1, dp: 1, cp: 1, ep: 1, mb: 1, v: 1, recompute: Recompute::None, zero: 1, sp: true };
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, val) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--layout '{spec}': '{part}' must look like KEY=VALUE, e.g. tp=8"))?;
+        let num = || -> Result<usize> {
+            val.trim().parse().map_err(|_| anyhow!("--layout '{spec}': {key}={val} is not a whole number"))
+        };
+        match key.trim() {
+            "tp" => l.tp = num()?,
+            "pp" => l.pp = num()?,
+            "vp" | "v" => l.v = num()?,
+            "cp" => l.cp = num()?,
+            "ep" => l.ep = num()?,
+            "mb" => l.mb = num()?,
+            "dp" => l.dp = num()?,
+            "zero" => l.zero = u8::try_from(num()?).unwrap_or(u8::MAX),
+            "recompute" => l.recompute = Recompute::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
+            "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
+            other => {
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, recompute, sp, dp")
+            }
+        }
+    }
+    let model_par = l.tp * l.pp * l.cp;
+    if model_par == 0 || !count.is_multiple_of(model_par) {
+        bail!("--layout '{spec}': tp x pp x cp = {model_par} does not divide the {count} chips");
+    }
+    let dp = count / model_par;
+    if spec.contains("dp=") && l.dp != dp {
+        bail!("--layout '{spec}': dp={} but {count} chips / (tp x pp x cp) leaves dp={dp}", l.dp);
+    }
+    l.dp = dp;
+    if l.zero > 3 {
+        bail!("--layout '{spec}': zero must be 0, 1, 2 or 3");
+    }
+    Ok(l)
+}
 /// One ranked layout with the job-level numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ranked {
@@ -66,9 +116,11 @@ pub struct Plan {
     pub seq: usize,
     /// Training tokens.
     pub tokens: f64,
-    /// Calibration generation used.
-    pub calibration: String,
-    /// Whether that calibration is validated on published runs.
+    /// Software stack assumed.
+    pub stack: String,
+    /// GEMM number format.
+    pub precision: Precision,
+    /// Whether published runs on this chip were part of the calibration.
     pub validated: bool,
     /// Fitting layouts, fastest first.
     pub ranked: Vec<Ranked>,
@@ -89,8 +141,81 @@ fn powers_of_two_upto(n: usize) -> impl Iterator<Item = usize> {
     (0..).map(|k| 1usize << k).take_while(move |&x| x <= n)
 }
 
-/// Search every layout; errors name what is missing or why nothing fits.
-pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
+/// The memory of an estimate, part by part, against what the chip can use.
+pub fn memory_reason(est: &Estimate) -> String {
+    let m = &est.memory;
+    format!(
+        "needs {:.1} GiB of {:.1} usable (weights {:.1}, gradients {:.1}, optimizer {:.1}, gathered {:.1}, activations {:.1}, logits {:.1}, reserve {:.1})",
+        m.total() / GIB,
+        est.capacity / GIB,
+        m.weights / GIB,
+        m.gradients / GIB,
+        m.optimizer / GIB,
+        m.gathered / GIB,
+        m.activations / GIB,
+        m.logits / GIB,
+        m.reserve / GIB
+    )
+}
+
+/// Every layout the search tries for `req` on a chip with `domain` chips per scale-up domain.
+fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
+    let a = &req.model.arch;
+    let cps: Vec<usize> = if req.seq >= 32768 { powers_of_two_upto(16).collect() } else { vec![1] };
+    let eps: Vec<usize> = match a.moe {
+        Some(m) => powers_of_two_upto(m.experts.min(256)).filter(|e| m.experts % e == 0).collect(),
+        None => vec![1],
+    };
+    let mut out = Vec::new();
+    for tp in powers_of_two_upto(domain.min(16)) {
+        if !req.count.is_multiple_of(tp) || !a.heads.is_multiple_of(tp) {
+            continue;
+        }
+        for &cp in &cps {
+            if !req.count.is_multiple_of(tp * cp) || !req.seq.is_multiple_of(cp) {
+                continue;
+            }
+            let rest = req.count / (tp * cp);
+            for pp in (1..=rest.min(a.layers)).filter(|p| rest.is_multiple_of(*p)) {
+                let dp = rest / pp;
+                for &ep in eps.iter().filter(|&&e| (tp * cp * dp).is_multiple_of(e)) {
+                    for mb in [1, 2, 4, 8] {
+                        for v in [1, 2, 3, 4, 6, 8] {
+                            if v > 1 && (pp == 1 || pp * v > a.layers || !a.layers.is_multiple_of(pp * v)) {
+                                continue;
+                            }
+                            for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
+                                for zero in 0..=3u8 {
+                                    if zero > 0 && dp * cp == 1 {
+                                        continue;
+                                    }
+                                    out.push(Layout { tp, pp, dp, cp, ep, mb, v, recompute, zero, sp: tp > 1 });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The global batch a layout runs: the request's, or about [`DEFAULT_BATCH_TOKENS`] rounded to dp x mb.
+fn batch_for(req: &Request, l: &Layout) -> usize {
+    match req.global_batch {
+        Some(b) => b,
+        None => (DEFAULT_BATCH_TOKENS / req.seq).max(1).div_ceil(l.dp * l.mb) * l.dp * l.mb,
+    }
+}
+
+/// Search every layout (or evaluate the pinned one); errors name what is missing or why nothing fits.
+pub fn search(req: &Request, chip: &Chip) -> Result<Plan> {
+    search_with(req, chip, &calib::shipped())
+}
+
+/// [`search`] with explicit constants.
+pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
     if req.count == 0 {
         bail!("chip count must be positive (e.g. --chips {}:8)", chip.name);
     }
@@ -100,86 +225,44 @@ pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
     if req.tokens.is_nan() || req.tokens <= 0.0 {
         bail!("--tokens must be positive");
     }
-    let cal: Calibration = calib::for_chip(chip)?;
-    let sh = calib::shared();
-    let rates = Rates::of(chip, &cal, req.count)?;
+    let rates = Rates::of(chip, k, req.count, req.precision)?;
     let capacity = chip.usable_memory_bytes()?;
-    let m = &req.model.config;
+    let a = &req.model.arch;
+    let layouts = match req.pinned {
+        Some(l) => vec![l],
+        None => candidates(req, rates.domain),
+    };
     let mut ranked = Vec::new();
     let mut rejected = Vec::new();
     let mut evaluated = 0;
     // The layout needing the least memory, for the error when nothing fits.
     let mut leanest: Option<(f64, Rejected)> = None;
-    let cps: Vec<usize> = if req.seq >= 32768 { powers_of_two_upto(16).collect() } else { vec![1] };
-    for tp in powers_of_two_upto(rates.domain.min(16)) {
-        if req.count % tp != 0 || m.n_head % tp != 0 || (m.n_kv_head % tp != 0 && tp % m.n_kv_head != 0) {
+    for layout in layouts {
+        let batch = batch_for(req, &layout);
+        let job = Job { arch: a, seq: req.seq, global_batch: batch, precision: req.precision };
+        if req.pinned.is_some() {
+            check_layout(&job, &layout)?;
+        } else if check_layout(&job, &layout).is_err() {
             continue;
         }
-        for &cp in &cps {
-            if req.count % (tp * cp) != 0 || req.seq % cp != 0 {
-                continue;
+        let est = estimate(&job, &layout, &rates, k, &req.stack, capacity)?;
+        evaluated += 1;
+        if est.fits() {
+            ranked.push(rank(est, req, chip));
+        } else {
+            let r = Rejected { layout, tokens_per_s: est.tokens_per_s, reason: memory_reason(&est) };
+            if !matches!(&leanest, Some((m, _)) if *m <= est.memory.total()) {
+                leanest = Some((est.memory.total(), r.clone()));
             }
-            let rest = req.count / (tp * cp);
-            for pp in (1..=rest.min(m.n_layer)).filter(|p| rest % p == 0) {
-                let dp = rest / pp;
-                let batch = match req.global_batch {
-                    Some(b) => b,
-                    None => (DEFAULT_BATCH_TOKENS / req.seq).max(1).div_ceil(dp) * dp,
-                };
-                for mb in [1, 2, 4, 8] {
-                    if batch % (dp * mb) != 0 {
-                        continue;
-                    }
-                    let n_micro = batch / (dp * mb);
-                    for v in [1, 2, 4] {
-                        if v > 1 && (pp == 1 || pp * v > m.n_layer || n_micro % pp != 0) {
-                            continue;
-                        }
-                        for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
-                            for zero in 0..=3u8 {
-                                if zero > 0 && dp * cp == 1 {
-                                    continue;
-                                }
-                                let layout = Layout { tp, pp, dp, cp, mb, v, recompute, zero, sp: tp > 1 };
-                                let job = Job { model: m, seq: req.seq, global_batch: batch };
-                                let est = estimate(&job, &layout, &rates, &cal, &sh, sw, capacity)?;
-                                evaluated += 1;
-                                if est.fits() {
-                                    ranked.push(rank(est, req, chip, &rates));
-                                } else {
-                                    let mem = &est.memory;
-                                    let r = Rejected {
-                                        layout,
-                                        tokens_per_s: est.tokens_per_s,
-                                        reason: format!(
-                                            "needs {:.1} GiB of {:.1} usable (states {:.1}, activations {:.1}, logits {:.1}, reserve {:.1})",
-                                            mem.total() / GIB,
-                                            capacity / GIB,
-                                            (mem.layer_states + mem.embedding_states) / GIB,
-                                            mem.activations / GIB,
-                                            mem.logits / GIB,
-                                            mem.reserve / GIB
-                                        ),
-                                    };
-                                    if !matches!(&leanest, Some((m, _)) if *m <= mem.total()) {
-                                        leanest = Some((mem.total(), r.clone()));
-                                    }
-                                    rejected.push(r);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            rejected.push(r);
         }
     }
     if evaluated == 0 {
         bail!(
-            "no parallel layout splits {} (heads {}, kv heads {}, layers {}) over {} chips; try a power-of-two count",
+            "no parallel layout splits {} (heads {}, layers {}) over {} chips; try a power-of-two count",
             req.model.name,
-            m.n_head,
-            m.n_kv_head,
-            m.n_layer,
+            a.heads,
+            a.layers,
             req.count
         );
     }
@@ -187,6 +270,9 @@ pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
     rejected.sort_by(|a, b| b.tokens_per_s.total_cmp(&a.tokens_per_s));
     rejected.truncate(3);
     if ranked.is_empty() {
+        if let (Some(l), Some((_, r))) = (req.pinned, &leanest) {
+            bail!("layout {l} does not fit on {}: {}", chip.name, r.reason);
+        }
         let smallest =
             leanest.map(|(_, r)| format!("; the leanest layout, {}, {}", r.layout, r.reason)).unwrap_or_default();
         bail!(
@@ -204,15 +290,16 @@ pub fn search(req: &Request, chip: &Chip, sw: &Software) -> Result<Plan> {
         model: req.model.name.clone(),
         seq: req.seq,
         tokens: req.tokens,
-        calibration: cal.name.clone(),
-        validated: cal.validated,
+        stack: req.stack.name.clone(),
+        precision: req.precision,
+        validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
         ranked,
         rejected,
         evaluated,
     })
 }
 
-fn rank(est: Estimate, req: &Request, chip: &Chip, _rates: &Rates) -> Ranked {
+fn rank(est: Estimate, req: &Request, chip: &Chip) -> Ranked {
     let step_s = est.time.total();
     let seconds = req.tokens / est.tokens_per_s;
     let chips = est.layout.chips() as f64;

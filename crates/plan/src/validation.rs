@@ -1,12 +1,14 @@
-//! Runs the performance model on published training runs (`data/published_runs.toml`) and
-//! reports the error of each row; tests/validation.rs turns the error bounds into a gate.
+//! The performance model on published training runs (`data/published_runs.toml`): per-row errors,
+//! the fit of the constants, leave-one-source-out cross-validation, and the calibration file.
 
-use crate::calib;
+use crate::calib::{self, Constants, CvRow, FitReport};
 use crate::chips::{ChipDb, GIB};
-use crate::model;
-use crate::perf::{estimate, Job, Layout, Rates, Recompute, Software};
+use crate::model::{self, Arch};
+use crate::perf::{estimate, Job, Layout, Precision, Rates, Recompute};
+use crate::stack;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 const RUNS_TOML: &str = include_str!("../data/published_runs.toml");
 
@@ -18,15 +20,22 @@ struct File {
 
 /// One published throughput measurement and its layout.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Row {
     /// Short id.
     pub id: String,
-    /// Paper or README and table.
+    /// The source as cross-validation holds it out.
+    pub group: String,
+    /// Paper, README or log, and table.
     pub source: String,
     /// Chip name in the database.
     pub chip: String,
     /// Model preset.
     pub model: String,
+    /// Software stack profile.
+    pub stack: String,
+    /// `bf16` or `fp8`.
+    pub precision: String,
     /// Sequence length.
     pub seq: usize,
     /// Tensor parallel.
@@ -37,6 +46,8 @@ pub struct Row {
     pub dp: usize,
     /// Context parallel.
     pub cp: usize,
+    /// Expert parallel.
+    pub ep: usize,
     /// Global batch, sequences.
     pub global_batch: usize,
     /// Micro-batch.
@@ -49,16 +60,18 @@ pub struct Row {
     pub zero: u8,
     /// Sequence parallel.
     pub sp: bool,
-    /// `megatron-2021`, `megatron-core` or `llama3`.
-    pub software: String,
-    /// FLOP-count convention of the published TFLOP/s: `narayanan`, `korthikanti` or `model`.
-    pub flops: String,
+    /// FLOP-count convention of a published TFLOP/s or step time.
+    #[serde(default)]
+    pub flops: Option<String>,
     /// Published TFLOP/s per GPU.
     #[serde(default)]
     pub published_tflops: Option<f64>,
-    /// Published iteration time, seconds (converted with the `flops` convention).
+    /// Published iteration time, seconds.
     #[serde(default)]
     pub published_step_s: Option<f64>,
+    /// Published tokens per second per GPU.
+    #[serde(default)]
+    pub tokens_per_gpu_s: Option<f64>,
     /// Which layout fields the source gives.
     pub published: String,
     /// Which it does not, and what was assumed.
@@ -104,119 +117,169 @@ pub fn memory_rows() -> Vec<MemRow> {
     file().memory
 }
 
-/// The software a row's framework used.
-pub fn software(name: &str) -> Result<Software> {
-    Ok(match name {
-        "megatron-2021" => Software {
-            flash_attention: false,
-            overlap_dp: false,
-            overlap_tp: false,
-            grad_comm_bytes: 2.0,
-            main_grad_bytes: 4.0,
-        },
-        "megatron-core" | "llama3" => Software::modern(),
-        other => bail!("unknown software '{other}'"),
-    })
-}
+impl Row {
+    /// The row's layout.
+    pub fn layout(&self) -> Result<Layout> {
+        Ok(Layout {
+            tp: self.tp,
+            pp: self.pp,
+            dp: self.dp,
+            cp: self.cp,
+            ep: self.ep,
+            mb: self.mb,
+            v: self.v,
+            recompute: Recompute::parse(&self.recompute)?,
+            zero: self.zero,
+            sp: self.sp,
+        })
+    }
 
-fn recompute(name: &str) -> Result<Recompute> {
-    Ok(match name {
-        "none" => Recompute::None,
-        "selective" => Recompute::Selective,
-        "full" => Recompute::Full,
-        other => bail!("unknown recompute '{other}'"),
-    })
+    /// Published step time, seconds.
+    fn published_step(&self, a: &Arch) -> Result<f64> {
+        let gpus = (self.tp * self.pp * self.dp * self.cp) as f64;
+        let tokens = (self.global_batch * self.seq) as f64;
+        if let Some(t) = self.tokens_per_gpu_s {
+            return Ok(tokens / (t * gpus));
+        }
+        if let Some(s) = self.published_step_s {
+            return Ok(s);
+        }
+        let conv = self.flops.as_deref().ok_or_else(|| anyhow!("row {}: a TFLOP/s row needs `flops`", self.id))?;
+        let tf = self.published_tflops.ok_or_else(|| anyhow!("row {}: no published throughput", self.id))?;
+        Ok(step_flops(conv, a, self.seq, self.global_batch)? / (tf * 1e12 * gpus))
+    }
 }
 
 /// FLOPs per step in a source's convention.
-fn step_flops(conv: &str, m: &anychip_models::ModelConfig, seq: usize, batch: usize) -> Result<f64> {
-    let (b, s, l, h, v) = (batch as f64, seq as f64, m.n_layer as f64, m.d_model as f64, m.vocab_size as f64);
+fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
+    let (b, s, l, h, v) = (batch as f64, seq as f64, a.layers as f64, a.d_model as f64, a.vocab as f64);
     Ok(match conv {
         "narayanan" => 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)),
         "korthikanti" => 72.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h)),
-        "model" => b * s * m.train_flops_per_token(seq),
-        // As `model`, with the attention scores counted over the causal half only.
-        "model-causal" => b * s * (m.train_flops_per_token(seq) - 6.0 * l * s * (m.n_head * m.head_dim) as f64),
+        "model-causal" => b * s * a.model_flops_per_token(seq),
         other => bail!("unknown FLOP convention '{other}'"),
     })
 }
 
-/// A row's prediction next to its measurement.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// Row id.
-    pub id: String,
-    /// Published TFLOP/s per GPU (in the row's convention).
-    pub published: f64,
-    /// Predicted TFLOP/s per GPU (same convention).
-    pub predicted: f64,
+/// A row ready to predict: everything but the constants resolved once.
+pub struct Prepared {
+    /// The row.
+    pub row: Row,
+    arch: Arch,
+    layout: Layout,
+    chip: crate::chips::Chip,
+    stack: stack::Stack,
+    precision: Precision,
+    published_step: f64,
 }
 
-impl Outcome {
-    /// Signed relative error of the prediction.
-    pub fn error(&self) -> f64 {
-        self.predicted / self.published - 1.0
+/// Resolve every row (chip, model, stack, layout).
+pub fn prepare() -> Result<Vec<Prepared>> {
+    let db = ChipDb::builtin();
+    rows()
+        .into_iter()
+        .map(|r| {
+            let m = model::resolve(&r.model)?;
+            let published_step = r.published_step(&m.arch)?;
+            Ok(Prepared {
+                layout: r.layout()?,
+                chip: db.find(&r.chip)?.clone(),
+                stack: stack::find(&r.stack)?,
+                precision: Precision::parse(&r.precision)?,
+                arch: m.arch,
+                published_step,
+                row: r,
+            })
+        })
+        .collect()
+}
+
+impl Prepared {
+    /// Predicted / published throughput - 1 under constants `k`.
+    pub fn error(&self, k: &Constants) -> Result<f64> {
+        let job =
+            Job { arch: &self.arch, seq: self.row.seq, global_batch: self.row.global_batch, precision: self.precision };
+        let rates = Rates::of(&self.chip, k, self.layout.chips(), self.precision)?;
+        let est = estimate(&job, &self.layout, &rates, k, &self.stack, f64::INFINITY)
+            .map_err(|e| anyhow!("row {}: {e}", self.row.id))?;
+        Ok(self.published_step / est.time.total() - 1.0)
     }
 }
 
-/// Predict every throughput row with the shipped calibration.
-pub fn run_rows() -> Result<Vec<Outcome>> {
-    run_rows_with(&|c: &crate::chips::Chip| calib::for_chip(c), &calib::shared())
+/// Errors of the given rows under `k`.
+pub fn errors(rows: &[Prepared], k: &Constants, which: &[usize]) -> Result<Vec<f64>> {
+    which.iter().map(|&i| rows[i].error(k)).collect()
 }
 
-/// Predict every throughput row with the given calibration (for fitting the constants).
-pub fn run_rows_with(
-    cal_for: &dyn Fn(&crate::chips::Chip) -> Result<calib::Calibration>,
-    sh: &calib::Shared,
-) -> Result<Vec<Outcome>> {
-    let db = ChipDb::builtin();
-    rows()
-        .iter()
-        .map(|r| {
-            let chip = db.find(&r.chip)?;
-            let cal = cal_for(chip)?;
-            let m = model::resolve(&r.model)?;
-            let layout = Layout {
-                tp: r.tp,
-                pp: r.pp,
-                dp: r.dp,
-                cp: r.cp,
-                mb: r.mb,
-                v: r.v,
-                recompute: recompute(&r.recompute)?,
-                zero: r.zero,
-                sp: r.sp,
-            };
-            let job = Job { model: &m.config, seq: r.seq, global_batch: r.global_batch };
-            let rates = Rates::of(chip, &cal, layout.chips())?;
-            let est = estimate(&job, &layout, &rates, &cal, sh, &software(&r.software)?, f64::INFINITY)?;
-            let flops = step_flops(&r.flops, &m.config, r.seq, r.global_batch)?;
-            let gpus = layout.chips() as f64;
-            let predicted = flops / est.time.total() / gpus / 1e12;
-            let published = match (r.published_tflops, r.published_step_s) {
-                (Some(t), _) => t,
-                (None, Some(step)) => flops / step / gpus / 1e12,
-                _ => return Err(anyhow!("row {}: needs published_tflops or published_step_s", r.id)),
-            };
-            Ok(Outcome { id: r.id.clone(), published, predicted })
+/// The fit on all rows and the leave-one-source-out outcome of every row.
+pub fn cross_validate(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
+    let sources: Vec<String> = rows.iter().map(|r| r.row.group.clone()).collect();
+    let f = |k: &Constants, which: &[usize]| errors(rows, k, which);
+    calib::cross_validate(&f, &sources)
+}
+
+/// Mean and worst absolute error of a set.
+pub fn summary(errs: &[f64]) -> (f64, f64) {
+    let mean = errs.iter().map(|e| e.abs()).sum::<f64>() / errs.len().max(1) as f64;
+    let worst = errs.iter().fold(0.0f64, |w, e| w.max(e.abs()));
+    (mean, worst)
+}
+
+/// Per-source table: (source, rows, CV mean, CV worst, in-sample mean), then overall.
+pub fn table(rows: &[Prepared], cv: &[CvRow]) -> Vec<(String, usize, f64, f64, f64)> {
+    let mut by: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for c in cv {
+        let e = by.entry(rows[c.index].row.group.clone()).or_default();
+        e.0.push(c.cv_error);
+        e.1.push(c.in_sample_error);
+    }
+    let mut out: Vec<_> = by
+        .into_iter()
+        .map(|(g, (cvs, ins))| {
+            let (m, w) = summary(&cvs);
+            (g, cvs.len(), m, w, summary(&ins).0)
         })
-        .collect()
+        .collect();
+    let all_cv: Vec<f64> = cv.iter().map(|c| c.cv_error).collect();
+    let all_in: Vec<f64> = cv.iter().map(|c| c.in_sample_error).collect();
+    let (m, w) = summary(&all_cv);
+    out.push(("overall".into(), cv.len(), m, w, summary(&all_in).0));
+    out
+}
+
+/// `anychip plan calibrate`: fit on every row, cross-validate, and render the calibration file.
+pub fn calibration_file() -> Result<String> {
+    let rows = prepare()?;
+    let (k, cv) = cross_validate(&rows)?;
+    let all_cv: Vec<f64> = cv.iter().map(|c| c.cv_error).collect();
+    let all_in: Vec<f64> = cv.iter().map(|c| c.in_sample_error).collect();
+    let (cv_mean, cv_worst) = summary(&all_cv);
+    let groups: std::collections::BTreeSet<_> = rows.iter().map(|r| r.row.group.as_str()).collect();
+    let round = |x: f64| (x * 1e4).round() / 1e4;
+    let report = FitReport {
+        rows: rows.len(),
+        sources: groups.len(),
+        in_sample_mean_abs_error: round(summary(&all_in).0),
+        cross_validated_mean_abs_error: round(cv_mean),
+        cross_validated_worst_abs_error: round(cv_worst),
+    };
+    calib::render(&k, &report)
 }
 
 /// Predicted memory components for a Figure 1 row, GiB: (states, act TP-only, act SP+selective).
 pub fn predict_memory(r: &MemRow) -> Result<(f64, f64, f64)> {
     let db = ChipDb::builtin();
     let chip = db.find("a100")?;
-    let cal = calib::for_chip(chip)?;
-    let sh = calib::shared();
+    let k = calib::shipped();
     let m = model::resolve(&r.model)?;
-    let job = Job { model: &m.config, seq: 2048, global_batch: r.global_batch };
-    let dp = 1;
-    let mk = |rc, sp| Layout { tp: r.tp, pp: r.pp, dp, cp: 1, mb: r.mb, v: r.v, recompute: rc, zero: 0, sp };
-    let sw = software("megatron-2021")?;
+    let job = Job { arch: &m.arch, seq: 2048, global_batch: r.global_batch, precision: Precision::Bf16 };
+    let mk = |rc, sp| Layout { tp: r.tp, pp: r.pp, dp: 1, cp: 1, ep: 1, mb: r.mb, v: r.v, recompute: rc, zero: 0, sp };
+    let st = stack::find("megatron-2021")?;
     let l0 = mk(Recompute::None, false);
-    let rates = Rates::of(chip, &cal, l0.chips())?;
-    let full = estimate(&job, &l0, &rates, &cal, &sh, &sw, f64::INFINITY)?;
-    let sel = estimate(&job, &mk(Recompute::Selective, true), &rates, &cal, &sh, &sw, f64::INFINITY)?;
-    Ok((full.memory.layer_states / GIB, full.memory.activations / GIB, sel.memory.activations / GIB))
+    let rates = Rates::of(chip, &k, l0.chips(), Precision::Bf16)?;
+    let full = estimate(&job, &l0, &rates, &k, &st, f64::INFINITY)?;
+    let sel = estimate(&job, &mk(Recompute::Selective, true), &rates, &k, &st, f64::INFINITY)?;
+    // Figure 1 counts the layers' states; the embedding of the first stage is reported apart.
+    let emb = (m.arch.vocab * m.arch.d_model) as f64 / r.tp as f64 * 18.0;
+    Ok(((full.memory.states() - emb) / GIB, full.memory.activations / GIB, sel.memory.activations / GIB))
 }

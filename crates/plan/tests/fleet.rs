@@ -1,8 +1,10 @@
 //! The example fleet of docs/planner.md: smaller models land on in-house chips, the frontier
 //! model stays on Nvidia, as in the Sept 2025 reports.
 
-use anychip_plan::cli::{fleet_schedule, ChipOpts, FleetArgs};
-use anychip_plan::fleet::Objective;
+use anychip_plan::chips::ChipDb;
+use anychip_plan::fleet::{schedule_files, Objective, Schedule};
+use anychip_plan::stack;
+use std::path::Path;
 use std::path::PathBuf;
 
 /// This crate's directory, read when the test runs: cargo sets it then too, and a build cache
@@ -11,17 +13,13 @@ fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }
 
-fn example(objective: Objective) -> anychip_plan::fleet::Schedule {
+fn schedule(fleet: &Path, jobs: &Path, objective: Objective) -> Schedule {
+    schedule_files(fleet, jobs, &ChipDb::builtin(), objective, &stack::find("megatron-core-2024").unwrap()).unwrap()
+}
+
+fn example(objective: Objective) -> Schedule {
     let root = manifest_dir().join("../../examples/fleet");
-    let args = FleetArgs {
-        fleet: root.join("fleet.toml"),
-        jobs: root.join("jobs.toml"),
-        objective,
-        out: std::env::temp_dir(),
-        json: false,
-        chip_opts: ChipOpts::default(),
-    };
-    fleet_schedule(&args).unwrap()
+    schedule(&root.join("fleet.toml"), &root.join("jobs.toml"), objective)
 }
 
 #[test]
@@ -84,15 +82,7 @@ fn heterogeneous_job_spans_kinds_only_when_asked() {
             format!("[[job]]\nname = \"j\"\nmodel = \"qwen3-8b\"\ntokens = 1e12\nheterogeneous = {het}\n"),
         )
         .unwrap();
-        let args = FleetArgs {
-            fleet: root.join("fleet.toml"),
-            jobs,
-            objective: Objective::Makespan,
-            out: dir.clone(),
-            json: false,
-            chip_opts: ChipOpts::default(),
-        };
-        fleet_schedule(&args).unwrap()
+        schedule(&root.join("fleet.toml"), &jobs, Objective::Makespan)
     };
     let single = run(false);
     assert_eq!(single.assignments[0].shares.len(), 1);

@@ -1,0 +1,228 @@
+//! `anychip plan`: the best parallel layouts of one training job on one chip kind (or one pinned
+//! layout), every prediction broken down; `plan calibrate` refits the model's constants; and the
+//! chip options every planner command shares. The model itself is the `anychip-plan` crate.
+
+use anychip_plan::chips::{Chip, ChipDb, GIB};
+use anychip_plan::model;
+use anychip_plan::perf::{Estimate, Precision};
+use anychip_plan::search::{memory_reason, parse_layout, search, Plan, Request};
+use anychip_plan::stack::{self, DEFAULT_STACK};
+use anychip_plan::validation;
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::PathBuf;
+
+/// Chip database options shared by every command.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ChipOpts {
+    /// Set one chip figure, CHIP.FIELD=VALUE (e.g. ppu.bf16_tflops=150); repeatable.
+    #[arg(long = "override", value_name = "CHIP.FIELD=VALUE", global = true)]
+    pub overrides: Vec<String>,
+    /// A chip file (TOML, format of crates/plan/chips/*.toml) adding or overriding chips; repeatable.
+    #[arg(long = "chip-file", value_name = "FILE", global = true)]
+    pub chip_files: Vec<PathBuf>,
+}
+
+impl ChipOpts {
+    pub fn db(&self) -> Result<ChipDb> {
+        ChipDb::with_user(&self.chip_files, &self.overrides)
+    }
+}
+
+/// `anychip plan`: the best parallel layouts of one training job on one chip kind.
+#[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PlanArgs {
+    /// `calibrate`: refit the model's constants (instead of planning a job).
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
+    /// Model preset (e.g. llama3-70b, qwen3-8b, deepseek-v3) or TOML model file.
+    #[arg(long, value_name = "PRESET|FILE", required = true)]
+    pub model: Option<String>,
+    /// Chip kind and count, e.g. h20:1024.
+    #[arg(long, value_name = "NAME:COUNT", required = true)]
+    pub chips: Option<String>,
+    /// Training tokens (e.g. 2e12).
+    #[arg(long, value_name = "N", required = true)]
+    pub tokens: Option<f64>,
+    /// Sequence length (default: the model's context, at most 4096).
+    #[arg(long, value_name = "S")]
+    pub seq: Option<usize>,
+    /// Sequences per optimizer step (default: about 4M tokens).
+    #[arg(long = "global-batch", value_name = "B")]
+    pub global_batch: Option<usize>,
+    /// Software stack profile (see docs/planner.md): megatron-2021, megatron-core-2024, nemo-2025,
+    /// deepspeed-zero3, pytorch-fsdp, ...
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_STACK)]
+    pub stack: String,
+    /// Number format of the transformer GEMMs: bf16 or fp8.
+    #[arg(long, value_name = "bf16|fp8", default_value = "bf16")]
+    pub precision: String,
+    /// Evaluate exactly this layout, e.g. tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=2,ep=8].
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub layout: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many layouts to print.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    #[command(flatten)]
+    pub chip_opts: ChipOpts,
+}
+
+/// Subcommands of `anychip plan`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum PlanCommand {
+    /// Refit every constant on the published runs, cross-validate leaving each source out, and
+    /// write the calibration file (prints it without --out).
+    Calibrate {
+        /// Where to write it (e.g. crates/plan/data/calibration.toml).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Parse NAME:COUNT.
+fn parse_chips(spec: &str) -> Result<(String, usize)> {
+    let (name, count) =
+        spec.split_once(':').ok_or_else(|| anyhow!("--chips '{spec}' must look like NAME:COUNT, e.g. h20:1024"))?;
+    let count: usize =
+        count.trim().parse().map_err(|_| anyhow!("--chips '{spec}': count '{count}' is not a whole number"))?;
+    if count == 0 {
+        bail!("--chips '{spec}': count must be positive");
+    }
+    Ok((name.trim().to_string(), count))
+}
+
+/// `plan calibrate`: the table per source, then the file.
+fn calibrate(out: Option<&PathBuf>) -> Result<()> {
+    let rows = validation::prepare()?;
+    let (_, cv) = validation::cross_validate(&rows)?;
+    eprintln!("{:<24} {:>4} {:>12} {:>12} {:>14}", "source", "rows", "CV mean", "CV worst", "in-sample mean");
+    for (g, n, m, w, i) in validation::table(&rows, &cv) {
+        eprintln!("{g:<24} {n:>4} {:>11.1}% {:>11.1}% {:>13.1}%", 100.0 * m, 100.0 * w, 100.0 * i);
+    }
+    let text = validation::calibration_file()?;
+    match out {
+        Some(p) => {
+            let tmp = p.with_extension("toml.tmp");
+            std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// Run `anychip plan`.
+pub fn run_plan(args: &PlanArgs) -> Result<()> {
+    if let Some(PlanCommand::Calibrate { out }) = &args.command {
+        return calibrate(out.as_ref());
+    }
+    let need = |v: Option<&str>, flag: &str| v.map(str::to_string).ok_or_else(|| anyhow!("plan needs {flag}"));
+    let db = args.chip_opts.db()?;
+    let (name, count) = parse_chips(&need(args.chips.as_deref(), "--chips NAME:COUNT")?)?;
+    let chip = db.find(&name)?;
+    let model = model::resolve(&need(args.model.as_deref(), "--model")?)?;
+    let tokens = args.tokens.ok_or_else(|| anyhow!("plan needs --tokens N"))?;
+    let seq = args.seq.unwrap_or_else(|| model::default_seq(&model));
+    let stack = stack::find(&args.stack)?;
+    let precision = Precision::parse(&args.precision)?;
+    let pinned = args.layout.as_deref().map(|l| parse_layout(l, count)).transpose()?;
+    let req = Request { model, count, tokens, seq, global_batch: args.global_batch, precision, stack, pinned };
+    let plan = search(&req, chip)?;
+    if args.json {
+        let mut p = plan.clone();
+        p.ranked.truncate(args.top.max(1));
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    print_plan(&plan, chip, args.top.max(1));
+    Ok(())
+}
+
+pub fn fmt_opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "n/a".into())
+}
+
+/// The step and memory of one estimate, part by part.
+pub fn print_breakdown(e: &Estimate) {
+    let t = &e.time;
+    let pct = |x: f64| 100.0 * x / t.total();
+    println!(
+        "step {:.2} s = compute {:.2} ({:.0}%) + recompute {:.2} ({:.0}%) + exposed TP {:.2} + CP {:.2} + EP {:.2} + PP {:.2} + bubble {:.2} ({:.0}%) + exposed DP {:.2} ({:.0}%) + optimizer {:.2}",
+        t.total(),
+        t.compute,
+        pct(t.compute),
+        t.recompute,
+        pct(t.recompute),
+        t.tp_comm,
+        t.cp_comm,
+        t.ep_comm,
+        t.pp_comm,
+        t.bubble,
+        pct(t.bubble),
+        t.dp_comm,
+        pct(t.dp_comm),
+        t.optimizer
+    );
+    println!("memory per chip: {}", memory_reason(e));
+}
+
+fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
+    println!(
+        "{} on {} x {} ({}), {:.3e} tokens, seq {}, global batch {} sequences",
+        plan.model,
+        plan.count,
+        chip.name,
+        chip.display,
+        plan.tokens,
+        plan.seq,
+        plan.best().estimate.global_batch
+    );
+    println!(
+        "stack: {}; precision: {}; {}; {} layouts evaluated, {} fit",
+        plan.stack,
+        plan.precision,
+        if plan.validated {
+            "published runs on this chip are in the calibration"
+        } else {
+            "NO published run on this chip: treat as an estimate"
+        },
+        plan.evaluated,
+        plan.ranked.len()
+    );
+    println!(
+        "{:<4} {:<44} {:>8} {:>12} {:>6} {:>9} {:>8} {:>11} {:>12}",
+        "#", "layout", "step s", "tokens/s", "MFU", "mem GiB", "days", "energy MWh", "cost USD"
+    );
+    for (i, r) in plan.ranked.iter().take(top).enumerate() {
+        let e = &r.estimate;
+        println!(
+            "{:<4} {:<44} {:>8.2} {:>12.0} {:>5.1}% {:>9.1} {:>8.1} {:>11} {:>12}",
+            i + 1,
+            e.layout.to_string(),
+            r.step_s,
+            e.tokens_per_s,
+            100.0 * e.mfu,
+            e.memory.total() / GIB,
+            r.days,
+            fmt_opt(r.energy_kwh, |k| format!("{:.0}", k / 1000.0)),
+            fmt_opt(r.cost_usd, |c| format!("{c:.0}"))
+        );
+    }
+    let b = &plan.best().estimate;
+    print_breakdown(b);
+    if !plan.rejected.is_empty() {
+        println!("faster layouts that do not fit:");
+        for r in &plan.rejected {
+            if r.tokens_per_s > b.tokens_per_s {
+                println!("  {}: {}", r.layout, r.reason);
+            }
+        }
+    }
+    if chip.get("price_per_hour").is_none() {
+        println!("cost: no price for {}; add --override {}.price_per_hour=USD", chip.name, chip.name);
+    }
+}

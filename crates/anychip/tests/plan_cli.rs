@@ -1,0 +1,225 @@
+//! The planner commands (`plan`, `chips`, `fleet`) as a user runs them: bad input is one clear
+//! line on stderr, exit code 2, no panic; good input plans.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Output;
+
+fn run(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_anychip")).args(args).output().unwrap()
+}
+
+fn tmp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("anychip-plan-cli-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// Exit 2, exactly one stderr line starting with "error:" and naming every needle, no panic.
+fn assert_one_line(o: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "want one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in: {err}");
+    }
+}
+
+fn assert_ok(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn plan(model: &str, chips: &str, extra: &[&str]) -> Output {
+    let mut a = vec!["plan", "--model", model, "--chips", chips, "--tokens", "1e12", "--json", "--top", "1"];
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+#[test]
+fn unknown_chip_lists_the_known_ones() {
+    assert_one_line(&plan("llama3-8b", "nochip:8", &[]), &["unknown chip 'nochip'", "h100", "--chip-file"]);
+}
+
+#[test]
+fn unknown_model_lists_presets() {
+    assert_one_line(&plan("llama9-1t", "h100:8", &[]), &["unknown model 'llama9-1t'", "llama3-8b"]);
+}
+
+#[test]
+fn zero_count_and_malformed_count() {
+    assert_one_line(&plan("llama3-8b", "h100:0", &[]), &["count must be positive"]);
+    assert_one_line(&plan("llama3-8b", "h100", &[]), &["NAME:COUNT"]);
+}
+
+#[test]
+fn model_that_cannot_fit_says_how_much_it_needs() {
+    assert_one_line(&plan("llama3-405b", "h100:1", &[]), &["does not fit", "GiB", "more chips"]);
+}
+
+#[test]
+fn unknown_figure_names_field_and_override() {
+    assert_one_line(&plan("qwen3-8b", "ppu:64", &[]), &["bf16_tflops is unknown", "--override ppu.bf16_tflops="]);
+    let o = ["ppu.bf16_tflops=150", "ppu.mem_bw_tbs=2", "ppu.scaleup_domain=8", "ppu.scaleout_gbs=25"];
+    let mut extra = vec![];
+    for x in &o {
+        extra.extend_from_slice(&["--override", x]);
+    }
+    assert_ok(&plan("qwen3-8b", "ppu:64", &extra));
+}
+
+#[test]
+fn bad_override_is_explained() {
+    assert_one_line(&plan("qwen3-8b", "h100:8", &["--override", "ppu.tflops=1"]), &["unknown chip field 'tflops'"]);
+    assert_one_line(&plan("qwen3-8b", "h100:8", &["--override", "ppu.bf16_tflops=lots"]), &["not a number"]);
+}
+
+#[test]
+fn malformed_toml_names_the_file() {
+    let chip =
+        tmp("bad-chip.toml", "name = \"x1\"\n[specs]\nbf16_tflops = { value = 1, conf = \"Q\", source = \"s\" }\n");
+    assert_one_line(&plan("qwen3-8b", "h100:8", &["--chip-file", chip.to_str().unwrap()]), &["bad-chip.toml"]);
+    let model = tmp("bad-model.toml", "arch = \"llama\"\nvocab = 1000\nlayers = [\n");
+    assert_one_line(&plan(model.to_str().unwrap(), "h100:8", &[]), &["bad-model.toml"]);
+    let fleet = tmp("bad-fleet.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = \"many\"\n");
+    let jobs = tmp("jobs.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\n");
+    let out = std::env::temp_dir();
+    let o = run(&[
+        "fleet",
+        "--fleet",
+        fleet.to_str().unwrap(),
+        "--jobs",
+        jobs.to_str().unwrap(),
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line(&o, &["bad-fleet.toml"]);
+}
+
+#[test]
+fn user_chip_file_adds_a_chip_that_plans() {
+    let chip = tmp(
+        "x1.toml",
+        r#"name = "x1"
+family = "acme"
+[specs]
+bf16_tflops = { value = 400, conf = "L", source = "my measurement" }
+memory_gb = { value = 64, conf = "L", source = "spec sheet" }
+mem_bw_tbs = { value = 2, conf = "L", source = "spec sheet" }
+scaleup_gbs = { value = 400, conf = "L", source = "spec sheet" }
+scaleup_domain = { value = 8, conf = "L", source = "spec sheet" }
+scaleout_gbs = { value = 25, conf = "L", source = "spec sheet" }
+"#,
+    );
+    assert_ok(&plan("llama3-8b", "x1:16", &["--chip-file", chip.to_str().unwrap()]));
+}
+
+#[test]
+fn compare_with_unknown_chip_fails_before_work() {
+    let out = std::env::temp_dir();
+    let o = run(&[
+        "chips",
+        "compare",
+        "h100",
+        "nope",
+        "--model",
+        "qwen3-0.6b",
+        "--count",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line(&o, &["unknown chip 'nope'"]);
+}
+
+#[test]
+fn chips_list_and_show() {
+    let list = assert_ok(&run(&["chips"]));
+    assert!(list.contains("h100") && list.contains("a100"), "{list}");
+    let show = assert_ok(&run(&["chips", "show", "h100"]));
+    assert!(show.contains("bf16_tflops") && show.contains("datasheet"), "{show}");
+}
+
+#[test]
+fn unknown_stack_lists_the_known_ones() {
+    assert_one_line(
+        &plan("llama3-8b", "h100:8", &["--stack", "megatron-9000"]),
+        &["unknown stack 'megatron-9000'", "nemo-2025"],
+    );
+}
+
+#[test]
+fn impossible_layout_says_why() {
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=3,pp=1"]);
+    assert_one_line(&o, &["--layout", "does not divide the 64 chips"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,pp=4,vp=16"]);
+    assert_one_line(&o, &["vp=16"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,ep=8"]);
+    assert_one_line(&o, &["ep=8", "mixture-of-experts"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,colour=blue"]);
+    assert_one_line(&o, &["unknown key 'colour'"]);
+    let o = plan("llama3-405b", "h100:8", &["--layout", "tp=8,zero=0"]);
+    assert_one_line(&o, &["does not fit", "GiB"]);
+}
+
+#[test]
+fn moe_fields_on_a_dense_arch_are_refused() {
+    let m = tmp(
+        "dense-with-experts.toml",
+        "arch = \"llama\"\nvocab = 32000\nlayers = 8\nheads = 8\nd_model = 1024\nd_ff = 4096\nexperts = 8\n",
+    );
+    assert_one_line(&plan(m.to_str().unwrap(), "h100:8", &[]), &["is dense", "arch = \"moe\""]);
+}
+
+#[test]
+fn chip_file_missing_a_figure_names_it() {
+    let chip = tmp(
+        "x2.toml",
+        "name = \"x2\"\n[specs]\nmemory_gb = { value = 64, conf = \"L\", source = \"s\" }\nmem_bw_tbs = { value = 2, conf = \"L\", source = \"s\" }\nscaleup_gbs = { value = 400, conf = \"L\", source = \"s\" }\nscaleup_domain = { value = 8, conf = \"L\", source = \"s\" }\n",
+    );
+    assert_one_line(
+        &plan("llama3-8b", "x2:8", &["--chip-file", chip.to_str().unwrap()]),
+        &["bf16_tflops", "--override x2.bf16_tflops="],
+    );
+    let o = plan("llama3-8b", "a100:8", &["--precision", "fp8"]);
+    assert_one_line(&o, &["fp8_tflops", "--precision bf16"]);
+}
+
+#[test]
+fn pinned_layout_is_explained_and_names_the_stack() {
+    let o = run(&[
+        "plan",
+        "--model",
+        "llama3-70b",
+        "--chips",
+        "h100:64",
+        "--tokens",
+        "1e12",
+        "--stack",
+        "megatron-core-2024",
+        "--layout",
+        "tp=4,pp=8,vp=5,mb=1,zero=1,recompute=none",
+        "--precision",
+        "fp8",
+    ]);
+    let out = assert_ok(&o);
+    assert!(out.contains("stack: megatron-core-2024") && out.contains("precision: fp8"), "{out}");
+    assert!(out.contains("tp4 pp8 dp2 v5 mb1 rc:none zero1"), "{out}");
+    for part in ["compute", "recompute", "exposed TP", "bubble", "exposed DP", "optimizer", "weights", "activations"] {
+        assert!(out.contains(part), "{part} missing: {out}");
+    }
+    let j = assert_ok(&plan("qwen3-30b-a3b", "h100:16", &["--stack", "nemo-2025"]));
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    let best = &v["ranked"][0]["estimate"];
+    for part in ["compute", "recompute", "tp_comm", "cp_comm", "ep_comm", "bubble", "dp_comm", "optimizer"] {
+        assert!(best["time"][part].is_number(), "time.{part} missing: {best}");
+    }
+    assert!(best["memory"]["gathered"].is_number() && best["memory"]["optimizer"].is_number(), "{best}");
+    assert_eq!(v["stack"], "nemo-2025");
+}

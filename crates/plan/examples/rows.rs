@@ -1,0 +1,54 @@
+//! Every published row under the shipped constants (or refitted ones with `fit`), for working on
+//! the model: `cargo run -p anychip-plan --example rows [fit|cv|write]`
+//! (`write` does what `anychip plan calibrate --out crates/plan/data/calibration.toml` does).
+
+use anychip_plan::calib;
+use anychip_plan::validation::{cross_validate, prepare, table};
+
+fn main() -> anyhow::Result<()> {
+    let rows = prepare()?;
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "write" {
+        std::fs::write("crates/plan/data/calibration.toml", anychip_plan::validation::calibration_file()?)?;
+        return Ok(());
+    }
+    if mode == "cv" {
+        let (k, cv) = cross_validate(&rows)?;
+        println!("{k:?}");
+        for c in &cv {
+            let r = &rows[c.index].row;
+            println!(
+                "{:<44} {:<22} cv {:>+7.1}%  in {:>+7.1}%",
+                r.id,
+                r.group,
+                100.0 * c.cv_error,
+                100.0 * c.in_sample_error
+            );
+        }
+        for (g, n, m, w, i) in table(&rows, &cv) {
+            println!(
+                "{g:<24} {n:>3}  cv mean {:>5.1}%  worst {:>5.1}%  in-sample {:>5.1}%",
+                100.0 * m,
+                100.0 * w,
+                100.0 * i
+            );
+        }
+        return Ok(());
+    }
+    let k = if mode == "fit" {
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let f = |k: &calib::Constants, w: &[usize]| anychip_plan::validation::errors(&rows, k, w);
+        calib::fit(&f, &all)?
+    } else {
+        calib::shipped()
+    };
+    println!("{k:?}");
+    let mut sum = 0.0;
+    for r in &rows {
+        let e = r.error(&k)?;
+        sum += e.abs();
+        println!("{:<44} {:<22} {:>+7.1}%", r.row.id, r.row.group, 100.0 * e);
+    }
+    println!("mean abs {:.1}%", 100.0 * sum / rows.len() as f64);
+    Ok(())
+}

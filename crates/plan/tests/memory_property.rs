@@ -1,0 +1,84 @@
+//! Property: over many random jobs (model, chip, count, stack, precision, sequence), no layout the
+//! planner recommends needs more memory than the chip can use, and its ZeRO-3 memory holds the
+//! gathered weights its time assumes.
+
+use anychip_plan::chips::ChipDb;
+use anychip_plan::model;
+use anychip_plan::perf::Precision;
+use anychip_plan::search::{search, Request};
+use anychip_plan::stack;
+
+/// A small deterministic generator (SplitMix64), so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+#[test]
+fn recommended_layouts_fit_in_memory() {
+    let db = ChipDb::builtin();
+    let models = ["llama3-8b", "llama3-70b", "qwen3-32b", "gpt3-175b", "qwen3-30b-a3b", "gpt-oss-120b", "llama2-13b"];
+    let chips = ["h100", "a100", "h20", "b200", "mi300x", "gaudi2", "gb200"];
+    let stacks = ["unknown", "megatron-core-2024", "nemo-2025", "deepspeed-zero3", "pytorch-fsdp", "llama3-2024"];
+    let counts = [8, 16, 32, 64, 128, 256];
+    let seqs = [2048, 4096, 8192];
+    let mut rng = Rng(18);
+    let (mut planned, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let m = model::resolve(rng.pick::<&str>(&models)).unwrap();
+        let chip = db.find(rng.pick::<&str>(&chips)).unwrap();
+        let st = stack::find(rng.pick::<&str>(&stacks)).unwrap();
+        let precision = if chip.get("fp8_tflops").is_some() && rng.next().is_multiple_of(2) {
+            Precision::Fp8
+        } else {
+            Precision::Bf16
+        };
+        let req = Request {
+            model: m,
+            count: *rng.pick(&counts[..]),
+            tokens: 1e12,
+            seq: *rng.pick(&seqs[..]),
+            global_batch: None,
+            precision,
+            stack: st,
+            pinned: None,
+        };
+        let plan = match search(&req, chip) {
+            Ok(p) => p,
+            Err(e) => {
+                // Refusing is allowed only for a job that does not fit at all.
+                assert!(e.to_string().contains("does not fit"), "{e}");
+                refused += 1;
+                continue;
+            }
+        };
+        planned += 1;
+        for r in &plan.ranked {
+            let e = &r.estimate;
+            assert!(
+                e.memory.total() <= e.capacity,
+                "{} on {} x {}: {} needs {:.1} GiB of {:.1}",
+                plan.model,
+                plan.count,
+                plan.chip,
+                e.layout,
+                e.memory.total() / (1u64 << 30) as f64,
+                e.capacity / (1u64 << 30) as f64
+            );
+            assert_eq!(e.layout.zero == 3, e.memory.gathered > 0.0, "{}: gathered weights vs zero stage", e.layout);
+        }
+    }
+    println!("{planned} jobs planned, {refused} refused");
+    assert!(planned >= 25, "too few jobs planned ({planned}) for the property to mean much");
+}
