@@ -241,6 +241,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         stop_after: a.stop_after,
     };
     let port = crate::ports::open(&cfg.port, cfg.threads)?;
+    crate::ports::require_values(&port)?;
     let s = match (run_train(&cfg, &opts, dist.as_ref(), &port), &dist) {
         (Ok(s), _) => s,
         (Err(e), Some(d)) if world > 1 => {
@@ -397,6 +398,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let opts =
         SampleOptions { prompt: a.prompt, tokens: a.tokens, temperature: a.temperature, top_k: a.top_k, seed: a.seed };
     let port = crate::ports::open(&a.port, a.threads)?;
+    crate::ports::require_values(&port)?;
     run_sample(&a.ckpt, &opts, &port, &mut std::io::stdout())?;
     Ok(())
 }
@@ -434,17 +436,37 @@ pub struct BenchArgs {
     /// Also print (and put in the JSON) the time per op kind: matmul, attention, norms, ...
     #[arg(long)]
     profile: bool,
+    #[command(flatten)]
+    sim: crate::cmd_sim::SimArgs,
 }
 
-pub fn bench(a: BenchArgs) -> Result<()> {
-    let model = preset(&a.preset)?;
-    let default_batch = if model.n_params() > 50_000_000 {
+/// `bench`'s default sequences per step: 16 for byte-level presets, 8 for small BPE ones, 4 above 50M params.
+pub(crate) fn default_batch(model: &ModelConfig) -> usize {
+    if model.n_params() > 50_000_000 {
         4
     } else if model.vocab_size > 256 {
         8
     } else {
         16
-    };
+    }
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    if a.port.starts_with("sim:") {
+        let job = crate::cmd_sim::BenchJob {
+            preset: a.preset,
+            port: a.port,
+            threads: a.threads,
+            precision: a.precision,
+            batch: a.batch,
+            ctx: a.ctx,
+            profile: a.profile,
+            json: a.json,
+        };
+        return crate::cmd_sim::bench(job, &a.sim);
+    }
+    let model = preset(&a.preset)?;
+    let default_batch = default_batch(&model);
     let mut cfg = TrainConfig::default_for(&a.preset, model);
     cfg.batch = a.batch.unwrap_or(default_batch);
     cfg.ctx = a.ctx.unwrap_or(cfg.model.max_ctx.min(256));

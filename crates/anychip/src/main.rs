@@ -1,6 +1,8 @@
 //! The `anychip` command line.
 
 mod cmd_conform;
+mod cmd_measure;
+mod cmd_sim;
 mod cmd_train;
 mod ports;
 mod shadow;
@@ -42,7 +44,7 @@ enum Cmd {
     /// Plan a training job: best parallel layouts, step time, MFU, memory, days, energy, cost.
     Plan(anychip_plan::cli::PlanArgs),
     /// The chip database: list, show one with sources, or compare chips on a job.
-    Chips(anychip_plan::cli::ChipsArgs),
+    Chips(cmd_measure::ChipsArgs),
     /// Place training jobs on a mixed fleet of chip pools.
     Fleet(anychip_plan::cli::FleetArgs),
 }
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
         Cmd::Ports => cmd_train::ports(),
         Cmd::Conform(a) => cmd_conform::conform(a),
         Cmd::Plan(a) => anychip_plan::cli::run_plan(&a),
-        Cmd::Chips(a) => anychip_plan::cli::run_chips(&a),
+        Cmd::Chips(a) => cmd_measure::chips(a),
         Cmd::Fleet(a) => anychip_plan::cli::run_fleet(&a),
     };
     match res {
