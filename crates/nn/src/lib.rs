@@ -6,7 +6,7 @@ mod model;
 mod params;
 mod precision;
 
-pub use anychip_models::{Mlp, ModelConfig, Norm, Positions};
+pub use anychip_model_config::{Mlp, ModelConfig, Norm, Positions};
 pub use model::Transformer;
 pub use params::{Param, ParamKind};
 pub use precision::Precision;

@@ -1,7 +1,7 @@
-//! Models the planner knows: the engine presets of `anychip-models` plus planner-only presets
+//! Models the planner knows: the engine presets of `anychip-model-config` plus planner-only presets
 //! (published architectures the engine need not build), and model files in TOML.
 
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::path::Path;

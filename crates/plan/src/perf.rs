@@ -12,7 +12,7 @@
 
 use crate::calib::{Calibration, Shared};
 use crate::chips::{Chip, GIB};
-use anychip_models::{Mlp, ModelConfig};
+use anychip_model_config::{Mlp, ModelConfig};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::fmt;

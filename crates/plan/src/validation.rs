@@ -129,7 +129,7 @@ fn recompute(name: &str) -> Result<Recompute> {
 }
 
 /// FLOPs per step in a source's convention.
-fn step_flops(conv: &str, m: &anychip_models::ModelConfig, seq: usize, batch: usize) -> Result<f64> {
+fn step_flops(conv: &str, m: &anychip_model_config::ModelConfig, seq: usize, batch: usize) -> Result<f64> {
     let (b, s, l, h, v) = (batch as f64, seq as f64, m.n_layer as f64, m.d_model as f64, m.vocab_size as f64);
     Ok(match conv {
         "narayanan" => 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)),
