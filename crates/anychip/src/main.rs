@@ -7,8 +7,9 @@ mod cmd_export;
 mod cmd_ports;
 mod cmd_sample;
 mod cmd_train;
-mod ports;
-mod shadow;
+
+/// The in-tree ports (crates/ports), shared with the Python package.
+use anychip_ports as ports;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
