@@ -67,17 +67,29 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct LogLine {
-    step: u64,
-    loss: f32,
-    lr: f32,
-    grad_norm: f32,
-    tokens: u64,
-    tokens_per_s: f64,
-    elapsed_s: f64,
+/// One optimizer step's metrics: a line of `metrics.jsonl`, and what [`train_observed`]'s
+/// observer is shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    pub step: u64,
+    pub loss: f32,
+    pub lr: f32,
+    pub grad_norm: f32,
+    /// Tokens trained on since the run began (across resumes).
+    pub tokens: u64,
+    /// Throughput of this invocation so far.
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    val_loss: Option<f32>,
+    pub val_loss: Option<f32>,
+}
+
+/// What an observer of [`train_observed`] tells the loop after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Checkpoint this step and return, as `stop_after` would: `resume` continues exactly.
+    Stop,
 }
 
 /// Upload a batch as `[B, T]` I32 inputs and targets.
@@ -194,6 +206,19 @@ pub fn train_with(
     dist: Option<&Distributed>,
     port: &Arc<dyn Port>,
 ) -> Result<Summary> {
+    train_observed(cfg, opts, dist, port, &mut |_| Flow::Continue)
+}
+
+/// [`train_with`] that shows every step's record to `observe` once it is logged; when
+/// `observe` answers [`Flow::Stop`] the run checkpoints that step and returns (front ends use
+/// this for progress callbacks and to stop on an interrupt).
+pub fn train_observed(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    dist: Option<&Distributed>,
+    port: &Arc<dyn Port>,
+    observe: &mut dyn FnMut(&StepRecord) -> Flow,
+) -> Result<Summary> {
     let t0 = Instant::now();
     let (mut cfg, resumed) = resolve_config(cfg, opts)?;
     check_settings(&cfg)?;
@@ -253,9 +278,10 @@ pub fn train_with(
         zero,
         tokens,
         val_loss: None,
+        observe,
     };
     let loop_start = Instant::now();
-    let last_loss = run.steps(start, end)?;
+    let (last_loss, end) = run.steps(start, end)?;
     let elapsed = loop_start.elapsed().as_secs_f64();
     let tps = ((end - start) * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
     Ok(Summary {
@@ -405,11 +431,14 @@ struct Run<'a> {
     /// Tokens trained on since the run began (across invocations).
     tokens: u64,
     val_loss: Option<f32>,
+    /// Shown every step's record; may stop the run.
+    observe: &'a mut dyn FnMut(&StepRecord) -> Flow,
 }
 
 impl Run<'_> {
-    /// Steps `start..end`: train, log, validate and checkpoint on schedule; returns the last loss.
-    fn steps(&mut self, start: u64, end: u64) -> Result<f32> {
+    /// Steps `start..end`: train, log, validate and checkpoint on schedule; returns the last
+    /// loss and the step the run ended at (`end`, or where the observer stopped it).
+    fn steps(&mut self, start: u64, end: u64) -> Result<(f32, u64)> {
         let cfg = self.cfg;
         let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
         let loop_start = Instant::now();
@@ -430,7 +459,7 @@ impl Run<'_> {
             let done = step + 1;
             let elapsed = loop_start.elapsed().as_secs_f64();
             let tps = (self.tokens - start * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
-            let mut line = LogLine {
+            let mut line = StepRecord {
                 step: done,
                 loss,
                 lr,
@@ -446,13 +475,21 @@ impl Run<'_> {
                 say(&self.bar, self.opts, format!("step {done}: train loss {loss:.4}, val loss {v:.4}"));
             }
             self.record(&line)?;
-            if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || done == end {
+            let stop = (self.observe)(&line) == Flow::Stop;
+            if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || done == end || stop {
                 self.checkpoint(done)?;
             }
+            if stop {
+                return self.finish(last_loss, done);
+            }
         }
+        self.finish(last_loss, end)
+    }
+
+    fn finish(&mut self, last_loss: f32, end: u64) -> Result<(f32, u64)> {
         self.bar.finish_and_clear();
         self.log.flush()?;
-        Ok(last_loss)
+        Ok((last_loss, end))
     }
 
     /// One optimizer step at learning rate `lr`: the mean loss over every rank's rows and the
@@ -480,7 +517,7 @@ impl Run<'_> {
     }
 
     /// Append the step's line to `metrics.jsonl` and show progress.
-    fn record(&mut self, line: &LogLine) -> Result<()> {
+    fn record(&mut self, line: &StepRecord) -> Result<()> {
         let (done, loss, lr, tps) = (line.step, line.loss, line.lr, line.tokens_per_s);
         if self.bar.is_hidden() && done % 50 == 0 && line.val_loss.is_none() {
             say(
