@@ -1,6 +1,7 @@
 //! The planner commands (`plan`, `chips`, `fleet`) as a user runs them: bad input is one clear
 //! line on stderr, exit code 2, no panic; good input plans.
 
+use anychip_test_support::cli::assert_clean_failure;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Output;
@@ -19,14 +20,9 @@ fn tmp(name: &str, text: &str) -> PathBuf {
 
 /// Exit 2, exactly one stderr line starting with "error:" and naming every needle, no panic.
 fn assert_one_line(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "want one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
+    assert_clean_failure(o, "error: ");
     for n in needles {
-        assert!(lines[0].contains(n), "{n:?} not in: {err}");
+        assert_clean_failure(o, n);
     }
 }
 
