@@ -21,8 +21,13 @@ fn golden(arch: &str) -> PathBuf {
 
 /// (exit code, stdout, stderr)
 fn run(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_anychip")).env("ANYCHIP_CACHE", scratch("cache")).args(args).output().unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_anychip")).env("ANYCHIP_CACHE", scratch("cache")).args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn loss_of(line: &str) -> f64 {
@@ -76,14 +81,29 @@ fn moe_tiny_trains_and_logs_router_statistics() {
     std::fs::write(&data, "To be, or not to be, that is the question.\n".repeat(300)).unwrap();
     let out = d.join("run");
     let (code, _, err) = run(&[
-        "train", "--preset", "moe-tiny", "--data", s(&data), "--out", s(&out), "--steps", "3", "--batch", "2", "--ctx",
-        "32", "--threads", "1", "--quiet",
+        "train",
+        "--preset",
+        "moe-tiny",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--ctx",
+        "32",
+        "--threads",
+        "1",
+        "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
     let moe = &last["moe"];
-    let per_expert: Vec<u64> = moe["tokens_per_expert"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let per_expert: Vec<u64> =
+        moe["tokens_per_expert"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     // 4 MoE layers x 64 tokens x top-2.
     assert_eq!((per_expert.len(), per_expert.iter().sum::<u64>()), (8, 4 * 64 * 2), "{moe}");
     assert!(moe["aux_loss"].as_f64().unwrap() >= 1.99, "aux is at least top_k: {moe}");
@@ -113,7 +133,10 @@ fn bad_moe_input_is_one_clear_line_and_exit_2() {
         assert!(err.contains(&format!("has 4 experts but config.json says {n}")), "{err}");
     }
     let (code, _, err) = with("num_experts_per_tok", 5.into());
-    assert!(code == 2 && err.lines().count() == 1 && err.contains("top_k (5)") && err.contains("expert count (4)"), "{err}");
+    assert!(
+        code == 2 && err.lines().count() == 1 && err.contains("top_k (5)") && err.contains("expert count (4)"),
+        "{err}"
+    );
     let (code, _, err) = run(&["train", "--preset", "moe-tiny", "--data", "/nonexistent.txt", "--steps", "1"]);
     assert!(code == 2 && err.lines().count() == 1, "{err}");
 }

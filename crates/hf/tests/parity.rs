@@ -87,8 +87,11 @@ fn check(arch: &str) {
         assert!((got - want.as_f64().unwrap()).abs() < 1e-3, "{arch}: step {step}: {got} vs {want}");
         let mut g = l.backward().unwrap();
         // An expert no token reached has a zero gradient, as in transformers' stacked experts.
-        let gs: Vec<Tensor> =
-            model.params().iter().map(|p| g.remove(&p.tensor).unwrap_or_else(|| p.tensor.zeros_like().unwrap())).collect();
+        let gs: Vec<Tensor> = model
+            .params()
+            .iter()
+            .map(|p| g.remove(&p.tensor).unwrap_or_else(|| p.tensor.zeros_like().unwrap()))
+            .collect();
         opt.step(&gs, f("lr")).unwrap();
     }
     let _ = std::fs::remove_dir_all(out);
