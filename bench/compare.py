@@ -131,7 +131,7 @@ def paired(name, c, setting, ours_s, twin_s, warnings):
     if ours_s and twin_s:
         if ours_s["n_params"] != twin_s["n_params"]:
             w = (f"PARAMETER COUNT MISMATCH on {name}: anychip {ours_s['n_params']:,} vs PyTorch "
-                 f"{twin_s['n_params']:,}: the twin's preset differs from crates/models")
+                 f"{twin_s['n_params']:,}: the twin's preset differs from crates/model-config")
             warnings.append(w)
             print("!" * 8 + " " + w, file=sys.stderr)
         for k in ("batch", "ctx"):

@@ -1,6 +1,6 @@
 //! `anychip train`: a training run from flags, or (with `--model`) fixed-batch parity training.
 
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anychip_train::trainer::{train_with as run_train, Distributed, RunOptions, Summary};
 use anychip_train::Precision;
 use anychip_train::TrainConfig;

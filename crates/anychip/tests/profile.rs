@@ -2,7 +2,7 @@
 //! disjoint, sum to no more than the step, and charge decomposed composites to their kind.
 //! (Here rather than in `anychip-train`, which names no port, not even for its tests.)
 
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anychip_port::Port;
 use anychip_train::bench::bench;
 use anychip_train::profile::Profile;

@@ -6,7 +6,7 @@ use crate::harness::{check_row, compare};
 use crate::report::{Level, Row};
 use crate::tolerance::Tol;
 use anychip_core::{cross_entropy, Tensor};
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anychip_nn::Transformer;
 use anychip_optim::{AdamW, AdamWConfig, ParamGroup};
 use anychip_port::{DType, Port};

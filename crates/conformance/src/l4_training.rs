@@ -5,7 +5,7 @@ use crate::harness::{check_row, compare};
 use crate::report::{Level, Row};
 use crate::tolerance::Tol;
 use anychip_core::Tensor;
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anychip_nn::Transformer;
 use anychip_optim::{AdamW, AdamWConfig, ParamGroup};
 use anychip_port::{philox, DType, Port};

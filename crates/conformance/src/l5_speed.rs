@@ -2,7 +2,7 @@
 
 use crate::report::{Level, Row, Status};
 use anychip_core::Tensor;
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anychip_nn::Transformer;
 use anychip_port::{DType, Layout, Port, View};
 use std::sync::Arc;

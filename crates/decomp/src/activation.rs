@@ -7,14 +7,14 @@
 //!   d/dx = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)
 //! silu(x) = x s, s = 1 / (1 + exp(-x));  d/dx = s (1 + x (1 - s))
 
-use crate::scratch::K;
+use crate::prims::Prims;
 use anychip_port::{GeluKind, Result, UnaryOp, View};
 
 const A: f64 = 0.044715;
 const C: f64 = 0.797_884_560_802_865_4; // sqrt(2/pi)
 
 /// (0.5 (1 + t), inner) where t = tanh(u) or erf(x/sqrt 2): the shared part of gelu and its derivative.
-fn half_one_plus(k: &K, kind: GeluKind, x: &View) -> Result<(View, View)> {
+fn half_one_plus(k: &Prims, kind: GeluKind, x: &View) -> Result<(View, View)> {
     let t = match kind {
         GeluKind::Tanh => {
             let x3 = k.mul(&k.mul(x, x)?, x)?;
@@ -26,13 +26,13 @@ fn half_one_plus(k: &K, kind: GeluKind, x: &View) -> Result<(View, View)> {
     Ok((k.mulc(&k.addc(&t, 1.0)?, 0.5)?, t))
 }
 
-pub(crate) fn gelu_fwd(k: &K, kind: GeluKind, x: &View, y: &View) -> Result<()> {
+pub(crate) fn gelu_fwd(k: &Prims, kind: GeluKind, x: &View, y: &View) -> Result<()> {
     let x = k.f32(x)?;
     let (h, _) = half_one_plus(k, kind, &x)?;
     k.store(&k.mul(&x, &h)?, y)
 }
 
-pub(crate) fn gelu_bwd(k: &K, kind: GeluKind, x: &View, dy: &View, dx: &View) -> Result<()> {
+pub(crate) fn gelu_bwd(k: &Prims, kind: GeluKind, x: &View, dy: &View, dx: &View) -> Result<()> {
     let (x, dy) = (k.f32(x)?, k.f32(dy)?);
     let (h, t) = half_one_plus(k, kind, &x)?;
     let x2 = k.mul(&x, &x)?;
@@ -52,17 +52,17 @@ pub(crate) fn gelu_bwd(k: &K, kind: GeluKind, x: &View, dy: &View, dx: &View) ->
     k.store(&k.mul(&dy, &k.add(&h, &second)?)?, dx)
 }
 
-fn sigmoid(k: &K, x: &View) -> Result<View> {
+fn sigmoid(k: &Prims, x: &View) -> Result<View> {
     let e = k.un(UnaryOp::Exp, &k.mulc(x, -1.0)?)?;
     k.un(UnaryOp::Recip, &k.addc(&e, 1.0)?)
 }
 
-pub(crate) fn silu_fwd(k: &K, x: &View, y: &View) -> Result<()> {
+pub(crate) fn silu_fwd(k: &Prims, x: &View, y: &View) -> Result<()> {
     let x = k.f32(x)?;
     k.store(&k.mul(&x, &sigmoid(k, &x)?)?, y)
 }
 
-pub(crate) fn silu_bwd(k: &K, x: &View, dy: &View, dx: &View) -> Result<()> {
+pub(crate) fn silu_bwd(k: &Prims, x: &View, dy: &View, dx: &View) -> Result<()> {
     let (x, dy) = (k.f32(x)?, k.f32(dy)?);
     let s = sigmoid(k, &x)?;
     let one_minus_s = k.addc(&k.mulc(&s, -1.0)?, 1.0)?;

@@ -6,12 +6,12 @@
 //!
 //! The bias corrections are computed in f64 on the host, as PyTorch does in Python floats.
 
-use crate::scratch::K;
+use crate::prims::Prims;
 use anychip_port::{BinaryOp, Result, UnaryOp, View};
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step(
-    k: &K,
+    k: &Prims,
     param: &View,
     grad: &View,
     m: &View,

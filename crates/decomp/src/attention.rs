@@ -8,7 +8,7 @@
 //! Strided q, k, v, out and dout (heads of a fused QKV tensor) are copied to contiguous f32
 //! first; results are written through whatever strides out, dq, dk and dv have.
 
-use crate::scratch::{reshaped, swap, K};
+use crate::prims::{reshaped, swap, Prims};
 use crate::softmax::{lse as row_lse, row_stats};
 use anychip_port::{invalid, CompareOp, ReduceOp, Result, UnaryOp, View};
 
@@ -30,7 +30,7 @@ fn dims(q: &View, k: &View) -> Result<Dims> {
 }
 
 /// Scaled, masked scores `[B*Hkv, G*T, S]`.
-fn scores(k: &K, q: &View, kk: &View, scale: f32, causal: bool, dm: &Dims) -> Result<View> {
+fn scores(k: &Prims, q: &View, kk: &View, scale: f32, causal: bool, dm: &Dims) -> Result<View> {
     let qg = reshaped(q, &[dm.bh, dm.gt, dm.d]);
     let kt = swap(&reshaped(kk, &[dm.bh, dm.s, dm.d]), 1, 2);
     let sc = k.matmul(&qg, &kt, scale)?;
@@ -51,7 +51,7 @@ fn scores(k: &K, q: &View, kk: &View, scale: f32, causal: bool, dm: &Dims) -> Re
 }
 
 pub(crate) fn fwd(
-    k: &K,
+    k: &Prims,
     q: &View,
     kk: &View,
     v: &View,
@@ -72,7 +72,7 @@ pub(crate) fn fwd(
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn bwd(
-    k: &K,
+    k: &Prims,
     q: &View,
     kk: &View,
     v: &View,

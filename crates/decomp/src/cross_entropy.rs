@@ -4,12 +4,12 @@
 //!      against a column index row), loss = sum(valid * (lse - picked)) / max(count, 1)
 //! bwd: dlogits = dloss * valid * (softmax(logits) - onehot) / max(count, 1)
 
-use crate::scratch::{reshaped, K};
+use crate::prims::{reshaped, Prims};
 use crate::softmax::{lse as row_lse, row_stats};
 use anychip_port::{BinaryOp, CompareOp, ReduceOp, Result, UnaryOp, View};
 
 /// (one-hot `[N,V]`, valid `[N,1]`, 1/max(count,1) `[1]`) for the targets.
-fn targets_onehot(k: &K, targets: &View, n: usize, v: usize) -> Result<(View, View, View)> {
+fn targets_onehot(k: &Prims, targets: &View, n: usize, v: usize) -> Result<(View, View, View)> {
     let t = k.new(&[n])?;
     k.0.cast(targets, &t)?;
     let t = reshaped(&t, &[n, 1]);
@@ -23,7 +23,7 @@ fn targets_onehot(k: &K, targets: &View, n: usize, v: usize) -> Result<(View, Vi
     Ok((onehot, valid, inv))
 }
 
-pub(crate) fn fwd(k: &K, logits: &View, targets: &View, loss: &View, lse: &View) -> Result<()> {
+pub(crate) fn fwd(k: &Prims, logits: &View, targets: &View, loss: &View, lse: &View) -> Result<()> {
     let x = k.f32(logits)?;
     let (n, v) = (x.shape()[0], x.shape()[1]);
     let st = row_stats(k, &x)?;
@@ -35,7 +35,7 @@ pub(crate) fn fwd(k: &K, logits: &View, targets: &View, loss: &View, lse: &View)
     k.store(&reshaped(&l, &[n]), lse)
 }
 
-pub(crate) fn bwd(k: &K, logits: &View, targets: &View, lse: &View, dloss: &View, dlogits: &View) -> Result<()> {
+pub(crate) fn bwd(k: &Prims, logits: &View, targets: &View, lse: &View, dloss: &View, dlogits: &View) -> Result<()> {
     let x = k.f32(logits)?;
     let (n, v) = (x.shape()[0], x.shape()[1]);
     let p = k.un(UnaryOp::Exp, &k.sub(&x, &reshaped(lse, &[n, 1]))?)?;

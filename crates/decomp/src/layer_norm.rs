@@ -5,11 +5,11 @@
 //! bwd: g = dy * w, dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
 //!      dw = sum_rows(dy * xhat), db = sum_rows(dy)
 
-use crate::scratch::{reshaped, rows, K};
+use crate::prims::{reshaped, rows, Prims};
 use anychip_port::{ReduceOp, Result, UnaryOp, View};
 
 pub(crate) fn fwd(
-    k: &K,
+    k: &Prims,
     x: &View,
     w: Option<&View>,
     b: Option<&View>,
@@ -38,7 +38,7 @@ pub(crate) fn fwd(
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn bwd(
-    k: &K,
+    k: &Prims,
     x: &View,
     w: Option<&View>,
     mean: &View,

@@ -14,13 +14,13 @@ mod embedding;
 mod grad_norm;
 mod layer_norm;
 mod linear;
+mod prims;
 mod rms_norm;
 mod rope;
-mod scratch;
 mod softmax;
 
 use anychip_port::{Composite, Handled, Port, Result};
-use scratch::K;
+use prims::Prims;
 
 /// Run the port's fused kernel for `call` if it has one, else the default decomposition.
 /// This is what the engine calls for every composite.
@@ -34,7 +34,7 @@ pub fn dispatch(port: &dyn Port, call: &Composite) -> Result<()> {
 /// Run the default decomposition of `call` on `port`, never asking the port to fuse.
 pub fn run(port: &dyn Port, call: &Composite) -> Result<()> {
     use Composite::*;
-    let k = &K(port);
+    let k = &Prims(port);
     match call {
         SoftmaxFwd { x, y } => softmax::softmax_fwd(k, x, y),
         SoftmaxBwd { y, dy, dx } => softmax::softmax_bwd(k, y, dy, dx),

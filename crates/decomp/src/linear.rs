@@ -2,7 +2,7 @@
 //!
 //! bwd: dx = dy w, dw = dy^T x, db = sum_rows(dy)
 
-use crate::scratch::{reshaped, swap, K};
+use crate::prims::{reshaped, swap, Prims};
 use anychip_port::{invalid, Result, View};
 
 fn as3(v: &View) -> View {
@@ -10,7 +10,7 @@ fn as3(v: &View) -> View {
     reshaped(v, &[1, s[0], s[1]])
 }
 
-pub(crate) fn fwd(k: &K, x: &View, w: &View, b: Option<&View>, y: &View) -> Result<()> {
+pub(crate) fn fwd(k: &Prims, x: &View, w: &View, b: Option<&View>, y: &View) -> Result<()> {
     if x.shape().len() != 2 || w.shape().len() != 2 || x.shape()[1] != w.shape()[1] {
         return invalid(format!("linear: x {:?} with w {:?} (want [N,In] and [Out,In])", x.shape(), w.shape()));
     }
@@ -23,7 +23,7 @@ pub(crate) fn fwd(k: &K, x: &View, w: &View, b: Option<&View>, y: &View) -> Resu
 }
 
 pub(crate) fn bwd(
-    k: &K,
+    k: &Prims,
     x: &View,
     w: &View,
     dy: &View,

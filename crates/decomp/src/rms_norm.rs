@@ -3,10 +3,10 @@
 //! fwd: rstd = 1/sqrt(sum(x^2)/D + eps), xhat = x * rstd, y = xhat * w
 //! bwd: g = dy * w, dx = rstd * (g - xhat * mean(g * xhat)), dw = sum_rows(dy * xhat)
 
-use crate::scratch::{reshaped, rows, K};
+use crate::prims::{reshaped, rows, Prims};
 use anychip_port::{ReduceOp, Result, UnaryOp, View};
 
-pub(crate) fn fwd(k: &K, x: &View, w: Option<&View>, eps: f32, y: &View, rstd: &View) -> Result<()> {
+pub(crate) fn fwd(k: &Prims, x: &View, w: Option<&View>, eps: f32, y: &View, rstd: &View) -> Result<()> {
     let x = rows(&k.f32(x)?);
     let (n, d) = (x.shape()[0], x.shape()[1]);
     let ms = k.mulc(&k.reduce_last(ReduceOp::Sum, &k.mul(&x, &x)?)?, 1.0 / d as f64)?;
@@ -20,7 +20,7 @@ pub(crate) fn fwd(k: &K, x: &View, w: Option<&View>, eps: f32, y: &View, rstd: &
 }
 
 pub(crate) fn bwd(
-    k: &K,
+    k: &Prims,
     x: &View,
     w: Option<&View>,
     rstd: &View,

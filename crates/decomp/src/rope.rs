@@ -4,11 +4,11 @@
 //! fwd: y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin
 //! bwd (the inverse rotation): dx1 = dy1 cos + dy2 sin, dx2 = dy2 cos - dy1 sin
 
-use crate::scratch::{bcast, narrow, K};
+use crate::prims::{bcast, narrow, Prims};
 use anychip_port::{invalid, Result, View};
 
 /// Rotate `x` by the angle whose cos/sin are given; `sign` = -1 rotates backwards.
-fn rotate(k: &K, x: &View, cos: &View, sin: &View, y: &View, sign: f64) -> Result<()> {
+fn rotate(k: &Prims, x: &View, cos: &View, sin: &View, y: &View, sign: f64) -> Result<()> {
     let s = x.shape().to_vec();
     if s.len() != 4 || s[3] % 2 != 0 || cos.shape() != [s[2], s[3] / 2] {
         return invalid(format!("rope: x {s:?} with cos {:?} (want [B,H,T,D] and [T,D/2])", cos.shape()));
@@ -32,10 +32,10 @@ fn rotate(k: &K, x: &View, cos: &View, sin: &View, y: &View, sign: f64) -> Resul
     Ok(())
 }
 
-pub(crate) fn fwd(k: &K, x: &View, cos: &View, sin: &View, y: &View) -> Result<()> {
+pub(crate) fn fwd(k: &Prims, x: &View, cos: &View, sin: &View, y: &View) -> Result<()> {
     rotate(k, x, cos, sin, y, 1.0)
 }
 
-pub(crate) fn bwd(k: &K, dy: &View, cos: &View, sin: &View, dx: &View) -> Result<()> {
+pub(crate) fn bwd(k: &Prims, dy: &View, cos: &View, sin: &View, dx: &View) -> Result<()> {
     rotate(k, dy, cos, sin, dx, -1.0)
 }

@@ -4,7 +4,7 @@
 use anychip_core::Tensor;
 use anychip_data::Loader;
 use anychip_dist::{collectives_for, Collectives, Comm, DataParallel, DpOptions, HostStaged, LocalComm};
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anychip_nn::Transformer;
 use anychip_optim::{AdamW, AdamWConfig, ParamGroup};
 use anychip_port::{DType, Port};

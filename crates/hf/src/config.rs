@@ -1,6 +1,6 @@
 //! config.json <-> ModelConfig for the supported architectures.
 
-use anychip_models::{Mlp, ModelConfig, Norm, Positions};
+use anychip_model_config::{Mlp, ModelConfig, Norm, Positions};
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 use std::path::Path;

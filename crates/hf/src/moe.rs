@@ -15,7 +15,7 @@
 
 use crate::config::Arch;
 use crate::tensors::Store;
-use anychip_models::{ModelConfig, MoeConfig};
+use anychip_model_config::{ModelConfig, MoeConfig};
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 use std::path::Path;

@@ -8,7 +8,7 @@
 
 use crate::config::Arch;
 use crate::tensors::Store;
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anyhow::{anyhow, Result};
 use std::collections::BTreeMap;
 

@@ -7,7 +7,7 @@ mod moe;
 mod params;
 mod precision;
 
-pub use anychip_models::{Mlp, ModelConfig, MoeConfig, Norm, Positions};
+pub use anychip_model_config::{Mlp, ModelConfig, MoeConfig, Norm, Positions};
 pub use model::Transformer;
 pub use moe::RouterStats;
 pub use params::{Param, ParamKind};

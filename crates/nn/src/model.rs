@@ -7,7 +7,7 @@ use crate::precision::Precision;
 use anychip_core::{
     attention, attention_qkv, cross_entropy, embedding, linear, linear_autocast, rope, swiglu, Error, Result, Tensor,
 };
-use anychip_models::{Mlp, ModelConfig, Norm, Positions};
+use anychip_model_config::{Mlp, ModelConfig, Norm, Positions};
 use anychip_port::{DType, GeluKind, Port};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

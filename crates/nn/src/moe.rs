@@ -21,7 +21,7 @@
 
 use crate::params::ParamKind;
 use anychip_core::{embedding, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
-use anychip_models::MoeConfig;
+use anychip_model_config::MoeConfig;
 use anychip_port::{DType, Port};
 use std::sync::Arc;
 

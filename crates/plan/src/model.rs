@@ -1,8 +1,8 @@
-//! Models the planner knows: the engine presets of `anychip-models` plus planner-only presets
+//! Models the planner knows: the engine presets of `anychip-model-config` plus planner-only presets
 //! (published architectures the engine need not build, dense and mixture-of-experts), and model
 //! files in TOML. The performance model reads an [`Arch`]: the per-layer numbers it needs.
 
-use anychip_models::{Mlp, ModelConfig};
+use anychip_model_config::{Mlp, ModelConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -393,7 +393,7 @@ pub fn resolve(spec: &str) -> Result<Model> {
         return Ok(Model { name: m.name.clone(), source: m.source.clone(), arch: m.to_arch()? });
     }
     if let Some(c) = ModelConfig::preset(&lower) {
-        return Ok(Model { name: lower, source: "anychip-models engine preset".into(), arch: Arch::from_config(&c) });
+        return Ok(Model { name: lower, source: "anychip-model-config engine preset".into(), arch: Arch::from_config(&c) });
     }
     let path = Path::new(spec);
     if spec.ends_with(".toml") || path.exists() {

@@ -1,6 +1,6 @@
 //! Everything that defines a training run; saved with every checkpoint.
 
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
 use anychip_nn::Precision;
 use anychip_optim::AdamWConfig;
 use serde::{Deserialize, Serialize};

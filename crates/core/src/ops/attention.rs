@@ -3,7 +3,7 @@
 //! split, permute and merge heads, and in the backward the zero fills and sums that splitting
 //! the gradient back into one tensor would take.
 
-use super::nn::run;
+use super::composite::run;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 use anychip_port::{Composite, DType, Layout, View};

@@ -8,7 +8,7 @@
 //!
 //! y = s(g) g u with s the logistic sigmoid; dy/du = silu(g), dy/dg = u silu'(g).
 
-use super::nn::run;
+use super::composite::run;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 use anychip_port::{BinaryOp, Composite, Layout, View};

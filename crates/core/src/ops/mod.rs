@@ -1,9 +1,9 @@
 //! Differentiable ops, one family per file.
 
 pub mod attention;
+pub mod composite;
 pub(crate) mod elementwise;
 pub mod glu;
 pub(crate) mod matmul;
 pub mod moe;
-pub mod nn;
 pub(crate) mod reduce;

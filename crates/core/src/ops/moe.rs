@@ -18,7 +18,7 @@
 //!   out `[N, d]`, out[tok[s]] += w[s] y[s];
 //!   dy[s] = w[s] dout[tok[s]], dw[s] = <dout[tok[s]], y[s]>.
 
-use super::nn::run;
+use super::composite::run;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 use anychip_port::{BinaryOp, Composite, DType, Layout, ReduceOp, View};

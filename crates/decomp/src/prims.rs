@@ -1,12 +1,13 @@
-//! A tiny tensor helper over the primitives, so the decompositions read like the math.
+//! [`Prims`]: the port's primitives as functions that allocate and return their outputs, so
+//! the decompositions read like the math; plus the view helpers they share.
 //!
 //! Every value is an F32 [`View`] in its own freshly allocated buffer (freed on drop);
 //! broadcasting is a stride-0 layout, never a copy.
 
 use anychip_port::{BinaryOp, CompareOp, DType, Layout, Port, ReduceOp, Result, UnaryOp, View};
 
-/// The port plus helpers that allocate outputs.
-pub(crate) struct K<'a>(pub &'a dyn Port);
+/// The port's primitives, each returning a freshly allocated F32 output (`k.exp(x)`).
+pub(crate) struct Prims<'a>(pub &'a dyn Port);
 
 /// Row-major contiguous shape of `v` reinterpreted as `shape` (views here are contiguous).
 pub(crate) fn reshaped(v: &View, shape: &[usize]) -> View {
@@ -60,7 +61,7 @@ fn out_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-impl K<'_> {
+impl Prims<'_> {
     /// A new F32 buffer of `shape`.
     pub fn new(&self, shape: &[usize]) -> Result<View> {
         let n: usize = shape.iter().product();
