@@ -271,3 +271,96 @@ fn copy_dir(from: &Path, to: &Path) {
         fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// `train` with a tiny model on `data` into `out`, `--steps` and `--batch` as given.
+fn train_steps_batch(data: &Path, out: &Path, steps: &str, batch: &str) -> Output {
+    let (data, out) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let a = ["--preset", "gpt2-tiny", "--ctx", "32", "--threads", "1", "--quiet"];
+    let mut args = vec!["train", "--data", data, "--out", out, "--steps", steps, "--batch", batch];
+    args.extend_from_slice(&a);
+    run(&args)
+}
+
+#[test]
+fn zero_steps_or_batch_are_refused_and_write_nothing() {
+    let d = scratch("zero");
+    let data = corpus(&d);
+    let out = d.join("out");
+    assert_clean_failure(&train_steps_batch(&data, &out, "0", "4"), "--steps");
+    assert_clean_failure(&train_steps_batch(&data, &out, "2", "0"), "--batch");
+    // --batch is a number of sequences; a file goes to --batch-file (with --model).
+    assert_clean_failure(&train_steps_batch(&data, &out, "2", "b.safetensors"), "--batch-file");
+    assert!(!out.join("metrics.jsonl").exists() && !out.join("checkpoint").exists(), "a refused run wrote files");
+    // The same flags with good values train.
+    let o = train_steps_batch(&data, &out, "1", "2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A safetensors file holding `tokens` [1, ids.len()] as I64.
+fn batch_file(path: &Path, ids: &[i64]) {
+    let bytes: Vec<u8> = ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![1, ids.len()], &bytes).unwrap();
+    fs::write(path, safetensors::serialize([("tokens", view)], None).unwrap()).unwrap();
+}
+
+#[test]
+fn bad_sample_arguments_and_out_of_vocabulary_batches_are_refused() {
+    let d = scratch("bad-args");
+    let data = corpus(&d);
+    let run_dir = d.join("run");
+    let o = train(&data, &run_dir, "2", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = run_dir.to_str().unwrap();
+    let o = run(&["sample", "--ckpt", ck, "--tokens", "4", "--temperature", "0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for t in ["--temperature=-1", "--temperature=NaN"] {
+        assert_clean_failure(&run(&["sample", "--ckpt", ck, "--tokens", "4", t]), "--temperature");
+    }
+    assert_clean_failure(&run(&["sample", "--ckpt", d.join("no-run").to_str().unwrap()]), "no-run");
+
+    // Token ids past the vocabulary (or negative) in a fixed batch: named, for eval and train.
+    let (good, bad) = (d.join("good.safetensors"), d.join("oov.safetensors"));
+    batch_file(&good, &[72, 101, 108, 108, 111]);
+    let o = run(&["eval", "--model", ck, "--batch-file", good.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // `eval --batch FILE`, the flag's name before --batch-file, still reads the file.
+    let legacy = run(&["eval", "--model", ck, "--batch", good.to_str().unwrap()]);
+    assert_eq!(legacy.stdout, o.stdout, "{}", String::from_utf8_lossy(&legacy.stderr));
+    for id in [1_000_000i64, -1] {
+        batch_file(&bad, &[72, 101, id, 108, 111]);
+        let b = bad.to_str().unwrap();
+        assert_clean_failure(&run(&["eval", "--model", ck, "--batch-file", b]), &format!("token id {id}"));
+        let o = run(&["train", "--model", ck, "--batch-file", b, "--steps", "1", "--threads", "1"]);
+        assert_clean_failure(&o, &format!("token id {id}"));
+    }
+}
+
+#[test]
+fn bad_planner_input_through_the_binary() {
+    let d = scratch("plan");
+    let plan = |model: &str, chips: &str| run(&["plan", "--model", model, "--chips", chips, "--tokens", "1e12"]);
+    let o = plan("llama3-8b", "h100:8");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_clean_failure(&plan("llama3-8b", "b200:8"), "unknown chip 'b200'");
+    assert_clean_failure(&plan("llama9-1t", "h100:8"), "unknown model 'llama9-1t'");
+    assert_clean_failure(&plan("llama3-8b", "h100:0"), "count must be positive");
+    assert_clean_failure(&plan("llama3-8b", "h100"), "NAME:COUNT");
+    let o =
+        run(&["plan", "--model", "qwen3-8b", "--chips", "h100:8", "--tokens", "1e12", "--override", "h100.tflops=1"]);
+    assert_clean_failure(&o, "unknown chip field 'tflops'");
+    assert_clean_failure(&run(&["chips", "show", "nope"]), "unknown chip 'nope'");
+    let fleet = d.join("bad-fleet.toml");
+    fs::write(&fleet, "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = \"many\"\n").unwrap();
+    let jobs = d.join("jobs.toml");
+    fs::write(&jobs, "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\n").unwrap();
+    let (f, j, out) = (fleet.to_str().unwrap(), jobs.to_str().unwrap(), d.to_str().unwrap());
+    assert_clean_failure(&run(&["fleet", "--fleet", f, "--jobs", j, "--out", out]), "bad-fleet.toml");
+    let good = d.join("fleet.toml");
+    fs::write(&good, "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = 64\n").unwrap();
+    let g = good.to_str().unwrap();
+    let o = run(&["fleet", "--fleet", g, "--jobs", j, "--out", out, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let missing = d.join("missing-jobs.toml");
+    let o = run(&["fleet", "--fleet", g, "--jobs", missing.to_str().unwrap(), "--out", out]);
+    assert_clean_failure(&o, "missing-jobs.toml");
+}

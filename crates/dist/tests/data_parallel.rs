@@ -72,6 +72,51 @@ fn host_staged_collectives_follow_the_contract() {
     }
 }
 
+#[test]
+fn gradient_average_is_the_sum_over_ranks_divided_by_the_world() {
+    // The end-to-end equivalence tests below cannot see a wrong divisor: AdamW is nearly
+    // invariant to a constant scale of the gradient and they clip every step. So check the
+    // averaged gradient itself, on 3 ranks (no power of two: /2 or /4 would show), for two
+    // parameters that straddle buckets (5 + 7 floats, 8-float buckets, padding included),
+    // exchanged after backward and during it.
+    let world = 3;
+    let sizes = [5usize, 7];
+    let grad = |rank: usize, p: usize| data(rank, 20)[p * 8..p * 8 + sizes[p]].to_vec();
+    let out = on_ranks(world, |rank, comm| {
+        let port = cpu();
+        let t = |v: &[f32]| Tensor::from_f32(&port, v, &[v.len()], DType::F32).unwrap();
+        let params: Vec<(Tensor, bool)> = sizes.iter().map(|&n| (t(&vec![0.0; n]), true)).collect();
+        let opts = DpOptions { zero: false, bucket_bytes: 32, overlap: true };
+        let dp =
+            DataParallel::new(collectives_for(&port, comm).unwrap(), &params, AdamWConfig::default(), opts).unwrap();
+        let grads: Vec<Tensor> = (0..sizes.len()).map(|p| t(&grad(rank, p))).collect();
+        let after: Vec<Vec<f32>> = dp.average_grads(&grads).unwrap().iter().map(|g| g.to_vec_f32().unwrap()).collect();
+        let work = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
+            // Hand them over in reverse, as backward does.
+            (0..sizes.len()).rev().try_for_each(|p| ready(p, grads[p].clone()))?;
+            Ok::<_, anychip_core::Error>(())
+        };
+        let ((), avg) = dp.average_grads_during(work).unwrap();
+        let during: Vec<Vec<f32>> = avg.iter().map(|g| g.to_vec_f32().unwrap()).collect();
+        (after, during)
+    });
+    for (rank, (after, during)) in out.iter().enumerate() {
+        for p in 0..sizes.len() {
+            let want: Vec<f32> =
+                (0..sizes[p]).map(|i| (0..world).map(|r| grad(r, p)[i]).sum::<f32>() / world as f32).collect();
+            for (how, got) in [("after backward", &after[p]), ("during backward", &during[p])] {
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    // One rounding of the sum times 1/3 apart from the exact mean, at most.
+                    assert!(
+                        (g - w).abs() <= 2.0 * f32::EPSILON * w.abs(),
+                        "rank {rank}, param {p}[{i}] {how}: got {g}, want the mean {w}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn tiny() -> ModelConfig {
     ModelConfig::gpt2(64, 16, 2, 2, 32)
 }

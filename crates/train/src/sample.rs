@@ -43,6 +43,9 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, u: f32) -> usize {
 
 /// Generate text from the checkpoint in `dir`, streaming it to `out`; returns the text.
 pub fn sample(dir: &Path, opts: &SampleOptions, port: &Arc<dyn Port>, out: &mut dyn Write) -> Result<String> {
+    if !(opts.temperature >= 0.0) {
+        bail!("--temperature must be 0 or more (0: greedy), got {}", opts.temperature);
+    }
     let ck = checkpoint::open(dir)?;
     let kind: TokenizerKind = ck.cfg.tokenizer.parse()?;
     let tok = tokenizer(kind)?;
@@ -51,9 +54,6 @@ pub fn sample(dir: &Path, opts: &SampleOptions, port: &Arc<dyn Port>, out: &mut 
     let mut ids: Vec<u32> = tok.encode(&opts.prompt);
     if ids.is_empty() {
         ids.push(tok.eot().unwrap_or(b'\n' as u32));
-    }
-    if !(opts.temperature >= 0.0) {
-        bail!("--temperature must be 0 or more, got {}", opts.temperature);
     }
     let ctx = ck.cfg.ctx.min(model.config().max_ctx);
     let _g = no_grad();
