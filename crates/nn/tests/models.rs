@@ -113,3 +113,37 @@ fn initial_loss_is_near_uniform() {
     let l = run(&gpt(), "ref", 1, 0.0);
     assert!((l[0] - (64f32).ln()).abs() < 0.1, "{}", l[0]);
 }
+
+#[test]
+fn out_of_vocabulary_ids_are_errors_that_name_the_id() {
+    // vocab 64: id 64 (one past the end) and -1 as inputs, 64 as a target (a negative target is
+    // the contract's "ignore this row"). Every port must refuse them with an error naming the
+    // id, never read past the embedding table, score a class no logit has, or panic.
+    let cfg = gpt();
+    for port in ["ref", "cpu"] {
+        let p = open(port);
+        let model = Transformer::new(&cfg, &p, 7).unwrap();
+        let good: Vec<i32> = (0..8).collect();
+        for bad in [cfg.vocab_size as i32, -1] {
+            let mut ids = good.clone();
+            ids[5] = bad;
+            let x_bad = Tensor::from_i32(&p, &ids, &[2, 4]).unwrap();
+            let x_good = Tensor::from_i32(&p, &good, &[2, 4]).unwrap();
+            let y_bad = Tensor::from_i32(&p, &ids, &[8]).unwrap();
+            let y_good = Tensor::from_i32(&p, &good, &[8]).unwrap();
+            let cases: &[(&str, &Tensor, &Tensor)] = if bad < 0 {
+                &[("input", &x_bad, &y_good)]
+            } else {
+                &[("input", &x_bad, &y_good), ("target", &x_good, &y_bad)]
+            };
+            for &(what, x, y) in cases {
+                let r = model.loss(x, y).and_then(|l| l.item().map(|_| l));
+                let e = match r {
+                    Ok(_) => panic!("{port}: {what} id {bad} outside vocab {} was accepted", cfg.vocab_size),
+                    Err(e) => e.to_string(),
+                };
+                assert!(e.contains(&bad.to_string()), "{port}: {what} id {bad}: error does not name it: {e}");
+            }
+        }
+    }
+}

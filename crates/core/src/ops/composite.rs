@@ -272,6 +272,20 @@ fn linear_impl(x: &Tensor, w: &Tensor, b: Option<&Tensor>, operands: Option<DTyp
     y.reshape(&out_shape)
 }
 
+/// Refuse a target id `>= vocab`: the composite's contract would silently score it as a class
+/// no logit has (negative ids are the contract's "ignore this row"). Reads the N targets to
+/// the host, a sync the caller's `loss.item()` makes anyway.
+fn check_targets(targets: &Tensor, vocab: usize) -> Result<()> {
+    let ids = targets.to_vec_i32()?;
+    match ids.iter().enumerate().find(|(_, &id)| id >= 0 && id as usize >= vocab) {
+        Some((row, id)) => Err(anychip_port::PortError::Invalid(format!(
+            "cross_entropy: target id {id} at row {row} is outside the vocabulary of {vocab}; check token ids against the model's vocabulary"
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// Mean cross-entropy of `logits [N, V]` against `targets [N]` (I32; negative = ignored).
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.rank() != 2 || targets.shape() != [logits.dim(0)] {
@@ -280,6 +294,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if targets.dtype() != DType::I32 {
         return Err(dtype_err("cross_entropy", "targets must be i32"));
     }
+    check_targets(targets, logits.dim(1))?;
     let x = logits.contiguous()?;
     let t = targets.contiguous()?.detach();
     let loss = x.empty_on(&[1], DType::F32)?;
