@@ -114,9 +114,7 @@ impl Tensor {
         }
         let pad = self.rank() - shape.len();
         let mut keep = vec![1usize; self.rank()];
-        for i in 0..shape.len() {
-            keep[pad + i] = shape[i];
-        }
+        keep[pad..].copy_from_slice(shape);
         let axes: Vec<usize> = (0..self.rank()).filter(|&i| keep[i] == 1 && self.shape()[i] != 1).collect();
         let s = self.sum_axes(&axes, true)?;
         let target: Vec<isize> = shape.iter().map(|&d| d as isize).collect();

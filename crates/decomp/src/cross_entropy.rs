@@ -10,7 +10,7 @@ use anychip_port::{BinaryOp, CompareOp, ReduceOp, Result, UnaryOp, View};
 
 /// (one-hot `[N,V]`, valid `[N,1]`, 1/max(count,1) `[1]`) for the targets.
 fn targets_onehot(k: &Prims, targets: &View, n: usize, v: usize) -> Result<(View, View, View)> {
-    let t = k.new(&[n])?;
+    let t = k.alloc(&[n])?;
     k.0.cast(targets, &t)?;
     let t = reshaped(&t, &[n, 1]);
     let cols: Vec<f32> = (0..v).map(|c| c as f32).collect();

@@ -6,7 +6,7 @@ use crate::prims::Prims;
 use anychip_port::{CompareOp, Distribution, Result, View};
 
 pub(crate) fn fwd(k: &Prims, x: &View, p: f32, seed: u64, offset: u64, y: &View, mask: &View) -> Result<()> {
-    let u = k.new(x.shape())?;
+    let u = k.alloc(x.shape())?;
     k.0.random(Distribution::Uniform, seed, offset, &u)?;
     let dropped = k.cmp(CompareOp::Lt, &u, &k.scalar(p as f64)?)?;
     let keep = k.mulc(&k.addc(&k.mulc(&dropped, -1.0)?, 1.0)?, 1.0 / (1.0 - p as f64))?;

@@ -63,13 +63,13 @@ fn out_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
 
 impl Prims<'_> {
     /// A new F32 buffer of `shape`.
-    pub fn new(&self, shape: &[usize]) -> Result<View> {
+    pub fn alloc(&self, shape: &[usize]) -> Result<View> {
         let n: usize = shape.iter().product();
         Ok(View::contiguous(self.0.alloc(n * 4)?, DType::F32, shape))
     }
     /// A new F32 tensor filled with `value`.
     pub fn full(&self, shape: &[usize], value: f64) -> Result<View> {
-        let v = self.new(shape)?;
+        let v = self.alloc(shape)?;
         self.0.fill(&v, value)?;
         Ok(v)
     }
@@ -79,7 +79,7 @@ impl Prims<'_> {
     }
     /// Upload host f32 data.
     pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<View> {
-        let v = self.new(shape)?;
+        let v = self.alloc(shape)?;
         let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
         self.0.write(&v.buf, 0, &bytes)?;
         Ok(v)
@@ -89,7 +89,7 @@ impl Prims<'_> {
         if x.dtype == DType::F32 {
             return Ok(x.clone());
         }
-        let v = self.new(x.shape())?;
+        let v = self.alloc(x.shape())?;
         self.0.cast(x, &v)?;
         Ok(v)
     }
@@ -98,7 +98,7 @@ impl Prims<'_> {
         if x.dtype == DType::F32 && x.layout.is_contiguous() {
             return Ok(x.clone());
         }
-        let v = self.new(x.shape())?;
+        let v = self.alloc(x.shape())?;
         if x.dtype == DType::F32 {
             self.0.copy_strided(x, &v)?;
         } else {
@@ -116,14 +116,14 @@ impl Prims<'_> {
         }
     }
     pub fn un(&self, op: UnaryOp, x: &View) -> Result<View> {
-        let v = self.new(x.shape())?;
+        let v = self.alloc(x.shape())?;
         self.0.unary(op, x, &v)?;
         Ok(v)
     }
     /// `a op b` with broadcasting into a new tensor.
     pub fn bin(&self, op: BinaryOp, a: &View, b: &View) -> Result<View> {
         let s = out_shape(a.shape(), b.shape());
-        let v = self.new(&s)?;
+        let v = self.alloc(&s)?;
         self.0.binary(op, &bcast(a, &s), &bcast(b, &s), &v)?;
         Ok(v)
     }
@@ -150,14 +150,14 @@ impl Prims<'_> {
     /// 1.0 where `a op b`, else 0.0 (broadcasting).
     pub fn cmp(&self, op: CompareOp, a: &View, b: &View) -> Result<View> {
         let s = out_shape(a.shape(), b.shape());
-        let v = self.new(&s)?;
+        let v = self.alloc(&s)?;
         self.0.compare(op, &bcast(a, &s), &bcast(b, &s), &v)?;
         Ok(v)
     }
     /// cond ? a : b (broadcasting to cond's shape).
     pub fn select(&self, cond: &View, a: &View, b: &View) -> Result<View> {
         let s = cond.shape().to_vec();
-        let v = self.new(&s)?;
+        let v = self.alloc(&s)?;
         self.0.select(cond, &bcast(a, &s), &bcast(b, &s), &v)?;
         Ok(v)
     }
@@ -167,7 +167,7 @@ impl Prims<'_> {
         if let Some(l) = s.last_mut() {
             *l = 1;
         }
-        let v = self.new(&s)?;
+        let v = self.alloc(&s)?;
         self.0.reduce(op, x, &v)?;
         Ok(v)
     }
@@ -178,20 +178,20 @@ impl Prims<'_> {
         if let Some(l) = s.last_mut() {
             *l = d;
         }
-        let v = self.new(&s)?;
+        let v = self.alloc(&s)?;
         self.0.reduce(ReduceOp::Sum, x, &v)?;
         Ok(reshaped(&v, &[d]))
     }
     /// Sum of every element, as `[1]`.
     pub fn sum_all(&self, x: &View) -> Result<View> {
-        let v = self.new(&vec![1; x.layout.rank()])?;
+        let v = self.alloc(&vec![1; x.layout.rank()])?;
         self.0.reduce(ReduceOp::Sum, x, &v)?;
         Ok(reshaped(&v, &[1]))
     }
     /// Batched matmul `a @ b` into a new `[B, M, N]`, scaled by alpha.
     pub fn matmul(&self, a: &View, b: &View, alpha: f32) -> Result<View> {
         let (bs, m, n) = (a.shape()[0].max(b.shape()[0]), a.shape()[1], b.shape()[2]);
-        let v = self.new(&[bs, m, n])?;
+        let v = self.alloc(&[bs, m, n])?;
         self.0.matmul(a, b, &v, alpha, 0.0)?;
         Ok(v)
     }

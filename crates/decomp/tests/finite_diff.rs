@@ -278,7 +278,7 @@ fn gelu_both_kinds_and_silu() {
         let want: Vec<f64> = x.iter().map(|&v| h(v)).collect();
         close("act fwd", &down(&p, &y), &want, 1e-5);
         let f = |xs: &[Vec<f64>]| xs[0].iter().map(|&v| h(v)).collect::<Vec<_>>();
-        close("act bwd", &down(&p, &dx), &fd(&f, &[x.clone()], &w, 0), 1e-3);
+        close("act bwd", &down(&p, &dx), &fd(&f, std::slice::from_ref(&x), &w, 0), 1e-3);
     }
     // bf16 storage: same math, rounded once on store.
     let (xv, y) = (up_bf16(&p, &x, &[n]), View::contiguous(p.alloc(n * 2).unwrap(), DType::BF16, &[n]));
@@ -313,7 +313,7 @@ fn cross_entropy_with_ignored_targets() {
         &Composite::CrossEntropyFwd { logits: xv.clone(), targets: tv.clone(), loss: loss.clone(), lse: lse.clone() },
     )
     .unwrap();
-    close("ce loss", &down(&p, &loss), &host(&[x.clone()]), 1e-5);
+    close("ce loss", &down(&p, &loss), &host(std::slice::from_ref(&x)), 1e-5);
     let dl = new(&p, &[n, v]);
     run(
         &p,
@@ -421,7 +421,7 @@ fn linear_embedding_and_rope() {
     let host = |xs: &[Vec<f64>]| idx.iter().flat_map(|&i| xs[0][i as usize * 3..][..3].to_vec()).collect::<Vec<_>>();
     let (tv, iv, out) = (up(&p, &table, &[4, 3]), ids(&p, &idx), new(&p, &[3, 3]));
     run(&p, &Composite::EmbeddingFwd { table: tv, ids: iv.clone(), out: out.clone() }).unwrap();
-    close("emb fwd", &down(&p, &out), &host(&[table.clone()]), 0.0);
+    close("emb fwd", &down(&p, &out), &host(std::slice::from_ref(&table)), 0.0);
     let dt = new(&p, &[4, 3]);
     run(&p, &Composite::EmbeddingBwd { ids: iv, dout: up(&p, &w, &[3, 3]), dtable: dt.clone() }).unwrap();
     close("emb bwd", &down(&p, &dt), &fd(&host, &[table], &w, 0), 1e-4);
@@ -451,7 +451,7 @@ fn linear_embedding_and_rope() {
     let y = new(&p, &[b, h, t, d]);
     run(&p, &Composite::RopeFwd { x: up(&p, &x, &[b, h, t, d]), cos: cv.clone(), sin: sv.clone(), y: y.clone() })
         .unwrap();
-    close("rope fwd", &down(&p, &y), &host(&[x.clone()]), 1e-5);
+    close("rope fwd", &down(&p, &y), &host(std::slice::from_ref(&x)), 1e-5);
     let dx = new(&p, &[b, h, t, d]);
     run(&p, &Composite::RopeBwd { dy: up(&p, &w, &[b, h, t, d]), cos: cv, sin: sv, dx: dx.clone() }).unwrap();
     close("rope bwd", &down(&p, &dx), &fd(&host, &[x], &w, 0), 1e-3);

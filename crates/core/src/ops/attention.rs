@@ -37,7 +37,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, scale: f32) -
         },
     )?;
     let od = out.detach();
-    Ok(out.record("attention", &[&q, &k, &v], move |g, _| {
+    Ok(out.record("attention", &[q, k, v], move |g, _| {
         let dout = g.contiguous()?;
         let dq = qd.empty_on(qd.shape(), qd.dtype())?;
         let (dk, dv) = (kd.empty_on(kd.shape(), kd.dtype())?, vd.empty_on(vd.shape(), vd.dtype())?);

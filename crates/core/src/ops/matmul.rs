@@ -16,9 +16,8 @@ fn as_batched(t: &Tensor, batch: &[usize]) -> Result<View> {
     let l = e.layout();
     let nb = batch.len();
     let b: usize = batch.iter().product();
-    let stride = if nb == 0 || b <= 1 {
-        Some(0)
-    } else if l.strides[..nb].iter().all(|&s| s == 0) {
+    // One batch, or every batch the same matrix (stride 0): walked with stride 0.
+    let stride = if nb == 0 || b <= 1 || l.strides[..nb].iter().all(|&s| s == 0) {
         Some(0)
     } else {
         // Walkable with one stride when each batch axis steps exactly over the ones after it.
