@@ -1,6 +1,9 @@
 //! `anychip train`: a training run from flags, or (with `--model`) fixed-batch parity training.
 
 use anychip_model_config::ModelConfig;
+use anychip_train::resume::Flags;
+use anychip_train::signals::{self, StopRequest};
+use anychip_train::step_guard::OnNan;
 use anychip_train::trainer::{train_with as run_train, Distributed, RunOptions, Summary};
 use anychip_train::Precision;
 use anychip_train::TrainConfig;
@@ -19,15 +22,15 @@ pub fn preset(name: &str) -> Result<ModelConfig> {
 /// Arguments of `anychip train`.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Model preset.
-    #[arg(long, default_value = "shakespeare-bytes")]
-    preset: String,
+    /// Model preset [default: shakespeare-bytes].
+    #[arg(long)]
+    preset: Option<String>,
     /// Training text: a UTF-8 file or a directory of them (default: Shakespeare, fetched once).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Tokenizer: bytes or gpt2.
-    #[arg(long, default_value = "bytes")]
-    tokenizer: String,
+    /// Tokenizer: bytes or gpt2 [default: bytes].
+    #[arg(long)]
+    tokenizer: Option<String>,
     /// Optimizer steps.
     #[arg(long)]
     steps: Option<u64>,
@@ -90,9 +93,14 @@ pub struct TrainArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// What the linear layers and the LM head multiply in: f32, or bf16 (mixed precision:
-    /// bf16 operands, f32 accumulation, f32 master weights, AdamW state, norms and loss).
-    #[arg(long, default_value = "f32")]
-    precision: Precision,
+    /// bf16 operands, f32 accumulation, f32 master weights, AdamW state, norms and loss)
+    /// [default: f32].
+    #[arg(long)]
+    precision: Option<Precision>,
+    /// A step whose loss or gradient norm is NaN or infinite is never applied; then: stop
+    /// (after a checkpoint of the state before it) or skip it and go on, counting skips.
+    #[arg(long, default_value = "stop", value_parser = clap::value_parser!(OnNan))]
+    on_nan: OnNan,
     /// Seed for weights and data order.
     #[arg(long)]
     seed: Option<u64>,
@@ -157,7 +165,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         resume: a.resume.clone(),
         progress: rank == 0 && std::io::stderr().is_terminal(),
         quiet: a.quiet || rank != 0,
-        steps: a.steps,
+        flags: resume_flags(&a)?,
+        on_nan: a.on_nan,
+        stop: StopRequest::on_signals()?,
         stop_after: a.stop_after,
     };
     let port = crate::ports::open(&cfg.port, cfg.threads)?;
@@ -173,6 +183,18 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     if rank == 0 {
         print_summary(&s, a.zero);
+    }
+    if let Some(sig) = s.interrupted {
+        if rank == 0 {
+            eprintln!(
+                "anychip: stopped by {} after step {}; the checkpoint is in {}: --resume {} to continue",
+                signals::name(sig),
+                s.steps,
+                s.out.join("checkpoint").display(),
+                s.out.display()
+            );
+        }
+        std::process::exit(128 + sig);
     }
     Ok(())
 }
@@ -193,16 +215,22 @@ fn batch_rows(a: &TrainArgs) -> Result<Option<usize>> {
 /// the user gave applied over its defaults.
 fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
     let batch = batch_rows(a)?;
-    let (name, model) = match &a.init {
-        Some(dir) => (format!("hf:{}", dir.display()), anychip_hf::read_config(dir)?.1),
-        None => (a.preset.clone(), preset(&a.preset)?),
+    let (name, model) = match (&a.init, &a.resume) {
+        (Some(dir), _) => (format!("hf:{}", dir.display()), anychip_hf::read_config(dir)?.1),
+        // On --resume the checkpoint's model is used (a differing --preset is refused there).
+        (None, Some(_)) => (DEFAULT_PRESET.to_string(), preset(DEFAULT_PRESET)?),
+        (None, None) => {
+            let name = a.preset.clone().unwrap_or_else(|| DEFAULT_PRESET.into());
+            let model = preset(&name)?;
+            (name, model)
+        }
     };
     let mut cfg = TrainConfig::default_for(&name, model);
     cfg.init = a.init.clone();
     cfg.data = a.data.clone();
-    cfg.tokenizer = a.tokenizer.clone();
+    cfg.tokenizer = a.tokenizer.clone().unwrap_or_else(|| "bytes".into());
     cfg.port = a.port.clone();
-    cfg.precision = a.precision;
+    cfg.precision = a.precision.unwrap_or_default();
     set(&mut cfg.steps, a.steps);
     set(&mut cfg.batch, batch);
     set(&mut cfg.ctx, a.ctx);
@@ -213,6 +241,35 @@ fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
     set(&mut cfg.seed, a.seed);
     apply_optimizer_flags(&mut cfg, a);
     Ok(cfg)
+}
+
+const DEFAULT_PRESET: &str = "shakespeare-bytes";
+
+/// The flags given on the command line, for `--resume` to apply or refuse.
+fn resume_flags(a: &TrainArgs) -> Result<Flags> {
+    Ok(Flags {
+        preset: a.preset.clone(),
+        init: a.init.clone(),
+        tokenizer: a.tokenizer.clone(),
+        batch: batch_rows(a)?,
+        ctx: a.ctx,
+        accum: a.accum,
+        seed: a.seed,
+        data: a.data.clone(),
+        steps: a.steps,
+        lr: a.lr,
+        constant_lr: a.constant_lr,
+        warmup: a.warmup,
+        weight_decay: a.weight_decay,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        grad_clip: a.grad_clip,
+        eval_every: a.eval_every,
+        eval_batches: a.eval_batches.map(|v| v as usize),
+        ckpt_every: a.ckpt_every,
+        precision: a.precision,
+    })
 }
 
 /// `*field = v` when the flag was given.
@@ -270,6 +327,9 @@ fn run_dir(a: &TrainArgs, cfg: &TrainConfig) -> PathBuf {
 
 /// The closing lines: data-parallel costs when distributed, then the `done:` summary.
 fn print_summary(s: &Summary, zero: u8) {
+    if s.skipped > 0 {
+        println!("skipped {} steps whose loss or gradient norm was not finite (--on-nan skip)", s.skipped);
+    }
     if s.world > 1 || zero == 1 {
         println!(
             "data parallel: {} ranks, ZeRO-{}, AdamW state {:.1} MiB per rank",
@@ -336,7 +396,7 @@ fn train_fixed_batch(dir: &Path, a: &TrainArgs) -> Result<()> {
             weight_decay: a.weight_decay.unwrap_or(0.01),
             grad_clip: a.grad_clip.unwrap_or(0.0),
         },
-        precision: a.precision,
+        precision: a.precision.unwrap_or_default(),
     };
     let port = crate::ports::open(&a.port, a.threads)?;
     anychip_train::fixed_batch::train(dir, &file, &s, &port, a.out.as_deref(), &mut std::io::stdout())?;

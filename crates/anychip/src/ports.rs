@@ -21,6 +21,7 @@ pub fn registry() -> Registry {
 /// Instantiate the named port with `threads` worker threads. With `ANYCHIP_SHADOW=1` in the
 /// environment every op is also run on `ref` and the first divergent one stops the run.
 pub fn open(name: &str, threads: Option<usize>) -> anyhow::Result<Arc<dyn Port>> {
+    anychip_train::validate::check_threads(threads)?;
     let reg = registry();
     let port = reg.create(name, &PortOptions { threads })?;
     if std::env::var("ANYCHIP_SHADOW").is_ok_and(|v| !v.is_empty() && v != "0") {

@@ -183,7 +183,7 @@ pub fn eval_batches(tokens: &[u32], batch: usize, ctx: usize, max_batches: usize
     if batch == 0 || ctx == 0 {
         bail!("batch {batch} and ctx {ctx} must both be at least 1; pass a positive --batch and --ctx");
     }
-    check_len(tokens.len(), ctx, "validation split", "a larger validation fraction or more data")?;
+    check_len(tokens.len(), ctx, "validation split", "more data (the validation split is a fixed share of it)")?;
     let n_windows = (tokens.len() - 1) / ctx;
     let windows = n_windows.min(max_batches.saturating_mul(batch));
     Ok(EvalBatches { tokens, batch, ctx, next: 0, end: windows })

@@ -54,6 +54,14 @@ impl AdamW {
         let _g = anychip_core::no_grad();
         let refs: Vec<&Tensor> = grads.iter().collect();
         let norm = grad_norm(&refs)?;
+        self.step_with_norm(grads, &norm, lr)?;
+        Ok(norm)
+    }
+
+    /// [`step`](Self::step) with the global gradient norm already computed (`grad_norm` of
+    /// `grads`), so a caller can look at it first, e.g. to skip a step whose norm is not finite.
+    pub fn step_with_norm(&mut self, grads: &[Tensor], norm: &Tensor, lr: f32) -> Result<()> {
+        let _g = anychip_core::no_grad();
         // scale = clip / max(norm, clip) = min(1, clip / norm), computed on the device so the
         // step never waits on a host read.
         let scale = if self.cfg.grad_clip > 0.0 {
@@ -73,6 +81,6 @@ impl AdamW {
             };
             adamw_step(&g.param, &grads[i], &self.m[i], &self.v[i], scale.as_ref(), hp, self.step)?;
         }
-        Ok(norm)
+        Ok(())
     }
 }

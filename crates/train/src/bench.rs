@@ -71,14 +71,20 @@ pub fn bench(
         Some(p) => p.clone(),
         None => inner,
     };
+    if cfg.batch == 0 || cfg.ctx == 0 || steps == 0 {
+        anyhow::bail!("--batch, --ctx and --steps must be at least 1");
+    }
+    // Random tokens: throughput does not depend on the text, and no corpus is needed.
+    let n = cfg.batch.saturating_mul(cfg.ctx + 1).saturating_mul(64).max(4096);
+    let mut need = crate::validate::memory_estimate(cfg, cfg.batch);
+    need.extra = n as u64 * 4;
+    crate::validate::check_memory(need, crate::validate::available_memory(), cfg.batch)?;
     let (precision, note) = matmul_precision(port.as_ref(), cfg.precision);
     if let Some(note) = note {
         eprintln!("{note}");
     }
     let model = Transformer::new(&cfg.model, &port, cfg.seed)?.with_precision(precision);
     let mut opt = optimizer(cfg, &model)?;
-    // Random tokens: throughput does not depend on the text, and no corpus is needed.
-    let n = (cfg.batch * (cfg.ctx + 1) * 64).max(4096);
     let tokens: Vec<u32> = (0..n)
         .map(|i| (anychip_port::philox::uniform(cfg.seed, i as u64) * cfg.model.vocab_size as f32) as u32)
         .collect();

@@ -19,6 +19,7 @@ use std::sync::Arc;
 pub fn load_model(dir: &Path, port: &Arc<dyn Port>) -> Result<(Transformer, Arch)> {
     if anychip_hf::is_hf_dir(dir) {
         let (arch, m) = anychip_hf::load(dir, port)?;
+        refuse_non_finite(&m, dir)?;
         return Ok((m, arch));
     }
     let ck = checkpoint::open(dir)?;
@@ -28,8 +29,20 @@ pub fn load_model(dir: &Path, port: &Arc<dyn Port>) -> Result<(Transformer, Arch
     Ok((model, arch))
 }
 
+/// Refuse a model whose weights hold NaN or infinities (anychip checkpoints are checked as
+/// they load; Hugging Face ones here).
+fn refuse_non_finite(model: &Transformer, dir: &Path) -> Result<()> {
+    for p in model.params() {
+        let bad = p.tensor.to_vec_f32()?.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            bail!("{}: weight '{}' holds {bad} NaN or infinite values; use another checkpoint", dir.display(), p.name);
+        }
+    }
+    Ok(())
+}
+
 /// Read `tokens` [B, T+1] (any integer dtype) and split into inputs [B,T] and flat targets.
-pub fn load_batch(file: &Path, port: &Arc<dyn Port>, vocab: usize) -> Result<(Tensor, Tensor)> {
+pub fn load_batch(file: &Path, port: &Arc<dyn Port>, vocab: usize, max_ctx: usize) -> Result<(Tensor, Tensor)> {
     let bytes = std::fs::read(file).map_err(|e| anyhow!("cannot read batch file {} ({e})", file.display()))?;
     let st =
         SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{} is not a safetensors file ({e})", file.display()))?;
@@ -41,8 +54,17 @@ pub fn load_batch(file: &Path, port: &Arc<dyn Port>, vocab: usize) -> Result<(Te
         Dtype::U32 => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
         other => bail!("{}: 'tokens' is {other:?}; store token ids as an integer tensor", file.display()),
     };
-    if t.shape().len() != 2 || t.shape()[1] < 2 {
-        bail!("{}: 'tokens' has shape {:?}; want [B, T+1] with T >= 1", file.display(), t.shape());
+    if t.shape().len() != 2 || t.shape()[0] == 0 || t.shape()[1] < 2 {
+        bail!("{}: 'tokens' has shape {:?}; want [B, T+1] with B >= 1 and T >= 1", file.display(), t.shape());
+    }
+    if t.shape()[1] - 1 > max_ctx {
+        bail!(
+            "{}: rows of {} tokens make a context of {}, longer than the model's maximum {max_ctx}; write rows of at most {} tokens",
+            file.display(),
+            t.shape()[1],
+            t.shape()[1] - 1,
+            max_ctx + 1
+        );
     }
     if let Some(bad) = toks.iter().find(|&&v| v < 0 || v as usize >= vocab) {
         bail!("{}: token id {bad} is outside the model's vocabulary of {vocab}", file.display());
@@ -59,7 +81,7 @@ pub fn load_batch(file: &Path, port: &Arc<dyn Port>, vocab: usize) -> Result<(Te
 /// `anychip eval`: the mean loss of the model on the batch.
 pub fn eval(model_dir: &Path, batch: &Path, port: &Arc<dyn Port>) -> Result<f32> {
     let (model, _) = load_model(model_dir, port)?;
-    let (x, y) = load_batch(batch, port, model.config().vocab_size)?;
+    let (x, y) = load_batch(batch, port, model.config().vocab_size, model.config().max_ctx)?;
     let _g = no_grad();
     Ok(cross_entropy(&model.forward(&x)?, &y)?.item()?)
 }
@@ -92,7 +114,7 @@ pub fn train(
     }
     let (model, arch) = load_model(model_dir, port)?;
     let model = model.with_precision(s.precision);
-    let (x, y) = load_batch(batch, port, model.config().vocab_size)?;
+    let (x, y) = load_batch(batch, port, model.config().vocab_size, model.config().max_ctx)?;
     let groups = model
         .params()
         .iter()

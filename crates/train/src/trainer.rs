@@ -3,18 +3,21 @@
 use crate::checkpoint::{self, RunState};
 use crate::config::TrainConfig;
 use crate::precision::matmul_precision;
+use crate::resume;
+use crate::run_dir::{Metrics, RunDir};
+use crate::signals::StopRequest;
+use crate::step_guard::{self, guarded_step, OnNan, StepOutcome};
+use crate::validate;
 use anychip_core::{no_grad, Tensor};
 use anychip_data::{eval_batches, Batch, Dataset, Loader, LoaderState, TokenizerKind};
 use anychip_dist::{collectives_for, Comm, DataParallel, DpOptions};
 use anychip_nn::{Precision, Transformer};
 use anychip_optim::{AdamW, CosineSchedule, ParamGroup};
 use anychip_port::Port;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +43,10 @@ pub struct Summary {
     pub comm: Option<anychip_dist::CommStats>,
     /// Whether that exchange overlapped backward.
     pub overlap: bool,
+    /// The signal that ended the run early (after a checkpoint), if one did.
+    pub interrupted: Option<i32>,
+    /// Steps whose update was skipped for a non-finite loss or gradient norm (`--on-nan skip`).
+    pub skipped: u64,
 }
 
 /// How this process takes part in a data-parallel job (see `anychip-dist`).
@@ -61,8 +68,13 @@ pub struct RunOptions {
     pub progress: bool,
     /// Print only the summary.
     pub quiet: bool,
-    /// On resume, a new total step budget (else the checkpoint's).
-    pub steps: Option<u64>,
+    /// The flags given on the command line: on `--resume`, those that may change are applied
+    /// over the checkpoint's config and those that may not are checked against it.
+    pub flags: resume::Flags,
+    /// What a step with a non-finite loss or gradient norm does.
+    pub on_nan: OnNan,
+    /// Set by SIGINT/SIGTERM: finish the step, write a checkpoint, end.
+    pub stop: StopRequest,
     /// Stop (with a checkpoint) after this many steps of this invocation; the schedule still
     /// follows the full budget, so a later `--resume` continues exactly.
     pub stop_after: Option<u64>,
@@ -79,6 +91,9 @@ struct LogLine {
     elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     val_loss: Option<f32>,
+    /// The update of this step was skipped (`--on-nan skip`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skipped: bool,
     /// Router statistics of the step's last micro-batch (MoE models only).
     #[serde(skip_serializing_if = "Option::is_none")]
     moe: Option<MoeLog>,
@@ -103,7 +118,10 @@ pub fn batch_tensors(port: &Arc<dyn Port>, b: &Batch) -> Result<(Tensor, Tensor)
 /// Mean loss over the validation windows (no gradients).
 pub fn evaluate(model: &Transformer, val: &[u32], batch: usize, ctx: usize, max_batches: usize) -> Result<f32> {
     let (sum, n) = eval_sums(model, val, batch, ctx, max_batches, 0, 1)?;
-    Ok((sum / n.max(1) as f64) as f32)
+    if n == 0 {
+        bail!("no validation windows of {ctx} tokens to evaluate on; pass more data");
+    }
+    Ok((sum / n as f64) as f32)
 }
 
 /// Summed loss and row count over the validation batches `rank`, `rank + world`, ...
@@ -142,33 +160,15 @@ pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
     let cache = anychip_data::default_cache_dir();
     let kind: TokenizerKind = cfg.tokenizer.parse().map_err(|e: anyhow::Error| e)?;
     let path = match &cfg.data {
+        Some(p) if p.is_relative() && !p.exists() => bail!(
+            "the data path {} is relative (saved by an earlier anychip) and not found from {}; pass --data with its full path",
+            p.display(),
+            std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
+        ),
         Some(p) => p.clone(),
         None => anychip_data::default_corpus(&cache)?,
     };
     anychip_data::prepare(&path, kind, &cache, cfg.val_fraction)
-}
-
-/// Settings that are wrong whatever the data: refused before any corpus is fetched or read.
-fn check_settings(cfg: &TrainConfig) -> Result<()> {
-    cfg.model.validate().map_err(|m| anyhow!(m))?;
-    if cfg.ctx > cfg.model.max_ctx {
-        bail!(
-            "--ctx {} is larger than the model's maximum context {}; use --ctx {} or less",
-            cfg.ctx,
-            cfg.model.max_ctx,
-            cfg.model.max_ctx
-        );
-    }
-    if cfg.steps == 0 {
-        bail!("--steps must be at least 1 (optimizer steps to train)");
-    }
-    if cfg.batch == 0 || cfg.ctx == 0 || cfg.accum == 0 {
-        bail!("--batch, --ctx and --accum must be at least 1");
-    }
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        bail!("--lr must be a positive number, got {}", cfg.lr);
-    }
-    Ok(())
 }
 
 /// The tokenizer's ids must fit the model's vocabulary.
@@ -210,17 +210,32 @@ pub fn train_with(
     port: &Arc<dyn Port>,
 ) -> Result<Summary> {
     let t0 = Instant::now();
+    let (rank, world) = dist.map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
+    validate::check_stop_after(opts.stop_after)?;
+    if opts.resume.is_none() {
+        validate::check_settings(cfg)?;
+    }
+    // Rank 0 alone writes the run directory: it holds the lock (until this function returns)
+    // and puts right what a crash left there.
+    let run_dir = match rank {
+        0 => Some(open_run_dir(opts)?),
+        _ => None,
+    };
     let (mut cfg, resumed) = resolve_config(cfg, opts)?;
-    check_settings(&cfg)?;
+    validate::check_settings(&cfg)?;
     let data = load_dataset(&cfg)?;
     check_vocab(&cfg, &data)?;
-    let (rank, world) = dist.map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
     if cfg.batch % world != 0 {
         bail!(
             "--batch {} (the global batch) does not split evenly over {world} ranks; use a multiple of {world}",
             cfg.batch
         );
     }
+    validate::check_memory(
+        validate::memory_estimate(&cfg, cfg.batch / world),
+        validate::available_memory(),
+        cfg.batch,
+    )?;
     let (precision, note) = matmul_precision(port.as_ref(), cfg.precision);
     if let Some(note) = note {
         eprintln!("{note}");
@@ -237,9 +252,9 @@ pub fn train_with(
         let (arch, _) = anychip_hf::read_config(dir)?;
         anychip_hf::load_weights_into(dir, arch, &model)?;
     }
-    let (start, tokens) = match &resumed {
-        Some(ck) => restore(ck, &cfg, &model, &mut opt, dp.as_mut(), &mut loader)?,
-        None => (0, 0),
+    let (start, tokens, skipped) = match &resumed {
+        Some(ck) => restore(ck, &cfg, &data, &model, &mut opt, dp.as_mut(), &mut loader)?,
+        None => (0, 0, 0),
     };
     if let Some(dp) = &dp {
         // Replicas must start from the same bits whatever each rank read or initialised.
@@ -257,8 +272,12 @@ pub fn train_with(
         announce(&cfg, &model, precision, &**port, &data, world, zero, opt_bytes);
     }
     let end = opts.stop_after.map_or(cfg.steps, |n| (start + n).min(cfg.steps));
+    let log = match &run_dir {
+        Some(dir) => Some(metrics_log(dir, opts, resumed.as_ref().map(|ck| ck.state.step))?),
+        None => None,
+    };
     let mut run = Run {
-        log: metrics_log(opts, rank)?,
+        log,
         bar: progress_bar(opts, cfg.steps, start),
         cfg: &cfg,
         opts,
@@ -268,17 +287,22 @@ pub fn train_with(
         dp,
         loader,
         rank,
-        world,
         zero,
         tokens,
         val_loss: None,
+        skipped,
+        skips_in_a_row: 0,
+        last_ckpt: resumed.as_ref().map(|ck| ck.state.step),
+        interrupted: None,
+        done: start,
     };
     let loop_start = Instant::now();
     let last_loss = run.steps(start, end)?;
     let elapsed = loop_start.elapsed().as_secs_f64();
-    let tps = ((end - start) * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
+    let tps = ((run.done - start) * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
+    drop(run_dir);
     Ok(Summary {
-        steps: end,
+        steps: run.done,
         train_loss: last_loss,
         val_loss: run.val_loss,
         tokens_per_s: tps,
@@ -290,20 +314,42 @@ pub fn train_with(
         optimizer_bytes_per_rank: opt_bytes,
         comm: run.dp.as_ref().map(|d| d.comm_stats()),
         overlap: run.dp.as_ref().is_some_and(|d| d.overlaps()),
+        interrupted: run.interrupted,
+        skipped: run.skipped,
     })
 }
 
-/// The config this invocation runs: `cfg` for a new run, or the resumed checkpoint's with this
-/// invocation's step budget, port and threads. A new run refuses an `--out` that already holds
-/// a checkpoint.
+/// Lock the run directory, saying what a crash had left there and what was done about it.
+fn open_run_dir(opts: &RunOptions) -> Result<RunDir> {
+    let (run, tidied) = RunDir::open(&opts.out)?;
+    if !opts.quiet {
+        if let Some(from) = &tidied.recovered {
+            eprintln!("anychip: restored the checkpoint from {} (a crash interrupted its swap)", from.display());
+        }
+        if tidied.removed > 0 {
+            eprintln!(
+                "anychip: removed {} unfinished checkpoint copies ({:.1} MB) left by an interrupted run",
+                tidied.removed,
+                tidied.removed_bytes as f64 / 1e6
+            );
+        }
+    }
+    Ok(run)
+}
+
+/// The config this invocation runs: `cfg` for a new run (its data path made absolute), or the
+/// resumed checkpoint's with the flags that may change applied (said in one line), and this
+/// invocation's port and threads. A new run refuses an `--out` that already holds a checkpoint.
 fn resolve_config(cfg: &TrainConfig, opts: &RunOptions) -> Result<(TrainConfig, Option<checkpoint::Loaded>)> {
     match &opts.resume {
         Some(dir) => {
             let ck = checkpoint::open(dir)?;
-            let mut c = ck.cfg.clone();
-            c.steps = opts.steps.unwrap_or(c.steps);
+            let (mut c, changes) = resume::apply(&ck.cfg, &opts.flags)?;
             c.port = cfg.port.clone();
             c.threads = cfg.threads;
+            if !changes.is_empty() && !opts.quiet {
+                eprintln!("anychip: resuming at step {} with {}", ck.state.step, changes.join(", "));
+            }
             Ok((c, Some(ck)))
         }
         None if checkpoint::in_run(&opts.out).exists() => bail!(
@@ -311,7 +357,11 @@ fn resolve_config(cfg: &TrainConfig, opts: &RunOptions) -> Result<(TrainConfig, 
             opts.out.display(),
             opts.out.display()
         ),
-        None => Ok((cfg.clone(), None)),
+        None => {
+            let mut c = cfg.clone();
+            c.data = c.data.as_deref().map(resume::absolute);
+            Ok((c, None))
+        }
     }
 }
 
@@ -324,52 +374,51 @@ fn data_parallel(cfg: &TrainConfig, opt: &AdamW, port: &Arc<dyn Port>, d: &Distr
 }
 
 /// Load a checkpoint's weights, AdamW moments (under ZeRO-1 this rank's shard of them) and
-/// data position; returns the step and token count it reached.
+/// data position; returns the step and token count it reached, and the steps it skipped.
 fn restore(
     ck: &checkpoint::Loaded,
     cfg: &TrainConfig,
+    data: &Dataset,
     model: &Transformer,
     opt: &mut AdamW,
     dp: Option<&mut DataParallel>,
     loader: &mut Loader,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, u64, u64)> {
+    let skipped = ck.state.skipped;
     match dp.filter(|dp| dp.is_zero()) {
         // The checkpoint holds every moment: load them whole once, keep this rank's shard.
         Some(dp) => {
             let mut full = optimizer(cfg, model)?;
             checkpoint::load_weights(&ck.dir, model, Some(&mut full))?;
-            dp.load_moments(&full.m, &full.v, ck.state.step)?;
+            dp.load_moments(&full.m, &full.v, ck.state.step - skipped)?;
         }
         None => checkpoint::load_weights(&ck.dir, model, Some(opt))?,
     }
-    let st: LoaderState = serde_json::from_value(ck.state.loader.clone())
+    let mut st: LoaderState = serde_json::from_value(ck.state.loader.clone())
         .map_err(|e| anyhow!("checkpoint {}: data position is corrupt ({e})", ck.dir.display()))?;
+    if cfg.data != ck.cfg.data {
+        // New data (--data on resume): the same window stream, drawn from the new tokens.
+        st.n_tokens = data.train.len() as u64;
+    }
     loader.restore(&st)?;
     let start = ck.state.step;
-    opt.step = start;
+    opt.step = start - skipped;
     if start >= cfg.steps {
         bail!(
             "checkpoint {} is already at step {start}; pass --steps larger than {start} to train further",
             ck.dir.display()
         );
     }
-    Ok((start, ck.state.tokens))
+    Ok((start, ck.state.tokens, skipped))
 }
 
-/// `metrics.jsonl` in the run directory, appended to (rank 0; the others log nowhere).
-fn metrics_log(opts: &RunOptions, rank: usize) -> Result<Box<dyn Write>> {
-    if rank != 0 {
-        return Ok(Box::new(std::io::sink()));
+/// `metrics.jsonl` in the run directory (rank 0), cut back to the resumed checkpoint's step.
+fn metrics_log(dir: &RunDir, opts: &RunOptions, resume_step: Option<u64>) -> Result<Metrics> {
+    let (log, note) = dir.metrics(resume_step)?;
+    if let Some(note) = note.filter(|_| !opts.quiet) {
+        eprintln!("anychip: {note}");
     }
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot create output directory {}", opts.out.display()))?;
-    let path = opts.out.join("metrics.jsonl");
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(Box::new(file))
+    Ok(log)
 }
 
 /// The opening lines on stderr: model, port, data and batch; the data-parallel layout.
@@ -418,18 +467,28 @@ struct Run<'a> {
     opt: AdamW,
     dp: Option<DataParallel>,
     loader: Loader,
-    log: Box<dyn Write>,
+    /// `metrics.jsonl` (rank 0 only).
+    log: Option<Metrics>,
     bar: ProgressBar,
     rank: usize,
-    world: usize,
     zero: bool,
     /// Tokens trained on since the run began (across invocations).
     tokens: u64,
     val_loss: Option<f32>,
+    /// Steps whose update was skipped (`--on-nan skip`), across invocations.
+    skipped: u64,
+    skips_in_a_row: u64,
+    /// Step of the last checkpoint on disk, for messages that tell what is there.
+    last_ckpt: Option<u64>,
+    /// The signal that stopped the loop early.
+    interrupted: Option<i32>,
+    /// Steps completed.
+    done: u64,
 }
 
 impl Run<'_> {
-    /// Steps `start..end`: train, log, validate and checkpoint on schedule; returns the last loss.
+    /// Steps `start..end`: train, log, validate and checkpoint on schedule, stop early (with a
+    /// checkpoint) on SIGINT/SIGTERM; returns the last finite loss.
     fn steps(&mut self, start: u64, end: u64) -> Result<f32> {
         let cfg = self.cfg;
         let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
@@ -437,25 +496,26 @@ impl Run<'_> {
         let mut last_loss = f32::NAN;
         for step in start..end {
             let lr = sched.lr(step);
-            let (loss, norm) = self.step(lr)?;
+            let before = (self.loader.state(), self.tokens);
+            let (model, port) = (self.model, self.model.port().clone());
+            let outcome = guarded_step(model, &mut self.loader, cfg, &mut self.opt, self.dp.as_mut(), lr, &*port)?;
             self.tokens += cfg.tokens_per_step() as u64;
-            last_loss = loss;
-            if !loss.is_finite() {
-                bail!(
-                    "loss became {loss} at step {}; the last checkpoint in {} is intact — lower --lr (now {}) and --resume from it",
-                    step + 1,
-                    self.opts.out.display(),
-                    cfg.lr
-                );
+            self.done = step + 1;
+            let done = self.done;
+            if outcome.finite() {
+                self.skips_in_a_row = 0;
+                last_loss = outcome.loss;
+            } else {
+                self.not_finite(&outcome, step, before)?;
             }
-            let done = step + 1;
             let elapsed = loop_start.elapsed().as_secs_f64();
             let tps = (self.tokens - start * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
+            let stop_now = self.stop_requested()?;
             let mut line = LogLine {
                 step: done,
-                loss,
+                loss: outcome.loss,
                 lr,
-                grad_norm: norm.item()?,
+                grad_norm: outcome.grad_norm,
                 tokens: self.tokens,
                 tokens_per_s: tps,
                 elapsed_s: elapsed,
@@ -465,44 +525,61 @@ impl Run<'_> {
                     tokens_per_expert: r.tokens_per_expert,
                     max_load_ratio: r.max_load_ratio,
                 }),
+                skipped: !outcome.finite(),
             };
-            if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == end {
+            if ((cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == end) && !stop_now {
                 let v = evaluate_dp(self.model, self.val, cfg, self.dp.as_ref())?;
                 (line.val_loss, self.val_loss) = (Some(v), Some(v));
+                let loss = outcome.loss;
                 say(&self.bar, self.opts, format!("step {done}: train loss {loss:.4}, val loss {v:.4}"));
             }
             self.record(&line)?;
-            if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || done == end {
-                self.checkpoint(done)?;
+            if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || done == end || stop_now {
+                self.checkpoint(done, self.loader.state(), self.tokens)?;
+            }
+            if stop_now {
+                self.interrupted = Some(self.opts.stop.signal());
+                break;
             }
         }
         self.bar.finish_and_clear();
-        self.log.flush()?;
         Ok(last_loss)
     }
 
-    /// One optimizer step at learning rate `lr`: the mean loss over every rank's rows and the
-    /// gradient norm.
-    fn step(&mut self, lr: f32) -> Result<(f32, Tensor)> {
-        let (model, cfg, loader, opt) = (self.model, self.cfg, &mut self.loader, &mut self.opt);
-        let Some(dp) = &mut self.dp else {
-            return on_port(&**model.port(), || -> Result<(f32, Tensor)> {
-                let (loss, grads) = forward_backward(model, loader, cfg)?;
-                Ok((loss, opt.step(&grads, lr)?))
-            });
-        };
-        // Each gradient goes to the exchange as soon as backward has finished it.
-        let fb = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
-            forward_backward_hooked(model, loader, cfg, ready)
-        };
-        let (loss, norm) = if dp.is_zero() {
-            opt.step += 1;
-            dp.zero_step_during(lr, fb)?
-        } else {
-            let (loss, avg) = dp.average_grads_during(fb)?;
-            (loss, opt.step(&avg, lr)?)
-        };
-        Ok((dp.sum(&[loss])?[0] / self.world as f32, norm))
+    /// A step whose loss or gradient norm was not finite (its update was not applied, except
+    /// under ZeRO-1): skip it as `--on-nan skip` asks, or stop with a checkpoint of the state
+    /// before it and an error that says what is on disk.
+    fn not_finite(&mut self, o: &StepOutcome, step: u64, before: (LoaderState, u64)) -> Result<()> {
+        self.skips_in_a_row += 1;
+        let give_up = self.skips_in_a_row > step_guard::MAX_SKIPS_IN_A_ROW;
+        if !o.applied && self.opts.on_nan == OnNan::Skip && !give_up {
+            self.skipped += 1;
+            let msg = format!(
+                "step {}: loss {} gradient norm {}: update skipped ({} so far)",
+                step + 1,
+                o.loss,
+                o.grad_norm,
+                self.skipped
+            );
+            say(&self.bar, self.opts, msg);
+            return Ok(());
+        }
+        if !o.applied && step > self.last_ckpt.unwrap_or(0) {
+            // The weights are still those after `step` steps: keep them before stopping.
+            self.checkpoint(step, before.0, before.1)?;
+        }
+        self.bar.finish_and_clear();
+        Err(step_guard::diverged(o, step + 1, self.cfg, &self.opts.out, self.last_ckpt))
+    }
+
+    /// Whether SIGINT/SIGTERM asked to stop; under data parallelism, whether any rank was asked,
+    /// so that all stop after the same step.
+    fn stop_requested(&self) -> Result<bool> {
+        let here = self.opts.stop.requested();
+        Ok(match &self.dp {
+            Some(dp) => dp.sum(&[here as u8 as f32])?[0] > 0.0,
+            None => here,
+        })
     }
 
     /// Append the step's line to `metrics.jsonl` and show progress.
@@ -515,15 +592,18 @@ impl Run<'_> {
                 format!("step {done}/{}: loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s", self.cfg.steps),
             );
         }
-        writeln!(self.log, "{}", serde_json::to_string(line)?)?;
+        if let Some(log) = &mut self.log {
+            log.append(&serde_json::to_string(line)?)
+                .map_err(|e| anyhow!("{e:#}; {}", step_guard::on_disk(&self.opts.out, self.last_ckpt)))?;
+        }
         self.bar.set_position(done);
         self.bar.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
         Ok(())
     }
 
-    /// Write the checkpoint after step `done` (rank 0; under ZeRO-1 every rank takes part in
-    /// gathering the moments rank 0 writes).
-    fn checkpoint(&mut self, done: u64) -> Result<()> {
+    /// Write the checkpoint after step `done` with the data position and token count of then
+    /// (rank 0; under ZeRO-1 every rank takes part in gathering the moments rank 0 writes).
+    fn checkpoint(&mut self, done: u64, loader: LoaderState, tokens: u64) -> Result<()> {
         let gathered = match &self.dp {
             Some(dp) => dp.gather_moments()?,
             None => None,
@@ -534,17 +614,20 @@ impl Run<'_> {
         let state = RunState {
             format: checkpoint::FORMAT,
             step: done,
-            loader: serde_json::to_value(self.loader.state())?,
-            tokens: self.tokens,
+            loader: serde_json::to_value(loader)?,
+            tokens,
             val_loss: self.val_loss,
+            skipped: self.skipped,
         };
         if let Some((m, v)) = gathered {
             (self.opt.m, self.opt.v) = (m, v);
         }
-        checkpoint::save(&checkpoint::in_run(&self.opts.out), self.cfg, self.model, &self.opt, &state)?;
+        let saved = checkpoint::save(&checkpoint::in_run(&self.opts.out), self.cfg, self.model, &self.opt, &state);
         if self.zero {
             (self.opt.m, self.opt.v) = (Vec::new(), Vec::new());
         }
+        saved.map_err(|e| anyhow!("{e:#}; {}", step_guard::on_disk(&self.opts.out, self.last_ckpt)))?;
+        self.last_ckpt = Some(done);
         Ok(())
     }
 }
