@@ -191,6 +191,8 @@ fn a_full_disk_keeps_the_last_checkpoint_and_names_the_file() {
     assert!(err.contains(".checkpoint.new/model.safetensors"), "{err}");
     assert!(err.contains("the last checkpoint, at step 2"), "{err}");
     assert_eq!(loadable_step(&run), 2);
+    // The partial copy does not stay to keep the disk full.
+    assert!(staging_left(&run).is_empty(), "{:?}", staging_left(&run));
 
     let run = d.join("metrics");
     let o = with_fault(&data, &run, "6", "enospc:metrics.jsonl@3", &["--ckpt-every", "2"]);

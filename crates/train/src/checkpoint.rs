@@ -168,11 +168,12 @@ pub fn save(dir: &Path, cfg: &TrainConfig, model: &Transformer, opt: &AdamW, sta
         fs::remove_dir_all(&new).with_context(|| format!("cannot remove the unfinished {}", new.display()))?;
     }
     fs::create_dir_all(&new).with_context(|| format!("cannot create {}", new.display()))?;
-    write_file(&new, "model.safetensors", &weights)?;
-    write_file(&new, "optimizer.safetensors", &moments)?;
-    write_file(&new, "config.json", serde_json::to_string_pretty(cfg)?.as_bytes())?;
-    write_file(&new, "state.json", serde_json::to_string_pretty(&st)?.as_bytes())?;
-    sync_dir(&new);
+    let written = write_files(&new, &weights, &moments, cfg, &st);
+    if written.is_err() {
+        // A partial copy (a full disk, say) would keep the disk full: it goes at once.
+        let _ = fs::remove_dir_all(&new);
+    }
+    written?;
     fault::crash_point("written");
     validate(&new).with_context(|| format!("the checkpoint just written to {} does not read back", new.display()))?;
 
@@ -190,6 +191,16 @@ pub fn save(dir: &Path, cfg: &TrainConfig, model: &Transformer, opt: &AdamW, sta
     if old.exists() {
         fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
     }
+    Ok(())
+}
+
+/// The four files of a checkpoint, `state.json` last (its presence marks the copy complete).
+fn write_files(dir: &Path, weights: &[u8], moments: &[u8], cfg: &TrainConfig, st: &RunState) -> Result<()> {
+    write_file(dir, "model.safetensors", weights)?;
+    write_file(dir, "optimizer.safetensors", moments)?;
+    write_file(dir, "config.json", serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    write_file(dir, "state.json", serde_json::to_string_pretty(st)?.as_bytes())?;
+    sync_dir(dir);
     Ok(())
 }
 
