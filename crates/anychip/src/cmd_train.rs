@@ -315,7 +315,9 @@ fn threads_per_rank(threads: Option<usize>) -> Option<usize> {
 fn run_dir(a: &TrainArgs, cfg: &TrainConfig) -> PathBuf {
     match (&a.out, &a.resume) {
         (Some(o), _) => o.clone(),
-        (None, Some(r)) if r.join("checkpoint").exists() => r.clone(),
+        // A checkpoint directory itself holds state.json; anything else is the run directory
+        // (also when a crash mid-swap left it without `checkpoint/`).
+        (None, Some(r)) if !r.join("state.json").exists() => r.clone(),
         (None, Some(r)) => r.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| r.clone()),
         (None, None) => {
             let secs =
