@@ -14,10 +14,13 @@ fn out_of_range_training_flags_are_refused_by_name() {
         (&["--eps=-1"], "--eps must be a positive number"),
         (&["--grad-clip=-1"], "--grad-clip must be 0"),
         (&["--weight-decay", "nan"], "--weight-decay must be 0 or a positive number"),
-        (&["--threads", "0"], "--threads must be at least 1"),
-        (&["--threads", "10000000"], "--threads 10000000 is more than"),
         (&["--on-nan", "ignore"], "--on-nan"),
     ];
+    for (n, want) in [("0", "--threads must be at least 1"), ("10000000", "--threads 10000000 is more than")] {
+        let out = d.join(format!("threads{n}"));
+        let o = run(&["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", n]);
+        assert_clean_failure(&o, want);
+    }
     let o = train(&data, &d.join("steps0"), "0", &[]);
     assert_clean_failure(&o, "--steps must be at least 1");
     for (i, (flags, want)) in cases.iter().enumerate() {
