@@ -1,6 +1,7 @@
 //! `anychip bench`: training throughput (tokens/s, step time, MFU, peak memory).
 
 use crate::cmd_train::preset;
+use anychip_model_config::ModelConfig;
 use anychip_train::bench::bench as run_bench;
 use anychip_train::{Precision, TrainConfig};
 use anyhow::{anyhow, Result};
@@ -40,18 +41,38 @@ pub struct BenchArgs {
     /// Also print (and put in the JSON) the time per op kind: matmul, attention, norms, ...
     #[arg(long)]
     profile: bool,
+    #[command(flatten)]
+    sim: crate::cmd_sim::SimArgs,
 }
 
-/// `anychip bench`: time training steps of a preset on a port and print one summary line.
-pub fn bench(a: BenchArgs) -> Result<()> {
-    let model = preset(&a.preset)?;
-    let default_batch = if model.n_params() > 50_000_000 {
+/// `bench`'s default sequences per step: 16 for byte-level presets, 8 for small BPE ones, 4 above 50M params.
+pub(crate) fn default_batch(model: &ModelConfig) -> usize {
+    if model.n_params() > 50_000_000 {
         4
     } else if model.vocab_size > 256 {
         8
     } else {
         16
-    };
+    }
+}
+
+/// `anychip bench`: time training steps of a preset on a port and print one summary line.
+pub fn bench(a: BenchArgs) -> Result<()> {
+    if a.port.starts_with("sim:") {
+        let job = crate::cmd_sim::BenchJob {
+            preset: a.preset,
+            port: a.port,
+            threads: a.threads,
+            precision: a.precision,
+            batch: a.batch,
+            ctx: a.ctx,
+            profile: a.profile,
+            json: a.json,
+        };
+        return crate::cmd_sim::bench(job, &a.sim);
+    }
+    let model = preset(&a.preset)?;
+    let default_batch = default_batch(&model);
     let mut cfg = TrainConfig::default_for(&a.preset, model);
     cfg.batch = a.batch.unwrap_or(default_batch);
     cfg.ctx = a.ctx.unwrap_or(cfg.model.max_ctx.min(256));

@@ -39,6 +39,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     let opts =
         SampleOptions { prompt: a.prompt, tokens: a.tokens, temperature: a.temperature, top_k: a.top_k, seed: a.seed };
     let port = crate::ports::open(&a.port, a.threads)?;
+    crate::ports::require_values(&port)?;
     run_sample(&a.ckpt, &opts, &port, &mut std::io::stdout())?;
     Ok(())
 }

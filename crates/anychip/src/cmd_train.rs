@@ -171,6 +171,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         stop_after: a.stop_after,
     };
     let port = crate::ports::open(&cfg.port, cfg.threads)?;
+    crate::ports::require_values(&port)?;
     let s = match (run_train(&cfg, &opts, dist.as_ref(), &port), &dist) {
         (Ok(s), _) => s,
         (Err(e), Some(d)) if d.comm.world() > 1 => {

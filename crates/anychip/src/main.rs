@@ -9,6 +9,8 @@ mod cmd_fleet;
 mod cmd_plan;
 mod cmd_ports;
 mod cmd_sample;
+mod cmd_measure;
+mod cmd_sim;
 mod cmd_train;
 mod ports;
 mod shadow;
@@ -50,7 +52,7 @@ enum Cmd {
     /// Plan a training job: best parallel layouts, step time, MFU, memory, days, energy, cost.
     Plan(cmd_plan::PlanArgs),
     /// The chip database: list, show one with sources, or compare chips on a job.
-    Chips(cmd_chips::ChipsArgs),
+    Chips(cmd_measure::ChipsArgs),
     /// Place training jobs on a mixed fleet of chip pools.
     Fleet(cmd_fleet::FleetArgs),
 }
@@ -66,7 +68,7 @@ fn main() -> ExitCode {
         Cmd::Ports => cmd_ports::ports(),
         Cmd::Conform(a) => cmd_conform::conform(a),
         Cmd::Plan(a) => cmd_plan::run_plan(&a),
-        Cmd::Chips(a) => cmd_chips::run_chips(&a),
+        Cmd::Chips(a) => cmd_measure::chips(a),
         Cmd::Fleet(a) => cmd_fleet::run_fleet(&a),
     };
     match res {

@@ -402,6 +402,23 @@ pub fn resolve(spec: &str) -> Result<Model> {
     bail!("unknown model '{spec}'; presets: {} (or pass a TOML model file)", preset_names().join(", "))
 }
 
+/// The engine's [`ModelConfig`] of a dense planner preset (for ports that price a real step, such
+/// as `sim`), at the preset's longest context. MoE planner presets are refused: their engine
+/// twins are the engine's own MoE presets.
+pub fn engine_config(spec: &str) -> Result<ModelConfig> {
+    let lower = spec.to_ascii_lowercase();
+    if let Some(c) = ModelConfig::preset(&lower) {
+        return Ok(c);
+    }
+    let Some(m) = planner_presets().into_iter().find(|m| m.name == lower) else {
+        bail!("unknown model '{spec}'; presets: {}", preset_names().join(", "));
+    };
+    if m.has_moe_fields() {
+        bail!("{spec} is a mixture-of-experts planner preset; use an engine preset (moe-tiny, qwen3-30b-a3b, ernie4.5-21b-a3b)");
+    }
+    m.dense_config(m.ctx.unwrap_or(4096))
+}
+
 /// Read a model file.
 pub fn load_file(path: &Path) -> Result<Model> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read model file {}", path.display()))?;

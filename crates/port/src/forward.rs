@@ -162,6 +162,10 @@ pub trait Forward: Send + Sync {
     fn collectives(&self, bootstrap: &Arc<dyn Collectives>) -> Result<Option<Arc<dyn Collectives>>> {
         self.inner().collectives(bootstrap)
     }
+    /// [`Port::modelled_seconds`]: a wrapper around a modelled chip keeps its clock.
+    fn modelled_seconds(&self) -> Option<f64> {
+        self.inner().modelled_seconds()
+    }
 }
 
 impl<T: Forward> Port for T {
@@ -230,5 +234,8 @@ impl<T: Forward> Port for T {
     }
     fn collectives(&self, bootstrap: &Arc<dyn Collectives>) -> Result<Option<Arc<dyn Collectives>>> {
         Forward::collectives(self, bootstrap)
+    }
+    fn modelled_seconds(&self) -> Option<f64> {
+        Forward::modelled_seconds(self)
     }
 }

@@ -161,6 +161,15 @@ pub trait Port: Send + Sync {
         f()
     }
 
+    // ---- simulated time (optional) ----
+    /// For a port that models a chip instead of running on one (`sim`): the device seconds its
+    /// cost model has charged for every call issued so far. Engines that time work (bench, the
+    /// profiler) read this clock instead of the wall clock when it is `Some`. `None` (the
+    /// default): a real chip, whose time is the wall clock.
+    fn modelled_seconds(&self) -> Option<f64> {
+        None
+    }
+
     // ---- collectives (optional) ----
     /// This port's own collectives (a vendor library such as NCCL, HCCL or BKCL), or `None` (the
     /// default) to let the engine stage collectives through host memory. `bootstrap` is a

@@ -109,6 +109,8 @@ thread_local! {
 /// A port that times every call of the port it wraps, per [`Kind`] and [`Phase`].
 pub struct Profiler {
     inner: Arc<dyn Port>,
+    /// Origin of the wall clock, for ports that do not model their time.
+    epoch: Instant,
     name: String,
     phase: AtomicUsize,
     stats: Mutex<[[Stat; 3]; Kind::ALL.len()]>,
@@ -123,6 +125,7 @@ impl Profiler {
         let name = inner.name().to_string();
         Profiler {
             inner,
+            epoch: Instant::now(),
             name,
             phase: AtomicUsize::new(Phase::Rest as usize),
             stats: Mutex::default(),
@@ -146,16 +149,22 @@ impl Profiler {
         self.timed(kind, kind.name(), false, f)
     }
 
+    /// Seconds on the clock that times calls: the port's modelled time for a simulated chip
+    /// ([`Port::modelled_seconds`]), else the wall clock.
+    fn now(&self) -> f64 {
+        self.inner.modelled_seconds().unwrap_or_else(|| self.epoch.elapsed().as_secs_f64())
+    }
+
     fn timed<R>(&self, kind: Kind, op: &str, sync: bool, f: impl FnOnce() -> R) -> R {
         let depth = DEPTH.with(|d| d.replace(d.get() + 1));
-        let t = Instant::now();
+        let t = self.now();
         let r = f();
         // Synchronising is free on synchronous ports and is what makes an asynchronous port's
         // time land on the call that caused it.
         if depth == 0 && sync {
             let _ = self.inner.synchronize();
         }
-        let secs = t.elapsed().as_secs_f64();
+        let secs = self.now() - t;
         DEPTH.with(|d| d.set(depth));
         if depth == 0 {
             let phase = self.phase.load(Ordering::Relaxed);
