@@ -203,6 +203,8 @@ pub fn fit(
     source: &str,
 ) -> anyhow::Result<Vec<Eff>> {
     let mut groups: BTreeMap<(String, &'static str, Vec<usize>), Vec<f64>> = BTreeMap::new();
+    // Each class's median too, for ops the measurement never issued (e.g. `random`).
+    let mut classes: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     for s in samples {
         let total: f64 = s.works.iter().map(roofline).sum::<anyhow::Result<f64>>()?;
         // Never credit a call with less than a fifth of its own time: timer noise on tiny calls.
@@ -212,22 +214,24 @@ pub fn fit(
         }
         for w in &s.works {
             groups.entry((w.op.clone(), w.dtype.name(), w.shape.clone())).or_default().push(total / busy);
+            classes.entry(w.class.name()).or_default().push(total / busy);
         }
     }
-    Ok(groups
-        .into_iter()
-        .map(|((op, dtype, shape), mut effs)| {
-            effs.sort_by(f64::total_cmp);
-            let eff = effs[effs.len() / 2].clamp(1e-4, 10.0);
-            Eff {
-                op,
-                dtype: Some(dtype.to_string()),
-                shape,
-                eff: (eff * 1e4).round() / 1e4,
-                source: format!("measured: median of {} calls, {source}", effs.len()),
-            }
-        })
-        .collect())
+    let entry = |op: String, dtype: Option<String>, shape: Vec<usize>, mut effs: Vec<f64>| {
+        effs.sort_by(f64::total_cmp);
+        let eff = effs[effs.len() / 2].clamp(1e-4, 10.0);
+        Eff {
+            op,
+            dtype,
+            shape,
+            eff: (eff * 1e4).round() / 1e4,
+            source: format!("measured: median of {} calls, {source}", effs.len()),
+        }
+    };
+    let mut out: Vec<Eff> =
+        groups.into_iter().map(|((op, dtype, shape), effs)| entry(op, Some(dtype.to_string()), shape, effs)).collect();
+    out.extend(classes.into_iter().map(|(class, effs)| entry(class.to_string(), None, vec![], effs)));
+    Ok(out)
 }
 
 /// Median seconds of `n` calls of `f` (after one untimed call).
