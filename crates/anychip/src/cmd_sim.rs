@@ -156,6 +156,15 @@ fn porting_report(job: &BenchJob, args: &SimArgs, cfg: &TrainConfig, none: &Benc
     Ok(rows)
 }
 
+/// A FLOP/s figure in the unit that keeps it readable (TFLOP/s for accelerators, GFLOP/s for CPUs).
+fn rate(flops: f64) -> String {
+    if flops >= 1e12 {
+        format!("{:.0} TFLOP/s", flops / 1e12)
+    } else {
+        format!("{:.0} GFLOP/s", flops / 1e9)
+    }
+}
+
 fn gib(b: f64) -> f64 {
     b / (1u64 << 30) as f64
 }
@@ -168,7 +177,7 @@ fn print(r: &SimResult, profile: bool) {
         None => String::new(),
     };
     println!(
-        "sim {} on {} [{}]: batch {}x{}, {:.2}M params, {} matmuls, {} of {} composites fused | predicted step {:.1} ms | {:.0} tok/s | MFU {:.1}% of {:.0} TFLOP/s | peak memory {:.2} GiB{}",
+        "sim {} on {} [{}]: batch {}x{}, {:.2}M params, {} matmuls, {} of {} composites fused | predicted step {:.1} ms | {:.0} tok/s | MFU {:.1}% of {} | peak memory {:.2} GiB{}",
         b.preset,
         r.chip,
         b.device,
@@ -181,7 +190,7 @@ fn print(r: &SimResult, profile: bool) {
         b.step_ms_median,
         b.tokens_per_s,
         100.0 * r.mfu_of_matrix_peak,
-        r.matrix_peak_flops / 1e12,
+        rate(r.matrix_peak_flops),
         gib(r.peak_memory_bytes as f64),
         fits
     );
