@@ -12,8 +12,9 @@ mod cmd_sample;
 mod cmd_measure;
 mod cmd_sim;
 mod cmd_train;
-mod ports;
-mod shadow;
+
+/// The in-tree ports (crates/ports), shared with the Python package.
+use anychip_ports as ports;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,8 +1,10 @@
-//! The ports this build knows and how a command opens one. This is the one place that names
-//! chips: the engine crates (core, nn, optim, data, train) receive an opened `Arc<dyn Port>`.
-//! Out-of-tree ports register the same way from their own crate.
+//! The ports this build knows and how a front end (the `anychip` CLI, the Python package) opens
+//! one. This is the one place that names chips: the engine crates (core, nn, optim, data, train)
+//! receive an opened `Arc<dyn Port>`. Out-of-tree ports register the same way from their own crate.
 
-use crate::shadow::ShadowPort;
+mod shadow;
+
+pub use shadow::ShadowPort;
 use anychip_port::{Port, PortOptions, Registry};
 use std::sync::Arc;
 
