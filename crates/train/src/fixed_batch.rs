@@ -54,22 +54,34 @@ pub fn load_batch(file: &Path, port: &Arc<dyn Port>, vocab: usize, max_ctx: usiz
         Dtype::U32 => d.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
         other => bail!("{}: 'tokens' is {other:?}; store token ids as an integer tensor", file.display()),
     };
-    if t.shape().len() != 2 || t.shape()[0] == 0 || t.shape()[1] < 2 {
-        bail!("{}: 'tokens' has shape {:?}; want [B, T+1] with B >= 1 and T >= 1", file.display(), t.shape());
+    split_batch(&toks, t.shape(), port, vocab, max_ctx).map_err(|e| anyhow!("{}: {e}", file.display()))
+}
+
+/// Split token ids `toks` of shape [B, T+1] (row-major) into inputs [B,T] and flat targets
+/// [B*T], checking the shape, the context against `max_ctx` and that every id is inside the
+/// vocabulary.
+pub fn split_batch(
+    toks: &[i64],
+    shape: &[usize],
+    port: &Arc<dyn Port>,
+    vocab: usize,
+    max_ctx: usize,
+) -> Result<(Tensor, Tensor)> {
+    if shape.len() != 2 || shape[0] == 0 || shape[1] < 2 || shape.iter().product::<usize>() != toks.len() {
+        bail!("'tokens' has shape {shape:?}; want [B, T+1] with B >= 1 and T >= 1");
     }
-    if t.shape()[1] - 1 > max_ctx {
+    if shape[1] - 1 > max_ctx {
         bail!(
-            "{}: rows of {} tokens make a context of {}, longer than the model's maximum {max_ctx}; write rows of at most {} tokens",
-            file.display(),
-            t.shape()[1],
-            t.shape()[1] - 1,
+            "rows of {} tokens make a context of {}, longer than the model's maximum {max_ctx}; write rows of at most {} tokens",
+            shape[1],
+            shape[1] - 1,
             max_ctx + 1
         );
     }
     if let Some(bad) = toks.iter().find(|&&v| v < 0 || v as usize >= vocab) {
-        bail!("{}: token id {bad} is outside the model's vocabulary of {vocab}", file.display());
+        bail!("token id {bad} is outside the model's vocabulary of {vocab}");
     }
-    let (b, n) = (t.shape()[0], t.shape()[1]);
+    let (b, n) = (shape[0], shape[1]);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for r in 0..b {
         x.extend(toks[r * n..r * n + n - 1].iter().map(|&v| v as i32));
@@ -78,12 +90,17 @@ pub fn load_batch(file: &Path, port: &Arc<dyn Port>, vocab: usize, max_ctx: usiz
     Ok((Tensor::from_i32(port, &x, &[b, n - 1])?, Tensor::from_i32(port, &y, &[b * (n - 1)])?))
 }
 
+/// The mean next-token loss of `model` on inputs `x` [B,T] and flat targets `y` [B*T].
+pub fn loss(model: &Transformer, x: &Tensor, y: &Tensor) -> Result<f32> {
+    let _g = no_grad();
+    Ok(cross_entropy(&model.forward(x)?, y)?.item()?)
+}
+
 /// `anychip eval`: the mean loss of the model on the batch.
 pub fn eval(model_dir: &Path, batch: &Path, port: &Arc<dyn Port>) -> Result<f32> {
     let (model, _) = load_model(model_dir, port)?;
     let (x, y) = load_batch(batch, port, model.config().vocab_size, model.config().max_ctx)?;
-    let _g = no_grad();
-    Ok(cross_entropy(&model.forward(&x)?, &y)?.item()?)
+    loss(&model, &x, &y)
 }
 
 /// Settings of a fixed-batch training run.

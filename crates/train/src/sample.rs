@@ -56,31 +56,55 @@ pub fn sample(dir: &Path, opts: &SampleOptions, port: &Arc<dyn Port>, out: &mut 
         ids.push(tok.eot().unwrap_or(b'\n' as u32));
     }
     let ctx = ck.cfg.ctx.min(model.config().max_ctx);
-    let _g = no_grad();
     let mut text = opts.prompt.clone();
     write!(out, "{}", opts.prompt)?;
     let start = ids.len();
+    generate(&model, &ids, ctx, opts, &mut |ids| {
+        // Decode the whole generated tail so multi-byte characters print once complete.
+        let so_far = tok.decode(&ids[start..]);
+        let Some(new) = so_far.get(text.len() - opts.prompt.len()..) else { return Ok(()) };
+        if !new.ends_with('\u{FFFD}') {
+            write!(out, "{new}")?;
+            out.flush()?;
+            text.push_str(new);
+        }
+        Ok(())
+    })?;
+    writeln!(out)?;
+    Ok(text)
+}
+
+/// Continue the token ids `prompt` (at least one) by `opts.tokens` tokens sampled from
+/// `model` (each seeing at most the last `ctx`), calling `on_token` with all ids so far after
+/// each; returns the prompt followed by the generated ids. `opts.prompt` is not read.
+pub fn generate(
+    model: &Transformer,
+    prompt: &[u32],
+    ctx: usize,
+    opts: &SampleOptions,
+    on_token: &mut dyn FnMut(&[u32]) -> Result<()>,
+) -> Result<Vec<u32>> {
+    if !(opts.temperature >= 0.0) {
+        bail!("--temperature must be 0 or more, got {}", opts.temperature);
+    }
+    if prompt.is_empty() || ctx == 0 {
+        bail!("generation needs a prompt of at least one token and a context of at least one");
+    }
+    let _g = no_grad();
+    let mut ids = prompt.to_vec();
     for i in 0..opts.tokens {
         let window = &ids[ids.len().saturating_sub(ctx)..];
         let x: Vec<i32> = window.iter().map(|&t| t as i32).collect();
-        let xt = Tensor::from_i32(port, &x, &[1, x.len()])?;
+        let xt = Tensor::from_i32(model.port(), &x, &[1, x.len()])?;
         let logits = model.forward(&xt)?;
         let v = logits.dim(1);
         let last = logits.narrow(0, x.len() - 1, 1)?.to_vec_f32()?;
         let u = anychip_port::philox::uniform(opts.seed, i as u64);
         let next = pick(&last[..v], opts.temperature, opts.top_k, u) as u32;
         ids.push(next);
-        // Decode the whole generated tail so multi-byte characters print once complete.
-        let so_far = tok.decode(&ids[start..]);
-        let Some(new) = so_far.get(text.len() - opts.prompt.len()..) else { continue };
-        if !new.ends_with('\u{FFFD}') {
-            write!(out, "{new}")?;
-            out.flush()?;
-            text.push_str(new);
-        }
+        on_token(&ids)?;
     }
-    writeln!(out)?;
-    Ok(text)
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -80,34 +80,46 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct LogLine {
-    step: u64,
-    loss: f32,
-    lr: f32,
-    grad_norm: f32,
-    tokens: u64,
-    tokens_per_s: f64,
-    elapsed_s: f64,
+/// One optimizer step's metrics: a line of `metrics.jsonl`, and what [`train_observed`]'s
+/// observer is shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    pub step: u64,
+    pub loss: f32,
+    pub lr: f32,
+    pub grad_norm: f32,
+    /// Tokens trained on since the run began (across resumes).
+    pub tokens: u64,
+    /// Throughput of this invocation so far.
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    val_loss: Option<f32>,
+    pub val_loss: Option<f32>,
     /// The update of this step was skipped (`--on-nan skip`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    skipped: bool,
+    pub skipped: bool,
     /// Router statistics of the step's last micro-batch (MoE models only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    moe: Option<MoeLog>,
+    pub moe: Option<MoeLog>,
 }
 
 /// What a MoE model's routers did in one step, as written to metrics.jsonl.
-#[derive(Serialize)]
-struct MoeLog {
+#[derive(Clone, Debug, Serialize)]
+pub struct MoeLog {
     /// The load-balancing loss before its coefficient (top_k when perfectly balanced).
-    aux_loss: f32,
+    pub aux_loss: f32,
     /// Tokens routed to each expert, summed over the MoE layers.
-    tokens_per_expert: Vec<usize>,
+    pub tokens_per_expert: Vec<usize>,
     /// The busiest expert's share over the mean share, in the worst layer.
-    max_load_ratio: f32,
+    pub max_load_ratio: f32,
+}
+
+/// What an observer of [`train_observed`] tells the loop after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Checkpoint this step and return, as `stop_after` would: `resume` continues exactly.
+    Stop,
 }
 
 /// Upload a batch as `[B, T]` I32 inputs and targets.
@@ -209,6 +221,19 @@ pub fn train_with(
     dist: Option<&Distributed>,
     port: &Arc<dyn Port>,
 ) -> Result<Summary> {
+    train_observed(cfg, opts, dist, port, &mut |_| Flow::Continue)
+}
+
+/// [`train_with`] that shows every step's record to `observe` once it is logged; when
+/// `observe` answers [`Flow::Stop`] the run checkpoints that step and returns (front ends use
+/// this for progress callbacks and to stop on an interrupt).
+pub fn train_observed(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    dist: Option<&Distributed>,
+    port: &Arc<dyn Port>,
+    observe: &mut dyn FnMut(&StepRecord) -> Flow,
+) -> Result<Summary> {
     let t0 = Instant::now();
     let (rank, world) = dist.map_or((0, 1), |d| (d.comm.rank(), d.comm.world()));
     validate::check_stop_after(opts.stop_after)?;
@@ -295,6 +320,7 @@ pub fn train_with(
         last_ckpt: resumed.as_ref().map(|ck| ck.state.step),
         interrupted: None,
         done: start,
+        observe,
     };
     let loop_start = Instant::now();
     let last_loss = run.steps(start, end)?;
@@ -484,11 +510,13 @@ struct Run<'a> {
     interrupted: Option<i32>,
     /// Steps completed.
     done: u64,
+    /// Shown every step's record; may stop the run.
+    observe: &'a mut dyn FnMut(&StepRecord) -> Flow,
 }
 
 impl Run<'_> {
     /// Steps `start..end`: train, log, validate and checkpoint on schedule, stop early (with a
-    /// checkpoint) on SIGINT/SIGTERM; returns the last finite loss.
+    /// checkpoint) on SIGINT/SIGTERM or when the observer asks; returns the last finite loss.
     fn steps(&mut self, start: u64, end: u64) -> Result<f32> {
         let cfg = self.cfg;
         let sched = CosineSchedule { max_lr: cfg.lr, min_lr: cfg.min_lr, warmup: cfg.warmup, total: cfg.steps };
@@ -511,7 +539,7 @@ impl Run<'_> {
             let elapsed = loop_start.elapsed().as_secs_f64();
             let tps = (self.tokens - start * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
             let stop_now = self.stop_requested()?;
-            let mut line = LogLine {
+            let mut line = StepRecord {
                 step: done,
                 loss: outcome.loss,
                 lr,
@@ -534,11 +562,15 @@ impl Run<'_> {
                 say(&self.bar, self.opts, format!("step {done}: train loss {loss:.4}, val loss {v:.4}"));
             }
             self.record(&line)?;
-            if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || done == end || stop_now {
+            let observer_stop = (self.observe)(&line) == Flow::Stop;
+            if (cfg.ckpt_every > 0 && done % cfg.ckpt_every == 0) || done == end || stop_now || observer_stop {
                 self.checkpoint(done, self.loader.state(), self.tokens)?;
             }
             if stop_now {
                 self.interrupted = Some(self.opts.stop.signal());
+                break;
+            }
+            if observer_stop {
                 break;
             }
         }
@@ -583,7 +615,7 @@ impl Run<'_> {
     }
 
     /// Append the step's line to `metrics.jsonl` and show progress.
-    fn record(&mut self, line: &LogLine) -> Result<()> {
+    fn record(&mut self, line: &StepRecord) -> Result<()> {
         let (done, loss, lr, tps) = (line.step, line.loss, line.lr, line.tokens_per_s);
         if self.bar.is_hidden() && done % 50 == 0 && line.val_loss.is_none() {
             say(
