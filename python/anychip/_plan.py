@@ -1,0 +1,129 @@
+"""The planner: chips, plans, comparisons and fleets, from crates/plan's library."""
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from . import _native
+from ._errors import DataError, InputError
+from ._table import Table
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _strs(values: Optional[Iterable[Any]]) -> List[str]:
+    return [str(v) for v in (values or [])]
+
+
+def _chip_files(files: Optional[Iterable[PathLike]]) -> List[str]:
+    out = _strs(files)
+    for f in out:
+        if not Path(f).exists():
+            raise DataError(f"chip file {f} does not exist")
+    return out
+
+
+def chips(overrides: Sequence[str] = (), chip_files: Sequence[PathLike] = ()) -> Table:
+    """The chip database (as ``anychip chips``): one record per chip with its identity, every
+    figure (``bf16_tflops``, ``memory_gb``, ``mem_bw_tbs``, ``tdp_w``, ...; None if not public)
+    and the computed export class. ``overrides`` are ``CHIP.FIELD=VALUE`` strings and
+    ``chip_files`` TOML chip files, as the command's ``--override`` and ``--chip-file``."""
+    return Table(json.loads(_native.chips(_strs(overrides), _chip_files(chip_files))))
+
+
+def plan(
+    model: str,
+    chips: str,
+    tokens: float,
+    seq: Optional[int] = None,
+    global_batch: Optional[int] = None,
+    top: int = 5,
+    overrides: Sequence[str] = (),
+    chip_files: Sequence[PathLike] = (),
+) -> Dict[str, Any]:
+    """The best parallel layouts of one training job (as ``anychip plan``): ``model`` a preset
+    (e.g. ``qwen3-8b``) or TOML model file, ``chips`` ``NAME:COUNT`` (e.g. ``h20:1024``),
+    ``tokens`` the training tokens. Returns the plan (the JSON of ``anychip plan --json``)
+    with ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout,
+    step_s, tokens_per_s, mfu, memory_gib, days, energy_mwh, cost_usd, ...), and ``best``, the
+    first of them."""
+    if top < 1:
+        raise InputError("top must be at least 1")
+    p = json.loads(
+        _native.plan(model, chips, float(tokens), seq, global_batch, _strs(overrides), _chip_files(chip_files))
+    )
+    p["ranked"] = p["ranked"][:top]
+    p["rows"] = Table(p["rows"][:top])
+    p["best"] = p["rows"][0] if p["rows"] else None
+    return p
+
+
+def compare(
+    chips: Sequence[str],
+    model: str,
+    count: int,
+    tokens: float = 1e12,
+    seq: Optional[int] = None,
+    global_batch: Optional[int] = None,
+    overrides: Sequence[str] = (),
+    chip_files: Sequence[PathLike] = (),
+) -> Table:
+    """The same job on ``count`` chips of each kind (as ``anychip chips compare``): one record
+    per chip with its best layout, tokens_per_s, mfu, days, energy_mwh, cost_usd, headroom_gib
+    and ``validated`` (whether the performance model is validated on that chip family), or
+    ``refused`` (why no layout fits) with the numbers absent."""
+    if isinstance(chips, str):
+        chips = [chips]
+    rows = json.loads(
+        _native.compare(
+            _strs(chips), model, int(count), float(tokens), seq, global_batch, _strs(overrides), _chip_files(chip_files)
+        )
+    )
+    return Table(rows)
+
+
+def fleet(
+    fleet: Union[PathLike, Mapping[str, Any]],
+    jobs: Union[PathLike, Mapping[str, Any]],
+    objective: str = "makespan",
+    overrides: Sequence[str] = (),
+    chip_files: Sequence[PathLike] = (),
+) -> Dict[str, Any]:
+    """Place training jobs on a fleet of chip pools (as ``anychip fleet``). ``fleet`` and
+    ``jobs`` are TOML files (the command's ``--fleet`` and ``--jobs``) or dicts of the same
+    tables (``{"pool": [{"name": ..., "chip": ..., "count": ...}]}``, ``{"job": [...]}``);
+    ``objective`` is ``makespan`` or ``cost``. Returns the schedule (the JSON of
+    ``anychip fleet --json``) with ``rows``: a :class:`Table` of one record per job share
+    (job, model, chip, count, layout, start_days, end_days, days, mfu, tokens_per_s, cost_usd)."""
+    inline = isinstance(fleet, Mapping)
+    if inline != isinstance(jobs, Mapping):
+        raise InputError("pass fleet and jobs both as files or both as dicts")
+    if inline:
+        f, j = json.dumps(fleet), json.dumps(jobs)
+    else:
+        f, j = str(fleet), str(jobs)
+        for what, path in (("fleet", f), ("jobs", j)):
+            if not Path(path).exists():
+                raise DataError(f"{what} file {path} does not exist")
+    s = json.loads(_native.fleet(f, j, objective, inline, _strs(overrides), _chip_files(chip_files)))
+    rows = []
+    for a in s["assignments"]:
+        for share in a["shares"]:
+            rows.append(
+                {
+                    "job": a["job"],
+                    "model": a["model"],
+                    "chip": share["chip"],
+                    "count": share["count"],
+                    "layout": share["layout"],
+                    "start_days": a["start_days"],
+                    "end_days": a["start_days"] + a["days"],
+                    "days": a["days"],
+                    "mfu": share["mfu"],
+                    "tokens_per_s": share["tokens_per_s"],
+                    "cost_usd": a["cost_usd"],
+                }
+            )
+    s["rows"] = Table(rows)
+    return s

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build and install the Python package (python/) into a virtual environment and run its tests.
+# CI runs this after the Rust tests (.ci/run); locally: `python/run-tests.sh`.
+#   ANYCHIP_PY_VENV  the environment (default: $HOME/.cache/anychip/py-venv; created if missing)
+#   ANYCHIP_CLI      the `anychip` binary the parity tests compare with (default: found in
+#                    $CARGO_TARGET_DIR, where `cargo test --workspace` leaves it)
+set -euo pipefail
+cd "$(dirname "$0")"
+venv="${ANYCHIP_PY_VENV:-$HOME/.cache/anychip/py-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" 2>/dev/null || {
+        # Debian's python3 lacks ensurepip until python3-venv is installed.
+        (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
+        python3 -m venv "$venv"
+    }
+fi
+# The README's install command (maturin comes from PyPI through pip's build isolation), plus
+# the test extras (pytest, pandas) and the notebook's (matplotlib, nbclient, ipykernel).
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q ".[test,notebook]"
+# Run from the tests folder so `import anychip` is the installed package, not ./anychip.
+cd tests
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,176 @@
+//! `anychip.plan`, `chips`, `compare`, `fleet`: crates/plan's library API, results as JSON for
+//! the Python side to turn into lists of dicts (and DataFrames).
+
+use crate::errors::{detached, input, Result};
+use anychip_plan::chips::{Chip, ChipDb, GIB};
+use anychip_plan::fleet::{self, FleetFile, JobsFile, Objective};
+use anychip_plan::perf::Software;
+use anychip_plan::search::{search, Plan, Ranked, Request};
+use anychip_plan::{export, model};
+use pyo3::prelude::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+fn db(overrides: &[String], chip_files: &[PathBuf]) -> Result<ChipDb> {
+    Ok(ChipDb::with_user(chip_files, overrides)?)
+}
+
+fn to_json(v: &impl serde::Serialize) -> Result<String> {
+    Ok(serde_json::to_string(v).map_err(anyhow::Error::from)?)
+}
+
+/// One chip as a flat record: identity, every known figure, and the computed export class.
+fn chip_row(c: &Chip) -> Value {
+    let mut row = json!({
+        "name": c.name, "display": c.display, "vendor": c.vendor, "family": c.family,
+        "calibration": c.calibration, "aliases": c.aliases,
+    });
+    for (k, f) in &c.specs {
+        row[k] = json!(f.value);
+    }
+    let e = export::classify(c);
+    row["export_class"] = json!(e.class);
+    row["tpp"] = json!(e.tpp);
+    row
+}
+
+/// One ranked layout as a flat record (the columns of `anychip plan`'s table).
+fn ranked_row(r: &Ranked) -> Value {
+    let e = &r.estimate;
+    json!({
+        "layout": e.layout.to_string(), "step_s": r.step_s, "tokens_per_s": e.tokens_per_s, "mfu": e.mfu,
+        "memory_gib": e.memory.total() / GIB, "headroom_gib": (e.capacity - e.memory.total()) / GIB,
+        "days": r.days, "energy_mwh": r.energy_kwh.map(|k| k / 1000.0), "cost_usd": r.cost_usd,
+        "global_batch": e.global_batch,
+    })
+}
+
+/// A plan as its full JSON plus `rows`: the ranked layouts as flat records, best first.
+fn plan_json(p: &Plan) -> Value {
+    let mut v = json!(p);
+    v["rows"] = p.ranked.iter().map(ranked_row).collect();
+    v
+}
+
+/// Every chip of the database (builtin plus `chip_files` and `overrides`), one record each.
+#[pyfunction]
+#[pyo3(signature = (overrides=vec![], chip_files=vec![]))]
+pub fn chips(py: Python<'_>, overrides: Vec<String>, chip_files: Vec<PathBuf>) -> PyResult<String> {
+    detached(py, || {
+        let db = db(&overrides, &chip_files)?;
+        to_json(&db.chips.iter().map(chip_row).collect::<Vec<_>>())
+    })
+}
+
+/// Parse NAME:COUNT as `anychip plan --chips` does.
+fn parse_chips(spec: &str) -> Result<(String, usize)> {
+    let bad = || input(format!("chips '{spec}' must look like NAME:COUNT with a positive count, e.g. h20:1024"));
+    let (name, count) = spec.split_once(':').ok_or_else(bad)?;
+    let count: usize = count.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err(bad());
+    }
+    Ok((name.trim().to_string(), count))
+}
+
+fn request(model_spec: &str, count: usize, tokens: f64, seq: Option<usize>, global_batch: Option<usize>) -> Result<Request> {
+    if !(tokens.is_finite() && tokens > 0.0) {
+        return Err(input(format!("tokens must be a positive number, got {tokens}")));
+    }
+    let model = model::resolve(model_spec)?;
+    let seq = seq.unwrap_or(model.config.max_ctx.min(4096));
+    Ok(Request { model, count, tokens, seq, global_batch })
+}
+
+/// The best layouts of one job on one chip kind (`anychip plan`), as the plan's JSON.
+#[pyfunction]
+#[pyo3(signature = (model, chips, tokens, seq=None, global_batch=None, overrides=vec![], chip_files=vec![]))]
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
+    py: Python<'_>,
+    model: &str,
+    chips: &str,
+    tokens: f64,
+    seq: Option<usize>,
+    global_batch: Option<usize>,
+    overrides: Vec<String>,
+    chip_files: Vec<PathBuf>,
+) -> PyResult<String> {
+    detached(py, || {
+        let db = db(&overrides, &chip_files)?;
+        let (name, count) = parse_chips(chips)?;
+        let chip = db.find(&name)?;
+        let plan = search(&request(model, count, tokens, seq, global_batch)?, chip, &Software::modern())?;
+        to_json(&plan_json(&plan))
+    })
+}
+
+/// The same job on each chip kind (`anychip chips compare`): per chip its plan, or why none fits.
+#[pyfunction]
+#[pyo3(signature = (chips, model, count, tokens=1e12, seq=None, global_batch=None, overrides=vec![], chip_files=vec![]))]
+#[allow(clippy::too_many_arguments)]
+pub fn compare(
+    py: Python<'_>,
+    chips: Vec<String>,
+    model: &str,
+    count: usize,
+    tokens: f64,
+    seq: Option<usize>,
+    global_batch: Option<usize>,
+    overrides: Vec<String>,
+    chip_files: Vec<PathBuf>,
+) -> PyResult<String> {
+    detached(py, || {
+        if count == 0 {
+            return Err(input("count must be positive"));
+        }
+        let db = db(&overrides, &chip_files)?;
+        let req = request(model, count, tokens, seq, global_batch)?;
+        // Resolve every name first so a typo fails before any work, as the CLI does.
+        let found: Vec<&Chip> = chips.iter().map(|n| db.find(n)).collect::<anyhow::Result<_>>()?;
+        let rows: Vec<Value> = found
+            .iter()
+            .map(|chip| match search(&req, chip, &Software::modern()) {
+                Ok(p) => {
+                    let mut row = ranked_row(p.best());
+                    row["chip"] = json!(chip.name);
+                    row["validated"] = json!(p.validated);
+                    row["refused"] = Value::Null;
+                    row
+                }
+                Err(e) => json!({"chip": chip.name, "refused": format!("{e:#}")}),
+            })
+            .collect();
+        to_json(&rows)
+    })
+}
+
+/// Place jobs on a fleet of chip pools (`anychip fleet`). `fleet` and `jobs` are TOML files, or
+/// JSON texts of the same tables when `inline` is set.
+#[pyfunction]
+#[pyo3(signature = (fleet, jobs, objective="makespan", inline=false, overrides=vec![], chip_files=vec![]))]
+pub fn fleet(
+    py: Python<'_>,
+    fleet: String,
+    jobs: String,
+    objective: &str,
+    inline: bool,
+    overrides: Vec<String>,
+    chip_files: Vec<PathBuf>,
+) -> PyResult<String> {
+    detached(py, || {
+        let objective = match objective {
+            "makespan" => Objective::Makespan,
+            "cost" => Objective::Cost,
+            other => return Err(input(format!("objective '{other}' is not one of makespan, cost"))),
+        };
+        let db = db(&overrides, &chip_files)?;
+        let (f, j): (FleetFile, JobsFile) = if inline {
+            let f = serde_json::from_str(&fleet).map_err(|e| input(format!("fleet: {e}")))?;
+            (f, serde_json::from_str(&jobs).map_err(|e| input(format!("jobs: {e}")))?)
+        } else {
+            (fleet::read_toml(Path::new(&fleet), "fleet")?, fleet::read_toml(Path::new(&jobs), "jobs")?)
+        };
+        to_json(&fleet::schedule(&f, &j, &db, objective, &Software::modern())?)
+    })
+}

@@ -1,0 +1,49 @@
+"""The planner: chips, plan, compare, fleet as plain objects and DataFrames."""
+
+from pathlib import Path
+
+import pytest
+
+import anychip
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "fleet"
+
+
+def test_chips_lists_the_database():
+    chips = anychip.chips()
+    names = {c["name"] for c in chips}
+    assert {"h20", "p800", "ppu"} <= names
+    h20 = next(c for c in chips if c["name"] == "h20")
+    assert h20["bf16_tflops"] > 0 and h20["export_class"]
+    frame = chips.to_pandas()
+    assert len(frame) == len(chips) and "memory_gb" in frame.columns
+    over = anychip.chips(overrides=["h20.bf16_tflops=1"])
+    assert next(c for c in over if c["name"] == "h20")["bf16_tflops"] == 1
+
+
+def test_plan_ranks_layouts_fastest_first():
+    p = anychip.plan(model="qwen3-8b", chips="h20:256", tokens=1e12, top=3)
+    assert p["chip"] == "h20" and p["count"] == 256 and 1 <= len(p["rows"]) <= 3
+    speeds = [r["tokens_per_s"] for r in p["rows"]]
+    assert speeds == sorted(speeds, reverse=True) and p["best"] == p["rows"][0]
+    assert 0 < p["best"]["mfu"] < 1 and p["best"]["days"] > 0
+
+
+def test_compare_matches_each_chips_plan():
+    rows = anychip.compare(["h20", "p800", "ppu"], model="qwen3-8b", count=256, tokens=1e12)
+    assert [r["chip"] for r in rows] == ["h20", "p800", "ppu"]
+    for r in rows:
+        if r["refused"] is None:
+            best = anychip.plan(model="qwen3-8b", chips=f"{r['chip']}:256", tokens=1e12)["best"]
+            assert r["tokens_per_s"] == best["tokens_per_s"] and r["layout"] == best["layout"]
+    assert any(r["refused"] is None for r in rows)
+
+
+def test_fleet_from_files_and_from_dicts_agree():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    s = anychip.fleet(EXAMPLES / "fleet.toml", EXAMPLES / "jobs.toml")
+    assert s["assignments"] and s["makespan_days"] > 0
+    assert {r["job"] for r in s["rows"]} == {a["job"] for a in s["assignments"]}
+    fleet = tomllib.loads((EXAMPLES / "fleet.toml").read_text())
+    jobs = tomllib.loads((EXAMPLES / "jobs.toml").read_text())
+    assert anychip.fleet(fleet, jobs) == s
