@@ -26,7 +26,7 @@ pub struct NativeModel {
 
 /// Token ids of a [B, N] int64 array, copied so the engine can run without the GIL.
 fn ids_of(tokens: &PyReadonlyArray2<'_, i64>) -> (Vec<i64>, Vec<usize>) {
-    (tokens.as_array().iter().copied().collect(), tokens.shape().to_vec())
+    (tokens.as_array().iter().copied().collect(), tokens.as_array().shape().to_vec())
 }
 
 #[pymethods]
@@ -174,7 +174,7 @@ impl NativeModel {
     /// Overwrite parameters from float32 arrays by anychip name (a subset is allowed).
     fn load_state_dict(&self, py: Python<'_>, tensors: Vec<(String, PyReadonlyArrayDyn<'_, f32>)>) -> PyResult<()> {
         let copies: Vec<(String, Vec<f32>, Vec<usize>)> =
-            tensors.iter().map(|(n, a)| (n.clone(), a.as_array().iter().copied().collect(), a.shape().to_vec())).collect();
+            tensors.iter().map(|(n, a)| (n.clone(), a.as_array().iter().copied().collect(), a.as_array().shape().to_vec())).collect();
         detached(py, || -> Result<()> {
             for (name, values, shape) in &copies {
                 let p = self.model.param(name).ok_or_else(|| {

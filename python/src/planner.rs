@@ -3,7 +3,7 @@
 
 use crate::errors::{detached, input, Result};
 use anychip_plan::chips::{Chip, ChipDb, GIB};
-use anychip_plan::fleet::{self, FleetFile, JobsFile, Objective};
+use anychip_plan::fleet::{read_toml, schedule, FleetFile, JobsFile, Objective};
 use anychip_plan::perf::Software;
 use anychip_plan::search::{search, Plan, Ranked, Request};
 use anychip_plan::{export, model};
@@ -169,8 +169,8 @@ pub fn fleet(
             let f = serde_json::from_str(&fleet).map_err(|e| input(format!("fleet: {e}")))?;
             (f, serde_json::from_str(&jobs).map_err(|e| input(format!("jobs: {e}")))?)
         } else {
-            (fleet::read_toml(Path::new(&fleet), "fleet")?, fleet::read_toml(Path::new(&jobs), "jobs")?)
+            (read_toml(Path::new(&fleet), "fleet")?, read_toml(Path::new(&jobs), "jobs")?)
         };
-        to_json(&fleet::schedule(&f, &j, &db, objective, &Software::modern())?)
+        to_json(&schedule(&f, &j, &db, objective, &Software::modern())?)
     })
 }
