@@ -103,7 +103,8 @@ fn settle<T>(py: Python<'_>, outcome: std::thread::Result<Result<T>>) -> PyResul
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            let message = format!("internal error: {what} (a bug in anychip; please report it with the call that caused it)");
+            let message =
+                format!("internal error: {what} (a bug in anychip; please report it with the call that caused it)");
             Err(Failure { kind: Kind::Error, message }.into_pyerr(py))
         }
     }

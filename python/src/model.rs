@@ -87,8 +87,8 @@ impl NativeModel {
         let (ids, shape) = ids_of(&tokens);
         detached(py, || -> Result<f32> {
             let vocab = self.model.config().vocab_size;
-            let (x, y) =
-                fixed_batch::split_batch(&ids, &shape, self.model.port(), vocab).map_err(|e| input(format!("{e:#}")))?;
+            let (x, y) = fixed_batch::split_batch(&ids, &shape, self.model.port(), vocab)
+                .map_err(|e| input(format!("{e:#}")))?;
             Ok(fixed_batch::loss(&self.model, &x, &y)?)
         })
     }
@@ -129,7 +129,9 @@ impl NativeModel {
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let vocab = self.model.config().vocab_size;
         if let Some(bad) = prompt.iter().find(|&&v| v as usize >= vocab) {
-            return Err(input(format!("prompt token id {bad} is outside the model's vocabulary of {vocab}")).into_pyerr(py));
+            return Err(
+                input(format!("prompt token id {bad} is outside the model's vocabulary of {vocab}")).into_pyerr(py)
+            );
         }
         let opts = SampleOptions { prompt: String::new(), tokens, temperature, top_k, seed };
         let ids = detached(py, || Ok(generate(&self.model, &prompt, self.ctx, &opts, &mut |_| Ok(()))?))?;
@@ -160,7 +162,11 @@ impl NativeModel {
         let tensors = detached(py, || -> Result<Vec<(String, Vec<f32>, Vec<usize>)>> {
             let mut v = Vec::new();
             for p in self.model.params() {
-                v.push((p.name.clone(), p.tensor.to_vec_f32().map_err(anyhow::Error::from)?, p.tensor.shape().to_vec()));
+                v.push((
+                    p.name.clone(),
+                    p.tensor.to_vec_f32().map_err(anyhow::Error::from)?,
+                    p.tensor.shape().to_vec(),
+                ));
             }
             Ok(v)
         })?;
@@ -173,8 +179,10 @@ impl NativeModel {
 
     /// Overwrite parameters from float32 arrays by anychip name (a subset is allowed).
     fn load_state_dict(&self, py: Python<'_>, tensors: Vec<(String, PyReadonlyArrayDyn<'_, f32>)>) -> PyResult<()> {
-        let copies: Vec<(String, Vec<f32>, Vec<usize>)> =
-            tensors.iter().map(|(n, a)| (n.clone(), a.as_array().iter().copied().collect(), a.as_array().shape().to_vec())).collect();
+        let copies: Vec<(String, Vec<f32>, Vec<usize>)> = tensors
+            .iter()
+            .map(|(n, a)| (n.clone(), a.as_array().iter().copied().collect(), a.as_array().shape().to_vec()))
+            .collect();
         detached(py, || -> Result<()> {
             for (name, values, shape) in &copies {
                 let p = self.model.param(name).ok_or_else(|| {
@@ -186,7 +194,8 @@ impl NativeModel {
                         p.tensor.shape()
                     )));
                 }
-                let src = Tensor::from_f32(self.model.port(), values, shape, p.tensor.dtype()).map_err(anyhow::Error::from)?;
+                let src = Tensor::from_f32(self.model.port(), values, shape, p.tensor.dtype())
+                    .map_err(anyhow::Error::from)?;
                 p.tensor.assign(&src).map_err(anyhow::Error::from)?;
             }
             Ok(())

@@ -73,7 +73,13 @@ fn parse_chips(spec: &str) -> Result<(String, usize)> {
     Ok((name.trim().to_string(), count))
 }
 
-fn request(model_spec: &str, count: usize, tokens: f64, seq: Option<usize>, global_batch: Option<usize>) -> Result<Request> {
+fn request(
+    model_spec: &str,
+    count: usize,
+    tokens: f64,
+    seq: Option<usize>,
+    global_batch: Option<usize>,
+) -> Result<Request> {
     if !(tokens.is_finite() && tokens > 0.0) {
         return Err(input(format!("tokens must be a positive number, got {tokens}")));
     }

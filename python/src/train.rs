@@ -38,7 +38,8 @@ fn config(preset_name: &str, init: Option<PathBuf>, settings: &str) -> Result<Tr
     };
     for (k, v) in &given {
         if !merged.contains_key(k) || k == "model" || k == "preset" || k == "init" {
-            let known: Vec<&str> = merged.keys().map(|k| k.as_str()).filter(|k| !["model", "preset", "init"].contains(k)).collect();
+            let known: Vec<&str> =
+                merged.keys().map(|k| k.as_str()).filter(|k| !["model", "preset", "init"].contains(k)).collect();
             return Err(input(format!("unknown training setting '{k}'; known settings: {}", known.join(", "))));
         }
         merged.insert(k.clone(), v.clone());

@@ -4,8 +4,8 @@
 
 mod shadow;
 
-pub use shadow::ShadowPort;
 use anychip_port::{Port, PortOptions, Registry};
+pub use shadow::ShadowPort;
 use std::sync::Arc;
 
 /// A registry holding every in-tree port this binary was built with (`cpu` first: it is the
