@@ -86,8 +86,8 @@ impl NativeModel {
     fn loss(&self, py: Python<'_>, tokens: PyReadonlyArray2<'_, i64>) -> PyResult<f32> {
         let (ids, shape) = ids_of(&tokens);
         detached(py, || -> Result<f32> {
-            let vocab = self.model.config().vocab_size;
-            let (x, y) = fixed_batch::split_batch(&ids, &shape, self.model.port(), vocab)
+            let (vocab, max_ctx) = (self.model.config().vocab_size, self.model.config().max_ctx);
+            let (x, y) = fixed_batch::split_batch(&ids, &shape, self.model.port(), vocab, max_ctx)
                 .map_err(|e| input(format!("{e:#}")))?;
             Ok(fixed_batch::loss(&self.model, &x, &y)?)
         })

@@ -4,8 +4,9 @@
 use crate::errors::{detached, input, Result};
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::fleet::{read_toml, schedule, FleetFile, JobsFile, Objective};
-use anychip_plan::perf::Software;
-use anychip_plan::search::{search, Plan, Ranked, Request};
+use anychip_plan::perf::Precision;
+use anychip_plan::search::{parse_layout, search, Plan, Ranked, Request};
+use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::{export, model};
 use pyo3::prelude::*;
 use serde_json::{json, Value};
@@ -73,24 +74,36 @@ fn parse_chips(spec: &str) -> Result<(String, usize)> {
     Ok((name.trim().to_string(), count))
 }
 
+/// What a job is beyond its model and size: `anychip plan`'s --stack, --precision and --layout.
+pub struct JobOpts<'a> {
+    pub stack: &'a str,
+    pub precision: &'a str,
+    pub layout: Option<&'a str>,
+}
+
 fn request(
     model_spec: &str,
     count: usize,
     tokens: f64,
     seq: Option<usize>,
     global_batch: Option<usize>,
+    opts: &JobOpts,
 ) -> Result<Request> {
     if !(tokens.is_finite() && tokens > 0.0) {
         return Err(input(format!("tokens must be a positive number, got {tokens}")));
     }
     let model = model::resolve(model_spec)?;
-    let seq = seq.unwrap_or(model.config.max_ctx.min(4096));
-    Ok(Request { model, count, tokens, seq, global_batch })
+    let seq = seq.unwrap_or_else(|| model::default_seq(&model));
+    let stack = stack::find(opts.stack)?;
+    let precision = Precision::parse(opts.precision)?;
+    let pinned = opts.layout.map(|l| parse_layout(l, count)).transpose()?;
+    Ok(Request { model, count, tokens, seq, global_batch, precision, stack, pinned })
 }
 
 /// The best layouts of one job on one chip kind (`anychip plan`), as the plan's JSON.
 #[pyfunction]
-#[pyo3(signature = (model, chips, tokens, seq=None, global_batch=None, overrides=vec![], chip_files=vec![]))]
+#[pyo3(signature = (model, chips, tokens, seq=None, global_batch=None, overrides=vec![], chip_files=vec![],
+    stack=DEFAULT_STACK, precision="bf16", layout=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     py: Python<'_>,
@@ -101,19 +114,24 @@ pub fn plan(
     global_batch: Option<usize>,
     overrides: Vec<String>,
     chip_files: Vec<PathBuf>,
+    stack: &str,
+    precision: &str,
+    layout: Option<&str>,
 ) -> PyResult<String> {
     detached(py, || {
         let db = db(&overrides, &chip_files)?;
         let (name, count) = parse_chips(chips)?;
         let chip = db.find(&name)?;
-        let plan = search(&request(model, count, tokens, seq, global_batch)?, chip, &Software::modern())?;
+        let opts = JobOpts { stack, precision, layout };
+        let plan = search(&request(model, count, tokens, seq, global_batch, &opts)?, chip)?;
         to_json(&plan_json(&plan))
     })
 }
 
 /// The same job on each chip kind (`anychip chips compare`): per chip its plan, or why none fits.
 #[pyfunction]
-#[pyo3(signature = (chips, model, count, tokens=1e12, seq=None, global_batch=None, overrides=vec![], chip_files=vec![]))]
+#[pyo3(signature = (chips, model, count, tokens=1e12, seq=None, global_batch=None, overrides=vec![], chip_files=vec![],
+    stack=DEFAULT_STACK, precision="bf16"))]
 #[allow(clippy::too_many_arguments)]
 pub fn compare(
     py: Python<'_>,
@@ -125,18 +143,21 @@ pub fn compare(
     global_batch: Option<usize>,
     overrides: Vec<String>,
     chip_files: Vec<PathBuf>,
+    stack: &str,
+    precision: &str,
 ) -> PyResult<String> {
     detached(py, || {
         if count == 0 {
             return Err(input("count must be positive"));
         }
         let db = db(&overrides, &chip_files)?;
-        let req = request(model, count, tokens, seq, global_batch)?;
+        let opts = JobOpts { stack, precision, layout: None };
+        let req = request(model, count, tokens, seq, global_batch, &opts)?;
         // Resolve every name first so a typo fails before any work, as the CLI does.
         let found: Vec<&Chip> = chips.iter().map(|n| db.find(n)).collect::<anyhow::Result<_>>()?;
         let rows: Vec<Value> = found
             .iter()
-            .map(|chip| match search(&req, chip, &Software::modern()) {
+            .map(|chip| match search(&req, chip) {
                 Ok(p) => {
                     let mut row = ranked_row(p.best());
                     row["chip"] = json!(chip.name);
@@ -154,7 +175,9 @@ pub fn compare(
 /// Place jobs on a fleet of chip pools (`anychip fleet`). `fleet` and `jobs` are TOML files, or
 /// JSON texts of the same tables when `inline` is set.
 #[pyfunction]
-#[pyo3(signature = (fleet, jobs, objective="makespan", inline=false, overrides=vec![], chip_files=vec![]))]
+#[pyo3(signature = (fleet, jobs, objective="makespan", inline=false, overrides=vec![], chip_files=vec![],
+    stack=DEFAULT_STACK))]
+#[allow(clippy::too_many_arguments)]
 pub fn fleet(
     py: Python<'_>,
     fleet: String,
@@ -163,6 +186,7 @@ pub fn fleet(
     inline: bool,
     overrides: Vec<String>,
     chip_files: Vec<PathBuf>,
+    stack: &str,
 ) -> PyResult<String> {
     detached(py, || {
         let objective = match objective {
@@ -177,6 +201,7 @@ pub fn fleet(
         } else {
             (read_toml(Path::new(&fleet), "fleet")?, read_toml(Path::new(&jobs), "jobs")?)
         };
-        to_json(&schedule(&f, &j, &db, objective, &Software::modern())?)
+        let stack = stack::find(stack)?;
+        to_json(&schedule(&f, &j, &db, objective, &stack)?)
     })
 }

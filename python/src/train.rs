@@ -2,7 +2,10 @@
 //! `TrainConfig` field names, each step shown to Python (callback, Ctrl-C) between steps.
 
 use crate::errors::{attached, input, Failure, Result};
-use anychip_models::ModelConfig;
+use anychip_model_config::ModelConfig;
+use anychip_train::resume::Flags;
+use anychip_train::signals::StopRequest;
+use anychip_train::step_guard::OnNan;
 use anychip_train::trainer::{train_observed, Flow, RunOptions, StepRecord};
 use anychip_train::TrainConfig;
 use pyo3::prelude::*;
@@ -82,7 +85,7 @@ enum Stopped {
 /// called with the step's record (returning False stops the run, checkpointed) and pending
 /// signals are handled, so Ctrl-C stops after the current step with a resumable checkpoint.
 #[pyfunction]
-#[pyo3(signature = (preset, settings, out, port, threads=None, init=None, resume=None, steps=None, stop_after=None, on_step=None, quiet=false))]
+#[pyo3(signature = (preset, settings, out, port, threads=None, init=None, resume=None, steps=None, stop_after=None, on_step=None, quiet=false, on_nan="stop"))]
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     py: Python<'_>,
@@ -97,14 +100,20 @@ pub fn train(
     stop_after: Option<u64>,
     on_step: Option<Py<PyAny>>,
     quiet: bool,
+    on_nan: &str,
 ) -> PyResult<String> {
+    let on_nan: OnNan = on_nan.parse().map_err(|e: String| pyo3::exceptions::PyValueError::new_err(e))?;
     let mut stopped: Option<Stopped> = None;
     let summary = attached(py, || -> Result<String> {
         let mut cfg = config(preset, init, settings)?;
         cfg.port = port.to_string();
         cfg.threads = threads;
         let opened = anychip_ports::open(port, threads)?;
-        let opts = RunOptions { out, resume, progress: false, quiet, steps, stop_after };
+        // Signals are Python's to handle (the observer checks them between steps); `steps` is
+        // the one flag a resumed run may change from here.
+        let flags = Flags { steps, ..Flags::default() };
+        let stop = StopRequest::never();
+        let opts = RunOptions { out, resume, progress: false, quiet, flags, on_nan, stop, stop_after };
         let mut observe = |r: &StepRecord| -> Flow {
             Python::attach(|py| {
                 if let Err(e) = py.check_signals() {

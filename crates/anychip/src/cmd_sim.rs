@@ -1,8 +1,8 @@
 //! `anychip bench --port sim:CHIP`: the engine's real training step priced on a chip profile,
 //! and with `--fused none` the porting report (which composites a new port should fuse first).
 
-use anychip_model_config::ModelConfig;
 use crate::cmd_plan::ChipOpts;
+use anychip_model_config::ModelConfig;
 use anychip_port::{DType, Port};
 use anychip_port_sim::{Fused, SimOptions, SimPort};
 use anychip_train::bench::{bench as run_bench, BenchResult};

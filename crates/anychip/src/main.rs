@@ -6,10 +6,10 @@ mod cmd_conform;
 mod cmd_eval;
 mod cmd_export;
 mod cmd_fleet;
+mod cmd_measure;
 mod cmd_plan;
 mod cmd_ports;
 mod cmd_sample;
-mod cmd_measure;
 mod cmd_sim;
 mod cmd_train;
 
