@@ -57,16 +57,28 @@ def llama_equivalent_losses(path, tokens):
             v = v.view(heads, hd, -1)[:, idx, :].reshape(heads * hd, -1)
         sd[k] = v
     llama.load_state_dict(sd, strict=True)
-    llama.train()
-    opt = torch.optim.AdamW(llama.parameters(), **HP)
+    return adamw_losses(llama, tokens, loss_of)
+
+
+def adamw_losses(model, tokens, objective):
+    """The objective before each of 5 AdamW steps (constant LR, decay on every parameter)."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), **HP)
     losses = []
     for _ in range(5):
-        l = loss_of(llama, tokens)
+        l = objective(model, tokens)
         losses.append(l.item())
         opt.zero_grad(set_to_none=True)
         l.backward()
         opt.step()
     return losses
+
+
+def write_expected(out, loss, losses, **extra):
+    json.dump({**extra, "loss": loss, "adamw": {"lr": HP["lr"], "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
+                                       "weight_decay": HP["weight_decay"]}, "losses": losses,
+               "transformers": T.__version__, "torch": torch.__version__},
+              open(os.path.join(out, "expected.json"), "w"), indent=1)
 
 
 def main():
@@ -84,22 +96,11 @@ def main():
         save_file({"tokens": tokens.to(torch.int64)}, os.path.join(out, "batch.safetensors"))
         with torch.no_grad():
             loss = loss_of(model, tokens).item()
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), **HP)
-        losses = []
-        for _ in range(5):
-            l = loss_of(model, tokens)
-            losses.append(l.item())
-            opt.zero_grad(set_to_none=True)
-            l.backward()
-            opt.step()
+        losses = adamw_losses(model, tokens, loss_of)
         extra = {}
         if arch == "ernie4_5":
             extra["losses_llama_equivalent"] = llama_equivalent_losses(out, tokens)
-        json.dump({**extra, "loss": loss, "adamw": {"lr": HP["lr"], "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
-                                           "weight_decay": HP["weight_decay"]}, "losses": losses,
-                   "transformers": T.__version__, "torch": torch.__version__},
-                  open(os.path.join(out, "expected.json"), "w"), indent=1)
+        write_expected(out, loss, losses, **extra)
         print(arch, loss, losses)
 
 

@@ -19,13 +19,13 @@ Choices that make the comparison sharp:
 The training objective is what transformers' own `loss` is: cross-entropy plus coef x aux_loss when
 output_router_logits is set.
 """
-import json, os
+import os
 import torch
 import torch.nn.functional as F
 import transformers as T
 from safetensors.torch import save_file
+from make_hf import V, D, L, H, KV, FF, P, adamw_losses, loss_of, write_expected
 
-V, D, L, H, KV, FF, P = 96, 32, 2, 4, 2, 64, 64
 ARCHS = {
     "qwen3_moe": lambda: T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
         vocab_size=V, hidden_size=D, intermediate_size=FF, moe_intermediate_size=16, num_experts=4,
@@ -38,16 +38,14 @@ ARCHS = {
         num_attention_heads=H, num_key_value_heads=KV, head_dim=8, max_position_embeddings=P,
         tie_word_embeddings=False, pad_token_id=None)),
 }
-HP = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
-
 
 def objective(model, tokens):
+    """transformers' training loss: cross-entropy, plus coef x aux_loss with output_router_logits."""
     out = model(input_ids=tokens[:, :-1])
-    logits = out.logits
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
+    ce = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
     if model.config.output_router_logits:
-        return ce, ce + model.config.router_aux_loss_coef * out.aux_loss
-    return ce, ce
+        return ce + model.config.router_aux_loss_coef * out.aux_loss
+    return ce
 
 
 def main():
@@ -68,20 +66,9 @@ def main():
         tokens = torch.randint(0, V, (2, 10), generator=torch.Generator().manual_seed(3))
         save_file({"tokens": tokens.to(torch.int64)}, os.path.join(out, "batch.safetensors"))
         with torch.no_grad():
-            loss = objective(model, tokens)[0].item()
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), **HP)
-        losses = []
-        for _ in range(5):
-            _, l = objective(model, tokens)
-            losses.append(l.item())
-            opt.zero_grad(set_to_none=True)
-            l.backward()
-            opt.step()
-        json.dump({"loss": loss, "adamw": {"lr": HP["lr"], "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
-                                          "weight_decay": HP["weight_decay"]}, "losses": losses,
-                   "transformers": T.__version__, "torch": torch.__version__},
-                  open(os.path.join(out, "expected.json"), "w"), indent=1)
+            loss = loss_of(model, tokens).item()
+        losses = adamw_losses(model, tokens, objective)
+        write_expected(out, loss, losses)
         print(arch, loss, losses)
 
 

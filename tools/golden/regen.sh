@@ -5,13 +5,14 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if [ "${1:-}" = "--write" ]; then
-    python3 "$here/make_l3.py" && python3 "$here/make_hf.py"
+    python3 "$here/make_l3.py" && python3 "$here/make_hf.py" && python3 "$here/make_hf_moe.py"
     exit 0
 fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 GOLDEN_OUT="$tmp" python3 "$here/make_l3.py" >/dev/null
 GOLDEN_OUT="$tmp" python3 "$here/make_hf.py" >/dev/null 2>&1
+GOLDEN_OUT="$tmp" python3 "$here/make_hf_moe.py" >/dev/null 2>&1
 python3 - "$here/out" "$tmp" <<'PY'
 import json, os, sys
 import torch

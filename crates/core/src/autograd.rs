@@ -15,6 +15,8 @@ type ReadyFn<'a> = &'a mut dyn FnMut(&Tensor, &Tensor) -> Result<()>;
 /// One recorded op: its inputs and how to turn the output gradient into theirs.
 pub(crate) struct Node {
     pub(crate) op: &'static str,
+    /// The [`crate::in_region`] region the op was recorded in; its backward runs in it too.
+    region: Option<&'static str>,
     /// None once a [`Tensor::backward_once`] pass has used it: dropping the inputs and the
     /// closure (with the activations it saved) is what frees a layer's memory as soon as its
     /// backward has run, instead of when the whole graph goes.
@@ -29,7 +31,8 @@ struct Saved {
 
 impl Node {
     pub(crate) fn new(op: &'static str, inputs: Vec<Tensor>, backward: BackwardFn) -> Node {
-        Node { op, saved: Mutex::new(Some(Arc::new(Saved { inputs, backward }))) }
+        let region = crate::current_region();
+        Node { op, region, saved: Mutex::new(Some(Arc::new(Saved { inputs, backward }))) }
     }
 
     /// The saved state, taken out of the node when `release` is set.
@@ -172,7 +175,7 @@ impl Tensor {
             let grads = match g {
                 Some(g) => {
                     let needs: Vec<bool> = saved.inputs.iter().map(|i| i.requires_grad()).collect();
-                    let grads = (saved.backward)(&g, &needs)?;
+                    let grads = crate::in_region(node.region, || (saved.backward)(&g, &needs))?;
                     debug_assert_eq!(grads.len(), saved.inputs.len(), "backward of {} returned wrong arity", node.op);
                     grads
                 }

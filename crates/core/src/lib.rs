@@ -9,6 +9,7 @@
 mod autograd;
 mod error;
 mod ops;
+mod region;
 mod shape;
 mod tensor;
 
@@ -20,4 +21,5 @@ pub use ops::composite::{adamw_step, grad_norm};
 pub use ops::composite::{cross_entropy, embedding, linear, linear_autocast, rope, AdamWParams};
 pub use ops::glu::swiglu;
 pub use ops::moe::{moe_combine, moe_experts};
+pub use region::{current_region, in_region};
 pub use tensor::Tensor;

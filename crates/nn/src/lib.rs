@@ -10,5 +10,9 @@ mod precision;
 pub use anychip_model_config::{Mlp, ModelConfig, MoeConfig, Norm, Positions};
 pub use model::Transformer;
 pub use moe::RouterStats;
+/// Region names of a MoE block's router, dispatch and combine (see `anychip_core::in_region`).
+pub mod moe_regions {
+    pub use crate::moe::{COMBINE, DISPATCH, ROUTER};
+}
 pub use params::{Param, ParamKind};
 pub use precision::Precision;

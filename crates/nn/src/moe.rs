@@ -20,10 +20,19 @@
 //! P only (f counts discrete choices).
 
 use crate::params::ParamKind;
-use anychip_core::{embedding, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
+use anychip_core::{embedding, in_region, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
 use anychip_model_config::MoeConfig;
 use anychip_port::{DType, Port};
 use std::sync::Arc;
+
+/// The [`in_region`] names a profiler charges the block's parts to (the experts' products are
+/// ordinary matmuls and stay charged as such).
+pub const ROUTER: &str = "moe_router";
+pub const DISPATCH: &str = "moe_dispatch";
+pub const COMBINE: &str = "moe_combine";
+
+/// What [`MoeBlock::route`] returns.
+type Routed = (Tensor, Tensor, Vec<usize>, Vec<usize>);
 
 /// Parameter indices of one MoE block.
 pub(crate) struct MoeBlock {
@@ -129,7 +138,36 @@ impl MoeBlock {
         h: &Tensor,
     ) -> Result<(Tensor, LayerRouting)> {
         let (n, (e, k)) = (h.dim(0), (cfg.n_experts, cfg.top_k));
+        let (probs, w, chosen, plain) = in_region(Some(ROUTER), || self.route(p, cfg, h))?;
         let port: Arc<dyn Port> = h.port().clone();
+        let dispatch = || -> Result<_> {
+            let (tok, slot, offsets) = sort_by_expert(&chosen, e, k);
+            let tok = Tensor::from_i32(&port, &tok, &[n * k])?;
+            let w_sorted = embedding(&w, &Tensor::from_i32(&port, &slot, &[n * k])?)?.reshape(&[-1, 1])?;
+            Ok((embedding(h, &tok)?, tok, w_sorted, offsets)) // rows [N k, d], expert-major
+        };
+        let (xs, tok, w_sorted, offsets) = in_region(Some(DISPATCH), dispatch)?;
+        let up: Vec<Tensor> = self.up.iter().map(|&i| p(i)).collect();
+        let down: Vec<Tensor> = self.down.iter().map(|&i| p(i)).collect();
+        let ys = moe_experts(&xs, &offsets, &up, &down)?;
+        let mut out = in_region(Some(COMBINE), || moe_combine(&ys, &w_sorted, &tok, n))?;
+        if let Some((u, dn)) = self.shared {
+            out = out.add(&linear(&swiglu(&linear(h, &p(u), None)?)?, &p(dn), None)?)?;
+        }
+        let routing = LayerRouting {
+            prob_sum: in_region(Some(ROUTER), || probs.sum_axes(&[0], false))?,
+            topk_counts: counts(&plain, e),
+            routed: counts(&chosen, e),
+            chosen,
+            tokens: n,
+        };
+        Ok((out, routing))
+    }
+
+    /// Router probabilities `[N, E]`, the chosen experts' weights token-major `[N k, 1]`, and
+    /// the choices with and without the selection bias.
+    fn route(&self, p: &dyn Fn(usize) -> Tensor, cfg: &MoeConfig, h: &Tensor) -> Result<Routed> {
+        let (n, (e, k)) = (h.dim(0), (cfg.n_experts, cfg.top_k));
         let probs = linear(h, &p(self.router), None)?.softmax()?; // [N, E]
         let host = probs.to_vec_f32()?;
         let plain = top_k(&host, e, k);
@@ -143,30 +181,12 @@ impl MoeBlock {
         };
         // Chosen probabilities, token-major [N k, 1], renormalised per token when asked.
         let flat: Vec<i32> = chosen.iter().enumerate().map(|(s, &x)| ((s / k) * e + x) as i32).collect();
-        let mut w = embedding(&probs.reshape(&[-1, 1])?, &Tensor::from_i32(&port, &flat, &[n * k])?)?;
+        let mut w = embedding(&probs.reshape(&[-1, 1])?, &Tensor::from_i32(h.port(), &flat, &[n * k])?)?;
         if cfg.norm_topk_prob {
             let wk = w.reshape(&[n as isize, k as isize])?;
             w = wk.div(&wk.sum_axes(&[1], true)?)?.reshape(&[-1, 1])?;
         }
-        let (tok, slot, offsets) = sort_by_expert(&chosen, e, k);
-        let tok = Tensor::from_i32(&port, &tok, &[n * k])?;
-        let w_sorted = embedding(&w, &Tensor::from_i32(&port, &slot, &[n * k])?)?.reshape(&[-1, 1])?;
-        let xs = embedding(h, &tok)?; // [N k, d], expert-major
-        let up: Vec<Tensor> = self.up.iter().map(|&i| p(i)).collect();
-        let down: Vec<Tensor> = self.down.iter().map(|&i| p(i)).collect();
-        let ys = moe_experts(&xs, &offsets, &up, &down)?;
-        let mut out = moe_combine(&ys, &w_sorted, &tok, n)?;
-        if let Some((u, dn)) = self.shared {
-            out = out.add(&linear(&swiglu(&linear(h, &p(u), None)?)?, &p(dn), None)?)?;
-        }
-        let routing = LayerRouting {
-            prob_sum: probs.sum_axes(&[0], false)?,
-            topk_counts: counts(&plain, e),
-            routed: counts(&chosen, e),
-            chosen,
-            tokens: n,
-        };
-        Ok((out, routing))
+        Ok((probs, w, chosen, plain))
     }
 }
 
@@ -185,7 +205,7 @@ pub(crate) fn aux_loss(layers: &[LayerRouting], n_experts: usize) -> Result<Opti
     }
     let scale = n_experts as f64 / (rows as f64 * rows as f64);
     let c = Tensor::from_f32(s.port(), &c, &[n_experts], DType::F32)?;
-    Ok(Some(s.mul(&c)?.sum()?.mul_scalar(scale)?))
+    in_region(Some(ROUTER), || -> Result<Option<Tensor>> { Ok(Some(s.mul(&c)?.sum()?.mul_scalar(scale)?)) })
 }
 
 /// Router statistics of one forward (the aux loss unweighted).

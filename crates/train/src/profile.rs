@@ -39,11 +39,17 @@ pub enum Kind {
     Data,
     /// Allocation, random numbers, synchronisation.
     Other,
+    /// A MoE layer's router: its linear, softmax, top-k read-back, weights, balancing loss.
+    MoeRouter,
+    /// A MoE layer's dispatch: sorting slots by expert and gathering their rows.
+    MoeDispatch,
+    /// A MoE layer's weighted combine back to token order.
+    MoeCombine,
 }
 
 impl Kind {
     /// Every kind, in report order for ties.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Matmul,
         Kind::Attention,
         Kind::Norms,
@@ -54,6 +60,9 @@ impl Kind {
         Kind::Optimizer,
         Kind::Data,
         Kind::Other,
+        Kind::MoeRouter,
+        Kind::MoeDispatch,
+        Kind::MoeCombine,
     ];
 
     /// Name used in tables and JSON.
@@ -69,7 +78,18 @@ impl Kind {
             Kind::Optimizer => "optimizer",
             Kind::Data => "data",
             Kind::Other => "other",
+            Kind::MoeRouter => "moe_router",
+            Kind::MoeDispatch => "moe_dispatch",
+            Kind::MoeCombine => "moe_combine",
         }
+    }
+
+    /// The kind a MoE region charges its calls to (see `anychip_core::in_region`).
+    fn of_region(region: &str) -> Option<Kind> {
+        use anychip_nn::moe_regions::{COMBINE, DISPATCH, ROUTER};
+        [(ROUTER, Kind::MoeRouter), (DISPATCH, Kind::MoeDispatch), (COMBINE, Kind::MoeCombine)]
+            .into_iter()
+            .find_map(|(r, k)| (r == region).then_some(k))
     }
 
     /// The kind a composite family is charged to (forward and backward alike).
@@ -156,6 +176,17 @@ impl Profiler {
     }
 
     fn timed<R>(&self, kind: Kind, op: &str, sync: bool, f: impl FnOnce() -> R) -> R {
+        let region = anychip_core::current_region().and_then(Kind::of_region);
+        let kind = region.unwrap_or(kind);
+        // Inside a region an op is listed under it too ("moe_router: linear").
+        let labelled;
+        let op = match region {
+            Some(r) => {
+                labelled = format!("{}: {op}", r.name());
+                labelled.as_str()
+            }
+            None => op,
+        };
         let depth = DEPTH.with(|d| d.replace(d.get() + 1));
         let t = self.now();
         let r = f();
