@@ -7,7 +7,7 @@
 //! q and k leaves every dot product, and so the attention, unchanged.
 
 use crate::config::Arch;
-use crate::tensors::Store;
+use crate::tensors::{NamedTensors, Store};
 use anychip_model_config::ModelConfig;
 use anyhow::{anyhow, Result};
 use std::collections::BTreeMap;
@@ -118,8 +118,8 @@ pub fn import(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
 pub fn export(
     arch: Arch,
     c: &ModelConfig,
-    ours: &BTreeMap<String, (Vec<f32>, Vec<usize>)>,
-) -> Result<BTreeMap<String, (Vec<f32>, Vec<usize>)>> {
+    ours: &NamedTensors,
+) -> Result<NamedTensors> {
     let get = |n: &str| ours.get(n).map(|x| x.0.clone()).ok_or_else(|| anyhow!("model has no parameter '{n}'"));
     let mut out = BTreeMap::new();
     let d = c.d_model;

@@ -76,8 +76,11 @@ impl Store {
     }
 }
 
+/// Named f32 tensors with their shapes, in name order.
+pub type NamedTensors = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
+
 /// Write named f32 tensors as one safetensors file (temp file then rename).
-pub fn write(path: &Path, tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>) -> Result<()> {
+pub fn write(path: &Path, tensors: &NamedTensors) -> Result<()> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(n, (v, s))| (n.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), s.clone()))

@@ -52,7 +52,7 @@ fn unary_every_op_shape_layout_dtype() {
                 for op in UnaryOp::ALL {
                     let out = output(&cpu, dtype, shape);
                     let what = format!("unary {op:?} {shape:?} {lname} {dtype}");
-                    check(&what, &cpu, &rf, &[x.clone()], &out, tol_for(dtype, Tol::F32_ELEM), |p, i, o| {
+                    check(&what, &cpu, &rf, std::slice::from_ref(&x), &out, tol_for(dtype, Tol::F32_ELEM), |p, i, o| {
                         p.unary(op, &i[0], o)
                     });
                 }
@@ -154,7 +154,7 @@ fn reduce_rows_columns_and_strided() {
                         let out = output(&cpu, dtype, oshape);
                         let tol = if dtype == DType::BF16 { Tol::BF16 } else { Tol::F32_SUM };
                         let what = format!("reduce {op:?} {shape:?}->{oshape:?} {lname} {dtype} specials={specials}");
-                        check(&what, &cpu, &rf, &[x.clone()], &out, tol, |p, i, o| p.reduce(op, &i[0], o));
+                        check(&what, &cpu, &rf, std::slice::from_ref(&x), &out, tol, |p, i, o| p.reduce(op, &i[0], o));
                     }
                 }
             }
@@ -178,14 +178,14 @@ fn fill_cast_copy_strided() {
                 for &to in &dtypes {
                     let out = output(&cpu, to, shape);
                     let what = format!("cast {from}->{to} {shape:?} {lname}");
-                    check(&what, &cpu, &rf, &[x.clone()], &out, Tol::EXACT, |p, i, o| p.cast(&i[0], o));
+                    check(&what, &cpu, &rf, std::slice::from_ref(&x), &out, Tol::EXACT, |p, i, o| p.cast(&i[0], o));
                 }
                 let out = output(&cpu, from, shape);
                 check(
                     &format!("copy_strided {from} {shape:?} {lname}"),
                     &cpu,
                     &rf,
-                    &[x.clone()],
+                    std::slice::from_ref(&x),
                     &out,
                     Tol::EXACT,
                     |p, i, o| p.copy_strided(&i[0], o),
