@@ -115,11 +115,7 @@ pub fn import(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
 }
 
 /// anychip parameters -> HF tensors (names and layouts transformers expects).
-pub fn export(
-    arch: Arch,
-    c: &ModelConfig,
-    ours: &NamedTensors,
-) -> Result<NamedTensors> {
+pub fn export(arch: Arch, c: &ModelConfig, ours: &NamedTensors) -> Result<NamedTensors> {
     let get = |n: &str| ours.get(n).map(|x| x.0.clone()).ok_or_else(|| anyhow!("model has no parameter '{n}'"));
     let mut out = BTreeMap::new();
     let d = c.d_model;

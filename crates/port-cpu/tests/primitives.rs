@@ -52,9 +52,15 @@ fn unary_every_op_shape_layout_dtype() {
                 for op in UnaryOp::ALL {
                     let out = output(&cpu, dtype, shape);
                     let what = format!("unary {op:?} {shape:?} {lname} {dtype}");
-                    check(&what, &cpu, &rf, std::slice::from_ref(&x), &out, tol_for(dtype, Tol::F32_ELEM), |p, i, o| {
-                        p.unary(op, &i[0], o)
-                    });
+                    check(
+                        &what,
+                        &cpu,
+                        &rf,
+                        std::slice::from_ref(&x),
+                        &out,
+                        tol_for(dtype, Tol::F32_ELEM),
+                        |p, i, o| p.unary(op, &i[0], o),
+                    );
                 }
             }
         }

@@ -41,11 +41,17 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, u: f32) -> usize {
     top[k - 1]
 }
 
+/// A sampling temperature must be a number of 0 or more (0: greedy); NaN is refused too.
+fn check_temperature(t: f32) -> Result<()> {
+    if t.is_nan() || t < 0.0 {
+        bail!("--temperature must be 0 or more (0: greedy), got {t}");
+    }
+    Ok(())
+}
+
 /// Generate text from the checkpoint in `dir`, streaming it to `out`; returns the text.
 pub fn sample(dir: &Path, opts: &SampleOptions, port: &Arc<dyn Port>, out: &mut dyn Write) -> Result<String> {
-    if !(opts.temperature >= 0.0) {
-        bail!("--temperature must be 0 or more (0: greedy), got {}", opts.temperature);
-    }
+    check_temperature(opts.temperature)?;
     let ck = checkpoint::open(dir)?;
     let kind: TokenizerKind = ck.cfg.tokenizer.parse()?;
     let tok = tokenizer(kind)?;
@@ -84,9 +90,7 @@ pub fn generate(
     opts: &SampleOptions,
     on_token: &mut dyn FnMut(&[u32]) -> Result<()>,
 ) -> Result<Vec<u32>> {
-    if !(opts.temperature >= 0.0) {
-        bail!("--temperature must be 0 or more, got {}", opts.temperature);
-    }
+    check_temperature(opts.temperature)?;
     if prompt.is_empty() || ctx == 0 {
         bail!("generation needs a prompt of at least one token and a context of at least one");
     }

@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn out_of_range_settings_name_their_flag() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TrainConfig)>)> = vec![
+        type BreakIt = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(&str, BreakIt)> = vec![
             ("--steps", Box::new(|c| c.steps = 0)),
             ("--beta1", Box::new(|c| c.adamw.beta1 = 2.0)),
             ("--beta2", Box::new(|c| c.adamw.beta2 = -0.1)),
