@@ -341,7 +341,7 @@ fn bad_planner_input_through_the_binary() {
     let plan = |model: &str, chips: &str| run(&["plan", "--model", model, "--chips", chips, "--tokens", "1e12"]);
     let o = plan("llama3-8b", "h100:8");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_clean_failure(&plan("llama3-8b", "b200:8"), "unknown chip 'b200'");
+    assert_clean_failure(&plan("llama3-8b", "z900:8"), "unknown chip 'z900'");
     assert_clean_failure(&plan("llama9-1t", "h100:8"), "unknown model 'llama9-1t'");
     assert_clean_failure(&plan("llama3-8b", "h100:0"), "count must be positive");
     assert_clean_failure(&plan("llama3-8b", "h100"), "NAME:COUNT");

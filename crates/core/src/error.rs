@@ -3,8 +3,9 @@ use anychip_port::PortError;
 /// Errors from tensor operations.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The port failed or rejected the call.
-    #[error("{0}")]
+    /// The port failed or rejected the call (transparent: `{:#}` would otherwise print the
+    /// port's message twice, once as this error and once as its source).
+    #[error(transparent)]
     Port(#[from] PortError),
     /// Shapes do not agree; the message names both.
     #[error("shape mismatch in {op}: {detail}")]

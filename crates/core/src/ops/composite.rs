@@ -273,10 +273,14 @@ fn linear_impl(x: &Tensor, w: &Tensor, b: Option<&Tensor>, operands: Option<DTyp
 }
 
 /// Refuse a target id `>= vocab`: the composite's contract would silently score it as a class
-/// no logit has (negative ids are the contract's "ignore this row"). Reads the N targets to
-/// the host, a sync the caller's `loss.item()` makes anyway.
+/// no logit has (negative ids are the contract's "ignore this row"). Reads the N targets to the
+/// host, a sync the caller's `loss.item()` makes anyway. A port that holds no values (a
+/// shapes-only modelled chip answers reads with `Unsupported`) has no ids to check.
 fn check_targets(targets: &Tensor, vocab: usize) -> Result<()> {
-    let ids = targets.to_vec_i32()?;
+    let ids = match targets.to_vec_i32() {
+        Err(crate::Error::Port(anychip_port::PortError::Unsupported(_))) => return Ok(()),
+        other => other?,
+    };
     match ids.iter().enumerate().find(|(_, &id)| id >= 0 && id as usize >= vocab) {
         Some((row, id)) => Err(anychip_port::PortError::Invalid(format!(
             "cross_entropy: target id {id} at row {row} is outside the vocabulary of {vocab}; check token ids against the model's vocabulary"
