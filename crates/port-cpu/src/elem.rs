@@ -46,18 +46,29 @@ impl Raw {
 }
 
 /// Resolve `v` to host memory, checking that its layout stays inside the buffer.
+///
+/// Every kernel's `unsafe` access rests on this check, so the reach is computed with checked
+/// arithmetic: a shape or stride so large that the product overflows `usize` is refused here
+/// rather than wrapping (in release builds) to a small number that would pass.
 pub fn raw(v: &View) -> Result<Raw> {
     let h = host(&v.buf)?;
-    let need = v.layout.span() * v.dtype.size();
-    if v.numel() > 0 && need > h.bytes_len() {
-        return invalid(format!(
-            "view of shape {:?} reaches byte {need} of a {}-byte buffer; check the view's offset and strides",
-            v.layout.shape,
-            h.bytes_len()
-        ));
-    }
-    if v.layout.strides.len() != v.layout.shape.len() {
+    let l = &v.layout;
+    if l.strides.len() != l.shape.len() {
         return invalid("layout has a different number of strides than dimensions");
+    }
+    let empty = l.shape.contains(&0);
+    match anychip_port::check::span(l).and_then(|s| s.checked_mul(v.dtype.size())) {
+        Some(need) if empty || need <= h.bytes_len() => {}
+        need => {
+            let need = need.map_or_else(|| "past the address space".to_string(), |n| format!("byte {n}"));
+            return invalid(format!(
+                "view of shape {:?} strides {:?} offset {} reaches {need} of a {}-byte buffer; check the view's offset and strides",
+                l.shape,
+                l.strides,
+                l.offset,
+                h.bytes_len()
+            ));
+        }
     }
     Ok(Raw { base: Ptr(h.ptr()), dtype: v.dtype, id: v.buf.ptr_id() })
 }
