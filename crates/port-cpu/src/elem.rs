@@ -17,7 +17,13 @@ pub const PAR_MIN: usize = 1 << 15;
 /// A raw base pointer that may cross threads (see `buffer` for the safety argument).
 #[derive(Clone, Copy, Debug)]
 pub struct Ptr(pub *mut u8);
+// SAFETY: a Ptr is only an address (Copy, no ownership, no Drop), so moving it to another
+// thread moves no resource; it points into a HostBuffer (itself Send + Sync) or a kernel's own
+// scratch that outlives the parallel section, and it is dereferenced only inside `unsafe`
+// blocks whose callers keep each task's writes disjoint (see `buffer`).
 unsafe impl Send for Ptr {}
+// SAFETY: `&Ptr` yields nothing but a copy of the address, so sharing it is the same as
+// sending copies (above); no access goes through it without an `unsafe` dereference.
 unsafe impl Sync for Ptr {}
 
 impl Ptr {
