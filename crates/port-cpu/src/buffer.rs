@@ -28,9 +28,15 @@ pub struct HostBuffer {
     bytes: usize,
 }
 
-// SAFETY: the memory is plain bytes with no thread affinity; concurrent access follows the
-// contract described in the module docs.
+// SAFETY: a HostBuffer uniquely owns its block (from `block_allocator::take`, or a dangling
+// pointer for 0 bytes) and frees it once, in `Drop`, through the allocator's mutex-guarded pool,
+// so dropping it on another thread than the one that made it is fine; the bytes are plain
+// memory with no thread affinity.
 unsafe impl Send for HostBuffer {}
+// SAFETY: `&HostBuffer` gives only the base address and the size, never a reference into the
+// bytes; every read or write through the address is an `unsafe` access in a kernel, and the
+// port contract in the module docs keeps those from racing (calls ordered by the engine, each
+// call's tasks writing disjoint parts of its outputs, aliased inputs read before written).
 unsafe impl Sync for HostBuffer {}
 
 impl HostBuffer {

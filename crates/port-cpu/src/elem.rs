@@ -17,7 +17,13 @@ pub const PAR_MIN: usize = 1 << 15;
 /// A raw base pointer that may cross threads (see `buffer` for the safety argument).
 #[derive(Clone, Copy, Debug)]
 pub struct Ptr(pub *mut u8);
+// SAFETY: a Ptr is only an address (Copy, no ownership, no Drop), so moving it to another
+// thread moves no resource; it points into a HostBuffer (itself Send + Sync) or a kernel's own
+// scratch that outlives the parallel section, and it is dereferenced only inside `unsafe`
+// blocks whose callers keep each task's writes disjoint (see `buffer`).
 unsafe impl Send for Ptr {}
+// SAFETY: `&Ptr` yields nothing but a copy of the address, so sharing it is the same as
+// sending copies (above); no access goes through it without an `unsafe` dereference.
 unsafe impl Sync for Ptr {}
 
 impl Ptr {
@@ -46,18 +52,29 @@ impl Raw {
 }
 
 /// Resolve `v` to host memory, checking that its layout stays inside the buffer.
+///
+/// Every kernel's `unsafe` access rests on this check, so the reach is computed with checked
+/// arithmetic: a shape or stride so large that the product overflows `usize` is refused here
+/// rather than wrapping (in release builds) to a small number that would pass.
 pub fn raw(v: &View) -> Result<Raw> {
     let h = host(&v.buf)?;
-    let need = v.layout.span() * v.dtype.size();
-    if v.numel() > 0 && need > h.bytes_len() {
-        return invalid(format!(
-            "view of shape {:?} reaches byte {need} of a {}-byte buffer; check the view's offset and strides",
-            v.layout.shape,
-            h.bytes_len()
-        ));
-    }
-    if v.layout.strides.len() != v.layout.shape.len() {
+    let l = &v.layout;
+    if l.strides.len() != l.shape.len() {
         return invalid("layout has a different number of strides than dimensions");
+    }
+    let empty = l.shape.contains(&0);
+    match anychip_port::check::span(l).and_then(|s| s.checked_mul(v.dtype.size())) {
+        Some(need) if empty || need <= h.bytes_len() => {}
+        need => {
+            let need = need.map_or_else(|| "past the address space".to_string(), |n| format!("byte {n}"));
+            return invalid(format!(
+                "view of shape {:?} strides {:?} offset {} reaches {need} of a {}-byte buffer; check the view's offset and strides",
+                l.shape,
+                l.strides,
+                l.offset,
+                h.bytes_len()
+            ));
+        }
     }
     Ok(Raw { base: Ptr(h.ptr()), dtype: v.dtype, id: v.buf.ptr_id() })
 }

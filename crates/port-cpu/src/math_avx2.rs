@@ -315,6 +315,8 @@ mod tests {
         x.extend([f32::NEG_INFINITY, f32::INFINITY, f32::NAN, -87.29, -87.31, 88.71, 88.73, 0.0, 1.0, 2.0]);
         let shift = 0.75;
         let mut got = x.clone();
+        // SAFETY: `cpu_has_it` found AVX2 and FMA above, all `exp_shift_sum_inplace` requires
+        // (it bounds every access by the slice's length).
         let sum = unsafe { exp_shift_sum_inplace(&mut got, shift) };
         for (i, &v) in x.iter().enumerate() {
             let want = crate::math::exp(v - shift);
@@ -327,6 +329,7 @@ mod tests {
             }
         }
         let mut f: Vec<f32> = x[..2001].to_vec();
+        // SAFETY: as above.
         let s = unsafe { exp_shift_sum_inplace(&mut f, shift) } as f64;
         let want: f64 = x[..2001].iter().map(|&v| ((v - shift) as f64).exp()).sum();
         assert!((s - want).abs() <= 1e-5 * want, "sum {s} want {want}");
@@ -341,12 +344,16 @@ mod tests {
         }
         let x: Vec<f32> = (0..1003).map(|i| ((i * 37) % 101) as f32 * 0.3 - 20.0).collect();
         let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
-        let (sa, sb) =
-            (unsafe { exp_shift_sum(&x, 3.0, &mut a) }, crate::math::exp_shift_sum_portable(&x, 3.0, &mut b));
+        // SAFETY: `cpu_has_it` found AVX2 and FMA above, all the three row passes require (they
+        // bound every access by the slices' lengths).
+        let sa = unsafe { exp_shift_sum(&x, 3.0, &mut a) };
+        let sb = crate::math::exp_shift_sum_portable(&x, 3.0, &mut b);
         let close = |g: f32, w: f32| (g - w).abs() <= 3e-7 * w.abs() + 1e-30;
         assert!(a.iter().zip(&b).all(|(&g, &w)| close(g, w)) && (sa - sb).abs() <= 1e-5 * sb, "{sa} vs {sb}");
+        // SAFETY: as above.
         let s = unsafe { sum_exp_shift(&x, 3.0) };
         assert!((s - sb).abs() <= 1e-5 * sb, "{s} vs {sb}");
+        // SAFETY: as above.
         unsafe { scaled_exp_shift(&x, 3.0, -0.5, &mut a) };
         assert!(a.iter().zip(&b).all(|(&g, &w)| close(g, -0.5 * w)));
     }
@@ -365,6 +372,8 @@ mod tests {
         let n = x.len();
         let (mut y, mut dx, mut ys, mut dxs) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         let (mut yp, mut dxp, mut ysp, mut dxsp) = (y.clone(), dx.clone(), ys.clone(), dxs.clone());
+        // SAFETY: `cpu_has_it` found AVX2 and FMA above, all these kernels require (each bounds
+        // its accesses by the shortest of its slices).
         unsafe {
             gelu_tanh(&x, &mut y);
             gelu_tanh_grad(&x, &dy, &mut dx);

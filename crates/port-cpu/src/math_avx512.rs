@@ -204,6 +204,8 @@ mod tests {
         x.extend([f32::NEG_INFINITY, f32::INFINITY, f32::NAN, -87.29, -87.31, 88.71, 88.73, 0.0]);
         let shift = 0.75;
         let mut got = x.clone();
+        // SAFETY: AVX-512F was detected above, all `exp_shift_sum_inplace` requires (its masked
+        // loads and stores stay within the slice's length).
         let sum = unsafe { exp_shift_sum_inplace(&mut got, shift) };
         for (i, &v) in x.iter().enumerate() {
             let want = crate::math::exp(v - shift);
@@ -217,6 +219,7 @@ mod tests {
         }
         let finite: Vec<f32> = x[..2001].to_vec();
         let mut f = finite.clone();
+        // SAFETY: as above.
         let s = unsafe { exp_shift_sum_inplace(&mut f, shift) } as f64;
         let want: f64 = finite.iter().map(|&v| ((v - shift) as f64).exp()).sum();
         assert!((s - want).abs() <= 1e-5 * want, "sum {s} want {want}");
@@ -236,6 +239,8 @@ mod tests {
         let dy: Vec<f32> = x.iter().enumerate().map(|(i, _)| 1.0 + (i % 7) as f32 * 0.25).collect();
         let (mut y, mut dx) = (vec![0f32; x.len()], vec![0f32; x.len()]);
         let (mut yp, mut dxp) = (y.clone(), dx.clone());
+        // SAFETY: AVX-512F was detected above, all the GELU kernels require (their masked loads
+        // and stores stay within the shortest slice).
         unsafe {
             gelu_tanh(&x, &mut y);
             gelu_tanh_grad(&x, &dy, &mut dx);

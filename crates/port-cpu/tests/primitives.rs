@@ -291,6 +291,26 @@ fn matmul_cases(cpu: &CpuPort, rf: &RefPort, out_transposed: bool) {
     }
 }
 
+/// out may alias an input (the contract allows the same layout): the product must be that of
+/// the inputs as they were, as on the oracle, never a race of reads and writes of one buffer.
+#[test]
+fn matmul_into_one_of_its_inputs() {
+    let (cpu, rf) = ports();
+    let mut g = Gen::new(9);
+    for m in [7, 64, 150] {
+        for dtype in [DType::F32, DType::BF16] {
+            for into_a in [true, false] {
+                let a = tensor(&cpu, &g.vec(m * m, 1.0), dtype, &[1, m, m]);
+                let b = tensor(&cpu, &g.vec(m * m, 1.0), dtype, &[1, m, m]);
+                let out = if into_a { a.clone() } else { b.clone() };
+                let tol = if dtype == DType::BF16 { Tol::BF16_SUM } else { Tol::F32_MATMUL };
+                let what = format!("matmul [{m}x{m}] {dtype} into {}", if into_a { "a" } else { "b" });
+                check(&what, &cpu, &rf, &[a, b], &out, tol, |p, i, o| p.matmul(&i[0], &i[1], o, 0.5, 1.5));
+            }
+        }
+    }
+}
+
 #[test]
 fn gather_and_scatter_rows() {
     let (cpu, rf) = ports();
@@ -369,6 +389,11 @@ fn bad_views_are_errors_not_panics() {
     // A layout reaching past the end of its buffer.
     let past = View { layout: Layout { shape: vec![2, 3], strides: vec![3, 1], offset: 4 }, ..x.clone() };
     assert!(cpu.unary(UnaryOp::Exp, &past, &x).is_err());
+    // A layout whose reach overflows usize: refused, not wrapped to a small reach that passes
+    // the bounds check every kernel's unsafe access relies on.
+    let wraps = View { layout: Layout { shape: vec![2, 3], strides: vec![usize::MAX, 1], offset: 0 }, ..x.clone() };
+    let err = cpu.unary(UnaryOp::Exp, &wraps, &x).unwrap_err();
+    assert!(err.to_string().contains("past the address space"), "{err}");
     // A broadcast output.
     let bout = View { layout: Layout { shape: vec![2, 3], strides: vec![0, 1], offset: 0 }, ..x.clone() };
     assert!(cpu.binary(BinaryOp::Add, &x, &x, &bout).is_err());

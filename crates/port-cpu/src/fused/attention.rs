@@ -417,8 +417,9 @@ impl BwdAcc {
     }
 }
 
-// SAFETY (every tile::mm below): kt and vt are [dh, S] with s0 + nk <= S, the head blocks have
-// nq or nk rows of dh, and the outputs are local [.., nk] or [.., dh] blocks of the sizes given.
+// In the blocks below, t0 + nq <= T (the query loop) and s0 + nk <= key_end <= S (`block`);
+// qs and gs hold the T rows of their [T, dh] heads, ks the S rows of the K head, and kt and vt
+// are the K and V heads transposed to [dh, S]; every product's output is a task-local Vec.
 impl BwdHead<'_> {
     /// The block of queries [t0, t0 + nq) and keys from s0, in the module docs' four steps.
     fn block(&self, t0: usize, nq: usize, s0: usize, acc: &mut BwdAcc) {
@@ -442,6 +443,9 @@ impl BwdHead<'_> {
         let [cols, _, _] = self.d.tri(self.causal, t0, s0);
         let qb = Self::rows_from(self.qs, t0);
         let (kt, s) = (self.kt[s0..].as_ptr(), self.d.s);
+        // SAFETY: a is rows t0..t0 + nq of the [T, dh] query head; b, read as [dh, nk] with row
+        // stride S from column s0 of kt = [dh, S], ends at (dh - 1) S + s0 + nk <= dh S; c is the
+        // local [nq, nk] block p, which overlaps neither operand.
         unsafe { tile::mm(nq, nk, self.d.dh, op(qb, false), kt, s, p.as_mut_ptr(), nk, self.scale, 0.0, cols) };
         for i in 0..nq {
             let (li, row) = (self.lse[t0 + i], &mut p[i * nk..(i + 1) * nk]);
@@ -457,6 +461,11 @@ impl BwdHead<'_> {
         let [cols, _, kfrom] = self.d.tri(self.causal, t0, s0);
         let (gb, dh, vt) = (Self::rows_from(self.gs, t0), self.d.dh, self.vt[s0..].as_ptr());
         let dv_blk = &mut dv[s0 * dh..(s0 + nk) * dh];
+        // SAFETY: first product: a is p^T, [nk, nq] over the local [nq, nk] p; b is rows
+        // t0..t0 + nq of the [T, dh] dout head; c is dv_blk, rows s0..s0 + nk of the local
+        // [S, dh] dv. Second: a is those dout rows; b, read as [dh, nk] with row stride S from
+        // column s0 of vt = [dh, S], stays inside it as s0 + nk <= S; c is the local [nq, nk] dp.
+        // Both outputs are this task's own Vecs, which no operand points into.
         unsafe {
             tile::mm(nk, dh, nq, op(local(p, nk), true), gb.p, gb.rs, dv_blk.as_mut_ptr(), dh, 1.0, 1.0, kfrom);
             tile::mm(nq, nk, dh, op(gb, false), vt, self.d.s, dp.as_mut_ptr(), nk, 1.0, 0.0, cols);
@@ -479,6 +488,10 @@ impl BwdHead<'_> {
         let (dh, sc) = (self.d.dh, self.scale);
         let (kb, qb) = (Self::rows_from(self.ks, s0), Self::rows_from(self.qs, t0));
         let (dq_blk, dk_blk) = (&mut dq[t0 * dh..(t0 + nq) * dh], &mut dk[s0 * dh..(s0 + nk) * dh]);
+        // SAFETY: a is the local [nq, nk] ds, or its transpose [nk, nq]; b is rows s0..s0 + nk of
+        // the [S, dh] K head, or rows t0..t0 + nq of the [T, dh] query head; c is dq_blk ([nq, dh]
+        // of the local [T, dh] dq) or dk_blk ([nk, dh] of the local [S, dh] dk), this task's own
+        // Vecs, which no operand points into.
         unsafe {
             tile::mm(nq, dh, nk, op(local(ds, nk), false), kb.p, kb.rs, dq_blk.as_mut_ptr(), dh, sc, 1.0, kupto);
             tile::mm(nk, dh, nq, op(local(ds, nk), true), qb.p, qb.rs, dk_blk.as_mut_ptr(), dh, sc, 1.0, kfrom);

@@ -486,13 +486,15 @@ mod tests {
             let want: Vec<f64> = (0..m * n)
                 .map(|idx| {
                     let (i, j) = (idx / n, idx % n);
-                    let s: f64 =
-                        (0..k).map(|p| unsafe { *a.p.add(i * a.rs + p * a.cs) } as f64 * bv[p * n + j] as f64).sum();
+                    let s: f64 = (0..k).map(|p| av[i * a.rs + p * a.cs] as f64 * bv[p * n + j] as f64).sum();
                     1.5 * s + beta as f64 * cv[idx] as f64
                 })
                 .collect();
             let mut runs = vec![cv.clone(); levels().len()];
             for (l, run) in levels().into_iter().zip(&mut runs) {
+                // SAFETY: `levels` keeps the levels this CPU supports, which `kernel`'s AVX paths
+                // need; a is [m, k] inside av in either stride order, b is bv = [k, n] (row stride
+                // n), and c is this level's own m x n copy `run`, which overlaps neither.
                 unsafe { kernel(l)(m, n, k, a, bv.as_ptr(), n, run.as_mut_ptr(), n, 1.5, beta, Tri::Full) };
             }
             for got in &runs {
@@ -525,9 +527,12 @@ mod tests {
                 }
                 let a = A { p: av.as_ptr(), rs: k, cs: 1 };
                 let mut full = vec![0f32; m * n];
+                // SAFETY: the portable loop needs no CPU feature; a is av = [m, k] (row stride k),
+                // b is bv = [k, n] and c the separate full = [m, n] (row stride n).
                 unsafe { portable(m, n, k, a, bv.as_ptr(), n, full.as_mut_ptr(), n, 1.0, 0.0, Tri::Full) };
                 for path in levels() {
                     let mut got = vec![f32::NAN; m * n];
+                    // SAFETY: as for `full` above, on a level `levels` found this CPU supports.
                     unsafe { kernel(path)(m, n, k, a, bv.as_ptr(), n, got.as_mut_ptr(), n, 1.0, 0.0, tri) };
                     for i in 0..m {
                         for j in 0..n {
@@ -551,6 +556,8 @@ mod tests {
             let mut t = vec![-1f32; cols * ld];
             for level in levels() {
                 t.fill(-1.0);
+                // SAFETY: `levels` keeps the levels this CPU supports; src holds rows x rs floats
+                // with cols <= rs, so every row segment read is inside it (t is checked inside).
                 unsafe { transpose_at(level, src.as_ptr(), rs, rows, cols, &mut t, ld) };
                 for c in 0..cols {
                     for r in 0..ld {

@@ -57,16 +57,20 @@ fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool
     if bt == 0 || m == 0 || n == 0 {
         return Ok(());
     }
+    // An input in out's buffer (the contract lets out alias an input of the same layout) is
+    // read from a copy: a product reads each input element many times while it writes out, so
+    // reading it in place would see new values, and race with the writes across threads.
+    let (a_copy, b_copy) = (ar.id == or.id, br.id == or.id);
     #[cfg(anychip_avx512bf16)]
-    if native && a.dtype == DType::BF16 && super::matmul_bf16::available() {
+    if native && !(a_copy || b_copy) && a.dtype == DType::BF16 && super::matmul_bf16::available() {
         native_bf16(a, b, out, (ar, br, or), (bt, m, k, n), alpha, beta);
         return Ok(());
     }
     let _ = native;
     // Widen bf16 operands to contiguous f32 (kept alive until the product is done).
     let (mut wa, mut wb, mut wo) = (Vec::new(), Vec::new(), Vec::new());
-    let ma = operand(a, ar, &mut wa);
-    let mb = operand(b, br, &mut wb);
+    let ma = operand(a, ar, a_copy, &mut wa);
+    let mb = operand(b, br, b_copy, &mut wb);
     let mo = if or.dtype == DType::F32 {
         Mat { ptr: or.base, bs: out.layout.strides[0], rs: out.layout.strides[1], cs: out.layout.strides[2] }
             .offset(out.layout.offset)
@@ -78,7 +82,9 @@ fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool
         Mat { ptr: Ptr(wo.as_mut_ptr() as *mut u8), bs: m * n, rs: n, cs: 1 }
     };
     // SAFETY: operands are in bounds (checked by `raw`) or our own vectors of the right size;
-    // the output batches are disjoint (dense_out), so parallel batches never share memory.
+    // the output batches are disjoint (dense_out), so parallel batches never share memory; an
+    // input read in place is in another buffer than out (else it was copied above), so no
+    // element is read while it is written.
     unsafe { gemm_batched(bt, m, n, k, ma, mb, mo, alpha, beta) };
     if or.dtype != DType::F32 {
         let ol = &out.layout;
@@ -120,16 +126,27 @@ fn native_bf16(
     };
     let (cbase, ap, bp) = (crate::elem::Ptr(cbase as *mut u8), ar.base, br.base);
     let one = |i: usize, parallel: bool| {
-        // SAFETY: operands are in bounds (checked by `raw`), the output batches are disjoint
-        // (dense_out) and none overlaps an input (inputs are only read).
+        // Wrapping for the reason in `Mat::offset`: with k = 0 a and b are empty, unchecked and
+        // never read.
+        let am = BfMat {
+            ptr: ap.get::<u16>().wrapping_add(al.offset + i * al.strides[0]),
+            rs: al.strides[1],
+            cs: al.strides[2],
+        };
+        let bm = BfMat {
+            ptr: bp.get::<u16>().wrapping_add(bl.offset + i * bl.strides[0]),
+            rs: bl.strides[1],
+            cs: bl.strides[2],
+        };
+        // SAFETY: batch i of c is in bounds (out is non-empty here and checked by `raw`, or it is
+        // our `wo` of bt m n floats) and the output batches are disjoint (dense_out), so the
+        // parallel batches never share memory; a and b are in bounds (checked by `raw`) and only
+        // read, and c overlaps neither (an input in out's buffer takes the widening path, see
+        // `matmul_on`, and `wo` is our own); our caller ran this only after `available()` found
+        // a bf16 engine on this CPU.
         unsafe {
-            let am =
-                BfMat { ptr: ap.get::<u16>().add(al.offset + i * al.strides[0]), rs: al.strides[1], cs: al.strides[2] };
-            let bm =
-                BfMat { ptr: bp.get::<u16>().add(bl.offset + i * bl.strides[0]), rs: bl.strides[1], cs: bl.strides[2] };
-            let cm = OutMat { ptr: cbase.get::<f32>().add(i * cbs), rs: crs };
-            gemm(m, n, k, am, bm, cm, alpha, beta, parallel);
-        }
+            gemm(m, n, k, am, bm, OutMat { ptr: cbase.get::<f32>().add(i * cbs), rs: crs }, alpha, beta, parallel)
+        };
     };
     let work = m * n * k.max(1);
     let threads = rayon::current_num_threads();
@@ -148,15 +165,19 @@ fn native_bf16(
 }
 
 impl Mat {
+    /// The matrix `elems` elements further on. Wrapping arithmetic, not `add`: the offset of an
+    /// empty operand (k = 0) is not bounds-checked (`raw` checks views with elements only), so
+    /// the address may lie outside its buffer, where `add` is undefined behaviour even unread;
+    /// such an operand is never read ([`gemm_one`] with k = 0 touches c alone).
     fn offset(self, elems: usize) -> Mat {
-        Mat { ptr: Ptr(unsafe { (self.ptr.0 as *mut f32).add(elems) } as *mut u8), ..self }
+        Mat { ptr: Ptr((self.ptr.0 as *mut f32).wrapping_add(elems) as *mut u8), ..self }
     }
 }
 
-/// The f32 operand for `v`: itself when f32, else widened into `buf`.
-fn operand(v: &View, r: crate::elem::Raw, buf: &mut Vec<f32>) -> Mat {
+/// The f32 operand for `v`: itself when f32 (and not to be copied), else widened into `buf`.
+fn operand(v: &View, r: crate::elem::Raw, copy: bool, buf: &mut Vec<f32>) -> Mat {
     let l = &v.layout;
-    if r.dtype == DType::F32 {
+    if r.dtype == DType::F32 && !copy {
         return Mat { ptr: r.base, bs: l.strides[0], rs: l.strides[1], cs: l.strides[2] }.offset(l.offset);
     }
     let (bt, m, k) = (l.shape[0], l.shape[1], l.shape[2]);
@@ -188,7 +209,8 @@ pub unsafe fn gemm_batched(bt: usize, m: usize, n: usize, k: usize, a: Mat, b: M
     let work = m * n * k.max(1);
     let threads = rayon::current_num_threads();
     let one = |i: usize, par: Parallelism| {
-        let at = |x: Mat| (x.ptr.0 as *mut f32).add(i * x.bs);
+        // Wrapping for the reason in `Mat::offset`: an empty operand's batch stride is unchecked.
+        let at = |x: Mat| (x.ptr.0 as *mut f32).wrapping_add(i * x.bs);
         gemm_one(m, n, k, at(a), a.rs, a.cs, at(b), b.rs, b.cs, at(c), c.rs, c.cs, alpha, beta, par);
     };
     if bt > 1 && work * bt >= PAR_FLOPS && (work < PAR_FLOPS * 8 || bt >= 4 * threads) {

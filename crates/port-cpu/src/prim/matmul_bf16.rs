@@ -154,8 +154,12 @@ pub fn available() -> bool {
 /// AMX-TILE and AMX-BF16 in CPUID, and Linux's permission to use the tile data state
 /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, granted to the whole process).
 fn amx_usable() -> bool {
-    // SAFETY: CPUID leaf 7 exists on every x86_64 CPU with AVX-512 (checked by the caller).
-    #[allow(unused_unsafe)] // a safe function from Rust 1.94 on
+    // `__cpuid_count` is a safe function from Rust 1.94 on; the workspace builds with older.
+    #[allow(unused_unsafe)]
+    // SAFETY: every x86_64 CPU has the CPUID instruction (this module is x86_64 only), and it
+    // only reads identification registers; leaf 7 exists wherever AVX-512 was detected (our
+    // callers check that first), and a leaf past the CPU's maximum would return other bits,
+    // never fault.
     let leaf7 = unsafe { __cpuid_count(7, 0) };
     let (bf16, tile) = ((leaf7.edx >> 22) & 1 == 1, (leaf7.edx >> 24) & 1 == 1);
     if !(bf16 && tile) {
@@ -208,10 +212,20 @@ impl OutMat {
     }
 }
 
-// SAFETY: plain addresses; the callers' contracts (below) keep the threads' writes disjoint.
+// SAFETY: a BfMat is a copyable address and strides, owning nothing, so it may move to another
+// thread; it is only ever read through (`*const u16`, in the `unsafe` packing functions), and
+// `gemm_on`'s contract keeps A unwritten while the product runs.
 unsafe impl Send for BfMat {}
+// SAFETY: `&BfMat` gives only copies of the address and strides; as for Send, every access is
+// a read inside `gemm_on`, whose contract bars concurrent writes to A.
 unsafe impl Sync for BfMat {}
+// SAFETY: an OutMat is a copyable address and row stride, owning nothing; its writes happen in
+// `gemm_on` only, whose contract gives it C alone for the call.
 unsafe impl Send for OutMat {}
+// SAFETY: `gemm_on`'s tasks share one OutMat, and task (bi, si) writes only the C rectangle of
+// rows [p0 mr, p1 mr) of M block bi by column panels [j0, j1) of slice si: the M blocks
+// partition the rows and the slices partition the panels, so no two threads write (or read
+// for beta) one element.
 unsafe impl Sync for OutMat {}
 
 thread_local! {
@@ -687,6 +701,9 @@ mod tests {
                             let am = BfMat { ptr: a.as_ptr(), rs: sa.0, cs: sa.1 };
                             let bm = BfMat { ptr: b.as_ptr(), rs: sb.0, cs: sb.1 };
                             let cm = OutMat { ptr: c.as_mut_ptr(), rs: n };
+                            // SAFETY: `engines` lists only engines this CPU and OS allow; a is
+                            // m x k and b is k x n in either stride order inside their Vecs, and
+                            // c is its own m x n Vec (row stride n), overlapping neither.
                             pool.install(|| unsafe { gemm_on(e, m, n, k, am, bm, cm, alpha, beta, parallel) });
                             for idx in 0..m * n {
                                 let err = (c[idx] as f64 - exact[idx]).abs();
@@ -717,6 +734,8 @@ mod tests {
             a[5 * k + 3] = f32_to_bf16(f32::INFINITY);
             let mut c = vec![7.0f32; m * 50];
             let (am, bm) = (BfMat { ptr: a.as_ptr(), rs: k, cs: 1 }, BfMat { ptr: b.as_ptr(), rs: n, cs: 1 });
+            // SAFETY: `engines` lists only engines this CPU and OS allow; a is m x k and b k x n,
+            // row-major in their Vecs; c is its own m x 50 Vec, row stride 50 >= n.
             unsafe { gemm_on(e, m, n, k, am, bm, OutMat { ptr: c.as_mut_ptr(), rs: 50 }, 1.0, 0.0, false) };
             for i in 0..m {
                 assert!(c[i * 50 + n..(i + 1) * 50].iter().all(|&v| v == 7.0), "{e:?}: row {i} overrun");
