@@ -13,7 +13,8 @@
 
 use anychip_model_config::ModelConfig;
 use anychip_port::{DType, Port};
-use anychip_port_sim::profile::{write_atomic, Sourced};
+use anychip_data::write_atomic;
+use anychip_port_sim::profile::Sourced;
 use anychip_port_sim::record::{self, Recorder, Sample};
 use anychip_port_sim::SimProfile;
 use anychip_train::{Precision, TrainConfig};
@@ -108,7 +109,7 @@ pub fn measure(a: &MeasureArgs) -> Result<()> {
         eff: record::fit(&samples, empty, &roofline, &source)?,
     };
     let sim_path = anychip_port_sim::profile::companion(&a.out);
-    profile.save(&sim_path)?;
+    write_atomic(&sim_path, profile.to_text()?.as_bytes())?;
     println!(
         "wrote {} and {}: fp32 {:.0} GFLOP/s (FMA), bf16 {:.0} GFLOP/s (best GEMM), {:.1} GB/s, launch {:.2} us, {} efficiencies",
         a.out.display(),
@@ -194,7 +195,7 @@ fn write_chip_file(path: &Path, name: &str, machine: &str, fp32: f64, bf16: f64,
         specs.join("\n")
     );
     anychip_plan::chips::parse_chip(&text, &path.display().to_string())?;
-    write_atomic(path, &text)
+    write_atomic(path, text.as_bytes())
 }
 
 /// `anychip chips`: the planner's chip database commands, plus `measure`.

@@ -99,10 +99,10 @@ impl SimProfile {
         SimProfile::parse(&text, &path.display().to_string())
     }
 
-    /// Write it as TOML (temp file + rename, so a reader never sees half a file).
-    pub fn save(&self, path: &Path) -> Result<()> {
+    /// The profile as the TOML text of a `.sim.toml` file (written atomically by the caller).
+    pub fn to_text(&self) -> Result<String> {
         let text = toml::to_string(self).context("serialising the sim profile")?;
-        write_atomic(path, &format!("# anychip sim profile (see docs/sim.md)\n{text}"))
+        Ok(format!("# anychip sim profile (see docs/sim.md)\n{text}"))
     }
 
     /// Efficiency of `w` on this chip, or an error naming the missing entry and how to add it.
@@ -171,16 +171,6 @@ fn nearest_weighted(pool: &[&Eff], shape: &[usize]) -> f64 {
 pub fn companion(chip_file: &Path) -> PathBuf {
     let stem = chip_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     chip_file.with_file_name(format!("{stem}.sim.toml"))
-}
-
-/// Write `text` to `path` through a temporary file, fsync and rename.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
