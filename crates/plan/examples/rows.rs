@@ -1,5 +1,5 @@
 //! Every published row under the shipped constants (or refitted ones with `fit`), for working on
-//! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|write]`
+//! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|mem|write]`
 //! (`write` does what `anychip plan calibrate --out crates/plan/data/calibration.toml` does).
 
 use anychip_plan::calib;
@@ -62,6 +62,32 @@ fn main() -> anyhow::Result<()> {
                 pct(t.optimizer),
                 e.memory.total() / anychip_plan::chips::GIB,
                 e.capacity / anychip_plan::chips::GIB,
+            );
+        }
+        return Ok(());
+    }
+    if mode == "mem" {
+        // Each row's predicted memory per chip, GiB, by part.
+        let k = calib::shipped();
+        let g = |x: f64| x / anychip_plan::chips::GIB;
+        println!(
+            "{:<42} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "row", "total", "usable", "weight", "grad", "optim", "gather", "activ", "logits", "reserv"
+        );
+        for r in &rows {
+            let m = r.estimate(&k)?.memory;
+            println!(
+                "{:<42} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>6.1}",
+                r.row.id,
+                g(m.total()),
+                g(r.estimate(&k)?.capacity),
+                g(m.weights),
+                g(m.gradients),
+                g(m.optimizer),
+                g(m.gathered),
+                g(m.activations),
+                g(m.logits),
+                g(m.reserve)
             );
         }
         return Ok(());

@@ -393,7 +393,11 @@ pub fn resolve(spec: &str) -> Result<Model> {
         return Ok(Model { name: m.name.clone(), source: m.source.clone(), arch: m.to_arch()? });
     }
     if let Some(c) = ModelConfig::preset(&lower) {
-        return Ok(Model { name: lower, source: "anychip-model-config engine preset".into(), arch: Arch::from_config(&c) });
+        return Ok(Model {
+            name: lower,
+            source: "anychip-model-config engine preset".into(),
+            arch: Arch::from_config(&c),
+        });
     }
     let path = Path::new(spec);
     if spec.ends_with(".toml") || path.exists() {

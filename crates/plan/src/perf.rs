@@ -652,9 +652,12 @@ pub fn estimate(
     };
 
     // --- memory of the heaviest chip ---
+    // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
+    // not the BF16 one: one byte instead of two per stored linear input.
+    let fp8_saving = if job.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
     let act_stored = match l.recompute {
-        Recompute::None => sum.act_bytes,
-        Recompute::Selective => sum.act_bytes_selective,
+        Recompute::None => sum.act_bytes - fp8_saving,
+        Recompute::Selective => sum.act_bytes_selective - fp8_saving,
         Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
     };
     // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
