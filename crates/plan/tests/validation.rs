@@ -48,10 +48,27 @@ fn cross_validated_throughput_error() {
     );
     assert!(dense_worst <= 0.30, "cross-validated worst dense row {:.1}% > 30%", 100.0 * dense_worst);
     // Known gap (docs/planner.md, "Where it is wrong"): a few MoE rows of the Megatron-Bridge tables
-    // (Qwen3-30B-A3B on H100, GPT-OSS-120B on GB200) are slower than any physical term explains;
-    // the issue's 30% bound is not met for them. This bound only keeps the gap from growing.
+    // (dropless Qwen3-30B-A3B on H100, GPT-OSS-120B on GB200) are slower than any physical term
+    // explains; the issue's 30% bound is not met for them (`every_row_within_30_percent`, ignored
+    // until it is). These bounds keep the gap from growing.
     assert!(moe_worst <= 0.65, "cross-validated worst MoE row {:.1}% > 65%", 100.0 * moe_worst);
-    assert!(moe_mean <= 0.25, "cross-validated MoE mean {:.1}% > 25%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.22, "cross-validated MoE mean {:.1}% > 22%", 100.0 * moe_mean);
+}
+
+/// Issue 18's bound on every row, dense and MoE. Fails today on the rows named in
+/// docs/planner.md ("Where it is wrong"); run it with `cargo test -p anychip-plan --test
+/// validation -- --ignored`.
+#[test]
+#[ignore = "known gap: dropless Qwen3-30B-A3B on H100 and GPT-OSS-120B on GB200 are off by more than 30%"]
+fn every_row_within_30_percent() {
+    let rows = prepare().unwrap();
+    let (_, cv) = cross_validate(&rows).unwrap();
+    let over: Vec<String> = cv
+        .iter()
+        .filter(|c| c.cv_error.abs() > 0.30)
+        .map(|c| format!("{} {:+.1}%", rows[c.index].row.id, 100.0 * c.cv_error))
+        .collect();
+    assert!(over.is_empty(), "{} rows beyond 30% out of sample: {}", over.len(), over.join(", "));
 }
 
 #[test]
@@ -103,6 +120,10 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     ("bridge26-gb200-llama3-405b-fp8-256", "as above"),
     ("bridge-gb200-deepseek-v3-bf16-256", "recipe recomputes mla_up_proj, which the model cannot express"),
     ("bridge26-gb200-deepseek-v3-mxfp8-256", "as above"),
+    (
+        "deepseek-v3-h800-2048",
+        "report section 3.3: RMSNorm/MLA up-projection recompute, FP8-cached activations, BF16 Adam moments",
+    ),
 ];
 
 #[test]
