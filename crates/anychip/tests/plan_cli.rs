@@ -37,6 +37,13 @@ fn plan(model: &str, chips: &str, extra: &[&str]) -> Output {
     run(&a)
 }
 
+/// `anychip fleet` on the given files, JSON out, charts into the temp directory.
+fn fleet_json(fleet: &std::path::Path, jobs: &std::path::Path) -> Output {
+    let out = std::env::temp_dir();
+    let (f, j, o) = (fleet.to_str().unwrap(), jobs.to_str().unwrap(), out.to_str().unwrap());
+    run(&["fleet", "--fleet", f, "--jobs", j, "--json", "--out", o])
+}
+
 #[test]
 fn unknown_chip_lists_the_known_ones() {
     assert_one_line(&plan("llama3-8b", "nochip:8", &[]), &["unknown chip 'nochip'", "h100", "--chip-file"]);
@@ -84,18 +91,7 @@ fn malformed_toml_names_the_file() {
     assert_one_line(&plan(model.to_str().unwrap(), "h100:8", &[]), &["bad-model.toml"]);
     let fleet = tmp("bad-fleet.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = \"many\"\n");
     let jobs = tmp("jobs.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\n");
-    let out = std::env::temp_dir();
-    let o = run(&[
-        "fleet",
-        "--fleet",
-        fleet.to_str().unwrap(),
-        "--jobs",
-        jobs.to_str().unwrap(),
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_one_line(&o, &["bad-fleet.toml"]);
+    assert_one_line(&fleet_json(&fleet, &jobs), &["bad-fleet.toml"]);
 }
 
 #[test]
@@ -255,18 +251,6 @@ fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
         ),
         ("jobs-inf.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = inf\n", "job j: tokens must be"),
     ] {
-        let jobs = tmp(name, text);
-        let out = std::env::temp_dir();
-        let o = run(&[
-            "fleet",
-            "--fleet",
-            fleet.to_str().unwrap(),
-            "--jobs",
-            jobs.to_str().unwrap(),
-            "--json",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_one_line(&o, &[want]);
+        assert_one_line(&fleet_json(&fleet, &tmp(name, text)), &[want]);
     }
 }
