@@ -37,6 +37,13 @@ fn plan(model: &str, chips: &str, extra: &[&str]) -> Output {
     run(&a)
 }
 
+/// `anychip fleet` on the given files, JSON out, charts into the temp directory.
+fn fleet_json(fleet: &std::path::Path, jobs: &std::path::Path) -> Output {
+    let out = std::env::temp_dir();
+    let (f, j, o) = (fleet.to_str().unwrap(), jobs.to_str().unwrap(), out.to_str().unwrap());
+    run(&["fleet", "--fleet", f, "--jobs", j, "--json", "--out", o])
+}
+
 #[test]
 fn unknown_chip_lists_the_known_ones() {
     assert_one_line(&plan("llama3-8b", "nochip:8", &[]), &["unknown chip 'nochip'", "h100", "--chip-file"]);
@@ -84,18 +91,7 @@ fn malformed_toml_names_the_file() {
     assert_one_line(&plan(model.to_str().unwrap(), "h100:8", &[]), &["bad-model.toml"]);
     let fleet = tmp("bad-fleet.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = \"many\"\n");
     let jobs = tmp("jobs.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\n");
-    let out = std::env::temp_dir();
-    let o = run(&[
-        "fleet",
-        "--fleet",
-        fleet.to_str().unwrap(),
-        "--jobs",
-        jobs.to_str().unwrap(),
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_one_line(&o, &["bad-fleet.toml"]);
+    assert_one_line(&fleet_json(&fleet, &jobs), &["bad-fleet.toml"]);
 }
 
 #[test]
@@ -218,4 +214,43 @@ fn pinned_layout_is_explained_and_names_the_stack() {
     }
     assert!(best["memory"]["gathered"].is_number() && best["memory"]["optimizer"].is_number(), "{best}");
     assert_eq!(v["stack"], "nemo-2025");
+}
+
+#[test]
+fn zero_global_batch_and_non_finite_tokens_are_refused() {
+    // Before: 0 tokens/s and "inf" days; `--tokens inf` printed JSON null.
+    assert_one_line(&plan("qwen3-8b", "h100:8", &["--global-batch", "0"]), &["--global-batch", "at least 1"]);
+    for t in ["inf", "NaN", "0"] {
+        let o = run(&["plan", "--model", "qwen3-8b", "--chips", "h100:8", "--tokens", t, "--json"]);
+        assert_one_line(&o, &["--tokens", "positive finite", "e.g. 2e12"]);
+    }
+}
+
+#[test]
+fn zero_chip_rate_is_refused_instead_of_nan_mfu() {
+    // Before: MFU NaN% and infinite step times.
+    let o = plan("qwen3-8b", "h100:8", &["--override", "h100.bf16_tflops=0"]);
+    assert_one_line(&o, &["bf16_tflops must be above zero", "--override h100.bf16_tflops=VALUE"]);
+    let chip = tmp(
+        "x0.toml",
+        "name = \"x0\"\n[specs]\nbf16_tflops = { value = 0, conf = \"L\", source = \"s\" }\nmemory_gb = { value = 64, conf = \"L\", source = \"s\" }\nmem_bw_tbs = { value = 2, conf = \"L\", source = \"s\" }\nscaleup_gbs = { value = 400, conf = \"L\", source = \"s\" }\nscaleup_domain = { value = 8, conf = \"L\", source = \"s\" }\n",
+    );
+    let o = plan("qwen3-8b", "x0:8", &["--chip-file", chip.to_str().unwrap()]);
+    assert_one_line(&o, &["chip x0: bf16_tflops must be above zero", "chip file"]);
+}
+
+#[test]
+fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
+    // Before: an "inf" table, then 100% CPU forever.
+    let fleet = tmp("fleet-ok.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = 16\n");
+    for (name, text, want) in [
+        (
+            "jobs-gb0.toml",
+            "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\nglobal_batch = 0\n",
+            "job j: global_batch must be at least 1",
+        ),
+        ("jobs-inf.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = inf\n", "job j: tokens must be"),
+    ] {
+        assert_one_line(&fleet_json(&fleet, &tmp(name, text)), &[want]);
+    }
 }

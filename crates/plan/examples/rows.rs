@@ -1,5 +1,5 @@
 //! Every published row under the shipped constants (or refitted ones with `fit`), for working on
-//! the model: `cargo run -p anychip-plan --example rows [fit|cv|write]`
+//! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|mem|write]`
 //! (`write` does what `anychip plan calibrate --out crates/plan/data/calibration.toml` does).
 
 use anychip_plan::calib;
@@ -31,6 +31,63 @@ fn main() -> anyhow::Result<()> {
                 100.0 * m,
                 100.0 * w,
                 100.0 * i
+            );
+        }
+        return Ok(());
+    }
+    if mode == "why" {
+        // Where each row's predicted step goes, per micro-batch, next to the published step.
+        let k = calib::shipped();
+        println!(
+            "{:<42} {:>6} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6}",
+            "row", "err", "pub s", "pred s", "comp", "recmp", "tp", "ep", "pp", "bubble", "dp", "opt", "GiB", "usable"
+        );
+        for r in &rows {
+            let e = r.estimate(&k)?;
+            let t = e.time;
+            let pct = |x: f64| 100.0 * x / t.total();
+            println!(
+                "{:<42} {:>+5.0}% {:>7.2} {:>7.2} | {:>5.1}% {:>5.1}% {:>5.1}% {:>5.1}% {:>5.1}% {:>5.1}% {:>5.1}% {:>5.1}% | {:>6.1} {:>6.1}",
+                r.row.id,
+                100.0 * (r.published_step() / t.total() - 1.0),
+                r.published_step(),
+                t.total(),
+                pct(t.compute),
+                pct(t.recompute),
+                pct(t.tp_comm + t.cp_comm),
+                pct(t.ep_comm),
+                pct(t.pp_comm),
+                pct(t.bubble),
+                pct(t.dp_comm),
+                pct(t.optimizer),
+                e.memory.total() / anychip_plan::chips::GIB,
+                e.capacity / anychip_plan::chips::GIB,
+            );
+        }
+        return Ok(());
+    }
+    if mode == "mem" {
+        // Each row's predicted memory per chip, GiB, by part.
+        let k = calib::shipped();
+        let g = |x: f64| x / anychip_plan::chips::GIB;
+        println!(
+            "{:<42} {:>6} {:>6} | {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "row", "total", "usable", "weight", "grad", "optim", "gather", "activ", "logits", "reserv"
+        );
+        for r in &rows {
+            let m = r.estimate(&k)?.memory;
+            println!(
+                "{:<42} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>6.1} {:>6.1}",
+                r.row.id,
+                g(m.total()),
+                g(r.estimate(&k)?.capacity),
+                g(m.weights),
+                g(m.gradients),
+                g(m.optimizer),
+                g(m.gathered),
+                g(m.activations),
+                g(m.logits),
+                g(m.reserve)
             );
         }
         return Ok(());

@@ -128,6 +128,20 @@ impl Chip {
         }
     }
 
+    /// A rate the model divides by: present, and above zero. Zero would make every time infinite
+    /// and the utilisation NaN, so it is refused with the way to fix it.
+    pub fn require_positive(&self, field: &str) -> Result<f64> {
+        let v = self.require(field)?;
+        if v <= 0.0 {
+            bail!(
+                "chip {}: {field} must be above zero, got {v}; fix it in the chip file or with --override {}.{field}=VALUE",
+                self.name,
+                self.name
+            );
+        }
+        Ok(v)
+    }
+
     /// Set a field (from an override), marking it as the user's own low-confidence figure.
     pub fn set(&mut self, field: &str, value: f64, source: &str) -> Result<()> {
         check_field(field)?;

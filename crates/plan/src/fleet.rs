@@ -10,7 +10,7 @@
 use crate::chips::{Chip, ChipDb};
 use crate::model;
 use crate::perf::Precision;
-use crate::search::{search, Plan, Request};
+use crate::search::{check_job_size, search, Plan, Request};
 use crate::stack::{self, Stack};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -243,6 +243,11 @@ pub fn schedule(
     let mut options: Vec<(usize, Vec<Option_>)> = Vec::new();
     for (ji, job) in jobs.job.iter().enumerate() {
         let model = model::resolve(&job.model).map_err(|e| anyhow!("job {}: {e}", job.name))?;
+        check_job_size(job.tokens, job.global_batch, "tokens", "global_batch")
+            .map_err(|e| anyhow!("job {}: {e}", job.name))?;
+        if job.seq == Some(0) {
+            bail!("job {}: seq must be at least 1 token; give a positive value or leave it out for 4096", job.name);
+        }
         let seq = job.seq.unwrap_or(4096);
         let stack = match &job.stack {
             Some(n) => stack::find(n).map_err(|e| anyhow!("job {}: {e}", job.name))?,

@@ -279,9 +279,9 @@ pub struct Rates {
 impl Rates {
     /// Read a chip's rates; unknown figures the job needs are errors naming the field.
     pub fn of(chip: &Chip, k: &Constants, chips_used: usize, precision: Precision) -> Result<Rates> {
-        let peak_bf16 = chip.require("bf16_tflops")? * 1e12;
+        let peak_bf16 = chip.require_positive("bf16_tflops")? * 1e12;
         let peak_fp8 = match precision {
-            Precision::Fp8 => Some(chip.require("fp8_tflops").map_err(|_| {
+            Precision::Fp8 => Some(chip.require_positive("fp8_tflops").map_err(|_| {
                 anyhow!(
                     "chip {}: no fp8_tflops, so it cannot train in FP8; use --precision bf16 or supply it with --override {}.fp8_tflops=VALUE",
                     chip.name,
@@ -290,14 +290,15 @@ impl Rates {
             })? * 1e12),
             Precision::Bf16 => chip.get("fp8_tflops").map(|t| t * 1e12),
         };
-        let mem_bw = chip.require("mem_bw_tbs")? * 1e12;
+        let mem_bw = chip.require_positive("mem_bw_tbs")? * 1e12;
         let domain = chip.require("scaleup_domain")? as usize;
         if domain == 0 {
             bail!("chip {}: scaleup_domain must be at least 1", chip.name);
         }
-        let scaleup = if chips_used > 1 { chip.require("scaleup_gbs")? * 1e9 / 2.0 * k.scaleup_eff } else { 0.0 };
+        let scaleup =
+            if chips_used > 1 { chip.require_positive("scaleup_gbs")? * 1e9 / 2.0 * k.scaleup_eff } else { 0.0 };
         let scaleout = if chips_used > domain {
-            Some(chip.require("scaleout_gbs")? * 1e9 * k.scaleout_eff)
+            Some(chip.require_positive("scaleout_gbs")? * 1e9 * k.scaleout_eff)
         } else {
             chip.get("scaleout_gbs").map(|g| g * 1e9 * k.scaleout_eff)
         };
@@ -652,9 +653,12 @@ pub fn estimate(
     };
 
     // --- memory of the heaviest chip ---
+    // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
+    // not the BF16 one: one byte instead of two per stored linear input.
+    let fp8_saving = if job.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
     let act_stored = match l.recompute {
-        Recompute::None => sum.act_bytes,
-        Recompute::Selective => sum.act_bytes_selective,
+        Recompute::None => sum.act_bytes - fp8_saving,
+        Recompute::Selective => sum.act_bytes_selective - fp8_saving,
         Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
     };
     // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds

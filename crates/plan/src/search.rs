@@ -209,6 +209,20 @@ fn batch_for(req: &Request, l: &Layout) -> usize {
     }
 }
 
+/// Training tokens must be a finite positive number and a given global batch at least one
+/// sequence: otherwise every rate is zero and every duration infinite. `tokens_name` and
+/// `batch_name` are how the user spelled them (`--tokens` on the command line, `tokens` in a
+/// jobs file).
+pub fn check_job_size(tokens: f64, global_batch: Option<usize>, tokens_name: &str, batch_name: &str) -> Result<()> {
+    if !tokens.is_finite() || tokens <= 0.0 {
+        bail!("{tokens_name} must be a positive finite number of training tokens, got {tokens}; e.g. 2e12");
+    }
+    if global_batch == Some(0) {
+        bail!("{batch_name} must be at least 1 sequence per step; give a positive value or leave it out for about 4M tokens per step");
+    }
+    Ok(())
+}
+
 /// Search every layout (or evaluate the pinned one); errors name what is missing or why nothing fits.
 pub fn search(req: &Request, chip: &Chip) -> Result<Plan> {
     search_with(req, chip, &calib::shipped())
@@ -222,9 +236,7 @@ pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
     if req.seq == 0 {
         bail!("--seq must be positive");
     }
-    if req.tokens.is_nan() || req.tokens <= 0.0 {
-        bail!("--tokens must be positive");
-    }
+    check_job_size(req.tokens, req.global_batch, "--tokens", "--global-batch")?;
     let rates = Rates::of(chip, k, req.count, req.precision)?;
     let capacity = chip.usable_memory_bytes()?;
     let a = &req.model.arch;

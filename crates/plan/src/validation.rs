@@ -4,7 +4,7 @@
 use crate::calib::{self, Constants, CvRow, FitReport};
 use crate::chips::{ChipDb, GIB};
 use crate::model::{self, Arch};
-use crate::perf::{estimate, Job, Layout, Precision, Rates, Recompute};
+use crate::perf::{estimate, Estimate, Job, Layout, Precision, Rates, Recompute};
 use crate::stack;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -195,14 +195,24 @@ pub fn prepare() -> Result<Vec<Prepared>> {
 }
 
 impl Prepared {
-    /// Predicted / published throughput - 1 under constants `k`.
-    pub fn error(&self, k: &Constants) -> Result<f64> {
+    /// The model's estimate of the row's step under constants `k` (memory against the chip's
+    /// usable memory).
+    pub fn estimate(&self, k: &Constants) -> Result<Estimate> {
         let job =
             Job { arch: &self.arch, seq: self.row.seq, global_batch: self.row.global_batch, precision: self.precision };
         let rates = Rates::of(&self.chip, k, self.layout.chips(), self.precision)?;
-        let est = estimate(&job, &self.layout, &rates, k, &self.stack, f64::INFINITY)
-            .map_err(|e| anyhow!("row {}: {e}", self.row.id))?;
-        Ok(self.published_step / est.time.total() - 1.0)
+        let capacity = self.chip.usable_memory_bytes()?;
+        estimate(&job, &self.layout, &rates, k, &self.stack, capacity).map_err(|e| anyhow!("row {}: {e}", self.row.id))
+    }
+
+    /// Published step time, seconds.
+    pub fn published_step(&self) -> f64 {
+        self.published_step
+    }
+
+    /// Predicted / published throughput - 1 under constants `k`.
+    pub fn error(&self, k: &Constants) -> Result<f64> {
+        Ok(self.published_step / self.estimate(k)?.time.total() - 1.0)
     }
 }
 

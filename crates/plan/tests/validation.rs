@@ -48,10 +48,27 @@ fn cross_validated_throughput_error() {
     );
     assert!(dense_worst <= 0.30, "cross-validated worst dense row {:.1}% > 30%", 100.0 * dense_worst);
     // Known gap (docs/planner.md, "Where it is wrong"): a few MoE rows of the Megatron-Bridge tables
-    // (Qwen3-30B-A3B on H100, GPT-OSS-120B on GB200) are slower than any physical term explains;
-    // the issue's 30% bound is not met for them. This bound only keeps the gap from growing.
+    // (dropless Qwen3-30B-A3B on H100, GPT-OSS-120B on GB200) are slower than any physical term
+    // explains; the issue's 30% bound is not met for them (`every_row_within_30_percent`, ignored
+    // until it is). These bounds keep the gap from growing.
     assert!(moe_worst <= 0.65, "cross-validated worst MoE row {:.1}% > 65%", 100.0 * moe_worst);
-    assert!(moe_mean <= 0.25, "cross-validated MoE mean {:.1}% > 25%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.22, "cross-validated MoE mean {:.1}% > 22%", 100.0 * moe_mean);
+}
+
+/// Issue 18's bound on every row, dense and MoE. Fails today on the rows named in
+/// docs/planner.md ("Where it is wrong"); run it with `cargo test -p anychip-plan --test
+/// validation -- --ignored`.
+#[test]
+#[ignore = "known gap: dropless Qwen3-30B-A3B on H100 and GPT-OSS-120B on GB200 are off by more than 30%"]
+fn every_row_within_30_percent() {
+    let rows = prepare().unwrap();
+    let (_, cv) = cross_validate(&rows).unwrap();
+    let over: Vec<String> = cv
+        .iter()
+        .filter(|c| c.cv_error.abs() > 0.30)
+        .map(|c| format!("{} {:+.1}%", rows[c.index].row.id, 100.0 * c.cv_error))
+        .collect();
+    assert!(over.is_empty(), "{} rows beyond 30% out of sample: {}", over.len(), over.join(", "));
 }
 
 #[test]
@@ -81,4 +98,55 @@ fn memory_matches_korthikanti_figure_1() {
     }
     println!("worst memory error {:.1}%", 100.0 * worst);
     assert!(worst <= 0.15, "memory off by {:.1}% (> 15%)", 100.0 * worst);
+}
+
+/// Published rows whose layout the memory model still rejects, with why (docs/planner.md, "Where it
+/// is wrong"). The test fails if one of them starts to fit (shrink the list) or another stops.
+const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
+    ("llama3-405b-8192-cp1", "recompute not published; 16-stage 1F1B without recompute needs 83 GiB of activations"),
+    ("llama3-405b-16384-cp1", "as above"),
+    ("llama3-405b-16384-cp16", "as above"),
+    ("bridge-h100-gpt-oss-120b-bf16-64", "recipe recomputes layernorm and moe_act, which the model cannot express"),
+    (
+        "bridge-gb200-llama3-70b-fp8-cs-64",
+        "recipe offloads 40 layers' activations to Grace memory (cpu_offloading_num_layers)",
+    ),
+    ("bridge26-gb200-llama3-70b-fp8-64", "as above"),
+    (
+        "bridge-gb200-llama3-405b-fp8-cs-256",
+        "activations of 16-stage interleaved 1F1B; the recipe's memory savings are not published",
+    ),
+    ("bridge26-gb200-llama3-405b-mxfp8-256", "as above"),
+    ("bridge26-gb200-llama3-405b-fp8-256", "as above"),
+    ("bridge-gb200-deepseek-v3-bf16-256", "recipe recomputes mla_up_proj, which the model cannot express"),
+    ("bridge26-gb200-deepseek-v3-mxfp8-256", "as above"),
+    (
+        "deepseek-v3-h800-2048",
+        "report section 3.3: RMSNorm/MLA up-projection recompute, FP8-cached activations, BF16 Adam moments",
+    ),
+];
+
+#[test]
+fn published_layouts_fit_in_memory() {
+    let rows = prepare().unwrap();
+    let k = calib::shipped();
+    let mut wrong = Vec::new();
+    for r in &rows {
+        let e = r.estimate(&k).unwrap();
+        let gap = KNOWN_MEMORY_GAPS.iter().any(|(id, _)| *id == r.row.id);
+        if e.fits() == gap {
+            wrong.push(format!(
+                "{}: {:.1} of {:.1} GiB ({})",
+                r.row.id,
+                e.memory.total() / anychip_plan::chips::GIB,
+                e.capacity / anychip_plan::chips::GIB,
+                if gap {
+                    "listed as a known gap but fits now: remove it from the list"
+                } else {
+                    "ran, but is rejected"
+                }
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "published layouts the memory model gets wrong:\n{}", wrong.join("\n"));
 }
