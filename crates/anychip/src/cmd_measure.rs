@@ -11,9 +11,9 @@
 //! models (sizes chosen to span shapes, not any benchmark's), whose per-call host overhead
 //! (autograd, allocation: step time not spent inside port calls) is added to the launch cost.
 
+use anychip_data::write_atomic;
 use anychip_model_config::ModelConfig;
 use anychip_port::{DType, Port};
-use anychip_data::write_atomic;
 use anychip_port_sim::profile::Sourced;
 use anychip_port_sim::record::{self, Recorder, Sample};
 use anychip_port_sim::SimProfile;

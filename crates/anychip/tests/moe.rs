@@ -137,6 +137,9 @@ fn bad_moe_input_is_one_clear_line_and_exit_2() {
         code == 2 && err.lines().count() == 1 && err.contains("top_k (5)") && err.contains("expert count (4)"),
         "{err}"
     );
-    let (code, _, err) = run(&["train", "--preset", "moe-tiny", "--data", "/nonexistent.txt", "--steps", "1"]);
+    let out = scratch("refused").join("run");
+    let (code, _, err) =
+        run(&["train", "--preset", "moe-tiny", "--data", "/nonexistent.txt", "--steps", "1", "--out", s(&out)]);
     assert!(code == 2 && err.lines().count() == 1, "{err}");
+    assert!(!out.exists(), "a refused run left {}", out.display());
 }

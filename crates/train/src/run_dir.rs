@@ -16,6 +16,8 @@ const METRICS: &str = "metrics.jsonl";
 pub struct RunDir {
     path: PathBuf,
     _lock: File,
+    /// This process created the directory (it did not exist before).
+    created: bool,
 }
 
 /// What [`RunDir::open`] found and did, for the run's opening lines.
@@ -32,6 +34,7 @@ impl RunDir {
     /// Create (if needed) and lock `path`, restore a checkpoint a crash left mid-swap, and
     /// remove stale staging directories. Fails with one line if another run holds the lock.
     pub fn open(path: &Path) -> Result<(RunDir, Tidied)> {
+        let created = !path.exists();
         fs::create_dir_all(path).map_err(|e| {
             anyhow!("cannot create the run directory {} ({e}); choose a writable --out", path.display())
         })?;
@@ -60,7 +63,7 @@ impl RunDir {
         }
         // Who holds it, for the message above (best effort: the lock itself is what protects).
         let _ = lock.set_len(0).and_then(|_| lock.rewind()).and_then(|_| write!(lock, "{}", std::process::id()));
-        let run = RunDir { path: path.to_path_buf(), _lock: lock };
+        let run = RunDir { path: path.to_path_buf(), _lock: lock, created };
         let tidied = run.tidy()?;
         Ok((run, tidied))
     }
@@ -106,6 +109,19 @@ impl RunDir {
                 anyhow!("cannot open {} ({e}); fix permissions or choose another --out", path.display())
             })?;
         Ok((Metrics { file, path }, note))
+    }
+}
+
+impl Drop for RunDir {
+    /// A run refused before it wrote anything leaves no directory behind: a directory this
+    /// process created that holds only its lock is removed (the lock goes with it).
+    fn drop(&mut self) {
+        let only_lock =
+            fs::read_dir(&self.path).map(|rd| rd.flatten().all(|e| e.file_name() == ".lock")).unwrap_or(false);
+        if self.created && only_lock {
+            let _ = fs::remove_file(self.path.join(".lock"));
+            let _ = fs::remove_dir(&self.path);
+        }
     }
 }
 
