@@ -227,6 +227,116 @@ struct Option_ {
     cost: Option<f64>,
 }
 
+/// The job's request template (model, sequence, stack, precision) from its `[[job]]` entry.
+fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
+    let model = model::resolve(&job.model)?;
+    check_job_size(job.tokens, job.global_batch, "tokens", "global_batch")?;
+    if job.seq == Some(0) {
+        bail!("seq must be at least 1 token; give a positive value or leave it out for 4096");
+    }
+    let stack = match &job.stack {
+        Some(n) => stack::find(n)?,
+        None => default_stack.clone(),
+    };
+    let precision = match &job.precision {
+        Some(p) => Precision::parse(p)?,
+        None => Precision::Bf16,
+    };
+    Ok(Request {
+        model,
+        count: 0,
+        tokens: job.tokens,
+        seq: job.seq.unwrap_or(4096),
+        global_batch: job.global_batch,
+        precision,
+        stack,
+        pinned: None,
+    })
+}
+
+/// Every feasible placement of one job: each eligible pool at its size and at halvings of it,
+/// and (for a heterogeneous job) all kinds at once.
+fn job_options(job: &JobSpec, kinds: &BTreeMap<String, Kind>, template: &Request) -> Result<Vec<Option_>> {
+    let (mut opts, mut why, mut best_per_kind) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, kind) in kinds.iter().filter(|(_, k)| eligible(job, &k.chip)) {
+        let mut n = kind.capacity;
+        let mut first = true;
+        while n >= 1 {
+            match search(&Request { count: n, ..template.clone() }, &kind.chip) {
+                Ok(plan) => {
+                    if first {
+                        best_per_kind.push((name.clone(), plan.clone()));
+                    }
+                    let b = plan.best();
+                    opts.push(Option_ { days: b.days, cost: b.cost_usd, shares: vec![(name.clone(), n, plan)] });
+                }
+                Err(e) => {
+                    if first {
+                        why.push(format!("{name}: {e}"));
+                    }
+                    break;
+                }
+            }
+            first = false;
+            if n % 2 != 0 {
+                break;
+            }
+            n /= 2;
+        }
+    }
+    if job.heterogeneous && best_per_kind.len() > 1 {
+        opts.push(heterogeneous(job, kinds, &best_per_kind));
+    }
+    if opts.is_empty() {
+        if why.is_empty() {
+            bail!("no pool satisfies require {:?} / forbid {:?}", job.require, job.forbid);
+        }
+        bail!("fits on no eligible pool ({})", why.join("; "));
+    }
+    Ok(opts)
+}
+
+/// Data parallel across kinds with the batch split in proportion to speed, so every kind
+/// finishes a step together: throughput is the sum. Cross-kind gradient traffic is not
+/// modelled, so this is optimistic.
+fn heterogeneous(job: &JobSpec, kinds: &BTreeMap<String, Kind>, best_per_kind: &[(String, Plan)]) -> Option_ {
+    let tps: f64 = best_per_kind.iter().map(|(_, p)| p.best().estimate.tokens_per_s).sum();
+    let days = job.tokens / tps / 86400.0;
+    let cost = best_per_kind
+        .iter()
+        .map(|(k, p)| kinds[k].chip.get("price_per_hour").map(|pr| pr * p.count as f64 * days * 24.0))
+        .sum::<Option<f64>>();
+    let shares = best_per_kind.iter().map(|(k, p)| (k.clone(), p.count, p.clone())).collect();
+    Option_ { shares, days, cost }
+}
+
+/// The option of `opts` the objective prefers among those the timelines can start, and its
+/// start day (a heterogeneous option needs every kind free at once).
+fn place<'o>(
+    opts: &'o [Option_],
+    timelines: &BTreeMap<String, Timeline>,
+    kinds: &BTreeMap<String, Kind>,
+    objective: Objective,
+) -> Option<(f64, &'o Option_)> {
+    let mut best: Option<(f64, f64, f64, &Option_)> = None; // (key, start, tie, option)
+    for o in opts {
+        let start =
+            o.shares.iter().map(|(k, n, _)| timelines[k].earliest(*n, o.days, kinds[k].capacity)).fold(0.0, f64::max);
+        if !start.is_finite() {
+            continue;
+        }
+        let finish = start + o.days;
+        let (key, tie) = match objective {
+            Objective::Makespan => (finish, o.cost.unwrap_or(0.0)),
+            Objective::Cost => (o.cost.unwrap_or(f64::INFINITY), finish),
+        };
+        if !matches!(best, Some(b) if key > b.0 || (key == b.0 && tie >= b.2)) {
+            best = Some((key, start, tie, o));
+        }
+    }
+    best.map(|(_, start, _, o)| (start, o))
+}
+
 /// Place every job of `jobs` on `fleet`.
 pub fn schedule(
     fleet: &FleetFile,
@@ -242,82 +352,9 @@ pub fn schedule(
     // Every feasible placement of every job, computed once.
     let mut options: Vec<(usize, Vec<Option_>)> = Vec::new();
     for (ji, job) in jobs.job.iter().enumerate() {
-        let model = model::resolve(&job.model).map_err(|e| anyhow!("job {}: {e}", job.name))?;
-        check_job_size(job.tokens, job.global_batch, "tokens", "global_batch")
+        let opts = job_request(job, default_stack)
+            .and_then(|template| job_options(job, &kinds, &template))
             .map_err(|e| anyhow!("job {}: {e}", job.name))?;
-        if job.seq == Some(0) {
-            bail!("job {}: seq must be at least 1 token; give a positive value or leave it out for 4096", job.name);
-        }
-        let seq = job.seq.unwrap_or(4096);
-        let stack = match &job.stack {
-            Some(n) => stack::find(n).map_err(|e| anyhow!("job {}: {e}", job.name))?,
-            None => default_stack.clone(),
-        };
-        let precision = match &job.precision {
-            Some(p) => Precision::parse(p).map_err(|e| anyhow!("job {}: {e}", job.name))?,
-            None => Precision::Bf16,
-        };
-        let mut opts = Vec::new();
-        let mut why = Vec::new();
-        let mut best_per_kind: Vec<(String, Plan)> = Vec::new();
-        for (name, kind) in &kinds {
-            if !eligible(job, &kind.chip) {
-                continue;
-            }
-            let mut n = kind.capacity;
-            let mut first = true;
-            while n >= 1 {
-                let req = Request {
-                    model: model.clone(),
-                    count: n,
-                    tokens: job.tokens,
-                    seq,
-                    global_batch: job.global_batch,
-                    precision,
-                    stack: stack.clone(),
-                    pinned: None,
-                };
-                match search(&req, &kind.chip) {
-                    Ok(plan) => {
-                        if first {
-                            best_per_kind.push((name.clone(), plan.clone()));
-                        }
-                        let b = plan.best();
-                        opts.push(Option_ { days: b.days, cost: b.cost_usd, shares: vec![(name.clone(), n, plan)] });
-                    }
-                    Err(e) => {
-                        if first {
-                            why.push(format!("{name}: {e}"));
-                        }
-                        break;
-                    }
-                }
-                first = false;
-                if n % 2 != 0 {
-                    break;
-                }
-                n /= 2;
-            }
-        }
-        if job.heterogeneous && best_per_kind.len() > 1 {
-            // Data parallel across kinds with the batch split in proportion to speed, so every kind
-            // finishes a step together: throughput is the sum. Cross-kind gradient traffic is not
-            // modelled, so this is optimistic.
-            let tps: f64 = best_per_kind.iter().map(|(_, p)| p.best().estimate.tokens_per_s).sum();
-            let days = job.tokens / tps / 86400.0;
-            let cost = best_per_kind
-                .iter()
-                .map(|(k, p)| kinds[k].chip.get("price_per_hour").map(|pr| pr * p.count as f64 * days * 24.0))
-                .sum::<Option<f64>>();
-            let shares = best_per_kind.iter().map(|(k, p)| (k.clone(), p.count, p.clone())).collect();
-            opts.push(Option_ { shares, days, cost });
-        }
-        if opts.is_empty() {
-            if why.is_empty() {
-                bail!("job {}: no pool satisfies require {:?} / forbid {:?}", job.name, job.require, job.forbid);
-            }
-            bail!("job {}: fits on no eligible pool ({})", job.name, why.join("; "));
-        }
         if objective == Objective::Cost && opts.iter().all(|o| o.cost.is_none()) {
             bail!("job {}: objective cost needs price_per_hour on its pools (set it in the fleet file)", job.name);
         }
@@ -333,27 +370,8 @@ pub fn schedule(
     let mut out = Vec::new();
     for (ji, opts) in options {
         let job = &jobs.job[ji];
-        let mut best: Option<(f64, f64, f64, &Option_)> = None; // (key, start, tie, option)
-        for o in &opts {
-            // A heterogeneous option needs every kind free at once.
-            let start = o
-                .shares
-                .iter()
-                .map(|(k, n, _)| timelines[k].earliest(*n, o.days, kinds[k].capacity))
-                .fold(0.0, f64::max);
-            if !start.is_finite() {
-                continue;
-            }
-            let finish = start + o.days;
-            let (key, tie) = match objective {
-                Objective::Makespan => (finish, o.cost.unwrap_or(0.0)),
-                Objective::Cost => (o.cost.unwrap_or(f64::INFINITY), finish),
-            };
-            if !matches!(best, Some(b) if key > b.0 || (key == b.0 && tie >= b.2)) {
-                best = Some((key, start, tie, o));
-            }
-        }
-        let (_, start, _, o) = best.ok_or_else(|| anyhow!("job {}: no placement could be scheduled", job.name))?;
+        let (start, o) = place(&opts, &timelines, &kinds, objective)
+            .ok_or_else(|| anyhow!("job {}: no placement could be scheduled", job.name))?;
         for (k, n, _) in &o.shares {
             timelines.get_mut(k).expect("kind").busy.push((start, start + o.days, *n));
         }

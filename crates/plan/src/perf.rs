@@ -388,6 +388,24 @@ struct LayerCost {
     tp_fwd: f64,
 }
 
+impl LayerCost {
+    /// Add `w` layers of cost `c`.
+    fn add_scaled(&mut self, c: &LayerCost, w: f64) {
+        self.fwd += w * c.fwd;
+        self.attn_fwd += w * c.attn_fwd;
+        self.attn_bwd += w * c.attn_bwd;
+        self.bwd += w * c.bwd;
+        self.act_bytes += w * c.act_bytes;
+        self.act_bytes_selective += w * c.act_bytes_selective;
+        self.moe_bytes += w * c.moe_bytes;
+        self.linear_inputs += w * c.linear_inputs;
+        self.tp += w * c.tp;
+        self.tp_fwd += w * c.tp_fwd;
+        self.cp += w * c.cp;
+        self.ep += w * c.ep;
+    }
+}
+
 /// Inputs shared by every layer of one estimate.
 struct Ctx<'a> {
     a: &'a Arch,
@@ -401,6 +419,23 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The heaviest pipeline stage's layers (`stage_layers`, a `moe_frac` of them MoE) summed by
+    /// kind, dense or MoE and full or windowed attention, in proportion to their counts.
+    fn stage(&self, stage_layers: f64, moe_frac: f64) -> LayerCost {
+        let win_frac = self.a.window.map_or(0.0, |(_, f)| f);
+        let kinds = [
+            (false, false, (1.0 - moe_frac) * (1.0 - win_frac)),
+            (false, true, (1.0 - moe_frac) * win_frac),
+            (true, false, moe_frac * (1.0 - win_frac)),
+            (true, true, moe_frac * win_frac),
+        ];
+        let mut sum = LayerCost::default();
+        for (moe, win, frac) in kinds.into_iter().filter(|k| k.2 > 0.0) {
+            sum.add_scaled(&self.layer(moe, win), frac * stage_layers);
+        }
+        sum
+    }
+
     fn t(&self) -> f64 {
         self.l.tp as f64
     }
@@ -562,34 +597,7 @@ pub fn estimate(
     // Layers of the heaviest stage, split by kind in proportion.
     let stage_layers = a.layers.div_ceil(l.pp) as f64;
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
-    let win_frac = a.window.map_or(0.0, |(_, f)| f);
-    let kinds = [
-        (false, false, (1.0 - moe_frac) * (1.0 - win_frac)),
-        (false, true, (1.0 - moe_frac) * win_frac),
-        (true, false, moe_frac * (1.0 - win_frac)),
-        (true, true, moe_frac * win_frac),
-    ];
-    let mut sum = LayerCost::default();
-    for (moe, win, frac) in kinds {
-        if frac == 0.0 {
-            continue;
-        }
-        let c = cx.layer(moe, win);
-        let w = frac * stage_layers;
-        sum.fwd += w * c.fwd;
-        sum.attn_fwd += w * c.attn_fwd;
-        sum.attn_bwd += w * c.attn_bwd;
-        sum.bwd += w * c.bwd;
-        sum.act_bytes += w * c.act_bytes;
-        sum.act_bytes_selective += w * c.act_bytes_selective;
-        sum.moe_bytes += w * c.moe_bytes;
-        sum.linear_inputs += w * c.linear_inputs;
-        sum.tp += w * c.tp;
-        sum.tp_fwd += w * c.tp_fwd;
-        sum.cp += w * c.cp;
-        sum.ep += w * c.ep;
-    }
-    let per_layer_act = sum.act_bytes / stage_layers;
+    let sum = cx.stage(stage_layers, moe_frac);
 
     // LM head and loss on the last stage (BF16).
     let vocab = a.vocab as f64;
@@ -652,28 +660,12 @@ pub fn estimate(
         optimizer: t_opt,
     };
 
-    // --- memory of the heaviest chip ---
-    // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
-    // not the BF16 one: one byte instead of two per stored linear input.
-    let fp8_saving = if job.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
-    let act_stored = match l.recompute {
-        Recompute::None => sum.act_bytes - fp8_saving,
-        Recompute::Selective => sum.act_bytes_selective - fp8_saving,
-        Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
-    };
-    // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
-    // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
-    let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
-    let mut activations = act_stored * in_flight;
-    if l.recompute == Recompute::Full {
-        activations += per_layer_act; // one layer rematerialised during its backward
-    }
     let memory = Memory {
         weights: states.weights,
         gradients: states.gradients,
         optimizer: states.optimizer,
         gathered: states.gathered,
-        activations,
+        activations: activation_memory(job, &l, &sum, stage_layers, n_micro),
         logits: 2.0 * logits_bytes,
         reserve: k.reserve_gib * GIB,
     };
@@ -692,6 +684,29 @@ pub fn estimate(
         tokens_per_s,
         mfu,
     })
+}
+
+/// Activation bytes the heaviest chip holds: what one micro-batch stores under the layout's
+/// recompute mode, times the micro-batches in flight on the first pipeline stage.
+fn activation_memory(job: &Job, l: &Layout, sum: &LayerCost, stage_layers: f64, n_micro: usize) -> f64 {
+    let (h, t, p, v) = (job.arch.d_model as f64, l.tp as f64, l.pp as f64, l.v as f64);
+    let tok = (l.mb * job.seq / l.cp) as f64;
+    // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
+    // not the BF16 one: one byte instead of two per stored linear input.
+    let fp8_saving = if job.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
+    let act_stored = match l.recompute {
+        Recompute::None => sum.act_bytes - fp8_saving,
+        Recompute::Selective => sum.act_bytes_selective - fp8_saving,
+        Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
+    };
+    // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
+    // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
+    let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
+    let mut activations = act_stored * in_flight;
+    if l.recompute == Recompute::Full {
+        activations += sum.act_bytes / stage_layers; // one layer rematerialised during its backward
+    }
+    activations
 }
 
 /// Why a layout cannot run this job at all (as opposed to not fitting in memory).
