@@ -88,6 +88,7 @@ type Mm = unsafe fn(usize, usize, usize, A, *const f32, usize, *mut f32, usize, 
 
 /// The product kernel of an instruction-set level (one the CPU supports).
 fn kernel(level: crate::isa::Isa) -> Mm {
+    #[cfg(target_arch = "x86_64")]
     use crate::isa::Isa;
     match level {
         #[cfg(target_arch = "x86_64")]
