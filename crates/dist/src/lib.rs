@@ -50,10 +50,14 @@ pub fn launched_local_size() -> Option<usize> {
 }
 
 /// The collectives for `port` over `comm`'s ranks: the port's own (see
-/// [`Port::collectives`]) when it has them, else [`HostStaged`].
+/// [`Port::collectives`]) when it has them, else [`HostStaged`]. What the port's own leave
+/// out (the optional [`Collectives::all_to_all_v`]) goes through host memory.
 pub fn collectives_for(port: &Arc<dyn Port>, comm: Arc<dyn Comm>) -> anychip_port::Result<Arc<dyn Collectives>> {
     let host: Arc<dyn Collectives> = Arc::new(HostStaged::new(port.clone(), comm));
-    Ok(port.collectives(&host)?.unwrap_or(host))
+    Ok(match port.collectives(&host)? {
+        Some(own) => Arc::new(host::WithHostFallback { own, host }),
+        None => host,
+    })
 }
 
 #[cfg(test)]
