@@ -37,7 +37,7 @@ const ENVIRONMENT: &str = "Environment:
 #[derive(Subcommand)]
 enum Cmd {
     /// Train a model (default: a byte-level GPT on the works of Shakespeare).
-    Train(cmd_train::TrainArgs),
+    Train(Box<cmd_train::TrainArgs>),
     /// Generate text from a checkpoint.
     Sample(cmd_sample::SampleArgs),
     /// Loss of a model (HF or anychip) on one fixed batch, as one JSON line.
@@ -61,7 +61,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Train(a) => cmd_train::train(a),
+        Cmd::Train(a) => cmd_train::train(*a),
         Cmd::Sample(a) => cmd_sample::sample(a),
         Cmd::Bench(a) => cmd_bench::bench(a),
         Cmd::Eval(a) => cmd_eval::eval(a),

@@ -68,6 +68,7 @@ pub struct MpiComm {
 // that calls into MPI holds `call` throughout (the serialisation MPI_THREAD_SERIALIZED asks
 // for) and, when MPI granted less, first checks it runs on `owner`.
 unsafe impl Send for MpiComm {}
+// SAFETY: as for Send: every call into MPI is serialised by `call`.
 unsafe impl Sync for MpiComm {}
 
 impl MpiComm {

@@ -114,12 +114,11 @@ pub fn import(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
     Ok(out)
 }
 
+/// Tensors by name: values and shape.
+pub type ByName = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
+
 /// anychip parameters -> HF tensors (names and layouts transformers expects).
-pub fn export(
-    arch: Arch,
-    c: &ModelConfig,
-    ours: &BTreeMap<String, (Vec<f32>, Vec<usize>)>,
-) -> Result<BTreeMap<String, (Vec<f32>, Vec<usize>)>> {
+pub fn export(arch: Arch, c: &ModelConfig, ours: &ByName) -> Result<ByName> {
     let get = |n: &str| ours.get(n).map(|x| x.0.clone()).ok_or_else(|| anyhow!("model has no parameter '{n}'"));
     let mut out = BTreeMap::new();
     let d = c.d_model;

@@ -43,7 +43,7 @@ pub fn pick(logits: &[f32], temperature: f32, top_k: usize, u: f32) -> usize {
 
 /// Generate text from the checkpoint in `dir`, streaming it to `out`; returns the text.
 pub fn sample(dir: &Path, opts: &SampleOptions, port: &Arc<dyn Port>, out: &mut dyn Write) -> Result<String> {
-    if !(opts.temperature >= 0.0) {
+    if opts.temperature.is_nan() || opts.temperature < 0.0 {
         bail!("--temperature must be 0 or more (0: greedy), got {}", opts.temperature);
     }
     let ck = checkpoint::open(dir)?;
@@ -84,7 +84,7 @@ pub fn generate(
     opts: &SampleOptions,
     on_token: &mut dyn FnMut(&[u32]) -> Result<()>,
 ) -> Result<Vec<u32>> {
-    if !(opts.temperature >= 0.0) {
+    if opts.temperature.is_nan() || opts.temperature < 0.0 {
         bail!("--temperature must be 0 or more, got {}", opts.temperature);
     }
     if prompt.is_empty() || ctx == 0 {
