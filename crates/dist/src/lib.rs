@@ -10,6 +10,7 @@
 
 mod comm;
 mod data_parallel;
+mod expert_parallel;
 mod host;
 mod local;
 #[cfg(feature = "mpi")]
@@ -18,6 +19,7 @@ mod mpi_comm;
 pub use anychip_port::Collectives;
 pub use comm::Comm;
 pub use data_parallel::{CommStats, DataParallel, DpOptions};
+pub use expert_parallel::{ExpertLayout, ExpertParallel};
 pub use host::HostStaged;
 pub use local::LocalComm;
 #[cfg(feature = "mpi")]
