@@ -90,6 +90,51 @@ print(f"resumed 2 -> 4 ranks: max |loss - loss(1 rank, uninterrupted)| = {d:.2e}
 assert d < 2e-3, d
 PY
 
+echo "== expert parallelism (moe-tiny): --ep 2 on 2 ranks, --ep 2 on 4 ranks (2 replicas x 2, ZeRO-1), --ep 4 on 4 ranks, against 1 rank"
+MOE=(--data "$WORK/corpus.txt" --preset moe-tiny --batch 8 --ctx 64 --lr 1e-3 --threads 1 --eval-every 0 --eval-batches 4 --quiet)
+"$BIN" train "${MOE[@]}" --steps 20 --out "$WORK/m1" > /dev/null
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MOE[@]}" --steps 20 --ep 2 --out "$WORK/m2e2" > /dev/null
+"${MPIRUN[@]}" -np 4 "$BIN" train "${MOE[@]}" --steps 20 --ep 2 --zero 1 --out "$WORK/m4e2z" > /dev/null
+"${MPIRUN[@]}" -np 4 "$BIN" train "${MOE[@]}" --steps 20 --ep 4 --out "$WORK/m4e4" > "$WORK/m4e4.txt"
+grep -q "expert parallel: 1 x 4 ranks" "$WORK/m4e4.txt" || fail "--ep 4 did not report its layout: $(cat "$WORK/m4e4.txt")"
+echo "   then resume: 2 ranks (--ep 2) to step 10, 4 ranks (--ep 4) to 20"
+"${MPIRUN[@]}" -np 2 "$BIN" train "${MOE[@]}" --steps 20 --ep 2 --ckpt-every 5 --stop-after 10 --out "$WORK/mrs" > /dev/null
+"${MPIRUN[@]}" -np 4 "$BIN" train --resume "$WORK/mrs" --ep 4 --threads 1 --quiet > /dev/null
+python3 - "$WORK" <<'PY'
+import json, struct, sys
+w = sys.argv[1]
+def log(run):
+    return [json.loads(l) for l in open(f"{w}/{run}/metrics.jsonl")]
+one = log("m1")
+assert len(one) == 20, one
+for run in ["m2e2", "m4e2z", "m4e4", "mrs"]:
+    other = log(run)
+    assert [r["step"] for r in other] == list(range(1, 21)), (run, [r["step"] for r in other])
+    d = max(abs(a["loss"] - b["loss"]) for a, b in zip(one, other))
+    a, b = one[-1]["moe"]["tokens_per_expert"], other[-1]["moe"]["tokens_per_expert"]
+    moved = sum(abs(x - y) for x, y in zip(a, b))
+    print(f"{run}: max |loss - loss(1 rank)| over 20 steps = {d:.2e}; step 20 routed {moved} of {sum(a)} slots differently")
+    # As data parallelism: f32 sums in another order. (A wrong scale of the expert gradients
+    # barely moves AdamW; crates/dist/tests/expert_parallel.rs checks the gradients themselves.)
+    assert d < 2e-3, f"{run} diverges from one rank by {d}"
+    # The router statistics are the global batch's (counts pooled over the ranks), not rank 0's
+    # share: the same total, and the same split up to a few near-tie choices.
+    assert sum(a) == sum(b) and moved <= sum(a) // 100, (run, a, b)
+def header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        h = json.loads(f.read(n))
+    h.pop("__metadata__", None)
+    return {k: (v["dtype"], v["shape"]) for k, v in h.items()}
+# An expert-parallel checkpoint is a one-rank checkpoint: the same tensors, every expert in it.
+for f in ["model.safetensors", "optimizer.safetensors"]:
+    a = header(f"{w}/m1/checkpoint/{f}")
+    for run in ["m2e2", "m4e2z", "m4e4", "mrs"]:
+        b = header(f"{w}/{run}/checkpoint/{f}")
+        assert a == b, (run, f, sorted(set(a) ^ set(b))[:6])
+print(f"checkpoints of the --ep runs hold the one-rank tensors ({len(a)} in optimizer.safetensors)")
+PY
+
 # Pid of rank $2 among the children of mpirun $1.
 rank_pid() {
     for c in $(pgrep -P "$1"); do
@@ -97,10 +142,16 @@ rank_pid() {
     done
 }
 
-# Start a long 2-rank run, send $1 to rank 1 once a checkpoint exists, time the job's end.
+# Start a long 2-rank run (with the arguments after $2), send $1 to rank 1 once a checkpoint
+# exists, time the job's end.
 fault() {
-    local sig=$1 out="$WORK/fault-$1"
-    "${MPIRUN[@]}" -np 2 "$BIN" train "${BASE[@]}" --steps 100000 --ckpt-every 5 --comm-timeout 10 \
+    local sig=$1 want=$2
+    shift 2
+    local args=("$@")
+    [ ${#args[@]} -gt 0 ] || args=("${BASE[@]}")
+    local out
+    out="$WORK/fault-$sig-$(echo "${args[*]}" | md5sum | cut -c1-6)"
+    "${MPIRUN[@]}" -np 2 "$BIN" train "${args[@]}" --steps 100000 --ckpt-every 5 --comm-timeout 10 \
         --out "$out" > "$out.log" 2>&1 &
     local mp=$!
     for _ in $(seq 600); do [ -f "$out/checkpoint/state.json" ] && break; sleep 0.1; done
@@ -119,7 +170,7 @@ fault() {
     wait "$mp" && fail "job exited 0 after SIG$sig to rank 1"
     echo "SIG$sig to rank 1: job ended after $((SECONDS - t0)) s"
     grep -E "rank 1" "$out.log" | head -2
-    grep -qE "$2" "$out.log" || fail "after SIG$sig the log does not say '$2': $(cat "$out.log")"
+    grep -qE "$want" "$out.log" || fail "after SIG$sig the log does not say '$want': $(cat "$out.log")"
     [ $((SECONDS - t0)) -le 60 ] || fail "the job took more than 60 s to end"
     # The last checkpoint is complete: it resumes (on 1 rank) and trains one more step.
     local step
@@ -133,5 +184,7 @@ fault KILL "process rank 1 .* exited on signal 9"
 # A rank stopped before the collective is named by its progress count ("never reached it"), one
 # stopped inside the transfer by the liveness probe ("stopped answering").
 fault STOP "did not complete within 10 s: (rank 1 never reached it|every rank reached it, but rank 1 stopped answering)"
+# Under expert parallelism the ranks also meet in every MoE layer's all-to-all.
+fault KILL "process rank 1 .* exited on signal 9" "${MOE[@]}" --ep 2
 
 echo "distributed tests: all passed"

@@ -4,7 +4,7 @@ use anychip_model_config::ModelConfig;
 use anychip_train::resume::Flags;
 use anychip_train::signals::{self, StopRequest};
 use anychip_train::step_guard::OnNan;
-use anychip_train::trainer::{train_with as run_train, Distributed, RunOptions, Summary};
+use anychip_train::trainer::{check_expert_parallel, train_with as run_train, Distributed, RunOptions, Summary};
 use anychip_train::Precision;
 use anychip_train::TrainConfig;
 use anyhow::{anyhow, Result};
@@ -125,10 +125,15 @@ pub struct TrainArgs {
     /// Under mpirun: exchange gradient buckets while backward runs (true), or after it (false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     overlap: bool,
+    /// Under mpirun, for a mixture-of-experts model: ranks per expert group. Each of the
+    /// group's N ranks holds experts/N of the experts, and tokens reach them by all-to-all;
+    /// groups are data-parallel replicas (ranks = replicas x N). 1: every rank holds all.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    ep: u64,
 }
 
 /// Join the MPI job this process was launched in (`mpirun -np N anychip train ...`), if any.
-fn join_job(zero: bool, overlap: bool, comm_timeout: f64) -> Result<Option<Distributed>> {
+fn join_job(zero: bool, overlap: bool, comm_timeout: f64, ep: usize) -> Result<Option<Distributed>> {
     if !(comm_timeout.is_finite() && comm_timeout > 0.0) {
         return Err(anyhow!("--comm-timeout must be a positive number of seconds, got {comm_timeout}"));
     }
@@ -136,13 +141,13 @@ fn join_job(zero: bool, overlap: bool, comm_timeout: f64) -> Result<Option<Distr
     if world <= 1 {
         // One rank: ZeRO-1 is a no-op shard of everything, kept so `--zero 1` behaves the same.
         let one = anychip_dist::LocalComm::group(1).remove(0);
-        return Ok(zero.then(|| Distributed { comm: std::sync::Arc::new(one), zero, overlap }));
+        return Ok(zero.then(|| Distributed { comm: std::sync::Arc::new(one), zero, overlap, ep }));
     }
     #[cfg(feature = "mpi")]
     {
         let comm = anychip_dist::MpiComm::init(std::time::Duration::from_secs_f64(comm_timeout))
             .map_err(|e| anyhow!("cannot join the MPI job: {e}"))?;
-        Ok(Some(Distributed { comm: std::sync::Arc::new(comm), zero, overlap }))
+        Ok(Some(Distributed { comm: std::sync::Arc::new(comm), zero, overlap, ep }))
     }
     #[cfg(not(feature = "mpi"))]
     Err(anyhow!(
@@ -157,7 +162,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         return train_fixed_batch(dir, &a);
     }
     let mut cfg = config_from_flags(&a)?;
-    let dist = join_job(a.zero == 1, a.overlap, a.comm_timeout)?;
+    check_ep(&a, &cfg)?;
+    let dist = join_job(a.zero == 1, a.overlap, a.comm_timeout, a.ep as usize)?;
     let rank = dist.as_ref().map_or(0, |d| d.comm.rank());
     cfg.threads = threads_per_rank(a.threads);
     let opts = RunOptions {
@@ -198,6 +204,21 @@ pub fn train(a: TrainArgs) -> Result<()> {
         std::process::exit(128 + sig);
     }
     Ok(())
+}
+
+/// `--ep N` against the model (a checkpoint's on `--resume`) and the job's rank count, before
+/// joining the job: bad input ends every rank with the same one line.
+fn check_ep(a: &TrainArgs, cfg: &TrainConfig) -> Result<()> {
+    let ep = a.ep as usize;
+    if ep == 1 {
+        return Ok(());
+    }
+    match &a.resume {
+        Some(dir) => check_expert_parallel(&anychip_train::checkpoint::open(dir)?.cfg.model, ep)?,
+        None => check_expert_parallel(&cfg.model, ep)?,
+    }
+    let world = anychip_dist::launched_world_size().unwrap_or(1);
+    anychip_dist::ExpertLayout::new(0, world, ep).map(|_| ()).map_err(|e| anyhow!(e))
 }
 
 /// `--batch N`: the number of sequences per micro-batch.
@@ -340,6 +361,14 @@ fn print_summary(s: &Summary, zero: u8) {
             zero,
             s.optimizer_bytes_per_rank as f64 / (1 << 20) as f64
         );
+        if s.ep > 1 {
+            println!(
+                "expert parallel: {} x {} ranks (replicas x expert group), each rank holding 1/{} of the experts",
+                s.world / s.ep,
+                s.ep,
+                s.ep
+            );
+        }
         match s.comm.filter(|c| c.exchanges > 0) {
             // Overlapped, the exchange's span includes waiting for backward to produce the
             // gradients, so it gives no bandwidth; what costs is the part left after backward.

@@ -143,3 +143,44 @@ fn bad_moe_input_is_one_clear_line_and_exit_2() {
     assert!(code == 2 && err.lines().count() == 1, "{err}");
     assert!(!out.exists(), "a refused run left {}", out.display());
 }
+
+/// `anychip train ARGS` with the cache in a scratch directory, as a process output.
+fn train_output(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_anychip"))
+        .env("ANYCHIP_CACHE", scratch("cache"))
+        .arg("train")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_expert_parallel_input_is_one_clear_line_and_exit_2() {
+    use anychip_test_support::cli::assert_clean_failure;
+    let d = scratch("ep");
+    let data = d.join("corpus.txt");
+    std::fs::write(&data, "To be, or not to be, that is the question.\n".repeat(300)).unwrap();
+    let base = ["--data", s(&data), "--steps", "1", "--batch", "2", "--ctx", "16", "--threads", "1", "--quiet"];
+    let with = |extra: &[&str]| train_output(&[&base[..], extra].concat());
+    // moe-tiny has 8 experts: 3 does not divide them.
+    assert_clean_failure(&with(&["--preset", "moe-tiny", "--ep", "3"]), "8 experts do not split evenly over --ep 3");
+    // A dense model has no experts to spread.
+    assert_clean_failure(&with(&["--preset", "shakespeare-bytes", "--ep", "2"]), "this model is dense");
+    // Launched alone: 1 rank is no multiple of 2 (and so is 6 of 4, as an MPI launcher says).
+    assert_clean_failure(&with(&["--preset", "moe-tiny", "--ep", "2"]), "--ep 2 does not divide the 1 ranks");
+    let six = Command::new(env!("CARGO_BIN_EXE_anychip"))
+        .env("ANYCHIP_CACHE", scratch("cache"))
+        .env("OMPI_COMM_WORLD_SIZE", "6")
+        .args([&["train"][..], &base[..], &["--preset", "moe-tiny", "--ep", "4"]].concat())
+        .output()
+        .unwrap();
+    assert_clean_failure(&six, "--ep 4 does not divide the 6 ranks");
+    // A top-k above the expert count is refused before any rank joins the job.
+    let g = golden("qwen3_moe");
+    let bad = scratch("ep-topk");
+    std::fs::copy(g.join("model.safetensors"), bad.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(g.join("config.json")).unwrap()).unwrap();
+    cfg["num_experts_per_tok"] = 5.into();
+    std::fs::write(bad.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    assert_clean_failure(&with(&["--init", s(&bad), "--ep", "2"]), "top_k (5)");
+}

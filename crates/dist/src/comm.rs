@@ -16,6 +16,16 @@ pub trait Comm: Send + Sync {
     fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
     /// `recv[r * n .. (r + 1) * n] = send_r` with `n = send.len()`.
     fn all_gather_bytes(&self, send: &[u8], recv: &mut [u8]) -> Result<()>;
+    /// `recv` = the `recv_counts[r]` bytes each rank `r` sent this rank, in rank order, where
+    /// `send` holds `send_counts[r]` bytes for each rank `r` in rank order (`MPI_Alltoallv`).
+    /// `recv_counts[r]` here equals `send_counts[this rank]` on rank `r`.
+    fn all_to_all_v_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()>;
     /// `buf = buf_root` on every rank.
     fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()>;
     /// Returns once every rank has entered.

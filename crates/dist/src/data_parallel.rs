@@ -375,11 +375,24 @@ impl DataParallel {
         lr: f32,
         work: impl FnOnce(&mut dyn FnMut(usize, Tensor) -> Result<()>) -> std::result::Result<R, E>,
     ) -> std::result::Result<(R, Tensor), E> {
+        self.zero_step_during_with(lr, work, |_| Ok(None))
+    }
+
+    /// [`DataParallel::zero_step_during`] whose clipping norm also counts `extra_sq(&r)`: the
+    /// squared norm (`[1]`, equal on every rank) of gradients this exchange does not hold
+    /// (expert parallelism's experts), found after `work` and the gradient exchange.
+    pub fn zero_step_during_with<R, E: From<anychip_core::Error>>(
+        &mut self,
+        lr: f32,
+        work: impl FnOnce(&mut dyn FnMut(usize, Tensor) -> Result<()>) -> std::result::Result<R, E>,
+        extra_sq: impl FnOnce(&R) -> std::result::Result<Option<Tensor>, E>,
+    ) -> std::result::Result<(R, Tensor), E> {
         if self.zero.is_none() {
             return Err(err("zero_step_during on a replicated optimizer; use average_grads_during").into());
         }
         let (r, busy, exposed) = self.exchange_during(None, work)?;
-        let norm = self.zero_update(lr, busy, exposed)?;
+        let extra = extra_sq(&r)?;
+        let norm = self.zero_update(lr, busy, exposed, extra.as_ref())?;
         Ok((r, norm))
     }
 
@@ -520,13 +533,20 @@ impl DataParallel {
         let reduce = t0.elapsed();
         drop(srcs);
         drop(grads);
-        self.zero_update(lr, reduce, reduce)
+        self.zero_update(lr, reduce, reduce, None)
     }
 
     /// The rest of a ZeRO-1 step once every block holds its averaged gradient: global norm,
     /// clipping, AdamW on the owned shard, all-gather of the weights. `reduce_busy` and
-    /// `reduce_exposed` are the reduce-scatter half's times, for the statistics.
-    fn zero_update(&mut self, lr: f32, reduce_busy: Duration, reduce_exposed: Duration) -> Result<Tensor> {
+    /// `reduce_exposed` are the reduce-scatter half's times, for the statistics; `extra_sq` is
+    /// added to the squared norm (see [`DataParallel::zero_step_during_with`]).
+    fn zero_update(
+        &mut self,
+        lr: f32,
+        reduce_busy: Duration,
+        reduce_exposed: Duration,
+        extra_sq: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let _g = no_grad();
         let world = self.world();
         let z = self.zero.as_ref().ok_or_else(|| err("zero_update on a replicated optimizer"))?;
@@ -535,7 +555,10 @@ impl DataParallel {
         let local = grad_norm(&refs)?;
         let sq = local.mul(&local)?;
         self.coll.all_reduce(&sq.view())?;
-        let norm = sq.sqrt()?;
+        let norm = match extra_sq {
+            Some(e) => sq.add(e)?.sqrt()?,
+            None => sq.sqrt()?,
+        };
         // As AdamW::step: scale = clip / max(norm, clip), kept on the device.
         let scale = if self.adamw.grad_clip > 0.0 {
             let clip = norm.scalar_like(self.adamw.grad_clip as f64)?;

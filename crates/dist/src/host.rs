@@ -122,6 +122,19 @@ impl Collectives for HostStaged {
         self.comm.barrier()
     }
 
+    fn all_to_all_v(&self, send: &View, send_counts: &[usize], recv: &View, recv_counts: &[usize]) -> Result<()> {
+        if send.dtype != recv.dtype {
+            return invalid(format!("all_to_all_v: send is {} but recv is {}", send.dtype, recv.dtype));
+        }
+        let size = send.dtype.size();
+        let bytes = |counts: &[usize]| counts.iter().map(|c| c * size).collect::<Vec<usize>>();
+        let (sb, rb) = (bytes(send_counts), bytes(recv_counts));
+        let data = self.read_into::<u8>("all_to_all_v send", send)?;
+        let mut out = vec![0u8; recv.numel() * size];
+        self.comm.all_to_all_v_bytes(&data, &sb, &mut out, &rb)?;
+        self.write_bytes("all_to_all_v recv", recv, &out)
+    }
+
     fn any_thread(&self) -> bool {
         // The port side is any-thread by the port contract; the host side depends on the Comm.
         self.comm.any_thread()
@@ -168,4 +181,45 @@ fn blocks(what: &str, block: &View, whole: &View, world: usize) -> Result<()> {
 
 fn unsupported_sum(what: &str) -> PortError {
     PortError::Unsupported(format!("{what}: host-staged sums are defined for f32 and bf16, not i32"))
+}
+
+/// A port's own collectives, with the optional calls they do not provide (answering
+/// `Unsupported`) staged through host memory instead.
+pub(crate) struct WithHostFallback {
+    pub(crate) own: Arc<dyn Collectives>,
+    pub(crate) host: Arc<dyn Collectives>,
+}
+
+impl Collectives for WithHostFallback {
+    fn rank(&self) -> usize {
+        self.own.rank()
+    }
+    fn world(&self) -> usize {
+        self.own.world()
+    }
+    fn all_reduce(&self, buf: &View) -> Result<()> {
+        self.own.all_reduce(buf)
+    }
+    fn reduce_scatter(&self, input: &View, out: &View) -> Result<()> {
+        self.own.reduce_scatter(input, out)
+    }
+    fn all_gather(&self, input: &View, out: &View) -> Result<()> {
+        self.own.all_gather(input, out)
+    }
+    fn broadcast(&self, buf: &View, root: usize) -> Result<()> {
+        self.own.broadcast(buf, root)
+    }
+    fn barrier(&self) -> Result<()> {
+        self.own.barrier()
+    }
+    fn all_to_all_v(&self, send: &View, send_counts: &[usize], recv: &View, recv_counts: &[usize]) -> Result<()> {
+        // Every rank runs the same port, so all take the same branch.
+        match self.own.all_to_all_v(send, send_counts, recv, recv_counts) {
+            Err(PortError::Unsupported(_)) => self.host.all_to_all_v(send, send_counts, recv, recv_counts),
+            r => r,
+        }
+    }
+    fn any_thread(&self) -> bool {
+        self.own.any_thread() && self.host.any_thread()
+    }
 }

@@ -10,6 +10,7 @@
 
 mod comm;
 mod data_parallel;
+mod expert_parallel;
 mod host;
 mod local;
 #[cfg(feature = "mpi")]
@@ -18,6 +19,7 @@ mod mpi_comm;
 pub use anychip_port::Collectives;
 pub use comm::Comm;
 pub use data_parallel::{CommStats, DataParallel, DpOptions};
+pub use expert_parallel::{ExpertLayout, ExpertParallel};
 pub use host::HostStaged;
 pub use local::LocalComm;
 #[cfg(feature = "mpi")]
@@ -50,10 +52,14 @@ pub fn launched_local_size() -> Option<usize> {
 }
 
 /// The collectives for `port` over `comm`'s ranks: the port's own (see
-/// [`Port::collectives`]) when it has them, else [`HostStaged`].
+/// [`Port::collectives`]) when it has them, else [`HostStaged`]. What the port's own leave
+/// out (the optional [`Collectives::all_to_all_v`]) goes through host memory.
 pub fn collectives_for(port: &Arc<dyn Port>, comm: Arc<dyn Comm>) -> anychip_port::Result<Arc<dyn Collectives>> {
     let host: Arc<dyn Collectives> = Arc::new(HostStaged::new(port.clone(), comm));
-    Ok(port.collectives(&host)?.unwrap_or(host))
+    Ok(match port.collectives(&host)? {
+        Some(own) => Arc::new(host::WithHostFallback { own, host }),
+        None => host,
+    })
 }
 
 #[cfg(test)]

@@ -38,6 +38,18 @@ impl LocalComm {
     }
 }
 
+/// `counts` has one entry per rank and they add up to the buffer's `len`.
+pub(crate) fn check_counts(what: &str, len: usize, counts: &[usize], world: usize) -> Result<()> {
+    let total: usize = counts.iter().sum();
+    if counts.len() != world || total != len {
+        return Err(PortError::Invalid(format!(
+            "{what}: {} counts adding up to {total} for {world} ranks and a buffer of {len}",
+            counts.len()
+        )));
+    }
+    Ok(())
+}
+
 fn poisoned<T>(_: T) -> PortError {
     PortError::Device("a peer thread panicked during a collective".into())
 }
@@ -83,6 +95,44 @@ impl Comm for LocalComm {
                 chunk.copy_from_slice(contrib);
             }
         })
+    }
+
+    fn all_to_all_v_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        check_counts("all_to_all_v send", send.len(), send_counts, self.world)?;
+        check_counts("all_to_all_v recv", recv.len(), recv_counts, self.world)?;
+        // Each slot: the sender's byte offsets (one u64 per rank, then the end), then its bytes.
+        let mut mine = Vec::with_capacity((self.world + 1) * 8 + send.len());
+        let mut at = 0u64;
+        for c in send_counts.iter().chain([&0]) {
+            mine.extend_from_slice(&at.to_le_bytes());
+            at += *c as u64;
+        }
+        mine.extend_from_slice(send);
+        let (me, world) = (self.rank, self.world);
+        self.exchange(&mine, |all| {
+            let mut out = 0;
+            for (r, slot) in all.iter().enumerate() {
+                let word = |i: usize| u64::from_le_bytes(slot[i * 8..i * 8 + 8].try_into().expect("8 bytes")) as usize;
+                let (start, end) = (word(me), word(me + 1));
+                if end - start != recv_counts[r] {
+                    return Err(PortError::Invalid(format!(
+                        "all_to_all_v: rank {r} sends {} bytes to rank {me}, which expects {}",
+                        end - start,
+                        recv_counts[r]
+                    )));
+                }
+                let data = &slot[(world + 1) * 8..];
+                recv[out..out + recv_counts[r]].copy_from_slice(&data[start..end]);
+                out += recv_counts[r];
+            }
+            Ok(())
+        })?
     }
 
     fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<()> {

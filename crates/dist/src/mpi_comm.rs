@@ -14,6 +14,7 @@
 use crate::Comm;
 use anychip_port::{PortError, Result};
 use mpi::collective::SystemOperation;
+use mpi::datatype::{Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, Source};
 use mpi::request::{Request, Scope};
@@ -67,6 +68,7 @@ pub struct MpiComm {
 // that calls into MPI holds `call` throughout (the serialisation MPI_THREAD_SERIALIZED asks
 // for) and, when MPI granted less, first checks it runs on `owner`.
 unsafe impl Send for MpiComm {}
+// SAFETY: as for Send: every call into MPI is serialised by `call`.
 unsafe impl Sync for MpiComm {}
 
 impl MpiComm {
@@ -240,6 +242,25 @@ impl MpiComm {
     }
 }
 
+/// MPI's counts and displacements (C ints) for byte counts laid back to back.
+fn mpi_partition(counts: &[usize]) -> Result<(Vec<i32>, Vec<i32>)> {
+    let (mut c, mut d, mut at) = (Vec::with_capacity(counts.len()), Vec::with_capacity(counts.len()), 0usize);
+    for &n in counts {
+        let (ni, ai) = (i32::try_from(n), i32::try_from(at));
+        match (ni, ai) {
+            (Ok(ni), Ok(ai)) => (c.push(ni), d.push(ai)),
+            _ => {
+                return Err(PortError::Invalid(format!(
+                    "all-to-all: {} bytes in one exchange exceed MPI's 2 GiB count limit; use more ranks or smaller batches",
+                    at + n
+                )))
+            }
+        };
+        at += n;
+    }
+    Ok((c, d))
+}
+
 fn len_err(what: &str, got: usize, world: usize, block: usize) -> PortError {
     PortError::Invalid(format!("{what}: {got} elements is not {world} ranks x {block}"))
 }
@@ -275,6 +296,33 @@ impl Comm for MpiComm {
         mpi::request::scope(|sc| {
             let req = self.world.immediate_all_gather_into(sc, send, recv);
             self.wait("all-gather", seq, req);
+        });
+        Ok(())
+    }
+
+    fn all_to_all_v_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+        recv: &mut [u8],
+        recv_counts: &[usize],
+    ) -> Result<()> {
+        crate::local::check_counts("all_to_all_v send", send.len(), send_counts, self.size)?;
+        crate::local::check_counts("all_to_all_v recv", recv.len(), recv_counts, self.size)?;
+        let (sc, sd) = mpi_partition(send_counts)?;
+        let (rc, rd) = mpi_partition(recv_counts)?;
+        // An empty slice's pointer is dangling at address 1, which is Open MPI's MPI_IN_PLACE:
+        // MPI would refuse it (MPI_ERR_ARG), so empty buffers become a 1-byte one (counts 0).
+        let (mut spare_send, mut spare_recv) = ([0u8; 1], [0u8; 1]);
+        let send: &[u8] = if send.is_empty() { &mut spare_send[..] } else { send };
+        let recv: &mut [u8] = if recv.is_empty() { &mut spare_recv[..] } else { recv };
+        let send = Partition::new(send, &sc[..], &sd[..]);
+        let mut recv = PartitionMut::new(recv, &rc[..], &rd[..]);
+        let _call = self.begin("all-to-all")?;
+        let seq = self.enter()?;
+        mpi::request::scope(|scope| {
+            let req = self.world.immediate_all_to_all_varcount_into(scope, &send, &mut recv);
+            self.wait("all-to-all", seq, req);
         });
         Ok(())
     }

@@ -3,32 +3,15 @@
 
 use anychip_core::Tensor;
 use anychip_data::Loader;
-use anychip_dist::{collectives_for, Collectives, Comm, DataParallel, DpOptions, HostStaged, LocalComm};
+use anychip_dist::{collectives_for, Collectives, DataParallel, DpOptions, HostStaged};
 use anychip_model_config::ModelConfig;
 use anychip_nn::Transformer;
 use anychip_optim::{AdamW, AdamWConfig, ParamGroup};
-use anychip_port::{DType, Port};
+use anychip_port::DType;
 use std::sync::Arc;
 
-fn cpu() -> Arc<dyn Port> {
-    Arc::new(anychip_port_cpu::new(Some(1)))
-}
-
-/// Run `f(rank, comm)` on `world` threads and collect the results in rank order.
-fn on_ranks<T: Send>(world: usize, f: impl Fn(usize, Arc<dyn Comm>) -> T + Sync) -> Vec<T> {
-    let comms = LocalComm::group(world);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .enumerate()
-            .map(|(r, c)| {
-                let f = &f;
-                s.spawn(move || f(r, Arc::new(c) as Arc<dyn Comm>))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("rank thread panicked")).collect()
-    })
-}
+mod common;
+use common::{cpu, on_ranks};
 
 /// Rank r's test data: element i = r * 1000 + i + 0.25 (exact in f32).
 fn data(rank: usize, n: usize) -> Vec<f32> {

@@ -38,7 +38,12 @@ pub fn load(dir: &Path, port: &Arc<dyn Port>) -> Result<(Arch, Transformer)> {
 /// Overwrite `model`'s weights with the HF checkpoint's (its config must match).
 pub fn load_weights_into(dir: &Path, arch: Arch, model: &Transformer) -> Result<()> {
     let store = tensors::Store::open(dir)?;
+    // Under expert parallelism other ranks hold (and load) the other experts.
+    let elsewhere: std::collections::HashSet<&str> = model.held_elsewhere().collect();
     for (name, value, shape) in names::import(arch, model.config(), &store)? {
+        if elsewhere.contains(name.as_str()) {
+            continue;
+        }
         let p = model
             .param(&name)
             .ok_or_else(|| anyhow!("{}: maps to '{name}', which this model does not have", dir.display()))?;

@@ -8,8 +8,8 @@ mod params;
 mod precision;
 
 pub use anychip_model_config::{Mlp, ModelConfig, MoeConfig, Norm, Positions};
-pub use model::Transformer;
-pub use moe::RouterStats;
+pub use model::{ExpertSlot, Placement, Transformer};
+pub use moe::{ExpertGroup, RouterStats};
 /// Region names of a MoE block's router, dispatch and combine (see `anychip_core::in_region`).
 pub mod moe_regions {
     pub use crate::moe::{COMBINE, DISPATCH, ROUTER};

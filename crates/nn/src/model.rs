@@ -1,14 +1,14 @@
 //! The transformer: parameters, forward pass and loss.
 
 use crate::init::init_param;
-use crate::moe::{self, LayerRouting, MoeBlock, RouterStats};
+use crate::moe::{self, ExpertGroup, LayerRouting, MoeBlock, RouterStats};
 use crate::params::{Param, ParamKind};
 use crate::precision::Precision;
 use anychip_core::{
     attention, attention_qkv, cross_entropy, embedding, linear, linear_autocast, rope, swiglu, Error, Result, Tensor,
 };
 use anychip_model_config::{Mlp, ModelConfig, Norm, Positions};
-use anychip_port::{DType, GeluKind, Port};
+use anychip_port::{Collectives, DType, GeluKind, Port};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +31,16 @@ enum Ffn {
     Moe(MoeBlock),
 }
 
+/// How one model is spread over the ranks of a job (the default: not at all).
+#[derive(Clone, Default)]
+pub struct Placement {
+    /// Every rank training together (data parallelism): the router counts of the
+    /// load-balancing loss are summed over them, so that loss is the global batch's.
+    pub world: Option<Arc<dyn Collectives>>,
+    /// Expert parallelism: this rank holds its group's share of the experts.
+    pub experts: Option<ExpertGroup>,
+}
+
 /// A decoder-only transformer built from a [`ModelConfig`].
 pub struct Transformer {
     cfg: ModelConfig,
@@ -44,6 +54,22 @@ pub struct Transformer {
     precision: Precision,
     rope_cache: Mutex<HashMap<usize, (Tensor, Tensor)>>,
     router_stats: Mutex<Option<RouterStats>>,
+    placement: Placement,
+    /// Per parameter: one of this rank's experts under expert parallelism (held here alone).
+    expert_shard: Vec<bool>,
+    /// Every expert weight of the whole model, in creation order.
+    slots: Vec<ExpertSlot>,
+}
+
+/// One expert weight of the whole model.
+#[derive(Clone, Debug)]
+pub struct ExpertSlot {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// The expert it belongs to (in its layer).
+    pub expert: usize,
+    /// Its index in [`Transformer::params`] when this rank holds it.
+    pub held: Option<usize>,
 }
 
 struct Builder<'a> {
@@ -52,6 +78,8 @@ struct Builder<'a> {
     offset: u64,
     n_layer: usize,
     params: Vec<Param>,
+    expert_shard: Vec<bool>,
+    slots: Vec<ExpertSlot>,
 }
 
 impl Builder<'_> {
@@ -60,7 +88,31 @@ impl Builder<'_> {
         // Each parameter reads its own region of the stream: adding a layer never shifts another's init.
         self.offset += shape.iter().product::<usize>() as u64;
         self.params.push(Param { name, kind, tensor: t.with_requires_grad() });
+        self.expert_shard.push(false);
         Ok(self.params.len() - 1)
+    }
+    /// A parameter of a MoE block: created when `held` (marked as one of this rank's experts
+    /// when `sharded`), else only named, its region of the init stream skipped so that every
+    /// rank's experts equal those of a one-rank model. `expert`: which expert it belongs to.
+    fn moe_param(
+        &mut self,
+        (name, shape, kind): (String, &[usize], ParamKind),
+        expert: Option<usize>,
+        held: bool,
+        sharded: bool,
+    ) -> Result<Option<usize>> {
+        let index = if held {
+            let i = self.add(name.clone(), shape, kind)?;
+            self.expert_shard[i] = sharded && expert.is_some();
+            Some(i)
+        } else {
+            self.offset += shape.iter().product::<usize>() as u64;
+            None
+        };
+        if let Some(expert) = expert {
+            self.slots.push(ExpertSlot { name, shape: shape.to_vec(), expert, held: index });
+        }
+        Ok(index)
     }
     fn linear(
         &mut self,
@@ -86,9 +138,38 @@ impl Builder<'_> {
 impl Transformer {
     /// A freshly initialised model (weights depend only on `seed`, not on the port).
     pub fn new(cfg: &ModelConfig, port: &Arc<dyn Port>, seed: u64) -> Result<Transformer> {
+        Transformer::new_placed(cfg, port, seed, Placement::default())
+    }
+
+    /// [`Transformer::new`] as one rank's part of a model spread over ranks: under expert
+    /// parallelism only this rank's experts are created, each with the weights it has in the
+    /// whole model.
+    pub fn new_placed(cfg: &ModelConfig, port: &Arc<dyn Port>, seed: u64, placement: Placement) -> Result<Transformer> {
         cfg.validate().map_err(|m| Error::Shape { op: "model", detail: m })?;
         let (d, hd) = (cfg.d_model, cfg.head_dim);
-        let mut b = Builder { port, seed, offset: 0, n_layer: cfg.n_layer, params: Vec::new() };
+        let local = match (&cfg.moe, &placement.experts) {
+            (Some(m), Some(g)) => {
+                if g.members.is_empty() || m.n_experts % g.members.len() != 0 {
+                    return Err(Error::Shape {
+                        op: "model",
+                        detail: format!("{} experts do not split over {} ranks", m.n_experts, g.members.len()),
+                    });
+                }
+                g.local_experts(m.n_experts)
+            }
+            (Some(m), None) => 0..m.n_experts,
+            (None, _) => 0..0,
+        };
+        let sharded = placement.experts.is_some();
+        let mut b = Builder {
+            port,
+            seed,
+            offset: 0,
+            n_layer: cfg.n_layer,
+            params: Vec::new(),
+            expert_shard: Vec::new(),
+            slots: Vec::new(),
+        };
         let tok_emb = b.add("tok_emb.weight".into(), &[cfg.vocab_size, d], ParamKind::Embedding)?;
         let pos_emb = match cfg.positions {
             Positions::Learned => Some(b.add("pos_emb.weight".into(), &[cfg.max_ctx, d], ParamKind::Embedding)?),
@@ -117,7 +198,8 @@ impl Transformer {
                 ln2: b.norm(&format!("{p}.ln2"), d, cfg)?,
                 ffn: match &cfg.moe {
                     Some(m) if cfg.is_moe_layer(i) => {
-                        Ffn::Moe(moe::build(&mut |n, s, k| b.add(n, s, k), &format!("{p}.moe"), m, d)?)
+                        let add = &mut |n, s: &[usize], k, e, held| b.moe_param((n, s, k), e, held, sharded);
+                        Ffn::Moe(moe::build(add, &format!("{p}.moe"), m, d, local.clone())?)
                     }
                     _ => Ffn::Dense {
                         up: b.linear(&format!("{p}.mlp.up"), ff_out, d, cfg.linear_bias, false)?,
@@ -144,7 +226,28 @@ impl Transformer {
             precision: Precision::F32,
             rope_cache: Mutex::new(HashMap::new()),
             router_stats: Mutex::new(None),
+            placement,
+            expert_shard: b.expert_shard,
+            slots: b.slots,
         })
+    }
+
+    /// How this model is spread over ranks.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+    /// Per parameter (as [`Transformer::params`]): whether it is one of this rank's experts
+    /// under expert parallelism, which no other rank of its group holds (all false otherwise).
+    pub fn expert_shard(&self) -> &[bool] {
+        &self.expert_shard
+    }
+    /// Every expert weight of the whole model (held here or not), in creation order.
+    pub fn expert_slots(&self) -> &[ExpertSlot] {
+        &self.slots
+    }
+    /// Names of the whole model's parameters that other ranks hold (expert parallelism).
+    pub fn held_elsewhere(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().filter(|s| s.held.is_none()).map(|s| s.name.as_str())
     }
 
     /// The architecture.
@@ -172,9 +275,15 @@ impl Transformer {
     pub fn params(&self) -> &[Param] {
         &self.params
     }
-    /// Number of scalar parameters.
+    /// Number of scalar parameters this rank holds.
     pub fn n_params(&self) -> usize {
         self.params.iter().map(|p| p.tensor.numel()).sum()
+    }
+    /// Number of scalar parameters of the whole model, wherever held (expert parallelism).
+    pub fn n_params_whole(&self) -> usize {
+        let elsewhere: usize =
+            self.slots.iter().filter(|s| s.held.is_none()).map(|s| s.shape.iter().product::<usize>()).sum();
+        self.n_params() + elsewhere
     }
     /// Look up a parameter by name.
     pub fn param(&self, name: &str) -> Option<&Param> {
@@ -299,7 +408,8 @@ impl Transformer {
                 }
                 Ffn::Moe(m) => {
                     let cfg = self.cfg.moe.as_ref().expect("a MoE block has a MoE config");
-                    let (y, r) = m.forward(&|i| self.t(i).clone(), cfg, &h.reshape(&[-1, d as isize])?)?;
+                    let rows = h.reshape(&[-1, d as isize])?;
+                    let (y, r) = m.forward(&|i| self.t(i).clone(), cfg, &rows, self.placement.experts.as_ref())?;
                     routing.push(r);
                     y.reshape(&[b, ti, d as isize])?
                 }
@@ -314,9 +424,12 @@ impl Transformer {
     /// next-token cross-entropy, plus the load-balancing loss times its coefficient for a MoE
     /// model (as transformers adds it). Records the router statistics when gradients are on.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let (logits, routing) = self.forward_routed(ids)?;
+        let (logits, mut routing) = self.forward_routed(ids)?;
         let ce = cross_entropy(&logits, &targets.reshape(&[-1])?)?;
         let Some(m) = &self.cfg.moe else { return Ok(ce) };
+        if let (Some(world), false) = (&self.placement.world, routing.is_empty()) {
+            moe::pool_counts(&mut routing, world, &self.port)?;
+        }
         let Some(aux) = moe::aux_loss(&routing, m.n_experts)? else { return Ok(ce) };
         if anychip_core::is_grad_enabled() {
             *self.router_stats.lock().expect("router stats poisoned") = Some(moe::stats(&routing, aux.item()?));

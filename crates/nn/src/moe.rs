@@ -11,6 +11,14 @@
 //!    output, times its weight, back into its token's row ([`moe_combine`]);
 //! 5. shared experts (ERNIE 4.5), when present, are one dense SwiGLU added to the result.
 //!
+//! Under expert parallelism ([`ExpertGroup`]) each rank holds `E / m` of the experts and step 4
+//! moves the rows instead: the sorted slots for member j's experts are one contiguous run, so
+//! each rank tells every member how many rows it sends each of its experts (an all-to-all of the
+//! counts), sends the rows ([`all_to_all_rows`]), reorders what arrived (source-major) to
+//! expert-major, runs its experts, restores the arrival order and sends the outputs back; the
+//! combine then runs where the tokens live. The exchanges are autograd nodes whose backward is
+//! the reverse all-to-all, so the expert weights' gradients collect every member's tokens.
+//!
 //! Load balancing is transformers' `load_balancing_loss_func` (Switch Transformer eq. 4, as
 //! Mixtral, Qwen3-MoE and ERNIE 4.5 compute it there): over the router outputs of EVERY MoE layer
 //! taken together as one batch of L N rows, aux = E sum_e f_e P_e with f_e the fraction of the L N
@@ -20,10 +28,38 @@
 //! P only (f counts discrete choices).
 
 use crate::params::ParamKind;
-use anychip_core::{embedding, in_region, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
+use anychip_core::{all_to_all_rows, embedding, in_region, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
 use anychip_model_config::MoeConfig;
-use anychip_port::{DType, Port};
+use anychip_port::{Collectives, DType, Port};
+use std::ops::Range;
 use std::sync::Arc;
+
+/// The ranks that share one copy of the experts (expert parallelism): member j holds experts
+/// `j E/m .. (j+1) E/m` of every MoE layer and receives the rows routed to them.
+#[derive(Clone)]
+pub struct ExpertGroup {
+    /// Collectives over every rank of the job; exchanges send nothing outside `members`.
+    pub coll: Arc<dyn Collectives>,
+    /// The group's ranks (in `coll`), in the order of the experts they hold.
+    pub members: Vec<usize>,
+    /// This rank's place in `members`.
+    pub index: usize,
+}
+
+impl ExpertGroup {
+    /// The experts (of `n_experts`) this rank holds.
+    pub fn local_experts(&self, n_experts: usize) -> Range<usize> {
+        let per = n_experts / self.members.len();
+        self.index * per..(self.index + 1) * per
+    }
+
+    /// A count per rank of `coll`: `per_member[j]` at member j's rank, 0 elsewhere.
+    fn spread(&self, per_member: impl Iterator<Item = usize>) -> Vec<usize> {
+        let mut v = vec![0; self.coll.world()];
+        self.members.iter().zip(per_member).for_each(|(&r, n)| v[r] = n);
+        v
+    }
+}
 
 /// The [`in_region`] names a profiler charges the block's parts to (the experts' products are
 /// ordinary matmuls and stay charged as such).
@@ -38,6 +74,7 @@ type Routed = (Tensor, Tensor, Vec<usize>, Vec<usize>);
 pub(crate) struct MoeBlock {
     router: usize,
     selection_bias: Option<usize>,
+    /// The experts this rank holds (all of them without expert parallelism), in order.
     up: Vec<usize>,
     down: Vec<usize>,
     shared: Option<(usize, usize)>,
@@ -51,6 +88,9 @@ pub(crate) struct LayerRouting {
     pub topk_counts: Vec<usize>,
     /// Per expert, tokens actually routed to it (with the selection bias, if any).
     pub routed: Vec<usize>,
+    /// Tokens of this layer over every rank whose counts were pooled (see [`pool_counts`]);
+    /// `tokens` until then.
+    pub pooled_tokens: usize,
     /// The experts each token was sent to, token-major `[N k]` (tests check a step kept them).
     #[cfg_attr(not(test), allow(dead_code))]
     pub chosen: Vec<usize>,
@@ -68,28 +108,48 @@ pub struct RouterStats {
     pub max_load_ratio: f32,
 }
 
-/// Creates a parameter (name, shape, kind) and returns its index.
-pub(crate) type AddParam<'a> = dyn FnMut(String, &[usize], ParamKind) -> Result<usize> + 'a;
+/// Creates a parameter (name, shape, kind, the expert it belongs to, whether this rank holds
+/// it) and returns its index, or `None` for one held by another rank.
+pub(crate) type AddParam<'a> =
+    dyn FnMut(String, &[usize], ParamKind, Option<usize>, bool) -> Result<Option<usize>> + 'a;
 
-/// The parameters of one MoE block, created in a fixed order.
-pub(crate) fn build(add: &mut AddParam<'_>, prefix: &str, cfg: &MoeConfig, d: usize) -> Result<MoeBlock> {
+/// The parameters of one MoE block, created in a fixed order; of the experts only `local`
+/// are held here (all of them without expert parallelism).
+pub(crate) fn build(
+    add: &mut AddParam<'_>,
+    prefix: &str,
+    cfg: &MoeConfig,
+    d: usize,
+    local: Range<usize>,
+) -> Result<MoeBlock> {
     let (e, f) = (cfg.n_experts, cfg.d_expert);
-    let router = add(format!("{prefix}.router.weight"), &[e, d], ParamKind::Weight)?;
-    let selection_bias =
-        cfg.selection_bias.then(|| add(format!("{prefix}.selection_bias"), &[e], ParamKind::Statistic)).transpose()?;
-    let (mut up, mut down) = (Vec::with_capacity(e), Vec::with_capacity(e));
+    let router = held(add, format!("{prefix}.router.weight"), &[e, d], ParamKind::Weight)?;
+    let selection_bias = cfg
+        .selection_bias
+        .then(|| held(add, format!("{prefix}.selection_bias"), &[e], ParamKind::Statistic))
+        .transpose()?;
+    let (mut up, mut down) = (Vec::with_capacity(local.len()), Vec::with_capacity(local.len()));
     for i in 0..e {
-        up.push(add(format!("{prefix}.experts.{i}.up.weight"), &[2 * f, d], ParamKind::Weight)?);
-        down.push(add(format!("{prefix}.experts.{i}.down.weight"), &[d, f], ParamKind::ResidualWeight)?);
+        let here = local.contains(&i);
+        let u = add(format!("{prefix}.experts.{i}.up.weight"), &[2 * f, d], ParamKind::Weight, Some(i), here)?;
+        let w = add(format!("{prefix}.experts.{i}.down.weight"), &[d, f], ParamKind::ResidualWeight, Some(i), here)?;
+        up.extend(u);
+        down.extend(w);
     }
     let shared = if cfg.n_shared > 0 {
         let fs = cfg.n_shared * f;
-        let u = add(format!("{prefix}.shared.up.weight"), &[2 * fs, d], ParamKind::Weight)?;
-        Some((u, add(format!("{prefix}.shared.down.weight"), &[d, fs], ParamKind::ResidualWeight)?))
+        let u = held(add, format!("{prefix}.shared.up.weight"), &[2 * fs, d], ParamKind::Weight)?;
+        Some((u, held(add, format!("{prefix}.shared.down.weight"), &[d, fs], ParamKind::ResidualWeight)?))
     } else {
         None
     };
     Ok(MoeBlock { router, selection_bias, up, down, shared })
+}
+
+/// A parameter every rank holds.
+fn held(add: &mut AddParam<'_>, name: String, shape: &[usize], kind: ParamKind) -> Result<usize> {
+    let missing = || anychip_core::Error::Shape { op: "moe", detail: format!("parameter {name} was not created") };
+    add(name.clone(), shape, kind, None, true)?.ok_or_else(missing)
 }
 
 /// The k best experts of each row of `scores` `[N, E]`, best first (ties: lower index first).
@@ -130,12 +190,14 @@ fn counts(chosen: &[usize], e: usize) -> Vec<usize> {
 }
 
 impl MoeBlock {
-    /// The block's output `[N, d]` for h `[N, d]`, and what the router did.
+    /// The block's output `[N, d]` for h `[N, d]`, and what the router did; with `group`, the
+    /// experts run on the group's ranks (module header).
     pub(crate) fn forward(
         &self,
         p: &dyn Fn(usize) -> Tensor,
         cfg: &MoeConfig,
         h: &Tensor,
+        group: Option<&ExpertGroup>,
     ) -> Result<(Tensor, LayerRouting)> {
         let (n, (e, k)) = (h.dim(0), (cfg.n_experts, cfg.top_k));
         let (probs, w, chosen, plain) = in_region(Some(ROUTER), || self.route(p, cfg, h))?;
@@ -149,7 +211,10 @@ impl MoeBlock {
         let (xs, tok, w_sorted, offsets) = in_region(Some(DISPATCH), dispatch)?;
         let up: Vec<Tensor> = self.up.iter().map(|&i| p(i)).collect();
         let down: Vec<Tensor> = self.down.iter().map(|&i| p(i)).collect();
-        let ys = moe_experts(&xs, &offsets, &up, &down)?;
+        let ys = match group {
+            None => moe_experts(&xs, &offsets, &up, &down)?,
+            Some(g) => remote_experts(g, &xs, &offsets, &up, &down)?,
+        };
         let mut out = in_region(Some(COMBINE), || moe_combine(&ys, &w_sorted, &tok, n))?;
         if let Some((u, dn)) = self.shared {
             out = out.add(&linear(&swiglu(&linear(h, &p(u), None)?)?, &p(dn), None)?)?;
@@ -160,6 +225,7 @@ impl MoeBlock {
             routed: counts(&chosen, e),
             chosen,
             tokens: n,
+            pooled_tokens: n,
         };
         Ok((out, routing))
     }
@@ -190,11 +256,88 @@ impl MoeBlock {
     }
 }
 
+/// Rows `xs` `[S, d]` sorted by expert (`offsets` over all E experts) through experts held by
+/// the members of `g` (`up`, `down`: this rank's); the outputs come back in `xs`'s order.
+fn remote_experts(g: &ExpertGroup, xs: &Tensor, offsets: &[usize], up: &[Tensor], down: &[Tensor]) -> Result<Tensor> {
+    let (m, el) = (g.members.len(), up.len());
+    let port = xs.port().clone();
+    let dispatch = || -> Result<_> {
+        // How many rows this rank sends each expert, and (exchanged) how many each member sends
+        // each of this rank's experts: `theirs[j el + l]`.
+        let mine: Vec<i32> = offsets.windows(2).map(|w| (w[1] - w[0]) as i32).collect();
+        let theirs = Tensor::from_i32(&port, &vec![0; m * el], &[m * el])?;
+        let per = g.spread(std::iter::repeat(el));
+        g.coll.all_to_all_v(&Tensor::from_i32(&port, &mine, &[mine.len()])?.view(), &per, &theirs.view(), &per)?;
+        let theirs: Vec<usize> = theirs.to_vec_i32()?.into_iter().map(|c| c as usize).collect();
+        let send = g.spread((0..m).map(|j| offsets[(j + 1) * el] - offsets[j * el]));
+        let recv = g.spread(theirs.chunks(el).map(|c| c.iter().sum()));
+        let got = all_to_all_rows(xs, &g.coll, &send, &recv)?; // source-major
+        let (order, local_offsets) = expert_major(&theirs, m, el);
+        let x_local = embedding(&got, &Tensor::from_i32(&port, &order, &[order.len()])?)?;
+        Ok((x_local, local_offsets, order, send, recv))
+    };
+    let (x_local, local_offsets, order, send, recv) = in_region(Some(DISPATCH), dispatch)?;
+    let y_local = moe_experts(&x_local, &local_offsets, up, down)?;
+    in_region(Some(COMBINE), || {
+        let mut back = vec![0i32; order.len()];
+        order.iter().enumerate().for_each(|(i, &o)| back[o as usize] = i as i32);
+        let y_arrived = embedding(&y_local, &Tensor::from_i32(&port, &back, &[back.len()])?)?;
+        all_to_all_rows(&y_arrived, &g.coll, &recv, &send)
+    })
+}
+
+/// For rows that arrived source-major (`counts[j el + l]` rows from member j for local expert
+/// l), the arrival index of each row in expert-major order, and each local expert's offset.
+fn expert_major(counts: &[usize], m: usize, el: usize) -> (Vec<i32>, Vec<usize>) {
+    let mut start = vec![0usize; m * el];
+    let mut at = 0;
+    for (s, c) in start.iter_mut().zip(counts) {
+        *s = at;
+        at += c;
+    }
+    let (mut order, mut offsets) = (Vec::with_capacity(at), vec![0usize]);
+    for l in 0..el {
+        for j in 0..m {
+            order.extend((start[j * el + l]..start[j * el + l] + counts[j * el + l]).map(|i| i as i32));
+        }
+        offsets.push(order.len());
+    }
+    (order, offsets)
+}
+
+/// Sum the router counts of `layers` over every rank of `coll` (one all-reduce), so that the
+/// load-balancing loss and the statistics are those of the global batch: with f from the pooled
+/// counts and P from this rank's probabilities, the mean over ranks of the per-rank losses is
+/// exactly the loss of the whole batch on one rank (the loss is linear in P), gradients too.
+pub(crate) fn pool_counts(
+    layers: &mut [LayerRouting],
+    coll: &Arc<dyn Collectives>,
+    port: &Arc<dyn Port>,
+) -> Result<()> {
+    let mut host: Vec<f32> = Vec::new();
+    for l in layers.iter() {
+        host.extend(l.topk_counts.iter().chain(&l.routed).map(|&c| c as f32));
+        host.push(l.tokens as f32);
+    }
+    let t = Tensor::from_f32(port, &host, &[host.len()], DType::F32)?;
+    coll.all_reduce(&t.view())?;
+    // Counts stay below 2^24, so f32 sums of them are exact.
+    let mut sums = t.to_vec_f32()?.into_iter().map(|x| x.round() as usize);
+    for l in layers.iter_mut() {
+        l.topk_counts.iter_mut().chain(l.routed.iter_mut()).for_each(|c| *c = sums.next().unwrap_or(0));
+        l.pooled_tokens = sums.next().unwrap_or(0);
+    }
+    Ok(())
+}
+
 /// transformers' pooled load-balancing loss over every MoE layer's routing (module header):
 /// E sum_e (C_e / R) (S_e / R) with R = L N rows, C the top-k counts and S the probability sums.
+/// After [`pool_counts`], C and the R that divides it are the global batch's, and S and its R
+/// this rank's.
 pub(crate) fn aux_loss(layers: &[LayerRouting], n_experts: usize) -> Result<Option<Tensor>> {
     let Some(first) = layers.first() else { return Ok(None) };
     let rows: usize = layers.iter().map(|l| l.tokens).sum();
+    let pooled_rows: usize = layers.iter().map(|l| l.pooled_tokens).sum();
     let mut c = vec![0f32; n_experts];
     let mut s = first.prob_sum.clone();
     for (i, l) in layers.iter().enumerate() {
@@ -203,7 +346,7 @@ pub(crate) fn aux_loss(layers: &[LayerRouting], n_experts: usize) -> Result<Opti
             s = s.add(&l.prob_sum)?;
         }
     }
-    let scale = n_experts as f64 / (rows as f64 * rows as f64);
+    let scale = n_experts as f64 / (rows as f64 * pooled_rows as f64);
     let c = Tensor::from_f32(s.port(), &c, &[n_experts], DType::F32)?;
     in_region(Some(ROUTER), || -> Result<Option<Tensor>> { Ok(Some(s.mul(&c)?.sum()?.mul_scalar(scale)?)) })
 }
@@ -251,7 +394,7 @@ mod tests {
             ..MoeConfig::default()
         };
         let mut params: Vec<Tensor> = Vec::new();
-        let mut add = |_: String, shape: &[usize], _: ParamKind| -> Result<usize> {
+        let mut add = |_: String, shape: &[usize], _: ParamKind, _: Option<usize>, _: bool| -> Result<Option<usize>> {
             let numel = shape.iter().product();
             let scale = if shape.len() == 1 {
                 0.05
@@ -262,13 +405,13 @@ mod tests {
             };
             let v: Vec<f32> = uniform(numel, 40 + params.len() as u64).iter().map(|x| x * scale).collect();
             params.push(Tensor::from_f32(&port, &v, shape, DType::F32)?.with_requires_grad());
-            Ok(params.len() - 1)
+            Ok(Some(params.len() - 1))
         };
-        let block = build(&mut add, "moe", &cfg, d).unwrap();
+        let block = build(&mut add, "moe", &cfg, d, 0..cfg.n_experts).unwrap();
         let h = Tensor::from_f32(&port, &uniform(n * d, 7), &[n, d], DType::F32).unwrap().with_requires_grad();
         let r = Tensor::from_f32(&port, &uniform(n * d, 8), &[n, d], DType::F32).unwrap();
         let objective = |ps: &[Tensor], h: &Tensor| -> (Tensor, Vec<usize>) {
-            let (out, routing) = block.forward(&|i| ps[i].clone(), &cfg, h).unwrap();
+            let (out, routing) = block.forward(&|i| ps[i].clone(), &cfg, h, None).unwrap();
             let aux = aux_loss(std::slice::from_ref(&routing), cfg.n_experts).unwrap().unwrap();
             let obj = out.mul(&r).unwrap().sum().unwrap().add(&aux.mul_scalar(0.5).unwrap()).unwrap();
             (obj, routing.chosen)

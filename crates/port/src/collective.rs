@@ -7,10 +7,11 @@
 //! HCCL, BKCL, ...) supplies it through [`Port::collectives`](crate::Port::collectives) and keeps
 //! the data on the device.
 //!
-//! The shapes match those libraries: sums, block reduce-scatter, block all-gather, broadcast and
-//! barrier. Let `n` be the element count of the per-rank block and `world` the number of ranks.
+//! The shapes match those libraries: sums, block reduce-scatter, block all-gather, broadcast,
+//! barrier, and the variable-count all-to-all of expert parallelism. Let `n` be the element
+//! count of the per-rank block and `world` the number of ranks.
 
-use crate::{Result, View};
+use crate::{PortError, Result, View};
 
 /// A fixed group of ranks (one per process or device) running the same program.
 ///
@@ -41,6 +42,19 @@ pub trait Collectives: Send + Sync {
     fn broadcast(&self, buf: &View, root: usize) -> Result<()>;
     /// Returns once every rank has entered the barrier.
     fn barrier(&self) -> Result<()>;
+    /// All-to-all with a count per pair of ranks (`MPI_Alltoallv`, NCCL's grouped send/recv):
+    /// `send` holds `send_counts[r]` elements for each rank `r`, back to back in rank order;
+    /// `recv` receives `recv_counts[r]` elements from each rank `r`, back to back in rank order.
+    /// `recv_counts[r]` on this rank equals `send_counts[this rank]` on rank `r` (the caller
+    /// exchanges the counts first, e.g. through this same call). Any dtype: nothing is summed.
+    ///
+    /// Optional: the default answers `Unsupported`, and the engine (`anychip-dist`) then moves
+    /// the data through its host-staged implementation, so a port's own collectives need not
+    /// provide it.
+    fn all_to_all_v(&self, send: &View, send_counts: &[usize], recv: &View, recv_counts: &[usize]) -> Result<()> {
+        let _ = (send, send_counts, recv, recv_counts);
+        Err(PortError::Unsupported("all_to_all_v: not provided by these collectives".into()))
+    }
     /// Whether calls may come from another thread than the one running the port's compute,
     /// one call at a time, while that thread keeps computing. The engine then exchanges each
     /// gradient bucket on a communication thread as soon as backward has produced it, hiding

@@ -141,7 +141,7 @@ fn write_file(dir: &Path, file: &str, bytes: &[u8]) -> Result<()> {
 }
 
 /// The optimizer moments as named tensors, in the order of `opt.groups`.
-fn moments(opt: &AdamW) -> Vec<(String, &Tensor)> {
+pub fn moments(opt: &AdamW) -> Vec<(String, &Tensor)> {
     let mut out = Vec::new();
     for (i, g) in opt.groups.iter().enumerate() {
         out.push((format!("m.{}", g.name), &opt.m[i]));
@@ -153,12 +153,25 @@ fn moments(opt: &AdamW) -> Vec<(String, &Tensor)> {
 /// Write a checkpoint as `dir` (normally `<run>/checkpoint`), replacing the one there only once
 /// the new one is complete and validated on disk (see the module docs for the protocol).
 pub fn save(dir: &Path, cfg: &TrainConfig, model: &Transformer, opt: &AdamW, state: &RunState) -> Result<()> {
+    let params: Vec<(String, &Tensor)> = model.params().iter().map(|p| (p.name.clone(), &p.tensor)).collect();
+    save_parts(dir, cfg, &params, &moments(opt), state)
+}
+
+/// [`save`] from named weights and moments (`m.NAME`, `v.NAME`) gathered from several ranks
+/// (expert parallelism): the same files as [`save`] of the whole model writes (safetensors
+/// orders tensors by name, whatever order they come in).
+pub fn save_parts(
+    dir: &Path,
+    cfg: &TrainConfig,
+    params: &[(String, &Tensor)],
+    moments: &[(String, &Tensor)],
+    state: &RunState,
+) -> Result<()> {
     let (run, name) = split(dir)?;
     fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
-    let params: Vec<(String, &Tensor)> = model.params().iter().map(|p| (p.name.clone(), &p.tensor)).collect();
-    let weights = tensors_to_bytes(&params)?;
+    let weights = tensors_to_bytes(params)?;
     refuse_non_finite(&weights, "the model's weights")?;
-    let moments = tensors_to_bytes(&moments(opt))?;
+    let moments = tensors_to_bytes(moments)?;
     refuse_non_finite(&moments, "the optimizer's moments")?;
     let mut st = state.clone();
     st.format = FORMAT;
@@ -370,7 +383,9 @@ fn refuse_diverged(dir: &Path, file: &str, st: &SafeTensors) -> Result<()> {
     Ok(())
 }
 
-fn load_into(dir: &Path, file: &str, targets: &[(String, &Tensor)]) -> Result<()> {
+/// Load the tensors `targets` from `file`, which may also hold the tensors named in `elsewhere`
+/// (other ranks' experts) but nothing else.
+fn load_into(dir: &Path, file: &str, targets: &[(String, &Tensor)], elsewhere: &[String]) -> Result<()> {
     let bytes = read(dir, file)?;
     let st = parse_tensors(dir, file, &bytes)?;
     refuse_diverged(dir, file, &st)?;
@@ -393,6 +408,9 @@ fn load_into(dir: &Path, file: &str, targets: &[(String, &Tensor)]) -> Result<()
         t.assign(&src)?;
         have.remove(name);
     }
+    elsewhere.iter().for_each(|n| {
+        have.remove(n);
+    });
     if let Some((extra, _)) = have.into_iter().next() {
         bail!("checkpoint {}: {file} holds '{extra}', which this model does not have; the checkpoint does not match this config", dir.display());
     }
@@ -402,10 +420,20 @@ fn load_into(dir: &Path, file: &str, targets: &[(String, &Tensor)]) -> Result<()
 /// Load weights (and optimizer moments when `opt` is given) from `dir` into existing tensors;
 /// refuses weights holding NaN or infinities.
 pub fn load_weights(dir: &Path, model: &Transformer, opt: Option<&mut AdamW>) -> Result<()> {
+    load_sharded(dir, model, &mut opt.into_iter().collect::<Vec<_>>())
+}
+
+/// [`load_weights`] for a model whose parameters' moments are split over several optimizers
+/// (`opts`, none to load weights only), and that may hold only some of the experts (expert
+/// parallelism): it reads its own and passes over the others'.
+pub fn load_sharded(dir: &Path, model: &Transformer, opts: &mut [&mut AdamW]) -> Result<()> {
     let params: Vec<(String, &Tensor)> = model.params().iter().map(|p| (p.name.clone(), &p.tensor)).collect();
-    load_into(dir, "model.safetensors", &params)?;
-    if let Some(opt) = opt {
-        load_into(dir, "optimizer.safetensors", &moments(opt))?;
+    let elsewhere: Vec<String> = model.held_elsewhere().map(String::from).collect();
+    load_into(dir, "model.safetensors", &params, &elsewhere)?;
+    if !opts.is_empty() {
+        let m: Vec<(String, &Tensor)> = opts.iter().flat_map(|o| moments(o)).collect();
+        let other: Vec<String> = elsewhere.iter().flat_map(|n| [format!("m.{n}"), format!("v.{n}")]).collect();
+        load_into(dir, "optimizer.safetensors", &m, &other)?;
     }
     Ok(())
 }

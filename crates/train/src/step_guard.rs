@@ -10,7 +10,7 @@ use crate::fault;
 use crate::trainer::{forward_backward, forward_backward_hooked, on_port};
 use anychip_core::{grad_norm, no_grad, Tensor};
 use anychip_data::Loader;
-use anychip_dist::DataParallel;
+use anychip_dist::{DataParallel, ExpertParallel};
 use anychip_nn::Transformer;
 use anychip_optim::AdamW;
 use anychip_port::Port;
@@ -69,13 +69,15 @@ fn inject_nan(grads: &mut [Tensor]) -> Result<()> {
 }
 
 /// Forward, backward and (when the loss and the gradient norm are finite) the AdamW update,
-/// on one process or as one rank of `dp`; the loss is the mean over ranks.
+/// on one process or as one rank of `dp`; the loss is the mean over ranks. Under expert
+/// parallelism `ep` holds this rank's experts (`opt` the other parameters), and the norm that
+/// clips and guards the step counts every expert of the job once.
 #[allow(clippy::too_many_arguments)]
 pub fn guarded_step(
     model: &Transformer,
     loader: &mut Loader,
     cfg: &TrainConfig,
-    opt: &mut AdamW,
+    (opt, ep): (&mut AdamW, Option<&mut ExpertParallel>),
     dp: Option<&mut DataParallel>,
     lr: f32,
     port: &dyn Port,
@@ -84,32 +86,94 @@ pub fn guarded_step(
         return on_port(port, || {
             let (loss, mut grads) = forward_backward(model, loader, cfg)?;
             inject_nan(&mut grads)?;
-            update_if_finite(opt, &grads, loss, lr)
+            update_if_finite(opt, &grads, None, loss, lr)
         });
     };
     let world = dp.world() as f32;
-    // Each gradient goes to the exchange as soon as backward has finished it.
-    let fb = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| {
-        forward_backward_hooked(model, loader, cfg, ready)
+    // Parameter i of the model is gradient slot[i].1 of the exchange (false) or of the experts.
+    let shard = model.expert_shard();
+    let slot: Vec<(bool, usize)> = shard
+        .iter()
+        .scan((0, 0), |(r, e), &is_expert| {
+            let c = if is_expert { e } else { r };
+            *c += 1;
+            Some((is_expert, *c - 1))
+        })
+        .collect();
+    let n_experts = shard.iter().filter(|&&e| e).count();
+    // Each gradient goes to the exchange as soon as backward has finished it; the experts'
+    // are kept and reduced over their replicas once backward is over.
+    let experts = ep.as_deref();
+    let fb = |ready: &mut dyn FnMut(usize, Tensor) -> anychip_core::Result<()>| -> Result<(f32, Option<Reduced>)> {
+        let mut mine: Vec<Option<Tensor>> = vec![None; n_experts];
+        let loss = forward_backward_hooked(model, loader, cfg, &mut |i, g| match slot[i] {
+            (false, j) => ready(j, g),
+            (true, j) => {
+                mine[j] = Some(g);
+                Ok(())
+            }
+        })?;
+        Ok((loss, experts.map(|e| reduce_experts(e, mine)).transpose()?))
     };
     if dp.is_zero() {
         opt.step += 1;
-        let (loss, norm) = dp.zero_step_during(lr, fb)?;
+        let extra = |r: &(f32, Option<Reduced>)| Ok(r.1.as_ref().map(|x| x.sq.clone()));
+        let ((loss, reduced), norm) = dp.zero_step_during_with(lr, fb, extra)?;
+        if let (Some(e), Some(r)) = (ep, reduced) {
+            e.opt.step_with_norm(&r.grads, &norm, lr)?;
+        }
         let loss = dp.sum(&[loss])?[0] / world;
         return Ok(StepOutcome { loss, grad_norm: norm.item()?, applied: true });
     }
-    let (loss, mut avg) = dp.average_grads_during(fb)?;
+    let ((loss, reduced), mut avg) = dp.average_grads_during(fb)?;
     inject_nan(&mut avg)?;
     // Every rank holds the same averaged gradients and summed loss, so all decide alike.
     let loss = dp.sum(&[loss])?[0] / world;
-    update_if_finite(opt, &avg, loss, lr)
+    let experts = ep.zip(reduced.as_ref());
+    update_if_finite(opt, &avg, experts, loss, lr)
 }
 
-fn update_if_finite(opt: &mut AdamW, grads: &[Tensor], loss: f32, lr: f32) -> Result<StepOutcome> {
+/// This rank's expert gradients reduced over their replicas, and every expert's squared norm.
+struct Reduced {
+    grads: Vec<Tensor>,
+    sq: Tensor,
+}
+
+/// Reduce the expert gradients backward produced (zeros for experts no token reached).
+fn reduce_experts(ep: &ExpertParallel, grads: Vec<Option<Tensor>>) -> Result<Reduced> {
+    let grads: Vec<Tensor> = grads
+        .into_iter()
+        .zip(&ep.opt.groups)
+        .map(|(g, p)| g.map_or_else(|| p.param.zeros_like(), Ok))
+        .collect::<anychip_core::Result<_>>()?;
+    let grads = ep.reduce_grads(&grads)?;
+    let sq = ep.squared_norm(&grads)?;
+    Ok(Reduced { grads, sq })
+}
+
+/// The AdamW update of `opt` (and of the experts' optimizer, with their reduced gradients and
+/// squared norm) when the loss and the global gradient norm are finite.
+fn update_if_finite(
+    opt: &mut AdamW,
+    grads: &[Tensor],
+    experts: Option<(&mut ExpertParallel, &Reduced)>,
+    loss: f32,
+    lr: f32,
+) -> Result<StepOutcome> {
     let norm = global_norm(grads)?;
+    let norm = match &experts {
+        Some((_, r)) => {
+            let _g = no_grad();
+            norm.mul(&norm)?.add(&r.sq)?.sqrt()?
+        }
+        None => norm,
+    };
     let mut out = StepOutcome { loss, grad_norm: norm.item()?, applied: false };
     if out.finite() {
         opt.step_with_norm(grads, &norm, lr)?;
+        if let Some((e, r)) = experts {
+            e.opt.step_with_norm(&r.grads, &norm, lr)?;
+        }
         out.applied = true;
     }
     Ok(out)

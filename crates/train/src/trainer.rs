@@ -10,8 +10,8 @@ use crate::step_guard::{self, guarded_step, OnNan, StepOutcome};
 use crate::validate;
 use anychip_core::{no_grad, Tensor};
 use anychip_data::{eval_batches, Batch, Dataset, Loader, LoaderState, TokenizerKind};
-use anychip_dist::{collectives_for, Comm, DataParallel, DpOptions};
-use anychip_nn::{Precision, Transformer};
+use anychip_dist::{collectives_for, Collectives, Comm, DataParallel, DpOptions, ExpertLayout, ExpertParallel};
+use anychip_nn::{ExpertGroup, Placement, Precision, Transformer};
 use anychip_optim::{AdamW, CosineSchedule, ParamGroup};
 use anychip_port::Port;
 use anyhow::{anyhow, bail, Result};
@@ -36,6 +36,8 @@ pub struct Summary {
     pub out: PathBuf,
     /// Ranks that trained together (1 without data parallelism).
     pub world: usize,
+    /// Ranks per expert group (1 without expert parallelism).
+    pub ep: usize,
     /// Bytes of AdamW moments each rank held (about 1/world of the whole under ZeRO-1).
     pub optimizer_bytes_per_rank: usize,
     /// Gradient (and ZeRO-1 weight) exchange time and traffic, under data parallelism.
@@ -57,6 +59,9 @@ pub struct Distributed {
     pub zero: bool,
     /// Exchange gradient buckets during backward, on a communication thread.
     pub overlap: bool,
+    /// Ranks per expert group (expert parallelism; 1: every rank holds every expert). Must
+    /// divide the world and the expert count of a MoE model.
+    pub ep: usize,
 }
 
 /// Options of one invocation that are not part of the run's identity.
@@ -136,7 +141,10 @@ pub fn evaluate(model: &Transformer, val: &[u32], batch: usize, ctx: usize, max_
     Ok((sum / n as f64) as f32)
 }
 
-/// Summed loss and row count over the validation batches `rank`, `rank + world`, ...
+/// Summed loss and row count over the validation batches `rank`, `rank + world`, ... Under
+/// expert parallelism every forward exchanges tokens, so every rank runs as many (a rank whose
+/// share has run out evaluates its first batch again without counting it), on the calling
+/// thread (the one MPI was set up on).
 fn eval_sums(
     model: &Transformer,
     val: &[u32],
@@ -146,17 +154,31 @@ fn eval_sums(
     rank: usize,
     world: usize,
 ) -> Result<(f64, usize)> {
-    on_port(&**model.port(), || {
+    let lockstep = model.placement().experts.is_some();
+    let sums = || {
         let _g = no_grad();
+        let all: Vec<Batch> = eval_batches(val, batch, ctx, max_batches)?.collect();
         let (mut sum, mut n) = (0.0f64, 0usize);
-        for b in eval_batches(val, batch, ctx, max_batches)?.skip(rank).step_by(world) {
-            let (x, y) = batch_tensors(model.port(), &b)?;
-            let rows = b.batch;
-            sum += model.lm_loss(&x, &y)?.item()? as f64 * rows as f64;
-            n += rows;
+        for round in 0..all.len().div_ceil(world) {
+            let (b, counted) = match all.get(round * world + rank) {
+                Some(b) => (b, true),
+                None if lockstep => (&all[rank % all.len()], false),
+                None => break,
+            };
+            let (x, y) = batch_tensors(model.port(), b)?;
+            let loss = model.lm_loss(&x, &y)?.item()? as f64;
+            if counted {
+                sum += loss * b.batch as f64;
+                n += b.batch;
+            }
         }
         Ok((sum, n))
-    })
+    };
+    if lockstep {
+        sums()
+    } else {
+        on_port(&**model.port(), sums)
+    }
 }
 
 /// Validation loss over every rank's share of the validation batches.
@@ -196,14 +218,21 @@ fn check_vocab(cfg: &TrainConfig, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Build the optimizer over a model's parameters with the usual decay convention.
+/// Build the optimizer over a model's parameters with the usual decay convention (under expert
+/// parallelism: those every rank holds; [`ExpertParallel`] has the experts').
 pub fn optimizer(cfg: &TrainConfig, model: &Transformer) -> Result<AdamW> {
-    let groups = model
+    Ok(AdamW::new(cfg.adamw, param_groups(model, false))?)
+}
+
+/// A group per parameter: this rank's experts under expert parallelism (`experts`), or the others.
+fn param_groups(model: &Transformer, experts: bool) -> Vec<ParamGroup> {
+    model
         .params()
         .iter()
-        .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: p.kind.decays() })
-        .collect();
-    Ok(AdamW::new(cfg.adamw, groups)?)
+        .zip(model.expert_shard())
+        .filter(|(_, &e)| e == experts)
+        .map(|(p, _)| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: p.kind.decays() })
+        .collect()
 }
 
 /// Train as `cfg` says; with `opts.resume`, continue that run (its config wins over `cfg`
@@ -265,12 +294,24 @@ pub fn train_observed(
     if let Some(note) = note {
         eprintln!("{note}");
     }
-    let model = Transformer::new(&cfg.model, port, cfg.seed)?.with_precision(precision);
+    let coll = match dist {
+        Some(d) => Some(collectives_for(port, d.comm.clone())?),
+        None => None,
+    };
+    let layout = expert_layout(&cfg, dist)?;
+    let model = Transformer::new_placed(&cfg.model, port, cfg.seed, placement(coll.as_ref(), layout))?
+        .with_precision(precision);
     let zero = dist.is_some_and(|d| d.zero);
     let mut opt = if zero { sharded_optimizer(&cfg, &model) } else { optimizer(&cfg, &model)? };
-    let mut dp = match dist {
-        Some(d) => Some(data_parallel(&cfg, &opt, port, d)?),
-        None => None,
+    let mut dp = match (dist, &coll) {
+        (Some(d), Some(c)) => Some(data_parallel(&cfg, &opt, c.clone(), d, layout.is_some())?),
+        _ => None,
+    };
+    let mut ep = match (layout, &coll) {
+        (Some(l), Some(c)) => {
+            Some(ExpertParallel::new(c.clone(), l, AdamW::new(cfg.adamw, param_groups(&model, true))?)?)
+        }
+        _ => None,
     };
     let mut loader = Loader::new(data.train.clone(), cfg.batch / world, cfg.ctx, cfg.seed, rank, world)?;
     if let (Some(dir), None) = (&cfg.init, &resumed) {
@@ -278,7 +319,7 @@ pub fn train_observed(
         anychip_hf::load_weights_into(dir, arch, &model)?;
     }
     let (start, tokens, skipped) = match &resumed {
-        Some(ck) => restore(ck, &cfg, &data, &model, &mut opt, dp.as_mut(), &mut loader)?,
+        Some(ck) => restore(ck, &cfg, &data, &model, (&mut opt, ep.as_mut()), dp.as_mut(), &mut loader)?,
         None => (0, 0, 0),
     };
     if let Some(dp) = &dp {
@@ -286,7 +327,8 @@ pub fn train_observed(
         dp.broadcast_params()?;
     }
     cfg.steps = cfg.steps.max(start);
-    let opt_bytes = dp.as_ref().map_or(model.n_params() * 8, |dp| dp.optimizer_state_bytes());
+    let expert_bytes = ep.as_ref().map_or(0, |e| e.opt.groups.iter().map(|g| g.param.numel() * 8).sum());
+    let opt_bytes = dp.as_ref().map_or(model.n_params() * 8, |dp| dp.optimizer_state_bytes()) + expert_bytes;
     // MFU compares the job's tokens/s with the whole job's peak: every rank's, summed (each
     // measured its own cores at about the same moment, so none was measured under another's load).
     let peak = match (&dp, port.capabilities().peak_flops_f32) {
@@ -294,7 +336,7 @@ pub fn train_observed(
         (_, p) => p,
     };
     if !opts.quiet {
-        announce(&cfg, &model, precision, &**port, &data, world, zero, opt_bytes);
+        announce(&cfg, &model, precision, &**port, &data, (world, layout.map_or(1, |l| l.ep)), zero, opt_bytes);
     }
     let end = opts.stop_after.map_or(cfg.steps, |n| (start + n).min(cfg.steps));
     let log = match &run_dir {
@@ -310,6 +352,7 @@ pub fn train_observed(
         val: &data.val,
         opt,
         dp,
+        ep,
         loader,
         rank,
         zero,
@@ -334,9 +377,10 @@ pub fn train_observed(
         tokens_per_s: tps,
         mfu: peak.map(|p| tps * cfg.model.train_flops_per_token(cfg.ctx) / p),
         wall_s: t0.elapsed().as_secs_f64(),
-        n_params: model.n_params(),
+        n_params: model.n_params_whole(),
         out: opts.out.clone(),
         world,
+        ep: layout.map_or(1, |l| l.ep),
         optimizer_bytes_per_rank: opt_bytes,
         comm: run.dp.as_ref().map(|d| d.comm_stats()),
         overlap: run.dp.as_ref().is_some_and(|d| d.overlaps()),
@@ -391,22 +435,64 @@ fn resolve_config(cfg: &TrainConfig, opts: &RunOptions) -> Result<(TrainConfig, 
     }
 }
 
-/// This rank's side of the gradient exchange over `d.comm`.
-fn data_parallel(cfg: &TrainConfig, opt: &AdamW, port: &Arc<dyn Port>, d: &Distributed) -> Result<DataParallel> {
+/// This rank's side of the gradient exchange of `opt`'s parameters over `coll`. Under expert
+/// parallelism the exchange waits for the end of backward: the token all-to-alls of backward
+/// and the gradient buckets would otherwise meet in MPI in a different order on each rank.
+fn data_parallel(
+    cfg: &TrainConfig,
+    opt: &AdamW,
+    coll: Arc<dyn Collectives>,
+    d: &Distributed,
+    experts: bool,
+) -> Result<DataParallel> {
     let params: Vec<(Tensor, bool)> = opt.groups.iter().map(|g| (g.param.clone(), g.decay)).collect();
-    let coll = collectives_for(port, d.comm.clone())?;
-    let opts = DpOptions { zero: d.zero, overlap: d.overlap, ..DpOptions::default() };
+    let opts = DpOptions { zero: d.zero, overlap: d.overlap && !experts, ..DpOptions::default() };
     Ok(DataParallel::new(coll, &params, cfg.adamw, opts)?)
+}
+
+/// Where this rank stands under expert parallelism (`--ep` above 1), checked against the model.
+fn expert_layout(cfg: &TrainConfig, dist: Option<&Distributed>) -> Result<Option<ExpertLayout>> {
+    let Some(d) = dist.filter(|d| d.ep > 1) else { return Ok(None) };
+    check_expert_parallel(&cfg.model, d.ep)?;
+    Ok(Some(ExpertLayout::new(d.comm.rank(), d.comm.world(), d.ep).map_err(|e| anyhow!(e))?))
+}
+
+/// Whether `model` can spread its experts over groups of `ep` ranks; the error says the fix.
+pub fn check_expert_parallel(model: &anychip_nn::ModelConfig, ep: usize) -> Result<()> {
+    if ep <= 1 {
+        return Ok(());
+    }
+    let Some(m) = &model.moe else {
+        bail!("--ep {ep} spreads a mixture-of-experts model's experts over ranks, but this model is dense (no experts); drop --ep or train a MoE preset such as moe-tiny")
+    };
+    m.validate().map_err(|e| anyhow!(e))?;
+    if m.n_experts % ep != 0 {
+        bail!(
+            "the model's {} experts do not split evenly over --ep {ep} ranks; pick an --ep that divides {}",
+            m.n_experts,
+            m.n_experts
+        );
+    }
+    Ok(())
+}
+
+/// How the model is spread: router counts pooled over every rank, experts over `layout`'s group.
+fn placement(coll: Option<&Arc<dyn Collectives>>, layout: Option<ExpertLayout>) -> Placement {
+    let Some(coll) = coll.filter(|c| c.world() > 1) else { return Placement::default() };
+    let experts = layout.map(|l| ExpertGroup { coll: coll.clone(), members: l.members(), index: l.member() });
+    Placement { world: Some(coll.clone()), experts }
 }
 
 /// Load a checkpoint's weights, AdamW moments (under ZeRO-1 this rank's shard of them) and
 /// data position; returns the step and token count it reached, and the steps it skipped.
+/// Under expert parallelism each rank reads its own experts (and their moments) from the
+/// checkpoint, which holds every expert whatever the rank count that wrote it.
 fn restore(
     ck: &checkpoint::Loaded,
     cfg: &TrainConfig,
     data: &Dataset,
     model: &Transformer,
-    opt: &mut AdamW,
+    (opt, mut ep): (&mut AdamW, Option<&mut ExpertParallel>),
     dp: Option<&mut DataParallel>,
     loader: &mut Loader,
 ) -> Result<(u64, u64, u64)> {
@@ -415,10 +501,19 @@ fn restore(
         // The checkpoint holds every moment: load them whole once, keep this rank's shard.
         Some(dp) => {
             let mut full = optimizer(cfg, model)?;
-            checkpoint::load_weights(&ck.dir, model, Some(&mut full))?;
+            let mut opts: Vec<&mut AdamW> = vec![&mut full];
+            opts.extend(ep.as_deref_mut().map(|e| &mut e.opt));
+            checkpoint::load_sharded(&ck.dir, model, &mut opts)?;
             dp.load_moments(&full.m, &full.v, ck.state.step - skipped)?;
         }
-        None => checkpoint::load_weights(&ck.dir, model, Some(opt))?,
+        None => {
+            let mut opts: Vec<&mut AdamW> = vec![&mut *opt];
+            opts.extend(ep.as_deref_mut().map(|e| &mut e.opt));
+            checkpoint::load_sharded(&ck.dir, model, &mut opts)?;
+        }
+    }
+    if let Some(e) = ep {
+        e.opt.step = ck.state.step - skipped;
     }
     let mut st: LoaderState = serde_json::from_value(ck.state.loader.clone())
         .map_err(|e| anyhow!("checkpoint {}: data position is corrupt ({e})", ck.dir.display()))?;
@@ -455,14 +550,14 @@ fn announce(
     precision: Precision,
     port: &dyn Port,
     data: &Dataset,
-    world: usize,
+    (world, ep): (usize, usize),
     zero: bool,
     opt_bytes: usize,
 ) {
     eprintln!(
         "anychip: {} ({:.2}M params, {} matmuls) on port {} [{}], {} train / {} val tokens ({}), batch {}x{}x{}",
         cfg.preset,
-        model.n_params() as f64 / 1e6,
+        model.n_params_whole() as f64 / 1e6,
         precision,
         port.name(),
         port.capabilities().device,
@@ -482,6 +577,14 @@ fn announce(
             opt_bytes as f64 / (1 << 20) as f64
         );
     }
+    if ep > 1 {
+        let e = cfg.model.moe.as_ref().map_or(0, |m| m.n_experts);
+        eprintln!(
+            "anychip: expert parallel: {} x {ep} ranks (replicas x expert group), {} of the {e} experts per rank, tokens moved by all-to-all; gradient exchange after backward",
+            world / ep,
+            e / ep
+        );
+    }
 }
 
 /// The state of a run's step loop.
@@ -492,6 +595,8 @@ struct Run<'a> {
     val: &'a [u32],
     opt: AdamW,
     dp: Option<DataParallel>,
+    /// This rank's experts under expert parallelism.
+    ep: Option<ExpertParallel>,
     loader: Loader,
     /// `metrics.jsonl` (rank 0 only).
     log: Option<Metrics>,
@@ -526,7 +631,8 @@ impl Run<'_> {
             let lr = sched.lr(step);
             let before = (self.loader.state(), self.tokens);
             let (model, port) = (self.model, self.model.port().clone());
-            let outcome = guarded_step(model, &mut self.loader, cfg, &mut self.opt, self.dp.as_mut(), lr, &*port)?;
+            let opts = (&mut self.opt, self.ep.as_mut());
+            let outcome = guarded_step(model, &mut self.loader, cfg, opts, self.dp.as_mut(), lr, &*port)?;
             self.tokens += cfg.tokens_per_step() as u64;
             self.done = step + 1;
             let done = self.done;
@@ -640,6 +746,10 @@ impl Run<'_> {
             Some(dp) => dp.gather_moments()?,
             None => None,
         };
+        let experts = match &self.ep {
+            Some(ep) => gather_experts(self.model, ep)?,
+            None => None,
+        };
         if self.rank != 0 {
             return Ok(());
         }
@@ -654,7 +764,23 @@ impl Run<'_> {
         if let Some((m, v)) = gathered {
             (self.opt.m, self.opt.v) = (m, v);
         }
-        let saved = checkpoint::save(&checkpoint::in_run(&self.opts.out), self.cfg, self.model, &self.opt, &state);
+        let dir = checkpoint::in_run(&self.opts.out);
+        let saved = match &experts {
+            Some(all) => {
+                let mut params: Vec<(String, &Tensor)> = (self.model.params().iter().zip(self.model.expert_shard()))
+                    .filter(|(_, &e)| !e)
+                    .map(|(p, _)| (p.name.clone(), &p.tensor))
+                    .collect();
+                let mut moments = checkpoint::moments(&self.opt);
+                for (name, w, m, v) in all {
+                    params.push((name.clone(), w));
+                    moments.push((format!("m.{name}"), m));
+                    moments.push((format!("v.{name}"), v));
+                }
+                checkpoint::save_parts(&dir, self.cfg, &params, &moments, &state)
+            }
+            None => checkpoint::save(&dir, self.cfg, self.model, &self.opt, &state),
+        };
         if self.zero {
             (self.opt.m, self.opt.v) = (Vec::new(), Vec::new());
         }
@@ -667,12 +793,33 @@ impl Run<'_> {
 /// The optimizer's groups without moments: under ZeRO-1 [`DataParallel`] holds this rank's
 /// shard of them, and full moments exist only while a checkpoint is written.
 fn sharded_optimizer(cfg: &TrainConfig, model: &Transformer) -> AdamW {
-    let groups = model
-        .params()
-        .iter()
-        .map(|p| ParamGroup { name: p.name.clone(), param: p.tensor.clone(), decay: p.kind.decays() })
-        .collect();
-    AdamW { cfg: cfg.adamw, groups, m: Vec::new(), v: Vec::new(), step: 0 }
+    AdamW { cfg: cfg.adamw, groups: param_groups(model, false), m: Vec::new(), v: Vec::new(), step: 0 }
+}
+
+/// Every expert of the whole model with its moments, `(name, weight, m, v)`, on rank 0 (None on
+/// the others; every rank takes part): what a one-rank checkpoint holds for them.
+type ExpertState = Vec<(String, Tensor, Tensor, Tensor)>;
+
+fn gather_experts(model: &Transformer, ep: &ExpertParallel) -> Result<Option<ExpertState>> {
+    let weights: Vec<Tensor> = ep.opt.groups.iter().map(|g| g.param.clone()).collect();
+    let (w, m, v) = (ep.gather_to_root(&weights)?, ep.gather_to_root(&ep.opt.m)?, ep.gather_to_root(&ep.opt.v)?);
+    let (Some(w), Some(m), Some(v)) = (w, m, v) else { return Ok(None) };
+    // Member j's tensors are, in order, the expert weights of experts j E/ep .. (j+1) E/ep as
+    // the whole model lists them.
+    let n_experts = model.config().moe.as_ref().map_or(0, |c| c.n_experts);
+    let per = n_experts / w.len().max(1);
+    let mut out = Vec::new();
+    for (j, ((w, m), v)) in w.into_iter().zip(m).zip(v).enumerate() {
+        let names = model.expert_slots().iter().filter(|s| s.expert / per == j).map(|s| s.name.clone());
+        let names: Vec<String> = names.collect();
+        if names.len() != w.len() {
+            bail!("member {j} sent {} expert tensors for {} expert weights", w.len(), names.len());
+        }
+        for (((n, w), m), v) in names.into_iter().zip(w).zip(m).zip(v) {
+            out.push((n, w, m, v));
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Run `f` through [`Port::enter`] (on the CPU port: on one of its worker threads, so the

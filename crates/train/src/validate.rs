@@ -149,10 +149,12 @@ mod tests {
         TrainConfig::default_for("gpt2-tiny", ModelConfig::preset("gpt2-tiny").unwrap())
     }
 
+    /// A flag and a change to a valid config that puts it out of range.
+    type Case = (&'static str, Box<dyn Fn(&mut TrainConfig)>);
+
     #[test]
     fn out_of_range_settings_name_their_flag() {
-        type BreakIt = Box<dyn Fn(&mut TrainConfig)>;
-        let cases: Vec<(&str, BreakIt)> = vec![
+        let cases: Vec<Case> = vec![
             ("--steps", Box::new(|c| c.steps = 0)),
             ("--beta1", Box::new(|c| c.adamw.beta1 = 2.0)),
             ("--beta2", Box::new(|c| c.adamw.beta2 = -0.1)),

@@ -1,5 +1,6 @@
 //! Differentiable ops, one family per file.
 
+pub mod all_to_all;
 pub mod attention;
 pub mod composite;
 pub(crate) mod elementwise;
