@@ -31,7 +31,7 @@ def main():
                 lg = model(input_ids=tok[:, :-1]).logits
                 theirs = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tok[:, 1:].reshape(-1)).item()
             worst = max(worst, abs(ours - theirs))
-            print(f"{arch:9s} anychip {ours:.7f}  transformers {theirs:.7f}  |diff| {abs(ours - theirs):.2e}")
+            print(f"{arch:12s} anychip {ours:.7f}  transformers {theirs:.7f}  |diff| {abs(ours - theirs):.2e}")
     print("max |diff|", worst)
     sys.exit(0 if worst < 1e-5 else 1)
 
