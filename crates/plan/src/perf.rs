@@ -419,6 +419,29 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Activation bytes the heaviest chip holds: what one micro-batch stores under the layout's
+    /// recompute mode, times the micro-batches in flight on the first pipeline stage.
+    fn activation_memory(&self, sum: &LayerCost, stage_layers: f64, n_micro: usize) -> f64 {
+        let (l, tok) = (&self.l, self.tok);
+        let (h, t, p, v) = (self.a.d_model as f64, self.t(), l.pp as f64, l.v as f64);
+        // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
+        // not the BF16 one: one byte instead of two per stored linear input.
+        let fp8_saving = if self.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
+        let act_stored = match l.recompute {
+            Recompute::None => sum.act_bytes - fp8_saving,
+            Recompute::Selective => sum.act_bytes_selective - fp8_saving,
+            Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
+        };
+        // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
+        // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
+        let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
+        let mut activations = act_stored * in_flight;
+        if l.recompute == Recompute::Full {
+            activations += sum.act_bytes / stage_layers; // one layer rematerialised during its backward
+        }
+        activations
+    }
+
     /// The heaviest pipeline stage's layers (`stage_layers`, a `moe_frac` of them MoE) summed by
     /// kind, dense or MoE and full or windowed attention, in proportion to their counts.
     fn stage(&self, stage_layers: f64, moe_frac: f64) -> LayerCost {
@@ -665,7 +688,7 @@ pub fn estimate(
         gradients: states.gradients,
         optimizer: states.optimizer,
         gathered: states.gathered,
-        activations: activation_memory(job, &l, &sum, stage_layers, n_micro),
+        activations: cx.activation_memory(&sum, stage_layers, n_micro),
         logits: 2.0 * logits_bytes,
         reserve: k.reserve_gib * GIB,
     };
@@ -684,29 +707,6 @@ pub fn estimate(
         tokens_per_s,
         mfu,
     })
-}
-
-/// Activation bytes the heaviest chip holds: what one micro-batch stores under the layout's
-/// recompute mode, times the micro-batches in flight on the first pipeline stage.
-fn activation_memory(job: &Job, l: &Layout, sum: &LayerCost, stage_layers: f64, n_micro: usize) -> f64 {
-    let (h, t, p, v) = (job.arch.d_model as f64, l.tp as f64, l.pp as f64, l.v as f64);
-    let tok = (l.mb * job.seq / l.cp) as f64;
-    // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
-    // not the BF16 one: one byte instead of two per stored linear input.
-    let fp8_saving = if job.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
-    let act_stored = match l.recompute {
-        Recompute::None => sum.act_bytes - fp8_saving,
-        Recompute::Selective => sum.act_bytes_selective - fp8_saving,
-        Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
-    };
-    // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
-    // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
-    let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
-    let mut activations = act_stored * in_flight;
-    if l.recompute == Recompute::Full {
-        activations += sum.act_bytes / stage_layers; // one layer rematerialised during its backward
-    }
-    activations
 }
 
 /// Why a layout cannot run this job at all (as opposed to not fitting in memory).
