@@ -50,6 +50,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             layer_interval: num(v, &["decoder_sparse_step"]).unwrap_or(1.0) as usize,
             layer_end: None,
             aux_loss_coef,
+            aux_loss_per_layer: false, // transformers pools every layer's routing
             selection_bias: false,
         }
     } else {
@@ -64,6 +65,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             layer_interval: num(v, &["moe_layer_interval"]).unwrap_or(1.0) as usize,
             layer_end: (end >= 0 && (end as usize) < n_layer - 1).then_some(end as usize),
             aux_loss_coef,
+            aux_loss_per_layer: false,
             selection_bias: true,
         }
     };

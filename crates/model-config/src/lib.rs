@@ -263,12 +263,21 @@ const PRESETS: &[(&str, PresetFn)] = &[
     }),
     // shakespeare-bytes with each layer's GELU MLP replaced by 8 SwiGLU experts, top-2: the
     // router and two experts of width 340 hold 524,288 active parameters per layer against the
-    // dense MLP's 525,568, so the two train with equal active parameters.
+    // dense MLP's 525,568, so the two train with equal active parameters. Each layer is
+    // balanced on its own (with transformers' pooled loss one layer collapsed onto one expert).
     ("moe-tiny", || {
         let mut c = ModelConfig::gpt2(256, 256, 4, 4, 256);
         c.family = "moe".into();
         c.mlp = Mlp::SwiGlu;
-        c.moe = Some(MoeConfig { n_experts: 8, top_k: 2, d_expert: 340, ..MoeConfig::default() });
+        let moe = MoeConfig {
+            n_experts: 8,
+            top_k: 2,
+            d_expert: 340,
+            aux_loss_per_layer: true,
+            aux_loss_coef: 0.04,
+            ..MoeConfig::default()
+        };
+        c.moe = Some(moe);
         c
     }),
     ("qwen3-30b-a3b", || {

@@ -36,6 +36,12 @@ pub struct MoeConfig {
     pub layer_end: Option<usize>,
     /// Weight of the load-balancing loss added to the training loss (0: not added).
     pub aux_loss_coef: f32,
+    /// Balance each MoE layer on its own: the load-balancing loss is the mean over MoE layers
+    /// of each layer's Switch loss (the paper's form, as Megatron-Core computes it), instead of
+    /// transformers' one loss over every layer's routing pooled together (false, what the
+    /// Hugging Face families were trained with). The pooled form lets one layer send every
+    /// token to the same expert while another layer avoids it.
+    pub aux_loss_per_layer: bool,
     /// A per-expert score correction added to the probabilities when picking the top-k, not
     /// when weighting (ERNIE 4.5's `moe_statics.e_score_correction_bias`; not trained).
     pub selection_bias: bool,
@@ -53,6 +59,7 @@ impl Default for MoeConfig {
             layer_interval: 1,
             layer_end: None,
             aux_loss_coef: 0.01,
+            aux_loss_per_layer: false,
             selection_bias: false,
         }
     }

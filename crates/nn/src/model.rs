@@ -430,7 +430,7 @@ impl Transformer {
         if let (Some(world), false) = (&self.placement.world, routing.is_empty()) {
             moe::pool_counts(&mut routing, world, &self.port)?;
         }
-        let Some(aux) = moe::aux_loss(&routing, m.n_experts)? else { return Ok(ce) };
+        let Some(aux) = moe::aux_loss(&routing, m.n_experts, m.aux_loss_per_layer)? else { return Ok(ce) };
         if anychip_core::is_grad_enabled() {
             *self.router_stats.lock().expect("router stats poisoned") = Some(moe::stats(&routing, aux.item()?));
         }

@@ -330,11 +330,29 @@ pub(crate) fn pool_counts(
     Ok(())
 }
 
-/// transformers' pooled load-balancing loss over every MoE layer's routing (module header):
+/// The load-balancing loss over the MoE layers' routing: transformers' pooled form (module
+/// header) over all of them, or with `per_layer` the mean of each layer's own loss.
+pub(crate) fn aux_loss(layers: &[LayerRouting], n_experts: usize, per_layer: bool) -> Result<Option<Tensor>> {
+    if !per_layer || layers.len() < 2 {
+        return pooled_aux_loss(layers, n_experts);
+    }
+    let mut total: Option<Tensor> = None;
+    for l in layers {
+        let Some(a) = pooled_aux_loss(std::slice::from_ref(l), n_experts)? else { continue };
+        total = Some(match total {
+            Some(t) => in_region(Some(ROUTER), || t.add(&a))?,
+            None => a,
+        });
+    }
+    let n = layers.len() as f64;
+    total.map(|t| in_region(Some(ROUTER), || t.mul_scalar(1.0 / n))).transpose()
+}
+
+/// transformers' pooled load-balancing loss over the given layers' routing (module header):
 /// E sum_e (C_e / R) (S_e / R) with R = L N rows, C the top-k counts and S the probability sums.
 /// After [`pool_counts`], C and the R that divides it are the global batch's, and S and its R
 /// this rank's.
-pub(crate) fn aux_loss(layers: &[LayerRouting], n_experts: usize) -> Result<Option<Tensor>> {
+fn pooled_aux_loss(layers: &[LayerRouting], n_experts: usize) -> Result<Option<Tensor>> {
     let Some(first) = layers.first() else { return Ok(None) };
     let rows: usize = layers.iter().map(|l| l.tokens).sum();
     let pooled_rows: usize = layers.iter().map(|l| l.pooled_tokens).sum();
@@ -372,6 +390,34 @@ mod tests {
 
     fn uniform(n: usize, seed: u64) -> Vec<f32> {
         (0..n).map(|i| philox::uniform(seed, i as u64) * 2.0 - 1.0).collect()
+    }
+
+    /// Two layers of 4 tokens, top-1 of 2 experts: layer 0 sends every token to expert 0 and
+    /// layer 1 every token to expert 1, with the probabilities to match. Pooled, the two look
+    /// balanced (1.0, the balanced value at top-1); each on its own is collapsed (2.0).
+    #[test]
+    fn per_layer_balance_sees_a_collapse_the_pooled_loss_misses() {
+        let mut reg = Registry::new();
+        anychip_port_ref::register(&mut reg);
+        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let layer = |e: usize| {
+            let mut probs = [0.0f32; 2];
+            probs[e] = 4.0;
+            let mut counts = vec![0usize; 2];
+            counts[e] = 4;
+            LayerRouting {
+                prob_sum: Tensor::from_f32(&port, &probs, &[2], DType::F32).unwrap(),
+                topk_counts: counts.clone(),
+                routed: counts,
+                pooled_tokens: 4,
+                chosen: vec![e; 4],
+                tokens: 4,
+            }
+        };
+        let layers = [layer(0), layer(1)];
+        let value = |per_layer| aux_loss(&layers, 2, per_layer).unwrap().unwrap().item().unwrap();
+        assert!((value(false) - 1.0).abs() < 1e-6, "pooled {}", value(false));
+        assert!((value(true) - 2.0).abs() < 1e-6, "per layer {}", value(true));
     }
 
     /// The block alone, with O(1) activations and weights so that f32 finite differences resolve
@@ -412,7 +458,7 @@ mod tests {
         let r = Tensor::from_f32(&port, &uniform(n * d, 8), &[n, d], DType::F32).unwrap();
         let objective = |ps: &[Tensor], h: &Tensor| -> (Tensor, Vec<usize>) {
             let (out, routing) = block.forward(&|i| ps[i].clone(), &cfg, h, None).unwrap();
-            let aux = aux_loss(std::slice::from_ref(&routing), cfg.n_experts).unwrap().unwrap();
+            let aux = aux_loss(std::slice::from_ref(&routing), cfg.n_experts, false).unwrap().unwrap();
             let obj = out.mul(&r).unwrap().sum().unwrap().add(&aux.mul_scalar(0.5).unwrap()).unwrap();
             (obj, routing.chosen)
         };

@@ -29,6 +29,7 @@ fn moe_cfg() -> ModelConfig {
         layer_interval: 1,
         layer_end: None,
         aux_loss_coef: 0.1,
+        aux_loss_per_layer: true, // the pooled form is what the HF parity tests cover
         selection_bias: true,
     });
     c
