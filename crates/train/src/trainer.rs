@@ -275,21 +275,7 @@ pub fn train_observed(
         0 => Some(open_run_dir(opts)?),
         _ => None,
     };
-    let (mut cfg, resumed) = resolve_config(cfg, opts)?;
-    validate::check_settings(&cfg)?;
-    let data = load_dataset(&cfg)?;
-    check_vocab(&cfg, &data)?;
-    if cfg.batch % world != 0 {
-        bail!(
-            "--batch {} (the global batch) does not split evenly over {world} ranks; use a multiple of {world}",
-            cfg.batch
-        );
-    }
-    validate::check_memory(
-        validate::memory_estimate(&cfg, cfg.batch / world),
-        validate::available_memory(),
-        cfg.batch,
-    )?;
+    let (mut cfg, resumed, data) = settle_job(cfg, opts, world)?;
     let (precision, note) = matmul_precision(port.as_ref(), cfg.precision);
     if let Some(note) = note {
         eprintln!("{note}");
@@ -299,6 +285,7 @@ pub fn train_observed(
         None => None,
     };
     let layout = expert_layout(&cfg, dist)?;
+    let ep_size = layout.map_or(1, |l| l.ep);
     let model = Transformer::new_placed(&cfg.model, port, cfg.seed, placement(coll.as_ref(), layout))?
         .with_precision(precision);
     let zero = dist.is_some_and(|d| d.zero);
@@ -336,7 +323,7 @@ pub fn train_observed(
         (_, p) => p,
     };
     if !opts.quiet {
-        announce(&cfg, &model, precision, &**port, &data, (world, layout.map_or(1, |l| l.ep)), zero, opt_bytes);
+        announce(&cfg, &model, precision, &**port, &data, (world, ep_size), zero, opt_bytes);
     }
     let end = opts.stop_after.map_or(cfg.steps, |n| (start + n).min(cfg.steps));
     let log = match &run_dir {
@@ -370,23 +357,60 @@ pub fn train_observed(
     let elapsed = loop_start.elapsed().as_secs_f64();
     let tps = ((run.done - start) * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
     drop(run_dir);
-    Ok(Summary {
+    let mfu = peak.map(|p| tps * cfg.model.train_flops_per_token(cfg.ctx) / p);
+    Ok(summarise(&run, (last_loss, tps, mfu, t0), (world, ep_size), opt_bytes))
+}
+
+/// The settings the job runs with (from the checkpoint when resuming), checked against the
+/// data, the world size and the memory of this machine before anything is allocated.
+fn settle_job(
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    world: usize,
+) -> Result<(TrainConfig, Option<checkpoint::Loaded>, Dataset)> {
+    let (cfg, resumed) = resolve_config(cfg, opts)?;
+    validate::check_settings(&cfg)?;
+    let data = load_dataset(&cfg)?;
+    check_vocab(&cfg, &data)?;
+    if cfg.batch % world != 0 {
+        bail!(
+            "--batch {} (the global batch) does not split evenly over {world} ranks; use a multiple of {world}",
+            cfg.batch
+        );
+    }
+    validate::check_memory(
+        validate::memory_estimate(&cfg, cfg.batch / world),
+        validate::available_memory(),
+        cfg.batch,
+    )?;
+    Ok((cfg, resumed, data))
+}
+
+/// The run's [`Summary`] once its loop has ended: `(last loss, tokens/s, MFU, start time)`
+/// and `(ranks, expert-parallel group size)`.
+fn summarise(
+    run: &Run,
+    (train_loss, tokens_per_s, mfu, t0): (f32, f64, Option<f64>, Instant),
+    (world, ep): (usize, usize),
+    optimizer_bytes_per_rank: usize,
+) -> Summary {
+    Summary {
         steps: run.done,
-        train_loss: last_loss,
+        train_loss,
         val_loss: run.val_loss,
-        tokens_per_s: tps,
-        mfu: peak.map(|p| tps * cfg.model.train_flops_per_token(cfg.ctx) / p),
+        tokens_per_s,
+        mfu,
         wall_s: t0.elapsed().as_secs_f64(),
-        n_params: model.n_params_whole(),
-        out: opts.out.clone(),
+        n_params: run.model.n_params_whole(),
+        out: run.opts.out.clone(),
         world,
-        ep: layout.map_or(1, |l| l.ep),
-        optimizer_bytes_per_rank: opt_bytes,
+        ep,
+        optimizer_bytes_per_rank,
         comm: run.dp.as_ref().map(|d| d.comm_stats()),
         overlap: run.dp.as_ref().is_some_and(|d| d.overlaps()),
         interrupted: run.interrupted,
         skipped: run.skipped,
-    })
+    }
 }
 
 /// Lock the run directory, saying what a crash had left there and what was done about it.
