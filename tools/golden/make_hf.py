@@ -81,27 +81,42 @@ def write_expected(out, loss, losses, **extra):
               open(os.path.join(out, "expected.json"), "w"), indent=1)
 
 
+def perturb_vectors(name, p):
+    """Non-trivial norms so their mapping is tested."""
+    if p.dim() == 1:
+        p.add_(0.1 * torch.randn_like(p))
+
+
+def write_golden(root, arch, make, objective=None, tweak=perturb_vectors, extra=None):
+    """One golden under ROOT/hf-ARCH: a seeded random-weight model (each parameter passed to
+    `tweak` in order) saved with save_pretrained, a fixed batch, transformers' loss on it and
+    the objective before each of 5 AdamW steps; `extra(out, tokens)` adds fields."""
+    torch.manual_seed(7)
+    model = make().float().eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            tweak(n, p)
+    out = os.path.join(root, f"hf-{arch}")
+    model.save_pretrained(out, safe_serialization=True)
+    tokens = torch.randint(0, V, (2, 10), generator=torch.Generator().manual_seed(3))
+    save_file({"tokens": tokens.to(torch.int64)}, os.path.join(out, "batch.safetensors"))
+    with torch.no_grad():
+        loss = loss_of(model, tokens).item()
+    losses = adamw_losses(model, tokens, objective or loss_of)
+    write_expected(out, loss, losses, **(extra(out, tokens) if extra else {}))
+    print(arch, loss, losses)
+
+
+def golden_root():
+    return os.environ.get("GOLDEN_OUT", os.path.join(os.path.dirname(__file__), "out"))
+
+
 def main():
-    root = os.environ.get("GOLDEN_OUT", os.path.join(os.path.dirname(__file__), "out"))
     for arch, make in ARCHS.items():
-        torch.manual_seed(7)
-        model = make().float().eval()
-        with torch.no_grad():  # non-trivial norms so their mapping is tested
-            for n, p in model.named_parameters():
-                if p.dim() == 1:
-                    p.add_(0.1 * torch.randn_like(p))
-        out = os.path.join(root, f"hf-{arch}")
-        model.save_pretrained(out, safe_serialization=True)
-        tokens = torch.randint(0, V, (2, 10), generator=torch.Generator().manual_seed(3))
-        save_file({"tokens": tokens.to(torch.int64)}, os.path.join(out, "batch.safetensors"))
-        with torch.no_grad():
-            loss = loss_of(model, tokens).item()
-        losses = adamw_losses(model, tokens, loss_of)
-        extra = {}
+        extra = None
         if arch == "ernie4_5":
-            extra["losses_llama_equivalent"] = llama_equivalent_losses(out, tokens)
-        write_expected(out, loss, losses, **extra)
-        print(arch, loss, losses)
+            extra = lambda out, tokens: {"losses_llama_equivalent": llama_equivalent_losses(out, tokens)}
+        write_golden(golden_root(), arch, make, extra=extra)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,10 @@ Choices that make the comparison sharp:
 The training objective is what transformers' own `loss` is: cross-entropy plus coef x aux_loss when
 output_router_logits is set.
 """
-import os
 import torch
 import torch.nn.functional as F
 import transformers as T
-from safetensors.torch import save_file
-from make_hf import V, D, L, H, KV, FF, P, adamw_losses, loss_of, write_expected
+from make_hf import V, D, L, H, KV, FF, P, golden_root, perturb_vectors, write_golden
 
 ARCHS = {
     "qwen3_moe": lambda: T.Qwen3MoeForCausalLM(T.Qwen3MoeConfig(
@@ -48,28 +46,18 @@ def objective(model, tokens):
     return ce
 
 
+def tweak(name, p):
+    """Non-trivial norms; clear routing margins; a non-zero ERNIE selection bias."""
+    perturb_vectors(name, p)
+    if name.endswith("gate.weight"):
+        p.mul_(40.0)
+    if name.endswith("e_score_correction_bias"):
+        p.copy_(0.05 * torch.randn_like(p))
+
+
 def main():
-    root = os.environ.get("GOLDEN_OUT", os.path.join(os.path.dirname(__file__), "out"))
     for arch, make in ARCHS.items():
-        torch.manual_seed(7)
-        model = make().float().eval()
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if p.dim() == 1:  # non-trivial norms so their mapping is tested
-                    p.add_(0.1 * torch.randn_like(p))
-                if n.endswith("gate.weight"):
-                    p.mul_(40.0)
-                if n.endswith("e_score_correction_bias"):
-                    p.copy_(0.05 * torch.randn_like(p))
-        out = os.path.join(root, f"hf-{arch}")
-        model.save_pretrained(out, safe_serialization=True)
-        tokens = torch.randint(0, V, (2, 10), generator=torch.Generator().manual_seed(3))
-        save_file({"tokens": tokens.to(torch.int64)}, os.path.join(out, "batch.safetensors"))
-        with torch.no_grad():
-            loss = loss_of(model, tokens).item()
-        losses = adamw_losses(model, tokens, objective)
-        write_expected(out, loss, losses)
-        print(arch, loss, losses)
+        write_golden(golden_root(), arch, make, objective, tweak)
 
 
 if __name__ == "__main__":
