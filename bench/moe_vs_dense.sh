@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# moe-tiny against the dense shakespeare-bytes preset of equal active parameters, on one machine:
+#  1. step cost: `bench` of each at the training batch (8 x 256), alternated REPEATS times, medians (the MoE step over the dense
+#     step; the issue's bound is 1.3x), and one `--profile` of moe-tiny (router/dispatch/combine).
+#  2. equal wall time: the dense preset trains DENSE_STEPS steps; moe-tiny trains the number of
+#     steps that its median step time fits in the dense run's training wall time; both print
+#     their validation loss, and the MoE run's busiest-expert load after warm-up is read from
+#     its metrics.jsonl (the issue's bound is 2x the mean share).
+#   bench/moe_vs_dense.sh BINARY [REPEATS=3] [DENSE_STEPS=300]
+set -euo pipefail
+bin="$1"; repeats="${2:-3}"; dense_steps="${3:-300}"
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+step_ms() { sed -E 's/.*\| step ([0-9.]+) ms.*/\1/'; }
+for i in $(seq "$repeats"); do
+    d=$("$bin" bench --preset shakespeare-bytes --batch 8 --ctx 256 --steps 10 --warmup 3 | tail -1 | step_ms)
+    m=$("$bin" bench --preset moe-tiny --batch 8 --ctx 256 --steps 10 --warmup 3 | tail -1 | step_ms)
+    echo "repeat $i: dense $d ms, moe-tiny $m ms"
+    echo "$d $m" >> "$work/steps"
+done
+read -r dense_ms moe_ms < <(python3 - "$work/steps" <<'PY'
+import statistics, sys
+rows = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
+print(statistics.median(d for d, _ in rows), statistics.median(m for _, m in rows))
+PY
+)
+echo "median step: dense $dense_ms ms, moe-tiny $moe_ms ms, moe/dense $(python3 -c "print(f'{$moe_ms/$dense_ms:.2f}')")x"
+"$bin" bench --preset moe-tiny --batch 8 --ctx 256 --steps 5 --warmup 2 --profile | grep -E "^ *(kind|matmul|moe_|attention|elementwise|norms|cross|optim)" || true
+
+flags=(--eval-every 0 --ckpt-every 0 --quiet)
+"$bin" train --preset shakespeare-bytes --steps "$dense_steps" "${flags[@]}" --out "$work/dense" | tee "$work/dense.txt"
+wall=$(sed -E 's/.*wall ([0-9.]+) s.*/\1/' "$work/dense.txt")
+moe_steps=$(python3 -c "print(max(1, round($wall * 1000 / $moe_ms)))")
+echo "moe-tiny gets $moe_steps steps for the dense run's $wall s"
+"$bin" train --preset moe-tiny --steps "$moe_steps" "${flags[@]}" --out "$work/moe" | tee "$work/moe.txt"
+python3 - "$work/moe/metrics.jsonl" "$moe_steps" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"moe"' in l]
+warm = max(1, int(sys.argv[2]) // 10)
+after = [r["moe"]["max_load_ratio"] for r in rows if r.get("step", 0) > warm]
+print(f"busiest expert after warm-up (step > {warm}): max {max(after):.2f}x, last {after[-1]:.2f}x the mean share")
+PY
