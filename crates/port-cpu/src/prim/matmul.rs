@@ -1,10 +1,11 @@
 //! matmul: out[b] = alpha * a[b] @ b[b] + beta * out[b], through the `gemm` crate.
 //!
 //! gemm takes row and column strides, so transposed operands (the backward pass's dW = dY^T X
-//! and dX = dY W) run without a copy. Large products use gemm's own rayon parallelism inside
-//! the port's pool; many small products (attention heads) run one per task instead. Where the
-//! port was created with a vendor BLAS (`ANYCHIP_BLAS`, see [`crate::blas`]), f32 products go to
-//! its single-threaded sgemm instead, one slice of the output per worker. bf16
+//! and dX = dY W) run without a copy. A large product is cut into one slice of the output per
+//! worker, each a single-threaded gemm call (see [`split`] for why not gemm's own threading);
+//! many small products (attention heads) run one per task instead. Where the port was created
+//! with a vendor BLAS (`ANYCHIP_BLAS`, see [`crate::blas`]), the slices go to its
+//! single-threaded sgemm instead. bf16
 //! operands run on the native bf16 kernel ([`super::matmul_bf16`], AMX or AVX512-BF16) where
 //! the CPU has one, and are otherwise widened to f32 panels first. Both give the same products (a bf16
 //! product is exact in f32) summed in f32, so they differ only in summation order.
@@ -256,14 +257,17 @@ pub unsafe fn gemm_one(
         }
         return;
     }
-    if let Some(bl) = crate::blas::current() {
-        let parts = match par {
-            Parallelism::Rayon(t) => t.max(1),
-            _ => 1,
-        };
-        return vendor_split(bl, parts, (m, n, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta);
-    }
-    builtin((m, n, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta, par);
+    let parts = match par {
+        Parallelism::Rayon(t) => t.max(1),
+        _ => 1,
+    };
+    let vendor = crate::blas::current();
+    split(parts, (m, n, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), |dims, a, b, c| {
+        // A slice whose strides CBLAS cannot take runs on the gemm crate instead.
+        if !vendor.is_some_and(|bl| bl.sgemm(dims, a, b, c, alpha, beta)) {
+            builtin(dims, a, b, c, alpha, beta, Parallelism::None);
+        }
+    });
 }
 
 /// The product on the gemm crate (k > 0).
@@ -304,45 +308,55 @@ unsafe fn builtin(
     );
 }
 
-/// The product on a vendor BLAS (single-threaded), split into `parts` slices of c along its
-/// longer side that run on the port's workers; a slice whose strides CBLAS cannot take runs on
-/// the gemm crate instead.
+/// Rows or columns of c per slice below which a product is not split further.
+const SLICE_MIN: usize = 128;
+
+/// An f32 operand of one slice: base pointer, row and column strides.
+type Operand<T> = (T, usize, usize);
+
+/// Run the product as `parts` independent single-threaded products, one slice of c along its
+/// longer side each, on the port's workers (`piece(dims, a, b, c)` computes one slice).
+///
+/// Why not the gemm crate's own threading (`Parallelism::Rayon`): it packs each depth block of
+/// b on all threads, waits for all of them, then shares out the micro-tiles, a barrier per
+/// block; independent slices never wait (each packs the operand it shares with the other
+/// slices itself, an O(k (m + n)) copy against O(m n k / parts) arithmetic). Slices are whole
+/// 16-wide register blocks and at least [`SLICE_MIN`] long, so that a slice takes the same
+/// path through gemm as the whole product (gemm's blocking of k depends on k alone there) and
+/// the result does not depend on the thread count.
 ///
 /// # Safety
-/// As [`gemm_one`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn vendor_split(
-    bl: &crate::blas::Blas,
+/// As [`gemm_one`]; `piece` must compute exactly the slice it is given.
+unsafe fn split(
     parts: usize,
     (m, n, k): (usize, usize, usize),
-    (a, ars, acs): (*const f32, usize, usize),
-    (b, brs, bcs): (*const f32, usize, usize),
-    (c, crs, ccs): (*mut f32, usize, usize),
-    alpha: f32,
-    beta: f32,
+    (a, ars, acs): Operand<*const f32>,
+    (b, brs, bcs): Operand<*const f32>,
+    (c, crs, ccs): Operand<*mut f32>,
+    piece: impl Fn((usize, usize, usize), Operand<*const f32>, Operand<*const f32>, Operand<*mut f32>) + Sync,
 ) {
-    let (a, b, c) = (a as usize, b as usize, c as usize);
-    let piece = |i0: usize, i1: usize, j0: usize, j1: usize| {
-        let (a, b) = ((a as *const f32).add(i0 * ars), (b as *const f32).add(j0 * bcs));
-        let c = (c as *mut f32).add(i0 * crs + j0 * ccs);
-        let (pm, pn) = (i1 - i0, j1 - j0);
-        if !bl.sgemm((pm, pn, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta) {
-            builtin((pm, pn, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta, Parallelism::None);
-        }
+    let (ap, bp, cp) = (a as usize, b as usize, c as usize);
+    let run = |i0: usize, i1: usize, j0: usize, j1: usize| {
+        // A slice of c with the rows of a and the columns of b it reads: all in bounds.
+        let a = (ap as *const f32).wrapping_add(i0 * ars);
+        let b = (bp as *const f32).wrapping_add(j0 * bcs);
+        let c = (cp as *mut f32).wrapping_add(i0 * crs + j0 * ccs);
+        piece((i1 - i0, j1 - j0, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs));
     };
     let rows = m >= n;
     let len = if rows { m } else { n };
-    // Slices of whole 16-wide register blocks, so no slice ends in a ragged one needlessly.
-    let step = len.div_ceil(parts.max(1)).next_multiple_of(16).max(1);
-    if parts <= 1 || step >= len {
-        return piece(0, m, 0, n);
+    let parts = parts.min(len / SLICE_MIN).max(1);
+    if parts == 1 {
+        return run(0, m, 0, n);
     }
-    (0..len.div_ceil(step)).into_par_iter().for_each(|p| {
-        let (s, e) = (p * step, ((p + 1) * step).min(len));
+    // Boundaries at multiples of 16, evenly spread: every slice is at least SLICE_MIN - 16 long.
+    let edge = |p: usize| if p == parts { len } else { (p * len / parts) / 16 * 16 };
+    (0..parts).into_par_iter().for_each(|p| {
+        let (s, e) = (edge(p), edge(p + 1));
         if rows {
-            piece(s, e, 0, n)
+            run(s, e, 0, n)
         } else {
-            piece(0, m, s, e)
+            run(0, m, s, e)
         }
     });
 }
