@@ -389,7 +389,9 @@ mod tests {
                 for (got, want, what) in
                     [(&y, &yp, "gelu"), (&dx, &dxp, "gelu'"), (&ys, &ysp, "silu"), (&dxs, &dxsp, "silu'")]
                 {
-                    assert_eq!(got[i].to_bits(), want[i].to_bits(), "{what} at {}", x[i]);
+                    // A NaN's sign bit carries no meaning (and differs between code paths).
+                    let same = got[i].to_bits() == want[i].to_bits() || (got[i].is_nan() && want[i].is_nan());
+                    assert!(same, "{what} at {}: {} vs {}", x[i], got[i], want[i]);
                 }
                 continue;
             }
