@@ -9,7 +9,8 @@
 //! micro-batch through the heaviest stage (its layers plus the LM head):
 //! - GEMMs at peak x eff(intensity): eff = gemm_eff x I/(I + knee x ridge), I the GEMM's arithmetic
 //!   intensity (FLOP/byte), ridge = peak / memory bandwidth of the chip. Small GEMMs (thin tensor
-//!   parallel slices, few tokens per expert) fall off the roof on every chip in the same way; FP8
+//!   parallel slices, few tokens per expert) fall off the roof on every chip in the same way, and no
+//!   GEMM beats streaming its operands and result through memory once (the roofline floor); FP8
 //!   GEMMs run at the FP8 peak times `fp8_gemm_eff` (the scaling and casting TE adds), while
 //!   attention, the LM head and element-wise work stay BF16.
 //! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward, FlashAttention-2);
@@ -328,11 +329,38 @@ impl Rates {
     }
 }
 
+/// Fraction of the nominal memory bandwidth a streaming kernel reaches: FlagPerf's A100
+/// measurement, 1,328 of 1,555 GB/s (85.4%; shared/anchors/chips.md, "Measured vs nominal").
+const MEM_BW_EFF: f64 = 0.854;
+
 /// Fraction of the chip's peak one GEMM of m x k x n reaches with `bytes` per element.
 fn gemm_eff(k: &Constants, peak: f64, mem_bw: f64, m: f64, n: f64, kk: f64, bytes: f64) -> f64 {
     let intensity = 2.0 / (bytes * (1.0 / m + 1.0 / n + 1.0 / kk));
     let ridge = peak / mem_bw;
     k.gemm_eff * intensity / (intensity + k.gemm_knee * ridge)
+}
+
+/// Seconds for `flops` of GEMMs of shape m x k -> n at `peak` (already scaled by any precision
+/// factor) with `bytes` per element: the intensity-dependent efficiency above, and never faster
+/// than streaming the GEMMs' operands and results (m k + k n + m n elements each) through memory
+/// once (the roofline's memory side; the smooth form alone would let a GEMM of intensity far below
+/// the ridge point move bytes faster than the memory can).
+#[allow(clippy::too_many_arguments)]
+fn gemm_time(
+    k: &Constants,
+    peak: f64,
+    ridge_peak: f64,
+    mem_bw: f64,
+    flops: f64,
+    m: f64,
+    n: f64,
+    kk: f64,
+    bytes: f64,
+) -> f64 {
+    let compute = flops / (peak * gemm_eff(k, ridge_peak, mem_bw, m, n, kk, bytes));
+    let gemms = flops / (2.0 * m * n * kk);
+    let traffic = gemms * bytes * (m * kk + kk * n + m * n) / (mem_bw * MEM_BW_EFF);
+    compute.max(traffic)
 }
 
 /// Time of `bytes_per_rank` moved at `bw` plus `steps` latency hops.
@@ -469,12 +497,13 @@ impl Ctx<'_> {
             (Precision::Fp8, Some(p)) => (p, 1.0, self.k.fp8_gemm_eff),
             _ => (self.r.peak_bf16, 2.0, 1.0),
         };
-        flops / (peak * extra * gemm_eff(self.k, peak, self.r.mem_bw, m, n, kk, bytes))
+        gemm_time(self.k, peak * extra, peak, self.r.mem_bw, flops, m, n, kk, bytes)
     }
 
     /// Seconds for a BF16 GEMM (LM head, unfused attention).
     fn bf16(&self, flops: f64, m: f64, n: f64, kk: f64) -> f64 {
-        flops / (self.r.peak_bf16 * gemm_eff(self.k, self.r.peak_bf16, self.r.mem_bw, m, n, kk, 2.0))
+        let p = self.r.peak_bf16;
+        gemm_time(self.k, p, p, self.r.mem_bw, flops, m, n, kk, 2.0)
     }
 
     /// Forward and backward seconds of the attention core for one layer.
@@ -860,4 +889,25 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, nm: f64) -> f64 {
         };
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thin_gemm_is_held_to_the_memory_floor() {
+        let k = Constants::prior();
+        let (peak, bw) = (989e12, 3.35e12);
+        // One token through a 4096 x 4096 weight: 2 x 4096^2 FLOPs, 2 x (4096 + 4096^2 + 4096) bytes.
+        let (m, n, kk) = (1.0, 4096.0, 4096.0);
+        let t = gemm_time(&k, peak, peak, bw, 2.0 * m * n * kk, m, n, kk, 2.0);
+        let floor = 2.0 * (m * kk + kk * n + m * n) / (bw * MEM_BW_EFF);
+        assert!((t / floor - 1.0).abs() < 1e-12, "{t} vs floor {floor}");
+        // A large square GEMM is compute-bound: the floor does not apply.
+        let big = 8192.0;
+        let flops = 2.0 * big * big * big;
+        let t = gemm_time(&k, peak, peak, bw, flops, big, big, big, 2.0);
+        assert!((t - flops / (peak * gemm_eff(&k, peak, bw, big, big, big, 2.0))).abs() < 1e-15);
+    }
 }
