@@ -66,6 +66,49 @@ impl fmt::Display for Recompute {
     }
 }
 
+/// Submodules whose outputs are discarded after forward and recomputed in backward, on top of
+/// [`Recompute`] (Megatron-Core `recompute_modules`: "moe_act", "layernorm" and "mla_up_proj" use
+/// output-discarding checkpointing; TransformerConfig docstring and the MoE README, "Checkpointing").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Modules {
+    /// The input and pre-MLP norms: their outputs (the QKV and MLP inputs) are not stored.
+    pub layernorm: bool,
+    /// The routed experts' activation: its output (the down projection's input) is not stored.
+    pub moe_act: bool,
+    /// Latent attention's up projections and RoPE: the per-head queries, keys and values are not
+    /// stored, only the compressed latents.
+    pub mla_up_proj: bool,
+}
+
+impl Modules {
+    /// Parse module names joined by `+` (or given one by one): `layernorm`, `moe_act`, `mla_up_proj`.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Modules> {
+        let mut m = Modules::default();
+        for name in names.into_iter().flat_map(|n| n.split('+')).map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "layernorm" => m.layernorm = true,
+                "moe_act" => m.moe_act = true,
+                "mla_up_proj" => m.mla_up_proj = true,
+                other => bail!("recompute module must be layernorm, moe_act or mla_up_proj, got '{other}'"),
+            }
+        }
+        Ok(m)
+    }
+
+    /// Whether no module is recomputed.
+    pub fn is_empty(&self) -> bool {
+        *self == Modules::default()
+    }
+}
+
+impl fmt::Display for Modules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = [(self.layernorm, "layernorm"), (self.moe_act, "moe_act"), (self.mla_up_proj, "mla_up_proj")];
+        let names: Vec<&str> = on.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
+        f.write_str(&names.join("+"))
+    }
+}
+
 /// Number format of the transformer layers' GEMMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +158,8 @@ pub struct Layout {
     pub v: usize,
     /// Activation recomputation.
     pub recompute: Recompute,
+    /// Submodules recomputed on top of `recompute` (ignored under full recompute).
+    pub modules: Modules,
     /// ZeRO stage of the data-parallel optimizer: 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
     pub zero: u8,
     /// Sequence parallelism in the tensor-parallel group (Korthikanti).
@@ -140,7 +185,11 @@ impl fmt::Display for Layout {
         if self.v > 1 {
             write!(f, " v{}", self.v)?;
         }
-        write!(f, " mb{} rc:{} zero{}", self.mb, self.recompute, self.zero)?;
+        write!(f, " mb{} rc:{}", self.mb, self.recompute)?;
+        if !self.modules.is_empty() {
+            write!(f, "+{}", self.modules)?;
+        }
+        write!(f, " zero{}", self.zero)?;
         if self.sp && self.tp > 1 {
             f.write_str(" sp")?;
         }
@@ -414,6 +463,10 @@ struct LayerCost {
     ep: f64,
     /// TP forward part (rerun under full recompute).
     tp_fwd: f64,
+    /// Stored bytes the layout's recompute modules discard (outside the attention core).
+    module_bytes: f64,
+    /// Seconds of forward work those modules rerun in backward.
+    module_rerun: f64,
 }
 
 impl LayerCost {
@@ -429,6 +482,8 @@ impl LayerCost {
         self.linear_inputs += w * c.linear_inputs;
         self.tp += w * c.tp;
         self.tp_fwd += w * c.tp_fwd;
+        self.module_bytes += w * c.module_bytes;
+        self.module_rerun += w * c.module_rerun;
         self.cp += w * c.cp;
         self.ep += w * c.ep;
     }
@@ -456,8 +511,8 @@ impl Ctx<'_> {
         // not the BF16 one: one byte instead of two per stored linear input.
         let fp8_saving = if self.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
         let act_stored = match l.recompute {
-            Recompute::None => sum.act_bytes - fp8_saving,
-            Recompute::Selective => sum.act_bytes_selective - fp8_saving,
+            Recompute::None => sum.act_bytes - fp8_saving - sum.module_bytes,
+            Recompute::Selective => sum.act_bytes_selective - fp8_saving - sum.module_bytes,
             Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
         };
         // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
@@ -595,6 +650,11 @@ impl Ctx<'_> {
         }
         let act_selective = tok * (outside + attn_inside + mlp_inside);
         let act_bytes = act_selective + score_bytes;
+        let routed = match (moe, a.moe) {
+            (true, Some(m)) => tok / t * m.top_k as f64,
+            _ => 0.0,
+        };
+        let (module_bytes, module_rerun) = self.module_recompute(routed);
         let tp_pair = self.tp_pair();
         let cp = self.cp_exchange();
         LayerCost {
@@ -610,7 +670,40 @@ impl Ctx<'_> {
             tp_fwd: 2.0 * tp_pair,
             cp,
             ep,
+            module_bytes,
+            module_rerun,
         }
+    }
+
+    /// Bytes the layout's recompute modules keep from being stored in one layer with `routed`
+    /// routed token copies (0 for a dense layer), and the seconds their forward reruns in backward.
+    fn module_recompute(&self, routed: f64) -> (f64, f64) {
+        let (a, m) = (self.a, self.l.modules);
+        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let sp = if self.l.sp && self.l.tp > 1 { t } else { 1.0 };
+        // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
+        let lin = if self.precision == Precision::Fp8 { 1.0 } else { 2.0 };
+        let (mut bytes, mut rerun) = (0.0, 0.0);
+        if m.layernorm {
+            // Two norm outputs of h per token; rerun: read the input (2 B) and write the output.
+            bytes += tok * 2.0 * h * lin / sp;
+            rerun += tok * 2.0 * h * (2.0 + lin) / sp / self.r.mem_bw;
+        }
+        if m.moe_act && routed > 0.0 {
+            let fe = a.moe.map_or(0.0, |x| x.expert_d_ff as f64);
+            // The activation's output (fe per routed copy); rerun: read gate and up (2 fe x 2 B),
+            // write the output.
+            bytes += routed * fe * lin;
+            rerun += routed * fe * (4.0 + lin) / self.r.mem_bw;
+        }
+        if m.mla_up_proj && a.mla_up_params > 0.0 {
+            // Per-head queries, keys and values (BF16, what the attention core reads); rerun: the
+            // up-projection GEMMs from the stored latents.
+            bytes += tok * 2.0 * (a.qk_dim + a.kv_exchange) as f64 / t;
+            let params = a.mla_up_params / t;
+            rerun += self.linear(2.0 * tok * params, tok, params / a.mla_up_rank, a.mla_up_rank);
+        }
+        (bytes, rerun)
     }
 
     /// Context-parallel ring exchange of keys and values per layer (forward + backward).
@@ -674,8 +767,8 @@ pub fn estimate(
     let overhead = (stage_layers * k.layer_overhead_us + moe_layers * local_experts * k.expert_overhead_us) * 1e-6;
     let compute_mb = sum.fwd + sum.bwd + 3.0 * head + elem + overhead;
     let recompute_mb = match l.recompute {
-        Recompute::None => 0.0,
-        Recompute::Selective => sum.attn_fwd,
+        Recompute::None => sum.module_rerun,
+        Recompute::Selective => sum.attn_fwd + sum.module_rerun,
         Recompute::Full => sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0,
     };
     let busy = compute_mb + recompute_mb;
