@@ -1,5 +1,5 @@
 //! Every published row under the shipped constants (or refitted ones with `fit`), for working on
-//! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|mem|write]`
+//! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|moe|mem|write]`
 //! (`write` does what `anychip plan calibrate --out crates/plan/data/calibration.toml` does).
 
 use anychip_plan::calib;
@@ -62,6 +62,38 @@ fn main() -> anyhow::Result<()> {
                 pct(t.optimizer),
                 e.memory.total() / anychip_plan::chips::GIB,
                 e.capacity / anychip_plan::chips::GIB,
+            );
+        }
+        return Ok(());
+    }
+    if mode == "moe" {
+        // MoE rows per layer and micro-batch: published and predicted milliseconds (step over
+        // micro-batches plus bubble, over the stage's layers), local experts and tokens per expert.
+        let k = calib::shipped();
+        println!(
+            "{:<42} {:>6} {:>8} {:>8} {:>6} {:>8} {:>5} {:>22}",
+            "row", "err", "pub ms", "pred ms", "local", "tok/exp", "prec", "stack"
+        );
+        for r in rows.iter().filter(|r| r.row.ep > 1) {
+            let e = r.estimate(&k)?;
+            let l = &e.layout;
+            let per = e.micro_batches as f64 + (l.pp as f64 - 1.0) / l.v as f64;
+            let layers = {
+                let m = anychip_plan::model::resolve(&r.row.model)?;
+                m.arch.layers.div_ceil(l.pp) as f64
+            };
+            let m = anychip_plan::model::resolve(&r.row.model)?.arch.moe.expect("moe row");
+            let tok = (l.mb * r.row.seq / l.cp) as f64 / l.tp as f64 * m.top_k as f64;
+            println!(
+                "{:<42} {:>+5.0}% {:>8.2} {:>8.2} {:>6} {:>8.0} {:>5} {:>22}",
+                r.row.id,
+                100.0 * (r.published_step() / e.time.total() - 1.0),
+                1e3 * r.published_step() / per / layers,
+                1e3 * e.time.total() / per / layers,
+                m.experts / l.ep,
+                tok * l.ep as f64 / m.experts as f64,
+                r.row.precision,
+                r.row.stack
             );
         }
         return Ok(());

@@ -134,6 +134,11 @@ pub struct Arch {
     pub tied: bool,
     /// Sliding-window span and the fraction of layers using it.
     pub window: Option<(usize, f64)>,
+    /// Latent attention: weights of the up projections from the compressed latents to per-head
+    /// queries, keys and values (what `mla_up_proj` recompute reruns); 0 without latent attention.
+    pub mla_up_params: f64,
+    /// Latent attention: the up projections' input width (latent ranks weighted by their weights).
+    pub mla_up_rank: f64,
 }
 
 impl Arch {
@@ -163,6 +168,8 @@ impl Arch {
             moe: None,
             tied: c.tied_embeddings,
             window: None,
+            mla_up_params: 0.0,
+            mla_up_rank: 0.0,
         }
     }
 
@@ -308,6 +315,13 @@ impl ModelFile {
         };
         let kv_params = h * (kv_rank + rope) as f64 + kv_rank as f64 * n * (nope + v) as f64;
         a.attn_params = q_params + kv_params + n * v as f64 * h;
+        let kv_up = kv_rank as f64 * n * (nope + v) as f64;
+        let (q_up, q_rank) = match self.q_lora_rank.unwrap_or(0) {
+            0 => (0.0, 0.0),
+            r => (r as f64 * n * qk, r as f64),
+        };
+        a.mla_up_params = q_up + kv_up;
+        a.mla_up_rank = (q_up * q_rank + kv_up * kv_rank as f64) / a.mla_up_params;
         a.qk_dim = self.heads * (nope + rope);
         a.v_dim = self.heads * v;
         // Context parallel moves the expanded per-head keys and values (Megatron/TE).

@@ -9,7 +9,8 @@
 //! micro-batch through the heaviest stage (its layers plus the LM head):
 //! - GEMMs at peak x eff(intensity): eff = gemm_eff x I/(I + knee x ridge), I the GEMM's arithmetic
 //!   intensity (FLOP/byte), ridge = peak / memory bandwidth of the chip. Small GEMMs (thin tensor
-//!   parallel slices, few tokens per expert) fall off the roof on every chip in the same way; FP8
+//!   parallel slices, few tokens per expert) fall off the roof on every chip in the same way, and no
+//!   GEMM beats streaming its operands and result through memory once (the roofline floor); FP8
 //!   GEMMs run at the FP8 peak times `fp8_gemm_eff` (the scaling and casting TE adds), while
 //!   attention, the LM head and element-wise work stay BF16.
 //! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward, FlashAttention-2);
@@ -65,6 +66,49 @@ impl fmt::Display for Recompute {
     }
 }
 
+/// Submodules whose outputs are discarded after forward and recomputed in backward, on top of
+/// [`Recompute`] (Megatron-Core `recompute_modules`: "moe_act", "layernorm" and "mla_up_proj" use
+/// output-discarding checkpointing; TransformerConfig docstring and the MoE README, "Checkpointing").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Modules {
+    /// The input and pre-MLP norms: their outputs (the QKV and MLP inputs) are not stored.
+    pub layernorm: bool,
+    /// The routed experts' activation: its output (the down projection's input) is not stored.
+    pub moe_act: bool,
+    /// Latent attention's up projections and RoPE: the per-head queries, keys and values are not
+    /// stored, only the compressed latents.
+    pub mla_up_proj: bool,
+}
+
+impl Modules {
+    /// Parse module names joined by `+` (or given one by one): `layernorm`, `moe_act`, `mla_up_proj`.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Modules> {
+        let mut m = Modules::default();
+        for name in names.into_iter().flat_map(|n| n.split('+')).map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "layernorm" => m.layernorm = true,
+                "moe_act" => m.moe_act = true,
+                "mla_up_proj" => m.mla_up_proj = true,
+                other => bail!("recompute module must be layernorm, moe_act or mla_up_proj, got '{other}'"),
+            }
+        }
+        Ok(m)
+    }
+
+    /// Whether no module is recomputed.
+    pub fn is_empty(&self) -> bool {
+        *self == Modules::default()
+    }
+}
+
+impl fmt::Display for Modules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = [(self.layernorm, "layernorm"), (self.moe_act, "moe_act"), (self.mla_up_proj, "mla_up_proj")];
+        let names: Vec<&str> = on.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
+        f.write_str(&names.join("+"))
+    }
+}
+
 /// Number format of the transformer layers' GEMMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,6 +158,8 @@ pub struct Layout {
     pub v: usize,
     /// Activation recomputation.
     pub recompute: Recompute,
+    /// Submodules recomputed on top of `recompute` (ignored under full recompute).
+    pub modules: Modules,
     /// ZeRO stage of the data-parallel optimizer: 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
     pub zero: u8,
     /// Sequence parallelism in the tensor-parallel group (Korthikanti).
@@ -139,7 +185,11 @@ impl fmt::Display for Layout {
         if self.v > 1 {
             write!(f, " v{}", self.v)?;
         }
-        write!(f, " mb{} rc:{} zero{}", self.mb, self.recompute, self.zero)?;
+        write!(f, " mb{} rc:{}", self.mb, self.recompute)?;
+        if !self.modules.is_empty() {
+            write!(f, "+{}", self.modules)?;
+        }
+        write!(f, " zero{}", self.zero)?;
         if self.sp && self.tp > 1 {
             f.write_str(" sp")?;
         }
@@ -328,11 +378,38 @@ impl Rates {
     }
 }
 
+/// Fraction of the nominal memory bandwidth a streaming kernel reaches: FlagPerf's A100
+/// measurement, 1,328 of 1,555 GB/s (85.4%; shared/anchors/chips.md, "Measured vs nominal").
+const MEM_BW_EFF: f64 = 0.854;
+
 /// Fraction of the chip's peak one GEMM of m x k x n reaches with `bytes` per element.
 fn gemm_eff(k: &Constants, peak: f64, mem_bw: f64, m: f64, n: f64, kk: f64, bytes: f64) -> f64 {
     let intensity = 2.0 / (bytes * (1.0 / m + 1.0 / n + 1.0 / kk));
     let ridge = peak / mem_bw;
     k.gemm_eff * intensity / (intensity + k.gemm_knee * ridge)
+}
+
+/// Seconds for `flops` of GEMMs of shape m x k -> n at `peak` (already scaled by any precision
+/// factor) with `bytes` per element: the intensity-dependent efficiency above, and never faster
+/// than streaming the GEMMs' operands and results (m k + k n + m n elements each) through memory
+/// once (the roofline's memory side; the smooth form alone would let a GEMM of intensity far below
+/// the ridge point move bytes faster than the memory can).
+#[allow(clippy::too_many_arguments)]
+fn gemm_time(
+    k: &Constants,
+    peak: f64,
+    ridge_peak: f64,
+    mem_bw: f64,
+    flops: f64,
+    m: f64,
+    n: f64,
+    kk: f64,
+    bytes: f64,
+) -> f64 {
+    let compute = flops / (peak * gemm_eff(k, ridge_peak, mem_bw, m, n, kk, bytes));
+    let gemms = flops / (2.0 * m * n * kk);
+    let traffic = gemms * bytes * (m * kk + kk * n + m * n) / (mem_bw * MEM_BW_EFF);
+    compute.max(traffic)
 }
 
 /// Time of `bytes_per_rank` moved at `bw` plus `steps` latency hops.
@@ -386,6 +463,10 @@ struct LayerCost {
     ep: f64,
     /// TP forward part (rerun under full recompute).
     tp_fwd: f64,
+    /// Stored bytes the layout's recompute modules discard (outside the attention core).
+    module_bytes: f64,
+    /// Seconds of forward work those modules rerun in backward.
+    module_rerun: f64,
 }
 
 impl LayerCost {
@@ -401,6 +482,8 @@ impl LayerCost {
         self.linear_inputs += w * c.linear_inputs;
         self.tp += w * c.tp;
         self.tp_fwd += w * c.tp_fwd;
+        self.module_bytes += w * c.module_bytes;
+        self.module_rerun += w * c.module_rerun;
         self.cp += w * c.cp;
         self.ep += w * c.ep;
     }
@@ -428,8 +511,8 @@ impl Ctx<'_> {
         // not the BF16 one: one byte instead of two per stored linear input.
         let fp8_saving = if self.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
         let act_stored = match l.recompute {
-            Recompute::None => sum.act_bytes - fp8_saving,
-            Recompute::Selective => sum.act_bytes_selective - fp8_saving,
+            Recompute::None => sum.act_bytes - fp8_saving - sum.module_bytes,
+            Recompute::Selective => sum.act_bytes_selective - fp8_saving - sum.module_bytes,
             Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
         };
         // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
@@ -469,12 +552,13 @@ impl Ctx<'_> {
             (Precision::Fp8, Some(p)) => (p, 1.0, self.k.fp8_gemm_eff),
             _ => (self.r.peak_bf16, 2.0, 1.0),
         };
-        flops / (peak * extra * gemm_eff(self.k, peak, self.r.mem_bw, m, n, kk, bytes))
+        gemm_time(self.k, peak * extra, peak, self.r.mem_bw, flops, m, n, kk, bytes)
     }
 
     /// Seconds for a BF16 GEMM (LM head, unfused attention).
     fn bf16(&self, flops: f64, m: f64, n: f64, kk: f64) -> f64 {
-        flops / (self.r.peak_bf16 * gemm_eff(self.k, self.r.peak_bf16, self.r.mem_bw, m, n, kk, 2.0))
+        let p = self.r.peak_bf16;
+        gemm_time(self.k, p, p, self.r.mem_bw, flops, m, n, kk, 2.0)
     }
 
     /// Forward and backward seconds of the attention core for one layer.
@@ -566,6 +650,11 @@ impl Ctx<'_> {
         }
         let act_selective = tok * (outside + attn_inside + mlp_inside);
         let act_bytes = act_selective + score_bytes;
+        let routed = match (moe, a.moe) {
+            (true, Some(m)) => tok / t * m.top_k as f64,
+            _ => 0.0,
+        };
+        let (module_bytes, module_rerun) = self.module_recompute(routed);
         let tp_pair = self.tp_pair();
         let cp = self.cp_exchange();
         LayerCost {
@@ -581,7 +670,40 @@ impl Ctx<'_> {
             tp_fwd: 2.0 * tp_pair,
             cp,
             ep,
+            module_bytes,
+            module_rerun,
         }
+    }
+
+    /// Bytes the layout's recompute modules keep from being stored in one layer with `routed`
+    /// routed token copies (0 for a dense layer), and the seconds their forward reruns in backward.
+    fn module_recompute(&self, routed: f64) -> (f64, f64) {
+        let (a, m) = (self.a, self.l.modules);
+        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let sp = if self.l.sp && self.l.tp > 1 { t } else { 1.0 };
+        // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
+        let lin = if self.precision == Precision::Fp8 { 1.0 } else { 2.0 };
+        let (mut bytes, mut rerun) = (0.0, 0.0);
+        if m.layernorm {
+            // Two norm outputs of h per token; rerun: read the input (2 B) and write the output.
+            bytes += tok * 2.0 * h * lin / sp;
+            rerun += tok * 2.0 * h * (2.0 + lin) / sp / self.r.mem_bw;
+        }
+        if m.moe_act && routed > 0.0 {
+            let fe = a.moe.map_or(0.0, |x| x.expert_d_ff as f64);
+            // The activation's output (fe per routed copy); rerun: read gate and up (2 fe x 2 B),
+            // write the output.
+            bytes += routed * fe * lin;
+            rerun += routed * fe * (4.0 + lin) / self.r.mem_bw;
+        }
+        if m.mla_up_proj && a.mla_up_params > 0.0 {
+            // Per-head queries, keys and values (BF16, what the attention core reads); rerun: the
+            // up-projection GEMMs from the stored latents.
+            bytes += tok * 2.0 * (a.qk_dim + a.kv_exchange) as f64 / t;
+            let params = a.mla_up_params / t;
+            rerun += self.linear(2.0 * tok * params, tok, params / a.mla_up_rank, a.mla_up_rank);
+        }
+        (bytes, rerun)
     }
 
     /// Context-parallel ring exchange of keys and values per layer (forward + backward).
@@ -645,8 +767,8 @@ pub fn estimate(
     let overhead = (stage_layers * k.layer_overhead_us + moe_layers * local_experts * k.expert_overhead_us) * 1e-6;
     let compute_mb = sum.fwd + sum.bwd + 3.0 * head + elem + overhead;
     let recompute_mb = match l.recompute {
-        Recompute::None => 0.0,
-        Recompute::Selective => sum.attn_fwd,
+        Recompute::None => sum.module_rerun,
+        Recompute::Selective => sum.attn_fwd + sum.module_rerun,
         Recompute::Full => sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0,
     };
     let busy = compute_mb + recompute_mb;
@@ -860,4 +982,25 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, nm: f64) -> f64 {
         };
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thin_gemm_is_held_to_the_memory_floor() {
+        let k = Constants::prior();
+        let (peak, bw) = (989e12, 3.35e12);
+        // One token through a 4096 x 4096 weight: 2 x 4096^2 FLOPs, 2 x (4096 + 4096^2 + 4096) bytes.
+        let (m, n, kk) = (1.0, 4096.0, 4096.0);
+        let t = gemm_time(&k, peak, peak, bw, 2.0 * m * n * kk, m, n, kk, 2.0);
+        let floor = 2.0 * (m * kk + kk * n + m * n) / (bw * MEM_BW_EFF);
+        assert!((t / floor - 1.0).abs() < 1e-12, "{t} vs floor {floor}");
+        // A large square GEMM is compute-bound: the floor does not apply.
+        let big = 8192.0;
+        let flops = 2.0 * big * big * big;
+        let t = gemm_time(&k, peak, peak, bw, flops, big, big, big, 2.0);
+        assert!((t - flops / (peak * gemm_eff(&k, peak, bw, big, big, big, 2.0))).abs() < 1e-15);
+    }
 }

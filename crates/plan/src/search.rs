@@ -5,7 +5,7 @@
 use crate::calib::{self, Constants};
 use crate::chips::{Chip, GIB};
 use crate::model::Model;
-use crate::perf::{check_layout, estimate, Estimate, Job, Layout, Precision, Rates, Recompute};
+use crate::perf::{check_layout, estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute};
 use crate::stack::Stack;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
@@ -35,11 +35,22 @@ pub struct Request {
     pub pinned: Option<Layout>,
 }
 
-/// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,sp=..]` for
+/// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,sp=..,modules=layernorm+moe_act]` for
 /// `count` chips: data parallel is what the other degrees leave.
 pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
-    let mut l =
-        Layout { tp: 1, pp: 1, dp: 1, cp: 1, ep: 1, mb: 1, v: 1, recompute: Recompute::None, zero: 1, sp: true };
+    let mut l = Layout {
+        tp: 1,
+        pp: 1,
+        dp: 1,
+        cp: 1,
+        ep: 1,
+        mb: 1,
+        v: 1,
+        recompute: Recompute::None,
+        modules: Modules::default(),
+        zero: 1,
+        sp: true,
+    };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, val) = part
             .split_once('=')
@@ -57,9 +68,12 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             "dp" => l.dp = num()?,
             "zero" => l.zero = u8::try_from(num()?).unwrap_or(u8::MAX),
             "recompute" => l.recompute = Recompute::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
+            "modules" | "recompute_modules" => {
+                l.modules = Modules::parse([val]).map_err(|e| anyhow!("--layout '{spec}': {e}"))?
+            }
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, recompute, sp, dp")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, recompute, modules, sp, dp")
             }
         }
     }
@@ -189,7 +203,19 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                                     if zero > 0 && dp * cp == 1 {
                                         continue;
                                     }
-                                    out.push(Layout { tp, pp, dp, cp, ep, mb, v, recompute, zero, sp: tp > 1 });
+                                    out.push(Layout {
+                                        tp,
+                                        pp,
+                                        dp,
+                                        cp,
+                                        ep,
+                                        mb,
+                                        v,
+                                        recompute,
+                                        modules: Modules::default(),
+                                        zero,
+                                        sp: tp > 1,
+                                    });
                                 }
                             }
                         }

