@@ -108,9 +108,24 @@ fn no_grad_records_nothing_and_errors_are_clear() {
     assert!(e.to_string().contains("do not broadcast"), "{e}");
 }
 
+/// Attention on a `[2, 5, 16]` fused projection (Hq=2, Hkv=1, Dh=4) with the heads split (and
+/// rotated) by hand, products in `operands`: what the fused-QKV forms must equal.
+fn attention_split_by_hand(x: &Tensor, tables: Option<(&Tensor, &Tensor)>, operands: DType) -> Result<Tensor> {
+    use anychip_core::{attention_autocast, rope};
+    let heads = |start: usize, n: usize| {
+        x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
+    };
+    let (mut q, mut k) = (heads(0, 2)?, heads(2, 1)?);
+    if let Some((c, s)) = tables {
+        (q, k) = (rope(&q, c, s)?, rope(&k, c, s)?);
+    }
+    let a = attention_autocast(&q, &k, &heads(3, 1)?, true, 0.5, operands)?;
+    a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
+}
+
 #[test]
 fn attention_on_fused_qkv() {
-    use anychip_core::{attention, attention_qkv, rope};
+    use anychip_core::attention_qkv;
     let p = port();
     // RoPE tables for T=5, Dh=4.
     let (c, sn) = (data(10, 7), data(10, 8));
@@ -122,17 +137,7 @@ fn attention_on_fused_qkv() {
         // [B=2, T=5, (Hq=2 + 2 Hkv=1) * Dh=4]: GQA, heads read in place through strides.
         check(&[&[2, 5, 16]], |t| attention_qkv(&t[0], 2, 1, tables, true, 0.5));
         // The same numbers as splitting the heads by hand (and rotating q and k).
-        let split = |x: &Tensor| -> Result<Tensor> {
-            let heads = |start: usize, n: usize| {
-                x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
-            };
-            let (mut q, mut k) = (heads(0, 2)?, heads(2, 1)?);
-            if let Some((c, s)) = tables {
-                (q, k) = (rope(&q, c, s)?, rope(&k, c, s)?);
-            }
-            let a = attention(&q, &k, &heads(3, 1)?, true, 0.5)?;
-            a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
-        };
+        let split = |x: &Tensor| attention_split_by_hand(x, tables, DType::F32);
         let x = Tensor::from_f32(&p, &data(160, 3), &[2, 5, 16], DType::F32).unwrap().with_requires_grad();
         let w = Tensor::from_f32(&p, &data(80, 4), &[2, 5, 8], DType::F32).unwrap();
         let fused = |x: &Tensor| attention_qkv(x, 2, 1, tables, true, 0.5);
@@ -243,7 +248,7 @@ fn host_attention_bf16(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], t: usize, 
 /// separate heads and on a fused QKV projection (with and without RoPE).
 #[test]
 fn attention_autocast_bf16_rounds_operands_and_probabilities() {
-    use anychip_core::{attention, attention_autocast, attention_qkv_autocast, rope};
+    use anychip_core::{attention, attention_autocast, attention_qkv_autocast};
     let p = port();
     let (t, d) = (6, 4);
     let (qv, kv, vv, gv) = (data(t * d, 21), data(t * d, 22), data(t * d, 23), data(t * d, 24));
@@ -282,17 +287,7 @@ fn attention_autocast_bf16_rounds_operands_and_probabilities() {
         Tensor::from_f32(&p, &sn, &[5, 2], DType::F32).unwrap(),
     );
     for tables in [None, Some((&cos, &sin))] {
-        let split = |x: &Tensor| -> Result<Tensor> {
-            let heads = |start: usize, n: usize| {
-                x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
-            };
-            let (mut q, mut k) = (heads(0, 2)?, heads(2, 1)?);
-            if let Some((c, s)) = tables {
-                (q, k) = (rope(&q, c, s)?, rope(&k, c, s)?);
-            }
-            let a = attention_autocast(&q, &k, &heads(3, 1)?, true, 0.5, DType::BF16)?;
-            a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
-        };
+        let split = |x: &Tensor| attention_split_by_hand(x, tables, DType::BF16);
         let fused = |x: &Tensor| attention_qkv_autocast(x, 2, 1, tables, true, 0.5, DType::BF16);
         let x = Tensor::from_f32(&p, &data(160, 3), &[2, 5, 16], DType::F32).unwrap().with_requires_grad();
         let w = Tensor::from_f32(&p, &data(80, 4), &[2, 5, 8], DType::F32).unwrap();
