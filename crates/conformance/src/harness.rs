@@ -51,7 +51,8 @@ pub fn compare(level: Level, op: &str, dt: DType, case: &str, got: &[f64], want:
 }
 
 /// Compare `got` with `want` under `bound` into a report row; `magnitudes` holds, for a
-/// [`Bound::Accumulation`], each element's sum of absolute terms (a missing one fails).
+/// [`Bound::Accumulation`] or [`Bound::Rounded`], each element's sum of absolute terms (a
+/// missing one fails).
 #[allow(clippy::too_many_arguments)]
 pub fn compare_bounded(
     level: Level,
@@ -78,6 +79,11 @@ pub fn compare_bounded(
             Bound::Accumulation { rel, per_magnitude, .. } => {
                 let m = magnitudes.get(i).copied().unwrap_or(f64::NAN);
                 let allowed = rel * w.abs() + per_magnitude * m;
+                (Tol::within(*g, *w, allowed), allowed)
+            }
+            Bound::Rounded { tol, per_magnitude } => {
+                let m = magnitudes.get(i).copied().unwrap_or(f64::NAN);
+                let allowed = tol.abs + tol.rel * w.abs() + per_magnitude * m;
                 (Tol::within(*g, *w, allowed), allowed)
             }
         };

@@ -64,6 +64,9 @@ pub enum Bound {
     /// `rel |want| + per_magnitude * m` per element, where `m` is the op applied to the
     /// absolute values of its inputs (sum |x_i|, sum |a_ik| |b_kj|, ...).
     Accumulation { rel: f64, per_magnitude: f64, terms: usize },
+    /// `tol` plus `per_magnitude * m` per element, where `m` sums the magnitudes of the terms
+    /// whose operands the contract rounds to a narrower dtype ([`rounded_operands`]).
+    Rounded { tol: Tol, per_magnitude: f64 },
 }
 
 impl From<Tol> for Bound {
@@ -79,6 +82,8 @@ impl Bound {
             Bound::Fixed(t) => t.describe(),
             // "g783*S|t|": gamma_783(u_f32) times the sum of the terms' magnitudes.
             Bound::Accumulation { rel, terms, .. } => format!("{rel:.1e}|x|+g{terms}*S|t|"),
+            // "...+7.8e-3*S|t|": one step per rounded term.
+            Bound::Rounded { tol, per_magnitude } => format!("{}+{per_magnitude:.1e}*S|t|", tol.describe()),
         }
     }
 }
@@ -132,6 +137,24 @@ pub fn for_op(op: &str, dt: DType, k: usize) -> Bound {
         // An op without a named bound must match exactly, so that it fails visibly.
         _ => Tol::EXACT.into(),
     }
+}
+
+/// The per-magnitude part of the L2 bound of a composite whose products take operands rounded
+/// to `operands` ([`Bound::Rounded`]): attention with bf16 q, k, v (autocast), whose contract
+/// rounds the f32 probabilities P (before P V and dv = P^T dout) and dS (before dq and dk) to
+/// bf16, and lets a port round P unnormalised against the row max or an online softmax's
+/// running max (FlashAttention), or normalised. Rounding to nearest moves each term by at most
+/// `u_b` of its size, so two conforming ports, rounding the same or different f32 values,
+/// disagree on a term by at most `2 u_b / (1 - u_b)` (one bf16 step) of |term| and on an output
+/// by one step of the sum of its terms' magnitudes: `m = sum_j p_ij |v_j|` for out,
+/// `sum_i p_ij |dout_i|` for dv, `scale sum_j |dS_ij| |k_j|` for dq and `scale sum_i |dS_ij|
+/// |q_i|` for dk (computed on the host in f64 from the stored inputs). The operands q, k, v
+/// and dout are bf16 already and their products exact in f32, so the rest is the f32 bound of
+/// [`composite`] (plus one bf16 step of |want| for a bf16 output). Rounding S (which the
+/// contract keeps in f32) moves P by |S| u_b relative, up to several steps at these scores,
+/// and fails.
+pub fn rounded_operands(operands: DType) -> f64 {
+    one_step(operands)
 }
 
 /// The L2 bound for an output of dtype `dt` of composite `family` (either direction).

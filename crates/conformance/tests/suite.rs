@@ -20,6 +20,10 @@ enum Bug {
     Gradient1Percent,
     /// Row scatter-adds with the wrong sign: training climbs instead of descending.
     GradientSign,
+    /// Products of bf16 operands come back rounded to bf16 even into an f32 output (a matrix
+    /// unit that returns bf16): autocast attention then rounds its scores S, which the
+    /// contract keeps in f32.
+    Bf16ProductsRounded,
 }
 
 /// `ref` with one deliberate bug.
@@ -127,6 +131,12 @@ impl Port for Broken {
         if self.1 == Bug::Bf16Matmul1Percent && o.dtype == DType::BF16 {
             self.scale(o, 1.01)?;
         }
+        if self.1 == Bug::Bf16ProductsRounded && a.dtype == DType::BF16 && o.dtype == DType::F32 {
+            let r =
+                View { buf: self.0.alloc(o.numel() * 2)?, dtype: DType::BF16, layout: Layout::contiguous(o.shape()) };
+            self.0.cast(o, &r)?;
+            self.0.cast(&r, o)?;
+        }
         Ok(())
     }
     fn gather_rows(&self, t: &View, i: &View, o: &View) -> Result<()> {
@@ -207,6 +217,14 @@ fn a_bf16_composite_off_by_one_percent_fails_l2_by_name() {
     let failed = failures(&run(&Broken::port(Bug::Bf16Silu1Percent), &reference(), &[Level::L2]));
     assert!(blamed(&failed, "silu bf16 silu fwd bf16 [17,783] (y) vs ref"), "{failed:?}");
     assert!(failed.iter().all(|f| f.starts_with("silu bf16 silu fwd")), "an honest composite was blamed: {failed:?}");
+}
+
+#[test]
+fn autocast_attention_that_rounds_its_scores_fails_l2_by_name() {
+    let failed = failures(&run(&Broken::port(Bug::Bf16ProductsRounded), &reference(), &[Level::L2]));
+    assert!(blamed(&failed, "attention bf16 attention fwd bf16->f32"), "{failed:?}");
+    assert!(blamed(&failed, "attention bf16 attention bwd bf16->f32"), "{failed:?}");
+    assert!(!blamed(&failed, "attention f32"), "{failed:?}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub use anychip_port::{DType, Port};
 pub use autograd::{is_grad_enabled, no_grad, Grads, NoGradGuard};
 pub use error::{Error, Result};
 pub use ops::all_to_all::all_to_all_rows;
-pub use ops::attention::{attention, attention_qkv};
+pub use ops::attention::{attention, attention_autocast, attention_qkv, attention_qkv_autocast};
 pub use ops::composite::{adamw_step, grad_norm};
 pub use ops::composite::{cross_entropy, embedding, linear, linear_autocast, rope, AdamWParams};
 pub use ops::glu::swiglu;

@@ -108,9 +108,24 @@ fn no_grad_records_nothing_and_errors_are_clear() {
     assert!(e.to_string().contains("do not broadcast"), "{e}");
 }
 
+/// Attention on a `[2, 5, 16]` fused projection (Hq=2, Hkv=1, Dh=4) with the heads split (and
+/// rotated) by hand, products in `operands`: what the fused-QKV forms must equal.
+fn attention_split_by_hand(x: &Tensor, tables: Option<(&Tensor, &Tensor)>, operands: DType) -> Result<Tensor> {
+    use anychip_core::{attention_autocast, rope};
+    let heads = |start: usize, n: usize| {
+        x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
+    };
+    let (mut q, mut k) = (heads(0, 2)?, heads(2, 1)?);
+    if let Some((c, s)) = tables {
+        (q, k) = (rope(&q, c, s)?, rope(&k, c, s)?);
+    }
+    let a = attention_autocast(&q, &k, &heads(3, 1)?, true, 0.5, operands)?;
+    a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
+}
+
 #[test]
 fn attention_on_fused_qkv() {
-    use anychip_core::{attention, attention_qkv, rope};
+    use anychip_core::attention_qkv;
     let p = port();
     // RoPE tables for T=5, Dh=4.
     let (c, sn) = (data(10, 7), data(10, 8));
@@ -122,17 +137,7 @@ fn attention_on_fused_qkv() {
         // [B=2, T=5, (Hq=2 + 2 Hkv=1) * Dh=4]: GQA, heads read in place through strides.
         check(&[&[2, 5, 16]], |t| attention_qkv(&t[0], 2, 1, tables, true, 0.5));
         // The same numbers as splitting the heads by hand (and rotating q and k).
-        let split = |x: &Tensor| -> Result<Tensor> {
-            let heads = |start: usize, n: usize| {
-                x.narrow(-1, start * 4, n * 4)?.reshape(&[2, 5, n as isize, 4])?.permute(&[0, 2, 1, 3])
-            };
-            let (mut q, mut k) = (heads(0, 2)?, heads(2, 1)?);
-            if let Some((c, s)) = tables {
-                (q, k) = (rope(&q, c, s)?, rope(&k, c, s)?);
-            }
-            let a = attention(&q, &k, &heads(3, 1)?, true, 0.5)?;
-            a.permute(&[0, 2, 1, 3])?.reshape(&[2, 5, 8])
-        };
+        let split = |x: &Tensor| attention_split_by_hand(x, tables, DType::F32);
         let x = Tensor::from_f32(&p, &data(160, 3), &[2, 5, 16], DType::F32).unwrap().with_requires_grad();
         let w = Tensor::from_f32(&p, &data(80, 4), &[2, 5, 8], DType::F32).unwrap();
         let fused = |x: &Tensor| attention_qkv(x, 2, 1, tables, true, 0.5);
@@ -200,6 +205,104 @@ fn linear_autocast_bf16_multiplies_rounded_operands_with_f32_gradients() {
     let plain = linear(&xb, &wb, None).unwrap().to_vec_f32().unwrap();
     let auto = linear_autocast(&xb, &wb, None, DType::BF16).unwrap().to_vec_f32().unwrap();
     assert_eq!(plain, auto);
+}
+
+/// Round to bf16 (nearest even) and widen, in f64.
+fn bf16(x: f64) -> f64 {
+    anychip_port::bf16_to_f32(anychip_port::f32_to_bf16(x as f32)) as f64
+}
+
+/// Autocast attention on one [T, D] head (causal, single KV head) in f64 on the host, as the
+/// contract defines it: q, k, v and dout rounded to bf16; the unnormalised probabilities
+/// rounded before P V, P before dv and dS before dq and dk. Returns (out, dq, dk, dv).
+fn host_attention_bf16(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], t: usize, d: usize, scale: f64) -> [Vec<f64>; 4] {
+    let r = |x: &[f32]| x.iter().map(|&v| bf16(v as f64)).collect::<Vec<f64>>();
+    let (q, k, v, g) = (r(q), r(k), r(v), r(dout));
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let (mut out, mut dq, mut dk, mut dv) = (vec![0.0; t * d], vec![0.0; t * d], vec![0.0; t * d], vec![0.0; t * d]);
+    for i in 0..t {
+        let row = |x: &[f64], j: usize| x[j * d..(j + 1) * d].to_vec();
+        let s: Vec<f64> = (0..=i).map(|j| scale * dot(&row(&q, i), &row(&k, j))).collect();
+        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let l: f64 = e.iter().sum();
+        for x in 0..d {
+            out[i * d + x] = (0..=i).map(|j| bf16(e[j]) * v[j * d + x]).sum::<f64>() / l;
+        }
+        let big_d = dot(&row(&g, i), &out[i * d..(i + 1) * d]);
+        for j in 0..=i {
+            let p = e[j] / l;
+            let ds = bf16(p * (dot(&row(&g, i), &row(&v, j)) - big_d));
+            for x in 0..d {
+                dv[j * d + x] += bf16(p) * g[i * d + x];
+                dq[i * d + x] += scale * ds * k[j * d + x];
+                dk[j * d + x] += scale * ds * q[i * d + x];
+            }
+        }
+    }
+    [out, dq, dk, dv]
+}
+
+/// Autocast attention multiplies bf16 operands (q, k, v, dout, and the rounded P and dS) with
+/// f32 accumulation, returns f32 output and f32 gradients, and gives the same numbers on
+/// separate heads and on a fused QKV projection (with and without RoPE).
+#[test]
+fn attention_autocast_bf16_rounds_operands_and_probabilities() {
+    use anychip_core::{attention, attention_autocast, attention_qkv_autocast};
+    let p = port();
+    let (t, d) = (6, 4);
+    let (qv, kv, vv, gv) = (data(t * d, 21), data(t * d, 22), data(t * d, 23), data(t * d, 24));
+    let leaf = |v: &[f32]| Tensor::from_f32(&p, v, &[1, 1, t, d], DType::F32).unwrap().with_requires_grad();
+    let (q, k, v) = (leaf(&qv), leaf(&kv), leaf(&vv));
+    let seed = Tensor::from_f32(&p, &gv, &[1, 1, t, d], DType::F32).unwrap();
+    let y = attention_autocast(&q, &k, &v, true, 0.5, DType::BF16).unwrap();
+    assert_eq!(y.dtype(), DType::F32);
+    let g = y.mul(&seed).unwrap().sum().unwrap().backward().unwrap();
+    let want = host_attention_bf16(&qv, &kv, &vv, &gv, t, d, 0.5);
+    let got = [
+        y.to_vec_f32().unwrap(),
+        g.get(&q).unwrap().to_vec_f32().unwrap(),
+        g.get(&k).unwrap().to_vec_f32().unwrap(),
+        g.get(&v).unwrap().to_vec_f32().unwrap(),
+    ];
+    for (what, (gt, w)) in ["out", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+        for (j, (&a, &b)) in gt.iter().zip(w).enumerate() {
+            assert!((a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}[{j}]: {a} vs host {b}");
+        }
+    }
+    for leaf in [&q, &k, &v] {
+        assert_eq!(g.get(leaf).unwrap().dtype(), DType::F32);
+    }
+    // Against f32 attention: the roundings move the output (by ~2^-9 relative), a little.
+    let y32 = attention(&q, &k, &v, true, 0.5).unwrap().to_vec_f32().unwrap();
+    let yb = &got[0];
+    assert!(yb.iter().zip(&y32).all(|(a, b)| (a - b).abs() < 2e-2), "{yb:?} vs {y32:?}");
+    assert!(yb.iter().zip(&y32).any(|(a, b)| a != b), "rounding to bf16 must change something");
+
+    // On a fused projection [B=2, T=5, (Hq=2 + 2 Hkv=1) * Dh=4]: the same numbers as the heads
+    // split (and rotated) by hand.
+    let (c, sn) = (data(10, 7), data(10, 8));
+    let (cos, sin) = (
+        Tensor::from_f32(&p, &c, &[5, 2], DType::F32).unwrap(),
+        Tensor::from_f32(&p, &sn, &[5, 2], DType::F32).unwrap(),
+    );
+    for tables in [None, Some((&cos, &sin))] {
+        let split = |x: &Tensor| attention_split_by_hand(x, tables, DType::BF16);
+        let fused = |x: &Tensor| attention_qkv_autocast(x, 2, 1, tables, true, 0.5, DType::BF16);
+        let x = Tensor::from_f32(&p, &data(160, 3), &[2, 5, 16], DType::F32).unwrap().with_requires_grad();
+        let w = Tensor::from_f32(&p, &data(80, 4), &[2, 5, 8], DType::F32).unwrap();
+        let mut got = Vec::new();
+        for f in [&split as &dyn Fn(&Tensor) -> Result<Tensor>, &fused] {
+            let y = f(&x).unwrap();
+            let g = y.mul(&w).unwrap().sum().unwrap().backward().unwrap();
+            let gx = g.get(&x).unwrap();
+            assert_eq!((y.dtype(), gx.dtype()), (DType::F32, DType::F32));
+            got.push((y.to_vec_f32().unwrap(), gx.to_vec_f32().unwrap()));
+        }
+        for (a, b) in got[0].0.iter().chain(&got[0].1).zip(got[1].0.iter().chain(&got[1].1)) {
+            assert!((a - b).abs() < 1e-5, "rope {}: {a} vs {b}", tables.is_some());
+        }
+    }
 }
 
 #[test]

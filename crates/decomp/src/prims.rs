@@ -1,8 +1,9 @@
 //! [`Prims`]: the port's primitives as functions that allocate and return their outputs, so
 //! the decompositions read like the math; plus the view helpers they share.
 //!
-//! Every value is an F32 [`View`] in its own freshly allocated buffer (freed on drop);
-//! broadcasting is a stride-0 layout, never a copy.
+//! Every value is an F32 [`View`] in its own freshly allocated buffer (freed on drop), but the
+//! operands a decomposition rounds for a product ([`Prims::dense_in`]); broadcasting is a
+//! stride-0 layout, never a copy.
 
 use anychip_port::{BinaryOp, CompareOp, DType, Layout, Port, ReduceOp, Result, UnaryOp, View};
 
@@ -64,8 +65,12 @@ fn out_shape(a: &[usize], b: &[usize]) -> Vec<usize> {
 impl Prims<'_> {
     /// A new F32 buffer of `shape`.
     pub fn alloc(&self, shape: &[usize]) -> Result<View> {
+        self.alloc_in(shape, DType::F32)
+    }
+    /// A new buffer of `shape` in `dt`.
+    fn alloc_in(&self, shape: &[usize], dt: DType) -> Result<View> {
         let n: usize = shape.iter().product();
-        Ok(View::contiguous(self.0.alloc(n * 4)?, DType::F32, shape))
+        Ok(View::contiguous(self.0.alloc(n * dt.size())?, dt, shape))
     }
     /// A new F32 tensor filled with `value`.
     pub fn full(&self, shape: &[usize], value: f64) -> Result<View> {
@@ -95,11 +100,16 @@ impl Prims<'_> {
     }
     /// `x` as contiguous F32 (a copy only when it is strided or stored in another dtype).
     pub fn dense(&self, x: &View) -> Result<View> {
-        if x.dtype == DType::F32 && x.layout.is_contiguous() {
+        self.dense_in(x, DType::F32)
+    }
+    /// `x` as contiguous `dt`, rounded once when narrower (a copy only when it is strided or
+    /// stored in another dtype): a product's operand in the dtype the contract multiplies in.
+    pub fn dense_in(&self, x: &View, dt: DType) -> Result<View> {
+        if x.dtype == dt && x.layout.is_contiguous() {
             return Ok(x.clone());
         }
-        let v = self.alloc(x.shape())?;
-        if x.dtype == DType::F32 {
+        let v = self.alloc_in(x.shape(), dt)?;
+        if x.dtype == dt {
             self.0.copy_strided(x, &v)?;
         } else {
             self.0.cast(x, &v)?;

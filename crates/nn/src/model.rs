@@ -5,7 +5,8 @@ use crate::moe::{self, ExpertGroup, LayerRouting, MoeBlock, RouterStats};
 use crate::params::{Param, ParamKind};
 use crate::precision::Precision;
 use anychip_core::{
-    attention, attention_qkv, cross_entropy, embedding, linear, linear_autocast, rope, swiglu, Error, Result, Tensor,
+    attention_autocast, attention_qkv_autocast, cross_entropy, embedding, linear, linear_autocast, rope, swiglu, Error,
+    Result, Tensor,
 };
 use anychip_model_config::{Mlp, ModelConfig, Norm, Positions};
 use anychip_port::{Collectives, DType, GeluKind, Port};
@@ -373,10 +374,13 @@ impl Transformer {
             let h = self.norm(&x, blk.ln1)?;
             let qkv = self.linear(&h, blk.qkv)?; // [B, T, (nh + 2 nkv) hd]
             let scale = 1.0 / (hd as f32).sqrt();
+            // Attention's two products in the model's precision, as autocast runs them.
+            let operands = self.precision.operands();
             let a = if blk.q_norm.is_none() {
                 // Heads read in place from qkv: no split, permute or merge copies.
                 let tables = rope_t.as_ref().map(|(c, s)| (c, s));
-                attention_qkv(&qkv, nh, nkv, tables, true, scale)? // [B, T, nh hd]
+                attention_qkv_autocast(&qkv, nh, nkv, tables, true, scale, operands)?
+            // [B, T, nh hd]
             } else {
                 let heads = |start: usize, n: usize| -> Result<Tensor> {
                     qkv.narrow(-1, start * hd, n * hd)?
@@ -392,7 +396,7 @@ impl Transformer {
                     q = rope(&q, cos, sin)?;
                     k = rope(&k, cos, sin)?;
                 }
-                let a = attention(&q, &k, &v, true, scale)?; // [B, nh, T, hd]
+                let a = attention_autocast(&q, &k, &v, true, scale, operands)?; // [B, nh, T, hd]
                 a.permute(&[0, 2, 1, 3])?.reshape(&[b, ti, (nh * hd) as isize])?
             };
             x = x.add(&self.linear(&a, blk.o)?)?;

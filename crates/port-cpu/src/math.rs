@@ -108,6 +108,20 @@ multiversion! {
 }
 
 multiversion! {
+    /// x[i] rounded to the nearest bf16 value (ties to even, NaN kept quiet) and widened back
+    /// in place: the same rounding as [`f32_to_bf16_slice`], for an operand that a bf16
+    /// product takes from an f32 intermediate (attention's probabilities).
+    pub fn round_bf16_inplace(x: &mut [f32]) -> () {
+        for v in x.iter_mut() {
+            let b = v.to_bits();
+            let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+            let quiet = (b & 0xffff_0000) | 0x0040_0000;
+            *v = f32::from_bits(if v.is_nan() { quiet } else { rounded });
+        }
+    }
+}
+
+multiversion! {
     /// Maximum of a slice; NaN anywhere gives NaN, empty gives -inf (16 lanes, vectorised).
     pub fn max_slice(x: &[f32]) -> f32 {
         let mut acc = [f32::NEG_INFINITY; 16];

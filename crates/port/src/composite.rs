@@ -80,6 +80,14 @@ pub enum Composite {
     /// out = 0 and lse = -inf. q, k, v, out (and in the backward dout, dq, dk, dv) may have any
     /// strides, so heads of a fused QKV projection are read in place and out may be laid out
     /// `[B,T,Hq,Dh]`; lse is contiguous. Output views do not overlap one another or the inputs.
+    ///
+    /// Operands: q, k and v share one dtype (and dout in the backward), the dtype the products
+    /// multiply in, accumulating in f32; out, dq, dk and dv may be F32 or that dtype. With BF16
+    /// operands (autocast attention), softmax and lse stay f32 and every other f32 value that
+    /// enters a product is rounded to bf16 first, as FlashAttention does: the probabilities
+    /// before P V (unnormalised, exp(S - m) for the row's max m or an online softmax's running
+    /// max, with the sum taken before rounding; or P itself), P before dv = P^T dout, and
+    /// dS = P (dP - D) (from the f32 P) before dq and dk. D = rowsum(dout * out) is f32.
     AttentionFwd { q: View, k: View, v: View, scale: f32, causal: bool, out: View, lse: View },
     /// Gradients of AttentionFwd; dk and dv sum over the query heads that share a KV head.
     AttentionBwd {

@@ -1,5 +1,6 @@
 //! The L2 cases, one function per composite family, each covering its forward and backward.
 
+use super::attention_terms::{terms, Shape};
 use super::{Case, On};
 use crate::harness::data;
 use anychip_port::{bf16_to_f32, f32_to_bf16, Composite, DType, GeluKind, Result, View};
@@ -8,7 +9,7 @@ use anychip_test_support::transfer;
 /// Row shapes for the row-wise families: a single element, odd small, and long rows.
 const ROWS: [(usize, usize); 3] = [(1, 1), (3, 17), (17, 783)];
 
-/// Every case, f32 then bf16, then the mixed-precision linear.
+/// Every case, f32 then bf16, then the mixed-precision linear and attention.
 pub(crate) fn all() -> Vec<Case> {
     let mut v = Vec::new();
     for dt in [DType::F32, DType::BF16] {
@@ -30,6 +31,7 @@ pub(crate) fn all() -> Vec<Case> {
         v.extend(dropout(dt));
     }
     v.extend(linear_mixed_precision());
+    v.extend(attention_mixed_precision());
     v
 }
 
@@ -210,19 +212,44 @@ fn cross_entropy(dt: DType) -> Vec<Case> {
 
 /// Attention shapes (b, hq, hkv, t, s, d): MHA, GQA 2:1, T < S, and T > S (queries with no
 /// visible key).
-const ATTENTION: [(usize, usize, usize, usize, usize, usize); 4] =
-    [(1, 2, 2, 17, 17, 8), (2, 4, 2, 3, 3, 16), (1, 2, 1, 5, 9, 4), (1, 1, 1, 4, 2, 4)];
+const ATTENTION: [Shape; 4] = [(1, 2, 2, 17, 17, 8), (2, 4, 2, 3, 3, 16), (1, 2, 1, 5, 9, 4), (1, 1, 1, 4, 2, 4)];
 
 fn attention(dt: DType) -> Vec<Case> {
-    ATTENTION.iter().flat_map(|&shape| attention_case(dt, shape)).collect()
+    ATTENTION.iter().flat_map(|&shape| attention_case(dt, dt, shape)).collect()
+}
+
+/// Attention as `attention_autocast` calls it: bf16 q, k, v and dout, f32 out, lse, dq, dk and
+/// dv; the shapes above and one whose rows span more than one 64-key block of a blocked
+/// (online-softmax) kernel.
+fn attention_mixed_precision() -> Vec<Case> {
+    let long: Shape = (1, 2, 1, 80, 80, 8);
+    ATTENTION.iter().chain([&long]).flat_map(|&shape| attention_case(DType::BF16, DType::F32, shape)).collect()
 }
 
 /// One attention shape's inputs.
 struct Attention {
-    shape: (usize, usize, usize, usize, usize, usize),
+    shape: Shape,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+}
+
+/// `v` uploaded in `dt` (the case's dtype or F32).
+fn upload_in(o: &On, v: &[f32], shape: &[usize], dt: DType) -> Result<View> {
+    if dt == DType::F32 {
+        o.f32(v, shape)
+    } else {
+        o.x(v, shape)
+    }
+}
+
+/// A zeroed output in `dt` (the case's dtype or F32).
+fn out_in(o: &On, shape: &[usize], dt: DType) -> Result<View> {
+    if dt == DType::F32 {
+        o.out_f32(shape)
+    } else {
+        o.out(shape)
+    }
 }
 
 impl Attention {
@@ -253,18 +280,26 @@ impl Attention {
             lse,
         })
     }
-    /// The forward's out and lse as `ref` computes them: what the backward is given on every
-    /// port, so that both sides differentiate the same saved values.
-    fn saved_by_ref(&self, dt: DType) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// The forward's out (in `out_dt`) and lse as `ref` computes them: what the backward is
+    /// given on every port, so that both sides differentiate the same saved values.
+    fn saved_by_ref(&self, dt: DType, out_dt: DType) -> Result<(Vec<f32>, Vec<f32>)> {
         let oracle = anychip_port_ref::new();
         let on = On { p: &oracle, dt };
-        let (out, lse) = (on.out(&self.q_shape())?, on.out_f32(&self.lse_shape())?);
+        let (out, lse) = (out_in(&on, &self.q_shape(), out_dt)?, on.out_f32(&self.lse_shape())?);
         anychip_decomp::run(&oracle, &self.forward(&on, out.clone(), lse.clone())?)?;
         Ok((transfer::download_f32(&oracle, &out)?, transfer::download_f32(&oracle, &lse)?))
     }
+    /// The magnitudes of the terms of every output, from the inputs as `dt` stores them.
+    fn terms(&self, dout: &[f32], dt: DType) -> super::attention_terms::Terms {
+        let (q, k, v, g) = (stored(&self.q, dt), stored(&self.k, dt), stored(&self.v, dt), stored(dout, dt));
+        terms(self.shape, &q, &k, &v, &g, self.scale() as f64)
+    }
 }
 
-fn attention_case(dt: DType, shape: (usize, usize, usize, usize, usize, usize)) -> Vec<Case> {
+/// Forward and backward of one shape: operands (q, k, v, dout) in `dt`, out, dq, dk and dv in
+/// `out_dt`. With bf16 operands the contract rounds P and dS to bf16 for the products, so the
+/// bound counts one bf16 step of each output's terms ([`crate::tolerance::rounded_operands`]).
+fn attention_case(dt: DType, out_dt: DType, shape: Shape) -> Vec<Case> {
     let (b, hq, hkv, t, s, d) = shape;
     let a = Attention {
         shape,
@@ -273,27 +308,42 @@ fn attention_case(dt: DType, shape: (usize, usize, usize, usize, usize, usize)) 
         v: data(b * hkv * s * d, 9, 1.0),
     };
     let dout = data(b * hq * t * d, 10, 1.0);
-    let name = |dir: &str| format!("attention {dir} {dt} b{b} hq{hq} hkv{hkv} t{t} s{s}");
+    let dts = if out_dt == dt { format!("{dt}") } else { format!("{dt}->{out_dt}") };
+    let name = |dir: &str| format!("attention {dir} {dts} b{b} hq{hq} hkv{hkv} t{t} s{s}");
     let a = std::rc::Rc::new(a);
-    let a2 = a.clone();
+    let (a2, a3, dout2) = (a.clone(), a.clone(), dout.clone());
+    let fwd =
+        Case::new(name("fwd"), dt, move |o| a.forward(o, out_in(o, &a.q_shape(), out_dt)?, o.out_f32(&a.lse_shape())?));
+    let bwd = Case::new(name("bwd"), dt, move |o| {
+        let (out, lse) = a2.saved_by_ref(dt, out_dt)?;
+        let (qs, kvs) = (a2.q_shape(), a2.kv_shape());
+        Ok(Composite::AttentionBwd {
+            q: o.x(&a2.q, &qs)?,
+            k: o.x(&a2.k, &kvs)?,
+            v: o.x(&a2.v, &kvs)?,
+            out: upload_in(o, &out, &qs, out_dt)?,
+            lse: o.f32(&lse, &a2.lse_shape())?,
+            dout: o.x(&dout, &qs)?,
+            scale: a2.scale(),
+            causal: true,
+            dq: out_in(o, &qs, out_dt)?,
+            dk: out_in(o, &kvs, out_dt)?,
+            dv: out_in(o, &kvs, out_dt)?,
+        })
+    });
+    if dt == DType::F32 {
+        return vec![fwd, bwd];
+    }
+    let a4 = a3.clone();
+    let dout3 = dout2.clone();
     vec![
-        Case::new(name("fwd"), dt, move |o| a.forward(o, o.out(&a.q_shape())?, o.out_f32(&a.lse_shape())?)),
-        Case::new(name("bwd"), dt, move |o| {
-            let (out, lse) = a2.saved_by_ref(dt)?;
-            let (qs, kvs) = (a2.q_shape(), a2.kv_shape());
-            Ok(Composite::AttentionBwd {
-                q: o.x(&a2.q, &qs)?,
-                k: o.x(&a2.k, &kvs)?,
-                v: o.x(&a2.v, &kvs)?,
-                out: o.x(&out, &qs)?,
-                lse: o.f32(&lse, &a2.lse_shape())?,
-                dout: o.x(&dout, &qs)?,
-                scale: a2.scale(),
-                causal: true,
-                dq: o.out(&qs)?,
-                dk: o.out(&kvs)?,
-                dv: o.out(&kvs)?,
-            })
+        fwd.with_terms(move || {
+            let m = a3.terms(&dout2, dt);
+            vec![m.out, m.lse]
+        }),
+        bwd.with_terms(move || {
+            let m = a4.terms(&dout3, dt);
+            vec![m.dq, m.dk, m.dv]
         }),
     ]
 }

@@ -9,11 +9,12 @@
 //! [`crate::tolerance::composite`] measure the composite alone. The cases, one function per
 //! family, are in [`cases`].
 
+mod attention_terms;
 mod cases;
 
-use crate::harness::{compare, error_row, supports};
+use crate::harness::{compare_bounded, error_row, supports};
 use crate::report::{Level, Row};
-use crate::tolerance;
+use crate::tolerance::{self, Bound};
 use anychip_port::{Composite, DType, Port, PortError, Result, View};
 use anychip_test_support::transfer;
 
@@ -24,6 +25,9 @@ pub(crate) struct Case {
     /// Dtype of the case's main inputs (the check is unsupported where the port lacks it).
     dt: DType,
     make: Box<MakeCall>,
+    /// For outputs whose products take rounded operands ([`Bound::Rounded`]): the magnitudes
+    /// of each output element's terms, one Vec per output in [`Composite::outputs`] order.
+    terms: Option<Box<dyn Fn() -> Vec<Vec<f64>>>>,
 }
 
 /// Builds a case's call (inputs uploaded, outputs zeroed) on one port.
@@ -31,7 +35,11 @@ type MakeCall = dyn Fn(&On) -> Result<Composite>;
 
 impl Case {
     fn new(name: String, dt: DType, make: impl Fn(&On) -> Result<Composite> + 'static) -> Case {
-        Case { name, dt, make: Box::new(make) }
+        Case { name, dt, make: Box::new(make), terms: None }
+    }
+    /// The same case checked under [`Bound::Rounded`] with these term magnitudes.
+    fn with_terms(self, terms: impl Fn() -> Vec<Vec<f64>> + 'static) -> Case {
+        Case { terms: Some(Box::new(terms)), ..self }
     }
 }
 
@@ -85,17 +93,26 @@ fn run_case(p: &dyn Port, case: &Case, fused_path: bool) -> Result<(Composite, O
 }
 
 /// Rows comparing each of `got`'s outputs with `want`'s, each under its family's bound for
-/// its dtype.
+/// its dtype (widened by the rounded operands' terms where the case has them).
 fn compare_outputs(family: &str, case: &Case, label: &str, got: &Outputs, want: &Outputs) -> Vec<Row> {
     if got.len() != want.len() {
         let e = PortError::Invalid(format!("{} outputs, want {}", got.len(), want.len()));
         return vec![error_row(Level::L2, family, case.dt, &format!("{} {label}", case.name), &e)];
     }
+    let terms = case.terms.as_ref().map(|f| f());
     got.iter()
         .zip(want)
-        .map(|((name, dt, g), (_, _, w))| {
+        .enumerate()
+        .map(|(i, ((name, dt, g), (_, _, w)))| {
             let tol = tolerance::composite(family, *dt);
-            compare(Level::L2, family, case.dt, &format!("{} ({name}) {label}", case.name), g, w, tol)
+            let (bound, m) = match &terms {
+                Some(t) => {
+                    let per_magnitude = tolerance::rounded_operands(case.dt);
+                    (Bound::Rounded { tol, per_magnitude }, t.get(i).map_or(&[][..], |m| &m[..]))
+                }
+                None => (Bound::Fixed(tol), &[][..]),
+            };
+            compare_bounded(Level::L2, family, case.dt, &format!("{} ({name}) {label}", case.name), g, w, bound, m)
         })
         .collect()
 }

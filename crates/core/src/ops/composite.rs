@@ -215,6 +215,16 @@ pub fn linear_autocast(x: &Tensor, w: &Tensor, b: Option<&Tensor>, operands: DTy
     linear_impl(x, w, b, Some(operands))
 }
 
+/// `t` as an autocast product sees it: a copy rounded to `operands` (none when it already is
+/// that dtype, or when not autocasting), cut from the graph, since the calling node's backward
+/// is its composite's own.
+pub(crate) fn operand(t: &Tensor, operands: Option<DType>) -> Result<Tensor> {
+    match operands {
+        Some(dt) => t.detach().cast(dt),
+        None => Ok(t.detach()),
+    }
+}
+
 fn linear_impl(x: &Tensor, w: &Tensor, b: Option<&Tensor>, operands: Option<DType>) -> Result<Tensor> {
     let in_f = x.dim(-1);
     if w.rank() != 2 || w.dim(1) != in_f {
@@ -226,13 +236,7 @@ fn linear_impl(x: &Tensor, w: &Tensor, b: Option<&Tensor>, operands: Option<DTyp
     let x2 = x.reshape(&[-1, in_f as isize])?;
     let (wc, bc) = (w.contiguous()?, b.map(|b| b.contiguous()).transpose()?);
     let y = x2.empty_on(&[x2.dim(0), out_f], x.dtype())?;
-    // The operands the composite sees (cast copies when autocasting; cut from the graph, since
-    // this node's backward is the composite's own).
-    let rounded = |t: &Tensor| match operands {
-        Some(dt) => t.detach().cast(dt),
-        None => Ok(t.detach()),
-    };
-    let (xd, wd, bd) = (rounded(&x2)?, rounded(&wc)?, bc.as_ref().map(|t| t.detach()));
+    let (xd, wd, bd) = (operand(&x2, operands)?, operand(&wc, operands)?, bc.as_ref().map(|t| t.detach()));
     let (x_dtype, w_dtype) = (x2.dtype(), wc.dtype());
     run(x.port(), Composite::LinearFwd { x: xd.view(), w: wd.view(), b: bd.as_ref().map(|t| t.view()), y: y.view() })?;
     let mut inputs = vec![&x2, &wc];

@@ -14,6 +14,11 @@
 //! Backward, with D_i = dout_i . out_i and p_ij = exp(s_ij - lse_i) (0 where lse = -inf):
 //!   dv_j += sum_i p_ij dout_i; dp_ij = dout_i . v_j; ds_ij = p_ij (dp_ij - D_i);
 //!   dq_i += scale sum_j ds_ij k_j; dk_j += scale sum_i ds_ij q_i.
+//! Operands: the products multiply in q's dtype (k, v and dout share it; any other mix is left
+//! to the decomposition), bf16 rows widened on load (exact), accumulating in f32. With bf16
+//! operands the f32 intermediates that enter a product are rounded to bf16 first, as
+//! FlashAttention does: p = exp(s - m) of the running max before p v (l sums the unrounded p),
+//! and in the backward p before dv and ds before dq and dk (ds itself from the f32 p).
 //! The forward runs one task per (batch, query head), split into its query blocks only when
 //! there are fewer heads than twice the threads; the backward one task per (batch, KV head),
 //! which owns dk and dv for that head (so the query heads sharing it add up without atomics)
@@ -25,7 +30,7 @@
 use super::tile::{self, Tri};
 use super::{floats, is_f32};
 use crate::elem::{dot, load, max, raw, row, store, Raw};
-use crate::math::exp;
+use crate::math::{exp, round_bf16_inplace};
 use crate::prim::elementwise::max_nan;
 use anychip_port::{invalid, DType, Handled, Result, View};
 use rayon::prelude::*;
@@ -207,9 +212,10 @@ fn heads4(vs: [&View; 4]) -> Result<Option<[Heads; 4]>> {
 
 /// Forward pass: out and lse.
 pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, lse: &View) -> Result<Handled> {
-    if !floats(&[q, k, v, out]) || !is_f32(lse) || !lse.layout.is_contiguous() {
+    if !floats(&[q, k, v, out]) || !is_f32(lse) || !lse.layout.is_contiguous() || !same_dtype(&[q, k, v]) {
         return Ok(Handled::No);
     }
+    let round = q.dtype == DType::BF16;
     let d = dims(q, k, v, out, lse)?;
     let Some([qh, kh, vh, oh]) = heads4([q, k, v, out])? else { return Ok(Handled::No) };
     let (lr, loff) = (raw(lse)?, lse.layout.offset);
@@ -260,6 +266,9 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
                     }
                     let corr = exp(m[i] - mnew);
                     let sum = crate::math::exp_shift_sum_inplace(&mut srow[..fh], mnew);
+                    if round {
+                        round_bf16_inplace(&mut srow[..fh]);
+                    }
                     l[i] = l[i] * corr + sum;
                     m[i] = mnew;
                     if corr != 1.0 {
@@ -300,6 +309,11 @@ pub fn fwd(q: &View, k: &View, v: &View, scale: f32, causal: bool, out: &View, l
     Ok(Handled::Yes)
 }
 
+/// Whether the product operands share one dtype (the one they multiply in).
+fn same_dtype(vs: &[&View]) -> bool {
+    vs.iter().all(|v| v.dtype == vs[0].dtype)
+}
+
 /// Backward pass: dq, dk, dv (dk and dv summed over the query heads sharing a KV head).
 #[allow(clippy::too_many_arguments)]
 pub fn bwd(
@@ -315,9 +329,11 @@ pub fn bwd(
     dk: &View,
     dv: &View,
 ) -> Result<Handled> {
-    if !floats(&[q, k, v, out, dout, dq, dk, dv]) || !is_f32(lse) || !lse.layout.is_contiguous() {
+    let operands_ok = same_dtype(&[q, k, v, dout]);
+    if !floats(&[q, k, v, out, dout, dq, dk, dv]) || !is_f32(lse) || !lse.layout.is_contiguous() || !operands_ok {
         return Ok(Handled::No);
     }
+    let round = q.dtype == DType::BF16;
     let d = dims(q, k, v, out, lse)?;
     if dout.shape() != q.shape() || dq.shape() != q.shape() || dk.shape() != k.shape() || dv.shape() != k.shape() {
         return invalid("attention backward: dout and dq must match q, dk and dv must match k");
@@ -354,7 +370,7 @@ pub fn bwd(
                 *dt = unsafe { dot(gs.row(t, dh), os.row(t, dh)) };
             }
             acc.dq.fill(0.0);
-            let head = BwdHead { d: &d, causal, scale, qs, gs, ks, kt: &kt, vt: &vt, lse: ls };
+            let head = BwdHead { d: &d, causal, scale, round, qs, gs, ks, kt: &kt, vt: &vt, lse: ls };
             for t0 in (0..d.t).step_by(BQ) {
                 let nq = BQ.min(d.t - t0);
                 for s0 in (0..d.key_end(causal, t0 + nq)).step_by(BK) {
@@ -380,11 +396,13 @@ pub fn bwd(
 }
 
 /// One query head's inputs to the backward pass, as one KV-head task holds them: q, dout and
-/// K as rows, K and V transposed to [dh, S], the saved logsumexp.
+/// K as rows, K and V transposed to [dh, S], the saved logsumexp; `round` when the products
+/// take bf16 operands.
 struct BwdHead<'a> {
     d: &'a Dims,
     causal: bool,
     scale: f32,
+    round: bool,
     qs: M,
     gs: M,
     ks: M,
@@ -394,13 +412,15 @@ struct BwdHead<'a> {
 }
 
 /// A KV-head task's accumulators and scratch: dq of the current query head [T, dh], dk and dv
-/// of the KV head [S, dh], D_i = dout_i . out_i, and one block of p and dp.
+/// of the KV head [S, dh], D_i = dout_i . out_i, and one block of p, of p rounded to bf16
+/// (bf16 operands only) and of dp.
 struct BwdAcc {
     dq: Vec<f32>,
     dk: Vec<f32>,
     dv: Vec<f32>,
     big_d: Vec<f32>,
     p: Vec<f32>,
+    p_bf16: Vec<f32>,
     dp: Vec<f32>,
 }
 
@@ -412,6 +432,7 @@ impl BwdAcc {
             dv: vec![0.0; d.s * d.dh],
             big_d: vec![0.0; d.t],
             p: vec![0.0; BQ * BK],
+            p_bf16: Vec::new(),
             dp: vec![0.0; BQ * BK],
         }
     }
@@ -426,8 +447,21 @@ impl BwdHead<'_> {
         let nk = BK.min(self.d.key_end(self.causal, t0 + nq) - s0);
         let (p, dp) = (&mut acc.p[..nq * nk], &mut acc.dp[..nq * nk]);
         self.probabilities(t0, nq, s0, nk, p);
-        self.value_grads(t0, nq, s0, nk, p, dp, &mut acc.dv);
+        // bf16 operands: dv's product takes p rounded, ds is formed from the f32 p and then
+        // rounded for dq's and dk's products.
+        let pv: &[f32] = if self.round {
+            acc.p_bf16.clear();
+            acc.p_bf16.extend_from_slice(p);
+            round_bf16_inplace(&mut acc.p_bf16);
+            &acc.p_bf16
+        } else {
+            p
+        };
+        self.value_grads(t0, nq, s0, nk, pv, dp, &mut acc.dv);
         self.score_grads(t0, s0, nk, p, dp, &acc.big_d);
+        if self.round {
+            round_bf16_inplace(dp);
+        }
         self.query_key_grads(t0, nq, s0, nk, dp, &mut acc.dq, &mut acc.dk);
     }
 
