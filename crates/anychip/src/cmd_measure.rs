@@ -106,6 +106,8 @@ pub fn measure(a: &MeasureArgs) -> Result<()> {
         },
         fused: caps.fused.iter().map(|s| s.to_string()).collect(),
         fused_source: format!("measured: the cpu port's capabilities ({})", caps.device),
+        planner_efficiencies: false, // measured below, per op and shape
+        planner_efficiencies_source: String::new(),
         eff: record::fit(&samples, empty, &roofline, &source)?,
     };
     let sim_path = anychip_port_sim::profile::companion(&a.out);

@@ -382,6 +382,14 @@ impl Rates {
 /// measurement, 1,328 of 1,555 GB/s (85.4%; shared/anchors/chips.md, "Measured vs nominal").
 const MEM_BW_EFF: f64 = 0.854;
 
+/// Fraction of the chip's peak one GEMM of m x k x n reaches with `bytes` per element, given
+/// the chip's nominal `peak` FLOP/s and memory bandwidth (bytes/s): the calibrated form every
+/// estimate prices GEMMs with. The sim port's default profile prices GEMMs with it too, so that a
+/// simulated step and an analytic estimate of the same job never disagree on what a GEMM costs.
+pub fn gemm_efficiency(k: &Constants, peak: f64, mem_bw: f64, (m, n, kk): (f64, f64, f64), bytes: f64) -> f64 {
+    gemm_eff(k, peak, mem_bw, m, n, kk, bytes)
+}
+
 /// Fraction of the chip's peak one GEMM of m x k x n reaches with `bytes` per element.
 fn gemm_eff(k: &Constants, peak: f64, mem_bw: f64, m: f64, n: f64, kk: f64, bytes: f64) -> f64 {
     let intensity = 2.0 / (bytes * (1.0 / m + 1.0 / n + 1.0 / kk));

@@ -219,9 +219,31 @@ impl SimPort {
     pub fn price(&self, works: &[Work]) -> anyhow::Result<f64> {
         let mut t = 0.0;
         for w in works {
-            t += self.roofline(w)? / self.profile.efficiency(w)?;
+            let eff = match self.planner_efficiency(w)? {
+                Some(e) => e,
+                None => self.profile.efficiency(w)?,
+            };
+            t += self.roofline(w)? / eff;
         }
         Ok(t + if works.is_empty() { 0.0 } else { self.rates.launch_s })
+    }
+    /// The planner's efficiency for a GEMM or attention kernel when the profile asks for it
+    /// (`planner_efficiencies`); None for other kernels and profiles.
+    fn planner_efficiency(&self, w: &Work) -> anyhow::Result<Option<f64>> {
+        if !self.profile.planner_efficiencies {
+            return Ok(None);
+        }
+        static CONSTANTS: std::sync::OnceLock<anychip_plan::calib::Constants> = std::sync::OnceLock::new();
+        let k = CONSTANTS.get_or_init(anychip_plan::calib::shipped);
+        Ok(match (w.class, w.shape.as_slice()) {
+            (Class::Gemm, &[m, n, kk]) => {
+                let peak = self.rates.matrix_peak(w.dtype)?;
+                let dims = (m as f64, n as f64, kk as f64);
+                Some(anychip_plan::perf::gemm_efficiency(k, peak, self.rates.bandwidth, dims, w.dtype.size() as f64))
+            }
+            (Class::Attention, _) => Some(k.attn_eff),
+            _ => None,
+        })
     }
     /// max(FLOPs / peak, bytes / bandwidth) of one kernel, before efficiency.
     pub fn roofline(&self, w: &Work) -> anyhow::Result<f64> {

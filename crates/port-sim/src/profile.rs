@@ -56,6 +56,14 @@ pub struct SimProfile {
     /// Composite families the chip's software runs as one kernel.
     pub fused: Vec<String>,
     pub fused_source: String,
+    /// Price GEMMs and attention with the planner's calibrated model (`crates/plan`: GEMM
+    /// efficiency by arithmetic intensity against the chip's ridge point, attention at
+    /// `attn_eff`) instead of `eff` entries, so that the sim and `anychip plan` agree on the
+    /// kernels both price. For database chips, whose efficiencies are not measured.
+    #[serde(default)]
+    pub planner_efficiencies: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub planner_efficiencies_source: String,
     #[serde(default)]
     pub eff: Vec<Eff>,
 }
