@@ -227,6 +227,23 @@ impl SimPort {
         }
         Ok(t + if works.is_empty() { 0.0 } else { self.rates.launch_s })
     }
+    /// Dtypes the chip multiplies fast: f32 when it has an fp32 figure, bf16 when its bf16 peak
+    /// is above its fp32 peak (as a real port says it: a CPU whose bf16 GEMMs only widen to f32
+    /// is not fast at bf16, and the engine then runs `--precision bf16` products in f32 on the
+    /// sim as it does on the port the chip file was measured on).
+    fn fast_matmul(&self) -> Vec<DType> {
+        let c = &self.rates.chip;
+        let mut out = Vec::new();
+        if c.get("fp32_tflops").is_some() {
+            out.push(DType::F32);
+        }
+        match (c.get("bf16_tflops"), c.get("fp32_tflops")) {
+            (Some(b), Some(f)) if b <= f => {}
+            (Some(_), _) => out.push(DType::BF16),
+            (None, _) => {}
+        }
+        out
+    }
     /// The planner's efficiency for a GEMM or attention kernel when the profile asks for it
     /// (`planner_efficiencies`); None for other kernels and profiles.
     fn planner_efficiency(&self, w: &Work) -> anyhow::Result<Option<f64>> {
@@ -308,11 +325,7 @@ impl Port for SimPort {
             ),
             storage: vec![DType::F32, DType::BF16, DType::I32],
             arithmetic: vec![DType::F32, DType::BF16],
-            fast_matmul: [(DType::F32, "fp32_tflops"), (DType::BF16, "bf16_tflops")]
-                .into_iter()
-                .filter(|(_, f)| c.get(f).is_some())
-                .map(|(d, _)| d)
-                .collect(),
+            fast_matmul: self.fast_matmul(),
             fused: self.fused.clone(),
             max_alloc: usize::MAX,
             memory: self.usable_memory().map(|b| b as usize),
