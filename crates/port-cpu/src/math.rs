@@ -93,16 +93,28 @@ macro_rules! by_level {
     }};
 }
 
+/// The bf16 bits of `v` (in the low 16 bits): round to nearest even, NaN kept quiet, exactly
+/// `anychip_port::f32_to_bf16`, but without branches so that the slice kernels using it
+/// vectorise (inlined into each of their ISA versions).
+#[inline(always)]
+fn bf16_bits(v: f32) -> u32 {
+    let b = v.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let quiet = (b >> 16) | 0x0040;
+    if v.is_nan() {
+        quiet
+    } else {
+        rounded
+    }
+}
+
 multiversion! {
     /// dst[i] = x[i] rounded to bf16 bits, nearest even, NaN kept quiet: exactly
     /// `anychip_port::f32_to_bf16`, written without branches so it vectorises (mixed precision
     /// casts every weight and activation entering a matmul, hundreds of millions per step).
     pub fn f32_to_bf16_slice(x: &[f32], dst: &mut [u16]) -> () {
         for (d, &v) in dst.iter_mut().zip(x) {
-            let b = v.to_bits();
-            let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
-            let quiet = (b >> 16) | 0x0040;
-            *d = if v.is_nan() { quiet } else { rounded } as u16;
+            *d = bf16_bits(v) as u16;
         }
     }
 }
@@ -113,10 +125,7 @@ multiversion! {
     /// product takes from an f32 intermediate (attention's probabilities).
     pub fn round_bf16_inplace(x: &mut [f32]) -> () {
         for v in x.iter_mut() {
-            let b = v.to_bits();
-            let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
-            let quiet = (b & 0xffff_0000) | 0x0040_0000;
-            *v = f32::from_bits(if v.is_nan() { quiet } else { rounded });
+            *v = f32::from_bits(bf16_bits(*v) << 16);
         }
     }
 }
