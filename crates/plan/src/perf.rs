@@ -387,11 +387,6 @@ const MEM_BW_EFF: f64 = 0.854;
 /// estimate prices GEMMs with. The sim port's default profile prices GEMMs with it too, so that a
 /// simulated step and an analytic estimate of the same job never disagree on what a GEMM costs.
 pub fn gemm_efficiency(k: &Constants, peak: f64, mem_bw: f64, (m, n, kk): (f64, f64, f64), bytes: f64) -> f64 {
-    gemm_eff(k, peak, mem_bw, m, n, kk, bytes)
-}
-
-/// Fraction of the chip's peak one GEMM of m x k x n reaches with `bytes` per element.
-fn gemm_eff(k: &Constants, peak: f64, mem_bw: f64, m: f64, n: f64, kk: f64, bytes: f64) -> f64 {
     let intensity = 2.0 / (bytes * (1.0 / m + 1.0 / n + 1.0 / kk));
     let ridge = peak / mem_bw;
     k.gemm_eff * intensity / (intensity + k.gemm_knee * ridge)
@@ -414,7 +409,7 @@ fn gemm_time(
     kk: f64,
     bytes: f64,
 ) -> f64 {
-    let compute = flops / (peak * gemm_eff(k, ridge_peak, mem_bw, m, n, kk, bytes));
+    let compute = flops / (peak * gemm_efficiency(k, ridge_peak, mem_bw, (m, n, kk), bytes));
     let gemms = flops / (2.0 * m * n * kk);
     let traffic = gemms * bytes * (m * kk + kk * n + m * n) / (mem_bw * MEM_BW_EFF);
     compute.max(traffic)
@@ -1009,6 +1004,6 @@ mod tests {
         let big = 8192.0;
         let flops = 2.0 * big * big * big;
         let t = gemm_time(&k, peak, peak, bw, flops, big, big, big, 2.0);
-        assert!((t - flops / (peak * gemm_eff(&k, peak, bw, big, big, big, 2.0))).abs() < 1e-15);
+        assert!((t - flops / (peak * gemm_efficiency(&k, peak, bw, (big, big, big), 2.0))).abs() < 1e-15);
     }
 }
