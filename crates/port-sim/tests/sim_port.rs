@@ -69,3 +69,21 @@ fn a_fused_composite_is_one_kernel_and_an_unfused_one_is_left_to_its_decompositi
     // The decomposition makes several passes over the data, each with its own launch.
     assert!(none.modelled_seconds().unwrap() > 3.0 * got, "{} vs {got}", none.modelled_seconds().unwrap());
 }
+
+/// The matrix dtypes the sim reports as fast, for h100 with `overrides`.
+fn fast_matmul_with(overrides: &[&str]) -> Vec<DType> {
+    let opts = SimOptions { overrides: overrides.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+    open("h100", &opts).unwrap().capabilities().fast_matmul
+}
+
+#[test]
+fn bf16_is_a_fast_matmul_dtype_only_when_its_peak_is_above_fp32() {
+    // The datasheet H100: 989 bf16 against 67 fp32 TFLOP/s.
+    assert_eq!(fast_matmul_with(&[]), vec![DType::F32, DType::BF16]);
+    // A CPU-like chip whose bf16 products only widen to f32: bf16 is not faster, so the engine
+    // must run bf16 products in f32 on the sim as the measured port does.
+    assert_eq!(fast_matmul_with(&["h100.bf16_tflops=0.15", "h100.fp32_tflops=0.2"]), vec![DType::F32]);
+    assert_eq!(fast_matmul_with(&["h100.bf16_tflops=0.2", "h100.fp32_tflops=0.2"]), vec![DType::F32]);
+    // Just above fp32 it is fast again.
+    assert_eq!(fast_matmul_with(&["h100.bf16_tflops=0.21", "h100.fp32_tflops=0.2"]), vec![DType::F32, DType::BF16]);
+}
