@@ -441,6 +441,19 @@ fn passes(k: &Constants, stack: &Stack) -> f64 {
     k.elementwise_passes * if stack.fused_elementwise { 1.0 } else { 1.5 }
 }
 
+/// Bytes the loss moves over the FP32 logits (`logits_bytes`) of one micro-batch, forward and
+/// backward. A fused cross-entropy reads them forward, reads them again backward and writes their
+/// gradient: 3 passes. Unfused, the loss is a chain of element-wise kernels (cast, max, subtract,
+/// exp, sum, log, softmax gradient) priced like the other element-wise work: the stack's passes
+/// over 3 logit-sized tensors, forward and twice backward.
+fn loss_traffic(k: &Constants, stack: &Stack, logits_bytes: f64) -> f64 {
+    if stack.fused_cross_entropy {
+        3.0 * logits_bytes
+    } else {
+        passes(k, stack) * 3.0 * logits_bytes * 3.0
+    }
+}
+
 /// Per-micro-batch work of one layer kind on one chip: seconds of compute, bytes, collectives.
 #[derive(Clone, Copy, Debug, Default)]
 struct LayerCost {
@@ -756,8 +769,8 @@ pub fn estimate(
     // Routed tokens go through top-k, permutation, un-permutation and weighted combine: their own
     // pass count (`moe_passes`).
     let dense_bytes = sum.act_bytes - sum.moe_bytes;
-    let mut elem =
-        (passes(k, stack) * (dense_bytes + 3.0 * logits_bytes) + k.moe_passes * sum.moe_bytes) * 3.0 / rates.mem_bw;
+    let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * sum.moe_bytes) * 3.0 / rates.mem_bw
+        + loss_traffic(k, stack, logits_bytes) / rates.mem_bw;
     if job.precision == Precision::Fp8 {
         // Transformer Engine casts every linear input to FP8: forward input, backward output
         // gradient and the transposed copy for the weight gradient; each cast reads the BF16
@@ -990,6 +1003,37 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, nm: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fused_loss_moves_the_logits_three_times() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("llama-30m").unwrap();
+        let db = crate::chips::ChipDb::builtin();
+        let chip = db.find("h20").unwrap();
+        let job = Job { arch: &m.arch, seq: 256, global_batch: 32, precision: Precision::Bf16 };
+        let l = Layout {
+            tp: 1,
+            pp: 1,
+            dp: 1,
+            cp: 1,
+            ep: 1,
+            mb: 32,
+            v: 1,
+            recompute: Recompute::None,
+            modules: Modules::default(),
+            zero: 0,
+            sp: false,
+        };
+        let r = Rates::of(chip, &k, 1, Precision::Bf16).unwrap();
+        let fused = crate::stack::find("nemo-2025").unwrap();
+        let unfused = crate::stack::Stack { fused_cross_entropy: false, ..fused.clone() };
+        let step = |st: &Stack| estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.total();
+        // 32 x 256 tokens x the vocabulary in FP32: 3 passes fused, 3 x 3 x elementwise_passes unfused.
+        let logits = 32.0 * 256.0 * m.arch.vocab as f64 * 4.0;
+        let want = (9.0 * k.elementwise_passes - 3.0) * logits / r.mem_bw;
+        let got = step(&unfused) - step(&fused);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+    }
 
     #[test]
     fn a_thin_gemm_is_held_to_the_memory_floor() {

@@ -22,6 +22,9 @@ pub struct Stack {
     pub flash_attention: bool,
     /// Fused norm/bias/activation/dropout kernels.
     pub fused_elementwise: bool,
+    /// Fused cross-entropy: the loss reads the logits once forward and once backward and writes
+    /// their gradient once, instead of a chain of element-wise kernels over them.
+    pub fused_cross_entropy: bool,
     /// Tensor/sequence-parallel collectives overlapped with GEMMs.
     pub overlap_tp: bool,
     /// Pipeline sends overlapped with compute.

@@ -51,10 +51,10 @@ fn cross_validated_throughput_error() {
     // (dropless Qwen3-30B-A3B on H100, GPT-OSS-120B on GB200) are slower than any physical term
     // explains; the issue's 30% bound is not met for them (`every_row_within_30_percent`, ignored
     // until it is). These bounds keep the gap from growing.
-    // 0.66: charging the recipes' module recompute (layernorm, moe_act, mla_up_proj) moved the
-    // refit and the worst row from 63.0% to 65.4%.
-    assert!(moe_worst <= 0.66, "cross-validated worst MoE row {:.1}% > 66%", 100.0 * moe_worst);
-    assert!(moe_mean <= 0.22, "cross-validated MoE mean {:.1}% > 22%", 100.0 * moe_mean);
+    // 0.59: the fused cross-entropy of the Megatron-Bridge stacks (3 passes over the logits) took
+    // the worst row from 65.4% to 58.2%.
+    assert!(moe_worst <= 0.59, "cross-validated worst MoE row {:.1}% > 59%", 100.0 * moe_worst);
+    assert!(moe_mean <= 0.21, "cross-validated MoE mean {:.1}% > 21%", 100.0 * moe_mean);
 }
 
 /// Issue 18's bound on every row, dense and MoE. Fails today on the rows named in
