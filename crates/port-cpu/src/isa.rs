@@ -12,9 +12,9 @@
 //! level (NEON with FMA is part of the aarch64-unknown-linux-gnu baseline, so it is always
 //! supported there) and a cap of `avx2` or `avx512` runs NEON; on x86-64 a cap of `neon` runs
 //! portable. At `portable` on aarch64 the plain Rust kernels still compile to NEON by
-//! auto-vectorisation, but without FMA contraction and with exp evaluated lane by lane in the
-//! portable polynomial; at `neon` the hand-written kernels of [`crate::math_neon`] and the NEON
-//! attention tiles (`fused/tile.rs`) run.
+//! auto-vectorisation, but without FMA contraction (Rust never contracts `a * b + c`) and with
+//! exp's special cases (infinities, NaN) selected in every lane; at `neon` the hand-written
+//! kernels of `math_neon.rs` and the NEON attention tiles (`fused/tile.rs`) run.
 //!
 //! The `gemm` crate (f32 and widened-bf16 products) picks its own micro-kernels once, from what
 //! the CPU has: `gemm-common`'s `gemm_def!` (0.19) tests `is_x86_feature_detected!("avx512f")`
@@ -30,8 +30,8 @@
 //! gemm's scalar set, run the same way, missed the conformance suite's L1 matmul tolerance
 //! under qemu (4.6e-5 against 5.1e-6 allowed on [17x64]x[64x17], alpha 2, beta 0.25) and was not
 //! investigated further, so at `portable` gemm keeps its own choice (AVX2+FMA, AVX-512 or NEON)
-//! and the portable level caps this port's own kernels only. A
-//! vendor BLAS is capped by its own variable (`MKL_ENABLE_INSTRUCTIONS`).
+//! and the portable level caps this port's own kernels only. A vendor BLAS is capped by its own
+//! variable (`MKL_ENABLE_INSTRUCTIONS`).
 
 use std::sync::OnceLock;
 

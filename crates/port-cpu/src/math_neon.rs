@@ -1,5 +1,5 @@
 //! NEON exp, and on it softmax's shifted exp, GELU (tanh form) and SiLU with their gradients;
-//! and a 4 x 4 transpose of 32-bit words. The same kernels as [`crate::math_avx2`], four lanes
+//! and a 4 x 4 transpose of 32-bit words. The same kernels as `math_avx2.rs`, four lanes
 //! wide, for aarch64 (NEON with FMA is the baseline of aarch64-unknown-linux-gnu, so
 //! [`crate::isa::Isa::Neon`] is always supported there).
 //!
@@ -13,7 +13,7 @@
 //!
 //! exp(x) = 2^n exp(r), x = n ln2 + r, |r| <= ln2 / 2, ln 2 in two parts (C1 exact in n C1):
 //!   exp(r) = 1 + r + r^2 p(r), p Cephes' degree-5 polynomial (as [`crate::math::exp`]).
-//! GELU tanh as in [`crate::math_avx2`]: with e = exp(2u), u = K (x + C x^3),
+//! GELU tanh as in `math_avx2.rs`: with e = exp(2u), u = K (x + C x^3),
 //! s = e / (e + 1) = (1 + tanh u) / 2, y = x s and y' = s + 2 K x s (1 - s) (1 + 3 C x^2),
 //! 1 - s = 1 / (e + 1); 2u is clamped to [-80, 80] and s taken as 0 below -80.
 //! SiLU: with e = exp(-x) (-x clamped the same way), s = 1 / (1 + e) and 1 - s = e s:
@@ -162,7 +162,7 @@ fn patch(special: u32, i: usize, mut f: impl FnMut(usize)) {
 }
 
 /// (s, q) = (e / (e + 1), 1 / (e + 1)) for e = exp(t), t clamped to [-80, 80], with s = 0
-/// where t < -80 and q = 0 where t > 80 (as [`crate::math_avx2`]'s).
+/// where t < -80 and q = 0 where t > 80 (as `math_avx2.rs`'s).
 #[target_feature(enable = "neon")]
 #[inline]
 unsafe fn logistic_parts(t: float32x4_t) -> (float32x4_t, float32x4_t) {
