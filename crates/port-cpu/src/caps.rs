@@ -15,10 +15,9 @@ pub fn cpu_model() -> String {
 
 /// SIMD extensions detected at run time that matter to this port's kernels.
 pub fn simd() -> Vec<&'static str> {
-    #[allow(unused_mut)]
-    let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
+        let mut v = Vec::new();
         if is_x86_feature_detected!("avx2") {
             v.push("avx2");
         }
@@ -28,8 +27,14 @@ pub fn simd() -> Vec<&'static str> {
         if is_x86_feature_detected!("avx512bf16") {
             v.push("avx512bf16");
         }
+        v
     }
     #[cfg(target_arch = "aarch64")]
-    v.push("neon");
-    v
+    {
+        vec!["neon"]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        Vec::new()
+    }
 }

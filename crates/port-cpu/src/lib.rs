@@ -17,6 +17,8 @@ mod math;
 mod math_avx2;
 #[cfg(target_arch = "x86_64")]
 mod math_avx512;
+#[cfg(target_arch = "aarch64")]
+mod math_neon;
 mod peak;
 mod prim;
 
@@ -82,9 +84,14 @@ impl CpuPort {
         self.blas
     }
 
-    /// What multiplies f32 here: the vendor BLAS (name, version, file) or "gemm crate".
+    /// What multiplies f32 here: the vendor BLAS (name, version, file) or "gemm crate" (naming its
+    /// kernel set when `ANYCHIP_CPU_ISA` caps it below its own choice).
     pub fn f32_matmul(&self) -> String {
-        self.blas.map_or_else(|| "gemm crate".to_string(), |b| b.about.clone())
+        let gemm = match isa::gemm_kernels() {
+            isa::GemmKernels::Own => "gemm crate",
+            isa::GemmKernels::Fma => "gemm crate (its avx2 kernels)",
+        };
+        self.blas.map_or_else(|| gemm.to_string(), |b| b.about.clone())
     }
 
     /// Measured fp32 FMA peak of this port's thread count (measured once, then cached).

@@ -40,9 +40,10 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// Define a slice kernel compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run
-/// time by the dispatch level ([`crate::isa::level`]), so release builds without
-/// `-C target-cpu` still use the machine's widest vectors.
+/// Define a slice kernel compiled three times on x86-64 (AVX-512, AVX2+FMA, baseline) and picked
+/// at run time by the dispatch level ([`crate::isa::level`]), so release builds without
+/// `-C target-cpu` still use the machine's widest vectors. On aarch64 the baseline is NEON, so
+/// the one compiled body serves both `neon` and `portable`.
 macro_rules! multiversion {
     ($(#[$m:meta])* pub fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
         $(#[$m])*
@@ -64,7 +65,7 @@ macro_rules! multiversion {
                     crate::isa::Isa::Avx512 => return unsafe { v4($($a),*) },
                     // SAFETY: as above.
                     crate::isa::Isa::Avx2 => return unsafe { v3($($a),*) },
-                    crate::isa::Isa::Portable => {}
+                    crate::isa::Isa::Neon | crate::isa::Isa::Portable => {}
                 }
             }
             body($($a),*)
@@ -73,9 +74,10 @@ macro_rules! multiversion {
 }
 
 /// Run the hand-written kernel of the dispatch level ([`crate::isa::level`]): `$v4` (in
-/// [`crate::math_avx512`]) or `$v3` (in [`crate::math_avx2`]), else the portable expression.
+/// [`crate::math_avx512`]), `$v3` (in [`crate::math_avx2`]) or `$neon` (in
+/// [`crate::math_neon`]), else the portable expression.
 macro_rules! by_level {
-    ($v4:expr, $v3:expr, $portable:expr) => {{
+    ($v4:expr, $v3:expr, $neon:expr, $portable:expr) => {{
         #[cfg(target_arch = "x86_64")]
         match crate::isa::level() {
             crate::isa::Isa::Avx512 => {
@@ -87,7 +89,12 @@ macro_rules! by_level {
             }
             // SAFETY: as above.
             crate::isa::Isa::Avx2 => return unsafe { $v3 },
-            crate::isa::Isa::Portable => {}
+            crate::isa::Isa::Neon | crate::isa::Isa::Portable => {}
+        }
+        #[cfg(target_arch = "aarch64")]
+        if crate::isa::level() == crate::isa::Isa::Neon {
+            // SAFETY: the level is one the CPU supports (crate::isa: NEON is aarch64's baseline).
+            return unsafe { $neon };
         }
         $portable
     }};
@@ -161,6 +168,7 @@ pub fn exp_shift_sum(x: &[f32], shift: f32, out: &mut [f32]) -> f32 {
     by_level!(
         exp_shift_sum_portable(x, shift, out),
         crate::math_avx2::exp_shift_sum(x, shift, out),
+        crate::math_neon::exp_shift_sum(x, shift, out),
         exp_shift_sum_portable(x, shift, out)
     )
 }
@@ -170,6 +178,7 @@ pub fn sum_exp_shift(x: &[f32], shift: f32) -> f32 {
     by_level!(
         sum_exp_shift_portable(x, shift),
         crate::math_avx2::sum_exp_shift(x, shift),
+        crate::math_neon::sum_exp_shift(x, shift),
         sum_exp_shift_portable(x, shift)
     )
 }
@@ -179,6 +188,7 @@ pub fn scaled_exp_shift(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
     by_level!(
         scaled_exp_shift_portable(x, shift, scale, out),
         crate::math_avx2::scaled_exp_shift(x, shift, scale, out),
+        crate::math_neon::scaled_exp_shift(x, shift, scale, out),
         scaled_exp_shift_portable(x, shift, scale, out)
     )
 }
@@ -222,6 +232,7 @@ pub fn exp_shift_sum_inplace(x: &mut [f32], shift: f32) -> f32 {
     by_level!(
         crate::math_avx512::exp_shift_sum_inplace(x, shift),
         crate::math_avx2::exp_shift_sum_inplace(x, shift),
+        crate::math_neon::exp_shift_sum_inplace(x, shift),
         exp_shift_sum_inplace_portable(x, shift)
     )
 }
@@ -348,7 +359,12 @@ const C: f32 = 0.044_715;
 
 /// y = 0.5 x (1 + tanh(K (x + C x^3))).
 pub fn gelu_tanh(x: &[f32], y: &mut [f32]) {
-    by_level!(crate::math_avx512::gelu_tanh(x, y), crate::math_avx2::gelu_tanh(x, y), gelu_tanh_portable(x, y))
+    by_level!(
+        crate::math_avx512::gelu_tanh(x, y),
+        crate::math_avx2::gelu_tanh(x, y),
+        crate::math_neon::gelu_tanh(x, y),
+        gelu_tanh_portable(x, y)
+    )
 }
 
 /// dx = dy gelu_tanh'(x).
@@ -356,6 +372,7 @@ pub fn gelu_tanh_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     by_level!(
         crate::math_avx512::gelu_tanh_grad(x, dy, dx),
         crate::math_avx2::gelu_tanh_grad(x, dy, dx),
+        crate::math_neon::gelu_tanh_grad(x, dy, dx),
         gelu_tanh_grad_portable(x, dy, dx)
     )
 }
@@ -384,12 +401,17 @@ multiversion! {
 /// y = x sigmoid(x). (At AVX-512 the multiversioned portable loop runs: it has no hand
 /// kernel there.)
 pub fn silu(x: &[f32], y: &mut [f32]) {
-    by_level!(silu_portable(x, y), crate::math_avx2::silu(x, y), silu_portable(x, y))
+    by_level!(silu_portable(x, y), crate::math_avx2::silu(x, y), crate::math_neon::silu(x, y), silu_portable(x, y))
 }
 
 /// dx = dy s (1 + x (1 - s)), s = sigmoid(x).
 pub fn silu_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    by_level!(silu_grad_portable(x, dy, dx), crate::math_avx2::silu_grad(x, dy, dx), silu_grad_portable(x, dy, dx))
+    by_level!(
+        silu_grad_portable(x, dy, dx),
+        crate::math_avx2::silu_grad(x, dy, dx),
+        crate::math_neon::silu_grad(x, dy, dx),
+        silu_grad_portable(x, dy, dx)
+    )
 }
 
 multiversion! {
@@ -407,6 +429,123 @@ multiversion! {
         for i in 0..dx.len().min(x.len()).min(dy.len()) {
             let s = sigmoid(x[i]);
             dx[i] = dy[i] * s * (1.0 + x[i] * (1.0 - s));
+        }
+    }
+}
+
+/// Accuracy checks every level's hand-written kernels are held to ([`crate::math_avx2`] and
+/// [`crate::math_neon`] run them on their own kernels): against the portable kernels and f64.
+#[cfg(test)]
+pub(crate) mod checks {
+    use super::{C, K};
+
+    /// One level's exp-based slice kernels.
+    pub struct Kernels {
+        pub exp_shift_sum_inplace: unsafe fn(&mut [f32], f32) -> f32,
+        pub exp_shift_sum: unsafe fn(&[f32], f32, &mut [f32]) -> f32,
+        pub sum_exp_shift: unsafe fn(&[f32], f32) -> f32,
+        pub scaled_exp_shift: unsafe fn(&[f32], f32, f32, &mut [f32]),
+        pub gelu_tanh: unsafe fn(&[f32], &mut [f32]),
+        pub gelu_tanh_grad: unsafe fn(&[f32], &[f32], &mut [f32]),
+        pub silu: unsafe fn(&[f32], &mut [f32]),
+        pub silu_grad: unsafe fn(&[f32], &[f32], &mut [f32]),
+    }
+
+    /// The shifted exp against the portable one: within 3e-7 relative on a sweep, exactly on
+    /// the edges (0 below -87.3, inf above 88.72, NaN kept), and the returned sum.
+    ///
+    /// # Safety
+    /// The CPU must support the kernels' level.
+    pub unsafe fn exp_shift_matches_the_portable_exp(k: &Kernels) {
+        let mut x: Vec<f32> = (0..2001).map(|i| (i as f32 - 1500.0) * 0.0613).collect();
+        x.extend([f32::NEG_INFINITY, f32::INFINITY, f32::NAN, -87.29, -87.31, 88.71, 88.73, 0.0, 1.0, 2.0]);
+        let shift = 0.75;
+        let mut got = x.clone();
+        let sum = (k.exp_shift_sum_inplace)(&mut got, shift);
+        for (i, &v) in x.iter().enumerate() {
+            let want = crate::math::exp(v - shift);
+            if want.is_nan() {
+                assert!(got[i].is_nan(), "exp({v} - {shift}) = {}", got[i]);
+            } else if want == 0.0 || want.is_infinite() {
+                assert_eq!(got[i], want, "exp({v} - {shift})");
+            } else {
+                assert!((got[i] - want).abs() <= 3e-7 * want, "exp({v} - {shift}) = {} want {want}", got[i]);
+            }
+        }
+        let mut f: Vec<f32> = x[..2001].to_vec();
+        let s = (k.exp_shift_sum_inplace)(&mut f, shift) as f64;
+        let want: f64 = x[..2001].iter().map(|&v| ((v - shift) as f64).exp()).sum();
+        assert!((s - want).abs() <= 1e-5 * want, "sum {s} want {want}");
+        assert!(sum.is_nan(), "a NaN input makes the sum NaN");
+    }
+
+    /// The row passes (written, summed, scaled) against the portable ones on a ragged length.
+    ///
+    /// # Safety
+    /// The CPU must support the kernels' level.
+    pub unsafe fn exp_shift_row_passes_match_the_portable_ones(k: &Kernels) {
+        let x: Vec<f32> = (0..1003).map(|i| ((i * 37) % 101) as f32 * 0.3 - 20.0).collect();
+        let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+        let sa = (k.exp_shift_sum)(&x, 3.0, &mut a);
+        let sb = crate::math::exp_shift_sum_portable(&x, 3.0, &mut b);
+        let close = |g: f32, w: f32| (g - w).abs() <= 3e-7 * w.abs() + 1e-30;
+        assert!(a.iter().zip(&b).all(|(&g, &w)| close(g, w)) && (sa - sb).abs() <= 1e-5 * sb, "{sa} vs {sb}");
+        let s = (k.sum_exp_shift)(&x, 3.0);
+        assert!((s - sb).abs() <= 1e-5 * sb, "{s} vs {sb}");
+        (k.scaled_exp_shift)(&x, 3.0, -0.5, &mut a);
+        assert!(a.iter().zip(&b).all(|(&g, &w)| close(g, -0.5 * w)));
+    }
+
+    /// GELU and SiLU and their gradients against f64, over a dense sweep, the clamp region,
+    /// specials (which must be the portable kernel's, bit for bit) and a ragged tail.
+    ///
+    /// # Safety
+    /// The CPU must support the kernels' level.
+    pub unsafe fn activations_match_f64_and_keep_specials(kn: &Kernels) {
+        let mut x: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.006).collect();
+        x.extend([-95.0, -60.0, -9.5, 9.5, 60.0, 95.0, 1e30, -1e30, 0.0, -0.0, 1e-30]);
+        x.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.5]);
+        let dy: Vec<f32> = x.iter().enumerate().map(|(i, _)| 1.0 + (i % 7) as f32 * 0.25).collect();
+        let n = x.len();
+        let (mut y, mut dx, mut ys, mut dxs) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let (mut yp, mut dxp, mut ysp, mut dxsp) = (y.clone(), dx.clone(), ys.clone(), dxs.clone());
+        (kn.gelu_tanh)(&x, &mut y);
+        (kn.gelu_tanh_grad)(&x, &dy, &mut dx);
+        (kn.silu)(&x, &mut ys);
+        (kn.silu_grad)(&x, &dy, &mut dxs);
+        crate::math::gelu_tanh_portable(&x, &mut yp);
+        crate::math::gelu_tanh_grad_portable(&x, &dy, &mut dxp);
+        crate::math::silu_portable(&x, &mut ysp);
+        crate::math::silu_grad_portable(&x, &dy, &mut dxsp);
+        for i in 0..n {
+            if !x[i].is_finite() {
+                for (got, want, what) in
+                    [(&y, &yp, "gelu"), (&dx, &dxp, "gelu'"), (&ys, &ysp, "silu"), (&dxs, &dxsp, "silu'")]
+                {
+                    // A NaN's sign bit carries no meaning (and differs between code paths).
+                    let same = got[i].to_bits() == want[i].to_bits() || (got[i].is_nan() && want[i].is_nan());
+                    assert!(same, "{what} at {}: {} vs {}", x[i], got[i], want[i]);
+                }
+                continue;
+            }
+            let (v, k, c, g) = (x[i] as f64, K as f64, C as f64, dy[i] as f64);
+            // GELU as a logistic of 2u in f64 (keeps the tiny values 1 + tanh rounds to 0).
+            let u2 = 2.0 * k * (v + c * v * v * v);
+            let s = 1.0 / (1.0 + (-u2).exp());
+            let (want_y, want_g) = (v * s, g * (s + 2.0 * k * v * s * (1.0 - s) * (1.0 + 3.0 * c * v * v)));
+            // exp inherits its argument's f32 rounding (relative 2^-24 of it) as a relative error.
+            let rel = |t: f64| 2e-6 + 1.2e-7 * t.abs().min(80.0);
+            let close = |got: f32, want: f64, tol: f64| (got as f64 - want).abs() <= tol;
+            assert!(close(y[i], want_y, rel(u2) * want_y.abs() + 1e-30), "gelu({}) = {} want {want_y}", x[i], y[i]);
+            let gtol = 2.0 * rel(u2) * (want_g.abs() + g * 1e-2);
+            assert!(close(dx[i], want_g, gtol), "gelu'({}) = {} want {want_g}", x[i], dx[i]);
+            let s = 1.0 / (1.0 + (-v).exp());
+            let (want_y, want_g) = (v * s, g * s * (1.0 + v * (1.0 - s)));
+            // Below x = -80, s is taken as 0: the result is 0 instead of under 1e-33.
+            let floor = if v < -80.0 { 1e-32 } else { 1e-30 };
+            assert!(close(ys[i], want_y, rel(v) * want_y.abs() + floor), "silu({}) = {} want {want_y}", x[i], ys[i]);
+            let gtol = 2.0 * rel(v) * (want_g.abs() + g * 1e-2) + floor;
+            assert!(close(dxs[i], want_g, gtol), "silu'({}) = {} want {want_g}", x[i], dxs[i]);
         }
     }
 }

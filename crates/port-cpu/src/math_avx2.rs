@@ -295,6 +295,7 @@ pub unsafe fn transpose8_words(rows: &[__m256; 8]) -> [__m256; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::math::checks;
 
     fn cpu_has_it() -> bool {
         let ok = crate::isa::Isa::Avx2.supported();
@@ -304,116 +305,45 @@ mod tests {
         ok
     }
 
-    /// The shifted exp against the portable one: within 3e-7 relative on a sweep, exactly on
-    /// the edges (0 below -87.3, inf above 88.72, NaN kept), and the returned sum.
+    /// This module's kernels, for the checks shared with the NEON ones.
+    fn kernels() -> checks::Kernels {
+        checks::Kernels {
+            exp_shift_sum_inplace,
+            exp_shift_sum,
+            sum_exp_shift,
+            scaled_exp_shift,
+            gelu_tanh,
+            gelu_tanh_grad,
+            silu,
+            silu_grad,
+        }
+    }
+
     #[test]
     fn exp_shift_matches_the_portable_exp() {
         if !cpu_has_it() {
             return;
         }
-        let mut x: Vec<f32> = (0..2001).map(|i| (i as f32 - 1500.0) * 0.0613).collect();
-        x.extend([f32::NEG_INFINITY, f32::INFINITY, f32::NAN, -87.29, -87.31, 88.71, 88.73, 0.0, 1.0, 2.0]);
-        let shift = 0.75;
-        let mut got = x.clone();
-        // SAFETY: `cpu_has_it` found AVX2 and FMA above, all `exp_shift_sum_inplace` requires
-        // (it bounds every access by the slice's length).
-        let sum = unsafe { exp_shift_sum_inplace(&mut got, shift) };
-        for (i, &v) in x.iter().enumerate() {
-            let want = crate::math::exp(v - shift);
-            if want.is_nan() {
-                assert!(got[i].is_nan(), "exp({v} - {shift}) = {}", got[i]);
-            } else if want == 0.0 || want.is_infinite() {
-                assert_eq!(got[i], want, "exp({v} - {shift})");
-            } else {
-                assert!((got[i] - want).abs() <= 3e-7 * want, "exp({v} - {shift}) = {} want {want}", got[i]);
-            }
-        }
-        let mut f: Vec<f32> = x[..2001].to_vec();
-        // SAFETY: as above.
-        let s = unsafe { exp_shift_sum_inplace(&mut f, shift) } as f64;
-        let want: f64 = x[..2001].iter().map(|&v| ((v - shift) as f64).exp()).sum();
-        assert!((s - want).abs() <= 1e-5 * want, "sum {s} want {want}");
-        assert!(sum.is_nan(), "a NaN input makes the sum NaN");
+        // SAFETY: `cpu_has_it` found AVX2 and FMA above, all these kernels require.
+        unsafe { checks::exp_shift_matches_the_portable_exp(&kernels()) }
     }
 
-    /// The row passes (written, summed, scaled) against the portable ones on a ragged length.
     #[test]
     fn exp_shift_row_passes_match_the_portable_ones() {
         if !cpu_has_it() {
             return;
         }
-        let x: Vec<f32> = (0..1003).map(|i| ((i * 37) % 101) as f32 * 0.3 - 20.0).collect();
-        let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
-        // SAFETY: `cpu_has_it` found AVX2 and FMA above, all the three row passes require (they
-        // bound every access by the slices' lengths).
-        let sa = unsafe { exp_shift_sum(&x, 3.0, &mut a) };
-        let sb = crate::math::exp_shift_sum_portable(&x, 3.0, &mut b);
-        let close = |g: f32, w: f32| (g - w).abs() <= 3e-7 * w.abs() + 1e-30;
-        assert!(a.iter().zip(&b).all(|(&g, &w)| close(g, w)) && (sa - sb).abs() <= 1e-5 * sb, "{sa} vs {sb}");
         // SAFETY: as above.
-        let s = unsafe { sum_exp_shift(&x, 3.0) };
-        assert!((s - sb).abs() <= 1e-5 * sb, "{s} vs {sb}");
-        // SAFETY: as above.
-        unsafe { scaled_exp_shift(&x, 3.0, -0.5, &mut a) };
-        assert!(a.iter().zip(&b).all(|(&g, &w)| close(g, -0.5 * w)));
+        unsafe { checks::exp_shift_row_passes_match_the_portable_ones(&kernels()) }
     }
 
-    /// GELU and SiLU and their gradients against f64, over a dense sweep, the clamp region,
-    /// specials (which must be the portable kernel's, bit for bit) and a ragged tail.
     #[test]
     fn activations_match_f64_and_keep_specials() {
         if !cpu_has_it() {
             return;
         }
-        let mut x: Vec<f32> = (0..4001).map(|i| (i as f32 - 2000.0) * 0.006).collect();
-        x.extend([-95.0, -60.0, -9.5, 9.5, 60.0, 95.0, 1e30, -1e30, 0.0, -0.0, 1e-30]);
-        x.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.5]);
-        let dy: Vec<f32> = x.iter().enumerate().map(|(i, _)| 1.0 + (i % 7) as f32 * 0.25).collect();
-        let n = x.len();
-        let (mut y, mut dx, mut ys, mut dxs) = (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        let (mut yp, mut dxp, mut ysp, mut dxsp) = (y.clone(), dx.clone(), ys.clone(), dxs.clone());
-        // SAFETY: `cpu_has_it` found AVX2 and FMA above, all these kernels require (each bounds
-        // its accesses by the shortest of its slices).
-        unsafe {
-            gelu_tanh(&x, &mut y);
-            gelu_tanh_grad(&x, &dy, &mut dx);
-            silu(&x, &mut ys);
-            silu_grad(&x, &dy, &mut dxs);
-        }
-        crate::math::gelu_tanh_portable(&x, &mut yp);
-        crate::math::gelu_tanh_grad_portable(&x, &dy, &mut dxp);
-        crate::math::silu_portable(&x, &mut ysp);
-        crate::math::silu_grad_portable(&x, &dy, &mut dxsp);
-        for i in 0..n {
-            if !x[i].is_finite() {
-                for (got, want, what) in
-                    [(&y, &yp, "gelu"), (&dx, &dxp, "gelu'"), (&ys, &ysp, "silu"), (&dxs, &dxsp, "silu'")]
-                {
-                    // A NaN's sign bit carries no meaning (and differs between code paths).
-                    let same = got[i].to_bits() == want[i].to_bits() || (got[i].is_nan() && want[i].is_nan());
-                    assert!(same, "{what} at {}: {} vs {}", x[i], got[i], want[i]);
-                }
-                continue;
-            }
-            let (v, k, c, g) = (x[i] as f64, K as f64, C as f64, dy[i] as f64);
-            // GELU as a logistic of 2u in f64 (keeps the tiny values 1 + tanh rounds to 0).
-            let u2 = 2.0 * k * (v + c * v * v * v);
-            let s = 1.0 / (1.0 + (-u2).exp());
-            let (want_y, want_g) = (v * s, g * (s + 2.0 * k * v * s * (1.0 - s) * (1.0 + 3.0 * c * v * v)));
-            // exp inherits its argument's f32 rounding (relative 2^-24 of it) as a relative error.
-            let rel = |t: f64| 2e-6 + 1.2e-7 * t.abs().min(80.0);
-            let close = |got: f32, want: f64, tol: f64| (got as f64 - want).abs() <= tol;
-            assert!(close(y[i], want_y, rel(u2) * want_y.abs() + 1e-30), "gelu({}) = {} want {want_y}", x[i], y[i]);
-            let gtol = 2.0 * rel(u2) * (want_g.abs() + g * 1e-2);
-            assert!(close(dx[i], want_g, gtol), "gelu'({}) = {} want {want_g}", x[i], dx[i]);
-            let s = 1.0 / (1.0 + (-v).exp());
-            let (want_y, want_g) = (v * s, g * s * (1.0 + v * (1.0 - s)));
-            // Below x = -80, s is taken as 0: the result is 0 instead of under 1e-33.
-            let floor = if v < -80.0 { 1e-32 } else { 1e-30 };
-            assert!(close(ys[i], want_y, rel(v) * want_y.abs() + floor), "silu({}) = {} want {want_y}", x[i], ys[i]);
-            let gtol = 2.0 * rel(v) * (want_g.abs() + g * 1e-2) + floor;
-            assert!(close(dxs[i], want_g, gtol), "silu'({}) = {} want {want_g}", x[i], dxs[i]);
-        }
+        // SAFETY: as above.
+        unsafe { checks::activations_match_f64_and_keep_specials(&kernels()) }
     }
 
     #[test]

@@ -17,9 +17,15 @@
 //!
 //! AVX2+FMA microkernel: the same with 6 rows x 16 columns in 12 ymm accumulators (two loads of
 //! b and six broadcasts per 12 FMAs; 15 of the 16 registers). Columns past n are read and
-//! written through `vmaskmovps` only in blocks that need it. Below AVX2 the portable loop
-//! runs (the compiler vectorises its inner axis); it is the reference the tests hold both
-//! kernels to. [`crate::isa::level`] picks one, in [`mm`] alone.
+//! written through `vmaskmovps` only in blocks that need it.
+//!
+//! NEON microkernel (aarch64): 6 rows x 16 columns of c in 24 of the 32 q registers (four
+//! 4-lane vectors per row), per k four loads of b's row, six `ld1r` broadcasts of a and 24
+//! `vfmaq_f32`: acc[r][v] += a[i0 + r, k] * b[k, 4 v .. 4 v + 4]. NEON has no masked loads, so
+//! a block whose columns end inside a vector moves that last vector through a 4-float buffer.
+//!
+//! Otherwise the portable loop runs (the compiler vectorises its inner axis); it is the
+//! reference the tests hold every kernel to. [`crate::isa::level`] picks one, in [`mm`] alone.
 
 /// Which part of a product a causal block needs, for output row i (offset `d`, in elements):
 /// the rest is either never read (columns) or multiplies zeros (k), so it is skipped. The
@@ -88,13 +94,15 @@ type Mm = unsafe fn(usize, usize, usize, A, *const f32, usize, *mut f32, usize, 
 
 /// The product kernel of an instruction-set level (one the CPU supports).
 fn kernel(level: crate::isa::Isa) -> Mm {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     use crate::isa::Isa;
     match level {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => avx512::mm,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => avx2::mm,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => neon::mm,
         _ => portable,
     }
 }
@@ -152,18 +160,28 @@ unsafe fn transpose_at(
 ) {
     use crate::isa::Isa;
     // Square tiles: each source row segment is read once while the tile's destination rows
-    // stay in L1. Whole tiles go through registers where the CPU has AVX-512 (16 x 16) or AVX2
-    // (8 x 8): a head's K was 7% of a profile of attention when moved one float at a time.
-    let t = if level == Isa::Avx2 { 8 } else { 16 };
+    // stay in L1. Whole tiles go through registers where the CPU has AVX-512 (16 x 16), AVX2
+    // (8 x 8) or NEON (4 x 4): a head's K was 7% of a profile of attention when moved one float
+    // at a time.
+    let t = match level {
+        Isa::Avx2 => 8,
+        Isa::Neon => 4,
+        Isa::Avx512 | Isa::Portable => 16,
+    };
     assert!(cols == 0 || rows == 0 || dst.len() >= (cols - 1) * ld + rows, "transpose destination too small");
     for r0 in (0..rows).step_by(t) {
         for c0 in (0..cols).step_by(t) {
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             if r0 + t <= rows && c0 + t <= cols && level != Isa::Portable {
                 let (s, d) = (src.add(r0 * rs + c0), dst.as_mut_ptr().add(c0 * ld + r0));
                 match level {
+                    #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => avx512::transpose16(s, rs, d, ld),
-                    _ => avx2::transpose8(s, rs, d, ld),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => avx2::transpose8(s, rs, d, ld),
+                    #[cfg(target_arch = "aarch64")]
+                    Isa::Neon => neon::transpose4(s, rs, d, ld),
+                    _ => unreachable!("{level:?} is not a level of this CPU"),
                 }
                 continue;
             }
@@ -448,6 +466,147 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::{Tri, A};
+    use std::arch::aarch64::*;
+
+    /// Rows of c per microkernel.
+    const MR: usize = 6;
+    /// q vectors (4 columns each) per microkernel row.
+    const NV: usize = 4;
+    /// Columns per vector.
+    const W: usize = 4;
+
+    /// The NEON [`super::mm`]: see the module docs.
+    ///
+    /// # Safety
+    /// As [`super::mm`]; the CPU must have NEON (aarch64's baseline).
+    #[target_feature(enable = "neon")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn mm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: A,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+        tri: Tri,
+    ) {
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = (m - i0).min(MR);
+            let (n, k0, k1) = tri.span(i0, i0 + rows, n, k);
+            // As in the AVX-512 kernel: wrapping, since an empty k range reads nothing.
+            let ai = A { p: a.p.wrapping_add(i0 * a.rs + k0 * a.cs), ..a };
+            let (kk, bk) = (k1.saturating_sub(k0), b.wrapping_add(k0 * ldb));
+            for j0 in (0..n).step_by(W * NV) {
+                let nn = (n - j0).min(W * NV);
+                let (bj, ci) = (bk.wrapping_add(j0), c.add(i0 * ldc + j0));
+                let args = (kk, ai, bj, ldb, nn, ci, ldc, alpha, beta);
+                match rows {
+                    1 => by_width::<1>(args),
+                    2 => by_width::<2>(args),
+                    3 => by_width::<3>(args),
+                    4 => by_width::<4>(args),
+                    5 => by_width::<5>(args),
+                    _ => by_width::<MR>(args),
+                }
+            }
+            i0 += MR;
+        }
+    }
+
+    /// Transpose the 4 x 4 tile at `src` (row stride `rs`) into `dst` (row stride `ld`), in
+    /// registers.
+    ///
+    /// # Safety
+    /// Both tiles must be in bounds; the CPU must have NEON.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn transpose4(src: *const f32, rs: usize, dst: *mut f32, ld: usize) {
+        let rows: [float32x4_t; 4] = std::array::from_fn(|i| vld1q_f32(src.add(i * rs)));
+        for (c, col) in crate::math_neon::transpose4_words(&rows).iter().enumerate() {
+            vst1q_f32(dst.add(c * ld), *col);
+        }
+    }
+
+    /// The arguments of [`block`] (k, a, b, ldb, columns, c, ldc, alpha, beta), as one tuple for
+    /// the dispatch on shape.
+    type Args = (usize, A, *const f32, usize, usize, *mut f32, usize, f32, f32);
+
+    /// [`block`] with R rows, as many vectors as the columns need, the last one partial or not.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn by_width<const R: usize>(a: Args) {
+        match (a.4.div_ceil(W), a.4 % W != 0) {
+            (1, false) => block::<R, 1, false>(a),
+            (1, true) => block::<R, 1, true>(a),
+            (2, false) => block::<R, 2, false>(a),
+            (2, true) => block::<R, 2, true>(a),
+            (3, false) => block::<R, 3, false>(a),
+            (3, true) => block::<R, 3, true>(a),
+            (_, false) => block::<R, NV, false>(a),
+            (_, true) => block::<R, NV, true>(a),
+        }
+    }
+
+    /// The first `cols` (< 4) floats at p, zero-filled to a vector.
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, cols: usize) -> float32x4_t {
+        let mut t = [0f32; W];
+        std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), cols);
+        vld1q_f32(t.as_ptr())
+    }
+
+    /// Store the first `cols` (< 4) lanes of v at p.
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, cols: usize, v: float32x4_t) {
+        let mut t = [0f32; W];
+        vst1q_f32(t.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(t.as_ptr(), p, cols);
+    }
+
+    /// R rows x V vectors of 4 columns; with PART the last vector holds only the columns up
+    /// to n, which alone are read and written.
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn block<const R: usize, const V: usize, const PART: bool>((k, a, b, ldb, cols, c, ldc, alpha, beta): Args) {
+        let last = cols - W * (V - 1);
+        let load = |p: *const f32, v: usize| if PART && v == V - 1 { load_part(p, last) } else { vld1q_f32(p) };
+        let mut acc = [[vdupq_n_f32(0.0); V]; R];
+        for p in 0..k {
+            let bp = b.add(p * ldb);
+            let bv: [float32x4_t; V] = std::array::from_fn(|v| load(bp.add(W * v), v));
+            let ap = a.p.add(p * a.cs);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = vld1q_dup_f32(ap.add(r * a.rs));
+                for (s, y) in acc.iter_mut().zip(&bv) {
+                    *s = vfmaq_f32(*s, x, *y);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let cr = c.add(r * ldc);
+            for (v, &s) in acc.iter().enumerate() {
+                let at = cr.add(W * v);
+                let mut y = vmulq_n_f32(s, alpha);
+                if beta != 0.0 {
+                    y = vfmaq_n_f32(y, load(at, v), beta);
+                }
+                if PART && v == V - 1 {
+                    store_part(at, last, y);
+                } else {
+                    vst1q_f32(at, y);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,7 +617,7 @@ mod tests {
         crate::isa::Isa::ALL.into_iter().filter(|l| l.supported()).collect()
     }
 
-    /// Every level's kernel (AVX-512, AVX2, portable: those the CPU has) against an f64 product, on
+    /// Every level's kernel (AVX-512, AVX2, NEON, portable: those the CPU has) against an f64 product, on
     /// edge shapes (rows not a multiple of 6, columns not of 16, more than 64 columns), a
     /// transposed a, and beta on and off.
     #[test]
@@ -550,7 +709,7 @@ mod tests {
 
     #[test]
     fn transpose_round_trips() {
-        // Whole 16 x 16 tiles (the register path) and edges, from a strided source (a head of
+        // Whole 16 x 16 (8 x 8, 4 x 4) tiles (the register path) and edges, from a strided source (a head of
         // a fused QKV row) into a padded destination.
         for (rows, cols, rs, ld) in [(37, 21, 21, 40), (128, 64, 192, 130), (32, 48, 50, 32)] {
             let src: Vec<f32> = (0..rows * rs).map(|i| i as f32).collect();

@@ -270,7 +270,7 @@ pub unsafe fn gemm_one(
     });
 }
 
-/// The product on the gemm crate (k > 0).
+/// The product on the gemm crate (k > 0), on the kernel set [`crate::isa::gemm_kernels`] names.
 ///
 /// # Safety
 /// As [`gemm_one`].
@@ -284,6 +284,10 @@ unsafe fn builtin(
     beta: f32,
     par: Parallelism,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::gemm_kernels() == crate::isa::GemmKernels::Fma {
+        return gemm_avx2((m, n, k), (a, ars, acs), (b, brs, bcs), (c, crs, ccs), alpha, beta, par);
+    }
     // gemm computes dst = alpha dst + beta lhs rhs: its alpha and beta are our beta and alpha.
     gemm::gemm(
         m,
@@ -306,6 +310,68 @@ unsafe fn builtin(
         false,
         par,
     );
+}
+
+/// [`builtin`] on gemm's AVX2+FMA kernel set whatever the CPU has above it: what `gemm::gemm`
+/// does for f32 (0.19), with the set named instead of detected. gemm's kernels prefer a
+/// column-major output, so a row-major c is computed as c^T = b^T a^T; then the set's tables go
+/// to gemm's generic driver.
+///
+/// # Safety
+/// As [`gemm_one`]; the CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx2(
+    (m, n, k): (usize, usize, usize),
+    a: (*const f32, usize, usize),
+    b: (*const f32, usize, usize),
+    (c, crs, ccs): (*mut f32, usize, usize),
+    alpha: f32,
+    beta: f32,
+    par: Parallelism,
+) {
+    use gemm_f32::microkernel::fma::f32 as set;
+    // (rows, cols, lhs, rhs, c strides) of the product gemm's driver sees, strides as (row, column).
+    let ((m, n), (l, lrs, lcs), (r, rrs, rcs), (crs, ccs)) =
+        if ccs < crs { ((n, m), (b.0, b.2, b.1), (a.0, a.2, a.1), (ccs, crs)) } else { ((m, n), a, b, (crs, ccs)) };
+    let [crs, ccs, lrs, lcs, rrs, rcs] = [crs, ccs, lrs, lcs, rrs, rcs].map(|x| x as isize);
+    let simd = gemm_common::simd::V3::try_new().expect("the CPU has AVX2 and FMA");
+    // As gemm: dst = alpha dst + beta lhs rhs, so its alpha and beta are our beta and alpha.
+    gemm_common::gemm::gemm_basic_generic::<
+        _,
+        f32,
+        8,
+        { set::MR_DIV_N * 8 },
+        { set::NR },
+        { set::MR_DIV_N },
+        { set::H_M },
+        { set::H_N },
+    >(
+        simd,
+        m,
+        n,
+        k,
+        c,
+        ccs,
+        crs,
+        beta != 0.0,
+        l,
+        lcs,
+        lrs,
+        r,
+        rcs,
+        rrs,
+        beta,
+        alpha,
+        false,
+        false,
+        false,
+        |x, y, z| x * y + z,
+        &set::UKR,
+        &set::H_UKR,
+        false,
+        par,
+    )
 }
 
 /// Rows or columns of c per slice below which a product is not split further.
@@ -365,6 +431,98 @@ unsafe fn split(
 mod tests {
     use super::*;
     use anychip_port::{bf16_to_f32, f32_to_bf16, Layout, Port};
+
+    /// gemm's AVX2+FMA set run by name (what `avx2` runs on an AVX-512 CPU) against an f64
+    /// product within the summation bound, on row- and column-major outputs, transposed operands
+    /// and beta on and off (beta = 0 must not read c, which holds NaN then); and bit for bit
+    /// against `gemm::gemm` where that set is gemm's own choice (an AVX2 CPU without AVX-512):
+    /// the call by name is gemm's own call.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gemm_avx2_set_matches_f64_and_gemm_itself() {
+        use crate::isa::{detected, Isa};
+        if !Isa::Avx2.supported() {
+            eprintln!("skipped: no AVX2+FMA");
+            return;
+        }
+        let mut seed = 11u64;
+        let mut vals = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect()
+        };
+        for (m, n, k) in [(1, 1, 1), (7, 33, 5), (70, 19, 130), (64, 64, 64), (3, 200, 17)] {
+            for layout in 0..8 {
+                let (ta, tb, tc) = (layout & 1 == 1, layout & 2 == 2, layout & 4 == 4);
+                let (ars, acs) = if ta { (1, m) } else { (k, 1) };
+                let (brs, bcs) = if tb { (1, k) } else { (n, 1) };
+                let (crs, ccs) = if tc { (1, m) } else { (n, 1) };
+                for beta in [0.0f32, 0.75] {
+                    let (a, b) = (vals(m * k), vals(k * n));
+                    let c0 = if beta == 0.0 { vec![f32::NAN; m * n] } else { vals(m * n) };
+                    {
+                        let mut c = c0.clone();
+                        // SAFETY: a, b and c hold [m, k], [k, n] and [m, n] in the strides given;
+                        // the CPU has AVX2 and FMA (checked above).
+                        unsafe {
+                            let (ap, bp, cp) =
+                                ((a.as_ptr(), ars, acs), (b.as_ptr(), brs, bcs), (c.as_mut_ptr(), crs, ccs));
+                            gemm_avx2((m, n, k), ap, bp, cp, 1.5, beta, Parallelism::None);
+                        }
+                        for i in 0..m {
+                            for j in 0..n {
+                                let terms = (0..k).map(|p| a[i * ars + p * acs] as f64 * b[p * brs + j * bcs] as f64);
+                                let (s, sa) = terms.fold((0.0, 0.0), |(s, sa), t| (s + t, sa + t.abs()));
+                                let cb = if beta == 0.0 { 0.0 } else { beta as f64 * c0[i * crs + j * ccs] as f64 };
+                                let want = 1.5 * s + cb;
+                                let bound = (k + 3) as f64 * 6e-8 * (1.5 * sa + cb.abs()) + 1e-30;
+                                let got = c[i * crs + j * ccs] as f64;
+                                assert!(
+                                    (got - want).abs() <= bound,
+                                    "[{m}x{k}]x[{k}x{n}] layout {layout} beta {beta} at ({i}, {j}): {got} vs {want}"
+                                );
+                            }
+                        }
+                        if detected() == Isa::Avx2 {
+                            let mut own = c0.clone();
+                            // SAFETY: as above; gemm's own call with the strides `builtin` gives it.
+                            unsafe {
+                                gemm::gemm(
+                                    m,
+                                    n,
+                                    k,
+                                    own.as_mut_ptr(),
+                                    ccs as isize,
+                                    crs as isize,
+                                    beta != 0.0,
+                                    a.as_ptr(),
+                                    acs as isize,
+                                    ars as isize,
+                                    b.as_ptr(),
+                                    bcs as isize,
+                                    brs as isize,
+                                    beta,
+                                    1.5,
+                                    false,
+                                    false,
+                                    false,
+                                    Parallelism::None,
+                                )
+                            };
+                            let same = own.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits());
+                            assert!(
+                                same,
+                                "[{m}x{k}]x[{k}x{n}] layout {layout} beta {beta}: the AVX2 set differs from gemm's own"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// The native bf16 kernel against the widening path, through the primitive's own entry
     /// point: odd shapes, transposed operands, a batch-broadcast B (stride 0), a strided and a
