@@ -52,6 +52,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             aux_loss_coef,
             aux_loss_per_layer: false, // transformers pools every layer's routing
             selection_bias: false,
+            bias_balance_rate: 0.0, // the checkpoints' routing is matched as trained
         }
     } else {
         let end = num(v, &["moe_layer_end_index"]).map(|x| x as i64).unwrap_or(n_layer as i64 - 1);
@@ -67,6 +68,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             aux_loss_coef,
             aux_loss_per_layer: false,
             selection_bias: true,
+            bias_balance_rate: 0.0, // ERNIE's bias is loaded, never moved here
         }
     };
     Ok(m)

@@ -345,6 +345,16 @@ mod tests {
         assert!((active - 1.0).abs() < 0.01, "moe-tiny holds {active}x the dense preset's active parameters");
     }
     #[test]
+    fn a_bias_balance_rate_needs_a_selection_bias_and_a_finite_value() {
+        let mut m = MoeConfig { d_expert: 8, selection_bias: true, bias_balance_rate: 0.01, ..MoeConfig::default() };
+        assert!(m.validate().is_ok());
+        m.selection_bias = false;
+        assert!(m.validate().unwrap_err().contains("moe.selection_bias"));
+        m.selection_bias = true;
+        m.bias_balance_rate = f32::NAN;
+        assert!(m.validate().unwrap_err().contains("moe.bias_balance_rate"));
+    }
+    #[test]
     fn every_preset_validates() {
         for n in ModelConfig::preset_names() {
             ModelConfig::preset(n).unwrap().validate().unwrap();

@@ -45,6 +45,11 @@ pub struct MoeConfig {
     /// A per-expert score correction added to the probabilities when picking the top-k, not
     /// when weighting (ERNIE 4.5's `moe_statics.e_score_correction_bias`; not trained).
     pub selection_bias: bool,
+    /// Aux-loss-free load balancing (DeepSeek-V3, section 2.1.2): after every training forward
+    /// each MoE layer's selection bias moves by this much per expert, up for an expert that got
+    /// fewer tokens than the mean, down for one that got more (0: the bias stays as loaded, as
+    /// the Hugging Face families need). Needs `selection_bias`.
+    pub bias_balance_rate: f32,
 }
 
 impl Default for MoeConfig {
@@ -61,6 +66,7 @@ impl Default for MoeConfig {
             aux_loss_coef: 0.01,
             aux_loss_per_layer: false,
             selection_bias: false,
+            bias_balance_rate: 0.0,
         }
     }
 }
@@ -93,6 +99,15 @@ impl MoeConfig {
                 "model config: moe.top_k ({}) must be between 1 and the expert count ({}); lower top_k or add experts",
                 self.top_k, self.n_experts
             ));
+        }
+        if !(self.bias_balance_rate >= 0.0 && self.bias_balance_rate.is_finite()) {
+            return Err(format!(
+                "model config: moe.bias_balance_rate ({}) must be a finite number >= 0",
+                self.bias_balance_rate
+            ));
+        }
+        if self.bias_balance_rate > 0.0 && !self.selection_bias {
+            return Err("model config: moe.bias_balance_rate moves the selection bias; set moe.selection_bias = true or the rate to 0".into());
         }
         if self.layer_interval == 0 {
             return Err("model config: moe.layer_interval must be at least 1".into());

@@ -434,6 +434,9 @@ impl Transformer {
         if let (Some(world), false) = (&self.placement.world, routing.is_empty()) {
             moe::pool_counts(&mut routing, world, &self.port)?;
         }
+        if anychip_core::is_grad_enabled() && m.bias_balance_rate > 0.0 {
+            self.balance_routing(&routing, m.bias_balance_rate)?;
+        }
         let Some(aux) = moe::aux_loss(&routing, m.n_experts, m.aux_loss_per_layer)? else { return Ok(ce) };
         if anychip_core::is_grad_enabled() {
             *self.router_stats.lock().expect("router stats poisoned") = Some(moe::stats(&routing, aux.item()?));
@@ -442,6 +445,19 @@ impl Transformer {
             return Ok(ce);
         }
         ce.add(&aux.mul_scalar(m.aux_loss_coef as f64)?)
+    }
+
+    /// One aux-loss-free balancing move of every MoE layer's selection bias from the loads its
+    /// router gave (`routing`, one per MoE layer in order; see [`crate::moe`]).
+    fn balance_routing(&self, routing: &[LayerRouting], gamma: f32) -> Result<()> {
+        let blocks = self.blocks.iter().filter_map(|b| match &b.ffn {
+            Ffn::Moe(m) => Some(m),
+            Ffn::Dense { .. } => None,
+        });
+        for (m, r) in blocks.zip(routing) {
+            m.balance(&|i| self.t(i).clone(), r, gamma)?;
+        }
+        Ok(())
     }
 
     /// Mean next-token cross-entropy alone (the validation loss; no auxiliary terms).

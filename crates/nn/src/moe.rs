@@ -19,6 +19,14 @@
 //! combine then runs where the tokens live. The exchanges are autograd nodes whose backward is
 //! the reverse all-to-all, so the expert weights' gradients collect every member's tokens.
 //!
+//! Aux-loss-free balancing (DeepSeek-V3 section 2.1.2, `bias_balance_rate` gamma > 0): the
+//! selection bias b `[E]` of step 2 is not trained but moved after every training forward from
+//! the layer's actual loads c_e (tokens routed to e, summed over ranks when the counts are pooled)
+//! and their mean m = N k / E: b_e <- b_e + gamma sign(m - c_e). An overloaded expert's score for
+//! the pick drops, an idle one's rises; the combine weights stay the plain probabilities, so the
+//! bias steers the choice without entering the loss or its gradients. With gradient accumulation
+//! each micro-batch moves it once.
+//!
 //! Load balancing is transformers' `load_balancing_loss_func` (Switch Transformer eq. 4, as
 //! Mixtral, Qwen3-MoE and ERNIE 4.5 compute it there): over the router outputs of EVERY MoE layer
 //! taken together as one batch of L N rows, aux = E sum_e f_e P_e with f_e the fraction of the L N
@@ -230,6 +238,17 @@ impl MoeBlock {
         Ok((out, routing))
     }
 
+    /// Moves this block's selection bias by one aux-loss-free balancing step (module header)
+    /// from the loads of `routing`; nothing without a selection bias or with `gamma` 0.
+    pub(crate) fn balance(&self, p: &dyn Fn(usize) -> Tensor, routing: &LayerRouting, gamma: f32) -> Result<()> {
+        let (Some(b), true) = (self.selection_bias, gamma > 0.0) else { return Ok(()) };
+        let _g = anychip_core::no_grad();
+        let bias = p(b);
+        let mut host = bias.to_vec_f32()?;
+        balance_bias(&mut host, &routing.routed, gamma);
+        bias.assign(&Tensor::from_f32(bias.port(), &host, bias.shape(), DType::F32)?)
+    }
+
     /// Router probabilities `[N, E]`, the chosen experts' weights token-major `[N k, 1]`, and
     /// the choices with and without the selection bias.
     fn route(&self, p: &dyn Fn(usize) -> Tensor, cfg: &MoeConfig, h: &Tensor) -> Result<Routed> {
@@ -369,6 +388,21 @@ fn pooled_aux_loss(layers: &[LayerRouting], n_experts: usize) -> Result<Option<T
     in_region(Some(ROUTER), || -> Result<Option<Tensor>> { Ok(Some(s.mul(&c)?.sum()?.mul_scalar(scale)?)) })
 }
 
+/// One aux-loss-free balancing move (module header): each bias up by `gamma` for an expert whose
+/// load is below the mean of `loads`, down by `gamma` above it, unchanged at the mean.
+pub(crate) fn balance_bias(bias: &mut [f32], loads: &[usize], gamma: f32) {
+    let (total, e) = (loads.iter().sum::<usize>(), loads.len());
+    for (b, &c) in bias.iter_mut().zip(loads) {
+        // c vs the mean total / e, compared as c e vs total (exact in integers).
+        *b += gamma
+            * match (c * e).cmp(&total) {
+                std::cmp::Ordering::Less => 1.0,
+                std::cmp::Ordering::Greater => -1.0,
+                std::cmp::Ordering::Equal => 0.0,
+            };
+    }
+}
+
 /// Router statistics of one forward (the aux loss unweighted).
 pub(crate) fn stats(layers: &[LayerRouting], aux: f32) -> RouterStats {
     let e = layers.first().map_or(0, |l| l.routed.len());
@@ -497,6 +531,55 @@ mod tests {
                 leaf.shape()
             );
         }
+    }
+
+    #[test]
+    fn balance_bias_raises_the_idle_and_lowers_the_busy() {
+        // Loads 10, 2, 5, 3: mean 5.
+        let mut b = vec![0.5f32, 0.0, -0.25, 0.0];
+        balance_bias(&mut b, &[10, 2, 5, 3], 0.125);
+        assert_eq!(b, vec![0.375, 0.125, -0.25, 0.125]);
+    }
+
+    /// A router skewed towards expert 0 (every token has a large first feature and the router
+    /// reads it into expert 0's score only): with top-1 of 4 experts nearly all tokens pick it at
+    /// first. Repeated balancing moves alone (nothing trained) must bring the busiest expert
+    /// close to the mean share; moving the bias the wrong way makes the skew worse.
+    #[test]
+    fn bias_balancing_evens_a_skewed_router() {
+        let mut reg = Registry::new();
+        anychip_port_ref::register(&mut reg);
+        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let (n, d, e) = (256, 8, 4);
+        let cfg = MoeConfig { n_experts: e, top_k: 1, d_expert: 4, selection_bias: true, ..MoeConfig::default() };
+        let mut params: Vec<Tensor> = Vec::new();
+        let mut add = |_: String, shape: &[usize], _: ParamKind, _: Option<usize>, _: bool| -> Result<Option<usize>> {
+            let numel: usize = shape.iter().product();
+            let mut v: Vec<f32> = uniform(numel, 60 + params.len() as u64);
+            if shape == [e, d] {
+                v[0] = 3.0; // expert 0's score grows with feature 0
+            }
+            if shape == [e] {
+                v.iter_mut().for_each(|x| *x = 0.0);
+            }
+            params.push(Tensor::from_f32(&port, &v, shape, DType::F32)?);
+            Ok(Some(params.len() - 1))
+        };
+        let block = build(&mut add, "moe", &cfg, d, 0..e).unwrap();
+        let mut h = uniform(n * d, 9);
+        h.iter_mut().step_by(d).for_each(|x| *x += 1.0);
+        let h = Tensor::from_f32(&port, &h, &[n, d], DType::F32).unwrap();
+        let p = |i: usize| params[i].clone();
+        let ratio = || {
+            let (_, routing) = block.forward(&p, &cfg, &h, None).unwrap();
+            block.balance(&p, &routing, 0.01).unwrap();
+            stats(std::slice::from_ref(&routing), 0.0).max_load_ratio
+        };
+        let first = ratio();
+        assert!(first > 3.0, "the toy router should start skewed, busiest expert {first}x the mean share");
+        let last: Vec<f32> = (0..300).map(|_| ratio()).skip(280).collect();
+        let worst = last.iter().copied().fold(0.0, f32::max);
+        assert!(worst < 1.25, "after 300 balancing moves the busiest expert is still {worst}x the mean share");
     }
 
     #[test]

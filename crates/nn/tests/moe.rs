@@ -31,6 +31,7 @@ fn moe_cfg() -> ModelConfig {
         aux_loss_coef: 0.1,
         aux_loss_per_layer: true, // the pooled form is what the HF parity tests cover
         selection_bias: true,
+        bias_balance_rate: 0.0,
     });
     c
 }
