@@ -261,18 +261,24 @@ const PRESETS: &[(&str, PresetFn)] = &[
         c.tied_embeddings = true;
         c
     }),
-    // shakespeare-bytes with each layer's GELU MLP replaced by 8 SwiGLU experts, top-2: the
+    // shakespeare-bytes with the MLPs of layers 1-3 replaced by 8 SwiGLU experts, top-2: the
     // router and two experts of width 340 hold 524,288 active parameters per layer against the
-    // dense MLP's 525,568, so the two train with equal active parameters. Each layer is
-    // balanced on its own (with transformers' pooled loss one layer collapsed onto one expert).
+    // dense MLP's 525,568, so the two train with equal active parameters. Layer 0 keeps a dense
+    // SwiGLU MLP of width 680 (522,240), as DeepSeek-V3 (`first_k_dense_replace`) and ERNIE 4.5
+    // (`moe_layer_start_index`) keep their first layers dense: routing on what is still little
+    // more than the byte embedding sent nearly every token to one expert there and cost more
+    // than the experts gained (docs/moe.md). Each MoE layer is balanced on its own (with
+    // transformers' pooled loss one layer collapsed onto one expert).
     ("moe-tiny", || {
         let mut c = ModelConfig::gpt2(256, 256, 4, 4, 256);
         c.family = "moe".into();
         c.mlp = Mlp::SwiGlu;
+        c.d_ff = 680;
         let moe = MoeConfig {
             n_experts: 8,
             top_k: 2,
             d_expert: 340,
+            layer_start: 1,
             aux_loss_per_layer: true,
             aux_loss_coef: 0.04,
             ..MoeConfig::default()
