@@ -434,6 +434,18 @@ fn exposed(t: f64, window: f64, overlap: bool, k: &Constants) -> f64 {
     (t - under) + (1.0 - k.overlap_hidden) * under
 }
 
+/// Expected number of domains other than the sender's that hold at least one of a token's `top_k`
+/// experts, the `experts` spread evenly over `domains` domains and chosen uniformly (the Megatron-Bridge
+/// benchmarks force-balance routing): (domains - 1) x (1 - C(E - E/D, k) / C(E, k)).
+fn other_domains_hit(top_k: usize, experts: usize, domains: usize) -> f64 {
+    if domains <= 1 {
+        return 0.0;
+    }
+    let (e, elsewhere) = (experts as f64, experts as f64 * (1.0 - 1.0 / domains as f64));
+    let miss: f64 = (0..top_k).map(|i| (elsewhere - i as f64).max(0.0) / (e - i as f64)).product();
+    (domains - 1) as f64 * (1.0 - miss)
+}
+
 /// Element-wise passes of a stack over the stored-activation bytes.
 fn passes(k: &Constants, stack: &Stack) -> f64 {
     // Unfused kernels read and write each tensor separately; 1.5x the fused traffic is the
@@ -644,17 +656,7 @@ impl Ctx<'_> {
                 moe_bytes = routed * (2.0 * h + 6.0 * fe);
                 linear_in += routed * (h + fe) + tok / t * (h + fe) * m.shared as f64;
                 if self.l.ep > 1 {
-                    // Dispatch and combine forward, the same two backward, of every routed copy.
-                    let bytes = routed * h * 2.0 * (e - 1.0) / e;
-                    let span = self.l.ep;
-                    let d = self.r.domain.min(span) as f64;
-                    let intra = bytes * (d - 1.0) / (e - 1.0) / self.r.scaleup;
-                    let inter = match self.r.scaleout {
-                        Some(so) if self.r.crosses(span) => bytes * (e - d) / (e - 1.0) / so,
-                        _ => 0.0,
-                    };
-                    let hop = self.k.hop_latency_us * 1e-6 * if self.r.crosses(span) { 2.0 } else { 1.0 };
-                    ep = 4.0 * (intra.max(inter) + 2.0 * hop);
+                    ep = self.expert_all_to_all(tok / t, m.top_k, m.experts);
                 }
             }
             _ => {
@@ -689,6 +691,35 @@ impl Ctx<'_> {
             module_bytes,
             module_rerun,
         }
+    }
+
+    /// Seconds of the expert-parallel all-to-all per micro-batch: dispatch and combine forward, the
+    /// same two backward, for `tokens` tokens per chip each routed to `top_k` of `experts` experts.
+    ///
+    /// A plain all-to-all sends every routed copy (2 h bytes) to its expert's rank: the copies for
+    /// ranks in the chip's scale-up domain over its link, the others over its NIC. A flex
+    /// dispatcher (DeepEP, HybridEP) sends a token over the scale-out network once per other domain
+    /// that holds any of its experts and fans it out there over the scale-up link, so a domain's
+    /// NICs carry tokens x the expected number of other domains hit, not tokens x top-k x the
+    /// other domains' share (DeepSeek-V3 report section 3.2.2).
+    fn expert_all_to_all(&self, tokens: f64, top_k: usize, experts: usize) -> f64 {
+        let h = self.a.d_model as f64;
+        let (e, span) = (self.l.ep as f64, self.l.ep);
+        let d = self.r.domain.min(span) as f64;
+        let copies = tokens * top_k as f64;
+        let crosses = self.r.crosses(span);
+        let (intra, inter) = if self.stack.moe_flex_dispatcher && crosses {
+            let other_domains = other_domains_hit(top_k, experts, (e / d).round() as usize);
+            (copies * 2.0 * h * (d - 1.0) / d, tokens * 2.0 * h * other_domains)
+        } else {
+            (copies * 2.0 * h * (d - 1.0) / e, copies * 2.0 * h * (e - d) / e)
+        };
+        let inter_s = match self.r.scaleout {
+            Some(so) if crosses => inter / so,
+            _ => 0.0,
+        };
+        let hop = self.k.hop_latency_us * 1e-6 * if crosses { 2.0 } else { 1.0 };
+        4.0 * ((intra / self.r.scaleup).max(inter_s) + 2.0 * hop)
     }
 
     /// Bytes the layout's recompute modules keep from being stored in one layer with `routed`
@@ -1033,6 +1064,54 @@ mod tests {
         let want = (9.0 * k.elementwise_passes - 3.0) * logits / r.mem_bw;
         let got = step(&unfused) - step(&fused);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
+    fn other_domains_hit_is_the_chance_a_domain_holds_one_of_the_experts() {
+        // One expert per token: it is in another of 4 domains with probability 3/4.
+        assert!((other_domains_hit(1, 128, 4) - 0.75).abs() < 1e-12);
+        assert_eq!(other_domains_hit(8, 128, 1), 0.0);
+        // Top-8 of 128 over 2 domains: the other one is missed only if all 8 fall in this one,
+        // C(64, 8) / C(128, 8).
+        let miss: f64 = (0..8).map(|i| (64.0 - i as f64) / (128.0 - i as f64)).product();
+        assert!((other_domains_hit(8, 128, 2) - (1.0 - miss)).abs() < 1e-12);
+        // More experts per token than domains: every other domain is hit.
+        assert!((other_domains_hit(16, 16, 4) - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_flex_dispatcher_sends_a_token_across_domains_once_per_domain() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("qwen3-30b-a3b").unwrap();
+        let db = crate::chips::ChipDb::builtin();
+        let chip = db.find("h100").unwrap();
+        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Fp8 };
+        let alltoall = crate::stack::find("nemo-2025").unwrap();
+        let flex = crate::stack::find("nemo-2025-flex").unwrap();
+        let ep_time = |ep: usize, st: &Stack| {
+            let l = Layout {
+                tp: 1,
+                pp: 1,
+                dp: 16,
+                cp: 1,
+                ep,
+                mb: 1,
+                v: 1,
+                recompute: Recompute::None,
+                modules: Modules::default(),
+                zero: 1,
+                sp: false,
+            };
+            let r = Rates::of(chip, &k, l.chips(), Precision::Fp8).unwrap();
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.ep_comm
+        };
+        // Inside one 8-GPU domain the dispatchers move the same bytes.
+        assert_eq!(ep_time(8, &alltoall), ep_time(8, &flex));
+        // Over 2 domains a plain all-to-all sends 8 x 1/2 = 4 copies of a token over the NIC, a
+        // flex dispatcher one (the other domain is hit with probability 0.997); NVLink then carries
+        // the fan-out, still below the NIC time, so the NIC part sets the ratio: about 4.
+        let ratio = ep_time(16, &alltoall) / ep_time(16, &flex);
+        assert!((3.5..4.1).contains(&ratio), "all-to-all / flex over 2 domains: {ratio}");
     }
 
     #[test]

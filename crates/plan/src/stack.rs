@@ -33,6 +33,10 @@ pub struct Stack {
     pub overlap_dp: bool,
     /// MoE all-to-all overlapped with another micro-batch's computation.
     pub overlap_ep: bool,
+    /// MoE tokens dispatched by a flex dispatcher (DeepEP, HybridEP): each token crosses the
+    /// scale-out network once per destination domain and fans out over the scale-up link there,
+    /// instead of one scale-out copy per routed expert (a plain all-to-all).
+    pub moe_flex_dispatcher: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
