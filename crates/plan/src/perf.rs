@@ -672,14 +672,19 @@ impl Ctx<'_> {
             (true, Some(m)) => tok / t * m.top_k as f64,
             _ => 0.0,
         };
-        let (module_bytes, module_rerun) = self.module_recompute(routed);
+        let (module_bytes, mut module_rerun) = self.module_recompute(routed);
+        let (extra_fwd, extra_bwd) = self.unfused_expert_extras(routed);
+        if self.l.modules.moe_act && !self.stack.fused_expert_mlp {
+            // The clamp runs inside the checkpointed activation, so it reruns with it.
+            module_rerun += self.unfused_clamp(routed).0;
+        }
         let tp_pair = self.tp_pair();
         let cp = self.cp_exchange();
         LayerCost {
-            fwd: fwd + attn_fwd,
+            fwd: fwd + attn_fwd + extra_fwd,
             attn_fwd,
             attn_bwd,
-            bwd: 2.0 * fwd + attn_bwd,
+            bwd: 2.0 * fwd + attn_bwd + extra_bwd,
             act_bytes,
             act_bytes_selective: act_selective,
             moe_bytes,
@@ -720,6 +725,49 @@ impl Ctx<'_> {
         };
         let hop = self.k.hop_latency_us * 1e-6 * if crosses { 2.0 } else { 1.0 };
         4.0 * ((intra / self.r.scaleup).max(inter_s) + 2.0 * hop)
+    }
+
+    /// Seconds, forward and backward, of the element-wise kernels Megatron-Core's grouped expert
+    /// MLP runs outside its fused activation for experts with biases or a clamped activation
+    /// (GPT-OSS), for `routed` routed token copies; (0, 0) for other experts.
+    fn unfused_expert_extras(&self, routed: f64) -> (f64, f64) {
+        if self.stack.fused_expert_mlp {
+            return (0.0, 0.0);
+        }
+        let (clamp_fwd, clamp_bwd) = self.unfused_clamp(routed);
+        let (bias_fwd, bias_bwd) = self.unfused_output_bias(routed);
+        (clamp_fwd + bias_fwd, clamp_bwd + bias_bwd)
+    }
+
+    /// The clamp before the fused quick-GEGLU (`weighted_bias_quick_geglu_impl`, megatron/core/
+    /// fusions/fused_bias_geglu.py, Megatron-Core 0.15-0.17): two `clamp`s over the halves of the
+    /// fc1 output (2 fe per routed copy, BF16) and a `torch.cat` of them, each reading and writing
+    /// its tensor: 4 x 2 fe x 2 B forward. Backward: each clamp's gradient reads the gradient and
+    /// the input and writes the gradient (3 x fe x 2 B each), and `chunk`'s backward concatenates
+    /// the two halves (2 x 2 fe x 2 B). Streaming traffic at the measured bandwidth, no fitted pass count.
+    fn unfused_clamp(&self, routed: f64) -> (f64, f64) {
+        let Some(m) = self.a.moe.filter(|m| m.clamped_activation) else {
+            return (0.0, 0.0);
+        };
+        let fe = m.expert_d_ff as f64;
+        let bw = self.r.mem_bw * MEM_BW_EFF;
+        (routed * 16.0 * fe / bw, routed * 20.0 * fe / bw)
+    }
+
+    /// The fc2 bias of experts with biases: Megatron-Core's `TEGroupedMLP._apply_bias` (megatron/
+    /// core/transformer/moe/experts.py, 0.15-0.17) adds bias x routing probability per local expert,
+    /// `t + b * p` with FP32 probabilities, so over the h-wide output of each routed copy: b * p
+    /// written in FP32 (4 h B), the sum read (2 + 4) and written in FP32 (4), `torch.cat` (4 + 4)
+    /// and the cast back to BF16 (4 + 2): 28 h B forward. Backward: the cast (2 + 4), the BF16
+    /// gradient of t (4 + 2), and the gradients of b and p, each a product written and reduced
+    /// (4 + 4 + 4, twice): 36 h B.
+    fn unfused_output_bias(&self, routed: f64) -> (f64, f64) {
+        let Some(_) = self.a.moe.filter(|m| m.expert_bias) else {
+            return (0.0, 0.0);
+        };
+        let h = self.a.d_model as f64;
+        let bw = self.r.mem_bw * MEM_BW_EFF;
+        (routed * 28.0 * h / bw, routed * 36.0 * h / bw)
     }
 
     /// Bytes the layout's recompute modules keep from being stored in one layer with `routed`
@@ -1112,6 +1160,46 @@ mod tests {
         // the fan-out, still below the NIC time, so the NIC part sets the ratio: about 4.
         let ratio = ep_time(16, &alltoall) / ep_time(16, &flex);
         assert!((3.5..4.1).contains(&ratio), "all-to-all / flex over 2 domains: {ratio}");
+    }
+
+    #[test]
+    fn expert_biases_and_clamp_cost_their_unfused_traffic_unless_the_mlp_is_fused() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("gpt-oss-120b").unwrap();
+        let plain = {
+            let mut a = m.arch.clone();
+            a.moe = a.moe.map(|x| crate::model::Moe { expert_bias: false, clamped_activation: false, ..x });
+            a
+        };
+        let db = crate::chips::ChipDb::builtin();
+        let chip = db.find("b200").unwrap();
+        let l = Layout {
+            tp: 1,
+            pp: 1,
+            dp: 8,
+            cp: 1,
+            ep: 8,
+            mb: 1,
+            v: 1,
+            recompute: Recompute::None,
+            modules: Modules::default(),
+            zero: 1,
+            sp: false,
+        };
+        let r = Rates::of(chip, &k, l.chips(), Precision::Bf16).unwrap();
+        let unfused = crate::stack::find("nemo-2025").unwrap();
+        let fused = crate::stack::find("nemo-2026-fused-mlp").unwrap();
+        let step = |a: &Arch, st: &Stack| {
+            let job = Job { arch: a, seq: 4096, global_batch: 8, precision: Precision::Bf16 };
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.compute
+        };
+        // One micro-batch of 4096 tokens, top-4, 36 layers: (16 + 20) fe bytes of clamp and
+        // (28 + 36) h bytes of bias per routed copy, at the streaming bandwidth.
+        let (h, fe) = (2880.0, 2880.0);
+        let want = 36.0 * 4096.0 * 4.0 * (36.0 * fe + 64.0 * h) / (r.mem_bw * MEM_BW_EFF);
+        let got = step(&m.arch, &unfused) - step(&plain, &unfused);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+        assert_eq!(step(&m.arch, &fused), step(&plain, &fused));
     }
 
     #[test]
