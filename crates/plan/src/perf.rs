@@ -756,18 +756,22 @@ impl Ctx<'_> {
 
     /// The fc2 bias of experts with biases: Megatron-Core's `TEGroupedMLP._apply_bias` (megatron/
     /// core/transformer/moe/experts.py, 0.15-0.17) adds bias x routing probability per local expert,
-    /// `t + b * p` with FP32 probabilities, so over the h-wide output of each routed copy: b * p
-    /// written in FP32 (4 h B), the sum read (2 + 4) and written in FP32 (4), `torch.cat` (4 + 4)
-    /// and the cast back to BF16 (4 + 2): 28 h B forward. Backward: the cast (2 + 4), the BF16
-    /// gradient of t (4 + 2), and the gradients of b and p, each a product written and reduced
-    /// (4 + 4 + 4, twice): 36 h B.
+    /// `(t + b * p).to(bf16)`, over the h-wide output of each routed copy. The probabilities are
+    /// FP32 behind a flex dispatcher (token_dispatcher.py casts them for DeepEP and HybridEP) and
+    /// BF16 otherwise (the router's softmax is `type_as` its BF16 logits unless
+    /// `moe_router_dtype` is set, which no GPT-OSS recipe does); with p bytes each, forward: b * p
+    /// written (p), the sum read (2 + p) and written (p), `torch.cat` (p + p) and, in FP32, the
+    /// cast back (4 + 2). Backward: in FP32 the two casts (2 + 4, 4 + 2); the gradients of b and
+    /// p, each a product read, written and reduced (3 p each).
     fn unfused_output_bias(&self, routed: f64) -> (f64, f64) {
         let Some(_) = self.a.moe.filter(|m| m.expert_bias) else {
             return (0.0, 0.0);
         };
-        let h = self.a.d_model as f64;
-        let bw = self.r.mem_bw * MEM_BW_EFF;
-        (routed * 28.0 * h / bw, routed * 36.0 * h / bw)
+        let (h, bw) = (self.a.d_model as f64, self.r.mem_bw * MEM_BW_EFF);
+        let (p, casts) = if self.stack.moe_flex_dispatcher { (4.0, 1.0) } else { (2.0, 0.0) };
+        let fwd = 2.0 + 5.0 * p + 6.0 * casts;
+        let bwd = 6.0 * p + 12.0 * casts;
+        (routed * fwd * h / bw, routed * bwd * h / bw)
     }
 
     /// Bytes the layout's recompute modules keep from being stored in one layer with `routed`
@@ -1193,11 +1197,17 @@ mod tests {
             let job = Job { arch: a, seq: 4096, global_batch: 8, precision: Precision::Bf16 };
             estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.compute
         };
-        // One micro-batch of 4096 tokens, top-4, 36 layers: (16 + 20) fe bytes of clamp and
-        // (28 + 36) h bytes of bias per routed copy, at the streaming bandwidth.
+        // One micro-batch of 4096 tokens, top-4, 36 layers: (16 + 20) fe bytes of clamp per
+        // routed copy, and of bias (12 + 12) h with BF16 probabilities (plain all-to-all) or
+        // (28 + 36) h with FP32 ones (flex dispatcher), at the streaming bandwidth.
         let (h, fe) = (2880.0, 2880.0);
-        let want = 36.0 * 4096.0 * 4.0 * (36.0 * fe + 64.0 * h) / (r.mem_bw * MEM_BW_EFF);
+        let copies = 36.0 * 4096.0 * 4.0 / (r.mem_bw * MEM_BW_EFF);
         let got = step(&m.arch, &unfused) - step(&plain, &unfused);
+        let want = copies * (36.0 * fe + 24.0 * h);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+        let flex = crate::stack::find("nemo-2025-flex").unwrap();
+        let got = step(&m.arch, &flex) - step(&plain, &flex);
+        let want = copies * (36.0 * fe + 64.0 * h);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
         assert_eq!(step(&m.arch, &fused), step(&plain, &fused));
     }

@@ -47,14 +47,14 @@ fn cross_validated_throughput_error() {
         100.0 * moe_worst
     );
     // Regression bounds, about a point above the figures of docs/planner.md (131 rows: overall
-    // 12.8%, dense 7.1% / 19.3%, MoE 19.3% / 126.9%). Issue 18's own bounds (mean <= 12%, every
+    // 13.3%, dense 7.2% / 19.3%, MoE 20.4% / 126.4%). Issue 18's own bounds (mean <= 12%, every
     // row within 30%) are `issue_18_bounds`, ignored until they hold: the MoE rows of the
     // Megatron-Bridge tables (GPT-OSS-120B in BF16, Qwen3-30B-A3B on H100 before 26.02.01) are
     // slower than any physical term explains (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.14, "cross-validated mean absolute error {:.1}% > 14%", 100.0 * mean);
     assert!(dense_mean <= 0.08, "cross-validated dense mean {:.1}% > 8%", 100.0 * dense_mean);
     assert!(dense_worst <= 0.21, "cross-validated worst dense row {:.1}% > 21%", 100.0 * dense_worst);
-    assert!(moe_mean <= 0.21, "cross-validated MoE mean {:.1}% > 21%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.22, "cross-validated MoE mean {:.1}% > 22%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.28, "cross-validated worst MoE row {:.1}% > 128%", 100.0 * moe_worst);
 }
 
