@@ -740,7 +740,8 @@ impl Ctx<'_> {
     }
 
     /// The clamp before the fused quick-GEGLU (`weighted_bias_quick_geglu_impl`, megatron/core/
-    /// fusions/fused_bias_geglu.py, Megatron-Core 0.15-0.17): two `clamp`s over the halves of the
+    /// fusions/fused_bias_geglu.py, at the Megatron-LM submodule commits of Megatron-Bridge v0.2.0
+    /// to v0.4.2, containers 25.11 to 26.04.01): two `clamp`s over the halves of the
     /// fc1 output (2 fe per routed copy, BF16) and a `torch.cat` of them, each reading and writing
     /// its tensor: 4 x 2 fe x 2 B forward. Backward: each clamp's gradient reads the gradient and
     /// the input and writes the gradient (3 x fe x 2 B each), and `chunk`'s backward concatenates
@@ -755,7 +756,7 @@ impl Ctx<'_> {
     }
 
     /// The fc2 bias of experts with biases: Megatron-Core's `TEGroupedMLP._apply_bias` (megatron/
-    /// core/transformer/moe/experts.py, 0.15-0.17) adds bias x routing probability per local expert,
+    /// core/transformer/moe/experts.py, same commits) adds bias x routing probability per local expert,
     /// `(t + b * p).to(bf16)`, over the h-wide output of each routed copy. The probabilities are
     /// FP32 behind a flex dispatcher (token_dispatcher.py casts them for DeepEP and HybridEP) and
     /// BF16 otherwise (the router's softmax is `type_as` its BF16 logits unless
