@@ -61,6 +61,12 @@ pub struct ModelFile {
     /// MoE: the first layers that are dense (default 0).
     #[serde(default)]
     pub dense_layers: Option<usize>,
+    /// MoE: whether the experts' linear layers carry biases (GPT-OSS; default false).
+    #[serde(default)]
+    pub expert_bias: Option<bool>,
+    /// MoE: the value the experts' gated activation clamps its inputs to (GPT-OSS: 7.0).
+    #[serde(default)]
+    pub activation_clamp: Option<f64>,
     /// Multi-head latent attention (DeepSeek): query low-rank width (0 = full-rank query).
     #[serde(default)]
     pub q_lora_rank: Option<usize>,
@@ -97,6 +103,10 @@ pub struct Moe {
     pub expert_d_ff: usize,
     /// Leading dense layers.
     pub dense_layers: usize,
+    /// Whether the experts' linear layers carry biases.
+    pub expert_bias: bool,
+    /// Whether the experts' gated activation clamps its inputs.
+    pub clamped_activation: bool,
 }
 
 /// What the performance model needs of an architecture, per layer and in total.
@@ -233,6 +243,8 @@ impl ModelFile {
             || self.shared_experts.is_some()
             || self.expert_d_ff.is_some()
             || self.dense_layers.is_some()
+            || self.expert_bias.is_some()
+            || self.activation_clamp.is_some()
     }
 
     fn dense_config(&self, ctx: usize) -> Result<ModelConfig> {
@@ -286,6 +298,8 @@ impl ModelFile {
             shared: self.shared_experts.unwrap_or(0),
             expert_d_ff: need(self.expert_d_ff, "expert_d_ff")?,
             dense_layers: self.dense_layers.unwrap_or(0),
+            expert_bias: self.expert_bias.unwrap_or(false),
+            clamped_activation: self.activation_clamp.is_some(),
         };
         if m.top_k > m.experts {
             bail!("model {}: experts_per_token {} exceeds experts {}", self.name, m.top_k, m.experts);

@@ -434,6 +434,18 @@ fn exposed(t: f64, window: f64, overlap: bool, k: &Constants) -> f64 {
     (t - under) + (1.0 - k.overlap_hidden) * under
 }
 
+/// Expected number of domains other than the sender's that hold at least one of a token's `top_k`
+/// experts, the `experts` spread evenly over `domains` domains and chosen uniformly (the Megatron-Bridge
+/// benchmarks force-balance routing): (domains - 1) x (1 - C(E - E/D, k) / C(E, k)).
+fn other_domains_hit(top_k: usize, experts: usize, domains: usize) -> f64 {
+    if domains <= 1 {
+        return 0.0;
+    }
+    let (e, elsewhere) = (experts as f64, experts as f64 * (1.0 - 1.0 / domains as f64));
+    let miss: f64 = (0..top_k).map(|i| (elsewhere - i as f64).max(0.0) / (e - i as f64)).product();
+    (domains - 1) as f64 * (1.0 - miss)
+}
+
 /// Element-wise passes of a stack over the stored-activation bytes.
 fn passes(k: &Constants, stack: &Stack) -> f64 {
     // Unfused kernels read and write each tensor separately; 1.5x the fused traffic is the
@@ -644,17 +656,7 @@ impl Ctx<'_> {
                 moe_bytes = routed * (2.0 * h + 6.0 * fe);
                 linear_in += routed * (h + fe) + tok / t * (h + fe) * m.shared as f64;
                 if self.l.ep > 1 {
-                    // Dispatch and combine forward, the same two backward, of every routed copy.
-                    let bytes = routed * h * 2.0 * (e - 1.0) / e;
-                    let span = self.l.ep;
-                    let d = self.r.domain.min(span) as f64;
-                    let intra = bytes * (d - 1.0) / (e - 1.0) / self.r.scaleup;
-                    let inter = match self.r.scaleout {
-                        Some(so) if self.r.crosses(span) => bytes * (e - d) / (e - 1.0) / so,
-                        _ => 0.0,
-                    };
-                    let hop = self.k.hop_latency_us * 1e-6 * if self.r.crosses(span) { 2.0 } else { 1.0 };
-                    ep = 4.0 * (intra.max(inter) + 2.0 * hop);
+                    ep = self.expert_all_to_all(tok / t, m.top_k, m.experts);
                 }
             }
             _ => {
@@ -670,14 +672,19 @@ impl Ctx<'_> {
             (true, Some(m)) => tok / t * m.top_k as f64,
             _ => 0.0,
         };
-        let (module_bytes, module_rerun) = self.module_recompute(routed);
+        let (module_bytes, mut module_rerun) = self.module_recompute(routed);
+        let (extra_fwd, extra_bwd) = self.unfused_expert_extras(routed);
+        if self.l.modules.moe_act && !self.stack.fused_expert_mlp {
+            // The clamp runs inside the checkpointed activation, so it reruns with it.
+            module_rerun += self.unfused_clamp(routed).0;
+        }
         let tp_pair = self.tp_pair();
         let cp = self.cp_exchange();
         LayerCost {
-            fwd: fwd + attn_fwd,
+            fwd: fwd + attn_fwd + extra_fwd,
             attn_fwd,
             attn_bwd,
-            bwd: 2.0 * fwd + attn_bwd,
+            bwd: 2.0 * fwd + attn_bwd + extra_bwd,
             act_bytes,
             act_bytes_selective: act_selective,
             moe_bytes,
@@ -689,6 +696,83 @@ impl Ctx<'_> {
             module_bytes,
             module_rerun,
         }
+    }
+
+    /// Seconds of the expert-parallel all-to-all per micro-batch: dispatch and combine forward, the
+    /// same two backward, for `tokens` tokens per chip each routed to `top_k` of `experts` experts.
+    ///
+    /// A plain all-to-all sends every routed copy (2 h bytes) to its expert's rank: the copies for
+    /// ranks in the chip's scale-up domain over its link, the others over its NIC. A flex
+    /// dispatcher (DeepEP, HybridEP) sends a token over the scale-out network once per other domain
+    /// that holds any of its experts and fans it out there over the scale-up link, so a domain's
+    /// NICs carry tokens x the expected number of other domains hit, not tokens x top-k x the
+    /// other domains' share (DeepSeek-V3 report section 3.2.2).
+    fn expert_all_to_all(&self, tokens: f64, top_k: usize, experts: usize) -> f64 {
+        let h = self.a.d_model as f64;
+        let (e, span) = (self.l.ep as f64, self.l.ep);
+        let d = self.r.domain.min(span) as f64;
+        let copies = tokens * top_k as f64;
+        let crosses = self.r.crosses(span);
+        let (intra, inter) = if self.stack.moe_flex_dispatcher && crosses {
+            let other_domains = other_domains_hit(top_k, experts, (e / d).round() as usize);
+            (copies * 2.0 * h * (d - 1.0) / d, tokens * 2.0 * h * other_domains)
+        } else {
+            (copies * 2.0 * h * (d - 1.0) / e, copies * 2.0 * h * (e - d) / e)
+        };
+        let inter_s = match self.r.scaleout {
+            Some(so) if crosses => inter / so,
+            _ => 0.0,
+        };
+        let hop = self.k.hop_latency_us * 1e-6 * if crosses { 2.0 } else { 1.0 };
+        4.0 * ((intra / self.r.scaleup).max(inter_s) + 2.0 * hop)
+    }
+
+    /// Seconds, forward and backward, of the element-wise kernels Megatron-Core's grouped expert
+    /// MLP runs outside its fused activation for experts with biases or a clamped activation
+    /// (GPT-OSS), for `routed` routed token copies; (0, 0) for other experts.
+    fn unfused_expert_extras(&self, routed: f64) -> (f64, f64) {
+        if self.stack.fused_expert_mlp {
+            return (0.0, 0.0);
+        }
+        let (clamp_fwd, clamp_bwd) = self.unfused_clamp(routed);
+        let (bias_fwd, bias_bwd) = self.unfused_output_bias(routed);
+        (clamp_fwd + bias_fwd, clamp_bwd + bias_bwd)
+    }
+
+    /// The clamp before the fused quick-GEGLU (`weighted_bias_quick_geglu_impl`, megatron/core/
+    /// fusions/fused_bias_geglu.py, at the Megatron-LM submodule commits of Megatron-Bridge v0.2.0
+    /// to v0.4.2, containers 25.11 to 26.04.01): two `clamp`s over the halves of the
+    /// fc1 output (2 fe per routed copy, BF16) and a `torch.cat` of them, each reading and writing
+    /// its tensor: 4 x 2 fe x 2 B forward. Backward: each clamp's gradient reads the gradient and
+    /// the input and writes the gradient (3 x fe x 2 B each), and `chunk`'s backward concatenates
+    /// the two halves (2 x 2 fe x 2 B). Streaming traffic at the measured bandwidth, no fitted pass count.
+    fn unfused_clamp(&self, routed: f64) -> (f64, f64) {
+        let Some(m) = self.a.moe.filter(|m| m.clamped_activation) else {
+            return (0.0, 0.0);
+        };
+        let fe = m.expert_d_ff as f64;
+        let bw = self.r.mem_bw * MEM_BW_EFF;
+        (routed * 16.0 * fe / bw, routed * 20.0 * fe / bw)
+    }
+
+    /// The fc2 bias of experts with biases: Megatron-Core's `TEGroupedMLP._apply_bias` (megatron/
+    /// core/transformer/moe/experts.py, same commits) adds bias x routing probability per local expert,
+    /// `(t + b * p).to(bf16)`, over the h-wide output of each routed copy. The probabilities are
+    /// FP32 behind a flex dispatcher (token_dispatcher.py casts them for DeepEP and HybridEP) and
+    /// BF16 otherwise (the router's softmax is `type_as` its BF16 logits unless
+    /// `moe_router_dtype` is set, which no GPT-OSS recipe does); with p bytes each, forward: b * p
+    /// written (p), the sum read (2 + p) and written (p), `torch.cat` (p + p) and, in FP32, the
+    /// cast back (4 + 2). Backward: in FP32 the two casts (2 + 4, 4 + 2); the gradients of b and
+    /// p, each a product read, written and reduced (3 p each).
+    fn unfused_output_bias(&self, routed: f64) -> (f64, f64) {
+        let Some(_) = self.a.moe.filter(|m| m.expert_bias) else {
+            return (0.0, 0.0);
+        };
+        let (h, bw) = (self.a.d_model as f64, self.r.mem_bw * MEM_BW_EFF);
+        let (p, casts) = if self.stack.moe_flex_dispatcher { (4.0, 1.0) } else { (2.0, 0.0) };
+        let fwd = 2.0 + 5.0 * p + 6.0 * casts;
+        let bwd = 6.0 * p + 12.0 * casts;
+        (routed * fwd * h / bw, routed * bwd * h / bw)
     }
 
     /// Bytes the layout's recompute modules keep from being stored in one layer with `routed`
@@ -1033,6 +1117,100 @@ mod tests {
         let want = (9.0 * k.elementwise_passes - 3.0) * logits / r.mem_bw;
         let got = step(&unfused) - step(&fused);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
+    fn other_domains_hit_is_the_chance_a_domain_holds_one_of_the_experts() {
+        // One expert per token: it is in another of 4 domains with probability 3/4.
+        assert!((other_domains_hit(1, 128, 4) - 0.75).abs() < 1e-12);
+        assert_eq!(other_domains_hit(8, 128, 1), 0.0);
+        // Top-8 of 128 over 2 domains: the other one is missed only if all 8 fall in this one,
+        // C(64, 8) / C(128, 8).
+        let miss: f64 = (0..8).map(|i| (64.0 - i as f64) / (128.0 - i as f64)).product();
+        assert!((other_domains_hit(8, 128, 2) - (1.0 - miss)).abs() < 1e-12);
+        // More experts per token than domains: every other domain is hit.
+        assert!((other_domains_hit(16, 16, 4) - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_flex_dispatcher_sends_a_token_across_domains_once_per_domain() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("qwen3-30b-a3b").unwrap();
+        let db = crate::chips::ChipDb::builtin();
+        let chip = db.find("h100").unwrap();
+        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Fp8 };
+        let alltoall = crate::stack::find("nemo-2025").unwrap();
+        let flex = crate::stack::find("nemo-2025-flex").unwrap();
+        let ep_time = |ep: usize, st: &Stack| {
+            let l = Layout {
+                tp: 1,
+                pp: 1,
+                dp: 16,
+                cp: 1,
+                ep,
+                mb: 1,
+                v: 1,
+                recompute: Recompute::None,
+                modules: Modules::default(),
+                zero: 1,
+                sp: false,
+            };
+            let r = Rates::of(chip, &k, l.chips(), Precision::Fp8).unwrap();
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.ep_comm
+        };
+        // Inside one 8-GPU domain the dispatchers move the same bytes.
+        assert_eq!(ep_time(8, &alltoall), ep_time(8, &flex));
+        // Over 2 domains a plain all-to-all sends 8 x 1/2 = 4 copies of a token over the NIC, a
+        // flex dispatcher one (the other domain is hit with probability 0.997); NVLink then carries
+        // the fan-out, still below the NIC time, so the NIC part sets the ratio: about 4.
+        let ratio = ep_time(16, &alltoall) / ep_time(16, &flex);
+        assert!((3.5..4.1).contains(&ratio), "all-to-all / flex over 2 domains: {ratio}");
+    }
+
+    #[test]
+    fn expert_biases_and_clamp_cost_their_unfused_traffic_unless_the_mlp_is_fused() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("gpt-oss-120b").unwrap();
+        let plain = {
+            let mut a = m.arch.clone();
+            a.moe = a.moe.map(|x| crate::model::Moe { expert_bias: false, clamped_activation: false, ..x });
+            a
+        };
+        let db = crate::chips::ChipDb::builtin();
+        let chip = db.find("b200").unwrap();
+        let l = Layout {
+            tp: 1,
+            pp: 1,
+            dp: 8,
+            cp: 1,
+            ep: 8,
+            mb: 1,
+            v: 1,
+            recompute: Recompute::None,
+            modules: Modules::default(),
+            zero: 1,
+            sp: false,
+        };
+        let r = Rates::of(chip, &k, l.chips(), Precision::Bf16).unwrap();
+        let unfused = crate::stack::find("nemo-2025").unwrap();
+        let fused = crate::stack::find("nemo-2026-fused-mlp").unwrap();
+        let step = |a: &Arch, st: &Stack| {
+            let job = Job { arch: a, seq: 4096, global_batch: 8, precision: Precision::Bf16 };
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.compute
+        };
+        // One micro-batch of 4096 tokens, top-4, 36 layers: (16 + 20) fe bytes of clamp per
+        // routed copy, and of bias (12 + 12) h with BF16 probabilities (plain all-to-all) or
+        // (28 + 36) h with FP32 ones (flex dispatcher), at the streaming bandwidth.
+        let (h, fe) = (2880.0, 2880.0);
+        let copies = 36.0 * 4096.0 * 4.0 / (r.mem_bw * MEM_BW_EFF);
+        let got = step(&m.arch, &unfused) - step(&plain, &unfused);
+        let want = copies * (36.0 * fe + 24.0 * h);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+        let flex = crate::stack::find("nemo-2025-flex").unwrap();
+        let got = step(&m.arch, &flex) - step(&plain, &flex);
+        let want = copies * (36.0 * fe + 64.0 * h);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+        assert_eq!(step(&m.arch, &fused), step(&plain, &fused));
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub struct Stack {
     pub overlap_dp: bool,
     /// MoE all-to-all overlapped with another micro-batch's computation.
     pub overlap_ep: bool,
+    /// MoE tokens dispatched by a flex dispatcher (DeepEP, HybridEP): each token crosses the
+    /// scale-out network once per destination domain and fans out over the scale-up link there,
+    /// instead of one scale-out copy per routed expert (a plain all-to-all).
+    pub moe_flex_dispatcher: bool,
+    /// The experts' fc1, activation and fc2 run as one fused grouped MLP (Transformer Engine op
+    /// fuser, CuTe DSL kernels) that applies the experts' biases and activation clamp inside it;
+    /// otherwise Megatron-Core applies them in separate element-wise kernels. Absent: false.
+    #[serde(default)]
+    pub fused_expert_mlp: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
