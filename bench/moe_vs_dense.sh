@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # moe-tiny against the dense shakespeare-bytes preset of equal active parameters, on one machine:
-#  1. step cost: `bench` of each at the training batch (8 x 256), alternated REPEATS times, medians (the MoE step over the dense
+#  1. step cost: `bench` of each at the training batch (train's default 16 x 128), alternated REPEATS times, medians (the MoE step over the dense
 #     step; the issue's bound is 1.3x), and one `--profile` of moe-tiny (router/dispatch/combine).
 #  2. equal wall time: the dense preset trains DENSE_STEPS steps; moe-tiny trains the number of
 #     steps that its median step time fits in the dense run's training wall time; both print
@@ -12,8 +12,8 @@ bin="$1"; repeats="${2:-3}"; dense_steps="${3:-300}"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 step_ms() { sed -E 's/.*\| step ([0-9.]+) ms.*/\1/'; }
 for i in $(seq "$repeats"); do
-    d=$("$bin" bench --preset shakespeare-bytes --batch 8 --ctx 256 --steps 10 --warmup 3 | tail -1 | step_ms)
-    m=$("$bin" bench --preset moe-tiny --batch 8 --ctx 256 --steps 10 --warmup 3 | tail -1 | step_ms)
+    d=$("$bin" bench --preset shakespeare-bytes --batch 16 --ctx 128 --steps 10 --warmup 3 | tail -1 | step_ms)
+    m=$("$bin" bench --preset moe-tiny --batch 16 --ctx 128 --steps 10 --warmup 3 | tail -1 | step_ms)
     echo "repeat $i: dense $d ms, moe-tiny $m ms"
     echo "$d $m" >> "$work/steps"
 done
@@ -24,7 +24,7 @@ print(statistics.median(d for d, _ in rows), statistics.median(m for _, m in row
 PY
 )
 echo "median step: dense $dense_ms ms, moe-tiny $moe_ms ms, moe/dense $(python3 -c "print(f'{$moe_ms/$dense_ms:.2f}')")x"
-"$bin" bench --preset moe-tiny --batch 8 --ctx 256 --steps 5 --warmup 2 --profile | grep -E "^ *(kind|matmul|moe_|attention|elementwise|norms|cross|optim)" || true
+"$bin" bench --preset moe-tiny --batch 16 --ctx 128 --steps 5 --warmup 2 --profile | grep -E "^ *(kind|matmul|moe_|attention|elementwise|norms|cross|optim)" || true
 
 flags=(--eval-every 0 --ckpt-every 0 --quiet)
 "$bin" train --preset shakespeare-bytes --steps "$dense_steps" "${flags[@]}" --out "$work/dense" | tee "$work/dense.txt"
@@ -37,5 +37,7 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"moe"' in l]
 warm = max(1, int(sys.argv[2]) // 10)
 after = [r["moe"]["max_load_ratio"] for r in rows if r.get("step", 0) > warm]
-print(f"busiest expert after warm-up (step > {warm}): max {max(after):.2f}x, last {after[-1]:.2f}x the mean share")
+over = sum(a > 2.0 for a in after)
+print(f"busiest expert after warm-up (step > {warm}): max {max(after):.2f}x, median {sorted(after)[len(after) // 2]:.2f}x, "
+      f"last {after[-1]:.2f}x the mean share; {over} of {len(after)} steps above 2x")
 PY
