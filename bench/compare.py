@@ -14,8 +14,10 @@ the same PyTorch runs.
 --isa caps both sides' instruction set, so the AVX2 or portable paths can be measured on a
 machine that has more: anychip through ANYCHIP_CPU_ISA, PyTorch through ATEN_CPU_CAPABILITY and
 its libraries' own caps (MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA; MKL too when anychip runs
-on it). Each run reports the level it used. anychip's f32 products come from the gemm crate,
-which picks its micro-kernels itself: on a CPU with AVX-512 they stay AVX-512 under --isa avx2.
+on it). Each run reports the level it used. anychip's f32 products come from the gemm crate:
+under --isa avx2 on a CPU with AVX-512 they run its AVX2+FMA kernels; under --isa portable they
+keep gemm's own choice (crates/port-cpu/src/isa.rs says why), so a portable row measures
+anychip's own kernels at portable, not a CPU without SIMD.
 
 Normally started through bench/compare.sh, which builds the release binary first.
 """
