@@ -3,7 +3,7 @@
 #  1. step cost: `bench` of each at the training batch (train's default 16 x 128), alternated REPEATS times, medians (the MoE step over the dense
 #     step; the issue's bound is 1.3x), and one `--profile` of moe-tiny (router/dispatch/combine).
 #  2. equal wall time: the dense preset trains DENSE_STEPS steps; moe-tiny trains the number of
-#     steps that its median step time fits in the dense run's training wall time; both print
+#     steps that its median step time fits in the dense run's stepping time; both print
 #     their validation loss, and the MoE run's busiest-expert load after warm-up is read from
 #     its metrics.jsonl (the issue's bound is 2x the mean share).
 #   bench/moe_vs_dense.sh BINARY [REPEATS=3] [DENSE_STEPS=300]
@@ -28,9 +28,11 @@ echo "median step: dense $dense_ms ms, moe-tiny $moe_ms ms, moe/dense $(python3 
 
 flags=(--eval-every 0 --ckpt-every 0 --quiet)
 "$bin" train --preset shakespeare-bytes --steps "$dense_steps" "${flags[@]}" --out "$work/dense" | tee "$work/dense.txt"
-wall=$(sed -E 's/.*wall ([0-9.]+) s.*/\1/' "$work/dense.txt")
-moe_steps=$(python3 -c "print(max(1, round($wall * 1000 / $moe_ms)))")
-echo "moe-tiny gets $moe_steps steps for the dense run's $wall s"
+# The steps moe-tiny's median step fits in the dense run's stepping time (dense steps x dense
+# step): not the dense run's wall, which also holds start-up and the final validation that the
+# MoE run pays again on top of its own steps.
+moe_steps=$(python3 -c "print(max(1, round($dense_steps * $dense_ms / $moe_ms)))")
+echo "moe-tiny gets $moe_steps steps for the dense run's $dense_steps steps of $dense_ms ms"
 "$bin" train --preset moe-tiny --steps "$moe_steps" "${flags[@]}" --out "$work/moe" | tee "$work/moe.txt"
 python3 - "$work/moe/metrics.jsonl" "$moe_steps" <<'PY'
 import json, sys
