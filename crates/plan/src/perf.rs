@@ -483,6 +483,12 @@ struct LayerCost {
     act_bytes_selective: f64,
     /// Of `act_bytes`, what routed tokens of a MoE layer store (permuted copies, expert activations).
     moe_bytes: f64,
+    /// Of `moe_bytes`, what a fused expert MLP never runs element-wise kernels over (the gate/up
+    /// outputs and the activation's output, 6 fe per routed copy): 0 unless the stack fuses it.
+    moe_fused_bytes: f64,
+    /// Of `linear_inputs`, the elements a fused expert MLP quantises inside its GEMM's epilogue
+    /// instead of in a separate cast (the down projection's input): 0 unless the stack fuses it.
+    fused_casts: f64,
     /// Elements entering linear layers (what FP8 training casts), per micro-batch.
     linear_inputs: f64,
     /// Exposed-before-overlap collectives: TP, CP, EP, seconds per micro-batch (forward + backward).
@@ -507,7 +513,9 @@ impl LayerCost {
         self.act_bytes += w * c.act_bytes;
         self.act_bytes_selective += w * c.act_bytes_selective;
         self.moe_bytes += w * c.moe_bytes;
+        self.moe_fused_bytes += w * c.moe_fused_bytes;
         self.linear_inputs += w * c.linear_inputs;
+        self.fused_casts += w * c.fused_casts;
         self.tp += w * c.tp;
         self.tp_fwd += w * c.tp_fwd;
         self.module_bytes += w * c.module_bytes;
@@ -599,7 +607,7 @@ impl Ctx<'_> {
         };
         let flops = 2.0 * self.tok * span * (a.qk_dim + a.v_dim) as f64 / self.t();
         if self.stack.flash_attention {
-            let t = flops / (self.r.peak_bf16 * self.k.attn_eff);
+            let t = flops / (self.attention_peak() * self.k.attn_eff);
             (t, 2.5 * t, 0.0)
         } else {
             // Batched GEMMs over heads of width head_dim, and 5 a s bytes per token of softmax,
@@ -608,6 +616,22 @@ impl Ctx<'_> {
             let t = self.bf16(flops, self.s, self.s, hd);
             let scores = 5.0 * a.heads as f64 * self.s * self.tok / self.t();
             (t, 2.0 * t, scores)
+        }
+    }
+
+    /// Whether the experts' grouped MLP runs as Transformer Engine's fused CuTe DSL kernels: the
+    /// stack asks for it and the recipe is MXFP8 (`fuse_forward_ops` fuses nothing otherwise).
+    fn fuses_expert_mlp(&self) -> bool {
+        self.stack.fused_expert_mlp && self.precision == Precision::Fp8
+    }
+
+    /// The peak fused attention runs against: BF16, or with a stack that runs attention in FP8
+    /// during FP8 training, the FP8 peak times the FP8 GEMM efficiency (the same scaling and casting
+    /// as the linear layers' FP8 GEMMs).
+    fn attention_peak(&self) -> f64 {
+        match (self.precision, self.r.peak_fp8) {
+            (Precision::Fp8, Some(p)) if self.stack.fp8_attention => p * self.k.fp8_gemm_eff,
+            _ => self.r.peak_bf16,
         }
     }
 
@@ -638,6 +662,7 @@ impl Ctx<'_> {
         let mlp_inside;
         let mut ep = 0.0;
         let mut moe_bytes = 0.0;
+        let (mut moe_fused_bytes, mut fused_casts) = (0.0, 0.0);
         let mut linear_in = tok * (h + a.v_dim as f64) / t;
         match (moe, a.moe) {
             (true, Some(m)) => {
@@ -655,6 +680,14 @@ impl Ctx<'_> {
                 mlp_inside = (routed * (2.0 * h + 6.0 * fe) + tok / t * 6.0 * fe * m.shared as f64) / tok;
                 moe_bytes = routed * (2.0 * h + 6.0 * fe);
                 linear_in += routed * (h + fe) + tok / t * (h + fe) * m.shared as f64;
+                if self.fuses_expert_mlp() {
+                    // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
+                    // and its backward twin) applies the activation, the routing probabilities and
+                    // the MXFP8 cast of the down projection's input in the up projection's epilogue;
+                    // Transformer Engine fuses them only under an MXFP8 recipe (fuse_forward_ops).
+                    moe_fused_bytes = routed * 6.0 * fe;
+                    fused_casts = routed * fe;
+                }
                 if self.l.ep > 1 {
                     ep = self.expert_all_to_all(tok / t, m.top_k, m.experts);
                 }
@@ -688,7 +721,9 @@ impl Ctx<'_> {
             act_bytes,
             act_bytes_selective: act_selective,
             moe_bytes,
+            moe_fused_bytes,
             linear_inputs: linear_in,
+            fused_casts,
             tp: 4.0 * tp_pair,
             tp_fwd: 2.0 * tp_pair,
             cp,
@@ -806,6 +841,20 @@ impl Ctx<'_> {
         (bytes, rerun)
     }
 
+    /// Fixed seconds per micro-batch (forward and backward) of `layers` layers, `moe_layers` of
+    /// them MoE: `layer_overhead_us` per layer, the launches of its kernels, which a stack that
+    /// replays the whole iteration as one CUDA graph does not pay; and `expert_overhead_us` per
+    /// local expert of a MoE layer, its grouped-GEMM slice launching and draining on its own,
+    /// which the fused expert MLP does not pay (its CuTe DSL kernels schedule every local
+    /// expert's tiles in one grouped kernel: `tile_idx_to_expert_idx`).
+    fn fixed_overhead(&self, layers: f64, moe_layers: f64) -> f64 {
+        let k = self.k;
+        let per_layer = if self.stack.full_iteration_cuda_graph { 0.0 } else { k.layer_overhead_us };
+        let local_experts = self.a.moe.map_or(0.0, |m| (m.experts / self.l.ep) as f64);
+        let per_expert = if self.fuses_expert_mlp() { 0.0 } else { k.expert_overhead_us };
+        (layers * per_layer + moe_layers * local_experts * per_expert) * 1e-6
+    }
+
     /// Context-parallel ring exchange of keys and values per layer (forward + backward).
     fn cp_exchange(&self) -> f64 {
         let c = self.l.cp;
@@ -853,18 +902,16 @@ pub fn estimate(
     // Routed tokens go through top-k, permutation, un-permutation and weighted combine: their own
     // pass count (`moe_passes`).
     let dense_bytes = sum.act_bytes - sum.moe_bytes;
-    let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * sum.moe_bytes) * 3.0 / rates.mem_bw
+    let moe_elementwise = sum.moe_bytes - sum.moe_fused_bytes;
+    let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * moe_elementwise) * 3.0 / rates.mem_bw
         + loss_traffic(k, stack, logits_bytes) / rates.mem_bw;
     if job.precision == Precision::Fp8 {
         // Transformer Engine casts every linear input to FP8: forward input, backward output
         // gradient and the transposed copy for the weight gradient; each cast reads the BF16
         // tensor twice (amax, then scale) and writes one byte.
-        elem += 3.0 * 5.0 * sum.linear_inputs / rates.mem_bw;
+        elem += 3.0 * 5.0 * (sum.linear_inputs - sum.fused_casts) / rates.mem_bw;
     }
-    // Each local expert's grouped-GEMM slice has its own launch and wave tail, forward and backward.
-    let local_experts = a.moe.map_or(0.0, |m| (m.experts / l.ep) as f64);
-    let moe_layers = stage_layers * moe_frac;
-    let overhead = (stage_layers * k.layer_overhead_us + moe_layers * local_experts * k.expert_overhead_us) * 1e-6;
+    let overhead = cx.fixed_overhead(stage_layers, stage_layers * moe_frac);
     let compute_mb = sum.fwd + sum.bwd + 3.0 * head + elem + overhead;
     let recompute_mb = match l.recompute {
         Recompute::None => sum.module_rerun,
@@ -1211,6 +1258,84 @@ mod tests {
         let want = copies * (36.0 * fe + 64.0 * h);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
         assert_eq!(step(&m.arch, &fused), step(&plain, &fused));
+    }
+
+    #[test]
+    fn a_fused_expert_mlp_drops_activation_passes_casts_and_per_expert_launches_in_fp8() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("qwen3-30b-a3b").unwrap();
+        let db = crate::chips::ChipDb::builtin();
+        let chip = db.find("b200").unwrap();
+        let l = Layout {
+            tp: 1,
+            pp: 1,
+            dp: 8,
+            cp: 1,
+            ep: 8,
+            mb: 1,
+            v: 1,
+            recompute: Recompute::None,
+            modules: Modules::default(),
+            zero: 1,
+            sp: false,
+        };
+        let unfused = crate::stack::find("nemo-2025-a2a-overlap-flex").unwrap();
+        let fused = Stack { fused_expert_mlp: true, ..unfused.clone() };
+        let compute = |st: &Stack, precision: Precision| {
+            let r = Rates::of(chip, &k, l.chips(), precision).unwrap();
+            let job = Job { arch: &m.arch, seq: 4096, global_batch: 8, precision };
+            (estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.compute, r.mem_bw)
+        };
+        // One micro-batch of 4096 tokens, top-8, 48 MoE layers: per routed copy the gate/up outputs
+        // and the activation's output (6 fe bytes) leave the moe_passes traffic (forward and twice
+        // backward), the down projection's input (fe elements) its three FP8 casts of 5 bytes, and
+        // the 16 local experts of each layer their own launch and drain.
+        let (with, bw) = compute(&fused, Precision::Fp8);
+        let (without, _) = compute(&unfused, Precision::Fp8);
+        let fe = 768.0;
+        let copies = 48.0 * 4096.0 * 8.0;
+        let want =
+            copies * (k.moe_passes * 6.0 * fe * 3.0 + 15.0 * fe) / bw + 48.0 * 16.0 * k.expert_overhead_us * 1e-6;
+        assert!(((without - with) / want - 1.0).abs() < 1e-9, "{} vs {want}", without - with);
+        // Replaying the iteration as one CUDA graph drops the per-layer launches.
+        let graph = Stack { full_iteration_cuda_graph: true, ..fused.clone() };
+        let saved = with - compute(&graph, Precision::Fp8).0;
+        assert!((saved / (48.0 * k.layer_overhead_us * 1e-6) - 1.0).abs() < 1e-9, "{saved}");
+        // Transformer Engine fuses the grouped MLP only under an MXFP8 recipe: nothing changes in BF16.
+        assert_eq!(compute(&fused, Precision::Bf16).0, compute(&unfused, Precision::Bf16).0);
+    }
+
+    #[test]
+    fn fp8_attention_runs_at_the_fp8_gemm_rate_only_in_fp8_training() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("qwen3-30b-a3b").unwrap();
+        let db = crate::chips::ChipDb::builtin();
+        let chip = db.find("gb200").unwrap();
+        let l = Layout {
+            tp: 1,
+            pp: 1,
+            dp: 1,
+            cp: 1,
+            ep: 1,
+            mb: 1,
+            v: 1,
+            recompute: Recompute::Selective,
+            modules: Modules::default(),
+            zero: 0,
+            sp: false,
+        };
+        let bf16_attn = crate::stack::find("nemo-2026-fused-mlp").unwrap();
+        let fp8_attn = crate::stack::find("nemo-2026-fused-mlp-fp8-attn").unwrap();
+        let recompute = |st: &Stack, precision: Precision| {
+            let r = Rates::of(chip, &k, 1, precision).unwrap();
+            let job = Job { arch: &m.arch, seq: 4096, global_batch: 1, precision };
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.recompute
+        };
+        // Selective recompute reruns exactly the attention core's forward: in FP8 it runs at
+        // 5000 x fp8_gemm_eff instead of 2500 TFLOP/s on a GB200.
+        let ratio = recompute(&bf16_attn, Precision::Fp8) / recompute(&fp8_attn, Precision::Fp8);
+        assert!((ratio / (2.0 * k.fp8_gemm_eff) - 1.0).abs() < 1e-9, "{ratio}");
+        assert_eq!(recompute(&bf16_attn, Precision::Bf16), recompute(&fp8_attn, Precision::Bf16));
     }
 
     #[test]

@@ -42,6 +42,15 @@ pub struct Stack {
     /// otherwise Megatron-Core applies them in separate element-wise kernels. Absent: false.
     #[serde(default)]
     pub fused_expert_mlp: bool,
+    /// In FP8 training, fused attention also runs in FP8 (Transformer Engine
+    /// `fp8_dot_product_attention`); otherwise attention stays BF16. Absent: false.
+    #[serde(default)]
+    pub fp8_attention: bool,
+    /// The whole forward and backward of an iteration is captured in one CUDA graph and replayed
+    /// (Megatron-Core `cuda_graph_impl = "full_iteration"`): no kernel is launched from the host.
+    /// Absent: false.
+    #[serde(default)]
+    pub full_iteration_cuda_graph: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
