@@ -167,6 +167,24 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `dp` plain data-parallel replicas: every other degree 1, one sequence per micro-batch, no
+    /// recompute, no ZeRO; change fields with struct update syntax.
+    pub fn data_parallel(dp: usize) -> Layout {
+        Layout {
+            tp: 1,
+            pp: 1,
+            dp,
+            cp: 1,
+            ep: 1,
+            mb: 1,
+            v: 1,
+            recompute: Recompute::None,
+            modules: Modules::default(),
+            zero: 0,
+            sp: false,
+        }
+    }
+
     /// Chips the layout occupies.
     pub fn chips(&self) -> usize {
         self.tp * self.pp * self.dp * self.cp
@@ -1142,19 +1160,7 @@ mod tests {
         let db = crate::chips::ChipDb::builtin();
         let chip = db.find("h20").unwrap();
         let job = Job { arch: &m.arch, seq: 256, global_batch: 32, precision: Precision::Bf16 };
-        let l = Layout {
-            tp: 1,
-            pp: 1,
-            dp: 1,
-            cp: 1,
-            ep: 1,
-            mb: 32,
-            v: 1,
-            recompute: Recompute::None,
-            modules: Modules::default(),
-            zero: 0,
-            sp: false,
-        };
+        let l = Layout { mb: 32, ..Layout::data_parallel(1) };
         let r = Rates::of(chip, &k, 1, Precision::Bf16).unwrap();
         let fused = crate::stack::find("nemo-2025").unwrap();
         let unfused = crate::stack::Stack { fused_cross_entropy: false, ..fused.clone() };
@@ -1189,19 +1195,7 @@ mod tests {
         let alltoall = crate::stack::find("nemo-2025").unwrap();
         let flex = crate::stack::find("nemo-2025-flex").unwrap();
         let ep_time = |ep: usize, st: &Stack| {
-            let l = Layout {
-                tp: 1,
-                pp: 1,
-                dp: 16,
-                cp: 1,
-                ep,
-                mb: 1,
-                v: 1,
-                recompute: Recompute::None,
-                modules: Modules::default(),
-                zero: 1,
-                sp: false,
-            };
+            let l = Layout { ep, zero: 1, ..Layout::data_parallel(16) };
             let r = Rates::of(chip, &k, l.chips(), Precision::Fp8).unwrap();
             estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.ep_comm
         };
@@ -1225,19 +1219,7 @@ mod tests {
         };
         let db = crate::chips::ChipDb::builtin();
         let chip = db.find("b200").unwrap();
-        let l = Layout {
-            tp: 1,
-            pp: 1,
-            dp: 8,
-            cp: 1,
-            ep: 8,
-            mb: 1,
-            v: 1,
-            recompute: Recompute::None,
-            modules: Modules::default(),
-            zero: 1,
-            sp: false,
-        };
+        let l = Layout { ep: 8, zero: 1, ..Layout::data_parallel(8) };
         let r = Rates::of(chip, &k, l.chips(), Precision::Bf16).unwrap();
         let unfused = crate::stack::find("nemo-2025").unwrap();
         let fused = crate::stack::find("nemo-2026-fused-mlp").unwrap();
@@ -1266,19 +1248,7 @@ mod tests {
         let m = crate::model::resolve("qwen3-30b-a3b").unwrap();
         let db = crate::chips::ChipDb::builtin();
         let chip = db.find("b200").unwrap();
-        let l = Layout {
-            tp: 1,
-            pp: 1,
-            dp: 8,
-            cp: 1,
-            ep: 8,
-            mb: 1,
-            v: 1,
-            recompute: Recompute::None,
-            modules: Modules::default(),
-            zero: 1,
-            sp: false,
-        };
+        let l = Layout { ep: 8, zero: 1, ..Layout::data_parallel(8) };
         let unfused = crate::stack::find("nemo-2025-a2a-overlap-flex").unwrap();
         let fused = Stack { fused_expert_mlp: true, ..unfused.clone() };
         let compute = |st: &Stack, precision: Precision| {
@@ -1311,19 +1281,7 @@ mod tests {
         let m = crate::model::resolve("qwen3-30b-a3b").unwrap();
         let db = crate::chips::ChipDb::builtin();
         let chip = db.find("gb200").unwrap();
-        let l = Layout {
-            tp: 1,
-            pp: 1,
-            dp: 1,
-            cp: 1,
-            ep: 1,
-            mb: 1,
-            v: 1,
-            recompute: Recompute::Selective,
-            modules: Modules::default(),
-            zero: 0,
-            sp: false,
-        };
+        let l = Layout { recompute: Recompute::Selective, ..Layout::data_parallel(1) };
         let bf16_attn = crate::stack::find("nemo-2026-fused-mlp").unwrap();
         let fp8_attn = crate::stack::find("nemo-2026-fused-mlp-fp8-attn").unwrap();
         let recompute = |st: &Stack, precision: Precision| {

@@ -38,19 +38,7 @@ pub struct Request {
 /// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,sp=..,modules=layernorm+moe_act]` for
 /// `count` chips: data parallel is what the other degrees leave.
 pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
-    let mut l = Layout {
-        tp: 1,
-        pp: 1,
-        dp: 1,
-        cp: 1,
-        ep: 1,
-        mb: 1,
-        v: 1,
-        recompute: Recompute::None,
-        modules: Modules::default(),
-        zero: 1,
-        sp: true,
-    };
+    let mut l = Layout { zero: 1, sp: true, ..Layout::data_parallel(1) };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, val) = part
             .split_once('=')

@@ -289,19 +289,7 @@ pub fn predict_memory(r: &MemRow) -> Result<(f64, f64, f64)> {
     let k = calib::shipped();
     let m = model::resolve(&r.model)?;
     let job = Job { arch: &m.arch, seq: 2048, global_batch: r.global_batch, precision: Precision::Bf16 };
-    let mk = |rc, sp| Layout {
-        tp: r.tp,
-        pp: r.pp,
-        dp: 1,
-        cp: 1,
-        ep: 1,
-        mb: r.mb,
-        v: r.v,
-        recompute: rc,
-        modules: Modules::default(),
-        zero: 0,
-        sp,
-    };
+    let mk = |rc, sp| Layout { tp: r.tp, pp: r.pp, mb: r.mb, v: r.v, recompute: rc, sp, ..Layout::data_parallel(1) };
     let st = stack::find("megatron-2021")?;
     let l0 = mk(Recompute::None, false);
     let rates = Rates::of(chip, &k, l0.chips(), Precision::Bf16)?;
