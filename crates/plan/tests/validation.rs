@@ -46,13 +46,14 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds, a point or two above the figures of docs/planner.md (131 rows: overall
-    // 11.6%, dense 7.0% / 19.3%, MoE 16.8% / 98.0%). Issue 18's own bounds (mean <= 12%, every
-    // row within 30%) are `issue_18_bounds`, ignored until they hold: the MoE rows of the
+    // The mean is held to issue 18's 12% (it measures 11.6%); the other bounds are regression
+    // bounds a point or two above the figures of docs/planner.md (131 rows: dense 7.0% / 19.3%,
+    // MoE 16.8% / 98.0%). Issue 18's bound on every row (within 30%) is in `issue_18_bounds`,
+    // ignored until it holds: the MoE rows of the
     // Megatron-Bridge tables (GPT-OSS-120B on GB200 at EP 64, Qwen3-30B-A3B on H100 and B200
     // before 26.02.01) are slower than any physical term explains (docs/planner.md, "Where it is
     // wrong").
-    assert!(mean <= 0.13, "cross-validated mean absolute error {:.1}% > 13%", 100.0 * mean);
+    assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
     assert!(dense_mean <= 0.08, "cross-validated dense mean {:.1}% > 8%", 100.0 * dense_mean);
     assert!(dense_worst <= 0.21, "cross-validated worst dense row {:.1}% > 21%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.18, "cross-validated MoE mean {:.1}% > 18%", 100.0 * moe_mean);
