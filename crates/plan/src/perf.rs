@@ -784,7 +784,7 @@ impl Ctx<'_> {
     /// MLP runs outside its fused activation for experts with biases or a clamped activation
     /// (GPT-OSS), for `routed` routed token copies; (0, 0) for other experts.
     fn unfused_expert_extras(&self, routed: f64) -> (f64, f64) {
-        if self.stack.fused_expert_mlp {
+        if self.fuses_expert_mlp() {
             return (0.0, 0.0);
         }
         let (clamp_fwd, clamp_bwd) = self.unfused_clamp(routed);
@@ -1223,10 +1223,12 @@ mod tests {
         let r = Rates::of(chip, &k, l.chips(), Precision::Bf16).unwrap();
         let unfused = crate::stack::find("nemo-2025").unwrap();
         let fused = crate::stack::find("nemo-2026-fused-mlp").unwrap();
-        let step = |a: &Arch, st: &Stack| {
-            let job = Job { arch: a, seq: 4096, global_batch: 8, precision: Precision::Bf16 };
+        let step_in = |a: &Arch, st: &Stack, precision: Precision| {
+            let r = Rates::of(chip, &k, l.chips(), precision).unwrap();
+            let job = Job { arch: a, seq: 4096, global_batch: 8, precision };
             estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.compute
         };
+        let step = |a: &Arch, st: &Stack| step_in(a, st, Precision::Bf16);
         // One micro-batch of 4096 tokens, top-4, 36 layers: (16 + 20) fe bytes of clamp per
         // routed copy, and of bias (12 + 12) h with BF16 probabilities (plain all-to-all) or
         // (28 + 36) h with FP32 ones (flex dispatcher), at the streaming bandwidth.
@@ -1239,7 +1241,13 @@ mod tests {
         let got = step(&m.arch, &flex) - step(&plain, &flex);
         let want = copies * (36.0 * fe + 64.0 * h);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
-        assert_eq!(step(&m.arch, &fused), step(&plain, &fused));
+        // The fused grouped MLP applies bias and clamp inside its kernels, but Transformer Engine
+        // fuses it only under an MXFP8 recipe: in BF16 the fused stack pays them like any other
+        // flex-dispatcher stack, in FP8 not at all.
+        let got = step(&m.arch, &fused) - step(&plain, &fused);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+        let fp8 = Precision::Fp8;
+        assert_eq!(step_in(&m.arch, &fused, fp8), step_in(&plain, &fused, fp8));
     }
 
     #[test]
