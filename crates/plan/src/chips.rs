@@ -71,6 +71,11 @@ pub const FIELDS: &[FieldInfo] = &[
     FieldInfo { key: "die_mm2", unit: "mm2", doc: "die area, for the export-control performance density" },
     FieldInfo { key: "measured_bf16_tflops", unit: "TFLOP/s", doc: "measured large-GEMM BF16/FP16 throughput" },
     FieldInfo { key: "measured_mem_bw_tbs", unit: "TB/s", doc: "measured memory bandwidth" },
+    FieldInfo {
+        key: "sfu_exp_tops",
+        unit: "Texp/s",
+        doc: "exponentials per second of the special-function units (softmax)",
+    },
 ];
 
 /// One accelerator record.
@@ -196,6 +201,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("mlu370.toml", include_str!("../chips/mlu370.toml")),
     ("b200.toml", include_str!("../chips/b200.toml")),
     ("gb200.toml", include_str!("../chips/gb200.toml")),
+    ("b300.toml", include_str!("../chips/b300.toml")),
+    ("gb300.toml", include_str!("../chips/gb300.toml")),
     ("mi300x.toml", include_str!("../chips/mi300x.toml")),
     ("gaudi2.toml", include_str!("../chips/gaudi2.toml")),
     ("gaudi3.toml", include_str!("../chips/gaudi3.toml")),

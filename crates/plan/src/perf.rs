@@ -342,6 +342,8 @@ pub struct Rates {
     pub domain: usize,
     /// Achieved scale-out per chip, bytes/s (`None` when not public and not needed).
     pub scaleout: Option<f64>,
+    /// Softmax exponentials per second (`None` when the chip does not say).
+    pub exp_rate: Option<f64>,
 }
 
 impl Rates {
@@ -370,7 +372,8 @@ impl Rates {
         } else {
             chip.get("scaleout_gbs").map(|g| g * 1e9 * k.scaleout_eff)
         };
-        Ok(Rates { peak_bf16, peak_fp8, mem_bw, scaleup, domain, scaleout })
+        let exp_rate = chip.get("sfu_exp_tops").map(|t| t * 1e12);
+        Ok(Rates { peak_bf16, peak_fp8, mem_bw, scaleup, domain, scaleout, exp_rate })
     }
 
     /// Bandwidth per rank of a collective over a group whose members are `stride` chips apart and
@@ -626,7 +629,8 @@ impl Ctx<'_> {
         let flops = 2.0 * self.tok * span * (a.qk_dim + a.v_dim) as f64 / self.t();
         if self.stack.flash_attention {
             let t = flops / (self.attention_peak() * self.k.attn_eff);
-            (t, 2.5 * t, 0.0)
+            let exps = self.r.exp_rate.map_or(0.0, |r| self.tok * span * a.heads as f64 / self.t() / r);
+            (t + exps, 2.5 * t + exps, 0.0)
         } else {
             // Batched GEMMs over heads of width head_dim, and 5 a s bytes per token of softmax,
             // mask and dropout traffic (Korthikanti's 5as/h term).
@@ -1297,9 +1301,11 @@ mod tests {
             let job = Job { arch: &m.arch, seq: 4096, global_batch: 1, precision };
             estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.recompute
         };
-        // Selective recompute reruns exactly the attention core's forward: in FP8 it runs at
-        // 5000 x fp8_gemm_eff instead of 2500 TFLOP/s on a GB200.
-        let ratio = recompute(&bf16_attn, Precision::Fp8) / recompute(&fp8_attn, Precision::Fp8);
+        // Selective recompute reruns exactly the attention core's forward: its products run in
+        // FP8 at 5000 x fp8_gemm_eff instead of 2500 TFLOP/s on a GB200; its softmax exponentials
+        // (one per causal score of each of the 32 heads, 48 layers) stay on the SFUs.
+        let exps = 48.0 * 4096.0 * 2048.0 * 32.0 / (chip.get("sfu_exp_tops").unwrap() * 1e12);
+        let ratio = (recompute(&bf16_attn, Precision::Fp8) - exps) / (recompute(&fp8_attn, Precision::Fp8) - exps);
         assert!((ratio / (2.0 * k.fp8_gemm_eff) - 1.0).abs() < 1e-9, "{ratio}");
         assert_eq!(recompute(&bf16_attn, Precision::Bf16), recompute(&fp8_attn, Precision::Bf16));
     }
