@@ -61,6 +61,14 @@ pub struct ModelFile {
     /// MoE: the first layers that are dense (default 0).
     #[serde(default)]
     pub dense_layers: Option<usize>,
+    /// MoE: after the leading dense layers, every n-th layer is MoE and the others dense
+    /// (default 1, every layer; Llama 4 Maverick's `interleave_moe_layer_step` 2).
+    #[serde(default)]
+    pub moe_every: Option<usize>,
+    /// MoE: hidden width of one shared expert's SwiGLU, where it differs from the routed
+    /// experts' (Qwen2-MoE: `shared_expert_intermediate_size`; default `expert_d_ff`).
+    #[serde(default)]
+    pub shared_expert_d_ff: Option<usize>,
     /// MoE: whether the experts' linear layers carry biases (GPT-OSS; default false).
     #[serde(default)]
     pub expert_bias: Option<bool>,
@@ -101,8 +109,12 @@ pub struct Moe {
     pub shared: usize,
     /// Hidden width of one expert's SwiGLU.
     pub expert_d_ff: usize,
+    /// Hidden width of one shared expert's SwiGLU.
+    pub shared_d_ff: usize,
     /// Leading dense layers.
     pub dense_layers: usize,
+    /// After the leading dense layers, every `every`-th layer is MoE.
+    pub every: usize,
     /// Whether the experts' linear layers carry biases.
     pub expert_bias: bool,
     /// Whether the experts' gated activation clamps its inputs.
@@ -185,14 +197,14 @@ impl Arch {
 
     /// Layers whose MLP is a mixture of experts.
     pub fn moe_layers(&self) -> usize {
-        self.moe.map_or(0, |m| self.layers - m.dense_layers)
+        self.moe.map_or(0, |m| (self.layers - m.dense_layers) / m.every)
     }
 
     /// Matmul weights of one MoE layer's MLP: router, routed and shared experts.
     pub fn moe_mlp_params(&self) -> f64 {
         self.moe.map_or(0.0, |m| {
             let h = self.d_model as f64;
-            h * m.experts as f64 + 3.0 * h * m.expert_d_ff as f64 * (m.experts + m.shared) as f64
+            h * m.experts as f64 + 3.0 * h * (m.expert_d_ff * m.experts + m.shared_d_ff * m.shared) as f64
         })
     }
 
@@ -200,7 +212,7 @@ impl Arch {
     pub fn moe_active_mlp_params(&self) -> f64 {
         self.moe.map_or(0.0, |m| {
             let h = self.d_model as f64;
-            h * m.experts as f64 + 3.0 * h * m.expert_d_ff as f64 * (m.top_k + m.shared) as f64
+            h * m.experts as f64 + 3.0 * h * (m.expert_d_ff * m.top_k + m.shared_d_ff * m.shared) as f64
         })
     }
 
@@ -243,6 +255,8 @@ impl ModelFile {
             || self.shared_experts.is_some()
             || self.expert_d_ff.is_some()
             || self.dense_layers.is_some()
+            || self.moe_every.is_some()
+            || self.shared_expert_d_ff.is_some()
             || self.expert_bias.is_some()
             || self.activation_clamp.is_some()
     }
@@ -292,12 +306,15 @@ impl ModelFile {
         let need = |v: Option<usize>, what: &str| {
             v.filter(|&x| x > 0).ok_or_else(|| anyhow!("model {}: a moe model needs {what} (positive)", self.name))
         };
+        let expert_d_ff = need(self.expert_d_ff, "expert_d_ff")?;
         let m = Moe {
             experts: need(self.experts, "experts")?,
             top_k: need(self.experts_per_token, "experts_per_token")?,
             shared: self.shared_experts.unwrap_or(0),
-            expert_d_ff: need(self.expert_d_ff, "expert_d_ff")?,
+            expert_d_ff,
+            shared_d_ff: self.shared_expert_d_ff.unwrap_or(expert_d_ff),
             dense_layers: self.dense_layers.unwrap_or(0),
+            every: self.moe_every.unwrap_or(1),
             expert_bias: self.expert_bias.unwrap_or(false),
             clamped_activation: self.activation_clamp.is_some(),
         };
@@ -307,8 +324,14 @@ impl ModelFile {
         if m.dense_layers > self.layers {
             bail!("model {}: dense_layers {} exceeds layers {}", self.name, m.dense_layers, self.layers);
         }
-        if m.dense_layers > 0 && self.d_ff.is_none() {
-            bail!("model {}: dense_layers need d_ff (the dense layers' SwiGLU width)", self.name);
+        if m.every == 0 || m.shared_d_ff == 0 {
+            bail!("model {}: moe_every and shared_expert_d_ff must be positive", self.name);
+        }
+        if (m.dense_layers > 0 || m.every > 1) && self.d_ff.is_none() {
+            bail!(
+                "model {}: dense layers (dense_layers, moe_every) need d_ff (the dense layers' SwiGLU width)",
+                self.name
+            );
         }
         Ok(m)
     }
@@ -486,6 +509,9 @@ mod tests {
             ("qwen3-32b", 32.8e9, 32.8e9),
             ("deepseek-v3", 671e9, 37e9),
             ("kimi-k2", 1.04e12, 32.6e9),
+            ("mixtral-8x22b", 141e9, 39e9),
+            ("qwen2-57b-a14b", 57.4e9, 14.2e9),
+            ("llama4-maverick", 400e9, 17e9),
             ("qwen3-30b-a3b", 30.5e9, 3.3e9),
             ("qwen3-235b-a22b", 235e9, 22e9),
             ("gpt-oss-120b", 116.8e9, 5.1e9),
@@ -500,6 +526,30 @@ mod tests {
             let act = a.active_matmul_params();
             assert!((act / active - 1.0).abs() < 0.15, "{n}: active {act:.4e} vs {active:.4e}");
         }
+    }
+
+    #[test]
+    fn interleaved_moe_layers_need_a_dense_width_and_a_positive_interval() {
+        let f = |every: usize, d_ff: Option<usize>| ModelFile {
+            name: "x".into(),
+            arch: "moe".into(),
+            vocab: 1000,
+            layers: 4,
+            heads: 4,
+            d_model: 256,
+            d_ff,
+            experts: Some(8),
+            experts_per_token: Some(2),
+            expert_d_ff: Some(128),
+            moe_every: Some(every),
+            ..Default::default()
+        };
+        assert_eq!(f(2, Some(512)).to_arch().unwrap().moe_layers(), 2);
+        assert_eq!(f(1, None).to_arch().unwrap().moe_layers(), 4);
+        let e = f(2, None).to_arch().unwrap_err().to_string();
+        assert!(e.contains("need d_ff"), "{e}");
+        let e = f(0, Some(512)).to_arch().unwrap_err().to_string();
+        assert!(e.contains("moe_every"), "{e}");
     }
 
     #[test]

@@ -689,19 +689,20 @@ impl Ctx<'_> {
         match (moe, a.moe) {
             (true, Some(m)) => {
                 let fe = m.expert_d_ff as f64;
+                // Shared experts run as one dense SwiGLU of their summed width.
+                let fs = (m.shared_d_ff * m.shared) as f64;
                 let e = self.l.ep as f64;
                 let routed = tok / t * m.top_k as f64;
                 let per_expert = (routed * e / m.experts as f64).max(1.0);
                 fwd += self.linear(2.0 * 3.0 * h * fe * routed, per_expert, fe, h);
                 if m.shared > 0 {
-                    let fs = fe * m.shared as f64;
                     fwd += self.linear(2.0 * 3.0 * h * fs * tok / t, tok, fs / t, h);
                 }
                 fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
                 // Stored: the permuted inputs, gate/up outputs and activation of each routed copy.
-                mlp_inside = (routed * (2.0 * h + 6.0 * fe) + tok / t * 6.0 * fe * m.shared as f64) / tok;
+                mlp_inside = (routed * (2.0 * h + 6.0 * fe) + tok / t * 6.0 * fs) / tok;
                 moe_bytes = routed * (2.0 * h + 6.0 * fe);
-                linear_in += routed * (h + fe) + tok / t * (h + fe) * m.shared as f64;
+                linear_in += routed * (h + fe) + tok / t * (h * m.shared as f64 + fs);
                 if self.fuses_expert_mlp() {
                     // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
                     // and its backward twin) applies the activation, the routing probabilities and
@@ -1069,7 +1070,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     dense += stage_layers * (1.0 - moe_frac) * a.dense_mlp_params / t;
     if let Some(m) = a.moe {
         let moe_layers = stage_layers * moe_frac;
-        dense += moe_layers * (h * m.experts as f64 + 3.0 * h * (m.expert_d_ff * m.shared) as f64 / t);
+        dense += moe_layers * (h * m.experts as f64 + 3.0 * h * (m.shared_d_ff * m.shared) as f64 / t);
         expert = moe_layers * (m.experts / l.ep) as f64 * 3.0 * h * m.expert_d_ff as f64;
     }
     // Embedding on the first stage, LM head on the last (both on one chip when pp = 1).
