@@ -26,6 +26,10 @@ pub struct Row {
     pub id: String,
     /// The source as cross-validation holds it out.
     pub group: String,
+    /// Who published it, where several groups share one publisher's table lineage (the
+    /// Megatron-Bridge containers); leave-publisher-out holds them out together. Default: `group`.
+    #[serde(default)]
+    pub publisher: Option<String>,
     /// Paper, README or log, and table.
     pub source: String,
     /// Chip name in the database.
@@ -122,6 +126,11 @@ pub fn memory_rows() -> Vec<MemRow> {
 }
 
 impl Row {
+    /// The publisher the row is held out with (its `publisher`, else its `group`).
+    pub fn publisher(&self) -> &str {
+        self.publisher.as_deref().unwrap_or(&self.group)
+    }
+
     /// The row's layout.
     pub fn layout(&self) -> Result<Layout> {
         Ok(Layout {
@@ -230,6 +239,14 @@ pub fn errors(rows: &[Prepared], k: &Constants, which: &[usize]) -> Result<Vec<f
 /// The fit on all rows and the leave-one-source-out outcome of every row.
 pub fn cross_validate(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
     let sources: Vec<String> = rows.iter().map(|r| r.row.group.clone()).collect();
+    let f = |k: &Constants, which: &[usize]| errors(rows, k, which);
+    calib::cross_validate(&f, &sources)
+}
+
+/// The fit on all rows and the outcome of every row with its whole publisher held out (every
+/// Megatron-Bridge container at once): how the model carries to software it was never fitted on.
+pub fn cross_validate_by_publisher(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
+    let sources: Vec<String> = rows.iter().map(|r| r.row.publisher().to_string()).collect();
     let f = |k: &Constants, which: &[usize]| errors(rows, k, which);
     calib::cross_validate(&f, &sources)
 }
