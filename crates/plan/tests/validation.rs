@@ -47,23 +47,23 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds a point or so above the figures of docs/planner.md (215 rows: overall
-    // 13.6%, dense 8.3% / 25.6%, MoE 17.5% / 118.8%). Issue 18's bounds (mean <= 12%, every row
-    // within 30%) are in `issue_18_bounds`, ignored until they hold: the 76 GB300/B300 rows added
-    // on 2026-12-04 took the mean from 11.6% (131 rows) to 13.6%, and the MoE rows of the
+    // Regression bounds a point or so above the figures of docs/planner.md (227 rows: overall
+    // 13.7%, dense 8.7% / 26.7%, MoE 17.7% / 117.0%). Issue 18's bounds (mean <= 12%, every row
+    // within 30%) are in `issue_18_bounds`, ignored until they hold: the 96 GB300/B300, ModelZoo and
+    // TPU rows added on 2026-12-04 took the mean from 11.6% (131 rows) to 13.7%, and the MoE rows of the
     // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
     // 26.02.01) are slower than any physical term explains (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.145, "cross-validated mean absolute error {:.1}% > 14.5%", 100.0 * mean);
-    assert!(dense_mean <= 0.09, "cross-validated dense mean {:.1}% > 9%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.27, "cross-validated worst dense row {:.1}% > 27%", 100.0 * dense_worst);
+    assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
+    assert!(dense_worst <= 0.28, "cross-validated worst dense row {:.1}% > 28%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
 }
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
-/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 18.3%,
-/// MoE 19.8%; every row 17.4%).
+/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 17.1%,
+/// MoE 19.6%; every row 16.7%).
 #[test]
 fn leave_publisher_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -87,10 +87,10 @@ fn leave_publisher_out_throughput_error() {
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (mean 13.6% over 215 rows, 17 beyond 30%; docs/planner.md, "Where it
+/// within 30%. Fails today (mean 13.7% over 227 rows, 17 beyond 30%; docs/planner.md, "Where it
 /// is wrong"); run it with `cargo test -p anychip-plan --test validation -- --ignored`.
 #[test]
-#[ignore = "known gap: mean 13.6% > 12%; GPT-OSS-120B (GB200/B300/GB300) and Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04 are off by more than 30%"]
+#[ignore = "known gap: mean 13.7% > 12%; GPT-OSS-120B (GB200/B300/GB300) and Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04 are off by more than 30%"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
@@ -202,6 +202,21 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
         "mz-gb200-qwen3-235b-a22b-mxfp8-256",
         "the command offloads the expert_fc1 and moe_act activations to Grace memory; the source notes the layout needs it",
     ),
+    (
+        "maxtext-tpu-v5p-32b-64",
+        "MaxText's 'minimal' remat keeps only the matmul outputs (checkpoint_dots); the model stores Korthikanti's full activation set",
+    ),
+    ("maxtext-tpu-v5p-64b-64", "as above"),
+    ("maxtext-tpu-v5p-128b-128", "as above"),
+    ("maxtext-tpu-v5p-128b-256", "as above"),
+    ("maxtext-tpu-v5p-256b-512", "as above"),
+    (
+        "maxtext-tpu-v5e-16b-256",
+        "0.5-3.2 GiB over on a 16 GiB chip: the model's 3 GiB reserve is a CUDA context and NCCL buffers a TPU does not have",
+    ),
+    ("maxtext-tpu-v5e-32b-256", "as above"),
+    ("maxtext-tpu-v5e-64b-256", "as above"),
+    ("maxtext-tpu-v5e-128b-256", "as above"),
     (
         "deepseek-v3-h800-2048",
         "report section 3.3: with its RMSNorm/MLA up-projection recompute, still FP8-cached activations and BF16 Adam moments",
