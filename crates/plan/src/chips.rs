@@ -204,6 +204,8 @@ const BUILTIN: &[(&str, &str)] = &[
     ("b300.toml", include_str!("../chips/b300.toml")),
     ("gb300.toml", include_str!("../chips/gb300.toml")),
     ("mi300x.toml", include_str!("../chips/mi300x.toml")),
+    ("mi350x.toml", include_str!("../chips/mi350x.toml")),
+    ("mi355x.toml", include_str!("../chips/mi355x.toml")),
     ("gaudi2.toml", include_str!("../chips/gaudi2.toml")),
     ("gaudi3.toml", include_str!("../chips/gaudi3.toml")),
     ("tpu-v5e.toml", include_str!("../chips/tpu-v5e.toml")),

@@ -47,15 +47,15 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds a point or so above the figures of docs/planner.md (227 rows: overall
-    // 13.7%, dense 8.7% / 26.7%, MoE 17.7% / 117.0%). Issue 18's bounds (mean <= 12%, every row
-    // within 30%) are in `issue_18_bounds`, ignored until they hold: the 96 GB300/B300, ModelZoo and
-    // TPU rows added on 2026-12-04 took the mean from 11.6% (131 rows) to 13.7%, and the MoE rows of the
+    // Regression bounds a point or so above the figures of docs/planner.md (232 rows: overall
+    // 13.9%, dense 9.4% / 37.8% (MI350X at 1 kW), MoE 17.8% / 115.8%). Issue 18's bounds (mean <= 12%, every row
+    // within 30%) are in `issue_18_bounds`, ignored until they hold: the 101 GB300/B300, ModelZoo,
+    // TPU and AMD rows added on 2026-12-04 took the mean from 11.6% (131 rows) to 13.9%, and the MoE rows of the
     // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
     // 26.02.01) are slower than any physical term explains (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.145, "cross-validated mean absolute error {:.1}% > 14.5%", 100.0 * mean);
-    assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.28, "cross-validated worst dense row {:.1}% > 28%", 100.0 * dense_worst);
+    assert!(dense_mean <= 0.10, "cross-validated dense mean {:.1}% > 10%", 100.0 * dense_mean);
+    assert!(dense_worst <= 0.40, "cross-validated worst dense row {:.1}% > 40%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
 }
@@ -63,7 +63,7 @@ fn cross_validated_throughput_error() {
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
 /// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 17.1%,
-/// MoE 19.6%; every row 16.7%).
+/// MoE 20.2%; every row 17.2%).
 #[test]
 fn leave_publisher_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -82,15 +82,15 @@ fn leave_publisher_out_throughput_error() {
     print!("every row:             ");
     let all = subset(&|_| true);
     assert!(dense <= 0.195, "Megatron-Bridge dense held out by publisher {:.1}% > 19.5%", 100.0 * dense);
-    assert!(moe <= 0.21, "Megatron-Bridge MoE held out by publisher {:.1}% > 21%", 100.0 * moe);
+    assert!(moe <= 0.215, "Megatron-Bridge MoE held out by publisher {:.1}% > 21.5%", 100.0 * moe);
     assert!(all <= 0.185, "every row held out by publisher {:.1}% > 18.5%", 100.0 * all);
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (mean 13.7% over 227 rows, 17 beyond 30%; docs/planner.md, "Where it
+/// within 30%. Fails today (mean 13.9% over 232 rows, 18 beyond 30%; docs/planner.md, "Where it
 /// is wrong"); run it with `cargo test -p anychip-plan --test validation -- --ignored`.
 #[test]
-#[ignore = "known gap: mean 13.7% > 12%; GPT-OSS-120B (GB200/B300/GB300) and Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04 are off by more than 30%"]
+#[ignore = "known gap: mean 13.9% > 12%; GPT-OSS-120B (GB200/B300/GB300) and Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04 are off by more than 30%, and MI350X at 1 kW"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
