@@ -238,15 +238,18 @@ pub fn errors(rows: &[Prepared], k: &Constants, which: &[usize]) -> Result<Vec<f
 
 /// The fit on all rows and the leave-one-source-out outcome of every row.
 pub fn cross_validate(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
-    let sources: Vec<String> = rows.iter().map(|r| r.row.group.clone()).collect();
-    let f = |k: &Constants, which: &[usize]| errors(rows, k, which);
-    calib::cross_validate(&f, &sources)
+    hold_out_by(rows, |r| &r.group)
 }
 
 /// The fit on all rows and the outcome of every row with its whole publisher held out (every
 /// Megatron-Bridge container at once): how the model carries to software it was never fitted on.
 pub fn cross_validate_by_publisher(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
-    let sources: Vec<String> = rows.iter().map(|r| r.row.publisher().to_string()).collect();
+    hold_out_by(rows, Row::publisher)
+}
+
+/// Cross-validation holding out, in turn, every set of rows that share `key`.
+fn hold_out_by(rows: &[Prepared], key: impl Fn(&Row) -> &str) -> Result<(Constants, Vec<CvRow>)> {
+    let sources: Vec<String> = rows.iter().map(|r| key(&r.row).to_string()).collect();
     let f = |k: &Constants, which: &[usize]| errors(rows, k, which);
     calib::cross_validate(&f, &sources)
 }

@@ -48,11 +48,12 @@ fn cross_validated_throughput_error() {
         100.0 * moe_worst
     );
     // Regression bounds a point or so above the figures of docs/planner.md (232 rows: overall
-    // 13.9%, dense 9.4% / 37.8% (MI350X at 1 kW), MoE 17.8% / 115.8%). Issue 18's bounds (mean <= 12%, every row
-    // within 30%) are in `issue_18_bounds`, ignored until they hold: the 101 GB300/B300, ModelZoo,
-    // TPU and AMD rows added on 2026-12-04 took the mean from 11.6% (131 rows) to 13.9%, and the MoE rows of the
-    // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
-    // 26.02.01) are slower than any physical term explains (docs/planner.md, "Where it is wrong").
+    // 13.9%, dense 9.4% / 37.8% (MI350X at 1 kW), MoE 17.8% / 115.8%). Issue 18's bounds (mean
+    // <= 12%, every row within 30%) are in `issue_18_bounds`, ignored until they hold: the 101
+    // GB300/B300, ModelZoo, TPU and AMD rows added on 2026-12-04 took the mean from 11.6% (131
+    // rows) to 13.9%, and the MoE rows of the Megatron-Bridge tables (GPT-OSS-120B everywhere,
+    // Qwen3-30B-A3B on H100 and B200 before 26.02.01) are slower than any physical term explains
+    // (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.145, "cross-validated mean absolute error {:.1}% > 14.5%", 100.0 * mean);
     assert!(dense_mean <= 0.10, "cross-validated dense mean {:.1}% > 10%", 100.0 * dense_mean);
     assert!(dense_worst <= 0.40, "cross-validated worst dense row {:.1}% > 40%", 100.0 * dense_worst);
