@@ -170,6 +170,16 @@ pub fn print_breakdown(e: &Estimate) {
     println!("memory per chip: {}", memory_reason(e));
 }
 
+/// The header's note on a power-limited chip: its tensor cores run below the rated clock.
+fn power_note(plan: &Plan, chip: &Chip) -> String {
+    match chip.get("tdp_w") {
+        Some(w) if plan.tensor_clock < 1.0 => {
+            format!("; tensor clock {:.0}% of rated within its {w:.0} W", 100.0 * plan.tensor_clock)
+        }
+        _ => String::new(),
+    }
+}
+
 fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
     println!(
         "{} on {} x {} ({}), {:.3e} tokens, seq {}, global batch {} sequences",
@@ -182,7 +192,7 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
         plan.best().estimate.global_batch
     );
     println!(
-        "stack: {}; precision: {}; {}; {} layouts evaluated, {} fit",
+        "stack: {}; precision: {}; {}; {} layouts evaluated, {} fit{}",
         plan.stack,
         plan.precision,
         if plan.validated {
@@ -191,7 +201,8 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
             "NO published run on this chip: treat as an estimate"
         },
         plan.evaluated,
-        plan.ranked.len()
+        plan.ranked.len(),
+        power_note(plan, chip)
     );
     println!(
         "{:<4} {:<44} {:>8} {:>12} {:>6} {:>9} {:>8} {:>11} {:>12}",

@@ -1,6 +1,6 @@
 //! Calibration of the performance model: one set of constants for every chip and stack.
 //!
-//! Nine constants are fitted ([`FITTED`]); the rest are measured properties taken from public
+//! Ten constants are fitted ([`FITTED`]); the rest are measured properties taken from public
 //! microbenchmarks and held fixed. `data/calibration.toml` is the output of [`fit`] over every
 //! published row (`anychip plan calibrate` writes it; a test checks the committed file is that
 //! output). [`cross_validate`] refits with each source left out and predicts its rows.
@@ -36,6 +36,9 @@ pub struct Constants {
     pub expert_overhead_us: f64,
     /// Fraction of an overlapped collective that is hidden (the rest costs as contention).
     pub overlap_hidden: f64,
+    /// Board watts per dense BF16 TFLOP/s at which a chip holds its rated clock under full
+    /// tensor load (chips rated at fewer run slower: `perf::power_clock`).
+    pub power_w_per_tflop: f64,
     /// Fixed: fraction of the scale-up link (one direction) collectives reach.
     pub scaleup_eff: f64,
     /// Fixed: fraction of the scale-out NIC bandwidth collectives reach.
@@ -57,6 +60,7 @@ pub const FITTED: &[(&str, f64, f64)] = &[
     ("moe_passes", 0.5, 30.0),
     ("expert_overhead_us", 0.0, 2000.0),
     ("overlap_hidden", 0.0, 1.0),
+    ("power_w_per_tflop", 0.3, 1.0),
 ];
 
 impl Constants {
@@ -71,6 +75,7 @@ impl Constants {
             "expert_overhead_us" => self.expert_overhead_us,
             "moe_passes" => self.moe_passes,
             "overlap_hidden" => self.overlap_hidden,
+            "power_w_per_tflop" => self.power_w_per_tflop,
             _ => unreachable!("not a fitted constant: {name}"),
         }
     }
@@ -86,6 +91,7 @@ impl Constants {
             "expert_overhead_us" => self.expert_overhead_us = v,
             "moe_passes" => self.moe_passes = v,
             "overlap_hidden" => self.overlap_hidden = v,
+            "power_w_per_tflop" => self.power_w_per_tflop = v,
             _ => unreachable!("not a fitted constant: {name}"),
         }
     }
@@ -102,6 +108,7 @@ impl Constants {
             expert_overhead_us: 100.0,
             moe_passes: 5.0,
             overlap_hidden: 0.8,
+            power_w_per_tflop: 0.3,
             // FlagPerf A100: 515 of 600 GB/s P2P (85.8%); nccl-tests all-reduce busbw on NVLink
             // reaches ~80% of the one-direction link.
             scaleup_eff: 0.80,

@@ -13,6 +13,9 @@
 //!   GEMM beats streaming its operands and result through memory once (the roofline floor); FP8
 //!   GEMMs run at the FP8 peak times `fp8_gemm_eff` (the scaling and casting TE adds), while
 //!   attention, the LM head and element-wise work stay BF16.
+//! - Tensor work (GEMMs, attention, softmax exponentials) at the clock the chip sustains within its
+//!   board power ([`power_clock`]): below `power_w_per_tflop` board watts per TFLOP/s, the cube
+//!   root of the shortfall.
 //! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward, FlashAttention-2);
 //!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic.
 //! - Element-wise kernels: stored-activation bytes x passes / memory bandwidth.
@@ -330,9 +333,11 @@ impl Estimate {
 /// Rates of one chip the model needs, bytes/s and FLOP/s, with the measured link efficiencies applied.
 #[derive(Clone, Copy, Debug)]
 pub struct Rates {
-    /// Nominal dense BF16 FLOP/s.
+    /// Nominal dense BF16 FLOP/s (the datasheet's; MFU is reported against it).
+    pub nominal_bf16: f64,
+    /// Dense BF16 FLOP/s at the clock the chip sustains under its power limit ([`power_clock`]).
     pub peak_bf16: f64,
-    /// Nominal dense FP8 FLOP/s, if the chip has FP8 GEMMs.
+    /// Dense FP8 FLOP/s at that clock, if the chip has FP8 GEMMs.
     pub peak_fp8: Option<f64>,
     /// Nominal memory bandwidth, bytes/s.
     pub mem_bw: f64,
@@ -372,8 +377,18 @@ impl Rates {
         } else {
             chip.get("scaleout_gbs").map(|g| g * 1e9 * k.scaleout_eff)
         };
-        let exp_rate = chip.get("sfu_exp_tops").map(|t| t * 1e12);
-        Ok(Rates { peak_bf16, peak_fp8, mem_bw, scaleup, domain, scaleout, exp_rate })
+        let clock = power_clock(chip, k);
+        let exp_rate = chip.get("sfu_exp_tops").map(|t| t * 1e12 * clock);
+        Ok(Rates {
+            nominal_bf16: peak_bf16,
+            peak_bf16: peak_bf16 * clock,
+            peak_fp8: peak_fp8.map(|p| p * clock),
+            mem_bw,
+            scaleup,
+            domain,
+            scaleout,
+            exp_rate,
+        })
     }
 
     /// Bandwidth per rank of a collective over a group whose members are `stride` chips apart and
@@ -396,6 +411,20 @@ impl Rates {
     /// Whether a group of `span` consecutive chips crosses a domain boundary.
     fn crosses(&self, span: usize) -> bool {
         span > self.domain
+    }
+}
+
+/// Fraction of its rated clock a chip's tensor cores sustain under full load within its board
+/// power. Datasheet peaks are at the rated (boost) clock; a chip rated at fewer board watts per
+/// dense BF16 TFLOP/s than `k.power_w_per_tflop` holds only
+/// (watts per TFLOP/s / power_w_per_tflop)^(1/3) of it, since dynamic power goes as f V^2 and V
+/// as f near the top of the voltage/frequency curve. 1 for a chip whose board power is not known.
+pub fn power_clock(chip: &Chip, k: &Constants) -> f64 {
+    match (chip.get("tdp_w"), chip.get("bf16_tflops")) {
+        (Some(w), Some(t)) if w > 0.0 && t > 0.0 && k.power_w_per_tflop > 0.0 => {
+            (w / t / k.power_w_per_tflop).cbrt().min(1.0)
+        }
+        _ => 1.0,
     }
 }
 
@@ -987,7 +1016,7 @@ pub fn estimate(
 
     let tokens_per_s = (job.global_batch * job.seq) as f64 / time.total();
     let chips = layout.chips() as f64;
-    let mfu = tokens_per_s * a.model_flops_per_token(job.seq) / (chips * rates.peak_bf16);
+    let mfu = tokens_per_s * a.model_flops_per_token(job.seq) / (chips * rates.nominal_bf16);
     Ok(Estimate {
         layout: l,
         precision: job.precision,
@@ -1309,6 +1338,30 @@ mod tests {
         let ratio = (recompute(&bf16_attn, Precision::Fp8) - exps) / (recompute(&fp8_attn, Precision::Fp8) - exps);
         assert!((ratio / (2.0 * k.fp8_gemm_eff) - 1.0).abs() < 1e-9, "{ratio}");
         assert_eq!(recompute(&bf16_attn, Precision::Bf16), recompute(&fp8_attn, Precision::Bf16));
+    }
+
+    #[test]
+    fn a_chip_rated_at_fewer_watts_per_tflop_runs_its_tensor_work_slower() {
+        let k = Constants { power_w_per_tflop: 0.56, ..Constants::prior() };
+        let db = crate::chips::ChipDb::builtin();
+        let (gb200, gb300, h100) = (db.find("gb200").unwrap(), db.find("gb300").unwrap(), db.find("h100").unwrap());
+        // Both list 2,500 dense BF16 TFLOP/s; GB200 within 1,200 W, GB300 within 1,400 W
+        // (0.56 W per TFLOP/s, the limit here), H100 at 700 W for 989 TFLOP/s.
+        let clock = power_clock(gb200, &k);
+        assert!((clock - (1200.0 / 2500.0 / 0.56f64).cbrt()).abs() < 1e-12, "{clock}");
+        assert!((power_clock(gb300, &k) - 1.0).abs() < 1e-12);
+        assert_eq!(power_clock(h100, &k), 1.0);
+        let mut unknown = gb200.clone();
+        unknown.specs.remove("tdp_w");
+        assert_eq!(power_clock(&unknown, &k), 1.0);
+        // Tensor work (BF16, FP8, softmax exponentials) runs at the sustained clock; the nominal
+        // peak stays what MFU is reported against, and memory bandwidth is not scaled.
+        let r = Rates::of(gb200, &k, 1, Precision::Fp8).unwrap();
+        assert_eq!(r.nominal_bf16, 2500e12);
+        assert!((r.peak_bf16 / (2500e12 * clock) - 1.0).abs() < 1e-12);
+        assert!((r.peak_fp8.unwrap() / (5000e12 * clock) - 1.0).abs() < 1e-12);
+        assert!((r.exp_rate.unwrap() / (gb200.get("sfu_exp_tops").unwrap() * 1e12 * clock) - 1.0).abs() < 1e-12);
+        assert_eq!(r.mem_bw, gb200.get("mem_bw_tbs").unwrap() * 1e12);
     }
 
     #[test]

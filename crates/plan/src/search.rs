@@ -124,6 +124,9 @@ pub struct Plan {
     pub precision: Precision,
     /// Whether published runs on this chip were part of the calibration.
     pub validated: bool,
+    /// Fraction of its rated clock the chip's tensor cores sustain within its board power
+    /// ([`crate::perf::power_clock`]; 1 when not power-limited or its power is not known).
+    pub tensor_clock: f64,
     /// Fitting layouts, fastest first.
     pub ranked: Vec<Ranked>,
     /// The fastest layouts that did not fit.
@@ -319,6 +322,7 @@ pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
         stack: req.stack.name.clone(),
         precision: req.precision,
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
+        tensor_clock: crate::perf::power_clock(chip, k),
         ranked,
         rejected,
         evaluated,

@@ -47,24 +47,26 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds a point or so above the figures of docs/planner.md (232 rows: overall
-    // 13.9%, dense 9.4% / 37.8% (MI350X at 1 kW), MoE 17.8% / 115.8%). Issue 18's bounds (mean
-    // <= 12%, every row within 30%) are in `issue_18_bounds`, ignored until they hold: the 101
+    // Regression bounds just above the figures of docs/planner.md (232 rows: overall 13.4%,
+    // dense 8.6% / 30.1% (MI350X at 1 kW), MoE 17.5% / 123.8%). Issue 18's bounds (mean <= 12%,
+    // every row within 30%) are in `issue_18_bounds`, ignored until they hold: the 101
     // GB300/B300, ModelZoo, TPU and AMD rows added on 2026-12-04 took the mean from 11.6% (131
-    // rows) to 13.9%, and the MoE rows of the Megatron-Bridge tables (GPT-OSS-120B everywhere,
-    // Qwen3-30B-A3B on H100 and B200 before 26.02.01) are slower than any physical term explains
-    // (docs/planner.md, "Where it is wrong").
-    assert!(mean <= 0.145, "cross-validated mean absolute error {:.1}% > 14.5%", 100.0 * mean);
-    assert!(dense_mean <= 0.10, "cross-validated dense mean {:.1}% > 10%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.40, "cross-validated worst dense row {:.1}% > 40%", 100.0 * dense_worst);
+    // rows) to 13.9% (13.4% with the power-limited clock), and the MoE rows of the
+    // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
+    // 26.02.01) are slower than any physical term explains (docs/planner.md, "Where it is wrong").
+    assert!(mean <= 0.14, "cross-validated mean absolute error {:.1}% > 14%", 100.0 * mean);
+    assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
+    assert!(dense_worst <= 0.32, "cross-validated worst dense row {:.1}% > 32%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
 }
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
-/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 17.1%,
-/// MoE 20.2%; every row 17.2%).
+/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 19.6%,
+/// MoE 20.2%; every row 17.7%). The dense bound was 19.5% (17.1%) before the power-limited clock:
+/// fitted without the Bridge rows, it slows GB200 and B200 while the FP8 efficiency those rows
+/// are fitted to is low (docs/planner.md, "Held out by publisher").
 #[test]
 fn leave_publisher_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -82,16 +84,16 @@ fn leave_publisher_out_throughput_error() {
     let moe = subset(&|r| bridge(r) && r.ep > 1);
     print!("every row:             ");
     let all = subset(&|_| true);
-    assert!(dense <= 0.195, "Megatron-Bridge dense held out by publisher {:.1}% > 19.5%", 100.0 * dense);
+    assert!(dense <= 0.205, "Megatron-Bridge dense held out by publisher {:.1}% > 20.5%", 100.0 * dense);
     assert!(moe <= 0.215, "Megatron-Bridge MoE held out by publisher {:.1}% > 21.5%", 100.0 * moe);
     assert!(all <= 0.185, "every row held out by publisher {:.1}% > 18.5%", 100.0 * all);
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (mean 13.9% over 232 rows, 18 beyond 30%; docs/planner.md, "Where it
+/// within 30%. Fails today (mean 13.4% over 232 rows, 20 beyond 30%; docs/planner.md, "Where it
 /// is wrong"); run it with `cargo test -p anychip-plan --test validation -- --ignored`.
 #[test]
-#[ignore = "known gap: mean 13.9% > 12%; GPT-OSS-120B (GB200/B300/GB300) and Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04 are off by more than 30%, and MI350X at 1 kW"]
+#[ignore = "known gap: mean 13.4% > 12%; GPT-OSS-120B (GB200/B300/GB300) and Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04 are off by more than 30%, and MI350X at 1 kW"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();

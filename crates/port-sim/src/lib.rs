@@ -252,13 +252,17 @@ impl SimPort {
         }
         static CONSTANTS: std::sync::OnceLock<anychip_plan::calib::Constants> = std::sync::OnceLock::new();
         let k = CONSTANTS.get_or_init(anychip_plan::calib::shipped);
+        // The planner prices tensor work at the clock the chip sustains within its board power.
+        let clock = anychip_plan::perf::power_clock(&self.rates.chip, k);
         Ok(match (w.class, w.shape.as_slice()) {
             (Class::Gemm, &[m, n, kk]) => {
-                let peak = self.rates.matrix_peak(w.dtype)?;
+                let peak = self.rates.matrix_peak(w.dtype)? * clock;
                 let dims = (m as f64, n as f64, kk as f64);
-                Some(anychip_plan::perf::gemm_efficiency(k, peak, self.rates.bandwidth, dims, w.dtype.size() as f64))
+                let eff =
+                    anychip_plan::perf::gemm_efficiency(k, peak, self.rates.bandwidth, dims, w.dtype.size() as f64);
+                Some(eff * clock)
             }
-            (Class::Attention, _) => Some(k.attn_eff),
+            (Class::Attention, _) => Some(k.attn_eff * clock),
             _ => None,
         })
     }
