@@ -205,6 +205,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("gb300.toml", include_str!("../chips/gb300.toml")),
     ("mi300x.toml", include_str!("../chips/mi300x.toml")),
     ("mi350x.toml", include_str!("../chips/mi350x.toml")),
+    ("mi325x.toml", include_str!("../chips/mi325x.toml")),
     ("mi355x.toml", include_str!("../chips/mi355x.toml")),
     ("gaudi2.toml", include_str!("../chips/gaudi2.toml")),
     ("gaudi3.toml", include_str!("../chips/gaudi3.toml")),
