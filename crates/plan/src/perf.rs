@@ -1155,9 +1155,10 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, nm: f64) -> f64 {
         let frac = (n - 1.0) / n;
         let bw = r.link(stride, span);
         let crosses = r.crosses(span);
-        // Buckets of 40 MB, each a collective whose latency grows with log2 of the group (NCCL
-        // trees across nodes, rings inside).
-        let buckets = (params * stack.grad_comm_bytes / 40e6).ceil().max(1.0);
+        // Buckets of max(40M, 1M x group) parameters (Megatron-Core's default bucket size,
+        // megatron/training/training.py resolve_ddp_bucket_size), each a collective whose latency
+        // grows with log2 of the group (NCCL trees across nodes, rings inside).
+        let buckets = (params / (40e6f64).max(1e6 * n)).ceil().max(1.0);
         let steps = buckets * 2.0 * n.log2().max(1.0);
         let grads = params * stack.grad_comm_bytes;
         let weights = params * 2.0;

@@ -47,26 +47,27 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (232 rows: overall 13.4%,
-    // dense 8.6% / 30.1% (MI350X at 1 kW), MoE 17.5% / 123.8%). Issue 18's bounds (mean <= 12%,
-    // every row within 30%) are in `issue_18_bounds`, ignored until they hold: the 101
-    // GB300/B300, ModelZoo, TPU and AMD rows added on 2026-12-04 took the mean from 11.6% (131
-    // rows) to 13.9% (13.4% with the power-limited clock), and the MoE rows of the
-    // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
-    // 26.02.01) are slower than any physical term explains (docs/planner.md, "Where it is wrong").
+    // Regression bounds just above the figures of docs/planner.md (263 rows: overall 13.6%,
+    // dense 9.6% / 71.8% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.9% / 120.3%). Issue
+    // 18's bounds (mean <= 12%, every row within 30%) are in `issue_18_bounds`, ignored until they
+    // hold: the 101 GB300/B300, ModelZoo, TPU and AMD rows added on 2026-12-04 took the mean from
+    // 11.6% (131 rows) to 13.9%, the MoE rows of the Megatron-Bridge tables (GPT-OSS-120B
+    // everywhere, Qwen3-30B-A3B on H100 and B200 before 26.02.01) are slower than any physical
+    // term explains, and so are MLPerf's Llama 3.1 8B runs on 512 GPUs at a global batch of 64
+    // (docs/planner.md, "Where it is wrong"); the dense worst-row bound moved from 32% to 75% with
+    // those two rows.
     assert!(mean <= 0.14, "cross-validated mean absolute error {:.1}% > 14%", 100.0 * mean);
-    assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.32, "cross-validated worst dense row {:.1}% > 32%", 100.0 * dense_worst);
+    assert!(dense_mean <= 0.10, "cross-validated dense mean {:.1}% > 10%", 100.0 * dense_mean);
+    assert!(dense_worst <= 0.75, "cross-validated worst dense row {:.1}% > 75%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
 }
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
-/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 19.6%,
-/// MoE 20.2%; every row 17.7%). The dense bound was 19.5% (17.1%) before the power-limited clock:
-/// fitted without the Bridge rows, it slows GB200 and B200 while the FP8 efficiency those rows
-/// are fitted to is low (docs/planner.md, "Held out by publisher").
+/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 11.0%,
+/// MoE 19.7%; every row 15.2%): the 31 MLPerf rows of v3.1, v4.0 and v5.1 carry the FP8
+/// constants to the Bridge rows (dense was 19.6% without them).
 #[test]
 fn leave_publisher_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -84,16 +85,16 @@ fn leave_publisher_out_throughput_error() {
     let moe = subset(&|r| bridge(r) && r.ep > 1);
     print!("every row:             ");
     let all = subset(&|_| true);
-    assert!(dense <= 0.205, "Megatron-Bridge dense held out by publisher {:.1}% > 20.5%", 100.0 * dense);
-    assert!(moe <= 0.215, "Megatron-Bridge MoE held out by publisher {:.1}% > 21.5%", 100.0 * moe);
-    assert!(all <= 0.185, "every row held out by publisher {:.1}% > 18.5%", 100.0 * all);
+    assert!(dense <= 0.12, "Megatron-Bridge dense held out by publisher {:.1}% > 12%", 100.0 * dense);
+    assert!(moe <= 0.21, "Megatron-Bridge MoE held out by publisher {:.1}% > 21%", 100.0 * moe);
+    assert!(all <= 0.165, "every row held out by publisher {:.1}% > 16.5%", 100.0 * all);
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (mean 13.4% over 232 rows, 20 beyond 30%; docs/planner.md, "Where it
+/// within 30%. Fails today (mean 13.6% over 263 rows, 25 beyond 30%; docs/planner.md, "Where it
 /// is wrong"); run it with `cargo test -p anychip-plan --test validation -- --ignored`.
 #[test]
-#[ignore = "known gap: mean 13.4% > 12%; GPT-OSS-120B (GB200/B300/GB300) and Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04 are off by more than 30%, and MI350X at 1 kW"]
+#[ignore = "known gap: mean 13.6% > 12%; GPT-OSS-120B (GB200/B300/GB300), Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, and MI350X at 1 kW are off by more than 30%"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
@@ -224,6 +225,13 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
         "deepseek-v3-h800-2048",
         "report section 3.3: with its RMSNorm/MLA up-projection recompute, still FP8-cached activations and BF16 Adam moments",
     ),
+    (
+        "mlperf40-gpt3-nvidia-h100-512",
+        "0-3.6 GiB over: FP8 parameters (FP8_PARAMS / FP8_PARAM_GATHER in the MLPerf configs) keep the weights in FP8, the model keeps them in BF16",
+    ),
+    ("mlperf51-405b-nebius-h200-512", "as above"),
+    ("mlperf51-405b-uf-b200-256", "as above"),
+    ("mlperf51-8b-cisco-h100-64", "as above"),
 ];
 
 #[test]
