@@ -111,15 +111,19 @@ for run in ["m2e2", "m4e2z", "m4e4", "mrs"]:
     other = log(run)
     assert [r["step"] for r in other] == list(range(1, 21)), (run, [r["step"] for r in other])
     d = max(abs(a["loss"] - b["loss"]) for a, b in zip(one, other))
-    a, b = one[-1]["moe"]["tokens_per_expert"], other[-1]["moe"]["tokens_per_expert"]
+    a, b = one[0]["moe"]["tokens_per_expert"], other[0]["moe"]["tokens_per_expert"]
     moved = sum(abs(x - y) for x, y in zip(a, b))
-    print(f"{run}: max |loss - loss(1 rank)| over 20 steps = {d:.2e}; step 20 routed {moved} of {sum(a)} slots differently")
+    last = (sum(one[-1]["moe"]["tokens_per_expert"]), sum(other[-1]["moe"]["tokens_per_expert"]))
+    print(f"{run}: max |loss - loss(1 rank)| over 20 steps = {d:.2e}; step 1 routed {moved} of {sum(a)} slots differently")
     # As data parallelism: f32 sums in another order. (A wrong scale of the expert gradients
     # barely moves AdamW; crates/dist/tests/expert_parallel.rs checks the gradients themselves.)
     assert d < 2e-3, f"{run} diverges from one rank by {d}"
     # The router statistics are the global batch's (counts pooled over the ranks), not rank 0's
-    # share: the same total, and the same split up to a few near-tie choices.
-    assert sum(a) == sum(b) and moved <= sum(a) // 100, (run, a, b)
+    # share: the same total at every step, and at step 1 (the same weights on both sides) the
+    # same split up to a few near-tie choices. Later steps are not compared split by split:
+    # the sums' other order flips near ties that then grow (on the docs corpus of 2026-12-04,
+    # 0 slots of 3,072 moved at steps 1-5, 2 at step 10, 98 at step 15).
+    assert sum(a) == sum(b) and last[0] == last[1] and moved <= sum(a) // 100, (run, a, b, last)
 def header(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
