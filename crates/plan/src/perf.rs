@@ -1138,6 +1138,13 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     }
 }
 
+/// Gradient buckets of a data-parallel group of `n` ranks holding `params` parameters:
+/// Megatron-Core's default bucket holds max(40M, 1M x n) parameters
+/// (megatron/training/training.py, `resolve_ddp_bucket_size`).
+fn dp_buckets(params: f64, n: f64) -> f64 {
+    (params / 40e6f64.max(1e6 * n)).ceil().max(1.0)
+}
+
 /// Exposed data-parallel communication per step.
 fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, nm: f64) -> f64 {
     let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
@@ -1155,11 +1162,9 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, nm: f64) -> f64 {
         let frac = (n - 1.0) / n;
         let bw = r.link(stride, span);
         let crosses = r.crosses(span);
-        // Buckets of max(40M, 1M x group) parameters (Megatron-Core's default bucket size,
-        // megatron/training/training.py resolve_ddp_bucket_size), each a collective whose latency
-        // grows with log2 of the group (NCCL trees across nodes, rings inside).
-        let buckets = (params / (40e6f64).max(1e6 * n)).ceil().max(1.0);
-        let steps = buckets * 2.0 * n.log2().max(1.0);
+        // Each bucket is a collective whose latency grows with log2 of the group (NCCL trees
+        // across nodes, rings inside).
+        let steps = dp_buckets(params, n) * 2.0 * n.log2().max(1.0);
         let grads = params * stack.grad_comm_bytes;
         let weights = params * 2.0;
         let (rs, ag) = (frac * grads, frac * weights);
@@ -1363,6 +1368,14 @@ mod tests {
         assert!((r.peak_fp8.unwrap() / (5000e12 * clock) - 1.0).abs() < 1e-12);
         assert!((r.exp_rate.unwrap() / (gb200.get("sfu_exp_tops").unwrap() * 1e12 * clock) - 1.0).abs() < 1e-12);
         assert_eq!(r.mem_bw, gb200.get("mem_bw_tbs").unwrap() * 1e12);
+    }
+
+    #[test]
+    fn data_parallel_buckets_grow_with_the_group_as_megatron_core_sizes_them() {
+        // 8B parameters: 200 buckets of 40M over 32 ranks, 32 of 256M over 256; a small model one.
+        assert_eq!(dp_buckets(8e9, 32.0), 200.0);
+        assert_eq!(dp_buckets(8e9, 256.0), 32.0);
+        assert_eq!(dp_buckets(1e6, 8.0), 1.0);
     }
 
     #[test]
