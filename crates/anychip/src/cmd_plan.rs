@@ -35,7 +35,8 @@ pub struct PlanArgs {
     /// `calibrate`: refit the model's constants (instead of planning a job).
     #[command(subcommand)]
     pub command: Option<PlanCommand>,
-    /// Model preset (e.g. llama3-70b, qwen3-8b, deepseek-v3) or TOML model file.
+    /// Model preset (e.g. llama3-70b, qwen3-8b, deepseek-v3), TOML model file, or Hugging Face
+    /// config.json (or the checkpoint directory holding it).
     #[arg(long, value_name = "PRESET|FILE", required = true)]
     pub model: Option<String>,
     /// Chip kind and count, e.g. h20:1024.

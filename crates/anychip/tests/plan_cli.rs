@@ -254,3 +254,18 @@ fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
         assert_one_line(&fleet_json(&fleet, &tmp(name, text)), &[want]);
     }
 }
+
+#[test]
+fn a_hugging_face_config_plans_like_its_preset() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plan/tests/hf_configs/Qwen3-30B-A3B");
+    let from_config = assert_ok(&plan(dir.to_str().unwrap(), "h100:16", &[]));
+    let from_preset = assert_ok(&plan("qwen3-30b-a3b", "h100:16", &[]));
+    let tokens_per_s = |s: &str| {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        v["ranked"][0]["estimate"]["tokens_per_s"].as_f64().unwrap_or_else(|| panic!("no tokens_per_s in {s}"))
+    };
+    assert_eq!(tokens_per_s(&from_config), tokens_per_s(&from_preset));
+    assert!(from_config.contains("Qwen3-30B-A3B"), "{from_config}");
+    let bad = tmp("config.json", r#"{"model_type": "t5", "d_model": 512}"#);
+    assert_one_line(&plan(bad.to_str().unwrap(), "h100:8", &[]), &["model_type 't5'", "TOML model file"]);
+}

@@ -2,7 +2,7 @@
 //!
 //! - [`chips`]: accelerator records with a source and confidence for every figure.
 //! - [`export`]: US export-control class computed from those figures.
-//! - [`model`]: model presets and model files.
+//! - [`model`]: model presets and model files; [`hf_config`] Hugging Face `config.json` read as one.
 //! - [`perf`]: the analytic step-time and memory model; [`calib`] its constants and their fit;
 //!   [`stack`] the software stack profiles it takes as input.
 //! - [`validation`]: the model run on published training runs.
@@ -12,6 +12,7 @@ pub mod chart;
 pub mod chips;
 pub mod export;
 pub mod fleet;
+pub mod hf_config;
 pub mod model;
 pub mod perf;
 pub mod search;

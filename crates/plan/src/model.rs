@@ -437,7 +437,8 @@ pub fn preset_names() -> Vec<String> {
     v
 }
 
-/// Resolve `--model`: a preset name, or a path to a TOML model file.
+/// Resolve `--model`: a preset name, a path to a TOML model file, or a Hugging Face `config.json`
+/// (or the directory holding it).
 pub fn resolve(spec: &str) -> Result<Model> {
     let lower = spec.to_ascii_lowercase();
     if let Some(m) = planner_presets().into_iter().find(|m| m.name == lower) {
@@ -451,10 +452,32 @@ pub fn resolve(spec: &str) -> Result<Model> {
         });
     }
     let path = Path::new(spec);
+    if spec.ends_with(".json") || path.join("config.json").is_file() {
+        return load_hf_config(path);
+    }
     if spec.ends_with(".toml") || path.exists() {
         return load_file(path);
     }
-    bail!("unknown model '{spec}'; presets: {} (or pass a TOML model file)", preset_names().join(", "))
+    bail!(
+        "unknown model '{spec}'; presets: {} (or pass a TOML model file, or a Hugging Face config.json or the directory holding it)",
+        preset_names().join(", ")
+    )
+}
+
+/// Read a Hugging Face `config.json` (or the checkpoint directory holding one) as a model, named
+/// after its directory.
+pub fn load_hf_config(path: &Path) -> Result<Model> {
+    let file = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("cannot read model config {}", file.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow!("model config {}: not valid JSON ({e})", file.display()))?;
+    let dir_name = file.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = if stem == "config" { dir_name.unwrap_or(stem) } else { stem };
+    let m = crate::hf_config::model_file(&v, &name).map_err(|e| anyhow!("model config {}: {e}", file.display()))?;
+    let arch = m.to_arch().map_err(|e| anyhow!("model config {}: {e}", file.display()))?;
+    Ok(Model { name: m.name, source: format!("{} ({})", m.source, file.display()), arch })
 }
 
 /// The engine's [`ModelConfig`] of a dense planner preset (for ports that price a real step, such

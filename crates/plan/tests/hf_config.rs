@@ -1,0 +1,80 @@
+//! Hugging Face `config.json` files read as planner models give the same architecture as the
+//! presets written from those configs by hand (data/models.toml names each config it came from).
+//! The fixtures are the published configs, unrelated fields included.
+
+use anychip_plan::model::resolve;
+use std::path::PathBuf;
+
+fn fixture(dir: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hf_configs").join(dir)
+}
+
+#[test]
+fn published_configs_read_as_their_presets() {
+    let pairs = [
+        ("gpt2", "gpt2-124m"),
+        ("Meta-Llama-3-8B", "llama3-8b"),
+        ("Qwen3-0.6B", "qwen3-0.6b"),
+        ("Qwen3-32B", "qwen3-32b"),
+        ("Qwen3-30B-A3B", "qwen3-30b-a3b"),
+        ("Qwen3-235B-A22B", "qwen3-235b-a22b"),
+        ("Qwen2-57B-A14B", "qwen2-57b-a14b"),
+        ("Mixtral-8x22B-v0.1", "mixtral-8x22b"),
+        ("DeepSeek-V3", "deepseek-v3"),
+        ("Kimi-K2-Instruct", "kimi-k2"),
+        ("gpt-oss-120b", "gpt-oss-120b"),
+        ("ERNIE-4.5-21B-A3B-PT", "ernie-4.5-21b-a3b"),
+        ("ERNIE-4.5-300B-A47B-PT", "ernie-4.5-300b-a47b"),
+        ("Llama-4-Maverick-17B-128E", "llama4-maverick"),
+    ];
+    for (dir, preset) in pairs {
+        let from_json = resolve(fixture(dir).to_str().unwrap()).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        let want = resolve(preset).unwrap();
+        assert_eq!(from_json.arch, want.arch, "{dir} against preset {preset}");
+        assert_eq!(from_json.name, dir);
+    }
+}
+
+#[test]
+fn a_config_file_path_reads_like_its_directory() {
+    let dir = fixture("Qwen3-30B-A3B");
+    let by_file = resolve(dir.join("config.json").to_str().unwrap()).unwrap();
+    let by_dir = resolve(dir.to_str().unwrap()).unwrap();
+    assert_eq!(by_file.arch, by_dir.arch);
+    assert_eq!(by_file.name, "Qwen3-30B-A3B");
+}
+
+fn error_for(name: &str, json: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("anychip-hf-config-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), json).unwrap();
+    let e = resolve(dir.to_str().unwrap()).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let msg = format!("{e:#}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    msg
+}
+
+#[test]
+fn bad_configs_are_one_line_naming_the_problem() {
+    let e = error_for("unknown", r#"{"model_type": "bert", "hidden_size": 768}"#);
+    assert!(e.contains("model_type 'bert'") && e.contains("qwen3_moe") && e.contains("TOML model file"), "{e}");
+    let e = error_for("missing", r#"{"model_type": "llama", "hidden_size": 4096, "vocab_size": 32000}"#);
+    assert!(e.contains("'num_hidden_layers'"), "{e}");
+    let e = error_for("json", r#"{"model_type": "llama",,}"#);
+    assert!(e.contains("not valid JSON"), "{e}");
+    let e = error_for(
+        "topk",
+        r#"{"model_type": "mixtral", "vocab_size": 32000, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "hidden_size": 256, "intermediate_size": 512, "num_local_experts": 4, "num_experts_per_tok": 8}"#,
+    );
+    assert!(e.contains("experts_per_token 8 exceeds experts 4"), "{e}");
+}
+
+#[test]
+fn window_layers_come_from_layer_types_or_the_family_pattern() {
+    let arch = resolve(fixture("gpt-oss-120b").to_str().unwrap()).unwrap().arch;
+    assert_eq!(arch.window, Some((128, 0.5)));
+    let arch = resolve(fixture("Qwen2-57B-A14B").to_str().unwrap()).unwrap().arch;
+    assert_eq!(arch.window, None, "use_sliding_window false switches the window off");
+}
