@@ -66,7 +66,7 @@ pub fn run_chips(args: &ChipsArgs) -> Result<()> {
         None => list(&db),
         Some(ChipsCommand::Show { name }) => show(&db, name),
         Some(ChipsCommand::Compare { names, model, count, tokens, seq, global_batch, out, stack }) => {
-            let stack = stack::find(stack)?;
+            let stack = stack::resolve(stack)?;
             compare(&db, names, model, *count, *tokens, *seq, *global_batch, out, &stack)
         }
     }

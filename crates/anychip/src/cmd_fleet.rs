@@ -43,8 +43,8 @@ pub struct FleetArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Software stack profile for jobs that do not name one.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_STACK)]
+    /// Software stack profile (name or TOML stack file) for jobs that do not name one.
+    #[arg(long, value_name = "NAME|FILE", default_value = DEFAULT_STACK)]
     pub stack: String,
     #[command(flatten)]
     pub chip_opts: ChipOpts,
@@ -53,7 +53,7 @@ pub struct FleetArgs {
 /// Run `anychip fleet`.
 pub fn run_fleet(args: &FleetArgs) -> Result<()> {
     let db = args.chip_opts.db()?;
-    let stack = stack::find(&args.stack)?;
+    let stack = stack::resolve(&args.stack)?;
     let sched = fleet::schedule_files(&args.fleet, &args.jobs, &db, args.objective.into(), &stack)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&sched)?);

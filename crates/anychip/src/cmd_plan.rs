@@ -52,8 +52,8 @@ pub struct PlanArgs {
     #[arg(long = "global-batch", value_name = "B")]
     pub global_batch: Option<usize>,
     /// Software stack profile (see docs/planner.md): megatron-2021, megatron-core-2024, nemo-2025,
-    /// deepspeed-zero3, pytorch-fsdp, ...
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_STACK)]
+    /// deepspeed-zero3, pytorch-fsdp, ..., or a TOML stack file (`base = "NAME"` plus what differs)
+    #[arg(long, value_name = "NAME|FILE", default_value = DEFAULT_STACK)]
     pub stack: String,
     /// Number format of the transformer GEMMs: bf16 or fp8.
     #[arg(long, value_name = "bf16|fp8", default_value = "bf16")]
@@ -128,7 +128,7 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
     let model = model::resolve(&need(args.model.as_deref(), "--model")?)?;
     let tokens = args.tokens.ok_or_else(|| anyhow!("plan needs --tokens N"))?;
     let seq = args.seq.unwrap_or_else(|| model::default_seq(&model));
-    let stack = stack::find(&args.stack)?;
+    let stack = stack::resolve(&args.stack)?;
     let precision = Precision::parse(&args.precision)?;
     let pinned = args.layout.as_deref().map(|l| parse_layout(l, count)).transpose()?;
     let req = Request { model, count, tokens, seq, global_batch: args.global_batch, precision, stack, pinned };

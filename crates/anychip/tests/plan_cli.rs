@@ -269,3 +269,25 @@ fn a_hugging_face_config_plans_like_its_preset() {
     let bad = tmp("config.json", r#"{"model_type": "t5", "d_model": 512}"#);
     assert_one_line(&plan(bad.to_str().unwrap(), "h100:8", &[]), &["model_type 't5'", "TOML model file"]);
 }
+
+#[test]
+fn a_stack_file_plans_and_names_itself() {
+    let s = tmp("our-launcher.toml", "base = \"megatron-core-2024\"\noverlap_tp = false\n");
+    let o = run(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--chips",
+        "h100:16",
+        "--tokens",
+        "1e12",
+        "--stack",
+        s.to_str().unwrap(),
+    ]);
+    assert!(assert_ok(&o).contains("stack: our-launcher"));
+    let bad = tmp("typo-stack.toml", "base = \"megatron-core-2024\"\noverlap_tpp = false\n");
+    assert_one_line(
+        &plan("llama3-8b", "h100:16", &["--stack", bad.to_str().unwrap()]),
+        &["typo-stack.toml", "overlap_tpp"],
+    );
+}

@@ -68,7 +68,7 @@ pub struct JobSpec {
     /// Allow one job to use several chip kinds at once.
     #[serde(default)]
     pub heterogeneous: bool,
-    /// Software stack profile (default: the fleet command's `--stack`).
+    /// Software stack profile, a name or a TOML stack file (default: the fleet command's `--stack`).
     #[serde(default)]
     pub stack: Option<String>,
     /// `bf16` (default) or `fp8`.
@@ -235,7 +235,7 @@ fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
         bail!("seq must be at least 1 token; give a positive value or leave it out for 4096");
     }
     let stack = match &job.stack {
-        Some(n) => stack::find(n)?,
+        Some(n) => stack::resolve(n)?,
         None => default_stack.clone(),
     };
     let precision = match &job.precision {

@@ -1,9 +1,13 @@
 //! Software stack profiles (`data/stacks.toml`): which kernels the training framework fuses and
 //! which communication it overlaps. The planner never assumes a stack: `plan --stack NAME` names
 //! one, published runs carry theirs, and `unknown` is the conservative default.
+//!
+//! A profile may start from another with `base = "NAME"` and list only what differs; a user's own
+//! framework is a TOML file of the same fields passed as `--stack FILE.toml`.
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 const STACKS_TOML: &str = include_str!("../data/stacks.toml");
 
@@ -65,23 +69,64 @@ pub struct Stack {
 
 #[derive(Deserialize)]
 struct File {
-    stack: Vec<Stack>,
+    stack: Vec<toml::Table>,
 }
 
 /// Every stack profile shipped with the planner.
 pub fn all() -> Vec<Stack> {
     let f: File = toml::from_str(STACKS_TOML).expect("data/stacks.toml is valid");
-    f.stack
+    let mut stacks = Vec::new();
+    for t in f.stack {
+        let s = with_base(t, &stacks).expect("data/stacks.toml: every stack resolves");
+        stacks.push(s);
+    }
+    stacks
 }
 
-/// Find a stack by name; the error lists the known ones.
-pub fn find(name: &str) -> Result<Stack> {
-    let stacks = all();
+/// One profile from its table: the fields of its `base` (a stack in `known`), overridden by its own.
+fn with_base(mut own: toml::Table, known: &[Stack]) -> Result<Stack> {
+    let mut t = match own.remove("base") {
+        Some(toml::Value::String(b)) => {
+            let base = lookup(&b, known)?;
+            let toml::Value::Table(t) = toml::Value::try_from(base)? else { unreachable!("a stack is a table") };
+            t
+        }
+        Some(v) => bail!("base must be a stack name, got {v}"),
+        None => toml::Table::new(),
+    };
+    t.extend(own);
+    Ok(toml::Value::Table(t).try_into()?)
+}
+
+fn lookup<'a>(name: &str, stacks: &'a [Stack]) -> Result<&'a Stack> {
     let lower = name.to_ascii_lowercase();
-    stacks.iter().find(|s| s.name == lower).cloned().ok_or_else(|| {
+    stacks.iter().find(|s| s.name == lower).ok_or_else(|| {
         let names: Vec<_> = stacks.iter().map(|s| s.name.as_str()).collect();
         anyhow!("unknown stack '{name}'; known stacks: {}", names.join(", "))
     })
+}
+
+/// Find a shipped stack by name; the error lists the known ones.
+pub fn find(name: &str) -> Result<Stack> {
+    lookup(name, &all()).cloned()
+}
+
+/// Resolve `--stack`: a shipped profile's name, or a TOML file describing one (its fields at top
+/// level, optionally `base = "NAME"` and only the fields that differ; `name` defaults to the file
+/// name, `description` and `source` to the file's path).
+pub fn resolve(spec: &str) -> Result<Stack> {
+    let path = Path::new(spec);
+    if !spec.ends_with(".toml") && !path.is_file() {
+        return find(spec);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read stack file {spec}"))?;
+    let mut t: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow!("stack file {spec}: {}", crate::chips::one_line(&e.to_string())))?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    t.entry("name").or_insert(stem.into());
+    t.entry("description").or_insert(format!("stack file {spec}").into());
+    t.entry("source").or_insert(format!("stack file {spec}").into());
+    with_base(t, &all()).map_err(|e| anyhow!("stack file {spec}: {}", crate::chips::one_line(&e.to_string())))
 }
 
 #[cfg(test)]
@@ -97,5 +142,54 @@ mod tests {
             assert!(s[i + 1..].iter().all(|b| b.name != a.name), "duplicate {}", a.name);
         }
         assert!(find("no-such-stack").unwrap_err().to_string().contains("megatron-2021"));
+    }
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("anychip-stack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_derived_stack_is_its_base_with_the_fields_it_names() {
+        let base = find("nemo-2025").unwrap();
+        let flex = find("nemo-2025-flex").unwrap();
+        assert!(flex.moe_flex_dispatcher && !base.moe_flex_dispatcher);
+        let json = |s: &Stack| {
+            let mut v = serde_json::to_value(s).unwrap();
+            for k in ["name", "description", "source", "moe_flex_dispatcher"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        };
+        assert_eq!(json(&flex), json(&base));
+        assert_ne!(flex.source, base.source, "a derived stack states its own source");
+    }
+
+    #[test]
+    fn a_stack_file_names_itself_and_inherits_from_its_base() {
+        let p = file("our-launcher.toml", "base = \"megatron-core-2024\"\noverlap_tp = false\ngrad_comm_bytes = 4.0\n");
+        let s = resolve(p.to_str().unwrap()).unwrap();
+        let base = find("megatron-core-2024").unwrap();
+        assert_eq!(s.name, "our-launcher");
+        assert!(!s.overlap_tp && base.overlap_tp);
+        assert_eq!((s.grad_comm_bytes, s.overlap_dp, s.flash_attention), (4.0, base.overlap_dp, base.flash_attention));
+        assert!(s.source.contains("our-launcher.toml"));
+    }
+
+    #[test]
+    fn bad_stack_files_are_one_line_naming_the_problem() {
+        let cases = [
+            ("unknown-base.toml", "base = \"megatron-2099\"\n", "unknown stack 'megatron-2099'"),
+            ("typo.toml", "base = \"nemo-2025\"\noverlap_tpp = true\n", "overlap_tpp"),
+            ("type.toml", "base = \"nemo-2025\"\noverlap_tp = \"yes\"\n", "overlap_tp"),
+            ("missing.toml", "flash_attention = true\n", "missing field"),
+        ];
+        for (name, text, needle) in cases {
+            let e = format!("{:#}", resolve(file(name, text).to_str().unwrap()).unwrap_err());
+            assert!(e.contains(needle) && e.contains(name) && !e.contains('\n'), "{name}: {e}");
+        }
     }
 }
