@@ -3,6 +3,7 @@ model saved with `save_pretrained` (f32), a fixed batch, transformers' loss on i
 per-step losses of 5 AdamW steps (constant LR, weight decay on every parameter, no clipping).
 
     python3 tools/golden/make_hf.py        # rewrites tools/golden/out/hf-*/
+    python3 tools/golden/make_hf.py llama3_rope   # only the architectures named
 """
 import json, os
 import torch
@@ -23,8 +24,15 @@ ARCHS = {
                                                       tie_word_embeddings=True)),
     "qwen3": lambda: T.Qwen3ForCausalLM(T.Qwen3Config(vocab_size=V, hidden_size=D, intermediate_size=FF,
                                                       num_hidden_layers=L, num_attention_heads=H,
-                                                      num_key_value_heads=KV, head_dim=16, max_position_embeddings=P,
+                                                      num_key_value_heads=KV, head_dim=16, max_position_embeddings=8 * 64,
                                                       tie_word_embeddings=True)),
+    # Llama 3.1+'s frequency-dependent RoPE scaling, with head_dim 16 so that one frequency is
+    # kept (wavelength 6.3 < 64/4), two are blended and five divided by the factor.
+    "llama3_rope": lambda: T.LlamaForCausalLM(T.LlamaConfig(
+        vocab_size=V, hidden_size=D, intermediate_size=FF, num_hidden_layers=L, num_attention_heads=H,
+        num_key_value_heads=KV, head_dim=16, max_position_embeddings=8 * 64,
+        rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0,
+                             high_freq_factor=4.0, original_max_position_embeddings=64))),
     "ernie4_5": lambda: T.Ernie4_5ForCausalLM(T.Ernie4_5Config(vocab_size=V, hidden_size=D, intermediate_size=FF,
                                                                num_hidden_layers=L, num_attention_heads=H,
                                                                num_key_value_heads=KV, head_dim=8,
@@ -87,6 +95,15 @@ def perturb_vectors(name, p):
         p.add_(0.1 * torch.randn_like(p))
 
 
+def sharpen_attention(name, p):
+    """Non-trivial norms, and q/k weights 25x the init so attention is far from uniform: with
+    the init's near-uniform attention the positions barely matter, and a model that ignored the
+    RoPE scaling matched the loss to 1e-5 (with this, the two differ by 0.01)."""
+    perturb_vectors(name, p)
+    if "q_proj" in name or "k_proj" in name:
+        p.mul_(25.0)
+
+
 def write_golden(root, arch, make, objective=None, tweak=perturb_vectors, extra=None):
     """One golden under ROOT/hf-ARCH: a seeded random-weight model (each parameter passed to
     `tweak` in order) saved with save_pretrained, a fixed batch, transformers' loss on it and
@@ -112,11 +129,15 @@ def golden_root():
 
 
 def main():
-    for arch, make in ARCHS.items():
+    """Every golden, or only the architectures named on the command line."""
+    import sys
+    names = sys.argv[1:] or list(ARCHS)
+    for arch, make in ((a, ARCHS[a]) for a in names):
         extra = None
         if arch == "ernie4_5":
             extra = lambda out, tokens: {"losses_llama_equivalent": llama_equivalent_losses(out, tokens)}
-        write_golden(golden_root(), arch, make, extra=extra)
+        tweak = sharpen_attention if arch == "llama3_rope" else perturb_vectors
+        write_golden(golden_root(), arch, make, tweak=tweak, extra=extra)
 
 
 if __name__ == "__main__":

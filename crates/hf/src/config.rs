@@ -1,6 +1,6 @@
 //! config.json <-> ModelConfig for the supported architectures.
 
-use anychip_model_config::{Mlp, ModelConfig, Norm, Positions};
+use anychip_model_config::{Llama3RopeScaling, Mlp, ModelConfig, Norm, Positions};
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -126,11 +126,7 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
         c.norm_eps = num(&v, "rms_norm_eps").unwrap_or(1e-6) as f32;
         c.rope_theta =
             num(&v["rope_parameters"], "rope_theta").or_else(|| num(&v, "rope_theta")).unwrap_or(10000.0) as f32;
-        if let Some(rt) = v["rope_parameters"]["rope_type"].as_str().or(v["rope_scaling"]["rope_type"].as_str()) {
-            if rt != "default" {
-                bail!("{}: rope_type '{rt}' (scaled RoPE) is not supported yet; only default RoPE", p.display());
-            }
-        }
+        c.rope_scaling = rope_scaling(&v, &p)?;
         c.tied_embeddings = tied.unwrap_or(false);
         c.qkv_bias = arch == Arch::Qwen2;
         c.qk_norm = matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe);
@@ -155,6 +151,41 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
     Ok((arch, cfg))
 }
 
+/// The RoPE scaling of a config: `rope_parameters` (transformers 5) or `rope_scaling` (4.x), whose
+/// `rope_type` (or `type`) is absent or "default" for plain RoPE; "llama3" is read, other kinds
+/// (linear, dynamic, yarn, longrope) are refused by name.
+fn rope_scaling(v: &Value, p: &Path) -> Result<Option<Llama3RopeScaling>> {
+    let r = if v["rope_parameters"].is_object() { &v["rope_parameters"] } else { &v["rope_scaling"] };
+    match r["rope_type"].as_str().or(r["type"].as_str()) {
+        None | Some("default") => Ok(None),
+        Some("llama3") => {
+            let f = |k: &str| num(r, k).ok_or_else(|| anyhow!("{}: llama3 RoPE scaling without '{k}'", p.display()));
+            Ok(Some(Llama3RopeScaling {
+                factor: f("factor")? as f32,
+                low_freq_factor: f("low_freq_factor")? as f32,
+                high_freq_factor: f("high_freq_factor")? as f32,
+                original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
+            }))
+        }
+        Some(rt) => bail!(
+            "{}: rope_type '{rt}' is not supported; anychip reads default RoPE and Llama 3's 'llama3' scaling",
+            p.display()
+        ),
+    }
+}
+
+/// The `rope_parameters` transformers reads for `c` (with the scaling, if any).
+fn rope_parameters(c: &ModelConfig) -> Value {
+    match &c.rope_scaling {
+        None => json!({"rope_theta": c.rope_theta, "rope_type": "default"}),
+        Some(r) => json!({
+            "rope_theta": c.rope_theta, "rope_type": "llama3", "factor": r.factor,
+            "low_freq_factor": r.low_freq_factor, "high_freq_factor": r.high_freq_factor,
+            "original_max_position_embeddings": r.original_max_position_embeddings
+        }),
+    }
+}
+
 /// Write `dir/config.json` for `cfg` as architecture `arch`.
 pub fn write_config(dir: &Path, arch: Arch, c: &ModelConfig) -> Result<()> {
     let v = if arch == Arch::Gpt2 {
@@ -171,11 +202,15 @@ pub fn write_config(dir: &Path, arch: Arch, c: &ModelConfig) -> Result<()> {
             "hidden_size": c.d_model, "intermediate_size": c.d_ff, "num_hidden_layers": c.n_layer,
             "num_attention_heads": c.n_head, "num_key_value_heads": c.n_kv_head, "head_dim": c.head_dim,
             "max_position_embeddings": c.max_ctx, "rms_norm_eps": c.norm_eps, "hidden_act": "silu",
-            "rope_theta": c.rope_theta, "rope_parameters": {"rope_theta": c.rope_theta, "rope_type": "default"},
+            "rope_theta": c.rope_theta, "rope_parameters": rope_parameters(c),
             "tie_word_embeddings": c.tied_embeddings, "attention_bias": false, "dtype": "float32"
         });
         if arch.is_ernie() {
             v["use_bias"] = json!(false);
+        }
+        if c.rope_scaling.is_some() {
+            // transformers 4.x reads the scaling from `rope_scaling`.
+            v["rope_scaling"] = rope_parameters(c);
         }
         if let (true, Some(m)) = (arch.is_moe(), &c.moe) {
             crate::moe::write(arch, c, m, &mut v);

@@ -106,6 +106,10 @@ fn llama_matches_transformers() {
     check("llama");
 }
 #[test]
+fn llama3_rope_scaling_matches_transformers() {
+    check("llama3_rope");
+}
+#[test]
 fn qwen2_matches_transformers() {
     check("qwen2");
 }
@@ -141,4 +145,16 @@ fn unsupported_architectures_and_missing_tensors_are_named() {
     std::fs::write(d.join("model.safetensors"), empty).unwrap();
     let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
     assert!(e.contains("model.embed_tokens.weight"), "{e}");
+    // RoPE scalings other than Llama 3's, and a llama3 scaling missing a field.
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(golden("llama3_rope").join("config.json")).unwrap()).unwrap();
+    cfg["rope_parameters"]["rope_type"] = "yarn".into();
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    assert!(e.contains("rope_type 'yarn'") && e.contains("llama3"), "{e}");
+    cfg["rope_parameters"]["rope_type"] = "llama3".into();
+    cfg["rope_parameters"].as_object_mut().unwrap().remove("low_freq_factor");
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    assert!(e.contains("'low_freq_factor'"), "{e}");
 }

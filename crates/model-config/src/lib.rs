@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 mod moe;
+mod rope;
 pub use moe::MoeConfig;
+pub use rope::{inv_freq, Llama3RopeScaling};
 
 /// Normalisation layer kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,9 @@ pub struct ModelConfig {
     pub mlp: Mlp,
     pub positions: Positions,
     pub rope_theta: f32,
+    /// Llama 3's RoPE frequency scaling (absent: plain RoPE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<Llama3RopeScaling>,
     /// Whether the LM head shares the token embedding.
     pub tied_embeddings: bool,
     /// Biases on q/k/v projections.
@@ -90,6 +95,7 @@ impl ModelConfig {
             mlp: Mlp::Gelu,
             positions: Positions::Learned,
             rope_theta: 10000.0,
+            rope_scaling: None,
             tied_embeddings: true,
             qkv_bias: true,
             linear_bias: true,
@@ -124,6 +130,7 @@ impl ModelConfig {
             mlp: Mlp::SwiGlu,
             positions: Positions::Rope,
             rope_theta: 10000.0,
+            rope_scaling: None,
             tied_embeddings: false,
             qkv_bias: false,
             linear_bias: false,
@@ -203,6 +210,9 @@ impl ModelConfig {
         }
         if self.positions == Positions::Rope && self.head_dim % 2 != 0 {
             return Err(format!("model config: RoPE needs an even head_dim, got {}", self.head_dim));
+        }
+        if let Some(r) = &self.rope_scaling {
+            r.validate()?;
         }
         if let Some(m) = &self.moe {
             m.validate()?;

@@ -8,7 +8,7 @@ use anychip_core::{
     attention_autocast, attention_qkv_autocast, cross_entropy, embedding, linear, linear_autocast, rope, swiglu, Error,
     Result, Tensor,
 };
-use anychip_model_config::{Mlp, ModelConfig, Norm, Positions};
+use anychip_model_config::{inv_freq, Mlp, ModelConfig, Norm, Positions};
 use anychip_port::{Collectives, DType, GeluKind, Port};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -319,11 +319,10 @@ impl Transformer {
             return Ok(v.clone());
         }
         let half = self.cfg.head_dim / 2;
+        let freqs = inv_freq(self.cfg.rope_theta, self.cfg.head_dim, self.cfg.rope_scaling.as_ref());
         let (mut c, mut s) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
         for pos in 0..t {
-            for i in 0..half {
-                // theta_i = base^(-2i/d), computed in f64 then rounded, as HF does in f32.
-                let inv = (self.cfg.rope_theta as f64).powf(-(2.0 * i as f64) / self.cfg.head_dim as f64) as f32;
+            for &inv in &freqs {
                 let a = pos as f32 * inv;
                 c.push(a.cos());
                 s.push(a.sin());
