@@ -15,7 +15,7 @@ BIN = os.environ.get("ANYCHIP", "target/release/anychip")
 
 def main():
     worst = 0.0
-    for arch in ["gpt2", "llama", "llama3_rope", "qwen2", "qwen3", "ernie4_5", "qwen3_moe", "ernie4_5_moe"]:
+    for arch in ["gpt2", "llama", "llama3_rope", "mistral", "qwen2", "qwen3", "ernie4_5", "qwen3_moe", "ernie4_5_moe"]:
         src = os.path.join(ROOT, f"hf-{arch}")
         batch = os.path.join(src, "batch.safetensors")
         with tempfile.TemporaryDirectory() as tmp:

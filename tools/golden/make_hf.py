@@ -18,6 +18,12 @@ ARCHS = {
     "llama": lambda: T.LlamaForCausalLM(T.LlamaConfig(vocab_size=V, hidden_size=D, intermediate_size=FF,
                                                       num_hidden_layers=L, num_attention_heads=H,
                                                       num_key_value_heads=KV, max_position_embeddings=P)),
+    # Mistral 7B v0.1 style: a sliding window (16) shorter than max_position_embeddings, inside
+    # which it is full causal attention; anychip reads the window as its context limit.
+    "mistral": lambda: T.MistralForCausalLM(T.MistralConfig(vocab_size=V, hidden_size=D, intermediate_size=FF,
+                                                            num_hidden_layers=L, num_attention_heads=H,
+                                                            num_key_value_heads=KV, max_position_embeddings=P,
+                                                            sliding_window=16)),
     "qwen2": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(vocab_size=V, hidden_size=D, intermediate_size=FF,
                                                       num_hidden_layers=L, num_attention_heads=H,
                                                       num_key_value_heads=KV, max_position_embeddings=P,

@@ -10,6 +10,7 @@ use std::path::Path;
 pub enum Arch {
     Gpt2,
     Llama,
+    Mistral,
     Qwen2,
     Qwen3,
     Ernie45,
@@ -23,6 +24,7 @@ impl Arch {
         match self {
             Arch::Gpt2 => "GPT2LMHeadModel",
             Arch::Llama => "LlamaForCausalLM",
+            Arch::Mistral => "MistralForCausalLM",
             Arch::Qwen2 => "Qwen2ForCausalLM",
             Arch::Qwen3 => "Qwen3ForCausalLM",
             Arch::Ernie45 => "Ernie4_5ForCausalLM",
@@ -34,6 +36,7 @@ impl Arch {
         match self {
             Arch::Gpt2 => "gpt2",
             Arch::Llama => "llama",
+            Arch::Mistral => "mistral",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Ernie45 => "ernie4_5",
@@ -54,6 +57,7 @@ impl Arch {
         Ok(match family {
             "gpt2" => Arch::Gpt2,
             "llama" => Arch::Llama,
+            "mistral" => Arch::Mistral,
             "qwen2" => Arch::Qwen2,
             "qwen3" => Arch::Qwen3,
             "ernie4_5" => Arch::Ernie45,
@@ -64,7 +68,7 @@ impl Arch {
     }
 }
 
-const SUPPORTED: &str = "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Ernie4_5ForCausalLM, Qwen3MoeForCausalLM, Ernie4_5_MoeForCausalLM";
+const SUPPORTED: &str = "GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Ernie4_5ForCausalLM, Qwen3MoeForCausalLM, Ernie4_5_MoeForCausalLM";
 
 fn num(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(|x| x.as_f64())
@@ -81,6 +85,7 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
     let arch = match (class, mt) {
         ("GPT2LMHeadModel", _) | ("", "gpt2") => Arch::Gpt2,
         ("LlamaForCausalLM", _) | ("", "llama") => Arch::Llama,
+        ("MistralForCausalLM", _) | ("", "mistral") => Arch::Mistral,
         ("Qwen2ForCausalLM", _) | ("", "qwen2") => Arch::Qwen2,
         ("Qwen3ForCausalLM", _) | ("", "qwen3") => Arch::Qwen3,
         ("Ernie4_5ForCausalLM", _) | ("", "ernie4_5") => Arch::Ernie45,
@@ -127,6 +132,19 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
         c.rope_theta =
             num(&v["rope_parameters"], "rope_theta").or_else(|| num(&v, "rope_theta")).unwrap_or(10000.0) as f32;
         c.rope_scaling = rope_scaling(&v, &p)?;
+        // Qwen2/Qwen3 configs carry a sliding_window that use_sliding_window = false switches off.
+        let window = num(&v, "sliding_window").filter(|_| v["use_sliding_window"].as_bool() != Some(false));
+        if let Some(w) = window.map(|w| w as usize).filter(|&w| w < c.max_ctx) {
+            // Mistral 7B v0.1: within its window, sliding-window attention is full causal
+            // attention, so the model is exact up to `w` tokens and refused beyond.
+            if arch != Arch::Mistral {
+                bail!(
+                    "{}: sliding-window attention (sliding_window {w}) is not supported for this architecture",
+                    p.display()
+                );
+            }
+            c.max_ctx = w;
+        }
         c.tied_embeddings = tied.unwrap_or(false);
         c.qkv_bias = arch == Arch::Qwen2;
         c.qk_norm = matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe);
@@ -207,6 +225,10 @@ pub fn write_config(dir: &Path, arch: Arch, c: &ModelConfig) -> Result<()> {
         });
         if arch.is_ernie() {
             v["use_bias"] = json!(false);
+        }
+        if arch == Arch::Mistral {
+            // The context limit is the model's: inside it the window never applies.
+            v["sliding_window"] = Value::Null;
         }
         if c.rope_scaling.is_some() {
             // transformers 4.x reads the scaling from `rope_scaling`.

@@ -19,6 +19,10 @@ fn golden(arch: &str) -> PathBuf {
     manifest_dir().join("../../tools/golden/out").join(format!("hf-{arch}"))
 }
 
+fn golden_config(arch: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(golden(arch).join("config.json")).unwrap()).unwrap()
+}
+
 fn batch(dir: &Path, port: &Arc<dyn Port>) -> (Tensor, Tensor) {
     let bytes = std::fs::read(dir.join("batch.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -110,6 +114,14 @@ fn llama3_rope_scaling_matches_transformers() {
     check("llama3_rope");
 }
 #[test]
+fn mistral_matches_transformers() {
+    check("mistral");
+    // Its sliding window (16, shorter than max_position_embeddings 64) is the context limit.
+    let port: Arc<dyn Port> = Arc::new(anychip_port_cpu::new(Some(1)));
+    let (_, model) = anychip_hf::load(&golden("mistral"), &port).unwrap();
+    assert_eq!(model.config().max_ctx, 16);
+}
+#[test]
 fn qwen2_matches_transformers() {
     check("qwen2");
 }
@@ -146,8 +158,7 @@ fn unsupported_architectures_and_missing_tensors_are_named() {
     let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
     assert!(e.contains("model.embed_tokens.weight"), "{e}");
     // RoPE scalings other than Llama 3's, and a llama3 scaling missing a field.
-    let mut cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(golden("llama3_rope").join("config.json")).unwrap()).unwrap();
+    let mut cfg = golden_config("llama3_rope");
     cfg["rope_parameters"]["rope_type"] = "yarn".into();
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
     let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
@@ -157,4 +168,10 @@ fn unsupported_architectures_and_missing_tensors_are_named() {
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
     let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
     assert!(e.contains("'low_freq_factor'"), "{e}");
+    // A sliding window on an architecture whose window anychip does not treat as its context.
+    cfg["rope_parameters"] = golden_config("llama")["rope_parameters"].clone();
+    cfg["sliding_window"] = 16.into();
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    assert!(e.contains("sliding_window 16"), "{e}");
 }
