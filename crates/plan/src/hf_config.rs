@@ -114,7 +114,10 @@ fn gated(c: &Fields, arch: &str) -> Result<ModelFile> {
         d_model: c.req("hidden_size")?,
         head_dim: c.opt("head_dim"),
         d_ff: if arch == "moe" { None } else { Some(c.req("intermediate_size")?) },
-        tied: Some(c.flag("tie_word_embeddings").unwrap_or(false)),
+        // transformers' default where the file omits it: Gemma ties, the others do not.
+        tied: Some(
+            c.flag("tie_word_embeddings").unwrap_or(c.v["model_type"].as_str().is_some_and(|t| t.starts_with("gemma"))),
+        ),
         sliding_window,
         sliding_fraction,
         ..Default::default()

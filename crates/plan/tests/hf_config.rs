@@ -78,3 +78,22 @@ fn window_layers_come_from_layer_types_or_the_family_pattern() {
     let arch = resolve(fixture("Qwen2-57B-A14B").to_str().unwrap()).unwrap().arch;
     assert_eq!(arch.window, None, "use_sliding_window false switches the window off");
 }
+
+#[test]
+fn gemma_ties_its_head_unless_the_file_says_otherwise() {
+    let dir = std::env::temp_dir().join(format!("anychip-hf-gemma-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // google/gemma-2-9b config.json (shape fields): no tie_word_embeddings key, alternating
+    // 4,096-token sliding window.
+    let cfg = r#"{"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "vocab_size": 256000,
+        "hidden_size": 3584, "intermediate_size": 14336, "num_hidden_layers": 42, "num_attention_heads": 16,
+        "num_key_value_heads": 8, "head_dim": 256, "max_position_embeddings": 8192, "sliding_window": 4096,
+        "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256}"#;
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let arch = resolve(dir.to_str().unwrap()).unwrap().arch;
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(arch.tied);
+    assert_eq!(arch.window, Some((4096, 0.5)));
+    // Gemma 2 9B: 9.24B parameters (model card), the 256k embedding counted once.
+    assert!((arch.total_params() / 9.24e9 - 1.0).abs() < 0.02, "{}", arch.total_params());
+}
