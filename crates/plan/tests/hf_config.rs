@@ -23,6 +23,7 @@ fn published_configs_read_as_their_presets() {
         ("DeepSeek-V3", "deepseek-v3"),
         ("Kimi-K2-Instruct", "kimi-k2"),
         ("gpt-oss-120b", "gpt-oss-120b"),
+        ("gpt-oss-20b", "gpt-oss-20b"),
         ("ERNIE-4.5-21B-A3B-PT", "ernie-4.5-21b-a3b"),
         ("ERNIE-4.5-300B-A47B-PT", "ernie-4.5-300b-a47b"),
         ("Llama-4-Maverick-17B-128E", "llama4-maverick"),
