@@ -226,12 +226,11 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
     }
     let b = &plan.best().estimate;
     print_breakdown(b);
-    if !plan.rejected.is_empty() {
+    let faster: Vec<_> = plan.rejected.iter().filter(|r| r.tokens_per_s > b.tokens_per_s).collect();
+    if !faster.is_empty() {
         println!("faster layouts that do not fit:");
-        for r in &plan.rejected {
-            if r.tokens_per_s > b.tokens_per_s {
-                println!("  {}: {}", r.layout, r.reason);
-            }
+        for r in faster {
+            println!("  {}: {}", r.layout, r.reason);
         }
     }
     if chip.get("price_per_hour").is_none() {

@@ -218,11 +218,18 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
     out
 }
 
-/// The global batch a layout runs: the request's, or about [`DEFAULT_BATCH_TOKENS`] rounded to dp x mb.
-fn batch_for(req: &Request, l: &Layout) -> usize {
+/// The global batch a layout runs: the request's, or the largest multiple of dp x mb within about
+/// [`DEFAULT_BATCH_TOKENS`], so that layouts are compared at (nearly) one batch; `None` for a
+/// layout whose dp x mb alone exceeds it, unless `round_up` (when no layout stays within it, each
+/// runs the smallest multiple above).
+fn batch_for(req: &Request, l: &Layout, round_up: bool) -> Option<usize> {
+    let unit = l.dp * l.mb;
+    let target = (DEFAULT_BATCH_TOKENS / req.seq).max(1);
     match req.global_batch {
-        Some(b) => b,
-        None => (DEFAULT_BATCH_TOKENS / req.seq).max(1).div_ceil(l.dp * l.mb) * l.dp * l.mb,
+        Some(b) => Some(b),
+        None if unit <= target => Some(target / unit * unit),
+        None if round_up => Some(unit),
+        None => None,
     }
 }
 
@@ -245,8 +252,17 @@ pub fn search(req: &Request, chip: &Chip) -> Result<Plan> {
     search_with(req, chip, &calib::shipped())
 }
 
-/// [`search`] with explicit constants.
+/// [`search`] with explicit constants. Without a global batch, layouts are compared at about
+/// [`DEFAULT_BATCH_TOKENS`]; only if none of those can run (too many chips for that batch, or
+/// none fits) do layouts whose dp x mb exceeds it run their smallest batch.
 pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
+    match search_at(req, chip, k, req.pinned.is_some()) {
+        Err(e) if req.global_batch.is_none() && req.pinned.is_none() => search_at(req, chip, k, true).map_err(|_| e),
+        other => other,
+    }
+}
+
+fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Result<Plan> {
     if req.count == 0 {
         bail!("chip count must be positive (e.g. --chips {}:8)", chip.name);
     }
@@ -267,7 +283,9 @@ pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
     // The layout needing the least memory, for the error when nothing fits.
     let mut leanest: Option<(f64, Rejected)> = None;
     for layout in layouts {
-        let batch = batch_for(req, &layout);
+        let Some(batch) = batch_for(req, &layout, round_up) else {
+            continue;
+        };
         let job = Job { arch: a, seq: req.seq, global_batch: batch, precision: req.precision };
         if req.pinned.is_some() {
             check_layout(&job, &layout)?;

@@ -47,8 +47,8 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (263 rows: overall 13.6%,
-    // dense 9.6% / 71.8% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.9% / 120.3%). Issue
+    // Regression bounds just above the figures of docs/planner.md (263 rows: overall 13.5%,
+    // dense 9.5% / 66.6% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.8% / 120.1%). Issue
     // 18's bounds (mean <= 12%, every row within 30%) are in `issue_18_bounds`, ignored until they
     // hold: the 101 GB300/B300, ModelZoo, TPU and AMD rows added on 2026-12-04 took the mean from
     // 11.6% (131 rows) to 13.9%, the MoE rows of the Megatron-Bridge tables (GPT-OSS-120B
@@ -58,15 +58,23 @@ fn cross_validated_throughput_error() {
     // those two rows.
     assert!(mean <= 0.14, "cross-validated mean absolute error {:.1}% > 14%", 100.0 * mean);
     assert!(dense_mean <= 0.10, "cross-validated dense mean {:.1}% > 10%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.75, "cross-validated worst dense row {:.1}% > 75%", 100.0 * dense_worst);
+    assert!(dense_worst <= 0.70, "cross-validated worst dense row {:.1}% > 70%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
+    // Issue 18: the ZeRO-3 / FSDP rows within the issue's bounds (mean <= 12%, every row within
+    // 30%). 28 rows, 2026-12-04: 10.4%, worst 19.4% (Llama 3 405B on 8,192 H100); before
+    // prefetched gathers hid under compute, 11.0% and 37.5% (Megatron-FSDP Qwen3-235B-A22B).
+    let zero3: Vec<f64> = cv.iter().filter(|c| rows[c.index].row.zero == 3).map(|c| c.cv_error).collect();
+    let (z3_mean, z3_worst) = summary(&zero3);
+    println!("ZeRO-3 ({} rows): mean {:.1}% worst {:.1}%", zero3.len(), 100.0 * z3_mean, 100.0 * z3_worst);
+    assert!(z3_mean <= 0.12, "cross-validated ZeRO-3 mean {:.1}% > 12%", 100.0 * z3_mean);
+    assert!(z3_worst <= 0.30, "cross-validated worst ZeRO-3 row {:.1}% > 30%", 100.0 * z3_worst);
 }
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
-/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 11.0%,
-/// MoE 19.7%; every row 15.2%): the 31 MLPerf rows of v3.1, v4.0 and v5.1 carry the FP8
+/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 10.3%,
+/// MoE 19.6%; every row 14.7%): the 31 MLPerf rows of v3.1, v4.0 and v5.1 carry the FP8
 /// constants to the Bridge rows (dense was 19.6% without them).
 #[test]
 fn leave_publisher_out_throughput_error() {
@@ -85,16 +93,16 @@ fn leave_publisher_out_throughput_error() {
     let moe = subset(&|r| bridge(r) && r.ep > 1);
     print!("every row:             ");
     let all = subset(&|_| true);
-    assert!(dense <= 0.12, "Megatron-Bridge dense held out by publisher {:.1}% > 12%", 100.0 * dense);
+    assert!(dense <= 0.115, "Megatron-Bridge dense held out by publisher {:.1}% > 11.5%", 100.0 * dense);
     assert!(moe <= 0.21, "Megatron-Bridge MoE held out by publisher {:.1}% > 21%", 100.0 * moe);
-    assert!(all <= 0.165, "every row held out by publisher {:.1}% > 16.5%", 100.0 * all);
+    assert!(all <= 0.155, "every row held out by publisher {:.1}% > 15.5%", 100.0 * all);
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (mean 13.6% over 263 rows, 25 beyond 30%; docs/planner.md, "Where it
+/// within 30%. Fails today (mean 13.5% over 263 rows, 24 beyond 30%; docs/planner.md, "Where it
 /// is wrong"); run it with `cargo test -p anychip-plan --test validation -- --ignored`.
 #[test]
-#[ignore = "known gap: mean 13.6% > 12%; GPT-OSS-120B (GB200/B300/GB300), Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, and MI350X at 1 kW are off by more than 30%"]
+#[ignore = "known gap: mean 13.5% > 12%; GPT-OSS-120B (GB200/B300/GB300), Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, and MI350X at 1 kW are off by more than 30%"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
