@@ -51,6 +51,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             layer_end: None,
             aux_loss_coef,
             aux_loss_per_layer: false, // transformers pools every layer's routing
+            aux_loss_router_only: false,
             selection_bias: false,
             bias_balance_rate: 0.0, // the checkpoints' routing is matched as trained
         }
@@ -67,6 +68,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             layer_end: (end >= 0 && (end as usize) < n_layer - 1).then_some(end as usize),
             aux_loss_coef,
             aux_loss_per_layer: false,
+            aux_loss_router_only: false,
             selection_bias: true,
             bias_balance_rate: 0.0, // ERNIE's bias is loaded, never moved here
         }

@@ -290,6 +290,7 @@ const PRESETS: &[(&str, PresetFn)] = &[
             d_expert: 340,
             layer_start: 1,
             aux_loss_per_layer: true,
+            aux_loss_router_only: true,
             aux_loss_coef: 0.04,
             ..MoeConfig::default()
         };

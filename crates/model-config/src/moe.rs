@@ -42,6 +42,10 @@ pub struct MoeConfig {
     /// Hugging Face families were trained with). The pooled form lets one layer send every
     /// token to the same expert while another layer avoids it.
     pub aux_loss_per_layer: bool,
+    /// The load-balancing loss trains the router's weights only: its probabilities are taken
+    /// again from the block input with the gradient stopped, so the balancing pressure does not
+    /// reach the representations the language-model loss shapes.
+    pub aux_loss_router_only: bool,
     /// A per-expert score correction added to the probabilities when picking the top-k, not
     /// when weighting (ERNIE 4.5's `moe_statics.e_score_correction_bias`; not trained).
     pub selection_bias: bool,
@@ -65,6 +69,7 @@ impl Default for MoeConfig {
             layer_end: None,
             aux_loss_coef: 0.01,
             aux_loss_per_layer: false,
+            aux_loss_router_only: false,
             selection_bias: false,
             bias_balance_rate: 0.0,
         }

@@ -33,7 +33,9 @@
 //! rows whose top-k (of the plain probabilities, without ERNIE's selection bias) holds e and P_e
 //! the mean probability of e. The paper sums a per-layer loss instead; transformers' pooled form is
 //! what the checkpoints were trained with, so it is what is matched here. Gradient flows through
-//! P only (f counts discrete choices).
+//! P only (f counts discrete choices). With `aux_loss_router_only` (moe-tiny) P is taken from a
+//! second router product of h with its gradient stopped, so the balancing pressure trains R alone
+//! and never reaches h, whose shape the language-model loss alone decides.
 
 use crate::params::ParamKind;
 use anychip_core::{all_to_all_rows, embedding, in_region, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
@@ -227,8 +229,15 @@ impl MoeBlock {
         if let Some((u, dn)) = self.shared {
             out = out.add(&linear(&swiglu(&linear(h, &p(u), None)?)?, &p(dn), None)?)?;
         }
+        let aux_probs = |probs: Tensor| -> Result<Tensor> {
+            let probs = match cfg.aux_loss_router_only {
+                true => linear(&h.detach(), &p(self.router), None)?.softmax()?,
+                false => probs,
+            };
+            probs.sum_axes(&[0], false)
+        };
         let routing = LayerRouting {
-            prob_sum: in_region(Some(ROUTER), || probs.sum_axes(&[0], false))?,
+            prob_sum: in_region(Some(ROUTER), || aux_probs(probs))?,
             topk_counts: counts(&plain, e),
             routed: counts(&chosen, e),
             chosen,
@@ -530,6 +539,41 @@ mod tests {
                 "leaf {i} {:?}: fd {fd} vs analytic {analytic}",
                 leaf.shape()
             );
+        }
+    }
+
+    /// With `aux_loss_router_only` the load-balancing loss reaches the router's weights and not
+    /// the block's input; without it, both.
+    #[test]
+    fn a_router_only_aux_loss_leaves_the_input_alone() {
+        let mut reg = Registry::new();
+        anychip_port_ref::register(&mut reg);
+        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let (n, d) = (12, 6);
+        for router_only in [false, true] {
+            let cfg = MoeConfig {
+                n_experts: 4,
+                top_k: 2,
+                d_expert: 5,
+                aux_loss_router_only: router_only,
+                ..MoeConfig::default()
+            };
+            let mut params: Vec<Tensor> = Vec::new();
+            let mut add =
+                |_: String, shape: &[usize], _: ParamKind, _: Option<usize>, _: bool| -> Result<Option<usize>> {
+                    let v = uniform(shape.iter().product(), 60 + params.len() as u64);
+                    params.push(Tensor::from_f32(&port, &v, shape, DType::F32)?.with_requires_grad());
+                    Ok(Some(params.len() - 1))
+                };
+            let block = build(&mut add, "moe", &cfg, d, 0..cfg.n_experts).unwrap();
+            let h = Tensor::from_f32(&port, &uniform(n * d, 9), &[n, d], DType::F32).unwrap().with_requires_grad();
+            let (_, routing) = block.forward(&|i| params[i].clone(), &cfg, &h, None).unwrap();
+            let aux = aux_loss(std::slice::from_ref(&routing), cfg.n_experts, false).unwrap().unwrap();
+            let grads = aux.backward().unwrap();
+            let norm =
+                |t: &Tensor| grads.get(t).map_or(0.0, |g| g.to_vec_f32().unwrap().iter().map(|x| x.abs()).sum::<f32>());
+            assert!(norm(&params[block.router]) > 0.0, "router_only {router_only}: the router must learn to balance");
+            assert_eq!(norm(&h) == 0.0, router_only, "router_only {router_only}: input gradient {}", norm(&h));
         }
     }
 

@@ -30,6 +30,7 @@ fn moe_cfg() -> ModelConfig {
         layer_end: None,
         aux_loss_coef: 0.1,
         aux_loss_per_layer: true, // the pooled form is what the HF parity tests cover
+        aux_loss_router_only: false,
         selection_bias: true,
         bias_balance_rate: 0.0,
     });
