@@ -254,10 +254,11 @@ pub fn search(req: &Request, chip: &Chip) -> Result<Plan> {
 
 /// [`search`] with explicit constants. Without a global batch, layouts are compared at about
 /// [`DEFAULT_BATCH_TOKENS`]; only if none of those can run (too many chips for that batch, or
-/// none fits) do layouts whose dp x mb exceeds it run their smallest batch.
+/// none fits) do layouts whose dp x mb exceeds it run their smallest batch, and that wider
+/// search's answer (or error, which then covers every layout) is the one returned.
 pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
     match search_at(req, chip, k, req.pinned.is_some()) {
-        Err(e) if req.global_batch.is_none() && req.pinned.is_none() => search_at(req, chip, k, true).map_err(|_| e),
+        Err(_) if req.global_batch.is_none() && req.pinned.is_none() => search_at(req, chip, k, true),
         other => other,
     }
 }
