@@ -435,14 +435,19 @@ mod tests {
         (0..n).map(|i| philox::uniform(seed, i as u64) * 2.0 - 1.0).collect()
     }
 
+    /// The reference port, which every test here runs on.
+    fn ref_port() -> Arc<dyn Port> {
+        let mut reg = Registry::new();
+        anychip_port_ref::register(&mut reg);
+        reg.create("ref", &PortOptions::default()).unwrap()
+    }
+
     /// Two layers of 4 tokens, top-1 of 2 experts: layer 0 sends every token to expert 0 and
     /// layer 1 every token to expert 1, with the probabilities to match. Pooled, the two look
     /// balanced (1.0, the balanced value at top-1); each on its own is collapsed (2.0).
     #[test]
     fn per_layer_balance_sees_a_collapse_the_pooled_loss_misses() {
-        let mut reg = Registry::new();
-        anychip_port_ref::register(&mut reg);
-        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let port = ref_port();
         let layer = |e: usize| {
             let mut probs = [0.0f32; 2];
             probs[e] = 4.0;
@@ -470,9 +475,7 @@ mod tests {
     /// which the test checks rather than assumes.
     #[test]
     fn block_gradients_match_finite_differences() {
-        let mut reg = Registry::new();
-        anychip_port_ref::register(&mut reg);
-        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let port = ref_port();
         let (n, d) = (10, 6);
         let cfg = MoeConfig {
             n_experts: 4,
@@ -546,9 +549,7 @@ mod tests {
     /// the block's input; without it, both.
     #[test]
     fn a_router_only_aux_loss_leaves_the_input_alone() {
-        let mut reg = Registry::new();
-        anychip_port_ref::register(&mut reg);
-        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let port = ref_port();
         let (n, d) = (12, 6);
         for router_only in [false, true] {
             let cfg = MoeConfig {
@@ -591,9 +592,7 @@ mod tests {
     /// close to the mean share; moving the bias the wrong way makes the skew worse.
     #[test]
     fn bias_balancing_evens_a_skewed_router() {
-        let mut reg = Registry::new();
-        anychip_port_ref::register(&mut reg);
-        let port = reg.create("ref", &PortOptions::default()).unwrap();
+        let port = ref_port();
         let (n, d, e) = (256, 8, 4);
         let cfg = MoeConfig { n_experts: e, top_k: 1, d_expert: 4, selection_bias: true, ..MoeConfig::default() };
         let mut params: Vec<Tensor> = Vec::new();

@@ -1399,18 +1399,21 @@ mod tests {
         // Llama 3 8B, ZeRO-3 over one 8-GPU NVLink node at micro-batch 4: every gather and scatter
         // fits in its layer's compute, so the step pays no data-parallel time (DP buckets of
         // ZeRO-1/2 still pay their contention).
-        let k = Constants::prior();
-        let m = crate::model::resolve("llama3-8b").unwrap();
-        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
-        let fsdp = crate::stack::find("pytorch-fsdp").unwrap();
-        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
-        let dp = |zero: u8| {
-            let l = Layout { zero, mb: 4, ..Layout::data_parallel(8) };
-            estimate(&job, &l, &r, &k, &fsdp, f64::INFINITY).unwrap().time.dp_comm
-        };
+        let dp = |zero: u8| fsdp_dp_time("llama3-8b", 4096, Layout { zero, mb: 4, ..Layout::data_parallel(8) });
         assert_eq!(dp(3), 0.0);
         assert!(dp(1) > 0.0);
+    }
+
+    /// Exposed data-parallel seconds of a BF16 step of `model` on H100s under PyTorch FSDP's
+    /// stack, global batch 64, prior constants.
+    fn fsdp_dp_time(model: &str, seq: usize, l: Layout) -> f64 {
+        let k = Constants::prior();
+        let m = crate::model::resolve(model).unwrap();
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let r = Rates::of(&chip, &k, l.chips(), Precision::Bf16).unwrap();
+        let fsdp = crate::stack::find("pytorch-fsdp").unwrap();
+        let job = Job { arch: &m.arch, seq, global_batch: 64, precision: Precision::Bf16 };
+        estimate(&job, &l, &r, &k, &fsdp, f64::INFINITY).unwrap().time.dp_comm
     }
 
     #[test]
@@ -1418,15 +1421,8 @@ mod tests {
         // Llama 3 70B, ZeRO-3 over 64 GPUs at 512 tokens a micro-batch, where the gathers
         // outlast the compute: recomputing the forward in backward lengthens the window they
         // hide under.
-        let k = Constants::prior();
-        let m = crate::model::resolve("llama3-70b").unwrap();
-        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, &k, 64, Precision::Bf16).unwrap();
-        let fsdp = crate::stack::find("pytorch-fsdp").unwrap();
-        let job = Job { arch: &m.arch, seq: 512, global_batch: 64, precision: Precision::Bf16 };
         let dp = |recompute: Recompute| {
-            let l = Layout { zero: 3, mb: 1, recompute, ..Layout::data_parallel(64) };
-            estimate(&job, &l, &r, &k, &fsdp, f64::INFINITY).unwrap().time.dp_comm
+            fsdp_dp_time("llama3-70b", 512, Layout { zero: 3, mb: 1, recompute, ..Layout::data_parallel(64) })
         };
         let (none, full) = (dp(Recompute::None), dp(Recompute::Full));
         assert!(none > 0.0 && full < none, "none {none} full {full}");
