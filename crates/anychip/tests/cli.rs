@@ -2,6 +2,7 @@
 //! line, exit code 2, no panic, and overwrites nothing.
 
 use anychip_test_support::cli::assert_clean_failure;
+use anychip_test_support::{scratch, token_cache};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,14 +10,8 @@ use std::process::{Command, Output};
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anychip"));
     // Token caches go to a private directory, never the user's.
-    c.env("ANYCHIP_CACHE", scratch("cache"));
+    c.env("ANYCHIP_CACHE", token_cache());
     c
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anychip-cli-{}-{name}", std::process::id()));
-    fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn corpus(dir: &Path) -> PathBuf {

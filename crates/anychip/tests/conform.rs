@@ -2,15 +2,10 @@
 //! 2 with one `error:` line when a check fails or the port cannot be opened.
 
 use anychip_test_support::cli::assert_clean_failure;
+use anychip_test_support::{scratch, Scratch};
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anychip-conform-{}-{name}", std::process::id()));
-    fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn conform(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anychip"));
@@ -54,21 +49,22 @@ void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, co
 }
 "#;
 
-/// Build [`BROKEN_CBLAS`] with the C compiler Rust links with on Unix.
-fn broken_cblas() -> PathBuf {
+/// Build [`BROKEN_CBLAS`] with the C compiler Rust links with on Unix: the library's path and
+/// the directory holding it, which must outlive its use.
+fn broken_cblas() -> (PathBuf, Scratch) {
     let dir = scratch("cblas");
     let (src, lib) = (dir.join("broken_cblas.c"), dir.join("libbroken_cblas.so"));
     fs::write(&src, BROKEN_CBLAS).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let built = Command::new(&cc).args(["-shared", "-fPIC", "-O1", "-o"]).arg(&lib).arg(&src).status();
     assert!(built.is_ok_and(|s| s.success()), "{cc} could not build {}", src.display());
-    lib
+    (lib, dir)
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn a_port_with_a_broken_blas_fails_by_name_and_exits_2() {
-    let lib = broken_cblas();
+    let (lib, _dir) = broken_cblas();
     let lib = lib.to_str().unwrap();
     let o = conform(&["--port", "cpu", "--threads", "2", "--level", "L1"], &[("ANYCHIP_BLAS", lib)]);
     assert_clean_failure(&o, "failed");

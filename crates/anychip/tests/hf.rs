@@ -1,5 +1,6 @@
 //! The Hugging Face commands as a user runs them: eval, fixed-batch train, export, --init.
 
+use anychip_test_support::{scratch, token_cache};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -11,14 +12,8 @@ fn manifest_dir() -> PathBuf {
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anychip"));
-    c.env("ANYCHIP_CACHE", scratch("cache"));
+    c.env("ANYCHIP_CACHE", token_cache());
     c
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anychip-hfcli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn golden(arch: &str) -> PathBuf {

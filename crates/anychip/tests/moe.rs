@@ -2,17 +2,12 @@
 //! and ERNIE 4.5 MoE goldens against transformers, export and reload, a `moe-tiny` run logging its
 //! router statistics, and bad MoE input ending in one line and exit code 2.
 
+use anychip_test_support::{scratch, token_cache};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anychip-moecli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn golden(arch: &str) -> PathBuf {
@@ -22,7 +17,7 @@ fn golden(arch: &str) -> PathBuf {
 /// (exit code, stdout, stderr)
 fn run(args: &[&str]) -> (i32, String, String) {
     let o =
-        Command::new(env!("CARGO_BIN_EXE_anychip")).env("ANYCHIP_CACHE", scratch("cache")).args(args).output().unwrap();
+        Command::new(env!("CARGO_BIN_EXE_anychip")).env("ANYCHIP_CACHE", token_cache()).args(args).output().unwrap();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into(),
@@ -45,7 +40,8 @@ fn eval_train_export(arch: &str) {
     let (code, out, err) = run(&["eval", "--model", s(&g), "--batch", s(&b)]);
     assert_eq!(code, 0, "{err}");
     assert!((loss_of(&out) - want["loss"].as_f64().unwrap()).abs() < 1e-4, "{arch}: {out}");
-    let trained = scratch(&format!("{arch}-trained")).join("out");
+    let dir = scratch(&format!("{arch}-trained"));
+    let trained = dir.join("out");
     let args = ["--steps", "5", "--lr", "1e-3", "--weight-decay", "0.01", "--beta2", "0.95", "--constant-lr"];
     let (code, out, err) =
         run(&[&["train", "--model", s(&g), "--batch", s(&b), "--out", s(&trained)], &args[..]].concat());
@@ -137,7 +133,8 @@ fn bad_moe_input_is_one_clear_line_and_exit_2() {
         code == 2 && err.lines().count() == 1 && err.contains("top_k (5)") && err.contains("expert count (4)"),
         "{err}"
     );
-    let out = scratch("refused").join("run");
+    let dir = scratch("refused");
+    let out = dir.join("run");
     let (code, _, err) =
         run(&["train", "--preset", "moe-tiny", "--data", "/nonexistent.txt", "--steps", "1", "--out", s(&out)]);
     assert!(code == 2 && err.lines().count() == 1, "{err}");
@@ -147,7 +144,7 @@ fn bad_moe_input_is_one_clear_line_and_exit_2() {
 /// `anychip train ARGS` with the cache in a scratch directory, as a process output.
 fn train_output(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_anychip"))
-        .env("ANYCHIP_CACHE", scratch("cache"))
+        .env("ANYCHIP_CACHE", token_cache())
         .arg("train")
         .args(args)
         .output()
@@ -169,7 +166,7 @@ fn bad_expert_parallel_input_is_one_clear_line_and_exit_2() {
     // Launched alone: 1 rank is no multiple of 2 (and so is 6 of 4, as an MPI launcher says).
     assert_clean_failure(&with(&["--preset", "moe-tiny", "--ep", "2"]), "--ep 2 does not divide the 1 ranks");
     let six = Command::new(env!("CARGO_BIN_EXE_anychip"))
-        .env("ANYCHIP_CACHE", scratch("cache"))
+        .env("ANYCHIP_CACHE", token_cache())
         .env("OMPI_COMM_WORLD_SIZE", "6")
         .args([&["train"][..], &base[..], &["--preset", "moe-tiny", "--ep", "4"]].concat())
         .output()

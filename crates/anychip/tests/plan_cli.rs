@@ -2,17 +2,17 @@
 //! line on stderr, exit code 2, no panic; good input plans.
 
 use anychip_test_support::cli::assert_clean_failure;
+use anychip_test_support::scratch;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn run(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_anychip")).args(args).output().unwrap()
 }
 
-fn tmp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("anychip-plan-cli-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
+/// `text` written to `dir/name`.
+fn tmp(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     fs::write(&p, text).unwrap();
     p
@@ -37,9 +37,9 @@ fn plan(model: &str, chips: &str, extra: &[&str]) -> Output {
     run(&a)
 }
 
-/// `anychip fleet` on the given files, JSON out, charts into the temp directory.
+/// `anychip fleet` on the given files, JSON out, charts into a scratch directory.
 fn fleet_json(fleet: &std::path::Path, jobs: &std::path::Path) -> Output {
-    let out = std::env::temp_dir();
+    let out = scratch("plan-cli-charts");
     let (f, j, o) = (fleet.to_str().unwrap(), jobs.to_str().unwrap(), out.to_str().unwrap());
     run(&["fleet", "--fleet", f, "--jobs", j, "--json", "--out", o])
 }
@@ -84,19 +84,22 @@ fn bad_override_is_explained() {
 
 #[test]
 fn malformed_toml_names_the_file() {
+    let d = scratch("plan-cli");
     let chip =
-        tmp("bad-chip.toml", "name = \"x1\"\n[specs]\nbf16_tflops = { value = 1, conf = \"Q\", source = \"s\" }\n");
+        tmp(&d, "bad-chip.toml", "name = \"x1\"\n[specs]\nbf16_tflops = { value = 1, conf = \"Q\", source = \"s\" }\n");
     assert_one_line(&plan("qwen3-8b", "h100:8", &["--chip-file", chip.to_str().unwrap()]), &["bad-chip.toml"]);
-    let model = tmp("bad-model.toml", "arch = \"llama\"\nvocab = 1000\nlayers = [\n");
+    let model = tmp(&d, "bad-model.toml", "arch = \"llama\"\nvocab = 1000\nlayers = [\n");
     assert_one_line(&plan(model.to_str().unwrap(), "h100:8", &[]), &["bad-model.toml"]);
-    let fleet = tmp("bad-fleet.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = \"many\"\n");
-    let jobs = tmp("jobs.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\n");
+    let fleet = tmp(&d, "bad-fleet.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = \"many\"\n");
+    let jobs = tmp(&d, "jobs.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\n");
     assert_one_line(&fleet_json(&fleet, &jobs), &["bad-fleet.toml"]);
 }
 
 #[test]
 fn user_chip_file_adds_a_chip_that_plans() {
+    let d = scratch("plan-cli");
     let chip = tmp(
+        &d,
         "x1.toml",
         r#"name = "x1"
 family = "acme"
@@ -114,7 +117,7 @@ scaleout_gbs = { value = 25, conf = "L", source = "spec sheet" }
 
 #[test]
 fn compare_with_unknown_chip_fails_before_work() {
-    let out = std::env::temp_dir();
+    let out = scratch("plan-cli-compare");
     let o = run(&[
         "chips",
         "compare",
@@ -162,7 +165,9 @@ fn impossible_layout_says_why() {
 
 #[test]
 fn moe_fields_on_a_dense_arch_are_refused() {
+    let d = scratch("plan-cli");
     let m = tmp(
+        &d,
         "dense-with-experts.toml",
         "arch = \"llama\"\nvocab = 32000\nlayers = 8\nheads = 8\nd_model = 1024\nd_ff = 4096\nexperts = 8\n",
     );
@@ -171,7 +176,8 @@ fn moe_fields_on_a_dense_arch_are_refused() {
 
 #[test]
 fn chip_file_missing_a_figure_names_it() {
-    let chip = tmp(
+    let d = scratch("plan-cli");
+    let chip = tmp(&d,
         "x2.toml",
         "name = \"x2\"\n[specs]\nmemory_gb = { value = 64, conf = \"L\", source = \"s\" }\nmem_bw_tbs = { value = 2, conf = \"L\", source = \"s\" }\nscaleup_gbs = { value = 400, conf = \"L\", source = \"s\" }\nscaleup_domain = { value = 8, conf = \"L\", source = \"s\" }\n",
     );
@@ -228,10 +234,11 @@ fn zero_global_batch_and_non_finite_tokens_are_refused() {
 
 #[test]
 fn zero_chip_rate_is_refused_instead_of_nan_mfu() {
+    let d = scratch("plan-cli");
     // Before: MFU NaN% and infinite step times.
     let o = plan("qwen3-8b", "h100:8", &["--override", "h100.bf16_tflops=0"]);
     assert_one_line(&o, &["bf16_tflops must be above zero", "--override h100.bf16_tflops=VALUE"]);
-    let chip = tmp(
+    let chip = tmp(&d,
         "x0.toml",
         "name = \"x0\"\n[specs]\nbf16_tflops = { value = 0, conf = \"L\", source = \"s\" }\nmemory_gb = { value = 64, conf = \"L\", source = \"s\" }\nmem_bw_tbs = { value = 2, conf = \"L\", source = \"s\" }\nscaleup_gbs = { value = 400, conf = \"L\", source = \"s\" }\nscaleup_domain = { value = 8, conf = \"L\", source = \"s\" }\n",
     );
@@ -241,8 +248,9 @@ fn zero_chip_rate_is_refused_instead_of_nan_mfu() {
 
 #[test]
 fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
+    let d = scratch("plan-cli");
     // Before: an "inf" table, then 100% CPU forever.
-    let fleet = tmp("fleet-ok.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = 16\n");
+    let fleet = tmp(&d, "fleet-ok.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = 16\n");
     for (name, text, want) in [
         (
             "jobs-gb0.toml",
@@ -251,12 +259,13 @@ fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
         ),
         ("jobs-inf.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = inf\n", "job j: tokens must be"),
     ] {
-        assert_one_line(&fleet_json(&fleet, &tmp(name, text)), &[want]);
+        assert_one_line(&fleet_json(&fleet, &tmp(&d, name, text)), &[want]);
     }
 }
 
 #[test]
 fn a_hugging_face_config_plans_like_its_preset() {
+    let d = scratch("plan-cli");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plan/tests/hf_configs/Qwen3-30B-A3B");
     let from_config = assert_ok(&plan(dir.to_str().unwrap(), "h100:16", &[]));
     let from_preset = assert_ok(&plan("qwen3-30b-a3b", "h100:16", &[]));
@@ -266,13 +275,14 @@ fn a_hugging_face_config_plans_like_its_preset() {
     };
     assert_eq!(tokens_per_s(&from_config), tokens_per_s(&from_preset));
     assert!(from_config.contains("Qwen3-30B-A3B"), "{from_config}");
-    let bad = tmp("config.json", r#"{"model_type": "t5", "d_model": 512}"#);
+    let bad = tmp(&d, "config.json", r#"{"model_type": "t5", "d_model": 512}"#);
     assert_one_line(&plan(bad.to_str().unwrap(), "h100:8", &[]), &["model_type 't5'", "TOML model file"]);
 }
 
 #[test]
 fn a_stack_file_plans_and_names_itself() {
-    let s = tmp("our-launcher.toml", "base = \"megatron-core-2024\"\noverlap_tp = false\n");
+    let d = scratch("plan-cli");
+    let s = tmp(&d, "our-launcher.toml", "base = \"megatron-core-2024\"\noverlap_tp = false\n");
     let o = run(&[
         "plan",
         "--model",
@@ -285,7 +295,7 @@ fn a_stack_file_plans_and_names_itself() {
         s.to_str().unwrap(),
     ]);
     assert!(assert_ok(&o).contains("stack: our-launcher"));
-    let bad = tmp("typo-stack.toml", "base = \"megatron-core-2024\"\noverlap_tpp = false\n");
+    let bad = tmp(&d, "typo-stack.toml", "base = \"megatron-core-2024\"\noverlap_tpp = false\n");
     assert_one_line(
         &plan("llama3-8b", "h100:16", &["--stack", bad.to_str().unwrap()]),
         &["typo-stack.toml", "overlap_tpp"],

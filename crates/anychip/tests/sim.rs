@@ -19,8 +19,7 @@ fn refused(out: &Output, needles: &[&str]) {
 
 #[test]
 fn qwen3_8b_step_is_priced_in_under_a_gib_of_rss() {
-    let dir = std::env::temp_dir().join(format!("anychip-sim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = anychip_test_support::scratch("sim");
     let json = dir.join("q8.json");
     // qwen3-8b is a planner preset (Qwen/Qwen3-8B config.json, crates/plan/data/models.toml).
     let out = anychip(&[

@@ -49,8 +49,9 @@ fn check(arch: &str) {
     assert!((loss - want).abs() < 1e-4, "{arch}: loss {loss} vs transformers {want}");
 
     // Export before training and compare every tensor with the original file, bit for bit.
-    let out = std::env::temp_dir().join(format!("anychip-hf-{arch}-{}", std::process::id()));
-    anychip_hf::export(&model, a, &out).unwrap();
+    let tmp = tempfile::Builder::new().prefix(&format!("anychip-hf-{arch}-")).tempdir().unwrap();
+    let out = tmp.path();
+    anychip_hf::export(&model, a, out).unwrap();
     let (orig, ours) =
         (std::fs::read(dir.join("model.safetensors")).unwrap(), std::fs::read(out.join("model.safetensors")).unwrap());
     let (orig, ours) = (SafeTensors::deserialize(&orig).unwrap(), SafeTensors::deserialize(&ours).unwrap());
@@ -60,7 +61,7 @@ fn check(arch: &str) {
         assert_eq!(o.shape(), e.shape(), "{arch}: {name} shape");
         assert!(o.data() == e.data(), "{arch}: {name} differs after the round trip");
     }
-    let (_, reloaded) = anychip_hf::load(&out, &port).unwrap();
+    let (_, reloaded) = anychip_hf::load(out, &port).unwrap();
     let l2 = cross_entropy(&reloaded.forward(&x).unwrap(), &y).unwrap().item().unwrap() as f64;
     assert_eq!(l2, loss, "{arch}: the exported model gives another loss");
 
@@ -145,33 +146,33 @@ fn ernie4_5_moe_matches_transformers() {
 
 #[test]
 fn unsupported_architectures_and_missing_tensors_are_named() {
-    let d = std::env::temp_dir().join(format!("anychip-hf-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
+    let tmp = tempfile::Builder::new().prefix("anychip-hf-bad-").tempdir().unwrap();
+    let d = tmp.path();
     std::fs::write(d.join("config.json"), r#"{"architectures": ["BertForMaskedLM"], "model_type": "bert"}"#).unwrap();
     let port: Arc<dyn Port> = Arc::new(anychip_port_cpu::new(Some(1)));
-    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    let e = anychip_hf::load(d, &port).err().unwrap().to_string();
     assert!(e.contains("BertForMaskedLM") && e.contains("Qwen3ForCausalLM"), "{e}");
     // A llama config whose weights file lacks a tensor.
     std::fs::copy(golden("llama").join("config.json"), d.join("config.json")).unwrap();
     let empty = safetensors::serialize(Vec::<(String, safetensors::tensor::TensorView)>::new(), None).unwrap();
     std::fs::write(d.join("model.safetensors"), empty).unwrap();
-    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    let e = anychip_hf::load(d, &port).err().unwrap().to_string();
     assert!(e.contains("model.embed_tokens.weight"), "{e}");
     // RoPE scalings other than Llama 3's, and a llama3 scaling missing a field.
     let mut cfg = golden_config("llama3_rope");
     cfg["rope_parameters"]["rope_type"] = "yarn".into();
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
-    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    let e = anychip_hf::load(d, &port).err().unwrap().to_string();
     assert!(e.contains("rope_type 'yarn'") && e.contains("llama3"), "{e}");
     cfg["rope_parameters"]["rope_type"] = "llama3".into();
     cfg["rope_parameters"].as_object_mut().unwrap().remove("low_freq_factor");
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
-    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    let e = anychip_hf::load(d, &port).err().unwrap().to_string();
     assert!(e.contains("'low_freq_factor'"), "{e}");
     // A sliding window on an architecture whose window anychip does not treat as its context.
     cfg["rope_parameters"] = golden_config("llama")["rope_parameters"].clone();
     cfg["sliding_window"] = 16.into();
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
-    let e = anychip_hf::load(&d, &port).err().unwrap().to_string();
+    let e = anychip_hf::load(d, &port).err().unwrap().to_string();
     assert!(e.contains("sliding_window 16"), "{e}");
 }

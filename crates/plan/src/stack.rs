@@ -144,10 +144,9 @@ mod tests {
         assert!(find("no-such-stack").unwrap_err().to_string().contains("megatron-2021"));
     }
 
-    fn file(name: &str, text: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("anychip-stack-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+    /// `text` written to `dir/name`.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
     }
@@ -170,7 +169,12 @@ mod tests {
 
     #[test]
     fn a_stack_file_names_itself_and_inherits_from_its_base() {
-        let p = file("our-launcher.toml", "base = \"megatron-core-2024\"\noverlap_tp = false\ngrad_comm_bytes = 4.0\n");
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(
+            &dir,
+            "our-launcher.toml",
+            "base = \"megatron-core-2024\"\noverlap_tp = false\ngrad_comm_bytes = 4.0\n",
+        );
         let s = resolve(p.to_str().unwrap()).unwrap();
         let base = find("megatron-core-2024").unwrap();
         assert_eq!(s.name, "our-launcher");
@@ -187,8 +191,9 @@ mod tests {
             ("type.toml", "base = \"nemo-2025\"\noverlap_tp = \"yes\"\n", "overlap_tp"),
             ("missing.toml", "flash_attention = true\n", "missing field"),
         ];
+        let dir = tempfile::tempdir().unwrap();
         for (name, text, needle) in cases {
-            let e = format!("{:#}", resolve(file(name, text).to_str().unwrap()).unwrap_err());
+            let e = format!("{:#}", resolve(file(&dir, name, text).to_str().unwrap()).unwrap_err());
             assert!(e.contains(needle) && e.contains(name) && !e.contains('\n'), "{name}: {e}");
         }
     }

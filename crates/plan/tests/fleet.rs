@@ -73,8 +73,8 @@ fn cost_objective_is_not_more_expensive() {
 #[test]
 fn heterogeneous_job_spans_kinds_only_when_asked() {
     let root = manifest_dir().join("../../examples/fleet");
-    let dir = std::env::temp_dir().join(format!("anychip-fleet-het-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("anychip-fleet-het-").tempdir().unwrap();
+    let dir = tmp.path();
     let run = |het: bool| {
         let jobs = dir.join(format!("jobs-{het}.toml"));
         std::fs::write(

@@ -46,11 +46,10 @@ fn a_config_file_path_reads_like_its_directory() {
 }
 
 fn error_for(name: &str, json: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("anychip-hf-config-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix(&format!("anychip-hf-config-{name}-")).tempdir().unwrap();
+    let dir = tmp.path();
     std::fs::write(dir.join("config.json"), json).unwrap();
     let e = resolve(dir.to_str().unwrap()).unwrap_err();
-    std::fs::remove_dir_all(&dir).unwrap();
     let msg = format!("{e:#}");
     assert!(!msg.contains('\n'), "one line: {msg}");
     msg
@@ -82,8 +81,8 @@ fn window_layers_come_from_layer_types_or_the_family_pattern() {
 
 #[test]
 fn gemma_ties_its_head_unless_the_file_says_otherwise() {
-    let dir = std::env::temp_dir().join(format!("anychip-hf-gemma-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("anychip-hf-gemma-").tempdir().unwrap();
+    let dir = tmp.path();
     // google/gemma-2-9b config.json (shape fields): no tie_word_embeddings key, alternating
     // 4,096-token sliding window.
     let cfg = r#"{"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "vocab_size": 256000,
@@ -92,7 +91,6 @@ fn gemma_ties_its_head_unless_the_file_says_otherwise() {
         "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256}"#;
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     let arch = resolve(dir.to_str().unwrap()).unwrap().arch;
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(arch.tied);
     assert_eq!(arch.window, Some((4096, 0.5)));
     // Gemma 2 9B: 9.24B parameters (model card), the 256k embedding counted once.

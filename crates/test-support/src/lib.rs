@@ -8,15 +8,18 @@
 //! - [`data`]: deterministic inputs (Philox streams, a xorshift generator, special values);
 //! - [`check`]: element-wise comparisons with named tolerances;
 //! - [`cli`]: the command line's failure contract (exit 2, one `error:` line, no panic);
+//! - [`scratch`]: test directories removed when the test passes, kept when it fails;
 //! - [`port_or_skip`]: open an optional port, or fail when the environment demands it.
 
 pub mod check;
 pub mod cli;
 pub mod data;
+pub mod scratch;
 pub mod transfer;
 
 pub use check::{assert_close, assert_invalid, assert_same, tol_for, Tol};
 pub use data::{philox_values, with_specials, Gen, SPECIALS};
+pub use scratch::{scratch, token_cache, Scratch};
 
 use anychip_port::{DType, Layout, Port, View};
 use std::fmt::Display;

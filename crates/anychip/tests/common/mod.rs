@@ -6,19 +6,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use anychip_test_support::{scratch, token_cache};
+
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anychip"));
     // Token caches go to a private directory, never the user's.
-    c.env("ANYCHIP_CACHE", scratch("cache"));
+    c.env("ANYCHIP_CACHE", token_cache());
     c.env_remove("ANYCHIP_FAULT");
     c
-}
-
-/// A fresh directory for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anychip-test-{}-{name}", std::process::id()));
-    fs::create_dir_all(&d).unwrap();
-    d
 }
 
 pub fn corpus(dir: &Path) -> PathBuf {
