@@ -104,6 +104,15 @@ fn moe_tiny_trains_and_logs_router_statistics() {
     assert_eq!((per_expert.len(), per_expert.iter().sum::<u64>()), (8, 3 * 64 * 2), "{moe}");
     assert!(moe["aux_loss"].as_f64().unwrap() >= 1.99, "aux is at least top_k: {moe}");
     assert!(moe["max_load_ratio"].as_f64().unwrap() >= 1.0, "{moe}");
+    let per_layer: Vec<f64> =
+        moe["load_ratio_per_layer"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(per_layer.len(), 3, "one ratio per MoE layer: {moe}");
+    assert!(per_layer.iter().all(|&r| r >= 1.0), "{moe}");
+    // Each layer routes the same 128 slots, so the busiest expert of the pooled counts can hold
+    // at most the mean of the layers' busiest shares: max_e sum_l c_le <= sum_l max_e c_le.
+    let pooled = *per_expert.iter().max().unwrap() as f64 * 8.0 / per_expert.iter().sum::<u64>() as f64;
+    assert!(pooled <= per_layer.iter().sum::<f64>() / 3.0 + 1e-6, "pooled {pooled} vs {per_layer:?}");
+    assert_eq!(per_layer.iter().copied().fold(0.0, f64::max), moe["max_load_ratio"].as_f64().unwrap(), "{moe}");
 }
 
 #[test]

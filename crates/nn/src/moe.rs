@@ -116,6 +116,8 @@ pub struct RouterStats {
     pub aux_loss: f32,
     /// The largest expert share over the mean share, worst layer.
     pub max_load_ratio: f32,
+    /// The largest expert share over the mean share of each MoE layer, in layer order.
+    pub load_ratio_per_layer: Vec<f32>,
 }
 
 /// Creates a parameter (name, shape, kind, the expert it belongs to, whether this rank holds
@@ -416,14 +418,15 @@ pub(crate) fn balance_bias(bias: &mut [f32], loads: &[usize], gamma: f32) {
 pub(crate) fn stats(layers: &[LayerRouting], aux: f32) -> RouterStats {
     let e = layers.first().map_or(0, |l| l.routed.len());
     let mut total = vec![0usize; e];
-    let mut worst = 0f32;
+    let mut per_layer = Vec::with_capacity(layers.len());
     for l in layers {
         l.routed.iter().zip(&mut total).for_each(|(&n, t)| *t += n);
         let sum: usize = l.routed.iter().sum();
         let max = l.routed.iter().copied().max().unwrap_or(0);
-        worst = worst.max(max as f32 * e as f32 / sum.max(1) as f32);
+        per_layer.push(max as f32 * e as f32 / sum.max(1) as f32);
     }
-    RouterStats { tokens_per_expert: total, aux_loss: aux, max_load_ratio: worst }
+    let worst = per_layer.iter().copied().fold(0f32, f32::max);
+    RouterStats { tokens_per_expert: total, aux_loss: aux, max_load_ratio: worst, load_ratio_per_layer: per_layer }
 }
 
 #[cfg(test)]

@@ -117,6 +117,8 @@ pub struct MoeLog {
     pub tokens_per_expert: Vec<usize>,
     /// The busiest expert's share over the mean share, in the worst layer.
     pub max_load_ratio: f32,
+    /// The busiest expert's share over the mean share of each MoE layer, in layer order.
+    pub load_ratio_per_layer: Vec<f32>,
 }
 
 /// What an observer of [`train_observed`] tells the loop after a step.
@@ -682,6 +684,7 @@ impl Run<'_> {
                     aux_loss: r.aux_loss,
                     tokens_per_expert: r.tokens_per_expert,
                     max_load_ratio: r.max_load_ratio,
+                    load_ratio_per_layer: r.load_ratio_per_layer,
                 }),
                 skipped: !outcome.finite(),
             };
