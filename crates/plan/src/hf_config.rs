@@ -14,17 +14,38 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
 /// `model_type`s read as a dense decoder with SwiGLU (or GeGLU: the same three matrices).
-const GATED_DENSE: &[&str] =
-    &["llama", "mistral", "qwen2", "qwen3", "ernie4_5", "gemma", "gemma2", "gemma3_text", "olmo2", "granite", "phi3"];
+const GATED_DENSE: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "ernie4_5",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "olmo2",
+    "olmo3",
+    "granite",
+    "phi3",
+    "glm4",
+    "smollm3",
+    "seed_oss",
+];
 
 /// `model_type`s read as a mixture of experts.
 const MOE: &[&str] = &[
     "mixtral",
+    "phimoe",
+    "granitemoe",
+    "granitemoeshared",
+    "olmoe",
     "qwen2_moe",
     "qwen3_moe",
     "deepseek_v2",
     "deepseek_v3",
     "kimi_k2",
+    "glm4_moe",
+    "dots1",
     "gpt_oss",
     "ernie4_5_moe",
     "llama4",
@@ -152,10 +173,16 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
     let mut m = gated(c, "moe")?;
     let dense_ff = c.opt("intermediate_size");
     match mt {
-        "mixtral" => {
-            m.experts = Some(c.req("num_local_experts")?);
+        // Every layer MoE, the experts `intermediate_size` wide (Granite's shared expert, when
+        // present, `shared_intermediate_size`).
+        "mixtral" | "phimoe" | "granitemoe" | "granitemoeshared" | "olmoe" => {
+            m.experts = Some(c.first(&["num_local_experts", "num_experts"])?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("intermediate_size")?);
+            if let Some(s) = c.opt("shared_intermediate_size").filter(|&s| s > 0) {
+                m.shared_experts = Some(1);
+                m.shared_expert_d_ff = Some(s);
+            }
         }
         "qwen2_moe" | "qwen3_moe" => {
             m.experts = Some(c.req("num_experts")?);
@@ -174,7 +201,8 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
                 m.d_ff = dense_ff;
             }
         }
-        "deepseek_v2" | "deepseek_v3" | "kimi_k2" => {
+        // DeepSeek's field names; GLM-4.5 and dots.llm1 use them with plain (not latent) attention.
+        "deepseek_v2" | "deepseek_v3" | "kimi_k2" | "glm4_moe" | "dots1" => {
             m.experts = Some(c.req("n_routed_experts")?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
