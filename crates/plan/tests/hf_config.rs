@@ -99,8 +99,8 @@ fn gemma_ties_its_head_unless_the_file_says_otherwise() {
 
 /// Configs of families that have no preset, checked against the sizes their publishers state
 /// (total parameters, and active ones per token), which a misread width or expert count misses.
-/// Publishers count active parameters two ways: OLMoE and Phi-3.5-MoE with the embedding and
-/// the head, GLM-4.5 without either (12.2B here without, 13.4B with).
+/// Publishers count active parameters two ways: OLMoE, Phi-3.5-MoE and dots.llm1 with the
+/// embedding and the head, GLM-4.5 without either (12.2B here without, 13.4B with).
 #[test]
 fn configs_without_a_preset_read_as_their_published_sizes() {
     // (fixture, total, active, active counts the embedding and head, publisher's statement)
@@ -108,6 +108,7 @@ fn configs_without_a_preset_read_as_their_published_sizes() {
         ("GLM-4.5-Air", 106e9, 12e9, false, "zai-org/GLM-4.5-Air model card: 106B total, 12B active"),
         ("Phi-3.5-MoE-instruct", 41.9e9, 6.6e9, true, "microsoft/Phi-3.5-MoE-instruct model card: 41.9B, 6.6B active"),
         ("OLMoE-1B-7B-0924", 6.9e9, 1.3e9, true, "allenai/OLMoE-1B-7B-0924 model card: 6.9B total, 1.3B active"),
+        ("dots.llm1.base", 142e9, 14e9, true, "rednote-hilab/dots.llm1.base model card: 142B total, 14B activated"),
     ];
     for (dir, total, active, with_embeddings, said) in cases {
         let arch = resolve(fixture(dir).to_str().unwrap()).unwrap_or_else(|e| panic!("{dir}: {e}")).arch;
@@ -122,6 +123,7 @@ fn configs_without_a_preset_read_as_their_published_sizes() {
                 -table
             };
         let t = arch.total_params();
+        eprintln!("{dir}: {:.2}B parameters, {:.2}B active ({said})", t / 1e9, a / 1e9);
         assert!((t / total - 1.0).abs() < 0.03, "{dir}: {t:.3e} parameters, {said}");
         assert!((a / active - 1.0).abs() < 0.05, "{dir}: {a:.3e} active, {said}");
     }
