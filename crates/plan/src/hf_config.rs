@@ -46,6 +46,7 @@ const MOE: &[&str] = &[
     "kimi_k2",
     "glm4_moe",
     "dots1",
+    "bailing_moe",
     "gpt_oss",
     "ernie4_5_moe",
     "llama4",
@@ -225,6 +226,23 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
             // and clamp their gated activation at swiglu_limit.
             m.expert_bias = Some(true);
             m.activation_clamp = c.v["swiglu_limit"].as_f64().or(Some(7.0));
+        }
+        // Ant Group's Ling (BailingMoe v1 and v2): shared experts of moe_intermediate_size each
+        // unless v2 gives them their own width; first_k_dense_replace dense layers.
+        "bailing_moe" => {
+            m.experts = Some(c.req("num_experts")?);
+            m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+            let width = c.req("moe_intermediate_size")?;
+            m.expert_d_ff = Some(width);
+            if let Some(s) = c.opt("num_shared_experts").filter(|&s| s > 0) {
+                m.shared_experts = Some(s);
+                m.shared_expert_d_ff = Some(c.opt("moe_shared_expert_intermediate_size").unwrap_or(width));
+            }
+            let first_dense = c.opt("first_k_dense_replace").unwrap_or(0);
+            if first_dense > 0 {
+                m.dense_layers = Some(first_dense);
+                m.d_ff = dense_ff;
+            }
         }
         "ernie4_5_moe" => {
             m.experts = Some(c.req("moe_num_experts")?);

@@ -99,8 +99,8 @@ fn gemma_ties_its_head_unless_the_file_says_otherwise() {
 
 /// Configs of families that have no preset, checked against the sizes their publishers state
 /// (total parameters, and active ones per token), which a misread width or expert count misses.
-/// Publishers count active parameters two ways: OLMoE, Phi-3.5-MoE and dots.llm1 with the
-/// embedding and the head, GLM-4.5 without either (12.2B here without, 13.4B with).
+/// Publishers count active parameters two ways: OLMoE, Phi-3.5-MoE, dots.llm1 and Ling with
+/// the embedding and the head, GLM-4.5 without either (12.2B here without, 13.4B with).
 #[test]
 fn configs_without_a_preset_read_as_their_published_sizes() {
     // (fixture, total, active, active counts the embedding and head, publisher's statement)
@@ -109,6 +109,7 @@ fn configs_without_a_preset_read_as_their_published_sizes() {
         ("Phi-3.5-MoE-instruct", 41.9e9, 6.6e9, true, "microsoft/Phi-3.5-MoE-instruct model card: 41.9B, 6.6B active"),
         ("OLMoE-1B-7B-0924", 6.9e9, 1.3e9, true, "allenai/OLMoE-1B-7B-0924 model card: 6.9B total, 1.3B active"),
         ("dots.llm1.base", 142e9, 14e9, true, "rednote-hilab/dots.llm1.base model card: 142B total, 14B activated"),
+        ("Ling-lite-1.5", 16.8e9, 2.75e9, true, "inclusionAI/Ling-lite-1.5 model card: 16.8B total, 2.75B activated"),
     ];
     for (dir, total, active, with_embeddings, said) in cases {
         let arch = resolve(fixture(dir).to_str().unwrap()).unwrap_or_else(|e| panic!("{dir}: {e}")).arch;
