@@ -1,38 +1,14 @@
 //! The `anychip` binary as a user runs it: resume is bit-exact, and bad input gives one clear
 //! line, exit code 2, no panic, and overwrites nothing.
 
+mod common;
+use common::*;
+
+// The shared contract's stricter form: no line but the error, not even `anychip:` notices.
 use anychip_test_support::cli::assert_clean_failure;
-use anychip_test_support::{scratch, token_cache};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anychip"));
-    // Token caches go to a private directory, never the user's.
-    c.env("ANYCHIP_CACHE", token_cache());
-    c
-}
-
-fn corpus(dir: &Path) -> PathBuf {
-    let p = dir.join("corpus.txt");
-    let line = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: O Romeo, Romeo, wherefore art thou Romeo?\n";
-    fs::write(&p, line.repeat(200)).unwrap();
-    p
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
-
-const TINY: &[&str] = &["--preset", "gpt2-tiny", "--batch", "4", "--ctx", "32", "--threads", "1", "--quiet"];
-
-fn train(data: &Path, out: &Path, steps: &str, extra: &[&str]) -> Output {
-    let mut a = vec!["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", steps];
-    a.extend_from_slice(TINY);
-    a.extend_from_slice(extra);
-    run(&a)
-}
+use std::path::Path;
+use std::process::Output;
 
 #[test]
 fn resume_is_bit_exact() {
@@ -257,14 +233,6 @@ fn damaged_checkpoints_are_refused_and_nothing_is_overwritten() {
     let o = run(&["train", "--resume", trunc.to_str().unwrap(), "--steps", "4", "--threads", "1", "--quiet"]);
     assert_clean_failure(&o, "model.safetensors");
     assert_eq!(fs::read(trunc.join("model.safetensors")).unwrap(), &model[..model.len() / 2]);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 /// `train` with a tiny model on `data` into `out`, `--steps` and `--batch` as given.
