@@ -180,19 +180,13 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
             m.experts = Some(c.first(&["num_local_experts", "num_experts"])?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("intermediate_size")?);
-            if let Some(s) = c.opt("shared_intermediate_size").filter(|&s| s > 0) {
-                m.shared_experts = Some(1);
-                m.shared_expert_d_ff = Some(s);
-            }
+            one_shared_expert(c, &mut m, "shared_intermediate_size");
         }
         "qwen2_moe" | "qwen3_moe" => {
             m.experts = Some(c.req("num_experts")?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
-            if let Some(s) = c.opt("shared_expert_intermediate_size").filter(|&s| s > 0) {
-                m.shared_experts = Some(1);
-                m.shared_expert_d_ff = Some(s);
-            }
+            one_shared_expert(c, &mut m, "shared_expert_intermediate_size");
             if c.v["mlp_only_layers"].as_array().is_some_and(|l| !l.is_empty()) {
                 bail!("config.json: mlp_only_layers (dense layers at chosen indices) cannot be planned from config.json; write a TOML model file with dense_layers / moe_every");
             }
@@ -211,11 +205,7 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
             if c.opt("moe_layer_freq").unwrap_or(1) != 1 {
                 bail!("config.json: moe_layer_freq other than 1 cannot be planned from config.json; write a TOML model file");
             }
-            let first_dense = c.opt("first_k_dense_replace").unwrap_or(0);
-            if first_dense > 0 {
-                m.dense_layers = Some(first_dense);
-                m.d_ff = dense_ff;
-            }
+            first_dense_layers(c, &mut m, dense_ff);
             latent(c, &mut m)?;
         }
         "gpt_oss" => {
@@ -238,11 +228,7 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
                 m.shared_experts = Some(s);
                 m.shared_expert_d_ff = Some(c.opt("moe_shared_expert_intermediate_size").unwrap_or(width));
             }
-            let first_dense = c.opt("first_k_dense_replace").unwrap_or(0);
-            if first_dense > 0 {
-                m.dense_layers = Some(first_dense);
-                m.d_ff = dense_ff;
-            }
+            first_dense_layers(c, &mut m, dense_ff);
         }
         "ernie4_5_moe" => {
             m.experts = Some(c.req("moe_num_experts")?);
@@ -273,6 +259,23 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
         }
     }
     Ok(m)
+}
+
+/// One always-on shared expert as wide as `key` says, when the config gives it a positive width.
+fn one_shared_expert(c: &Fields, m: &mut ModelFile, key: &str) {
+    if let Some(s) = c.opt(key).filter(|&s| s > 0) {
+        m.shared_experts = Some(1);
+        m.shared_expert_d_ff = Some(s);
+    }
+}
+
+/// The first `first_k_dense_replace` layers dense, of the config's `intermediate_size` (`dense_ff`).
+fn first_dense_layers(c: &Fields, m: &mut ModelFile, dense_ff: Option<usize>) {
+    let first_dense = c.opt("first_k_dense_replace").unwrap_or(0);
+    if first_dense > 0 {
+        m.dense_layers = Some(first_dense);
+        m.d_ff = dense_ff;
+    }
 }
 
 /// Multi-head latent attention widths (DeepSeek-V2/V3, Kimi K2); plain attention when the config
