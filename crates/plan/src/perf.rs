@@ -81,10 +81,18 @@ pub struct Modules {
     /// Latent attention's up projections and RoPE: the per-head queries, keys and values are not
     /// stored, only the compressed latents.
     pub mla_up_proj: bool,
+    /// torchtitan's per-op selective checkpointing (`selective_ac_option = "op"`): of a layer's
+    /// forward only the outputs of the ops in its save list are kept (matmuls, attention, max),
+    /// except every second matmul; everything else reruns in backward, the element-wise ops
+    /// included (torchtitan parallelize_llama.py `_save_list`, `_custom_policy`, 2024-12 to
+    /// 2025-06). Float8 linears count as matmuls too: the checkpointing mode sees `aten.mm` on
+    /// torchao's Float8 tensors before they dispatch to `_scaled_mm`.
+    pub op_sac: bool,
 }
 
 impl Modules {
-    /// Parse module names joined by `+` (or given one by one): `layernorm`, `moe_act`, `mla_up_proj`.
+    /// Parse module names joined by `+` (or given one by one): `layernorm`, `moe_act`, `mla_up_proj`,
+    /// `op_sac`.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Modules> {
         let mut m = Modules::default();
         for name in names.into_iter().flat_map(|n| n.split('+')).map(str::trim).filter(|n| !n.is_empty()) {
@@ -92,7 +100,8 @@ impl Modules {
                 "layernorm" => m.layernorm = true,
                 "moe_act" => m.moe_act = true,
                 "mla_up_proj" => m.mla_up_proj = true,
-                other => bail!("recompute module must be layernorm, moe_act or mla_up_proj, got '{other}'"),
+                "op_sac" => m.op_sac = true,
+                other => bail!("recompute module must be layernorm, moe_act, mla_up_proj or op_sac, got '{other}'"),
             }
         }
         Ok(m)
@@ -106,7 +115,12 @@ impl Modules {
 
 impl fmt::Display for Modules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let on = [(self.layernorm, "layernorm"), (self.moe_act, "moe_act"), (self.mla_up_proj, "mla_up_proj")];
+        let on = [
+            (self.layernorm, "layernorm"),
+            (self.moe_act, "moe_act"),
+            (self.mla_up_proj, "mla_up_proj"),
+            (self.op_sac, "op_sac"),
+        ];
         let names: Vec<&str> = on.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
         f.write_str(&names.join("+"))
     }
@@ -663,7 +677,7 @@ impl Ctx<'_> {
         };
         let flops = 2.0 * self.tok * span * (a.qk_dim + a.v_dim) as f64 / self.t();
         if self.stack.flash_attention {
-            let t = flops / (self.attention_peak() * self.k.attn_eff);
+            let t = flops / (self.attention_peak() * self.k.attn_eff * self.stack.attention_kernel_scale);
             let exps = self.r.exp_rate.map_or(0.0, |r| self.tok * span * a.heads as f64 / self.t() / r);
             (t + exps, 2.5 * t + exps, 0.0)
         } else {
@@ -763,7 +777,10 @@ impl Ctx<'_> {
             (true, Some(m)) => tok / t * m.top_k as f64,
             _ => 0.0,
         };
-        let (module_bytes, mut module_rerun) = self.module_recompute(routed);
+        let (mut module_bytes, mut module_rerun) = self.module_recompute(routed);
+        let (sac_bytes, sac_rerun) = self.op_sac(moe, fwd, act_selective);
+        module_bytes += sac_bytes;
+        module_rerun += sac_rerun;
         let (extra_fwd, extra_bwd) = self.unfused_expert_extras(routed);
         if self.l.modules.moe_act && !self.stack.fused_expert_mlp {
             // The clamp runs inside the checkpointed activation, so it reruns with it.
@@ -899,6 +916,36 @@ impl Ctx<'_> {
         (bytes, rerun)
     }
 
+    /// torchtitan's per-op selective checkpointing ([`Modules::op_sac`]) of one layer whose linear
+    /// GEMMs take `linear_fwd` seconds forward and whose stored activations are `act_bytes`:
+    /// (bytes it does not store, seconds it reruns in backward); (0, 0) when it is off.
+    ///
+    /// It keeps the layer's input, the attention core's output and the outputs of every other
+    /// matmul in the layer's order (q, k, v, o, the MLP's up projections, its down projection:
+    /// for Llama it keeps q, v and w1 and reruns k, o and w3, 36% of the linear FLOPs); a MoE
+    /// layer is taken as half of its linear time. Every element-wise op reruns too: the stack's
+    /// passes over the stored bytes, as in a full recompute.
+    fn op_sac(&self, moe: bool, linear_fwd: f64, act_bytes: f64) -> (f64, f64) {
+        if !self.l.modules.op_sac {
+            return (0.0, 0.0);
+        }
+        let a = self.a;
+        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let (qk, kv, v, f) = (a.qk_dim as f64, a.kv_exchange as f64 / 2.0, a.v_dim as f64, a.d_ff as f64);
+        // Output widths of the matmuls in forward order, and the share of the FLOPs the odd ones
+        // (rerun) carry; each has the weight h x width except o (v x h) and down (f x h).
+        let mut widths = vec![(qk, h), (kv, h), (kv, h), (h, v)];
+        widths.extend(std::iter::repeat_n((f, h), a.mlp_up));
+        widths.push((h, f));
+        let total: f64 = widths.iter().map(|(o, i)| o * i).sum();
+        let rerun: f64 = widths.iter().skip(1).step_by(2).map(|(o, i)| o * i).sum();
+        let kept_out: f64 = widths.iter().step_by(2).map(|(o, _)| o).sum();
+        let share = if moe { 0.5 } else { rerun / total };
+        let kept = tok * 2.0 * (h + v + kept_out) / t;
+        let elementwise = passes(self.k, self.stack) * act_bytes / self.r.mem_bw;
+        ((act_bytes - kept).max(0.0), share * linear_fwd + elementwise)
+    }
+
     /// Fixed seconds per micro-batch (forward and backward) of `layers` layers, `moe_layers` of
     /// them MoE: `layer_overhead_us` per layer, the launches of its kernels, which a stack that
     /// replays the whole iteration as one CUDA graph does not pay; and `expert_overhead_us` per
@@ -977,7 +1024,14 @@ pub fn estimate(
         Recompute::Full => sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0,
     };
     let busy = compute_mb + recompute_mb;
-    let tp_raw = sum.tp + if l.recompute == Recompute::Full { sum.tp_fwd } else { 0.0 };
+    // A full recompute reruns the forward's TP collectives; torchtitan's per-op checkpointing
+    // keeps the reduce-scatters' outputs (in its save list) and reruns the all-gathers: half.
+    let tp_rerun = match (l.recompute, l.modules.op_sac) {
+        (Recompute::Full, _) => sum.tp_fwd,
+        (_, true) => 0.5 * sum.tp_fwd,
+        _ => 0.0,
+    };
+    let tp_raw = sum.tp + tp_rerun;
     let tp_mb = exposed(tp_raw, busy, stack.overlap_tp, k);
     // Ring attention overlaps the exchange with the attention it feeds, in every stack.
     let cp_mb = exposed(sum.cp, sum.attn_fwd + sum.attn_bwd, true, k);

@@ -34,6 +34,11 @@ pub struct Row {
     pub source: String,
     /// Chip name in the database.
     pub chip: String,
+    /// Figures of the source's own parts where they differ from the database's chip
+    /// (`FIELD=VALUE`, e.g. torchtitan's 96 GB H100 at a 500 W limit: `tdp_w=500`; usable memory
+    /// scaled from the database chip's), the same for every row of that hardware; the source states them.
+    #[serde(default)]
+    pub chip_overrides: Vec<String>,
     /// Model preset.
     pub model: String,
     /// Software stack profile.
@@ -198,7 +203,7 @@ pub fn prepare() -> Result<Vec<Prepared>> {
             let published_step = r.published_step(&m.arch)?;
             Ok(Prepared {
                 layout: r.layout()?,
-                chip: db.find(&r.chip)?.clone(),
+                chip: row_chip(&db, &r)?,
                 stack: stack::find(&r.stack)?,
                 precision: Precision::parse(&r.precision)?,
                 arch: m.arch,
@@ -207,6 +212,18 @@ pub fn prepare() -> Result<Vec<Prepared>> {
             })
         })
         .collect()
+}
+
+/// The row's chip with its `chip_overrides` applied.
+fn row_chip(db: &ChipDb, r: &Row) -> Result<crate::chips::Chip> {
+    let mut chip = db.find(&r.chip)?.clone();
+    for spec in &r.chip_overrides {
+        let (field, value) =
+            spec.split_once('=').ok_or_else(|| anyhow!("row {}: chip override '{spec}' is not FIELD=VALUE", r.id))?;
+        let value: f64 = value.trim().parse().map_err(|_| anyhow!("row {}: chip override '{spec}'", r.id))?;
+        chip.set(field.trim(), value, &r.source)?;
+    }
+    Ok(chip)
 }
 
 impl Prepared {

@@ -24,7 +24,7 @@ fn modules_parse_and_bad_names_are_refused() {
     assert!(l.modules.layernorm && l.modules.moe_act && !l.modules.mla_up_proj);
     assert!(l.to_string().contains("rc:none+layernorm+moe_act"), "{l}");
     let e = parse_layout("tp=1,modules=layernorm+attn", 8).unwrap_err().to_string();
-    assert!(e.contains("layernorm, moe_act or mla_up_proj"), "{e}");
+    assert!(e.contains("layernorm, moe_act, mla_up_proj or op_sac"), "{e}");
 }
 
 #[test]
@@ -50,4 +50,25 @@ fn each_module_saves_its_bytes_and_costs_its_rerun() {
     let ds_mla = run("deepseek-v3", "tp=1,pp=16,mb=1,ep=8,modules=mla_up_proj", 128, Precision::Fp8);
     assert!(ds_mla.memory.activations < ds.memory.activations);
     assert!(ds_mla.time.recompute > ds.time.recompute);
+}
+
+#[test]
+fn op_sac_reruns_every_second_matmul_and_the_element_wise_ops() {
+    // Llama 3 8B on 8 chips: torchtitan's per-op checkpointing sits between no recompute and a
+    // full one in both memory and time.
+    let none = run("llama3-8b", "tp=1,pp=1,mb=1", 8, Precision::Bf16);
+    let sac = run("llama3-8b", "tp=1,pp=1,mb=1,modules=op_sac", 8, Precision::Bf16);
+    let full = run("llama3-8b", "tp=1,pp=1,mb=1,recompute=full", 8, Precision::Bf16);
+    assert!(full.memory.activations < sac.memory.activations, "{:?} {:?}", full.memory, sac.memory);
+    assert!(sac.memory.activations < none.memory.activations, "{:?} {:?}", sac.memory, none.memory);
+    assert_eq!(none.time.recompute, 0.0);
+    // It reruns k, o and w3 (36.5% of the linear FLOPs) and the element-wise ops, not the
+    // attention core: more than a third of a full recompute's time, well under all of it.
+    let ratio = sac.time.recompute / full.time.recompute;
+    assert!((0.3..0.7).contains(&ratio), "op_sac reruns {ratio:.2} of a full recompute");
+    // Under TP it reruns the all-gathers (half the forward's collectives), a full recompute all.
+    let tp_none = run("llama3-8b", "tp=4,pp=1,mb=1,sp=true", 8, Precision::Bf16);
+    let tp_sac = run("llama3-8b", "tp=4,pp=1,mb=1,sp=true,modules=op_sac", 8, Precision::Bf16);
+    let tp_full = run("llama3-8b", "tp=4,pp=1,mb=1,sp=true,recompute=full", 8, Precision::Bf16);
+    assert!(tp_none.time.tp_comm < tp_sac.time.tp_comm && tp_sac.time.tp_comm < tp_full.time.tp_comm);
 }

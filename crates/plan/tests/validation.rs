@@ -47,8 +47,9 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (263 rows: overall 13.5%,
-    // dense 9.5% / 66.6% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.8% / 120.1%). Issue
+    // Regression bounds just above the figures of docs/planner.md (291 rows: overall 13.5%,
+    // dense 10.0% / 57.5% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 18.2% / 119.2%; the
+    // dense mean was 9.5% on 263 rows before the 28 torchtitan rows, which come in at 12-16%). Issue
     // 18's bounds (mean <= 12%, every row within 30%) are in `issue_18_bounds`, ignored until they
     // hold: the 101 GB300/B300, ModelZoo, TPU and AMD rows added on 2026-12-04 took the mean from
     // 11.6% (131 rows) to 13.9%, the MoE rows of the Megatron-Bridge tables (GPT-OSS-120B
@@ -57,7 +58,7 @@ fn cross_validated_throughput_error() {
     // (docs/planner.md, "Where it is wrong"); the dense worst-row bound moved from 32% to 75% with
     // those two rows.
     assert!(mean <= 0.14, "cross-validated mean absolute error {:.1}% > 14%", 100.0 * mean);
-    assert!(dense_mean <= 0.10, "cross-validated dense mean {:.1}% > 10%", 100.0 * dense_mean);
+    assert!(dense_mean <= 0.105, "cross-validated dense mean {:.1}% > 10.5%", 100.0 * dense_mean);
     assert!(dense_worst <= 0.70, "cross-validated worst dense row {:.1}% > 70%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
@@ -75,7 +76,9 @@ fn cross_validated_throughput_error() {
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
 /// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 10.3%,
 /// MoE 19.6%; every row 14.7%): the 31 MLPerf rows of v3.1, v4.0 and v5.1 carry the FP8
-/// constants to the Bridge rows (dense was 19.6% without them).
+/// constants to the Bridge rows (dense was 19.6% without them). The 28 torchtitan rows (PyTorch
+/// FSDP2 and torch.compile, another code base) held out together: 20.2%, worst 42.5% (Llama 3.1
+/// 405B at 256k tokens).
 #[test]
 fn leave_publisher_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -91,10 +94,13 @@ fn leave_publisher_out_throughput_error() {
     let dense = subset(&|r| bridge(r) && r.ep == 1);
     print!("Megatron-Bridge MoE:   ");
     let moe = subset(&|r| bridge(r) && r.ep > 1);
+    print!("torchtitan (PyTorch):  ");
+    let titan = subset(&|r| r.publisher() == "torchtitan");
     print!("every row:             ");
     let all = subset(&|_| true);
     assert!(dense <= 0.115, "Megatron-Bridge dense held out by publisher {:.1}% > 11.5%", 100.0 * dense);
     assert!(moe <= 0.21, "Megatron-Bridge MoE held out by publisher {:.1}% > 21%", 100.0 * moe);
+    assert!(titan <= 0.21, "torchtitan held out by publisher {:.1}% > 21%", 100.0 * titan);
     assert!(all <= 0.155, "every row held out by publisher {:.1}% > 15.5%", 100.0 * all);
 }
 
