@@ -76,6 +76,11 @@ pub const FIELDS: &[FieldInfo] = &[
         unit: "Texp/s",
         doc: "exponentials per second of the special-function units (softmax)",
     },
+    FieldInfo {
+        key: "sync_mma_fraction",
+        unit: "",
+        doc: "throughput of warp-synchronous MMA kernels (FlashAttention-2) relative to the chip's asynchronous tensor-core kernels; absent: 1",
+    },
 ];
 
 /// One accelerator record.

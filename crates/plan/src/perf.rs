@@ -363,6 +363,8 @@ pub struct Rates {
     pub scaleout: Option<f64>,
     /// Softmax exponentials per second (`None` when the chip does not say).
     pub exp_rate: Option<f64>,
+    /// Fraction of the attention rate warp-synchronous MMA kernels reach (chip `sync_mma_fraction`).
+    pub sync_mma: f64,
 }
 
 impl Rates {
@@ -393,6 +395,7 @@ impl Rates {
         };
         let clock = power_clock(chip, k);
         let exp_rate = chip.get("sfu_exp_tops").map(|t| t * 1e12 * clock);
+        let sync_mma = chip.get("sync_mma_fraction").unwrap_or(1.0);
         Ok(Rates {
             nominal_bf16: peak_bf16,
             peak_bf16: peak_bf16 * clock,
@@ -402,6 +405,7 @@ impl Rates {
             domain,
             scaleout,
             exp_rate,
+            sync_mma,
         })
     }
 
@@ -521,6 +525,19 @@ fn passes(k: &Constants, stack: &Stack) -> f64 {
     // Unfused kernels read and write each tensor separately; 1.5x the fused traffic is the
     // ratio of the unfused to the fused GeLU/bias/dropout/add sequence (Narayanan SC'21 section 4.2).
     k.elementwise_passes * if stack.fused_elementwise { 1.0 } else { 1.5 }
+}
+
+/// Bytes the loss keeps over the logits of one micro-batch, whose FP32 size is `logits_bytes`:
+/// a fused cross-entropy keeps one logit-sized buffer in FP32 or two in BF16 (the logits and
+/// their gradient, or its FP32 softmax: Megatron-Core's vocab-parallel loss, Transformer
+/// Engine's and flash-attn's fused kernels); unfused, the BF16 logits, their FP32 copy and its
+/// softmax gradient (8 bytes a logit at the peak).
+fn logits_memory(stack: &Stack, logits_bytes: f64) -> f64 {
+    if stack.fused_cross_entropy {
+        logits_bytes
+    } else {
+        2.0 * logits_bytes
+    }
 }
 
 /// Bytes the loss moves over the FP32 logits (`logits_bytes`) of one micro-batch, forward and
@@ -677,7 +694,8 @@ impl Ctx<'_> {
         };
         let flops = 2.0 * self.tok * span * (a.qk_dim + a.v_dim) as f64 / self.t();
         if self.stack.flash_attention {
-            let t = flops / (self.attention_peak() * self.k.attn_eff * self.stack.attention_kernel_scale);
+            let kernel = if self.stack.sync_mma_attention { self.r.sync_mma } else { 1.0 };
+            let t = flops / (self.attention_peak() * self.k.attn_eff * kernel);
             let exps = self.r.exp_rate.map_or(0.0, |r| self.tok * span * a.heads as f64 / self.t() / r);
             (t + exps, 2.5 * t + exps, 0.0)
         } else {
@@ -1070,7 +1088,7 @@ pub fn estimate(
         optimizer: states.optimizer,
         gathered: states.gathered,
         activations: cx.activation_memory(&sum, stage_layers, n_micro),
-        logits: 2.0 * logits_bytes,
+        logits: logits_memory(stack, logits_bytes),
         reserve: k.reserve_gib * GIB,
     };
 

@@ -55,12 +55,12 @@ pub struct Stack {
     /// Absent: false.
     #[serde(default)]
     pub full_iteration_cuda_graph: bool,
-    /// Throughput of the stack's fused attention kernel relative to the FlashAttention-3 /
-    /// cuDNN-class kernels the constants were fitted on, on Hopper and later chips: 0.56 for
-    /// FlashAttention-2 (PyTorch SDPA's flash backend), which does not use Hopper's asynchronous
-    /// tensor-core instructions. Absent: 1.
-    #[serde(default = "one")]
-    pub attention_kernel_scale: f64,
+    /// Fused attention runs warp-synchronous MMA kernels (FlashAttention-2: PyTorch SDPA's flash
+    /// backend, Triton kernels of 2023) instead of ones built on the chip's asynchronous tensor
+    /// cores (FlashAttention-3, cuDNN): it reaches the chip's `sync_mma_fraction` of their rate.
+    /// Absent: false.
+    #[serde(default)]
+    pub sync_mma_attention: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
@@ -71,10 +71,6 @@ pub struct Stack {
     pub main_grad_bytes: f64,
     /// Where the flags come from.
     pub source: String,
-}
-
-fn one() -> f64 {
-    1.0
 }
 
 #[derive(Deserialize)]

