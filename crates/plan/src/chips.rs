@@ -197,6 +197,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("h800.toml", include_str!("../chips/h800.toml")),
     ("h200.toml", include_str!("../chips/h200.toml")),
     ("a100.toml", include_str!("../chips/a100.toml")),
+    ("a100-40gb.toml", include_str!("../chips/a100-40gb.toml")),
     ("h20.toml", include_str!("../chips/h20.toml")),
     ("p800.toml", include_str!("../chips/p800.toml")),
     ("r300.toml", include_str!("../chips/r300.toml")),
@@ -216,6 +217,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("gaudi3.toml", include_str!("../chips/gaudi3.toml")),
     ("tpu-v5e.toml", include_str!("../chips/tpu-v5e.toml")),
     ("tpu-v5p.toml", include_str!("../chips/tpu-v5p.toml")),
+    ("tpu-v6e.toml", include_str!("../chips/tpu-v6e.toml")),
 ];
 
 /// A set of chip records.

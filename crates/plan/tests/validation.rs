@@ -47,14 +47,14 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (429 rows: overall 11.3%,
-    // dense 8.7% / 57.0% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.6% / 119.4%). The
-    // mean is within issue 18's 12% since the 138 llm-foundry rows (7.8% out of sample; the
-    // 291 rows before them are at 12.9%); its other bound, every row within 30%, is in
-    // `issue_18_bounds`, ignored until it holds: 29 rows are beyond it, the MoE rows of the
+    // Regression bounds just above the figures of docs/planner.md (507 rows: overall 10.8%,
+    // dense 8.6% / 59.5% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.6% / 119.1%). The
+    // mean is within issue 18's 12% since the 216 llm-foundry rows (8.0% out of sample; the
+    // 291 rows before them are at 13.0%); its other bound, every row within 30%, is in
+    // `issue_18_bounds`, ignored until it holds: 31 rows are beyond it, the MoE rows of the
     // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
     // 26.02.01) slower than any physical term explains, MLPerf's Llama 3.1 8B runs on 512 GPUs at
-    // a global batch of 64, and MPT-13B/30B/70B on H100 without recompute or at 8k tokens
+    // a global batch of 64, and MPT-13B/30B/70B without recompute at micro-batch 2 or at 8k tokens
     // (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
     assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
@@ -62,9 +62,10 @@ fn cross_validated_throughput_error() {
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
     // Issue 18: the ZeRO-3 / FSDP rows within the issue's bounds (mean <= 12%, every row within
-    // 30%). The mean holds (188 rows, 8.5%); the worst row does not since the llm-foundry rows:
-    // 7 of them are 30-41% too fast (MPT-13B at 2,048 tokens without recompute at micro-batch 2,
-    // MPT-30B at 8k, MPT-70B on 32 H100), so the worst-row bound here is a regression bound.
+    // 30%). The mean holds (266 rows, 8.4%); the worst row does not since the llm-foundry rows:
+    // 7 of them are 31-42% too fast (MPT-13B at 2,048 tokens without recompute at micro-batch 2,
+    // MPT-30B at 8k, MPT-70B at micro-batch 2 on 64 A100 40GB), so the worst-row bound here is a
+    // regression bound.
     // The 56 ZeRO-3 rows before them: 11.1%, worst 23.3%.
     let zero3: Vec<f64> = cv.iter().filter(|c| rows[c.index].row.zero == 3).map(|c| c.cv_error).collect();
     let (z3_mean, z3_worst) = summary(&zero3);
@@ -75,8 +76,8 @@ fn cross_validated_throughput_error() {
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
-/// fitted on. Regression bounds a point or so above docs/planner.md (429 rows: Megatron-Bridge
-/// dense 9.6%, MoE 18.9%; torchtitan 10.2%; llm-foundry 7.3%; every row 11.8%): the 31 MLPerf
+/// fitted on. Regression bounds a point or so above docs/planner.md (507 rows: Megatron-Bridge
+/// dense 11.1%, MoE 18.6%; torchtitan 11.2%; llm-foundry 7.1%; every row 11.1%): the 31 MLPerf
 /// rows of v3.1, v4.0 and v5.1 carry the FP8 constants to the Bridge rows (dense was 19.6%
 /// without them). torchtitan (PyTorch FSDP2 and torch.compile) and llm-foundry (Composer FSDP)
 /// are code bases outside the Megatron lineage; torchtitan's rows held out together were 20.2%
@@ -102,7 +103,7 @@ fn leave_publisher_out_throughput_error() {
     let foundry = subset(&|r| r.publisher() == "mosaicml");
     print!("every row:             ");
     let all = subset(&|_| true);
-    assert!(dense <= 0.105, "Megatron-Bridge dense held out by publisher {:.1}% > 10.5%", 100.0 * dense);
+    assert!(dense <= 0.115, "Megatron-Bridge dense held out by publisher {:.1}% > 11.5%", 100.0 * dense);
     assert!(moe <= 0.20, "Megatron-Bridge MoE held out by publisher {:.1}% > 20%", 100.0 * moe);
     assert!(titan <= 0.12, "torchtitan held out by publisher {:.1}% > 12%", 100.0 * titan);
     assert!(foundry <= 0.085, "llm-foundry held out by publisher {:.1}% > 8.5%", 100.0 * foundry);
@@ -110,11 +111,11 @@ fn leave_publisher_out_throughput_error() {
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (the mean holds, 11.3% over 429 rows, but 29 rows are beyond 30%;
+/// within 30%. Fails today (the mean holds, 10.8% over 507 rows, but 31 rows are beyond 30%;
 /// docs/planner.md, "Where it is wrong"); run it with `cargo test -p anychip-plan --test
 /// validation -- --ignored`.
 #[test]
-#[ignore = "known gap: 29 rows beyond 30% (GPT-OSS-120B on GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, MPT-13B/30B/70B on H100)"]
+#[ignore = "known gap: 31 rows beyond 30% (GPT-OSS-120B on GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, MPT-13B/30B/70B on H100 and A100)"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
@@ -245,6 +246,11 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     ),
     ("mlperf51-405b-nebius-h200-512", "as above"),
     ("mlperf51-405b-uf-b200-256", "as above"),
+    (
+        "foundry-a100-40gb-mpt-1b-bf16-2048-64-mb10",
+        "0.1-0.4 GiB over on A100 40GB: as the rows below (MPT trains without dropout, the model stores Korthikanti's masks)",
+    ),
+    ("foundry-a100-40gb-mpt-1b-bf16-2048-32-mb10", "as above"),
     (
         "foundry-a100-mpt-30b-bf16-8192-8-mb1",
         "1.5-2 GiB over on A100 80GB: the model stores LayerNorm inputs and dropout masks Korthikanti's way; MPT trains without dropout",
