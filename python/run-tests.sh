@@ -7,13 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 venv="${ANYCHIP_PY_VENV:-$HOME/.cache/anychip/py-venv}"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv" 2>/dev/null || {
-        # Debian's python3 lacks ensurepip until python3-venv is installed.
-        (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
-        python3 -m venv "$venv"
-    }
-fi
+source ../tools/venv.sh
+ensure_venv "$venv"
 # The README's install command (maturin comes from PyPI through pip's build isolation), plus
 # the test extras (pytest, pandas). The notebook test runs only where its extras are
 # installed (pip install ".[notebook]"): nbclient could not start a kernel on the shared CI VM.

@@ -9,13 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv="${ANYCHIP_HF_VENV:-$HOME/.cache/anychip/hf-venv}"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv" 2>/dev/null || {
-        # Debian's python3 lacks ensurepip until python3-venv is installed.
-        (apt-get update -qq && apt-get install -y -qq python3-venv) >/dev/null
-        python3 -m venv "$venv"
-    }
-fi
+source tools/venv.sh
+ensure_venv "$venv"
 # The versions the goldens were checked with; a newer transformers is checked by hand first.
 "$venv/bin/python" -m pip install -q torch==2.15.0 transformers==5.25.0 safetensors==0.8.0
 export ANYCHIP="${ANYCHIP:-${CARGO_TARGET_DIR:-target}/debug/anychip}"
