@@ -181,6 +181,19 @@ fn power_note(plan: &Plan, chip: &Chip) -> String {
     }
 }
 
+/// The header's note on a stack whose attention runs FlashAttention-2-class kernels on a chip
+/// whose own fused attention is faster.
+fn attention_note(plan: &Plan) -> String {
+    if plan.attention_kernel < 1.0 {
+        format!(
+            "; attention FlashAttention-2 class, {:.0}% of the chip's fused-attention rate",
+            100.0 * plan.attention_kernel
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
     println!(
         "{} on {} x {} ({}), {:.3e} tokens, seq {}, global batch {} sequences",
@@ -193,7 +206,7 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
         plan.best().estimate.global_batch
     );
     println!(
-        "stack: {}; precision: {}; {}; {} layouts evaluated, {} fit{}",
+        "stack: {}; precision: {}; {}; {} layouts evaluated, {} fit{}{}",
         plan.stack,
         plan.precision,
         if plan.validated {
@@ -203,7 +216,8 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
         },
         plan.evaluated,
         plan.ranked.len(),
-        power_note(plan, chip)
+        power_note(plan, chip),
+        attention_note(plan)
     );
     println!(
         "{:<4} {:<44} {:>8} {:>12} {:>6} {:>9} {:>8} {:>11} {:>12}",

@@ -301,3 +301,20 @@ fn a_stack_file_plans_and_names_itself() {
         &["typo-stack.toml", "overlap_tpp"],
     );
 }
+
+#[test]
+fn a_flashattention2_stack_says_what_it_costs_on_hopper_and_not_on_a100() {
+    let text = |chips: &str, stack: &str| {
+        assert_ok(&run(&["plan", "--model", "llama3-8b", "--chips", chips, "--tokens", "1e12", "--stack", stack]))
+    };
+    let note = "attention FlashAttention-2 class, 56% of the chip's fused-attention rate";
+    let h100 = text("h100:8", "torchtitan-2024");
+    assert!(h100.contains(note), "{h100}");
+    let a100 = text("a100:8", "torchtitan-2024");
+    assert!(!a100.contains("FlashAttention-2 class"), "{a100}");
+    let nemo = text("h100:8", "nemo-2025");
+    assert!(!nemo.contains("FlashAttention-2 class"), "{nemo}");
+    let j = assert_ok(&plan("llama3-8b", "h100:8", &["--stack", "torchtitan-2024"]));
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert!((v["attention_kernel"].as_f64().unwrap() - 0.56).abs() < 1e-9, "{j}");
+}

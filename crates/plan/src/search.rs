@@ -127,6 +127,9 @@ pub struct Plan {
     /// Fraction of its rated clock the chip's tensor cores sustain within its board power
     /// ([`crate::perf::power_clock`]; 1 when not power-limited or its power is not known).
     pub tensor_clock: f64,
+    /// Fraction of the chip's fused-attention rate the stack's attention kernel reaches: the
+    /// chip's `sync_mma_fraction` for a FlashAttention-2-class stack (`sync_mma_attention`), else 1.
+    pub attention_kernel: f64,
     /// Fitting layouts, fastest first.
     pub ranked: Vec<Ranked>,
     /// The fastest layouts that did not fit.
@@ -342,6 +345,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         precision: req.precision,
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
         tensor_clock: crate::perf::power_clock(chip, k),
+        attention_kernel: if req.stack.sync_mma_attention { chip.get("sync_mma_fraction").unwrap_or(1.0) } else { 1.0 },
         ranked,
         rejected,
         evaluated,
