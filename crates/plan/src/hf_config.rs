@@ -32,6 +32,11 @@ const GATED_DENSE: &[&str] = &[
     "seed_oss",
 ];
 
+/// `model_type`s read as a dense decoder with a plain MLP (up, activation, down: Nemotron's squared
+/// ReLU) and llama-style attention fields: the planner's `gpt` architecture with the config's
+/// key/value heads, head width, MLP width and untied head.
+const PLAIN_DENSE: &[&str] = &["nemotron"];
+
 /// `model_type`s read as a mixture of experts.
 const MOE: &[&str] = &[
     "mixtral",
@@ -57,6 +62,7 @@ const MOE: &[&str] = &[
 pub fn supported() -> Vec<&'static str> {
     let mut v = vec!["gpt2"];
     v.extend_from_slice(GATED_DENSE);
+    v.extend_from_slice(PLAIN_DENSE);
     v.extend_from_slice(MOE);
     v
 }
@@ -68,6 +74,7 @@ pub fn model_file(config: &Value, name: &str) -> Result<ModelFile> {
     let mut m = match mt {
         "gpt2" => gpt2(&c)?,
         _ if GATED_DENSE.contains(&mt) => gated(&c, "llama")?,
+        _ if PLAIN_DENSE.contains(&mt) => gated(&c, "gpt")?,
         _ if MOE.contains(&mt) => experts(&c, mt)?,
         _ => bail!(
             "model_type '{mt}' is not one the planner reads from config.json (it reads {}); describe the model in a TOML model file instead (docs/planner.md, 'Model files')",

@@ -129,3 +129,17 @@ fn configs_without_a_preset_read_as_their_published_sizes() {
         assert!((a / active - 1.0).abs() < 0.05, "{dir}: {a:.3e} active, {said}");
     }
 }
+
+/// Nemotron's plain squared-ReLU MLP (two matrices, not three) with grouped-query attention and
+/// an untied head: the Nemotron-4 4B config (Minitron-4B; the config TensorRT-LLM's tests
+/// reproduce, with its `head_dim`) reads as 4.2B parameters, 2.6B outside the embedding and head
+/// (Muralidharan et al. 2024, Table 1). Read as a gated MLP it would be 5.1B.
+#[test]
+fn nemotron_reads_as_a_plain_mlp_with_grouped_query_attention() {
+    let arch = resolve(fixture("Nemotron-4-4B").to_str().unwrap()).unwrap().arch;
+    assert_eq!((arch.mlp_up, arch.kv_heads, arch.tied), (1, 8, false));
+    let tables = 2.0 * (arch.vocab * arch.d_model) as f64;
+    let t = arch.total_params();
+    assert!((t / 4.2e9 - 1.0).abs() < 0.02, "{t:.3e}");
+    assert!(((t - tables) / 2.6e9 - 1.0).abs() < 0.03, "{:.3e} outside the tables", t - tables);
+}
