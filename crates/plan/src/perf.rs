@@ -368,6 +368,16 @@ pub struct Rates {
 }
 
 impl Rates {
+    /// Fraction of the chip's fused-attention rate `stack`'s attention kernel reaches: the chip's
+    /// `sync_mma_fraction` for a FlashAttention-2-class stack (`sync_mma_attention`), else 1.
+    pub fn attention_kernel(&self, stack: &Stack) -> f64 {
+        if stack.sync_mma_attention {
+            self.sync_mma
+        } else {
+            1.0
+        }
+    }
+
     /// Read a chip's rates; unknown figures the job needs are errors naming the field.
     pub fn of(chip: &Chip, k: &Constants, chips_used: usize, precision: Precision) -> Result<Rates> {
         let peak_bf16 = chip.require_positive("bf16_tflops")? * 1e12;
@@ -694,8 +704,7 @@ impl Ctx<'_> {
         };
         let flops = 2.0 * self.tok * span * (a.qk_dim + a.v_dim) as f64 / self.t();
         if self.stack.flash_attention {
-            let kernel = if self.stack.sync_mma_attention { self.r.sync_mma } else { 1.0 };
-            let t = flops / (self.attention_peak() * self.k.attn_eff * kernel);
+            let t = flops / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
             let exps = self.r.exp_rate.map_or(0.0, |r| self.tok * span * a.heads as f64 / self.t() / r);
             (t + exps, 2.5 * t + exps, 0.0)
         } else {

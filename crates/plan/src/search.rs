@@ -345,7 +345,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         precision: req.precision,
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
         tensor_clock: crate::perf::power_clock(chip, k),
-        attention_kernel: if req.stack.sync_mma_attention { chip.get("sync_mma_fraction").unwrap_or(1.0) } else { 1.0 },
+        attention_kernel: rates.attention_kernel(&req.stack),
         ranked,
         rejected,
         evaluated,
