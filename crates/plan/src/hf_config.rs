@@ -5,9 +5,12 @@
 //! Each `model_type` maps its own field names onto [`ModelFile`]: the same widths, counts and
 //! expert layout the TOML presets carry (`data/models.toml`, whose `source` lines name these
 //! configs). Multimodal configs are read through their `text_config`. Only the shapes matter to
-//! the planner: weights, dtypes and rope settings are ignored. Families whose blocks the model
-//! cannot price (parallel attention, non-gated MLPs other than GPT-2's) are refused by name
-//! rather than approximated.
+//! the planner: weights, dtypes and rope settings are ignored, and so are parallel attention/MLP
+//! blocks (Falcon, GPT-J, GPT-NeoX, Phi, Cohere), which do the same matmuls as serial ones.
+//! Families with a gated MLP (SwiGLU, GeGLU) read as `llama`; those with a plain one (GELU,
+//! squared ReLU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon, Phi-1/2, StarCoder,
+//! StarCoder2, Nemotron) as `gpt` with their key/value heads and MLP width; mixtures of experts
+//! (DBRX's included) as `moe`. Other families are refused by name rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -30,12 +33,17 @@ const GATED_DENSE: &[&str] = &[
     "glm4",
     "smollm3",
     "seed_oss",
+    "olmo",
+    "cohere",
+    "cohere2",
+    "stablelm",
+    "internlm2",
 ];
 
-/// `model_type`s read as a dense decoder with a plain MLP (up, activation, down: Nemotron's squared
-/// ReLU) and llama-style attention fields: the planner's `gpt` architecture with the config's
-/// key/value heads, head width, MLP width and untied head.
-const PLAIN_DENSE: &[&str] = &["nemotron"];
+/// `model_type`s read as a dense decoder with a plain MLP (up, activation, down: GELU, Nemotron's
+/// squared ReLU) of `intermediate_size` and llama-style attention fields: the planner's `gpt`
+/// architecture with the config's key/value heads, head width and MLP width.
+const PLAIN_DENSE: &[&str] = &["nemotron", "gpt_neox", "phi", "starcoder2"];
 
 /// `model_type`s read as a mixture of experts.
 const MOE: &[&str] = &[
@@ -58,9 +66,41 @@ const MOE: &[&str] = &[
     "llama4_text",
 ];
 
+/// How one family's config is read: the parsed fields and the `model_type`.
+type Reader = fn(&Fields, &str) -> Result<ModelFile>;
+
+/// `model_type`s whose configs name their fields their own way, and the function reading each.
+const OWN_FIELDS: &[(&str, Reader)] = &[
+    ("gpt2", gpt2_named),
+    ("gptj", gpt2_named),
+    ("gpt_bigcode", gpt2_named),
+    ("falcon", falcon),
+    ("bloom", bloom),
+    ("opt", opt),
+    ("mpt", mpt),
+    ("dbrx", dbrx),
+];
+
+/// `model_type`s whose transformers config class ties the LM head to the embedding when the file
+/// has no `tie_word_embeddings` (the others default to an untied head).
+const TIED_BY_DEFAULT: &[&str] = &[
+    "gpt2",
+    "gpt_bigcode",
+    "falcon",
+    "bloom",
+    "opt",
+    "mpt",
+    "starcoder2",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "cohere",
+    "cohere2",
+];
+
 /// Every `model_type` this module reads, for the error that names them.
 pub fn supported() -> Vec<&'static str> {
-    let mut v = vec!["gpt2"];
+    let mut v: Vec<&str> = OWN_FIELDS.iter().map(|(t, _)| *t).collect();
     v.extend_from_slice(GATED_DENSE);
     v.extend_from_slice(PLAIN_DENSE);
     v.extend_from_slice(MOE);
@@ -71,12 +111,13 @@ pub fn supported() -> Vec<&'static str> {
 pub fn model_file(config: &Value, name: &str) -> Result<ModelFile> {
     let c = Fields { v: config.get("text_config").filter(|t| t.is_object()).unwrap_or(config) };
     let mt = c.v["model_type"].as_str().or(config["model_type"].as_str()).unwrap_or("");
-    let mut m = match mt {
-        "gpt2" => gpt2(&c)?,
-        _ if GATED_DENSE.contains(&mt) => gated(&c, "llama")?,
-        _ if PLAIN_DENSE.contains(&mt) => gated(&c, "gpt")?,
-        _ if MOE.contains(&mt) => experts(&c, mt)?,
-        _ => bail!(
+    let own = OWN_FIELDS.iter().find(|(t, _)| *t == mt).map(|(_, read)| read);
+    let mut m = match own {
+        Some(read) => read(&c, mt)?,
+        None if GATED_DENSE.contains(&mt) => llama_named(&c, mt, "llama", Some("intermediate_size"))?,
+        None if PLAIN_DENSE.contains(&mt) => llama_named(&c, mt, "gpt", Some("intermediate_size"))?,
+        None if MOE.contains(&mt) => experts(&c, mt)?,
+        None => bail!(
             "model_type '{mt}' is not one the planner reads from config.json (it reads {}); describe the model in a TOML model file instead (docs/planner.md, 'Model files')",
             supported().join(", ")
         ),
@@ -106,6 +147,9 @@ impl Fields<'_> {
     }
 
     fn first(&self, keys: &[&str]) -> Result<usize> {
+        if let [key] = keys {
+            return self.req(key);
+        }
         keys.iter()
             .find_map(|k| self.opt(k))
             .ok_or_else(|| anyhow!("config.json has none of {}, which the planner needs", keys.join(" / ")))
@@ -114,43 +158,151 @@ impl Fields<'_> {
     fn flag(&self, key: &str) -> Option<bool> {
         self.v[key].as_bool()
     }
+
+    /// A nested object's fields (MPT's and DBRX's `attn_config`, `ffn_config`); none where absent.
+    fn sub(&self, key: &str) -> Fields<'_> {
+        Fields { v: &self.v[key] }
+    }
 }
 
-fn gpt2(c: &Fields) -> Result<ModelFile> {
-    Ok(ModelFile {
-        arch: "gpt".into(),
-        vocab: c.req("vocab_size")?,
-        ctx: c.opt("n_positions"),
-        layers: c.req("n_layer")?,
-        heads: c.req("n_head")?,
-        d_model: c.req("n_embd")?,
-        d_ff: c.opt("n_inner"),
-        tied: Some(c.flag("tie_word_embeddings").unwrap_or(true)),
-        ..Default::default()
-    })
+/// Where a family's config keeps the fields every model has (the first name present wins).
+struct Names {
+    d_model: &'static [&'static str],
+    layers: &'static [&'static str],
+    heads: &'static [&'static str],
+    ctx: &'static [&'static str],
 }
 
-/// The attention and embedding fields every llama-style config shares, with `arch`.
-fn gated(c: &Fields, arch: &str) -> Result<ModelFile> {
-    let (sliding_window, sliding_fraction) = window(c);
+/// transformers' usual names (LlamaConfig's, and most families' since).
+const LLAMA_NAMES: Names = Names {
+    d_model: &["hidden_size"],
+    layers: &["num_hidden_layers"],
+    heads: &["num_attention_heads"],
+    ctx: &["max_position_embeddings"],
+};
+
+/// GPT-2's names, kept by GPT-J and GPT-BigCode.
+const GPT2_NAMES: Names =
+    Names { d_model: &["n_embd"], layers: &["n_layer"], heads: &["n_head"], ctx: &["n_positions"] };
+
+/// MPT's names, kept by DBRX.
+const MPT_NAMES: Names =
+    Names { d_model: &["d_model"], layers: &["n_layers"], heads: &["n_heads"], ctx: &["max_seq_len"] };
+
+/// The fields every family has, read under `names`, as architecture `arch`; the head tied as the
+/// file says or else as `mt`'s config class defaults.
+fn common(c: &Fields, mt: &str, arch: &str, names: &Names) -> Result<ModelFile> {
     Ok(ModelFile {
         arch: arch.into(),
         vocab: c.req("vocab_size")?,
-        ctx: c.opt("max_position_embeddings"),
-        layers: c.req("num_hidden_layers")?,
-        heads: c.req("num_attention_heads")?,
-        kv_heads: c.opt("num_key_value_heads"),
-        d_model: c.req("hidden_size")?,
-        head_dim: c.opt("head_dim"),
-        d_ff: if arch == "moe" { None } else { Some(c.req("intermediate_size")?) },
-        // transformers' default where the file omits it: Gemma ties, the others do not.
-        tied: Some(
-            c.flag("tie_word_embeddings").unwrap_or(c.v["model_type"].as_str().is_some_and(|t| t.starts_with("gemma"))),
-        ),
-        sliding_window,
-        sliding_fraction,
+        ctx: names.ctx.iter().find_map(|k| c.opt(k)),
+        layers: c.first(names.layers)?,
+        heads: c.first(names.heads)?,
+        d_model: c.first(names.d_model)?,
+        tied: Some(c.flag("tie_word_embeddings").unwrap_or(TIED_BY_DEFAULT.contains(&mt))),
         ..Default::default()
     })
+}
+
+/// GPT-2's field names: GPT-2, GPT-J and GPT-BigCode (StarCoder, SantaCoder), a plain MLP of
+/// `n_inner` (4 x `n_embd` when null). GPT-BigCode's `multi_query` (its default) is one shared
+/// key/value head.
+fn gpt2_named(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = common(c, mt, "gpt", &GPT2_NAMES)?;
+    m.d_ff = c.opt("n_inner");
+    if mt == "gpt_bigcode" && c.flag("multi_query").unwrap_or(true) {
+        m.kv_heads = Some(1);
+    }
+    Ok(m)
+}
+
+/// Falcon (7B, 40B, 180B): a plain GELU MLP of `ffn_hidden_size` (4 x hidden when absent), one
+/// shared key/value head under `multi_query` (the default), `num_kv_heads` groups in the new
+/// decoder architecture (40B, 180B). FalconConfig reads `n_embed` before `hidden_size`, maps
+/// `n_layer`/`n_head` (RefinedWeb-era files) and defaults to 2,048 positions.
+fn falcon(c: &Fields, mt: &str) -> Result<ModelFile> {
+    const NAMES: Names = Names {
+        d_model: &["n_embed", "hidden_size"],
+        layers: &["num_hidden_layers", "n_layer"],
+        heads: &["num_attention_heads", "n_head"],
+        ctx: &["max_position_embeddings"],
+    };
+    let mut m = common(c, mt, "gpt", &NAMES)?;
+    m.ctx = m.ctx.or(Some(2048));
+    m.d_ff = c.opt("ffn_hidden_size");
+    m.kv_heads = if c.flag("new_decoder_architecture") == Some(true) {
+        Some(c.first(&["num_kv_heads", "n_head_kv"]).unwrap_or(m.heads))
+    } else if c.flag("multi_query").unwrap_or(true) {
+        Some(1)
+    } else {
+        None
+    };
+    Ok(m)
+}
+
+/// BLOOM: a plain GELU MLP of 4 x hidden, ALiBi positions (no length in the config). BloomConfig
+/// reads `n_embed` before `hidden_size` and maps `num_hidden_layers`/`num_attention_heads` onto
+/// `n_layer`/`n_head`.
+fn bloom(c: &Fields, mt: &str) -> Result<ModelFile> {
+    const NAMES: Names = Names {
+        d_model: &["n_embed", "hidden_size"],
+        layers: &["n_layer", "num_hidden_layers"],
+        heads: &["n_head", "num_attention_heads"],
+        ctx: &[],
+    };
+    common(c, mt, "gpt", &NAMES)
+}
+
+/// OPT: llama-style names with a plain ReLU MLP of `ffn_dim`. OPT-350m's embedding is narrower
+/// than the blocks (`word_embed_proj_dim`, projected in and out), which the planner cannot price.
+fn opt(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let m = llama_named(c, mt, "gpt", Some("ffn_dim"))?;
+    if let Some(p) = c.opt("word_embed_proj_dim").filter(|&p| p != m.d_model) {
+        bail!(
+            "config.json: word_embed_proj_dim {p} differs from hidden_size {} (an embedding projected in and out of the blocks), which the planner cannot price; approximate the model in a TOML model file",
+            m.d_model
+        );
+    }
+    Ok(m)
+}
+
+/// MPT's and DBRX's names, with `attn_config.kv_n_heads` where the config groups key/value heads.
+fn mpt_named(c: &Fields, mt: &str, arch: &str) -> Result<ModelFile> {
+    let mut m = common(c, mt, arch, &MPT_NAMES)?;
+    m.kv_heads = c.sub("attn_config").opt("kv_n_heads");
+    Ok(m)
+}
+
+/// MPT: a plain GELU MLP `expansion_ratio` (4 by default) times `d_model` wide.
+fn mpt(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = mpt_named(c, mt, "gpt")?;
+    let ratio = c.v["expansion_ratio"].as_f64().unwrap_or(4.0);
+    m.d_ff = Some((ratio * m.d_model as f64).round() as usize);
+    Ok(m)
+}
+
+/// DBRX: every layer a mixture of GLU experts (`ffn_config`), grouped key/value heads; defaults
+/// those of DbrxAttentionConfig and DbrxFFNConfig.
+fn dbrx(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = mpt_named(c, mt, "moe")?;
+    m.kv_heads = m.kv_heads.or(Some(1));
+    let ffn = c.sub("ffn_config");
+    m.experts = Some(ffn.opt("moe_num_experts").unwrap_or(4));
+    m.experts_per_token = Some(ffn.opt("moe_top_k").unwrap_or(1));
+    m.expert_d_ff = Some(ffn.opt("ffn_hidden_size").unwrap_or(3584));
+    Ok(m)
+}
+
+/// transformers' usual names with the key/value heads, head width and sliding window of
+/// llama-style configs, as `arch`; the dense MLP `d_ff` wide (none for `moe`, whose caller reads
+/// the experts).
+fn llama_named(c: &Fields, mt: &str, arch: &str, d_ff: Option<&str>) -> Result<ModelFile> {
+    let mut m = common(c, mt, arch, &LLAMA_NAMES)?;
+    m.kv_heads = c.opt("num_key_value_heads");
+    m.head_dim = c.opt("head_dim");
+    m.d_ff = d_ff.map(|k| c.req(k)).transpose()?;
+    (m.sliding_window, m.sliding_fraction) = window(c);
+    Ok(m)
 }
 
 /// The sliding window and the share of layers using it: from `layer_types` where the config
@@ -178,7 +330,7 @@ fn window(c: &Fields) -> (Option<usize>, Option<f64>) {
 
 /// A mixture-of-experts config: llama-style (or latent) attention plus each family's expert fields.
 fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
-    let mut m = gated(c, "moe")?;
+    let mut m = llama_named(c, mt, "moe", None)?;
     let dense_ff = c.opt("intermediate_size");
     match mt {
         // Every layer MoE, the experts `intermediate_size` wide (Granite's shared expert, when

@@ -59,6 +59,9 @@ fn error_for(name: &str, json: &str) -> String {
 fn bad_configs_are_one_line_naming_the_problem() {
     let e = error_for("unknown", r#"{"model_type": "bert", "hidden_size": 768}"#);
     assert!(e.contains("model_type 'bert'") && e.contains("qwen3_moe") && e.contains("TOML model file"), "{e}");
+    for t in anychip_plan::hf_config::supported() {
+        assert!(e.contains(t), "the error names every supported model_type, {t} too: {e}");
+    }
     let e = error_for("missing", r#"{"model_type": "llama", "hidden_size": 4096, "vocab_size": 32000}"#);
     assert!(e.contains("'num_hidden_layers'"), "{e}");
     let e = error_for("json", r#"{"model_type": "llama",,}"#);
@@ -142,4 +145,116 @@ fn nemotron_reads_as_a_plain_mlp_with_grouped_query_attention() {
     let t = arch.total_params();
     assert!((t / 4.2e9 - 1.0).abs() < 0.02, "{t:.3e}");
     assert!(((t - tables) / 2.6e9 - 1.0).abs() < 0.03, "{:.3e} outside the tables", t - tables);
+}
+
+/// Families with field names of their own or a plain (GELU/ReLU) MLP, each read as the size its
+/// publisher states: the planner's matmul weights plus embedding tables (biases, norms and learned
+/// positions left out, under 1% of any of these). A GELU MLP read as gated adds half the MLP
+/// again (GPT-NeoX-20B: 27.2B, +32%); a multi-query model read with a key/value head per query
+/// head misses too (Falcon-7B: 8.2B, +17%).
+///
+/// These configs were written from the figures in each model card (the search index held no copy
+/// of the published files): shape fields as the cards and config classes give them, the others as
+/// the published files carry them.
+#[test]
+fn other_families_read_as_their_published_sizes() {
+    // (fixture, total, active (MoE only), publisher's statement)
+    let cases = [
+        ("falcon-7b", 7.0e9, None, "tiiuae/falcon-7b model card: 7B parameters (head tied, FalconConfig's default)"),
+        ("gpt-neox-20b", 20.554_567_68e9, None, "EleutherAI/gpt-neox-20b model card: 20,554,567,680 parameters"),
+        ("gpt-j-6b", 6.053_381_344e9, None, "EleutherAI/gpt-j-6b model card: n_parameters 6,053,381,344"),
+        ("opt-6.7b", 6.7e9, None, "Zhang et al. 2022 (OPT), Table 1: 6.7B"),
+        ("bloom", 176.247_271_424e9, None, "bigscience/bloom model card: 176,247,271,424 parameters"),
+        ("mpt-7b", 6.7e9, None, "mosaicml/mpt-7b model card: n_parameters 6.7B"),
+        ("phi-2", 2.78e9, None, "microsoft/phi-2 on the Hub: 2.78B parameters (the card rounds to 2.7B)"),
+        ("starcoder2-3b", 3.0e9, None, "bigcode/starcoder2-3b model card: 3B parameters"),
+        ("starcoderbase", 15.5e9, None, "bigcode/starcoderbase model card: 15.5B parameters"),
+        ("dbrx-base", 132e9, Some(36e9), "databricks/dbrx-base model card: 132B total, 36B active"),
+        ("OLMo-7B-hf", 7.0e9, None, "allenai/OLMo-7B-hf model card: 7B"),
+        ("c4ai-command-r-v01", 35e9, None, "CohereForAI/c4ai-command-r-v01 model card: 35 billion parameters"),
+        ("stablelm-2-1_6b", 1.644_417_024e9, None, "stabilityai/stablelm-2-1_6b model card: 1,644,417,024 parameters"),
+        ("internlm2-20b", 20e9, None, "internlm/internlm2-20b model card: 20B"),
+    ];
+    for (dir, total, active, said) in cases {
+        let arch = resolve(fixture(dir).to_str().unwrap()).unwrap_or_else(|e| panic!("{dir}: {e}")).arch;
+        let t = arch.total_params();
+        eprintln!("{dir}: {:.3}B parameters ({said})", t / 1e9);
+        assert!((t / total - 1.0).abs() < 0.02, "{dir}: {t:.4e} parameters, {said}");
+        if let Some(active) = active {
+            // The publisher counts the input embedding too; active_matmul_params holds the head.
+            let a = arch.active_matmul_params() + (arch.vocab * arch.d_model) as f64;
+            eprintln!("{dir}: {:.2}B active", a / 1e9);
+            assert!((a / active - 1.0).abs() < 0.02, "{dir}: {a:.4e} active, {said}");
+        }
+    }
+}
+
+#[test]
+fn plain_mlp_families_keep_their_attention_layout() {
+    let arch = |dir: &str| resolve(fixture(dir).to_str().unwrap()).unwrap().arch;
+    // (fixture, up projections, key/value heads, head tied, context)
+    let cases = [
+        ("falcon-7b", 1, 1, true, 2048),
+        ("gpt-neox-20b", 1, 64, false, 2048),
+        ("gpt-j-6b", 1, 16, false, 2048),
+        ("opt-6.7b", 1, 32, true, 2048),
+        ("bloom", 1, 112, true, 4096),
+        ("mpt-7b", 1, 32, true, 2048),
+        ("phi-2", 1, 32, false, 2048),
+        ("starcoder2-3b", 1, 2, true, 16384),
+        ("starcoderbase", 1, 1, true, 8192),
+        ("dbrx-base", 2, 8, false, 32768),
+        ("OLMo-7B-hf", 2, 32, false, 2048),
+        ("c4ai-command-r-v01", 2, 64, true, 8192),
+        ("stablelm-2-1_6b", 2, 32, false, 4096),
+        ("internlm2-20b", 2, 8, false, 32768),
+    ];
+    for (dir, up, kv, tied, ctx) in cases {
+        let a = arch(dir);
+        assert_eq!((a.mlp_up, a.kv_heads, a.tied, a.max_ctx), (up, kv, tied, ctx), "{dir}");
+    }
+    assert_eq!(arch("starcoder2-3b").window, Some((4096, 1.0)));
+    let moe = arch("dbrx-base").moe.unwrap();
+    assert_eq!((moe.experts, moe.top_k, moe.expert_d_ff), (16, 4, 10752));
+}
+
+#[test]
+fn falcon_new_decoder_architecture_groups_key_value_heads() {
+    let tmp = tempfile::Builder::new().prefix("anychip-hf-falcon-").tempdir().unwrap();
+    let dir = tmp.path();
+    // tiiuae/falcon-40b config.json (shape fields, from its model card): 60 layers of 8,192, 128
+    // query heads in 8 key/value groups.
+    let cfg = r#"{"model_type": "falcon", "architectures": ["FalconForCausalLM"], "hidden_size": 8192,
+        "num_hidden_layers": 60, "num_attention_heads": 128, "num_kv_heads": 8, "new_decoder_architecture": true,
+        "multi_query": true, "parallel_attn": true, "vocab_size": 65024}"#;
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let arch = resolve(dir.to_str().unwrap()).unwrap().arch;
+    assert_eq!((arch.kv_heads, arch.mlp_up, arch.d_ff), (8, 1, 4 * 8192));
+}
+
+#[test]
+fn cohere2_ties_its_head_and_windows_three_layers_in_four() {
+    let tmp = tempfile::Builder::new().prefix("anychip-hf-cohere2-").tempdir().unwrap();
+    let dir = tmp.path();
+    // CohereForAI/c4ai-command-r7b-12-2024 (shape fields, from its model card): no
+    // tie_word_embeddings key, a 4,096-token window on three layers of every four.
+    let cfg = r#"{"model_type": "cohere2", "architectures": ["Cohere2ForCausalLM"], "vocab_size": 256000,
+        "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "max_position_embeddings": 8192, "sliding_window": 4096,
+        "sliding_window_pattern": 4}"#;
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let arch = resolve(dir.to_str().unwrap()).unwrap().arch;
+    assert!(arch.tied);
+    assert_eq!((arch.mlp_up, arch.window), (2, Some((4096, 0.75))));
+}
+
+#[test]
+fn opt_with_a_projected_embedding_is_refused() {
+    // facebook/opt-350m: a 512-wide embedding projected to 1,024-wide blocks.
+    let e = error_for(
+        "opt350m",
+        r#"{"model_type": "opt", "vocab_size": 50272, "hidden_size": 1024, "ffn_dim": 4096,
+            "num_hidden_layers": 24, "num_attention_heads": 16, "word_embed_proj_dim": 512}"#,
+    );
+    assert!(e.contains("word_embed_proj_dim 512") && e.contains("TOML model file"), "{e}");
 }
