@@ -58,7 +58,7 @@ pub struct PlanArgs {
     /// Number format of the transformer GEMMs: bf16 or fp8.
     #[arg(long, value_name = "bf16|fp8", default_value = "bf16")]
     pub precision: String,
-    /// Evaluate exactly this layout, e.g. tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=2,ep=8].
+    /// Evaluate exactly this layout, e.g. tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=2,ep=8]; shard=N shards the ZeRO stage over groups of N data-parallel replicas (hybrid sharding).
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub layout: Option<String>,
     /// Print JSON instead of a table.

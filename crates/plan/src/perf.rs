@@ -179,11 +179,31 @@ pub struct Layout {
     pub modules: Modules,
     /// ZeRO stage of the data-parallel optimizer: 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
     pub zero: u8,
+    /// Data-parallel replicas the ZeRO stage (or a distributed optimizer) shards over; 0 = all
+    /// `dp`. Fewer is hybrid sharding (PyTorch HSDP, MaxText's FSDP inside a slice and data
+    /// parallelism across slices, Megatron's `num_distributed_optimizer_instances`): each group of
+    /// `shard` replicas holds one sharded copy, and the `dp / shard` copies all-reduce their
+    /// gradient shards.
+    pub shard: usize,
     /// Sequence parallelism in the tensor-parallel group (Korthikanti).
     pub sp: bool,
 }
 
 impl Layout {
+    /// Data-parallel replicas that share one sharded copy of the states (`shard`, or every one).
+    pub fn shard_group(&self) -> usize {
+        if self.shard == 0 {
+            self.dp
+        } else {
+            self.shard
+        }
+    }
+
+    /// Sharded copies of the states across the data-parallel replicas (1 unless hybrid).
+    pub fn replicas(&self) -> usize {
+        self.dp / self.shard_group().max(1)
+    }
+
     /// `dp` plain data-parallel replicas: every other degree 1, one sequence per micro-batch, no
     /// recompute, no ZeRO; change fields with struct update syntax.
     pub fn data_parallel(dp: usize) -> Layout {
@@ -198,6 +218,7 @@ impl Layout {
             recompute: Recompute::None,
             modules: Modules::default(),
             zero: 0,
+            shard: 0,
             sp: false,
         }
     }
@@ -225,6 +246,9 @@ impl fmt::Display for Layout {
             write!(f, "+{}", self.modules)?;
         }
         write!(f, " zero{}", self.zero)?;
+        if self.replicas() > 1 {
+            write!(f, " shard{}", self.shard_group())?;
+        }
         if self.sp && self.tp > 1 {
             f.write_str(" sp")?;
         }
@@ -1126,6 +1150,12 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     if l.zero > 3 {
         bail!("layout {l}: zero must be 0, 1, 2 or 3");
     }
+    if l.shard > 0 && !l.dp.is_multiple_of(l.shard) {
+        bail!("layout {l}: shard={} must divide dp={} (each group of shard replicas holds one copy)", l.shard, l.dp);
+    }
+    if l.replicas() > 1 && l.zero == 0 {
+        bail!("layout {l}: shard={} shards a ZeRO stage: give zero=1, 2 or 3", l.shard);
+    }
     if !job.global_batch.is_multiple_of(l.dp * l.mb) {
         bail!("layout {l}: global batch {} is not a multiple of dp x mb = {}", job.global_batch, l.dp * l.mb);
     }
@@ -1165,9 +1195,10 @@ struct States {
     dense_params: f64,
     /// Expert parameters on the chip (before expert-data-parallel sharding).
     expert_params: f64,
-    /// Data-parallel group of the non-expert parameters.
+    /// Ranks one sharded copy of the non-expert parameters spans (the data-parallel group, or
+    /// its shard group under hybrid sharding).
     n_dp: f64,
-    /// Data-parallel group of the expert parameters.
+    /// The same for the expert parameters.
     n_edp: f64,
     weights: f64,
     gradients: f64,
@@ -1191,8 +1222,10 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     }
     // Embedding on the first stage, LM head on the last (both on one chip when pp = 1).
     dense += (a.vocab * a.d_model) as f64 / t * if l.pp == 1 && !a.tied { 2.0 } else { 1.0 };
-    let n_dp = (l.dp * l.cp) as f64;
-    let n_edp = ((l.dp * l.cp * l.tp) as f64 / l.ep as f64).max(1.0);
+    // The groups the states are sharded over: one copy per `replicas` (hybrid sharding).
+    let replicas = l.replicas() as f64;
+    let n_dp = (l.dp * l.cp) as f64 / replicas;
+    let n_edp = ((l.dp * l.cp * l.tp) as f64 / l.ep as f64 / replicas).max(1.0);
     let shard = |p: f64, n: f64, on: bool| if on { p / n } else { p };
     let zero = l.zero;
     let opt_sharded = zero >= 1 || stack.distributed_optimizer;
@@ -1233,18 +1266,26 @@ fn dp_buckets(params: f64, n: f64) -> f64 {
 }
 
 /// Exposed data-parallel communication per step.
+///
+/// Under hybrid sharding (`Layout::shard`) the ZeRO collectives run inside each shard group
+/// (consecutive ranks, usually one node or slice) and the `replicas` copies all-reduce the
+/// reduce-scattered gradient shard across groups, a 1/n share of the gradients per rank, after the
+/// reduce-scatter, overlapped with backward as a data-parallel gradient reduction is (ZeRO-3:
+/// every micro-batch, as its reduce-scatter).
 fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, recompute_mb: f64, nm: f64) -> f64 {
     let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
-    // (bytes of parameters, group size, stride of the group's ranks, span of chips)
+    let replicas = l.replicas() as f64;
+    let all = l.tp * l.cp * l.dp;
+    // (parameters, ranks of one sharded copy, stride of its ranks, chips one copy spans)
     let groups = [
-        (st.dense_params, st.n_dp, l.tp, l.tp * l.cp * l.dp),
-        (st.expert_params, st.n_edp, l.ep.max(1), l.tp * l.cp * l.dp),
+        (st.dense_params, st.n_dp, l.tp, all / l.replicas()),
+        (st.expert_params, st.n_edp, l.ep.max(1), all / l.replicas()),
     ];
     // Backward runs the recomputed forward too, and the collectives overlap it as well.
     let (bwd_window, fwd_window) = (compute_mb * 2.0 / 3.0 + recompute_mb, compute_mb / 3.0);
     let mut total = 0.0;
     for (params, n, stride, span) in groups {
-        if params == 0.0 || n <= 1.0 {
+        if params == 0.0 || n * replicas <= 1.0 {
             continue;
         }
         let frac = (n - 1.0) / n;
@@ -1256,24 +1297,36 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, recompute_mb: f64, nm: f64
         let grads = params * stack.grad_comm_bytes;
         let weights = params * 2.0;
         let (rs, ag) = (frac * grads, frac * weights);
+        // A collective inside one sharded copy (none when the copy is one rank).
+        let inside = |bytes: f64| if n > 1.0 { comm(bytes, bw, steps, k, crosses) } else { 0.0 };
+        // The copies' all-reduce of each rank's gradient shard, between ranks one copy's span
+        // apart (none without hybrid sharding).
+        let across = if replicas > 1.0 {
+            let steps = dp_buckets(params, n * replicas) * 4.0 * replicas.log2().max(1.0);
+            let bytes = 2.0 * (replicas - 1.0) / replicas * grads / n;
+            comm(bytes, r.link(span, all), steps, k, r.crosses(all))
+        } else {
+            0.0
+        };
         let ov = stack.overlap_dp;
         total += match l.zero {
             3 => {
-                let ag_mb = comm(ag, bw, steps, k, crosses);
-                let rs_mb = comm(rs, bw, steps, k, crosses);
+                let (ag_mb, rs_mb) = (inside(ag), inside(rs));
                 // Prefetched a layer ahead on their own stream, the gathers and scatters hide
                 // fully under compute as far as it lasts (fitted freely, the hidden fraction
                 // went to its bound, 1).
                 let z3 = |t: f64, w: f64| hidden_part(t, w, ov, 1.0);
-                if stack.zero3_keep_gathered {
+                // The copies' all-reduce is a bulk gradient reduction, overlapped as data
+                // parallelism's is.
+                let gathers = if stack.zero3_keep_gathered {
                     z3(ag_mb, fwd_window) + nm * z3(rs_mb, bwd_window)
                 } else {
                     nm * (z3(ag_mb, fwd_window) + z3(ag_mb + rs_mb, bwd_window))
-                }
+                };
+                gathers + nm * exposed(across, bwd_window, ov, k)
             }
             z if z >= 1 || stack.distributed_optimizer => {
-                exposed(comm(rs, bw, steps, k, crosses), bwd_window, ov, k)
-                    + exposed(comm(ag, bw, steps, k, crosses), fwd_window, ov, k)
+                exposed(inside(rs) + across, bwd_window, ov, k) + exposed(inside(ag), fwd_window, ov, k)
             }
             _ => exposed(comm(2.0 * frac * grads, bw, 2.0 * steps, k, crosses), bwd_window, ov, k),
         };
@@ -1495,6 +1548,69 @@ mod tests {
         let fsdp = crate::stack::find("pytorch-fsdp").unwrap();
         let job = Job { arch: &m.arch, seq, global_batch: 64, precision: Precision::Bf16 };
         estimate(&job, &l, &r, &k, &fsdp, f64::INFINITY).unwrap().time.dp_comm
+    }
+
+    /// One step of Llama 3 8B on 64 H100s (seq 4096, global batch 64) under `stack`, prior constants.
+    fn llama8b_on_64(stack: &str, l: Layout) -> Estimate {
+        let k = Constants::prior();
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let r = Rates::of(&chip, &k, l.chips(), Precision::Bf16).unwrap();
+        let st = crate::stack::find(stack).unwrap();
+        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+        estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap()
+    }
+
+    #[test]
+    fn hybrid_sharding_keeps_one_copy_per_shard_group() {
+        let full = llama8b_on_64("pytorch-fsdp", Layout { zero: 3, ..Layout::data_parallel(64) }).memory;
+        let hybrid = llama8b_on_64("pytorch-fsdp", Layout { zero: 3, shard: 8, ..Layout::data_parallel(64) }).memory;
+        for (what, f, h) in [
+            ("weights", full.weights, hybrid.weights),
+            ("gradients", full.gradients, hybrid.gradients),
+            ("optimizer", full.optimizer, hybrid.optimizer),
+        ] {
+            assert!((h / f - 8.0).abs() < 1e-9, "{what}: {h} against {f}");
+        }
+    }
+
+    #[test]
+    fn a_copy_per_replica_all_reduces_like_plain_data_parallelism() {
+        // ZeRO-1 over groups of one replica keeps a whole copy on every rank: what is left is the
+        // copies' all-reduce of the gradients, plain data parallelism's (no overlap in this stack;
+        // the collectives' latency terms differ by a few buckets).
+        let plain = llama8b_on_64("megatron-2021", Layout::data_parallel(64)).time.dp_comm;
+        let copies = llama8b_on_64("megatron-2021", Layout { zero: 1, shard: 1, ..Layout::data_parallel(64) });
+        let dp = copies.time.dp_comm;
+        assert!(plain > 0.1 && (dp / plain - 1.0).abs() < 0.05, "plain {plain} against one copy per replica {dp}");
+    }
+
+    /// Data-parallel seconds of MaxText's 16B model (seq 2048, 6 sequences a chip, one
+    /// micro-batch) on `chips` TPU v5e under ZeRO-3 over `shard` replicas (0: all) with a stack
+    /// that overlaps none of it, prior constants.
+    fn v5e_dp_time(chips: usize, shard: usize) -> f64 {
+        let k = Constants::prior();
+        let m = crate::model::resolve("maxtext-16b").unwrap();
+        let chip = crate::chips::ChipDb::builtin().find("tpu-v5e").unwrap().clone();
+        let l = Layout { zero: 3, mb: 6, shard, ..Layout::data_parallel(chips) };
+        let r = Rates::of(&chip, &k, chips, Precision::Bf16).unwrap();
+        let st = crate::stack::find("megatron-2021").unwrap();
+        let job = Job { arch: &m.arch, seq: 2048, global_batch: 6 * chips, precision: Precision::Bf16 };
+        estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap().time.dp_comm
+    }
+
+    #[test]
+    fn hybrid_sharding_across_slices_adds_the_gradient_shards_all_reduce() {
+        // Two 256-chip v5e slices joined by the data-center network (25 Gb/s a chip), a stack
+        // without overlap: sharded inside each slice, a step costs one slice's gathers and
+        // scatters plus the all-reduce of each chip's gradient shard with its twin in the other
+        // slice: 2 x (2-1)/2 x 16e9 parameters x 2 bytes / 256 chips = 125 MB over the chip's own
+        // DCN share (3.125 GB/s at scaleout_eff).
+        let (hybrid, one_slice) = (v5e_dp_time(512, 256), v5e_dp_time(256, 0));
+        let params = crate::model::resolve("maxtext-16b").unwrap().arch.total_params();
+        let want = params * 2.0 / 256.0 / (3.125e9 * Constants::prior().scaleout_eff);
+        let got = hybrid - one_slice;
+        assert!((got / want - 1.0).abs() < 0.15, "all-reduce {got} s against {want} s");
     }
 
     #[test]

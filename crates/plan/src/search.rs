@@ -35,8 +35,9 @@ pub struct Request {
     pub pinned: Option<Layout>,
 }
 
-/// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,sp=..,modules=layernorm+moe_act]` for
-/// `count` chips: data parallel is what the other degrees leave.
+/// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,sp=..,modules=layernorm+moe_act,shard=..]`
+/// for `count` chips: data parallel is what the other degrees leave; `shard=N` shards the ZeRO
+/// stage over groups of N data-parallel replicas (hybrid sharding).
 pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
     let mut l = Layout { zero: 1, sp: true, ..Layout::data_parallel(1) };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -54,6 +55,7 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             "ep" => l.ep = num()?,
             "mb" => l.mb = num()?,
             "dp" => l.dp = num()?,
+            "shard" => l.shard = num()?,
             "zero" => l.zero = u8::try_from(num()?).unwrap_or(u8::MAX),
             "recompute" => l.recompute = Recompute::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
             "modules" | "recompute_modules" => {
@@ -61,7 +63,7 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             }
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, recompute, modules, sp, dp")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, shard, recompute, modules, sp, dp")
             }
         }
     }
@@ -76,6 +78,15 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
     l.dp = dp;
     if l.zero > 3 {
         bail!("--layout '{spec}': zero must be 0, 1, 2 or 3");
+    }
+    if l.shard > 0 && (l.shard > dp || !dp.is_multiple_of(l.shard)) {
+        bail!(
+            "--layout '{spec}': shard={} must divide dp={dp} (groups of shard replicas each hold one sharded copy)",
+            l.shard
+        );
+    }
+    if l.shard > 0 && l.shard < dp && l.zero == 0 {
+        bail!("--layout '{spec}': shard={} shards a ZeRO stage: add zero=1, 2 or 3", l.shard);
     }
     Ok(l)
 }
@@ -197,19 +208,22 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                                     if zero > 0 && dp * cp == 1 {
                                         continue;
                                     }
-                                    out.push(Layout {
-                                        tp,
-                                        pp,
-                                        dp,
-                                        cp,
-                                        ep,
-                                        mb,
-                                        v,
-                                        recompute,
-                                        modules: Modules::default(),
-                                        zero,
-                                        sp: tp > 1,
-                                    });
+                                    for shard in shard_choices(zero, tp * cp, dp, domain) {
+                                        out.push(Layout {
+                                            tp,
+                                            pp,
+                                            dp,
+                                            cp,
+                                            ep,
+                                            mb,
+                                            v,
+                                            recompute,
+                                            modules: Modules::default(),
+                                            zero,
+                                            shard,
+                                            sp: tp > 1,
+                                        });
+                                    }
                                 }
                             }
                         }
@@ -219,6 +233,18 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
         }
     }
     out
+}
+
+/// ZeRO shard groups the search tries: every replica (0), and for ZeRO-3 whose data-parallel
+/// group leaves the scale-up domain, hybrid sharding inside one domain (`width` = tp x cp chips a
+/// replica takes there), so that the per-micro-batch gathers stay on the fast links.
+fn shard_choices(zero: u8, width: usize, dp: usize, domain: usize) -> Vec<usize> {
+    let inside = domain / width.max(1);
+    if zero == 3 && inside >= 2 && inside < dp && dp.is_multiple_of(inside) {
+        vec![0, inside]
+    } else {
+        vec![0]
+    }
 }
 
 /// The global batch a layout runs: the request's, or the largest multiple of dp x mb within about

@@ -71,6 +71,9 @@ pub struct Row {
     pub recompute_modules: Vec<String>,
     /// ZeRO stage.
     pub zero: u8,
+    /// Data-parallel replicas the ZeRO stage shards over (hybrid sharding); 0 or absent: all.
+    #[serde(default)]
+    pub shard: usize,
     /// Sequence parallel.
     pub sp: bool,
     /// FLOP-count convention of a published TFLOP/s or step time.
@@ -150,6 +153,7 @@ impl Row {
             modules: Modules::parse(self.recompute_modules.iter().map(String::as_str))
                 .map_err(|e| anyhow!("row {}: {e}", self.id))?,
             zero: self.zero,
+            shard: self.shard,
             sp: self.sp,
         })
     }
