@@ -45,11 +45,15 @@ fn a_config_file_path_reads_like_its_directory() {
     assert_eq!(by_file.name, "Qwen3-30B-A3B");
 }
 
-fn error_for(name: &str, json: &str) -> String {
+/// `json` written as a checkpoint directory's config.json and read as a model.
+fn resolve_json(name: &str, json: &str) -> anyhow::Result<anychip_plan::model::Model> {
     let tmp = tempfile::Builder::new().prefix(&format!("anychip-hf-config-{name}-")).tempdir().unwrap();
-    let dir = tmp.path();
-    std::fs::write(dir.join("config.json"), json).unwrap();
-    let e = resolve(dir.to_str().unwrap()).unwrap_err();
+    std::fs::write(tmp.path().join("config.json"), json).unwrap();
+    resolve(tmp.path().to_str().unwrap())
+}
+
+fn error_for(name: &str, json: &str) -> String {
+    let e = resolve_json(name, json).unwrap_err();
     let msg = format!("{e:#}");
     assert!(!msg.contains('\n'), "one line: {msg}");
     msg
@@ -84,16 +88,13 @@ fn window_layers_come_from_layer_types_or_the_family_pattern() {
 
 #[test]
 fn gemma_ties_its_head_unless_the_file_says_otherwise() {
-    let tmp = tempfile::Builder::new().prefix("anychip-hf-gemma-").tempdir().unwrap();
-    let dir = tmp.path();
     // google/gemma-2-9b config.json (shape fields): no tie_word_embeddings key, alternating
     // 4,096-token sliding window.
     let cfg = r#"{"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "vocab_size": 256000,
         "hidden_size": 3584, "intermediate_size": 14336, "num_hidden_layers": 42, "num_attention_heads": 16,
         "num_key_value_heads": 8, "head_dim": 256, "max_position_embeddings": 8192, "sliding_window": 4096,
         "hidden_activation": "gelu_pytorch_tanh", "query_pre_attn_scalar": 256}"#;
-    std::fs::write(dir.join("config.json"), cfg).unwrap();
-    let arch = resolve(dir.to_str().unwrap()).unwrap().arch;
+    let arch = resolve_json("gemma", cfg).unwrap().arch;
     assert!(arch.tied);
     assert_eq!(arch.window, Some((4096, 0.5)));
     // Gemma 2 9B: 9.24B parameters (model card), the 256k embedding counted once.
@@ -220,30 +221,24 @@ fn plain_mlp_families_keep_their_attention_layout() {
 
 #[test]
 fn falcon_new_decoder_architecture_groups_key_value_heads() {
-    let tmp = tempfile::Builder::new().prefix("anychip-hf-falcon-").tempdir().unwrap();
-    let dir = tmp.path();
     // tiiuae/falcon-40b config.json (shape fields, from its model card): 60 layers of 8,192, 128
     // query heads in 8 key/value groups.
     let cfg = r#"{"model_type": "falcon", "architectures": ["FalconForCausalLM"], "hidden_size": 8192,
         "num_hidden_layers": 60, "num_attention_heads": 128, "num_kv_heads": 8, "new_decoder_architecture": true,
         "multi_query": true, "parallel_attn": true, "vocab_size": 65024}"#;
-    std::fs::write(dir.join("config.json"), cfg).unwrap();
-    let arch = resolve(dir.to_str().unwrap()).unwrap().arch;
+    let arch = resolve_json("falcon", cfg).unwrap().arch;
     assert_eq!((arch.kv_heads, arch.mlp_up, arch.d_ff), (8, 1, 4 * 8192));
 }
 
 #[test]
 fn cohere2_ties_its_head_and_windows_three_layers_in_four() {
-    let tmp = tempfile::Builder::new().prefix("anychip-hf-cohere2-").tempdir().unwrap();
-    let dir = tmp.path();
     // CohereForAI/c4ai-command-r7b-12-2024 (shape fields, from its model card): no
     // tie_word_embeddings key, a 4,096-token window on three layers of every four.
     let cfg = r#"{"model_type": "cohere2", "architectures": ["Cohere2ForCausalLM"], "vocab_size": 256000,
         "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
         "num_key_value_heads": 8, "max_position_embeddings": 8192, "sliding_window": 4096,
         "sliding_window_pattern": 4}"#;
-    std::fs::write(dir.join("config.json"), cfg).unwrap();
-    let arch = resolve(dir.to_str().unwrap()).unwrap().arch;
+    let arch = resolve_json("cohere2", cfg).unwrap().arch;
     assert!(arch.tied);
     assert_eq!((arch.mlp_up, arch.window), (2, Some((4096, 0.75))));
 }
