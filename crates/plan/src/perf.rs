@@ -134,16 +134,26 @@ pub enum Precision {
     Bf16,
     /// FP8 GEMMs in the transformer layers (Transformer Engine style); the rest BF16.
     Fp8,
+    /// INT8 GEMMs in the transformer layers (quantized training as Google's AQT does it on TPUs,
+    /// at the chip's `int8_tops`); otherwise as FP8: the same 8-bit GEMM efficiency, casts and
+    /// 1-byte stored linear inputs, but no persistent 8-bit weight copy.
+    Int8,
 }
 
 impl Precision {
-    /// Parse `bf16` or `fp8`.
+    /// Parse `bf16`, `fp8` or `int8`.
     pub fn parse(s: &str) -> Result<Precision> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "bf16" => Precision::Bf16,
             "fp8" => Precision::Fp8,
-            other => bail!("--precision must be bf16 or fp8, got '{other}'"),
+            "int8" => Precision::Int8,
+            other => bail!("--precision must be bf16, fp8 or int8, got '{other}'"),
         })
+    }
+
+    /// Whether the transformer layers' GEMMs run in 8 bits (FP8 or INT8).
+    pub fn is_8bit(self) -> bool {
+        self != Precision::Bf16
     }
 }
 
@@ -152,6 +162,7 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::Bf16 => "bf16",
             Precision::Fp8 => "fp8",
+            Precision::Int8 => "int8",
         })
     }
 }
@@ -375,8 +386,9 @@ pub struct Rates {
     pub nominal_bf16: f64,
     /// Dense BF16 FLOP/s at the clock the chip sustains under its power limit ([`power_clock`]).
     pub peak_bf16: f64,
-    /// Dense FP8 FLOP/s at that clock, if the chip has FP8 GEMMs.
-    pub peak_fp8: Option<f64>,
+    /// Dense 8-bit GEMM rate at that clock: FP8 FLOP/s (or, under `--precision int8`, INT8
+    /// OP/s), if the chip has it.
+    pub peak_8bit: Option<f64>,
     /// Nominal memory bandwidth, bytes/s.
     pub mem_bw: f64,
     /// Achieved scale-up link, one direction, bytes/s.
@@ -405,10 +417,17 @@ impl Rates {
     /// Read a chip's rates; unknown figures the job needs are errors naming the field.
     pub fn of(chip: &Chip, k: &Constants, chips_used: usize, precision: Precision) -> Result<Rates> {
         let peak_bf16 = chip.require_positive("bf16_tflops")? * 1e12;
-        let peak_fp8 = match precision {
+        let peak_8bit = match precision {
             Precision::Fp8 => Some(chip.require_positive("fp8_tflops").map_err(|_| {
                 anyhow!(
                     "chip {}: no fp8_tflops, so it cannot train in FP8; use --precision bf16 or supply it with --override {}.fp8_tflops=VALUE",
+                    chip.name,
+                    chip.name
+                )
+            })? * 1e12),
+            Precision::Int8 => Some(chip.require_positive("int8_tops").map_err(|_| {
+                anyhow!(
+                    "chip {}: no int8_tops, so it cannot train with INT8 matmuls; use --precision bf16 or supply it with --override {}.int8_tops=VALUE",
                     chip.name,
                     chip.name
                 )
@@ -433,7 +452,7 @@ impl Rates {
         Ok(Rates {
             nominal_bf16: peak_bf16,
             peak_bf16: peak_bf16 * clock,
-            peak_fp8: peak_fp8.map(|p| p * clock),
+            peak_8bit: peak_8bit.map(|p| p * clock),
             mem_bw,
             scaleup,
             domain,
@@ -666,7 +685,7 @@ impl Ctx<'_> {
         let (h, t, p, v) = (self.a.d_model as f64, self.t(), l.pp as f64, l.v as f64);
         // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
         // not the BF16 one: one byte instead of two per stored linear input.
-        let fp8_saving = if self.precision == Precision::Fp8 { sum.linear_inputs } else { 0.0 };
+        let fp8_saving = if self.precision.is_8bit() { sum.linear_inputs } else { 0.0 };
         let act_stored = match l.recompute {
             Recompute::None => sum.act_bytes - fp8_saving - sum.module_bytes,
             Recompute::Selective => sum.act_bytes_selective - fp8_saving - sum.module_bytes,
@@ -705,8 +724,8 @@ impl Ctx<'_> {
 
     /// Seconds for `flops` of linear-layer GEMM of shape tokens x k -> n (per chip).
     fn linear(&self, flops: f64, m: f64, n: f64, kk: f64) -> f64 {
-        let (peak, bytes, extra) = match (self.precision, self.r.peak_fp8) {
-            (Precision::Fp8, Some(p)) => (p, 1.0, self.k.fp8_gemm_eff),
+        let (peak, bytes, extra) = match (self.precision, self.r.peak_8bit) {
+            (p8, Some(p)) if p8.is_8bit() => (p, 1.0, self.k.fp8_gemm_eff),
             _ => (self.r.peak_bf16, 2.0, 1.0),
         };
         gemm_time(self.k, peak * extra, peak, self.r.mem_bw, flops, m, n, kk, bytes)
@@ -751,7 +770,7 @@ impl Ctx<'_> {
     /// during FP8 training, the FP8 peak times the FP8 GEMM efficiency (the same scaling and casting
     /// as the linear layers' FP8 GEMMs).
     fn attention_peak(&self) -> f64 {
-        match (self.precision, self.r.peak_fp8) {
+        match (self.precision, self.r.peak_8bit) {
             (Precision::Fp8, Some(p)) if self.stack.fp8_attention => p * self.k.fp8_gemm_eff,
             _ => self.r.peak_bf16,
         }
@@ -943,7 +962,7 @@ impl Ctx<'_> {
         let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
         let sp = if self.l.sp && self.l.tp > 1 { t } else { 1.0 };
         // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
-        let lin = if self.precision == Precision::Fp8 { 1.0 } else { 2.0 };
+        let lin = if self.precision.is_8bit() { 1.0 } else { 2.0 };
         let (mut bytes, mut rerun) = (0.0, 0.0);
         if m.layernorm {
             // Two norm outputs of h per token; rerun: read the input (2 B) and write the output.
@@ -1061,8 +1080,8 @@ pub fn estimate(
     let moe_elementwise = sum.moe_bytes - sum.moe_fused_bytes;
     let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * moe_elementwise) * 3.0 / rates.mem_bw
         + loss_traffic(k, stack, logits_bytes) / rates.mem_bw;
-    if job.precision == Precision::Fp8 {
-        // Transformer Engine casts every linear input to FP8: forward input, backward output
+    if job.precision.is_8bit() {
+        // Transformer Engine casts every linear input to FP8 (AQT to INT8 alike): forward input, backward output
         // gradient and the transposed copy for the weight gradient; each cast reads the BF16
         // tensor twice (amax, then scale) and writes one byte.
         elem += 3.0 * 5.0 * (sum.linear_inputs - sum.fused_casts) / rates.mem_bw;
@@ -1510,7 +1529,7 @@ mod tests {
         let r = Rates::of(gb200, &k, 1, Precision::Fp8).unwrap();
         assert_eq!(r.nominal_bf16, 2500e12);
         assert!((r.peak_bf16 / (2500e12 * clock) - 1.0).abs() < 1e-12);
-        assert!((r.peak_fp8.unwrap() / (5000e12 * clock) - 1.0).abs() < 1e-12);
+        assert!((r.peak_8bit.unwrap() / (5000e12 * clock) - 1.0).abs() < 1e-12);
         assert!((r.exp_rate.unwrap() / (gb200.get("sfu_exp_tops").unwrap() * 1e12 * clock) - 1.0).abs() < 1e-12);
         assert_eq!(r.mem_bw, gb200.get("mem_bw_tbs").unwrap() * 1e12);
     }
@@ -1611,6 +1630,30 @@ mod tests {
         let want = params * 2.0 / 256.0 / (3.125e9 * Constants::prior().scaleout_eff);
         let got = hybrid - one_slice;
         assert!((got / want - 1.0).abs() < 0.15, "all-reduce {got} s against {want} s");
+    }
+
+    #[test]
+    fn int8_runs_at_the_chips_int8_rate_and_needs_one() {
+        let k = Constants::prior();
+        let db = crate::chips::ChipDb::builtin();
+        let v6e = db.find("tpu-v6e").unwrap();
+        let r = Rates::of(v6e, &k, 1, Precision::Int8).unwrap();
+        assert_eq!(r.peak_8bit, Some(v6e.get("int8_tops").unwrap() * 1e12));
+        // A step with INT8 matmuls is faster than BF16 on a chip with twice the INT8 rate (not
+        // twice: attention, the LM head and element-wise work stay BF16, and the casts cost).
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let step = |p: Precision| {
+            let job = Job { arch: &m.arch, seq: 2048, global_batch: 64, precision: p };
+            let r = Rates::of(v6e, &k, 8, p).unwrap();
+            let st = crate::stack::find("maxtext-2023").unwrap();
+            let l = Layout { zero: 3, mb: 8, ..Layout::data_parallel(8) };
+            estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap().time.compute
+        };
+        let (int8, bf16) = (step(Precision::Int8), step(Precision::Bf16));
+        assert!(int8 < 0.95 * bf16, "int8 {int8} s against bf16 {bf16} s");
+        let gb200 = db.find("gb200").unwrap();
+        let e = Rates::of(gb200, &k, 1, Precision::Int8).unwrap_err().to_string();
+        assert!(e.contains("int8_tops") && !e.contains('\n'), "{e}");
     }
 
     #[test]
