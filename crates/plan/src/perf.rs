@@ -1219,6 +1219,10 @@ struct States {
     n_dp: f64,
     /// The same for the expert parameters.
     n_edp: f64,
+    /// Sharded copies of the non-expert states (1 unless hybrid sharding).
+    dp_copies: f64,
+    /// Sharded copies of the expert states.
+    edp_copies: f64,
     weights: f64,
     gradients: f64,
     optimizer: f64,
@@ -1244,7 +1248,11 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     // The groups the states are sharded over: one copy per `replicas` (hybrid sharding).
     let replicas = l.replicas() as f64;
     let n_dp = (l.dp * l.cp) as f64 / replicas;
-    let n_edp = ((l.dp * l.cp * l.tp) as f64 / l.ep as f64 / replicas).max(1.0);
+    // An expert's data-parallel ranks inside one copy: the copy's chips over ep (one when an
+    // expert-parallel group spans several copies).
+    let all = l.tp * l.cp * l.dp;
+    let n_edp = ((all / l.replicas()) / l.ep).max(1) as f64;
+    let edp_copies = ((all / l.ep.max(1)) as f64 / n_edp).max(1.0);
     let shard = |p: f64, n: f64, on: bool| if on { p / n } else { p };
     let zero = l.zero;
     let opt_sharded = zero >= 1 || stack.distributed_optimizer;
@@ -1269,6 +1277,8 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
         expert_params: expert,
         n_dp,
         n_edp,
+        dp_copies: replicas,
+        edp_copies,
         weights,
         gradients,
         optimizer,
@@ -1293,17 +1303,16 @@ fn dp_buckets(params: f64, n: f64) -> f64 {
 /// every micro-batch, as its reduce-scatter).
 fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, recompute_mb: f64, nm: f64) -> f64 {
     let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
-    let replicas = l.replicas() as f64;
     let all = l.tp * l.cp * l.dp;
-    // (parameters, ranks of one sharded copy, stride of its ranks, chips one copy spans)
+    // (parameters, ranks of one sharded copy, copies, stride of the copy's ranks, chips it spans)
     let groups = [
-        (st.dense_params, st.n_dp, l.tp, all / l.replicas()),
-        (st.expert_params, st.n_edp, l.ep.max(1), all / l.replicas()),
+        (st.dense_params, st.n_dp, st.dp_copies, l.tp, all / l.replicas()),
+        (st.expert_params, st.n_edp, st.edp_copies, l.ep.max(1), st.n_edp as usize * l.ep.max(1)),
     ];
     // Backward runs the recomputed forward too, and the collectives overlap it as well.
     let (bwd_window, fwd_window) = (compute_mb * 2.0 / 3.0 + recompute_mb, compute_mb / 3.0);
     let mut total = 0.0;
-    for (params, n, stride, span) in groups {
+    for (params, n, replicas, stride, span) in groups {
         if params == 0.0 || n * replicas <= 1.0 {
             continue;
         }
@@ -1591,6 +1600,25 @@ mod tests {
         ] {
             assert!((h / f - 8.0).abs() < 1e-9, "{what}: {h} against {f}");
         }
+    }
+
+    #[test]
+    fn experts_whose_parallel_group_outgrows_the_copy_are_not_sharded_further() {
+        // Qwen3-30B-A3B on 64 H100s, ZeRO-3 in groups of 8 replicas (one node) with ep = 16: an
+        // expert-parallel group spans two copies, so each chip keeps its 1/16 of the experts
+        // whole, while the rest of the model is sharded over the node's 8 chips.
+        let k = Constants::prior();
+        let m = crate::model::resolve("qwen3-30b-a3b").unwrap();
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let l = Layout { ep: 16, zero: 3, shard: 8, ..Layout::data_parallel(64) };
+        let r = Rates::of(&chip, &k, 64, Precision::Bf16).unwrap();
+        let st = crate::stack::find("nemo-2025").unwrap();
+        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+        let opt = estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap().memory.optimizer;
+        let moe = m.arch.moe.unwrap();
+        let experts = (m.arch.moe_layers() * moe.experts * 3 * m.arch.d_model * moe.expert_d_ff) as f64;
+        let want = 12.0 * ((m.arch.total_params() - experts) / 8.0 + experts / 16.0);
+        assert!((opt / want - 1.0).abs() < 0.02, "optimizer {opt:.3e} B against {want:.3e}");
     }
 
     #[test]
