@@ -135,9 +135,13 @@ pub enum Precision {
     /// FP8 GEMMs in the transformer layers (Transformer Engine style); the rest BF16.
     Fp8,
     /// INT8 GEMMs in the transformer layers (quantized training as Google's AQT does it on TPUs,
-    /// at the chip's `int8_tops`); otherwise as FP8: the same 8-bit GEMM efficiency, casts and
-    /// 1-byte stored linear inputs, but no persistent 8-bit weight copy.
+    /// at the chip's `int8_tops`); otherwise as FP8: the same low-precision GEMM efficiency, casts
+    /// and 1-byte stored linear inputs, but no persistent 8-bit weight copy.
     Int8,
+    /// NVFP4 GEMMs in the transformer layers (Transformer Engine's `nvfp4` recipe: 4-bit elements
+    /// with an FP8 scale per 16, at the chip's `fp4_tflops`); otherwise as FP8, with 0.5625-byte
+    /// operands, casts and stored linear inputs.
+    Fp4,
 }
 
 impl Precision {
@@ -147,13 +151,24 @@ impl Precision {
             "bf16" => Precision::Bf16,
             "fp8" => Precision::Fp8,
             "int8" => Precision::Int8,
-            other => bail!("--precision must be bf16, fp8 or int8, got '{other}'"),
+            "fp4" | "nvfp4" => Precision::Fp4,
+            other => bail!("--precision must be bf16, fp8, int8 or fp4, got '{other}'"),
         })
     }
 
-    /// Whether the transformer layers' GEMMs run in 8 bits (FP8 or INT8).
-    pub fn is_8bit(self) -> bool {
+    /// Whether the transformer layers' GEMMs run quantized (FP8, INT8 or FP4).
+    pub fn quantized(self) -> bool {
         self != Precision::Bf16
+    }
+
+    /// Bytes per element of a transformer GEMM operand: 2 in BF16, 1 in FP8 and INT8, and in
+    /// NVFP4 half a byte plus one 1-byte scale per 16 elements.
+    pub fn operand_bytes(self) -> f64 {
+        match self {
+            Precision::Bf16 => 2.0,
+            Precision::Fp8 | Precision::Int8 => 1.0,
+            Precision::Fp4 => 0.5 + 1.0 / 16.0,
+        }
     }
 }
 
@@ -163,6 +178,7 @@ impl fmt::Display for Precision {
             Precision::Bf16 => "bf16",
             Precision::Fp8 => "fp8",
             Precision::Int8 => "int8",
+            Precision::Fp4 => "fp4",
         })
     }
 }
@@ -386,8 +402,8 @@ pub struct Rates {
     pub nominal_bf16: f64,
     /// Dense BF16 FLOP/s at the clock the chip sustains under its power limit ([`power_clock`]).
     pub peak_bf16: f64,
-    /// Dense 8-bit GEMM rate at that clock: FP8 FLOP/s (or, under `--precision int8`, INT8
-    /// OP/s), if the chip has it.
+    /// Dense quantized GEMM rate at that clock: FP8 FLOP/s (under `--precision int8` INT8 OP/s,
+    /// under `fp4` FP4 FLOP/s), if the chip has it.
     pub peak_8bit: Option<f64>,
     /// Nominal memory bandwidth, bytes/s.
     pub mem_bw: f64,
@@ -428,6 +444,13 @@ impl Rates {
             Precision::Int8 => Some(chip.require_positive("int8_tops").map_err(|_| {
                 anyhow!(
                     "chip {}: no int8_tops, so it cannot train with INT8 matmuls; use --precision bf16 or supply it with --override {}.int8_tops=VALUE",
+                    chip.name,
+                    chip.name
+                )
+            })? * 1e12),
+            Precision::Fp4 => Some(chip.require_positive("fp4_tflops").map_err(|_| {
+                anyhow!(
+                    "chip {}: no fp4_tflops, so it cannot train in FP4; use --precision fp8 or bf16, or supply it with --override {}.fp4_tflops=VALUE",
                     chip.name,
                     chip.name
                 )
@@ -683,9 +706,9 @@ impl Ctx<'_> {
     fn activation_memory(&self, sum: &LayerCost, stage_layers: f64, n_micro: usize) -> f64 {
         let (l, tok) = (&self.l, self.tok);
         let (h, t, p, v) = (self.a.d_model as f64, self.t(), l.pp as f64, l.v as f64);
-        // Transformer Engine keeps the FP8 copy of each linear layer's input for the weight gradient,
-        // not the BF16 one: one byte instead of two per stored linear input.
-        let fp8_saving = if self.precision.is_8bit() { sum.linear_inputs } else { 0.0 };
+        // Transformer Engine keeps the quantized copy of each linear layer's input for the weight
+        // gradient, not the BF16 one: one byte instead of two in FP8, 0.5625 in NVFP4.
+        let fp8_saving = sum.linear_inputs * (2.0 - self.precision.operand_bytes());
         let act_stored = match l.recompute {
             Recompute::None => sum.act_bytes - fp8_saving - sum.module_bytes,
             Recompute::Selective => sum.act_bytes_selective - fp8_saving - sum.module_bytes,
@@ -725,7 +748,7 @@ impl Ctx<'_> {
     /// Seconds for `flops` of linear-layer GEMM of shape tokens x k -> n (per chip).
     fn linear(&self, flops: f64, m: f64, n: f64, kk: f64) -> f64 {
         let (peak, bytes, extra) = match (self.precision, self.r.peak_8bit) {
-            (p8, Some(p)) if p8.is_8bit() => (p, 1.0, self.k.fp8_gemm_eff),
+            (q, Some(p)) if q.quantized() => (p, q.operand_bytes(), self.k.fp8_gemm_eff),
             _ => (self.r.peak_bf16, 2.0, 1.0),
         };
         gemm_time(self.k, peak * extra, peak, self.r.mem_bw, flops, m, n, kk, bytes)
@@ -962,7 +985,7 @@ impl Ctx<'_> {
         let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
         let sp = if self.l.sp && self.l.tp > 1 { t } else { 1.0 };
         // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
-        let lin = if self.precision.is_8bit() { 1.0 } else { 2.0 };
+        let lin = self.precision.operand_bytes();
         let (mut bytes, mut rerun) = (0.0, 0.0);
         if m.layernorm {
             // Two norm outputs of h per token; rerun: read the input (2 B) and write the output.
@@ -1080,11 +1103,13 @@ pub fn estimate(
     let moe_elementwise = sum.moe_bytes - sum.moe_fused_bytes;
     let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * moe_elementwise) * 3.0 / rates.mem_bw
         + loss_traffic(k, stack, logits_bytes) / rates.mem_bw;
-    if job.precision.is_8bit() {
-        // Transformer Engine casts every linear input to FP8 (AQT to INT8 alike): forward input, backward output
-        // gradient and the transposed copy for the weight gradient; each cast reads the BF16
-        // tensor twice (amax, then scale) and writes one byte.
-        elem += 3.0 * 5.0 * (sum.linear_inputs - sum.fused_casts) / rates.mem_bw;
+    if job.precision.quantized() {
+        // Transformer Engine casts every linear input to FP8 (AQT to INT8, the nvfp4 recipe to
+        // FP4 alike): forward input, backward output gradient and the transposed copy for the
+        // weight gradient; each cast reads the BF16 tensor twice (amax, then scale) and writes
+        // the quantized operand.
+        let per_cast = 4.0 + job.precision.operand_bytes();
+        elem += 3.0 * per_cast * (sum.linear_inputs - sum.fused_casts) / rates.mem_bw;
     }
     let overhead = cx.fixed_overhead(stage_layers, stage_layers * moe_frac);
     let compute_mb = sum.fwd + sum.bwd + 3.0 * head + elem + overhead;
@@ -1256,7 +1281,12 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     let shard = |p: f64, n: f64, on: bool| if on { p / n } else { p };
     let zero = l.zero;
     let opt_sharded = zero >= 1 || stack.distributed_optimizer;
-    let fp8_copy = if job.precision == Precision::Fp8 { 1.0 } else { 0.0 };
+    // Transformer Engine keeps a quantized copy of the weights (FP8, or NVFP4's 0.5625 bytes);
+    // AQT quantizes INT8 weights on the fly.
+    let fp8_copy = match job.precision {
+        Precision::Fp8 | Precision::Fp4 => job.precision.operand_bytes(),
+        Precision::Bf16 | Precision::Int8 => 0.0,
+    };
     let weights = (2.0 + fp8_copy) * (shard(dense, n_dp, zero >= 3) + shard(expert, n_edp, zero >= 3));
     let gradients = stack.main_grad_bytes * (shard(dense, n_dp, zero >= 2) + shard(expert, n_edp, zero >= 2));
     let optimizer = 12.0 * (shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded));
@@ -1682,6 +1712,30 @@ mod tests {
         let gb200 = db.find("gb200").unwrap();
         let e = Rates::of(gb200, &k, 1, Precision::Int8).unwrap_err().to_string();
         assert!(e.contains("int8_tops") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn nvfp4_runs_at_the_chips_fp4_rate_with_smaller_operands() {
+        let k = Constants::prior();
+        let db = crate::chips::ChipDb::builtin();
+        let gb300 = db.find("gb300").unwrap();
+        let clock = power_clock(gb300, &k);
+        let r = Rates::of(gb300, &k, 1, Precision::Fp4).unwrap();
+        assert!((r.peak_8bit.unwrap() / (gb300.get("fp4_tflops").unwrap() * 1e12 * clock) - 1.0).abs() < 1e-12);
+        let m = crate::model::resolve("llama3-70b").unwrap();
+        let est = |p: Precision| {
+            let job = Job { arch: &m.arch, seq: 8192, global_batch: 64, precision: p };
+            let r = Rates::of(gb300, &k, 64, p).unwrap();
+            let st = crate::stack::find("nemo-2025").unwrap();
+            let l = Layout { tp: 4, pp: 4, mb: 1, v: 5, zero: 1, sp: true, ..Layout::data_parallel(4) };
+            estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap()
+        };
+        let (fp4, fp8) = (est(Precision::Fp4), est(Precision::Fp8));
+        assert!(fp4.time.compute < 0.9 * fp8.time.compute, "{} against {}", fp4.time.compute, fp8.time.compute);
+        assert!(fp4.memory.activations < fp8.memory.activations);
+        let h100 = db.find("h100").unwrap();
+        let e = Rates::of(h100, &k, 1, Precision::Fp4).unwrap_err().to_string();
+        assert!(e.contains("fp4_tflops") && !e.contains('\n'), "{e}");
     }
 
     #[test]
