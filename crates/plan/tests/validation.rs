@@ -47,8 +47,8 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (555 rows: overall 11.0%,
-    // dense 9.0% / 58.8% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.8% / 120.7%). The
+    // Regression bounds just above the figures of docs/planner.md (573 rows: overall 10.8%,
+    // dense 8.9% / 62.9% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.6% / 121.3%). The
     // mean is within issue 18's 12% since the 216 llm-foundry rows (8.0% out of sample; the
     // 291 rows before them are at 13.0%); its other bound, every row within 30%, is in
     // `issue_18_bounds`, ignored until it holds: 32 rows are beyond it, the MoE rows of the
@@ -58,7 +58,7 @@ fn cross_validated_throughput_error() {
     // (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
     // The same errors with every publisher counting once (the mean of each publisher's mean), so
-    // that no one table's many rows carry the figure: 14 publishers, 11.5% (MT-NLG's 24% among them).
+    // that no one table's many rows carry the figure: 14 publishers, 11.5% (MT-NLG's 25% among them).
     let mut by_publisher: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for c in &cv {
         by_publisher.entry(rows[c.index].row.publisher()).or_default().push(c.cv_error);
@@ -67,7 +67,7 @@ fn cross_validated_throughput_error() {
     println!("publisher-balanced mean ({} publishers): {:.1}%", by_publisher.len(), 100.0 * balanced);
     assert!(balanced <= 0.12, "cross-validated publisher-balanced mean {:.1}% > 12%", 100.0 * balanced);
     assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.62, "cross-validated worst dense row {:.1}% > 62%", 100.0 * dense_worst);
+    assert!(dense_worst <= 0.65, "cross-validated worst dense row {:.1}% > 65%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
     // Issue 18: the ZeRO-3 / FSDP rows within the issue's bounds (mean <= 12%, every row within
@@ -84,8 +84,8 @@ fn cross_validated_throughput_error() {
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
-/// fitted on. Regression bounds a point or so above docs/planner.md (555 rows: Megatron-Bridge
-/// dense 10.0%, MoE 18.9%; torchtitan 11.1%; llm-foundry 7.4%; every row 11.2%): the 31 MLPerf
+/// fitted on. Regression bounds a point or so above docs/planner.md (573 rows: Megatron-Bridge
+/// dense 9.3%, MoE 18.9%; torchtitan 10.4%; llm-foundry 7.4%; every row 11.0%): the 31 MLPerf
 /// rows of v3.1, v4.0 and v5.1 carry the FP8 constants to the Bridge rows (dense was 19.6%
 /// without them). torchtitan (PyTorch FSDP2 and torch.compile) and llm-foundry (Composer FSDP)
 /// are code bases outside the Megatron lineage; torchtitan's rows held out together were 20.2%
@@ -119,7 +119,7 @@ fn leave_publisher_out_throughput_error() {
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (the mean holds, 11.0% over 555 rows, but 32 rows are beyond 30%;
+/// within 30%. Fails today (the mean holds, 10.8% over 573 rows, but 32 rows are beyond 30%;
 /// docs/planner.md, "Where it is wrong"); run it with `cargo test -p anychip-plan --test
 /// validation -- --ignored`.
 #[test]
@@ -215,6 +215,11 @@ const KNOWN_MEMORY_GAPS: &[(&str, &str)] = &[
     (
         "bridge-26.02.01-gb300-llama3-70b-mxfp8-64",
         "the table prints micro-batch 2 without interleaving; the recipe at v0.3.1 runs VP 5 at micro-batch 1",
+    ),
+    ("bridge-26.02.01-gb300-llama3-70b-nvfp4-64", "as above (the NVFP4 recipe at v0.3.1: PP 4, VP 5, micro-batch 1)"),
+    (
+        "bridge-26.02.01-gb200-llama3-405b-nvfp4-256",
+        "0.1 GiB over: the table prints VP 4, the recipe and the other containers' tables VP 8 (fewer micro-batches in flight on the first stage)",
     ),
     (
         "bridge-gb300-llama3-405b-fp8-cs-256",
