@@ -12,6 +12,9 @@ How the logs count:
   * Llama 3.1 405B (v5.0): block_start and block_stop both carry samples_count = the count at the
     block's START (block_stop does not give the end count), so the samples of a block are the next
     eval_start's (or run_stop's) samples_count minus the block_start's.
+  * Llama 3.1 405B and 8B (v5.1, NVIDIA's NeMo 25.09 MLPerf code and its copies): block_start and block_stop
+    both carry samples_count = the block's OWN size (the same number for every block after the first) and
+    the step, so blocks are told apart by step and a block's samples are its steps x global batch.
   * Google MaxText (v4.1) logs no eval_start/eval_stop: block_stop, eval_accuracy and the next
     block_start share one timestamp, so the evaluation lies INSIDE its blocks (flagged below).
 
@@ -21,7 +24,7 @@ Usage: python3 tools/mlperf/throughput.py v5.0=PATH v4.1=PATH
   where each PATH is a clone (or bare mirror) of github.com/mlcommons/training_results_v5.0 / _v4.1;
   prints the table for every system below of the rounds given. The v4.1 and v5.0 rows of
   crates/plan/data/published_runs.toml were read from it (training_results_v5.0 at 0fdc28f,
-  v4.1 at b87b9e3).
+  v4.1 at b87b9e3), and the NVFP4 v5.1 rows (training_results_v5.1 at 441d65f).
 """
 import json
 import statistics
@@ -60,9 +63,37 @@ SYSTEMS = [
     ("v4.1", "NVIDIA", "eos-dfw_n1452_ngc24.04_nemo", "gpt3"),
     ("v4.1", "Oracle", "1536xBM.GPU.H100.8", "gpt3"),
     ("v4.1", "Oracle", "3072xBM.GPU.H100.8", "gpt3"),
+    # v5.1: the NVFP4 rows of crates/plan/data/published_runs.toml and the other NVIDIA-GPU systems checked for FP4
+    ("v5.1", "NVIDIA", "tyche_ngpu512_ngc25.09_nemo", "llama31_405b"),
+    ("v5.1", "NVIDIA", "theia_ngpu512_ngc25.09_nemo", "llama31_405b"),
+    ("v5.1", "NVIDIA", "hsg_ngpu2560_ngc25.09_nemo", "llama31_405b"),
+    ("v5.1", "NVIDIA", "hsg_ngpu5120_ngc25.09_nemo", "llama31_405b"),
+    ("v5.1", "NVIDIA", "tyche_ngpu8_ngc25.09_nemo", "llama31_8b"),
+    ("v5.1", "NVIDIA", "theia_ngpu8_ngc25.09_nemo", "llama31_8b"),
+    ("v5.1", "Nebius", "nebius_b200_n1", "llama31_8b"),
+    ("v5.1", "Nebius", "nebius_b200_n2", "llama31_8b"),
+    ("v5.1", "Nebius", "nebius_b200_n4", "llama31_8b"),
+    ("v5.1", "Nebius", "nebius_b300_n1", "llama31_8b"),
+    ("v5.1", "Dell", "1xXE9680Lx8B200-SXM-180GB", "llama31_8b"),
+    ("v5.1", "Dell", "1xXE9780x8B300-SXM-270GB", "llama31_8b"),
+    ("v5.1", "Dell", "2xXE9680Lx8B200-SXM-180GB", "llama31_8b"),
+    ("v5.1", "Dell", "2xXE9685Lx8B200-SXM-180GB", "llama31_8b"),
+    ("v5.1", "Lenovo", "SR680aV3-8xB200_SXM_180GB", "llama31_8b"),
+    ("v5.1", "Lenovo", "SR680aV4-8xB300_SXM", "llama31_8b"),
+    ("v5.1", "Lenovo", "SR780aV3-8xB200_SXM_180GB", "llama31_8b"),
+    ("v5.1", "Oracle", "1xBM.GPU.B200.8", "llama31_8b"),
+    ("v5.1", "Oracle", "8xBM.GPU.B200.8", "llama31_8b"),
+    ("v5.1", "Supermicro", "AS-4126GS-NBR-LCC", "llama31_8b"),
+    ("v5.1", "Supermicro", "AS-8126GS-NB3RT", "llama31_8b"),
+    ("v5.1", "Supermicro", "SYS-422GS-NBRT-LCC", "llama31_8b"),
+    ("v5.1", "Verda", "b200_8x8_ngc25.09", "llama31_8b"),
+    # the FP8 v5.1 rows already in the data set, as a check that this copy reproduces them
+    ("v5.1", "NVIDIA", "tyche_ngpu72_ngc25.09_nemo", "llama31_8b"),
+    ("v5.1", "University-of-Florida", "hpg.dgxb200x8.n1", "llama31_8b"),
+    ("v5.1", "Nebius", "nebius_h200_n64", "llama31_405b"),
 ]
 
-COUNTS_IN_TOKENS = {"gpt3": True, "llama31_405b": False}
+COUNTS_IN_TOKENS = {"gpt3": True, "llama31_405b": False, "llama31_8b": False}
 
 
 def git(repo, *args):
@@ -104,7 +135,7 @@ def parse(text, seq, tokens):
         if k not in ("block_start", "block_stop", "eval_start", "eval_stop", "eval_accuracy", "run_stop"):
             continue
         c = count_of(m)
-        sig = (k, c)
+        sig = (k, c, m.get("step"))  # v5.1: step too (its block_start/block_stop repeat one per-block samples_count)
         if sig in seen:  # the same event logged by several ranks
             continue
         seen.add(sig)
@@ -120,7 +151,12 @@ def parse(text, seq, tokens):
         nxt_start = starts[n_i + 1] if n_i + 1 < len(starts) else len(ev)
         # the block's end: its block_stop or the eval_start, whichever comes first, before the next block_start
         end = next((e for e in ev[i + 1:nxt_start] if e[1] in ("block_stop", "eval_start")), None)
-        if end is not None and not (end[1] == "block_stop" and end[2] is not None and end[2] > c):
+        if end is not None and "step" in m and "step" in end[3] and hp.get("global_batch_size"):
+            # v5.1 (NVIDIA's NeMo 25.09 MLPerf code): block_start and block_stop both carry the block's own
+            # sample count (not a running count) and the step; samples = steps in the block x global batch
+            n = (end[3]["step"] - m["step"]) * hp["global_batch_size"]
+            t_end = end[0]
+        elif end is not None and not (end[1] == "block_stop" and end[2] is not None and end[2] > c):
             if "epoch_count" in m:
                 n = m["epoch_count"]
             else:
