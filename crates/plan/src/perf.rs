@@ -449,8 +449,9 @@ impl Rates {
                 )
             })? * 1e12),
             Precision::Fp4 => Some(chip.require_positive("fp4_tflops").map_err(|_| {
+                let instead = if chip.get("fp8_tflops").is_some() { "fp8 or bf16" } else { "bf16" };
                 anyhow!(
-                    "chip {}: no fp4_tflops, so it cannot train in FP4; use --precision fp8 or bf16, or supply it with --override {}.fp4_tflops=VALUE",
+                    "chip {}: no fp4_tflops, so it cannot train in FP4; use --precision {instead}, or supply it with --override {}.fp4_tflops=VALUE",
                     chip.name,
                     chip.name
                 )
