@@ -71,7 +71,7 @@ pub struct JobSpec {
     /// Software stack profile, a name or a TOML stack file (default: the fleet command's `--stack`).
     #[serde(default)]
     pub stack: Option<String>,
-    /// `bf16` (default) or `fp8`.
+    /// `bf16` (default), `fp8`, `int8` or `fp4` (as `plan --precision`).
     #[serde(default)]
     pub precision: Option<String>,
 }
