@@ -434,28 +434,12 @@ impl Rates {
     pub fn of(chip: &Chip, k: &Constants, chips_used: usize, precision: Precision) -> Result<Rates> {
         let peak_bf16 = chip.require_positive("bf16_tflops")? * 1e12;
         let peak_8bit = match precision {
-            Precision::Fp8 => Some(chip.require_positive("fp8_tflops").map_err(|_| {
-                anyhow!(
-                    "chip {}: no fp8_tflops, so it cannot train in FP8; use --precision bf16 or supply it with --override {}.fp8_tflops=VALUE",
-                    chip.name,
-                    chip.name
-                )
-            })? * 1e12),
-            Precision::Int8 => Some(chip.require_positive("int8_tops").map_err(|_| {
-                anyhow!(
-                    "chip {}: no int8_tops, so it cannot train with INT8 matmuls; use --precision bf16 or supply it with --override {}.int8_tops=VALUE",
-                    chip.name,
-                    chip.name
-                )
-            })? * 1e12),
-            Precision::Fp4 => Some(chip.require_positive("fp4_tflops").map_err(|_| {
+            Precision::Fp8 => Some(quantized_peak(chip, "fp8_tflops", "in FP8", "bf16")?),
+            Precision::Int8 => Some(quantized_peak(chip, "int8_tops", "with INT8 matmuls", "bf16")?),
+            Precision::Fp4 => {
                 let instead = if chip.get("fp8_tflops").is_some() { "fp8 or bf16" } else { "bf16" };
-                anyhow!(
-                    "chip {}: no fp4_tflops, so it cannot train in FP4; use --precision {instead}, or supply it with --override {}.fp4_tflops=VALUE",
-                    chip.name,
-                    chip.name
-                )
-            })? * 1e12),
+                Some(quantized_peak(chip, "fp4_tflops", "in FP4", instead)?)
+            }
             Precision::Bf16 => chip.get("fp8_tflops").map(|t| t * 1e12),
         };
         let mem_bw = chip.require_positive("mem_bw_tbs")? * 1e12;
@@ -507,6 +491,19 @@ impl Rates {
     fn crosses(&self, span: usize) -> bool {
         span > self.domain
     }
+}
+
+/// A chip's quantized GEMM peak `field` (OP/s), or the one-line refusal to train `how` without
+/// it, naming the precisions to use `instead` and the override that supplies the figure.
+fn quantized_peak(chip: &Chip, field: &str, how: &str, instead: &str) -> Result<f64> {
+    let t = chip.require_positive(field).map_err(|_| {
+        anyhow!(
+            "chip {}: no {field}, so it cannot train {how}; use --precision {instead} or supply it with --override {}.{field}=VALUE",
+            chip.name,
+            chip.name
+        )
+    })?;
+    Ok(t * 1e12)
 }
 
 /// Fraction of its rated clock a chip's tensor cores sustain under full load within its board
@@ -709,10 +706,10 @@ impl Ctx<'_> {
         let (h, t, p, v) = (self.a.d_model as f64, self.t(), l.pp as f64, l.v as f64);
         // Transformer Engine keeps the quantized copy of each linear layer's input for the weight
         // gradient, not the BF16 one: one byte instead of two in FP8, 0.5625 in NVFP4.
-        let fp8_saving = sum.linear_inputs * (2.0 - self.precision.operand_bytes());
+        let quantized_saving = sum.linear_inputs * (2.0 - self.precision.operand_bytes());
         let act_stored = match l.recompute {
-            Recompute::None => sum.act_bytes - fp8_saving - sum.module_bytes,
-            Recompute::Selective => sum.act_bytes_selective - fp8_saving - sum.module_bytes,
+            Recompute::None => sum.act_bytes - quantized_saving - sum.module_bytes,
+            Recompute::Selective => sum.act_bytes_selective - quantized_saving - sum.module_bytes,
             Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
         };
         // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
@@ -1284,11 +1281,11 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     let opt_sharded = zero >= 1 || stack.distributed_optimizer;
     // Transformer Engine keeps a quantized copy of the weights (FP8, or NVFP4's 0.5625 bytes);
     // AQT quantizes INT8 weights on the fly.
-    let fp8_copy = match job.precision {
+    let quantized_copy = match job.precision {
         Precision::Fp8 | Precision::Fp4 => job.precision.operand_bytes(),
         Precision::Bf16 | Precision::Int8 => 0.0,
     };
-    let weights = (2.0 + fp8_copy) * (shard(dense, n_dp, zero >= 3) + shard(expert, n_edp, zero >= 3));
+    let weights = (2.0 + quantized_copy) * (shard(dense, n_dp, zero >= 3) + shard(expert, n_edp, zero >= 3));
     let gradients = stack.main_grad_bytes * (shard(dense, n_dp, zero >= 2) + shard(expert, n_edp, zero >= 2));
     let optimizer = 12.0 * (shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded));
     let gathered = if zero >= 3 {

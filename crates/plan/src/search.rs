@@ -79,15 +79,6 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
     if l.zero > 3 {
         bail!("--layout '{spec}': zero must be 0, 1, 2 or 3");
     }
-    if l.shard > 0 && (l.shard > dp || !dp.is_multiple_of(l.shard)) {
-        bail!(
-            "--layout '{spec}': shard={} must divide dp={dp} (groups of shard replicas each hold one sharded copy)",
-            l.shard
-        );
-    }
-    if l.shard > 0 && l.shard < dp && l.zero == 0 {
-        bail!("--layout '{spec}': shard={} shards a ZeRO stage: add zero=1, 2 or 3", l.shard);
-    }
     Ok(l)
 }
 /// One ranked layout with the job-level numbers.
