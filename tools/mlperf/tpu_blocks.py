@@ -11,7 +11,9 @@ Usage: python3 tools/mlperf/tpu_blocks.py v4.1=PATH v4.0=PATH v3.1=PATH (clones 
 mlcommons/training_results_v4.1, _v4.0, _v3.1). The held-out TPU check of docs/planner.md
 (2026-12-05) was read from it.
 """
-import json, statistics, subprocess, sys
+import json, statistics, sys
+
+from throughput import git, mllog  # the same directory: one git reader and one MLLOG line parser
 
 SYSTEMS = [
     ("v4.1", "cloud-tpu-trillium-512-maxtext"), ("v4.1", "cloud-tpu-trillium-1024-maxtext"),
@@ -23,19 +25,9 @@ SYSTEMS = [
     ("v3.1", "cloud-tpu-v5e-4096-PAX"),
 ]
 
-def git(repo, *a):
-    return subprocess.run(["git", "-C", repo, *a], check=True, capture_output=True, text=True).stdout
-
 def events(text):
     out, seen = [], set()
-    for line in text.splitlines():
-        i = line.find(":::MLLOG ")
-        if i < 0:
-            continue
-        try:
-            j = json.loads(line[i + 9:])
-        except json.JSONDecodeError:
-            continue
+    for j in mllog(text):
         m = j.get("metadata", {})
         sig = (j["key"], m.get("first_epoch_num", m.get("epoch_num")), j.get("value") if not isinstance(j.get("value"), dict) else None)
         if sig in seen:
