@@ -81,6 +81,10 @@ pub struct Modules {
     /// Latent attention's up projections and RoPE: the per-head queries, keys and values are not
     /// stored, only the compressed latents.
     pub mla_up_proj: bool,
+    /// The dense MLP: only its input is kept; its up projections, activation and down projection
+    /// rerun in backward (Megatron-Core `recompute_modules` "mlp"; MaxText's `remat` of `mlpwi`
+    /// and `mlpwo`). MoE layers are not touched (Megatron-Core names them "moe").
+    pub mlp: bool,
     /// torchtitan's per-op selective checkpointing (`selective_ac_option = "op"`): of a layer's
     /// forward only the outputs of the ops in its save list are kept (matmuls, attention, max),
     /// except every second matmul; everything else reruns in backward, the element-wise ops
@@ -92,7 +96,7 @@ pub struct Modules {
 
 impl Modules {
     /// Parse module names joined by `+` (or given one by one): `layernorm`, `moe_act`, `mla_up_proj`,
-    /// `op_sac`.
+    /// `mlp`, `op_sac`.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Modules> {
         let mut m = Modules::default();
         for name in names.into_iter().flat_map(|n| n.split('+')).map(str::trim).filter(|n| !n.is_empty()) {
@@ -100,8 +104,11 @@ impl Modules {
                 "layernorm" => m.layernorm = true,
                 "moe_act" => m.moe_act = true,
                 "mla_up_proj" => m.mla_up_proj = true,
+                "mlp" => m.mlp = true,
                 "op_sac" => m.op_sac = true,
-                other => bail!("recompute module must be layernorm, moe_act, mla_up_proj or op_sac, got '{other}'"),
+                other => {
+                    bail!("recompute module must be layernorm, moe_act, mla_up_proj, mlp or op_sac, got '{other}'")
+                }
             }
         }
         Ok(m)
@@ -119,6 +126,7 @@ impl fmt::Display for Modules {
             (self.layernorm, "layernorm"),
             (self.moe_act, "moe_act"),
             (self.mla_up_proj, "mla_up_proj"),
+            (self.mlp, "mlp"),
             (self.op_sac, "op_sac"),
         ];
         let names: Vec<&str> = on.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
@@ -658,6 +666,8 @@ struct LayerCost {
     ep: f64,
     /// TP forward part (rerun under full recompute).
     tp_fwd: f64,
+    /// TP forward collectives the recompute modules rerun (the dense MLP's pair under `mlp`).
+    tp_module_rerun: f64,
     /// Stored bytes the layout's recompute modules discard (outside the attention core).
     module_bytes: f64,
     /// Seconds of forward work those modules rerun in backward.
@@ -679,6 +689,7 @@ impl LayerCost {
         self.fused_casts += w * c.fused_casts;
         self.tp += w * c.tp;
         self.tp_fwd += w * c.tp_fwd;
+        self.tp_module_rerun += w * c.tp_module_rerun;
         self.module_bytes += w * c.module_bytes;
         self.module_rerun += w * c.module_rerun;
         self.cp += w * c.cp;
@@ -879,6 +890,8 @@ impl Ctx<'_> {
         }
         let tp_pair = self.tp_pair();
         let cp = self.cp_exchange();
+        // The dense MLP rerun under `mlp` gathers its input and reduce-scatters its output again.
+        let tp_module_rerun = if self.l.modules.mlp && routed == 0.0 { tp_pair } else { 0.0 };
         LayerCost {
             fwd: fwd + attn_fwd + extra_fwd,
             attn_fwd,
@@ -892,6 +905,7 @@ impl Ctx<'_> {
             fused_casts,
             tp: 4.0 * tp_pair,
             tp_fwd: 2.0 * tp_pair,
+            tp_module_rerun,
             cp,
             ep,
             module_bytes,
@@ -996,6 +1010,16 @@ impl Ctx<'_> {
             // write the output.
             bytes += routed * fe * lin;
             rerun += routed * fe * (4.0 + lin) / self.r.mem_bw;
+        }
+        if m.mlp && routed == 0.0 && a.dense_mlp_params > 0.0 {
+            // The up projections' outputs (BF16) and the activation's output (the down
+            // projection's stored input); rerun: the MLP's GEMMs and its activation, which reads
+            // the up outputs and writes its own.
+            let f = a.d_ff as f64;
+            let ups = 2.0 * a.mlp_up as f64 * f;
+            bytes += tok * (ups + lin * f) / t;
+            let params = a.dense_mlp_params / t;
+            rerun += self.linear(2.0 * tok * params, tok, params / h, h) + tok * (ups + lin * f) / t / self.r.mem_bw;
         }
         if m.mla_up_proj && a.mla_up_params > 0.0 {
             // Per-head queries, keys and values (BF16, what the attention core reads); rerun: the
@@ -1122,7 +1146,7 @@ pub fn estimate(
     let tp_rerun = match (l.recompute, l.modules.op_sac) {
         (Recompute::Full, _) => sum.tp_fwd,
         (_, true) => 0.5 * sum.tp_fwd,
-        _ => 0.0,
+        _ => sum.tp_module_rerun,
     };
     let tp_raw = sum.tp + tp_rerun;
     let tp_mb = exposed(tp_raw, busy, stack.overlap_tp, k);

@@ -24,7 +24,7 @@ fn modules_parse_and_bad_names_are_refused() {
     assert!(l.modules.layernorm && l.modules.moe_act && !l.modules.mla_up_proj);
     assert!(l.to_string().contains("rc:none+layernorm+moe_act"), "{l}");
     let e = parse_layout("tp=1,modules=layernorm+attn", 8).unwrap_err().to_string();
-    assert!(e.contains("layernorm, moe_act, mla_up_proj or op_sac"), "{e}");
+    assert!(e.contains("layernorm, moe_act, mla_up_proj, mlp or op_sac"), "{e}");
 }
 
 #[test]
@@ -71,4 +71,38 @@ fn op_sac_reruns_every_second_matmul_and_the_element_wise_ops() {
     let tp_sac = run("llama3-8b", "tp=4,pp=1,mb=1,sp=true,modules=op_sac", 8, Precision::Bf16);
     let tp_full = run("llama3-8b", "tp=4,pp=1,mb=1,sp=true,recompute=full", 8, Precision::Bf16);
     assert!(tp_none.time.tp_comm < tp_sac.time.tp_comm && tp_sac.time.tp_comm < tp_full.time.tp_comm);
+}
+
+#[test]
+fn mlp_drops_the_dense_mlps_insides_for_a_rerun_of_its_forward() {
+    // Llama 3 8B on 8 chips, one micro-batch of 4096 tokens, 32 layers: the module keeps the MLP's
+    // input only, so the gate and up outputs (2 x 2 f bytes a token) and the activation's output
+    // (2 f) leave memory, and backward reruns the MLP's three GEMMs (6 h f FLOPs a token).
+    let none = run("llama3-8b", "tp=1,pp=1,mb=1", 8, Precision::Bf16);
+    let mlp = run("llama3-8b", "tp=1,pp=1,mb=1,modules=mlp", 8, Precision::Bf16);
+    let (layers, tok, h, f) = (32.0, 4096.0, 4096.0, 14336.0);
+    let saved = none.memory.activations - mlp.memory.activations;
+    let want = layers * tok * 6.0 * f;
+    assert!((saved / want - 1.0).abs() < 1e-9, "mlp saves {saved}, want {want}");
+    assert_eq!(none.time.recompute, 0.0);
+    // The rerun is at least the GEMMs at the peak and at most at a fifth of it, per micro-batch.
+    let micro_batches = 1024.0 / 8.0;
+    let gemm_flops = micro_batches * layers * tok * 2.0 * 3.0 * h * f;
+    let peak = 2.5e15;
+    let rerun = mlp.time.recompute;
+    assert!(rerun > gemm_flops / peak && rerun < 5.0 * gemm_flops / peak, "rerun {rerun} s");
+    // In FP8 the down projection's stored input is its 1-byte cast: the module saves 5 f, not 6 f.
+    let none8 = run("llama3-8b", "tp=1,pp=1,mb=1", 8, Precision::Fp8);
+    let mlp8 = run("llama3-8b", "tp=1,pp=1,mb=1,modules=mlp", 8, Precision::Fp8);
+    let saved8 = none8.memory.activations - mlp8.memory.activations;
+    assert!((saved8 / (layers * tok * 5.0 * f) - 1.0).abs() < 1e-9, "fp8: mlp saves {saved8}");
+    // Under TP the rerun MLP gathers its input and reduce-scatters its output again.
+    let tp_none = run("llama3-8b", "tp=4,pp=1,mb=1,sp=true", 8, Precision::Bf16);
+    let tp_mlp = run("llama3-8b", "tp=4,pp=1,mb=1,sp=true,modules=mlp", 8, Precision::Bf16);
+    assert!(tp_mlp.time.tp_comm > tp_none.time.tp_comm);
+    // A MoE layer is not an MLP: GPT-OSS's 36 MoE layers keep every byte.
+    let moe = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8", 64, Precision::Bf16);
+    let moe_mlp = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8,modules=mlp", 64, Precision::Bf16);
+    assert_eq!(moe.memory.activations, moe_mlp.memory.activations);
+    assert_eq!(moe.time.recompute, moe_mlp.time.recompute);
 }
