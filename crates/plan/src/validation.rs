@@ -11,10 +11,12 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 const RUNS_TOML: &str = include_str!("../data/published_runs.toml");
+const HELD_OUT_TOML: &str = include_str!("../data/held_out_runs.toml");
 
 #[derive(Deserialize)]
 struct File {
     row: Vec<Row>,
+    #[serde(default)]
     memory: Vec<MemRow>,
 }
 
@@ -128,6 +130,12 @@ pub fn rows() -> Vec<Row> {
     file().row
 }
 
+/// The held-out rows (`data/held_out_runs.toml`): published runs no fit reads, predicted with the
+/// shipped constants only.
+pub fn held_out_rows() -> Vec<Row> {
+    toml::from_str::<File>(HELD_OUT_TOML).expect("data/held_out_runs.toml is valid").row
+}
+
 /// The memory rows.
 pub fn memory_rows() -> Vec<MemRow> {
     file().memory
@@ -199,9 +207,17 @@ pub struct Prepared {
 
 /// Resolve every row (chip, model, stack, layout).
 pub fn prepare() -> Result<Vec<Prepared>> {
+    prepare_rows(rows())
+}
+
+/// [`prepare`] for the held-out rows.
+pub fn prepare_held_out() -> Result<Vec<Prepared>> {
+    prepare_rows(held_out_rows())
+}
+
+fn prepare_rows(rows: Vec<Row>) -> Result<Vec<Prepared>> {
     let db = ChipDb::builtin();
-    rows()
-        .into_iter()
+    rows.into_iter()
         .map(|r| {
             let m = model::resolve(&r.model)?;
             let published_step = r.published_step(&m.arch)?;
