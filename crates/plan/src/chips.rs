@@ -222,6 +222,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("tpu-v5e.toml", include_str!("../chips/tpu-v5e.toml")),
     ("tpu-v5p.toml", include_str!("../chips/tpu-v5p.toml")),
     ("tpu-v6e.toml", include_str!("../chips/tpu-v6e.toml")),
+    ("tpu-v7.toml", include_str!("../chips/tpu-v7.toml")),
 ];
 
 /// A set of chip records.
