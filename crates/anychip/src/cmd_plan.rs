@@ -58,7 +58,7 @@ pub struct PlanArgs {
     /// Number format of the transformer GEMMs: bf16, fp8, int8 (quantized matmuls at the chip's INT8 rate, as AQT trains on TPUs) or fp4 (NVFP4, Transformer Engine's nvfp4 recipe).
     #[arg(long, value_name = "bf16|fp8|int8|fp4", default_value = "bf16")]
     pub precision: String,
-    /// Evaluate exactly this layout, e.g. tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=2,ep=8]; shard=N shards the ZeRO stage over groups of N data-parallel replicas (hybrid sharding).
+    /// Evaluate exactly this layout, e.g. tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=2,ep=8]; shard=N shards the ZeRO stage over groups of N data-parallel replicas (hybrid sharding); offload=N keeps N layers' activations of each stage in host memory (needs the chip's host_link_gbs).
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub layout: Option<String>,
     /// Print JSON instead of a table.
@@ -152,7 +152,7 @@ pub fn print_breakdown(e: &Estimate) {
     let t = &e.time;
     let pct = |x: f64| 100.0 * x / t.total();
     println!(
-        "step {:.2} s = compute {:.2} ({:.0}%) + recompute {:.2} ({:.0}%) + exposed TP {:.2} + CP {:.2} + EP {:.2} + PP {:.2} + bubble {:.2} ({:.0}%) + exposed DP {:.2} ({:.0}%) + optimizer {:.2}",
+        "step {:.2} s = compute {:.2} ({:.0}%) + recompute {:.2} ({:.0}%) + exposed TP {:.2} + CP {:.2} + EP {:.2} + PP {:.2} + bubble {:.2} ({:.0}%) + exposed DP {:.2} ({:.0}%) + optimizer {:.2}{}",
         t.total(),
         t.compute,
         pct(t.compute),
@@ -166,7 +166,8 @@ pub fn print_breakdown(e: &Estimate) {
         pct(t.bubble),
         t.dp_comm,
         pct(t.dp_comm),
-        t.optimizer
+        t.optimizer,
+        if t.offload > 0.0 { format!(" + exposed offload {:.2}", t.offload) } else { String::new() }
     );
     println!("memory per chip: {}", memory_reason(e));
 }

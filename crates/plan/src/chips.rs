@@ -67,6 +67,11 @@ pub const FIELDS: &[FieldInfo] = &[
     FieldInfo { key: "scaleup_gbs", unit: "GB/s", doc: "scale-up (chip-to-chip) link, bidirectional per chip" },
     FieldInfo { key: "scaleup_domain", unit: "chips", doc: "chips sharing the scale-up fabric (NVLink domain, node)" },
     FieldInfo { key: "scaleout_gbs", unit: "GB/s", doc: "scale-out network per chip, one direction" },
+    FieldInfo {
+        key: "host_link_gbs",
+        unit: "GB/s",
+        doc: "link between the chip and host memory (PCIe, NVLink-C2C), one direction: activation offload",
+    },
     FieldInfo { key: "tdp_w", unit: "W", doc: "board power" },
     FieldInfo { key: "price_per_hour", unit: "USD/h", doc: "rental or amortised price per chip-hour" },
     FieldInfo { key: "die_mm2", unit: "mm2", doc: "die area, for the export-control performance density" },

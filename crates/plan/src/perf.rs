@@ -222,6 +222,10 @@ pub struct Layout {
     pub shard: usize,
     /// Sequence parallelism in the tensor-parallel group (Korthikanti).
     pub sp: bool,
+    /// Layers of each pipeline stage whose stored activations go to host memory after their
+    /// forward and come back for their backward (Megatron-Core `cpu_offloading_num_layers`;
+    /// MaxText's remat `offload`); 0 keeps every activation on the chip.
+    pub offload: usize,
 }
 
 impl Layout {
@@ -255,6 +259,7 @@ impl Layout {
             zero: 0,
             shard: 0,
             sp: false,
+            offload: 0,
         }
     }
 
@@ -286,6 +291,9 @@ impl fmt::Display for Layout {
         }
         if self.sp && self.tp > 1 {
             f.write_str(" sp")?;
+        }
+        if self.offload > 0 {
+            write!(f, " offload{}", self.offload)?;
         }
         Ok(())
     }
@@ -321,6 +329,8 @@ pub struct Memory {
     pub logits: f64,
     /// Framework reserve (context, communication buffers, fragmentation).
     pub reserve: f64,
+    /// Stored activations held in host memory under `offload` (not in [`Memory::total`]).
+    pub offloaded: f64,
 }
 
 impl Memory {
@@ -356,12 +366,15 @@ pub struct StepTime {
     pub dp_comm: f64,
     /// Optimizer update.
     pub optimizer: f64,
+    /// Exposed copies of offloaded activations to and from host memory.
+    pub offload: f64,
 }
 
 impl StepTime {
     /// The whole step.
     pub fn total(&self) -> f64 {
-        self.compute
+        self.offload
+            + self.compute
             + self.recompute
             + self.tp_comm
             + self.cp_comm
@@ -425,6 +438,8 @@ pub struct Rates {
     pub exp_rate: Option<f64>,
     /// Fraction of the attention rate warp-synchronous MMA kernels reach (chip `sync_mma_fraction`).
     pub sync_mma: f64,
+    /// Achieved link to host memory, one direction, bytes/s (`None` when the chip does not say).
+    pub host_link: Option<f64>,
 }
 
 impl Rates {
@@ -465,6 +480,8 @@ impl Rates {
         let clock = power_clock(chip, k);
         let exp_rate = chip.get("sfu_exp_tops").map(|t| t * 1e12 * clock);
         let sync_mma = chip.get("sync_mma_fraction").unwrap_or(1.0);
+        // Copies to host memory over PCIe or NVLink-C2C reach about what a NIC does of its rate.
+        let host_link = chip.get("host_link_gbs").map(|g| g * 1e9 * k.scaleout_eff);
         Ok(Rates {
             nominal_bf16: peak_bf16,
             peak_bf16: peak_bf16 * clock,
@@ -475,6 +492,7 @@ impl Rates {
             scaleout,
             exp_rate,
             sync_mma,
+            host_link,
         })
     }
 
@@ -710,27 +728,53 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Activation bytes the heaviest chip holds: what one micro-batch stores under the layout's
-    /// recompute mode, times the micro-batches in flight on the first pipeline stage.
-    fn activation_memory(&self, sum: &LayerCost, stage_layers: f64, n_micro: usize) -> f64 {
-        let (l, tok) = (&self.l, self.tok);
-        let (h, t, p, v) = (self.a.d_model as f64, self.t(), l.pp as f64, l.v as f64);
-        // Transformer Engine keeps the quantized copy of each linear layer's input for the weight
-        // gradient, not the BF16 one: one byte instead of two in FP8, 0.5625 in NVFP4.
-        let quantized_saving = sum.linear_inputs * (2.0 - self.precision.operand_bytes());
-        let act_stored = match l.recompute {
-            Recompute::None => sum.act_bytes - quantized_saving - sum.module_bytes,
-            Recompute::Selective => sum.act_bytes_selective - quantized_saving - sum.module_bytes,
-            Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
-        };
+    /// Activation bytes the heaviest chip holds, on the chip and in host memory: what one
+    /// micro-batch stores under the layout's recompute mode, times the micro-batches in flight on
+    /// the first pipeline stage; `offload` of the stage's layers keep theirs in host memory, and
+    /// the chip keeps two layers' worth of staging buffers (one layer leaving, one coming back).
+    fn activation_memory(&self, sum: &LayerCost, stage_layers: f64, n_micro: usize) -> (f64, f64) {
+        let l = &self.l;
+        let (p, v) = (l.pp as f64, l.v as f64);
+        let act_stored = self.stored_per_micro_batch(sum, stage_layers);
         // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
         // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
         let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
-        let mut activations = act_stored * in_flight;
+        let off = self.offloaded_share(stage_layers);
+        let staging = if off > 0.0 { 2.0 * act_stored / stage_layers } else { 0.0 };
+        let mut activations = act_stored * in_flight * (1.0 - off) + staging;
         if l.recompute == Recompute::Full {
             activations += sum.act_bytes / stage_layers; // one layer rematerialised during its backward
         }
-        activations
+        (activations, act_stored * in_flight * off)
+    }
+
+    /// Bytes one micro-batch stores across the stage's layers under the layout's recompute mode.
+    fn stored_per_micro_batch(&self, sum: &LayerCost, stage_layers: f64) -> f64 {
+        let (l, tok) = (&self.l, self.tok);
+        let (h, t) = (self.a.d_model as f64, self.t());
+        // Transformer Engine keeps the quantized copy of each linear layer's input for the weight
+        // gradient, not the BF16 one: one byte instead of two in FP8, 0.5625 in NVFP4.
+        let quantized_saving = sum.linear_inputs * (2.0 - self.precision.operand_bytes());
+        match l.recompute {
+            Recompute::None => sum.act_bytes - quantized_saving - sum.module_bytes,
+            Recompute::Selective => sum.act_bytes_selective - quantized_saving - sum.module_bytes,
+            Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
+        }
+    }
+
+    /// Seconds per micro-batch of moving the offloaded layers' stored activations to host memory
+    /// in forward and back in backward, each way at the chip's host link.
+    fn offload_copies(&self, sum: &LayerCost, stage_layers: f64) -> f64 {
+        let bytes = self.stored_per_micro_batch(sum, stage_layers) * self.offloaded_share(stage_layers);
+        match self.r.host_link {
+            Some(link) if bytes > 0.0 => 2.0 * bytes / link,
+            _ => 0.0,
+        }
+    }
+
+    /// Share of a stage's layers whose stored activations live in host memory.
+    fn offloaded_share(&self, stage_layers: f64) -> f64 {
+        (self.l.offload as f64).min(stage_layers) / stage_layers
     }
 
     /// The heaviest pipeline stage's layers (`stage_layers`, a `moe_frac` of them MoE) summed by
@@ -1100,6 +1144,11 @@ pub fn estimate(
     capacity: f64,
 ) -> Result<Estimate> {
     check_layout(job, layout)?;
+    if layout.offload > 0 && rates.host_link.is_none() {
+        bail!(
+            "layout {layout}: offload needs the chip's link to host memory, host_link_gbs; give it with --override CHIP.host_link_gbs=GB/S (one direction)"
+        );
+    }
     let a = job.arch;
     let l = *layout;
     let n_micro = job.global_batch / (l.dp * l.mb);
@@ -1161,7 +1210,11 @@ pub fn estimate(
     } else {
         0.0
     };
-    let t_mb = busy + tp_mb + cp_mb + ep_mb + pp_mb;
+    // Offload copies run on the copy engines, not the SMs (Megatron-Core's offloading streams):
+    // hidden under the micro-batch's compute, only what outlasts it shows (as prefetched ZeRO-3
+    // gathers are priced).
+    let off_mb = (cx.offload_copies(&sum, stage_layers) - busy).max(0.0);
+    let t_mb = busy + tp_mb + cp_mb + ep_mb + pp_mb + off_mb;
     let bubble = t_mb * (p - 1.0) / v;
 
     let states = states_per_chip(job, &l, stack);
@@ -1179,16 +1232,19 @@ pub fn estimate(
         bubble,
         dp_comm: dp_time,
         optimizer: t_opt,
+        offload: off_mb * nm,
     };
+    let (activations, offloaded) = cx.activation_memory(&sum, stage_layers, n_micro);
 
     let memory = Memory {
         weights: states.weights,
         gradients: states.gradients,
         optimizer: states.optimizer,
         gathered: states.gathered,
-        activations: cx.activation_memory(&sum, stage_layers, n_micro),
+        activations,
         logits: logits_memory(stack, logits_bytes),
         reserve: k.reserve_gib * GIB,
+        offloaded,
     };
 
     let tokens_per_s = (job.global_batch * job.seq) as f64 / time.total();
@@ -1251,6 +1307,9 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     }
     if !(l.tp * l.cp * l.dp).is_multiple_of(l.ep) {
         bail!("layout {l}: ep={} must divide tp x cp x dp = {}", l.ep, l.tp * l.cp * l.dp);
+    }
+    if l.offload > a.layers.div_ceil(l.pp) {
+        bail!("layout {l}: offload={} is more than a stage's {} layers", l.offload, a.layers.div_ceil(l.pp));
     }
     Ok(())
 }

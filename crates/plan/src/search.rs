@@ -62,8 +62,9 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
                 l.modules = Modules::parse([val]).map_err(|e| anyhow!("--layout '{spec}': {e}"))?
             }
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
+            "offload" => l.offload = num()?,
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, shard, recompute, modules, sp, dp")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, shard, recompute, modules, sp, dp, offload")
             }
         }
     }
@@ -165,7 +166,7 @@ pub fn memory_reason(est: &Estimate) -> String {
         m.activations / GIB,
         m.logits / GIB,
         m.reserve / GIB
-    )
+    ) + &if m.offloaded > 0.0 { format!("; {:.1} GiB of activations in host memory", m.offloaded / GIB) } else { String::new() }
 }
 
 /// Every layout the search tries for `req` on a chip with `domain` chips per scale-up domain.
@@ -213,6 +214,7 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                                             zero,
                                             shard,
                                             sp: tp > 1,
+                                            offload: 0,
                                         });
                                     }
                                 }

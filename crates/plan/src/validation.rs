@@ -76,6 +76,9 @@ pub struct Row {
     /// Data-parallel replicas the ZeRO stage shards over (hybrid sharding); 0 or absent: all.
     #[serde(default)]
     pub shard: usize,
+    /// Layers of each stage whose activations the run offloads to host memory; 0 or absent: none.
+    #[serde(default)]
+    pub offload: usize,
     /// Sequence parallel.
     pub sp: bool,
     /// FLOP-count convention of a published TFLOP/s or step time.
@@ -163,6 +166,7 @@ impl Row {
             zero: self.zero,
             shard: self.shard,
             sp: self.sp,
+            offload: self.offload,
         })
     }
 
