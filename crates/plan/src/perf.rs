@@ -23,9 +23,14 @@
 //!   the scale-out rate of the NICs the group's members in one domain share; a per-hop latency.
 //!   What a stack overlaps is hidden up to the compute it can hide behind, and even then costs
 //!   (1 - overlap_hidden) of itself (contention for SMs and memory).
+//! - Recompute: selective (the attention core), full (the layer's forward), or Megatron-Core's
+//!   modules on top ([`Modules`]: norms, expert activations, latent up projections, the dense MLP).
+//! - Activation offload: the offloaded layers' stored bytes to host memory in forward and back in
+//!   backward over the chip's host link, on copy engines: only what outlasts the compute shows.
 //!
-//! Memory per chip: Korthikanti for activations, ZeRO (Rajbhandari et al.) for states, experts
-//! sharded over expert parallel, ZeRO-3 gathered-weight buffers from the same assumption as its time.
+//! Memory per chip: Korthikanti for activations (less what is offloaded), ZeRO (Rajbhandari et
+//! al.) for states, experts sharded over expert parallel, ZeRO-3 gathered-weight buffers from the
+//! same assumption as its time.
 
 use crate::calib::Constants;
 use crate::chips::{Chip, GIB};
