@@ -1149,6 +1149,12 @@ pub fn estimate(
     capacity: f64,
 ) -> Result<Estimate> {
     check_layout(job, layout)?;
+    if layout.offload > 0 && !stack.activation_offload {
+        bail!(
+            "layout {layout}: stack {} does not offload activations; use a stack that does (nemo-2025, megatron-core-2024, maxtext-2025) or a stack file with activation_offload = true",
+            stack.name
+        );
+    }
     if layout.offload > 0 && rates.host_link.is_none() {
         bail!(
             "layout {layout}: offload needs the chip's link to host memory, host_link_gbs; give it with --override CHIP.host_link_gbs=GB/S (one direction)"

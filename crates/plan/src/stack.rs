@@ -61,6 +61,11 @@ pub struct Stack {
     /// Absent: false.
     #[serde(default)]
     pub sync_mma_attention: bool,
+    /// The framework can keep layers' stored activations in host memory (Megatron-Core
+    /// `cpu_offloading`, MaxText's remat `offload`): a `--layout` with `offload` needs it (the
+    /// search does not try offload: host memory capacity is not modelled). Absent: false.
+    #[serde(default)]
+    pub activation_offload: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.

@@ -56,3 +56,16 @@ fn offload_needs_a_host_link_and_at_most_a_stage_of_layers() {
     assert!(e.contains("offload=21 is more than a stage's 20 layers"), "{e}");
     assert!(run("gb200", "tp=1,pp=4,mb=1,zero=1,offload=20", 64).is_ok());
 }
+
+#[test]
+fn offload_needs_a_stack_that_offloads() {
+    let m = model::resolve("llama3-70b").unwrap();
+    let chip = ChipDb::builtin().find("gb200").unwrap().clone();
+    let k = calib::shipped();
+    let l = parse_layout("tp=1,pp=1,mb=2,zero=3,offload=40", 64).unwrap();
+    let job = Job { arch: &m.arch, seq: 8192, global_batch: 256, precision: Precision::Fp8 };
+    let rates = Rates::of(&chip, &k, 64, Precision::Fp8).unwrap();
+    let fsdp = stack::find("pytorch-fsdp").unwrap();
+    let e = estimate(&job, &l, &rates, &k, &fsdp, f64::INFINITY).unwrap_err().to_string();
+    assert!(e.contains("does not offload activations") && e.contains("activation_offload = true"), "{e}");
+}
