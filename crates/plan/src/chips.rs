@@ -72,6 +72,11 @@ pub const FIELDS: &[FieldInfo] = &[
         unit: "GB/s",
         doc: "link between the chip and host memory (PCIe, NVLink-C2C), one direction: activation offload",
     },
+    FieldInfo {
+        key: "host_memory_gb",
+        unit: "GB",
+        doc: "host memory per chip in the reference system (CPU DRAM / chips per node): activation offload",
+    },
     FieldInfo { key: "tdp_w", unit: "W", doc: "board power" },
     FieldInfo { key: "price_per_hour", unit: "USD/h", doc: "rental or amortised price per chip-hour" },
     FieldInfo { key: "die_mm2", unit: "mm2", doc: "die area, for the export-control performance density" },

@@ -408,6 +408,8 @@ pub struct Estimate {
     pub memory: Memory,
     /// Usable memory per chip.
     pub capacity: f64,
+    /// Host memory per chip offloaded activations may take (`None` when the chip does not say).
+    pub host_capacity: Option<f64>,
     /// Tokens per second for the whole job.
     pub tokens_per_s: f64,
     /// Model FLOPs utilisation against the BF16 peak: [`Arch::model_flops_per_token`] x tokens/s.
@@ -415,9 +417,10 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    /// Whether the per-chip memory fits.
+    /// Whether the per-chip memory fits, on the chip and, for offloaded activations, in the host
+    /// memory the chip's share of its node holds (unchecked where the chip does not say).
     pub fn fits(&self) -> bool {
-        self.memory.total() <= self.capacity
+        self.memory.total() <= self.capacity && self.host_capacity.is_none_or(|h| self.memory.offloaded <= h)
     }
 }
 
@@ -445,6 +448,8 @@ pub struct Rates {
     pub sync_mma: f64,
     /// Achieved link to host memory, one direction, bytes/s (`None` when the chip does not say).
     pub host_link: Option<f64>,
+    /// Host memory offloaded activations may take per chip, bytes (`None` when the chip does not say).
+    pub host_memory: Option<f64>,
 }
 
 impl Rates {
@@ -487,6 +492,9 @@ impl Rates {
         let sync_mma = chip.get("sync_mma_fraction").unwrap_or(1.0);
         // Copies to host memory over PCIe or NVLink-C2C reach about what a NIC does of its rate.
         let host_link = chip.get("host_link_gbs").map(|g| g * 1e9 * k.scaleout_eff);
+        // The chip's share of its node's DRAM, less a fifth for the OS, the data loaders and the
+        // framework's pinned buffers (assumed).
+        let host_memory = chip.get("host_memory_gb").map(|g| 0.8 * g * 1e9);
         Ok(Rates {
             nominal_bf16: peak_bf16,
             peak_bf16: peak_bf16 * clock,
@@ -498,6 +506,7 @@ impl Rates {
             exp_rate,
             sync_mma,
             host_link,
+            host_memory,
         })
     }
 
@@ -1269,6 +1278,7 @@ pub fn estimate(
         time,
         memory,
         capacity,
+        host_capacity: rates.host_memory,
         tokens_per_s,
         mfu,
     })

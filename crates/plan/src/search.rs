@@ -166,10 +166,21 @@ pub fn memory_reason(est: &Estimate) -> String {
         m.activations / GIB,
         m.logits / GIB,
         m.reserve / GIB
-    ) + &if m.offloaded > 0.0 { format!("; {:.1} GiB of activations in host memory", m.offloaded / GIB) } else { String::new() }
+    ) + &host_reason(est)
+}
+
+/// The memory line's note on offloaded activations: how much sits in host memory, of how much.
+fn host_reason(est: &Estimate) -> String {
+    match (est.memory.offloaded, est.host_capacity) {
+        (o, _) if o <= 0.0 => String::new(),
+        (o, Some(h)) => format!("; {:.1} GiB of activations in host memory of {:.1} usable", o / GIB, h / GIB),
+        (o, None) => format!("; {:.1} GiB of activations in host memory (host memory per chip unknown)", o / GIB),
+    }
 }
 
 /// Every layout the search tries for `req` on a chip with `domain` chips per scale-up domain.
+/// None offloads activations: on PCIe nodes the copies share the host's lanes with the NICs,
+/// which the model does not price, so an offload layout is evaluated only when pinned.
 fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
     let a = &req.model.arch;
     let cps: Vec<usize> = if req.seq >= 32768 { powers_of_two_upto(16).collect() } else { vec![1] };

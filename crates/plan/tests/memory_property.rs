@@ -77,6 +77,7 @@ fn recommended_layouts_fit_in_memory() {
                 e.capacity / (1u64 << 30) as f64
             );
             assert_eq!(e.layout.zero == 3, e.memory.gathered > 0.0, "{}: gathered weights vs zero stage", e.layout);
+            assert_eq!(e.layout.offload, 0, "{}: the search never offloads", e.layout);
         }
     }
     println!("{planned} jobs planned, {refused} refused");

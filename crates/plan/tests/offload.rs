@@ -69,3 +69,18 @@ fn offload_needs_a_stack_that_offloads() {
     let e = estimate(&job, &l, &rates, &k, &fsdp, f64::INFINITY).unwrap_err().to_string();
     assert!(e.contains("does not offload activations") && e.contains("activation_offload = true"), "{e}");
 }
+
+#[test]
+fn offloaded_activations_must_fit_the_hosts_share_too() {
+    // GB200: 240 GB of Grace memory per GPU, 80% of it for offload (192 GB, 178.8 GiB). Llama 3 70B
+    // at two 8k sequences a micro-batch stores 290 GiB across its 80 layers: all of them offloaded
+    // do not fit the host, half of them do.
+    let all = run("gb200", "tp=1,pp=1,mb=2,zero=3,offload=80", 64).unwrap();
+    let half = run("gb200", "tp=1,pp=1,mb=2,zero=3,offload=40", 64).unwrap();
+    assert_eq!(all.host_capacity, Some(0.8 * 240e9));
+    assert!(all.memory.offloaded > 0.8 * 240e9 && !all.fits(), "{:?}", all.memory);
+    assert!(half.memory.offloaded < 0.8 * 240e9, "{:?}", half.memory);
+    // A chip that does not state its host memory is not checked there.
+    let tpu = ChipDb::builtin().find("tpu-v6e").unwrap().get("host_memory_gb");
+    assert_eq!(tpu, None);
+}
