@@ -158,7 +158,7 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Parse `bf16`, `fp8` or `int8`.
+    /// Parse `bf16`, `fp8`, `int8` or `fp4` (also `nvfp4`).
     pub fn parse(s: &str) -> Result<Precision> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "bf16" => Precision::Bf16,

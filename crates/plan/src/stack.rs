@@ -63,7 +63,8 @@ pub struct Stack {
     pub sync_mma_attention: bool,
     /// The framework can keep layers' stored activations in host memory (Megatron-Core
     /// `cpu_offloading`, MaxText's remat `offload`): a `--layout` with `offload` needs it (the
-    /// search does not try offload: host memory capacity is not modelled). Absent: false.
+    /// search never tries offload: on PCIe nodes the copies share the NICs' lanes, unpriced).
+    /// Absent: false.
     #[serde(default)]
     pub activation_offload: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
