@@ -841,12 +841,22 @@ impl Ctx<'_> {
             let exps = self.r.exp_rate.map_or(0.0, |r| self.tok * span * a.heads as f64 / self.t() / r);
             (t + exps, 2.5 * t + exps, 0.0)
         } else {
-            // Batched GEMMs over heads of width head_dim, and 5 a s bytes per token of softmax,
-            // mask and dropout traffic (Korthikanti's 5as/h term).
+            // Batched GEMMs over heads of width head_dim, and per token the softmax output (2 a s
+            // bytes) and, under dropout, its mask and dropped copy (3 a s): Korthikanti's 5as/h term.
             let hd = a.qk_dim as f64 / a.heads as f64;
             let t = self.bf16(flops, self.s, self.s, hd);
-            let scores = 5.0 * a.heads as f64 * self.s * self.tok / self.t();
+            let per_score = 2.0 + 3.0 * self.dropout();
+            let scores = per_score * a.heads as f64 * self.s * self.tok / self.t();
             (t, 2.0 * t, scores)
+        }
+    }
+
+    /// 1 when the recipe trains with dropout (its masks are stored), else 0.
+    fn dropout(&self) -> f64 {
+        if self.stack.dropout {
+            1.0
+        } else {
+            0.0
         }
     }
 
@@ -885,9 +895,10 @@ impl Ctx<'_> {
         let attn_n = a.attn_params / h / t;
         let mut fwd = self.linear(2.0 * tok * a.attn_params / t, tok, attn_n, h);
         let (attn_fwd, attn_bwd, score_bytes) = self.attention(windowed);
-        // Stored bytes per token (Korthikanti's 34 s b h for GPT, generalised): 10h outside the
-        // TP region (norm inputs, dropout masks), q/k/v and the core output inside it.
-        let outside = 10.0 * h / if sp { t } else { 1.0 };
+        // Stored bytes per token (Korthikanti's 34 s b h for GPT, generalised): outside the TP
+        // region the two norm inputs, the attention and MLP inputs (8h) and, under dropout, the two
+        // 1-byte masks (2h); q/k/v and the core output inside it.
+        let outside = (8.0 + 2.0 * self.dropout()) * h / if sp { t } else { 1.0 };
         // q, k and v (k and v at the key/value width: GQA stores kv_heads of them), the core output.
         let attn_inside = (2.0 * (a.qk_dim + a.kv_exchange) as f64 + 2.0 * a.v_dim as f64) / t;
         let mlp_inside;
@@ -1515,6 +1526,28 @@ mod tests {
         let want = (9.0 * k.elementwise_passes - 3.0) * logits / r.mem_bw;
         let got = step(&unfused) - step(&fused);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
+    fn dropout_masks_are_stored_only_when_the_recipe_trains_with_dropout() {
+        // llama-30m, one chip, one micro-batch of 4 x 256 tokens, nothing recomputed: each layer
+        // keeps its two 1-byte masks of h per token (2 b s h), and with unfused attention the
+        // scores' mask and dropped copy too (3 a s^2 b).
+        let k = Constants::prior();
+        let m = crate::model::resolve("llama-30m").unwrap();
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let job = Job { arch: &m.arch, seq: 256, global_batch: 4, precision: Precision::Bf16 };
+        let l = Layout { mb: 4, ..Layout::data_parallel(1) };
+        let r = Rates::of(&chip, &k, 1, Precision::Bf16).unwrap();
+        let stored = |st: &Stack| estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().memory.activations;
+        let (a, tok, s) = (&m.arch, 4.0 * 256.0, 256.0);
+        for (name, scores) in [("nemo-2025", 0.0), ("megatron-2021", 3.0 * a.heads as f64 * s)] {
+            let with = Stack { dropout: true, ..crate::stack::find(name).unwrap() };
+            let without = Stack { dropout: false, ..with.clone() };
+            let want = a.layers as f64 * tok * (2.0 * a.d_model as f64 + scores);
+            let got = stored(&with) - stored(&without);
+            assert!((got / want - 1.0).abs() < 1e-9, "{name}: {got} vs {want}");
+        }
     }
 
     #[test]

@@ -67,6 +67,13 @@ pub struct Stack {
     /// Absent: false.
     #[serde(default)]
     pub activation_offload: bool,
+    /// The recipe trains with hidden and attention dropout (Megatron-LM's argument default, 0.1):
+    /// each layer stores its two dropout masks (1 byte per element, Korthikanti's 2 s b h) and,
+    /// with unfused attention, the scores' mask and dropped copy (3 a s^2 b). Modern pre-training
+    /// recipes set both to 0, and at 0 PyTorch's dropout returns its input and stores nothing.
+    /// Absent: false.
+    #[serde(default)]
+    pub dropout: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
