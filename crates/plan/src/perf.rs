@@ -425,8 +425,10 @@ impl Estimate {
 }
 
 /// Rates of one chip the model needs, bytes/s and FLOP/s, with the measured link efficiencies applied.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Rates {
+    /// The chip's name, for the messages that tell the user which figure to give.
+    pub chip: String,
     /// Nominal dense BF16 FLOP/s (the datasheet's; MFU is reported against it).
     pub nominal_bf16: f64,
     /// Dense BF16 FLOP/s at the clock the chip sustains under its power limit ([`power_clock`]).
@@ -496,6 +498,7 @@ impl Rates {
         // framework's pinned buffers (assumed).
         let host_memory = chip.get("host_memory_gb").map(|g| 0.8 * g * 1e9);
         Ok(Rates {
+            chip: chip.name.clone(),
             nominal_bf16: peak_bf16,
             peak_bf16: peak_bf16 * clock,
             peak_8bit: peak_8bit.map(|p| p * clock),
@@ -746,10 +749,10 @@ impl Ctx<'_> {
     /// micro-batch stores under the layout's recompute mode, times the micro-batches in flight on
     /// the first pipeline stage; `offload` of the stage's layers keep theirs in host memory, and
     /// the chip keeps two layers' worth of staging buffers (one layer leaving, one coming back).
-    fn activation_memory(&self, sum: &LayerCost, stage_layers: f64, n_micro: usize) -> (f64, f64) {
+    /// `act_stored`: what one micro-batch stores across the stage ([`Self::stored_per_micro_batch`]).
+    fn activation_memory(&self, sum: &LayerCost, act_stored: f64, stage_layers: f64, n_micro: usize) -> (f64, f64) {
         let l = &self.l;
         let (p, v) = (l.pp as f64, l.v as f64);
-        let act_stored = self.stored_per_micro_batch(sum, stage_layers);
         // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
         // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
         let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
@@ -776,10 +779,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// Seconds per micro-batch of moving the offloaded layers' stored activations to host memory
-    /// in forward and back in backward, each way at the chip's host link.
-    fn offload_copies(&self, sum: &LayerCost, stage_layers: f64) -> f64 {
-        let bytes = self.stored_per_micro_batch(sum, stage_layers) * self.offloaded_share(stage_layers);
+    /// Seconds per micro-batch of moving the offloaded layers' stored activations (of `act_stored`
+    /// a micro-batch stores across the stage) to host memory in forward and back in backward, each
+    /// way at the chip's host link.
+    fn offload_copies(&self, act_stored: f64, stage_layers: f64) -> f64 {
+        let bytes = act_stored * self.offloaded_share(stage_layers);
         match self.r.host_link {
             Some(link) if bytes > 0.0 => 2.0 * bytes / link,
             _ => 0.0,
@@ -1177,7 +1181,8 @@ pub fn estimate(
     }
     if layout.offload > 0 && rates.host_link.is_none() {
         bail!(
-            "layout {layout}: offload needs the chip's link to host memory, host_link_gbs; give it with --override CHIP.host_link_gbs=GB/S (one direction)"
+            "layout {layout}: offload needs the chip's link to host memory, host_link_gbs; give it with --override {}.host_link_gbs=GB/S (one direction)",
+            rates.chip
         );
     }
     let a = job.arch;
@@ -1244,7 +1249,8 @@ pub fn estimate(
     // Offload copies run on the copy engines, not the SMs (Megatron-Core's offloading streams):
     // hidden under the micro-batch's compute, only what outlasts it shows (as prefetched ZeRO-3
     // gathers are priced).
-    let off_mb = (cx.offload_copies(&sum, stage_layers) - busy).max(0.0);
+    let act_stored = cx.stored_per_micro_batch(&sum, stage_layers);
+    let off_mb = (cx.offload_copies(act_stored, stage_layers) - busy).max(0.0);
     let t_mb = busy + tp_mb + cp_mb + ep_mb + pp_mb + off_mb;
     let bubble = t_mb * (p - 1.0) / v;
 
@@ -1265,7 +1271,7 @@ pub fn estimate(
         optimizer: t_opt,
         offload: off_mb * nm,
     };
-    let (activations, offloaded) = cx.activation_memory(&sum, stage_layers, n_micro);
+    let (activations, offloaded) = cx.activation_memory(&sum, act_stored, stage_layers, n_micro);
 
     let memory = Memory {
         weights: states.weights,
