@@ -144,8 +144,9 @@ fn issue_18_bounds() {
 }
 
 /// The held-out rows (`data/held_out_runs.toml`, which no fit reads) predicted with the shipped
-/// constants: tpu-recipes' MaxText runs on TPU v6e (18), v5p (3) and TPU7x Ironwood (6, a chip
-/// priced from its datasheet alone), and MaxText's 2023 TPU v4 table (6). Bound: the issue's 12%
+/// constants: tpu-recipes' MaxText runs on TPU v6e (18), v5p (3) and TPU7x Ironwood (8, a chip
+/// priced from its datasheet alone; 2 of them at 131,072 tokens with context parallelism), and
+/// MaxText's 2023 TPU v4 table (6). Bound: the issue's 12%
 /// on the mean (docs/planner.md: 8.2% when they were first predicted, v6e 8.0%, Ironwood 2.3%,
 /// v4 5.2%; 8.1% with the constants of the dropout flag); single rows are printed, not bounded
 /// (INT8 GPT-3 on v6e and Llama 4 Maverick on v5p are +43% and +50%).
@@ -163,7 +164,7 @@ fn held_out_runs_predicted_blind() {
     }
     let (mean, worst) = summary(&errs);
     println!("held out: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
-    assert!(errs.len() >= 33, "held-out rows missing: {}", errs.len());
+    assert!(errs.len() >= 35, "held-out rows missing: {}", errs.len());
     assert!(mean <= 0.12, "held-out mean absolute error {:.1}% > 12%", 100.0 * mean);
 }
 
