@@ -251,6 +251,11 @@ fn row_chip(db: &ChipDb, r: &Row) -> Result<crate::chips::Chip> {
 }
 
 impl Prepared {
+    /// Whether the row's model has experts.
+    pub fn is_moe(&self) -> bool {
+        self.arch.moe.is_some()
+    }
+
     /// The model's estimate of the row's step under constants `k` (memory against the chip's
     /// usable memory).
     pub fn estimate(&self, k: &Constants) -> Result<Estimate> {
