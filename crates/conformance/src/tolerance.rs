@@ -168,7 +168,7 @@ pub fn composite(family: &str, dt: DType) -> Tol {
         // Elementwise formulas of a few operations, at most one transcendental (exp, tanh,
         // erf within 8 ulps): ~20 u; GELU's derivative subtracts terms of similar size at
         // |x| ~ 1, so the bound is absolute as well as relative.
-        "gelu" | "silu" | "rope" | "dropout" => Tol { abs: 2e-5, rel: 2e-5 },
+        "gelu" | "silu" | "swiglu" | "rope" | "dropout" => Tol { abs: 2e-5, rel: 2e-5 },
         // Row statistics over up to 783 terms: max, exp (8 ulps), a blocked f32 sum
         // (~4 sqrt(783) u = 7e-6 on random rows) and one division or log.
         "softmax" | "log_softmax" | "cross_entropy" => Tol { abs: 2e-5, rel: 2e-5 },

@@ -6,8 +6,10 @@
 //! gelu_erf(x) = 0.5 x (1 + erf(x / sqrt 2))
 //!   d/dx = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)
 //! silu(x) = x s, s = 1 / (1 + exp(-x));  d/dx = s (1 + x (1 - s))
+//! swiglu([g | u]) = silu(g) u over the two halves of the last axis;
+//!   dg = dy u silu'(g), du = dy silu(g)
 
-use crate::prims::Prims;
+use crate::prims::{narrow, Prims};
 use anychip_port::{GeluKind, Result, UnaryOp, View};
 
 const A: f64 = 0.044715;
@@ -68,4 +70,26 @@ pub(crate) fn silu_bwd(k: &Prims, x: &View, dy: &View, dx: &View) -> Result<()> 
     let one_minus_s = k.addc(&k.mulc(&s, -1.0)?, 1.0)?;
     let d = k.mul(&s, &k.addc(&k.mul(&x, &one_minus_s)?, 1.0)?)?;
     k.store(&k.mul(&dy, &d)?, dx)
+}
+
+/// The gate and up halves of the last axis of x `[..., 2F]`, widened to f32.
+fn halves(k: &Prims, x: &View) -> Result<(View, View)> {
+    let (ax, f) = (x.shape().len() - 1, x.shape().last().copied().unwrap_or(0) / 2);
+    Ok((k.f32(&narrow(x, ax, 0, f))?, k.f32(&narrow(x, ax, f, f))?))
+}
+
+pub(crate) fn swiglu_fwd(k: &Prims, x: &View, y: &View) -> Result<()> {
+    let (g, u) = halves(k, x)?;
+    k.store(&k.mul(&k.mul(&g, &sigmoid(k, &g)?)?, &u)?, y)
+}
+
+pub(crate) fn swiglu_bwd(k: &Prims, x: &View, dy: &View, dx: &View) -> Result<()> {
+    let (g, u) = halves(k, x)?;
+    let dy = k.f32(dy)?;
+    let s = sigmoid(k, &g)?;
+    let one_minus_s = k.addc(&k.mulc(&s, -1.0)?, 1.0)?;
+    let d_silu = k.mul(&s, &k.addc(&k.mul(&g, &one_minus_s)?, 1.0)?)?;
+    let (ax, f) = (dx.shape().len() - 1, dx.shape().last().copied().unwrap_or(0) / 2);
+    k.store(&k.mul(&k.mul(&dy, &u)?, &d_silu)?, &narrow(dx, ax, 0, f))?;
+    k.store(&k.mul(&dy, &k.mul(&g, &s)?)?, &narrow(dx, ax, f, f))
 }

@@ -54,6 +54,8 @@ pub fn run(port: &dyn Port, call: &Composite) -> Result<()> {
         GeluBwd { kind, x, dy, dx } => activation::gelu_bwd(k, *kind, x, dy, dx),
         SiluFwd { x, y } => activation::silu_fwd(k, x, y),
         SiluBwd { x, dy, dx } => activation::silu_bwd(k, x, dy, dx),
+        SwigluFwd { x, y } => activation::swiglu_fwd(k, x, y),
+        SwigluBwd { x, dy, dx } => activation::swiglu_bwd(k, x, dy, dx),
         CrossEntropyFwd { logits, targets, loss, lse } => cross_entropy::fwd(k, logits, targets, loss, lse),
         CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => {
             cross_entropy::bwd(k, logits, targets, lse, dloss, dlogits)

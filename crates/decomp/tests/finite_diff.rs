@@ -290,6 +290,28 @@ fn gelu_both_kinds_and_silu() {
 }
 
 #[test]
+fn swiglu_over_the_two_halves() {
+    let p = port();
+    let (r, f) = (3, 5);
+    let (x, w) = (rnd(r * 2 * f, 11, 4.0), rnd(r * f, 12, 1.0));
+    let (xv, y, dx, dy) = (up(&p, &x, &[r, 2 * f]), new(&p, &[r, f]), new(&p, &[r, 2 * f]), up(&p, &w, &[r, f]));
+    run(&p, &Composite::SwigluFwd { x: xv.clone(), y: y.clone() }).unwrap();
+    run(&p, &Composite::SwigluBwd { x: xv, dy, dx: dx.clone() }).unwrap();
+    let h = |xs: &[Vec<f64>]| {
+        let x = &xs[0];
+        (0..r * f)
+            .map(|i| (i / f, i % f))
+            .map(|(row, j)| {
+                let (g, u) = (x[row * 2 * f + j], x[row * 2 * f + f + j]);
+                g / (1.0 + (-g).exp()) * u
+            })
+            .collect::<Vec<_>>()
+    };
+    close("swiglu fwd", &down(&p, &y), &h(std::slice::from_ref(&x)), 1e-5);
+    close("swiglu bwd", &down(&p, &dx), &fd(&h, std::slice::from_ref(&x), &w, 0), 1e-3);
+}
+
+#[test]
 fn cross_entropy_with_ignored_targets() {
     let p = port();
     let (n, v) = (4, 17);

@@ -415,6 +415,20 @@ pub fn silu_grad(x: &[f32], dy: &[f32], dx: &mut [f32]) {
 }
 
 multiversion! {
+    /// SwiGLU's backward over one row, one exp per element: with s = sigmoid(g),
+    /// du = dy g s and dg = dy u s (1 + g (1 - s)) = dy u (s + g s (1 - s)).
+    pub fn swiglu_grad(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) -> () {
+        let n = g.len().min(u.len()).min(dy.len()).min(dg.len()).min(du.len());
+        for i in 0..n {
+            let s = sigmoid(g[i]);
+            let gs = g[i] * s;
+            du[i] = dy[i] * gs;
+            dg[i] = dy[i] * u[i] * (s + gs * (1.0 - s));
+        }
+    }
+}
+
+multiversion! {
     /// y = x sigmoid(x), in portable code.
     pub fn silu_portable(x: &[f32], y: &mut [f32]) -> () {
         for (o, &v) in y.iter_mut().zip(x) {

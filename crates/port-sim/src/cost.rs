@@ -212,6 +212,10 @@ pub fn composite(call: &Composite) -> Vec<Work> {
         LayerNormBwd { x, .. } | RmsNormBwd { x, .. } => streaming(12.0, x.numel()),
         GeluFwd { x, .. } | GeluBwd { x, .. } => streaming(30.0, x.numel()),
         SiluFwd { x, .. } | SiluBwd { x, .. } => streaming(20.0, x.numel()),
+        // Per output element of the F-wide half: a SiLU and a product forward; backward a SiLU,
+        // its derivative and three products.
+        SwigluFwd { y, .. } => streaming(21.0, y.numel()),
+        SwigluBwd { dy, .. } => streaming(44.0, dy.numel()),
         SoftmaxFwd { x, .. } | LogSoftmaxFwd { x, .. } => streaming(20.0, x.numel()),
         SoftmaxBwd { y, .. } | LogSoftmaxBwd { y, .. } => streaming(4.0, y.numel()),
         RopeFwd { x, .. } => streaming(3.0, x.numel()),
@@ -239,6 +243,7 @@ pub fn is_backward(call: &Composite) -> bool {
             | RmsNormBwd { .. }
             | GeluBwd { .. }
             | SiluBwd { .. }
+            | SwigluBwd { .. }
             | CrossEntropyBwd { .. }
             | AttentionBwd { .. }
             | EmbeddingBwd { .. }

@@ -66,6 +66,12 @@ pub enum Composite {
     SiluFwd { x: View, y: View },
     /// dx = dy * s * (1 + x (1 - s)), s = sigmoid(x).
     SiluBwd { x: View, dy: View, dx: View },
+    /// SwiGLU over the two halves of one gate/up projection: for x `[..., 2F]` (gate g first,
+    /// up u second), y `[..., F]` = silu(g) * u.
+    SwigluFwd { x: View, y: View },
+    /// Gradients of SwigluFwd into the two halves of dx `[..., 2F]`: dg = dy * u * silu'(g),
+    /// du = dy * silu(g), with silu'(g) = s (1 + g (1 - s)), s = sigmoid(g).
+    SwigluBwd { x: View, dy: View, dx: View },
     /// Fused log-softmax + NLL. logits `[N,V]`, targets `[N]` I32, loss `[1]` F32, lse `[N]` F32.
     /// loss = mean over rows with target >= 0 of (lse - logits[target]); rows with a negative
     /// target are ignored; with no counted row the loss is 0.
@@ -146,13 +152,14 @@ pub enum Composite {
 
 impl Composite {
     /// Names of every composite family, as listed in `Capabilities::fused` and reports.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "softmax",
         "log_softmax",
         "layer_norm",
         "rms_norm",
         "gelu",
         "silu",
+        "swiglu",
         "cross_entropy",
         "attention",
         "embedding",
@@ -173,6 +180,7 @@ impl Composite {
             RmsNormFwd { .. } | RmsNormBwd { .. } => "rms_norm",
             GeluFwd { .. } | GeluBwd { .. } => "gelu",
             SiluFwd { .. } | SiluBwd { .. } => "silu",
+            SwigluFwd { .. } | SwigluBwd { .. } => "swiglu",
             CrossEntropyFwd { .. } | CrossEntropyBwd { .. } => "cross_entropy",
             AttentionFwd { .. } | AttentionBwd { .. } => "attention",
             EmbeddingFwd { .. } | EmbeddingBwd { .. } => "embedding",
@@ -224,6 +232,8 @@ impl Composite {
             GeluBwd { kind, x, dy, dx } => GeluBwd { kind: *kind, x: f(x), dy: f(dy), dx: f(dx) },
             SiluFwd { x, y } => SiluFwd { x: f(x), y: f(y) },
             SiluBwd { x, dy, dx } => SiluBwd { x: f(x), dy: f(dy), dx: f(dx) },
+            SwigluFwd { x, y } => SwigluFwd { x: f(x), y: f(y) },
+            SwigluBwd { x, dy, dx } => SwigluBwd { x: f(x), dy: f(dy), dx: f(dx) },
             CrossEntropyFwd { logits, targets, loss, lse } => {
                 CrossEntropyFwd { logits: f(logits), targets: f(targets), loss: f(loss), lse: f(lse) }
             }
@@ -285,10 +295,16 @@ impl Composite {
         let mut v: Vec<(&'static str, &'a View)> = Vec::new();
         let opt = |name: &'static str, o: &'a Option<View>| o.as_ref().map(|o| (name, o));
         match self {
-            SoftmaxFwd { y, .. } | LogSoftmaxFwd { y, .. } | GeluFwd { y, .. } | SiluFwd { y, .. } => v.push(("y", y)),
-            SoftmaxBwd { dx, .. } | LogSoftmaxBwd { dx, .. } | GeluBwd { dx, .. } | SiluBwd { dx, .. } => {
-                v.push(("dx", dx))
-            }
+            SoftmaxFwd { y, .. }
+            | LogSoftmaxFwd { y, .. }
+            | GeluFwd { y, .. }
+            | SiluFwd { y, .. }
+            | SwigluFwd { y, .. } => v.push(("y", y)),
+            SoftmaxBwd { dx, .. }
+            | LogSoftmaxBwd { dx, .. }
+            | GeluBwd { dx, .. }
+            | SiluBwd { dx, .. }
+            | SwigluBwd { dx, .. } => v.push(("dx", dx)),
             LayerNormFwd { y, mean, rstd, .. } => v.extend([("y", y), ("mean", mean), ("rstd", rstd)]),
             LayerNormBwd { dx, dweight, dbias, .. } => {
                 v.push(("dx", dx));

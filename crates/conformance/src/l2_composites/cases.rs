@@ -159,7 +159,7 @@ fn rms_norm(dt: DType, r: usize, d: usize) -> Vec<Case> {
     ]
 }
 
-/// GELU (tanh and erf forms) and SiLU, forward and backward.
+/// GELU (tanh and erf forms), SiLU and SwiGLU, forward and backward.
 fn activations(dt: DType, r: usize, d: usize) -> Vec<Case> {
     let (x, dy) = (data(r * d, 1, 4.0), data(r * d, 2, 1.0));
     let mut v = Vec::new();
@@ -179,7 +179,22 @@ fn activations(dt: DType, r: usize, d: usize) -> Vec<Case> {
     v.push(Case::new(format!("silu bwd {dt} [{r},{d}]"), dt, move |o| {
         Ok(Composite::SiluBwd { x: o.x(&x, &[r, d])?, dy: o.x(&dy, &[r, d])?, dx: o.out(&[r, d])? })
     }));
+    v.extend(swiglu(dt, r, (d / 2).max(1)));
     v
+}
+
+/// SwiGLU over x `[r, 2f]` (gate half, up half), forward and backward.
+fn swiglu(dt: DType, r: usize, f: usize) -> Vec<Case> {
+    let (x, dy) = (data(r * 2 * f, 3, 4.0), data(r * f, 4, 1.0));
+    let xs = x.clone();
+    vec![
+        Case::new(format!("swiglu fwd {dt} [{r},{}]", 2 * f), dt, move |o| {
+            Ok(Composite::SwigluFwd { x: o.x(&xs, &[r, 2 * f])?, y: o.out(&[r, f])? })
+        }),
+        Case::new(format!("swiglu bwd {dt} [{r},{}]", 2 * f), dt, move |o| {
+            Ok(Composite::SwigluBwd { x: o.x(&x, &[r, 2 * f])?, dy: o.x(&dy, &[r, f])?, dx: o.out(&[r, 2 * f])? })
+        }),
+    ]
 }
 
 /// Cross-entropy over 783 classes with an ignored target (-1).

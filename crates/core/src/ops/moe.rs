@@ -1,7 +1,7 @@
 //! Mixture-of-experts compute after routing: grouped SwiGLU experts over expert-sorted rows,
 //! and the weighted combine back to token order. Routing itself (softmax, top-k) and the
 //! dispatch gather are ordinary ops; these two are each ONE autograd node with an analytic
-//! backward written against the existing composites (`LinearFwd/Bwd`, `SiluFwd/Bwd`) and
+//! backward written against the existing composites (`LinearFwd/Bwd`, `SwigluFwd/Bwd`) and
 //! primitives (`gather_rows`, `scatter_add_rows`, `binary`, `reduce`), so the port contract
 //! does not grow.
 //!
@@ -11,7 +11,7 @@
 //! Backward, with dy_e given:
 //!   da_e = dy_e D_e, dD_e = dy_e^T a_e; du = da silu(g), dg = silu'(g) (da u);
 //!   dU_e = dh_e^T x_e, dx_e = dh_e U_e.
-//! The SwiGLU runs once over all S rows; the products run per expert on row ranges of one
+//! The SwiGLU runs once over all S rows (one composite each way); the products run per expert on row ranges of one
 //! buffer, so no per-expert copy, concat or zero-filled gradient is ever made.
 //!
 //! Combine, for y `[S, d]`, weights w `[S, 1]` and the token of each row tok `[S]` (I32):
@@ -28,15 +28,6 @@ fn rows(v: &View, start: usize, len: usize) -> View {
     let mut layout: Layout = v.layout.clone();
     layout.offset += start * layout.strides[0];
     layout.shape[0] = len;
-    View { layout, ..v.clone() }
-}
-
-/// Columns `start..start + len` of the last axis of a view (no copy).
-fn cols(v: &View, start: usize, len: usize) -> View {
-    let mut layout: Layout = v.layout.clone();
-    let last = layout.rank() - 1;
-    layout.offset += start * layout.strides[last];
-    layout.shape[last] = len;
     View { layout, ..v.clone() }
 }
 
@@ -86,8 +77,7 @@ pub fn moe_experts(x: &Tensor, offsets: &[usize], up: &[Tensor], down: &[Tensor]
         let w = ud[e].view();
         run(&port, Composite::LinearFwd { x: rows(&xv, start, n), w, b: None, y: rows(&hv, start, n) })?;
     }
-    run(&port, Composite::SiluFwd { x: cols(&hv, 0, f), y: av.clone() })?;
-    port.binary(BinaryOp::Mul, &av, &cols(&hv, f, f), &av)?;
+    run(&port, Composite::SwigluFwd { x: hv.clone(), y: av.clone() })?;
     for (e, start, n) in ranges(offsets) {
         let w = dd[e].view();
         run(&port, Composite::LinearFwd { x: rows(&av, start, n), w, b: None, y: rows(&yv, start, n) })?;
@@ -115,7 +105,6 @@ fn experts_backward(
     needs: &[bool],
 ) -> Result<Vec<Option<Tensor>>> {
     let n_exp = up.len();
-    let f = a.dim(1);
     let port = x.port().clone();
     let (da, dh, dx) = (a.empty_like()?, h.empty_like()?, x.empty_like()?);
     let (dav, dhv, dxv, dyv, av, hv, xv) = (da.view(), dh.view(), dx.view(), dy.view(), a.view(), h.view(), x.view());
@@ -137,13 +126,7 @@ fn experts_backward(
         d_down[e] = dw;
     }
     // SwiGLU backward over every row at once: du = da silu(g); dg = silu'(g) (da u).
-    let (g_half, u_half) = (cols(&hv, 0, f), cols(&hv, f, f));
-    let du = cols(&dhv, f, f);
-    run(&port, Composite::SiluFwd { x: g_half.clone(), y: du.clone() })?;
-    port.binary(BinaryOp::Mul, &du, &dav, &du)?;
-    let t = da.empty_like()?;
-    port.binary(BinaryOp::Mul, &dav, &u_half, &t.view())?;
-    run(&port, Composite::SiluBwd { x: g_half, dy: t.view(), dx: cols(&dhv, 0, f) })?;
+    run(&port, Composite::SwigluBwd { x: hv.clone(), dy: dav.clone(), dx: dhv.clone() })?;
     for (e, start, n) in ranges(offsets) {
         let dw = if needs[1 + e] { Some(up[e].empty_like()?) } else { None };
         run(

@@ -5,6 +5,8 @@
 //! GELU erf: y = x (1 + erf(x / sqrt 2)) / 2, y' = (1 + erf(x / sqrt 2)) / 2 + x phi(x),
 //!   phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
 //! SiLU: s = sigmoid x, y = x s, y' = s (1 + x (1 - s)).
+//! SwiGLU over x = [g | u]: y = silu(g) u; dg = dy u silu'(g), du = dy silu(g). One pass forward
+//! and two backward over the strided halves, where SiLU and products run as two and four.
 //! Dropout: keep element i when uniform(seed, offset + i) >= p; mask = kept / (1 - p).
 
 use super::floats;
@@ -57,6 +59,63 @@ pub fn silu_fwd(x: &View, y: &View) -> Result<Handled> {
         return Ok(Handled::No);
     }
     map([x], y, |[x], y| crate::math::silu(x, y))?;
+    Ok(Handled::Yes)
+}
+
+/// The gate and up halves of the last axis of a contiguous `[..., 2F]` view (no copy).
+fn halves(v: &View) -> (View, View) {
+    let f = v.shape().last().copied().unwrap_or(0) / 2;
+    let half = |start: usize| {
+        let mut layout = v.layout.clone();
+        let last = layout.rank() - 1;
+        layout.offset += start * layout.strides[last];
+        layout.shape[last] = f;
+        View { layout, ..v.clone() }
+    };
+    (half(0), half(f))
+}
+
+/// y = silu(g) u for x = [g | u], in one pass.
+pub fn swiglu_fwd(x: &View, y: &View) -> Result<Handled> {
+    if !floats(&[x, y]) {
+        return Ok(Handled::No);
+    }
+    let (g, u) = halves(x);
+    map([&g, &u], y, |[g, u], o| {
+        crate::math::silu(g, o);
+        o.iter_mut().zip(u).for_each(|(o, &u)| *o *= u);
+    })?;
+    Ok(Handled::Yes)
+}
+
+/// du = dy silu(g) and dg = dy u silu'(g) for x = [g | u], into the halves of dx: one pass over
+/// the rows, one exp per element (`math::swiglu_grad`).
+pub fn swiglu_bwd(x: &View, dy: &View, dx: &View) -> Result<Handled> {
+    if !floats(&[x, dy, dx]) {
+        return Ok(Handled::No);
+    }
+    let (rows, f) = super::rows_cols(dy);
+    let (xr, dyr, dxr) = (raw(x)?, raw(dy)?, raw(dx)?);
+    if xr.id == dxr.id || dyr.id == dxr.id {
+        return Ok(Handled::No); // in place: the decomposition copies first
+    }
+    let (x0, d0, o0) = (x.layout.offset, dy.layout.offset, dx.layout.offset);
+    let per = (PAR_MIN / (3 * f).max(1)).max(1);
+    (0..rows).into_par_iter().with_min_len(per).for_each_init(
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(sx, sd, so), i| {
+            // SAFETY: rows are in bounds (contiguous views of the checked shapes); row i of dx
+            // belongs to this task alone and aliases neither input.
+            unsafe {
+                let xs = row(xr, x0 + i * 2 * f, 2 * f, sx);
+                let ds = row(dyr, d0 + i * f, f, sd);
+                let os = row_mut(dxr, o0 + i * 2 * f, 2 * f, so);
+                let ((g, u), (dg, du)) = (xs.split_at(f), os.split_at_mut(f));
+                crate::math::swiglu_grad(g, u, ds, dg, du);
+                finish_row(dxr, o0 + i * 2 * f, os);
+            }
+        },
+    );
     Ok(Handled::Yes)
 }
 

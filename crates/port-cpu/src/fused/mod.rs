@@ -44,6 +44,8 @@ pub fn run(call: &Composite) -> Result<Handled> {
         GeluBwd { kind, x, dy, dx } => activation::gelu_bwd(*kind, x, dy, dx),
         SiluFwd { x, y } => activation::silu_fwd(x, y),
         SiluBwd { x, dy, dx } => activation::silu_bwd(x, dy, dx),
+        SwigluFwd { x, y } => activation::swiglu_fwd(x, y),
+        SwigluBwd { x, dy, dx } => activation::swiglu_bwd(x, dy, dx),
         CrossEntropyFwd { logits, targets, loss, lse } => cross_entropy::fwd(logits, targets, loss, lse),
         CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => {
             cross_entropy::bwd(logits, targets, lse, dloss, dlogits)
@@ -97,8 +99,8 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
         RmsNormBwd { x, weight, rstd, dy, dx, dweight } => {
             add(&[Some(x), weight.as_ref(), Some(rstd), Some(dy), Some(dx), dweight.as_ref()])
         }
-        GeluFwd { x, y, .. } => add(&[Some(x), Some(y)]),
-        GeluBwd { x, dy, dx, .. } => add(&[Some(x), Some(dy), Some(dx)]),
+        GeluFwd { x, y, .. } | SwigluFwd { x, y } => add(&[Some(x), Some(y)]),
+        GeluBwd { x, dy, dx, .. } | SwigluBwd { x, dy, dx } => add(&[Some(x), Some(dy), Some(dx)]),
         CrossEntropyFwd { logits, targets, loss, lse } => add(&[Some(logits), Some(targets), Some(loss), Some(lse)]),
         CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => {
             add(&[Some(logits), Some(targets), Some(lse), Some(dloss), Some(dlogits)])
