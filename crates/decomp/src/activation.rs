@@ -72,24 +72,24 @@ pub(crate) fn silu_bwd(k: &Prims, x: &View, dy: &View, dx: &View) -> Result<()> 
     k.store(&k.mul(&dy, &d)?, dx)
 }
 
-/// The gate and up halves of the last axis of x `[..., 2F]`, widened to f32.
-fn halves(k: &Prims, x: &View) -> Result<(View, View)> {
-    let (ax, f) = (x.shape().len() - 1, x.shape().last().copied().unwrap_or(0) / 2);
-    Ok((k.f32(&narrow(x, ax, 0, f))?, k.f32(&narrow(x, ax, f, f))?))
+/// The gate and up halves of the last axis of a `[..., 2F]` view (layout changes only).
+fn halves(v: &View) -> (View, View) {
+    let (ax, f) = (v.shape().len() - 1, v.shape().last().copied().unwrap_or(0) / 2);
+    (narrow(v, ax, 0, f), narrow(v, ax, f, f))
 }
 
 pub(crate) fn swiglu_fwd(k: &Prims, x: &View, y: &View) -> Result<()> {
-    let (g, u) = halves(k, x)?;
+    let (g, u) = halves(x);
+    let (g, u) = (k.f32(&g)?, k.f32(&u)?);
     k.store(&k.mul(&k.mul(&g, &sigmoid(k, &g)?)?, &u)?, y)
 }
 
 pub(crate) fn swiglu_bwd(k: &Prims, x: &View, dy: &View, dx: &View) -> Result<()> {
-    let (g, u) = halves(k, x)?;
-    let dy = k.f32(dy)?;
+    let ((g, u), (dg, du)) = (halves(x), halves(dx));
+    let (g, u, dy) = (k.f32(&g)?, k.f32(&u)?, k.f32(dy)?);
     let s = sigmoid(k, &g)?;
     let one_minus_s = k.addc(&k.mulc(&s, -1.0)?, 1.0)?;
     let d_silu = k.mul(&s, &k.addc(&k.mul(&g, &one_minus_s)?, 1.0)?)?;
-    let (ax, f) = (dx.shape().len() - 1, dx.shape().last().copied().unwrap_or(0) / 2);
-    k.store(&k.mul(&k.mul(&dy, &u)?, &d_silu)?, &narrow(dx, ax, 0, f))?;
-    k.store(&k.mul(&dy, &k.mul(&g, &s)?)?, &narrow(dx, ax, f, f))
+    k.store(&k.mul(&k.mul(&dy, &u)?, &d_silu)?, &dg)?;
+    k.store(&k.mul(&dy, &k.mul(&g, &s)?)?, &du)
 }

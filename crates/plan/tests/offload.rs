@@ -9,14 +9,20 @@ use anychip_plan::search::parse_layout;
 use anychip_plan::stack;
 use anyhow::Result;
 
-fn run(chip: &str, layout: &str, count: usize) -> Result<Estimate> {
+/// Llama 3 70B in FP8, 8k tokens, global batch 256, on `count` of `chip` under `stack`.
+fn run_on(stack: &str, chip: &str, layout: &str, count: usize) -> Result<Estimate> {
     let m = model::resolve("llama3-70b").unwrap();
     let chip = ChipDb::builtin().find(chip).unwrap().clone();
     let k = calib::shipped();
     let l = parse_layout(layout, count)?;
     let job = Job { arch: &m.arch, seq: 8192, global_batch: 256, precision: Precision::Fp8 };
     let rates = Rates::of(&chip, &k, l.chips(), Precision::Fp8).unwrap();
-    estimate(&job, &l, &rates, &k, &stack::find("nemo-2025").unwrap(), f64::INFINITY)
+    estimate(&job, &l, &rates, &k, &stack::find(stack).unwrap(), f64::INFINITY)
+}
+
+/// As [`run_on`] under Megatron-Bridge's stack, which offloads.
+fn run(chip: &str, layout: &str, count: usize) -> Result<Estimate> {
+    run_on("nemo-2025", chip, layout, count)
 }
 
 #[test]
@@ -59,14 +65,7 @@ fn offload_needs_a_host_link_and_at_most_a_stage_of_layers() {
 
 #[test]
 fn offload_needs_a_stack_that_offloads() {
-    let m = model::resolve("llama3-70b").unwrap();
-    let chip = ChipDb::builtin().find("gb200").unwrap().clone();
-    let k = calib::shipped();
-    let l = parse_layout("tp=1,pp=1,mb=2,zero=3,offload=40", 64).unwrap();
-    let job = Job { arch: &m.arch, seq: 8192, global_batch: 256, precision: Precision::Fp8 };
-    let rates = Rates::of(&chip, &k, 64, Precision::Fp8).unwrap();
-    let fsdp = stack::find("pytorch-fsdp").unwrap();
-    let e = estimate(&job, &l, &rates, &k, &fsdp, f64::INFINITY).unwrap_err().to_string();
+    let e = run_on("pytorch-fsdp", "gb200", "tp=1,pp=1,mb=2,zero=3,offload=40", 64).unwrap_err().to_string();
     assert!(e.contains("does not offload activations") && e.contains("activation_offload = true"), "{e}");
 }
 

@@ -1,9 +1,9 @@
 //! Mixture-of-experts compute after routing: grouped SwiGLU experts over expert-sorted rows,
 //! and the weighted combine back to token order. Routing itself (softmax, top-k) and the
 //! dispatch gather are ordinary ops; these two are each ONE autograd node with an analytic
-//! backward written against the existing composites (`LinearFwd/Bwd`, `SwigluFwd/Bwd`) and
-//! primitives (`gather_rows`, `scatter_add_rows`, `binary`, `reduce`), so the port contract
-//! does not grow.
+//! backward written against the composites every dense model uses (`LinearFwd/Bwd`,
+//! `SwigluFwd/Bwd`) and primitives (`gather_rows`, `scatter_add_rows`, `binary`, `reduce`), so
+//! MoE adds nothing to the port contract.
 //!
 //! Grouped experts, for x `[S, d]` whose rows `offsets[e]..offsets[e+1]` go to expert e:
 //!   h_e = x_e U_e^T `[n_e, 2F]` (gate half then up half), a_e = silu(g_e) * u_e,
@@ -11,8 +11,8 @@
 //! Backward, with dy_e given:
 //!   da_e = dy_e D_e, dD_e = dy_e^T a_e; du = da silu(g), dg = silu'(g) (da u);
 //!   dU_e = dh_e^T x_e, dx_e = dh_e U_e.
-//! The SwiGLU runs once over all S rows (one composite each way); the products run per expert on row ranges of one
-//! buffer, so no per-expert copy, concat or zero-filled gradient is ever made.
+//! The SwiGLU runs once over all S rows (one composite each way); the products run per expert
+//! on row ranges of one buffer, so no per-expert copy, concat or zero-filled gradient is made.
 //!
 //! Combine, for y `[S, d]`, weights w `[S, 1]` and the token of each row tok `[S]` (I32):
 //!   out `[N, d]`, out[tok[s]] += w[s] y[s];

@@ -5,8 +5,8 @@
 //! GELU erf: y = x (1 + erf(x / sqrt 2)) / 2, y' = (1 + erf(x / sqrt 2)) / 2 + x phi(x),
 //!   phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
 //! SiLU: s = sigmoid x, y = x s, y' = s (1 + x (1 - s)).
-//! SwiGLU over x = [g | u]: y = silu(g) u; dg = dy u silu'(g), du = dy silu(g). One pass forward
-//! and two backward over the strided halves, where SiLU and products run as two and four.
+//! SwiGLU over x = [g | u]: y = silu(g) u; dg = dy u silu'(g), du = dy silu(g). One pass each
+//! way (the backward row by row, one exp per element), where SiLU and products took two and four.
 //! Dropout: keep element i when uniform(seed, offset + i) >= p; mask = kept / (1 - p).
 
 use super::floats;
