@@ -5,7 +5,8 @@
 #  2. equal wall time: the dense preset trains DENSE_STEPS steps; moe-tiny trains the number of
 #     steps that its median step time fits in the dense run's stepping time; both print
 #     their validation loss, and the MoE run's busiest-expert load after warm-up is read from
-#     its metrics.jsonl (the bound is 2x the mean share).
+#     its metrics.jsonl (the bound is 2x the mean share), with the router's own picks before
+#     moe-tiny's capacity cap and the share of slots the cap moved.
 #   bench/moe_vs_dense.sh BINARY [REPEATS=3] [DENSE_STEPS=300]
 set -euo pipefail
 bin="$1"; repeats="${2:-3}"; dense_steps="${3:-300}"
@@ -42,4 +43,12 @@ after = [r["moe"]["max_load_ratio"] for r in rows if r.get("step", 0) > warm]
 over = sum(a > 2.0 for a in after)
 print(f"busiest expert after warm-up (step > {warm}): max {max(after):.2f}x, median {sorted(after)[len(after) // 2]:.2f}x, "
       f"last {after[-1]:.2f}x the mean share; {over} of {len(after)} steps above 2x")
+# The router's own picks before the capacity cap (the same as above without one), and what the cap moved.
+late = [r["moe"] for r in rows if r.get("step", 0) > warm]
+pref = [m.get("router_max_load_ratio", m["max_load_ratio"]) for m in late]
+slots = sum(sum(m["tokens_per_expert"]) for m in late)
+moved = sum(m.get("rerouted", 0) for m in late)
+print(f"router's own picks after warm-up: max {max(pref):.2f}x, median {sorted(pref)[len(pref) // 2]:.2f}x, "
+      f"{sum(p > 2.0 for p in pref)} of {len(pref)} steps above 2x; the capacity cap moved {moved} of {slots} slots "
+      f"({100 * moved / max(slots, 1):.2f}%), {sum(m.get('rerouted', 0) > 0 for m in late)} steps")
 PY

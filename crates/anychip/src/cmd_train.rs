@@ -130,6 +130,12 @@ pub struct TrainArgs {
     /// groups are data-parallel replicas (ranks = replicas x N). 1: every rank holds all.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     ep: u64,
+    /// For a mixture-of-experts model: expert capacity as a multiple of the mean share of a
+    /// layer's routed slots; slots over it go to their token's next-best expert with room (none
+    /// dropped). 0: uncapped. Default: the model's (moe-tiny 2; Hugging Face models uncapped).
+    /// Under mpirun each rank caps its own tokens.
+    #[arg(long, value_name = "F")]
+    capacity_factor: Option<f32>,
 }
 
 /// Join the MPI job this process was launched in (`mpirun -np N anychip train ...`), if any.
@@ -262,6 +268,7 @@ fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
     set(&mut cfg.ckpt_every, a.ckpt_every);
     set(&mut cfg.seed, a.seed);
     apply_optimizer_flags(&mut cfg, a);
+    anychip_train::resume::set_capacity_factor(&mut cfg, a.capacity_factor)?;
     Ok(cfg)
 }
 
@@ -291,6 +298,7 @@ fn resume_flags(a: &TrainArgs) -> Result<Flags> {
         eval_batches: a.eval_batches.map(|v| v as usize),
         ckpt_every: a.ckpt_every,
         precision: a.precision,
+        capacity_factor: a.capacity_factor,
     })
 }
 

@@ -113,6 +113,14 @@ fn moe_tiny_trains_and_logs_router_statistics() {
     let pooled = *per_expert.iter().max().unwrap() as f64 * 8.0 / per_expert.iter().sum::<u64>() as f64;
     assert!(pooled <= per_layer.iter().sum::<f64>() / 3.0 + 1e-6, "pooled {pooled} vs {per_layer:?}");
     assert_eq!(per_layer.iter().copied().fold(0.0, f64::max), moe["max_load_ratio"].as_f64().unwrap(), "{moe}");
+    // moe-tiny caps each expert at 2x the mean share of a layer's 128 slots (32 of them): the
+    // realised loads stay under it whatever the router prefers, and what moved is counted.
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    for m in [&first["moe"], moe] {
+        assert!(m["max_load_ratio"].as_f64().unwrap() <= 2.0 + 1e-6, "{m}");
+        let (router, moved) = (m["router_max_load_ratio"].as_f64().unwrap(), m["rerouted"].as_u64().unwrap());
+        assert_eq!(router > 2.0, moved > 0, "slots move exactly when the router's picks exceed the cap: {m}");
+    }
 }
 
 #[test]
@@ -142,6 +150,11 @@ fn bad_moe_input_is_one_clear_line_and_exit_2() {
         code == 2 && err.lines().count() == 1 && err.contains("top_k (5)") && err.contains("expert count (4)"),
         "{err}"
     );
+    let tiny = ["train", "--preset", "moe-tiny", "--steps", "1", "--capacity-factor"];
+    let (code, _, err) = run(&[&tiny[..], &["0.5"]].concat());
+    assert!(code == 2 && err.lines().count() == 1 && err.contains("capacity_factor (0.5) must be at least 1"), "{err}");
+    let (code, _, err) = run(&["train", "--preset", "shakespeare-bytes", "--steps", "1", "--capacity-factor", "1.5"]);
+    assert!(code == 2 && err.lines().count() == 1 && err.contains("has no experts"), "{err}");
     let dir = scratch("refused");
     let out = dir.join("run");
     let (code, _, err) =

@@ -54,6 +54,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             aux_loss_router_only: false,
             selection_bias: false,
             bias_balance_rate: 0.0, // the checkpoints' routing is matched as trained
+            capacity_factor: None,  // transformers routes uncapped
         }
     } else {
         let end = num(v, &["moe_layer_end_index"]).map(|x| x as i64).unwrap_or(n_layer as i64 - 1);
@@ -71,6 +72,7 @@ pub(crate) fn read(arch: Arch, v: &Value, n_layer: usize, p: &Path) -> Result<Mo
             aux_loss_router_only: false,
             selection_bias: true,
             bias_balance_rate: 0.0, // ERNIE's bias is loaded, never moved here
+            capacity_factor: None,
         }
     };
     Ok(m)

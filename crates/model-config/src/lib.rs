@@ -278,7 +278,10 @@ const PRESETS: &[(&str, PresetFn)] = &[
     // (`moe_layer_start_index`) keep their first layers dense: routing on what is still little
     // more than the byte embedding sent nearly every token to one expert there and cost more
     // than the experts gained (docs/moe.md). Each MoE layer is balanced on its own (with
-    // transformers' pooled loss one layer collapsed onto one expert).
+    // transformers' pooled loss one layer collapsed onto one expert), and no expert takes more
+    // than twice the mean share of a layer's slots (capacity factor 2, overflow rerouted, none
+    // dropped): the router alone still swings above that in a few steps after the learning-rate
+    // peak, and tighter caps cost validation loss (docs/moe.md).
     ("moe-tiny", || {
         let mut c = ModelConfig::gpt2(256, 256, 4, 4, 256);
         c.family = "moe".into();
@@ -292,6 +295,7 @@ const PRESETS: &[(&str, PresetFn)] = &[
             aux_loss_per_layer: true,
             aux_loss_router_only: true,
             aux_loss_coef: 0.04,
+            capacity_factor: Some(2.0),
             ..MoeConfig::default()
         };
         c.moe = Some(moe);

@@ -54,6 +54,12 @@ pub struct MoeConfig {
     /// fewer tokens than the mean, down for one that got more (0: the bias stays as loaded, as
     /// the Hugging Face families need). Needs `selection_bias`.
     pub bias_balance_rate: f32,
+    /// Expert capacity as a multiple of the mean share of a layer's routed slots (Switch's and
+    /// GShard's capacity factor; None: uncapped, as the Hugging Face families train). Where the
+    /// router sends an expert more than ceil(f N k / E) of the N k slots of a batch, its
+    /// weakest-preference slots go to their token's next-best expert with room instead: no token
+    /// is dropped (dropless), and no expert's work exceeds f times the mean.
+    pub capacity_factor: Option<f32>,
 }
 
 impl Default for MoeConfig {
@@ -72,6 +78,7 @@ impl Default for MoeConfig {
             aux_loss_router_only: false,
             selection_bias: false,
             bias_balance_rate: 0.0,
+            capacity_factor: None,
         }
     }
 }
@@ -113,6 +120,13 @@ impl MoeConfig {
         }
         if self.bias_balance_rate > 0.0 && !self.selection_bias {
             return Err("model config: moe.bias_balance_rate moves the selection bias; set moe.selection_bias = true or the rate to 0".into());
+        }
+        if let Some(f) = self.capacity_factor {
+            if !(f.is_finite() && f >= 1.0) {
+                return Err(format!(
+                    "model config: moe.capacity_factor ({f}) must be at least 1 (below the mean share the experts cannot hold every slot); raise it or remove it"
+                ));
+            }
         }
         if self.layer_interval == 0 {
             return Err("model config: moe.layer_interval must be at least 1".into());

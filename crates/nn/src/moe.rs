@@ -19,9 +19,17 @@
 //! combine then runs where the tokens live. The exchanges are autograd nodes whose backward is
 //! the reverse all-to-all, so the expert weights' gradients collect every member's tokens.
 //!
+//! Expert capacity (`capacity_factor` f, Switch / GShard's capacity without their dropping):
+//! after step 2 each expert may hold at most C = ceil(f N k / E) of the layer's N k slots. Slots
+//! are visited from the weakest selection score up; one whose expert holds more than C moves to
+//! the best-scoring expert of its token that has room and is not already among its picks, and
+//! its weight becomes that expert's probability (renormalised with the rest). Every token still
+//! gets k experts (dropless); the router's own preference (before the cap), the realised loads
+//! and the slots moved are all reported. Under expert parallelism each rank caps its own tokens.
+//!
 //! Aux-loss-free balancing (DeepSeek-V3 section 2.1.2, `bias_balance_rate` gamma > 0): the
 //! selection bias b `[E]` of step 2 is not trained but moved after every training forward from
-//! the layer's actual loads c_e (tokens routed to e, summed over ranks when the counts are pooled)
+//! the layer's preferred loads c_e (slots the pick sends to e before any capacity cap, summed over ranks when the counts are pooled)
 //! and their mean m = N k / E: b_e <- b_e + gamma sign(m - c_e). An overloaded expert's score for
 //! the pick drops, an idle one's rises; the combine weights stay the plain probabilities, so the
 //! bias steers the choice without entering the loss or its gradients. With gradient accumulation
@@ -78,7 +86,20 @@ pub const DISPATCH: &str = "moe_dispatch";
 pub const COMBINE: &str = "moe_combine";
 
 /// What [`MoeBlock::route`] returns.
-type Routed = (Tensor, Tensor, Vec<usize>, Vec<usize>);
+struct Routed {
+    /// Router probabilities `[N, E]`.
+    probs: Tensor,
+    /// The chosen experts' weights, token-major `[N k, 1]`.
+    weights: Tensor,
+    /// The experts each slot is sent to, token-major `[N k]` (after the capacity cap).
+    chosen: Vec<usize>,
+    /// The plain top-k of the probabilities (no selection bias, no cap): the aux loss's picks.
+    plain: Vec<usize>,
+    /// Per expert, the slots the pick sent it before the capacity cap.
+    preferred: Vec<usize>,
+    /// Slots the capacity cap moved to another expert.
+    rerouted: usize,
+}
 
 /// Parameter indices of one MoE block.
 pub(crate) struct MoeBlock {
@@ -96,8 +117,12 @@ pub(crate) struct LayerRouting {
     pub prob_sum: Tensor,
     /// Per expert, tokens whose plain top-k holds it (the aux loss's counts).
     pub topk_counts: Vec<usize>,
-    /// Per expert, tokens actually routed to it (with the selection bias, if any).
+    /// Per expert, tokens actually routed to it (with the selection bias and capacity cap, if any).
     pub routed: Vec<usize>,
+    /// Per expert, tokens the router's pick sent it before the capacity cap (`routed` without one).
+    pub preferred: Vec<usize>,
+    /// Slots the capacity cap moved to another expert.
+    pub rerouted: usize,
     /// Tokens of this layer over every rank whose counts were pooled (see [`pool_counts`]);
     /// `tokens` until then.
     pub pooled_tokens: usize,
@@ -116,6 +141,10 @@ pub struct RouterStats {
     pub aux_loss: f32,
     /// The largest expert share over the mean share, worst layer.
     pub max_load_ratio: f32,
+    /// The same for the router's preference before the capacity cap (`max_load_ratio` without one).
+    pub router_max_load_ratio: f32,
+    /// Slots the capacity cap moved to another expert, summed over the layers.
+    pub rerouted: usize,
     /// The largest expert share over the mean share of each MoE layer, in layer order.
     pub load_ratio_per_layer: Vec<f32>,
 }
@@ -212,7 +241,8 @@ impl MoeBlock {
         group: Option<&ExpertGroup>,
     ) -> Result<(Tensor, LayerRouting)> {
         let (n, (e, k)) = (h.dim(0), (cfg.n_experts, cfg.top_k));
-        let (probs, w, chosen, plain) = in_region(Some(ROUTER), || self.route(p, cfg, h))?;
+        let Routed { probs, weights: w, chosen, plain, preferred, rerouted } =
+            in_region(Some(ROUTER), || self.route(p, cfg, h))?;
         let port: Arc<dyn Port> = h.port().clone();
         let dispatch = || -> Result<_> {
             let (tok, slot, offsets) = sort_by_expert(&chosen, e, k);
@@ -242,6 +272,8 @@ impl MoeBlock {
             prob_sum: in_region(Some(ROUTER), || aux_probs(probs))?,
             topk_counts: counts(&plain, e),
             routed: counts(&chosen, e),
+            preferred,
+            rerouted,
             chosen,
             tokens: n,
             pooled_tokens: n,
@@ -256,24 +288,32 @@ impl MoeBlock {
         let _g = anychip_core::no_grad();
         let bias = p(b);
         let mut host = bias.to_vec_f32()?;
-        balance_bias(&mut host, &routing.routed, gamma);
+        balance_bias(&mut host, &routing.preferred, gamma);
         bias.assign(&Tensor::from_f32(bias.port(), &host, bias.shape(), DType::F32)?)
     }
 
-    /// Router probabilities `[N, E]`, the chosen experts' weights token-major `[N k, 1]`, and
-    /// the choices with and without the selection bias.
+    /// The router's probabilities, picks (with the selection bias and the capacity cap, if any)
+    /// and the picks' weights.
     fn route(&self, p: &dyn Fn(usize) -> Tensor, cfg: &MoeConfig, h: &Tensor) -> Result<Routed> {
         let (n, (e, k)) = (h.dim(0), (cfg.n_experts, cfg.top_k));
         let probs = linear(h, &p(self.router), None)?.softmax()?; // [N, E]
         let host = probs.to_vec_f32()?;
         let plain = top_k(&host, e, k);
-        let chosen = match self.selection_bias {
+        let scores = match self.selection_bias {
             Some(b) => {
                 let bias = p(b).to_vec_f32()?;
-                let biased: Vec<f32> = host.iter().enumerate().map(|(i, &x)| x + bias[i % e]).collect();
-                top_k(&biased, e, k)
+                host.iter().enumerate().map(|(i, &x)| x + bias[i % e]).collect()
             }
+            None => host,
+        };
+        let mut chosen = match self.selection_bias {
+            Some(_) => top_k(&scores, e, k),
             None => plain.clone(),
+        };
+        let preferred = counts(&chosen, e);
+        let rerouted = match cfg.capacity_factor {
+            Some(f) => cap_loads(&scores, &mut chosen, e, k, capacity(f, n * k, e)),
+            None => 0,
         };
         // Chosen probabilities, token-major [N k, 1], renormalised per token when asked.
         let flat: Vec<i32> = chosen.iter().enumerate().map(|(s, &x)| ((s / k) * e + x) as i32).collect();
@@ -282,8 +322,41 @@ impl MoeBlock {
             let wk = w.reshape(&[n as isize, k as isize])?;
             w = wk.div(&wk.sum_axes(&[1], true)?)?.reshape(&[-1, 1])?;
         }
-        Ok((probs, w, chosen, plain))
+        Ok(Routed { probs, weights: w, chosen, plain, preferred, rerouted })
     }
+}
+
+/// The most of `slots` one of `e` experts may hold under capacity factor `f`: ceil(f slots / e).
+fn capacity(f: f32, slots: usize, e: usize) -> usize {
+    (f as f64 * slots as f64 / e as f64).ceil() as usize
+}
+
+/// Caps every expert at `cap` of the token-major slots `chosen` `[N k]` (module header): slots
+/// from the weakest `scores` `[N, E]` up, each over-full expert's slot moves to its token's
+/// best-scoring expert with room that the token has not picked (none: it stays). Returns the
+/// number of slots moved.
+fn cap_loads(scores: &[f32], chosen: &mut [usize], e: usize, k: usize, cap: usize) -> usize {
+    let mut load = counts(chosen, e);
+    if load.iter().all(|&c| c <= cap) {
+        return 0;
+    }
+    let score = |s: usize, x: usize| scores[(s / k) * e + x];
+    let mut order: Vec<usize> = (0..chosen.len()).collect();
+    order.sort_by(|&a, &b| score(a, chosen[a]).total_cmp(&score(b, chosen[b])).then(a.cmp(&b)));
+    let mut moved = 0;
+    for s in order {
+        let x = chosen[s];
+        if load[x] <= cap {
+            continue;
+        }
+        let picks = &chosen[(s / k) * k..(s / k + 1) * k];
+        let room = (0..e).filter(|&y| load[y] < cap && !picks.contains(&y));
+        // Best score first; ties to the lower index, as in `top_k`.
+        if let Some(y) = room.max_by(|&a, &b| score(s, a).total_cmp(&score(s, b)).then(b.cmp(&a))) {
+            (chosen[s], load[x], load[y], moved) = (y, load[x] - 1, load[y] + 1, moved + 1);
+        }
+    }
+    moved
 }
 
 /// Rows `xs` `[S, d]` sorted by expert (`offsets` over all E experts) through experts held by
@@ -346,16 +419,18 @@ pub(crate) fn pool_counts(
 ) -> Result<()> {
     let mut host: Vec<f32> = Vec::new();
     for l in layers.iter() {
-        host.extend(l.topk_counts.iter().chain(&l.routed).map(|&c| c as f32));
-        host.push(l.tokens as f32);
+        host.extend(l.topk_counts.iter().chain(&l.routed).chain(&l.preferred).map(|&c| c as f32));
+        host.extend([l.tokens as f32, l.rerouted as f32]);
     }
     let t = Tensor::from_f32(port, &host, &[host.len()], DType::F32)?;
     coll.all_reduce(&t.view())?;
     // Counts stay below 2^24, so f32 sums of them are exact.
     let mut sums = t.to_vec_f32()?.into_iter().map(|x| x.round() as usize);
     for l in layers.iter_mut() {
-        l.topk_counts.iter_mut().chain(l.routed.iter_mut()).for_each(|c| *c = sums.next().unwrap_or(0));
+        let counts = l.topk_counts.iter_mut().chain(l.routed.iter_mut()).chain(l.preferred.iter_mut());
+        counts.for_each(|c| *c = sums.next().unwrap_or(0));
         l.pooled_tokens = sums.next().unwrap_or(0);
+        l.rerouted = sums.next().unwrap_or(0);
     }
     Ok(())
 }
@@ -418,15 +493,24 @@ pub(crate) fn balance_bias(bias: &mut [f32], loads: &[usize], gamma: f32) {
 pub(crate) fn stats(layers: &[LayerRouting], aux: f32) -> RouterStats {
     let e = layers.first().map_or(0, |l| l.routed.len());
     let mut total = vec![0usize; e];
-    let mut per_layer = Vec::with_capacity(layers.len());
-    for l in layers {
-        l.routed.iter().zip(&mut total).for_each(|(&n, t)| *t += n);
-        let sum: usize = l.routed.iter().sum();
-        let max = l.routed.iter().copied().max().unwrap_or(0);
-        per_layer.push(max as f32 * e as f32 / sum.max(1) as f32);
+    layers.iter().for_each(|l| l.routed.iter().zip(&mut total).for_each(|(&n, t)| *t += n));
+    let per_layer: Vec<f32> = layers.iter().map(|l| load_ratio(&l.routed)).collect();
+    let worst = |r: &mut dyn Iterator<Item = f32>| r.fold(0f32, f32::max);
+    RouterStats {
+        tokens_per_expert: total,
+        aux_loss: aux,
+        max_load_ratio: worst(&mut per_layer.iter().copied()),
+        router_max_load_ratio: worst(&mut layers.iter().map(|l| load_ratio(&l.preferred))),
+        rerouted: layers.iter().map(|l| l.rerouted).sum(),
+        load_ratio_per_layer: per_layer,
     }
-    let worst = per_layer.iter().copied().fold(0f32, f32::max);
-    RouterStats { tokens_per_expert: total, aux_loss: aux, max_load_ratio: worst, load_ratio_per_layer: per_layer }
+}
+
+/// The busiest expert's share of `loads` over the mean share.
+fn load_ratio(loads: &[usize]) -> f32 {
+    let sum: usize = loads.iter().sum();
+    let max = loads.iter().copied().max().unwrap_or(0);
+    max as f32 * loads.len() as f32 / sum.max(1) as f32
 }
 
 #[cfg(test)]
@@ -459,7 +543,9 @@ mod tests {
             LayerRouting {
                 prob_sum: Tensor::from_f32(&port, &probs, &[2], DType::F32).unwrap(),
                 topk_counts: counts.clone(),
-                routed: counts,
+                routed: counts.clone(),
+                preferred: counts,
+                rerouted: 0,
                 pooled_tokens: 4,
                 chosen: vec![e; 4],
                 tokens: 4,
@@ -626,6 +712,35 @@ mod tests {
         let last: Vec<f32> = (0..300).map(|_| ratio()).skip(280).collect();
         let worst = last.iter().copied().fold(0.0, f32::max);
         assert!(worst < 1.25, "after 300 balancing moves the busiest expert is still {worst}x the mean share");
+    }
+
+    #[test]
+    fn the_capacity_cap_moves_the_weakest_slots_to_their_next_choice() {
+        // 4 tokens, 3 experts, top-1: everyone prefers expert 0; cap ceil(1.0 * 4 / 3) = 2.
+        let scores = [0.9, 0.1, 0.0, 0.6, 0.3, 0.1, 0.8, 0.0, 0.2, 0.5, 0.2, 0.3];
+        let mut chosen = top_k(&scores, 3, 1);
+        assert_eq!(chosen, vec![0, 0, 0, 0]);
+        assert_eq!(cap_loads(&scores, &mut chosen, 3, 1, capacity(1.0, 4, 3)), 2);
+        // Tokens 1 and 3 want expert 0 least (0.6, 0.5); each goes to its own next choice.
+        assert_eq!(chosen, vec![0, 1, 0, 2]);
+        assert_eq!(counts(&chosen, 3), vec![2, 1, 1]);
+    }
+
+    #[test]
+    fn the_capacity_cap_never_gives_a_token_the_same_expert_twice() {
+        // top-2 of 3: every token picks experts 0 and 1; with cap 2 of 6 slots, two slots leave
+        // each of 0 and 1, but only for expert 2, which has room for two: it takes the weakest.
+        let scores = [0.5, 0.4, 0.1, 0.45, 0.44, 0.11, 0.6, 0.3, 0.1];
+        let mut chosen = top_k(&scores, 3, 2);
+        assert_eq!(cap_loads(&scores, &mut chosen, 3, 2, 2), 2);
+        for t in chosen.chunks(2) {
+            assert_ne!(t[0], t[1], "{chosen:?}");
+        }
+        assert_eq!(counts(&chosen, 3), vec![2, 2, 2]);
+        // Nothing moves under a cap every expert already meets.
+        let mut calm = top_k(&scores, 3, 2);
+        assert_eq!(cap_loads(&scores, &mut calm, 3, 2, 3), 0);
+        assert_eq!(calm, top_k(&scores, 3, 2));
     }
 
     #[test]

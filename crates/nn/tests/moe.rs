@@ -33,6 +33,7 @@ fn moe_cfg() -> ModelConfig {
         aux_loss_router_only: false,
         selection_bias: true,
         bias_balance_rate: 0.0,
+        capacity_factor: None,
     });
     c
 }

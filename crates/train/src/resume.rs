@@ -32,6 +32,8 @@ pub struct Flags {
     pub eval_batches: Option<usize>,
     pub ckpt_every: Option<u64>,
     pub precision: Option<Precision>,
+    /// `--capacity-factor` (0: uncapped).
+    pub capacity_factor: Option<f32>,
 }
 
 fn refuse<T: PartialEq + std::fmt::Debug>(flag: &str, given: Option<T>, saved: T) -> Result<()> {
@@ -94,7 +96,25 @@ pub fn apply(saved: &TrainConfig, f: &Flags) -> Result<(TrainConfig, Vec<String>
     change(&mut changes, "eval batches", f.eval_batches, &mut c.eval_batches);
     change(&mut changes, "checkpoint every", f.ckpt_every, &mut c.ckpt_every);
     change(&mut changes, "precision", f.precision, &mut c.precision);
+    let was = c.model.moe.as_ref().and_then(|m| m.capacity_factor);
+    set_capacity_factor(&mut c, f.capacity_factor)?;
+    let now = c.model.moe.as_ref().and_then(|m| m.capacity_factor);
+    if now != was {
+        let show = |f: Option<f32>| f.map_or("uncapped".to_string(), |f| f.to_string());
+        changes.push(format!("capacity factor {} -> {}", show(was), show(now)));
+    }
     Ok((c, changes))
+}
+
+/// Applies `--capacity-factor` (0: uncapped) to the run's MoE model; an error for a dense model
+/// or a factor below 1. Routing capacity shapes no weight, so a resumed run may change it.
+pub fn set_capacity_factor(c: &mut TrainConfig, given: Option<f32>) -> Result<()> {
+    let Some(f) = given else { return Ok(()) };
+    let Some(moe) = c.model.moe.as_mut() else {
+        bail!("--capacity-factor applies to mixture-of-experts models, and {} has no experts; leave it out", c.preset)
+    };
+    moe.capacity_factor = (f != 0.0).then_some(f);
+    moe.validate().map_err(|e| anyhow::anyhow!("--capacity-factor {f}: {e}"))
 }
 
 /// `p` made absolute against the current directory, so a checkpoint's paths hold from anywhere.
@@ -119,6 +139,20 @@ mod tests {
         assert_eq!(changes, ["steps 1200 -> 5000", "lr 0.003 -> 0.0001", "checkpoint every 200 -> 7"]);
         // The same values as saved are no change.
         assert!(apply(&saved(), &Flags { batch: Some(16), lr: Some(3e-3), ..Flags::default() }).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn the_capacity_factor_may_change_on_a_moe_model_only() {
+        let moe = TrainConfig::default_for("moe-tiny", ModelConfig::preset("moe-tiny").unwrap());
+        let (c, changes) = apply(&moe, &Flags { capacity_factor: Some(0.0), ..Flags::default() }).unwrap();
+        assert_eq!(c.model.moe.unwrap().capacity_factor, None);
+        assert_eq!(changes, ["capacity factor 2 -> uncapped"]);
+        let (_, same) = apply(&moe, &Flags { capacity_factor: Some(2.0), ..Flags::default() }).unwrap();
+        assert!(same.is_empty(), "{same:?}");
+        let low = apply(&moe, &Flags { capacity_factor: Some(0.9), ..Flags::default() }).unwrap_err().to_string();
+        assert!(low.contains("--capacity-factor 0.9") && low.contains("at least 1"), "{low}");
+        let dense = apply(&saved(), &Flags { capacity_factor: Some(2.0), ..Flags::default() }).unwrap_err().to_string();
+        assert!(dense.contains("gpt2-tiny has no experts"), "{dense}");
     }
 
     #[test]

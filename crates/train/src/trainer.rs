@@ -119,6 +119,10 @@ pub struct MoeLog {
     pub max_load_ratio: f32,
     /// The busiest expert's share over the mean share of each MoE layer, in layer order.
     pub load_ratio_per_layer: Vec<f32>,
+    /// `max_load_ratio` of the router's own picks, before the capacity cap (the same without one).
+    pub router_max_load_ratio: f32,
+    /// Slots the capacity cap moved to another expert, summed over the MoE layers.
+    pub rerouted: usize,
 }
 
 /// What an observer of [`train_observed`] tells the loop after a step.
@@ -685,6 +689,8 @@ impl Run<'_> {
                     tokens_per_expert: r.tokens_per_expert,
                     max_load_ratio: r.max_load_ratio,
                     load_ratio_per_layer: r.load_ratio_per_layer,
+                    router_max_load_ratio: r.router_max_load_ratio,
+                    rerouted: r.rerouted,
                 }),
                 skipped: !outcome.finite(),
             };
