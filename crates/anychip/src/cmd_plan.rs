@@ -220,6 +220,7 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
         power_note(plan, chip),
         attention_note(plan)
     );
+    println!("{}", anychip_plan::calib::accuracy_line(&plan.kind, &chip.family, &plan.accuracy));
     println!(
         "{:<4} {:<44} {:>8} {:>12} {:>6} {:>9} {:>8} {:>11} {:>12}",
         "#", "layout", "step s", "tokens/s", "MFU", "mem GiB", "days", "energy MWh", "cost USD"

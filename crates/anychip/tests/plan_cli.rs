@@ -318,3 +318,23 @@ fn a_flashattention2_stack_says_what_it_costs_on_hopper_and_not_on_a100() {
     let v: serde_json::Value = serde_json::from_str(&j).unwrap();
     assert!((v["attention_kernel"].as_f64().unwrap() - 0.56).abs() < 1e-9, "{j}");
 }
+
+/// Every plan names its error bar: on a calibrated family the cross-validated error of its own
+/// runs, on a family without published runs the error with a whole family held out.
+#[test]
+fn plan_states_its_accuracy() {
+    let text = |model: &str, chips: &str| {
+        let o = run(&["plan", "--model", model, "--chips", chips, "--tokens", "1e12", "--top", "1"]);
+        assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string()
+    };
+    let h100 = text("llama3-8b", "h100:64");
+    assert!(h100.contains("dense runs on nvidia chips, each predicted with its source held out"), "{h100}");
+    let ascend = text("llama3-8b", "910b:64");
+    assert!(ascend.contains("no published dense runs on a chip of the ascend family"), "{ascend}");
+    assert!(ascend.contains("tpu") && ascend.contains("gaudi"), "every held-out family is listed: {ascend}");
+    let v = plan("qwen3-30b-a3b", "tpu-v5p:64", &[]);
+    let json: serde_json::Value = serde_json::from_str(&assert_ok(&v)).unwrap();
+    let classes = json["accuracy"].as_array().unwrap();
+    assert!(classes.iter().all(|c| c["kind"] == "moe" && c["family"] == "tpu"), "{classes:?}");
+    assert!(classes.iter().any(|c| c["held_out"] == "blind"), "the held-out TPU MoE runs: {classes:?}");
+}

@@ -127,6 +127,111 @@ impl Constants {
 struct File {
     constants: Constants,
     fit: FitReport,
+    #[serde(default)]
+    accuracy: Vec<Accuracy>,
+}
+
+/// How far off the planner was on one class of published runs, each predicted with constants
+/// fitted without it: the error bar `plan` prints next to a prediction of that class.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Accuracy {
+    /// `dense` or `moe`.
+    pub kind: String,
+    /// Chip family of the runs (`nvidia`, `amd`, `tpu`, ...).
+    pub family: String,
+    /// What was left out of the fit for each prediction: `source` (the run's own table or
+    /// paper), `family` (every run on a chip of that family: a kind of chip never seen), or
+    /// `blind` (a run of the held-out file, which no fit sees).
+    pub held_out: String,
+    /// Runs in the class.
+    pub rows: usize,
+    /// Mean absolute throughput error.
+    pub mean_abs_error: f64,
+    /// Mean signed error: above 0, the planner predicted faster than published.
+    pub bias: f64,
+    /// Absolute error that 9 in 10 of the runs stayed within.
+    pub p90_abs_error: f64,
+}
+
+impl Accuracy {
+    /// The class of `errors` (predicted over published throughput, less 1), rounded to 0.1%.
+    pub fn of(kind: &str, family: &str, held_out: &str, errors: &[f64]) -> Accuracy {
+        let round = |x: f64| (x * 1e3).round() / 1e3;
+        let mut abs: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+        abs.sort_by(f64::total_cmp);
+        let n = errors.len().max(1) as f64;
+        // The smallest error that at least 90% of the runs stay within.
+        let p90 = abs.get(((0.9 * abs.len() as f64).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+        Accuracy {
+            kind: kind.into(),
+            family: family.into(),
+            held_out: held_out.into(),
+            rows: errors.len(),
+            mean_abs_error: round(abs.iter().sum::<f64>() / n),
+            bias: round(errors.iter().sum::<f64>() / n),
+            p90_abs_error: round(p90),
+        }
+    }
+}
+
+/// The accuracy classes stored next to the shipped constants.
+pub fn shipped_accuracy() -> Vec<Accuracy> {
+    let f: File = toml::from_str(CALIBRATION_TOML).expect("data/calibration.toml is valid");
+    f.accuracy
+}
+
+/// The classes that answer for a prediction of a `kind` (`dense` or `moe`) job on a chip of
+/// `family`: that family's own runs (each held out by source, and the held-out file's, never
+/// fitted) where there are any; otherwise every family's runs of that kind with the whole
+/// family held out, the nearest measure of a kind of chip the planner has never seen.
+pub fn accuracy_for(kind: &str, family: &str) -> Vec<Accuracy> {
+    let all = shipped_accuracy();
+    let own: Vec<Accuracy> =
+        all.iter().filter(|a| a.held_out != "family" && a.kind == kind && a.family == family).cloned().collect();
+    if !own.is_empty() {
+        return own;
+    }
+    all.into_iter().filter(|a| a.held_out == "family" && a.kind == kind).collect()
+}
+
+/// `plan`'s line about the accuracy of a `kind` prediction on a chip of `family`, from the
+/// classes [`accuracy_for`] gave.
+pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
+    let runs = if kind == "moe" { "MoE runs" } else { "dense runs" };
+    let pct = |x: f64| 100.0 * x;
+    let how = |a: &Accuracy| match a.held_out.as_str() {
+        "blind" => "never fitted (the held-out file)",
+        _ => "each predicted with its source held out",
+    };
+    if classes.is_empty() {
+        return format!("accuracy: no published {runs} to measure it by; treat as an estimate");
+    }
+    if classes.iter().all(|a| a.held_out == "family") {
+        let each: Vec<String> = classes
+            .iter()
+            .map(|a| format!("{} {:.1}% ({} runs, bias {:+.1}%)", a.family, pct(a.mean_abs_error), a.rows, pct(a.bias)))
+            .collect();
+        return format!(
+            "accuracy: no published {runs} on a chip of the {family} family; with a whole chip family held out from the fit the mean error was {}",
+            each.join(", ")
+        );
+    }
+    let each: Vec<String> = classes
+        .iter()
+        .map(|a| {
+            format!(
+                "{} published {runs} on {family} chips, {}: mean error {:.1}%, 9 in 10 within {:.0}%, {:.1}% {} on average",
+                a.rows,
+                how(a),
+                pct(a.mean_abs_error),
+                pct(a.p90_abs_error),
+                pct(a.bias.abs()),
+                if a.bias >= 0.0 { "fast" } else { "slow" }
+            )
+        })
+        .collect();
+    format!("accuracy: {}", each.join("; "))
 }
 
 /// How the shipped constants were obtained.
@@ -237,10 +342,10 @@ pub fn cross_validate(errors: &ErrorFn, sources: &[String]) -> Result<(Constants
     Ok((full, out))
 }
 
-/// The calibration file for `k` and its report.
-pub fn render(k: &Constants, report: &FitReport) -> Result<String> {
-    let body = toml::to_string(&File { constants: k.clone(), fit: report.clone() })
-        .map_err(|e| anyhow!("cannot write the calibration: {e}"))?;
+/// The calibration file for `k`, its report and the accuracy classes.
+pub fn render(k: &Constants, report: &FitReport, accuracy: &[Accuracy]) -> Result<String> {
+    let file = File { constants: k.clone(), fit: report.clone(), accuracy: accuracy.to_vec() };
+    let body = toml::to_string(&file).map_err(|e| anyhow!("cannot write the calibration: {e}"))?;
     Ok(format!(
         "# Constants of the performance model, written by `anychip plan calibrate` from\n\
          # data/published_runs.toml. Do not edit: change the rows or the model and rerun it;\n\
@@ -253,6 +358,24 @@ pub fn render(k: &Constants, report: &FitReport) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accuracy_counts_nine_in_ten_and_the_sign() {
+        let errs: Vec<f64> = (1..=10).map(|i| if i % 2 == 0 { 0.01 * i as f64 } else { -0.01 * i as f64 }).collect();
+        let a = Accuracy::of("dense", "x", "source", &errs);
+        assert_eq!((a.rows, a.mean_abs_error, a.p90_abs_error, a.bias), (10, 0.055, 0.09, 0.005));
+    }
+
+    #[test]
+    fn a_chip_family_without_runs_gets_the_family_held_out_classes() {
+        let own = accuracy_for("dense", "nvidia");
+        assert!(!own.is_empty() && own.iter().all(|a| a.family == "nvidia" && a.held_out != "family"), "{own:?}");
+        let unseen = accuracy_for("dense", "no-such-family");
+        assert!(unseen.len() >= 2 && unseen.iter().all(|a| a.held_out == "family" && a.kind == "dense"), "{unseen:?}");
+        let line = accuracy_line("dense", "no-such-family", &unseen);
+        assert!(line.contains("no published dense runs on a chip of the no-such-family family"), "{line}");
+        assert!(accuracy_line("moe", "x", &[]).contains("treat as an estimate"));
+    }
 
     #[test]
     fn fit_recovers_a_known_constant() {

@@ -421,6 +421,17 @@ pub struct Model {
     pub arch: Arch,
 }
 
+impl Model {
+    /// `moe` for a model with experts, else `dense`: the classes of [`crate::calib::Accuracy`].
+    pub fn kind(&self) -> &'static str {
+        if self.arch.moe.is_some() {
+            "moe"
+        } else {
+            "dense"
+        }
+    }
+}
+
 /// The sequence length a job uses when none is given: the model's context, at most 4096.
 pub fn default_seq(m: &Model) -> usize {
     m.arch.max_ctx.min(4096)

@@ -127,6 +127,11 @@ pub struct Plan {
     pub precision: Precision,
     /// Whether published runs on this chip were part of the calibration.
     pub validated: bool,
+    /// `dense` or `moe`.
+    pub kind: String,
+    /// How far off the planner was on published runs like this job, each predicted without
+    /// its own source ([`crate::calib::accuracy_for`]).
+    pub accuracy: Vec<crate::calib::Accuracy>,
     /// Fraction of its rated clock the chip's tensor cores sustain within its board power
     /// ([`crate::perf::power_clock`]; 1 when not power-limited or its power is not known).
     pub tensor_clock: f64,
@@ -374,6 +379,8 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         stack: req.stack.name.clone(),
         precision: req.precision,
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
+        kind: req.model.kind().into(),
+        accuracy: crate::calib::accuracy_for(req.model.kind(), &chip.family),
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),
         ranked,

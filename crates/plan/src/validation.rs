@@ -1,7 +1,7 @@
 //! The performance model on published training runs (`data/published_runs.toml`): per-row errors,
 //! the fit of the constants, leave-one-source-out cross-validation, and the calibration file.
 
-use crate::calib::{self, Constants, CvRow, FitReport};
+use crate::calib::{self, Accuracy, Constants, CvRow, FitReport};
 use crate::chips::{ChipDb, GIB};
 use crate::model::{self, Arch};
 use crate::perf::{estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute};
@@ -251,6 +251,11 @@ fn row_chip(db: &ChipDb, r: &Row) -> Result<crate::chips::Chip> {
 }
 
 impl Prepared {
+    /// The family of the row's chip (`nvidia`, `amd`, `tpu`, `gaudi`, ...).
+    pub fn chip_family(&self) -> &str {
+        &self.chip.family
+    }
+
     /// Whether the row's model has experts.
     pub fn is_moe(&self) -> bool {
         self.arch.moe.is_some()
@@ -284,18 +289,25 @@ pub fn errors(rows: &[Prepared], k: &Constants, which: &[usize]) -> Result<Vec<f
 
 /// The fit on all rows and the leave-one-source-out outcome of every row.
 pub fn cross_validate(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
-    hold_out_by(rows, |r| &r.group)
+    hold_out_by(rows, |p| &p.row.group)
 }
 
 /// The fit on all rows and the outcome of every row with its whole publisher held out (every
 /// Megatron-Bridge container at once): how the model carries to software it was never fitted on.
 pub fn cross_validate_by_publisher(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
-    hold_out_by(rows, Row::publisher)
+    hold_out_by(rows, |p| p.row.publisher())
+}
+
+/// The fit on all rows and the outcome of every row with its whole chip family held out (every
+/// NVIDIA part at once, every TPU, ...): how the model carries to a kind of chip it was never
+/// fitted on, the question a new accelerator asks.
+pub fn cross_validate_by_chip_family(rows: &[Prepared]) -> Result<(Constants, Vec<CvRow>)> {
+    hold_out_by(rows, |p| p.chip_family())
 }
 
 /// Cross-validation holding out, in turn, every set of rows that share `key`.
-fn hold_out_by(rows: &[Prepared], key: impl Fn(&Row) -> &str) -> Result<(Constants, Vec<CvRow>)> {
-    let sources: Vec<String> = rows.iter().map(|r| key(&r.row).to_string()).collect();
+fn hold_out_by(rows: &[Prepared], key: impl Fn(&Prepared) -> &str) -> Result<(Constants, Vec<CvRow>)> {
+    let sources: Vec<String> = rows.iter().map(|r| key(r).to_string()).collect();
     let f = |k: &Constants, which: &[usize]| errors(rows, k, which);
     calib::cross_validate(&f, &sources)
 }
@@ -345,7 +357,35 @@ pub fn calibration_file() -> Result<String> {
         cross_validated_mean_abs_error: round(cv_mean),
         cross_validated_worst_abs_error: round(cv_worst),
     };
-    calib::render(&k, &report)
+    let (_, family_out) = cross_validate_by_chip_family(&rows)?;
+    let mut accuracy = accuracy_classes(&rows, &cv, "source");
+    accuracy.extend(accuracy_classes(&rows, &family_out, "family"));
+    // The held-out file's runs, predicted with these constants and never fitted.
+    let held = prepare_held_out()?;
+    let blind: Vec<CvRow> = (0..held.len())
+        .map(|i| Ok(CvRow { index: i, cv_error: held[i].error(&k)?, in_sample_error: f64::NAN }))
+        .collect::<Result<_>>()?;
+    accuracy.extend(accuracy_classes(&held, &blind, "blind"));
+    calib::render(&k, &report, &accuracy)
+}
+
+/// Fewest runs a class needs before `plan` quotes its error.
+const MIN_CLASS_ROWS: usize = 5;
+
+/// The accuracy of each (dense or MoE, chip family) class of `rows` under the cross-validated
+/// outcome `cv`, whose fits left out `held_out` (`source` or `family`; `blind` for the held-out
+/// file's runs, which no fit saw).
+fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
+    let mut by: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for c in cv {
+        let p = &rows[c.index];
+        let kind = if p.is_moe() { "moe" } else { "dense" };
+        by.entry((kind, p.chip_family())).or_default().push(c.cv_error);
+    }
+    by.into_iter()
+        .filter(|(_, errs)| errs.len() >= MIN_CLASS_ROWS)
+        .map(|((kind, family), errs)| Accuracy::of(kind, family, held_out, &errs))
+        .collect()
 }
 
 /// Predicted memory components for a Figure 1 row, GiB: (states, act TP-only, act SP+selective).
