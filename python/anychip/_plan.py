@@ -44,8 +44,8 @@ def plan(
 ) -> Dict[str, Any]:
     """The best parallel layouts of one training job (as ``anychip plan``): ``model`` a preset
     (e.g. ``qwen3-8b``) or TOML model file, ``chips`` ``NAME:COUNT`` (e.g. ``h20:1024``),
-    ``tokens`` the training tokens. Returns the plan (the JSON of ``anychip plan --json``)
-    with ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout,
+    ``tokens`` the training tokens. Returns the plan (the JSON of ``anychip plan --json``, with
+    ``accuracy``: the planner's cross-validated error on published runs like this one) with ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout,
     step_s, tokens_per_s, mfu, memory_gib, days, energy_mwh, cost_usd, ...), and ``best``, the
     first of them."""
     if top < 1:
@@ -71,8 +71,9 @@ def compare(
 ) -> Table:
     """The same job on ``count`` chips of each kind (as ``anychip chips compare``): one record
     per chip with its best layout, tokens_per_s, mfu, days, energy_mwh, cost_usd, headroom_gib
-    and ``validated`` (whether the performance model is validated on that chip family), or
-    ``refused`` (why no layout fits) with the numbers absent."""
+    ``validated`` (whether the performance model is validated on that chip family) and
+    ``accuracy`` (the planner's measured error on published runs like this one, as ``anychip
+    plan`` prints it), or ``refused`` (why no layout fits) with the numbers absent."""
     if isinstance(chips, str):
         chips = [chips]
     rows = json.loads(

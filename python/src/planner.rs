@@ -162,6 +162,7 @@ pub fn compare(
                     let mut row = ranked_row(p.best());
                     row["chip"] = json!(chip.name);
                     row["validated"] = json!(p.validated);
+                    row["accuracy"] = json!(anychip_plan::calib::accuracy_line(&p.kind, &chip.family, &p.accuracy));
                     row["refused"] = Value::Null;
                     row
                 }

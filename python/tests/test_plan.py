@@ -27,6 +27,9 @@ def test_plan_ranks_layouts_fastest_first():
     speeds = [r["tokens_per_s"] for r in p["rows"]]
     assert speeds == sorted(speeds, reverse=True) and p["best"] == p["rows"][0]
     assert 0 < p["best"]["mfu"] < 1 and p["best"]["days"] > 0
+    # h20 is an NVIDIA part: its error bar is the NVIDIA dense runs' cross-validated error.
+    assert [(a["kind"], a["family"], a["held_out"]) for a in p["accuracy"]] == [("dense", "nvidia", "source")]
+    assert 0 < p["accuracy"][0]["mean_abs_error"] < 0.2
 
 
 def test_compare_matches_each_chips_plan():
@@ -36,6 +39,7 @@ def test_compare_matches_each_chips_plan():
         if r["refused"] is None:
             best = anychip.plan(model="qwen3-8b", chips=f"{r['chip']}:256", tokens=1e12)["best"]
             assert r["tokens_per_s"] == best["tokens_per_s"] and r["layout"] == best["layout"]
+            assert r["accuracy"].startswith("accuracy: "), r
     assert any(r["refused"] is None for r in rows)
 
 
