@@ -158,8 +158,8 @@ fn compare(
         model.name, count, tokens, seq, stack.name
     );
     println!(
-        "{:<8} {:<40} {:>12} {:>6} {:>8} {:>11} {:>12} {:>9}",
-        "chip", "best layout", "tokens/s", "MFU", "days", "energy MWh", "cost USD", "headroom"
+        "{:<8} {:<40} {:>12} {:>6} {:>8} {:>11} {:>12} {:>9} {:>12}",
+        "chip", "best layout", "tokens/s", "MFU", "days", "energy MWh", "cost USD", "headroom", "error"
     );
     let mut tput = Vec::new();
     let mut days = Vec::new();
@@ -179,7 +179,7 @@ fn compare(
                 let b = plan.best();
                 let e = &b.estimate;
                 println!(
-                    "{:<8} {:<40} {:>12.0} {:>5.1}% {:>8.1} {:>11} {:>12} {:>8.1}G{}",
+                    "{:<8} {:<40} {:>12.0} {:>5.1}% {:>8.1} {:>11} {:>12} {:>8.1}G {:>12}{}",
                     chip.name,
                     e.layout.to_string(),
                     e.tokens_per_s,
@@ -188,6 +188,7 @@ fn compare(
                     fmt_opt(b.energy_kwh, |k| format!("{:.0}", k / 1000.0)),
                     fmt_opt(b.cost_usd, |c| format!("{c:.0}")),
                     (e.capacity - e.memory.total()) / GIB,
+                    anychip_plan::calib::expected_error(&plan.accuracy),
                     if plan.validated { "" } else { " *" }
                 );
                 tput.push(Bar { label: chip.name.clone(), value: e.tokens_per_s / 1e3 });
@@ -196,7 +197,9 @@ fn compare(
             Err(e) => println!("{:<8} refused: {e}", chip.name),
         }
     }
-    println!("* no published run on this chip in the calibration; headroom = usable memory left per chip (GiB)");
+    println!(
+        "* no published run on this chip in the calibration; headroom = usable memory left per chip (GiB); error = the planner's mean error on published runs like this job held out of its fit (its chip family's, or with a whole family held out where the family has none)"
+    );
     if tput.is_empty() {
         bail!("no chip could run {}: see the reasons above", model.name);
     }

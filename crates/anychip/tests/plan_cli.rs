@@ -337,4 +337,23 @@ fn plan_states_its_accuracy() {
     let classes = json["accuracy"].as_array().unwrap();
     assert!(classes.iter().all(|c| c["kind"] == "moe" && c["family"] == "tpu"), "{classes:?}");
     assert!(classes.iter().any(|c| c["held_out"] == "blind"), "the held-out TPU MoE runs: {classes:?}");
+    // `chips compare` gives each row its error bar: one figure, or a range for an unseen family.
+    let out = scratch("plan-cli-compare-error");
+    let o = run(&[
+        "chips",
+        "compare",
+        "h100",
+        "910b",
+        "--model",
+        "llama3-8b",
+        "--count",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = assert_ok(&o);
+    let row = |chip: &str| text.lines().find(|l| l.starts_with(chip)).unwrap_or_default().to_string();
+    let (h100, ascend) = (row("h100 "), row("910b "));
+    assert!(h100.contains('±') && !h100.contains("%-") && !h100.contains(" *"), "{h100}");
+    assert!(ascend.contains('±') && ascend.contains('-') && ascend.ends_with(" *"), "{ascend}");
 }

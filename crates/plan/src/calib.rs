@@ -195,6 +195,21 @@ pub fn accuracy_for(kind: &str, family: &str) -> Vec<Accuracy> {
     all.into_iter().filter(|a| a.held_out == "family" && a.kind == kind).collect()
 }
 
+/// The mean error to expect, short, for a table column: the first class's (its family's runs
+/// held out by source) as `±8.9%`, or over family-held-out classes their range, `±10.9-18.6%`.
+pub fn expected_error(classes: &[Accuracy]) -> String {
+    let pct = |x: f64| 100.0 * x;
+    match classes {
+        [] => "?".into(),
+        [a, ..] if a.held_out != "family" => format!("±{:.1}%", pct(a.mean_abs_error)),
+        _ => {
+            let m = classes.iter().map(|a| a.mean_abs_error);
+            let (lo, hi) = m.fold((f64::MAX, 0f64), |(lo, hi), e| (lo.min(e), hi.max(e)));
+            format!("±{:.1}-{:.1}%", pct(lo), pct(hi))
+        }
+    }
+}
+
 /// `plan`'s line about the accuracy of a `kind` prediction on a chip of `family`, from the
 /// classes [`accuracy_for`] gave.
 pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
@@ -375,6 +390,10 @@ mod tests {
         let line = accuracy_line("dense", "no-such-family", &unseen);
         assert!(line.contains("no published dense runs on a chip of the no-such-family family"), "{line}");
         assert!(accuracy_line("moe", "x", &[]).contains("treat as an estimate"));
+        let own_mean = 100.0 * own[0].mean_abs_error;
+        assert_eq!(expected_error(&own), format!("±{own_mean:.1}%"));
+        let range = expected_error(&unseen);
+        assert!(range.starts_with('±') && range.contains('-'), "{range}");
     }
 
     #[test]
