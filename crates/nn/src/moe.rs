@@ -29,8 +29,9 @@
 //!
 //! Aux-loss-free balancing (DeepSeek-V3 section 2.1.2, `bias_balance_rate` gamma > 0): the
 //! selection bias b `[E]` of step 2 is not trained but moved after every training forward from
-//! the layer's preferred loads c_e (slots the pick sends to e before any capacity cap, summed over ranks when the counts are pooled)
-//! and their mean m = N k / E: b_e <- b_e + gamma sign(m - c_e). An overloaded expert's score for
+//! the layer's preferred loads c_e (slots the pick sends to e before any capacity cap, summed
+//! over ranks when the counts are pooled) and their mean m = N k / E:
+//! b_e <- b_e + gamma sign(m - c_e). An overloaded expert's score for
 //! the pick drops, an idle one's rises; the combine weights stay the plain probabilities, so the
 //! bias steers the choice without entering the loss or its gradients. With gradient accumulation
 //! each micro-batch moves it once.
@@ -299,16 +300,15 @@ impl MoeBlock {
         let probs = linear(h, &p(self.router), None)?.softmax()?; // [N, E]
         let host = probs.to_vec_f32()?;
         let plain = top_k(&host, e, k);
-        let scores = match self.selection_bias {
+        // The pick's scores: the probabilities, plus ERNIE's selection bias where there is one.
+        let (scores, mut chosen) = match self.selection_bias {
             Some(b) => {
                 let bias = p(b).to_vec_f32()?;
-                host.iter().enumerate().map(|(i, &x)| x + bias[i % e]).collect()
+                let biased: Vec<f32> = host.iter().enumerate().map(|(i, &x)| x + bias[i % e]).collect();
+                let picks = top_k(&biased, e, k);
+                (biased, picks)
             }
-            None => host,
-        };
-        let mut chosen = match self.selection_bias {
-            Some(_) => top_k(&scores, e, k),
-            None => plain.clone(),
+            None => (host, plain.clone()),
         };
         let preferred = counts(&chosen, e);
         let rerouted = match cfg.capacity_factor {

@@ -1,5 +1,6 @@
 //! The performance model on published training runs (`data/published_runs.toml`): per-row errors,
-//! the fit of the constants, leave-one-source-out cross-validation, and the calibration file.
+//! the fit of the constants, cross-validation (each source, each publisher or each chip family
+//! held out in turn), and the calibration file with the accuracy classes `plan` quotes.
 
 use crate::calib::{self, Accuracy, Constants, CvRow, FitReport};
 use crate::chips::{ChipDb, GIB};
