@@ -61,15 +61,16 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
     }
     println!("objective: {:?}", sched.objective);
     println!(
-        "{:<18} {:<16} {:<22} {:>7} {:>7} {:>7} {:>6} {:>12}  layout",
-        "job", "model", "chips", "start d", "end d", "days", "MFU", "cost USD"
+        "{:<18} {:<16} {:<22} {:>7} {:>7} {:>7} {:>6} {:>12} {:>12}  layout",
+        "job", "model", "chips", "start d", "end d", "days", "MFU", "cost USD", "error"
     );
     for a in &sched.assignments {
         let chips: Vec<String> = a.shares.iter().map(|s| format!("{} x {}", s.count, s.chip)).collect();
         let layouts: Vec<String> = a.shares.iter().map(|s| s.layout.clone()).collect();
         let mfu = a.shares.iter().map(|s| s.mfu).sum::<f64>() / a.shares.len() as f64;
+        let errors: Vec<&str> = a.shares.iter().map(|s| s.error.as_str()).collect();
         println!(
-            "{:<18} {:<16} {:<22} {:>7.1} {:>7.1} {:>7.1} {:>5.1}% {:>12}  {}",
+            "{:<18} {:<16} {:<22} {:>7.1} {:>7.1} {:>7.1} {:>5.1}% {:>12} {:>12}  {}",
             a.job,
             a.model,
             chips.join(" + "),
@@ -78,6 +79,7 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
             a.days,
             100.0 * mfu,
             fmt_opt(a.cost_usd, |c| format!("{c:.0}")),
+            errors.join(" + "),
             layouts.join(" + ")
         );
     }

@@ -356,4 +356,11 @@ fn plan_states_its_accuracy() {
     let (h100, ascend) = (row("h100 "), row("910b "));
     assert!(h100.contains('±') && !h100.contains("%-") && !h100.contains(" *"), "{h100}");
     assert!(ascend.contains('±') && ascend.contains('-') && ascend.ends_with(" *"), "{ascend}");
+    // So does every share of a fleet placement.
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    let sched: serde_json::Value =
+        serde_json::from_str(&assert_ok(&fleet_json(&ex.join("fleet.toml"), &ex.join("jobs.toml")))).unwrap();
+    let shares: Vec<&serde_json::Value> =
+        sched["assignments"].as_array().unwrap().iter().flat_map(|a| a["shares"].as_array().unwrap()).collect();
+    assert!(!shares.is_empty() && shares.iter().all(|s| s["error"].as_str().unwrap().starts_with('±')), "{shares:?}");
 }

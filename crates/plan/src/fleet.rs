@@ -106,6 +106,9 @@ pub struct Share {
     pub tokens_per_s: f64,
     /// Model FLOPs utilisation.
     pub mfu: f64,
+    /// The planner's mean error on published runs like this share's, held out of its fit
+    /// ([`crate::calib::expected_error`]: `±8.9%`, or a range for a chip family without runs).
+    pub error: String,
 }
 
 /// Where and when a job runs.
@@ -384,6 +387,7 @@ pub fn schedule(
                 layout: p.best().estimate.layout.to_string(),
                 tokens_per_s: p.best().estimate.tokens_per_s,
                 mfu: p.best().estimate.mfu,
+                error: crate::calib::expected_error(&p.accuracy),
             })
             .collect();
         out.push(Assignment {
