@@ -174,6 +174,9 @@ pub fn composite(family: &str, dt: DType) -> Tol {
         "softmax" | "log_softmax" | "cross_entropy" => Tol { abs: 2e-5, rel: 2e-5 },
         // Table lookups are exact; the backward sums at most 2 rows per id.
         "embedding" => Tol { abs: 2e-5, rel: 2e-5 },
+        // MoE combine: forward sums at most 3 weighted rows a token; backward dw is one dot
+        // over 33 terms in any blocking (~2 sqrt(33) u |g||y|), dy a single product.
+        "moe_combine" => Tol { abs: 2e-5, rel: 2e-5 },
         // The update divides by sqrt(v) + eps with v ~ 1e-3: a few ulps of m / sqrt(v).
         "adamw" => Tol { abs: 2e-5, rel: 2e-5 },
         // One f32 sum of squares over 800 terms, then a sqrt: ~4 sqrt(800) u.

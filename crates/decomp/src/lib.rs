@@ -14,6 +14,7 @@ mod embedding;
 mod grad_norm;
 mod layer_norm;
 mod linear;
+mod moe;
 mod prims;
 mod rms_norm;
 mod rope;
@@ -76,5 +77,7 @@ pub fn run(port: &dyn Port, call: &Composite) -> Result<()> {
         GradNorm { grads, out } => grad_norm::global(k, grads, out),
         DropoutFwd { x, p, seed, offset, y, mask } => dropout::fwd(k, x, *p, *seed, *offset, y, mask),
         DropoutBwd { dy, mask, dx } => dropout::bwd(k, dy, mask, dx),
+        MoeCombineFwd { y, w, tok, out } => moe::combine_fwd(k, y, w, tok, out),
+        MoeCombineBwd { y, w, tok, dout, dy, dw } => moe::combine_bwd(k, y, w, tok, dout, dy.as_ref(), dw.as_ref()),
     }
 }

@@ -312,6 +312,31 @@ fn swiglu_over_the_two_halves() {
 }
 
 #[test]
+fn moe_combine_sums_each_tokens_weighted_rows() {
+    let p = port();
+    let (s, d, n) = (7, 5, 4);
+    let tok = [2i32, 0, 2, 1, 0, 3, 2]; // token 2 takes three rows, token 1 one
+    let (y, w, g) = (rnd(s * d, 13, 2.0), rnd(s, 14, 1.0), rnd(n * d, 15, 1.0));
+    let (yv, wv, tv) = (up(&p, &y, &[s, d]), up(&p, &w, &[s, 1]), ids(&p, &tok));
+    let (out, dy, dw) = (new(&p, &[n, d]), new(&p, &[s, d]), new(&p, &[s, 1]));
+    run(&p, &Composite::MoeCombineFwd { y: yv.clone(), w: wv.clone(), tok: tv.clone(), out: out.clone() }).unwrap();
+    let dout = up(&p, &g, &[n, d]);
+    run(&p, &Composite::MoeCombineBwd { y: yv, w: wv, tok: tv, dout, dy: Some(dy.clone()), dw: Some(dw.clone()) })
+        .unwrap();
+    let h = |xs: &[Vec<f64>]| {
+        let mut o = vec![0.0; n * d];
+        for (r, &t) in tok.iter().enumerate() {
+            (0..d).for_each(|j| o[t as usize * d + j] += xs[1][r] * xs[0][r * d + j]);
+        }
+        o
+    };
+    let inputs = [y, w];
+    close("moe_combine fwd", &down(&p, &out), &h(&inputs), 1e-5);
+    close("moe_combine bwd dy", &down(&p, &dy), &fd(&h, &inputs, &g, 0), 1e-3);
+    close("moe_combine bwd dw", &down(&p, &dw), &fd(&h, &inputs, &g, 1), 1e-3);
+}
+
+#[test]
 fn cross_entropy_with_ignored_targets() {
     let p = port();
     let (n, v) = (4, 17);

@@ -229,6 +229,10 @@ pub fn composite(call: &Composite) -> Vec<Work> {
         GradNorm { grads, .. } => streaming(2.0, grads.iter().map(|g| g.numel()).sum()),
         DropoutFwd { x, .. } => streaming(25.0, x.numel()),
         DropoutBwd { dy, .. } => streaming(1.0, dy.numel()),
+        // Per element of y: a product and an add forward; backward a product for dy and a
+        // multiply-add for dw.
+        MoeCombineFwd { y, .. } => streaming(2.0, y.numel()),
+        MoeCombineBwd { y, .. } => streaming(3.0, y.numel()),
     }
 }
 
@@ -250,6 +254,7 @@ pub fn is_backward(call: &Composite) -> bool {
             | RopeBwd { .. }
             | LinearBwd { .. }
             | DropoutBwd { .. }
+            | MoeCombineBwd { .. }
     )
 }
 

@@ -148,11 +148,18 @@ pub enum Composite {
     DropoutFwd { x: View, p: f32, seed: u64, offset: u64, y: View, mask: View },
     /// dx = dy * mask.
     DropoutBwd { dy: View, mask: View, dx: View },
+    /// Mixture-of-experts combine: for y `[S, D]` (the experts' output rows), w `[S, 1]` (each
+    /// row's routing weight; F32 or y's dtype) and tok `[S]` I32 (each row's token, below N):
+    /// out `[N, D]` = 0, then out[tok[s]] += w[s] y[s] for s = 0, 1, ... in order. out has y's dtype.
+    MoeCombineFwd { y: View, w: View, tok: View, out: View },
+    /// Gradients of MoeCombineFwd, each written only when present: dy[s] = w[s] dout[tok[s]]
+    /// `[S, D]`, dw[s] = <dout[tok[s]], y[s]> `[S, 1]`.
+    MoeCombineBwd { y: View, w: View, tok: View, dout: View, dy: Option<View>, dw: Option<View> },
 }
 
 impl Composite {
     /// Names of every composite family, as listed in `Capabilities::fused` and reports.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "softmax",
         "log_softmax",
         "layer_norm",
@@ -168,6 +175,7 @@ impl Composite {
         "adamw",
         "grad_norm",
         "dropout",
+        "moe_combine",
     ];
 
     /// Family name of this call (forward and backward share one).
@@ -189,6 +197,7 @@ impl Composite {
             AdamWStep { .. } => "adamw",
             GradNorm { .. } => "grad_norm",
             DropoutFwd { .. } | DropoutBwd { .. } => "dropout",
+            MoeCombineFwd { .. } | MoeCombineBwd { .. } => "moe_combine",
         }
     }
 }
@@ -286,6 +295,10 @@ impl Composite {
                 DropoutFwd { x: f(x), p: *p, seed: *seed, offset: *offset, y: f(y), mask: f(mask) }
             }
             DropoutBwd { dy, mask, dx } => DropoutBwd { dy: f(dy), mask: f(mask), dx: f(dx) },
+            MoeCombineFwd { y, w, tok, out } => MoeCombineFwd { y: f(y), w: f(w), tok: f(tok), out: f(out) },
+            MoeCombineBwd { y, w, tok, dout, dy, dw } => {
+                MoeCombineBwd { y: f(y), w: f(w), tok: f(tok), dout: f(dout), dy: o(dy), dw: o(dw) }
+            }
         }
     }
 
@@ -334,6 +347,11 @@ impl Composite {
             GradNorm { out, .. } => v.push(("out", out)),
             DropoutFwd { y, mask, .. } => v.extend([("y", y), ("mask", mask)]),
             DropoutBwd { dx, .. } => v.push(("dx", dx)),
+            MoeCombineFwd { out, .. } => v.push(("out", out)),
+            MoeCombineBwd { dy, dw, .. } => {
+                v.extend(opt("dy", dy));
+                v.extend(opt("dw", dw));
+            }
         }
         v
     }

@@ -29,6 +29,7 @@ pub(crate) fn all() -> Vec<Case> {
         v.push(adamw(dt));
         v.push(grad_norm(dt));
         v.extend(dropout(dt));
+        v.extend(moe_combine(dt));
     }
     v.extend(linear_mixed_precision());
     v.extend(attention_mixed_precision());
@@ -428,6 +429,34 @@ fn embedding(dt: DType) -> Vec<Case> {
         }),
         Case::new(format!("embedding bwd {dt}"), dt, move |o| {
             Ok(Composite::EmbeddingBwd { ids: o.ids(&ids)?, dout: o.x(&dout, &[4, 5])?, dtable: o.out(&[7, 5])? })
+        }),
+    ]
+}
+
+/// MoE combine and its backward, with one token taking three rows and one none.
+fn moe_combine(dt: DType) -> Vec<Case> {
+    let (s, d, n) = (9, 33, 5);
+    let (y, w, dout) = (data(s * d, 41, 2.0), data(s, 42, 1.0), data(n * d, 43, 1.0));
+    let tok = [2, 0, 2, 1, 0, 3, 2, 1, 0]; // token 4 gets no row: its output row is zero
+    let (y2, w2) = (y.clone(), w.clone());
+    vec![
+        Case::new(format!("moe_combine fwd {dt}"), dt, move |o| {
+            Ok(Composite::MoeCombineFwd {
+                y: o.x(&y, &[s, d])?,
+                w: o.x(&w, &[s, 1])?,
+                tok: o.ids(&tok)?,
+                out: o.out(&[n, d])?,
+            })
+        }),
+        Case::new(format!("moe_combine bwd {dt}"), dt, move |o| {
+            Ok(Composite::MoeCombineBwd {
+                y: o.x(&y2, &[s, d])?,
+                w: o.x(&w2, &[s, 1])?,
+                tok: o.ids(&tok)?,
+                dout: o.x(&dout, &[n, d])?,
+                dy: Some(o.out(&[s, d])?),
+                dw: Some(o.out(&[s, 1])?),
+            })
         }),
     ]
 }

@@ -1,9 +1,10 @@
 //! Mixture-of-experts compute after routing: grouped SwiGLU experts over expert-sorted rows,
 //! and the weighted combine back to token order. Routing itself (softmax, top-k) and the
 //! dispatch gather are ordinary ops; these two are each ONE autograd node with an analytic
-//! backward written against the composites every dense model uses (`LinearFwd/Bwd`,
-//! `SwigluFwd/Bwd`) and primitives (`gather_rows`, `scatter_add_rows`, `binary`, `reduce`), so
-//! MoE adds nothing to the port contract.
+//! backward. The experts are written against the composites every dense model uses
+//! (`LinearFwd/Bwd`, `SwigluFwd/Bwd`); the combine is the one composite MoE adds to the port
+//! contract (`MoeCombineFwd/Bwd`), with a default decomposition into `gather_rows`,
+//! `scatter_add_rows`, `binary` and `reduce`, so a port that fuses nothing still runs it.
 //!
 //! Grouped experts, for x `[S, d]` whose rows `offsets[e]..offsets[e+1]` go to expert e:
 //!   h_e = x_e U_e^T `[n_e, 2F]` (gate half then up half), a_e = silu(g_e) * u_e,
@@ -17,11 +18,13 @@
 //! Combine, for y `[S, d]`, weights w `[S, 1]` and the token of each row tok `[S]` (I32):
 //!   out `[N, d]`, out[tok[s]] += w[s] y[s];
 //!   dy[s] = w[s] dout[tok[s]], dw[s] = <dout[tok[s]], y[s]>.
+//! It is the `MoeCombineFwd`/`MoeCombineBwd` composite (default decomposition: a product and a
+//! scatter-add of rows forward, a gather and products backward; fused on `cpu`).
 
 use super::composite::run;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
-use anychip_port::{BinaryOp, Composite, DType, Layout, ReduceOp, View};
+use anychip_port::{Composite, DType, Layout, View};
 
 /// Rows `start..start + len` of a contiguous 2-D view (no copy).
 fn rows(v: &View, start: usize, len: usize) -> View {
@@ -149,7 +152,8 @@ fn experts_backward(
 }
 
 /// out `[n_tokens, d]` with out[tok[s]] = sum of w[s] y[s] over the rows s of that token, for
-/// y `[S, d]`, w `[S, 1]` and tok `[S]` (I32, values below `n_tokens`).
+/// y `[S, d]`, w `[S, 1]` and tok `[S]` (I32, values below `n_tokens`): the `MoeCombine`
+/// composite each way.
 pub fn moe_combine(y: &Tensor, w: &Tensor, tok: &Tensor, n_tokens: usize) -> Result<Tensor> {
     let s = y.dim(0);
     if y.rank() != 2 || w.shape() != [s, 1] || tok.shape() != [s] || tok.dtype() != DType::I32 {
@@ -158,35 +162,18 @@ pub fn moe_combine(y: &Tensor, w: &Tensor, tok: &Tensor, n_tokens: usize) -> Res
             format!("y {:?}, w {:?}, tok {:?} {}", y.shape(), w.shape(), tok.shape(), tok.dtype()),
         );
     }
-    let d = y.dim(1);
     let (y, w, tok) = (y.contiguous()?, w.contiguous()?, tok.contiguous()?.detach());
     let port = y.port().clone();
-    let weighted = y.empty_like()?;
-    port.binary(BinaryOp::Mul, &y.view(), &w.detach().expand(&[s, d])?.view(), &weighted.view())?;
-    let out = Tensor::zeros(&port, &[n_tokens, d], y.dtype())?;
-    port.scatter_add_rows(&weighted.view(), &tok.view(), &out.view())?;
-    drop(weighted);
+    let out = y.empty_on(&[n_tokens, y.dim(1)], y.dtype())?;
     let (yd, wd) = (y.detach(), w.detach());
+    run(&port, Composite::MoeCombineFwd { y: yd.view(), w: wd.view(), tok: tok.view(), out: out.view() })?;
     Ok(out.record("moe_combine", &[&y, &w], move |g, needs| {
         let g = g.contiguous()?;
-        let port = g.port().clone();
-        let picked = yd.empty_like()?;
-        port.gather_rows(&g.view(), &tok.view(), &picked.view())?;
-        let dy = if needs[0] {
-            let dy = yd.empty_like()?;
-            port.binary(BinaryOp::Mul, &picked.view(), &wd.expand(&[s, d])?.view(), &dy.view())?;
-            Some(dy)
-        } else {
-            None
-        };
-        let dw = if needs[1] {
-            port.binary(BinaryOp::Mul, &picked.view(), &yd.view(), &picked.view())?;
-            let dw = wd.empty_like()?;
-            port.reduce(ReduceOp::Sum, &picked.view(), &dw.view())?;
-            Some(dw)
-        } else {
-            None
-        };
+        let dy = if needs[0] { Some(yd.empty_like()?) } else { None };
+        let dw = if needs[1] { Some(wd.empty_like()?) } else { None };
+        let (y, w, tok, dout) = (yd.view(), wd.view(), tok.view(), g.view());
+        let (dyv, dwv) = (dy.as_ref().map(|t| t.view()), dw.as_ref().map(|t| t.view()));
+        run(g.port(), Composite::MoeCombineBwd { y, w, tok, dout, dy: dyv, dw: dwv })?;
         Ok(vec![dy, dw])
     }))
 }

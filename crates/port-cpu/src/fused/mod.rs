@@ -9,6 +9,7 @@ mod attention;
 mod cross_entropy;
 mod embedding;
 mod linear;
+mod moe;
 mod norm;
 mod optim;
 mod rope;
@@ -71,6 +72,8 @@ pub fn run(call: &Composite) -> Result<Handled> {
         GradNorm { grads, out } => optim::grad_norm(grads, out),
         DropoutFwd { x, p, seed, offset, y, mask } => activation::dropout_fwd(x, *p, *seed, *offset, y, mask),
         DropoutBwd { dy, mask, dx } => activation::dropout_bwd(dy, mask, dx),
+        MoeCombineFwd { y, w, tok, out } => moe::combine_fwd(y, w, tok, out),
+        MoeCombineBwd { y, w, tok, dout, dy, dw } => moe::combine_bwd(y, w, tok, dout, dy.as_ref(), dw.as_ref()),
     }
 }
 
@@ -119,6 +122,10 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
         }
         DropoutFwd { x, y, mask, .. } => add(&[Some(x), Some(y), Some(mask)]),
         DropoutBwd { dy, mask, dx } => add(&[Some(dy), Some(mask), Some(dx)]),
+        MoeCombineFwd { y, w, tok, out } => add(&[Some(y), Some(w), Some(tok), Some(out)]),
+        MoeCombineBwd { y, w, tok, dout, dy, dw } => {
+            add(&[Some(y), Some(w), Some(tok), Some(dout), dy.as_ref(), dw.as_ref()])
+        }
     }
     v
 }

@@ -6,7 +6,7 @@ use anychip_port::{invalid, DType, Result, View};
 use rayon::prelude::*;
 
 /// Read and range-check the I32 index vector.
-fn indices(idx: &View, rows: usize) -> Result<Vec<usize>> {
+pub(crate) fn indices(idx: &View, rows: usize) -> Result<Vec<usize>> {
     if idx.dtype != DType::I32 || idx.shape().len() != 1 {
         return invalid(format!("row indices must be a rank-1 i32 tensor, got {} {:?}", idx.dtype, idx.shape()));
     }
