@@ -7,9 +7,12 @@
 #     their validation loss, and the MoE run's busiest-expert load after warm-up is read from
 #     its metrics.jsonl (the issue's bound is 2x the mean share), with the router's own picks before
 #     moe-tiny's capacity cap and the share of slots the cap moved.
-#   bench/moe_vs_dense.sh BINARY [REPEATS=3] [DENSE_STEPS=300]
+#  3. with SEEDS (comma-separated), step 2 runs once per seed, and the last lines give each seed's
+#     pair of losses and their mean difference: at these budgets one seed moves the loss by
+#     several hundredths, more than the gap being measured.
+#   bench/moe_vs_dense.sh BINARY [REPEATS=3] [DENSE_STEPS=300] [SEEDS=1337]
 set -euo pipefail
-bin="$1"; repeats="${2:-3}"; dense_steps="${3:-300}"
+bin="$1"; repeats="${2:-3}"; dense_steps="${3:-300}"; seeds="${4:-1337}"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 step_ms() { sed -E 's/.*\| step ([0-9.]+) ms.*/\1/'; }
 for i in $(seq "$repeats"); do
@@ -28,14 +31,17 @@ echo "median step: dense $dense_ms ms, moe-tiny $moe_ms ms, moe/dense $(python3 
 "$bin" bench --preset moe-tiny --batch 16 --ctx 128 --steps 5 --warmup 2 --profile | grep -E "^ *(kind|matmul|moe_|attention|elementwise|norms|cross|optim)" || true
 
 flags=(--eval-every 0 --ckpt-every 0 --quiet)
-"$bin" train --preset shakespeare-bytes --steps "$dense_steps" "${flags[@]}" --out "$work/dense" | tee "$work/dense.txt"
 # The steps moe-tiny's median step fits in the dense run's stepping time (dense steps x dense
 # step): not the dense run's wall, which also holds start-up and the final validation that the
 # MoE run pays again on top of its own steps.
 moe_steps=$(python3 -c "print(max(1, round($dense_steps * $dense_ms / $moe_ms)))")
 echo "moe-tiny gets $moe_steps steps for the dense run's $dense_steps steps of $dense_ms ms"
-"$bin" train --preset moe-tiny --steps "$moe_steps" "${flags[@]}" --out "$work/moe" | tee "$work/moe.txt"
-python3 - "$work/moe/metrics.jsonl" "$moe_steps" <<'PY'
+val() { sed -nE 's/.*val loss ([0-9.]+).*/\1/p' "$1" | tail -1; }
+for seed in ${seeds//,/ }; do
+    echo "== seed $seed"
+    "$bin" train --preset shakespeare-bytes --steps "$dense_steps" --seed "$seed" "${flags[@]}" --out "$work/dense-$seed" | tee "$work/dense-$seed.txt"
+    "$bin" train --preset moe-tiny --steps "$moe_steps" --seed "$seed" "${flags[@]}" --out "$work/moe-$seed" | tee "$work/moe-$seed.txt"
+    python3 - "$work/moe-$seed/metrics.jsonl" "$moe_steps" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"moe"' in l]
 warm = max(1, int(sys.argv[2]) // 10)
@@ -51,4 +57,15 @@ moved = sum(m.get("rerouted", 0) for m in late)
 print(f"router's own picks after warm-up: max {max(pref):.2f}x, median {sorted(pref)[len(pref) // 2]:.2f}x, "
       f"{sum(p > 2.0 for p in pref)} of {len(pref)} steps above 2x; the capacity cap moved {moved} of {slots} slots "
       f"({100 * moved / max(slots, 1):.2f}%), {sum(m.get('rerouted', 0) > 0 for m in late)} steps")
+PY
+    echo "$seed $(val "$work/dense-$seed.txt") $(val "$work/moe-$seed.txt")" >> "$work/losses"
+done
+python3 - "$work/losses" "$dense_steps" "$moe_steps" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+print(f"validation at equal wall time (dense {sys.argv[2]} steps, moe-tiny {sys.argv[3]}):")
+for seed, d, m in rows:
+    print(f"  seed {seed}: dense {float(d):.4f}, moe-tiny {float(m):.4f}, moe - dense {float(m) - float(d):+.4f}")
+diff = sum(float(m) - float(d) for _, d, m in rows) / len(rows)
+print(f"  mean over {len(rows)} seed(s): moe - dense {diff:+.4f} ({'moe-tiny at least as good' if diff <= 0 else 'moe-tiny behind'})")
 PY
