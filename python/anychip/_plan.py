@@ -45,9 +45,10 @@ def plan(
     """The best parallel layouts of one training job (as ``anychip plan``): ``model`` a preset
     (e.g. ``qwen3-8b``) or TOML model file, ``chips`` ``NAME:COUNT`` (e.g. ``h20:1024``),
     ``tokens`` the training tokens. Returns the plan (the JSON of ``anychip plan --json``, with
-    ``accuracy``: the planner's cross-validated error on published runs like this one) with ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout,
-    step_s, tokens_per_s, mfu, memory_gib, days, energy_mwh, cost_usd, ...), and ``best``, the
-    first of them."""
+    ``accuracy``: the planner's cross-validated error on published runs like this one) with
+    ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout, step_s,
+    tokens_per_s, mfu, memory_gib, days, energy_mwh, cost_usd, ...), and ``best``, the first of
+    them."""
     if top < 1:
         raise InputError("top must be at least 1")
     p = json.loads(

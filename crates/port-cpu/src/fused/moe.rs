@@ -9,7 +9,7 @@
 
 use super::{floats, par_rows, rows_cols, Scratch};
 use crate::elem::{dot, finish_row, load, raw, row, row_mut, store};
-use crate::prim::rows::indices;
+use crate::prim::rows::{group_by_target, indices};
 use anychip_port::{invalid, Handled, Result, View};
 
 /// out = 0; out[tok[s]] += w[s] y[s] for s in order.
@@ -24,7 +24,7 @@ pub fn combine_fwd(y: &View, w: &View, tok: &View, out: &View) -> Result<Handled
     if yr.id == outr.id {
         return Ok(Handled::No);
     }
-    let (starts, order) = by_token(&ids, n);
+    let (starts, order) = group_by_target(&ids, n);
     let (y0, o0) = (y.layout.offset, out.layout.offset);
     par_rows(n, d, |sc: &mut Scratch, t| {
         let [sy, so, ..] = &mut sc.0;
@@ -106,18 +106,4 @@ fn weights(w: &View, s: usize) -> Result<Vec<f32>> {
     // SAFETY: w is contiguous with s elements (checked), in bounds by `raw`.
     unsafe { load(raw(w)?, w.layout.offset, 1, &mut host) };
     Ok(host)
-}
-
-/// The rows of each token in increasing order: token t's rows are
-/// `order[starts[t]..starts[t + 1]]` (a stable counting sort of `ids` over `n` tokens).
-fn by_token(ids: &[usize], n: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut starts = vec![0usize; n + 1];
-    ids.iter().for_each(|&t| starts[t + 1] += 1);
-    (0..n).for_each(|t| starts[t + 1] += starts[t]);
-    let (mut next, mut order) = (starts.clone(), vec![0usize; ids.len()]);
-    for (r, &t) in ids.iter().enumerate() {
-        order[next[t]] = r;
-        next[t] += 1;
-    }
-    (starts, order)
 }

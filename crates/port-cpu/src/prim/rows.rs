@@ -25,6 +25,21 @@ pub(crate) fn indices(idx: &View, rows: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// The positions of `ids` grouped by target, each group in ascending position: target t's are
+/// `order[starts[t]..starts[t + 1]]` (a stable counting sort over `targets` rows; every id is
+/// below `targets`, as [`indices`] checks).
+pub(crate) fn group_by_target(ids: &[usize], targets: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut starts = vec![0usize; targets + 1];
+    ids.iter().for_each(|&t| starts[t + 1] += 1);
+    (0..targets).for_each(|t| starts[t + 1] += starts[t]);
+    let (mut next, mut order) = (starts.clone(), vec![0usize; ids.len()]);
+    for (r, &t) in ids.iter().enumerate() {
+        order[next[t]] = r;
+        next[t] += 1;
+    }
+    (starts, order)
+}
+
 fn check2(v: &View, what: &str) -> Result<(usize, usize)> {
     match v.shape() {
         [a, b] => Ok((*a, *b)),
@@ -89,9 +104,8 @@ pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
         return invalid(format!("scatter_add_rows: src [{n},{d}], {} indices, out [{v},{d2}] do not match", ids.len()));
     }
     let (s, o) = (raw(src)?, raw(out)?);
-    // Stable sort: positions with the same target keep their ascending order.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&r| ids[r]);
+    // Positions with the same target keep their ascending order.
+    let (_, order) = group_by_target(&ids, v);
     let one = |t: usize| {
         let (c0, w) = (t * COLS, COLS.min(d - t * COLS));
         let (mut x, mut y) = ([0f32; COLS], [0f32; COLS]);
