@@ -262,12 +262,21 @@ impl Walk {
 
     /// Run `f` on every block, in parallel when the walk is large enough to pay for it.
     pub fn for_each(&self, f: impl Fn(Block) + Sync + Send) {
+        self.for_each_init(|| (), |_, b| f(b));
+    }
+
+    /// [`Walk::for_each`] with a scratch value made by `init` once per task (once in all when
+    /// the walk runs serially) and lent to every block the task runs: a block's scratch made
+    /// afresh cost more than the block itself where the last axis is short (a [N, 2] walk is N
+    /// blocks of 2 elements, each zeroing its BLOCK-wide buffers).
+    pub fn for_each_init<S>(&self, init: impl Fn() -> S + Sync + Send, f: impl Fn(&mut S, Block) + Sync + Send) {
         let n = self.blocks();
         if self.numel() < PAR_MIN {
-            (0..n).for_each(|b| f(self.block(b)));
+            let mut s = init();
+            (0..n).for_each(|b| f(&mut s, self.block(b)));
         } else {
             let per = (PAR_MIN / BLOCK.min(*self.shape.last().unwrap()).max(1)).max(1);
-            (0..n).into_par_iter().with_min_len(per).for_each(|b| f(self.block(b)));
+            (0..n).into_par_iter().with_min_len(per).for_each_init(init, |s, b| f(s, self.block(b)));
         }
     }
 }
@@ -300,37 +309,38 @@ pub fn map<const N: usize>(
     }
     let raws = raws.map(|r| r.unwrap());
     let o = raw(out)?;
-    walk.for_each(|b| {
-        let mut scratch = [[0f32; BLOCK]; N];
-        let mut oscr = [0f32; BLOCK];
-        let n = b.len;
-        let mut slices: [&[f32]; N] = [&[]; N];
-        // Split scratch so each input may borrow its own block.
-        let mut rest: &mut [[f32; BLOCK]] = &mut scratch;
-        for i in 0..N {
-            let (head, tail) = rest.split_first_mut().unwrap();
-            rest = tail;
-            let r = raws[i];
-            slices[i] = if r.dtype == anychip_port::DType::F32 && b.stride[i] == 1 && r.id != o.id {
-                // SAFETY: in bounds (checked by `raw`), and not the output buffer.
-                unsafe { std::slice::from_raw_parts(r.ptr::<f32>().add(b.at[i]), n) }
+    walk.for_each_init(
+        || ([[0f32; BLOCK]; N], [0f32; BLOCK]),
+        |(scratch, oscr), b| {
+            let n = b.len;
+            let mut slices: [&[f32]; N] = [&[]; N];
+            // Split scratch so each input may borrow its own block.
+            let mut rest: &mut [[f32; BLOCK]] = scratch;
+            for i in 0..N {
+                let (head, tail) = rest.split_first_mut().unwrap();
+                rest = tail;
+                let r = raws[i];
+                slices[i] = if r.dtype == anychip_port::DType::F32 && b.stride[i] == 1 && r.id != o.id {
+                    // SAFETY: in bounds (checked by `raw`), and not the output buffer.
+                    unsafe { std::slice::from_raw_parts(r.ptr::<f32>().add(b.at[i]), n) }
+                } else {
+                    // SAFETY: in bounds; read before this block's elements are written.
+                    unsafe { load(r, b.at[i], b.stride[i], &mut head[..n]) };
+                    &head[..n]
+                };
+            }
+            let os = b.stride[N];
+            if o.dtype == anychip_port::DType::F32 && os == 1 {
+                // SAFETY: blocks are disjoint in the output, so this slice is ours alone.
+                let dst = unsafe { std::slice::from_raw_parts_mut(o.ptr::<f32>().add(b.at[N]), n) };
+                f(slices, dst);
             } else {
-                // SAFETY: in bounds; read before this block's elements are written.
-                unsafe { load(r, b.at[i], b.stride[i], &mut head[..n]) };
-                &head[..n]
-            };
-        }
-        let os = b.stride[N];
-        if o.dtype == anychip_port::DType::F32 && os == 1 {
-            // SAFETY: blocks are disjoint in the output, so this slice is ours alone.
-            let dst = unsafe { std::slice::from_raw_parts_mut(o.ptr::<f32>().add(b.at[N]), n) };
-            f(slices, dst);
-        } else {
-            f(slices, &mut oscr[..n]);
-            // SAFETY: as above.
-            unsafe { store(o, b.at[N], os, &oscr[..n]) };
-        }
-    });
+                f(slices, &mut oscr[..n]);
+                // SAFETY: as above.
+                unsafe { store(o, b.at[N], os, &oscr[..n]) };
+            }
+        },
+    );
     Ok(())
 }
 

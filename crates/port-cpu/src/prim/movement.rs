@@ -40,27 +40,29 @@ pub fn cast(x: &View, out: &View) -> Result<()> {
     dense_out(out)?;
     let (xr, o) = (raw(x)?, raw(out)?);
     let walk = Walk::new(&[&x.layout, &out.layout])?;
-    walk.for_each(|b| {
-        if x.dtype == DType::F32 && out.dtype == DType::BF16 && b.stride[0] == 1 && b.stride[1] == 1 {
-            // The mixed-precision hot path: straight from one slice to the other.
-            // SAFETY: in bounds; blocks disjoint in the output; distinct dtypes, so x and out
-            // are different buffers (in-place is only allowed with one layout and dtype).
-            unsafe {
-                let src = std::slice::from_raw_parts(xr.ptr::<f32>().add(b.at[0]), b.len);
-                let dst = std::slice::from_raw_parts_mut(o.ptr::<u16>().add(b.at[1]), b.len);
-                crate::math::f32_to_bf16_slice(src, dst);
+    walk.for_each_init(
+        || [0f32; BLOCK],
+        |t, b| {
+            if x.dtype == DType::F32 && out.dtype == DType::BF16 && b.stride[0] == 1 && b.stride[1] == 1 {
+                // The mixed-precision hot path: straight from one slice to the other.
+                // SAFETY: in bounds; blocks disjoint in the output; distinct dtypes, so x and out
+                // are different buffers (in-place is only allowed with one layout and dtype).
+                unsafe {
+                    let src = std::slice::from_raw_parts(xr.ptr::<f32>().add(b.at[0]), b.len);
+                    let dst = std::slice::from_raw_parts_mut(o.ptr::<u16>().add(b.at[1]), b.len);
+                    crate::math::f32_to_bf16_slice(src, dst);
+                }
+                return;
             }
-            return;
-        }
-        let mut t = [0f32; BLOCK];
-        let t = &mut t[..b.len];
-        // I32 -> float rounds once (i32 as f32); float -> I32 truncates in `store`.
-        // SAFETY: in bounds; blocks disjoint in the output; x is read before out is written.
-        unsafe {
-            load(xr, b.at[0], b.stride[0], t);
-            store(o, b.at[1], b.stride[1], t);
-        }
-    });
+            let t = &mut t[..b.len];
+            // I32 -> float rounds once (i32 as f32); float -> I32 truncates in `store`.
+            // SAFETY: in bounds; blocks disjoint in the output; x is read before out is written.
+            unsafe {
+                load(xr, b.at[0], b.stride[0], t);
+                store(o, b.at[1], b.stride[1], t);
+            }
+        },
+    );
     Ok(())
 }
 

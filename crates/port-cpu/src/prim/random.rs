@@ -29,16 +29,18 @@ pub fn random(dist: Distribution, seed: u64, offset: u64, out: &View) -> Result<
     dense_out(out)?;
     let o = raw(out)?;
     let walk = Walk::new(&[&out.layout])?;
-    walk.for_each(|b| {
-        let mut t = [0f32; BLOCK];
-        let t = &mut t[..b.len];
-        let first = offset + b.linear as u64;
-        match dist {
-            Distribution::Uniform => uniform_into(seed, first, t),
-            Distribution::Normal => t.iter_mut().enumerate().for_each(|(j, v)| *v = normal(seed, first + j as u64)),
-        }
-        // SAFETY: blocks are disjoint and in bounds.
-        unsafe { store(o, b.at[0], b.stride[0], t) };
-    });
+    walk.for_each_init(
+        || [0f32; BLOCK],
+        |t, b| {
+            let t = &mut t[..b.len];
+            let first = offset + b.linear as u64;
+            match dist {
+                Distribution::Uniform => uniform_into(seed, first, t),
+                Distribution::Normal => t.iter_mut().enumerate().for_each(|(j, v)| *v = normal(seed, first + j as u64)),
+            }
+            // SAFETY: blocks are disjoint and in bounds.
+            unsafe { store(o, b.at[0], b.stride[0], t) };
+        },
+    );
     Ok(())
 }

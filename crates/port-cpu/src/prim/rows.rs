@@ -53,12 +53,17 @@ fn at(v: &View, r: usize, c0: usize) -> (usize, usize) {
     (l.offset + r * l.strides[0] + c0 * l.strides[1], l.strides[1])
 }
 
-/// Copy `w` columns starting at c0 of row `from` in `src` to row `to` of `dst` (through f32).
+/// Copy `w` columns starting at c0 of row `from` in `src` to row `to` of `dst`: byte for byte
+/// when both are unit-stride rows of one dtype, otherwise through `t` as f32.
 #[allow(clippy::too_many_arguments)]
-unsafe fn move_row(src: &View, s: Raw, from: usize, dst: &View, d: Raw, to: usize, c0: usize, w: usize) {
-    let mut t = [0f32; BLOCK];
+unsafe fn move_row(src: &View, s: Raw, from: usize, dst: &View, d: Raw, to: usize, c0: usize, w: usize, t: &mut [f32]) {
     let (a, sa) = at(src, from, c0);
     let (b, sb) = at(dst, to, c0);
+    if s.dtype == d.dtype && sa == 1 && sb == 1 {
+        let size = s.dtype.size();
+        std::ptr::copy_nonoverlapping(s.ptr::<u8>().add(a * size), d.ptr::<u8>().add(b * size), w * size);
+        return;
+    }
     load(s, a, sa, &mut t[..w]);
     store(d, b, sb, &t[..w]);
 }
@@ -73,16 +78,19 @@ pub fn gather_rows(table: &View, idx: &View, out: &View) -> Result<()> {
         return invalid(format!("gather_rows: table [{v},{d}], {} indices, out [{n},{d2}] do not match", ids.len()));
     }
     let (t, o) = (raw(table)?, raw(out)?);
-    let one = |r: usize| {
+    // One conversion buffer per task, not per row: zeroing a BLOCK-wide buffer for every row
+    // cost more than moving a short row.
+    let one = |buf: &mut [f32; BLOCK], r: usize| {
         for c0 in (0..d).step_by(BLOCK) {
             // SAFETY: in bounds; each output row belongs to one task.
-            unsafe { move_row(table, t, ids[r], out, o, r, c0, BLOCK.min(d - c0)) };
+            unsafe { move_row(table, t, ids[r], out, o, r, c0, BLOCK.min(d - c0), buf) };
         }
     };
     if n * d < PAR_MIN {
-        (0..n).for_each(one);
+        let mut buf = [0f32; BLOCK];
+        (0..n).for_each(|r| one(&mut buf, r));
     } else {
-        (0..n).into_par_iter().for_each(one);
+        (0..n).into_par_iter().for_each_init(|| [0f32; BLOCK], |buf, r| one(buf, r));
     }
     Ok(())
 }
