@@ -268,7 +268,11 @@ fn config_from_flags(a: &TrainArgs) -> Result<TrainConfig> {
     set(&mut cfg.ckpt_every, a.ckpt_every);
     set(&mut cfg.seed, a.seed);
     apply_optimizer_flags(&mut cfg, a);
-    anychip_train::resume::set_capacity_factor(&mut cfg, a.capacity_factor)?;
+    // On --resume the model above is a placeholder: the flag is applied to the checkpoint's
+    // model with the other resume flags (`resume_flags`).
+    if a.resume.is_none() {
+        anychip_train::resume::set_capacity_factor(&mut cfg, a.capacity_factor)?;
+    }
     Ok(cfg)
 }
 

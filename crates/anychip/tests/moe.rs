@@ -121,6 +121,10 @@ fn moe_tiny_trains_and_logs_router_statistics() {
         let (router, moved) = (m["router_max_load_ratio"].as_f64().unwrap(), m["rerouted"].as_u64().unwrap());
         assert_eq!(router > 2.0, moved > 0, "slots move exactly when the router's picks exceed the cap: {m}");
     }
+    // A resumed run may change the capacity (routing shapes no weight): here to uncapped.
+    let (code, stdout, err) = run(&["train", "--resume", s(&out), "--steps", "4", "--capacity-factor", "0"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(format!("{stdout}{err}").contains("capacity factor 2 -> uncapped"), "{stdout}{err}");
 }
 
 #[test]
