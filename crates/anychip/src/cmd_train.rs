@@ -68,7 +68,7 @@ pub struct TrainArgs {
     /// Micro-batches accumulated per step.
     #[arg(long)]
     accum: Option<usize>,
-    /// Peak learning rate (cosine decay to a tenth of it).
+    /// Peak learning rate (cosine decay to a tenth of it). Default: 3e-3; moe-tiny 2e-3.
     #[arg(long)]
     lr: Option<f32>,
     /// Warm-up steps (default 50, but at most a tenth of --steps).
