@@ -21,6 +21,6 @@ pub use ops::attention::{attention, attention_autocast, attention_qkv, attention
 pub use ops::composite::{adamw_step, grad_norm};
 pub use ops::composite::{cross_entropy, embedding, linear, linear_autocast, rope, AdamWParams};
 pub use ops::glu::swiglu;
-pub use ops::moe::{moe_combine, moe_experts};
+pub use ops::moe::{moe_combine, moe_experts, moe_router};
 pub use region::{current_region, in_region};
 pub use tensor::Tensor;

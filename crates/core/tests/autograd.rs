@@ -452,3 +452,21 @@ fn moe_combine_weights_and_sums_rows_per_token() {
         }
     }
 }
+
+#[test]
+fn moe_router_matches_linear_then_softmax() {
+    use anychip_core::{linear, moe_router};
+    let p = port();
+    check(&[&[5, 4], &[3, 4]], |t| moe_router(&t[0], &t[1]));
+    // With x detached (the load-balancing loss's router) only w gets a gradient.
+    let x = Tensor::from_f32(&p, &data(20, 5), &[5, 4], DType::F32).unwrap().with_requires_grad();
+    let w = Tensor::from_f32(&p, &data(12, 6), &[3, 4], DType::F32).unwrap().with_requires_grad();
+    let (got, want) = (moe_router(&x, &w).unwrap(), linear(&x, &w, None).unwrap().softmax().unwrap());
+    for (g, v) in got.to_vec_f32().unwrap().iter().zip(want.to_vec_f32().unwrap()) {
+        assert!((g - v).abs() < 1e-6, "{g} vs {v}");
+    }
+    let g = moe_router(&x.detach(), &w).unwrap().sum().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none() && g.get(&w).is_some());
+    let bad = moe_router(&x, &Tensor::from_f32(&p, &data(15, 7), &[3, 5], DType::F32).unwrap());
+    assert!(bad.unwrap_err().to_string().contains("moe_router"));
+}

@@ -79,5 +79,9 @@ pub fn run(port: &dyn Port, call: &Composite) -> Result<()> {
         DropoutBwd { dy, mask, dx } => dropout::bwd(k, dy, mask, dx),
         MoeCombineFwd { y, w, tok, out } => moe::combine_fwd(k, y, w, tok, out),
         MoeCombineBwd { y, w, tok, dout, dy, dw } => moe::combine_bwd(k, y, w, tok, dout, dy.as_ref(), dw.as_ref()),
+        MoeRouterFwd { x, w, probs } => moe::router_fwd(k, x, w, probs),
+        MoeRouterBwd { x, w, probs, dprobs, dx, dw } => {
+            moe::router_bwd(k, x, w, probs, dprobs, dx.as_ref(), dw.as_ref())
+        }
     }
 }

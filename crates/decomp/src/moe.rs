@@ -1,14 +1,62 @@
-//! Mixture-of-experts combine: the experts' output rows weighted and summed back into their
-//! tokens' rows, forward and analytic backward.
+//! Mixture-of-experts router and combine, forward and analytic backward.
 //!
-//! For y `[S, D]`, routing weights w `[S, 1]` and each row's token tok `[S]`:
+//! Router, for x `[N, D]` and w `[E, D]`: z = x w^T `[N, E]` in f32, probs = softmax(z) per row;
+//!   dz = probs * (dprobs - rowsum(dprobs * probs));  dx = dz w `[N, D]`;  dw = dz^T x `[E, D]`.
+//! It is the linear and softmax decompositions chained through an f32 scratch, z forward and dz
+//! backward, so neither is rounded to a narrower dtype between the two.
+//!
+//! Combine: the experts' output rows weighted and summed back into their tokens' rows. For
+//! y `[S, D]`, routing weights w `[S, 1]` and each row's token tok `[S]`:
 //!   out `[N, D]`: out[t] = sum over the rows s with tok[s] = t of w[s] y[s] (in increasing s);
 //!   dy[s] = w[s] dout[tok[s]];  dw[s] = <dout[tok[s]], y[s]>.
 //! Forward is a product and a scatter-add of rows; backward a gather of rows, then a product for
 //! dy and a product with a row sum for dw.
 
 use crate::prims::{bcast, Prims};
-use anychip_port::{DType, ReduceOp, Result, View};
+use crate::{linear, softmax};
+use anychip_port::{invalid, DType, ReduceOp, Result, View};
+
+/// z = x w^T into an f32 scratch, then probs = softmax(z).
+pub(crate) fn router_fwd(k: &Prims, x: &View, w: &View, probs: &View) -> Result<()> {
+    check_router(x, w, &[probs], None, None)?;
+    let z = k.alloc(probs.shape())?;
+    linear::fwd(k, x, w, None, &z)?;
+    softmax::softmax_fwd(k, &z, probs)
+}
+
+/// dz = probs * (dprobs - rowsum(dprobs * probs)) into an f32 scratch, then dx = dz w and
+/// dw = dz^T x (each when present).
+pub(crate) fn router_bwd(
+    k: &Prims,
+    x: &View,
+    w: &View,
+    probs: &View,
+    dprobs: &View,
+    dx: Option<&View>,
+    dw: Option<&View>,
+) -> Result<()> {
+    check_router(x, w, &[probs, dprobs], dx, dw)?;
+    let dz = k.alloc(probs.shape())?;
+    softmax::softmax_bwd(k, probs, dprobs, &dz)?;
+    linear::bwd(k, x, w, &dz, dx, dw, None)
+}
+
+/// x `[N, D]`, w `[E, D]`, every `ne` view `[N, E]`, dx and dw (when present) shaped as x and w.
+fn check_router(x: &View, w: &View, ne: &[&View], dx: Option<&View>, dw: Option<&View>) -> Result<()> {
+    let (xs, ws) = (x.shape(), w.shape());
+    let ok = xs.len() == 2
+        && ws.len() == 2
+        && xs[1] == ws[1]
+        && ne.iter().all(|v| v.shape() == [xs[0], ws[0]])
+        && dx.is_none_or(|v| v.shape() == xs)
+        && dw.is_none_or(|v| v.shape() == ws);
+    if !ok {
+        return invalid(format!(
+            "moe_router: x {xs:?} and w {ws:?} must be [N, D] and [E, D], with probs and dprobs [N, E] and dx, dw shaped as x, w"
+        ));
+    }
+    Ok(())
+}
 
 pub(crate) fn combine_fwd(k: &Prims, y: &View, w: &View, tok: &View, out: &View) -> Result<()> {
     let weighted = k.mul(&k.f32(y)?, &bcast(&k.f32(w)?, y.shape()))?;

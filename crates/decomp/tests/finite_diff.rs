@@ -337,6 +337,37 @@ fn moe_combine_sums_each_tokens_weighted_rows() {
 }
 
 #[test]
+fn moe_router_is_a_softmax_of_the_product() {
+    let p = port();
+    let (n, d, e) = (6, 5, 4);
+    let (x, w, g) = (rnd(n * d, 16, 1.0), rnd(e * d, 17, 1.0), rnd(n * e, 18, 1.0));
+    let (xv, wv, probs) = (up(&p, &x, &[n, d]), up(&p, &w, &[e, d]), new(&p, &[n, e]));
+    run(&p, &Composite::MoeRouterFwd { x: xv.clone(), w: wv.clone(), probs: probs.clone() }).unwrap();
+    let h = |xs: &[Vec<f64>]| {
+        let z: Vec<f64> =
+            (0..n * e).map(|i| (0..d).map(|c| xs[0][i / e * d + c] * xs[1][i % e * d + c]).sum()).collect();
+        h_softmax(&z, e, false)
+    };
+    let inputs = [x, w];
+    close("moe_router fwd", &down(&p, &probs), &h(&inputs), 1e-5);
+    let (dx, dw, dw_only) = (new(&p, &[n, d]), new(&p, &[e, d]), new(&p, &[e, d]));
+    let dprobs = up(&p, &g, &[n, e]);
+    let bwd = |dx: Option<View>, dw: View| Composite::MoeRouterBwd {
+        x: xv.clone(),
+        w: wv.clone(),
+        probs: probs.clone(),
+        dprobs: dprobs.clone(),
+        dx,
+        dw: Some(dw),
+    };
+    run(&p, &bwd(Some(dx.clone()), dw.clone())).unwrap();
+    run(&p, &bwd(None, dw_only.clone())).unwrap(); // the load-balancing loss's call: dw alone
+    close("moe_router bwd dx", &down(&p, &dx), &fd(&h, &inputs, &g, 0), 1e-3);
+    close("moe_router bwd dw", &down(&p, &dw), &fd(&h, &inputs, &g, 1), 1e-3);
+    close("moe_router bwd dw alone", &down(&p, &dw_only), &down(&p, &dw), 0.0);
+}
+
+#[test]
 fn cross_entropy_with_ignored_targets() {
     let p = port();
     let (n, v) = (4, 17);

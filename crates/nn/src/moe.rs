@@ -1,7 +1,7 @@
 //! The mixture-of-experts feed-forward block and its load-balancing loss.
 //!
 //! Forward for the normalised hidden states h `[N, d]` of one layer:
-//! 1. router: p = softmax(h R^T) `[N, E]`;
+//! 1. router: p = softmax(h R^T) `[N, E]` (one composite, [`moe_router`]);
 //! 2. top-k on the host: each token's k largest p (plus the selection bias when the config has
 //!    one, ERNIE 4.5) pick its experts; the weights are those experts' p, divided by their sum
 //!    when `norm_topk_prob` (Qwen3-MoE's flag; ERNIE always does it);
@@ -47,7 +47,9 @@
 //! and never reaches h, whose shape the language-model loss alone decides.
 
 use crate::params::ParamKind;
-use anychip_core::{all_to_all_rows, embedding, in_region, linear, moe_combine, moe_experts, swiglu, Result, Tensor};
+use anychip_core::{
+    all_to_all_rows, embedding, in_region, linear, moe_combine, moe_experts, moe_router, swiglu, Result, Tensor,
+};
 use anychip_model_config::MoeConfig;
 use anychip_port::{Collectives, DType, Port};
 use std::ops::Range;
@@ -264,7 +266,7 @@ impl MoeBlock {
         }
         let aux_probs = |probs: Tensor| -> Result<Tensor> {
             let probs = match cfg.aux_loss_router_only {
-                true => linear(&h.detach(), &p(self.router), None)?.softmax()?,
+                true => moe_router(&h.detach(), &p(self.router))?,
                 false => probs,
             };
             probs.sum_axes(&[0], false)
@@ -297,7 +299,7 @@ impl MoeBlock {
     /// and the picks' weights.
     fn route(&self, p: &dyn Fn(usize) -> Tensor, cfg: &MoeConfig, h: &Tensor) -> Result<Routed> {
         let (n, (e, k)) = (h.dim(0), (cfg.n_experts, cfg.top_k));
-        let probs = linear(h, &p(self.router), None)?.softmax()?; // [N, E]
+        let probs = moe_router(h, &p(self.router))?; // [N, E]
         let host = probs.to_vec_f32()?;
         let plain = top_k(&host, e, k);
         // The pick's scores: the probabilities, plus ERNIE's selection bias where there is one.

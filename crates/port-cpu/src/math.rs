@@ -339,6 +339,120 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// The MoE router's probabilities for rows of x (`[rows, d]`, back to back) and w `[E, d]`
+    /// into z `[rows, E]`: logits z_e = <x, w_e>, four experts at a time (each 16 lanes of x
+    /// loaded once for four accumulators), then [`softmax_rows`] over the block, so its exp
+    /// runs on whole vectors rather than on E values at a time.
+    pub fn router_probs(x: &[f32], w: &[f32], d: usize, z: &mut [f32]) -> () {
+        let e = w.len() / d.max(1);
+        for (xr, zr) in x.chunks_exact(d.max(1)).zip(z.chunks_exact_mut(e.max(1))) {
+            let mut quads = zr.chunks_exact_mut(4);
+            for (q, zq) in (&mut quads).enumerate() {
+                let w4: [&[f32]; 4] = std::array::from_fn(|g| &w[(4 * q + g) * d..][..d]);
+                zq.copy_from_slice(&dots4(xr, w4));
+            }
+            for (k, ze) in quads.into_remainder().iter_mut().enumerate() {
+                *ze = dot1(xr, &w[(e / 4 * 4 + k) * d..][..d]);
+            }
+        }
+        softmax_rows(z, e);
+    }
+}
+
+/// Softmax of each row of `e` values in z (rows back to back): the row max is shifted out,
+/// then one exp over the whole slice, then each row is divided by its sum. A row of -inf gives
+/// zeros; a NaN in a row makes the row NaN (inlined into the multiversioned callers).
+#[inline(always)]
+fn softmax_rows(z: &mut [f32], e: usize) {
+    for r in z.chunks_exact_mut(e.max(1)) {
+        let m = r.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m });
+        let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
+        r.iter_mut().for_each(|v| *v -= m);
+    }
+    z.iter_mut().for_each(|v| *v = exp(*v));
+    for r in z.chunks_exact_mut(e.max(1)) {
+        let s: f32 = r.iter().sum();
+        // s >= 1 for a finite row (its max gives exp(0)); 0 only for a row of -inf.
+        let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+        r.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+multiversion! {
+    /// One row of the MoE router's backward, from that row's dz `[E]`: dx = sum_e dz[e] w_e
+    /// (skipped when dx is empty) and dw_e += dz[e] x for every e (skipped when dw is empty, and
+    /// x may be then); w and dw are `[E, D]`, row-major.
+    pub fn router_row_bwd(x: &[f32], w: &[f32], dz: &[f32], dx: &mut [f32], dw: &mut [f32]) -> () {
+        let d = w.len() / dz.len().max(1);
+        if !dx.is_empty() {
+            // 64 lanes of dx at a time, summed over the experts in registers (four AVX-512 ones).
+            let full = d / 64 * 64;
+            for c in (0..full).step_by(64) {
+                let mut acc = [0f32; 64];
+                for (e, &g) in dz.iter().enumerate() {
+                    let we: &[f32; 64] = w[e * d + c..][..64].try_into().unwrap();
+                    for l in 0..64 {
+                        acc[l] += g * we[l];
+                    }
+                }
+                dx[c..c + 64].copy_from_slice(&acc);
+            }
+            for i in full..d {
+                dx[i] = dz.iter().enumerate().fold(0.0, |a, (e, &g)| a + g * w[e * d + i]);
+            }
+        }
+        if !dw.is_empty() {
+            for (e, &g) in dz.iter().enumerate() {
+                dw[e * d..][..d].iter_mut().zip(x).for_each(|(p, &v)| *p += g * v);
+            }
+        }
+    }
+}
+
+/// <x, w_g> for four rows w_g at once: four accumulators of 16 lanes (each 16 of x loaded once
+/// for all four), tree-reduced at the end (inlined into the multiversioned callers).
+#[inline(always)]
+fn dots4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    let n = x.len() / 16 * 16;
+    let ([mut a0, mut a1, mut a2, mut a3], [w0, w1, w2, w3]) = ([[0f32; 16]; 4], w.map(|r| &r[..x.len()]));
+    for c in (0..n).step_by(16) {
+        let lanes = |v: &[f32]| -> [f32; 16] { v[c..c + 16].try_into().unwrap() };
+        let (xc, b0, b1, b2, b3) = (lanes(x), lanes(w0), lanes(w1), lanes(w2), lanes(w3));
+        for l in 0..16 {
+            a0[l] += xc[l] * b0[l];
+            a1[l] += xc[l] * b1[l];
+            a2[l] += xc[l] * b2[l];
+            a3[l] += xc[l] * b3[l];
+        }
+    }
+    let tail = |r: &[f32]| x[n..].iter().zip(&r[n..]).map(|(p, q)| p * q).sum::<f32>();
+    [tree_sum16(&a0) + tail(w0), tree_sum16(&a1) + tail(w1), tree_sum16(&a2) + tail(w2), tree_sum16(&a3) + tail(w3)]
+}
+
+/// <x, w> with 16 lanes, tree-reduced (inlined into the multiversioned callers).
+#[inline(always)]
+fn dot1(x: &[f32], w: &[f32]) -> f32 {
+    let (n, w) = (x.len() / 16 * 16, &w[..x.len()]);
+    let mut a = [0f32; 16];
+    for c in (0..n).step_by(16) {
+        let (xc, wc): (&[f32; 16], &[f32; 16]) = (x[c..c + 16].try_into().unwrap(), w[c..c + 16].try_into().unwrap());
+        for l in 0..16 {
+            a[l] += xc[l] * wc[l];
+        }
+    }
+    tree_sum16(&a) + x[n..].iter().zip(&w[n..]).map(|(p, q)| p * q).sum::<f32>()
+}
+
+/// The sum of 16 lanes as a tree, halves first (constant indices only, so the lanes stay in
+/// registers).
+#[inline(always)]
+fn tree_sum16(a: &[f32; 16]) -> f32 {
+    let h8: [f32; 8] = std::array::from_fn(|l| a[l] + a[l + 8]);
+    let h4: [f32; 4] = std::array::from_fn(|l| h8[l] + h8[l + 4]);
+    (h4[0] + h4[2]) + (h4[1] + h4[3])
+}
+
 /// Sum with 16 independent lanes (inlined into the multiversioned callers).
 #[inline(always)]
 fn lanes_sum(x: &[f32]) -> f32 {

@@ -852,11 +852,19 @@ fn results_do_not_depend_on_thread_count() {
         let (loss, lse) = (output(p, DType::F32, &[1]), output(p, DType::F32, &[r]));
         run(p, Composite::CrossEntropyFwd { logits: x.clone(), targets: ids, loss: loss.clone(), lse });
         let norm = output(p, DType::F32, &[1]);
-        run(p, Composite::GradNorm { grads: vec![x, dy], out: norm.clone() });
+        run(p, Composite::GradNorm { grads: vec![x.clone(), dy], out: norm.clone() });
         let wl = tensor(p, &g.vec(c * c, 1.0), DType::F32, &[c, c]);
         let yl = output(p, DType::F32, &[r, c]);
         run(p, Composite::LinearFwd { x: dx.clone(), w: wl, b: Some(db.clone()), y: yl.clone() });
-        let all: Vec<u32> = [dx, dw, db, loss, norm, yl].iter().flat_map(|v| get(p, v)).map(f32::to_bits).collect();
+        // The router's dw sums over 300 rows in partial sums of fixed chunks of rows.
+        let (wr, probs) = (tensor(p, &g.vec(8 * c, 0.5), DType::F32, &[8, c]), output(p, DType::F32, &[r, 8]));
+        run(p, Composite::MoeRouterFwd { x: x.clone(), w: wr.clone(), probs: probs.clone() });
+        let dprobs = tensor(p, &g.vec(r * 8, 1.0), DType::F32, &[r, 8]);
+        let (dxr, dwr) = (output(p, DType::F32, &[r, c]), output(p, DType::F32, &[8, c]));
+        let (dx_o, dw_o) = (Some(dxr.clone()), Some(dwr.clone()));
+        run(p, Composite::MoeRouterBwd { x, w: wr, probs: probs.clone(), dprobs, dx: dx_o, dw: dw_o });
+        let all: Vec<u32> =
+            [dx, dw, db, loss, norm, yl, probs, dxr, dwr].iter().flat_map(|v| get(p, v)).map(f32::to_bits).collect();
         bits.push(all);
     }
     assert!(bits[0] == bits[1], "results differ between 1 and 4 threads");

@@ -233,6 +233,25 @@ pub fn composite(call: &Composite) -> Vec<Work> {
         // multiply-add for dw.
         MoeCombineFwd { y, .. } => streaming(2.0, y.numel()),
         MoeCombineBwd { y, .. } => streaming(3.0, y.numel()),
+        // The linear it contains (GEMMs whose calibrated efficiency falls with their low
+        // arithmetic intensity at E = 8 to 128 outputs a row), the softmax in the same kernel
+        // not priced (~20 FLOPs a probability, against 2 D of the product); backward dx = dz w
+        // and dw = dz^T x, each when present, with the small [N, E] probs and dprobs in each.
+        MoeRouterFwd { x, w, .. } => {
+            let (n, d) = rows_cols(x);
+            vec![gemm(1, n, w.shape()[0], d, x.dtype, total)]
+        }
+        MoeRouterBwd { x, w, probs, dprobs, dx, dw } => {
+            let ((n, d), e, ne) = (rows_cols(x), w.shape()[0], bytes(probs) + bytes(dprobs));
+            let mut v = Vec::new();
+            if let Some(dx) = dx {
+                v.push(gemm(1, n, d, e, x.dtype, ne + bytes(w) + bytes(dx)));
+            }
+            if let Some(dw) = dw {
+                v.push(gemm(1, e, d, n, x.dtype, ne + bytes(x) + bytes(dw)));
+            }
+            v
+        }
     }
 }
 
@@ -255,6 +274,7 @@ pub fn is_backward(call: &Composite) -> bool {
             | LinearBwd { .. }
             | DropoutBwd { .. }
             | MoeCombineBwd { .. }
+            | MoeRouterBwd { .. }
     )
 }
 

@@ -155,11 +155,20 @@ pub enum Composite {
     /// Gradients of MoeCombineFwd, each written only when present: dy[s] = w[s] dout[tok[s]]
     /// `[S, D]`, dw[s] = <dout[tok[s]], y[s]> `[S, 1]`.
     MoeCombineBwd { y: View, w: View, tok: View, dout: View, dy: Option<View>, dw: Option<View> },
+    /// Mixture-of-experts router: for x `[N, D]` (the tokens' hidden states) and w `[E, D]` (one
+    /// row per expert), z = x w^T `[N, E]` (kept in f32, never rounded to a narrower dtype) and
+    /// probs `[N, E]` = softmax(z) over the last axis, in x's dtype. x and w are F32 or BF16.
+    MoeRouterFwd { x: View, w: View, probs: View },
+    /// Gradients of MoeRouterFwd from its output probs and dprobs `[N, E]`: with
+    /// dz = probs * (dprobs - rowsum(dprobs * probs)) (in f32), dx = dz w `[N, D]` and
+    /// dw = dz^T x `[E, D]`, each written (overwritten, as `LinearBwd` does) only when present,
+    /// in its own dtype (F32, or that of x or w).
+    MoeRouterBwd { x: View, w: View, probs: View, dprobs: View, dx: Option<View>, dw: Option<View> },
 }
 
 impl Composite {
     /// Names of every composite family, as listed in `Capabilities::fused` and reports.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "softmax",
         "log_softmax",
         "layer_norm",
@@ -176,6 +185,7 @@ impl Composite {
         "grad_norm",
         "dropout",
         "moe_combine",
+        "moe_router",
     ];
 
     /// Family name of this call (forward and backward share one).
@@ -198,6 +208,7 @@ impl Composite {
             GradNorm { .. } => "grad_norm",
             DropoutFwd { .. } | DropoutBwd { .. } => "dropout",
             MoeCombineFwd { .. } | MoeCombineBwd { .. } => "moe_combine",
+            MoeRouterFwd { .. } | MoeRouterBwd { .. } => "moe_router",
         }
     }
 }
@@ -299,6 +310,10 @@ impl Composite {
             MoeCombineBwd { y, w, tok, dout, dy, dw } => {
                 MoeCombineBwd { y: f(y), w: f(w), tok: f(tok), dout: f(dout), dy: o(dy), dw: o(dw) }
             }
+            MoeRouterFwd { x, w, probs } => MoeRouterFwd { x: f(x), w: f(w), probs: f(probs) },
+            MoeRouterBwd { x, w, probs, dprobs, dx, dw } => {
+                MoeRouterBwd { x: f(x), w: f(w), probs: f(probs), dprobs: f(dprobs), dx: o(dx), dw: o(dw) }
+            }
         }
     }
 
@@ -350,6 +365,11 @@ impl Composite {
             MoeCombineFwd { out, .. } => v.push(("out", out)),
             MoeCombineBwd { dy, dw, .. } => {
                 v.extend(opt("dy", dy));
+                v.extend(opt("dw", dw));
+            }
+            MoeRouterFwd { probs, .. } => v.push(("probs", probs)),
+            MoeRouterBwd { dx, dw, .. } => {
+                v.extend(opt("dx", dx));
                 v.extend(opt("dw", dw));
             }
         }

@@ -30,6 +30,7 @@ pub(crate) fn all() -> Vec<Case> {
         v.push(grad_norm(dt));
         v.extend(dropout(dt));
         v.extend(moe_combine(dt));
+        v.extend(moe_router(dt));
     }
     v.extend(linear_mixed_precision());
     v.extend(attention_mixed_precision());
@@ -459,6 +460,43 @@ fn moe_combine(dt: DType) -> Vec<Case> {
             })
         }),
     ]
+}
+
+/// MoE router and its backward (with dx and dw, and with dw alone as the load-balancing loss
+/// asks for it): 150 rows (three chunks of a 64-row blocked dw sum), 7 experts (a group of four
+/// and three alone in a kernel that takes four at a time), 67 features (16-lane blocks and a tail).
+fn moe_router(dt: DType) -> Vec<Case> {
+    let (n, d, e) = (150, 67, 7);
+    let (x, w, dprobs) = (data(n * d, 51, 1.0), data(e * d, 52, 0.5), data(n * e, 53, 1.0));
+    // A softmax output, as the backward receives one: rows of random logits in [-3, 3).
+    let probs: Vec<f32> = data(n * e, 54, 3.0)
+        .chunks(e)
+        .flat_map(|z| {
+            let s: f64 = z.iter().map(|&v| (v as f64).exp()).sum();
+            z.iter().map(move |&v| ((v as f64).exp() / s) as f32)
+        })
+        .collect();
+    let fwd = {
+        let (x, w) = (x.clone(), w.clone());
+        Case::new(format!("moe_router fwd {dt}"), dt, move |o| {
+            Ok(Composite::MoeRouterFwd { x: o.x(&x, &[n, d])?, w: o.x(&w, &[e, d])?, probs: o.out(&[n, e])? })
+        })
+    };
+    let bwd = |with_dx: bool| {
+        let (x, w, probs, dprobs) = (x.clone(), w.clone(), probs.clone(), dprobs.clone());
+        let name = if with_dx { "bwd" } else { "bwd dw only" };
+        Case::new(format!("moe_router {name} {dt}"), dt, move |o| {
+            Ok(Composite::MoeRouterBwd {
+                x: o.x(&x, &[n, d])?,
+                w: o.x(&w, &[e, d])?,
+                probs: o.x(&probs, &[n, e])?,
+                dprobs: o.x(&dprobs, &[n, e])?,
+                dx: if with_dx { Some(o.out(&[n, d])?) } else { None },
+                dw: Some(o.out(&[e, d])?),
+            })
+        })
+    };
+    vec![fwd, bwd(true), bwd(false)]
 }
 
 fn rope(dt: DType) -> Vec<Case> {

@@ -1,10 +1,17 @@
-//! Mixture-of-experts compute after routing: grouped SwiGLU experts over expert-sorted rows,
-//! and the weighted combine back to token order. Routing itself (softmax, top-k) and the
-//! dispatch gather are ordinary ops; these two are each ONE autograd node with an analytic
-//! backward. The experts are written against the composites every dense model uses
-//! (`LinearFwd/Bwd`, `SwigluFwd/Bwd`); the combine is the one composite MoE adds to the port
-//! contract (`MoeCombineFwd/Bwd`), with a default decomposition into `gather_rows`,
-//! `scatter_add_rows`, `binary` and `reduce`, so a port that fuses nothing still runs it.
+//! Mixture-of-experts compute: the router's probabilities, grouped SwiGLU experts over
+//! expert-sorted rows, and the weighted combine back to token order. The top-k (on the host)
+//! and the dispatch gather are ordinary ops; these three are each ONE autograd node with an
+//! analytic backward. The experts are written against the composites every dense model uses
+//! (`LinearFwd/Bwd`, `SwigluFwd/Bwd`); the router and the combine are the two composites MoE
+//! adds to the port contract (`MoeRouterFwd/Bwd`, `MoeCombineFwd/Bwd`), each with a default
+//! decomposition (into the linear and softmax decompositions; into `gather_rows`,
+//! `scatter_add_rows`, `binary` and `reduce`), so a port that fuses nothing still runs them.
+//!
+//! Router, for x `[N, d]` and the router weight w `[E, d]`:
+//!   z = x w^T `[N, E]` (f32), probs = softmax(z) per row;
+//!   dz = probs * (dprobs - rowsum(dprobs * probs)), dx = dz w `[N, d]`, dw = dz^T x `[E, d]`.
+//! It is the `MoeRouterFwd`/`MoeRouterBwd` composite (fused on `cpu`: one pass over the rows
+//! each way instead of a skinny GEMM and a softmax of E-wide rows, with their temporaries).
 //!
 //! Grouped experts, for x `[S, d]` whose rows `offsets[e]..offsets[e+1]` go to expert e:
 //!   h_e = x_e U_e^T `[n_e, 2F]` (gate half then up half), a_e = silu(g_e) * u_e,
@@ -175,5 +182,31 @@ pub fn moe_combine(y: &Tensor, w: &Tensor, tok: &Tensor, n_tokens: usize) -> Res
         let (dyv, dwv) = (dy.as_ref().map(|t| t.view()), dw.as_ref().map(|t| t.view()));
         run(g.port(), Composite::MoeCombineBwd { y, w, tok, dout, dy: dyv, dw: dwv })?;
         Ok(vec![dy, dw])
+    }))
+}
+
+/// The router's probabilities `[N, E]` = softmax(x w^T) per row, for x `[N, d]` (the tokens'
+/// hidden states) and w `[E, d]` (one row per expert): the `MoeRouter` composite each way, one
+/// autograd node whose backward computes dx and dw only where they are needed.
+pub fn moe_router(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.rank() != 2 || w.rank() != 2 || w.dim(1) != x.dim(1) {
+        return shape_err(
+            "moe_router",
+            format!("x {:?} with router weight {:?} (want [N, d] and [E, d])", x.shape(), w.shape()),
+        );
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let port = x.port().clone();
+    let probs = x.empty_on(&[x.dim(0), w.dim(0)], x.dtype())?;
+    let (xd, wd, pd) = (x.detach(), w.detach(), probs.detach());
+    run(&port, Composite::MoeRouterFwd { x: xd.view(), w: wd.view(), probs: probs.view() })?;
+    Ok(probs.record("moe_router", &[&x, &w], move |g, needs| {
+        let g = g.contiguous()?;
+        let dx = if needs[0] { Some(xd.empty_like()?) } else { None };
+        let dw = if needs[1] { Some(wd.empty_like()?) } else { None };
+        let (x, w, probs, dprobs) = (xd.view(), wd.view(), pd.view(), g.view());
+        let (dxv, dwv) = (dx.as_ref().map(|t| t.view()), dw.as_ref().map(|t| t.view()));
+        run(g.port(), Composite::MoeRouterBwd { x, w, probs, dprobs, dx: dxv, dw: dwv })?;
+        Ok(vec![dx, dw])
     }))
 }

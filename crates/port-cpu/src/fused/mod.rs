@@ -74,6 +74,8 @@ pub fn run(call: &Composite) -> Result<Handled> {
         DropoutBwd { dy, mask, dx } => activation::dropout_bwd(dy, mask, dx),
         MoeCombineFwd { y, w, tok, out } => moe::combine_fwd(y, w, tok, out),
         MoeCombineBwd { y, w, tok, dout, dy, dw } => moe::combine_bwd(y, w, tok, dout, dy.as_ref(), dw.as_ref()),
+        MoeRouterFwd { x, w, probs } => moe::router_fwd(x, w, probs),
+        MoeRouterBwd { x, w, probs, dprobs, dx, dw } => moe::router_bwd(x, w, probs, dprobs, dx.as_ref(), dw.as_ref()),
     }
 }
 
@@ -125,6 +127,10 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
         MoeCombineFwd { y, w, tok, out } => add(&[Some(y), Some(w), Some(tok), Some(out)]),
         MoeCombineBwd { y, w, tok, dout, dy, dw } => {
             add(&[Some(y), Some(w), Some(tok), Some(dout), dy.as_ref(), dw.as_ref()])
+        }
+        MoeRouterFwd { x, w, probs } => add(&[Some(x), Some(w), Some(probs)]),
+        MoeRouterBwd { x, w, probs, dprobs, dx, dw } => {
+            add(&[Some(x), Some(w), Some(probs), Some(dprobs), dx.as_ref(), dw.as_ref()])
         }
     }
     v
