@@ -72,3 +72,33 @@ fn debug_mode_runs_the_step_with_values() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("values on cpu") && text.contains("predicted step"), "{text}");
 }
+
+#[test]
+fn the_porting_report_counts_the_moe_composites() {
+    let dir = anychip_test_support::scratch("sim-porting");
+    let json = dir.join("moe.json");
+    // MoE routing reads the router's probabilities, so the cpu computes the values.
+    let args = [
+        "bench",
+        "--port",
+        "sim:h20+cpu",
+        "--preset",
+        "moe-tiny",
+        "--batch",
+        "2",
+        "--ctx",
+        "32",
+        "--fused",
+        "none",
+        "--json",
+    ];
+    let out = anychip(&[&args[..], &[json.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = r["porting_report"].as_array().unwrap();
+    // Their ops run inside the MoE profiler regions ("moe_router: moe_router", ...).
+    for family in ["moe_router", "moe_combine"] {
+        let row = rows.iter().find(|x| x["composite"] == family);
+        assert!(row.is_some_and(|x| x["decomposed_ms"].as_f64().unwrap() > 0.0), "{family} missing: {rows:?}");
+    }
+}
