@@ -14,7 +14,8 @@
 
 use crate::prims::{bcast, Prims};
 use crate::{linear, softmax};
-use anychip_port::{invalid, DType, ReduceOp, Result, View};
+use anychip_port::check::moe_router as check_router;
+use anychip_port::{DType, ReduceOp, Result, View};
 
 /// z = x w^T into an f32 scratch, then probs = softmax(z).
 pub(crate) fn router_fwd(k: &Prims, x: &View, w: &View, probs: &View) -> Result<()> {
@@ -39,23 +40,6 @@ pub(crate) fn router_bwd(
     let dz = k.alloc(probs.shape())?;
     softmax::softmax_bwd(k, probs, dprobs, &dz)?;
     linear::bwd(k, x, w, &dz, dx, dw, None)
-}
-
-/// x `[N, D]`, w `[E, D]`, every `ne` view `[N, E]`, dx and dw (when present) shaped as x and w.
-fn check_router(x: &View, w: &View, ne: &[&View], dx: Option<&View>, dw: Option<&View>) -> Result<()> {
-    let (xs, ws) = (x.shape(), w.shape());
-    let ok = xs.len() == 2
-        && ws.len() == 2
-        && xs[1] == ws[1]
-        && ne.iter().all(|v| v.shape() == [xs[0], ws[0]])
-        && dx.is_none_or(|v| v.shape() == xs)
-        && dw.is_none_or(|v| v.shape() == ws);
-    if !ok {
-        return invalid(format!(
-            "moe_router: x {xs:?} and w {ws:?} must be [N, D] and [E, D], with probs and dprobs [N, E] and dx, dw shaped as x, w"
-        ));
-    }
-    Ok(())
 }
 
 pub(crate) fn combine_fwd(k: &Prims, y: &View, w: &View, tok: &View, out: &View) -> Result<()> {

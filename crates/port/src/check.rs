@@ -92,3 +92,27 @@ pub fn reduce(x: &View, out: &View) -> Result<()> {
     }
     Ok(())
 }
+
+/// (N, D, E) of a `MoeRouterFwd`/`MoeRouterBwd` call: x `[N, D]`, w `[E, D]`, every view of `ne`
+/// (probs, dprobs) `[N, E]`, and dx, dw (when present) shaped as x and w.
+pub fn moe_router(
+    x: &View,
+    w: &View,
+    ne: &[&View],
+    dx: Option<&View>,
+    dw: Option<&View>,
+) -> Result<(usize, usize, usize)> {
+    let (xs, ws) = (x.shape(), w.shape());
+    let ok = xs.len() == 2
+        && ws.len() == 2
+        && xs[1] == ws[1]
+        && ne.iter().all(|v| v.shape() == [xs[0], ws[0]])
+        && dx.is_none_or(|v| v.shape() == xs)
+        && dw.is_none_or(|v| v.shape() == ws);
+    if !ok {
+        return invalid(format!(
+            "moe_router: x {xs:?} and w {ws:?} must be [N, D] and [E, D], with probs and dprobs [N, E] and dx, dw shaped as x, w"
+        ));
+    }
+    Ok((xs[0], xs[1], ws[0]))
+}

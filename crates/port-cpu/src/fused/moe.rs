@@ -26,6 +26,7 @@ use super::{floats, par_rows, rows_cols, Scratch};
 use crate::elem::{dot, finish_row, load, raw, row, row_mut, store, Raw, PAR_MIN};
 use crate::math::{router_probs, router_row_bwd};
 use crate::prim::rows::{group_by_target, indices};
+use anychip_port::check::moe_router as router_shape;
 use anychip_port::{invalid, Handled, Result, View};
 use rayon::prelude::*;
 
@@ -149,30 +150,6 @@ impl RouterRows {
         }
         part
     }
-}
-
-/// (N, D, E) after checking x `[N, D]`, w `[E, D]`, each of `ne` `[N, E]` and dx, dw (when
-/// present) shaped as x, w.
-fn router_shape(
-    x: &View,
-    w: &View,
-    ne: &[&View],
-    dx: Option<&View>,
-    dw: Option<&View>,
-) -> Result<(usize, usize, usize)> {
-    let (xs, ws) = (x.shape(), w.shape());
-    let ok = xs.len() == 2
-        && ws.len() == 2
-        && xs[1] == ws[1]
-        && ne.iter().all(|v| v.shape() == [xs[0], ws[0]])
-        && dx.is_none_or(|v| v.shape() == xs)
-        && dw.is_none_or(|v| v.shape() == ws);
-    if !ok {
-        return invalid(format!(
-            "moe_router: x {xs:?} and w {ws:?} must be [N, D] and [E, D], with probs and dprobs [N, E] and dx, dw shaped as x, w"
-        ));
-    }
-    Ok((xs[0], xs[1], ws[0]))
 }
 
 /// out = 0; out[tok[s]] += w[s] y[s] for s in order.
