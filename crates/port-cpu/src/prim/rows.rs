@@ -95,14 +95,14 @@ pub fn gather_rows(table: &View, idx: &View, out: &View) -> Result<()> {
     Ok(())
 }
 
-/// Columns per task in scatter_add_rows.
-const COLS: usize = 64;
-
 /// out[idx[n], :] += src[n, :], repeated indices accumulating in index order.
 ///
-/// Parallel over column slices, so every output element is owned by one task and the sum
-/// order (n ascending) does not depend on the thread count. Positions are grouped by target
-/// row so each output row is loaded and rounded once (bf16 tables must not round per add).
+/// Positions are grouped by target row ([`group_by_target`], ascending within a group) and
+/// the target rows shared out between tasks, so every output row is owned by one task, loaded
+/// and rounded once (bf16 tables must not round per add), and summed in ascending position
+/// whatever the thread count. (Tasks over 64-column slices, as before, walked every position
+/// once per slice: a quarter of a 256-wide row per visit, 0.8 ms for the 4,096 rows of a MoE
+/// layer's dispatch gradient on the Intel Xeon model 207.)
 pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
     dense_out(out)?;
     let (n, d) = check2(src, "scatter_add_rows src")?;
@@ -112,33 +112,32 @@ pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
         return invalid(format!("scatter_add_rows: src [{n},{d}], {} indices, out [{v},{d2}] do not match", ids.len()));
     }
     let (s, o) = (raw(src)?, raw(out)?);
-    // Positions with the same target keep their ascending order.
-    let (_, order) = group_by_target(&ids, v);
-    let one = |t: usize| {
-        let (c0, w) = (t * COLS, COLS.min(d - t * COLS));
-        let (mut x, mut y) = ([0f32; COLS], [0f32; COLS]);
-        let mut k = 0;
-        while k < n {
-            let i = ids[order[k]];
-            let (b, sb) = at(out, i, c0);
-            // SAFETY: in bounds; the columns [c0, c0 + w) of `out` belong to this task.
-            unsafe { load(o, b, sb, &mut y[..w]) };
-            while k < n && ids[order[k]] == i {
-                let (a, sa) = at(src, order[k], c0);
+    let (starts, order) = group_by_target(&ids, v);
+    // (sum, row) buffers of one task.
+    let one = |(y, x): &mut (Vec<f32>, Vec<f32>), t: usize| {
+        let group = &order[starts[t]..starts[t + 1]];
+        for c0 in (0..d).step_by(BLOCK).filter(|_| !group.is_empty()) {
+            let w = BLOCK.min(d - c0);
+            let (y, x) = (&mut y[..w], &mut x[..w]);
+            let (b, sb) = at(out, t, c0);
+            // SAFETY: in bounds; row t of `out` belongs to this task.
+            unsafe { load(o, b, sb, y) };
+            for &p in group {
+                let (a, sa) = at(src, p, c0);
                 // SAFETY: in bounds; src is only read.
-                unsafe { load(s, a, sa, &mut x[..w]) };
-                y[..w].iter_mut().zip(&x[..w]).for_each(|(y, x)| *y += x);
-                k += 1;
+                unsafe { load(s, a, sa, x) };
+                y.iter_mut().zip(x.iter()).for_each(|(y, x)| *y += x);
             }
             // SAFETY: as above.
-            unsafe { store(o, b, sb, &y[..w]) };
+            unsafe { store(o, b, sb, y) };
         }
     };
-    let tasks = d.div_ceil(COLS);
+    let buffers = || (vec![0f32; BLOCK.min(d)], vec![0f32; BLOCK.min(d)]);
     if n * d < PAR_MIN {
-        (0..tasks).for_each(one);
+        let mut buf = buffers();
+        (0..v).for_each(|t| one(&mut buf, t));
     } else {
-        (0..tasks).into_par_iter().for_each(one);
+        (0..v).into_par_iter().for_each_init(buffers, one);
     }
     Ok(())
 }
