@@ -132,12 +132,9 @@ fn porting_report(job: &BenchJob, args: &SimArgs, cfg: &TrainConfig, none: &Benc
                 let ms = prof
                     .ops
                     .iter()
-                    .filter(|o| {
-                        // An op run inside a profiler region is named "REGION: OP" (the MoE
-                        // router's, dispatch's and combine's ops): its family is OP's.
-                        let op = o.op.split_once(": ").map_or(o.op.as_str(), |(_, op)| op);
-                        op == f || op.starts_with(&format!("{f} "))
-                    })
+                    // An op inside a profiler region (the MoE router's, dispatch's, combine's)
+                    // belongs to its op's family, not the region's.
+                    .filter(|o| o.op_name() == f || o.op_name().starts_with(&format!("{f} ")))
                     .map(|o| o.ms_per_step)
                     .sum();
                 (f.to_string(), ms)

@@ -353,7 +353,7 @@ multiversion! {
                 zq.copy_from_slice(&dots4(xr, w4));
             }
             for (k, ze) in quads.into_remainder().iter_mut().enumerate() {
-                *ze = dot1(xr, &w[(e / 4 * 4 + k) * d..][..d]);
+                *ze = crate::elem::dot(xr, &w[(e / 4 * 4 + k) * d..][..d]);
             }
         }
         softmax_rows(z, e);
@@ -428,20 +428,6 @@ fn dots4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
     }
     let tail = |r: &[f32]| x[n..].iter().zip(&r[n..]).map(|(p, q)| p * q).sum::<f32>();
     [tree_sum16(&a0) + tail(w0), tree_sum16(&a1) + tail(w1), tree_sum16(&a2) + tail(w2), tree_sum16(&a3) + tail(w3)]
-}
-
-/// <x, w> with 16 lanes, tree-reduced (inlined into the multiversioned callers).
-#[inline(always)]
-fn dot1(x: &[f32], w: &[f32]) -> f32 {
-    let (n, w) = (x.len() / 16 * 16, &w[..x.len()]);
-    let mut a = [0f32; 16];
-    for c in (0..n).step_by(16) {
-        let (xc, wc): (&[f32; 16], &[f32; 16]) = (x[c..c + 16].try_into().unwrap(), w[c..c + 16].try_into().unwrap());
-        for l in 0..16 {
-            a[l] += xc[l] * wc[l];
-        }
-    }
-    tree_sum16(&a) + x[n..].iter().zip(&w[n..]).map(|(p, q)| p * q).sum::<f32>()
 }
 
 /// The sum of 16 lanes as a tree, halves first (constant indices only, so the lanes stay in

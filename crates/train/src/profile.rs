@@ -182,7 +182,7 @@ impl Profiler {
         let labelled;
         let op = match region {
             Some(r) => {
-                labelled = format!("{}: {op}", r.name());
+                labelled = format!("{}{REGION_SEP}{op}", r.name());
                 labelled.as_str()
             }
             None => op,
@@ -283,7 +283,8 @@ pub struct Profile {
 /// One op's share of a step: a composite by family name, a primitive with its operation.
 #[derive(Clone, Debug, Serialize)]
 pub struct OpRow {
-    /// e.g. "linear", "attention", "unary gelu", "reduce sum", "matmul".
+    /// e.g. "linear", "attention", "unary gelu", "reduce sum", "matmul"; inside a profiler
+    /// region prefixed with it ("moe_router: linear", see [`OpRow::op_name`]).
     pub op: String,
     /// The kind it is charged to.
     pub kind: &'static str,
@@ -291,6 +292,16 @@ pub struct OpRow {
     pub calls_per_step: f64,
     pub fwd_ms: f64,
     pub bwd_ms: f64,
+}
+
+/// Between the region an op ran in and the op, in [`OpRow::op`] ("moe_router: linear").
+const REGION_SEP: &str = ": ";
+
+impl OpRow {
+    /// The op without the region it ran in: "linear" for "moe_router: linear".
+    pub fn op_name(&self) -> &str {
+        self.op.split_once(REGION_SEP).map_or(self.op.as_str(), |(_, op)| op)
+    }
 }
 
 /// Ops listed in the printed table (the JSON has all of them).

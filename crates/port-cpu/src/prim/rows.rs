@@ -116,7 +116,10 @@ pub fn scatter_add_rows(src: &View, idx: &View, out: &View) -> Result<()> {
     // (sum, row) buffers of one task.
     let one = |(y, x): &mut (Vec<f32>, Vec<f32>), t: usize| {
         let group = &order[starts[t]..starts[t + 1]];
-        for c0 in (0..d).step_by(BLOCK).filter(|_| !group.is_empty()) {
+        if group.is_empty() {
+            return;
+        }
+        for c0 in (0..d).step_by(BLOCK) {
             let w = BLOCK.min(d - c0);
             let (y, x) = (&mut y[..w], &mut x[..w]);
             let (b, sb) = at(out, t, c0);
