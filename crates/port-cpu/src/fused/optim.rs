@@ -100,7 +100,7 @@ pub fn grad_norm(grads: &[View], out: &View) -> Result<Handled> {
             let mut s = Vec::new();
             // SAFETY: in bounds; read only.
             let xs = unsafe { row(r, g0 + at, len, &mut s) };
-            xs.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()
+            crate::math::sum_squares_f64(xs)
         };
         let blocks = n.div_ceil(BLOCK);
         // Block sums are added in block order either way, so the result is thread-independent.
