@@ -364,3 +364,22 @@ fn plan_states_its_accuracy() {
         sched["assignments"].as_array().unwrap().iter().flat_map(|a| a["shares"].as_array().unwrap()).collect();
     assert!(!shares.is_empty() && shares.iter().all(|s| s["error"].as_str().unwrap().starts_with('±')), "{shares:?}");
 }
+
+#[test]
+fn a_model_with_published_runs_quotes_the_error_on_its_own_runs() {
+    let text =
+        assert_ok(&run(&["plan", "--model", "gpt-oss-120b", "--chips", "h100:64", "--tokens", "1e12", "--top", "1"]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("on gpt-oss-120b itself, on any chip: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("published runs, each predicted with its source held out: mean error"), "{line}");
+    let json: serde_json::Value = serde_json::from_str(&assert_ok(&plan("gpt-oss-120b", "h100:64", &[]))).unwrap();
+    let own = json["model_accuracy"].as_array().unwrap();
+    assert!(!own.is_empty() && own.iter().all(|a| a["model"] == "gpt-oss-120b"), "{own:?}");
+    // A model no published run used: no such line, an empty list.
+    let text = assert_ok(&run(&["plan", "--model", "qwen3-8b", "--chips", "h100:8", "--tokens", "1e12", "--top", "1"]));
+    assert!(!text.contains("itself, on any chip"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&assert_ok(&plan("qwen3-8b", "h100:8", &[]))).unwrap();
+    assert_eq!(json["model_accuracy"].as_array().map(|a| a.len()), Some(0));
+}

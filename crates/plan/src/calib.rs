@@ -129,6 +129,10 @@ struct File {
     fit: FitReport,
     #[serde(default)]
     accuracy: Vec<Accuracy>,
+    /// The same measure per model, over every chip: how far off the planner was on published
+    /// runs of the very architecture being planned (`plan` prints it under the class line).
+    #[serde(default)]
+    model_accuracy: Vec<Accuracy>,
 }
 
 /// How far off the planner was on one class of published runs, each predicted with constants
@@ -136,6 +140,10 @@ struct File {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Accuracy {
+    /// The model (preset name) whose runs these are, for a per-model class; none for a
+    /// (kind, chip family) class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// `dense` or `moe`.
     pub kind: String,
     /// Chip family of the runs (`nvidia`, `amd`, `tpu`, ...).
@@ -164,6 +172,7 @@ impl Accuracy {
         // The smallest error that at least 90% of the runs stay within.
         let p90 = abs.get(((0.9 * abs.len() as f64).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
         Accuracy {
+            model: None,
             kind: kind.into(),
             family: family.into(),
             held_out: held_out.into(),
@@ -177,8 +186,44 @@ impl Accuracy {
 
 /// The accuracy classes stored next to the shipped constants.
 pub fn shipped_accuracy() -> Vec<Accuracy> {
-    let f: File = toml::from_str(CALIBRATION_TOML).expect("data/calibration.toml is valid");
-    f.accuracy
+    shipped_file().accuracy
+}
+
+fn shipped_file() -> File {
+    toml::from_str(CALIBRATION_TOML).expect("data/calibration.toml is valid")
+}
+
+/// The per-model classes of `model` (a preset name): its published runs each predicted with
+/// their source held out, and its runs in the held-out file; empty for a model without runs.
+pub fn model_accuracy(model: &str) -> Vec<Accuracy> {
+    shipped_file().model_accuracy.into_iter().filter(|a| a.model.as_deref() == Some(model)).collect()
+}
+
+/// `plan`'s line about the planner's error on published runs of the planned model itself, or
+/// none when it has none: an architecture the model prices badly shows here even where its
+/// kind and chip family are accurate on the whole (docs/planner.md, "Where it is wrong").
+pub fn model_accuracy_line(model: &str, classes: &[Accuracy]) -> Option<String> {
+    if classes.is_empty() {
+        return None;
+    }
+    let pct = |x: f64| 100.0 * x;
+    let each: Vec<String> = classes
+        .iter()
+        .map(|a| {
+            let how = match a.held_out.as_str() {
+                "blind" => "never fitted (the held-out file)",
+                _ => "each predicted with its source held out",
+            };
+            format!(
+                "{} published runs, {how}: mean error {:.1}%, {:.1}% {} on average",
+                a.rows,
+                pct(a.mean_abs_error),
+                pct(a.bias.abs()),
+                if a.bias >= 0.0 { "fast" } else { "slow" }
+            )
+        })
+        .collect();
+    Some(format!("on {model} itself, on any chip: {}", each.join("; ")))
 }
 
 /// The classes that answer for a prediction of a `kind` (`dense` or `moe`) job on a chip of
@@ -358,8 +403,13 @@ pub fn cross_validate(errors: &ErrorFn, sources: &[String]) -> Result<(Constants
 }
 
 /// The calibration file for `k`, its report and the accuracy classes.
-pub fn render(k: &Constants, report: &FitReport, accuracy: &[Accuracy]) -> Result<String> {
-    let file = File { constants: k.clone(), fit: report.clone(), accuracy: accuracy.to_vec() };
+pub fn render(k: &Constants, report: &FitReport, accuracy: &[Accuracy], per_model: &[Accuracy]) -> Result<String> {
+    let file = File {
+        constants: k.clone(),
+        fit: report.clone(),
+        accuracy: accuracy.to_vec(),
+        model_accuracy: per_model.to_vec(),
+    };
     let body = toml::to_string(&file).map_err(|e| anyhow!("cannot write the calibration: {e}"))?;
     Ok(format!(
         "# Constants of the performance model, written by `anychip plan calibrate` from\n\
@@ -394,6 +444,23 @@ mod tests {
         assert_eq!(expected_error(&own), format!("±{own_mean:.1}%"));
         let range = expected_error(&unseen);
         assert!(range.starts_with('±') && range.contains('-'), "{range}");
+    }
+
+    #[test]
+    fn a_model_with_runs_gets_its_own_line_and_the_class_lists_leave_it_out() {
+        let per_model = shipped_file().model_accuracy;
+        assert!(!per_model.is_empty() && per_model.iter().all(|a| a.model.is_some()));
+        assert!(shipped_accuracy().iter().all(|a| a.model.is_none()));
+        let name = per_model[0].model.clone().unwrap();
+        let own = model_accuracy(&name);
+        assert!(!own.is_empty() && own.iter().all(|a| a.model.as_deref() == Some(name.as_str())));
+        let line = model_accuracy_line(&name, &own).unwrap();
+        assert!(line.starts_with(&format!("on {name} itself")), "{line}");
+        assert!(model_accuracy("no-such-model").is_empty());
+        assert_eq!(model_accuracy_line("no-such-model", &[]), None);
+        let slow = Accuracy::of("moe", "all", "source", &[-0.2, -0.4]);
+        let line = model_accuracy_line("m", &[slow]).unwrap();
+        assert!(line.contains("2 published runs") && line.contains("30.0% slow on average"), "{line}");
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub struct Plan {
     /// How far off the planner was on published runs like this job, each predicted without
     /// its own source ([`crate::calib::accuracy_for`]).
     pub accuracy: Vec<crate::calib::Accuracy>,
+    /// How far off it was on published runs of this very model, on any chip
+    /// ([`crate::calib::model_accuracy`]; empty for a model without published runs).
+    pub model_accuracy: Vec<crate::calib::Accuracy>,
     /// Fraction of its rated clock the chip's tensor cores sustain within its board power
     /// ([`crate::perf::power_clock`]; 1 when not power-limited or its power is not known).
     pub tensor_clock: f64,
@@ -381,6 +384,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
         kind: req.model.kind().into(),
         accuracy: crate::calib::accuracy_for(req.model.kind(), &chip.family),
+        model_accuracy: crate::calib::model_accuracy(&req.model.name),
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),
         ranked,

@@ -367,7 +367,32 @@ pub fn calibration_file() -> Result<String> {
         .map(|i| Ok(CvRow { index: i, cv_error: held[i].error(&k)?, in_sample_error: f64::NAN }))
         .collect::<Result<_>>()?;
     accuracy.extend(accuracy_classes(&held, &blind, "blind"));
-    calib::render(&k, &report, &accuracy)
+    let mut per_model = model_classes(&rows, &cv, "source");
+    per_model.extend(model_classes(&held, &blind, "blind"));
+    calib::render(&k, &report, &accuracy, &per_model)
+}
+
+/// Fewest runs of one model before `plan` quotes its error on that model (fewer than a class
+/// needs: the line names its count, and two runs of a badly priced architecture are worth a
+/// warning).
+const MIN_MODEL_ROWS: usize = 2;
+
+/// The accuracy on each model's runs of `rows` (over every chip) under `cv`, `held_out` as in
+/// [`accuracy_classes`]; sorted by model so the file is stable.
+fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
+    let mut by: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
+    for c in cv {
+        let p = &rows[c.index];
+        let kind = if p.is_moe() { "moe" } else { "dense" };
+        by.entry((p.row.model.as_str(), kind)).or_default().push(c.cv_error);
+    }
+    by.into_iter()
+        .filter(|(_, errs)| errs.len() >= MIN_MODEL_ROWS)
+        .map(|((model, kind), errs)| Accuracy {
+            model: Some(model.into()),
+            ..Accuracy::of(kind, "all", held_out, &errs)
+        })
+        .collect()
 }
 
 /// Fewest runs a class needs before `plan` quotes its error.
