@@ -380,12 +380,7 @@ const MIN_MODEL_ROWS: usize = 2;
 /// The accuracy on each model's runs of `rows` (over every chip) under `cv`, `held_out` as in
 /// [`accuracy_classes`]; sorted by model so the file is stable.
 fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let mut by: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
-    for c in cv {
-        let p = &rows[c.index];
-        let kind = if p.is_moe() { "moe" } else { "dense" };
-        by.entry((p.row.model.as_str(), kind)).or_default().push(c.cv_error);
-    }
+    let by = errors_by(rows, cv, |p, kind| (p.row.model.as_str(), kind));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= MIN_MODEL_ROWS)
         .map(|((model, kind), errs)| Accuracy {
@@ -402,16 +397,26 @@ const MIN_CLASS_ROWS: usize = 5;
 /// outcome `cv`, whose fits left out `held_out` (`source` or `family`; `blind` for the held-out
 /// file's runs, which no fit saw).
 fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let mut by: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
-    for c in cv {
-        let p = &rows[c.index];
-        let kind = if p.is_moe() { "moe" } else { "dense" };
-        by.entry((kind, p.chip_family())).or_default().push(c.cv_error);
-    }
+    let by = errors_by(rows, cv, |p, kind| (kind, p.chip_family()));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= MIN_CLASS_ROWS)
         .map(|((kind, family), errs)| Accuracy::of(kind, family, held_out, &errs))
         .collect()
+}
+
+/// The errors of `cv` grouped by `key` of each row and its kind (`dense` or `moe`).
+fn errors_by<'a, K: Ord>(
+    rows: &'a [Prepared],
+    cv: &[CvRow],
+    key: impl Fn(&'a Prepared, &'static str) -> K,
+) -> BTreeMap<K, Vec<f64>> {
+    let mut by: BTreeMap<K, Vec<f64>> = BTreeMap::new();
+    for c in cv {
+        let p = &rows[c.index];
+        let kind = if p.is_moe() { "moe" } else { "dense" };
+        by.entry(key(p, kind)).or_default().push(c.cv_error);
+    }
+    by
 }
 
 /// Predicted memory components for a Figure 1 row, GiB: (states, act TP-only, act SP+selective).
