@@ -182,21 +182,38 @@ impl Accuracy {
             p90_abs_error: round(p90),
         }
     }
+
+    /// How each run of a source- or blind-held-out class was predicted, for `plan`'s lines.
+    fn how_held_out(&self) -> &'static str {
+        match self.held_out.as_str() {
+            "blind" => "never fitted (the held-out file)",
+            _ => "each predicted with its source held out",
+        }
+    }
+
+    /// The mean signed error in words, e.g. "10.0% fast on average".
+    fn bias_phrase(&self) -> String {
+        let side = if self.bias >= 0.0 { "fast" } else { "slow" };
+        format!("{:.1}% {side} on average", 100.0 * self.bias.abs())
+    }
 }
 
 /// The accuracy classes stored next to the shipped constants.
 pub fn shipped_accuracy() -> Vec<Accuracy> {
-    shipped_file().accuracy
+    shipped_file().accuracy.clone()
 }
 
-fn shipped_file() -> File {
-    toml::from_str(CALIBRATION_TOML).expect("data/calibration.toml is valid")
+/// `data/calibration.toml`, parsed once: every plan reads its constants and accuracy classes,
+/// and `fleet` and `chips compare` plan many jobs.
+fn shipped_file() -> &'static File {
+    static FILE: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| toml::from_str(CALIBRATION_TOML).expect("data/calibration.toml is valid"))
 }
 
 /// The per-model classes of `model` (a preset name): its published runs each predicted with
 /// their source held out, and its runs in the held-out file; empty for a model without runs.
 pub fn model_accuracy(model: &str) -> Vec<Accuracy> {
-    shipped_file().model_accuracy.into_iter().filter(|a| a.model.as_deref() == Some(model)).collect()
+    shipped_file().model_accuracy.iter().filter(|a| a.model.as_deref() == Some(model)).cloned().collect()
 }
 
 /// `plan`'s line about the planner's error on published runs of the planned model itself, or
@@ -210,16 +227,12 @@ pub fn model_accuracy_line(model: &str, classes: &[Accuracy]) -> Option<String> 
     let each: Vec<String> = classes
         .iter()
         .map(|a| {
-            let how = match a.held_out.as_str() {
-                "blind" => "never fitted (the held-out file)",
-                _ => "each predicted with its source held out",
-            };
             format!(
-                "{} published runs, {how}: mean error {:.1}%, {:.1}% {} on average",
+                "{} published runs, {}: mean error {:.1}%, {}",
                 a.rows,
+                a.how_held_out(),
                 pct(a.mean_abs_error),
-                pct(a.bias.abs()),
-                if a.bias >= 0.0 { "fast" } else { "slow" }
+                a.bias_phrase()
             )
         })
         .collect();
@@ -260,10 +273,6 @@ pub fn expected_error(classes: &[Accuracy]) -> String {
 pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
     let runs = if kind == "moe" { "MoE runs" } else { "dense runs" };
     let pct = |x: f64| 100.0 * x;
-    let how = |a: &Accuracy| match a.held_out.as_str() {
-        "blind" => "never fitted (the held-out file)",
-        _ => "each predicted with its source held out",
-    };
     if classes.is_empty() {
         return format!("accuracy: no published {runs} to measure it by; treat as an estimate");
     }
@@ -281,13 +290,12 @@ pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
         .iter()
         .map(|a| {
             format!(
-                "{} published {runs} on {family} chips, {}: mean error {:.1}%, 9 in 10 within {:.0}%, {:.1}% {} on average",
+                "{} published {runs} on {family} chips, {}: mean error {:.1}%, 9 in 10 within {:.0}%, {}",
                 a.rows,
-                how(a),
+                a.how_held_out(),
                 pct(a.mean_abs_error),
                 pct(a.p90_abs_error),
-                pct(a.bias.abs()),
-                if a.bias >= 0.0 { "fast" } else { "slow" }
+                a.bias_phrase()
             )
         })
         .collect();
@@ -312,14 +320,12 @@ pub struct FitReport {
 
 /// The shipped constants (`data/calibration.toml`).
 pub fn shipped() -> Constants {
-    let f: File = toml::from_str(CALIBRATION_TOML).expect("data/calibration.toml is valid");
-    f.constants
+    shipped_file().constants.clone()
 }
 
 /// The report stored next to the shipped constants.
 pub fn shipped_report() -> FitReport {
-    let f: File = toml::from_str(CALIBRATION_TOML).expect("data/calibration.toml is valid");
-    f.fit
+    shipped_file().fit.clone()
 }
 
 /// Relative error of each row under constants `k`: predicted / published - 1.
@@ -448,7 +454,7 @@ mod tests {
 
     #[test]
     fn a_model_with_runs_gets_its_own_line_and_the_class_lists_leave_it_out() {
-        let per_model = shipped_file().model_accuracy;
+        let per_model = &shipped_file().model_accuracy;
         assert!(!per_model.is_empty() && per_model.iter().all(|a| a.model.is_some()));
         assert!(shipped_accuracy().iter().all(|a| a.model.is_none()));
         let name = per_model[0].model.clone().unwrap();
