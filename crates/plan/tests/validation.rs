@@ -183,8 +183,8 @@ fn issue_18_bounds() {
 /// constants: tpu-recipes' MaxText runs on TPU v6e (18), v5p (3) and TPU7x Ironwood (16, a chip
 /// priced from its datasheet alone: 8 dense Llama rows, 2 of them at 131,072 tokens, and 8 MoE
 /// rows), and MaxText's 2023 TPU v4 table (6). Bounds: the issue's 12% on the mean of the 33 dense
-/// rows (docs/planner.md: 6.5%); the 10 MoE rows 53.3% (DeepSeek-V3 and Qwen3-235B-A22B on
-/// Ironwood +20% to +33%, Llama 4 Maverick on v5p +50%, GPT-OSS-120B on Ironwood +150%, the
+/// rows (docs/planner.md: 6.5%); the 10 MoE rows 43.3% (DeepSeek-V3 and Qwen3-235B-A22B on
+/// Ironwood +20% to +33%, Llama 4 Maverick on v5p +50%, GPT-OSS-120B on Ironwood +100%, the
 /// model's largest known gap), held to a regression bound just above that; single rows are
 /// printed, not bounded.
 #[test]
@@ -211,7 +211,7 @@ fn held_out_runs_predicted_blind() {
     assert!(dense.len() >= 33 && moe.len() >= 10, "held-out rows missing: {} dense, {} MoE", dense.len(), moe.len());
     let (dense_mean, moe_mean) = (summary(&dense).0, summary(&moe).0);
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
-    assert!(moe_mean <= 0.56, "held-out MoE mean absolute error {:.1}% > 56%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.46, "held-out MoE mean absolute error {:.1}% > 46%", 100.0 * moe_mean);
 }
 
 #[test]
