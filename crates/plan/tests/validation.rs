@@ -182,11 +182,12 @@ fn issue_18_bounds() {
 /// The held-out rows (`data/held_out_runs.toml`, which no fit reads) predicted with the shipped
 /// constants: tpu-recipes' MaxText runs on TPU v6e (18), v5p (3) and TPU7x Ironwood (16, a chip
 /// priced from its datasheet alone: 8 dense Llama rows, 2 of them at 131,072 tokens, and 8 MoE
-/// rows), and MaxText's 2023 TPU v4 table (6). Bounds: the issue's 12% on the mean of the 33 dense
-/// rows (docs/planner.md: 6.5%); the 10 MoE rows 43.3% (DeepSeek-V3 and Qwen3-235B-A22B on
-/// Ironwood +20% to +33%, Llama 4 Maverick on v5p +50%, GPT-OSS-120B on Ironwood +100%, the
-/// model's largest known gap), held to a regression bound just above that; single rows are
-/// printed, not bounded.
+/// rows), MaxText's 2023 TPU v4 table (6), MLPerf Training v6.0's MoE results (12: GPT-OSS-20B
+/// on 8 to 512 Blackwell GPUs, DeepSeek-V3 on 256 and 512) and NeMo AutoModel's H100 table (8: 7
+/// MoE, Llama 3.1 70B). Bounds: the issue's 12% on the mean of the 34 dense rows (docs/planner.md:
+/// 6.4%); the 29 MoE rows 36.1% (GPT-OSS on Ironwood +100% and MLPerf's short steps at 72 and
+/// 512 GPUs +73% to +116% the largest; the AutoModel rows -26% to +3%), held to a regression
+/// bound just above that; single rows are printed, not bounded.
 #[test]
 fn held_out_runs_predicted_blind() {
     let held = prepare_held_out().unwrap();
@@ -208,10 +209,10 @@ fn held_out_runs_predicted_blind() {
         let (mean, worst) = summary(errs);
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
-    assert!(dense.len() >= 33 && moe.len() >= 10, "held-out rows missing: {} dense, {} MoE", dense.len(), moe.len());
+    assert!(dense.len() >= 34 && moe.len() >= 29, "held-out rows missing: {} dense, {} MoE", dense.len(), moe.len());
     let (dense_mean, moe_mean) = (summary(&dense).0, summary(&moe).0);
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
-    assert!(moe_mean <= 0.46, "held-out MoE mean absolute error {:.1}% > 46%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.39, "held-out MoE mean absolute error {:.1}% > 39%", 100.0 * moe_mean);
 }
 
 #[test]
