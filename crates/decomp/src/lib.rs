@@ -12,6 +12,7 @@ mod cross_entropy;
 mod dropout;
 mod embedding;
 mod grad_norm;
+mod grouped_linear;
 mod layer_norm;
 mod linear;
 mod moe;
@@ -32,7 +33,9 @@ pub fn dispatch(port: &dyn Port, call: &Composite) -> Result<()> {
     }
 }
 
-/// Run the default decomposition of `call` on `port`, never asking the port to fuse.
+/// Run the default decomposition of `call` on `port`, never asking the port to fuse `call`
+/// itself. (The one decomposition written against another composite, `grouped_linear`'s, runs
+/// each group as a `linear` through [`dispatch`], so a port's own linear kernel serves it.)
 pub fn run(port: &dyn Port, call: &Composite) -> Result<()> {
     use Composite::*;
     let k = &Prims(port);
@@ -82,6 +85,10 @@ pub fn run(port: &dyn Port, call: &Composite) -> Result<()> {
         MoeRouterFwd { x, w, probs } => moe::router_fwd(k, x, w, probs),
         MoeRouterBwd { x, w, probs, dprobs, dx, dw } => {
             moe::router_bwd(k, x, w, probs, dprobs, dx.as_ref(), dw.as_ref())
+        }
+        GroupedLinearFwd { x, ws, offsets, y } => grouped_linear::fwd(k, x, ws, offsets, y),
+        GroupedLinearBwd { x, ws, dy, offsets, dx, dws } => {
+            grouped_linear::bwd(k, x, ws, dy, offsets, dx.as_ref(), dws)
         }
     }
 }

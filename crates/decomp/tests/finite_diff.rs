@@ -368,6 +368,48 @@ fn moe_router_is_a_softmax_of_the_product() {
 }
 
 #[test]
+fn grouped_linear_is_each_groups_product() {
+    let p = port();
+    // Three groups of 2, 0 and 3 rows (the empty one's weight gradient must come back zero).
+    let (s, inp, out, offsets) = (5, 4, 3, vec![0, 2, 2, 5]);
+    let e = offsets.len() - 1;
+    let (x, g) = (rnd(s * inp, 19, 1.0), rnd(s * out, 20, 1.0));
+    let ws: Vec<Vec<f64>> = (0..e).map(|i| rnd(out * inp, 21 + i as u64, 1.0)).collect();
+    let (xv, y) = (up(&p, &x, &[s, inp]), new(&p, &[s, out]));
+    let wvs: Vec<View> = ws.iter().map(|w| up(&p, w, &[out, inp])).collect();
+    let fwd = Composite::GroupedLinearFwd { x: xv.clone(), ws: wvs.clone(), offsets: offsets.clone(), y: y.clone() };
+    run(&p, &fwd).unwrap();
+    // inputs: x, then each group's weight.
+    let h = |xs: &[Vec<f64>]| {
+        (0..s * out)
+            .map(|i| {
+                let (r, o) = (i / out, i % out);
+                let grp = (0..e).find(|&k| offsets[k] <= r && r < offsets[k + 1]).unwrap();
+                (0..inp).map(|c| xs[0][r * inp + c] * xs[1 + grp][o * inp + c]).sum()
+            })
+            .collect::<Vec<f64>>()
+    };
+    let inputs: Vec<Vec<f64>> = std::iter::once(x).chain(ws).collect();
+    close("grouped_linear fwd", &down(&p, &y), &h(&inputs), 1e-5);
+    let dx = new(&p, &[s, inp]);
+    let dws: Vec<View> = (0..e).map(|_| up(&p, &vec![7.0; out * inp], &[out, inp])).collect();
+    let dy = up(&p, &g, &[s, out]);
+    let bwd = Composite::GroupedLinearBwd {
+        x: xv,
+        ws: wvs,
+        dy,
+        offsets: offsets.clone(),
+        dx: Some(dx.clone()),
+        dws: dws.iter().cloned().map(Some).collect(),
+    };
+    run(&p, &bwd).unwrap();
+    close("grouped_linear bwd dx", &down(&p, &dx), &fd(&h, &inputs, &g, 0), 1e-3);
+    for (i, dw) in dws.iter().enumerate() {
+        close(&format!("grouped_linear bwd dw {i}"), &down(&p, dw), &fd(&h, &inputs, &g, 1 + i), 1e-3);
+    }
+}
+
+#[test]
 fn cross_entropy_with_ignored_targets() {
     let p = port();
     let (n, v) = (4, 17);

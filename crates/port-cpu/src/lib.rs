@@ -105,7 +105,7 @@ impl CpuPort {
 }
 
 /// Composite families with a fused kernel in this port.
-pub const FUSED: [&str; 17] = Composite::NAMES;
+pub const FUSED: [&str; 18] = Composite::NAMES;
 
 impl Port for CpuPort {
     fn name(&self) -> &str {

@@ -871,6 +871,77 @@ fn results_do_not_depend_on_thread_count() {
 }
 
 #[test]
+fn grouped_linear_is_each_groups_linear_bit_for_bit_at_any_thread_count() {
+    // Groups of 0, 700, 5, 0, 301 and 130 rows (In 67, Out 45): at 2 threads the 700-row group
+    // is above a thread's fair share of the call and runs split across the pool, the rest side
+    // by side on one thread each; at 4 threads the 301-row group is split too. Every output must
+    // be the lone linear's bits for its group (however the products were scheduled), the same
+    // at 1, 2 and 4 threads; an empty group's weight gradient zeroed.
+    let offsets = vec![0, 0, 700, 705, 705, 1006, 1136];
+    let (s, inp, out, e) = (1136, 67, 45, 6);
+    let mut runs = Vec::new();
+    for threads in [1, 2, 4] {
+        let p = anychip_port_cpu::new(Some(threads));
+        let mut bits = Vec::new();
+        for dtype in [DType::F32, DType::BF16] {
+            let mut g = Gen::new(23);
+            let x = tensor(&p, &g.vec(s * inp, 1.0), dtype, &[s, inp]);
+            let dy = tensor(&p, &g.vec(s * out, 1.0), dtype, &[s, out]);
+            let ws: Vec<View> = (0..e).map(|_| tensor(&p, &g.vec(out * inp, 0.5), dtype, &[out, inp])).collect();
+            let (y, dx) = (output(&p, dtype, &[s, out]), output(&p, dtype, &[s, inp]));
+            // Group 4 (rows 705..1006) asks for no weight gradient.
+            let dws: Vec<Option<View>> =
+                (0..e).map(|i| (i != 4).then(|| output(&p, DType::F32, &[out, inp]))).collect();
+            run(
+                &p,
+                Composite::GroupedLinearFwd { x: x.clone(), ws: ws.clone(), offsets: offsets.clone(), y: y.clone() },
+            );
+            let call = Composite::GroupedLinearBwd {
+                x: x.clone(),
+                ws: ws.clone(),
+                dy: dy.clone(),
+                offsets: offsets.clone(),
+                dx: Some(dx.clone()),
+                dws: dws.clone(),
+            };
+            run(&p, call);
+            let rows = |v: &View, start: usize, n: usize| {
+                let c = v.shape()[1];
+                restride(v, &[n, c], &[c, 1], start * c)
+            };
+            let (y1, dx1) = (output(&p, dtype, &[s, out]), output(&p, dtype, &[s, inp]));
+            for i in 0..e {
+                let (start, n) = (offsets[i], offsets[i + 1] - offsets[i]);
+                let dw1 = output(&p, DType::F32, &[out, inp]);
+                if n == 0 {
+                    if let Some(dw) = &dws[i] {
+                        assert!(get(&p, dw).iter().all(|&v| v == 0.0), "group {i} has no rows: its dw must be zero");
+                    }
+                    continue;
+                }
+                let (xe, dye) = (rows(&x, start, n), rows(&dy, start, n));
+                run(&p, Composite::LinearFwd { x: xe.clone(), w: ws[i].clone(), b: None, y: rows(&y1, start, n) });
+                let (dxe, dwe) = (Some(rows(&dx1, start, n)), Some(dw1.clone()));
+                run(&p, Composite::LinearBwd { x: xe, w: ws[i].clone(), dy: dye, dx: dxe, dw: dwe, db: None });
+                if let Some(dw) = &dws[i] {
+                    assert!(get_bits(&p, dw) == get_bits(&p, &dw1), "{dtype} {threads} threads: dw {i} differs");
+                    bits.extend(get_bits(&p, dw));
+                }
+            }
+            assert!(
+                get_bits(&p, &y) == get_bits(&p, &y1),
+                "{dtype} {threads} threads: y differs from per-group linears"
+            );
+            assert!(get_bits(&p, &dx) == get_bits(&p, &dx1), "{dtype} {threads} threads: dx differs");
+            bits.extend(get_bits(&p, &y));
+            bits.extend(get_bits(&p, &dx));
+        }
+        runs.push(bits);
+    }
+    assert!(runs[0] == runs[1] && runs[1] == runs[2], "grouped_linear differs between 1, 2 and 4 threads");
+}
+
+#[test]
 fn linear_accepts_a_transposed_weight_view() {
     // w given as a strided view (the transpose of a stored [In, Out] matrix): no copy needed.
     let p = cpu();

@@ -252,7 +252,48 @@ pub fn composite(call: &Composite) -> Vec<Work> {
             }
             v
         }
+        // The linears it contains, one GEMM per non-empty group and product (as `LinearFwd` and
+        // `LinearBwd` price each, without bias), in one kernel: one launch for the call (a
+        // grouped GEMM, as Transformer Engine's GroupedLinear runs a MoE layer's experts). An
+        // empty group's dw, when present, is written as zeros: its bytes only.
+        GroupedLinearFwd { x, ws, offsets, y } => {
+            let (inp, out) = (x.shape()[1], y.shape()[1]);
+            let (xe, ye, we) = (row_bytes(x), row_bytes(y), ws.first().map_or(0.0, bytes));
+            group_rows(offsets).map(|n| gemm(1, n, out, inp, x.dtype, n as f64 * (xe + ye) + we)).collect()
+        }
+        GroupedLinearBwd { x, ws, dy, offsets, dx, dws } => {
+            let (inp, out) = (x.shape()[1], dy.shape()[1]);
+            let (xe, dye, we) = (row_bytes(x), row_bytes(dy), ws.first().map_or(0.0, bytes));
+            let mut v = Vec::new();
+            for (e, w) in offsets.windows(2).enumerate() {
+                let n = w[1] - w[0];
+                if let Some(dx) = dx.as_ref().filter(|_| n > 0) {
+                    v.push(gemm(1, n, inp, out, dy.dtype, n as f64 * (dye + row_bytes(dx)) + we));
+                }
+                match dws.get(e).and_then(Option::as_ref) {
+                    Some(dw) if n > 0 => v.push(gemm(1, out, inp, n, dy.dtype, n as f64 * (dye + xe) + bytes(dw))),
+                    Some(dw) => v.push(Work::memory("grouped_linear_zero", dw.dtype, dw.numel(), 0.0, bytes(dw))),
+                    None => {}
+                }
+            }
+            v
+        }
     }
+}
+
+/// Bytes of one row of a 2-D view.
+fn row_bytes(v: &View) -> f64 {
+    let (rows, _) = rows_cols(v);
+    if rows == 0 {
+        0.0
+    } else {
+        bytes(v) / rows as f64
+    }
+}
+
+/// Rows of each non-empty group.
+fn group_rows(offsets: &[usize]) -> impl Iterator<Item = usize> + '_ {
+    offsets.windows(2).map(|w| w[1] - w[0]).filter(|&n| n > 0)
 }
 
 /// Whether a composite call is a backward (gradient) kernel.
@@ -275,6 +316,7 @@ pub fn is_backward(call: &Composite) -> bool {
             | DropoutBwd { .. }
             | MoeCombineBwd { .. }
             | MoeRouterBwd { .. }
+            | GroupedLinearBwd { .. }
     )
 }
 
@@ -322,6 +364,49 @@ mod tests {
         assert_eq!(bwd.len(), 2);
         assert_eq!(bwd.iter().map(|w| w.flops).sum::<f64>(), 2.0 * fwd[0].flops);
         assert_eq!(bwd[1].shape, vec![16, 32, 64]);
+    }
+
+    #[test]
+    fn grouped_linear_is_the_sum_of_its_groups_linears() {
+        // Groups of 5, 0 and 11 rows: the empty one costs nothing forward, and only its zeroed
+        // gradient backward.
+        let (s, inp, out, offsets) = (16, 32, 8, vec![0, 5, 5, 16]);
+        let (x, y, w) = (view(&[s, inp], DType::F32), view(&[s, out], DType::F32), view(&[out, inp], DType::F32));
+        let ws = vec![w.clone(); 3];
+        let fwd = composite(&Composite::GroupedLinearFwd {
+            x: x.clone(),
+            ws: ws.clone(),
+            offsets: offsets.clone(),
+            y: y.clone(),
+        });
+        let bwd = composite(&Composite::GroupedLinearBwd {
+            x: x.clone(),
+            ws,
+            dy: y,
+            offsets: offsets.clone(),
+            dx: Some(x),
+            dws: vec![Some(w.clone()), Some(w.clone()), Some(w)],
+        });
+        let per_group = |n: usize| {
+            let (xe, ye, we) =
+                (view(&[n, inp], DType::F32), view(&[n, out], DType::F32), view(&[out, inp], DType::F32));
+            let f = composite(&Composite::LinearFwd { x: xe.clone(), w: we.clone(), b: None, y: ye.clone() });
+            let b = composite(&Composite::LinearBwd {
+                x: xe.clone(),
+                w: we.clone(),
+                dy: ye,
+                dx: Some(xe),
+                dw: Some(we),
+                db: None,
+            });
+            (f, b)
+        };
+        let ((f5, b5), (f11, b11)) = (per_group(5), per_group(11));
+        assert_eq!(fwd, [f5, f11].concat());
+        assert_eq!(bwd.len(), 5);
+        assert_eq!(bwd[..2], b5[..]);
+        assert_eq!(bwd[3..], b11[..]);
+        assert_eq!((bwd[2].flops, bwd[2].bytes), (0.0, (out * inp * 4) as f64));
     }
 
     #[test]

@@ -116,3 +116,52 @@ pub fn moe_router(
     }
     Ok((xs[0], xs[1], ws[0]))
 }
+
+/// (S, In, Out) of a `GroupedLinearFwd`/`GroupedLinearBwd` call: x `[S, In]`, `yy` (y, or dy)
+/// `[S, Out]`, every ws[e] `[Out, In]` of one dtype, offsets `[E + 1]` non-decreasing from 0 to
+/// S; in the backward (`dws` given) dx shaped as x when present and E entries in dws, each
+/// present one `[Out, In]`.
+pub fn grouped_linear(
+    x: &View,
+    ws: &[View],
+    offsets: &[usize],
+    yy: &View,
+    dx: Option<&View>,
+    dws: Option<&[Option<View>]>,
+) -> Result<(usize, usize, usize)> {
+    let (xs, ys) = (x.shape(), yy.shape());
+    if xs.len() != 2 || ys.len() != 2 || ys[0] != xs[0] || dx.is_some_and(|v| v.shape() != xs) {
+        return invalid(format!(
+            "grouped_linear: x {xs:?} and y (or dy) {ys:?} must be [S, In] and [S, Out], with dx shaped as x"
+        ));
+    }
+    let (s, inp, out) = (xs[0], xs[1], ys[1]);
+    if let Some(w) = ws.iter().find(|w| w.shape() != [out, inp] || w.dtype != ws[0].dtype) {
+        return invalid(format!(
+            "grouped_linear: weight {:?} {} where every weight must be [{out}, {inp}] of one dtype",
+            w.shape(),
+            w.dtype
+        ));
+    }
+    if offsets.len() != ws.len() + 1
+        || offsets.first() != Some(&0)
+        || offsets.last() != Some(&s)
+        || offsets.windows(2).any(|w| w[1] < w[0])
+    {
+        return invalid(format!(
+            "grouped_linear: offsets {offsets:?} must be {} non-decreasing row indices from 0 to {s} (one more than the {} weights)",
+            ws.len() + 1,
+            ws.len()
+        ));
+    }
+    if let Some(dws) = dws {
+        if dws.len() != ws.len() || dws.iter().flatten().any(|d| d.shape() != [out, inp]) {
+            return invalid(format!(
+                "grouped_linear: {} weight gradients for {} weights, each present one [{out}, {inp}]",
+                dws.len(),
+                ws.len()
+            ));
+        }
+    }
+    Ok((s, inp, out))
+}

@@ -164,11 +164,23 @@ pub enum Composite {
     /// dw = dz^T x `[E, D]`, each written (overwritten, as `LinearBwd` does) only when present,
     /// in its own dtype (F32, or that of x or w).
     MoeRouterBwd { x: View, w: View, probs: View, dprobs: View, dx: Option<View>, dw: Option<View> },
+    /// Grouped linear (the experts of a mixture-of-experts layer, over expert-sorted rows): for
+    /// x `[S, In]`, E weights ws[e] `[Out, In]` (one shape and dtype) and offsets `[E + 1]`
+    /// non-decreasing from offsets[0] = 0 to offsets[E] = S, group e is rows
+    /// offsets[e]..offsets[e+1] and y `[S, Out]` has y_e = x_e ws[e]^T there: `LinearFwd`
+    /// without bias on each group's rows. An empty group (offsets[e] = offsets[e+1]) writes
+    /// nothing. Dtypes as `LinearFwd`; a port may run the groups in any order or at once.
+    GroupedLinearFwd { x: View, ws: Vec<View>, offsets: Vec<usize>, y: View },
+    /// Gradients of GroupedLinearFwd per group e, from dy `[S, Out]`: dx_e = dy_e ws[e] (rows
+    /// offsets[e]..offsets[e+1] of dx `[S, In]`) and dws[e] = dy_e^T x_e `[Out, In]`, each written
+    /// (overwritten, as `LinearBwd` does) only when present; `dws` has E entries, and an empty
+    /// group's dws[e], when present, is zeroed (the empty sum).
+    GroupedLinearBwd { x: View, ws: Vec<View>, dy: View, offsets: Vec<usize>, dx: Option<View>, dws: Vec<Option<View>> },
 }
 
 impl Composite {
     /// Names of every composite family, as listed in `Capabilities::fused` and reports.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "softmax",
         "log_softmax",
         "layer_norm",
@@ -186,6 +198,7 @@ impl Composite {
         "dropout",
         "moe_combine",
         "moe_router",
+        "grouped_linear",
     ];
 
     /// Family name of this call (forward and backward share one).
@@ -209,6 +222,7 @@ impl Composite {
             DropoutFwd { .. } | DropoutBwd { .. } => "dropout",
             MoeCombineFwd { .. } | MoeCombineBwd { .. } => "moe_combine",
             MoeRouterFwd { .. } | MoeRouterBwd { .. } => "moe_router",
+            GroupedLinearFwd { .. } | GroupedLinearBwd { .. } => "grouped_linear",
         }
     }
 }
@@ -314,6 +328,17 @@ impl Composite {
             MoeRouterBwd { x, w, probs, dprobs, dx, dw } => {
                 MoeRouterBwd { x: f(x), w: f(w), probs: f(probs), dprobs: f(dprobs), dx: o(dx), dw: o(dw) }
             }
+            GroupedLinearFwd { x, ws, offsets, y } => {
+                GroupedLinearFwd { x: f(x), ws: ws.iter().map(f).collect(), offsets: offsets.clone(), y: f(y) }
+            }
+            GroupedLinearBwd { x, ws, dy, offsets, dx, dws } => GroupedLinearBwd {
+                x: f(x),
+                ws: ws.iter().map(f).collect(),
+                dy: f(dy),
+                offsets: offsets.clone(),
+                dx: o(dx),
+                dws: dws.iter().map(o).collect(),
+            },
         }
     }
 
@@ -371,6 +396,12 @@ impl Composite {
             MoeRouterBwd { dx, dw, .. } => {
                 v.extend(opt("dx", dx));
                 v.extend(opt("dw", dw));
+            }
+            GroupedLinearFwd { y, .. } => v.push(("y", y)),
+            GroupedLinearBwd { dx, dws, .. } => {
+                v.extend(opt("dx", dx));
+                // One entry per present group gradient, in group order.
+                v.extend(dws.iter().flat_map(|d| opt("dws", d)));
             }
         }
         v

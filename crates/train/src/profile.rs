@@ -95,7 +95,7 @@ impl Kind {
     /// The kind a composite family is charged to (forward and backward alike).
     pub fn of_composite(call: &Composite) -> Kind {
         match call.name() {
-            "linear" => Kind::Matmul,
+            "linear" | "grouped_linear" => Kind::Matmul,
             "attention" | "softmax" => Kind::Attention,
             "layer_norm" | "rms_norm" => Kind::Norms,
             "cross_entropy" | "log_softmax" => Kind::CrossEntropy,
@@ -388,11 +388,17 @@ fn primitive_row(call: &Primitive) -> (Kind, String) {
 }
 
 /// A composite's row in the op table: its family, and for `linear` the weight's [out x in],
-/// since a model's linears differ mostly in shape (qkv, MLP, LM head).
+/// since a model's linears differ mostly in shape (qkv, MLP, LM head); for `grouped_linear`
+/// the groups' count before it ([groups x out x in]: a MoE layer's experts, up or down).
 fn op_label(call: &Composite) -> String {
     match call {
         Composite::LinearFwd { w, .. } | Composite::LinearBwd { w, .. } if w.shape().len() == 2 => {
             format!("linear {}x{}", w.shape()[0], w.shape()[1])
+        }
+        Composite::GroupedLinearFwd { ws, .. } | Composite::GroupedLinearBwd { ws, .. }
+            if ws.first().is_some_and(|w| w.shape().len() == 2) =>
+        {
+            format!("grouped_linear {}x{}x{}", ws.len(), ws[0].shape()[0], ws[0].shape()[1])
         }
         _ => call.name().to_string(),
     }

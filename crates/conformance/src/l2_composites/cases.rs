@@ -31,8 +31,10 @@ pub(crate) fn all() -> Vec<Case> {
         v.extend(dropout(dt));
         v.extend(moe_combine(dt));
         v.extend(moe_router(dt));
+        v.extend(grouped_linear(dt));
     }
     v.extend(linear_mixed_precision());
+    v.extend(grouped_linear_mixed_precision());
     v.extend(attention_mixed_precision());
     v
 }
@@ -493,6 +495,61 @@ fn moe_router(dt: DType) -> Vec<Case> {
                 dprobs: o.x(&dprobs, &[n, e])?,
                 dx: if with_dx { Some(o.out(&[n, d])?) } else { None },
                 dw: Some(o.out(&[e, d])?),
+            })
+        })
+    };
+    vec![fwd, bwd(true), bwd(false)]
+}
+
+/// Grouped linear's groups: 700 rows in five uneven groups, one empty (61, 0, 400, 3, 236
+/// rows), so a port that schedules groups is checked on an empty group, a group of a few rows
+/// and one big enough for the cpu port to split it (above a thread's fair share of the call at
+/// 2 threads, and over two 128-row slices) while the others run side by side; In 67 and Out 45
+/// reach register-tile tails.
+const GROUPS: [usize; 6] = [0, 61, 61, 461, 464, 700];
+
+/// Grouped linear (a MoE layer's experts), forward and backward: all outputs present (the empty
+/// group's weight gradient zeroed), and dx absent with only some weight gradients asked for.
+fn grouped_linear(dt: DType) -> Vec<Case> {
+    grouped_cases(&format!("{dt}"), dt, dt)
+}
+
+/// Grouped linear in mixed precision, as with `linear_autocast`: bf16 x, ws and dy; f32 y, dx
+/// and weight gradients.
+fn grouped_linear_mixed_precision() -> Vec<Case> {
+    grouped_cases("bf16->f32", DType::BF16, DType::F32)
+}
+
+fn grouped_cases(label: &str, dt: DType, out_dt: DType) -> Vec<Case> {
+    let (s, inp, out, e) = (GROUPS[5], 67, 45, GROUPS.len() - 1);
+    let (x, dy) = (data(s * inp, 61, 1.0), data(s * out, 62, 1.0));
+    let ws: Vec<Vec<f32>> = (0..e).map(|i| data(out * inp, 63 + i as u64, 0.5)).collect();
+    let upload = move |o: &On, ws: &[Vec<f32>]| ws.iter().map(|w| o.x(w, &[out, inp])).collect::<Result<Vec<View>>>();
+    let outv = move |o: &On, shape: &[usize]| if out_dt == DType::F32 { o.out_f32(shape) } else { o.out(shape) };
+    let fwd = {
+        let (x, ws) = (x.clone(), ws.clone());
+        Case::new(format!("grouped_linear fwd {label}"), dt, move |o| {
+            Ok(Composite::GroupedLinearFwd {
+                x: o.x(&x, &[s, inp])?,
+                ws: upload(o, &ws)?,
+                offsets: GROUPS.to_vec(),
+                y: outv(o, &[s, out])?,
+            })
+        })
+    };
+    // `all`: dx and every weight gradient; else no dx and the gradients of groups 0 and 2 only.
+    let bwd = |all: bool| {
+        let (x, ws, dy) = (x.clone(), ws.clone(), dy.clone());
+        let name = if all { "bwd" } else { "bwd some dw" };
+        Case::new(format!("grouped_linear {name} {label}"), dt, move |o| {
+            let dws = (0..e).map(|i| (all || i % 2 == 0).then(|| outv(o, &[out, inp])).transpose());
+            Ok(Composite::GroupedLinearBwd {
+                x: o.x(&x, &[s, inp])?,
+                ws: upload(o, &ws)?,
+                dy: o.x(&dy, &[s, out])?,
+                offsets: GROUPS.to_vec(),
+                dx: if all { Some(outv(o, &[s, inp])?) } else { None },
+                dws: dws.collect::<Result<_>>()?,
             })
         })
     };

@@ -3,7 +3,11 @@
 //! Forward: y is first set to the broadcast bias, then y = 1 x w^T + 1 y (one gemm pass).
 //! Backward: dx = dy w; dw = dy^T x; db = sum_rows dy (the leading-axis reduce fast path).
 
-use crate::prim::{matmul::matmul, movement::cast, reduce::reduce};
+use crate::prim::{
+    matmul::{matmul, matmul_serial},
+    movement::cast,
+    reduce::reduce,
+};
 use anychip_port::{invalid, Handled, Layout, ReduceOp, Result, View};
 
 /// `v` as a rank-3 [1, rows, cols] matrix (rows: leading axes flattened), or its transpose.
@@ -49,14 +53,39 @@ pub fn fwd(x: &View, w: &View, b: Option<&View>, y: &View) -> Result<Handled> {
     Ok(Handled::Yes)
 }
 
+/// The product on the pool (`parallel`, a lone linear's) or on this thread alone (one of a
+/// grouped linear's products that run at once); either gives the same bits.
+fn product(a: &View, b: &View, out: &View, parallel: bool) -> Result<()> {
+    if parallel {
+        matmul(a, b, out, 1.0, 0.0)
+    } else {
+        matmul_serial(a, b, out, 1.0, 0.0)
+    }
+}
+
+/// y = x w^T, no bias.
+pub fn y_product(x: &View, w: &View, y: &View, parallel: bool) -> Result<()> {
+    product(&mat(x, false)?, &mat(w, true)?, &mat(y, false)?, parallel)
+}
+
+/// dx = dy w.
+pub fn dx_product(dy: &View, w: &View, dx: &View, parallel: bool) -> Result<()> {
+    product(&mat(dy, false)?, &mat(w, false)?, &mat(dx, false)?, parallel)
+}
+
+/// dw = dy^T x.
+pub fn dw_product(dy: &View, x: &View, dw: &View, parallel: bool) -> Result<()> {
+    product(&mat(dy, true)?, &mat(x, false)?, &mat(dw, false)?, parallel)
+}
+
 /// dx = dy w, dw = dy^T x, db = sum_rows dy; each only when asked for.
 pub fn bwd(x: &View, w: &View, dy: &View, dx: Option<&View>, dw: Option<&View>, db: Option<&View>) -> Result<Handled> {
     let dym = mat(dy, false)?;
     if let Some(dx) = dx {
-        matmul(&dym, &mat(w, false)?, &mat(dx, false)?, 1.0, 0.0)?;
+        dx_product(dy, w, dx, true)?;
     }
     if let Some(dw) = dw {
-        matmul(&mat(dy, true)?, &mat(x, false)?, &mat(dw, false)?, 1.0, 0.0)?;
+        dw_product(dy, x, dw, true)?;
     }
     if let Some(db) = db {
         let out = dym.shape()[2];

@@ -8,6 +8,7 @@ mod activation;
 mod attention;
 mod cross_entropy;
 mod embedding;
+mod grouped;
 mod linear;
 mod moe;
 mod norm;
@@ -76,6 +77,8 @@ pub fn run(call: &Composite) -> Result<Handled> {
         MoeCombineBwd { y, w, tok, dout, dy, dw } => moe::combine_bwd(y, w, tok, dout, dy.as_ref(), dw.as_ref()),
         MoeRouterFwd { x, w, probs } => moe::router_fwd(x, w, probs),
         MoeRouterBwd { x, w, probs, dprobs, dx, dw } => moe::router_bwd(x, w, probs, dprobs, dx.as_ref(), dw.as_ref()),
+        GroupedLinearFwd { x, ws, offsets, y } => grouped::fwd(x, ws, offsets, y),
+        GroupedLinearBwd { x, ws, dy, offsets, dx, dws } => grouped::bwd(x, ws, dy, offsets, dx.as_ref(), dws),
     }
 }
 
@@ -110,9 +113,11 @@ fn views<'a>(call: &'a Composite) -> Vec<&'a View> {
         CrossEntropyBwd { logits, targets, lse, dloss, dlogits } => {
             add(&[Some(logits), Some(targets), Some(lse), Some(dloss), Some(dlogits)])
         }
-        // Embedding, linear and SiLU go through the strided primitives and block map: any layout
-        // works. Attention and RoPE check their own layouts (heads with unit-stride rows).
+        // Embedding, linear, grouped linear and SiLU go through the strided primitives and block
+        // map: any layout works. Attention and RoPE check their own layouts (heads with
+        // unit-stride rows).
         EmbeddingFwd { .. } | EmbeddingBwd { .. } | LinearFwd { .. } | LinearBwd { .. } => {}
+        GroupedLinearFwd { .. } | GroupedLinearBwd { .. } => {}
         SiluFwd { .. } | SiluBwd { .. } => {}
         AttentionFwd { .. } | AttentionBwd { .. } | RopeFwd { .. } | RopeBwd { .. } => {}
         AdamWStep { param, grad, m, v, grad_scale, .. } => {

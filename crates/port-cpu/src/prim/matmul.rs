@@ -17,7 +17,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Products with fewer multiply-adds than this run on one thread (threading costs ~10 us).
-const PAR_FLOPS: usize = 1 << 18;
+pub(crate) const PAR_FLOPS: usize = 1 << 18;
 
 /// An f32 operand: base pointer plus (batch, row, column) strides in elements.
 #[derive(Clone, Copy)]
@@ -30,12 +30,21 @@ pub struct Mat {
 
 /// Check shapes and run the product; see the module docs.
 pub fn matmul(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
-    matmul_on(a, b, out, alpha, beta, true)
+    matmul_on(a, b, out, alpha, beta, true, true)
+}
+
+/// [`matmul`] on the calling thread alone, for a caller that runs several products at once
+/// on the pool (`grouped_linear`). Every output element is the same sum as [`matmul`]'s, bit
+/// for bit: a split product's slices take the same path through gemm as the whole product (see
+/// [`split`]), and the native bf16 kernel sums each element over K in an order its blocking
+/// does not change.
+pub fn matmul_serial(a: &View, b: &View, out: &View, alpha: f32, beta: f32) -> Result<()> {
+    matmul_on(a, b, out, alpha, beta, true, false)
 }
 
 /// [`matmul`], with `native` = false forcing the widening path for bf16 operands (for tests
-/// that hold the native kernel against it).
-fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool) -> Result<()> {
+/// that hold the native kernel against it), and `parallel` = false keeping it on this thread.
+fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool, parallel: bool) -> Result<()> {
     for v in [a, b, out] {
         want_float(v, "matmul")?;
     }
@@ -64,7 +73,7 @@ fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool
     let (a_copy, b_copy) = (ar.id == or.id, br.id == or.id);
     #[cfg(anychip_avx512bf16)]
     if native && !(a_copy || b_copy) && a.dtype == DType::BF16 && super::matmul_bf16::available() {
-        native_bf16(a, b, out, (ar, br, or), (bt, m, k, n), alpha, beta);
+        native_bf16(a, b, out, (ar, br, or), (bt, m, k, n), alpha, beta, parallel);
         return Ok(());
     }
     let _ = native;
@@ -86,7 +95,7 @@ fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool
     // the output batches are disjoint (dense_out), so parallel batches never share memory; an
     // input read in place is in another buffer than out (else it was copied above), so no
     // element is read while it is written.
-    unsafe { gemm_batched(bt, m, n, k, ma, mb, mo, alpha, beta) };
+    unsafe { gemm_batched(bt, m, n, k, ma, mb, mo, alpha, beta, parallel) };
     if or.dtype != DType::F32 {
         let ol = &out.layout;
         for (i, chunk) in wo.chunks(n).enumerate() {
@@ -100,6 +109,7 @@ fn matmul_on(a: &View, b: &View, out: &View, alpha: f32, beta: f32, native: bool
 
 /// The product on the native bf16 kernel: straight into `out` when it is f32 with unit column
 /// stride, else through an f32 scratch (loaded first when beta reads it) stored back at the end.
+/// On the pool when `parallel`, else on this thread.
 #[cfg(anychip_avx512bf16)]
 #[allow(clippy::too_many_arguments)]
 fn native_bf16(
@@ -110,6 +120,7 @@ fn native_bf16(
     (bt, m, k, n): (usize, usize, usize, usize),
     alpha: f32,
     beta: f32,
+    parallel: bool,
 ) {
     use super::matmul_bf16::{gemm, BfMat, OutMat};
     let (al, bl, ol) = (&a.layout, &b.layout, &out.layout);
@@ -151,10 +162,10 @@ fn native_bf16(
     };
     let work = m * n * k.max(1);
     let threads = rayon::current_num_threads();
-    if bt > 1 && work * bt >= PAR_FLOPS && (work < PAR_FLOPS * 8 || bt >= 4 * threads) {
+    if parallel && bt > 1 && work * bt >= PAR_FLOPS && (work < PAR_FLOPS * 8 || bt >= 4 * threads) {
         (0..bt).into_par_iter().for_each(|i| one(i, false));
     } else {
-        (0..bt).for_each(|i| one(i, true));
+        (0..bt).for_each(|i| one(i, parallel));
     }
     if !direct {
         for (i, chunk) in wo.chunks(n).enumerate() {
@@ -201,20 +212,32 @@ fn widen(v: &View, r: crate::elem::Raw, dst: &mut [f32]) {
     }
 }
 
-/// c[i] = alpha a[i] b[i] + beta c[i] for i < batch, all f32 strided.
+/// c[i] = alpha a[i] b[i] + beta c[i] for i < batch, all f32 strided; on the pool when
+/// `parallel`, else on this thread.
 ///
 /// # Safety
 /// Every matrix must be in bounds, and the batches of `c` must be pairwise disjoint.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_batched(bt: usize, m: usize, n: usize, k: usize, a: Mat, b: Mat, c: Mat, alpha: f32, beta: f32) {
+pub unsafe fn gemm_batched(
+    bt: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat,
+    b: Mat,
+    c: Mat,
+    alpha: f32,
+    beta: f32,
+    parallel: bool,
+) {
     let work = m * n * k.max(1);
-    let threads = rayon::current_num_threads();
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
     let one = |i: usize, par: Parallelism| {
         // Wrapping for the reason in `Mat::offset`: an empty operand's batch stride is unchecked.
         let at = |x: Mat| (x.ptr.0 as *mut f32).wrapping_add(i * x.bs);
         gemm_one(m, n, k, at(a), a.rs, a.cs, at(b), b.rs, b.cs, at(c), c.rs, c.cs, alpha, beta, par);
     };
-    if bt > 1 && work * bt >= PAR_FLOPS && (work < PAR_FLOPS * 8 || bt >= 4 * threads) {
+    if parallel && bt > 1 && work * bt >= PAR_FLOPS && (work < PAR_FLOPS * 8 || bt >= 4 * threads) {
         (0..bt).into_par_iter().for_each(|i| one(i, Parallelism::None));
     } else {
         let par = if work >= PAR_FLOPS && threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
@@ -607,7 +630,7 @@ mod tests {
             let run = |native: bool| {
                 let init = if beta == 0.0 { vec![f32::NAN; bt * m * n] } else { cv.clone() };
                 let o = put(&init, odt, o_l.clone());
-                port.run(|| matmul_on(&a, &b, &o, alpha, beta, native)).unwrap();
+                port.run(|| matmul_on(&a, &b, &o, alpha, beta, native, true)).unwrap();
                 get(&o)
             };
             let (native, widened) = (run(true), run(false));
