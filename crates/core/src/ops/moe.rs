@@ -1,11 +1,12 @@
 //! Mixture-of-experts compute: the router's probabilities, grouped SwiGLU experts over
 //! expert-sorted rows, and the weighted combine back to token order. The top-k (on the host)
 //! and the dispatch gather are ordinary ops; these three are each ONE autograd node with an
-//! analytic backward. The experts are written against the composites every dense model uses
-//! (`LinearFwd/Bwd`, `SwigluFwd/Bwd`); the router and the combine are the two composites MoE
-//! adds to the port contract (`MoeRouterFwd/Bwd`, `MoeCombineFwd/Bwd`), each with a default
-//! decomposition (into the linear and softmax decompositions; into `gather_rows`,
-//! `scatter_add_rows`, `binary` and `reduce`), so a port that fuses nothing still runs them.
+//! analytic backward. MoE adds three composites to the port contract: the router
+//! (`MoeRouterFwd/Bwd`), the experts' products (`GroupedLinearFwd/Bwd`) and the combine
+//! (`MoeCombineFwd/Bwd`), each with a default decomposition (into the linear and softmax
+//! decompositions; into one `linear` composite per expert; into `gather_rows`,
+//! `scatter_add_rows`, `binary` and `reduce`), so a port that fuses nothing still runs them. The
+//! experts' activation is the `SwigluFwd/Bwd` composite every SwiGLU model uses.
 //!
 //! Router, for x `[N, d]` and the router weight w `[E, d]`:
 //!   z = x w^T `[N, E]` (f32), probs = softmax(z) per row;
@@ -19,8 +20,11 @@
 //! Backward, with dy_e given:
 //!   da_e = dy_e D_e, dD_e = dy_e^T a_e; du = da silu(g), dg = silu'(g) (da u);
 //!   dU_e = dh_e^T x_e, dx_e = dh_e U_e.
-//! The SwiGLU runs once over all S rows (one composite each way); the products run per expert
-//! on row ranges of one buffer, so no per-expert copy, concat or zero-filled gradient is made.
+//! The SwiGLU runs once over all S rows (one composite each way); each product runs for every
+//! expert at once, as one `GroupedLinear` call on row ranges of one buffer (h = x U^T, y = a D^T
+//! forward; da and dD, then dx and dU, backward), so a port can schedule the experts together
+//! (`cpu` runs small experts' products side by side, each on one thread) and no per-expert
+//! copy, concat or zero-filled gradient is made (an expert without rows gets no gradient).
 //!
 //! Combine, for y `[S, d]`, weights w `[S, 1]` and the token of each row tok `[S]` (I32):
 //!   out `[N, d]`, out[tok[s]] += w[s] y[s];
@@ -31,19 +35,11 @@
 use super::composite::run;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
-use anychip_port::{Composite, DType, Layout, View};
+use anychip_port::{Composite, DType, View};
 
-/// Rows `start..start + len` of a contiguous 2-D view (no copy).
-fn rows(v: &View, start: usize, len: usize) -> View {
-    let mut layout: Layout = v.layout.clone();
-    layout.offset += start * layout.strides[0];
-    layout.shape[0] = len;
-    View { layout, ..v.clone() }
-}
-
-/// Each expert's `(start, len)` row range, experts without rows skipped.
-fn ranges(offsets: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-    offsets.windows(2).enumerate().filter(|(_, w)| w[1] > w[0]).map(|(e, w)| (e, w[0], w[1] - w[0]))
+/// The views of `ts` (the experts' weights, for a `GroupedLinear` call).
+fn views(ts: &[Tensor]) -> Vec<View> {
+    ts.iter().map(Tensor::view).collect()
 }
 
 fn check_experts(x: &Tensor, offsets: &[usize], up: &[Tensor], down: &[Tensor]) -> Result<usize> {
@@ -83,15 +79,10 @@ pub fn moe_experts(x: &Tensor, offsets: &[usize], up: &[Tensor], down: &[Tensor]
     let a = x.empty_on(&[s, f], x.dtype())?;
     let y = x.empty_on(&[s, d], x.dtype())?;
     let (xv, hv, av, yv) = (x.view(), h.view(), a.view(), y.view());
-    for (e, start, n) in ranges(offsets) {
-        let w = ud[e].view();
-        run(&port, Composite::LinearFwd { x: rows(&xv, start, n), w, b: None, y: rows(&hv, start, n) })?;
-    }
-    run(&port, Composite::SwigluFwd { x: hv.clone(), y: av.clone() })?;
-    for (e, start, n) in ranges(offsets) {
-        let w = dd[e].view();
-        run(&port, Composite::LinearFwd { x: rows(&av, start, n), w, b: None, y: rows(&yv, start, n) })?;
-    }
+    let offs = offsets.to_vec();
+    run(&port, Composite::GroupedLinearFwd { x: xv, ws: views(&ud), offsets: offs.clone(), y: hv.clone() })?;
+    run(&port, Composite::SwigluFwd { x: hv, y: av.clone() })?;
+    run(&port, Composite::GroupedLinearFwd { x: av, ws: views(&dd), offsets: offs, y: yv })?;
     let mut inputs: Vec<&Tensor> = vec![&x];
     inputs.extend(up.iter());
     inputs.extend(down.iter());
@@ -118,40 +109,23 @@ fn experts_backward(
     let port = x.port().clone();
     let (da, dh, dx) = (a.empty_like()?, h.empty_like()?, x.empty_like()?);
     let (dav, dhv, dxv, dyv, av, hv, xv) = (da.view(), dh.view(), dx.view(), dy.view(), a.view(), h.view(), x.view());
-    let mut d_up: Vec<Option<Tensor>> = vec![None; n_exp];
-    let mut d_down: Vec<Option<Tensor>> = vec![None; n_exp];
-    for (e, start, n) in ranges(offsets) {
-        let dw = if needs[1 + n_exp + e] { Some(down[e].empty_like()?) } else { None };
-        run(
-            &port,
-            Composite::LinearBwd {
-                x: rows(&av, start, n),
-                w: down[e].view(),
-                dy: rows(&dyv, start, n),
-                dx: Some(rows(&dav, start, n)),
-                dw: dw.as_ref().map(|t| t.view()),
-                db: None,
-            },
-        )?;
-        d_down[e] = dw;
-    }
+    // Each weight's gradient where autograd needs it and its expert has rows (an expert
+    // without rows gets none).
+    let grads = |ws: &[Tensor], first: usize| -> Result<Vec<Option<Tensor>>> {
+        let wanted = |e: usize| needs[first + e] && offsets[e + 1] > offsets[e];
+        (0..n_exp).map(|e| if wanted(e) { ws[e].empty_like().map(Some) } else { Ok(None) }).collect()
+    };
+    let grad_views = |gs: &[Option<Tensor>]| gs.iter().map(|g| g.as_ref().map(Tensor::view)).collect::<Vec<_>>();
+    let d_down = grads(down, 1 + n_exp)?;
+    let (dws, offs) = (grad_views(&d_down), offsets.to_vec());
+    let call =
+        Composite::GroupedLinearBwd { x: av, ws: views(down), dy: dyv, offsets: offs, dx: Some(dav.clone()), dws };
+    run(&port, call)?;
     // SwiGLU backward over every row at once: du = da silu(g); dg = silu'(g) (da u).
-    run(&port, Composite::SwigluBwd { x: hv.clone(), dy: dav.clone(), dx: dhv.clone() })?;
-    for (e, start, n) in ranges(offsets) {
-        let dw = if needs[1 + e] { Some(up[e].empty_like()?) } else { None };
-        run(
-            &port,
-            Composite::LinearBwd {
-                x: rows(&xv, start, n),
-                w: up[e].view(),
-                dy: rows(&dhv, start, n),
-                dx: Some(rows(&dxv, start, n)),
-                dw: dw.as_ref().map(|t| t.view()),
-                db: None,
-            },
-        )?;
-        d_up[e] = dw;
-    }
+    run(&port, Composite::SwigluBwd { x: hv, dy: dav, dx: dhv.clone() })?;
+    let d_up = grads(up, 1)?;
+    let (dws, offs) = (grad_views(&d_up), offsets.to_vec());
+    run(&port, Composite::GroupedLinearBwd { x: xv, ws: views(up), dy: dhv, offsets: offs, dx: Some(dxv), dws })?;
     let mut out = vec![Some(dx)];
     out.extend(d_up);
     out.extend(d_down);
