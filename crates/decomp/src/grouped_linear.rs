@@ -12,14 +12,9 @@
 use crate::prims::{narrow, Prims};
 use anychip_port::{check, Composite, Result, View};
 
-/// Each non-empty group's (index, first row, rows).
-fn groups(offsets: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-    offsets.windows(2).enumerate().filter(|(_, w)| w[1] > w[0]).map(|(e, w)| (e, w[0], w[1] - w[0]))
-}
-
 pub(crate) fn fwd(k: &Prims, x: &View, ws: &[View], offsets: &[usize], y: &View) -> Result<()> {
     check::grouped_linear(x, ws, offsets, y, None, None)?;
-    for (e, start, n) in groups(offsets) {
+    for (e, start, n) in check::groups(offsets) {
         let call =
             Composite::LinearFwd { x: narrow(x, 0, start, n), w: ws[e].clone(), b: None, y: narrow(y, 0, start, n) };
         crate::dispatch(k.0, &call)?;

@@ -117,6 +117,12 @@ pub fn moe_router(
     Ok((xs[0], xs[1], ws[0]))
 }
 
+/// Each non-empty group of a `grouped_linear` call's `offsets`: (group, first row, rows). The
+/// one walk over the groups that the default decomposition and fused kernels share.
+pub fn groups(offsets: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    offsets.windows(2).enumerate().filter(|(_, w)| w[1] > w[0]).map(|(e, w)| (e, w[0], w[1] - w[0]))
+}
+
 /// (S, In, Out) of a `GroupedLinearFwd`/`GroupedLinearBwd` call: x `[S, In]`, `yy` (y, or dy)
 /// `[S, Out]`, every ws[e] `[Out, In]` of one dtype, offsets `[E + 1]` non-decreasing from 0 to
 /// S; in the backward (`dws` given) dx shaped as x when present and E entries in dws, each

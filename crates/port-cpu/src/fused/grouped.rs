@@ -65,7 +65,7 @@ struct Product {
 pub fn fwd(x: &View, ws: &[View], offsets: &[usize], y: &View) -> Result<Handled> {
     let (_, inp, out) = check::grouped_linear(x, ws, offsets, y, None, None)?;
     let products: Vec<Product> =
-        groups(offsets).map(|(e, n)| Product { work: n * inp * out, group: e, which: Which::Y }).collect();
+        check::groups(offsets).map(|(e, _, n)| Product { work: n * inp * out, group: e, which: Which::Y }).collect();
     schedule(products, |p, parallel| {
         let (start, n) = (offsets[p.group], offsets[p.group + 1] - offsets[p.group]);
         y_product(&rows(x, start, n), &ws[p.group], &rows(y, start, n), parallel)
@@ -90,7 +90,7 @@ pub fn bwd(
         }
     }
     let mut products = Vec::new();
-    for (e, n) in groups(offsets) {
+    for (e, _, n) in check::groups(offsets) {
         if dx.is_some() {
             products.push(Product { work: n * inp * out, group: e, which: Which::Dx });
         }
@@ -109,11 +109,6 @@ pub fn bwd(
         }
     })?;
     Ok(Handled::Yes)
-}
-
-/// Each non-empty group's (index, rows).
-fn groups(offsets: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    offsets.windows(2).enumerate().filter(|(_, w)| w[1] > w[0]).map(|(e, w)| (e, w[1] - w[0]))
 }
 
 /// Run every product (`run(product, parallel)`): see the module docs for the order.
