@@ -9,7 +9,7 @@
 //! Bytes are each operand read once and each output written once (a broadcast operand, stride
 //! 0, counts its distinct elements only): the traffic of a kernel that streams its operands.
 
-use anychip_port::{BinaryOp, Composite, DType, UnaryOp, View};
+use anychip_port::{check, BinaryOp, Composite, DType, UnaryOp, View};
 use std::cell::RefCell;
 
 /// Which roofline an item is priced on and which default efficiency it falls back to.
@@ -259,7 +259,7 @@ pub fn composite(call: &Composite) -> Vec<Work> {
         GroupedLinearFwd { x, ws, offsets, y } => {
             let (inp, out) = (x.shape()[1], y.shape()[1]);
             let (xe, ye, we) = (row_bytes(x), row_bytes(y), ws.first().map_or(0.0, bytes));
-            group_rows(offsets).map(|n| gemm(1, n, out, inp, x.dtype, n as f64 * (xe + ye) + we)).collect()
+            check::groups(offsets).map(|(_, _, n)| gemm(1, n, out, inp, x.dtype, n as f64 * (xe + ye) + we)).collect()
         }
         GroupedLinearBwd { x, ws, dy, offsets, dx, dws } => {
             let (inp, out) = (x.shape()[1], dy.shape()[1]);
@@ -289,11 +289,6 @@ fn row_bytes(v: &View) -> f64 {
     } else {
         bytes(v) / rows as f64
     }
-}
-
-/// Rows of each non-empty group.
-fn group_rows(offsets: &[usize]) -> impl Iterator<Item = usize> + '_ {
-    offsets.windows(2).map(|w| w[1] - w[0]).filter(|&n| n > 0)
 }
 
 /// Whether a composite call is a backward (gradient) kernel.
