@@ -194,8 +194,13 @@ impl Accuracy {
     /// The mean signed error in words, e.g. "10.0% fast on average".
     fn bias_phrase(&self) -> String {
         let side = if self.bias >= 0.0 { "fast" } else { "slow" };
-        format!("{:.1}% {side} on average", 100.0 * self.bias.abs())
+        format!("{:.1}% {side} on average", pct(self.bias.abs()))
     }
+}
+
+/// A fraction as a percentage, for the accuracy lines.
+fn pct(x: f64) -> f64 {
+    100.0 * x
 }
 
 /// The accuracy classes stored next to the shipped constants.
@@ -223,7 +228,6 @@ pub fn model_accuracy_line(model: &str, classes: &[Accuracy]) -> Option<String> 
     if classes.is_empty() {
         return None;
     }
-    let pct = |x: f64| 100.0 * x;
     let each: Vec<String> = classes
         .iter()
         .map(|a| {
@@ -256,7 +260,6 @@ pub fn accuracy_for(kind: &str, family: &str) -> Vec<Accuracy> {
 /// The mean error to expect, short, for a table column: the first class's (its family's runs
 /// held out by source) as `±8.9%`, or over family-held-out classes their range, `±10.9-18.6%`.
 pub fn expected_error(classes: &[Accuracy]) -> String {
-    let pct = |x: f64| 100.0 * x;
     match classes {
         [] => "?".into(),
         [a, ..] if a.held_out != "family" => format!("±{:.1}%", pct(a.mean_abs_error)),
@@ -272,7 +275,6 @@ pub fn expected_error(classes: &[Accuracy]) -> String {
 /// classes [`accuracy_for`] gave.
 pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
     let runs = if kind == "moe" { "MoE runs" } else { "dense runs" };
-    let pct = |x: f64| 100.0 * x;
     if classes.is_empty() {
         return format!("accuracy: no published {runs} to measure it by; treat as an estimate");
     }
