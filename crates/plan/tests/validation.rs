@@ -47,45 +47,48 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (593 rows: overall 11.0%,
-    // dense 9.2% / 61.7% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 17.7% / 120.7%). The
-    // mean is within issue 18's 12% since the 216 llm-foundry rows (8.2% out of sample; the
-    // 291 rows before them are at 13.0%); its other bound, every row within 30%, is in
-    // `issue_18_bounds`, ignored until it holds: 36 rows are beyond it, the MoE rows of the
-    // Megatron-Bridge tables (GPT-OSS-120B everywhere, Qwen3-30B-A3B on H100 and B200 before
-    // 26.02.01) slower than any physical term explains, MLPerf's Llama 3.1 8B runs on 512 GPUs at
-    // a global batch of 64, and MPT-13B/30B/70B without recompute at micro-batch 2 or at 8k tokens
-    // (docs/planner.md, "Where it is wrong").
+    // Regression bounds just above the figures of docs/planner.md (593 rows: overall 10.4%,
+    // dense 8.4% / 63.5% (Llama 3.1 8B on 512 GB200 in MLPerf v5.1), MoE 18.1% / 121.0%). The
+    // mean is within issue 18's 12% (the 216 llm-foundry rows 6.5% out of sample, the other 377
+    // 12.7%); its other bound, every row within 30%, is in `issue_18_bounds`, ignored until it
+    // holds: 28 rows are beyond it, the MoE rows of the Megatron-Bridge tables (GPT-OSS-120B
+    // everywhere, Qwen3-30B-A3B on H100 and B200 before 26.02.01) slower than any physical term
+    // explains, MLPerf's Llama 3.1 8B runs on 512 GPUs at a global batch of 64, ModelZoo's
+    // Megatron-FSDP Qwen3-235B-A22B and MPT-30B at 8k tokens (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
     // The same errors with every publisher counting once (the mean of each publisher's mean), so
-    // that no one table's many rows carry the figure: 15 publishers, 11.3% (MT-NLG's 26% among them).
+    // that no one table's many rows carry the figure: 15 publishers, 12.4% (MT-NLG's 25% and OPT's
+    // one row, 22%, among them). It was 11.3% before ZeRO-3's gathers paid the contention of any
+    // overlapped collective, which took the all-rows mean from 11.0% to 10.4%, every publisher held
+    // out at once from 11.2% to 10.7% and the held-out file from 20.1% to 16.2%, but OPT-175B from
+    // -9% to -22% and MaxText's TPU rows from 11.9% to 13.8%: a regression bound, above the 12%
+    // the issue sets for the all-rows mean.
     let mut by_publisher: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for c in &cv {
         by_publisher.entry(rows[c.index].row.publisher()).or_default().push(c.cv_error);
     }
     let balanced = by_publisher.values().map(|v| summary(v).0).sum::<f64>() / by_publisher.len() as f64;
     println!("publisher-balanced mean ({} publishers): {:.1}%", by_publisher.len(), 100.0 * balanced);
-    assert!(balanced <= 0.12, "cross-validated publisher-balanced mean {:.1}% > 12%", 100.0 * balanced);
-    assert!(dense_mean <= 0.095, "cross-validated dense mean {:.1}% > 9.5%", 100.0 * dense_mean);
+    assert!(balanced <= 0.125, "cross-validated publisher-balanced mean {:.1}% > 12.5%", 100.0 * balanced);
+    assert!(dense_mean <= 0.09, "cross-validated dense mean {:.1}% > 9%", 100.0 * dense_mean);
     assert!(dense_worst <= 0.65, "cross-validated worst dense row {:.1}% > 65%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
     // Issue 18: the ZeRO-3 / FSDP rows within the issue's bounds (mean <= 12%, every row within
-    // 30%). The mean holds (294 rows, 9.1%); the worst row does not since the llm-foundry rows:
-    // 8 of them are 31-42% too fast (MPT-13B at 2,048 tokens without recompute at micro-batch 2,
-    // MPT-30B at 8k, MPT-7B on 512 H100, MPT-70B at micro-batch 2 on 32 H100 and 64 A100 40GB), so the worst-row
-    // bound here is a regression bound.
+    // 30%). The mean holds (294 rows, 8.0%); the worst row does not: ModelZoo's Megatron-FSDP
+    // Qwen3-235B-A22B on 256 H100 is 35.7% too slow and MPT-30B at 8k tokens on 8 H100 34.5% too
+    // fast, so the worst-row bound here is a regression bound.
     let zero3: Vec<f64> = cv.iter().filter(|c| rows[c.index].row.zero == 3).map(|c| c.cv_error).collect();
     let (z3_mean, z3_worst) = summary(&zero3);
     println!("ZeRO-3 ({} rows): mean {:.1}% worst {:.1}%", zero3.len(), 100.0 * z3_mean, 100.0 * z3_worst);
     assert!(z3_mean <= 0.12, "cross-validated ZeRO-3 mean {:.1}% > 12%", 100.0 * z3_mean);
-    assert!(z3_worst <= 0.45, "cross-validated worst ZeRO-3 row {:.1}% > 45%", 100.0 * z3_worst);
+    assert!(z3_worst <= 0.40, "cross-validated worst ZeRO-3 row {:.1}% > 40%", 100.0 * z3_worst);
 }
 
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
 /// fitted on. Regression bounds a point or so above docs/planner.md (593 rows: Megatron-Bridge
-/// dense 9.3%, MoE 18.9%; torchtitan 11.8%; llm-foundry 8.2%; every row 11.2%): the 31 MLPerf
+/// dense 9.2%, MoE 18.8%; torchtitan 9.6%; llm-foundry 6.6%; every row 10.7%): the 31 MLPerf
 /// rows of v3.1, v4.0 and v5.1 carry the FP8 constants to the Bridge rows (dense was 19.6%
 /// without them). torchtitan (PyTorch FSDP2 and torch.compile) and llm-foundry (Composer FSDP)
 /// are code bases outside the Megatron lineage; torchtitan's rows held out together were 20.2%
@@ -113,15 +116,15 @@ fn leave_publisher_out_throughput_error() {
     let all = subset(&|_| true);
     assert!(dense <= 0.115, "Megatron-Bridge dense held out by publisher {:.1}% > 11.5%", 100.0 * dense);
     assert!(moe <= 0.20, "Megatron-Bridge MoE held out by publisher {:.1}% > 20%", 100.0 * moe);
-    assert!(titan <= 0.12, "torchtitan held out by publisher {:.1}% > 12%", 100.0 * titan);
-    assert!(foundry <= 0.085, "llm-foundry held out by publisher {:.1}% > 8.5%", 100.0 * foundry);
-    assert!(all <= 0.13, "every row held out by publisher {:.1}% > 13%", 100.0 * all);
+    assert!(titan <= 0.11, "torchtitan held out by publisher {:.1}% > 11%", 100.0 * titan);
+    assert!(foundry <= 0.075, "llm-foundry held out by publisher {:.1}% > 7.5%", 100.0 * foundry);
+    assert!(all <= 0.12, "every row held out by publisher {:.1}% > 12%", 100.0 * all);
 }
 
 /// Every run of a chip family predicted with the whole family held out of the fit: the case of
 /// a new accelerator, whose first plan has no published run of its own. Regression bounds a
-/// little above today's figures (AMD 10.9%, Gaudi 12.9%, TPU 11.9% with the other families'
-/// 540 runs fitted; NVIDIA 18.6% dense, 20.9% MoE with only the 53 others fitted).
+/// little above today's figures (AMD 12.9%, Gaudi 12.6%, TPU 13.8% with the other families'
+/// runs fitted; NVIDIA 16.8% dense, 21.2% MoE with only the 53 others fitted).
 #[test]
 fn leave_chip_family_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -146,7 +149,7 @@ fn leave_chip_family_out_throughput_error() {
         ("amd", false, 0.13),
         ("gaudi", false, 0.15),
         ("tpu", false, 0.14),
-        ("nvidia", false, 0.21),
+        ("nvidia", false, 0.19),
         ("nvidia", true, 0.23),
     ] {
         let mean = family(f, moe);
@@ -155,11 +158,11 @@ fn leave_chip_family_out_throughput_error() {
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (the mean holds, 11.0% over 593 rows, but 36 rows are beyond 30%;
+/// within 30%. Fails today (the mean holds, 10.4% over 593 rows, but 28 rows are beyond 30%;
 /// docs/planner.md, "Where it is wrong"); run it with `cargo test -p anychip-plan --test
 /// validation -- --ignored`.
 #[test]
-#[ignore = "known gap: 36 rows beyond 30% (GPT-OSS-120B on B200/GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, MPT-13B/30B/70B on H100 and A100)"]
+#[ignore = "known gap: 28 rows beyond 30% (GPT-OSS-120B on B200/GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, MLPerf Llama 3.1 8B on 512 GPUs and on 128 H100 at TP 2, ModelZoo's Megatron-FSDP Qwen3-235B-A22B, MPT-30B at 8k tokens)"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
@@ -185,9 +188,9 @@ fn issue_18_bounds() {
 /// rows), MaxText's 2023 TPU v4 table (6), MLPerf Training v6.0's MoE results (12: GPT-OSS-20B
 /// on 8 to 512 Blackwell GPUs, DeepSeek-V3 on 256 and 512) and NeMo AutoModel's H100 table (8: 7
 /// MoE, Llama 3.1 70B). Bounds: the issue's 12% on the mean of the 34 dense rows (docs/planner.md:
-/// 6.4%); the 29 MoE rows 36.1% (GPT-OSS on Ironwood +100% and MLPerf's short steps at 72 and
-/// 512 GPUs +73% to +116% the largest; the AutoModel rows -26% to +3%), held to a regression
-/// bound just above that; single rows are printed, not bounded.
+/// 5.8%); the 29 MoE rows 28.3% (MLPerf's GPT-OSS-20B short steps at 72 and 512 GPUs +71% to
+/// +112% and GPT-OSS-120B on Ironwood +76% the largest; the AutoModel rows -25% to -4%), held to
+/// a regression bound just above that; single rows are printed, not bounded.
 #[test]
 fn held_out_runs_predicted_blind() {
     let held = prepare_held_out().unwrap();
@@ -212,7 +215,7 @@ fn held_out_runs_predicted_blind() {
     assert!(dense.len() >= 34 && moe.len() >= 29, "held-out rows missing: {} dense, {} MoE", dense.len(), moe.len());
     let (dense_mean, moe_mean) = (summary(&dense).0, summary(&moe).0);
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
-    assert!(moe_mean <= 0.39, "held-out MoE mean absolute error {:.1}% > 39%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.30, "held-out MoE mean absolute error {:.1}% > 30%", 100.0 * moe_mean);
 }
 
 #[test]
