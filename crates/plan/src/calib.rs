@@ -258,7 +258,7 @@ pub fn accuracy_for(kind: &str, family: &str) -> Vec<Accuracy> {
 }
 
 /// The mean error to expect, short, for a table column: the first class's (its family's runs
-/// held out by source) as `±8.9%`, or over family-held-out classes their range, `±10.9-18.6%`.
+/// held out by source) as `±7.7%`, or over family-held-out classes their range, `±12.6-16.8%`.
 pub fn expected_error(classes: &[Accuracy]) -> String {
     match classes {
         [] => "?".into(),

@@ -107,7 +107,7 @@ pub struct Share {
     /// Model FLOPs utilisation.
     pub mfu: f64,
     /// The planner's mean error on published runs like this share's, held out of its fit
-    /// ([`crate::calib::expected_error`]: `±8.9%`, or a range for a chip family without runs).
+    /// ([`crate::calib::expected_error`]: `±7.7%`, or a range for a chip family without runs).
     pub error: String,
 }
 
