@@ -1247,8 +1247,8 @@ pub fn estimate(
         0.0
     };
     // Offload copies run on the copy engines, not the SMs (Megatron-Core's offloading streams):
-    // hidden under the micro-batch's compute, only what outlasts it shows (as prefetched ZeRO-3
-    // gathers are priced).
+    // hidden under the micro-batch's compute, only what outlasts it shows; taking no SMs, they
+    // pay none of the contention the overlapped collectives pay.
     let act_stored = cx.stored_per_micro_batch(&sum, stage_layers);
     let off_mb = (cx.offload_copies(act_stored, stage_layers) - busy).max(0.0);
     let t_mb = busy + tp_mb + cp_mb + ep_mb + pp_mb + off_mb;
