@@ -1,6 +1,6 @@
 //! Calibration of the performance model: one set of constants for every chip and stack.
 //!
-//! Ten constants are fitted ([`FITTED`]); the rest are measured properties taken from public
+//! Eleven constants are fitted ([`FITTED`]); the rest are measured properties taken from public
 //! microbenchmarks and held fixed. `data/calibration.toml` is the output of [`fit`] over every
 //! published row (`anychip plan calibrate` writes it; a test checks the committed file is that
 //! output). [`cross_validate`] refits with each source left out and predicts its rows.
@@ -36,6 +36,10 @@ pub struct Constants {
     pub expert_overhead_us: f64,
     /// Fraction of an overlapped collective that is hidden (the rest costs as contention).
     pub overlap_hidden: f64,
+    /// Fixed time per step, milliseconds: the host-side work at a step's end that no
+    /// micro-batch hides (the gradient norm and its host sync for clipping, the optimizer's
+    /// launches over every parameter tensor, the loss reduction and logging, the next batch).
+    pub step_overhead_ms: f64,
     /// Board watts per dense BF16 TFLOP/s at which a chip holds its rated clock under full
     /// tensor load (chips rated at fewer run slower: `perf::power_clock`).
     pub power_w_per_tflop: f64,
@@ -60,6 +64,7 @@ pub const FITTED: &[(&str, f64, f64)] = &[
     ("moe_passes", 0.5, 30.0),
     ("expert_overhead_us", 0.0, 2000.0),
     ("overlap_hidden", 0.0, 1.0),
+    ("step_overhead_ms", 0.0, 100.0),
     ("power_w_per_tflop", 0.3, 1.0),
 ];
 
@@ -75,6 +80,7 @@ impl Constants {
             "expert_overhead_us" => self.expert_overhead_us,
             "moe_passes" => self.moe_passes,
             "overlap_hidden" => self.overlap_hidden,
+            "step_overhead_ms" => self.step_overhead_ms,
             "power_w_per_tflop" => self.power_w_per_tflop,
             _ => unreachable!("not a fitted constant: {name}"),
         }
@@ -91,6 +97,7 @@ impl Constants {
             "expert_overhead_us" => self.expert_overhead_us = v,
             "moe_passes" => self.moe_passes = v,
             "overlap_hidden" => self.overlap_hidden = v,
+            "step_overhead_ms" => self.step_overhead_ms = v,
             "power_w_per_tflop" => self.power_w_per_tflop = v,
             _ => unreachable!("not a fitted constant: {name}"),
         }
@@ -108,6 +115,7 @@ impl Constants {
             expert_overhead_us: 100.0,
             moe_passes: 5.0,
             overlap_hidden: 0.8,
+            step_overhead_ms: 10.0,
             power_w_per_tflop: 0.3,
             // FlagPerf A100: 515 of 600 GB/s P2P (85.8%); nccl-tests all-reduce busbw on NVLink
             // reaches ~80% of the one-direction link.
