@@ -1476,7 +1476,8 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, recompute_mb: f64, nm: f64
         // across nodes, rings inside).
         let steps = dp_buckets(params, n) * 2.0 * n.log2().max(1.0);
         let grads = params * stack.grad_comm_bytes;
-        let weights = params * 2.0;
+        // A stack that gathers FP8 parameters moves 1 byte a weight in FP8 training.
+        let weights = params * if stack.fp8_param_gather && matches!(cx.precision, Precision::Fp8) { 1.0 } else { 2.0 };
         let (rs, ag) = (frac * grads, frac * weights);
         // A collective inside one sharded copy (none when the copy is one rank).
         let inside = |bytes: f64| if n > 1.0 { comm(bytes, bw, steps, k, crosses) } else { 0.0 };
@@ -1889,6 +1890,27 @@ mod tests {
         let h100 = db.find("h100").unwrap();
         let e = Rates::of(h100, &k, 1, Precision::Fp4).unwrap_err().to_string();
         assert!(e.contains("fp4_tflops") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn fp8_parameter_gathers_halve_the_all_gather_in_fp8_only() {
+        // Llama 3 8B on 64 H100 at ZeRO-1, collectives not overlapped: a stack that gathers FP8
+        // parameters pays less data-parallel time in FP8 training (its all-gather moves half the
+        // bytes; the reduce-scatter and the latencies stay) and the same in BF16.
+        let base = Stack { overlap_dp: false, ..crate::stack::find("nemo-2025").unwrap() };
+        let (on, off) = (Stack { fp8_param_gather: true, ..base.clone() }, Stack { fp8_param_gather: false, ..base });
+        let dp = |st: &Stack, precision: Precision| {
+            let k = Constants::prior();
+            let m = crate::model::resolve("llama3-8b").unwrap();
+            let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+            let l = Layout { zero: 1, ..Layout::data_parallel(64) };
+            let r = Rates::of(&chip, &k, 64, precision).unwrap();
+            let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision };
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.dp_comm
+        };
+        assert_eq!(dp(&on, Precision::Bf16), dp(&off, Precision::Bf16));
+        let (fp8_on, fp8_off) = (dp(&on, Precision::Fp8), dp(&off, Precision::Fp8));
+        assert!(fp8_on < 0.9 * fp8_off, "{fp8_on} against {fp8_off}");
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct Stack {
     /// Absent: false.
     #[serde(default)]
     pub dropout: bool,
+    /// In FP8 training the data-parallel parameter all-gather moves the FP8 weights, 1 byte each,
+    /// instead of BF16 (Megatron-Core `fp8_param_gather`). Absent: false.
+    #[serde(default)]
+    pub fp8_param_gather: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
