@@ -36,9 +36,10 @@ pub struct Constants {
     pub expert_overhead_us: f64,
     /// Fraction of an overlapped collective that is hidden (the rest costs as contention).
     pub overlap_hidden: f64,
-    /// Fixed time per step, milliseconds: the host-side work at a step's end that no
-    /// micro-batch hides (the gradient norm and its host sync for clipping, the optimizer's
-    /// launches over every parameter tensor, the loss reduction and logging, the next batch).
+    /// Fixed time per distributed step, milliseconds: the host-side work at a step's end that
+    /// every rank waits at and no micro-batch hides (the gradient norm's all-reduce and host sync
+    /// for clipping, the optimizer's launches over every parameter tensor, the loss reduction and
+    /// logging). A one-chip step does not pay it.
     pub step_overhead_ms: f64,
     /// Board watts per dense BF16 TFLOP/s at which a chip holds its rated clock under full
     /// tensor load (chips rated at fewer run slower: `perf::power_clock`).
