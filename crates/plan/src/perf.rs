@@ -1766,13 +1766,16 @@ mod tests {
 
     /// One step of Llama 3 8B on 64 H100s (seq 4096, global batch 64) under `stack`, prior constants.
     fn llama8b_on_64(stack: &str, l: Layout) -> Estimate {
-        let k = Constants::prior();
+        llama8b_h100(&Constants::prior(), &crate::stack::find(stack).unwrap(), l, Precision::Bf16, 64)
+    }
+
+    /// One step of Llama 3 8B at 4,096 tokens on `l.chips()` H100s.
+    fn llama8b_h100(k: &Constants, st: &Stack, l: Layout, precision: Precision, global_batch: usize) -> Estimate {
         let m = crate::model::resolve("llama3-8b").unwrap();
         let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, &k, l.chips(), Precision::Bf16).unwrap();
-        let st = crate::stack::find(stack).unwrap();
-        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
-        estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap()
+        let r = Rates::of(&chip, k, l.chips(), precision).unwrap();
+        let job = Job { arch: &m.arch, seq: 4096, global_batch, precision };
+        estimate(&job, &l, &r, k, st, f64::INFINITY).unwrap()
     }
 
     #[test]
@@ -1901,15 +1904,9 @@ mod tests {
         // bytes; the reduce-scatter and the latencies stay) and the same in BF16.
         let base = Stack { overlap_dp: false, ..crate::stack::find("nemo-2025").unwrap() };
         let (on, off) = (Stack { fp8_param_gather: true, ..base.clone() }, Stack { fp8_param_gather: false, ..base });
-        let dp = |st: &Stack, precision: Precision| {
-            let k = Constants::prior();
-            let m = crate::model::resolve("llama3-8b").unwrap();
-            let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-            let l = Layout { zero: 1, ..Layout::data_parallel(64) };
-            let r = Rates::of(&chip, &k, 64, precision).unwrap();
-            let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision };
-            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.dp_comm
-        };
+        let l = Layout { zero: 1, ..Layout::data_parallel(64) };
+        let dp =
+            |st: &Stack, precision: Precision| llama8b_h100(&Constants::prior(), st, l, precision, 64).time.dp_comm;
         assert_eq!(dp(&on, Precision::Bf16), dp(&off, Precision::Bf16));
         let (fp8_on, fp8_off) = (dp(&on, Precision::Fp8), dp(&off, Precision::Fp8));
         assert!(fp8_on < 0.9 * fp8_off, "{fp8_on} against {fp8_off}");
@@ -1919,16 +1916,11 @@ mod tests {
     fn every_distributed_step_pays_the_fixed_step_overhead_once() {
         // The same job under two step overheads differs by exactly their difference, in the
         // optimizer term, whatever the number of micro-batches.
+        let nemo = crate::stack::find("nemo-2025").unwrap();
         for mb in [1, 8] {
             let at = |ms: f64| {
                 let k = Constants { step_overhead_ms: ms, ..Constants::prior() };
-                let m = crate::model::resolve("llama3-8b").unwrap();
-                let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-                let l = Layout { mb, ..Layout::data_parallel(8) };
-                let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
-                let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
-                let st = crate::stack::find("nemo-2025").unwrap();
-                estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap().time
+                llama8b_h100(&k, &nemo, Layout { mb, ..Layout::data_parallel(8) }, Precision::Bf16, 64).time
             };
             let (lo, hi) = (at(0.0), at(30.0));
             assert!(
@@ -1942,13 +1934,7 @@ mod tests {
         // One chip waits for no other rank: it pays none.
         let one = |ms: f64| {
             let k = Constants { step_overhead_ms: ms, ..Constants::prior() };
-            let m = crate::model::resolve("llama3-8b").unwrap();
-            let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-            let r = Rates::of(&chip, &k, 1, Precision::Bf16).unwrap();
-            let job = Job { arch: &m.arch, seq: 4096, global_batch: 1, precision: Precision::Bf16 };
-            let st = crate::stack::find("nemo-2025").unwrap();
-            let l = Layout { mb: 1, ..Layout::data_parallel(1) };
-            estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap().time.total()
+            llama8b_h100(&k, &nemo, Layout { mb: 1, ..Layout::data_parallel(1) }, Precision::Bf16, 1).time.total()
         };
         assert_eq!(one(0.0), one(30.0));
     }
