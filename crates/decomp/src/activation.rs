@@ -9,7 +9,7 @@
 //! swiglu([g | u]) = silu(g) u over the two halves of the last axis;
 //!   dg = dy u silu'(g), du = dy silu(g)
 
-use crate::prims::{narrow, Prims};
+use crate::prims::Prims;
 use anychip_port::{GeluKind, Result, UnaryOp, View};
 
 const A: f64 = 0.044715;
@@ -75,7 +75,7 @@ pub(crate) fn silu_bwd(k: &Prims, x: &View, dy: &View, dx: &View) -> Result<()> 
 /// The gate and up halves of the last axis of a `[..., 2F]` view (layout changes only).
 fn halves(v: &View) -> (View, View) {
     let (ax, f) = (v.shape().len() - 1, v.shape().last().copied().unwrap_or(0) / 2);
-    (narrow(v, ax, 0, f), narrow(v, ax, f, f))
+    (v.narrow(ax, 0, f), v.narrow(ax, f, f))
 }
 
 pub(crate) fn swiglu_fwd(k: &Prims, x: &View, y: &View) -> Result<()> {

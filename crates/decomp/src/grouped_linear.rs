@@ -9,14 +9,14 @@
 //! own linear kernel per group), exactly what `moe_experts` did before this composite existed:
 //! no per-group copy, no zero-filled gradient for an expert without rows unless one is asked for.
 
-use crate::prims::{narrow, Prims};
+use crate::prims::Prims;
 use anychip_port::{check, Composite, Result, View};
 
 pub(crate) fn fwd(k: &Prims, x: &View, ws: &[View], offsets: &[usize], y: &View) -> Result<()> {
     check::grouped_linear(x, ws, offsets, y, None, None)?;
     for (e, start, n) in check::groups(offsets) {
         let call =
-            Composite::LinearFwd { x: narrow(x, 0, start, n), w: ws[e].clone(), b: None, y: narrow(y, 0, start, n) };
+            Composite::LinearFwd { x: x.narrow(0, start, n), w: ws[e].clone(), b: None, y: y.narrow(0, start, n) };
         crate::dispatch(k.0, &call)?;
     }
     Ok(())
@@ -32,22 +32,18 @@ pub(crate) fn bwd(
     dws: &[Option<View>],
 ) -> Result<()> {
     check::grouped_linear(x, ws, offsets, dy, dx, Some(dws))?;
-    for (e, w) in offsets.windows(2).enumerate() {
-        let n = w[1] - w[0];
-        if n == 0 {
-            if let Some(dw) = &dws[e] {
-                k.0.fill(dw, 0.0)?;
-            }
-            continue;
-        }
+    for dw in check::empty_group_grads(offsets, dws) {
+        k.0.fill(dw, 0.0)?;
+    }
+    for (e, start, n) in check::groups(offsets) {
         if dx.is_none() && dws[e].is_none() {
             continue;
         }
         let call = Composite::LinearBwd {
-            x: narrow(x, 0, w[0], n),
+            x: x.narrow(0, start, n),
             w: ws[e].clone(),
-            dy: narrow(dy, 0, w[0], n),
-            dx: dx.map(|d| narrow(d, 0, w[0], n)),
+            dy: dy.narrow(0, start, n),
+            dx: dx.map(|d| d.narrow(0, start, n)),
             dw: dws[e].clone(),
             db: None,
         };

@@ -35,14 +35,6 @@ pub(crate) fn bcast(v: &View, shape: &[usize]) -> View {
     }
 }
 
-/// A sub-range `start..start+len` of axis `ax` (a layout change only).
-pub(crate) fn narrow(v: &View, ax: usize, start: usize, len: usize) -> View {
-    let mut l = v.layout.clone();
-    l.offset += start * l.strides[ax];
-    l.shape[ax] = len;
-    View { buf: v.buf.clone(), dtype: v.dtype, layout: l }
-}
-
 /// Axes `a` and `b` swapped (a layout change only).
 pub(crate) fn swap(v: &View, a: usize, b: usize) -> View {
     let mut l = v.layout.clone();

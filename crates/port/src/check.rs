@@ -123,6 +123,12 @@ pub fn groups(offsets: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> 
     offsets.windows(2).enumerate().filter(|(_, w)| w[1] > w[0]).map(|(e, w)| (e, w[0], w[1] - w[0]))
 }
 
+/// The weight gradients asked for of a `grouped_linear` call's empty groups: each is zero, and
+/// no product writes it.
+pub fn empty_group_grads<'a>(offsets: &'a [usize], dws: &'a [Option<View>]) -> impl Iterator<Item = &'a View> + 'a {
+    dws.iter().enumerate().filter(|(e, _)| offsets[*e] == offsets[*e + 1]).filter_map(|(_, dw)| dw.as_ref())
+}
+
 /// (S, In, Out) of a `GroupedLinearFwd`/`GroupedLinearBwd` call: x `[S, In]`, `yy` (y, or dy)
 /// `[S, Out]`, every ws[e] `[Out, In]` of one dtype, offsets `[E + 1]` non-decreasing from 0 to
 /// S; in the backward (`dws` given) dx shaped as x when present and E entries in dws, each

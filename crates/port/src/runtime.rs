@@ -60,6 +60,13 @@ impl View {
     pub fn numel(&self) -> usize {
         self.layout.numel()
     }
+    /// The sub-range `start..start + len` of axis `ax` (a layout change only: same buffer).
+    pub fn narrow(&self, ax: usize, start: usize, len: usize) -> View {
+        let mut layout = self.layout.clone();
+        layout.offset += start * layout.strides[ax];
+        layout.shape[ax] = len;
+        View { layout, ..self.clone() }
+    }
 }
 
 /// What a port can do, as reported by `anychip ports` and checked by the engine before use.

@@ -65,14 +65,8 @@ pub fn silu_fwd(x: &View, y: &View) -> Result<Handled> {
 /// The gate and up halves of the last axis of a contiguous `[..., 2F]` view (no copy).
 fn halves(v: &View) -> (View, View) {
     let f = v.shape().last().copied().unwrap_or(0) / 2;
-    let half = |start: usize| {
-        let mut layout = v.layout.clone();
-        let last = layout.rank() - 1;
-        layout.offset += start * layout.strides[last];
-        layout.shape[last] = f;
-        View { layout, ..v.clone() }
-    };
-    (half(0), half(f))
+    let last = v.layout.rank() - 1;
+    (v.narrow(last, 0, f), v.narrow(last, f, f))
 }
 
 /// y = silu(g) u for x = [g | u], in one pass.

@@ -34,17 +34,9 @@
 
 use super::linear::{dw_product, dx_product, y_product};
 use crate::prim::{matmul::PAR_FLOPS, movement::fill};
-use anychip_port::{check, Handled, Layout, PortError, Result, View};
+use anychip_port::{check, Handled, PortError, Result, View};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-/// Rows `start..start + len` of a 2-D view (a layout change only).
-fn rows(v: &View, start: usize, len: usize) -> View {
-    let mut layout: Layout = v.layout.clone();
-    layout.offset += start * layout.strides[0];
-    layout.shape[0] = len;
-    View { layout, ..v.clone() }
-}
 
 /// Which product of a group.
 #[derive(Clone, Copy)]
@@ -68,7 +60,7 @@ pub fn fwd(x: &View, ws: &[View], offsets: &[usize], y: &View) -> Result<Handled
         check::groups(offsets).map(|(e, _, n)| Product { work: n * inp * out, group: e, which: Which::Y }).collect();
     schedule(products, |p, parallel| {
         let (start, n) = (offsets[p.group], offsets[p.group + 1] - offsets[p.group]);
-        y_product(&rows(x, start, n), &ws[p.group], &rows(y, start, n), parallel)
+        y_product(&x.narrow(0, start, n), &ws[p.group], &y.narrow(0, start, n), parallel)
     })?;
     Ok(Handled::Yes)
 }
@@ -84,10 +76,8 @@ pub fn bwd(
     dws: &[Option<View>],
 ) -> Result<Handled> {
     let (_, inp, out) = check::grouped_linear(x, ws, offsets, dy, dx, Some(dws))?;
-    for (e, dw) in dws.iter().enumerate() {
-        if let Some(dw) = dw.as_ref().filter(|_| offsets[e] == offsets[e + 1]) {
-            fill(dw, 0.0)?;
-        }
+    for dw in check::empty_group_grads(offsets, dws) {
+        fill(dw, 0.0)?;
     }
     let mut products = Vec::new();
     for (e, _, n) in check::groups(offsets) {
@@ -101,10 +91,10 @@ pub fn bwd(
     schedule(products, |p, parallel| {
         let e = p.group;
         let (start, n) = (offsets[e], offsets[e + 1] - offsets[e]);
-        let dye = rows(dy, start, n);
+        let dye = dy.narrow(0, start, n);
         match (p.which, dx, &dws[e]) {
-            (Which::Dx, Some(dx), _) => dx_product(&dye, &ws[e], &rows(dx, start, n), parallel),
-            (Which::Dw, _, Some(dw)) => dw_product(&dye, &rows(x, start, n), dw, parallel),
+            (Which::Dx, Some(dx), _) => dx_product(&dye, &ws[e], &dx.narrow(0, start, n), parallel),
+            (Which::Dw, _, Some(dw)) => dw_product(&dye, &x.narrow(0, start, n), dw, parallel),
             _ => Ok(()), // listed only where its output is present
         }
     })?;
