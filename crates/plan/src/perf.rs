@@ -611,19 +611,13 @@ fn comm(bytes_per_rank: f64, bw: f64, steps: f64, k: &Constants, crosses: bool) 
 }
 
 /// What of `t` is exposed when it can overlap `window` of compute: the part beyond the window, plus
-/// (1 - hidden) of the overlapped part (contention). Without overlap all of it.
+/// (1 - overlap_hidden) of the overlapped part (contention). Without overlap all of it.
 fn exposed(t: f64, window: f64, overlap: bool, k: &Constants) -> f64 {
-    hidden_part(t, window, overlap, k.overlap_hidden)
-}
-
-/// What `t` seconds of communication cost beside a `window` of compute when a `hidden` fraction
-/// of the overlapped part is hidden.
-fn hidden_part(t: f64, window: f64, overlap: bool, hidden: f64) -> f64 {
     if !overlap {
         return t;
     }
     let under = t.min(window.max(0.0));
-    (t - under) + (1.0 - hidden) * under
+    (t - under) + (1.0 - k.overlap_hidden) * under
 }
 
 /// Expected number of domains other than the sender's that hold at least one of a token's `top_k`
@@ -1736,10 +1730,11 @@ mod tests {
     #[test]
     fn prefetched_zero3_traffic_pays_the_contention_of_any_overlapped_collective() {
         // The overlapped part of a collective costs (1 - hidden) of itself, the rest in full.
-        assert_eq!(hidden_part(1.0, 2.0, true, 1.0), 0.0);
-        assert_eq!(hidden_part(3.0, 2.0, true, 1.0), 1.0);
-        assert_eq!(hidden_part(1.0, 2.0, true, 0.5), 0.5);
-        assert_eq!(hidden_part(1.0, 2.0, false, 1.0), 1.0);
+        let hidden = |h: f64| Constants { overlap_hidden: h, ..Constants::prior() };
+        assert_eq!(exposed(1.0, 2.0, true, &hidden(1.0)), 0.0);
+        assert_eq!(exposed(3.0, 2.0, true, &hidden(1.0)), 1.0);
+        assert_eq!(exposed(1.0, 2.0, true, &hidden(0.5)), 0.5);
+        assert_eq!(exposed(1.0, 2.0, false, &hidden(1.0)), 1.0);
         // Llama 3 8B, ZeRO-3 over one 8-GPU NVLink node at micro-batch 4: every gather and
         // scatter fits in the compute it is prefetched under, so the step pays
         // (1 - overlap_hidden) of what the same traffic costs run serially, as ZeRO-1's buckets do.
@@ -1756,12 +1751,7 @@ mod tests {
     /// Exposed data-parallel seconds of a BF16 step of `model` on H100s under `stack`, global
     /// batch 64, prior constants.
     fn fsdp_dp_time(model: &str, seq: usize, l: Layout, stack: &Stack) -> f64 {
-        let k = Constants::prior();
-        let m = crate::model::resolve(model).unwrap();
-        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, &k, l.chips(), Precision::Bf16).unwrap();
-        let job = Job { arch: &m.arch, seq, global_batch: 64, precision: Precision::Bf16 };
-        estimate(&job, &l, &r, &k, stack, f64::INFINITY).unwrap().time.dp_comm
+        h100_step(model, seq, &Constants::prior(), stack, l, Precision::Bf16, 64).time.dp_comm
     }
 
     /// One step of Llama 3 8B on 64 H100s (seq 4096, global batch 64) under `stack`, prior constants.
@@ -1771,10 +1761,23 @@ mod tests {
 
     /// One step of Llama 3 8B at 4,096 tokens on `l.chips()` H100s.
     fn llama8b_h100(k: &Constants, st: &Stack, l: Layout, precision: Precision, global_batch: usize) -> Estimate {
-        let m = crate::model::resolve("llama3-8b").unwrap();
+        h100_step("llama3-8b", 4096, k, st, l, precision, global_batch)
+    }
+
+    /// One step of `model` at `seq` tokens on `l.chips()` H100s.
+    fn h100_step(
+        model: &str,
+        seq: usize,
+        k: &Constants,
+        st: &Stack,
+        l: Layout,
+        precision: Precision,
+        global_batch: usize,
+    ) -> Estimate {
+        let m = crate::model::resolve(model).unwrap();
         let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
         let r = Rates::of(&chip, k, l.chips(), precision).unwrap();
-        let job = Job { arch: &m.arch, seq: 4096, global_batch, precision };
+        let job = Job { arch: &m.arch, seq, global_batch, precision };
         estimate(&job, &l, &r, k, st, f64::INFINITY).unwrap()
     }
 
