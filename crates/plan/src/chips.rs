@@ -316,7 +316,11 @@ impl ChipDb {
     pub fn find(&self, name: &str) -> Result<&Chip> {
         self.chips.iter().find(|c| c.answers_to(name)).ok_or_else(|| {
             let names: Vec<_> = self.chips.iter().map(|c| c.name.as_str()).collect();
-            anyhow!("unknown chip '{name}'; known chips: {} (or add one with --chip-file FILE)", names.join(", "))
+            anyhow!(
+                "unknown chip '{name}'{}; known chips: {} (or add one with --chip-file FILE)",
+                crate::names::suggestion(name, names.iter().copied()),
+                names.join(", ")
+            )
         })
     }
 }

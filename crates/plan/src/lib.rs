@@ -14,6 +14,7 @@ pub mod export;
 pub mod fleet;
 pub mod hf_config;
 pub mod model;
+pub mod names;
 pub mod perf;
 pub mod search;
 pub mod stack;

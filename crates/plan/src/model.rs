@@ -164,7 +164,7 @@ pub struct Arch {
 }
 
 impl Arch {
-    /// From an engine config (dense).
+    /// From an engine config, its experts included.
     pub fn from_config(c: &ModelConfig) -> Arch {
         let h = c.d_model as f64;
         let q = c.n_head * c.head_dim;
@@ -187,7 +187,18 @@ impl Arch {
             dense_mlp_params: (mlp_up + 1) as f64 * h * c.d_ff as f64,
             d_ff: c.d_ff,
             mlp_up,
-            moe: None,
+            moe: c.moe.as_ref().map(|m| Moe {
+                experts: m.n_experts,
+                top_k: m.top_k,
+                shared: m.n_shared,
+                expert_d_ff: m.d_expert,
+                shared_d_ff: m.d_expert,
+                // The planner needs how many layers are MoE, not where they sit.
+                dense_layers: c.n_layer - c.moe_layers(),
+                every: 1,
+                expert_bias: false,
+                clamped_activation: false,
+            }),
             tied: c.tied_embeddings,
             window: None,
             mla_up_params: 0.0,
@@ -448,19 +459,12 @@ pub fn preset_names() -> Vec<String> {
     v
 }
 
-/// Resolve `--model`: a preset name, a path to a TOML model file, or a Hugging Face `config.json`
-/// (or the directory holding it).
+/// Resolve `--model`: a preset name, a path to a TOML model file, a Hugging Face `config.json`
+/// (or the directory holding it), or a preset's name as Hugging Face writes it
+/// (`meta-llama/Llama-3.1-70B-Instruct` is `llama3-70b`: [`crate::names::model_key`]).
 pub fn resolve(spec: &str) -> Result<Model> {
-    let lower = spec.to_ascii_lowercase();
-    if let Some(m) = planner_presets().into_iter().find(|m| m.name == lower) {
-        return Ok(Model { name: m.name.clone(), source: m.source.clone(), arch: m.to_arch()? });
-    }
-    if let Some(c) = ModelConfig::preset(&lower) {
-        return Ok(Model {
-            name: lower,
-            source: "anychip-model-config engine preset".into(),
-            arch: Arch::from_config(&c),
-        });
+    if let Some(m) = preset(&spec.to_ascii_lowercase()) {
+        return m;
     }
     let path = Path::new(spec);
     if spec.ends_with(".json") || path.join("config.json").is_file() {
@@ -469,10 +473,30 @@ pub fn resolve(spec: &str) -> Result<Model> {
     if spec.ends_with(".toml") || path.exists() {
         return load_file(path);
     }
+    let names = preset_names();
+    let key = crate::names::model_key(spec);
+    if let Some(name) = names.iter().find(|n| crate::names::model_key(n) == key) {
+        return preset(name).expect("a listed preset resolves");
+    }
     bail!(
-        "unknown model '{spec}'; presets: {} (or pass a TOML model file, or a Hugging Face config.json or the directory holding it)",
-        preset_names().join(", ")
+        "unknown model '{spec}'{}; presets: {} (or pass a TOML model file, or a Hugging Face config.json or the directory holding it)",
+        crate::names::suggestion(spec, names.iter().map(String::as_str)),
+        names.join(", ")
     )
+}
+
+/// The preset named exactly `name` (lower case), planner presets first.
+fn preset(name: &str) -> Option<Result<Model>> {
+    if let Some(m) = planner_presets().into_iter().find(|m| m.name == name) {
+        return Some(m.to_arch().map(|arch| Model { name: m.name.clone(), source: m.source.clone(), arch }));
+    }
+    ModelConfig::preset(name).map(|c| {
+        Ok(Model {
+            name: name.into(),
+            source: "anychip-model-config engine preset".into(),
+            arch: Arch::from_config(&c),
+        })
+    })
 }
 
 /// Read a Hugging Face `config.json` (or the checkpoint directory holding one) as a model, named
@@ -500,7 +524,12 @@ pub fn engine_config(spec: &str) -> Result<ModelConfig> {
         return Ok(c);
     }
     let Some(m) = planner_presets().into_iter().find(|m| m.name == lower) else {
-        bail!("unknown model '{spec}'; presets: {}", preset_names().join(", "));
+        let names = preset_names();
+        bail!(
+            "unknown model '{spec}'{}; presets: {}",
+            crate::names::suggestion(spec, names.iter().map(String::as_str)),
+            names.join(", ")
+        );
     };
     if m.has_moe_fields() {
         bail!("{spec} is a mixture-of-experts planner preset; use an engine preset (moe-tiny, qwen3-30b-a3b, ernie4.5-21b-a3b)");
@@ -529,6 +558,31 @@ mod tests {
         for n in preset_names() {
             let m = resolve(&n).unwrap();
             assert!(m.arch.total_params() > 0.0, "{n}");
+        }
+    }
+
+    #[test]
+    fn names_as_hugging_face_writes_them_resolve_to_the_preset() {
+        for (spelling, preset) in
+            [("meta-llama/Llama-3.1-405B", "llama3-405b"), ("Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b")]
+        {
+            assert_eq!(resolve(spelling).unwrap().name, preset, "{spelling}");
+        }
+        let e = resolve("qwen3-31b").unwrap_err().to_string();
+        assert!(e.starts_with("unknown model 'qwen3-31b' (did you mean 'qwen3-32b'?)"), "{e}");
+    }
+
+    #[test]
+    fn presets_sharing_a_name_key_share_their_shapes() {
+        // A spelling that meets two presets' key resolves to the first; that is only sound when
+        // both are the same architecture (the planner's and the engine's ERNIE 4.5 21B-A3B).
+        let names = preset_names();
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                if crate::names::model_key(a) == crate::names::model_key(b) {
+                    assert_eq!(resolve(a).unwrap().arch, resolve(b).unwrap().arch, "{a} and {b}");
+                }
+            }
         }
     }
 

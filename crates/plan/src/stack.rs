@@ -125,7 +125,11 @@ fn lookup<'a>(name: &str, stacks: &'a [Stack]) -> Result<&'a Stack> {
     let lower = name.to_ascii_lowercase();
     stacks.iter().find(|s| s.name == lower).ok_or_else(|| {
         let names: Vec<_> = stacks.iter().map(|s| s.name.as_str()).collect();
-        anyhow!("unknown stack '{name}'; known stacks: {}", names.join(", "))
+        anyhow!(
+            "unknown stack '{name}'{}; known stacks: {}",
+            crate::names::suggestion(name, names.iter().copied()),
+            names.join(", ")
+        )
     })
 }
 

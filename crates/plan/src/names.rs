@@ -1,0 +1,83 @@
+//! How a user's spelling of a model, chip or stack name meets the planner's: model names as
+//! Hugging Face and papers write them (`meta-llama/Llama-3.1-70B-Instruct`, `Qwen2.5-72B`,
+//! `Mixtral-8x7B-v0.1`) resolve to the preset of the same shapes, and an unknown name of any kind
+//! gets the closest known one as a suggestion in its error.
+
+/// Suffixes naming a checkpoint's variant, not its shapes: a chat or instruction tune, a
+/// Hugging Face conversion, a version tag (weights change, widths do not).
+const VARIANT_SUFFIXES: &[&str] = &["-instruct", "-chat", "-hf", "-base", "-it", "-pt", "-v0.1", "-v0.2", "-v0.3"];
+
+/// Llama release names whose shapes are an earlier preset's: Llama 3.1 8B/70B/405B and 3.3 70B
+/// change the context length and the RoPE scaling of Llama 3, not a width.
+const SAME_SHAPES: &[(&str, &str)] =
+    &[("llama-3.1", "llama3"), ("llama3.1", "llama3"), ("llama-3.3", "llama3"), ("llama3.3", "llama3")];
+
+/// The key two spellings of one model share: lower case, without an organisation prefix
+/// (`org/`), a `meta-` prefix or variant suffixes, Llama 3.1/3.3 read as Llama 3, and without the
+/// separators `-`, `_`, `.` and spaces (`Llama-2-7b` and `llama2-7b` meet at `llama27b`).
+pub fn model_key(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    let mut s = lower.rsplit('/').next().unwrap_or(&lower).to_string();
+    if let Some(rest) = s.strip_prefix("meta-") {
+        s = rest.to_string();
+    }
+    while let Some(rest) = VARIANT_SUFFIXES.iter().find_map(|suffix| s.strip_suffix(suffix)) {
+        s = rest.to_string();
+    }
+    for (from, to) in SAME_SHAPES {
+        if let Some(rest) = s.strip_prefix(from) {
+            s = format!("{to}{rest}");
+        }
+    }
+    s.chars().filter(|c| !matches!(c, '-' | '_' | '.' | ' ')).collect()
+}
+
+/// The known name closest to `given` by edit distance, if it is close enough to be a slip
+/// (at most a third of the longer name's characters differ): the "did you mean" of an error.
+pub fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let g = given.to_ascii_lowercase();
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(&g, &k.to_ascii_lowercase()), k))
+        .filter(|(d, k)| *d > 0 && 3 * d <= g.len().max(k.len()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// ` (did you mean 'NAME'?)` for the closest known name, or nothing.
+pub fn suggestion<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    closest(given, known).map(|k| format!(" (did you mean '{k}'?)")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hugging_face_spellings_meet_the_preset_names() {
+        for (hf, preset) in [
+            ("meta-llama/Llama-3.1-70B-Instruct", "llama3-70b"),
+            ("Meta-Llama-3-8B", "llama3-8b"),
+            ("Llama-3.3-70B-Instruct", "llama3-70b"),
+            ("meta-llama/Llama-2-7b-hf", "llama2-7b"),
+            ("mistralai/Mixtral-8x7B-v0.1", "mixtral-8x7b"),
+            ("Qwen/Qwen2.5-72B-Instruct", "qwen2.5-72b"),
+            ("deepseek-ai/DeepSeek-V2-Lite-Chat", "deepseek-v2-lite"),
+            ("openai/gpt-oss-120b", "gpt-oss-120b"),
+            ("Llama-3.2-1B", "llama3.2-1b"),
+        ] {
+            assert_eq!(model_key(hf), model_key(preset), "{hf}");
+        }
+        // Llama 3.2's small models have shapes of their own.
+        assert_ne!(model_key("Llama-3.2-3B"), model_key("llama3-3b"));
+    }
+
+    #[test]
+    fn a_slip_gets_the_nearest_name_and_a_stranger_none() {
+        let known = ["h100", "h200", "mi300x", "gaudi2"];
+        assert_eq!(closest("mi300", known), Some("mi300x"));
+        assert_eq!(closest("tpu-v9", known), None);
+        assert_eq!(suggestion("gaudi3", known), " (did you mean 'gaudi2'?)");
+        assert_eq!(suggestion("blackwell", known), "");
+    }
+}
