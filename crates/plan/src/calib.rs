@@ -283,7 +283,11 @@ pub fn expected_error(classes: &[Accuracy]) -> String {
 /// `plan`'s line about the accuracy of a `kind` prediction on a chip of `family`, from the
 /// classes [`accuracy_for`] gave.
 pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
-    let runs = if kind == "moe" { "MoE runs" } else { "dense runs" };
+    let runs = match kind {
+        "moe" => "MoE runs",
+        "hybrid" => "hybrid (Mamba-2) runs",
+        _ => "dense runs",
+    };
     if classes.is_empty() {
         return format!("accuracy: no published {runs} to measure it by; treat as an estimate");
     }

@@ -96,7 +96,90 @@ pub struct ModelFile {
     /// Fraction of layers using the sliding window (GPT-OSS alternates: 0.5).
     #[serde(default)]
     pub sliding_fraction: Option<f64>,
+    /// Whether the MLPs (dense and experts) are gated, with two up projections (SwiGLU, GeGLU;
+    /// the default for `llama`, `moe` and `hybrid`), or plain, with one (Nemotron's squared ReLU).
+    #[serde(default)]
+    pub gated: Option<bool>,
+    /// `hybrid`: the layer pattern, one character per layer as Megatron-Core's
+    /// `hybrid_layer_pattern` writes it: `M` a Mamba-2 mixer, `*` attention, `-` a dense MLP,
+    /// `E` a mixture of experts (each layer is one of these, with its own norm).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// `hybrid`: Mamba-2 heads (`mamba_num_heads`).
+    #[serde(default)]
+    pub mamba_heads: Option<usize>,
+    /// `hybrid`: Mamba-2 head width (`mamba_head_dim`).
+    #[serde(default)]
+    pub mamba_head_dim: Option<usize>,
+    /// `hybrid`: Mamba-2 state width (`mamba_state_dim`, `ssm_state_size`).
+    #[serde(default)]
+    pub mamba_state: Option<usize>,
+    /// `hybrid`: Mamba-2 groups sharing B and C (`mamba_num_groups`, `n_groups`).
+    #[serde(default)]
+    pub mamba_groups: Option<usize>,
 }
+
+/// A hybrid architecture's layers by kind and its Mamba-2 mixers' widths (Nemotron-H, Nemotron 3).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Hybrid {
+    /// Attention layers.
+    pub attention: usize,
+    /// Mamba-2 mixer layers.
+    pub mamba: usize,
+    /// Dense MLP layers.
+    pub mlp: usize,
+    /// Mixture-of-experts layers.
+    pub moe: usize,
+    /// Mamba-2 heads, their width, the state width and the groups sharing B and C.
+    pub mamba_heads: usize,
+    pub mamba_head_dim: usize,
+    pub mamba_state: usize,
+    pub mamba_groups: usize,
+}
+
+impl Hybrid {
+    /// Width of the mixer's inner stream (heads x head width).
+    pub fn d_inner(&self) -> usize {
+        self.mamba_heads * self.mamba_head_dim
+    }
+
+    /// Output width of the mixer's input projection: z and x (d_inner each), B and C (groups x
+    /// state each) and one dt per head.
+    pub fn in_proj_width(&self) -> usize {
+        2 * self.d_inner() + 2 * self.mamba_groups * self.mamba_state + self.mamba_heads
+    }
+
+    /// Channels of the mixer's causal convolution: x, B and C.
+    pub fn conv_width(&self) -> usize {
+        self.d_inner() + 2 * self.mamba_groups * self.mamba_state
+    }
+
+    /// Matmul weights of one mixer: the input and output projections.
+    pub fn mamba_params(&self, d_model: usize) -> f64 {
+        (d_model * (self.in_proj_width() + self.d_inner())) as f64
+    }
+
+    /// Forward FLOPs per token of one mixer's chunked scan (Mamba-2's SSD, chunks of
+    /// [`MAMBA_CHUNK`] tokens): per group the chunk's C B^T (2 Q N), per head the masked
+    /// (C B^T) X of the chunk (2 Q P), the chunk's state B^T X (2 N P) and the state's output
+    /// C h (2 N P).
+    pub fn scan_flops_per_token(&self) -> f64 {
+        let (q, n, p) = (MAMBA_CHUNK as f64, self.mamba_state as f64, self.mamba_head_dim as f64);
+        self.mamba_groups as f64 * 2.0 * q * n + self.mamba_heads as f64 * (2.0 * q * p + 4.0 * n * p)
+    }
+}
+
+/// Blocks per layer by kind ([`Arch::blocks_per_layer`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Blocks {
+    pub attention: f64,
+    pub mamba: f64,
+    pub mlp: f64,
+    pub moe: f64,
+}
+
+/// Tokens per chunk of Mamba-2's chunked scan (Megatron-Core's `MambaMixer` default, 128).
+pub const MAMBA_CHUNK: usize = 128;
 
 /// Mixture-of-experts part of an architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -119,6 +202,15 @@ pub struct Moe {
     pub expert_bias: bool,
     /// Whether the experts' gated activation clamps its inputs.
     pub clamped_activation: bool,
+    /// Up projections of an expert: 2 gated (SwiGLU), 1 plain (squared ReLU).
+    pub expert_up: usize,
+}
+
+impl Moe {
+    /// Matmuls of one expert (its up projections and the down projection).
+    pub fn expert_matrices(&self) -> f64 {
+        (self.expert_up + 1) as f64
+    }
 }
 
 /// What the performance model needs of an architecture, per layer and in total.
@@ -161,6 +253,9 @@ pub struct Arch {
     pub mla_up_params: f64,
     /// Latent attention: the up projections' input width (latent ranks weighted by their weights).
     pub mla_up_rank: f64,
+    /// A hybrid's layers by kind (each of `layers` is one attention, Mamba-2, MLP or MoE layer);
+    /// none for a transformer, whose every layer is attention and an MLP.
+    pub hybrid: Option<Hybrid>,
 }
 
 impl Arch {
@@ -198,24 +293,59 @@ impl Arch {
                 every: 1,
                 expert_bias: false,
                 clamped_activation: false,
+                expert_up: 2,
             }),
             tied: c.tied_embeddings,
             window: None,
             mla_up_params: 0.0,
             mla_up_rank: 0.0,
+            hybrid: None,
         }
     }
 
-    /// Layers whose MLP is a mixture of experts.
+    /// `hybrid` for a model with Mamba-2 layers among its attention ones, else `moe` for a model
+    /// with experts, else `dense`.
+    pub fn kind(&self) -> &'static str {
+        match (self.hybrid, self.moe) {
+            (Some(_), _) => "hybrid",
+            (None, Some(_)) => "moe",
+            (None, None) => "dense",
+        }
+    }
+
+    /// Layers whose MLP is a mixture of experts (a hybrid's MoE layers).
     pub fn moe_layers(&self) -> usize {
-        self.moe.map_or(0, |m| (self.layers - m.dense_layers) / m.every)
+        match self.hybrid {
+            Some(hy) => hy.moe,
+            None => self.moe.map_or(0, |m| (self.layers - m.dense_layers) / m.every),
+        }
+    }
+
+    /// Per layer, on average, how many attention, Mamba-2, dense MLP and MoE blocks it holds: a
+    /// transformer's layer is one attention and one MLP, dense or MoE; a hybrid's layer is one of
+    /// the four, in the proportions of its pattern.
+    pub fn blocks_per_layer(&self) -> Blocks {
+        let l = self.layers as f64;
+        match self.hybrid {
+            Some(hy) => Blocks {
+                attention: hy.attention as f64 / l,
+                mamba: hy.mamba as f64 / l,
+                mlp: hy.mlp as f64 / l,
+                moe: hy.moe as f64 / l,
+            },
+            None => {
+                let moe = self.moe_layers() as f64 / l;
+                Blocks { attention: 1.0, mamba: 0.0, mlp: 1.0 - moe, moe }
+            }
+        }
     }
 
     /// Matmul weights of one MoE layer's MLP: router, routed and shared experts.
     pub fn moe_mlp_params(&self) -> f64 {
         self.moe.map_or(0.0, |m| {
             let h = self.d_model as f64;
-            h * m.experts as f64 + 3.0 * h * (m.expert_d_ff * m.experts + m.shared_d_ff * m.shared) as f64
+            h * m.experts as f64
+                + m.expert_matrices() * h * (m.expert_d_ff * m.experts + m.shared_d_ff * m.shared) as f64
         })
     }
 
@@ -223,23 +353,36 @@ impl Arch {
     pub fn moe_active_mlp_params(&self) -> f64 {
         self.moe.map_or(0.0, |m| {
             let h = self.d_model as f64;
-            h * m.experts as f64 + 3.0 * h * (m.expert_d_ff * m.top_k + m.shared_d_ff * m.shared) as f64
+            h * m.experts as f64 + m.expert_matrices() * h * (m.expert_d_ff * m.top_k + m.shared_d_ff * m.shared) as f64
         })
     }
 
     /// All parameters (embedding and head included).
     pub fn total_params(&self) -> f64 {
-        let dense = (self.layers - self.moe_layers()) as f64 * (self.attn_params + self.dense_mlp_params);
-        let moe = self.moe_layers() as f64 * (self.attn_params + self.moe_mlp_params());
         let emb = (self.vocab * self.d_model) as f64 * if self.tied { 1.0 } else { 2.0 };
-        dense + moe + emb
+        self.layer_params(self.moe_mlp_params()) + emb
     }
 
     /// Parameters one token passes through (matmuls of the layers and the LM head).
     pub fn active_matmul_params(&self) -> f64 {
-        let dense = (self.layers - self.moe_layers()) as f64 * (self.attn_params + self.dense_mlp_params);
-        let moe = self.moe_layers() as f64 * (self.attn_params + self.moe_active_mlp_params());
-        dense + moe + (self.vocab * self.d_model) as f64
+        self.layer_params(self.moe_active_mlp_params()) + (self.vocab * self.d_model) as f64
+    }
+
+    /// Matmul weights of every layer, a MoE layer's MLP counted as `moe_mlp`.
+    fn layer_params(&self, moe_mlp: f64) -> f64 {
+        let Some(hy) = self.hybrid else {
+            let dense = (self.layers - self.moe_layers()) as f64 * (self.attn_params + self.dense_mlp_params);
+            return dense + self.moe_layers() as f64 * (self.attn_params + moe_mlp);
+        };
+        hy.attention as f64 * self.attn_params
+            + hy.mamba as f64 * hy.mamba_params(self.d_model)
+            + hy.mlp as f64 * self.dense_mlp_params
+            + hy.moe as f64 * moe_mlp
+    }
+
+    /// Attention layers (every layer of a transformer).
+    pub fn attention_layers(&self) -> usize {
+        self.hybrid.map_or(self.layers, |hy| hy.attention)
     }
 
     /// Mean attention span of a token at context `s` for causal attention, over all layers.
@@ -252,10 +395,13 @@ impl Arch {
     }
 
     /// Model FLOPs per token at context `s` (the MFU numerator): 6 x active matmul weights plus
-    /// the causal attention scores and values, 6 x span x (qk + v) per layer.
+    /// the causal attention scores and values, 6 x span x (qk + v) per attention layer, and 3 x
+    /// each Mamba-2 mixer's scan.
     pub fn model_flops_per_token(&self, s: usize) -> f64 {
+        let scans = self.hybrid.map_or(0.0, |hy| 3.0 * hy.mamba as f64 * hy.scan_flops_per_token());
         6.0 * self.active_matmul_params()
-            + 6.0 * self.layers as f64 * self.mean_causal_span(s) * (self.qk_dim + self.v_dim) as f64
+            + 6.0 * self.attention_layers() as f64 * self.mean_causal_span(s) * (self.qk_dim + self.v_dim) as f64
+            + scans
     }
 }
 
@@ -286,7 +432,8 @@ impl ModelFile {
             _ => {
                 let d_ff = match (self.d_ff, self.expert_d_ff) {
                     (Some(f), _) => f,
-                    (None, Some(f)) if self.arch == "moe" => f,
+                    (None, Some(f)) if self.arch == "moe" || self.arch == "hybrid" => f,
+                    (None, None) if self.arch == "hybrid" => self.d_model,
                     _ => bail!("model {}: a {} model needs d_ff (the SwiGLU hidden width)", self.name, self.arch),
                 };
                 ModelConfig::llama(
@@ -328,6 +475,7 @@ impl ModelFile {
             every: self.moe_every.unwrap_or(1),
             expert_bias: self.expert_bias.unwrap_or(false),
             clamped_activation: self.activation_clamp.is_some(),
+            expert_up: if self.gated.unwrap_or(true) { 2 } else { 1 },
         };
         if m.top_k > m.experts {
             bail!("model {}: experts_per_token {} exceeds experts {}", self.name, m.top_k, m.experts);
@@ -345,6 +493,49 @@ impl ModelFile {
             );
         }
         Ok(m)
+    }
+
+    /// A hybrid's layer counts from its pattern, and its Mamba-2 widths where it has mixers.
+    fn hybrid(&self) -> Result<Hybrid> {
+        let Some(p) = self.pattern.as_deref() else {
+            bail!(
+                "model {}: a hybrid model needs pattern (e.g. \"M-M*-\": M Mamba-2, * attention, - MLP, E experts)",
+                self.name
+            );
+        };
+        if let Some(c) = p.chars().find(|c| !matches!(c, 'M' | '*' | '-' | 'E')) {
+            bail!(
+                "model {}: pattern has '{c}'; a layer is M (Mamba-2), * (attention), - (MLP) or E (experts)",
+                self.name
+            );
+        }
+        if p.chars().count() != self.layers {
+            bail!("model {}: pattern has {} layers, layers says {}", self.name, p.chars().count(), self.layers);
+        }
+        let count = |k: char| p.chars().filter(|&c| c == k).count();
+        let mamba = count('M');
+        let need = |v: Option<usize>, what: &str| match v.filter(|&x| x > 0) {
+            Some(x) => Ok(x),
+            None if mamba == 0 => Ok(0),
+            None => Err(anyhow!("model {}: Mamba-2 layers (M) need {what} (positive)", self.name)),
+        };
+        let hy = Hybrid {
+            attention: count('*'),
+            mamba,
+            mlp: count('-'),
+            moe: count('E'),
+            mamba_heads: need(self.mamba_heads, "mamba_heads")?,
+            mamba_head_dim: need(self.mamba_head_dim, "mamba_head_dim")?,
+            mamba_state: need(self.mamba_state, "mamba_state")?,
+            mamba_groups: need(self.mamba_groups, "mamba_groups")?,
+        };
+        if hy.mlp > 0 && self.d_ff.is_none() {
+            bail!("model {}: dense MLP layers (-) need d_ff", self.name);
+        }
+        if hy.moe == 0 && self.has_moe_fields() {
+            bail!("model {}: expert fields without an E layer in the pattern", self.name);
+        }
+        Ok(hy)
     }
 
     /// Apply multi-head latent attention widths, if given, to `a`.
@@ -380,8 +571,8 @@ impl ModelFile {
     /// Build the architecture, checking it.
     pub fn to_arch(&self) -> Result<Arch> {
         let dense_arch = matches!(self.arch.as_str(), "gpt" | "llama");
-        if !dense_arch && self.arch != "moe" {
-            bail!("model {}: arch must be \"gpt\", \"llama\" or \"moe\", got \"{}\"", self.name, self.arch);
+        if !dense_arch && self.arch != "moe" && self.arch != "hybrid" {
+            bail!("model {}: arch must be \"gpt\", \"llama\", \"moe\" or \"hybrid\", got \"{}\"", self.name, self.arch);
         }
         if dense_arch && self.has_moe_fields() {
             bail!(
@@ -390,10 +581,28 @@ impl ModelFile {
                 self.arch
             );
         }
+        let hybrid_fields = self.pattern.is_some()
+            || self.mamba_heads.is_some()
+            || self.mamba_head_dim.is_some()
+            || self.mamba_state.is_some()
+            || self.mamba_groups.is_some();
+        if hybrid_fields && self.arch != "hybrid" {
+            bail!(
+                "model {}: pattern and mamba_* fields describe a hybrid; use arch = \"hybrid\" or remove them",
+                self.name
+            );
+        }
         let ctx = self.ctx.unwrap_or(4096);
         let c = self.dense_config(ctx)?;
         let mut a = Arch::from_config(&c);
-        if self.arch == "moe" {
+        if self.gated == Some(false) && self.arch != "gpt" {
+            a.mlp_up = 1;
+            a.dense_mlp_params = 2.0 * (self.d_model * a.d_ff) as f64;
+        }
+        if self.arch == "hybrid" {
+            a.hybrid = Some(self.hybrid()?);
+        }
+        if self.arch == "moe" || a.hybrid.is_some_and(|hy| hy.moe > 0) {
             a.moe = Some(self.moe()?);
             if self.d_ff.is_none() {
                 a.dense_mlp_params = 0.0;
@@ -433,13 +642,9 @@ pub struct Model {
 }
 
 impl Model {
-    /// `moe` for a model with experts, else `dense`: the classes of [`crate::calib::Accuracy`].
+    /// The class of [`crate::calib::Accuracy`] the model's predictions fall in ([`Arch::kind`]).
     pub fn kind(&self) -> &'static str {
-        if self.arch.moe.is_some() {
-            "moe"
-        } else {
-            "dense"
-        }
+        self.arch.kind()
     }
 }
 
@@ -605,6 +810,8 @@ mod tests {
             ("llama3.2-3b", 3.21e9, 3.21e9),
             ("qwen2.5-7b", 7.61e9, 7.61e9),
             ("qwen2.5-72b", 72.7e9, 72.7e9),
+            // NVIDIA: 31.6B total, 3.2B active (3.6B with the embeddings).
+            ("nemotron-3-nano", 31.6e9, 3.4e9),
             ("qwen2-57b-a14b", 57.4e9, 14.2e9),
             ("llama4-maverick", 400e9, 17e9),
             ("qwen3-30b-a3b", 30.5e9, 3.3e9),
@@ -646,6 +853,38 @@ mod tests {
         assert!(e.contains("need d_ff"), "{e}");
         let e = f(0, Some(512)).to_arch().unwrap_err().to_string();
         assert!(e.contains("moe_every"), "{e}");
+    }
+
+    #[test]
+    fn a_hybrid_pattern_is_checked_against_its_fields() {
+        let f = |pattern: &str, layers: usize, heads: Option<usize>| ModelFile {
+            name: "x".into(),
+            arch: "hybrid".into(),
+            vocab: 1000,
+            layers,
+            heads: 4,
+            d_model: 256,
+            d_ff: Some(512),
+            pattern: Some(pattern.into()),
+            mamba_heads: heads,
+            mamba_head_dim: Some(64),
+            mamba_state: Some(16),
+            mamba_groups: Some(1),
+            ..Default::default()
+        };
+        let hy = f("M*-M", 4, Some(8)).to_arch().unwrap().hybrid.unwrap();
+        assert_eq!((hy.mamba, hy.attention, hy.mlp, hy.moe), (2, 1, 1, 0));
+        for (file, want) in [
+            (f("M*-M", 5, Some(8)), "pattern has 4 layers, layers says 5"),
+            (f("M*-X", 4, Some(8)), "pattern has 'X'"),
+            (f("M*-M", 4, None), "need mamba_heads"),
+            (f("M*-E", 4, Some(8)), "a moe model needs expert_d_ff"),
+            (ModelFile { pattern: None, ..f("M*-M", 4, Some(8)) }, "needs pattern"),
+            (ModelFile { arch: "llama".into(), ..f("M*-M", 4, Some(8)) }, "use arch = \"hybrid\""),
+        ] {
+            let e = file.to_arch().unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

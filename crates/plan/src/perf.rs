@@ -1,5 +1,8 @@
 //! Analytic performance model of one training step of a decoder transformer (dense or mixture of
-//! experts) on one chip kind, under a software stack ([`Stack`]).
+//! experts) or a hybrid of Mamba-2, attention and expert layers on one chip kind, under a software
+//! stack ([`Stack`]). Layers are priced as blocks: a transformer layer is an attention block and an
+//! MLP block; a hybrid's layer is one attention, Mamba-2, MLP or MoE block, in its pattern's
+//! proportions.
 //!
 //! Notation (Korthikanti et al. 2022): s sequence, b micro-batch, h d_model, l layers, V vocabulary;
 //! t tensor-, p pipeline-, d data-, c context-, e expert-parallel degree; m micro-batches per step,
@@ -17,7 +20,8 @@
 //!   board power ([`power_clock`]): below `power_w_per_tflop` board watts per TFLOP/s, the cube
 //!   root of the shortfall.
 //! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward, FlashAttention-2);
-//!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic.
+//!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic. Mamba-2's
+//!   chunked scan is priced as fused attention (its FLOPs at `attn_eff`).
 //! - Element-wise kernels: stored-activation bytes x passes / memory bandwidth.
 //! - Collectives over the topology: inside the scale-up domain at its link rate, across domains at
 //!   the scale-out rate of the NICs the group's members in one domain share; a per-hop latency.
@@ -670,6 +674,8 @@ fn loss_traffic(k: &Constants, stack: &Stack, logits_bytes: f64) -> f64 {
 struct LayerCost {
     /// Forward GEMMs and attention, seconds.
     fwd: f64,
+    /// Of `fwd`, the linear layers' GEMMs (what per-op checkpointing shares out).
+    linear_fwd: f64,
     /// Forward attention core alone, seconds (what selective recompute reruns).
     attn_fwd: f64,
     /// Backward attention core, seconds (what context-parallel backward exchange hides behind).
@@ -708,6 +714,7 @@ impl LayerCost {
     /// Add `w` layers of cost `c`.
     fn add_scaled(&mut self, c: &LayerCost, w: f64) {
         self.fwd += w * c.fwd;
+        self.linear_fwd += w * c.linear_fwd;
         self.attn_fwd += w * c.attn_fwd;
         self.attn_bwd += w * c.attn_bwd;
         self.bwd += w * c.bwd;
@@ -791,9 +798,25 @@ impl Ctx<'_> {
     }
 
     /// The heaviest pipeline stage's layers (`stage_layers`, a `moe_frac` of them MoE) summed by
-    /// kind, dense or MoE and full or windowed attention, in proportion to their counts.
+    /// kind, dense or MoE and full or windowed attention, in proportion to their counts; a
+    /// hybrid's by block, attention, Mamba-2, dense MLP and MoE, in its pattern's proportions.
     fn stage(&self, stage_layers: f64, moe_frac: f64) -> LayerCost {
         let win_frac = self.a.window.map_or(0.0, |(_, f)| f);
+        if self.a.hybrid.is_some() {
+            let b = self.a.blocks_per_layer();
+            let blocks: [(f64, &dyn Fn() -> LayerCost); 5] = [
+                (b.attention * (1.0 - win_frac), &|| self.attention_block(false)),
+                (b.attention * win_frac, &|| self.attention_block(true)),
+                (b.mamba, &|| self.mamba_block()),
+                (b.mlp, &|| self.mlp_block(false)),
+                (b.moe, &|| self.mlp_block(true)),
+            ];
+            let mut sum = LayerCost::default();
+            for (per_layer, cost) in blocks.into_iter().filter(|(w, _)| *w > 0.0) {
+                sum.add_scaled(&cost(), per_layer * stage_layers);
+            }
+            return sum;
+        }
         let kinds = [
             (false, false, (1.0 - moe_frac) * (1.0 - win_frac)),
             (false, true, (1.0 - moe_frac) * win_frac),
@@ -888,96 +911,176 @@ impl Ctx<'_> {
 
     /// One layer of the given kind.
     fn layer(&self, moe: bool, windowed: bool) -> LayerCost {
+        let mut c = self.attention_block(windowed);
+        c.add_scaled(&self.mlp_block(moe), 1.0);
+        // torchtitan's per-op checkpointing decides over the whole layer's matmuls.
+        let (sac_bytes, sac_rerun) = self.op_sac(moe, c.linear_fwd, c.act_bytes_selective);
+        c.module_bytes += sac_bytes;
+        c.module_rerun += sac_rerun;
+        c
+    }
+
+    /// Stored bytes per token outside the TP region of one block (Korthikanti's 34 s b h for
+    /// GPT, generalised, per half layer): the norm's input and the block's input (4h) and, under
+    /// dropout, the block's 1-byte mask (h).
+    fn outside_bytes(&self) -> f64 {
+        let (h, t) = (self.a.d_model as f64, self.t());
+        let sp = self.l.sp && self.l.tp > 1;
+        (4.0 + self.dropout()) * h / if sp { t } else { 1.0 }
+    }
+
+    /// The layout's `layernorm` recompute over one block's norm: (bytes not stored, rerun
+    /// seconds): its output of h per token; rerun: read the input (2 B) and write the output.
+    fn norm_recompute(&self) -> (f64, f64) {
+        if !self.l.modules.layernorm {
+            return (0.0, 0.0);
+        }
+        let (h, t, tok) = (self.a.d_model as f64, self.t(), self.tok);
+        let sp = if self.l.sp && self.l.tp > 1 { t } else { 1.0 };
+        // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
+        let lin = self.precision.operand_bytes();
+        (tok * h * lin / sp, tok * h * (2.0 + lin) / sp / self.r.mem_bw)
+    }
+
+    /// One attention block: its norm, projections and core, the TP pair around it and the
+    /// context-parallel exchange.
+    fn attention_block(&self, windowed: bool) -> LayerCost {
         let a = self.a;
         let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
-        let sp = self.l.sp && self.l.tp > 1;
         let attn_n = a.attn_params / h / t;
-        let mut fwd = self.linear(2.0 * tok * a.attn_params / t, tok, attn_n, h);
+        let linear_fwd = self.linear(2.0 * tok * a.attn_params / t, tok, attn_n, h);
         let (attn_fwd, attn_bwd, score_bytes) = self.attention(windowed);
-        // Stored bytes per token (Korthikanti's 34 s b h for GPT, generalised): outside the TP
-        // region the two norm inputs, the attention and MLP inputs (8h) and, under dropout, the two
-        // 1-byte masks (2h); q/k/v and the core output inside it.
-        let outside = (8.0 + 2.0 * self.dropout()) * h / if sp { t } else { 1.0 };
         // q, k and v (k and v at the key/value width: GQA stores kv_heads of them), the core output.
         let attn_inside = (2.0 * (a.qk_dim + a.kv_exchange) as f64 + 2.0 * a.v_dim as f64) / t;
+        let act_selective = tok * (self.outside_bytes() + attn_inside);
+        let (mut module_bytes, mut module_rerun) = self.norm_recompute();
+        if self.l.modules.mla_up_proj && a.mla_up_params > 0.0 {
+            // Per-head queries, keys and values (BF16, what the attention core reads); rerun: the
+            // up-projection GEMMs from the stored latents.
+            module_bytes += tok * 2.0 * (a.qk_dim + a.kv_exchange) as f64 / t;
+            let params = a.mla_up_params / t;
+            module_rerun += self.linear(2.0 * tok * params, tok, params / a.mla_up_rank, a.mla_up_rank);
+        }
+        let tp_pair = self.tp_pair();
+        LayerCost {
+            fwd: linear_fwd + attn_fwd,
+            linear_fwd,
+            attn_fwd,
+            attn_bwd,
+            bwd: 2.0 * linear_fwd + attn_bwd,
+            act_bytes: act_selective + score_bytes,
+            act_bytes_selective: act_selective,
+            linear_inputs: tok * (h + a.v_dim as f64) / t,
+            tp: 2.0 * tp_pair,
+            tp_fwd: tp_pair,
+            cp: self.cp_exchange(),
+            module_bytes,
+            module_rerun,
+            ..LayerCost::default()
+        }
+    }
+
+    /// One MLP block, dense or a mixture of experts: its norm, matmuls, the experts' all-to-all
+    /// and the TP pair around it.
+    fn mlp_block(&self, moe: bool) -> LayerCost {
+        let a = self.a;
+        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let mut c = LayerCost::default();
         let mlp_inside;
-        let mut ep = 0.0;
-        let mut moe_bytes = 0.0;
-        let (mut moe_fused_bytes, mut fused_casts) = (0.0, 0.0);
-        let mut linear_in = tok * (h + a.v_dim as f64) / t;
+        let mut routed = 0.0;
         match (moe, a.moe) {
             (true, Some(m)) => {
                 let fe = m.expert_d_ff as f64;
-                // Shared experts run as one dense SwiGLU of their summed width.
+                let mats = m.expert_matrices();
+                // Shared experts run as one dense MLP of their summed width.
                 let fs = (m.shared_d_ff * m.shared) as f64;
                 let e = self.l.ep as f64;
-                let routed = tok / t * m.top_k as f64;
+                routed = tok / t * m.top_k as f64;
                 let per_expert = (routed * e / m.experts as f64).max(1.0);
-                fwd += self.linear(2.0 * 3.0 * h * fe * routed, per_expert, fe, h);
+                c.linear_fwd = self.linear(2.0 * mats * h * fe * routed, per_expert, fe, h);
                 if m.shared > 0 {
-                    fwd += self.linear(2.0 * 3.0 * h * fs * tok / t, tok, fs / t, h);
+                    c.linear_fwd += self.linear(2.0 * mats * h * fs * tok / t, tok, fs / t, h);
                 }
-                fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
-                // Stored: the permuted inputs, gate/up outputs and activation of each routed copy.
-                mlp_inside = (routed * (2.0 * h + 6.0 * fe) + tok / t * 6.0 * fs) / tok;
-                moe_bytes = routed * (2.0 * h + 6.0 * fe);
-                linear_in += routed * (h + fe) + tok / t * (h * m.shared as f64 + fs);
+                c.linear_fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
+                // Stored: the permuted inputs, up outputs and activation of each routed copy.
+                let kept = 2.0 * mats * fe;
+                mlp_inside = (routed * (2.0 * h + kept) + tok / t * 2.0 * mats * fs) / tok;
+                c.moe_bytes = routed * (2.0 * h + kept);
+                c.linear_inputs = routed * (h + fe) + tok / t * (h * m.shared as f64 + fs);
                 if self.fuses_expert_mlp() {
                     // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
                     // and its backward twin) applies the activation, the routing probabilities and
                     // the MXFP8 cast of the down projection's input in the up projection's epilogue;
                     // Transformer Engine fuses them only under an MXFP8 recipe (fuse_forward_ops).
-                    moe_fused_bytes = routed * 6.0 * fe;
-                    fused_casts = routed * fe;
+                    c.moe_fused_bytes = routed * kept;
+                    c.fused_casts = routed * fe;
                 }
                 if self.l.ep > 1 {
-                    ep = self.expert_all_to_all(tok / t, m.top_k, m.experts);
+                    c.ep = self.expert_all_to_all(tok / t, m.top_k, m.experts);
                 }
             }
             _ => {
                 let f = a.d_ff as f64;
-                fwd += self.linear(2.0 * tok * a.dense_mlp_params / t, tok, a.dense_mlp_params / h / t, h);
+                c.linear_fwd = self.linear(2.0 * tok * a.dense_mlp_params / t, tok, a.dense_mlp_params / h / t, h);
                 mlp_inside = 2.0 * (a.mlp_up as f64 + 1.0) * f / t;
-                linear_in += tok * (h + f) / t;
+                c.linear_inputs = tok * (h + f) / t;
             }
         }
-        let act_selective = tok * (outside + attn_inside + mlp_inside);
-        let act_bytes = act_selective + score_bytes;
-        let routed = match (moe, a.moe) {
-            (true, Some(m)) => tok / t * m.top_k as f64,
-            _ => 0.0,
-        };
-        let (mut module_bytes, mut module_rerun) = self.module_recompute(routed);
-        let (sac_bytes, sac_rerun) = self.op_sac(moe, fwd, act_selective);
-        module_bytes += sac_bytes;
-        module_rerun += sac_rerun;
+        c.act_bytes_selective = tok * (self.outside_bytes() + mlp_inside);
+        c.act_bytes = c.act_bytes_selective;
+        (c.module_bytes, c.module_rerun) = self.mlp_recompute(routed);
         let (extra_fwd, extra_bwd) = self.unfused_expert_extras(routed);
         if self.l.modules.moe_act && !self.stack.fused_expert_mlp {
             // The clamp runs inside the checkpointed activation, so it reruns with it.
-            module_rerun += self.unfused_clamp(routed).0;
+            c.module_rerun += self.unfused_clamp(routed).0;
         }
         let tp_pair = self.tp_pair();
-        let cp = self.cp_exchange();
+        c.fwd = c.linear_fwd + extra_fwd;
+        c.bwd = 2.0 * c.linear_fwd + extra_bwd;
+        c.tp = 2.0 * tp_pair;
+        c.tp_fwd = tp_pair;
         // The dense MLP rerun under `mlp` gathers its input and reduce-scatters its output again.
-        let tp_module_rerun = if self.l.modules.mlp && routed == 0.0 { tp_pair } else { 0.0 };
+        c.tp_module_rerun = if self.l.modules.mlp && routed == 0.0 { tp_pair } else { 0.0 };
+        c
+    }
+
+    /// One Mamba-2 mixer block (Megatron-Core's `MambaMixer`): its norm, the input projection to
+    /// z, x, B, C and dt, the causal convolution over x, B and C, the chunked scan, the gated
+    /// RMSNorm and the output projection; heads split over TP as attention's do.
+    ///
+    /// The projections are linear GEMMs. The scan (SSD) is a fused kernel of small per-chunk
+    /// matmuls with element-wise decays between them, priced as fused attention is (its FLOPs at
+    /// `attn_eff`, backward 2.5x forward). Stored per token: the projection's output, the
+    /// convolution's output, the scan's output and the gated norm's output (the output
+    /// projection's input), BF16, and the scan's FP32 dt and its cumulative decay per head.
+    fn mamba_block(&self) -> LayerCost {
+        let (a, tok, t) = (self.a, self.tok, self.t());
+        let Some(hy) = a.hybrid else {
+            return LayerCost::default();
+        };
+        let h = a.d_model as f64;
+        let (inp, di, conv) = (hy.in_proj_width() as f64, hy.d_inner() as f64, hy.conv_width() as f64);
+        let linear_fwd =
+            self.linear(2.0 * tok * h * inp / t, tok, inp / t, h) + self.linear(2.0 * tok * di * h / t, tok, h, di / t);
+        let scan = tok * hy.scan_flops_per_token()
+            / t
+            / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
+        let inside = (2.0 * inp + 2.0 * conv + 4.0 * di + 8.0 * hy.mamba_heads as f64) / t;
+        let act = tok * (self.outside_bytes() + inside);
+        let (module_bytes, module_rerun) = self.norm_recompute();
+        let tp_pair = self.tp_pair();
         LayerCost {
-            fwd: fwd + attn_fwd + extra_fwd,
-            attn_fwd,
-            attn_bwd,
-            bwd: 2.0 * fwd + attn_bwd + extra_bwd,
-            act_bytes,
-            act_bytes_selective: act_selective,
-            moe_bytes,
-            moe_fused_bytes,
-            linear_inputs: linear_in,
-            fused_casts,
-            tp: 4.0 * tp_pair,
-            tp_fwd: 2.0 * tp_pair,
-            tp_module_rerun,
-            cp,
-            ep,
+            fwd: linear_fwd + scan,
+            linear_fwd,
+            bwd: 2.0 * linear_fwd + 2.5 * scan,
+            act_bytes: act,
+            act_bytes_selective: act,
+            linear_inputs: tok * (h + di) / t,
+            tp: 2.0 * tp_pair,
+            tp_fwd: tp_pair,
             module_bytes,
             module_rerun,
+            ..LayerCost::default()
         }
     }
 
@@ -1058,26 +1161,21 @@ impl Ctx<'_> {
         (routed * fwd * h / bw, routed * bwd * h / bw)
     }
 
-    /// Bytes the layout's recompute modules keep from being stored in one layer with `routed`
-    /// routed token copies (0 for a dense layer), and the seconds their forward reruns in backward.
-    fn module_recompute(&self, routed: f64) -> (f64, f64) {
+    /// Bytes the layout's MLP recompute modules keep from being stored in one MLP block with
+    /// `routed` routed token copies (0 for a dense MLP), and the seconds their forward reruns in
+    /// backward.
+    fn mlp_recompute(&self, routed: f64) -> (f64, f64) {
         let (a, m) = (self.a, self.l.modules);
         let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
-        let sp = if self.l.sp && self.l.tp > 1 { t } else { 1.0 };
         // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
         let lin = self.precision.operand_bytes();
-        let (mut bytes, mut rerun) = (0.0, 0.0);
-        if m.layernorm {
-            // Two norm outputs of h per token; rerun: read the input (2 B) and write the output.
-            bytes += tok * 2.0 * h * lin / sp;
-            rerun += tok * 2.0 * h * (2.0 + lin) / sp / self.r.mem_bw;
-        }
+        let (mut bytes, mut rerun) = self.norm_recompute();
         if m.moe_act && routed > 0.0 {
-            let fe = a.moe.map_or(0.0, |x| x.expert_d_ff as f64);
-            // The activation's output (fe per routed copy); rerun: read gate and up (2 fe x 2 B),
-            // write the output.
+            let (fe, ups) = a.moe.map_or((0.0, 0.0), |x| (x.expert_d_ff as f64, x.expert_up as f64));
+            // The activation's output (fe per routed copy); rerun: read the up outputs (ups fe x
+            // 2 B), write the output.
             bytes += routed * fe * lin;
-            rerun += routed * fe * (4.0 + lin) / self.r.mem_bw;
+            rerun += routed * fe * (2.0 * ups + lin) / self.r.mem_bw;
         }
         if m.mlp && routed == 0.0 && a.dense_mlp_params > 0.0 {
             // The up projections' outputs (BF16) and the activation's output (the down
@@ -1088,13 +1186,6 @@ impl Ctx<'_> {
             bytes += tok * (ups + lin * f) / t;
             let params = a.dense_mlp_params / t;
             rerun += self.linear(2.0 * tok * params, tok, params / h, h) + tok * (ups + lin * f) / t / self.r.mem_bw;
-        }
-        if m.mla_up_proj && a.mla_up_params > 0.0 {
-            // Per-head queries, keys and values (BF16, what the attention core reads); rerun: the
-            // up-projection GEMMs from the stored latents.
-            bytes += tok * 2.0 * (a.qk_dim + a.kv_exchange) as f64 / t;
-            let params = a.mla_up_params / t;
-            rerun += self.linear(2.0 * tok * params, tok, params / a.mla_up_rank, a.mla_up_rank);
         }
         (bytes, rerun)
     }
@@ -1137,6 +1228,8 @@ impl Ctx<'_> {
     /// expert's tiles in one grouped kernel: `tile_idx_to_expert_idx`).
     fn fixed_overhead(&self, layers: f64, moe_layers: f64) -> f64 {
         let k = self.k;
+        // A hybrid's layer is one block, half a transformer layer's kernels.
+        let layers = if self.a.hybrid.is_some() { layers / 2.0 } else { layers };
         let per_layer = if self.stack.full_iteration_cuda_graph { 0.0 } else { k.layer_overhead_us };
         let local_experts = self.a.moe.map_or(0.0, |m| (m.experts / self.l.ep) as f64);
         let per_expert = if self.fuses_expert_mlp() { 0.0 } else { k.expert_overhead_us };
@@ -1338,6 +1431,19 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     if !job.seq.is_multiple_of(l.cp) {
         bail!("layout {l}: sequence {} is not a multiple of cp {}", job.seq, l.cp);
     }
+    if let Some(hy) = a.hybrid.filter(|hy| hy.mamba > 0) {
+        if l.cp > 1 {
+            bail!("layout {l}: context parallelism over Mamba-2 layers is not priced; use cp=1");
+        }
+        if !hy.mamba_heads.is_multiple_of(l.tp) || !hy.mamba_groups.is_multiple_of(l.tp) {
+            bail!(
+                "layout {l}: {} Mamba-2 heads in {} groups do not split over tp={}",
+                hy.mamba_heads,
+                hy.mamba_groups,
+                l.tp
+            );
+        }
+    }
     match a.moe {
         None if l.ep > 1 => bail!("layout {l}: ep={} needs a mixture-of-experts model", l.ep),
         Some(m) if m.experts % l.ep != 0 => bail!("layout {l}: {} experts do not split over ep={}", m.experts, l.ep),
@@ -1380,12 +1486,17 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     let stage_layers = a.layers.div_ceil(l.pp) as f64;
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
     let h = a.d_model as f64;
-    let (mut dense, mut expert) = (stage_layers * (a.attn_params / t), 0.0);
-    dense += stage_layers * (1.0 - moe_frac) * a.dense_mlp_params / t;
+    let b = a.blocks_per_layer();
+    let (mut dense, mut expert) = (stage_layers * b.attention * (a.attn_params / t), 0.0);
+    dense += stage_layers * b.mlp * a.dense_mlp_params / t;
+    if let Some(hy) = a.hybrid {
+        dense += stage_layers * b.mamba * hy.mamba_params(a.d_model) / t;
+    }
     if let Some(m) = a.moe {
         let moe_layers = stage_layers * moe_frac;
-        dense += moe_layers * (h * m.experts as f64 + 3.0 * h * (m.shared_d_ff * m.shared) as f64 / t);
-        expert = moe_layers * (m.experts / l.ep) as f64 * 3.0 * h * m.expert_d_ff as f64;
+        let mats = m.expert_matrices();
+        dense += moe_layers * (h * m.experts as f64 + mats * h * (m.shared_d_ff * m.shared) as f64 / t);
+        expert = moe_layers * (m.experts / l.ep) as f64 * mats * h * m.expert_d_ff as f64;
     }
     // Embedding on the first stage, LM head on the last (both on one chip when pp = 1).
     dense += (a.vocab * a.d_model) as f64 / t * if l.pp == 1 && !a.tied { 2.0 } else { 1.0 };
@@ -1779,6 +1890,80 @@ mod tests {
         let r = Rates::of(&chip, k, l.chips(), precision).unwrap();
         let job = Job { arch: &m.arch, seq, global_batch, precision };
         estimate(&job, &l, &r, k, st, f64::INFINITY).unwrap()
+    }
+
+    /// `arch` priced on 8 H100 at `l` under nemo-2025 (BF16, 4,096 tokens, 64 sequences).
+    fn h100_arch_step(arch: &Arch, l: Layout) -> Estimate {
+        let k = crate::calib::shipped();
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let r = Rates::of(&chip, &k, l.chips(), Precision::Bf16).unwrap();
+        let job = Job { arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+        estimate(&job, &l, &r, &k, &crate::stack::find("nemo-2025").unwrap(), f64::INFINITY).unwrap()
+    }
+
+    /// A hybrid model file with `pattern`, Llama 3 8B's widths and small Mamba-2 mixers.
+    fn hybrid_8b(pattern: &str) -> Arch {
+        crate::model::ModelFile {
+            name: "h".into(),
+            arch: "hybrid".into(),
+            vocab: 128256,
+            layers: pattern.len(),
+            heads: 32,
+            kv_heads: Some(8),
+            d_model: 4096,
+            d_ff: Some(14336),
+            pattern: Some(pattern.into()),
+            mamba_heads: Some(64),
+            mamba_head_dim: Some(64),
+            mamba_state: Some(128),
+            mamba_groups: Some(8),
+            ..Default::default()
+        }
+        .to_arch()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_hybrid_of_attention_and_mlp_blocks_prices_as_the_transformer() {
+        // 32 layers of attention then MLP, written as a 64-layer hybrid pattern, are Llama 3 8B:
+        // the same step to the rounding, the same memory, for a plain and a TP/SP layout with
+        // selective recompute modules.
+        let llama = crate::model::resolve("llama3-8b").unwrap().arch;
+        let hybrid = hybrid_8b(&"*-".repeat(32));
+        let sel = Layout {
+            tp: 2,
+            sp: true,
+            modules: Modules::parse(["layernorm", "mlp"]).unwrap(),
+            ..Layout::data_parallel(4)
+        };
+        for l in [Layout::data_parallel(8), sel] {
+            let (a, b) = (h100_arch_step(&llama, l), h100_arch_step(&hybrid, l));
+            assert!((a.time.total() / b.time.total() - 1.0).abs() < 1e-9, "{l}: {:?} vs {:?}", a.time, b.time);
+            assert!((a.memory.total() / b.memory.total() - 1.0).abs() < 1e-9, "{l}");
+        }
+        assert_eq!(llama.total_params(), hybrid.total_params());
+    }
+
+    #[test]
+    fn a_mamba_layer_costs_its_projections_scan_and_stored_stream() {
+        // Replacing attention blocks by Mamba-2 mixers changes the step by the difference of the
+        // blocks: more projection weights (4096 x (2 x 4096 + 2 x 8 x 128 + 64 + 4096)) than
+        // attention's (4096 x 6144), no attention core.
+        let attn = h100_arch_step(&hybrid_8b(&"*-".repeat(32)), Layout::data_parallel(8));
+        let mamba = h100_arch_step(&hybrid_8b(&"M-".repeat(32)), Layout::data_parallel(8));
+        let hy = hybrid_8b("M-").hybrid.unwrap();
+        assert_eq!(hy.in_proj_width(), 2 * 4096 + 2 * 8 * 128 + 64);
+        // Per token: 8 groups x 2 x 128 x 128 + 64 heads x (2 x 128 x 64 + 4 x 128 x 64).
+        assert_eq!(
+            hy.scan_flops_per_token(),
+            8.0 * 2.0 * 128.0 * 128.0 + 64.0 * (2.0 * 128.0 * 64.0 + 4.0 * 128.0 * 64.0)
+        );
+        assert!(mamba.time.compute != attn.time.compute);
+        assert!(mamba.memory.activations > attn.memory.activations, "the mixer stores its projection's output");
+        // Context parallelism over Mamba-2 layers is refused, not priced as attention.
+        let job = Job { arch: &hybrid_8b("M-"), seq: 4096, global_batch: 8, precision: Precision::Bf16 };
+        let e = check_layout(&job, &Layout { cp: 2, ..Layout::data_parallel(4) }).unwrap_err().to_string();
+        assert!(e.contains("Mamba-2"), "{e}");
     }
 
     #[test]

@@ -257,9 +257,14 @@ impl Prepared {
         &self.chip.family
     }
 
-    /// Whether the row's model has experts.
+    /// Whether the row's model is a transformer with experts (a hybrid is its own kind).
     pub fn is_moe(&self) -> bool {
-        self.arch.moe.is_some()
+        self.kind() == "moe"
+    }
+
+    /// The row's model kind: `dense`, `moe` or `hybrid` ([`crate::model::Arch::kind`]).
+    pub fn kind(&self) -> &'static str {
+        self.arch.kind()
     }
 
     /// The model's estimate of the row's step under constants `k` (memory against the chip's
@@ -404,7 +409,7 @@ fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accu
         .collect()
 }
 
-/// The errors of `cv` grouped by `key` of each row and its kind (`dense` or `moe`).
+/// The errors of `cv` grouped by `key` of each row and its kind (`dense`, `moe` or `hybrid`).
 fn errors_by<'a, K: Ord>(
     rows: &'a [Prepared],
     cv: &[CvRow],
@@ -413,8 +418,7 @@ fn errors_by<'a, K: Ord>(
     let mut by: BTreeMap<K, Vec<f64>> = BTreeMap::new();
     for c in cv {
         let p = &rows[c.index];
-        let kind = if p.is_moe() { "moe" } else { "dense" };
-        by.entry(key(p, kind)).or_default().push(c.cv_error);
+        by.entry(key(p, p.kind())).or_default().push(c.cv_error);
     }
     by
 }

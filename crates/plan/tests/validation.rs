@@ -195,26 +195,39 @@ fn held_out_runs_predicted_blind() {
     let held = prepare_held_out().unwrap();
     let fitted: BTreeSet<String> = prepare().unwrap().into_iter().map(|r| r.row.id).collect();
     let k = calib::shipped();
-    let (mut dense, mut moe) = (Vec::new(), Vec::new());
+    let (mut dense, mut moe, mut hybrid) = (Vec::new(), Vec::new(), Vec::new());
     for r in &held {
         assert!(!fitted.contains(&r.row.id), "{} is in both published_runs.toml and held_out_runs.toml", r.row.id);
         let e = r.error(&k).unwrap();
         println!("{:<45} {:<18} {:+7.1}%", r.row.id, r.row.group, 100.0 * e);
-        if r.is_moe() {
-            moe.push(e)
-        } else {
-            dense.push(e)
+        match r.kind() {
+            "moe" => moe.push(e),
+            "hybrid" => hybrid.push(e),
+            _ => dense.push(e),
         }
     }
-    let all: Vec<f64> = dense.iter().chain(&moe).copied().collect();
-    for (what, errs) in [("dense", &dense), ("MoE", &moe), ("all", &all)] {
+    let all: Vec<f64> = dense.iter().chain(&moe).chain(&hybrid).copied().collect();
+    for (what, errs) in [("dense", &dense), ("MoE", &moe), ("hybrid", &hybrid), ("all", &all)] {
         let (mean, worst) = summary(errs);
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
-    assert!(dense.len() >= 34 && moe.len() >= 29, "held-out rows missing: {} dense, {} MoE", dense.len(), moe.len());
+    assert!(
+        dense.len() >= 34 && moe.len() >= 29 && hybrid.len() >= 20,
+        "held-out rows missing: {} dense, {} MoE, {} hybrid",
+        dense.len(),
+        moe.len(),
+        hybrid.len()
+    );
     let (dense_mean, moe_mean) = (summary(&dense).0, summary(&moe).0);
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
     assert!(moe_mean <= 0.22, "held-out MoE mean absolute error {:.1}% > 22%", 100.0 * moe_mean);
+    // Nemotron 3 Nano, the first hybrid (Mamba-2) architecture, predicted blind on 2026-12-06 with
+    // the Mamba-2 block written before any row was compared: mean 27.2%, worst 34.1%, every row
+    // optimistic (docs/planner.md, "Hybrid models"). The bounds hold that result; the targets
+    // (a 30% worst row, 15% held out) are not met on this class.
+    let (hybrid_mean, hybrid_worst) = summary(&hybrid);
+    assert!(hybrid_mean <= 0.30, "held-out hybrid mean absolute error {:.1}% > 30%", 100.0 * hybrid_mean);
+    assert!(hybrid_worst <= 0.35, "held-out hybrid worst error {:.1}% > 35%", 100.0 * hybrid_worst);
 }
 
 #[test]
