@@ -10,7 +10,8 @@
 //! Families with a gated MLP (SwiGLU, GeGLU) read as `llama`; those with a plain one (GELU,
 //! squared ReLU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon, Phi-1/2, StarCoder,
 //! StarCoder2, Nemotron) as `gpt` with their key/value heads and MLP width; mixtures of experts
-//! (DBRX's included) as `moe`. Other families are refused by name rather than approximated.
+//! (DBRX's included) as `moe`; Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert
+//! layers) as `hybrid`. Other families are refused by name rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -79,6 +80,7 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("opt", opt),
     ("mpt", mpt),
     ("dbrx", dbrx),
+    ("nemotron_h", nemotron_h),
 ];
 
 /// `model_type`s whose transformers config class ties the LM head to the embedding when the file
@@ -237,6 +239,50 @@ fn falcon(c: &Fields, mt: &str) -> Result<ModelFile> {
     } else {
         None
     };
+    Ok(m)
+}
+
+/// Nemotron-H and Nemotron 3 (NemotronHConfig): a hybrid of Mamba-2 mixers, attention, squared-ReLU
+/// MLPs and experts, one per layer, named by `hybrid_override_pattern` (M, *, -, E) or, in later
+/// files, `layers_block_type` (`mamba`, `attention`, `mlp`, `moe`); dense MLPs `intermediate_size`
+/// wide, experts `moe_intermediate_size` with `n_shared_experts` of
+/// `moe_shared_expert_intermediate_size`.
+fn nemotron_h(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = llama_named(c, mt, "hybrid", None)?;
+    let pattern = match (&c.v["hybrid_override_pattern"], &c.v["layers_block_type"]) {
+        (Value::String(p), _) => p.clone(),
+        (_, Value::Array(kinds)) => kinds
+            .iter()
+            .map(|k| match k.as_str() {
+                Some("mamba") => Ok('M'),
+                Some("attention") | Some("full_attention") => Ok('*'),
+                Some("mlp") => Ok('-'),
+                Some("moe") => Ok('E'),
+                other => Err(anyhow!("config.json: layers_block_type has {other:?}; the planner reads mamba, attention, mlp and moe layers")),
+            })
+            .collect::<Result<String>>()?,
+        _ => bail!("config.json has neither hybrid_override_pattern nor layers_block_type, which a nemotron_h model needs"),
+    };
+    m.gated = Some(c.v["mlp_hidden_act"].as_str().is_some_and(|a| a != "relu2"));
+    if pattern.contains('M') {
+        m.mamba_heads = Some(c.req("mamba_num_heads")?);
+        m.mamba_head_dim = Some(c.req("mamba_head_dim")?);
+        m.mamba_state = Some(c.req("ssm_state_size")?);
+        m.mamba_groups = Some(c.req("n_groups")?);
+    }
+    if pattern.contains('E') {
+        m.experts = Some(c.req("n_routed_experts")?);
+        m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+        m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
+        if let Some(s) = c.opt("moe_shared_expert_intermediate_size").filter(|&s| s > 0) {
+            m.shared_experts = Some(c.opt("n_shared_experts").unwrap_or(1));
+            m.shared_expert_d_ff = Some(s);
+        }
+    }
+    if pattern.contains('-') {
+        m.d_ff = Some(c.req("intermediate_size")?);
+    }
+    m.pattern = Some(pattern);
     Ok(m)
 }
 

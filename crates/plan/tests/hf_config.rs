@@ -27,6 +27,7 @@ fn published_configs_read_as_their_presets() {
         ("ERNIE-4.5-21B-A3B-PT", "ernie-4.5-21b-a3b"),
         ("ERNIE-4.5-300B-A47B-PT", "ernie-4.5-300b-a47b"),
         ("Llama-4-Maverick-17B-128E", "llama4-maverick"),
+        ("NVIDIA-Nemotron-3-Nano-30B-A3B", "nemotron-3-nano"),
     ];
     for (dir, preset) in pairs {
         let from_json = resolve(fixture(dir).to_str().unwrap()).unwrap_or_else(|e| panic!("{dir}: {e}"));
@@ -252,4 +253,29 @@ fn opt_with_a_projected_embedding_is_refused() {
             "num_hidden_layers": 24, "num_attention_heads": 16, "word_embed_proj_dim": 512}"#,
     );
     assert!(e.contains("word_embed_proj_dim 512") && e.contains("TOML model file"), "{e}");
+}
+
+#[test]
+fn a_nemotron_h_layer_list_reads_as_its_pattern() {
+    // Later NemotronHConfig files list the layers by name instead of the pattern string.
+    let dir = fixture("NVIDIA-Nemotron-3-Nano-30B-A3B");
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pattern = v["hybrid_override_pattern"].as_str().unwrap().to_string();
+    let kinds: Vec<&str> = pattern
+        .chars()
+        .map(|c| match c {
+            'M' => "mamba",
+            '*' => "attention",
+            '-' => "mlp",
+            _ => "moe",
+        })
+        .collect();
+    v.as_object_mut().unwrap().remove("hybrid_override_pattern");
+    v["layers_block_type"] = serde_json::json!(kinds);
+    let listed = resolve_json("nemotron-listed", &v.to_string()).unwrap();
+    assert_eq!(listed.arch, resolve("nemotron-3-nano").unwrap().arch);
+    v["layers_block_type"][0] = serde_json::json!("linear_attention");
+    let e = error_for("nemotron-unknown-layer", &v.to_string());
+    assert!(e.contains("linear_attention"), "{e}");
 }
