@@ -278,7 +278,11 @@ fn nemotron_h(c: &Fields, mt: &str) -> Result<ModelFile> {
             m.shared_experts = Some(c.opt("n_shared_experts").unwrap_or(1));
             m.shared_expert_d_ff = Some(s);
         }
+        m.moe_latent = c.opt("moe_latent_size").filter(|&l| l > 0);
     }
+    // The config's multi-token prediction modules, one depth each (a recipe may run one module
+    // for several depths: a model file's mtp_layers and mtp_repeated say so).
+    m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
     if pattern.contains('-') {
         m.d_ff = Some(c.req("intermediate_size")?);
     }

@@ -75,6 +75,10 @@ pub struct ModelFile {
     /// MoE: the value the experts' gated activation clamps its inputs to (GPT-OSS: 7.0).
     #[serde(default)]
     pub activation_clamp: Option<f64>,
+    /// MoE: latent width (Nemotron 3 Super's `moe_latent_size`): tokens are projected down to it
+    /// before routing and back after, and the experts read and write it.
+    #[serde(default)]
+    pub moe_latent: Option<usize>,
     /// Multi-head latent attention (DeepSeek): query low-rank width (0 = full-rank query).
     #[serde(default)]
     pub q_lora_rank: Option<usize>,
@@ -117,6 +121,23 @@ pub struct ModelFile {
     /// `hybrid`: Mamba-2 groups sharing B and C (`mamba_num_groups`, `n_groups`).
     #[serde(default)]
     pub mamba_groups: Option<usize>,
+    /// Multi-token prediction depths each token trains (DeepSeek-V3's MTP, Megatron-Core's
+    /// `mtp_num_layers`): each one attention and one MLP block (MoE where the model has experts),
+    /// a projection of the next token's embedding and the hidden state (2 d_model -> d_model), and
+    /// the LM head and loss again. Default 0.
+    #[serde(default)]
+    pub mtp_layers: Option<usize>,
+    /// Whether one MTP module's weights serve every depth (Megatron-Core's
+    /// `mtp_use_repeated_layer`); default false, a module per depth.
+    #[serde(default)]
+    pub mtp_repeated: Option<bool>,
+}
+
+/// Multi-token prediction: depths computed per token and modules holding weights.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Mtp {
+    pub depths: usize,
+    pub modules: usize,
 }
 
 /// A hybrid architecture's layers by kind and its Mamba-2 mixers' widths (Nemotron-H, Nemotron 3).
@@ -204,12 +225,30 @@ pub struct Moe {
     pub clamped_activation: bool,
     /// Up projections of an expert: 2 gated (SwiGLU), 1 plain (squared ReLU).
     pub expert_up: usize,
+    /// Latent MoE (Nemotron 3 Super): the width tokens are projected down to before routing and
+    /// the experts' input and output width; 0 for experts on the hidden width.
+    pub latent: usize,
 }
 
 impl Moe {
     /// Matmuls of one expert (its up projections and the down projection).
     pub fn expert_matrices(&self) -> f64 {
         (self.expert_up + 1) as f64
+    }
+
+    /// The width routed tokens travel and the experts read and write: the latent width of a
+    /// latent MoE, else `d_model`.
+    pub fn expert_io(&self, d_model: usize) -> f64 {
+        if self.latent > 0 {
+            self.latent as f64
+        } else {
+            d_model as f64
+        }
+    }
+
+    /// Weights of a latent MoE's projections to and from the latent width (0 without).
+    pub fn latent_params(&self, d_model: usize) -> f64 {
+        2.0 * (d_model * self.latent) as f64
     }
 }
 
@@ -256,6 +295,8 @@ pub struct Arch {
     /// A hybrid's layers by kind (each of `layers` is one attention, Mamba-2, MLP or MoE layer);
     /// none for a transformer, whose every layer is attention and an MLP.
     pub hybrid: Option<Hybrid>,
+    /// Multi-token prediction, if trained.
+    pub mtp: Option<Mtp>,
 }
 
 impl Arch {
@@ -294,12 +335,14 @@ impl Arch {
                 expert_bias: false,
                 clamped_activation: false,
                 expert_up: 2,
+                latent: 0,
             }),
             tied: c.tied_embeddings,
             window: None,
             mla_up_params: 0.0,
             mla_up_rank: 0.0,
             hybrid: None,
+            mtp: None,
         }
     }
 
@@ -340,32 +383,47 @@ impl Arch {
         }
     }
 
-    /// Matmul weights of one MoE layer's MLP: router, routed and shared experts.
+    /// Matmul weights of one MoE layer's MLP: router, routed and shared experts (and a latent
+    /// MoE's projections).
     pub fn moe_mlp_params(&self) -> f64 {
-        self.moe.map_or(0.0, |m| {
-            let h = self.d_model as f64;
-            h * m.experts as f64
-                + m.expert_matrices() * h * (m.expert_d_ff * m.experts + m.shared_d_ff * m.shared) as f64
-        })
+        self.moe.map_or(0.0, |m| self.moe_block_params(&m, m.experts))
     }
 
     /// Matmul weights one token passes through in a MoE layer's MLP.
     pub fn moe_active_mlp_params(&self) -> f64 {
-        self.moe.map_or(0.0, |m| {
-            let h = self.d_model as f64;
-            h * m.experts as f64 + m.expert_matrices() * h * (m.expert_d_ff * m.top_k + m.shared_d_ff * m.shared) as f64
-        })
+        self.moe.map_or(0.0, |m| self.moe_block_params(&m, m.top_k))
+    }
+
+    /// Weights of a MoE layer's MLP counting `routed` of its routed experts.
+    fn moe_block_params(&self, m: &Moe, routed: usize) -> f64 {
+        let h = self.d_model as f64;
+        let (mats, io) = (m.expert_matrices(), m.expert_io(self.d_model));
+        h * m.experts as f64
+            + mats * (io * (m.expert_d_ff * routed) as f64 + h * (m.shared_d_ff * m.shared) as f64)
+            + m.latent_params(self.d_model)
     }
 
     /// All parameters (embedding and head included).
     pub fn total_params(&self) -> f64 {
         let emb = (self.vocab * self.d_model) as f64 * if self.tied { 1.0 } else { 2.0 };
-        self.layer_params(self.moe_mlp_params()) + emb
+        let mtp = self.mtp.map_or(0.0, |m| m.modules as f64 * self.mtp_module_params(self.moe_mlp_params()));
+        self.layer_params(self.moe_mlp_params()) + emb + mtp
     }
 
-    /// Parameters one token passes through (matmuls of the layers and the LM head).
+    /// Parameters one token passes through (matmuls of the layers and the LM head, and of each
+    /// multi-token prediction depth with its LM head).
     pub fn active_matmul_params(&self) -> f64 {
-        self.layer_params(self.moe_active_mlp_params()) + (self.vocab * self.d_model) as f64
+        let head = (self.vocab * self.d_model) as f64;
+        let mtp =
+            self.mtp.map_or(0.0, |m| m.depths as f64 * (self.mtp_module_params(self.moe_active_mlp_params()) + head));
+        self.layer_params(self.moe_active_mlp_params()) + head + mtp
+    }
+
+    /// Matmul weights of one multi-token prediction module, its MoE MLP counted as `moe_mlp`: its
+    /// attention, its MLP and the projection of [embedding; hidden state] to d_model.
+    pub fn mtp_module_params(&self, moe_mlp: f64) -> f64 {
+        let mlp = if self.moe.is_some() { moe_mlp } else { self.dense_mlp_params };
+        self.attn_params + mlp + 2.0 * (self.d_model * self.d_model) as f64
     }
 
     /// Matmul weights of every layer, a MoE layer's MLP counted as `moe_mlp`.
@@ -380,9 +438,9 @@ impl Arch {
             + hy.moe as f64 * moe_mlp
     }
 
-    /// Attention layers (every layer of a transformer).
+    /// Attention layers (every layer of a transformer), and one per multi-token prediction depth.
     pub fn attention_layers(&self) -> usize {
-        self.hybrid.map_or(self.layers, |hy| hy.attention)
+        self.hybrid.map_or(self.layers, |hy| hy.attention) + self.mtp.map_or(0, |m| m.depths)
     }
 
     /// Mean attention span of a token at context `s` for causal attention, over all layers.
@@ -416,6 +474,7 @@ impl ModelFile {
             || self.shared_expert_d_ff.is_some()
             || self.expert_bias.is_some()
             || self.activation_clamp.is_some()
+            || self.moe_latent.is_some()
     }
 
     fn dense_config(&self, ctx: usize) -> Result<ModelConfig> {
@@ -476,6 +535,7 @@ impl ModelFile {
             expert_bias: self.expert_bias.unwrap_or(false),
             clamped_activation: self.activation_clamp.is_some(),
             expert_up: if self.gated.unwrap_or(true) { 2 } else { 1 },
+            latent: self.moe_latent.unwrap_or(0),
         };
         if m.top_k > m.experts {
             bail!("model {}: experts_per_token {} exceeds experts {}", self.name, m.top_k, m.experts);
@@ -609,6 +669,9 @@ impl ModelFile {
             }
         }
         self.apply_mla(&mut a)?;
+        if let Some(d) = self.mtp_layers.filter(|&d| d > 0) {
+            a.mtp = Some(Mtp { depths: d, modules: if self.mtp_repeated.unwrap_or(false) { 1 } else { d } });
+        }
         if let Some(w) = self.sliding_window {
             let frac = self.sliding_fraction.unwrap_or(1.0);
             if !(0.0..=1.0).contains(&frac) {
@@ -812,6 +875,9 @@ mod tests {
             ("qwen2.5-72b", 72.7e9, 72.7e9),
             // NVIDIA: 31.6B total, 3.2B active (3.6B with the embeddings).
             ("nemotron-3-nano", 31.6e9, 3.4e9),
+            // 123.6B in the checkpoint (its MTP module's 2.9B included); A12B without MTP, whose
+            // two depths and LM heads add 1.6B a token.
+            ("nemotron-3-super", 123.6e9, 13.6e9),
             ("qwen2-57b-a14b", 57.4e9, 14.2e9),
             ("llama4-maverick", 400e9, 17e9),
             ("qwen3-30b-a3b", 30.5e9, 3.3e9),

@@ -920,6 +920,20 @@ impl Ctx<'_> {
         c
     }
 
+    /// One multi-token prediction depth: an attention block, an MLP block (MoE where the model
+    /// has experts) and the projection of [embedding; hidden state] (2h -> h) before them.
+    fn mtp_block(&self) -> LayerCost {
+        let (h, t, tok) = (self.a.d_model as f64, self.t(), self.tok);
+        let mut c = self.attention_block(false);
+        c.add_scaled(&self.mlp_block(self.a.moe.is_some()), 1.0);
+        let proj = self.linear(2.0 * tok * 2.0 * h * h / t, tok, h / t, 2.0 * h);
+        c.fwd += proj;
+        c.linear_fwd += proj;
+        c.bwd += 2.0 * proj;
+        c.linear_inputs += tok * 2.0 * h / t;
+        c
+    }
+
     /// Stored bytes per token outside the TP region of one block (Korthikanti's 34 s b h for
     /// GPT, generalised, per half layer): the norm's input and the block's input (4h) and, under
     /// dropout, the block's 1-byte mask (h).
@@ -991,22 +1005,28 @@ impl Ctx<'_> {
         match (moe, a.moe) {
             (true, Some(m)) => {
                 let fe = m.expert_d_ff as f64;
-                let mats = m.expert_matrices();
+                let (mats, io) = (m.expert_matrices(), m.expert_io(a.d_model));
                 // Shared experts run as one dense MLP of their summed width.
                 let fs = (m.shared_d_ff * m.shared) as f64;
                 let e = self.l.ep as f64;
                 routed = tok / t * m.top_k as f64;
                 let per_expert = (routed * e / m.experts as f64).max(1.0);
-                c.linear_fwd = self.linear(2.0 * mats * h * fe * routed, per_expert, fe, h);
+                c.linear_fwd = self.linear(2.0 * mats * io * fe * routed, per_expert, fe, io);
+                if m.latent > 0 {
+                    // The projections to the latent width before routing and back after it.
+                    c.linear_fwd += 2.0 * self.linear(2.0 * tok * h * io / t, tok, io / t, h);
+                }
                 if m.shared > 0 {
                     c.linear_fwd += self.linear(2.0 * mats * h * fs * tok / t, tok, fs / t, h);
                 }
                 c.linear_fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
-                // Stored: the permuted inputs, up outputs and activation of each routed copy.
+                // Stored: the permuted inputs, up outputs and activation of each routed copy (and
+                // a latent MoE's two projection inputs per token).
                 let kept = 2.0 * mats * fe;
-                mlp_inside = (routed * (2.0 * h + kept) + tok / t * 2.0 * mats * fs) / tok;
-                c.moe_bytes = routed * (2.0 * h + kept);
-                c.linear_inputs = routed * (h + fe) + tok / t * (h * m.shared as f64 + fs);
+                let latent_in = if m.latent > 0 { tok / t * (h + io) } else { 0.0 };
+                mlp_inside = (routed * (2.0 * io + kept) + tok / t * 2.0 * mats * fs + 2.0 * latent_in) / tok;
+                c.moe_bytes = routed * (2.0 * io + kept);
+                c.linear_inputs = routed * (io + fe) + tok / t * (h * m.shared as f64 + fs) + latent_in;
                 if self.fuses_expert_mlp() {
                     // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
                     // and its backward twin) applies the activation, the routing probabilities and
@@ -1016,7 +1036,7 @@ impl Ctx<'_> {
                     c.fused_casts = routed * fe;
                 }
                 if self.l.ep > 1 {
-                    c.ep = self.expert_all_to_all(tok / t, m.top_k, m.experts);
+                    c.ep = self.expert_all_to_all(tok / t, m.top_k, m.experts, io);
                 }
             }
             _ => {
@@ -1087,14 +1107,15 @@ impl Ctx<'_> {
     /// Seconds of the expert-parallel all-to-all per micro-batch: dispatch and combine forward, the
     /// same two backward, for `tokens` tokens per chip each routed to `top_k` of `experts` experts.
     ///
-    /// A plain all-to-all sends every routed copy (2 h bytes) to its expert's rank: the copies for
+    /// Each routed copy is `width` wide (the hidden width, or a latent MoE's latent width).
+    /// A plain all-to-all sends every routed copy (2 width bytes) to its expert's rank: the copies for
     /// ranks in the chip's scale-up domain over its link, the others over its NIC. A flex
     /// dispatcher (DeepEP, HybridEP) sends a token over the scale-out network once per other domain
     /// that holds any of its experts and fans it out there over the scale-up link, so a domain's
     /// NICs carry tokens x the expected number of other domains hit, not tokens x top-k x the
     /// other domains' share (DeepSeek-V3 report section 3.2.2).
-    fn expert_all_to_all(&self, tokens: f64, top_k: usize, experts: usize) -> f64 {
-        let h = self.a.d_model as f64;
+    fn expert_all_to_all(&self, tokens: f64, top_k: usize, experts: usize, width: f64) -> f64 {
+        let h = width;
         let (e, span) = (self.l.ep as f64, self.l.ep);
         let d = self.r.domain.min(span) as f64;
         let copies = tokens * top_k as f64;
@@ -1284,11 +1305,18 @@ pub fn estimate(
     // Layers of the heaviest stage, split by kind in proportion.
     let stage_layers = a.layers.div_ceil(l.pp) as f64;
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
-    let sum = cx.stage(stage_layers, moe_frac);
+    let mut sum = cx.stage(stage_layers, moe_frac);
+    // Multi-token prediction on the last stage: per depth one attention and one MLP block, the
+    // projection of [embedding; hidden state], and the LM head and loss again.
+    let depths = a.mtp.map_or(0.0, |m| m.depths as f64);
+    if depths > 0.0 {
+        sum.add_scaled(&cx.mtp_block(), depths);
+    }
+    let heads = 1.0 + depths;
 
-    // LM head and loss on the last stage (BF16).
+    // LM head and loss on the last stage (BF16), once per prediction depth.
     let vocab = a.vocab as f64;
-    let head = cx.bf16(2.0 * tok * h * vocab / t, tok, vocab / t, h);
+    let head = heads * cx.bf16(2.0 * tok * h * vocab / t, tok, vocab / t, h);
     let logits_bytes = tok * vocab / t * 4.0;
 
     // Element-wise traffic: each stored byte is touched `passes` times forward, twice that backward.
@@ -1297,7 +1325,7 @@ pub fn estimate(
     let dense_bytes = sum.act_bytes - sum.moe_bytes;
     let moe_elementwise = sum.moe_bytes - sum.moe_fused_bytes;
     let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * moe_elementwise) * 3.0 / rates.mem_bw
-        + loss_traffic(k, stack, logits_bytes) / rates.mem_bw;
+        + heads * loss_traffic(k, stack, logits_bytes) / rates.mem_bw;
     if job.precision.quantized() {
         // Transformer Engine casts every linear input to FP8 (AQT to INT8, the nvfp4 recipe to
         // FP4 alike): forward input, backward output gradient and the transposed copy for the
@@ -1306,7 +1334,8 @@ pub fn estimate(
         let per_cast = 4.0 + job.precision.operand_bytes();
         elem += 3.0 * per_cast * (sum.linear_inputs - sum.fused_casts) / rates.mem_bw;
     }
-    let overhead = cx.fixed_overhead(stage_layers, stage_layers * moe_frac);
+    let mtp_moe = if a.moe.is_some() { depths } else { 0.0 };
+    let overhead = cx.fixed_overhead(stage_layers + depths, stage_layers * moe_frac + mtp_moe);
     let compute_mb = sum.fwd + sum.bwd + 3.0 * head + elem + overhead;
     let recompute_mb = match l.recompute {
         Recompute::None => sum.module_rerun,
@@ -1372,7 +1401,7 @@ pub fn estimate(
         optimizer: states.optimizer,
         gathered: states.gathered,
         activations,
-        logits: logits_memory(stack, logits_bytes),
+        logits: heads * logits_memory(stack, logits_bytes),
         reserve: k.reserve_gib * GIB,
         offloaded,
     };
@@ -1480,6 +1509,15 @@ struct States {
     optimizer_bytes_moved: f64,
 }
 
+/// One MoE layer's parameters on a chip at tensor parallelism `t` and expert parallelism `ep`:
+/// (non-expert: router, shared experts, a latent MoE's projections; the chip's local experts).
+fn moe_layer_params(a: &Arch, m: &crate::model::Moe, ep: usize, t: f64) -> (f64, f64) {
+    let h = a.d_model as f64;
+    let (mats, io) = (m.expert_matrices(), m.expert_io(a.d_model));
+    let dense = h * m.experts as f64 + (mats * h * (m.shared_d_ff * m.shared) as f64 + m.latent_params(a.d_model)) / t;
+    (dense, (m.experts / ep) as f64 * mats * io * m.expert_d_ff as f64)
+}
+
 fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     let a = job.arch;
     let t = l.tp as f64;
@@ -1494,9 +1532,22 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     }
     if let Some(m) = a.moe {
         let moe_layers = stage_layers * moe_frac;
-        let mats = m.expert_matrices();
-        dense += moe_layers * (h * m.experts as f64 + mats * h * (m.shared_d_ff * m.shared) as f64 / t);
-        expert = moe_layers * (m.experts / l.ep) as f64 * mats * h * m.expert_d_ff as f64;
+        let (d, e) = moe_layer_params(a, &m, l.ep, t);
+        dense += moe_layers * d;
+        expert = moe_layers * e;
+    }
+    // Multi-token prediction modules on the last stage.
+    if let Some(mtp) = a.mtp {
+        let n = mtp.modules as f64;
+        dense += n * (a.attn_params + 2.0 * h * h) / t;
+        match a.moe {
+            Some(m) => {
+                let (d, e) = moe_layer_params(a, &m, l.ep, t);
+                dense += n * d;
+                expert += n * e;
+            }
+            None => dense += n * a.dense_mlp_params / t,
+        }
     }
     // Embedding on the first stage, LM head on the last (both on one chip when pp = 1).
     dense += (a.vocab * a.d_model) as f64 / t * if l.pp == 1 && !a.tied { 2.0 } else { 1.0 };
@@ -1964,6 +2015,58 @@ mod tests {
         let job = Job { arch: &hybrid_8b("M-"), seq: 4096, global_batch: 8, precision: Precision::Bf16 };
         let e = check_layout(&job, &Layout { cp: 2, ..Layout::data_parallel(4) }).unwrap_err().to_string();
         assert!(e.contains("Mamba-2"), "{e}");
+    }
+
+    /// Qwen3-30B-A3B as a model file, with `latent` and `mtp` multi-token prediction depths.
+    fn qwen3_moe(latent: Option<usize>, mtp: Option<usize>) -> Arch {
+        crate::model::ModelFile {
+            name: "q".into(),
+            arch: "moe".into(),
+            vocab: 151936,
+            layers: 48,
+            heads: 32,
+            kv_heads: Some(4),
+            head_dim: Some(128),
+            d_model: 2048,
+            experts: Some(128),
+            experts_per_token: Some(8),
+            expert_d_ff: Some(768),
+            moe_latent: latent,
+            mtp_layers: mtp,
+            ..Default::default()
+        }
+        .to_arch()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_latent_moe_routes_and_computes_its_tokens_at_the_latent_width() {
+        // Experts on a 512-wide projection of the 2,048-wide stream: a quarter of the all-to-all
+        // bytes, fewer expert weights, two projections more.
+        let l = Layout { ep: 8, ..Layout::data_parallel(8) };
+        let (full, latent) = (qwen3_moe(None, None), qwen3_moe(Some(512), None));
+        let (a, b) = (h100_arch_step(&full, l), h100_arch_step(&latent, l));
+        // A quarter of the bytes; the per-hop latency does not shrink with them.
+        let ratio = b.time.ep_comm / a.time.ep_comm;
+        assert!(ratio > 0.25 && ratio < 0.3, "{} vs {}", b.time.ep_comm, a.time.ep_comm);
+        let m = latent.moe.unwrap();
+        let per_layer = 2048.0 * 128.0 + 3.0 * 512.0 * 768.0 * 128.0 + 2.0 * 2048.0 * 512.0;
+        assert_eq!(latent.moe_mlp_params(), per_layer);
+        assert_eq!(m.expert_io(2048), 512.0);
+        assert!(b.memory.weights < a.memory.weights);
+    }
+
+    #[test]
+    fn each_multi_token_prediction_depth_adds_a_layer_a_projection_and_an_lm_head() {
+        let l = Layout { ep: 8, ..Layout::data_parallel(8) };
+        let (plain, mtp) = (h100_arch_step(&qwen3_moe(None, None), l), h100_arch_step(&qwen3_moe(None, Some(1)), l));
+        assert_eq!(mtp.memory.logits, 2.0 * plain.memory.logits);
+        // More than the extra LM head and loss alone, less than a second model.
+        let extra = mtp.time.compute / plain.time.compute - 1.0;
+        assert!(extra > 0.05 && extra < 0.3, "{extra}");
+        let arch = qwen3_moe(None, Some(1));
+        let module = arch.attn_params + arch.moe_mlp_params() + 2.0 * 2048.0 * 2048.0;
+        assert_eq!(arch.total_params() - qwen3_moe(None, None).total_params(), module);
     }
 
     #[test]
