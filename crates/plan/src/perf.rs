@@ -235,6 +235,10 @@ pub struct Layout {
     /// forward and come back for their backward (Megatron-Core `cpu_offloading_num_layers`;
     /// MaxText's remat `offload`); 0 keeps every activation on the chip.
     pub offload: usize,
+    /// Layers of the model a quantized recipe keeps in BF16 (Megatron-Bridge's
+    /// `num_layers_at_start_in_bf16` plus `num_layers_at_end_in_bf16` under
+    /// `first_last_layers_bf16`); 0 quantizes every layer. Ignored in BF16.
+    pub bf16_layers: usize,
 }
 
 impl Layout {
@@ -269,6 +273,7 @@ impl Layout {
             shard: 0,
             sp: false,
             offload: 0,
+            bf16_layers: 0,
         }
     }
 
@@ -303,6 +308,9 @@ impl fmt::Display for Layout {
         }
         if self.offload > 0 {
             write!(f, " offload{}", self.offload)?;
+        }
+        if self.bf16_layers > 0 {
+            write!(f, " bf16:{}", self.bf16_layers)?;
         }
         Ok(())
     }
@@ -795,6 +803,23 @@ impl Ctx<'_> {
     /// Share of a stage's layers whose stored activations live in host memory.
     fn offloaded_share(&self, stage_layers: f64) -> f64 {
         (self.l.offload as f64).min(stage_layers) / stage_layers
+    }
+
+    /// The stage's layers ([`Self::stage`]) with the layout's `bf16_layers` share of the model's
+    /// layers priced in BF16 under a quantized precision: their GEMMs at the BF16 rate, no casts,
+    /// their stored linear inputs in BF16 (no quantized linear inputs).
+    fn stage_in_precisions(&self, stage_layers: f64, moe_frac: f64) -> LayerCost {
+        let share = (self.l.bf16_layers as f64 / self.a.layers as f64).min(1.0);
+        if share == 0.0 || !self.precision.quantized() {
+            return self.stage(stage_layers, moe_frac);
+        }
+        let bf16 = Ctx { precision: Precision::Bf16, ..*self };
+        let mut kept = bf16.stage(stage_layers, moe_frac);
+        (kept.linear_inputs, kept.fused_casts) = (0.0, 0.0);
+        let mut sum = LayerCost::default();
+        sum.add_scaled(&self.stage(stage_layers, moe_frac), 1.0 - share);
+        sum.add_scaled(&kept, share);
+        sum
     }
 
     /// The heaviest pipeline stage's layers (`stage_layers`, a `moe_frac` of them MoE) summed by
@@ -1305,7 +1330,7 @@ pub fn estimate(
     // Layers of the heaviest stage, split by kind in proportion.
     let stage_layers = a.layers.div_ceil(l.pp) as f64;
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
-    let mut sum = cx.stage(stage_layers, moe_frac);
+    let mut sum = cx.stage_in_precisions(stage_layers, moe_frac);
     // Multi-token prediction on the last stage: per depth one attention and one MLP block, the
     // projection of [embedding; hidden state], and the LM head and loss again.
     let depths = a.mtp.map_or(0.0, |m| m.depths as f64);
@@ -1480,6 +1505,9 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     }
     if !(l.tp * l.cp * l.dp).is_multiple_of(l.ep) {
         bail!("layout {l}: ep={} must divide tp x cp x dp = {}", l.ep, l.tp * l.cp * l.dp);
+    }
+    if l.bf16_layers > a.layers {
+        bail!("layout {l}: bf16={} is more than the model's {} layers", l.bf16_layers, a.layers);
     }
     if l.offload > a.layers.div_ceil(l.pp) {
         bail!("layout {l}: offload={} is more than a stage's {} layers", l.offload, a.layers.div_ceil(l.pp));
@@ -2067,6 +2095,23 @@ mod tests {
         let arch = qwen3_moe(None, Some(1));
         let module = arch.attn_params + arch.moe_mlp_params() + 2.0 * 2048.0 * 2048.0;
         assert_eq!(arch.total_params() - qwen3_moe(None, None).total_params(), module);
+    }
+
+    #[test]
+    fn layers_a_quantized_recipe_keeps_in_bf16_compute_at_the_bf16_rate() {
+        // Llama 3 8B's 32 layers in FP8 with none, half and all of them kept in BF16: all kept is
+        // the BF16 step's compute (no casts, BF16 GEMMs), half lies between.
+        let k = crate::calib::shipped();
+        let st = crate::stack::find("nemo-2025").unwrap();
+        let step = |precision, bf16_layers| {
+            let l = Layout { bf16_layers, ..Layout::data_parallel(8) };
+            llama8b_h100(&k, &st, l, precision, 64).time.compute
+        };
+        let (fp8, half, all, bf16) =
+            (step(Precision::Fp8, 0), step(Precision::Fp8, 16), step(Precision::Fp8, 32), step(Precision::Bf16, 0));
+        assert!(fp8 < half && half < all, "{fp8} {half} {all}");
+        assert!((all / bf16 - 1.0).abs() < 1e-12, "{all} vs {bf16}");
+        assert_eq!(step(Precision::Bf16, 16), bf16, "ignored in BF16");
     }
 
     #[test]

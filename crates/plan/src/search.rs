@@ -63,8 +63,9 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             }
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
             "offload" => l.offload = num()?,
+            "bf16" | "bf16_layers" => l.bf16_layers = num()?,
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, shard, recompute, modules, sp, dp, offload")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, shard, recompute, modules, sp, dp, offload, bf16")
             }
         }
     }
@@ -234,6 +235,7 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                                             shard,
                                             sp: tp > 1,
                                             offload: 0,
+                                            bf16_layers: 0,
                                         });
                                     }
                                 }

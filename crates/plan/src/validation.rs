@@ -80,6 +80,9 @@ pub struct Row {
     /// Layers of each stage whose activations the run offloads to host memory; 0 or absent: none.
     #[serde(default)]
     pub offload: usize,
+    /// Layers the quantized recipe keeps in BF16 ([`Layout::bf16_layers`]); 0 or absent: none.
+    #[serde(default)]
+    pub bf16_layers: usize,
     /// Sequence parallel.
     pub sp: bool,
     /// FLOP-count convention of a published TFLOP/s or step time.
@@ -168,6 +171,7 @@ impl Row {
             shard: self.shard,
             sp: self.sp,
             offload: self.offload,
+            bf16_layers: self.bf16_layers,
         })
     }
 
