@@ -28,7 +28,16 @@ impl Rng {
 #[test]
 fn recommended_layouts_fit_in_memory() {
     let db = ChipDb::builtin();
-    let models = ["llama3-8b", "llama3-70b", "qwen3-32b", "gpt3-175b", "qwen3-30b-a3b", "gpt-oss-120b", "llama2-13b"];
+    let models = [
+        "llama3-8b",
+        "llama3-70b",
+        "qwen3-32b",
+        "gpt3-175b",
+        "qwen3-30b-a3b",
+        "gpt-oss-120b",
+        "llama2-13b",
+        "nemotron-3-nano",
+    ];
     let chips = ["h100", "a100", "h20", "b200", "mi300x", "gaudi2", "gb200"];
     let stacks = ["unknown", "megatron-core-2024", "nemo-2025", "deepspeed-zero3", "pytorch-fsdp", "llama3-2024"];
     let counts = [8, 16, 32, 64, 128, 256];
@@ -82,4 +91,38 @@ fn recommended_layouts_fit_in_memory() {
     }
     println!("{planned} jobs planned, {refused} refused");
     assert!(planned >= 25, "too few jobs planned ({planned}) for the property to mean much");
+}
+
+#[test]
+fn every_preset_plans_to_finite_numbers() {
+    // Each preset's best layouts on 64 H100 (or its one-line refusal): a step, throughput and
+    // memory that are finite and positive. A block of zero width priced as a GEMM once made a
+    // hybrid's whole step NaN.
+    let chip = ChipDb::builtin().find("h100").unwrap().clone();
+    for name in model::preset_names() {
+        let m = model::resolve(&name).unwrap();
+        let seq = model::default_seq(&m);
+        let req = Request {
+            model: m,
+            count: 64,
+            tokens: 1e12,
+            seq,
+            global_batch: None,
+            precision: Precision::Bf16,
+            stack: stack::find("nemo-2025").unwrap(),
+            pinned: None,
+        };
+        let plan = match search(&req, &chip) {
+            Ok(p) => p,
+            Err(e) => {
+                assert!(e.to_string().contains("does not fit") || e.to_string().contains("layout"), "{name}: {e}");
+                continue;
+            }
+        };
+        for r in &plan.ranked {
+            let e = &r.estimate;
+            let values = [e.time.total(), e.tokens_per_s, e.mfu, e.memory.total()];
+            assert!(values.iter().all(|v| v.is_finite() && *v > 0.0), "{name} {}: {values:?}", e.layout);
+        }
+    }
 }
