@@ -224,11 +224,11 @@ fn held_out_runs_predicted_blind() {
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
     // mean 27.2%, worst 34.1% (its AutoModel row -14.4%); with Nemotron 3 Super's 30 (latent MoE,
-    // two MTP depths; MXFP8 +3% to +57%, NVFP4 +11% to +71% with its recipe's 14 BF16 layers, +16%
-    // to +79% blind without them) the class is at 32.2%, every Bridge row optimistic. These bounds
-    // hold that result; the targets (a 30% worst row, 15% held out) are not met here.
+    // two MTP depths; MXFP8 +3% to +52%, NVFP4 +11% to +66% with its recipe's 14 BF16 layers and
+    // unoverlapped TP, +3% to +79% blind) the class is at 31.2%, every Bridge row optimistic. These
+    // bounds hold that result; the targets (a 30% worst row, 15% held out) are not met.
     let (hybrid_mean, _) = summary(&hybrid);
-    assert!(hybrid_mean <= 0.34, "held-out hybrid mean absolute error {:.1}% > 34%", 100.0 * hybrid_mean);
+    assert!(hybrid_mean <= 0.33, "held-out hybrid mean absolute error {:.1}% > 33%", 100.0 * hybrid_mean);
     let nano: Vec<f64> = held
         .iter()
         .filter(|r| r.row.model == "nemotron-3-nano" && r.row.publisher.as_deref() == Some("megatron-bridge"))
