@@ -136,7 +136,9 @@ pub struct ModelFile {
 /// Multi-token prediction: depths computed per token and modules holding weights.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Mtp {
+    /// Depths each token trains (each one more attention and MLP block, LM head and loss).
     pub depths: usize,
+    /// Modules holding weights: one when a module is repeated for every depth, else `depths`.
     pub modules: usize,
 }
 
@@ -151,10 +153,13 @@ pub struct Hybrid {
     pub mlp: usize,
     /// Mixture-of-experts layers.
     pub moe: usize,
-    /// Mamba-2 heads, their width, the state width and the groups sharing B and C.
+    /// Mamba-2 heads (split over tensor parallelism as attention heads are).
     pub mamba_heads: usize,
+    /// Width of one Mamba-2 head.
     pub mamba_head_dim: usize,
+    /// Width of the state each head carries.
     pub mamba_state: usize,
+    /// Groups of heads sharing one B and one C.
     pub mamba_groups: usize,
 }
 
@@ -193,9 +198,13 @@ impl Hybrid {
 /// Blocks per layer by kind ([`Arch::blocks_per_layer`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Blocks {
+    /// Attention blocks per layer.
     pub attention: f64,
+    /// Mamba-2 mixer blocks per layer.
     pub mamba: f64,
+    /// Dense MLP blocks per layer.
     pub mlp: f64,
+    /// Mixture-of-experts blocks per layer.
     pub moe: f64,
 }
 
