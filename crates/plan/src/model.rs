@@ -755,8 +755,14 @@ pub fn resolve(spec: &str) -> Result<Model> {
     if let Some(name) = names.iter().find(|n| crate::names::model_key(n) == key) {
         return preset(name).expect("a listed preset resolves");
     }
-    bail!(
-        "unknown model '{spec}'{}; presets: {} (or pass a TOML model file, or a Hugging Face config.json or the directory holding it)",
+    Err(unknown_model(spec, " (or pass a TOML model file, or a Hugging Face config.json or the directory holding it)"))
+}
+
+/// The error for a model name no preset answers to: the closest preset, every preset, and `hint`.
+fn unknown_model(spec: &str, hint: &str) -> anyhow::Error {
+    let names = preset_names();
+    anyhow!(
+        "unknown model '{spec}'{}; presets: {}{hint}",
         crate::names::suggestion(spec, names.iter().map(String::as_str)),
         names.join(", ")
     )
@@ -801,12 +807,7 @@ pub fn engine_config(spec: &str) -> Result<ModelConfig> {
         return Ok(c);
     }
     let Some(m) = planner_presets().into_iter().find(|m| m.name == lower) else {
-        let names = preset_names();
-        bail!(
-            "unknown model '{spec}'{}; presets: {}",
-            crate::names::suggestion(spec, names.iter().map(String::as_str)),
-            names.join(", ")
-        );
+        return Err(unknown_model(spec, ""));
     };
     if m.has_moe_fields() {
         bail!("{spec} is a mixture-of-experts planner preset; use an engine preset (moe-tiny, qwen3-30b-a3b, ernie4.5-21b-a3b)");

@@ -778,14 +778,14 @@ impl Ctx<'_> {
     /// Bytes one micro-batch stores across the stage's layers under the layout's recompute mode.
     fn stored_per_micro_batch(&self, sum: &LayerCost, stage_layers: f64) -> f64 {
         let (l, tok) = (&self.l, self.tok);
-        let (h, t) = (self.a.d_model as f64, self.t());
+        let h = self.a.d_model as f64;
         // Transformer Engine keeps the quantized copy of each linear layer's input for the weight
         // gradient, not the BF16 one: one byte instead of two in FP8, 0.5625 in NVFP4.
         let quantized_saving = sum.linear_inputs * (2.0 - self.precision.operand_bytes());
         match l.recompute {
             Recompute::None => sum.act_bytes - quantized_saving - sum.module_bytes,
             Recompute::Selective => sum.act_bytes_selective - quantized_saving - sum.module_bytes,
-            Recompute::Full => stage_layers * 2.0 * tok * h / if l.sp && l.tp > 1 { t } else { 1.0 },
+            Recompute::Full => stage_layers * 2.0 * tok * h / self.sp_split(),
         }
     }
 
@@ -857,6 +857,16 @@ impl Ctx<'_> {
 
     fn t(&self) -> f64 {
         self.l.tp as f64
+    }
+
+    /// What the activations outside the TP region are split by: the TP degree under sequence
+    /// parallelism, else 1 (every TP rank holds them whole).
+    fn sp_split(&self) -> f64 {
+        if self.l.sp && self.l.tp > 1 {
+            self.t()
+        } else {
+            1.0
+        }
     }
 
     /// Seconds for `flops` of linear-layer GEMM of shape tokens x k -> n (per chip).
@@ -963,9 +973,7 @@ impl Ctx<'_> {
     /// GPT, generalised, per half layer): the norm's input and the block's input (4h) and, under
     /// dropout, the block's 1-byte mask (h).
     fn outside_bytes(&self) -> f64 {
-        let (h, t) = (self.a.d_model as f64, self.t());
-        let sp = self.l.sp && self.l.tp > 1;
-        (4.0 + self.dropout()) * h / if sp { t } else { 1.0 }
+        (4.0 + self.dropout()) * self.a.d_model as f64 / self.sp_split()
     }
 
     /// The layout's `layernorm` recompute over one block's norm: (bytes not stored, rerun
@@ -974,8 +982,7 @@ impl Ctx<'_> {
         if !self.l.modules.layernorm {
             return (0.0, 0.0);
         }
-        let (h, t, tok) = (self.a.d_model as f64, self.t(), self.tok);
-        let sp = if self.l.sp && self.l.tp > 1 { t } else { 1.0 };
+        let (h, sp, tok) = (self.a.d_model as f64, self.sp_split(), self.tok);
         // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
         let lin = self.precision.operand_bytes();
         (tok * h * lin / sp, tok * h * (2.0 + lin) / sp / self.r.mem_bw)
@@ -1381,7 +1388,7 @@ pub fn estimate(
     let cp_mb = exposed(sum.cp, sum.attn_fwd + sum.attn_bwd, true, k);
     let ep_mb = exposed(sum.ep, busy, stack.overlap_ep, k);
     let pp_mb = if l.pp > 1 {
-        let bytes = tok * h * 2.0 / if l.sp && l.tp > 1 { t } else { 1.0 };
+        let bytes = tok * h * 2.0 / cx.sp_split();
         let span = l.tp * l.cp * l.dp * 2;
         let sends = comm(2.0 * v * bytes, rates.link(l.tp * l.cp * l.dp, span), 2.0 * v, k, rates.crosses(span));
         exposed(sends, busy, stack.overlap_pp, k)
@@ -1965,19 +1972,21 @@ mod tests {
         global_batch: usize,
     ) -> Estimate {
         let m = crate::model::resolve(model).unwrap();
-        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, k, l.chips(), precision).unwrap();
         let job = Job { arch: &m.arch, seq, global_batch, precision };
-        estimate(&job, &l, &r, k, st, f64::INFINITY).unwrap()
+        h100_job(&job, k, st, l)
     }
 
-    /// `arch` priced on 8 H100 at `l` under nemo-2025 (BF16, 4,096 tokens, 64 sequences).
-    fn h100_arch_step(arch: &Arch, l: Layout) -> Estimate {
-        let k = crate::calib::shipped();
+    /// `job` on `l.chips()` H100s.
+    fn h100_job(job: &Job, k: &Constants, st: &Stack, l: Layout) -> Estimate {
         let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, &k, l.chips(), Precision::Bf16).unwrap();
+        let r = Rates::of(&chip, k, l.chips(), job.precision).unwrap();
+        estimate(job, &l, &r, k, st, f64::INFINITY).unwrap()
+    }
+
+    /// `arch` priced on H100s at `l` under nemo-2025 (BF16, 4,096 tokens, 64 sequences).
+    fn h100_arch_step(arch: &Arch, l: Layout) -> Estimate {
         let job = Job { arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
-        estimate(&job, &l, &r, &k, &crate::stack::find("nemo-2025").unwrap(), f64::INFINITY).unwrap()
+        h100_job(&job, &crate::calib::shipped(), &crate::stack::find("nemo-2025").unwrap(), l)
     }
 
     /// A hybrid model file with `pattern`, Llama 3 8B's widths and small Mamba-2 mixers.
