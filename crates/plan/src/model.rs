@@ -193,6 +193,43 @@ impl Hybrid {
         let (q, n, p) = (MAMBA_CHUNK as f64, self.mamba_state as f64, self.mamba_head_dim as f64);
         self.mamba_groups as f64 * 2.0 * q * n + self.mamba_heads as f64 * (2.0 * q * p + 4.0 * n * p)
     }
+
+    /// HBM bytes per token that one mixer's convolution and chunked scan move (forward, backward),
+    /// as the Triton kernels of mamba_ssm's `mamba_split_conv1d_scan_combined` (the path
+    /// Megatron-Core's `MambaMixer` trains with) read and write them: each kernel reads its
+    /// inputs once and writes its outputs once, BF16 except where the kernels keep FP32.
+    ///
+    /// Per token, with D = heads x head width (x, z, the output), S = groups x state (B or C),
+    /// Q = groups x chunk (a row of C B^T, FP32) and R = state / chunk (the per-chunk FP32 states,
+    /// heads x head width x state per chunk, are R D per token); the dt/dA terms (per head) are
+    /// left out.
+    ///
+    /// Forward, 14D + 12RD + 16S + 8Q: the causal convolution (read and write x, B, C: 4D + 8S),
+    /// chunk_state (read x and B, write the FP32 states: 2D + 2S + 4RD), state_passing (read
+    /// them, write BF16: 6RD), bmm_chunk (read B and C, write C B^T: 4S + 4Q), chunk_scan (read
+    /// C B^T, x, C, the states and z, write the output and its ungated copy: 8D + 2RD + 2S + 4Q).
+    ///
+    /// Backward, 44D + 34RD + 56S + 24Q: the recomputed convolution, C B^T, states and their
+    /// passing (FP32 out: 8RD), then chunk_scan_bwd_dz (12D), chunk_scan_bwd_dstates (2D + 2S +
+    /// 4RD), state_passing_bwd (12RD), chunk_scan_chunk_state_bwd_dx (6D + 2S + 4Q + 2RD),
+    /// chunk_state_bwd_db (2D + 2RD + 4S), chunk_scan_bwd_dC (2D + 2RD + 6S),
+    /// chunk_scan_bwd_dcb (4D + 4Q), two bmm_chunk backwards (8Q + 16S),
+    /// chunk_scan_bwd_ddAcs_stable (4D + 4Q) and the convolution's backward (read x, B, C and
+    /// their gradient, write it: 6D + 12S).
+    ///
+    /// Source: state-spaces/mamba mamba_ssm/ops/triton/ssd_combined.py
+    /// (`_mamba_chunk_scan_combined_fwd`, `_mamba_chunk_scan_combined_bwd`,
+    /// `MambaSplitConv1dScanCombinedFn`) at e9594ce; Megatron-Core megatron/core/ssm/mamba_mixer.py
+    /// `_ssm_training` (`use_mamba_mem_eff_path` defaults to true; states in `params_dtype`).
+    pub fn scan_bytes_per_token(&self) -> (f64, f64) {
+        let d = self.d_inner() as f64;
+        let s = (self.mamba_groups * self.mamba_state) as f64;
+        let q = (self.mamba_groups * MAMBA_CHUNK) as f64;
+        let r = self.mamba_state as f64 / MAMBA_CHUNK as f64;
+        let fwd = 14.0 * d + 12.0 * r * d + 16.0 * s + 8.0 * q;
+        let bwd = 44.0 * d + 34.0 * r * d + 56.0 * s + 24.0 * q;
+        (fwd, bwd)
+    }
 }
 
 /// Blocks per layer by kind ([`Arch::blocks_per_layer`]).

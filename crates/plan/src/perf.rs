@@ -1100,9 +1100,11 @@ impl Ctx<'_> {
     /// z, x, B, C and dt, the causal convolution over x, B and C, the chunked scan, the gated
     /// RMSNorm and the output projection; heads split over TP as attention's do.
     ///
-    /// The projections are linear GEMMs. The scan (SSD) is a fused kernel of small per-chunk
-    /// matmuls with element-wise decays between them, priced as fused attention is (its FLOPs at
-    /// `attn_eff`, backward 2.5x forward). Stored per token: the projection's output, the
+    /// The projections are linear GEMMs. The convolution and the scan (SSD) run as mamba_ssm's
+    /// chain of Triton kernels, small per-chunk matmuls with element-wise decays between them,
+    /// each through HBM: forward and backward each cost the larger of the scan's FLOPs at
+    /// `attn_eff` (backward 2.5x forward, as fused attention) and the kernels' traffic
+    /// ([`crate::model::Hybrid::scan_bytes_per_token`]) at the measured bandwidth. Stored per token: the projection's output, the
     /// convolution's output, the scan's output and the gated norm's output (the output
     /// projection's input), BF16, and the scan's FP32 dt and its cumulative decay per head.
     fn mamba_block(&self) -> LayerCost {
@@ -1117,14 +1119,18 @@ impl Ctx<'_> {
         let scan = tok * hy.scan_flops_per_token()
             / t
             / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
+        // The scan's kernels are bound by the larger of their FLOPs and their HBM traffic.
+        let (fwd_bytes, bwd_bytes) = hy.scan_bytes_per_token();
+        let stream = tok / t / (self.r.mem_bw * MEM_BW_EFF);
+        let (scan_fwd, scan_bwd) = (scan.max(fwd_bytes * stream), (2.5 * scan).max(bwd_bytes * stream));
         let inside = (2.0 * inp + 2.0 * conv + 4.0 * di + 8.0 * hy.mamba_heads as f64) / t;
         let act = tok * (self.outside_bytes() + inside);
         let (module_bytes, module_rerun) = self.norm_recompute();
         let tp_pair = self.tp_pair();
         LayerCost {
-            fwd: linear_fwd + scan,
+            fwd: linear_fwd + scan_fwd,
             linear_fwd,
-            bwd: 2.0 * linear_fwd + 2.5 * scan,
+            bwd: 2.0 * linear_fwd + scan_bwd,
             act_bytes: act,
             act_bytes_selective: act,
             linear_inputs: tok * (h + di) / t,
@@ -2052,6 +2058,29 @@ mod tests {
         let job = Job { arch: &hybrid_8b("M-"), seq: 4096, global_batch: 8, precision: Precision::Bf16 };
         let e = check_layout(&job, &Layout { cp: 2, ..Layout::data_parallel(4) }).unwrap_err().to_string();
         assert!(e.contains("Mamba-2"), "{e}");
+    }
+
+    #[test]
+    fn a_mamba_scan_is_bound_by_the_hbm_traffic_of_its_kernels() {
+        // 64 heads of 64, state 128, 8 groups, chunk 128: D = 4096, S = Q = 1024, R = 1. Forward
+        // 14 D + 12 R D + 16 S + 8 Q bytes a token, backward 44 D + 34 R D + 56 S + 24 Q.
+        let arch = hybrid_8b("M-");
+        let hy = arch.hybrid.unwrap();
+        let (d, s) = (4096.0, 1024.0);
+        assert_eq!(hy.scan_bytes_per_token(), (26.0 * d + 24.0 * s, 78.0 * d + 80.0 * s));
+        // On an H100 the ~4 MFLOP a token of the scan take a few nanoseconds at the attention
+        // rate; its ~0.5 MB a token take ~190 ns at the measured bandwidth: the traffic prices it.
+        let (k, st) = (crate::calib::shipped(), crate::stack::find("nemo-2025").unwrap());
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
+        let l = Layout::data_parallel(8);
+        let tok = 4096.0;
+        let cx = Ctx { a: &arch, l, r: &r, k: &k, stack: &st, precision: Precision::Bf16, s: 4096.0, tok };
+        let m = cx.mamba_block();
+        let stream = tok / (r.mem_bw * MEM_BW_EFF);
+        let (fwd, bwd) = hy.scan_bytes_per_token();
+        assert!((m.fwd - m.linear_fwd - fwd * stream).abs() < 1e-12, "{} vs {}", m.fwd - m.linear_fwd, fwd * stream);
+        assert!((m.bwd - 2.0 * m.linear_fwd - bwd * stream).abs() < 1e-12);
     }
 
     /// Qwen3-30B-A3B as a model file, with `latent` and `mtp` multi-token prediction depths.

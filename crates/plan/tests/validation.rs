@@ -223,12 +223,13 @@ fn held_out_runs_predicted_blind() {
     assert!(moe_mean <= 0.22, "held-out MoE mean absolute error {:.1}% > 22%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
-    // mean 27.2%, worst 34.1% (its AutoModel row -14.4%); with Nemotron 3 Super's 30 (latent MoE,
-    // two MTP depths; MXFP8 +3% to +52%, NVFP4 +11% to +66% with its recipe's 14 BF16 layers and
-    // unoverlapped TP, +3% to +79% blind) the class is at 31.2%, every Bridge row optimistic. These
-    // bounds hold that result; the targets (a 30% worst row, 15% held out) are not met.
+    // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
+    // optimistic. After that blind pass the Mamba-2 scan was priced by its kernels' HBM traffic
+    // (mamba_ssm's Triton chain, no constant; written after seeing the rows, so no longer blind):
+    // Nano 19.2% (worst 26.0%), Super 28.4%, the class 24.6%. These bounds hold that result; the
+    // issue's targets (a 30% worst row, 15% held out) are not met.
     let (hybrid_mean, _) = summary(&hybrid);
-    assert!(hybrid_mean <= 0.33, "held-out hybrid mean absolute error {:.1}% > 33%", 100.0 * hybrid_mean);
+    assert!(hybrid_mean <= 0.27, "held-out hybrid mean absolute error {:.1}% > 27%", 100.0 * hybrid_mean);
     let nano: Vec<f64> = held
         .iter()
         .filter(|r| r.row.model == "nemotron-3-nano" && r.row.publisher.as_deref() == Some("megatron-bridge"))
@@ -236,12 +237,12 @@ fn held_out_runs_predicted_blind() {
         .collect();
     let (nano_mean, nano_worst) = summary(&nano);
     assert!(
-        nano.len() == 20 && nano_mean <= 0.30,
+        nano.len() == 20 && nano_mean <= 0.22,
         "Nemotron 3 Nano: {} rows, mean {:.1}%",
         nano.len(),
         100.0 * nano_mean
     );
-    assert!(nano_worst <= 0.35, "Nemotron 3 Nano worst error {:.1}% > 35%", 100.0 * nano_worst);
+    assert!(nano_worst <= 0.28, "Nemotron 3 Nano worst error {:.1}% > 28%", 100.0 * nano_worst);
 }
 
 #[test]
