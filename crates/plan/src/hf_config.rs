@@ -11,7 +11,8 @@
 //! squared ReLU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon, Phi-1/2, StarCoder,
 //! StarCoder2, Nemotron) as `gpt` with their key/value heads and MLP width; mixtures of experts
 //! (DBRX's included) as `moe`; Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert
-//! layers) as `hybrid`. Other families are refused by name rather than approximated.
+//! layers), IBM's Granite 4.0 hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or
+//! experts in every layer) as `hybrid`. Other families are refused by name rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -81,6 +82,8 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("mpt", mpt),
     ("dbrx", dbrx),
     ("nemotron_h", nemotron_h),
+    ("granitemoehybrid", granite_hybrid),
+    ("bamba", granite_hybrid),
 ];
 
 /// `model_type`s whose transformers config class ties the LM head to the embedding when the file
@@ -287,6 +290,66 @@ fn nemotron_h(c: &Fields, mt: &str) -> Result<ModelFile> {
         m.d_ff = Some(c.req("intermediate_size")?);
     }
     m.pattern = Some(pattern);
+    Ok(m)
+}
+
+/// IBM's Granite 4.0 hybrids (GraniteMoeHybridConfig) and Bamba (BambaConfig): every layer a
+/// mixer, Mamba-2 or attention, then a SwiGLU feed-forward block, written here as two blocks of
+/// the planner's pattern. Granite names its mixers in `layer_types` (`mamba` or `attention`; all
+/// Mamba-2 when absent, as its `layers_block_type` property reads) and its feed-forward block is
+/// experts of `intermediate_size` with a shared one of `shared_intermediate_size`, or only that
+/// shared MLP where `num_local_experts` is 0; Bamba lists its attention layers in
+/// `attn_layer_indices` and has a dense MLP of `intermediate_size`. The Mamba-2 widths default as
+/// the config classes do: `mamba_n_heads` 128, `mamba_d_head` "auto" (`mamba_expand` (2) x hidden
+/// over the heads), `mamba_d_state` 256, `mamba_n_groups` 1.
+fn granite_hybrid(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = llama_named(c, mt, "hybrid", None)?;
+    let layers = m.layers;
+    let attention: Vec<bool> = if mt == "bamba" {
+        let idx: Vec<u64> =
+            c.v["attn_layer_indices"].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_u64).collect());
+        (0..layers as u64).map(|i| idx.contains(&i)).collect()
+    } else {
+        match c.v["layer_types"].as_array().or(c.v["layers_block_type"].as_array()) {
+            None => vec![false; layers],
+            Some(kinds) => kinds
+                .iter()
+                .map(|k| match k.as_str() {
+                    Some("mamba") => Ok(false),
+                    Some("attention") => Ok(true),
+                    other => Err(anyhow!("config.json: layer_types has {other:?}; a {mt} layer is mamba or attention")),
+                })
+                .collect::<Result<_>>()?,
+        }
+    };
+    if attention.len() != layers {
+        bail!("config.json: layer_types lists {} layers, num_hidden_layers says {layers}", attention.len());
+    }
+    let experts = if mt == "bamba" { 0 } else { c.opt("num_local_experts").unwrap_or(8) };
+    let ffn = if experts > 0 { 'E' } else { '-' };
+    m.pattern = Some(attention.iter().flat_map(|&a| [if a { '*' } else { 'M' }, ffn]).collect());
+    m.layers = 2 * layers;
+    m.gated = Some(true);
+    if attention.contains(&false) {
+        let heads = c.opt("mamba_n_heads").unwrap_or(128);
+        let inner = c.opt("mamba_expand").unwrap_or(2) * m.d_model;
+        m.mamba_heads = Some(heads);
+        m.mamba_head_dim = Some(c.opt("mamba_d_head").unwrap_or(inner / heads.max(1)));
+        m.mamba_state = Some(c.opt("mamba_d_state").unwrap_or(256));
+        m.mamba_groups = Some(c.opt("mamba_n_groups").unwrap_or(1));
+    }
+    let shared = c.opt("shared_intermediate_size").unwrap_or(1024);
+    if mt == "bamba" {
+        m.d_ff = Some(c.req("intermediate_size")?);
+    } else if experts > 0 {
+        m.experts = Some(experts);
+        m.experts_per_token = Some(c.opt("num_experts_per_tok").unwrap_or(2));
+        m.expert_d_ff = Some(c.req("intermediate_size")?);
+        m.shared_experts = Some(1);
+        m.shared_expert_d_ff = Some(shared);
+    } else {
+        m.d_ff = Some(shared);
+    }
     Ok(m)
 }
 

@@ -279,3 +279,62 @@ fn a_nemotron_h_layer_list_reads_as_its_pattern() {
     let e = error_for("nemotron-unknown-layer", &v.to_string());
     assert!(e.contains("linear_attention"), "{e}");
 }
+
+/// transformers' documented GraniteMoeHybrid example config (docs/source/en/model_doc/
+/// granitemoehybrid.md): 8 layers, attention at the 4th and 8th, 8 experts top-2.
+const GRANITE_EXAMPLE: &str = r#"{
+  "model_type": "granitemoehybrid", "hidden_size": 512, "intermediate_size": 1024,
+  "layer_types": ["mamba", "mamba", "mamba", "attention", "mamba", "mamba", "mamba", "attention"],
+  "mamba_chunk_size": 256, "mamba_d_conv": 4, "mamba_d_head": 128, "mamba_d_state": 128,
+  "mamba_expand": 2, "mamba_n_groups": 1, "mamba_n_heads": 8, "max_position_embeddings": 4096,
+  "num_attention_heads": 8, "num_experts_per_tok": 2, "num_hidden_layers": 8,
+  "num_key_value_heads": 8, "num_local_experts": 8, "shared_intermediate_size": 512,
+  "tie_word_embeddings": true, "vocab_size": 49152
+}"#;
+
+#[test]
+fn a_granite_hybrid_layer_is_its_mixer_then_its_experts() {
+    let m = resolve_json("granite-example", GRANITE_EXAMPLE).unwrap().arch;
+    let hy = m.hybrid.unwrap();
+    assert_eq!((hy.mamba, hy.attention, hy.moe, hy.mlp), (6, 2, 8, 0));
+    assert_eq!((hy.mamba_heads, hy.mamba_head_dim, hy.mamba_state, hy.mamba_groups), (8, 128, 128, 1));
+    let moe = m.moe.unwrap();
+    assert_eq!((moe.experts, moe.top_k, moe.expert_d_ff, moe.shared, moe.shared_d_ff), (8, 2, 1024, 1, 512));
+    assert!(m.tied && m.mlp_up == 2 && moe.expert_up == 2, "gated (SwiGLU) MLPs and experts");
+    // Without experts the feed-forward block is the shared MLP alone (Granite 4.0's dense hybrids).
+    let mut v: serde_json::Value = serde_json::from_str(GRANITE_EXAMPLE).unwrap();
+    v["num_local_experts"] = serde_json::json!(0);
+    let dense = resolve_json("granite-dense", &v.to_string()).unwrap().arch;
+    let hy = dense.hybrid.unwrap();
+    assert_eq!((hy.mamba, hy.attention, hy.moe, hy.mlp, dense.d_ff), (6, 2, 0, 8, 512));
+    v["layer_types"][0] = serde_json::json!("linear_attention");
+    let e = error_for("granite-unknown-layer", &v.to_string());
+    assert!(e.contains("linear_attention"), "{e}");
+    // Bamba names its attention layers by index, each followed by a dense MLP.
+    let bamba = r#"{"model_type": "bamba", "hidden_size": 512, "intermediate_size": 1024,
+        "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 8,
+        "attn_layer_indices": [2], "mamba_n_heads": 8, "mamba_d_state": 16, "vocab_size": 1000}"#;
+    let b = resolve_json("bamba", bamba).unwrap().arch;
+    let hy = b.hybrid.unwrap();
+    assert_eq!((hy.mamba, hy.attention, hy.mlp, hy.mamba_head_dim, b.d_ff), (5, 1, 6, 128, 1024));
+}
+
+#[test]
+fn granite_4_h_small_reads_as_its_published_size() {
+    // ibm-granite/granite-4.0-h-small config.json's shape fields (40 layers: 36 Mamba-2, 4
+    // attention; 72 experts top-10 of 768 with a shared one of 1,536; Mamba-2 heads and groups at
+    // the config class's defaults, as the file leaves them); the attention layers' positions do
+    // not change the counts. Model card: 32B parameters, 9B active.
+    let kinds: Vec<&str> = (0..40).map(|i| if i % 10 == 5 { "attention" } else { "mamba" }).collect();
+    let json = serde_json::json!({
+        "model_type": "granitemoehybrid", "hidden_size": 4096, "num_hidden_layers": 40,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "num_local_experts": 72,
+        "num_experts_per_tok": 10, "shared_intermediate_size": 1536, "intermediate_size": 768,
+        "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_expand": 2, "tie_word_embeddings": true,
+        "vocab_size": 100352, "layer_types": kinds
+    });
+    let m = resolve_json("granite-4.0-h-small", &json.to_string()).unwrap().arch;
+    let (total, active) = (m.total_params(), m.active_matmul_params() + (m.vocab * m.d_model) as f64);
+    assert!((total / 32e9 - 1.0).abs() < 0.02, "{total:.3e}");
+    assert!((active / 9e9 - 1.0).abs() < 0.03, "{active:.3e}");
+}
