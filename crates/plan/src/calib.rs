@@ -286,6 +286,7 @@ pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
     let runs = match kind {
         "moe" => "MoE runs",
         "hybrid" => "hybrid (Mamba-2) runs",
+        "gdn-hybrid" => "Gated DeltaNet hybrid runs",
         _ => "dense runs",
     };
     if classes.is_empty() {

@@ -12,7 +12,8 @@
 //! StarCoder2, Nemotron) as `gpt` with their key/value heads and MLP width; mixtures of experts
 //! (DBRX's included) as `moe`; Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert
 //! layers), IBM's Granite 4.0 hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or
-//! experts in every layer) as `hybrid`. Other families are refused by name rather than approximated.
+//! experts in every layer), and Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then
+//! experts or an MLP) as `hybrid`. Other families are refused by name rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -82,6 +83,11 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("mpt", mpt),
     ("dbrx", dbrx),
     ("nemotron_h", nemotron_h),
+    ("qwen3_next", qwen3_next),
+    ("qwen3_5", qwen3_next),
+    ("qwen3_5_text", qwen3_next),
+    ("qwen3_5_moe", qwen3_next),
+    ("qwen3_5_moe_text", qwen3_next),
     ("granitemoehybrid", granite_hybrid),
     ("bamba", granite_hybrid),
 ];
@@ -350,6 +356,71 @@ fn granite_hybrid(c: &Fields, mt: &str) -> Result<ModelFile> {
     } else {
         m.d_ff = Some(shared);
     }
+    Ok(m)
+}
+
+/// Qwen3-Next and Qwen3.5 (Qwen3NextConfig, Qwen3_5TextConfig, Qwen3_5MoeTextConfig): every
+/// layer a mixer, Gated DeltaNet (`linear_attention`) or attention with a sigmoid output gate
+/// (`full_attention`), named in `layer_types` or else every `full_attention_interval`-th (4) layer
+/// attention; then experts (`num_experts` of `moe_intermediate_size`, a shared one of
+/// `shared_expert_intermediate_size`, on the layers `decoder_sparse_step` and `mlp_only_layers`
+/// leave them) or a dense SwiGLU MLP of `intermediate_size`. The Gated DeltaNet widths are the
+/// `linear_*` fields; `mtp_num_hidden_layers` multi-token prediction modules.
+fn qwen3_next(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = llama_named(c, mt, "hybrid", None)?;
+    let layers = m.layers;
+    let attention: Vec<bool> = match c.v["layer_types"].as_array() {
+        Some(kinds) => kinds
+            .iter()
+            .map(|k| match k.as_str() {
+                Some("linear_attention") => Ok(false),
+                Some("full_attention") => Ok(true),
+                other => Err(anyhow!(
+                    "config.json: layer_types has {other:?}; a {mt} layer is linear_attention or full_attention"
+                )),
+            })
+            .collect::<Result<_>>()?,
+        None => {
+            let every = c.opt("full_attention_interval").unwrap_or(4).max(1);
+            (0..layers).map(|i| (i + 1) % every == 0).collect()
+        }
+    };
+    if attention.len() != layers {
+        bail!("config.json: layer_types lists {} layers, num_hidden_layers says {layers}", attention.len());
+    }
+    let experts = c.opt("num_experts").unwrap_or(0);
+    let step = c.opt("decoder_sparse_step").unwrap_or(1).max(1);
+    let dense_only: Vec<u64> =
+        c.v["mlp_only_layers"].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_u64).collect());
+    let moe = |i: usize| experts > 0 && !dense_only.contains(&(i as u64)) && (i + 1) % step == 0;
+    let pattern: String = attention
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &a)| [if a { '*' } else { 'G' }, if moe(i) { 'E' } else { '-' }])
+        .collect();
+    if pattern.contains('-') {
+        m.d_ff = Some(c.req("intermediate_size")?);
+    }
+    if pattern.contains('E') {
+        m.experts = Some(experts);
+        m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+        m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
+        if let Some(s) = c.opt("shared_expert_intermediate_size").filter(|&s| s > 0) {
+            m.shared_experts = Some(1);
+            m.shared_expert_d_ff = Some(s);
+        }
+    }
+    if pattern.contains('G') {
+        m.gdn_key_heads = Some(c.req("linear_num_key_heads")?);
+        m.gdn_value_heads = Some(c.req("linear_num_value_heads")?);
+        m.gdn_key_head_dim = Some(c.req("linear_key_head_dim")?);
+        m.gdn_value_head_dim = Some(c.req("linear_value_head_dim")?);
+    }
+    m.attn_output_gate = Some(c.flag("attn_output_gate").unwrap_or(true));
+    m.mtp_layers = c.opt("mtp_num_hidden_layers").filter(|&n| n > 0);
+    m.pattern = Some(pattern);
+    m.layers = 2 * layers;
+    m.gated = Some(true);
     Ok(m)
 }
 

@@ -105,8 +105,9 @@ pub struct ModelFile {
     #[serde(default)]
     pub gated: Option<bool>,
     /// `hybrid`: the layer pattern, one character per layer as Megatron-Core's
-    /// `hybrid_layer_pattern` writes it: `M` a Mamba-2 mixer, `*` attention, `-` a dense MLP,
-    /// `E` a mixture of experts (each layer is one of these, with its own norm).
+    /// `hybrid_layer_pattern` writes it: `M` a Mamba-2 mixer, `G` a Gated DeltaNet mixer, `*`
+    /// attention, `-` a dense MLP, `E` a mixture of experts (each layer is one of these, with its
+    /// own norm).
     #[serde(default)]
     pub pattern: Option<String>,
     /// `hybrid`: Mamba-2 heads (`mamba_num_heads`).
@@ -121,6 +122,23 @@ pub struct ModelFile {
     /// `hybrid`: Mamba-2 groups sharing B and C (`mamba_num_groups`, `n_groups`).
     #[serde(default)]
     pub mamba_groups: Option<usize>,
+    /// `hybrid`: Gated DeltaNet query/key heads (`linear_num_key_heads`).
+    #[serde(default)]
+    pub gdn_key_heads: Option<usize>,
+    /// `hybrid`: Gated DeltaNet value heads (`linear_num_value_heads`; the query and key heads
+    /// are repeated to as many).
+    #[serde(default)]
+    pub gdn_value_heads: Option<usize>,
+    /// `hybrid`: Gated DeltaNet query/key head width (`linear_key_head_dim`).
+    #[serde(default)]
+    pub gdn_key_head_dim: Option<usize>,
+    /// `hybrid`: Gated DeltaNet value head width (`linear_value_head_dim`).
+    #[serde(default)]
+    pub gdn_value_head_dim: Option<usize>,
+    /// Whether attention gates its output with a sigmoid of a second query-wide projection
+    /// (Qwen3-Next, Qwen3.5: `attn_output_gate`); default false.
+    #[serde(default)]
+    pub attn_output_gate: Option<bool>,
     /// Multi-token prediction depths each token trains (DeepSeek-V3's MTP, Megatron-Core's
     /// `mtp_num_layers`): each one attention and one MLP block (MoE where the model has experts),
     /// a projection of the next token's embedding and the hidden state (2 d_model -> d_model), and
@@ -161,6 +179,16 @@ pub struct Hybrid {
     pub mamba_state: usize,
     /// Groups of heads sharing one B and one C.
     pub mamba_groups: usize,
+    /// Gated DeltaNet mixer layers.
+    pub gdn: usize,
+    /// Gated DeltaNet query/key heads (split over tensor parallelism).
+    pub gdn_key_heads: usize,
+    /// Gated DeltaNet value heads (split over tensor parallelism).
+    pub gdn_value_heads: usize,
+    /// Width of one Gated DeltaNet query/key head.
+    pub gdn_key_dim: usize,
+    /// Width of one Gated DeltaNet value head.
+    pub gdn_value_dim: usize,
 }
 
 impl Hybrid {
@@ -230,6 +258,73 @@ impl Hybrid {
         let bwd = 44.0 * d + 34.0 * r * d + 56.0 * s + 24.0 * q;
         (fwd, bwd)
     }
+
+    /// Output width of a Gated DeltaNet mixer's input projection: queries and keys (key heads x
+    /// key width each), values and the output gate z (value heads x value width each), and per
+    /// value head beta and the decay's input.
+    pub fn gdn_in_proj_width(&self) -> usize {
+        2 * self.gdn_key_heads * self.gdn_key_dim + 2 * self.gdn_v_width() + 2 * self.gdn_value_heads
+    }
+
+    /// Channels of a Gated DeltaNet mixer's causal convolution: queries, keys and values.
+    pub fn gdn_conv_width(&self) -> usize {
+        2 * self.gdn_key_heads * self.gdn_key_dim + self.gdn_v_width()
+    }
+
+    /// Value heads x value width: the width of the mixer's values, output and gate.
+    pub fn gdn_v_width(&self) -> usize {
+        self.gdn_value_heads * self.gdn_value_dim
+    }
+
+    /// Matmul weights of one Gated DeltaNet mixer: the input and output projections.
+    pub fn gdn_params(&self, d_model: usize) -> f64 {
+        (d_model * (self.gdn_in_proj_width() + self.gdn_v_width())) as f64
+    }
+
+    /// Forward FLOPs per token of one Gated DeltaNet mixer's chunked delta rule (fla's
+    /// `chunk_gated_delta_rule`, chunks of [`GDN_CHUNK`] tokens, queries and keys repeated to
+    /// the value heads), per value head: within the chunk K K^T, the WY representation's
+    /// w = A (beta k) and u = A v, and the output's Q K^T and its product with the new values
+    /// (6 C dk + 4 C dv); across chunks w h, the state update k^T v and the output's q h
+    /// (6 dk dv).
+    pub fn gdn_flops_per_token(&self) -> f64 {
+        let (c, dk, dv) = (GDN_CHUNK as f64, self.gdn_key_dim as f64, self.gdn_value_dim as f64);
+        self.gdn_value_heads as f64 * (6.0 * c * dk + 4.0 * c * dv + 6.0 * dk * dv)
+    }
+
+    /// HBM bytes per token one Gated DeltaNet mixer's kernels move (forward, backward), each
+    /// kernel reading its inputs and writing its outputs once.
+    ///
+    /// Per token, with Kk = key heads x key width (q or k as projected), K = value heads x key
+    /// width (q or k repeated to the value heads), V = value heads x value width, S = V x key
+    /// width / chunk (the per-chunk states) and A = value heads x chunk (a row of the chunk's
+    /// WY matrix).
+    ///
+    /// Forward, 16K + 22V + 4S + 2A + 20Kk: the causal convolution (read and write q, k, v:
+    /// 8Kk + 4V), the L2 norm of q and k and their repeat to the value heads (12Kk + 4K),
+    /// chunk_gated_delta_rule_fwd_intra (read k, v, write w, u and A: 4K + 4V + 2A),
+    /// chunk_gated_delta_rule_fwd_h (read k, w, u, write the states and the new values:
+    /// 4K + 4V + 2S), chunk_fwd_o (read q, k, the new values and the states, write o:
+    /// 4K + 4V + 2S) and the gated RMSNorm (read o and z, write: 6V).
+    ///
+    /// Backward, 46K + 46V + 8S + 4A + 28Kk: the recomputed w, u (4K + 4V + 2A) and states
+    /// (4K + 4V + 2S), chunk_bwd_dv_local (4K + 4V), chunk_gated_delta_rule_bwd_dhu
+    /// (6K + 6V + 2S), chunk_bwd_dqkwg (12K + 6V + 4S), prepare_wy_repr_bwd (6K + 6V + 2A), the
+    /// dk sum (6K), the repeat's and the norms' gradients (4K + 16Kk), the convolution's
+    /// (12Kk + 6V) and the gated norm's (10V).
+    ///
+    /// Source: fla-org/flash-linear-attention fla/ops/gated_delta_rule/chunk.py
+    /// (`chunk_gated_delta_rule_fwd`, `chunk_gated_delta_rule_bwd`) at bc3b101; Megatron-Core
+    /// megatron/core/ssm/gated_delta_net (gdn.py, common.py `_prepare_input_for_gated_delta_rule`).
+    pub fn gdn_bytes_per_token(&self) -> (f64, f64) {
+        let (dk, h) = (self.gdn_key_dim as f64, self.gdn_value_heads as f64);
+        let kk = (self.gdn_key_heads * self.gdn_key_dim) as f64;
+        let (k, v) = (h * dk, self.gdn_v_width() as f64);
+        let (st, a) = (v * dk / GDN_CHUNK as f64, h * GDN_CHUNK as f64);
+        let fwd = 16.0 * k + 22.0 * v + 4.0 * st + 2.0 * a + 20.0 * kk;
+        let bwd = 46.0 * k + 46.0 * v + 8.0 * st + 4.0 * a + 28.0 * kk;
+        (fwd, bwd)
+    }
 }
 
 /// Blocks per layer by kind ([`Arch::blocks_per_layer`]).
@@ -239,6 +334,8 @@ pub struct Blocks {
     pub attention: f64,
     /// Mamba-2 mixer blocks per layer.
     pub mamba: f64,
+    /// Gated DeltaNet mixer blocks per layer.
+    pub gdn: f64,
     /// Dense MLP blocks per layer.
     pub mlp: f64,
     /// Mixture-of-experts blocks per layer.
@@ -247,6 +344,10 @@ pub struct Blocks {
 
 /// Tokens per chunk of Mamba-2's chunked scan (Megatron-Core's `MambaMixer` default, 128).
 pub const MAMBA_CHUNK: usize = 128;
+
+/// Tokens per chunk of the Gated DeltaNet's chunked delta rule (Megatron-Core's
+/// `GatedDeltaNet`, fla's default: 64).
+pub const GDN_CHUNK: usize = 64;
 
 /// Mixture-of-experts part of an architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -392,10 +493,12 @@ impl Arch {
         }
     }
 
-    /// `hybrid` for a model with Mamba-2 layers among its attention ones, else `moe` for a model
-    /// with experts, else `dense`.
+    /// `gdn-hybrid` for a model with Gated DeltaNet layers (no published run validates them
+    /// yet), `hybrid` for one with Mamba-2 layers among its attention ones, else `moe` for a
+    /// model with experts, else `dense`.
     pub fn kind(&self) -> &'static str {
         match (self.hybrid, self.moe) {
+            (Some(hy), _) if hy.gdn > 0 => "gdn-hybrid",
             (Some(_), _) => "hybrid",
             (None, Some(_)) => "moe",
             (None, None) => "dense",
@@ -419,12 +522,13 @@ impl Arch {
             Some(hy) => Blocks {
                 attention: hy.attention as f64 / l,
                 mamba: hy.mamba as f64 / l,
+                gdn: hy.gdn as f64 / l,
                 mlp: hy.mlp as f64 / l,
                 moe: hy.moe as f64 / l,
             },
             None => {
                 let moe = self.moe_layers() as f64 / l;
-                Blocks { attention: 1.0, mamba: 0.0, mlp: 1.0 - moe, moe }
+                Blocks { attention: 1.0, mamba: 0.0, gdn: 0.0, mlp: 1.0 - moe, moe }
             }
         }
     }
@@ -480,6 +584,7 @@ impl Arch {
         };
         hy.attention as f64 * self.attn_params
             + hy.mamba as f64 * hy.mamba_params(self.d_model)
+            + hy.gdn as f64 * hy.gdn_params(self.d_model)
             + hy.mlp as f64 * self.dense_mlp_params
             + hy.moe as f64 * moe_mlp
     }
@@ -500,9 +605,11 @@ impl Arch {
 
     /// Model FLOPs per token at context `s` (the MFU numerator): 6 x active matmul weights plus
     /// the causal attention scores and values, 6 x span x (qk + v) per attention layer, and 3 x
-    /// each Mamba-2 mixer's scan.
+    /// each Mamba-2 mixer's scan and each Gated DeltaNet mixer's delta rule.
     pub fn model_flops_per_token(&self, s: usize) -> f64 {
-        let scans = self.hybrid.map_or(0.0, |hy| 3.0 * hy.mamba as f64 * hy.scan_flops_per_token());
+        let scans = self.hybrid.map_or(0.0, |hy| {
+            3.0 * (hy.mamba as f64 * hy.scan_flops_per_token() + hy.gdn as f64 * hy.gdn_flops_per_token())
+        });
         6.0 * self.active_matmul_params()
             + 6.0 * self.attention_layers() as f64 * self.mean_causal_span(s) * (self.qk_dim + self.v_dim) as f64
             + scans
@@ -605,13 +712,13 @@ impl ModelFile {
     fn hybrid(&self) -> Result<Hybrid> {
         let Some(p) = self.pattern.as_deref() else {
             bail!(
-                "model {}: a hybrid model needs pattern (e.g. \"M-M*-\": M Mamba-2, * attention, - MLP, E experts)",
+                "model {}: a hybrid model needs pattern (e.g. \"M-M*-\": M Mamba-2, G Gated DeltaNet, * attention, - MLP, E experts)",
                 self.name
             );
         };
-        if let Some(c) = p.chars().find(|c| !matches!(c, 'M' | '*' | '-' | 'E')) {
+        if let Some(c) = p.chars().find(|c| !matches!(c, 'M' | 'G' | '*' | '-' | 'E')) {
             bail!(
-                "model {}: pattern has '{c}'; a layer is M (Mamba-2), * (attention), - (MLP) or E (experts)",
+                "model {}: pattern has '{c}'; a layer is M (Mamba-2), G (Gated DeltaNet), * (attention), - (MLP) or E (experts)",
                 self.name
             );
         }
@@ -619,22 +726,37 @@ impl ModelFile {
             bail!("model {}: pattern has {} layers, layers says {}", self.name, p.chars().count(), self.layers);
         }
         let count = |k: char| p.chars().filter(|&c| c == k).count();
-        let mamba = count('M');
-        let need = |v: Option<usize>, what: &str| match v.filter(|&x| x > 0) {
+        let (mamba, gdn) = (count('M'), count('G'));
+        let need = |v: Option<usize>, layers: usize, what: &str| match v.filter(|&x| x > 0) {
             Some(x) => Ok(x),
-            None if mamba == 0 => Ok(0),
-            None => Err(anyhow!("model {}: Mamba-2 layers (M) need {what} (positive)", self.name)),
+            None if layers == 0 => Ok(0),
+            None => Err(anyhow!("model {}: {what} (positive)", self.name)),
         };
+        let m = |v, what: &str| need(v, mamba, &format!("Mamba-2 layers (M) need {what}"));
+        let g = |v, what: &str| need(v, gdn, &format!("Gated DeltaNet layers (G) need {what}"));
         let hy = Hybrid {
             attention: count('*'),
             mamba,
             mlp: count('-'),
             moe: count('E'),
-            mamba_heads: need(self.mamba_heads, "mamba_heads")?,
-            mamba_head_dim: need(self.mamba_head_dim, "mamba_head_dim")?,
-            mamba_state: need(self.mamba_state, "mamba_state")?,
-            mamba_groups: need(self.mamba_groups, "mamba_groups")?,
+            mamba_heads: m(self.mamba_heads, "mamba_heads")?,
+            mamba_head_dim: m(self.mamba_head_dim, "mamba_head_dim")?,
+            mamba_state: m(self.mamba_state, "mamba_state")?,
+            mamba_groups: m(self.mamba_groups, "mamba_groups")?,
+            gdn,
+            gdn_key_heads: g(self.gdn_key_heads, "gdn_key_heads")?,
+            gdn_value_heads: g(self.gdn_value_heads, "gdn_value_heads")?,
+            gdn_key_dim: g(self.gdn_key_head_dim, "gdn_key_head_dim")?,
+            gdn_value_dim: g(self.gdn_value_head_dim, "gdn_value_head_dim")?,
         };
+        if gdn > 0 && !hy.gdn_value_heads.is_multiple_of(hy.gdn_key_heads) {
+            bail!(
+                "model {}: gdn_value_heads {} is not a multiple of gdn_key_heads {}",
+                self.name,
+                hy.gdn_value_heads,
+                hy.gdn_key_heads
+            );
+        }
         if hy.mlp > 0 && self.d_ff.is_none() {
             bail!("model {}: dense MLP layers (-) need d_ff", self.name);
         }
@@ -691,10 +813,14 @@ impl ModelFile {
             || self.mamba_heads.is_some()
             || self.mamba_head_dim.is_some()
             || self.mamba_state.is_some()
-            || self.mamba_groups.is_some();
+            || self.mamba_groups.is_some()
+            || self.gdn_key_heads.is_some()
+            || self.gdn_value_heads.is_some()
+            || self.gdn_key_head_dim.is_some()
+            || self.gdn_value_head_dim.is_some();
         if hybrid_fields && self.arch != "hybrid" {
             bail!(
-                "model {}: pattern and mamba_* fields describe a hybrid; use arch = \"hybrid\" or remove them",
+                "model {}: pattern, mamba_* and gdn_* fields describe a hybrid; use arch = \"hybrid\" or remove them",
                 self.name
             );
         }
@@ -715,6 +841,10 @@ impl ModelFile {
             }
         }
         self.apply_mla(&mut a)?;
+        if self.attn_output_gate == Some(true) {
+            // The gate's projection is as wide as the queries (Qwen3-Next's q_proj is 2x wide).
+            a.attn_params += (self.d_model * a.qk_dim) as f64;
+        }
         if let Some(d) = self.mtp_layers.filter(|&d| d > 0) {
             a.mtp = Some(Mtp { depths: d, modules: if self.mtp_repeated.unwrap_or(false) { 1 } else { d } });
         }
@@ -925,6 +1055,8 @@ mod tests {
             // 123.6B in the checkpoint (its MTP module's 2.9B included); A12B without MTP, whose
             // two depths and LM heads add 1.6B a token.
             ("nemotron-3-super", 123.6e9, 13.6e9),
+            // Qwen: 80B total, 3B activated (the checkpoint: 79.67B without its MTP module).
+            ("qwen3-next-80b-a3b", 79.7e9, 3.9e9),
             ("qwen2-57b-a14b", 57.4e9, 14.2e9),
             ("llama4-maverick", 400e9, 17e9),
             ("qwen3-30b-a3b", 30.5e9, 3.3e9),
@@ -987,6 +1119,15 @@ mod tests {
         };
         let hy = f("M*-M", 4, Some(8)).to_arch().unwrap().hybrid.unwrap();
         assert_eq!((hy.mamba, hy.attention, hy.mlp, hy.moe), (2, 1, 1, 0));
+        let gdn = |key_heads| ModelFile {
+            gdn_key_heads: Some(key_heads),
+            gdn_value_heads: Some(8),
+            gdn_key_head_dim: Some(32),
+            gdn_value_head_dim: Some(32),
+            ..f("G*-M", 4, Some(8))
+        };
+        let hy = gdn(4).to_arch().unwrap().hybrid.unwrap();
+        assert_eq!((hy.gdn, hy.mamba, hy.attention, hy.mlp), (1, 1, 1, 1));
         for (file, want) in [
             (f("M*-M", 5, Some(8)), "pattern has 4 layers, layers says 5"),
             (f("M*-X", 4, Some(8)), "pattern has 'X'"),
@@ -994,6 +1135,8 @@ mod tests {
             (f("M*-E", 4, Some(8)), "a moe model needs expert_d_ff"),
             (ModelFile { pattern: None, ..f("M*-M", 4, Some(8)) }, "needs pattern"),
             (ModelFile { arch: "llama".into(), ..f("M*-M", 4, Some(8)) }, "use arch = \"hybrid\""),
+            (f("G*-M", 4, Some(8)), "Gated DeltaNet layers (G) need gdn_key_heads"),
+            (gdn(3), "gdn_value_heads 8 is not a multiple of gdn_key_heads 3"),
         ] {
             let e = file.to_arch().unwrap_err().to_string();
             assert!(e.contains(want), "{e}");

@@ -829,10 +829,11 @@ impl Ctx<'_> {
         let win_frac = self.a.window.map_or(0.0, |(_, f)| f);
         if self.a.hybrid.is_some() {
             let b = self.a.blocks_per_layer();
-            let blocks: [(f64, &dyn Fn() -> LayerCost); 5] = [
+            let blocks: [(f64, &dyn Fn() -> LayerCost); 6] = [
                 (b.attention * (1.0 - win_frac), &|| self.attention_block(false)),
                 (b.attention * win_frac, &|| self.attention_block(true)),
                 (b.mamba, &|| self.mamba_block()),
+                (b.gdn, &|| self.gdn_block()),
                 (b.mlp, &|| self.mlp_block(false)),
                 (b.moe, &|| self.mlp_block(true)),
             ];
@@ -1116,13 +1117,7 @@ impl Ctx<'_> {
         let (inp, di, conv) = (hy.in_proj_width() as f64, hy.d_inner() as f64, hy.conv_width() as f64);
         let linear_fwd =
             self.linear(2.0 * tok * h * inp / t, tok, inp / t, h) + self.linear(2.0 * tok * di * h / t, tok, h, di / t);
-        let scan = tok * hy.scan_flops_per_token()
-            / t
-            / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
-        // The scan's kernels are bound by the larger of their FLOPs and their HBM traffic.
-        let (fwd_bytes, bwd_bytes) = hy.scan_bytes_per_token();
-        let stream = tok / t / (self.r.mem_bw * MEM_BW_EFF);
-        let (scan_fwd, scan_bwd) = (scan.max(fwd_bytes * stream), (2.5 * scan).max(bwd_bytes * stream));
+        let (scan_fwd, scan_bwd) = self.chunked_mixer(hy.scan_flops_per_token(), hy.scan_bytes_per_token());
         let inside = (2.0 * inp + 2.0 * conv + 4.0 * di + 8.0 * hy.mamba_heads as f64) / t;
         let act = tok * (self.outside_bytes() + inside);
         let (module_bytes, module_rerun) = self.norm_recompute();
@@ -1134,6 +1129,58 @@ impl Ctx<'_> {
             act_bytes: act,
             act_bytes_selective: act,
             linear_inputs: tok * (h + di) / t,
+            tp: 2.0 * tp_pair,
+            tp_fwd: tp_pair,
+            module_bytes,
+            module_rerun,
+            ..LayerCost::default()
+        }
+    }
+
+    /// Forward and backward seconds of a mixer's chunked kernels (Mamba-2's scan, the Gated
+    /// DeltaNet's delta rule) of `flops` a token forward and `bytes` (forward, backward) a token
+    /// of HBM traffic, both for the whole mixer (split over TP here): each pass costs the larger
+    /// of its FLOPs at the fused-attention rate (backward 2.5x forward, as FlashAttention) and
+    /// its traffic at the measured bandwidth.
+    fn chunked_mixer(&self, flops: f64, (fwd_bytes, bwd_bytes): (f64, f64)) -> (f64, f64) {
+        let per_rank = self.tok / self.t();
+        let math = per_rank * flops / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
+        let stream = per_rank / (self.r.mem_bw * MEM_BW_EFF);
+        (math.max(fwd_bytes * stream), (2.5 * math).max(bwd_bytes * stream))
+    }
+
+    /// One Gated DeltaNet mixer block (Megatron-Core's `GatedDeltaNet`, Qwen3-Next's and
+    /// Qwen3.5's linear attention): its norm, the input projection to q, k, v, the output gate
+    /// z, beta and the decay's input; the causal convolution over q, k and v; the chunked gated
+    /// delta rule ([`Self::chunked_mixer`], [`crate::model::Hybrid::gdn_bytes_per_token`]); the
+    /// gated RMSNorm and the output projection; heads split over TP. Stored per token: the
+    /// projection's output, the convolution's, q, k (at the value heads) and v, the chunk's WY
+    /// matrix (FP32), the output and the gated norm's output, and beta and the decay (FP32).
+    fn gdn_block(&self) -> LayerCost {
+        let (a, tok, t) = (self.a, self.tok, self.t());
+        let Some(hy) = a.hybrid else {
+            return LayerCost::default();
+        };
+        let h = a.d_model as f64;
+        let (inp, v) = (hy.gdn_in_proj_width() as f64, hy.gdn_v_width() as f64);
+        let linear_fwd =
+            self.linear(2.0 * tok * h * inp / t, tok, inp / t, h) + self.linear(2.0 * tok * v * h / t, tok, h, v / t);
+        let (rule_fwd, rule_bwd) = self.chunked_mixer(hy.gdn_flops_per_token(), hy.gdn_bytes_per_token());
+        let heads = hy.gdn_value_heads as f64;
+        let k = heads * hy.gdn_key_dim as f64;
+        let wy = heads * crate::model::GDN_CHUNK as f64;
+        let inside =
+            (2.0 * inp + 2.0 * hy.gdn_conv_width() as f64 + 2.0 * (2.0 * k + v) + 4.0 * wy + 4.0 * v + 8.0 * heads) / t;
+        let act = tok * (self.outside_bytes() + inside);
+        let (module_bytes, module_rerun) = self.norm_recompute();
+        let tp_pair = self.tp_pair();
+        LayerCost {
+            fwd: linear_fwd + rule_fwd,
+            linear_fwd,
+            bwd: 2.0 * linear_fwd + rule_bwd,
+            act_bytes: act,
+            act_bytes_selective: act,
+            linear_inputs: tok * (h + v) / t,
             tp: 2.0 * tp_pair,
             tp_fwd: tp_pair,
             module_bytes,
@@ -1511,6 +1558,14 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
             );
         }
     }
+    if let Some(hy) = a.hybrid.filter(|hy| hy.gdn > 0) {
+        if l.cp > 1 {
+            bail!("layout {l}: context parallelism over Gated DeltaNet layers is not priced; use cp=1");
+        }
+        if !hy.gdn_key_heads.is_multiple_of(l.tp) {
+            bail!("layout {l}: {} Gated DeltaNet key heads do not split over tp={}", hy.gdn_key_heads, l.tp);
+        }
+    }
     match a.moe {
         None if l.ep > 1 => bail!("layout {l}: ep={} needs a mixture-of-experts model", l.ep),
         Some(m) if m.experts % l.ep != 0 => bail!("layout {l}: {} experts do not split over ep={}", m.experts, l.ep),
@@ -1569,7 +1624,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     let (mut dense, mut expert) = (stage_layers * b.attention * (a.attn_params / t), 0.0);
     dense += stage_layers * b.mlp * a.dense_mlp_params / t;
     if let Some(hy) = a.hybrid {
-        dense += stage_layers * b.mamba * hy.mamba_params(a.d_model) / t;
+        dense += stage_layers * (b.mamba * hy.mamba_params(a.d_model) + b.gdn * hy.gdn_params(a.d_model)) / t;
     }
     if let Some(m) = a.moe {
         let moe_layers = stage_layers * moe_frac;
@@ -1995,8 +2050,13 @@ mod tests {
         h100_job(&job, &crate::calib::shipped(), &crate::stack::find("nemo-2025").unwrap(), l)
     }
 
-    /// A hybrid model file with `pattern`, Llama 3 8B's widths and small Mamba-2 mixers.
+    /// A hybrid model with `pattern`, Llama 3 8B's widths and small Mamba-2 mixers.
     fn hybrid_8b(pattern: &str) -> Arch {
+        hybrid_8b_file(pattern).to_arch().unwrap()
+    }
+
+    /// [`hybrid_8b`]'s model file.
+    fn hybrid_8b_file(pattern: &str) -> crate::model::ModelFile {
         crate::model::ModelFile {
             name: "h".into(),
             arch: "hybrid".into(),
@@ -2013,8 +2073,6 @@ mod tests {
             mamba_groups: Some(8),
             ..Default::default()
         }
-        .to_arch()
-        .unwrap()
     }
 
     #[test]
@@ -2081,6 +2139,74 @@ mod tests {
         let (fwd, bwd) = hy.scan_bytes_per_token();
         assert!((m.fwd - m.linear_fwd - fwd * stream).abs() < 1e-12, "{} vs {}", m.fwd - m.linear_fwd, fwd * stream);
         assert!((m.bwd - 2.0 * m.linear_fwd - bwd * stream).abs() < 1e-12);
+    }
+
+    /// Llama 3 8B's widths with Gated DeltaNet mixers of Qwen3-Next's heads (16 key, 32 value,
+    /// 128 wide) in `pattern`.
+    fn gdn_8b(pattern: &str) -> Arch {
+        crate::model::ModelFile {
+            gdn_key_heads: Some(16),
+            gdn_value_heads: Some(32),
+            gdn_key_head_dim: Some(128),
+            gdn_value_head_dim: Some(128),
+            mamba_heads: None,
+            mamba_head_dim: None,
+            mamba_state: None,
+            mamba_groups: None,
+            ..hybrid_8b_file(pattern)
+        }
+        .to_arch()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_gated_deltanet_mixer_is_bound_by_the_hbm_traffic_of_its_kernels() {
+        // Per token: Kk = 16 x 128, K = V = 32 x 128, S = V x 128 / 64, A = 32 x 64.
+        let arch = gdn_8b("G-");
+        let hy = arch.hybrid.unwrap();
+        let (kk, k, st, a) = (2048.0, 4096.0, 8192.0, 2048.0);
+        let want = (
+            16.0 * k + 22.0 * k + 4.0 * st + 2.0 * a + 20.0 * kk,
+            46.0 * k + 46.0 * k + 8.0 * st + 4.0 * a + 28.0 * kk,
+        );
+        assert_eq!(hy.gdn_bytes_per_token(), want);
+        assert_eq!(hy.gdn_flops_per_token(), 32.0 * (6.0 * 64.0 * 128.0 + 4.0 * 64.0 * 128.0 + 6.0 * 128.0 * 128.0));
+        assert_eq!(hy.gdn_params(4096), 4096.0 * (2.0 * 2048.0 + 2.0 * 4096.0 + 64.0 + 4096.0));
+        // On an H100 its ~5.8 MFLOP a token take ~17 ns at the attention rate, its ~0.5 MB ~190 ns
+        // at the measured bandwidth: the traffic prices both passes.
+        let (k, st) = (crate::calib::shipped(), crate::stack::find("nemo-2025").unwrap());
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
+        let tok = 4096.0;
+        let cx = Ctx {
+            a: &arch,
+            l: Layout::data_parallel(8),
+            r: &r,
+            k: &k,
+            stack: &st,
+            precision: Precision::Bf16,
+            s: 4096.0,
+            tok,
+        };
+        let g = cx.gdn_block();
+        let stream = tok / (r.mem_bw * MEM_BW_EFF);
+        assert!(
+            (g.fwd - g.linear_fwd - want.0 * stream).abs() < 1e-12,
+            "{} vs {}",
+            g.fwd - g.linear_fwd,
+            want.0 * stream
+        );
+        assert!((g.bwd - 2.0 * g.linear_fwd - want.1 * stream).abs() < 1e-12);
+        // The step holds the mixers: a G- model is slower than the same model with them dropped.
+        let with = h100_arch_step(&gdn_8b(&"G-*-".repeat(8)), Layout::data_parallel(8));
+        let without = h100_arch_step(&gdn_8b(&"-*-".repeat(8)), Layout::data_parallel(8));
+        assert!(with.time.total() > without.time.total());
+        // Context parallelism over them is refused; TP must split the key heads.
+        let job = Job { arch: &arch, seq: 4096, global_batch: 8, precision: Precision::Bf16 };
+        let e = check_layout(&job, &Layout { cp: 2, ..Layout::data_parallel(4) }).unwrap_err().to_string();
+        assert!(e.contains("Gated DeltaNet"), "{e}");
+        let e = check_layout(&job, &Layout { tp: 32, ..Layout::data_parallel(1) }).unwrap_err().to_string();
+        assert!(e.contains("key heads") || e.contains("heads"), "{e}");
     }
 
     /// Qwen3-30B-A3B as a model file, with `latent` and `mtp` multi-token prediction depths.

@@ -338,3 +338,60 @@ fn granite_4_h_small_reads_as_its_published_size() {
     assert!((total / 32e9 - 1.0).abs() < 0.02, "{total:.3e}");
     assert!((active / 9e9 - 1.0).abs() < 0.03, "{active:.3e}");
 }
+
+/// Qwen/Qwen3-Coder-Next config.json's shape fields (qwen3_next: 48 layers, every 4th gated
+/// attention, the rest Gated DeltaNet; 512 experts top-10 and a shared one).
+const QWEN3_CODER_NEXT: &str = r#"{
+  "model_type": "qwen3_next", "hidden_size": 2048, "num_hidden_layers": 48, "vocab_size": 151936,
+  "head_dim": 256, "num_attention_heads": 16, "num_key_value_heads": 2, "num_experts": 512,
+  "num_experts_per_tok": 10, "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+  "linear_num_key_heads": 16, "linear_key_head_dim": 128, "linear_num_value_heads": 32,
+  "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "full_attention_interval": 4,
+  "tie_word_embeddings": false
+}"#;
+
+#[test]
+fn qwen3_next_reads_as_its_published_size() {
+    // The checkpoint's tensors: 79,674,391,296 parameters, 3,874,929,408 once the experts a
+    // token does not use are taken out (the safetensors headers, as a public parser's test
+    // quotes them). The planner counts matmul weights and embedding tables; the 1.5M it leaves
+    // out are norms, convolution taps, decays and the shared expert's gate.
+    let m = resolve_json("qwen3-coder-next", QWEN3_CODER_NEXT).unwrap().arch;
+    let hy = m.hybrid.unwrap();
+    assert_eq!((hy.gdn, hy.attention, hy.moe, hy.mamba), (36, 12, 48, 0));
+    assert_eq!(m.kind(), "gdn-hybrid");
+    let (total, active) = (m.total_params(), m.active_matmul_params() + (m.vocab * m.d_model) as f64);
+    assert!((total / 79_674_391_296.0 - 1.0).abs() < 1e-4, "{total:.6e}");
+    assert!((active / 3_874_929_408.0 - 1.0).abs() < 1e-3, "{active:.6e}");
+    // Without the attention output gate the queries' projection is half as wide.
+    let mut v: serde_json::Value = serde_json::from_str(QWEN3_CODER_NEXT).unwrap();
+    v["attn_output_gate"] = serde_json::json!(false);
+    let ungated = resolve_json("qwen3-next-ungated", &v.to_string()).unwrap().arch;
+    assert_eq!(m.total_params() - ungated.total_params(), 12.0 * 2048.0 * 16.0 * 256.0);
+}
+
+#[test]
+fn qwen3_5_reads_its_text_config_with_layer_types_and_a_dense_mlp() {
+    // Qwen3.5-9B's text_config (Qwen3_5ForConditionalGeneration): 32 layers, three Gated
+    // DeltaNet then one attention, a dense MLP of 12,288, one multi-token prediction module.
+    let kinds: Vec<&str> = (0..32).map(|i| if i % 4 == 3 { "full_attention" } else { "linear_attention" }).collect();
+    let json = serde_json::json!({
+        "model_type": "qwen3_5",
+        "text_config": {
+            "model_type": "qwen3_5_text", "attn_output_gate": true, "head_dim": 256,
+            "hidden_size": 4096, "intermediate_size": 12288, "layer_types": kinds,
+            "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128, "linear_num_key_heads": 16,
+            "linear_num_value_heads": 32, "linear_value_head_dim": 128, "num_attention_heads": 16,
+            "num_key_value_heads": 4, "num_hidden_layers": 32, "vocab_size": 248320,
+            "mtp_num_hidden_layers": 1, "tie_word_embeddings": false
+        }
+    });
+    let m = resolve_json("qwen3.5-9b", &json.to_string()).unwrap().arch;
+    let hy = m.hybrid.unwrap();
+    assert_eq!((hy.gdn, hy.attention, hy.mlp, hy.moe), (24, 8, 32, 0));
+    assert_eq!((m.d_ff, m.mtp.map(|x| x.depths)), (12288, Some(1)));
+    let mut bad = json.clone();
+    bad["text_config"]["layer_types"][0] = serde_json::json!("sliding_attention");
+    let e = error_for("qwen3.5-bad-layer", &bad.to_string());
+    assert!(e.contains("sliding_attention"), "{e}");
+}

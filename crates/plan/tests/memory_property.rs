@@ -37,6 +37,7 @@ fn recommended_layouts_fit_in_memory() {
         "gpt-oss-120b",
         "llama2-13b",
         "nemotron-3-nano",
+        "qwen3-next-80b-a3b",
     ];
     let chips = ["h100", "a100", "h20", "b200", "mi300x", "gaudi2", "gb200"];
     let stacks = ["unknown", "megatron-core-2024", "nemo-2025", "deepspeed-zero3", "pytorch-fsdp", "llama3-2024"];
