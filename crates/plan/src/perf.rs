@@ -1109,26 +1109,33 @@ impl Ctx<'_> {
     /// convolution's output, the scan's output and the gated norm's output (the output
     /// projection's input), BF16, and the scan's FP32 dt and its cumulative decay per head.
     fn mamba_block(&self) -> LayerCost {
-        let (a, tok, t) = (self.a, self.tok, self.t());
-        let Some(hy) = a.hybrid else {
+        let Some(hy) = self.a.hybrid else {
             return LayerCost::default();
         };
-        let h = a.d_model as f64;
         let (inp, di, conv) = (hy.in_proj_width() as f64, hy.d_inner() as f64, hy.conv_width() as f64);
-        let linear_fwd =
-            self.linear(2.0 * tok * h * inp / t, tok, inp / t, h) + self.linear(2.0 * tok * di * h / t, tok, h, di / t);
-        let (scan_fwd, scan_bwd) = self.chunked_mixer(hy.scan_flops_per_token(), hy.scan_bytes_per_token());
-        let inside = (2.0 * inp + 2.0 * conv + 4.0 * di + 8.0 * hy.mamba_heads as f64) / t;
-        let act = tok * (self.outside_bytes() + inside);
+        let kernels = self.chunked_mixer(hy.scan_flops_per_token(), hy.scan_bytes_per_token());
+        let inside = 2.0 * inp + 2.0 * conv + 4.0 * di + 8.0 * hy.mamba_heads as f64;
+        self.mixer_block(inp, di, kernels, inside)
+    }
+
+    /// A mixer block of `in_width` projected channels and an `inner`-wide output (both for the
+    /// whole mixer, split over TP here) whose kernels between the two projections take
+    /// `kernels` seconds (forward, backward) and store `inside` bytes a token: its norm, the
+    /// projections as linear GEMMs and the TP pair around it.
+    fn mixer_block(&self, in_width: f64, inner: f64, (kernel_fwd, kernel_bwd): (f64, f64), inside: f64) -> LayerCost {
+        let (h, tok, t) = (self.a.d_model as f64, self.tok, self.t());
+        let linear_fwd = self.linear(2.0 * tok * h * in_width / t, tok, in_width / t, h)
+            + self.linear(2.0 * tok * inner * h / t, tok, h, inner / t);
+        let act = tok * (self.outside_bytes() + inside / t);
         let (module_bytes, module_rerun) = self.norm_recompute();
         let tp_pair = self.tp_pair();
         LayerCost {
-            fwd: linear_fwd + scan_fwd,
+            fwd: linear_fwd + kernel_fwd,
             linear_fwd,
-            bwd: 2.0 * linear_fwd + scan_bwd,
+            bwd: 2.0 * linear_fwd + kernel_bwd,
             act_bytes: act,
             act_bytes_selective: act,
-            linear_inputs: tok * (h + di) / t,
+            linear_inputs: tok * (h + inner) / t,
             tp: 2.0 * tp_pair,
             tp_fwd: tp_pair,
             module_bytes,
@@ -1157,36 +1164,16 @@ impl Ctx<'_> {
     /// projection's output, the convolution's, q, k (at the value heads) and v, the chunk's WY
     /// matrix (FP32), the output and the gated norm's output, and beta and the decay (FP32).
     fn gdn_block(&self) -> LayerCost {
-        let (a, tok, t) = (self.a, self.tok, self.t());
-        let Some(hy) = a.hybrid else {
+        let Some(hy) = self.a.hybrid else {
             return LayerCost::default();
         };
-        let h = a.d_model as f64;
         let (inp, v) = (hy.gdn_in_proj_width() as f64, hy.gdn_v_width() as f64);
-        let linear_fwd =
-            self.linear(2.0 * tok * h * inp / t, tok, inp / t, h) + self.linear(2.0 * tok * v * h / t, tok, h, v / t);
-        let (rule_fwd, rule_bwd) = self.chunked_mixer(hy.gdn_flops_per_token(), hy.gdn_bytes_per_token());
+        let kernels = self.chunked_mixer(hy.gdn_flops_per_token(), hy.gdn_bytes_per_token());
         let heads = hy.gdn_value_heads as f64;
-        let k = heads * hy.gdn_key_dim as f64;
-        let wy = heads * crate::model::GDN_CHUNK as f64;
+        let (k, wy) = (heads * hy.gdn_key_dim as f64, heads * crate::model::GDN_CHUNK as f64);
         let inside =
-            (2.0 * inp + 2.0 * hy.gdn_conv_width() as f64 + 2.0 * (2.0 * k + v) + 4.0 * wy + 4.0 * v + 8.0 * heads) / t;
-        let act = tok * (self.outside_bytes() + inside);
-        let (module_bytes, module_rerun) = self.norm_recompute();
-        let tp_pair = self.tp_pair();
-        LayerCost {
-            fwd: linear_fwd + rule_fwd,
-            linear_fwd,
-            bwd: 2.0 * linear_fwd + rule_bwd,
-            act_bytes: act,
-            act_bytes_selective: act,
-            linear_inputs: tok * (h + v) / t,
-            tp: 2.0 * tp_pair,
-            tp_fwd: tp_pair,
-            module_bytes,
-            module_rerun,
-            ..LayerCost::default()
-        }
+            2.0 * inp + 2.0 * hy.gdn_conv_width() as f64 + 2.0 * (2.0 * k + v) + 4.0 * wy + 4.0 * v + 8.0 * heads;
+        self.mixer_block(inp, v, kernels, inside)
     }
 
     /// Seconds of the expert-parallel all-to-all per micro-batch: dispatch and combine forward, the
