@@ -25,6 +25,7 @@ const GATED_DENSE: &[&str] = &[
     "mistral",
     "qwen2",
     "qwen3",
+    "qwen3_vl_text",
     "ernie4_5",
     "gemma",
     "gemma2",
@@ -57,6 +58,8 @@ const MOE: &[&str] = &[
     "olmoe",
     "qwen2_moe",
     "qwen3_moe",
+    "qwen3_vl_moe_text",
+    "minimax_m2",
     "deepseek_v2",
     "deepseek_v3",
     "kimi_k2",
@@ -519,13 +522,13 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
     match mt {
         // Every layer MoE, the experts `intermediate_size` wide (Granite's shared expert, when
         // present, `shared_intermediate_size`).
-        "mixtral" | "phimoe" | "granitemoe" | "granitemoeshared" | "olmoe" => {
+        "mixtral" | "phimoe" | "granitemoe" | "granitemoeshared" | "olmoe" | "minimax_m2" => {
             m.experts = Some(c.first(&["num_local_experts", "num_experts"])?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("intermediate_size")?);
             one_shared_expert(c, &mut m, "shared_intermediate_size");
         }
-        "qwen2_moe" | "qwen3_moe" => {
+        "qwen2_moe" | "qwen3_moe" | "qwen3_vl_moe_text" => {
             m.experts = Some(c.req("num_experts")?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("moe_intermediate_size")?);

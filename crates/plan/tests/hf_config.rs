@@ -395,3 +395,32 @@ fn qwen3_5_reads_its_text_config_with_layer_types_and_a_dense_mlp() {
     let e = error_for("qwen3.5-bad-layer", &bad.to_string());
     assert!(e.contains("sliding_attention"), "{e}");
 }
+
+#[test]
+fn minimax_m2_and_qwen3_vl_read_as_their_published_sizes() {
+    // MiniMaxAI/MiniMax-M2 config.json's shape fields (mixtral's names: num_local_experts of
+    // intermediate_size); MiniMax: 230B total parameters, 10B active. Its MTP modules serve
+    // speculative decoding and are not read.
+    let m2 = r#"{"model_type": "minimax_m2", "vocab_size": 200064, "hidden_size": 3072,
+        "intermediate_size": 1536, "num_hidden_layers": 62, "num_attention_heads": 48,
+        "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 196608,
+        "num_local_experts": 256, "num_experts_per_tok": 8, "tie_word_embeddings": false}"#;
+    let m = resolve_json("minimax-m2", m2).unwrap().arch;
+    assert!((m.total_params() / 230e9 - 1.0).abs() < 0.02, "{:.4e}", m.total_params());
+    assert!((m.active_matmul_params() / 10e9 - 1.0).abs() < 0.06, "{:.4e}", m.active_matmul_params());
+    // Qwen3-VL-30B-A3B's language model is Qwen3-30B-A3B's (its text_config, qwen3_vl_moe_text).
+    let vl = serde_json::json!({
+        "model_type": "qwen3_vl_moe",
+        "text_config": {
+            "model_type": "qwen3_vl_moe_text", "hidden_size": 2048, "num_hidden_layers": 48,
+            "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+            "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768,
+            "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
+            "intermediate_size": 6144, "tie_word_embeddings": false
+        }
+    });
+    let text = resolve_json("qwen3-vl-30b-a3b", &vl.to_string()).unwrap().arch;
+    let want = resolve("qwen3-30b-a3b").unwrap().arch;
+    assert_eq!(text.total_params(), want.total_params());
+    assert_eq!(text.active_matmul_params(), want.active_matmul_params());
+}
