@@ -12,8 +12,9 @@
 //! StarCoder2, Nemotron) as `gpt` with their key/value heads and MLP width; mixtures of experts
 //! (DBRX's included) as `moe`; Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert
 //! layers), IBM's Granite 4.0 hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or
-//! experts in every layer), and Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then
-//! experts or an MLP) as `hybrid`. Other families are refused by name rather than approximated.
+//! experts in every layer), Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP,
+//! in every layer) and Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then experts
+//! or an MLP) as `hybrid`. Other families are refused by name rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -93,6 +94,7 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("qwen3_5_moe_text", qwen3_next),
     ("granitemoehybrid", granite_hybrid),
     ("bamba", granite_hybrid),
+    ("falcon_h1", falcon_h1),
 ];
 
 /// `model_type`s whose transformers config class ties the LM head to the embedding when the file
@@ -359,6 +361,29 @@ fn granite_hybrid(c: &Fields, mt: &str) -> Result<ModelFile> {
     } else {
         m.d_ff = Some(shared);
     }
+    Ok(m)
+}
+
+/// Falcon-H1 (FalconH1Config): every layer runs attention and a Mamba-2 mixer side by side on
+/// the same input, then a SwiGLU MLP of `intermediate_size`; priced as three blocks (`*M-`), the
+/// same matmuls and kernels as run in parallel. The mixer is `mamba_d_ssm` wide (else
+/// `mamba_expand` (2) x hidden) in `mamba_n_heads` heads of `mamba_d_head`.
+fn falcon_h1(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = llama_named(c, mt, "hybrid", Some("intermediate_size"))?;
+    let layers = m.layers;
+    let heads = c.req("mamba_n_heads")?;
+    let inner = c.opt("mamba_d_ssm").unwrap_or(c.opt("mamba_expand").unwrap_or(2) * m.d_model);
+    let head_dim = c.opt("mamba_d_head").unwrap_or(inner / heads.max(1));
+    if heads * head_dim != inner {
+        bail!("config.json: mamba_n_heads {heads} x mamba_d_head {head_dim} is not mamba_d_ssm {inner}");
+    }
+    m.mamba_heads = Some(heads);
+    m.mamba_head_dim = Some(head_dim);
+    m.mamba_state = Some(c.opt("mamba_d_state").unwrap_or(256));
+    m.mamba_groups = Some(c.opt("mamba_n_groups").unwrap_or(1));
+    m.pattern = Some("*M-".repeat(layers));
+    m.layers = 3 * layers;
+    m.gated = Some(true);
     Ok(m)
 }
 

@@ -424,3 +424,21 @@ fn minimax_m2_and_qwen3_vl_read_as_their_published_sizes() {
     assert_eq!(text.total_params(), want.total_params());
     assert_eq!(text.active_matmul_params(), want.active_matmul_params());
 }
+
+#[test]
+fn falcon_h1_runs_attention_and_a_mamba_mixer_in_every_layer() {
+    // tiiuae/Falcon-H1-7B-Base config.json's shape fields; TII: 7.6B parameters.
+    let json = r#"{"model_type": "falcon_h1", "hidden_size": 3072, "num_hidden_layers": 44,
+        "num_attention_heads": 12, "num_key_value_heads": 2, "head_dim": 128,
+        "intermediate_size": 12288, "vocab_size": 130048, "tie_word_embeddings": false,
+        "mamba_d_state": 256, "mamba_n_groups": 1, "mamba_n_heads": 24, "mamba_d_head": 128,
+        "mamba_d_ssm": 3072, "mamba_expand": 2, "mamba_d_conv": 4, "mamba_chunk_size": 128,
+        "max_position_embeddings": 262144}"#;
+    let m = resolve_json("falcon-h1-7b", json).unwrap().arch;
+    let hy = m.hybrid.unwrap();
+    assert_eq!((hy.attention, hy.mamba, hy.mlp, hy.mamba_heads, hy.mamba_head_dim), (44, 44, 44, 24, 128));
+    assert!((m.total_params() / 7.6e9 - 1.0).abs() < 0.02, "{:.4e}", m.total_params());
+    let bad = json.replace("\"mamba_d_ssm\": 3072", "\"mamba_d_ssm\": 4096");
+    let e = error_for("falcon-h1-bad", &bad);
+    assert!(e.contains("mamba_d_ssm 4096"), "{e}");
+}
