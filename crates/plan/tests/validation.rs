@@ -212,7 +212,7 @@ fn held_out_runs_predicted_blind() {
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
     assert!(
-        dense.len() >= 34 && moe.len() >= 29 && hybrid.len() >= 50,
+        dense.len() >= 34 && moe.len() >= 29 && hybrid.len() >= 52,
         "held-out rows missing: {} dense, {} MoE, {} hybrid",
         dense.len(),
         moe.len(),
@@ -226,8 +226,9 @@ fn held_out_runs_predicted_blind() {
     // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
     // optimistic. After that blind pass the Mamba-2 scan was priced by its kernels' HBM traffic
     // (mamba_ssm's Triton chain, no constant; written after seeing the rows, so no longer blind):
-    // Nano 19.2% (worst 26.0%), Super 28.4%, the class 24.6%. These bounds hold that result; the
-    // issue's targets (a 30% worst row, 15% held out) are not met.
+    // Nano 19.2% (worst 26.0%), Super 28.4%, the class 24.6%; Nemotron 3.5 Lightning's row, added
+    // after that and priced before it was compared, +19.2% (the class 24.5% over 52). These
+    // bounds hold that result; the targets (a 30% worst row, 15% held out) are not met.
     let (hybrid_mean, _) = summary(&hybrid);
     assert!(hybrid_mean <= 0.27, "held-out hybrid mean absolute error {:.1}% > 27%", 100.0 * hybrid_mean);
     let nano: Vec<f64> = held
