@@ -171,6 +171,11 @@ impl Fields<'_> {
             .ok_or_else(|| anyhow!("config.json has none of {}, which the planner needs", keys.join(" / ")))
     }
 
+    /// A list of layer indices (`attn_layer_indices`, `mlp_only_layers`); empty where absent.
+    fn indices(&self, key: &str) -> Vec<usize> {
+        self.v[key].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_u64).map(|i| i as usize).collect())
+    }
+
     fn flag(&self, key: &str) -> Option<bool> {
         self.v[key].as_bool()
     }
@@ -263,19 +268,14 @@ fn falcon(c: &Fields, mt: &str) -> Result<ModelFile> {
 /// `moe_shared_expert_intermediate_size`.
 fn nemotron_h(c: &Fields, mt: &str) -> Result<ModelFile> {
     let mut m = llama_named(c, mt, "hybrid", None)?;
-    let pattern = match (&c.v["hybrid_override_pattern"], &c.v["layers_block_type"]) {
+    const KINDS: &[(&str, char)] =
+        &[("mamba", 'M'), ("attention", '*'), ("full_attention", '*'), ("mlp", '-'), ("moe", 'E')];
+    let pattern = match (&c.v["hybrid_override_pattern"], layer_list(c, "layers_block_type", mt, KINDS, m.layers)?) {
         (Value::String(p), _) => p.clone(),
-        (_, Value::Array(kinds)) => kinds
-            .iter()
-            .map(|k| match k.as_str() {
-                Some("mamba") => Ok('M'),
-                Some("attention") | Some("full_attention") => Ok('*'),
-                Some("mlp") => Ok('-'),
-                Some("moe") => Ok('E'),
-                other => Err(anyhow!("config.json: layers_block_type has {other:?}; the planner reads mamba, attention, mlp and moe layers")),
-            })
-            .collect::<Result<String>>()?,
-        _ => bail!("config.json has neither hybrid_override_pattern nor layers_block_type, which a nemotron_h model needs"),
+        (_, Some(kinds)) => kinds.into_iter().collect(),
+        _ => bail!(
+            "config.json has neither hybrid_override_pattern nor layers_block_type, which a nemotron_h model needs"
+        ),
     };
     m.gated = Some(c.v["mlp_hidden_act"].as_str().is_some_and(|a| a != "relu2"));
     if pattern.contains('M') {
@@ -304,50 +304,77 @@ fn nemotron_h(c: &Fields, mt: &str) -> Result<ModelFile> {
     Ok(m)
 }
 
+/// A config's per-layer list `key` (`layer_types`, `layers_block_type`) read through `kinds`, each
+/// name to what the planner makes of it; `None` where the config has no such list. A name outside
+/// `kinds`, or a list that is not `layers` long, is refused in one line naming it.
+fn layer_list<T: Copy>(c: &Fields, key: &str, mt: &str, kinds: &[(&str, T)], layers: usize) -> Result<Option<Vec<T>>> {
+    let Some(list) = c.v[key].as_array() else {
+        return Ok(None);
+    };
+    let read = list
+        .iter()
+        .map(|k| {
+            let name = k.as_str();
+            kinds.iter().find(|(n, _)| Some(*n) == name).map(|&(_, t)| t).ok_or_else(|| {
+                let names: Vec<&str> = kinds.iter().map(|(n, _)| *n).collect();
+                anyhow!("config.json: {key} has {name:?}; a {mt} layer is one of {}", names.join(", "))
+            })
+        })
+        .collect::<Result<Vec<T>>>()?;
+    if read.len() != layers {
+        bail!("config.json: {key} lists {} layers, num_hidden_layers says {layers}", read.len());
+    }
+    Ok(Some(read))
+}
+
+/// The Mamba-2 widths of IBM's and TII's configs (BambaConfig, GraniteMoeHybridConfig,
+/// FalconH1Config) for `heads` heads: the mixer `mamba_d_ssm` wide (else `mamba_expand` (2) x
+/// hidden), each head `mamba_d_head` (else the mixer over the heads: the classes' "auto"), state
+/// `mamba_d_state` (256), groups `mamba_n_groups` (1). Heads that do not fill the mixer are
+/// refused, as the config classes refuse them.
+fn mamba2_widths(c: &Fields, m: &mut ModelFile, heads: usize) -> Result<()> {
+    let inner = c.opt("mamba_d_ssm").unwrap_or(c.opt("mamba_expand").unwrap_or(2) * m.d_model);
+    let head_dim = c.opt("mamba_d_head").unwrap_or(inner / heads.max(1));
+    if heads * head_dim != inner {
+        bail!(
+            "config.json: mamba_n_heads {heads} x mamba_d_head {head_dim} does not fill the mixer's mamba_d_ssm {inner} (mamba_expand x hidden_size where absent)"
+        );
+    }
+    m.mamba_heads = Some(heads);
+    m.mamba_head_dim = Some(head_dim);
+    m.mamba_state = Some(c.opt("mamba_d_state").unwrap_or(256));
+    m.mamba_groups = Some(c.opt("mamba_n_groups").unwrap_or(1));
+    Ok(())
+}
+
 /// IBM's Granite 4.0 hybrids (GraniteMoeHybridConfig) and Bamba (BambaConfig): every layer a
 /// mixer, Mamba-2 or attention, then a SwiGLU feed-forward block, written here as two blocks of
 /// the planner's pattern. Granite names its mixers in `layer_types` (`mamba` or `attention`; all
 /// Mamba-2 when absent, as its `layers_block_type` property reads) and its feed-forward block is
 /// experts of `intermediate_size` with a shared one of `shared_intermediate_size`, or only that
 /// shared MLP where `num_local_experts` is 0; Bamba lists its attention layers in
-/// `attn_layer_indices` and has a dense MLP of `intermediate_size`. The Mamba-2 widths default as
-/// the config classes do: `mamba_n_heads` 128, `mamba_d_head` "auto" (`mamba_expand` (2) x hidden
-/// over the heads), `mamba_d_state` 256, `mamba_n_groups` 1.
+/// `attn_layer_indices` and has a dense MLP of `intermediate_size`. The Mamba-2 widths as
+/// [`mamba2_widths`] reads them, `mamba_n_heads` 128 by default.
 fn granite_hybrid(c: &Fields, mt: &str) -> Result<ModelFile> {
     let mut m = llama_named(c, mt, "hybrid", None)?;
     let layers = m.layers;
+    const KINDS: &[(&str, bool)] = &[("mamba", false), ("attention", true)];
     let attention: Vec<bool> = if mt == "bamba" {
-        let idx: Vec<u64> =
-            c.v["attn_layer_indices"].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_u64).collect());
-        (0..layers as u64).map(|i| idx.contains(&i)).collect()
+        let idx = c.indices("attn_layer_indices");
+        (0..layers).map(|i| idx.contains(&i)).collect()
     } else {
-        match c.v["layer_types"].as_array().or(c.v["layers_block_type"].as_array()) {
-            None => vec![false; layers],
-            Some(kinds) => kinds
-                .iter()
-                .map(|k| match k.as_str() {
-                    Some("mamba") => Ok(false),
-                    Some("attention") => Ok(true),
-                    other => Err(anyhow!("config.json: layer_types has {other:?}; a {mt} layer is mamba or attention")),
-                })
-                .collect::<Result<_>>()?,
+        match layer_list(c, "layer_types", mt, KINDS, layers)? {
+            Some(kinds) => kinds,
+            None => layer_list(c, "layers_block_type", mt, KINDS, layers)?.unwrap_or(vec![false; layers]),
         }
     };
-    if attention.len() != layers {
-        bail!("config.json: layer_types lists {} layers, num_hidden_layers says {layers}", attention.len());
-    }
     let experts = if mt == "bamba" { 0 } else { c.opt("num_local_experts").unwrap_or(8) };
     let ffn = if experts > 0 { 'E' } else { '-' };
     m.pattern = Some(attention.iter().flat_map(|&a| [if a { '*' } else { 'M' }, ffn]).collect());
     m.layers = 2 * layers;
     m.gated = Some(true);
     if attention.contains(&false) {
-        let heads = c.opt("mamba_n_heads").unwrap_or(128);
-        let inner = c.opt("mamba_expand").unwrap_or(2) * m.d_model;
-        m.mamba_heads = Some(heads);
-        m.mamba_head_dim = Some(c.opt("mamba_d_head").unwrap_or(inner / heads.max(1)));
-        m.mamba_state = Some(c.opt("mamba_d_state").unwrap_or(256));
-        m.mamba_groups = Some(c.opt("mamba_n_groups").unwrap_or(1));
+        mamba2_widths(c, &mut m, c.opt("mamba_n_heads").unwrap_or(128))?;
     }
     let shared = c.opt("shared_intermediate_size").unwrap_or(1024);
     if mt == "bamba" {
@@ -366,21 +393,12 @@ fn granite_hybrid(c: &Fields, mt: &str) -> Result<ModelFile> {
 
 /// Falcon-H1 (FalconH1Config): every layer runs attention and a Mamba-2 mixer side by side on
 /// the same input, then a SwiGLU MLP of `intermediate_size`; priced as three blocks (`*M-`), the
-/// same matmuls and kernels as run in parallel. The mixer is `mamba_d_ssm` wide (else
-/// `mamba_expand` (2) x hidden) in `mamba_n_heads` heads of `mamba_d_head`.
+/// same matmuls and kernels as run in parallel; the Mamba-2 widths as [`mamba2_widths`] reads
+/// them, `mamba_n_heads` required.
 fn falcon_h1(c: &Fields, mt: &str) -> Result<ModelFile> {
     let mut m = llama_named(c, mt, "hybrid", Some("intermediate_size"))?;
     let layers = m.layers;
-    let heads = c.req("mamba_n_heads")?;
-    let inner = c.opt("mamba_d_ssm").unwrap_or(c.opt("mamba_expand").unwrap_or(2) * m.d_model);
-    let head_dim = c.opt("mamba_d_head").unwrap_or(inner / heads.max(1));
-    if heads * head_dim != inner {
-        bail!("config.json: mamba_n_heads {heads} x mamba_d_head {head_dim} is not mamba_d_ssm {inner}");
-    }
-    m.mamba_heads = Some(heads);
-    m.mamba_head_dim = Some(head_dim);
-    m.mamba_state = Some(c.opt("mamba_d_state").unwrap_or(256));
-    m.mamba_groups = Some(c.opt("mamba_n_groups").unwrap_or(1));
+    mamba2_widths(c, &mut m, c.req("mamba_n_heads")?)?;
     m.pattern = Some("*M-".repeat(layers));
     m.layers = 3 * layers;
     m.gated = Some(true);
@@ -397,30 +415,18 @@ fn falcon_h1(c: &Fields, mt: &str) -> Result<ModelFile> {
 fn qwen3_next(c: &Fields, mt: &str) -> Result<ModelFile> {
     let mut m = llama_named(c, mt, "hybrid", None)?;
     let layers = m.layers;
-    let attention: Vec<bool> = match c.v["layer_types"].as_array() {
-        Some(kinds) => kinds
-            .iter()
-            .map(|k| match k.as_str() {
-                Some("linear_attention") => Ok(false),
-                Some("full_attention") => Ok(true),
-                other => Err(anyhow!(
-                    "config.json: layer_types has {other:?}; a {mt} layer is linear_attention or full_attention"
-                )),
-            })
-            .collect::<Result<_>>()?,
+    const KINDS: &[(&str, bool)] = &[("linear_attention", false), ("full_attention", true)];
+    let attention = match layer_list(c, "layer_types", mt, KINDS, layers)? {
+        Some(kinds) => kinds,
         None => {
             let every = c.opt("full_attention_interval").unwrap_or(4).max(1);
             (0..layers).map(|i| (i + 1) % every == 0).collect()
         }
     };
-    if attention.len() != layers {
-        bail!("config.json: layer_types lists {} layers, num_hidden_layers says {layers}", attention.len());
-    }
     let experts = c.opt("num_experts").unwrap_or(0);
     let step = c.opt("decoder_sparse_step").unwrap_or(1).max(1);
-    let dense_only: Vec<u64> =
-        c.v["mlp_only_layers"].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_u64).collect());
-    let moe = |i: usize| experts > 0 && !dense_only.contains(&(i as u64)) && (i + 1) % step == 0;
+    let dense_only = c.indices("mlp_only_layers");
+    let moe = |i: usize| experts > 0 && !dense_only.contains(&i) && (i + 1) % step == 0;
     let pattern: String = attention
         .iter()
         .enumerate()
@@ -558,7 +564,7 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
             one_shared_expert(c, &mut m, "shared_expert_intermediate_size");
-            if c.v["mlp_only_layers"].as_array().is_some_and(|l| !l.is_empty()) {
+            if !c.indices("mlp_only_layers").is_empty() {
                 bail!("config.json: mlp_only_layers (dense layers at chosen indices) cannot be planned from config.json; write a TOML model file with dense_layers / moe_every");
             }
             let every = c.opt("decoder_sparse_step").unwrap_or(1);

@@ -263,12 +263,17 @@ impl Hybrid {
     /// key width each), values and the output gate z (value heads x value width each), and per
     /// value head beta and the decay's input.
     pub fn gdn_in_proj_width(&self) -> usize {
-        2 * self.gdn_key_heads * self.gdn_key_dim + 2 * self.gdn_v_width() + 2 * self.gdn_value_heads
+        2 * self.gdn_k_width() + 2 * self.gdn_v_width() + 2 * self.gdn_value_heads
     }
 
     /// Channels of a Gated DeltaNet mixer's causal convolution: queries, keys and values.
     pub fn gdn_conv_width(&self) -> usize {
-        2 * self.gdn_key_heads * self.gdn_key_dim + self.gdn_v_width()
+        2 * self.gdn_k_width() + self.gdn_v_width()
+    }
+
+    /// Key heads x key width: the width of the mixer's queries or keys as projected.
+    pub fn gdn_k_width(&self) -> usize {
+        self.gdn_key_heads * self.gdn_key_dim
     }
 
     /// Value heads x value width: the width of the mixer's values, output and gate.
@@ -318,7 +323,7 @@ impl Hybrid {
     /// megatron/core/ssm/gated_delta_net (gdn.py, common.py `_prepare_input_for_gated_delta_rule`).
     pub fn gdn_bytes_per_token(&self) -> (f64, f64) {
         let (dk, h) = (self.gdn_key_dim as f64, self.gdn_value_heads as f64);
-        let kk = (self.gdn_key_heads * self.gdn_key_dim) as f64;
+        let kk = self.gdn_k_width() as f64;
         let (k, v) = (h * dk, self.gdn_v_width() as f64);
         let (st, a) = (v * dk / GDN_CHUNK as f64, h * GDN_CHUNK as f64);
         let fwd = 16.0 * k + 22.0 * v + 4.0 * st + 2.0 * a + 20.0 * kk;

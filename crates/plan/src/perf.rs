@@ -2115,17 +2115,20 @@ mod tests {
         assert_eq!(hy.scan_bytes_per_token(), (26.0 * d + 24.0 * s, 78.0 * d + 80.0 * s));
         // On an H100 the ~4 MFLOP a token of the scan take a few nanoseconds at the attention
         // rate; its ~0.5 MB a token take ~190 ns at the measured bandwidth: the traffic prices it.
+        let (m, stream) = on_h100(&arch, |cx| (cx.mamba_block(), cx.tok / (cx.r.mem_bw * MEM_BW_EFF)));
+        let (fwd, bwd) = hy.scan_bytes_per_token();
+        assert!((m.fwd - m.linear_fwd - fwd * stream).abs() < 1e-12, "{} vs {}", m.fwd - m.linear_fwd, fwd * stream);
+        assert!((m.bwd - 2.0 * m.linear_fwd - bwd * stream).abs() < 1e-12);
+    }
+
+    /// `f` of the context pricing `arch` on 8 H100s, data parallel, 4,096 tokens a micro-batch,
+    /// BF16 under nemo-2025 and the shipped constants.
+    fn on_h100<T>(arch: &Arch, f: impl FnOnce(&Ctx) -> T) -> T {
         let (k, st) = (crate::calib::shipped(), crate::stack::find("nemo-2025").unwrap());
         let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
         let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
         let l = Layout::data_parallel(8);
-        let tok = 4096.0;
-        let cx = Ctx { a: &arch, l, r: &r, k: &k, stack: &st, precision: Precision::Bf16, s: 4096.0, tok };
-        let m = cx.mamba_block();
-        let stream = tok / (r.mem_bw * MEM_BW_EFF);
-        let (fwd, bwd) = hy.scan_bytes_per_token();
-        assert!((m.fwd - m.linear_fwd - fwd * stream).abs() < 1e-12, "{} vs {}", m.fwd - m.linear_fwd, fwd * stream);
-        assert!((m.bwd - 2.0 * m.linear_fwd - bwd * stream).abs() < 1e-12);
+        f(&Ctx { a: arch, l, r: &r, k: &k, stack: &st, precision: Precision::Bf16, s: 4096.0, tok: 4096.0 })
     }
 
     /// Llama 3 8B's widths with Gated DeltaNet mixers of Qwen3-Next's heads (16 key, 32 value,
@@ -2161,22 +2164,7 @@ mod tests {
         assert_eq!(hy.gdn_params(4096), 4096.0 * (2.0 * 2048.0 + 2.0 * 4096.0 + 64.0 + 4096.0));
         // On an H100 its ~5.8 MFLOP a token take ~17 ns at the attention rate, its ~0.5 MB ~190 ns
         // at the measured bandwidth: the traffic prices both passes.
-        let (k, st) = (crate::calib::shipped(), crate::stack::find("nemo-2025").unwrap());
-        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
-        let tok = 4096.0;
-        let cx = Ctx {
-            a: &arch,
-            l: Layout::data_parallel(8),
-            r: &r,
-            k: &k,
-            stack: &st,
-            precision: Precision::Bf16,
-            s: 4096.0,
-            tok,
-        };
-        let g = cx.gdn_block();
-        let stream = tok / (r.mem_bw * MEM_BW_EFF);
+        let (g, stream) = on_h100(&arch, |cx| (cx.gdn_block(), cx.tok / (cx.r.mem_bw * MEM_BW_EFF)));
         assert!(
             (g.fwd - g.linear_fwd - want.0 * stream).abs() < 1e-12,
             "{} vs {}",
