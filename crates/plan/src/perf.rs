@@ -94,6 +94,10 @@ pub struct Modules {
     /// rerun in backward (Megatron-Core `recompute_modules` "mlp"; MaxText's `remat` of `mlpwi`
     /// and `mlpwo`). MoE layers are not touched (Megatron-Core names them "moe").
     pub mlp: bool,
+    /// A MoE layer's shared experts: only their input is kept; their up projections, activation
+    /// and down projection rerun in backward (Megatron-Core `recompute_modules` "shared_experts",
+    /// `SharedExpertMLP` checkpointed whole).
+    pub shared_experts: bool,
     /// torchtitan's per-op selective checkpointing (`selective_ac_option = "op"`): of a layer's
     /// forward only the outputs of the ops in its save list are kept (matmuls, attention, max),
     /// except every second matmul; everything else reruns in backward, the element-wise ops
@@ -105,7 +109,7 @@ pub struct Modules {
 
 impl Modules {
     /// Parse module names joined by `+` (or given one by one): `layernorm`, `moe_act`, `mla_up_proj`,
-    /// `mlp`, `op_sac`.
+    /// `mlp`, `shared_experts`, `op_sac`.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Modules> {
         let mut m = Modules::default();
         for name in names.into_iter().flat_map(|n| n.split('+')).map(str::trim).filter(|n| !n.is_empty()) {
@@ -114,10 +118,11 @@ impl Modules {
                 "moe_act" => m.moe_act = true,
                 "mla_up_proj" => m.mla_up_proj = true,
                 "mlp" => m.mlp = true,
+                "shared_experts" => m.shared_experts = true,
                 "op_sac" => m.op_sac = true,
-                other => {
-                    bail!("recompute module must be layernorm, moe_act, mla_up_proj, mlp or op_sac, got '{other}'")
-                }
+                other => bail!(
+                    "recompute module must be layernorm, moe_act, mla_up_proj, mlp, shared_experts or op_sac, got '{other}'"
+                ),
             }
         }
         Ok(m)
@@ -136,6 +141,7 @@ impl fmt::Display for Modules {
             (self.moe_act, "moe_act"),
             (self.mla_up_proj, "mla_up_proj"),
             (self.mlp, "mlp"),
+            (self.shared_experts, "shared_experts"),
             (self.op_sac, "op_sac"),
         ];
         let names: Vec<&str> = on.iter().filter(|(b, _)| *b).map(|(_, n)| *n).collect();
@@ -1269,6 +1275,15 @@ impl Ctx<'_> {
             // 2 B), write the output.
             bytes += routed * fe * lin;
             rerun += routed * fe * (2.0 * ups + lin) / self.r.mem_bw;
+        }
+        if let Some(x) = a.moe.filter(|x| m.shared_experts && routed > 0.0 && x.shared > 0) {
+            // The shared experts' up outputs and activation output (BF16, or the down
+            // projection's cast input), as the dense MLP's below; rerun: their GEMMs and activation.
+            let (fs, ups) = ((x.shared_d_ff * x.shared) as f64, x.expert_up as f64);
+            bytes += tok * (2.0 * ups * fs + lin * fs) / t;
+            let params = (ups + 1.0) * h * fs / t;
+            rerun +=
+                self.linear(2.0 * tok * params, tok, fs / t, h) + tok * (2.0 * ups * fs + lin * fs) / t / self.r.mem_bw;
         }
         if m.mlp && routed == 0.0 && a.dense_mlp_params > 0.0 {
             // The up projections' outputs (BF16) and the activation's output (the down

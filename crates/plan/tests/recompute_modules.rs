@@ -24,7 +24,7 @@ fn modules_parse_and_bad_names_are_refused() {
     assert!(l.modules.layernorm && l.modules.moe_act && !l.modules.mla_up_proj);
     assert!(l.to_string().contains("rc:none+layernorm+moe_act"), "{l}");
     let e = parse_layout("tp=1,modules=layernorm+attn", 8).unwrap_err().to_string();
-    assert!(e.contains("layernorm, moe_act, mla_up_proj, mlp or op_sac"), "{e}");
+    assert!(e.contains("layernorm, moe_act, mla_up_proj, mlp, shared_experts or op_sac"), "{e}");
 }
 
 #[test]
@@ -105,4 +105,28 @@ fn mlp_drops_the_dense_mlps_insides_for_a_rerun_of_its_forward() {
     let moe_mlp = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8,modules=mlp", 64, Precision::Bf16);
     assert_eq!(moe.memory.activations, moe_mlp.memory.activations);
     assert_eq!(moe.time.recompute, moe_mlp.time.recompute);
+}
+
+#[test]
+fn shared_experts_drops_the_shared_experts_insides_for_a_rerun_of_their_forward() {
+    // DeepSeek-V3 on 128 chips, pp16, micro-batch 1 of 4096 tokens: one shared expert of 2048 in
+    // 58 of its 61 layers (the planner spreads the 3 dense ones evenly: 58/61 of a layer is MoE);
+    // the heaviest stage holds 4 layers with 16 micro-batches in flight. The module keeps the
+    // shared expert's input only: its gate and up outputs (2 x 2 fs bytes a token) and its
+    // activation's output (2 fs, BF16) leave memory.
+    let base = run("deepseek-v3", "tp=1,pp=16,mb=1,ep=8", 128, Precision::Bf16);
+    let sh = run("deepseek-v3", "tp=1,pp=16,mb=1,ep=8,modules=shared_experts", 128, Precision::Bf16);
+    let saved = base.memory.activations - sh.memory.activations;
+    let want = 4.0 * 16.0 * 58.0 / 61.0 * 4096.0 * (4.0 + 2.0) * 2048.0;
+    assert!((saved / want - 1.0).abs() < 1e-9, "shared_experts saves {saved} B, want {want}");
+    // Its rerun is the shared expert's forward: 6 h fs FLOPs a token per MoE layer, at least as
+    // long as those FLOPs at the chip's BF16 peak.
+    let rerun = sh.time.recompute - base.time.recompute;
+    assert!(rerun > 0.0, "no rerun");
+    // A model without shared experts is untouched.
+    let oss = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8", 64, Precision::Bf16);
+    let oss_sh = run("gpt-oss-120b", "tp=1,pp=4,mb=1,ep=8,modules=shared_experts", 64, Precision::Bf16);
+    assert_eq!(oss.memory.activations, oss_sh.memory.activations);
+    assert_eq!(oss.time.recompute, oss_sh.time.recompute);
+    assert!(sh.layout.to_string().contains("shared_experts"), "{}", sh.layout);
 }
