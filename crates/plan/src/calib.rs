@@ -266,6 +266,9 @@ pub fn accuracy_for(kind: &str, family: &str) -> Vec<Accuracy> {
     all.into_iter().filter(|a| a.held_out == "family" && a.kind == kind).collect()
 }
 
+/// Fewest runs a class needs before `plan` quotes its error (fewer is no accuracy figure).
+pub const MIN_CLASS_ROWS: usize = 5;
+
 /// The mean error to expect, short, for a table column: the first class's (its family's runs
 /// held out by source) as `±7.7%`, or over family-held-out classes their range, `±12.6-16.8%`.
 pub fn expected_error(classes: &[Accuracy]) -> String {
@@ -290,7 +293,9 @@ pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
         _ => "dense runs",
     };
     if classes.is_empty() {
-        return format!("accuracy: no published {runs} to measure it by; treat as an estimate");
+        return format!(
+            "accuracy: fewer than {MIN_CLASS_ROWS} published {runs} to measure it by; treat as an estimate"
+        );
     }
     if classes.iter().all(|a| a.held_out == "family") {
         let each: Vec<String> = classes

@@ -399,16 +399,13 @@ fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accurac
         .collect()
 }
 
-/// Fewest runs a class needs before `plan` quotes its error.
-const MIN_CLASS_ROWS: usize = 5;
-
 /// The accuracy of each (dense or MoE, chip family) class of `rows` under the cross-validated
 /// outcome `cv`, whose fits left out `held_out` (`source` or `family`; `blind` for the held-out
 /// file's runs, which no fit saw).
 fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
     let by = errors_by(rows, cv, |p, kind| (kind, p.chip_family()));
     by.into_iter()
-        .filter(|(_, errs)| errs.len() >= MIN_CLASS_ROWS)
+        .filter(|(_, errs)| errs.len() >= calib::MIN_CLASS_ROWS)
         .map(|((kind, family), errs)| Accuracy::of(kind, family, held_out, &errs))
         .collect()
 }

@@ -195,7 +195,7 @@ fn held_out_runs_predicted_blind() {
     let held = prepare_held_out().unwrap();
     let fitted: BTreeSet<String> = prepare().unwrap().into_iter().map(|r| r.row.id).collect();
     let k = calib::shipped();
-    let (mut dense, mut moe, mut hybrid) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dense, mut moe, mut hybrid, mut gdn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in &held {
         assert!(!fitted.contains(&r.row.id), "{} is in both published_runs.toml and held_out_runs.toml", r.row.id);
         let e = r.error(&k).unwrap();
@@ -203,20 +203,23 @@ fn held_out_runs_predicted_blind() {
         match r.kind() {
             "moe" => moe.push(e),
             "hybrid" => hybrid.push(e),
+            "gdn-hybrid" => gdn.push(e),
             _ => dense.push(e),
         }
     }
-    let all: Vec<f64> = dense.iter().chain(&moe).chain(&hybrid).copied().collect();
-    for (what, errs) in [("dense", &dense), ("MoE", &moe), ("hybrid", &hybrid), ("all", &all)] {
+    let all: Vec<f64> = dense.iter().chain(&moe).chain(&hybrid).chain(&gdn).copied().collect();
+    let kinds = [("dense", &dense), ("MoE", &moe), ("hybrid", &hybrid), ("Gated DeltaNet hybrid", &gdn), ("all", &all)];
+    for (what, errs) in kinds {
         let (mean, worst) = summary(errs);
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
     assert!(
-        dense.len() >= 34 && moe.len() >= 29 && hybrid.len() >= 52,
-        "held-out rows missing: {} dense, {} MoE, {} hybrid",
+        dense.len() >= 34 && moe.len() >= 29 && hybrid.len() >= 52 && !gdn.is_empty(),
+        "held-out rows missing: {} dense, {} MoE, {} hybrid, {} Gated DeltaNet hybrid",
         dense.len(),
         moe.len(),
-        hybrid.len()
+        hybrid.len(),
+        gdn.len()
     );
     let (dense_mean, moe_mean) = (summary(&dense).0, summary(&moe).0);
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
@@ -231,6 +234,12 @@ fn held_out_runs_predicted_blind() {
     // bounds hold that result; the targets (a 30% worst row, 15% held out) are not met.
     let (hybrid_mean, _) = summary(&hybrid);
     assert!(hybrid_mean <= 0.27, "held-out hybrid mean absolute error {:.1}% > 27%", 100.0 * hybrid_mean);
+    // Gated DeltaNet hybrids: Megatron-MoE-ModelZoo's Qwen3-Next-80B-A3B on 128 H100, priced
+    // before it was compared with the G block as written in 4c5fc36: +25.5% (+25.1% with the
+    // recompute module shared_experts, added after), in line with the Mamba-2 class. Held to the
+    // same bound.
+    let (gdn_mean, _) = summary(&gdn);
+    assert!(gdn_mean <= 0.27, "held-out Gated DeltaNet hybrid mean absolute error {:.1}% > 27%", 100.0 * gdn_mean);
     let nano: Vec<f64> = held
         .iter()
         .filter(|r| r.row.model == "nemotron-3-nano" && r.row.publisher.as_deref() == Some("megatron-bridge"))
