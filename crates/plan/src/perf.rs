@@ -94,6 +94,10 @@ pub struct Modules {
     /// rerun in backward (Megatron-Core `recompute_modules` "mlp"; MaxText's `remat` of `mlpwi`
     /// and `mlpwo`). MoE layers are not touched (Megatron-Core names them "moe").
     pub mlp: bool,
+    /// A MoE layer checkpointed whole (Megatron-Core `recompute_modules` "moe", `MoELayer`'s
+    /// `custom_forward` under `tensor_parallel.checkpoint`): only its input is kept; router,
+    /// dispatch, experts, combine and shared experts rerun in backward, the all-to-all included.
+    pub moe: bool,
     /// A MoE layer's shared experts: only their input is kept; their up projections, activation
     /// and down projection rerun in backward (Megatron-Core `recompute_modules` "shared_experts",
     /// `SharedExpertMLP` checkpointed whole).
@@ -109,7 +113,7 @@ pub struct Modules {
 
 impl Modules {
     /// Parse module names joined by `+` (or given one by one): `layernorm`, `moe_act`, `mla_up_proj`,
-    /// `mlp`, `shared_experts`, `op_sac`.
+    /// `mlp`, `moe`, `shared_experts`, `op_sac`.
     pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Modules> {
         let mut m = Modules::default();
         for name in names.into_iter().flat_map(|n| n.split('+')).map(str::trim).filter(|n| !n.is_empty()) {
@@ -118,10 +122,11 @@ impl Modules {
                 "moe_act" => m.moe_act = true,
                 "mla_up_proj" => m.mla_up_proj = true,
                 "mlp" => m.mlp = true,
+                "moe" => m.moe = true,
                 "shared_experts" => m.shared_experts = true,
                 "op_sac" => m.op_sac = true,
                 other => bail!(
-                    "recompute module must be layernorm, moe_act, mla_up_proj, mlp, shared_experts or op_sac, got '{other}'"
+                    "recompute module must be layernorm, moe_act, mla_up_proj, mlp, moe, shared_experts or op_sac, got '{other}'"
                 ),
             }
         }
@@ -141,6 +146,7 @@ impl fmt::Display for Modules {
             (self.moe_act, "moe_act"),
             (self.mla_up_proj, "mla_up_proj"),
             (self.mlp, "mlp"),
+            (self.moe, "moe"),
             (self.shared_experts, "shared_experts"),
             (self.op_sac, "op_sac"),
         ];
@@ -1041,6 +1047,8 @@ impl Ctx<'_> {
         let mut c = LayerCost::default();
         let mlp_inside;
         let mut routed = 0.0;
+        // Of the linear inputs, those stored inside the MoE layer (not its input).
+        let mut inside_linear_inputs = 0.0;
         match (moe, a.moe) {
             (true, Some(m)) => {
                 let fe = m.expert_d_ff as f64;
@@ -1066,6 +1074,7 @@ impl Ctx<'_> {
                 mlp_inside = (routed * (2.0 * io + kept) + tok / t * 2.0 * mats * fs + 2.0 * latent_in) / tok;
                 c.moe_bytes = routed * (2.0 * io + kept);
                 c.linear_inputs = routed * (io + fe) + tok / t * (h * m.shared as f64 + fs) + latent_in;
+                inside_linear_inputs = routed * (io + fe) + tok / t * fs + latent_in;
                 if self.fuses_expert_mlp() {
                     // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
                     // and its backward twin) applies the activation, the routing probabilities and
@@ -1092,6 +1101,16 @@ impl Ctx<'_> {
         if self.l.modules.moe_act && !self.stack.fused_expert_mlp {
             // The clamp runs inside the checkpointed activation, so it reruns with it.
             c.module_rerun += self.unfused_clamp(routed).0;
+        }
+        if self.l.modules.moe && routed > 0.0 {
+            // The whole MoE layer reruns: all it stores but its input leaves memory (what moe_act
+            // and shared_experts would drop is part of it; its linear inputs as stored, quantized
+            // in FP8), and backward reruns its forward GEMMs, element-wise extras and the forward
+            // all-to-all pair (half of `ep`).
+            let (norm_bytes, norm_rerun) = self.norm_recompute();
+            let quantized_saving = inside_linear_inputs * (2.0 - self.precision.operand_bytes());
+            c.module_bytes = norm_bytes + tok * mlp_inside - quantized_saving;
+            c.module_rerun = norm_rerun + c.linear_fwd + extra_fwd + c.ep / 2.0;
         }
         let tp_pair = self.tp_pair();
         c.fwd = c.linear_fwd + extra_fwd;

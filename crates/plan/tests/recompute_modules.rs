@@ -24,7 +24,7 @@ fn modules_parse_and_bad_names_are_refused() {
     assert!(l.modules.layernorm && l.modules.moe_act && !l.modules.mla_up_proj);
     assert!(l.to_string().contains("rc:none+layernorm+moe_act"), "{l}");
     let e = parse_layout("tp=1,modules=layernorm+attn", 8).unwrap_err().to_string();
-    assert!(e.contains("layernorm, moe_act, mla_up_proj, mlp, shared_experts or op_sac"), "{e}");
+    assert!(e.contains("layernorm, moe_act, mla_up_proj, mlp, moe, shared_experts or op_sac"), "{e}");
 }
 
 #[test]
@@ -129,4 +129,28 @@ fn shared_experts_drops_the_shared_experts_insides_for_a_rerun_of_their_forward(
     assert_eq!(oss.memory.activations, oss_sh.memory.activations);
     assert_eq!(oss.time.recompute, oss_sh.time.recompute);
     assert!(sh.layout.to_string().contains("shared_experts"), "{}", sh.layout);
+}
+
+#[test]
+fn moe_drops_the_whole_moe_layer_for_a_rerun_of_its_forward_all_to_all_included() {
+    // DeepSeek-V3 on 128 chips, EP 8 over one NVLink domain each: `moe` keeps only the MoE layer's
+    // input, so it frees more than its activation and shared expert together, and reruns more:
+    // the experts' and shared expert's GEMMs and the forward dispatch and combine.
+    let layout = |m: &str| format!("tp=1,pp=16,mb=1,ep=8{m}");
+    let base = run("deepseek-v3", &layout(""), 128, Precision::Fp8);
+    let parts = run("deepseek-v3", &layout(",modules=moe_act+shared_experts"), 128, Precision::Fp8);
+    let whole = run("deepseek-v3", &layout(",modules=moe"), 128, Precision::Fp8);
+    assert!(whole.memory.activations < parts.memory.activations && parts.memory.activations < base.memory.activations);
+    assert!(whole.time.recompute > parts.time.recompute, "{:?} {:?}", whole.time, parts.time);
+    // The forward all-to-all pair reruns: half of the layout's EP time at least.
+    assert!(whole.time.recompute - parts.time.recompute > 0.5 * base.time.ep_comm, "{:?}", whole.time);
+    // Adding moe_act or shared_experts to moe changes nothing (they are inside it).
+    let both = run("deepseek-v3", &layout(",modules=moe+moe_act+shared_experts"), 128, Precision::Fp8);
+    assert_eq!(both.memory.activations, whole.memory.activations);
+    assert_eq!(both.time.recompute, whole.time.recompute);
+    // A dense model is untouched.
+    let dense = run("llama3-8b", "tp=1,pp=1,mb=1", 8, Precision::Bf16);
+    let dense_moe = run("llama3-8b", "tp=1,pp=1,mb=1,modules=moe", 8, Precision::Bf16);
+    assert_eq!(dense.memory.activations, dense_moe.memory.activations);
+    assert_eq!(dense.time.recompute, dense_moe.time.recompute);
 }
