@@ -185,11 +185,13 @@ fn issue_18_bounds() {
 /// constants: tpu-recipes' MaxText runs on TPU v6e (18), v5p (3) and TPU7x Ironwood (16, a chip
 /// priced from its datasheet alone: 8 dense Llama rows, 2 of them at 131,072 tokens, and 8 MoE
 /// rows), MaxText's 2023 TPU v4 table (6), MLPerf Training v6.0's MoE results (12: GPT-OSS-20B
-/// on 8 to 512 Blackwell GPUs, DeepSeek-V3 on 256 and 512) and NeMo AutoModel's H100 table (8: 7
-/// MoE, Llama 3.1 70B). Bounds: the issue's 12% on the mean of the 34 dense rows (docs/planner.md:
-/// 5.6%); the 29 MoE rows 20.3% (GPT-OSS-120B on Ironwood +79% the largest, then MLPerf's
-/// DeepSeek-V3 on 512 GB200 +41%; the AutoModel rows -24% to -2%), held to a regression bound
-/// just above that; single rows are printed, not bounded.
+/// on 8 to 512 Blackwell GPUs, DeepSeek-V3 on 256 and 512), NeMo AutoModel's H100 table (8: 7
+/// MoE, Llama 3.1 70B) and Megatron-MoE-ModelZoo's long-context Qwen3-235B-A22B rows (5: 16k to
+/// 128k tokens). Bounds: the issue's 12% on the mean of the 34 dense rows (docs/planner.md:
+/// 5.6%); the 34 MoE rows 22.1% (GPT-OSS-120B on Ironwood +79% the largest, then ModelZoo's 128k
+/// GB200 row -47% and MLPerf's DeepSeek-V3 on 512 GB200 +41%; the AutoModel rows -24% to -2%;
+/// before the long-context rows, 20.3% over 29), held to a regression bound just above that;
+/// single rows are printed, not bounded.
 #[test]
 fn held_out_runs_predicted_blind() {
     let held = prepare_held_out().unwrap();
@@ -223,7 +225,7 @@ fn held_out_runs_predicted_blind() {
     );
     let (dense_mean, moe_mean) = (summary(&dense).0, summary(&moe).0);
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
-    assert!(moe_mean <= 0.22, "held-out MoE mean absolute error {:.1}% > 22%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.23, "held-out MoE mean absolute error {:.1}% > 23%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
     // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
