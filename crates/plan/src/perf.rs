@@ -19,9 +19,11 @@
 //! - Tensor work (GEMMs, attention, softmax exponentials) at the clock the chip sustains within its
 //!   board power ([`power_clock`]): below `power_w_per_tflop` board watts per TFLOP/s, the cube
 //!   root of the shortfall.
-//! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward, FlashAttention-2);
-//!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic. Mamba-2's
-//!   chunked scan is priced as fused attention (its FLOPs at `attn_eff`).
+//! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward; cuDNN and
+//!   FlashAttention-3-class kernels, a FlashAttention-2-class stack at the chip's
+//!   `sync_mma_fraction` of that), its softmax exponentials in series at the chip's SFU rate;
+//!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic. The Mamba-2
+//!   and Gated DeltaNet scans cost the larger of their FLOPs at `attn_eff` and their kernels' traffic.
 //! - Element-wise kernels: stored-activation bytes x passes / memory bandwidth.
 //! - Collectives over the topology: inside the scale-up domain at its link rate, across domains at
 //!   the scale-out rate of the NICs the group's members in one domain share; a per-hop latency.
