@@ -220,7 +220,7 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
         power_note(plan, chip),
         attention_note(plan)
     );
-    println!("{}", anychip_plan::calib::accuracy_line(&plan.kind, &chip.family, &plan.accuracy));
+    println!("{}", anychip_plan::calib::accuracy_line(&plan.accuracy_class, &chip.family, &plan.accuracy));
     if let Some(line) = anychip_plan::calib::model_accuracy_line(&plan.model, &plan.model_accuracy) {
         println!("{line}");
     }

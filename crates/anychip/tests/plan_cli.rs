@@ -335,8 +335,19 @@ fn plan_states_its_accuracy() {
     let v = plan("qwen3-30b-a3b", "tpu-v5p:64", &[]);
     let json: serde_json::Value = serde_json::from_str(&assert_ok(&v)).unwrap();
     let classes = json["accuracy"].as_array().unwrap();
-    assert!(classes.iter().all(|c| c["kind"] == "moe" && c["family"] == "tpu"), "{classes:?}");
+    // The default stack (`unknown`) has no flex dispatcher: MoE runs with an all-to-all one.
+    assert_eq!(json["kind"], "moe");
+    assert_eq!(json["accuracy_class"], "moe-all-to-all");
+    assert!(classes.iter().all(|c| c["kind"] == "moe-all-to-all" && c["family"] == "tpu"), "{classes:?}");
     assert!(classes.iter().any(|c| c["held_out"] == "blind"), "the held-out TPU MoE runs: {classes:?}");
+    // On NVIDIA chips the two dispatchers' runs are two classes, each with its own error bar.
+    let dispatch = |stack: &str| {
+        let o = run(&["plan", "--model", "qwen3-30b-a3b", "--chips", "h100:64", "--tokens", "1e12", "--stack", stack]);
+        assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string()
+    };
+    let (a2a, flex) = (dispatch("nemo-2025"), dispatch("nemo-2025-flex"));
+    assert!(a2a.contains("MoE runs with an all-to-all token dispatcher on nvidia chips"), "{a2a}");
+    assert!(flex.contains("MoE runs on nvidia chips") && !flex.contains("all-to-all"), "{flex}");
     // `chips compare` gives each row its error bar: one figure, or a range for an unseen family.
     let out = scratch("plan-cli-compare-error");
     let o = run(&[

@@ -252,6 +252,22 @@ pub fn model_accuracy_line(model: &str, classes: &[Accuracy]) -> Option<String> 
     Some(format!("on {model} itself, on any chip: {}", each.join("; ")))
 }
 
+/// The accuracy class of a job of model `kind` (`dense`, `moe`, `hybrid`, `gdn-hybrid`) on
+/// `stack`: a MoE job whose stack routes tokens with a plain all-to-all (Megatron-Core's
+/// `alltoall` token dispatcher, permuting before it and un-permuting after) rather than a flex
+/// dispatcher (DeepEP, HybridEP) is its own class, `moe-all-to-all`: the published runs of the two
+/// are predicted with different bias (docs/planner.md, "Where it is wrong"), so each gets its own
+/// error bar. Every other job's class is its kind.
+pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack) -> &'static str {
+    match kind {
+        "moe" if !stack.moe_flex_dispatcher => "moe-all-to-all",
+        "moe" => "moe",
+        "hybrid" => "hybrid",
+        "gdn-hybrid" => "gdn-hybrid",
+        _ => "dense",
+    }
+}
+
 /// The classes that answer for a prediction of a `kind` (`dense` or `moe`) job on a chip of
 /// `family`: that family's own runs (each held out by source, and the held-out file's, never
 /// fitted) where there are any; otherwise every family's runs of that kind with the whole
@@ -288,6 +304,7 @@ pub fn expected_error(classes: &[Accuracy]) -> String {
 pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
     let runs = match kind {
         "moe" => "MoE runs",
+        "moe-all-to-all" => "MoE runs with an all-to-all token dispatcher",
         "hybrid" => "hybrid (Mamba-2) runs",
         "gdn-hybrid" => "Gated DeltaNet hybrid runs",
         _ => "dense runs",
@@ -456,6 +473,18 @@ mod tests {
         let errs: Vec<f64> = (1..=10).map(|i| if i % 2 == 0 { 0.01 * i as f64 } else { -0.01 * i as f64 }).collect();
         let a = Accuracy::of("dense", "x", "source", &errs);
         assert_eq!((a.rows, a.mean_abs_error, a.p90_abs_error, a.bias), (10, 0.055, 0.09, 0.005));
+    }
+
+    #[test]
+    fn moe_jobs_are_classed_by_their_stacks_dispatcher() {
+        let (flex, plain) = (crate::stack::find("nemo-2025-flex").unwrap(), crate::stack::find("nemo-2025").unwrap());
+        assert_eq!(accuracy_class("moe", &flex), "moe");
+        assert_eq!(accuracy_class("moe", &plain), "moe-all-to-all");
+        assert_eq!(accuracy_class("dense", &plain), "dense");
+        assert_eq!(accuracy_class("gdn-hybrid", &plain), "gdn-hybrid");
+        // The shipped calibration has both MoE classes on NVIDIA chips, the all-to-all one wider.
+        let err = |class: &str| accuracy_for(class, "nvidia").first().map(|a| a.mean_abs_error).unwrap();
+        assert!(err("moe-all-to-all") > err("moe"), "{} vs {}", err("moe-all-to-all"), err("moe"));
     }
 
     #[test]

@@ -128,8 +128,11 @@ pub struct Plan {
     pub precision: Precision,
     /// Whether published runs on this chip were part of the calibration.
     pub validated: bool,
-    /// `dense` or `moe`.
+    /// `dense`, `moe`, `hybrid` or `gdn-hybrid`.
     pub kind: String,
+    /// The class of published runs `accuracy` measures: the kind, or `moe-all-to-all` for a MoE
+    /// job on a stack without a flex dispatcher ([`crate::calib::accuracy_class`]).
+    pub accuracy_class: String,
     /// How far off the planner was on published runs like this job, each predicted without
     /// its own source ([`crate::calib::accuracy_for`]).
     pub accuracy: Vec<crate::calib::Accuracy>,
@@ -385,7 +388,8 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         precision: req.precision,
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
         kind: req.model.kind().into(),
-        accuracy: crate::calib::accuracy_for(req.model.kind(), &chip.family),
+        accuracy_class: crate::calib::accuracy_class(req.model.kind(), &req.stack).into(),
+        accuracy: crate::calib::accuracy_for(crate::calib::accuracy_class(req.model.kind(), &req.stack), &chip.family),
         model_accuracy: crate::calib::model_accuracy(&req.model.name),
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),

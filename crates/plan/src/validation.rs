@@ -271,6 +271,12 @@ impl Prepared {
         self.arch.kind()
     }
 
+    /// The row's accuracy class: its kind, or `moe-all-to-all` for a MoE row on a stack without
+    /// a flex dispatcher ([`calib::accuracy_class`]).
+    pub fn accuracy_class(&self) -> &'static str {
+        calib::accuracy_class(self.kind(), &self.stack)
+    }
+
     /// The model's estimate of the row's step under constants `k` (memory against the chip's
     /// usable memory).
     pub fn estimate(&self, k: &Constants) -> Result<Estimate> {
@@ -403,7 +409,7 @@ fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accurac
 /// outcome `cv`, whose fits left out `held_out` (`source` or `family`; `blind` for the held-out
 /// file's runs, which no fit saw).
 fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let by = errors_by(rows, cv, |p, kind| (kind, p.chip_family()));
+    let by = errors_by(rows, cv, |p, _| (p.accuracy_class(), p.chip_family()));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= calib::MIN_CLASS_ROWS)
         .map(|((kind, family), errs)| Accuracy::of(kind, family, held_out, &errs))
