@@ -256,7 +256,7 @@ pub fn model_accuracy_line(model: &str, classes: &[Accuracy]) -> Option<String> 
 /// `stack`: a MoE job whose stack routes tokens with a plain all-to-all (Megatron-Core's
 /// `alltoall` token dispatcher, permuting before it and un-permuting after) rather than a flex
 /// dispatcher (DeepEP, HybridEP) is its own class, `moe-all-to-all`: the published runs of the two
-/// are predicted with different bias (docs/planner.md, "Where it is wrong"), so each gets its own
+/// are predicted with different bias (docs/planner.md, "MoE by token dispatcher"), so each gets its own
 /// error bar. Every other job's class is its kind.
 pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack) -> &'static str {
     match kind {

@@ -378,6 +378,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
             smallest
         );
     }
+    let class = crate::calib::accuracy_class(req.model.kind(), &req.stack);
     Ok(Plan {
         chip: chip.name.clone(),
         count: req.count,
@@ -388,8 +389,8 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         precision: req.precision,
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
         kind: req.model.kind().into(),
-        accuracy_class: crate::calib::accuracy_class(req.model.kind(), &req.stack).into(),
-        accuracy: crate::calib::accuracy_for(crate::calib::accuracy_class(req.model.kind(), &req.stack), &chip.family),
+        accuracy_class: class.into(),
+        accuracy: crate::calib::accuracy_for(class, &chip.family),
         model_accuracy: crate::calib::model_accuracy(&req.model.name),
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),
