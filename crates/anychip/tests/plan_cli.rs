@@ -348,6 +348,26 @@ fn plan_states_its_accuracy() {
     let (a2a, flex) = (dispatch("nemo-2025"), dispatch("nemo-2025-flex"));
     assert!(a2a.contains("MoE runs with an all-to-all token dispatcher on nvidia chips"), "{a2a}");
     assert!(flex.contains("MoE runs on nvidia chips") && !flex.contains("all-to-all"), "{flex}");
+    // A long job reads the long runs' figure: for MoE, the held-out long-context rows.
+    let o = run(&[
+        "plan",
+        "--model",
+        "qwen3-235b-a22b",
+        "--chips",
+        "h100:256",
+        "--tokens",
+        "1e9",
+        "--seq",
+        "131072",
+        "--global-batch",
+        "256",
+        "--stack",
+        "nemo-2025-flex",
+        "--layout",
+        "tp=4,pp=8,vp=4,cp=8,ep=8,mb=1,modules=layernorm+moe",
+    ]);
+    let long = assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string();
+    assert!(long.contains("MoE runs at 16k tokens or more on nvidia chips, never fitted"), "{long}");
     // `chips compare` gives each row its error bar: one figure, or a range for an unseen family.
     let out = scratch("plan-cli-compare-error");
     let o = run(&[

@@ -252,20 +252,45 @@ pub fn model_accuracy_line(model: &str, classes: &[Accuracy]) -> Option<String> 
     Some(format!("on {model} itself, on any chip: {}", each.join("; ")))
 }
 
+/// Sequence length from which a job is a long-context one for its error bar.
+pub const LONG_CONTEXT: usize = 16384;
+
 /// The accuracy class of a job of model `kind` (`dense`, `moe`, `hybrid`, `gdn-hybrid`) on
-/// `stack`: a MoE job whose stack routes tokens with a plain all-to-all (Megatron-Core's
-/// `alltoall` token dispatcher, permuting before it and un-permuting after) rather than a flex
-/// dispatcher (DeepEP, HybridEP) is its own class, `moe-all-to-all`: the published runs of the two
-/// are predicted with different bias (docs/planner.md, "MoE by token dispatcher"), so each gets its own
-/// error bar. Every other job's class is its kind.
-pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack) -> &'static str {
-    match kind {
+/// `stack` at `seq` tokens: a MoE job whose stack routes tokens with a plain all-to-all
+/// (Megatron-Core's `alltoall` token dispatcher, permuting before it and un-permuting after)
+/// rather than a flex dispatcher (DeepEP, HybridEP) is its own class, `moe-all-to-all`, and a job
+/// of [`LONG_CONTEXT`] tokens or more adds `-long`: published runs of each are predicted with
+/// different bias (docs/planner.md, "MoE by token dispatcher" and "long-context MoE"), so each
+/// gets its own error bar.
+pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack, seq: usize) -> String {
+    let base = match kind {
         "moe" if !stack.moe_flex_dispatcher => "moe-all-to-all",
         "moe" => "moe",
         "hybrid" => "hybrid",
         "gdn-hybrid" => "gdn-hybrid",
         _ => "dense",
+    };
+    if seq >= LONG_CONTEXT {
+        format!("{base}-long")
+    } else {
+        base.to_string()
     }
+}
+
+/// What the runs of accuracy class `class` are, for `plan`'s accuracy line.
+fn class_runs(class: &str) -> String {
+    let (base, long) = match class.strip_suffix("-long") {
+        Some(base) => (base, format!(" at {}k tokens or more", LONG_CONTEXT / 1024)),
+        None => (class, String::new()),
+    };
+    let runs = match base {
+        "moe" => "MoE runs",
+        "moe-all-to-all" => "MoE runs with an all-to-all token dispatcher",
+        "hybrid" => "hybrid (Mamba-2) runs",
+        "gdn-hybrid" => "Gated DeltaNet hybrid runs",
+        _ => "dense runs",
+    };
+    format!("{runs}{long}")
 }
 
 /// The classes that answer for a prediction of a `kind` (`dense` or `moe`) job on a chip of
@@ -302,13 +327,7 @@ pub fn expected_error(classes: &[Accuracy]) -> String {
 /// `plan`'s line about the accuracy of a `kind` prediction on a chip of `family`, from the
 /// classes [`accuracy_for`] gave.
 pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
-    let runs = match kind {
-        "moe" => "MoE runs",
-        "moe-all-to-all" => "MoE runs with an all-to-all token dispatcher",
-        "hybrid" => "hybrid (Mamba-2) runs",
-        "gdn-hybrid" => "Gated DeltaNet hybrid runs",
-        _ => "dense runs",
-    };
+    let runs = class_runs(kind);
     if classes.is_empty() {
         return format!(
             "accuracy: fewer than {MIN_CLASS_ROWS} published {runs} to measure it by; treat as an estimate"
@@ -478,10 +497,15 @@ mod tests {
     #[test]
     fn moe_jobs_are_classed_by_their_stacks_dispatcher() {
         let (flex, plain) = (crate::stack::find("nemo-2025-flex").unwrap(), crate::stack::find("nemo-2025").unwrap());
-        assert_eq!(accuracy_class("moe", &flex), "moe");
-        assert_eq!(accuracy_class("moe", &plain), "moe-all-to-all");
-        assert_eq!(accuracy_class("dense", &plain), "dense");
-        assert_eq!(accuracy_class("gdn-hybrid", &plain), "gdn-hybrid");
+        assert_eq!(accuracy_class("moe", &flex, 4096), "moe");
+        assert_eq!(accuracy_class("moe", &plain, 4096), "moe-all-to-all");
+        assert_eq!(accuracy_class("dense", &plain, 8192), "dense");
+        assert_eq!(accuracy_class("gdn-hybrid", &plain, 4096), "gdn-hybrid");
+        assert_eq!(accuracy_class("moe", &flex, 131072), "moe-long");
+        assert_eq!(
+            class_runs("moe-all-to-all-long"),
+            "MoE runs with an all-to-all token dispatcher at 16k tokens or more"
+        );
         // The shipped calibration has both MoE classes on NVIDIA chips, the all-to-all one wider.
         let err = |class: &str| accuracy_for(class, "nvidia").first().map(|a| a.mean_abs_error).unwrap();
         assert!(err("moe-all-to-all") > err("moe"), "{} vs {}", err("moe-all-to-all"), err("moe"));

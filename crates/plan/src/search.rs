@@ -130,8 +130,9 @@ pub struct Plan {
     pub validated: bool,
     /// `dense`, `moe`, `hybrid` or `gdn-hybrid`.
     pub kind: String,
-    /// The class of published runs `accuracy` measures: the kind, or `moe-all-to-all` for a MoE
-    /// job on a stack without a flex dispatcher ([`crate::calib::accuracy_class`]).
+    /// The class of published runs `accuracy` measures: the kind, `moe-all-to-all` for a MoE job
+    /// on a stack without a flex dispatcher, `-long` added at 16,384 tokens or more
+    /// ([`crate::calib::accuracy_class`]).
     pub accuracy_class: String,
     /// How far off the planner was on published runs like this job, each predicted without
     /// its own source ([`crate::calib::accuracy_for`]).
@@ -378,7 +379,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
             smallest
         );
     }
-    let class = crate::calib::accuracy_class(req.model.kind(), &req.stack);
+    let class = crate::calib::accuracy_class(req.model.kind(), &req.stack, req.seq);
     Ok(Plan {
         chip: chip.name.clone(),
         count: req.count,
@@ -389,8 +390,8 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         precision: req.precision,
         validated: crate::validation::rows().iter().any(|r| chip.answers_to(&r.chip)),
         kind: req.model.kind().into(),
-        accuracy_class: class.into(),
-        accuracy: crate::calib::accuracy_for(class, &chip.family),
+        accuracy: crate::calib::accuracy_for(&class, &chip.family),
+        accuracy_class: class,
         model_accuracy: crate::calib::model_accuracy(&req.model.name),
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),

@@ -271,10 +271,10 @@ impl Prepared {
         self.arch.kind()
     }
 
-    /// The row's accuracy class: its kind, or `moe-all-to-all` for a MoE row on a stack without
-    /// a flex dispatcher ([`calib::accuracy_class`]).
-    pub fn accuracy_class(&self) -> &'static str {
-        calib::accuracy_class(self.kind(), &self.stack)
+    /// The row's accuracy class ([`calib::accuracy_class`]): its kind, `moe-all-to-all` for a MoE
+    /// row on a stack without a flex dispatcher, `-long` added at 16,384 tokens or more.
+    pub fn accuracy_class(&self) -> String {
+        calib::accuracy_class(self.kind(), &self.stack, self.row.seq)
     }
 
     /// The model's estimate of the row's step under constants `k` (memory against the chip's
@@ -412,7 +412,7 @@ fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accu
     let by = errors_by(rows, cv, |p, _| (p.accuracy_class(), p.chip_family()));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= calib::MIN_CLASS_ROWS)
-        .map(|((kind, family), errs)| Accuracy::of(kind, family, held_out, &errs))
+        .map(|((kind, family), errs)| Accuracy::of(&kind, family, held_out, &errs))
         .collect()
 }
 
