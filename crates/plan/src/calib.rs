@@ -263,13 +263,7 @@ pub const LONG_CONTEXT: usize = 16384;
 /// different bias (docs/planner.md, "MoE by token dispatcher" and "long-context MoE"), so each
 /// gets its own error bar.
 pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack, seq: usize) -> String {
-    let base = match kind {
-        "moe" if !stack.moe_flex_dispatcher => "moe-all-to-all",
-        "moe" => "moe",
-        "hybrid" => "hybrid",
-        "gdn-hybrid" => "gdn-hybrid",
-        _ => "dense",
-    };
+    let base = if kind == "moe" && !stack.moe_flex_dispatcher { "moe-all-to-all" } else { kind };
     if seq >= LONG_CONTEXT {
         format!("{base}-long")
     } else {

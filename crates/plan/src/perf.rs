@@ -1075,8 +1075,8 @@ impl Ctx<'_> {
                 let latent_in = if m.latent > 0 { tok / t * (h + io) } else { 0.0 };
                 mlp_inside = (routed * (2.0 * io + kept) + tok / t * 2.0 * mats * fs + 2.0 * latent_in) / tok;
                 c.moe_bytes = routed * (2.0 * io + kept);
-                c.linear_inputs = routed * (io + fe) + tok / t * (h * m.shared as f64 + fs) + latent_in;
                 inside_linear_inputs = routed * (io + fe) + tok / t * fs + latent_in;
+                c.linear_inputs = inside_linear_inputs + tok / t * h * m.shared as f64;
                 if self.fuses_expert_mlp() {
                     // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
                     // and its backward twin) applies the activation, the routing probabilities and
@@ -1286,7 +1286,7 @@ impl Ctx<'_> {
     /// backward.
     fn mlp_recompute(&self, routed: f64) -> (f64, f64) {
         let (a, m) = (self.a, self.l.modules);
-        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let (h, t) = (a.d_model as f64, self.t());
         // A stored linear input is its 1-byte cast in FP8 (Transformer Engine keeps that copy).
         let lin = self.precision.operand_bytes();
         let (mut bytes, mut rerun) = self.norm_recompute();
@@ -1301,10 +1301,8 @@ impl Ctx<'_> {
             // The shared experts' up outputs and activation output (BF16, or the down
             // projection's cast input), as the dense MLP's below; rerun: their GEMMs and activation.
             let (fs, ups) = ((x.shared_d_ff * x.shared) as f64, x.expert_up as f64);
-            bytes += tok * (2.0 * ups * fs + lin * fs) / t;
-            let params = (ups + 1.0) * h * fs / t;
-            rerun +=
-                self.linear(2.0 * tok * params, tok, fs / t, h) + tok * (2.0 * ups * fs + lin * fs) / t / self.r.mem_bw;
+            let (b, r) = self.whole_mlp_rerun(2.0 * ups * fs + lin * fs, (ups + 1.0) * h * fs / t, fs / t);
+            (bytes, rerun) = (bytes + b, rerun + r);
         }
         if m.mlp && routed == 0.0 && a.dense_mlp_params > 0.0 {
             // The up projections' outputs (BF16) and the activation's output (the down
@@ -1312,11 +1310,22 @@ impl Ctx<'_> {
             // the up outputs and writes its own.
             let f = a.d_ff as f64;
             let ups = 2.0 * a.mlp_up as f64 * f;
-            bytes += tok * (ups + lin * f) / t;
             let params = a.dense_mlp_params / t;
-            rerun += self.linear(2.0 * tok * params, tok, params / h, h) + tok * (ups + lin * f) / t / self.r.mem_bw;
+            let (b, r) = self.whole_mlp_rerun(ups + lin * f, params, params / h);
+            (bytes, rerun) = (bytes + b, rerun + r);
         }
         (bytes, rerun)
+    }
+
+    /// An MLP checkpointed whole (the modules `mlp` and `shared_experts`), which stores `stored`
+    /// bytes a token inside it (its up projections' and activation's outputs): (bytes it no
+    /// longer stores, seconds backward reruns: its GEMMs of `params` weights per rank, shaped
+    /// tok x h -> `n` as the block prices them, and its activation, which reads and writes those
+    /// bytes once).
+    fn whole_mlp_rerun(&self, stored: f64, params: f64, n: f64) -> (f64, f64) {
+        let (h, t, tok) = (self.a.d_model as f64, self.t(), self.tok);
+        let bytes = tok * stored / t;
+        (bytes, self.linear(2.0 * tok * params, tok, n, h) + bytes / self.r.mem_bw)
     }
 
     /// torchtitan's per-op selective checkpointing ([`Modules::op_sac`]) of one layer whose linear
