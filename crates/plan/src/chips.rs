@@ -58,7 +58,7 @@ pub struct FieldInfo {
 pub const FIELDS: &[FieldInfo] = &[
     FieldInfo { key: "bf16_tflops", unit: "TFLOP/s", doc: "dense BF16/FP16 tensor throughput" },
     FieldInfo { key: "fp8_tflops", unit: "TFLOP/s", doc: "dense FP8 tensor throughput" },
-    FieldInfo { key: "fp4_tflops", unit: "TFLOP/s", doc: "dense FP4 (NVFP4) tensor throughput" },
+    FieldInfo { key: "fp4_tflops", unit: "TFLOP/s", doc: "dense FP4 (NVFP4, MXFP4) tensor throughput" },
     FieldInfo { key: "fp32_tflops", unit: "TFLOP/s", doc: "FP32 throughput" },
     FieldInfo { key: "int8_tops", unit: "TOP/s", doc: "dense INT8 throughput" },
     FieldInfo { key: "memory_gb", unit: "GB", doc: "device memory as the vendor quotes it (HBM sizes are binary GB)" },
