@@ -198,6 +198,13 @@ fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
         "narayanan" => 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)),
         "korthikanti" => 72.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h)),
         "model-causal" => b * s * a.model_flops_per_token(seq),
+        // NeMo's FLOPs callback (nemo/utils/flops_formulas.py, llama2 and llama3): the projections
+        // with grouped-query K/V, a SwiGLU MLP, the whole s x s score matrix (no causal halving)
+        // and the output layer.
+        "nemo" => {
+            let (g, heads, f) = (a.kv_heads as f64, a.heads as f64, a.d_ff as f64);
+            b * s * l * h * h * (12.0 + 12.0 * g / heads + 18.0 * f / h + 12.0 * s / h + 6.0 * v / (l * h))
+        }
         other => bail!("unknown FLOP convention '{other}'"),
     })
 }
@@ -446,4 +453,21 @@ pub fn predict_memory(r: &MemRow) -> Result<(f64, f64, f64)> {
     // Figure 1 counts the layers' states; the embedding of the first stage is reported apart.
     let emb = (m.arch.vocab * m.arch.d_model) as f64 / r.tp as f64 * 18.0;
     Ok(((full.memory.states() - emb) / GIB, full.memory.activations / GIB, sel.memory.activations / GIB))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nemo_flops_count_six_per_weight_and_the_whole_score_matrix() {
+        let m = model::resolve("llama2-7b").unwrap();
+        let (l, h, f, v) = (32.0, 4096.0, 11008.0, 32000.0);
+        let s = 131072.0;
+        // 6 FLOPs per weight and token (attention's four h x h projections, SwiGLU's three h x f,
+        // the output layer), and the forward's QK^T and PV over all s keys (4 s h), three times.
+        let per_token = 6.0 * l * (4.0 * h * h + 3.0 * h * f) + 6.0 * h * v + 3.0 * 4.0 * l * h * s;
+        let got = step_flops("nemo", &m.arch, 131072, 2).unwrap();
+        assert!((got / (2.0 * s * per_token) - 1.0).abs() < 1e-12, "{got}");
+    }
 }

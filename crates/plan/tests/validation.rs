@@ -216,7 +216,7 @@ fn held_out_runs_predicted_blind() {
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
     assert!(
-        dense.len() >= 34 && moe.len() >= 29 && hybrid.len() >= 52 && !gdn.is_empty(),
+        dense.len() >= 60 && moe.len() >= 34 && hybrid.len() >= 52 && !gdn.is_empty(),
         "held-out rows missing: {} dense, {} MoE, {} hybrid, {} Gated DeltaNet hybrid",
         dense.len(),
         moe.len(),
@@ -224,6 +224,9 @@ fn held_out_runs_predicted_blind() {
         gdn.len()
     );
     let (dense_mean, moe_mean) = (summary(&dense).0, summary(&moe).0);
+    // Dense: 34 rows at 5.6%; with NeMo's long-sequence tables (17 rows, 4K-1M tokens, blind 15.5%:
+    // B200 -5% at 8K to -37.5% at 1M) and MLPerf v6.0's Llama 3.1 rows (9, blind 11.4%), 60 rows
+    // at 9.3% before the softmax was priced under asynchronous attention's products.
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
     assert!(moe_mean <= 0.23, "held-out MoE mean absolute error {:.1}% > 23%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
