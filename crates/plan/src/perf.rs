@@ -21,7 +21,9 @@
 //!   root of the shortfall.
 //! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward; cuDNN and
 //!   FlashAttention-3-class kernels, a FlashAttention-2-class stack at the chip's
-//!   `sync_mma_fraction` of that), its softmax exponentials in series at the chip's SFU rate;
+//!   `sync_mma_fraction` of that); its softmax exponentials at the chip's SFU rate run under the
+//!   products on asynchronous-MMA kernels of chips that have them (the slower sets the time) and
+//!   after them on FlashAttention-2-class ones and on older chips;
 //!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic. The Mamba-2
 //!   and Gated DeltaNet scans cost the larger of their FLOPs at `attn_eff` and their kernels' traffic.
 //! - Element-wise kernels: stored-activation bytes x passes / memory bandwidth.
@@ -475,6 +477,9 @@ pub struct Rates {
     pub exp_rate: Option<f64>,
     /// Fraction of the attention rate warp-synchronous MMA kernels reach (chip `sync_mma_fraction`).
     pub sync_mma: f64,
+    /// The chip has asynchronous tensor-core instructions (wgmma, tcgen05), on which fused
+    /// attention runs its softmax under the products: it lists a `sync_mma_fraction`.
+    pub async_mma: bool,
     /// Achieved link to host memory, one direction, bytes/s (`None` when the chip does not say).
     pub host_link: Option<f64>,
     /// Host memory offloaded activations may take per chip, bytes (`None` when the chip does not say).
@@ -490,6 +495,12 @@ impl Rates {
         } else {
             1.0
         }
+    }
+
+    /// Whether `stack`'s fused attention runs its softmax exponentials under its products: an
+    /// asynchronous-MMA kernel (cuDNN, FlashAttention-3/4) on a chip that has them.
+    pub fn softmax_under_products(&self, stack: &Stack) -> bool {
+        self.async_mma && !stack.sync_mma_attention
     }
 
     /// Read a chip's rates; unknown figures the job needs are errors naming the field.
@@ -519,6 +530,7 @@ impl Rates {
         let clock = power_clock(chip, k);
         let exp_rate = chip.get("sfu_exp_tops").map(|t| t * 1e12 * clock);
         let sync_mma = chip.get("sync_mma_fraction").unwrap_or(1.0);
+        let async_mma = chip.get("sync_mma_fraction").is_some();
         // Copies to host memory over PCIe or NVLink-C2C reach about what a NIC does of its rate.
         let host_link = chip.get("host_link_gbs").map(|g| g * 1e9 * k.scaleout_eff);
         // The chip's share of its node's DRAM, less a fifth for the OS, the data loaders and the
@@ -535,6 +547,7 @@ impl Rates {
             scaleout,
             exp_rate,
             sync_mma,
+            async_mma,
             host_link,
             host_memory,
         })
@@ -911,7 +924,17 @@ impl Ctx<'_> {
         if self.stack.flash_attention {
             let t = flops / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
             let exps = self.r.exp_rate.map_or(0.0, |r| self.tok * span * a.heads as f64 / self.t() / r);
-            (t + exps, 2.5 * t + exps, 0.0)
+            let (fwd, bwd) = (t, 2.5 * t);
+            if self.r.softmax_under_products(self.stack) {
+                // Asynchronous MMA (wgmma, tcgen05: cuDNN, FlashAttention-3/4) runs one tile's
+                // softmax while the tensor cores multiply another (FlashAttention-3's ping-pong and
+                // intra-warpgroup pipelining): the slower of the two sets the time.
+                (fwd.max(exps), bwd.max(exps), 0.0)
+            } else {
+                // Warp-synchronous MMA (FlashAttention-2, any kernel on an A100): a warp's
+                // exponentials wait for its products and its next products for its exponentials.
+                (fwd + exps, bwd + exps, 0.0)
+            }
         } else {
             // Batched GEMMs over heads of width head_dim, and per token the softmax output (2 a s
             // bytes) and, under dropout, its mask and dropped copy (3 a s): Korthikanti's 5as/h term.
@@ -1978,11 +2001,41 @@ mod tests {
         };
         // Selective recompute reruns exactly the attention core's forward: its products run in
         // FP8 at 5000 x fp8_gemm_eff instead of 2500 TFLOP/s on a GB200; its softmax exponentials
-        // (one per causal score of each of the 32 heads, 48 layers) stay on the SFUs.
+        // (one per causal score of each of the 32 heads, 48 layers) stay on the SFUs, under the
+        // products in both (cuDNN's asynchronous kernels).
         let exps = 48.0 * 4096.0 * 2048.0 * 32.0 / (chip.get("sfu_exp_tops").unwrap() * 1e12);
-        let ratio = (recompute(&bf16_attn, Precision::Fp8) - exps) / (recompute(&fp8_attn, Precision::Fp8) - exps);
+        let fp8 = recompute(&fp8_attn, Precision::Fp8);
+        assert!(fp8 > exps, "{fp8} {exps}");
+        let ratio = recompute(&bf16_attn, Precision::Fp8) / fp8;
         assert!((ratio / (2.0 * k.fp8_gemm_eff) - 1.0).abs() < 1e-9, "{ratio}");
         assert_eq!(recompute(&bf16_attn, Precision::Bf16), recompute(&fp8_attn, Precision::Bf16));
+    }
+
+    #[test]
+    fn softmax_exponentials_hide_under_asynchronous_attention_and_add_to_synchronous() {
+        let k = Constants::prior();
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let db = crate::chips::ChipDb::builtin();
+        let cudnn = crate::stack::find("nemo-2025").unwrap();
+        let fa2 = Stack { sync_mma_attention: true, ..cudnn.clone() };
+        let l = Layout::data_parallel(1);
+        let job = Job { arch: &m.arch, seq: 8192, global_batch: 1, precision: Precision::Bf16 };
+        // The step's compute on `chip` under `st`, the chip's SFU rate divided by `slower`
+        // (infinity: no exponentials at all).
+        let compute = |chip: &str, st: &Stack, slower: f64| {
+            let r = Rates::of(db.find(chip).unwrap(), &k, 1, Precision::Bf16).unwrap();
+            let r = Rates { exp_rate: r.exp_rate.filter(|_| slower.is_finite()).map(|e| e / slower), ..r };
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.compute
+        };
+        let none = f64::INFINITY;
+        // An H100's SFUs keep up with its tensor cores at attn_eff: under cuDNN's asynchronous
+        // kernels the exponentials cost nothing more; after FlashAttention-2's products they do,
+        // and on an A100, whose tensor cores are all warp-synchronous, after any kernel's.
+        assert_eq!(compute("h100", &cudnn, 1.0), compute("h100", &cudnn, none));
+        assert!(compute("h100", &fa2, 1.0) > compute("h100", &fa2, none));
+        assert!(compute("a100", &cudnn, 1.0) > compute("a100", &cudnn, none));
+        // SFUs a hundred times slower set the asynchronous kernel's pace.
+        assert!(compute("h100", &cudnn, 100.0) > 1.5 * compute("h100", &cudnn, none));
     }
 
     #[test]
