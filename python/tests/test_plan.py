@@ -27,8 +27,10 @@ def test_plan_ranks_layouts_fastest_first():
     speeds = [r["tokens_per_s"] for r in p["rows"]]
     assert speeds == sorted(speeds, reverse=True) and p["best"] == p["rows"][0]
     assert 0 < p["best"]["mfu"] < 1 and p["best"]["days"] > 0
-    # h20 is an NVIDIA part: its error bar is the NVIDIA dense runs' cross-validated error.
-    assert [(a["kind"], a["family"], a["held_out"]) for a in p["accuracy"]] == [("dense", "nvidia", "source")]
+    # h20 is an NVIDIA part: its error bar is the NVIDIA dense runs' cross-validated error, then
+    # the error on the NVIDIA dense runs of the held-out file (no fit saw them).
+    kinds = [(a["kind"], a["family"], a["held_out"]) for a in p["accuracy"]]
+    assert kinds == [("dense", "nvidia", "source"), ("dense", "nvidia", "blind")]
     assert 0 < p["accuracy"][0]["mean_abs_error"] < 0.2
 
 
