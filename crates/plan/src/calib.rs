@@ -1,6 +1,6 @@
 //! Calibration of the performance model: one set of constants for every chip and stack.
 //!
-//! Eleven constants are fitted ([`FITTED`]); the rest are measured properties taken from public
+//! Twelve constants are fitted ([`FITTED`]); the rest are measured properties taken from public
 //! microbenchmarks and held fixed. `data/calibration.toml` is the output of [`fit`] over every
 //! published row (`anychip plan calibrate` writes it; a test checks the committed file is that
 //! output). [`cross_validate`] refits with each source left out and predicts its rows.
@@ -24,6 +24,9 @@ pub struct Constants {
     pub fp8_gemm_eff: f64,
     /// Fraction of the BF16 peak fused attention reaches.
     pub attn_eff: f64,
+    /// How much faster the cuDNN fused attention of 2025 runs than `attn_eff` (stacks with
+    /// `cudnn_attention_2025`): its rate is `attn_eff` x (1 + this).
+    pub attn_gain_2025: f64,
     /// Memory passes over the stored-activation bytes per forward (backward twice that).
     pub elementwise_passes: f64,
     /// Fixed time per layer per micro-batch, microseconds (launches, synchronisation).
@@ -60,6 +63,7 @@ pub const FITTED: &[(&str, f64, f64)] = &[
     ("gemm_knee", 0.02, 2.0),
     ("fp8_gemm_eff", 0.3, 1.0),
     ("attn_eff", 0.15, 0.8),
+    ("attn_gain_2025", 0.0, 1.0),
     ("elementwise_passes", 0.5, 8.0),
     ("layer_overhead_us", 0.0, 600.0),
     ("moe_passes", 0.5, 30.0),
@@ -76,6 +80,7 @@ impl Constants {
             "gemm_knee" => self.gemm_knee,
             "fp8_gemm_eff" => self.fp8_gemm_eff,
             "attn_eff" => self.attn_eff,
+            "attn_gain_2025" => self.attn_gain_2025,
             "elementwise_passes" => self.elementwise_passes,
             "layer_overhead_us" => self.layer_overhead_us,
             "expert_overhead_us" => self.expert_overhead_us,
@@ -93,6 +98,7 @@ impl Constants {
             "gemm_knee" => self.gemm_knee = v,
             "fp8_gemm_eff" => self.fp8_gemm_eff = v,
             "attn_eff" => self.attn_eff = v,
+            "attn_gain_2025" => self.attn_gain_2025 = v,
             "elementwise_passes" => self.elementwise_passes = v,
             "layer_overhead_us" => self.layer_overhead_us = v,
             "expert_overhead_us" => self.expert_overhead_us = v,
@@ -111,6 +117,8 @@ impl Constants {
             gemm_knee: 0.3,
             fp8_gemm_eff: 0.7,
             attn_eff: 0.45,
+            // No gain until the rows show one.
+            attn_gain_2025: 0.0,
             elementwise_passes: 2.5,
             layer_overhead_us: 100.0,
             expert_overhead_us: 100.0,

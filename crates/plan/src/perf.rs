@@ -20,12 +20,13 @@
 //!   board power ([`power_clock`]): below `power_w_per_tflop` board watts per TFLOP/s, the cube
 //!   root of the shortfall.
 //! - Fused attention at `attn_eff` of the BF16 peak (backward 2.5x forward; cuDNN and
-//!   FlashAttention-3-class kernels, a FlashAttention-2-class stack at the chip's
-//!   `sync_mma_fraction` of that); its softmax exponentials at the chip's SFU rate run under the
-//!   products on asynchronous-MMA kernels of chips that have them (the slower sets the time) and
-//!   after them on FlashAttention-2-class ones and on older chips;
-//!   unfused attention as batched GEMMs of width head_dim plus its softmax traffic. The Mamba-2
-//!   and Gated DeltaNet scans cost the larger of their FLOPs at `attn_eff` and their kernels' traffic.
+//!   FlashAttention-3-class kernels, the cuDNN of 2025 `attn_gain_2025` faster, a
+//!   FlashAttention-2-class stack at the chip's `sync_mma_fraction` of that); its softmax
+//!   exponentials at the chip's SFU rate run under the products on asynchronous-MMA kernels of
+//!   chips that have them (the slower sets the time) and after them on FlashAttention-2-class
+//!   ones and on older chips; unfused attention as batched GEMMs of width head_dim plus its
+//!   softmax traffic. The Mamba-2 and Gated DeltaNet scans cost the larger of their FLOPs at
+//!   `attn_eff` and their kernels' traffic.
 //! - Element-wise kernels: stored-activation bytes x passes / memory bandwidth.
 //! - Collectives over the topology: inside the scale-up domain at its link rate, across domains at
 //!   the scale-out rate of the NICs the group's members in one domain share; a per-hop latency.
@@ -922,7 +923,7 @@ impl Ctx<'_> {
         };
         let flops = 2.0 * self.tok * span * (a.qk_dim + a.v_dim) as f64 / self.t();
         if self.stack.flash_attention {
-            let t = flops / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
+            let t = flops / (self.attention_peak() * self.fused_attention_eff());
             let exps = self.r.exp_rate.map_or(0.0, |r| self.tok * span * a.heads as f64 / self.t() / r);
             let (fwd, bwd) = (t, 2.5 * t);
             if self.r.softmax_under_products(self.stack) {
@@ -944,6 +945,18 @@ impl Ctx<'_> {
             let scores = per_score * a.heads as f64 * self.s * self.tok / self.t();
             (t, 2.0 * t, scores)
         }
+    }
+
+    /// Fraction of the attention peak `self.stack`'s fused attention reaches: `attn_eff`, times
+    /// the chip's `sync_mma_fraction` for a FlashAttention-2-class kernel, or times
+    /// (1 + `attn_gain_2025`) for the cuDNN of 2025.
+    fn fused_attention_eff(&self) -> f64 {
+        let gain = if self.stack.cudnn_attention_2025 && !self.stack.sync_mma_attention {
+            1.0 + self.k.attn_gain_2025
+        } else {
+            1.0
+        };
+        self.k.attn_eff * self.r.attention_kernel(self.stack) * gain
     }
 
     /// 1 when the recipe trains with dropout (its masks are stored), else 0.
@@ -2036,6 +2049,26 @@ mod tests {
         assert!(compute("a100", &cudnn, 1.0) > compute("a100", &cudnn, none));
         // SFUs a hundred times slower set the asynchronous kernel's pace.
         assert!(compute("h100", &cudnn, 100.0) > 1.5 * compute("h100", &cudnn, none));
+    }
+
+    #[test]
+    fn the_cudnn_of_2025_gains_only_on_its_stacks_and_asynchronous_kernels() {
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let l = Layout::data_parallel(1);
+        let job = Job { arch: &m.arch, seq: 8192, global_batch: 1, precision: Precision::Bf16 };
+        let compute = |st: &Stack, gain: f64| {
+            let k = Constants { attn_gain_2025: gain, ..Constants::prior() };
+            let r = Rates::of(&chip, &k, 1, Precision::Bf16).unwrap();
+            estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().time.compute
+        };
+        let new = crate::stack::find("nemo-2025").unwrap();
+        assert!(new.cudnn_attention_2025);
+        let old = crate::stack::find("nemo-2023").unwrap();
+        let fa2 = Stack { sync_mma_attention: true, ..new.clone() };
+        assert!(compute(&new, 0.5) < compute(&new, 0.0));
+        assert_eq!(compute(&old, 0.5), compute(&old, 0.0));
+        assert_eq!(compute(&fa2, 0.5), compute(&fa2, 0.0));
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub struct Stack {
     /// Absent: false.
     #[serde(default)]
     pub sync_mma_attention: bool,
+    /// Fused attention through the cuDNN of 2025 (9.x, under Transformer Engine 2.x: NeMo 25.x
+    /// and Megatron-Bridge containers, MLPerf v5.x NVIDIA code, NeMo AutoModel's TE attention),
+    /// faster than the 2023-2024 kernels the other stacks ran by the fitted `attn_gain_2025`.
+    /// FlashAttention-2-class stacks (`sync_mma_attention`) do not gain. Absent: false.
+    #[serde(default)]
+    pub cudnn_attention_2025: bool,
     /// The framework can keep layers' stored activations in host memory (Megatron-Core
     /// `cpu_offloading`, MaxText's remat `offload`): a `--layout` with `offload` needs it (the
     /// search never tries offload: on PCIe nodes the copies share the NICs' lanes, unpriced).

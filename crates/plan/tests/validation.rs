@@ -47,16 +47,19 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (593 rows: overall 10.1%,
-    // dense 8.0% / 35.8% (MPT-30B at 8k tokens on 8 H100), MoE 18.0% / 121.4%). The mean is
-    // within issue 18's 12% (the 216 llm-foundry rows 6.2% out of sample, the other 377 12.4%);
+    // Regression bounds just above the figures of docs/planner.md (593 rows: overall 9.8%,
+    // dense 7.7% / 40.7% (MLPerf v5.1 Llama 3.1 8B on Cisco's 128 H100), MoE 17.8% / 118.3%). The
+    // worst dense row was MPT-30B at 8k tokens on 8 H100 at 35.8% until the cuDNN of 2025 was
+    // priced faster (`attn_gain_2025`, 2026-12-06), which took the Cisco row from +34.3% to
+    // +40.7% and the held-out file from 16.2% to 14.1%: the bound moved from 40% to 42% for it.
+    // The mean is within issue 18's 12% (the 216 llm-foundry rows 6.2% out of sample, the other 377 11.9%);
     // its other bound, every row within 30%, is in `issue_18_bounds`, ignored until it holds: 24
     // rows are beyond it, 20 of them MoE rows of the Megatron-Bridge tables (GPT-OSS-120B
     // everywhere, Qwen3 recipes before 26.02.01/26.04) slower than any physical term explains
     // (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
     // The same errors with every publisher counting once (the mean of each publisher's mean), so
-    // that no one table's many rows carry the figure: 15 publishers, 12.2% (MT-NLG's 29% and OPT's
+    // that no one table's many rows carry the figure: 15 publishers, 11.8% (MT-NLG's 27% and OPT's
     // one row, 20%, among them). It was 11.3% before ZeRO-3's gathers paid the contention of any
     // overlapped collective, which took the all-rows mean from 11.0% to 10.4%, every publisher held
     // out at once from 11.2% to 10.7% and the held-out file from 20.1% to 16.2%, but OPT-175B from
@@ -70,7 +73,7 @@ fn cross_validated_throughput_error() {
     println!("publisher-balanced mean ({} publishers): {:.1}%", by_publisher.len(), 100.0 * balanced);
     assert!(balanced <= 0.125, "cross-validated publisher-balanced mean {:.1}% > 12.5%", 100.0 * balanced);
     assert!(dense_mean <= 0.09, "cross-validated dense mean {:.1}% > 9%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.40, "cross-validated worst dense row {:.1}% > 40%", 100.0 * dense_worst);
+    assert!(dense_worst <= 0.42, "cross-validated worst dense row {:.1}% > 42%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
     assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
     // Issue 18: the ZeRO-3 / FSDP rows within the issue's bounds (mean <= 12%, every row within
@@ -87,7 +90,7 @@ fn cross_validated_throughput_error() {
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
 /// fitted on. Regression bounds a point or so above docs/planner.md (593 rows: Megatron-Bridge
-/// dense 8.3%, MoE 18.5%; torchtitan 10.0%; llm-foundry 7.1%; every row 10.7%): the 31 MLPerf
+/// dense 8.4%, MoE 18.3%; torchtitan 9.7%; llm-foundry 5.8%; every row 9.9%): the 31 MLPerf
 /// rows of v3.1, v4.0 and v5.1 carry the FP8 constants to the Bridge rows (dense was 19.6%
 /// without them). torchtitan (PyTorch FSDP2 and torch.compile) and llm-foundry (Composer FSDP)
 /// are code bases outside the Megatron lineage; torchtitan's rows held out together were 20.2%
