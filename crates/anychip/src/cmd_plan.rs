@@ -183,13 +183,15 @@ fn power_note(plan: &Plan, chip: &Chip) -> String {
 }
 
 /// The header's note on a stack whose attention runs FlashAttention-2-class kernels on a chip
-/// whose own fused attention is faster.
+/// whose own fused attention is faster, or the cuDNN of 2025.
 fn attention_note(plan: &Plan) -> String {
     if plan.attention_kernel < 1.0 {
         format!(
             "; attention FlashAttention-2 class, {:.0}% of the chip's fused-attention rate",
             100.0 * plan.attention_kernel
         )
+    } else if plan.attention_speedup > 1.0 {
+        format!("; attention cuDNN of 2025, {:.2}x the 2023-2024 kernels' rate", plan.attention_speedup)
     } else {
         String::new()
     }

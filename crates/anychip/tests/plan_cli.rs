@@ -319,6 +319,22 @@ fn a_flashattention2_stack_says_what_it_costs_on_hopper_and_not_on_a100() {
     assert!((v["attention_kernel"].as_f64().unwrap() - 0.56).abs() < 1e-9, "{j}");
 }
 
+#[test]
+fn a_stack_with_the_cudnn_of_2025_says_how_much_faster_its_attention_is_priced() {
+    let k = anychip_plan::calib::shipped();
+    let text = |stack: &str| {
+        assert_ok(&run(&["plan", "--model", "llama3-8b", "--chips", "h100:8", "--tokens", "1e12", "--stack", stack]))
+    };
+    let note = format!("attention cuDNN of 2025, {:.2}x the 2023-2024 kernels' rate", 1.0 + k.attn_gain_2025);
+    let nemo = text("nemo-2025");
+    assert!(k.attn_gain_2025 > 0.0 && nemo.contains(&note), "{nemo}");
+    let old = text("nemo-2023");
+    assert!(!old.contains("cuDNN of 2025"), "{old}");
+    let j = assert_ok(&plan("llama3-8b", "h100:8", &["--stack", "nemo-2025"]));
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert!((v["attention_speedup"].as_f64().unwrap() - (1.0 + k.attn_gain_2025)).abs() < 1e-9, "{j}");
+}
+
 /// Every plan names its error bar: on a calibrated family the cross-validated error of its own
 /// runs, on a family without published runs the error with a whole family held out.
 #[test]

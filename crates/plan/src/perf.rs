@@ -487,6 +487,16 @@ pub struct Rates {
     pub host_memory: Option<f64>,
 }
 
+/// How much faster `stack`'s fused attention runs than `attn_eff` prices it: 1 + `attn_gain_2025`
+/// for the cuDNN of 2025 (`cudnn_attention_2025`) on asynchronous kernels, else 1.
+pub fn cudnn_2025_speedup(stack: &Stack, k: &Constants) -> f64 {
+    if stack.cudnn_attention_2025 && !stack.sync_mma_attention {
+        1.0 + k.attn_gain_2025
+    } else {
+        1.0
+    }
+}
+
 impl Rates {
     /// Fraction of the chip's fused-attention rate `stack`'s attention kernel reaches: the chip's
     /// `sync_mma_fraction` for a FlashAttention-2-class stack (`sync_mma_attention`), else 1.
@@ -951,12 +961,7 @@ impl Ctx<'_> {
     /// the chip's `sync_mma_fraction` for a FlashAttention-2-class kernel, or times
     /// (1 + `attn_gain_2025`) for the cuDNN of 2025.
     fn fused_attention_eff(&self) -> f64 {
-        let gain = if self.stack.cudnn_attention_2025 && !self.stack.sync_mma_attention {
-            1.0 + self.k.attn_gain_2025
-        } else {
-            1.0
-        };
-        self.k.attn_eff * self.r.attention_kernel(self.stack) * gain
+        self.k.attn_eff * self.r.attention_kernel(self.stack) * cudnn_2025_speedup(self.stack, self.k)
     }
 
     /// 1 when the recipe trains with dropout (its masks are stored), else 0.

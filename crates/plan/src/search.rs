@@ -146,6 +146,9 @@ pub struct Plan {
     /// Fraction of the chip's fused-attention rate the stack's attention kernel reaches: the
     /// chip's `sync_mma_fraction` for a FlashAttention-2-class stack (`sync_mma_attention`), else 1.
     pub attention_kernel: f64,
+    /// How much faster than the 2023-2024 kernels the stack's fused attention is priced: 1 +
+    /// `attn_gain_2025` for the cuDNN of 2025 ([`crate::perf::cudnn_2025_speedup`]), else 1.
+    pub attention_speedup: f64,
     /// Fitting layouts, fastest first.
     pub ranked: Vec<Ranked>,
     /// The fastest layouts that did not fit.
@@ -395,6 +398,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         model_accuracy: crate::calib::model_accuracy(&req.model.name),
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),
+        attention_speedup: crate::perf::cudnn_2025_speedup(&req.stack, k),
         ranked,
         rejected,
         evaluated,
