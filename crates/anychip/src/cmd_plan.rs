@@ -172,13 +172,20 @@ pub fn print_breakdown(e: &Estimate) {
     println!("memory per chip: {}", memory_reason(e));
 }
 
-/// The header's note on a power-limited chip: its tensor cores run below the rated clock.
+/// The header's note on a chip whose tensor cores run below the rated clock: power-limited, or
+/// held there by its measured max-achievable GEMM rate.
 fn power_note(plan: &Plan, chip: &Chip) -> String {
+    if plan.tensor_clock >= 1.0 {
+        return String::new();
+    }
+    let maf = anychip_plan::perf::maf_clock(chip, &anychip_plan::calib::shipped());
     match chip.get("tdp_w") {
-        Some(w) if plan.tensor_clock < 1.0 => {
-            format!("; tensor clock {:.0}% of rated within its {w:.0} W", 100.0 * plan.tensor_clock)
-        }
-        _ => String::new(),
+        _ if maf <= plan.tensor_clock => format!(
+            "; tensor clock {:.0}% of rated (its measured max-achievable GEMM rate, maf_bf16_tflops)",
+            100.0 * plan.tensor_clock
+        ),
+        Some(w) => format!("; tensor clock {:.0}% of rated within its {w:.0} W", 100.0 * plan.tensor_clock),
+        None => String::new(),
     }
 }
 

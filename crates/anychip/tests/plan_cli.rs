@@ -320,6 +320,15 @@ fn a_flashattention2_stack_says_what_it_costs_on_hopper_and_not_on_a100() {
 }
 
 #[test]
+fn a_chip_held_below_its_rated_clock_by_its_measured_gemm_rate_says_so() {
+    let text = |chips: &str| assert_ok(&run(&["plan", "--model", "llama3-8b", "--chips", chips, "--tokens", "1e12"]));
+    let mi325x = text("mi325x:8");
+    assert!(mi325x.contains("tensor clock 79% of rated (its measured max-achievable GEMM rate"), "{mi325x}");
+    let h100 = text("h100:8");
+    assert!(!h100.contains("tensor clock"), "{h100}");
+}
+
+#[test]
 fn a_stack_with_the_cudnn_of_2025_says_how_much_faster_its_attention_is_priced() {
     let k = anychip_plan::calib::shipped();
     let text = |stack: &str| {

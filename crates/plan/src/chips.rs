@@ -81,6 +81,11 @@ pub const FIELDS: &[FieldInfo] = &[
     FieldInfo { key: "price_per_hour", unit: "USD/h", doc: "rental or amortised price per chip-hour" },
     FieldInfo { key: "die_mm2", unit: "mm2", doc: "die area, for the export-control performance density" },
     FieldInfo { key: "measured_bf16_tflops", unit: "TFLOP/s", doc: "measured large-GEMM BF16/FP16 throughput" },
+    FieldInfo {
+        key: "maf_bf16_tflops",
+        unit: "TFLOP/s",
+        doc: "max-achievable dense BF16 GEMM rate at the sustained clock (a vendor's size sweep): caps the tensor clock",
+    },
     FieldInfo { key: "measured_mem_bw_tbs", unit: "TB/s", doc: "measured memory bandwidth" },
     FieldInfo {
         key: "sfu_exp_tops",

@@ -605,11 +605,28 @@ fn quantized_peak(chip: &Chip, field: &str, how: &str, instead: &str) -> Result<
 /// dense BF16 TFLOP/s than `k.power_w_per_tflop` holds only
 /// (watts per TFLOP/s / power_w_per_tflop)^(1/3) of it, since dynamic power goes as f V^2 and V
 /// as f near the top of the voltage/frequency curve. 1 for a chip whose board power is not known.
+///
+/// A chip with a vendor's max-achievable FLOPs measurement (`maf_bf16_tflops`: the best dense
+/// GEMM rate found by a size sweep at the clock the chip sustains, AMD's for the MI300X and
+/// MI325X) holds no more than the clock at which `gemm_eff` of its rated peak is that rate: AMD
+/// measures its CDNA 3 parts' dense-GEMM clock at 57-69% of the rated 2,100 MHz with 94% of the
+/// issue slots busy, which no power model of other chips predicts. (A single-size benchmark such
+/// as FlagPerf's `measured_bf16_tflops` is not a maximum and does not cap.)
 pub fn power_clock(chip: &Chip, k: &Constants) -> f64 {
-    match (chip.get("tdp_w"), chip.get("bf16_tflops")) {
+    let power = match (chip.get("tdp_w"), chip.get("bf16_tflops")) {
         (Some(w), Some(t)) if w > 0.0 && t > 0.0 && k.power_w_per_tflop > 0.0 => {
             (w / t / k.power_w_per_tflop).cbrt().min(1.0)
         }
+        _ => 1.0,
+    };
+    power.min(maf_clock(chip, k))
+}
+
+/// The clock a chip's max-achievable GEMM rate allows at `gemm_eff` of its rated peak (at most
+/// 1; 1 without the measurement).
+pub fn maf_clock(chip: &Chip, k: &Constants) -> f64 {
+    match (chip.get("maf_bf16_tflops"), chip.get("bf16_tflops")) {
+        (Some(m), Some(t)) if m > 0.0 && t > 0.0 && k.gemm_eff > 0.0 => (m / (t * k.gemm_eff)).min(1.0),
         _ => 1.0,
     }
 }
@@ -2074,6 +2091,20 @@ mod tests {
         assert!(compute(&new, 0.5) < compute(&new, 0.0));
         assert_eq!(compute(&old, 0.5), compute(&old, 0.0));
         assert_eq!(compute(&fa2, 0.5), compute(&fa2, 0.0));
+    }
+
+    #[test]
+    fn a_measured_max_achievable_gemm_rate_caps_the_tensor_clock() {
+        let k = Constants::prior();
+        let db = crate::chips::ChipDb::builtin();
+        let mi325x = db.find("mi325x").unwrap();
+        // AMD: 843 TFLOP/s of BF16 GEMM at best, so at gemm_eff the clock is 843 / (1307.4 gemm_eff).
+        let want = 843.0 / (1307.4 * k.gemm_eff);
+        assert!(want < 1.0 && (power_clock(mi325x, &k) - want).abs() < 1e-12, "{}", power_clock(mi325x, &k));
+        assert_eq!(maf_clock(db.find("h100").unwrap(), &k), 1.0);
+        // Its large GEMMs then run at that measured rate, not at gemm_eff of the datasheet's peak.
+        let r = Rates::of(mi325x, &k, 1, Precision::Bf16).unwrap();
+        assert!((r.peak_bf16 * k.gemm_eff / 843e12 - 1.0).abs() < 1e-9, "{}", r.peak_bf16);
     }
 
     #[test]
