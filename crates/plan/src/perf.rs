@@ -476,11 +476,10 @@ pub struct Rates {
     pub scaleout: Option<f64>,
     /// Softmax exponentials per second (`None` when the chip does not say).
     pub exp_rate: Option<f64>,
-    /// Fraction of the attention rate warp-synchronous MMA kernels reach (chip `sync_mma_fraction`).
-    pub sync_mma: f64,
-    /// The chip has asynchronous tensor-core instructions (wgmma, tcgen05), on which fused
-    /// attention runs its softmax under the products: it lists a `sync_mma_fraction`.
-    pub async_mma: bool,
+    /// Fraction of the attention rate warp-synchronous MMA kernels reach (chip `sync_mma_fraction`);
+    /// `None` on a chip without asynchronous tensor-core instructions (wgmma, tcgen05), whose
+    /// every attention kernel is warp-synchronous.
+    pub sync_mma: Option<f64>,
     /// Achieved link to host memory, one direction, bytes/s (`None` when the chip does not say).
     pub host_link: Option<f64>,
     /// Host memory offloaded activations may take per chip, bytes (`None` when the chip does not say).
@@ -502,7 +501,7 @@ impl Rates {
     /// `sync_mma_fraction` for a FlashAttention-2-class stack (`sync_mma_attention`), else 1.
     pub fn attention_kernel(&self, stack: &Stack) -> f64 {
         if stack.sync_mma_attention {
-            self.sync_mma
+            self.sync_mma.unwrap_or(1.0)
         } else {
             1.0
         }
@@ -511,7 +510,7 @@ impl Rates {
     /// Whether `stack`'s fused attention runs its softmax exponentials under its products: an
     /// asynchronous-MMA kernel (cuDNN, FlashAttention-3/4) on a chip that has them.
     pub fn softmax_under_products(&self, stack: &Stack) -> bool {
-        self.async_mma && !stack.sync_mma_attention
+        self.sync_mma.is_some() && !stack.sync_mma_attention
     }
 
     /// Read a chip's rates; unknown figures the job needs are errors naming the field.
@@ -540,8 +539,7 @@ impl Rates {
         };
         let clock = power_clock(chip, k);
         let exp_rate = chip.get("sfu_exp_tops").map(|t| t * 1e12 * clock);
-        let sync_mma = chip.get("sync_mma_fraction").unwrap_or(1.0);
-        let async_mma = chip.get("sync_mma_fraction").is_some();
+        let sync_mma = chip.get("sync_mma_fraction");
         // Copies to host memory over PCIe or NVLink-C2C reach about what a NIC does of its rate.
         let host_link = chip.get("host_link_gbs").map(|g| g * 1e9 * k.scaleout_eff);
         // The chip's share of its node's DRAM, less a fifth for the OS, the data loaders and the
@@ -558,7 +556,6 @@ impl Rates {
             scaleout,
             exp_rate,
             sync_mma,
-            async_mma,
             host_link,
             host_memory,
         })

@@ -402,7 +402,7 @@ const MIN_MODEL_ROWS: usize = 2;
 /// The accuracy on each model's runs of `rows` (over every chip) under `cv`, `held_out` as in
 /// [`accuracy_classes`]; sorted by model so the file is stable.
 fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let by = errors_by(rows, cv, |p, kind| (p.row.model.as_str(), kind));
+    let by = errors_by(rows, cv, |p| (p.row.model.as_str(), p.kind()));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= MIN_MODEL_ROWS)
         .map(|((model, kind), errs)| Accuracy {
@@ -416,23 +416,19 @@ fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accurac
 /// outcome `cv`, whose fits left out `held_out` (`source` or `family`; `blind` for the held-out
 /// file's runs, which no fit saw).
 fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let by = errors_by(rows, cv, |p, _| (p.accuracy_class(), p.chip_family()));
+    let by = errors_by(rows, cv, |p| (p.accuracy_class(), p.chip_family()));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= calib::MIN_CLASS_ROWS)
         .map(|((kind, family), errs)| Accuracy::of(&kind, family, held_out, &errs))
         .collect()
 }
 
-/// The errors of `cv` grouped by `key` of each row and its kind (`dense`, `moe` or `hybrid`).
-fn errors_by<'a, K: Ord>(
-    rows: &'a [Prepared],
-    cv: &[CvRow],
-    key: impl Fn(&'a Prepared, &'static str) -> K,
-) -> BTreeMap<K, Vec<f64>> {
+/// The errors of `cv` grouped by `key` of each row.
+fn errors_by<'a, K: Ord>(rows: &'a [Prepared], cv: &[CvRow], key: impl Fn(&'a Prepared) -> K) -> BTreeMap<K, Vec<f64>> {
     let mut by: BTreeMap<K, Vec<f64>> = BTreeMap::new();
     for c in cv {
         let p = &rows[c.index];
-        by.entry(key(p, p.kind())).or_default().push(c.cv_error);
+        by.entry(key(p)).or_default().push(c.cv_error);
     }
     by
 }
