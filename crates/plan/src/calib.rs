@@ -1,6 +1,6 @@
 //! Calibration of the performance model: one set of constants for every chip and stack.
 //!
-//! Twelve constants are fitted ([`FITTED`]); the rest are measured properties taken from public
+//! Thirteen constants are fitted ([`FITTED`]); the rest are measured properties taken from public
 //! microbenchmarks and held fixed. `data/calibration.toml` is the output of [`fit`] over every
 //! published row (`anychip plan calibrate` writes it; a test checks the committed file is that
 //! output). [`cross_validate`] refits with each source left out and predicts its rows.
@@ -20,8 +20,11 @@ pub struct Constants {
     /// Arithmetic intensity, in multiples of the chip's ridge point (peak / memory bandwidth), at
     /// which a GEMM reaches half of `gemm_eff`.
     pub gemm_knee: f64,
-    /// FP8 GEMM efficiency relative to BF16 (scaling, casting and amax bookkeeping).
+    /// FP8 GEMM efficiency relative to BF16 (scaling, casting and amax bookkeeping); INT8's too.
     pub fp8_gemm_eff: f64,
+    /// FP4 GEMM efficiency relative to BF16 (NVFP4 and MXFP4: 16- or 32-element block scales,
+    /// the NVFP4 recipe's Hadamard transforms and stochastic rounding), fitted apart from FP8's.
+    pub fp4_gemm_eff: f64,
     /// Fraction of the BF16 peak fused attention reaches.
     pub attn_eff: f64,
     /// How much faster the cuDNN fused attention of 2025 runs than `attn_eff` (stacks with
@@ -71,6 +74,7 @@ pub const FITTED: &[(&str, f64, f64)] = &[
     ("overlap_hidden", 0.0, 1.0),
     ("step_overhead_ms", 0.0, 100.0),
     ("power_w_per_tflop", 0.3, 1.0),
+    ("fp4_gemm_eff", 0.3, 1.0),
 ];
 
 impl Constants {
@@ -79,6 +83,7 @@ impl Constants {
             "gemm_eff" => self.gemm_eff,
             "gemm_knee" => self.gemm_knee,
             "fp8_gemm_eff" => self.fp8_gemm_eff,
+            "fp4_gemm_eff" => self.fp4_gemm_eff,
             "attn_eff" => self.attn_eff,
             "attn_gain_2025" => self.attn_gain_2025,
             "elementwise_passes" => self.elementwise_passes,
@@ -97,6 +102,7 @@ impl Constants {
             "gemm_eff" => self.gemm_eff = v,
             "gemm_knee" => self.gemm_knee = v,
             "fp8_gemm_eff" => self.fp8_gemm_eff = v,
+            "fp4_gemm_eff" => self.fp4_gemm_eff = v,
             "attn_eff" => self.attn_eff = v,
             "attn_gain_2025" => self.attn_gain_2025 = v,
             "elementwise_passes" => self.elementwise_passes = v,
@@ -116,6 +122,8 @@ impl Constants {
             gemm_eff: 0.75,
             gemm_knee: 0.3,
             fp8_gemm_eff: 0.7,
+            // As FP8 until the rows show otherwise.
+            fp4_gemm_eff: 0.7,
             attn_eff: 0.45,
             // No gain until the rows show one.
             attn_gain_2025: 0.0,

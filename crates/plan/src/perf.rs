@@ -14,7 +14,8 @@
 //!   intensity (FLOP/byte), ridge = peak / memory bandwidth of the chip. Small GEMMs (thin tensor
 //!   parallel slices, few tokens per expert) fall off the roof on every chip in the same way, and no
 //!   GEMM beats streaming its operands and result through memory once (the roofline floor); FP8
-//!   GEMMs run at the FP8 peak times `fp8_gemm_eff` (the scaling and casting TE adds), while
+//!   GEMMs run at the FP8 peak times `fp8_gemm_eff` (the scaling and casting TE adds), FP4 GEMMs at
+//!   the FP4 peak times `fp4_gemm_eff` (fitted apart: block scales, Hadamard transforms), while
 //!   attention, the LM head and element-wise work stay BF16.
 //! - Tensor work (GEMMs, attention, softmax exponentials) at the clock the chip sustains within its
 //!   board power ([`power_clock`]): below `power_w_per_tflop` board watts per TFLOP/s, the cube
@@ -584,6 +585,18 @@ impl Rates {
     }
 }
 
+/// Fraction of the quantized peak `precision`'s GEMMs reach relative to a BF16 GEMM of the same
+/// shape: `fp4_gemm_eff` for FP4 (NVFP4 and MXFP4 recipes carry block scales and, in NVFP4,
+/// Hadamard transforms that FP8's per-tensor or MXFP8 scaling does not), `fp8_gemm_eff` for FP8
+/// and INT8, 1 otherwise.
+fn quantized_gemm_eff(k: &Constants, precision: Precision) -> f64 {
+    match precision {
+        Precision::Fp4 => k.fp4_gemm_eff,
+        Precision::Fp8 | Precision::Int8 => k.fp8_gemm_eff,
+        Precision::Bf16 => 1.0,
+    }
+}
+
 /// A chip's quantized GEMM peak `field` (OP/s), or the one-line refusal to train `how` without
 /// it, naming the precisions to use `instead` and the override that supplies the figure.
 fn quantized_peak(chip: &Chip, field: &str, how: &str, instead: &str) -> Result<f64> {
@@ -925,7 +938,7 @@ impl Ctx<'_> {
     /// Seconds for `flops` of linear-layer GEMM of shape tokens x k -> n (per chip).
     fn linear(&self, flops: f64, m: f64, n: f64, kk: f64) -> f64 {
         let (peak, bytes, extra) = match (self.precision, self.r.peak_8bit) {
-            (q, Some(p)) if q.quantized() => (p, q.operand_bytes(), self.k.fp8_gemm_eff),
+            (q, Some(p)) if q.quantized() => (p, q.operand_bytes(), quantized_gemm_eff(self.k, q)),
             _ => (self.r.peak_bf16, 2.0, 1.0),
         };
         gemm_time(self.k, peak * extra, peak, self.r.mem_bw, flops, m, n, kk, bytes)
@@ -2015,6 +2028,28 @@ mod tests {
         assert!((saved / (48.0 * k.layer_overhead_us * 1e-6) - 1.0).abs() < 1e-9, "{saved}");
         // Transformer Engine fuses the grouped MLP only under an MXFP8 recipe: nothing changes in BF16.
         assert_eq!(compute(&fused, Precision::Bf16).0, compute(&unfused, Precision::Bf16).0);
+    }
+
+    #[test]
+    fn fp4_gemms_run_at_their_own_efficiency_and_fp8_and_int8_at_fp8s() {
+        let m = crate::model::resolve("llama3-70b").unwrap();
+        let db = crate::chips::ChipDb::builtin();
+        let st = crate::stack::find("nemo-2025").unwrap();
+        let l = Layout { tp: 4, ..Layout::data_parallel(1) };
+        let compute = |chip: &str, precision: Precision, k: &Constants| {
+            let r = Rates::of(db.find(chip).unwrap(), k, 4, precision).unwrap();
+            let job = Job { arch: &m.arch, seq: 8192, global_batch: 1, precision };
+            estimate(&job, &l, &r, k, &st, f64::INFINITY).unwrap().time.compute
+        };
+        let base = Constants::prior();
+        let fp8_slower = Constants { fp8_gemm_eff: base.fp8_gemm_eff / 2.0, ..base.clone() };
+        let fp4_slower = Constants { fp4_gemm_eff: base.fp4_gemm_eff / 2.0, ..base.clone() };
+        // Each quantized format reads its own efficiency and only its own.
+        assert_eq!(compute("gb200", Precision::Fp4, &base), compute("gb200", Precision::Fp4, &fp8_slower));
+        assert!(compute("gb200", Precision::Fp4, &fp4_slower) > 1.2 * compute("gb200", Precision::Fp4, &base));
+        assert_eq!(compute("gb200", Precision::Fp8, &base), compute("gb200", Precision::Fp8, &fp4_slower));
+        assert!(compute("gb200", Precision::Fp8, &fp8_slower) > 1.2 * compute("gb200", Precision::Fp8, &base));
+        assert!(compute("tpu-v5e", Precision::Int8, &fp8_slower) > 1.2 * compute("tpu-v5e", Precision::Int8, &base));
     }
 
     #[test]
