@@ -60,7 +60,9 @@ pub struct Constants {
     pub reserve_gib: f64,
 }
 
-/// The fitted constants, with the range the fit may search.
+/// The fitted constants, with the range the fit may search, in the order the descent searches
+/// them; a new constant goes last, so that adding it leaves the others' order as it was (the
+/// one-sweep descent in [`fit`] depends on the order).
 pub const FITTED: &[(&str, f64, f64)] = &[
     ("gemm_eff", 0.4, 0.95),
     ("gemm_knee", 0.02, 2.0),
