@@ -187,15 +187,16 @@ fn issue_18_bounds() {
 /// The held-out rows (`data/held_out_runs.toml`, which no fit reads) predicted with the shipped
 /// constants: tpu-recipes' MaxText runs on TPU v6e (18), v5p (3) and TPU7x Ironwood (16, a chip
 /// priced from its datasheet alone: 8 dense Llama rows, 2 of them at 131,072 tokens, and 8 MoE
-/// rows), MaxText's 2023 TPU v4 table (6), MLPerf Training v6.0's MoE results (22: GPT-OSS-20B
+/// rows), MaxText's 2023 TPU v4 table (6), MLPerf Training v6.0's MoE results (25: GPT-OSS-20B
 /// on 8 to 512 Blackwell GPUs, DeepSeek-V3 on 256 to 8,192), NeMo AutoModel's H100 table (8: 7
 /// MoE, Llama 3.1 70B), Megatron-MoE-ModelZoo's long-context Qwen3-235B-A22B rows (5: 16k to
 /// 128k tokens), NeMo's long-sequence tables (17: Llama 2 7B on H100, Llama 3 8B on B200, 4K to
 /// 1M tokens) and MLPerf Training v6.0's Llama 3.1 rows (24: 8B and 405B, FP8, NVFP4 and MXFP4).
 /// Bounds: the issue's 12% on the mean of the 75 dense rows (docs/planner.md: 6.6%); the 44 MoE
-/// rows 22.7% (MLPerf's DeepSeek-V3 on 8,192 GB200 +92%, 4,096 +60%, 2,048 +45%, 512 +39%: the
-/// model's MoE error grows with scale there; GPT-OSS-120B on Ironwood +69%; 19.6% over the 41
-/// before the three largest DeepSeek-V3 runs, 20.3% over 29 before the long-context rows), held to a
+/// rows 21.9% (MLPerf's DeepSeek-V3 on 8,192 GB200 +92%, 4,096 +60%, 2,048 +45%, 512 +39%, at TP 2:
+/// the error grows with scale there, while CoreWeave's GB300 runs at TP 1 on 2,048-8,192 are +6%
+/// to +16%; GPT-OSS-120B on Ironwood +69%; 19.6% over the 41 before the six largest DeepSeek-V3
+/// runs, 20.3% over 29 before the long-context rows), held to a
 /// regression bound just above that; single rows are printed, not bounded.
 #[test]
 fn held_out_runs_predicted_blind() {
@@ -221,7 +222,7 @@ fn held_out_runs_predicted_blind() {
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
     assert!(
-        dense.len() >= 75 && moe.len() >= 44 && hybrid.len() >= 52 && !gdn.is_empty(),
+        dense.len() >= 75 && moe.len() >= 47 && hybrid.len() >= 52 && !gdn.is_empty(),
         "held-out rows missing: {} dense, {} MoE, {} hybrid, {} Gated DeltaNet hybrid",
         dense.len(),
         moe.len(),
