@@ -178,15 +178,11 @@ fn power_note(plan: &Plan, chip: &Chip) -> String {
     if plan.tensor_clock >= 1.0 {
         return String::new();
     }
-    let maf = anychip_plan::perf::maf_clock(chip, &anychip_plan::calib::shipped());
-    match chip.get("tdp_w") {
-        _ if maf <= plan.tensor_clock => format!(
-            "; tensor clock {:.0}% of rated (its measured max-achievable GEMM rate, maf_bf16_tflops)",
-            100.0 * plan.tensor_clock
-        ),
-        Some(w) => format!("; tensor clock {:.0}% of rated within its {w:.0} W", 100.0 * plan.tensor_clock),
-        None => String::new(),
+    let pct = 100.0 * plan.tensor_clock;
+    if anychip_plan::perf::maf_clock(chip, &anychip_plan::calib::shipped()) <= plan.tensor_clock {
+        return format!("; tensor clock {pct:.0}% of rated (its measured max-achievable GEMM rate, maf_bf16_tflops)");
     }
+    chip.get("tdp_w").map_or(String::new(), |w| format!("; tensor clock {pct:.0}% of rated within its {w:.0} W"))
 }
 
 /// The header's note on a stack whose attention runs FlashAttention-2-class kernels on a chip

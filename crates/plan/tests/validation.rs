@@ -60,8 +60,8 @@ fn cross_validated_throughput_error() {
     assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
     // The same errors with every publisher counting once (the mean of each publisher's mean), so
     // that no one table's many rows carry the figure: 15 publishers, 12.1% (MT-NLG's 27% and OPT's
-    // one row, 20%, among them; 11.8% before FP4 GEMMs had their own efficiency, `fp4_gemm_eff`). It was 11.3% before ZeRO-3's gathers paid the contention of any
-    // overlapped collective, which took the all-rows mean from 11.0% to 10.4%, every publisher held
+    // one row, 20%, among them; 11.8% before FP4 GEMMs had their own efficiency, `fp4_gemm_eff`).
+    // It was 11.3% before ZeRO-3's gathers paid the contention of any overlapped collective, which took the all-rows mean from 11.0% to 10.4%, every publisher held
     // out at once from 11.2% to 10.7% and the held-out file from 20.1% to 16.2%, but OPT-175B from
     // -9% to -22% and MaxText's TPU rows from 11.9% to 13.8%: a regression bound, above the 12%
     // the issue sets for the all-rows mean.
@@ -192,12 +192,12 @@ fn issue_18_bounds() {
 /// MoE, Llama 3.1 70B), Megatron-MoE-ModelZoo's long-context Qwen3-235B-A22B rows (5: 16k to
 /// 128k tokens), NeMo's long-sequence tables (17: Llama 2 7B on H100, Llama 3 8B on B200, 4K to
 /// 1M tokens) and MLPerf Training v6.0's Llama 3.1 rows (24: 8B and 405B, FP8, NVFP4 and MXFP4).
-/// Bounds: the issue's 12% on the mean of the 75 dense rows (docs/planner.md: 6.6%); the 44 MoE
-/// rows 21.9% (MLPerf's DeepSeek-V3 on 8,192 GB200 +92%, 4,096 +60%, 2,048 +45%, 512 +39%, at TP 2:
-/// the error grows with scale there, while CoreWeave's GB300 runs at TP 1 on 2,048-8,192 are +6%
-/// to +16%; GPT-OSS-120B on Ironwood +69%; 19.6% over the 41 before the six largest DeepSeek-V3
-/// runs, 20.3% over 29 before the long-context rows), held to a
-/// regression bound just above that; single rows are printed, not bounded.
+/// Bounds: the issue's 12% on the mean of the 75 dense rows (docs/planner.md: 6.6%); the 47 MoE
+/// rows 21.9% (MLPerf's DeepSeek-V3 on 8,192 GB200 +92%, 4,096 +60%, 2,048 +45%, 512 +39%, at
+/// TP 2: the error grows with scale there, while CoreWeave's GB300 runs at TP 1 on 2,048-8,192
+/// are +6% to +16%; GPT-OSS-120B on Ironwood +69%; 19.6% over the 41 before the six largest
+/// DeepSeek-V3 runs, 20.3% over 29 before the long-context rows), held to a regression bound
+/// just above that; single rows are printed, not bounded.
 #[test]
 fn held_out_runs_predicted_blind() {
     let held = prepare_held_out().unwrap();
