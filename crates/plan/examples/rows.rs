@@ -1,13 +1,16 @@
 //! Every published row under the shipped constants (or refitted ones with `fit`), for working on
 //! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|moe|mem|write]`
 //! (`write` does what `anychip plan calibrate --out crates/plan/data/calibration.toml` does).
+//! With `ANYCHIP_HELD_OUT=1`, `why`, `moe` and `mem` read the held-out file instead (no fit reads it).
 
 use anychip_plan::calib;
 use anychip_plan::validation::{cross_validate, prepare, table};
 
 fn main() -> anyhow::Result<()> {
-    let rows = prepare()?;
     let mode = std::env::args().nth(1).unwrap_or_default();
+    // Only the read-only views take the held-out rows: a fit never sees them.
+    let held_out = std::env::var_os("ANYCHIP_HELD_OUT").is_some() && matches!(mode.as_str(), "why" | "moe" | "mem");
+    let rows = if held_out { anychip_plan::validation::prepare_held_out()? } else { prepare()? };
     if mode == "write" {
         std::fs::write("crates/plan/data/calibration.toml", anychip_plan::validation::calibration_file()?)?;
         return Ok(());
