@@ -185,6 +185,23 @@ fn power_note(plan: &Plan, chip: &Chip) -> String {
     chip.get("tdp_w").map_or(String::new(), |w| format!("; tensor clock {pct:.0}% of rated within its {w:.0} W"))
 }
 
+/// The header's note on the chip's residual: how its published runs differ from the physics,
+/// and that every time printed carries it.
+fn residual_note(plan: &Plan) -> String {
+    match &plan.chip_residual {
+        Some(r) if r.factor != 1.0 => {
+            let (pct, how) = if r.factor > 1.0 { (r.factor - 1.0, "slower") } else { (1.0 - r.factor, "faster") };
+            format!(
+                " ({} runs: the chip runs {:.1}% {how} than the model's physics says, so every time here is x{:.3})",
+                r.runs,
+                100.0 * pct,
+                r.factor
+            )
+        }
+        _ => String::new(),
+    }
+}
+
 /// The header's note on a stack whose attention runs FlashAttention-2-class kernels on a chip
 /// whose own fused attention is faster, or the cuDNN of 2025.
 fn attention_note(plan: &Plan) -> String {
@@ -216,9 +233,9 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
         plan.stack,
         plan.precision,
         if plan.validated {
-            "published runs on this chip are in the calibration"
+            format!("published runs on this chip are in the calibration{}", residual_note(plan))
         } else {
-            "NO published run on this chip: treat as an estimate"
+            "NO published run on this chip: treat as an estimate".to_string()
         },
         plan.evaluated,
         plan.ranked.len(),

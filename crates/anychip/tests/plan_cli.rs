@@ -350,6 +350,41 @@ fn a_stack_with_the_cudnn_of_2025_says_how_much_faster_its_attention_is_priced()
     assert!((v["attention_speedup"].as_f64().unwrap() - (1.0 + k.attn_gain_2025)).abs() < 1e-9, "{j}");
 }
 
+#[test]
+fn a_chip_with_published_runs_carries_and_names_its_residual() {
+    let k = anychip_plan::calib::shipped();
+    let gb200 = k.chip_residual.get("gb200").expect("gb200 has published runs").clone();
+    assert!(gb200.factor != 1.0 && gb200.runs > 0, "{gb200:?}");
+    let text = assert_ok(&run(&["plan", "--model", "llama3-8b", "--chips", "gb200:8", "--tokens", "1e12"]));
+    let note = format!("{} runs: the chip runs", gb200.runs);
+    assert!(text.contains(&note) && text.contains(&format!("every time here is x{:.3}", gb200.factor)), "{text}");
+    let j = assert_ok(&plan("llama3-8b", "gb200:8", &[]));
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(v["chip_residual"]["runs"].as_u64(), Some(gb200.runs as u64), "{j}");
+    // Its times are the physics' times the factor: the same plan with the residual removed.
+    let mut bare = k.clone();
+    bare.chip_residual.clear();
+    let db = anychip_plan::chips::ChipDb::builtin();
+    let chip = db.find("gb200").unwrap();
+    let step = |k: &anychip_plan::calib::Constants| {
+        let rates = anychip_plan::perf::Rates::of(chip, k, 8, anychip_plan::perf::Precision::Bf16).unwrap();
+        let m = anychip_plan::model::resolve("llama3-8b").unwrap();
+        let job = anychip_plan::perf::Job {
+            arch: &m.arch,
+            seq: 4096,
+            global_batch: 64,
+            precision: anychip_plan::perf::Precision::Bf16,
+        };
+        let l = anychip_plan::search::parse_layout("tp=1,pp=1,mb=1,zero=1", 8).unwrap();
+        let stack = anychip_plan::stack::find("unknown").unwrap();
+        anychip_plan::perf::estimate(&job, &l, &rates, k, &stack, f64::INFINITY).unwrap().time.total()
+    };
+    assert!((step(&k) / step(&bare) / gb200.factor - 1.0).abs() < 1e-12);
+    // A chip without runs is priced from its datasheet alone and says so.
+    let h20 = assert_ok(&run(&["plan", "--model", "llama3-8b", "--chips", "h20:8", "--tokens", "1e12"]));
+    assert!(h20.contains("NO published run on this chip") && !h20.contains("the chip runs"), "{h20}");
+}
+
 /// Every plan names its error bar: on a calibrated family the cross-validated error of its own
 /// runs, on a family without published runs the error with a whole family held out.
 #[test]

@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let k = if mode == "fit" {
         let all: Vec<usize> = (0..rows.len()).collect();
         let f = |k: &calib::Constants, w: &[usize]| anychip_plan::validation::errors(&rows, k, w);
-        calib::fit(&f, &all)?
+        calib::fit(&f, &all, &anychip_plan::validation::chip_names(&rows))?
     } else {
         calib::shipped()
     };

@@ -58,7 +58,30 @@ pub struct Constants {
     pub hop_latency_us: f64,
     /// Fixed: memory a framework keeps beside the model, GiB.
     pub reserve_gib: f64,
+    /// Per chip, what its published runs say the physics above misses (`fit`'s second stage):
+    /// every time of an estimate on the chip is scaled by the factor. Empty for a chip without
+    /// runs, which is priced from its datasheet alone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub chip_residual: BTreeMap<String, ChipResidual>,
 }
+
+/// How a chip's published runs differ from the model: the geometric mean of published over
+/// predicted step time over its `runs`, shrunk toward 1 by a prior worth [`RESIDUAL_PRIOR_RUNS`]
+/// runs.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChipResidual {
+    /// Multiplier on every predicted time of the chip (above 1: its runs are slower).
+    pub factor: f64,
+    /// Published runs it rests on.
+    pub runs: usize,
+}
+
+/// Weight of the prior "the physics is right" in a chip's residual, in runs: a chip with a few
+/// runs keeps most of its datasheet prediction (4 runs move it 4/14 of their mean), one with a
+/// hundred almost all of it. Not tuned: 5, 10 and 20 give cross-validated errors within 0.2
+/// points of each other (docs/planner.md, "Chip residuals").
+pub const RESIDUAL_PRIOR_RUNS: f64 = 10.0;
 
 /// The fitted constants, with the range the fit may search, in the order the descent searches
 /// them; a new constant goes last, so that adding it leaves the others' order as it was (the
@@ -80,6 +103,11 @@ pub const FITTED: &[(&str, f64, f64)] = &[
 ];
 
 impl Constants {
+    /// The time multiplier of chip `chip`'s residual (1 for a chip without runs).
+    pub fn chip_factor(&self, chip: &str) -> f64 {
+        self.chip_residual.get(chip).map_or(1.0, |r| r.factor)
+    }
+
     fn get(&self, name: &str) -> f64 {
         match name {
             "gemm_eff" => self.gemm_eff,
@@ -145,6 +173,7 @@ impl Constants {
             hop_latency_us: 8.0,
             // CUDA context + NCCL buffers + allocator slack.
             reserve_gib: 3.0,
+            chip_residual: BTreeMap::new(),
         }
     }
 }
@@ -416,7 +445,31 @@ fn round3(x: f64) -> f64 {
 
 /// Fit the [`FITTED`] constants to `rows` (indices into the caller's rows): coordinate descent on
 /// the mean absolute log error, each constant searched on a grid inside its range, then refined.
-pub fn fit(errors: &ErrorFn, rows: &[usize]) -> Result<Constants> {
+/// Then each chip's residual ([`chip_residuals`]) from the same rows, `chips[i]` naming row i's
+/// chip.
+pub fn fit(errors: &ErrorFn, rows: &[usize], chips: &[String]) -> Result<Constants> {
+    let mut k = fit_constants(errors, rows)?;
+    k.chip_residual = chip_residuals(&errors(&k, rows)?, rows, chips);
+    Ok(k)
+}
+
+/// Each chip's residual from the errors (`errs[j]` of row `rows[j]`) of constants without any:
+/// exp(sum of ln(published / predicted step) / (runs + [`RESIDUAL_PRIOR_RUNS`])).
+pub fn chip_residuals(errs: &[f64], rows: &[usize], chips: &[String]) -> BTreeMap<String, ChipResidual> {
+    let mut logs: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (j, &i) in rows.iter().enumerate() {
+        // error = published / predicted step - 1
+        logs.entry(chips[i].as_str()).or_default().push((1.0 + errs[j]).ln());
+    }
+    logs.into_iter()
+        .map(|(chip, l)| {
+            let factor = round3((l.iter().sum::<f64>() / (l.len() as f64 + RESIDUAL_PRIOR_RUNS)).exp());
+            (chip.to_string(), ChipResidual { factor, runs: l.len() })
+        })
+        .collect()
+}
+
+fn fit_constants(errors: &ErrorFn, rows: &[usize]) -> Result<Constants> {
     let mut k = Constants::prior();
     let mut best = loss(&errors(&k, rows)?);
     for round in 0..4 {
@@ -456,9 +509,9 @@ pub struct CvRow {
 }
 
 /// Leave-one-source-out: for each source, fit on the others and predict its rows.
-pub fn cross_validate(errors: &ErrorFn, sources: &[String]) -> Result<(Constants, Vec<CvRow>)> {
+pub fn cross_validate(errors: &ErrorFn, sources: &[String], chips: &[String]) -> Result<(Constants, Vec<CvRow>)> {
     let all: Vec<usize> = (0..sources.len()).collect();
-    let full = fit(errors, &all)?;
+    let full = fit(errors, &all, chips)?;
     let in_sample = errors(&full, &all)?;
     let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
@@ -467,7 +520,7 @@ pub fn cross_validate(errors: &ErrorFn, sources: &[String]) -> Result<(Constants
     let mut out = Vec::new();
     for held in groups.values() {
         let train: Vec<usize> = all.iter().copied().filter(|i| !held.contains(i)).collect();
-        let k = fit(errors, &train)?;
+        let k = fit(errors, &train, chips)?;
         let e = errors(&k, held)?;
         for (j, &i) in held.iter().enumerate() {
             out.push(CvRow { index: i, cv_error: e[j], in_sample_error: in_sample[i] });
@@ -561,8 +614,35 @@ mod tests {
         let errors = |k: &Constants, rows: &[usize]| -> Result<Vec<f64>> {
             Ok(rows.iter().map(|&i| (0.6 / k.gemm_eff - 1.0) * (1.0 + i as f64 * 0.01)).collect())
         };
-        let k = fit(&errors, &[0, 1, 2]).unwrap();
+        let chips = vec!["x".to_string(); 3];
+        let k = fit(&errors, &[0, 1, 2], &chips).unwrap();
         assert!((k.gemm_eff - 0.6).abs() < 0.01, "{}", k.gemm_eff);
+    }
+
+    #[test]
+    fn a_chips_residual_is_its_runs_geometric_mean_shrunk_by_the_prior() {
+        // Ten runs of "slow" 21% slower than predicted, two of "odd" 10% faster, one "ok" exact.
+        let chips: Vec<String> = ["slow"; 10].iter().chain(&["odd"; 2]).chain(&["ok"]).map(|c| c.to_string()).collect();
+        let errs: Vec<f64> = (0..13)
+            .map(|i| {
+                if i < 10 {
+                    0.21
+                } else if i < 12 {
+                    -0.1
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let rows: Vec<usize> = (0..13).collect();
+        let r = chip_residuals(&errs, &rows, &chips);
+        // 10 runs against a prior of 10: half the log mean, sqrt(1.21) = 1.1.
+        assert_eq!(r["slow"], ChipResidual { factor: 1.1, runs: 10 });
+        assert_eq!(r["odd"].runs, 2);
+        assert!((r["odd"].factor - (2.0 * 0.9f64.ln() / 12.0).exp()).abs() < 1e-3, "{:?}", r["odd"]);
+        assert_eq!(r["ok"].factor, 1.0);
+        let k = Constants { chip_residual: r, ..Constants::prior() };
+        assert_eq!((k.chip_factor("slow"), k.chip_factor("unseen")), (1.1, 1.0));
     }
 
     #[test]

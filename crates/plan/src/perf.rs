@@ -407,6 +407,22 @@ pub struct StepTime {
 }
 
 impl StepTime {
+    /// Every part times `f` (a chip's residual, `calib::ChipResidual`).
+    pub fn scaled(self, f: f64) -> StepTime {
+        StepTime {
+            compute: self.compute * f,
+            recompute: self.recompute * f,
+            tp_comm: self.tp_comm * f,
+            cp_comm: self.cp_comm * f,
+            ep_comm: self.ep_comm * f,
+            pp_comm: self.pp_comm * f,
+            bubble: self.bubble * f,
+            dp_comm: self.dp_comm * f,
+            optimizer: self.optimizer * f,
+            offload: self.offload * f,
+        }
+    }
+
     /// The whole step.
     pub fn total(&self) -> f64 {
         self.offload
@@ -1577,7 +1593,8 @@ pub fn estimate(
         dp_comm: dp_time,
         optimizer: t_opt,
         offload: off_mb * nm,
-    };
+    }
+    .scaled(k.chip_factor(&rates.chip));
     let (activations, offloaded) = cx.activation_memory(&sum, act_stored, stage_layers, n_micro);
 
     let memory = Memory {

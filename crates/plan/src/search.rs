@@ -149,6 +149,9 @@ pub struct Plan {
     /// How much faster than the 2023-2024 kernels the stack's fused attention is priced: 1 +
     /// `attn_gain_2025` for the cuDNN of 2025 ([`crate::perf::cudnn_2025_speedup`]), else 1.
     pub attention_speedup: f64,
+    /// What the chip's published runs say the physics misses ([`crate::calib::ChipResidual`]):
+    /// every time in [`Plan::ranked`] carries its factor. None for a chip without runs.
+    pub chip_residual: Option<crate::calib::ChipResidual>,
     /// Fitting layouts, fastest first.
     pub ranked: Vec<Ranked>,
     /// The fastest layouts that did not fit.
@@ -399,6 +402,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),
         attention_speedup: crate::perf::cudnn_2025_speedup(&req.stack, k),
+        chip_residual: k.chip_residual.get(&chip.name).cloned(),
         ranked,
         rejected,
         evaluated,

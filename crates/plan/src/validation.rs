@@ -332,7 +332,12 @@ pub fn cross_validate_by_chip_family(rows: &[Prepared]) -> Result<(Constants, Ve
 fn hold_out_by(rows: &[Prepared], key: impl Fn(&Prepared) -> &str) -> Result<(Constants, Vec<CvRow>)> {
     let sources: Vec<String> = rows.iter().map(|r| key(r).to_string()).collect();
     let f = |k: &Constants, which: &[usize]| errors(rows, k, which);
-    calib::cross_validate(&f, &sources)
+    calib::cross_validate(&f, &sources, &chip_names(rows))
+}
+
+/// Each row's chip, as the fit's second stage groups them (`calib::chip_residuals`).
+pub fn chip_names(rows: &[Prepared]) -> Vec<String> {
+    rows.iter().map(|r| r.chip.name.clone()).collect()
 }
 
 /// Mean and worst absolute error of a set.

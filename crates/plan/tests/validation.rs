@@ -47,20 +47,23 @@ fn cross_validated_throughput_error() {
         100.0 * moe_mean,
         100.0 * moe_worst
     );
-    // Regression bounds just above the figures of docs/planner.md (593 rows: overall 9.7%,
-    // dense 7.6% / 41.0% (MLPerf v5.1 Llama 3.1 8B on Cisco's 128 H100), MoE 17.7% / 116.8%). The
+    // Regression bounds just above the figures of docs/planner.md (593 rows: overall 9.1%,
+    // dense 6.9% / 36.9% (MLPerf v5.1 Llama 3.1 8B on Cisco's 128 H100), MoE 17.3% / 110.5%; 9.7%,
+    // 7.6% / 41.0% and 17.7% / 116.8% before the chip residuals, `calib::chip_residuals`). The
     // worst dense row was MPT-30B at 8k tokens on 8 H100 at 35.8% until the cuDNN of 2025 was
     // priced faster (`attn_gain_2025`, 2026-12-06), which took the Cisco row from +34.3% to
-    // +40.7% and the held-out file from 16.2% to 14.1%: the bound moved from 40% to 42% for it.
-    // The mean is within issue 18's 12% (the 216 llm-foundry rows 6.2% out of sample, the other 377 11.9%);
+    // +40.7% and the held-out file from 16.2% to 14.1%: the bound moved from 40% to 42% for it,
+    // and back to 40% with the residuals (the row +36.9%).
+    // The mean is within issue 18's 12% (the 216 llm-foundry rows 5.2% out of sample, the other 377 11.3%);
     // its other bound, every row within 30%, is in `issue_18_bounds`, ignored until it holds: 23
     // rows are beyond it, 19 of them MoE rows of the Megatron-Bridge tables (GPT-OSS-120B
     // everywhere, Qwen3 recipes before 26.02.01/26.04) slower than any physical term explains
     // (docs/planner.md, "Where it is wrong").
     assert!(mean <= 0.12, "cross-validated mean absolute error {:.1}% > 12%", 100.0 * mean);
     // The same errors with every publisher counting once (the mean of each publisher's mean), so
-    // that no one table's many rows carry the figure: 15 publishers, 12.1% (MT-NLG's 27% and OPT's
-    // one row, 20%, among them; 11.8% before FP4 GEMMs had their own efficiency, `fp4_gemm_eff`).
+    // that no one table's many rows carry the figure: 15 publishers, 12.3% (MT-NLG's 29% and OPT's
+    // one row, 20%, among them; 12.1% before the chip residuals, 11.8% before FP4 GEMMs had their
+    // own efficiency, `fp4_gemm_eff`).
     // It was 11.3% before ZeRO-3's gathers paid the contention of any overlapped collective, which took the all-rows mean from 11.0% to 10.4%, every publisher held
     // out at once from 11.2% to 10.7% and the held-out file from 20.1% to 16.2%, but OPT-175B from
     // -9% to -22% and MaxText's TPU rows from 11.9% to 13.8%: a regression bound, above the 12%
@@ -73,13 +76,14 @@ fn cross_validated_throughput_error() {
     println!("publisher-balanced mean ({} publishers): {:.1}%", by_publisher.len(), 100.0 * balanced);
     assert!(balanced <= 0.125, "cross-validated publisher-balanced mean {:.1}% > 12.5%", 100.0 * balanced);
     assert!(dense_mean <= 0.09, "cross-validated dense mean {:.1}% > 9%", 100.0 * dense_mean);
-    assert!(dense_worst <= 0.42, "cross-validated worst dense row {:.1}% > 42%", 100.0 * dense_worst);
+    assert!(dense_worst <= 0.40, "cross-validated worst dense row {:.1}% > 40%", 100.0 * dense_worst);
     assert!(moe_mean <= 0.185, "cross-validated MoE mean {:.1}% > 18.5%", 100.0 * moe_mean);
-    assert!(moe_worst <= 1.25, "cross-validated worst MoE row {:.1}% > 125%", 100.0 * moe_worst);
+    assert!(moe_worst <= 1.2, "cross-validated worst MoE row {:.1}% > 120%", 100.0 * moe_worst);
     // Issue 18: the ZeRO-3 / FSDP rows within the issue's bounds (mean <= 12%, every row within
-    // 30%). The mean holds (294 rows, 7.7%); the worst row does not: MPT-30B at 8k tokens on 8
-    // H100 is 35.8% too fast and ModelZoo's Megatron-FSDP Qwen3-235B-A22B on 256 H100 34.8% too
-    // slow, so the worst-row bound here is a regression bound.
+    // 30%). The mean holds (294 rows, 6.4%); the worst row does not: ModelZoo's Megatron-FSDP
+    // Qwen3-235B-A22B on 256 H100 is 37.0% too slow (MPT-30B at 8k tokens on 8 H100, 35.8% too
+    // fast before the chip residuals, is within 30% now), so the worst-row bound here is a
+    // regression bound.
     let zero3: Vec<f64> = cv.iter().filter(|c| rows[c.index].row.zero == 3).map(|c| c.cv_error).collect();
     let (z3_mean, z3_worst) = summary(&zero3);
     println!("ZeRO-3 ({} rows): mean {:.1}% worst {:.1}%", zero3.len(), 100.0 * z3_mean, 100.0 * z3_worst);
@@ -90,7 +94,7 @@ fn cross_validated_throughput_error() {
 /// Every row predicted with its whole publisher held out (all Megatron-Bridge containers at once,
 /// fitted on the other publishers' rows): how far the constants carry to software they were not
 /// fitted on. Regression bounds a point or so above docs/planner.md (593 rows: Megatron-Bridge
-/// dense 8.4%, MoE 18.2%; torchtitan 9.4%; llm-foundry 5.7%; every row 9.9%): the 31 MLPerf
+/// dense 7.9%, MoE 17.5%; torchtitan 8.8%; llm-foundry 4.9%; every row 9.5%): the 31 MLPerf
 /// rows of v3.1, v4.0 and v5.1 carry the FP8 constants to the Bridge rows (dense was 19.6%
 /// without them). torchtitan (PyTorch FSDP2 and torch.compile) and llm-foundry (Composer FSDP)
 /// are code bases outside the Megatron lineage; torchtitan's rows held out together were 20.2%
@@ -126,7 +130,8 @@ fn leave_publisher_out_throughput_error() {
 /// Every run of a chip family predicted with the whole family held out of the fit: the case of
 /// a new accelerator, whose first plan has no published run of its own. Regression bounds a
 /// little above today's figures (AMD 9.1%, Gaudi 12.1%, TPU 12.7% with the other families'
-/// runs fitted; NVIDIA 13.4% dense, 20.9% MoE with only the 53 others fitted).
+/// runs fitted; NVIDIA 13.4% dense, 20.9% MoE with only the 53 others fitted). A held-out family's
+/// chips have no residual (`calib::chip_residuals` needs runs), so these are the datasheet's.
 #[test]
 fn leave_chip_family_out_throughput_error() {
     let rows = prepare().unwrap();
@@ -160,11 +165,11 @@ fn leave_chip_family_out_throughput_error() {
 }
 
 /// Issue 18's bounds: cross-validated mean absolute error <= 12% and every row, dense and MoE,
-/// within 30%. Fails today (the mean holds, 9.7% over 593 rows, but 23 rows are beyond 30%;
+/// within 30%. Fails today (the mean holds, 9.1% over 593 rows, but 23 rows are beyond 30%;
 /// docs/planner.md, "Where it is wrong"); run it with `cargo test -p anychip-plan --test
 /// validation -- --ignored`.
 #[test]
-#[ignore = "known gap: 23 rows beyond 30% (GPT-OSS-120B on GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, ModelZoo's Megatron-FSDP Qwen3-235B-A22B, MT-NLG on 3,360 A100, MLPerf Llama 3.1 8B on 128 H100 at TP 2, MPT-30B at 8k tokens)"]
+#[ignore = "known gap: 23 rows beyond 30% (GPT-OSS-120B on GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, ModelZoo's Megatron-FSDP Qwen3-235B-A22B, MT-NLG on 3,360 A100, MLPerf Llama 3.1 8B on 128 H100 at TP 2, torchtitan's Llama 3 8B at 64k tokens)"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
@@ -192,8 +197,9 @@ fn issue_18_bounds() {
 /// MoE, Llama 3.1 70B), Megatron-MoE-ModelZoo's long-context Qwen3-235B-A22B rows (5: 16k to
 /// 128k tokens), NeMo's long-sequence tables (17: Llama 2 7B on H100, Llama 3 8B on B200, 4K to
 /// 1M tokens) and MLPerf Training v6.0's Llama 3.1 rows (27: 8B and 405B, FP8, NVFP4 and MXFP4).
-/// Bounds: the issue's 12% on the mean of the 78 dense rows (docs/planner.md: 6.7%); the 50 MoE
-/// rows 21.5% (MLPerf's DeepSeek-V3 on 8,192 GB200 +92%, 4,096 +60%, 2,048 +45%, 512 +39%, at
+/// Bounds: the issue's 12% on the mean of the 78 dense rows (docs/planner.md: 6.8%); the 50 MoE
+/// rows 21.1%, 21.5% before the chip residuals (MLPerf's DeepSeek-V3 on 8,192 GB200 +81%, 4,096
+/// +51%, 2,048 +37%, 512 +32%, +92%, +60%, +45%, +39% before them, at
 /// TP 2: the error grows with scale there, while CoreWeave's GB300 runs at TP 1 on 2,048-8,192
 /// are +6% to +16%; GPT-OSS-120B on Ironwood +69%; 19.6% over the 41 before the six largest
 /// DeepSeek-V3 runs, 20.3% over 29 before the long-context rows), held to a regression bound
@@ -236,19 +242,20 @@ fn held_out_runs_predicted_blind() {
     // rows at 7.3%, then 6.3% once FP4 GEMMs had their own efficiency (`fp4_gemm_eff`); 71 rows
     // at 6.3% with four more MLPerf v6.0 8B partner runs priced before they were compared, 75
     // at 6.6% with Nebius's four (-7% to -14%), 78 at 6.7% with Lambda's, Cisco's and ASUSTeK's
-    // (-14%, -7%, -5%).
+    // (-14%, -7%, -5%); 6.8% with the chip residuals.
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
-    assert!(moe_mean <= 0.23, "held-out MoE mean absolute error {:.1}% > 23%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.22, "held-out MoE mean absolute error {:.1}% > 22%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
     // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
     // optimistic. After that blind pass the Mamba-2 scan was priced by its kernels' HBM traffic
     // (mamba_ssm's Triton chain, no constant; written after seeing the rows, so no longer blind):
     // Nano 19.2% (worst 26.0%), Super 28.4%, the class 24.6%; Nemotron 3.5 Lightning's row, added
-    // after that and priced before it was compared, +19.2% (the class 24.5% over 52). These
-    // bounds hold that result; the issue's targets (a 30% worst row, 15% held out) are not met.
+    // after that and priced before it was compared, +19.2% (the class 24.5% over 52); 17.3% once
+    // the softmax and the cuDNN of 2025 were priced, 14.8% with the chip residuals (Nano 11.5%).
+    // These bounds hold that result.
     let (hybrid_mean, _) = summary(&hybrid);
-    assert!(hybrid_mean <= 0.27, "held-out hybrid mean absolute error {:.1}% > 27%", 100.0 * hybrid_mean);
+    assert!(hybrid_mean <= 0.17, "held-out hybrid mean absolute error {:.1}% > 17%", 100.0 * hybrid_mean);
     // Gated DeltaNet hybrids: Megatron-MoE-ModelZoo's Qwen3-Next-80B-A3B on 128 H100, priced
     // before it was compared with the G block as written in 4c5fc36: +25.5% (+25.1% with the
     // recompute module shared_experts, added after), in line with the Mamba-2 class. Held to the
