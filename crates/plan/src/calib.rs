@@ -1,9 +1,11 @@
 //! Calibration of the performance model: one set of constants for every chip and stack.
 //!
 //! Thirteen constants are fitted ([`FITTED`]); the rest are measured properties taken from public
-//! microbenchmarks and held fixed. `data/calibration.toml` is the output of [`fit`] over every
-//! published row (`anychip plan calibrate` writes it; a test checks the committed file is that
-//! output). [`cross_validate`] refits with each source left out and predicts its rows.
+//! microbenchmarks and held fixed. A second stage gives each chip with published runs its
+//! residual ([`chip_residuals`]), the one thing the fit keeps per chip. `data/calibration.toml`
+//! is the output of [`fit`] over every published row (`anychip plan calibrate` writes it; a test
+//! checks the committed file is that output). [`cross_validate`] refits with each source left out
+//! and predicts its rows.
 
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
@@ -623,17 +625,7 @@ mod tests {
     fn a_chips_residual_is_its_runs_geometric_mean_shrunk_by_the_prior() {
         // Ten runs of "slow" 21% slower than predicted, two of "odd" 10% faster, one "ok" exact.
         let chips: Vec<String> = ["slow"; 10].iter().chain(&["odd"; 2]).chain(&["ok"]).map(|c| c.to_string()).collect();
-        let errs: Vec<f64> = (0..13)
-            .map(|i| {
-                if i < 10 {
-                    0.21
-                } else if i < 12 {
-                    -0.1
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let errs: Vec<f64> = [0.21; 10].iter().chain(&[-0.1; 2]).chain(&[0.0]).copied().collect();
         let rows: Vec<usize> = (0..13).collect();
         let r = chip_residuals(&errs, &rows, &chips);
         // 10 runs against a prior of 10: half the log mean, sqrt(1.21) = 1.1.
