@@ -212,6 +212,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("h100.toml", include_str!("../chips/h100.toml")),
     ("h800.toml", include_str!("../chips/h800.toml")),
     ("h200.toml", include_str!("../chips/h200.toml")),
+    ("h200-nvl.toml", include_str!("../chips/h200-nvl.toml")),
     ("a100.toml", include_str!("../chips/a100.toml")),
     ("a100-40gb.toml", include_str!("../chips/a100-40gb.toml")),
     ("a800.toml", include_str!("../chips/a800.toml")),
