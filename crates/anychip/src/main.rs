@@ -58,7 +58,21 @@ enum Cmd {
     Fleet(cmd_fleet::FleetArgs),
 }
 
+/// Give SIGPIPE its default action back: Rust ignores it, so printing into a pipe whose reader has
+/// gone (`anychip plan ... | head`) panics with a backtrace instead of ending quietly, as every
+/// other command-line tool does. std has no safe way to set a signal disposition.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE and no handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    default_sigpipe();
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Train(a) => cmd_train::train(*a),

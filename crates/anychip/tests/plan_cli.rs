@@ -480,3 +480,25 @@ fn a_model_with_published_runs_quotes_the_error_on_its_own_runs() {
     let json: serde_json::Value = serde_json::from_str(&assert_ok(&plan("qwen3-8b", "h100:8", &[]))).unwrap();
     assert_eq!(json["model_accuracy"].as_array().map(|a| a.len()), Some(0));
 }
+
+/// A reader that goes away (`anychip plan ... | head`) ends the command quietly, as SIGPIPE
+/// ends any other tool, instead of a panic and its backtrace on stderr.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anychip"))
+        .args(["plan", "--model", "llama3-8b", "--chips", "h100:8", "--tokens", "1e12", "--top", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the plan is printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Ended by SIGPIPE, signal 13 on Linux and macOS.
+    assert_eq!(out.status.signal(), Some(13), "{:?}", out.status);
+}
