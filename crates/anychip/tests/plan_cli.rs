@@ -386,7 +386,8 @@ fn a_chip_with_published_runs_carries_and_names_its_residual() {
 }
 
 /// Every plan names its error bar: on a calibrated family the cross-validated error of its own
-/// runs, on a family without published runs the error with a whole family held out.
+/// runs, on a family whose only runs are the held-out file's their blind error, on a family
+/// without published runs the error with a whole family held out.
 #[test]
 fn plan_states_its_accuracy() {
     let text = |model: &str, chips: &str| {
@@ -396,8 +397,23 @@ fn plan_states_its_accuracy() {
     let h100 = text("llama3-8b", "h100:64");
     assert!(h100.contains("dense runs on nvidia chips, each predicted with its source held out"), "{h100}");
     let ascend = text("llama3-8b", "910b:64");
-    assert!(ascend.contains("no published dense runs on a chip of the ascend family"), "{ascend}");
-    assert!(ascend.contains("tpu") && ascend.contains("gaudi"), "every held-out family is listed: {ascend}");
+    assert!(ascend.contains("dense runs on ascend chips, never fitted (the held-out file)"), "{ascend}");
+    let o = run(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--chips",
+        "mlu370:8",
+        "--tokens",
+        "1e12",
+        "--top",
+        "1",
+        "--override",
+        "mlu370.scaleup_domain=8",
+    ]);
+    let cambricon = assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string();
+    assert!(cambricon.contains("no published dense runs on a chip of the cambricon family"), "{cambricon}");
+    assert!(cambricon.contains("tpu") && cambricon.contains("gaudi"), "every held-out family is listed: {cambricon}");
     let v = plan("qwen3-30b-a3b", "tpu-v5p:64", &[]);
     let json: serde_json::Value = serde_json::from_str(&assert_ok(&v)).unwrap();
     let classes = json["accuracy"].as_array().unwrap();
@@ -441,18 +457,25 @@ fn plan_states_its_accuracy() {
         "compare",
         "h100",
         "910b",
+        "mlu370",
         "--model",
         "llama3-8b",
         "--count",
-        "64",
+        "8",
+        "--override",
+        "mlu370.scaleup_domain=8",
         "--out",
         out.to_str().unwrap(),
     ]);
     let text = assert_ok(&o);
     let row = |chip: &str| text.lines().find(|l| l.starts_with(chip)).unwrap_or_default().to_string();
-    let (h100, ascend) = (row("h100 "), row("910b "));
-    assert!(h100.contains('±') && !h100.contains("%-") && !h100.contains(" *"), "{h100}");
-    assert!(ascend.contains('±') && ascend.contains('-') && ascend.ends_with(" *"), "{ascend}");
+    let (h100, ascend, cambricon) = (row("h100 "), row("910b "), row("mlu370 "));
+    // The error column: the last field, or the one before a chip without fitted runs' `*`.
+    let error = |r: &str| r.split_whitespace().rfind(|f| f.starts_with('±')).unwrap_or_default().to_string();
+    assert!(!error(&h100).is_empty() && !error(&h100).contains('-') && !h100.ends_with(" *"), "{h100}");
+    // The 910B has no fitted run (*) but blind ones: one figure. The MLU370 has none: a range.
+    assert!(!error(&ascend).is_empty() && !error(&ascend).contains('-') && ascend.ends_with(" *"), "{ascend}");
+    assert!(error(&cambricon).contains('-') && cambricon.ends_with(" *"), "{cambricon}");
     // So does every share of a fleet placement.
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
     let sched: serde_json::Value =

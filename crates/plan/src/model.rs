@@ -1070,6 +1070,22 @@ mod tests {
             ("gpt-oss-20b", 20.9e9, 3.6e9),
             ("ernie-4.5-21b-a3b", 21e9, 3e9),
             ("ernie-4.5-300b-a47b", 300e9, 47e9),
+            // The MindSpeed-LLM table's dense models (their Hugging Face model cards' sizes).
+            ("qwen1.5-7b", 7.72e9, 7.72e9),
+            ("qwen1.5-14b", 14.2e9, 14.2e9),
+            ("qwen1.5-32b", 32.5e9, 32.5e9),
+            ("qwen1.5-72b", 72.3e9, 72.3e9),
+            ("qwen2.5-14b", 14.7e9, 14.7e9),
+            ("qwen2.5-32b", 32.5e9, 32.5e9),
+            ("yi-34b", 34.4e9, 34.4e9),
+            ("codellama-34b", 33.7e9, 33.7e9),
+            ("internlm2-20b", 19.9e9, 19.9e9),
+            ("baichuan2-13b", 13.9e9, 13.9e9),
+            ("gemma2-9b", 9.24e9, 9.24e9),
+            ("gemma2-27b", 27.2e9, 27.2e9),
+            ("glm4-9b", 9.4e9, 9.4e9),
+            ("chatglm3-6b", 6.24e9, 6.24e9),
+            ("mistral-7b-sliding", 7.24e9, 7.24e9),
         ];
         for (n, total, active) in cases {
             let a = resolve(n).unwrap().arch;
