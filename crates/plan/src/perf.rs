@@ -358,9 +358,12 @@ pub struct Memory {
     pub optimizer: f64,
     /// Weights gathered by ZeRO-3 for compute (prefetch buffers, or the whole stage when kept).
     pub gathered: f64,
-    /// Stored activations (all in-flight micro-batches of the first stage).
+    /// Stored activations of the stage whose memory peaks: the first stage's in-flight
+    /// micro-batches, or under pipeline parallelism the last stage's when its fewer in-flight
+    /// micro-batches and the logits need more.
     pub activations: f64,
-    /// Logits and their gradient on the last stage.
+    /// Logits and their gradient, on the last stage: counted when that stage is the peak (always
+    /// without pipeline parallelism), 0 when the first stage is.
     pub logits: f64,
     /// Framework reserve (context, communication buffers, fragmentation).
     pub reserve: f64,
@@ -842,11 +845,37 @@ impl Ctx<'_> {
     /// the chip keeps two layers' worth of staging buffers (one layer leaving, one coming back).
     /// `act_stored`: what one micro-batch stores across the stage ([`Self::stored_per_micro_batch`]).
     fn activation_memory(&self, sum: &LayerCost, act_stored: f64, stage_layers: f64, n_micro: usize) -> (f64, f64) {
+        self.stage_activations(sum, act_stored, stage_layers, self.first_stage_in_flight(n_micro))
+    }
+
+    /// Micro-batches' worth of the first stage's activations in flight: 1F1B keeps min(m, p);
+    /// interleaving adds (p-1)/(p v) of that (Korthikanti, section 4.2.3).
+    fn first_stage_in_flight(&self, n_micro: usize) -> f64 {
+        let (p, v) = (self.l.pp as f64, self.l.v as f64);
+        (n_micro.min(self.l.pp) as f64) * if self.l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 }
+    }
+
+    /// The last pipeline stage's stored activations (and those held in host memory): 1F1B starts
+    /// its backward after one forward there, so one micro-batch is in flight; the interleaved
+    /// schedule warms the last rank up with (v-1) p chunks of a v-th of its layers, so
+    /// ((v-1) p + 1) / v stage-fulls (Megatron-Core's `get_pp_rank_microbatches`: warm-up
+    /// (p - rank - 1) x 2 + (v - 1) p), never more than the first stage holds.
+    fn last_stage_activation_memory(
+        &self,
+        sum: &LayerCost,
+        act_stored: f64,
+        stage_layers: f64,
+        n_micro: usize,
+    ) -> (f64, f64) {
+        let (p, v) = (self.l.pp as f64, self.l.v as f64);
+        let in_flight = (((v - 1.0) * p + 1.0) / v).min(self.first_stage_in_flight(n_micro));
+        self.stage_activations(sum, act_stored, stage_layers, in_flight)
+    }
+
+    /// Stored activations of a stage with `in_flight` micro-batches' worth in flight, and the part
+    /// of them held in host memory under `offload`.
+    fn stage_activations(&self, sum: &LayerCost, act_stored: f64, stage_layers: f64, in_flight: f64) -> (f64, f64) {
         let l = &self.l;
-        let (p, v) = (l.pp as f64, l.v as f64);
-        // 1F1B keeps min(m, p) micro-batches in flight on the first stage; interleaving adds
-        // (p-1)/(p v) of that (Korthikanti, section 4.2.3).
-        let in_flight = (n_micro.min(l.pp) as f64) * if l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 };
         let off = self.offloaded_share(stage_layers);
         let staging = if off > 0.0 { 2.0 * act_stored / stage_layers } else { 0.0 };
         let mut activations = act_stored * in_flight * (1.0 - off) + staging;
@@ -1595,7 +1624,20 @@ pub fn estimate(
         offload: off_mb * nm,
     }
     .scaled(k.chip_factor(&rates.chip));
-    let (activations, offloaded) = cx.activation_memory(&sum, act_stored, stage_layers, n_micro);
+    let (first, offloaded) = cx.activation_memory(&sum, act_stored, stage_layers, n_micro);
+    let logits = heads * logits_memory(stack, logits_bytes);
+    // The first stage holds the most micro-batches, the last one the logits: the chip's peak is
+    // the larger of the two (one stage holds both without pipeline parallelism).
+    let (activations, logits) = if l.pp > 1 {
+        let (last, _) = cx.last_stage_activation_memory(&sum, act_stored, stage_layers, n_micro);
+        if last + logits > first {
+            (last, logits)
+        } else {
+            (first, 0.0)
+        }
+    } else {
+        (first, logits)
+    };
 
     let memory = Memory {
         weights: states.weights,
@@ -1603,7 +1645,7 @@ pub fn estimate(
         optimizer: states.optimizer,
         gathered: states.gathered,
         activations,
-        logits: heads * logits_memory(stack, logits_bytes),
+        logits,
         reserve: k.reserve_gib * GIB,
         offloaded,
     };
@@ -1912,6 +1954,33 @@ mod tests {
         let want = (9.0 * k.elementwise_passes - 3.0) * logits / r.mem_bw;
         let got = step(&unfused) - step(&fused);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
+    fn under_pipeline_parallelism_the_peak_stage_holds_the_memory() {
+        // Llama 3 8B on 8 H100 at 8k tokens, 8 micro-batches a step per replica at most: the first
+        // stage keeps p micro-batches of its layers in flight (32 layer-micro-batches at any p),
+        // the last stage one micro-batch and the logits; the chip needs the larger, not both.
+        let k = Constants::prior();
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
+        let job = Job { arch: &m.arch, seq: 8192, global_batch: 64, precision: Precision::Bf16 };
+        let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
+        let st = crate::stack::find("megatron-core-2024").unwrap();
+        let mem = |pp: usize| {
+            let l = Layout { pp, dp: 8 / pp, ..Layout::data_parallel(8) };
+            estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap().memory
+        };
+        let one = mem(1);
+        let (act, logits) = (one.activations, one.logits);
+        assert!(logits > 0.0, "{one:?}");
+        for pp in [2, 4, 8] {
+            let m = mem(pp);
+            let (first, last) = (act, act / pp as f64 + logits);
+            let want = first.max(last);
+            assert!(((m.activations + m.logits) / want - 1.0).abs() < 1e-9, "pp {pp}: {m:?}, want {want}");
+            assert_eq!(m.logits > 0.0, last > first, "pp {pp}: the logits count only when the last stage binds");
+        }
     }
 
     #[test]
