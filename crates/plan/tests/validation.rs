@@ -197,10 +197,10 @@ fn issue_18_bounds() {
 /// MoE, Llama 3.1 70B), Megatron-MoE-ModelZoo's long-context Qwen3-235B-A22B rows (5: 16k to
 /// 128k tokens), NeMo's long-sequence tables (17: Llama 2 7B on H100, Llama 3 8B on B200, 4K to
 /// 1M tokens), MLPerf Training v6.0's Llama 3.1 rows (28: 8B and 405B, FP8, NVFP4 and MXFP4) and
-/// MindSpeed-LLM's Ascend 910B table (31: 29 dense, 2 MoE; a chip priced from its datasheet) and
+/// MindSpeed-LLM's Ascend 910B table (66: 60 dense, 6 MoE; a chip priced from its datasheet) and
 /// FlagPerf's NVIDIA Megatron-LM, FlagScale and DeepSpeed cases (24).
-/// Bounds: the issue's 12% on the mean of the 132 dense rows (docs/planner.md: 8.7%); the 52 MoE
-/// rows 21.9% (21.1% over the 50 before the two Ascend MoE runs), 21.5% before the chip residuals (MLPerf's DeepSeek-V3 on 8,192 GB200 +81%, 4,096
+/// Bounds: the issue's 12% on the mean of the 163 dense rows (docs/planner.md: 9.1%); the 56 MoE
+/// rows 25.5% (21.1% over the 50 before the six Ascend MoE runs, 62.6% among them), 21.5% before the chip residuals (MLPerf's DeepSeek-V3 on 8,192 GB200 +81%, 4,096
 /// +51%, 2,048 +37%, 512 +32%, +92%, +60%, +45%, +39% before them, at
 /// TP 2: the error grows with scale there, while CoreWeave's GB300 runs at TP 1 on 2,048-8,192
 /// are +6% to +16%; GPT-OSS-120B on Ironwood +69%; 19.6% over the 41 before the six largest
@@ -230,7 +230,7 @@ fn held_out_runs_predicted_blind() {
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
     assert!(
-        dense.len() >= 132 && moe.len() >= 52 && hybrid.len() >= 52 && !gdn.is_empty(),
+        dense.len() >= 163 && moe.len() >= 56 && hybrid.len() >= 52 && !gdn.is_empty(),
         "held-out rows missing: {} dense, {} MoE, {} hybrid, {} Gated DeltaNet hybrid",
         dense.len(),
         moe.len(),
@@ -246,9 +246,10 @@ fn held_out_runs_predicted_blind() {
     // at 6.6% with Nebius's four (-7% to -14%), 78 at 6.7% with Lambda's, Cisco's and ASUSTeK's
     // (-14%, -7%, -5%); 6.8% with the chip residuals; 79 at 6.8% with Dell's 8 H200 NVL (+10.6%, a
     // chip file written from the datasheet, no residual); 108 at 8.4% with 29 Ascend 910B runs
-    // (below, 12.6%); 132 at 8.7% with FlagPerf's 24 NVIDIA runs (10.1%).
+    // (below, 12.6%); 132 at 8.7% with FlagPerf's 24 NVIDIA runs (10.1%); 163 at 9.1% with 31 more
+    // Ascend runs of the same table (10.7%).
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
-    assert!(moe_mean <= 0.22, "held-out MoE mean absolute error {:.1}% > 22%", 100.0 * moe_mean);
+    assert!(moe_mean <= 0.26, "held-out MoE mean absolute error {:.1}% > 26%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
     // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
@@ -279,17 +280,31 @@ fn held_out_runs_predicted_blind() {
         100.0 * nano_mean
     );
     assert!(nano_worst <= 0.28, "Nemotron 3 Nano worst error {:.1}% > 28%", 100.0 * nano_worst);
-    // Ascend 910B, a chip priced from its sourced figures alone (no run fitted, no residual): 31
+    // Ascend 910B, a chip priced from its sourced figures alone (no run fitted, no residual): 66
     // MindSpeed-LLM / ModelLink runs read with each layout from its launch script and priced before
-    // they were compared, mean 14.5% (29 dense 12.6%, signed +2.6%; Mixtral +58%, Qwen3-30B-A3B
-    // +26%). Held to a regression bound just above.
-    let ascend: Vec<f64> = held.iter().filter(|r| r.row.chip == "910b").map(|r| r.error(&k).unwrap()).collect();
-    let (ascend_mean, _) = summary(&ascend);
+    // they were compared. Dense: 29 at 12.6% (signed +2.6%), then 31 more at 10.7%, 60 at 11.6%;
+    // MoE, 2024's MindSpeed MoE and a 2026 Qwen3 run: 6 at 62.6%, every one slower than predicted
+    // (Mixtral 8x7B +58%, 8x22B +43%, Qwen2-57B-A14B +153%, DeepSeek-V2-Lite +67%, MiniCPM-MoE
+    // +29%, Qwen3-30B-A3B +26%). Held to regression bounds just above.
+    let ascend = |moe: bool| -> Vec<f64> {
+        held.iter()
+            .filter(|r| r.row.chip == "910b" && (r.kind() == "moe") == moe)
+            .map(|r| r.error(&k).unwrap())
+            .collect()
+    };
+    let (dense_910b, moe_910b) = (ascend(false), ascend(true));
+    let (dense_910b_mean, moe_910b_mean) = (summary(&dense_910b).0, summary(&moe_910b).0);
     assert!(
-        ascend.len() == 31 && ascend_mean <= 0.15,
-        "Ascend 910B: {} rows, mean {:.1}%",
-        ascend.len(),
-        100.0 * ascend_mean
+        dense_910b.len() == 60 && dense_910b_mean <= 0.125,
+        "Ascend 910B dense: {} rows, mean {:.1}%",
+        dense_910b.len(),
+        100.0 * dense_910b_mean
+    );
+    assert!(
+        moe_910b.len() == 6 && moe_910b_mean <= 0.65,
+        "Ascend 910B MoE: {} rows, mean {:.1}%",
+        moe_910b.len(),
+        100.0 * moe_910b_mean
     );
 }
 
