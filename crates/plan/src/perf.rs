@@ -1958,9 +1958,9 @@ mod tests {
 
     #[test]
     fn under_pipeline_parallelism_the_peak_stage_holds_the_memory() {
-        // Llama 3 8B on 8 H100 at 8k tokens, 8 micro-batches a step per replica at most: the first
-        // stage keeps p micro-batches of its layers in flight (32 layer-micro-batches at any p),
-        // the last stage one micro-batch and the logits; the chip needs the larger, not both.
+        // Llama 3 8B on 8 H100 at 8k tokens, at least p micro-batches a step per replica: the
+        // first stage keeps p micro-batches of its 32 / p layers in flight (32 layer-micro-batches
+        // at any p), the last stage one and the logits; the chip needs the larger, not both.
         let k = Constants::prior();
         let m = crate::model::resolve("llama3-8b").unwrap();
         let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
