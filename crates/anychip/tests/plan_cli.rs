@@ -390,16 +390,18 @@ fn a_chip_with_published_runs_carries_and_names_its_residual() {
 /// without published runs the error with a whole family held out.
 #[test]
 fn plan_states_its_accuracy() {
-    let text = |model: &str, chips: &str| {
-        let o = run(&["plan", "--model", model, "--chips", chips, "--tokens", "1e12", "--top", "1"]);
+    // The `accuracy:` line of `plan` run with these arguments.
+    let accuracy = |args: &[&str]| {
+        let o = run(&[&["plan"], args].concat());
         assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string()
     };
+    let text =
+        |model: &str, chips: &str| accuracy(&["--model", model, "--chips", chips, "--tokens", "1e12", "--top", "1"]);
     let h100 = text("llama3-8b", "h100:64");
     assert!(h100.contains("dense runs on nvidia chips, each predicted with its source held out"), "{h100}");
     let ascend = text("llama3-8b", "910b:64");
     assert!(ascend.contains("dense runs on ascend chips, never fitted (the held-out file)"), "{ascend}");
-    let o = run(&[
-        "plan",
+    let cambricon = accuracy(&[
         "--model",
         "llama3-8b",
         "--chips",
@@ -411,7 +413,6 @@ fn plan_states_its_accuracy() {
         "--override",
         "mlu370.scaleup_domain=8",
     ]);
-    let cambricon = assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string();
     assert!(cambricon.contains("no published dense runs on a chip of the cambricon family"), "{cambricon}");
     assert!(cambricon.contains("tpu") && cambricon.contains("gaudi"), "every held-out family is listed: {cambricon}");
     let v = plan("qwen3-30b-a3b", "tpu-v5p:64", &[]);
@@ -424,15 +425,13 @@ fn plan_states_its_accuracy() {
     assert!(classes.iter().any(|c| c["held_out"] == "blind"), "the held-out TPU MoE runs: {classes:?}");
     // On NVIDIA chips the two dispatchers' runs are two classes, each with its own error bar.
     let dispatch = |stack: &str| {
-        let o = run(&["plan", "--model", "qwen3-30b-a3b", "--chips", "h100:64", "--tokens", "1e12", "--stack", stack]);
-        assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string()
+        accuracy(&["--model", "qwen3-30b-a3b", "--chips", "h100:64", "--tokens", "1e12", "--stack", stack])
     };
     let (a2a, flex) = (dispatch("nemo-2025"), dispatch("nemo-2025-flex"));
     assert!(a2a.contains("MoE runs with an all-to-all token dispatcher on nvidia chips"), "{a2a}");
     assert!(flex.contains("MoE runs on nvidia chips") && !flex.contains("all-to-all"), "{flex}");
     // A long job reads the long runs' figure: for MoE, the held-out long-context rows.
-    let o = run(&[
-        "plan",
+    let long = accuracy(&[
         "--model",
         "qwen3-235b-a22b",
         "--chips",
@@ -448,7 +447,6 @@ fn plan_states_its_accuracy() {
         "--layout",
         "tp=4,pp=8,vp=4,cp=8,ep=8,mb=1,modules=layernorm+moe",
     ]);
-    let long = assert_ok(&o).lines().find(|l| l.starts_with("accuracy:")).unwrap_or_default().to_string();
     assert!(long.contains("MoE runs at 16k tokens or more on nvidia chips, never fitted"), "{long}");
     // `chips compare` gives each row its error bar: one figure, or a range for an unseen family.
     let out = scratch("plan-cli-compare-error");
