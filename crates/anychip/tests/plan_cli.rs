@@ -413,7 +413,7 @@ fn plan_states_its_accuracy() {
         "--override",
         "mlu370.scaleup_domain=8",
     ]);
-    assert!(cambricon.contains("no published dense runs on a chip of the cambricon family"), "{cambricon}");
+    assert!(cambricon.contains("fewer than 5 published dense runs on a chip of the cambricon family"), "{cambricon}");
     assert!(cambricon.contains("tpu") && cambricon.contains("gaudi"), "every held-out family is listed: {cambricon}");
     let v = plan("qwen3-30b-a3b", "tpu-v5p:64", &[]);
     let json: serde_json::Value = serde_json::from_str(&assert_ok(&v)).unwrap();

@@ -382,7 +382,7 @@ pub fn accuracy_line(kind: &str, family: &str, classes: &[Accuracy]) -> String {
             .map(|a| format!("{} {:.1}% ({} runs, bias {:+.1}%)", a.family, pct(a.mean_abs_error), a.rows, pct(a.bias)))
             .collect();
         return format!(
-            "accuracy: no published {runs} on a chip of the {family} family; with a whole chip family held out from the fit the mean error was {}",
+            "accuracy: fewer than {MIN_CLASS_ROWS} published {runs} on a chip of the {family} family; with a whole chip family held out from the fit the mean error was {}",
             each.join(", ")
         );
     }
@@ -585,7 +585,7 @@ mod tests {
         let unseen = accuracy_for("dense", "no-such-family");
         assert!(unseen.len() >= 2 && unseen.iter().all(|a| a.held_out == "family" && a.kind == "dense"), "{unseen:?}");
         let line = accuracy_line("dense", "no-such-family", &unseen);
-        assert!(line.contains("no published dense runs on a chip of the no-such-family family"), "{line}");
+        assert!(line.contains("fewer than 5 published dense runs on a chip of the no-such-family family"), "{line}");
         assert!(accuracy_line("moe", "x", &[]).contains("treat as an estimate"));
         let own_mean = 100.0 * own[0].mean_abs_error;
         assert_eq!(expected_error(&own), format!("±{own_mean:.1}%"));
