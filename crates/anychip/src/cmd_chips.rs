@@ -198,7 +198,7 @@ fn compare(
         }
     }
     println!(
-        "* no published run on this chip in the calibration (the others carry their chip residual, as `plan` prints it); headroom = usable memory left per chip (GiB); error = the planner's mean error on published runs like this job held out of its fit (its chip family's, held out by source or never fitted, or with a whole family held out where the family has none; ? where fewer than 5 published runs of this kind of model exist, e.g. Gated DeltaNet hybrids)"
+        "* no published run on this chip in the calibration (the others carry their chip residual, as `plan` prints it); headroom = usable memory left per chip (GiB); error = the planner's mean error on published runs like this job held out of its fit (its chip family's, held out by source or never fitted, or with a whole family held out where the family has fewer than 5 such runs; ? where fewer than 5 published runs of this kind of model exist, e.g. Gated DeltaNet hybrids)"
     );
     if tput.is_empty() {
         bail!("no chip could run {}: see the reasons above", model.name);
