@@ -246,6 +246,9 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
     if let Some(line) = anychip_plan::calib::model_accuracy_line(&plan.model, &plan.model_accuracy) {
         println!("{line}");
     }
+    if let Some(line) = anychip_plan::calib::unprofiled_line(&plan.default_stack_accuracy) {
+        println!("{line}");
+    }
     println!(
         "{:<4} {:<44} {:>8} {:>12} {:>6} {:>9} {:>8} {:>11} {:>12}",
         "#", "layout", "step s", "tokens/s", "MFU", "mem GiB", "days", "energy MWh", "cost USD"

@@ -483,6 +483,24 @@ fn plan_states_its_accuracy() {
     assert!(!shares.is_empty() && shares.iter().all(|s| s["error"].as_str().unwrap().starts_with('±')), "{shares:?}");
 }
 
+/// A plan on the default stack also quotes the runs of frameworks without a profile priced on it
+/// (FlagPerf's PaddleNLP runs); a plan that names its stack does not.
+#[test]
+fn the_default_stack_quotes_the_unprofiled_runs() {
+    let args = ["plan", "--model", "llama3-8b", "--chips", "h100:64", "--tokens", "1e12", "--top", "1"];
+    let line = |extra: &[&str]| {
+        let text = assert_ok(&run(&[&args[..], extra].concat()));
+        text.lines().find(|l| l.starts_with("on the default stack")).map(str::to_string)
+    };
+    let default = line(&[]).expect("a plan on the default stack quotes its runs");
+    assert!(default.contains("dense runs of frameworks without a profile, priced on it, on nvidia chips"), "{default}");
+    assert!(default.contains("fast on average"), "{default}");
+    assert_eq!(line(&["--stack", "megatron-core-2024"]), None);
+    let json: serde_json::Value = serde_json::from_str(&assert_ok(&plan("llama3-8b", "h100:64", &[]))).unwrap();
+    let classes = json["default_stack_accuracy"].as_array().unwrap();
+    assert!(!classes.is_empty() && classes.iter().all(|c| c["kind"] == "dense-unprofiled"), "{classes:?}");
+}
+
 #[test]
 fn a_model_with_published_runs_quotes_the_error_on_its_own_runs() {
     let text =

@@ -320,6 +320,45 @@ pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack, seq: usize) -> St
     }
 }
 
+/// Suffix of the accuracy classes of runs priced on the default stack
+/// ([`crate::stack::DEFAULT_STACK`]): runs of a framework the planner has no profile of, kept
+/// apart from the classes `plan` quotes for a named stack, and quoted beside them when a job names
+/// none ([`unprofiled_accuracy`]).
+pub const UNPROFILED: &str = "-unprofiled";
+
+/// The classes of runs priced on the default stack, on any chip family, of a job's accuracy
+/// class `class` ([`accuracy_class`]): what a job that names no stack should expect on top of its
+/// class's error.
+pub fn unprofiled_accuracy(class: &str) -> Vec<Accuracy> {
+    let kind = format!("{class}{UNPROFILED}");
+    shipped_accuracy().into_iter().filter(|a| a.held_out != "family" && a.kind == kind).collect()
+}
+
+/// `plan`'s line on the default stack's own runs ([`unprofiled_accuracy`]), or none when there are none.
+pub fn unprofiled_line(classes: &[Accuracy]) -> Option<String> {
+    let each: Vec<String> = classes
+        .iter()
+        .map(|a| {
+            format!(
+                "{} published {} of frameworks without a profile, priced on it, on {} chips, {}: mean error {:.1}%, {}",
+                a.rows,
+                class_runs(a.kind.trim_end_matches(UNPROFILED)),
+                a.family,
+                a.how_held_out(),
+                pct(a.mean_abs_error),
+                a.bias_phrase()
+            )
+        })
+        .collect();
+    (!each.is_empty()).then(|| {
+        format!(
+            "on the default stack `{}`: {}; name your framework's stack (--stack) where it has a profile",
+            crate::stack::DEFAULT_STACK,
+            each.join("; ")
+        )
+    })
+}
+
 /// What the runs of accuracy class `class` are, for `plan`'s accuracy line.
 fn class_runs(class: &str) -> String {
     let (base, long) = match class.strip_suffix("-long") {

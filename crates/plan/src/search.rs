@@ -140,6 +140,9 @@ pub struct Plan {
     /// How far off it was on published runs of this very model, on any chip
     /// ([`crate::calib::model_accuracy`]; empty for a model without published runs).
     pub model_accuracy: Vec<crate::calib::Accuracy>,
+    /// On the default stack only: how far off it was on published runs of frameworks without a
+    /// profile priced on that stack ([`crate::calib::unprofiled_accuracy`]; empty otherwise).
+    pub default_stack_accuracy: Vec<crate::calib::Accuracy>,
     /// Fraction of its rated clock the chip's tensor cores sustain within its board power
     /// ([`crate::perf::power_clock`]; 1 when not power-limited or its power is not known).
     pub tensor_clock: f64,
@@ -386,6 +389,11 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         );
     }
     let class = crate::calib::accuracy_class(req.model.kind(), &req.stack, req.seq);
+    let default_stack_accuracy = if req.stack.name == crate::stack::DEFAULT_STACK {
+        crate::calib::unprofiled_accuracy(&class)
+    } else {
+        Vec::new()
+    };
     Ok(Plan {
         chip: chip.name.clone(),
         count: req.count,
@@ -399,6 +407,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         accuracy: crate::calib::accuracy_for(&class, &chip.family),
         accuracy_class: class,
         model_accuracy: crate::calib::model_accuracy(&req.model.name),
+        default_stack_accuracy,
         tensor_clock: crate::perf::power_clock(chip, k),
         attention_kernel: rates.attention_kernel(&req.stack),
         attention_speedup: crate::perf::cudnn_2025_speedup(&req.stack, k),

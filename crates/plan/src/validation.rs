@@ -284,6 +284,18 @@ impl Prepared {
         calib::accuracy_class(self.kind(), &self.stack, self.row.seq)
     }
 
+    /// The accuracy class the row's error counts in: its [`Self::accuracy_class`], with
+    /// [`calib::UNPROFILED`] added for a row priced on the default stack (a framework without a
+    /// profile), whose errors are not those of a named stack.
+    pub fn accuracy_key(&self) -> String {
+        let class = self.accuracy_class();
+        if self.stack.name == crate::stack::DEFAULT_STACK {
+            class + calib::UNPROFILED
+        } else {
+            class
+        }
+    }
+
     /// The model's estimate of the row's step under constants `k` (memory against the chip's
     /// usable memory).
     pub fn estimate(&self, k: &Constants) -> Result<Estimate> {
@@ -405,9 +417,12 @@ pub fn calibration_file() -> Result<String> {
 const MIN_MODEL_ROWS: usize = 2;
 
 /// The accuracy on each model's runs of `rows` (over every chip) under `cv`, `held_out` as in
-/// [`accuracy_classes`]; sorted by model so the file is stable.
+/// [`accuracy_classes`]; sorted by model so the file is stable. Runs priced on the default stack
+/// count in their own class ([`calib::UNPROFILED`]), not here.
 fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let by = errors_by(rows, cv, |p| (p.row.model.as_str(), p.kind()));
+    let profiled: Vec<CvRow> =
+        cv.iter().filter(|c| rows[c.index].stack.name != crate::stack::DEFAULT_STACK).cloned().collect();
+    let by = errors_by(rows, &profiled, |p| (p.row.model.as_str(), p.kind()));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= MIN_MODEL_ROWS)
         .map(|((model, kind), errs)| Accuracy {
@@ -421,7 +436,7 @@ fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accurac
 /// outcome `cv`, whose fits left out `held_out` (`source` or `family`; `blind` for the held-out
 /// file's runs, which no fit saw).
 fn accuracy_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let by = errors_by(rows, cv, |p| (p.accuracy_class(), p.chip_family()));
+    let by = errors_by(rows, cv, |p| (p.accuracy_key(), p.chip_family()));
     by.into_iter()
         .filter(|(_, errs)| errs.len() >= calib::MIN_CLASS_ROWS)
         .map(|((kind, family), errs)| Accuracy::of(&kind, family, held_out, &errs))
