@@ -289,47 +289,25 @@ fn held_out_runs_predicted_blind() {
     // MoE, 2024's MindSpeed MoE and a 2026 Qwen3 run: 6 at 62.6%, every one slower than predicted
     // (Mixtral 8x7B +58%, 8x22B +43%, Qwen2-57B-A14B +153%, DeepSeek-V2-Lite +67%, MiniCPM-MoE
     // +29%, Qwen3-30B-A3B +26%). Held to regression bounds just above.
-    let ascend = |moe: bool| -> Vec<f64> {
-        held.iter()
-            .filter(|r| r.row.chip == "910b" && (r.kind() == "moe") == moe)
-            .map(|r| r.error(&k).unwrap())
-            .collect()
+    let errors_of = |keep: &dyn Fn(&anychip_plan::validation::Prepared) -> bool| -> Vec<f64> {
+        held.iter().filter(|r| keep(r)).map(|r| r.error(&k).unwrap()).collect()
     };
-    let (dense_910b, moe_910b) = (ascend(false), ascend(true));
-    let (dense_910b_mean, moe_910b_mean) = (summary(&dense_910b).0, summary(&moe_910b).0);
-    assert!(
-        dense_910b.len() == 60 && dense_910b_mean <= 0.125,
-        "Ascend 910B dense: {} rows, mean {:.1}%",
-        dense_910b.len(),
-        100.0 * dense_910b_mean
-    );
+    let dense_910b = errors_of(&|r| r.row.chip == "910b" && r.kind() != "moe");
+    let moe_910b = errors_of(&|r| r.row.chip == "910b" && r.kind() == "moe");
+    assert_group("Ascend 910B dense", &dense_910b, 60, 0.125);
+    assert_group("Ascend 910B MoE", &moe_910b, 6, 0.65);
     // FlagPerf's NVIDIA cases (Megatron-LM, FlagScale, DeepSpeed ZeRO-3 on A800, H800 and H100),
     // priced before they were compared: 24 rows at 10.1%. Held to a regression bound just above.
-    let flagperf: Vec<f64> = held.iter().filter(|r| r.row.group == "flagperf").map(|r| r.error(&k).unwrap()).collect();
-    let (flagperf_mean, _) = summary(&flagperf);
-    assert!(
-        flagperf.len() == 24 && flagperf_mean <= 0.11,
-        "FlagPerf: {} rows, mean {:.1}%",
-        flagperf.len(),
-        100.0 * flagperf_mean
-    );
+    assert_group("FlagPerf", &errors_of(&|r| r.row.group == "flagperf"), 24, 0.11);
     // FlagPerf's PaddleNLP cases (GPT-3 6.7B/13B, LLaMA 7B/13B on 8 A100), on the `unknown` stack
     // (no PaddlePaddle profile): 20 rows at 19.8%, every one faster than the run (+6% to +49%).
-    let paddle: Vec<f64> =
-        held.iter().filter(|r| r.row.group == "flagperf-paddle").map(|r| r.error(&k).unwrap()).collect();
-    let (paddle_mean, _) = summary(&paddle);
-    assert!(
-        paddle.len() == 20 && paddle_mean <= 0.21,
-        "PaddleNLP: {} rows, mean {:.1}%",
-        paddle.len(),
-        100.0 * paddle_mean
-    );
-    assert!(
-        moe_910b.len() == 6 && moe_910b_mean <= 0.65,
-        "Ascend 910B MoE: {} rows, mean {:.1}%",
-        moe_910b.len(),
-        100.0 * moe_910b_mean
-    );
+    assert_group("PaddleNLP", &errors_of(&|r| r.row.group == "flagperf-paddle"), 20, 0.21);
+}
+
+/// Asserts that a group of held-out rows has `rows` rows and a mean absolute error within `bound`.
+fn assert_group(what: &str, errors: &[f64], rows: usize, bound: f64) {
+    let (mean, _) = summary(errors);
+    assert!(errors.len() == rows && mean <= bound, "{what}: {} rows, mean {:.1}%", errors.len(), 100.0 * mean);
 }
 
 #[test]
