@@ -922,6 +922,9 @@ pub fn resolve(spec: &str) -> Result<Model> {
     if spec.ends_with(".toml") || path.exists() {
         return load_file(path);
     }
+    if let Some(name) = crate::names::versioned_preset(spec) {
+        return preset(name).expect("a versioned name's preset resolves");
+    }
     let names = preset_names();
     let key = crate::names::model_key(spec);
     if let Some(name) = names.iter().find(|n| crate::names::model_key(n) == key) {
@@ -1013,9 +1016,14 @@ mod tests {
 
     #[test]
     fn names_as_hugging_face_writes_them_resolve_to_the_preset() {
-        for (spelling, preset) in
-            [("meta-llama/Llama-3.1-405B", "llama3-405b"), ("Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b")]
-        {
+        for (spelling, preset) in [
+            ("meta-llama/Llama-3.1-405B", "llama3-405b"),
+            ("Mixtral-8x7B-Instruct-v0.1", "mixtral-8x7b"),
+            // Mistral 7B v0.1 slides a 4,096-token window over every layer; v0.3 does not.
+            ("mistralai/Mistral-7B-v0.1", "mistral-7b-sliding"),
+            ("mistralai/Mistral-7B-Instruct-v0.1", "mistral-7b-sliding"),
+            ("mistralai/Mistral-7B-v0.3", "mistral-7b"),
+        ] {
             assert_eq!(resolve(spelling).unwrap().name, preset, "{spelling}");
         }
         let e = resolve("qwen3-31b").unwrap_err().to_string();

@@ -12,6 +12,20 @@ const VARIANT_SUFFIXES: &[&str] = &["-instruct", "-chat", "-hf", "-base", "-it",
 const SAME_SHAPES: &[(&str, &str)] =
     &[("llama-3.1", "llama3"), ("llama3.1", "llama3"), ("llama-3.3", "llama3"), ("llama3.3", "llama3")];
 
+/// Hugging Face names whose version changes the shape their de-suffixed name would give:
+/// Mistral 7B v0.1 (base and instruct) slides a 4,096-token window over every layer (its
+/// config.json's `sliding_window`), v0.2 and v0.3 do not.
+const VERSIONED: &[(&str, &str)] =
+    &[("mistral-7b-v0.1", "mistral-7b-sliding"), ("mistral-7b-instruct-v0.1", "mistral-7b-sliding")];
+
+/// The preset a versioned Hugging Face name (`mistralai/Mistral-7B-v0.1`) stands for where its
+/// version changes the shape ([`VERSIONED`]); none for every other name.
+pub fn versioned_preset(name: &str) -> Option<&'static str> {
+    let lower = name.trim().to_ascii_lowercase();
+    let last = lower.rsplit('/').next().unwrap_or(&lower);
+    VERSIONED.iter().find(|(hf, _)| *hf == last).map(|(_, preset)| *preset)
+}
+
 /// The key two spellings of one model share: lower case, without an organisation prefix
 /// (`org/`), a `meta-` prefix or variant suffixes, Llama 3.1/3.3 read as Llama 3, and without the
 /// separators `-`, `_`, `.` and spaces (`Llama-2-7b` and `llama2-7b` meet at `llama27b`).
