@@ -235,7 +235,8 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
         if plan.validated {
             format!("published runs on this chip are in the calibration{}", residual_note(plan))
         } else {
-            "NO published run on this chip: treat as an estimate".to_string()
+            "NO published run of this chip is in the calibration (priced from its datasheet): treat as an estimate"
+                .to_string()
         },
         plan.evaluated,
         plan.ranked.len(),

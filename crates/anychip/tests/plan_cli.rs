@@ -382,7 +382,10 @@ fn a_chip_with_published_runs_carries_and_names_its_residual() {
     assert!((step(&k) / step(&bare) / gb200.factor - 1.0).abs() < 1e-12);
     // A chip without runs is priced from its datasheet alone and says so.
     let h20 = assert_ok(&run(&["plan", "--model", "llama3-8b", "--chips", "h20:8", "--tokens", "1e12"]));
-    assert!(h20.contains("NO published run on this chip") && !h20.contains("the chip runs"), "{h20}");
+    assert!(
+        h20.contains("NO published run of this chip is in the calibration") && !h20.contains("the chip runs"),
+        "{h20}"
+    );
 }
 
 /// Every plan names its error bar: on a calibrated family the cross-validated error of its own
