@@ -389,11 +389,8 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         );
     }
     let class = crate::calib::accuracy_class(req.model.kind(), &req.stack, req.seq);
-    let default_stack_accuracy = if req.stack.name == crate::stack::DEFAULT_STACK {
-        crate::calib::unprofiled_accuracy(&class)
-    } else {
-        Vec::new()
-    };
+    let default_stack_accuracy =
+        if req.stack.is_default() { crate::calib::unprofiled_accuracy(&class) } else { Vec::new() };
     Ok(Plan {
         chip: chip.name.clone(),
         count: req.count,

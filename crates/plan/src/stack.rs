@@ -96,6 +96,14 @@ pub struct Stack {
     pub source: String,
 }
 
+impl Stack {
+    /// Whether this is the default stack ([`DEFAULT_STACK`]), the one a job gets when it names
+    /// none: a framework the planner has no profile of.
+    pub fn is_default(&self) -> bool {
+        self.name == DEFAULT_STACK
+    }
+}
+
 #[derive(Deserialize)]
 struct File {
     stack: Vec<toml::Table>,

@@ -289,7 +289,7 @@ impl Prepared {
     /// profile), whose errors are not those of a named stack.
     pub fn accuracy_key(&self) -> String {
         let class = self.accuracy_class();
-        if self.stack.name == crate::stack::DEFAULT_STACK {
+        if self.stack.is_default() {
             class + calib::UNPROFILED
         } else {
             class
@@ -420,12 +420,10 @@ const MIN_MODEL_ROWS: usize = 2;
 /// [`accuracy_classes`]; sorted by model so the file is stable. Runs priced on the default stack
 /// count in their own class ([`calib::UNPROFILED`]), not here.
 fn model_classes(rows: &[Prepared], cv: &[CvRow], held_out: &str) -> Vec<Accuracy> {
-    let profiled: Vec<CvRow> =
-        cv.iter().filter(|c| rows[c.index].stack.name != crate::stack::DEFAULT_STACK).cloned().collect();
-    let by = errors_by(rows, &profiled, |p| (p.row.model.as_str(), p.kind()));
+    let by = errors_by(rows, cv, |p| (p.row.model.as_str(), p.kind(), p.stack.is_default()));
     by.into_iter()
-        .filter(|(_, errs)| errs.len() >= MIN_MODEL_ROWS)
-        .map(|((model, kind), errs)| Accuracy {
+        .filter(|((_, _, unprofiled), errs)| !unprofiled && errs.len() >= MIN_MODEL_ROWS)
+        .map(|((model, kind, _), errs)| Accuracy {
             model: Some(model.into()),
             ..Accuracy::of(kind, "all", held_out, &errs)
         })
