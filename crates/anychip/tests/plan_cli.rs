@@ -157,6 +157,13 @@ fn impossible_layout_says_why() {
     assert_one_line(&o, &["vp=16"]);
     let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,ep=8"]);
     assert_one_line(&o, &["ep=8", "mixture-of-experts"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=2,etp=2"]);
+    assert_one_line(&o, &["etp=2", "mixture-of-experts"]);
+    // Qwen3-30B-A3B's experts are 768 wide: five ranks cannot split them.
+    let o = plan("qwen3-30b-a3b", "h100:64", &["--layout", "tp=2,ep=8,etp=5"]);
+    assert_one_line(&o, &["768", "etp=5"]);
+    let o = plan("qwen3-30b-a3b", "h100:64", &["--layout", "tp=2,ep=16,etp=8"]);
+    assert_one_line(&o, &["ep x etp = 128", "tp x cp x dp = 64"]);
     let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,colour=blue"]);
     assert_one_line(&o, &["unknown key 'colour'"]);
     let o = plan("llama3-405b", "h100:8", &["--layout", "tp=8,zero=0"]);
@@ -220,6 +227,10 @@ fn pinned_layout_is_explained_and_names_the_stack() {
     }
     assert!(best["memory"]["gathered"].is_number() && best["memory"]["optimizer"].is_number(), "{best}");
     assert_eq!(v["stack"], "nemo-2025");
+    // A pinned expert tensor-parallel degree is evaluated and reported as given.
+    let j = assert_ok(&plan("qwen3-30b-a3b", "h100:16", &["--layout", "tp=2,ep=4,etp=2,mb=1"]));
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(v["ranked"][0]["estimate"]["layout"]["etp"], 2, "{v}");
 }
 
 #[test]

@@ -229,8 +229,14 @@ pub struct Layout {
     pub dp: usize,
     /// Context-parallel degree (sequence split across ranks for attention).
     pub cp: usize,
-    /// Expert-parallel degree (experts split across ranks of tp x cp x dp; expert TP is 1).
+    /// Expert-parallel degree (experts split across ranks of tp x cp x dp).
     pub ep: usize,
+    /// Expert tensor-parallel degree (Megatron-Core's `expert_tensor_parallel_size`): each
+    /// expert's matrices split over `etp` ranks, which all-gather the routed tokens the
+    /// all-to-all brought them and reduce-scatter the experts' outputs. 1 keeps experts whole;
+    /// Megatron-Core before 0.10 split them over the tensor-parallel group (`etp` = `tp`), and
+    /// 0.10 and later default to that where a recipe leaves it unset.
+    pub etp: usize,
     /// Sequences per micro-batch.
     pub mb: usize,
     /// Interleaved model chunks per pipeline stage (1 = plain 1F1B).
@@ -283,6 +289,7 @@ impl Layout {
             dp,
             cp: 1,
             ep: 1,
+            etp: 1,
             mb: 1,
             v: 1,
             recompute: Recompute::None,
@@ -309,6 +316,9 @@ impl fmt::Display for Layout {
         }
         if self.ep > 1 {
             write!(f, " ep{}", self.ep)?;
+        }
+        if self.etp > 1 {
+            write!(f, " etp{}", self.etp)?;
         }
         if self.v > 1 {
             write!(f, " v{}", self.v)?;
@@ -1170,10 +1180,12 @@ impl Ctx<'_> {
                 let (mats, io) = (m.expert_matrices(), m.expert_io(a.d_model));
                 // Shared experts run as one dense MLP of their summed width.
                 let fs = (m.shared_d_ff * m.shared) as f64;
-                let e = self.l.ep as f64;
+                let (e, et) = (self.l.ep as f64, self.l.etp as f64);
                 routed = tok / t * m.top_k as f64;
-                let per_expert = (routed * e / m.experts as f64).max(1.0);
-                c.linear_fwd = self.linear(2.0 * mats * io * fe * routed, per_expert, fe, io);
+                // Under expert tensor parallelism a chip runs the `etp` ranks' gathered copies
+                // through its 1/etp slice of each expert: the same FLOPs, taller and narrower GEMMs.
+                let per_expert = (routed * et * e / m.experts as f64).max(1.0);
+                c.linear_fwd = self.linear(2.0 * mats * io * fe * routed, per_expert, fe / et, io);
                 if m.latent > 0 {
                     // The projections to the latent width before routing and back after it.
                     c.linear_fwd += 2.0 * self.linear(2.0 * tok * h * io / t, tok, io / t, h);
@@ -1182,13 +1194,14 @@ impl Ctx<'_> {
                     c.linear_fwd += self.linear(2.0 * mats * h * fs * tok / t, tok, fs / t, h);
                 }
                 c.linear_fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
-                // Stored: the permuted inputs, up outputs and activation of each routed copy (and
-                // a latent MoE's two projection inputs per token).
+                // Stored: the permuted inputs (all `etp` ranks' copies, gathered), up outputs and
+                // activation of each routed copy (its 1/etp slice of them) and a latent MoE's two
+                // projection inputs per token.
                 let kept = 2.0 * mats * fe;
                 let latent_in = if m.latent > 0 { tok / t * (h + io) } else { 0.0 };
-                mlp_inside = (routed * (2.0 * io + kept) + tok / t * 2.0 * mats * fs + 2.0 * latent_in) / tok;
-                c.moe_bytes = routed * (2.0 * io + kept);
-                inside_linear_inputs = routed * (io + fe) + tok / t * fs + latent_in;
+                mlp_inside = (routed * (2.0 * io * et + kept) + tok / t * 2.0 * mats * fs + 2.0 * latent_in) / tok;
+                c.moe_bytes = routed * (2.0 * io * et + kept);
+                inside_linear_inputs = routed * (io * et + fe) + tok / t * fs + latent_in;
                 c.linear_inputs = inside_linear_inputs + tok / t * h * m.shared as f64;
                 if self.fuses_expert_mlp() {
                     // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
@@ -1201,6 +1214,7 @@ impl Ctx<'_> {
                 if self.l.ep > 1 {
                     c.ep = self.expert_all_to_all(tok / t, m.top_k, m.experts, io);
                 }
+                c.ep += 2.0 * self.expert_tensor_pair(routed, io);
             }
             _ => {
                 let f = a.d_ff as f64;
@@ -1326,10 +1340,13 @@ impl Ctx<'_> {
     /// that holds any of its experts and fans it out there over the scale-up link, so a domain's
     /// NICs carry tokens x the expected number of other domains hit, not tokens x top-k x the
     /// other domains' share (DeepSeek-V3 report section 3.2.2).
+    ///
+    /// An expert-parallel group's ranks sit `etp` chips apart (Megatron-Core orders an expert's
+    /// ranks etp, then ep), so it spans ep x etp chips and a domain holds domain / etp of them.
     fn expert_all_to_all(&self, tokens: f64, top_k: usize, experts: usize, width: f64) -> f64 {
         let h = width;
-        let (e, span) = (self.l.ep as f64, self.l.ep);
-        let d = self.r.domain.min(span) as f64;
+        let (e, span) = (self.l.ep as f64, self.l.ep * self.l.etp);
+        let d = (self.r.domain.min(span) / self.l.etp).max(1) as f64;
         let copies = tokens * top_k as f64;
         let crosses = self.r.crosses(span);
         let (intra, inter) = if self.stack.moe_flex_dispatcher && crosses {
@@ -1344,6 +1361,21 @@ impl Ctx<'_> {
         };
         let hop = self.k.hop_latency_us * 1e-6 * if crosses { 2.0 } else { 1.0 };
         4.0 * ((intra / self.r.scaleup).max(inter_s) + 2.0 * hop)
+    }
+
+    /// One direction's collective pair of expert tensor parallelism (forward, or backward): the
+    /// `etp` ranks all-gather the `routed` copies (each `width` wide, BF16) the all-to-all brought
+    /// each of them before the experts and reduce-scatter the experts' outputs after them
+    /// (Megatron-Core's dispatchers, `gather_from_sequence_parallel_region` over the expert TP
+    /// group); rings over the scale-up link as the TP pair's. 0 at etp = 1.
+    fn expert_tensor_pair(&self, routed: f64, width: f64) -> f64 {
+        let et = self.l.etp;
+        if et == 1 {
+            return 0.0;
+        }
+        let ef = et as f64;
+        let bytes = routed * ef * width * 2.0;
+        comm(2.0 * (ef - 1.0) / ef * bytes, self.r.link(1, et), 2.0 * (ef - 1.0), self.k, self.r.crosses(et))
     }
 
     /// Seconds, forward and backward, of the element-wise kernels Megatron-Core's grouped expert
@@ -1670,7 +1702,7 @@ pub fn estimate(
 /// Why a layout cannot run this job at all (as opposed to not fitting in memory).
 pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     let a = job.arch;
-    if l.tp == 0 || l.pp == 0 || l.dp == 0 || l.cp == 0 || l.mb == 0 || l.v == 0 || l.ep == 0 {
+    if [l.tp, l.pp, l.dp, l.cp, l.mb, l.v, l.ep, l.etp].contains(&0) {
         bail!("layout {l}: every degree must be at least 1");
     }
     if l.zero > 3 {
@@ -1727,11 +1759,15 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     }
     match a.moe {
         None if l.ep > 1 => bail!("layout {l}: ep={} needs a mixture-of-experts model", l.ep),
+        None if l.etp > 1 => bail!("layout {l}: etp={} needs a mixture-of-experts model", l.etp),
         Some(m) if m.experts % l.ep != 0 => bail!("layout {l}: {} experts do not split over ep={}", m.experts, l.ep),
+        Some(m) if m.expert_d_ff % l.etp != 0 => {
+            bail!("layout {l}: the experts' width {} does not split over etp={}", m.expert_d_ff, l.etp)
+        }
         _ => {}
     }
-    if !(l.tp * l.cp * l.dp).is_multiple_of(l.ep) {
-        bail!("layout {l}: ep={} must divide tp x cp x dp = {}", l.ep, l.tp * l.cp * l.dp);
+    if !(l.tp * l.cp * l.dp).is_multiple_of(l.ep * l.etp) {
+        bail!("layout {l}: ep x etp = {} must divide tp x cp x dp = {}", l.ep * l.etp, l.tp * l.cp * l.dp);
     }
     if l.bf16_layers > a.layers {
         bail!("layout {l}: bf16={} is more than the model's {} layers", l.bf16_layers, a.layers);
@@ -1764,13 +1800,14 @@ struct States {
     optimizer_bytes_moved: f64,
 }
 
-/// One MoE layer's parameters on a chip at tensor parallelism `t` and expert parallelism `ep`:
-/// (non-expert: router, shared experts, a latent MoE's projections; the chip's local experts).
-fn moe_layer_params(a: &Arch, m: &crate::model::Moe, ep: usize, t: f64) -> (f64, f64) {
-    let h = a.d_model as f64;
+/// One MoE layer's parameters on a chip of layout `l`: (non-expert: router, shared experts and a
+/// latent MoE's projections, split over TP; the chip's `experts / ep` local experts, each split
+/// over `etp`).
+fn moe_layer_params(a: &Arch, m: &crate::model::Moe, l: &Layout) -> (f64, f64) {
+    let (h, t) = (a.d_model as f64, l.tp as f64);
     let (mats, io) = (m.expert_matrices(), m.expert_io(a.d_model));
     let dense = h * m.experts as f64 + (mats * h * (m.shared_d_ff * m.shared) as f64 + m.latent_params(a.d_model)) / t;
-    (dense, (m.experts / ep) as f64 * mats * io * m.expert_d_ff as f64)
+    (dense, (m.experts / l.ep) as f64 * mats * io * m.expert_d_ff as f64 / l.etp as f64)
 }
 
 fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
@@ -1787,7 +1824,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     }
     if let Some(m) = a.moe {
         let moe_layers = stage_layers * moe_frac;
-        let (d, e) = moe_layer_params(a, &m, l.ep, t);
+        let (d, e) = moe_layer_params(a, &m, l);
         dense += moe_layers * d;
         expert = moe_layers * e;
     }
@@ -1797,7 +1834,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
         dense += n * (a.attn_params + 2.0 * h * h) / t;
         match a.moe {
             Some(m) => {
-                let (d, e) = moe_layer_params(a, &m, l.ep, t);
+                let (d, e) = moe_layer_params(a, &m, l);
                 dense += n * d;
                 expert += n * e;
             }
@@ -1809,11 +1846,12 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     // The groups the states are sharded over: one copy per `replicas` (hybrid sharding).
     let replicas = l.replicas() as f64;
     let n_dp = (l.dp * l.cp) as f64 / replicas;
-    // An expert's data-parallel ranks inside one copy: the copy's chips over ep (one when an
-    // expert-parallel group spans several copies).
+    // An expert shard's data-parallel ranks inside one copy: the copy's chips over ep x etp (one
+    // when an expert-parallel group spans several copies).
     let all = l.tp * l.cp * l.dp;
-    let n_edp = ((all / l.replicas()) / l.ep).max(1) as f64;
-    let edp_copies = ((all / l.ep.max(1)) as f64 / n_edp).max(1.0);
+    let expert_mp = l.ep.max(1) * l.etp.max(1);
+    let n_edp = ((all / l.replicas()) / expert_mp).max(1) as f64;
+    let edp_copies = ((all / expert_mp) as f64 / n_edp).max(1.0);
     let shard = |p: f64, n: f64, on: bool| if on { p / n } else { p };
     let zero = l.zero;
     let opt_sharded = zero >= 1 || stack.distributed_optimizer;
@@ -1870,10 +1908,12 @@ fn dp_buckets(params: f64, n: f64) -> f64 {
 fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, recompute_mb: f64, nm: f64) -> f64 {
     let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
     let all = l.tp * l.cp * l.dp;
+    // Megatron-Core orders an expert's ranks etp, then ep, then expert data parallel.
+    let expert_mp = l.ep.max(1) * l.etp.max(1);
     // (parameters, ranks of one sharded copy, copies, stride of the copy's ranks, chips it spans)
     let groups = [
         (st.dense_params, st.n_dp, st.dp_copies, l.tp, all / l.replicas()),
-        (st.expert_params, st.n_edp, st.edp_copies, l.ep.max(1), st.n_edp as usize * l.ep.max(1)),
+        (st.expert_params, st.n_edp, st.edp_copies, expert_mp, st.n_edp as usize * expert_mp),
     ];
     // Backward runs the recomputed forward too, and the collectives overlap it as well.
     let (bwd_window, fwd_window) = (compute_mb * 2.0 / 3.0 + recompute_mb, compute_mb / 3.0);
@@ -2506,6 +2546,33 @@ mod tests {
         assert_eq!(latent.moe_mlp_params(), per_layer);
         assert_eq!(m.expert_io(2048), 512.0);
         assert!(b.memory.weights < a.memory.weights);
+    }
+
+    #[test]
+    fn expert_tensor_parallelism_splits_the_experts_and_gathers_their_tokens() {
+        // A Qwen3-30B-A3B-shaped model on 8 H100s at tp 2, ep 4: experts whole (etp 1) or split
+        // over the TP pair (etp 2).
+        let arch = qwen3_moe(None, None);
+        let base = Layout { tp: 2, ep: 4, sp: true, ..Layout::data_parallel(4) };
+        let (whole, split) = (h100_arch_step(&arch, base), h100_arch_step(&arch, Layout { etp: 2, ..base }));
+        // Each chip holds half of each of its 32 local experts: half their BF16 weights. (The
+        // distributed optimizer's shard is the same: an expert's data-parallel group halves.)
+        let local_experts = 48.0 * 32.0 * 3.0 * 2048.0 * 768.0;
+        let saved = whole.memory.weights - split.memory.weights;
+        assert!((saved / (2.0 * local_experts / 2.0) - 1.0).abs() < 1e-9, "{saved:.4e}");
+        assert!((split.memory.optimizer / whole.memory.optimizer - 1.0).abs() < 1e-9);
+        // The gathers and scatters of the routed copies come on top of the all-to-all.
+        assert!(split.time.ep_comm > whole.time.ep_comm, "{} vs {}", split.time.ep_comm, whole.time.ep_comm);
+        // The same FLOPs in taller, narrower GEMMs.
+        let ratio = split.time.compute / whole.time.compute;
+        assert!(ratio > 0.9 && ratio < 1.1, "{ratio}");
+        // Megatron-Core's expert groups: ep x etp must divide tp x cp x dp, etp the experts' width.
+        let job = Job { arch: &arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+        assert!(check_layout(&job, &Layout { ep: 8, etp: 2, ..base }).is_err());
+        assert!(check_layout(&job, &Layout { tp: 8, etp: 8, ep: 1, ..Layout::data_parallel(1) }).is_ok());
+        let dense = crate::model::resolve("llama3-8b").unwrap().arch;
+        let dense_job = Job { arch: &dense, ..job };
+        assert!(check_layout(&dense_job, &Layout { etp: 2, ..Layout { tp: 2, ..Layout::data_parallel(4) } }).is_err());
     }
 
     #[test]

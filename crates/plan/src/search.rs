@@ -35,7 +35,7 @@ pub struct Request {
     pub pinned: Option<Layout>,
 }
 
-/// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,sp=..,modules=layernorm+moe_act,shard=..]`
+/// Parse `--layout tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=..,ep=..,etp=..,sp=..,modules=layernorm+moe_act,shard=..]`
 /// for `count` chips: data parallel is what the other degrees leave; `shard=N` shards the ZeRO
 /// stage over groups of N data-parallel replicas (hybrid sharding).
 pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
@@ -53,6 +53,7 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             "vp" | "v" => l.v = num()?,
             "cp" => l.cp = num()?,
             "ep" => l.ep = num()?,
+            "etp" => l.etp = num()?,
             "mb" => l.mb = num()?,
             "dp" => l.dp = num()?,
             "shard" => l.shard = num()?,
@@ -65,7 +66,7 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             "offload" => l.offload = num()?,
             "bf16" | "bf16_layers" => l.bf16_layers = num()?,
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, mb, zero, shard, recompute, modules, sp, dp, offload, bf16")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16")
             }
         }
     }
@@ -222,7 +223,7 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
             let rest = req.count / (tp * cp);
             for pp in (1..=rest.min(a.layers)).filter(|p| rest.is_multiple_of(*p)) {
                 let dp = rest / pp;
-                for &ep in eps.iter().filter(|&&e| (tp * cp * dp).is_multiple_of(e)) {
+                for (ep, etp) in expert_splits(a, &eps, tp, tp * cp * dp) {
                     for mb in [1, 2, 4, 8] {
                         for v in [1, 2, 3, 4, 6, 8] {
                             if v > 1 && (pp == 1 || pp * v > a.layers || !a.layers.is_multiple_of(pp * v)) {
@@ -240,6 +241,7 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                                             dp,
                                             cp,
                                             ep,
+                                            etp,
                                             mb,
                                             v,
                                             recompute,
@@ -260,6 +262,18 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
         }
     }
     out
+}
+
+/// (ep, etp) pairs the search tries on `ranks` = tp x cp x dp chips: each expert-parallel degree
+/// of `eps` with experts whole (etp 1) and, at tensor parallelism, split over the TP group as
+/// Megatron-Core does by default (etp = tp), where the experts' width splits.
+fn expert_splits(a: &crate::model::Arch, eps: &[usize], tp: usize, ranks: usize) -> Vec<(usize, usize)> {
+    let etps = match a.moe {
+        Some(m) if tp > 1 && m.expert_d_ff.is_multiple_of(tp) => vec![1, tp],
+        _ => vec![1],
+    };
+    let pairs = eps.iter().flat_map(|&ep| etps.iter().map(move |&etp| (ep, etp)));
+    pairs.filter(|&(ep, etp)| ranks.is_multiple_of(ep * etp)).collect()
 }
 
 /// ZeRO shard groups the search tries: every replica (0), and for ZeRO-3 whose data-parallel

@@ -60,6 +60,9 @@ pub struct Row {
     pub cp: usize,
     /// Expert parallel.
     pub ep: usize,
+    /// Expert tensor parallel ([`Layout::etp`]); absent: 1, experts whole.
+    #[serde(default = "one")]
+    pub etp: usize,
     /// Global batch, sequences.
     pub global_batch: usize,
     /// Micro-batch.
@@ -148,6 +151,11 @@ pub fn memory_rows() -> Vec<MemRow> {
     file().memory
 }
 
+/// Serde's default for a degree a row leaves out.
+fn one() -> usize {
+    1
+}
+
 impl Row {
     /// The publisher the row is held out with (its `publisher`, else its `group`).
     pub fn publisher(&self) -> &str {
@@ -162,6 +170,7 @@ impl Row {
             dp: self.dp,
             cp: self.cp,
             ep: self.ep,
+            etp: self.etp,
             mb: self.mb,
             v: self.v,
             recompute: Recompute::parse(&self.recompute)?,

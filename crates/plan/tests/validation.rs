@@ -288,14 +288,15 @@ fn held_out_runs_predicted_blind() {
     // they were compared. Dense: 29 at 12.6% (signed +2.6%), then 31 more at 10.7%, 60 at 11.6%;
     // MoE, 2024's MindSpeed MoE and a 2026 Qwen3 run: 6 at 62.6%, every one slower than predicted
     // (Mixtral 8x7B +58%, 8x22B +43%, Qwen2-57B-A14B +153%, DeepSeek-V2-Lite +67%, MiniCPM-MoE
-    // +29%, Qwen3-30B-A3B +26%). Held to regression bounds just above.
+    // +29%, Qwen3-30B-A3B +26%); 58.9% once the Mixtral rows split their experts over TP as
+    // Megatron-Core 0.6 did (etp 8: +47% and +36%). Held to regression bounds just above.
     let errors_of = |keep: &dyn Fn(&anychip_plan::validation::Prepared) -> bool| -> Vec<f64> {
         held.iter().filter(|r| keep(r)).map(|r| r.error(&k).unwrap()).collect()
     };
     let dense_910b = errors_of(&|r| r.row.chip == "910b" && r.kind() != "moe");
     let moe_910b = errors_of(&|r| r.row.chip == "910b" && r.kind() == "moe");
     assert_group("Ascend 910B dense", &dense_910b, 60, 0.125);
-    assert_group("Ascend 910B MoE", &moe_910b, 6, 0.65);
+    assert_group("Ascend 910B MoE", &moe_910b, 6, 0.60);
     // FlagPerf's NVIDIA cases (Megatron-LM, FlagScale, DeepSpeed ZeRO-3 on A800, H800 and H100),
     // priced before they were compared: 24 rows at 10.1%. Held to a regression bound just above.
     assert_group("FlagPerf", &errors_of(&|r| r.row.group == "flagperf"), 24, 0.11);
