@@ -289,7 +289,7 @@ fn held_out_runs_predicted_blind() {
     // MoE, 2024's MindSpeed MoE and a 2026 Qwen3 run: 6 at 62.6%, every one slower than predicted
     // (Mixtral 8x7B +58%, 8x22B +43%, Qwen2-57B-A14B +153%, DeepSeek-V2-Lite +67%, MiniCPM-MoE
     // +29%, Qwen3-30B-A3B +26%); 58.9% once the Mixtral rows split their experts over TP as
-    // Megatron-Core 0.6 did (etp 8: +47% and +36%). Held to regression bounds just above.
+    // Megatron-Core 0.6 did (etp 8: +45% and +34%). Held to regression bounds just above.
     let errors_of = |keep: &dyn Fn(&anychip_plan::validation::Prepared) -> bool| -> Vec<f64> {
         held.iter().filter(|r| keep(r)).map(|r| r.error(&k).unwrap()).collect()
     };
