@@ -1165,7 +1165,7 @@ impl Ctx<'_> {
     }
 
     /// One MLP block, dense or a mixture of experts: its norm, matmuls, the experts' all-to-all
-    /// and the TP pair around it.
+    /// (and expert-TP pair) and, around a dense MLP or shared experts, the TP pair.
     fn mlp_block(&self, moe: bool) -> LayerCost {
         let a = self.a;
         let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
@@ -1241,7 +1241,14 @@ impl Ctx<'_> {
             c.module_bytes = norm_bytes + tok * mlp_inside - quantized_saving;
             c.module_rerun = norm_rerun + c.linear_fwd + extra_fwd + c.ep / 2.0;
         }
-        let tp_pair = self.tp_pair();
+        // A dense MLP (or a MoE layer's shared experts, split over TP as one) gathers the
+        // sequence-parallel tokens and reduce-scatters its output. Routed experts take the
+        // chip's own tokens to the all-to-all and back (Megatron-Core's dispatchers): no TP pair
+        // of their own, the expert-TP pair in `ep` where etp > 1.
+        let tp_pair = match a.moe {
+            Some(m) if moe && m.shared == 0 => 0.0,
+            _ => self.tp_pair(),
+        };
         c.fwd = c.linear_fwd + extra_fwd;
         c.bwd = 2.0 * c.linear_fwd + extra_bwd;
         c.tp = 2.0 * tp_pair;
