@@ -7,14 +7,16 @@
 //! configs). Multimodal configs are read through their `text_config`. Only the shapes matter to
 //! the planner: weights, dtypes and rope settings are ignored, and so are parallel attention/MLP
 //! blocks (Falcon, GPT-J, GPT-NeoX, Phi, Cohere), which do the same matmuls as serial ones.
-//! Families with a gated MLP (SwiGLU, GeGLU) read as `llama`; those with a plain one (GELU,
-//! squared ReLU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon, Phi-1/2, StarCoder,
-//! StarCoder2, Nemotron) as `gpt` with their key/value heads and MLP width; mixtures of experts
-//! (DBRX's included) as `moe`; Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert
-//! layers), IBM's Granite 4.0 hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or
-//! experts in every layer), Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP,
-//! in every layer) and Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then experts
-//! or an MLP) as `hybrid`. Other families are refused by name rather than approximated.
+//! Families with a gated MLP (SwiGLU, GeGLU) read as `llama`, the remote-code configs of ChatGLM2/3
+//! and GLM-4, Qwen-1, Baichuan, InternLM, Aquila, MiniCPM and EXAONE 3 included; those with a
+//! plain one (GELU, squared ReLU, xIELU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon,
+//! Phi-1/2, StarCoder, StarCoder2, Nemotron, Arcee AFM, Apertus) as `gpt` with their key/value
+//! heads and MLP width; mixtures of experts (DBRX's and DeepSeek-MoE's included) as `moe`;
+//! Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert layers), IBM's Granite 4.0
+//! hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or experts in every layer),
+//! Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP, in every layer) and
+//! Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then experts or an MLP) as
+//! `hybrid`. Other families are refused by name rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -43,12 +45,17 @@ const GATED_DENSE: &[&str] = &[
     "cohere2",
     "stablelm",
     "internlm2",
+    "internlm",
+    "aquila",
+    "minicpm",
+    "hunyuan_v1_dense",
 ];
 
 /// `model_type`s read as a dense decoder with a plain MLP (up, activation, down: GELU, Nemotron's
 /// squared ReLU) of `intermediate_size` and llama-style attention fields: the planner's `gpt`
 /// architecture with the config's key/value heads, head width and MLP width.
-const PLAIN_DENSE: &[&str] = &["nemotron", "gpt_neox", "phi", "starcoder2"];
+/// Arcee's AFM (squared ReLU) and Apertus (xIELU) are llama-style models with such an MLP.
+const PLAIN_DENSE: &[&str] = &["nemotron", "gpt_neox", "phi", "starcoder2", "arcee", "apertus"];
 
 /// `model_type`s read as a mixture of experts.
 const MOE: &[&str] = &[
@@ -61,6 +68,7 @@ const MOE: &[&str] = &[
     "qwen3_moe",
     "qwen3_vl_moe_text",
     "minimax_m2",
+    "deepseek",
     "deepseek_v2",
     "deepseek_v3",
     "kimi_k2",
@@ -95,10 +103,15 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("granitemoehybrid", granite_hybrid),
     ("bamba", granite_hybrid),
     ("falcon_h1", falcon_h1),
+    ("chatglm", chatglm),
+    ("qwen", qwen),
+    ("baichuan", baichuan),
+    ("exaone", exaone),
 ];
 
-/// `model_type`s whose transformers config class ties the LM head to the embedding when the file
-/// has no `tie_word_embeddings` (the others default to an untied head).
+/// `model_type`s whose config class (transformers', or the checkpoint's remote code for MiniCPM and
+/// EXAONE 3) ties the LM head to the embedding when the file has no `tie_word_embeddings` (the
+/// others default to an untied head).
 const TIED_BY_DEFAULT: &[&str] = &[
     "gpt2",
     "gpt_bigcode",
@@ -112,6 +125,8 @@ const TIED_BY_DEFAULT: &[&str] = &[
     "gemma3_text",
     "cohere",
     "cohere2",
+    "minicpm",
+    "exaone",
 ];
 
 /// Every `model_type` this module reads, for the error that names them.
@@ -188,6 +203,7 @@ impl Fields<'_> {
 
 /// Where a family's config keeps the fields every model has (the first name present wins).
 struct Names {
+    vocab: &'static [&'static str],
     d_model: &'static [&'static str],
     layers: &'static [&'static str],
     heads: &'static [&'static str],
@@ -196,6 +212,7 @@ struct Names {
 
 /// transformers' usual names (LlamaConfig's, and most families' since).
 const LLAMA_NAMES: Names = Names {
+    vocab: &["vocab_size"],
     d_model: &["hidden_size"],
     layers: &["num_hidden_layers"],
     heads: &["num_attention_heads"],
@@ -203,19 +220,29 @@ const LLAMA_NAMES: Names = Names {
 };
 
 /// GPT-2's names, kept by GPT-J and GPT-BigCode.
-const GPT2_NAMES: Names =
-    Names { d_model: &["n_embd"], layers: &["n_layer"], heads: &["n_head"], ctx: &["n_positions"] };
+const GPT2_NAMES: Names = Names {
+    vocab: &["vocab_size"],
+    d_model: &["n_embd"],
+    layers: &["n_layer"],
+    heads: &["n_head"],
+    ctx: &["n_positions"],
+};
 
 /// MPT's names, kept by DBRX.
-const MPT_NAMES: Names =
-    Names { d_model: &["d_model"], layers: &["n_layers"], heads: &["n_heads"], ctx: &["max_seq_len"] };
+const MPT_NAMES: Names = Names {
+    vocab: &["vocab_size"],
+    d_model: &["d_model"],
+    layers: &["n_layers"],
+    heads: &["n_heads"],
+    ctx: &["max_seq_len"],
+};
 
 /// The fields every family has, read under `names`, as architecture `arch`; the head tied as the
 /// file says or else as `mt`'s config class defaults.
 fn common(c: &Fields, mt: &str, arch: &str, names: &Names) -> Result<ModelFile> {
     Ok(ModelFile {
         arch: arch.into(),
-        vocab: c.req("vocab_size")?,
+        vocab: c.first(names.vocab)?,
         ctx: names.ctx.iter().find_map(|k| c.opt(k)),
         layers: c.first(names.layers)?,
         heads: c.first(names.heads)?,
@@ -243,6 +270,7 @@ fn gpt2_named(c: &Fields, mt: &str) -> Result<ModelFile> {
 /// `n_layer`/`n_head` (RefinedWeb-era files) and defaults to 2,048 positions.
 fn falcon(c: &Fields, mt: &str) -> Result<ModelFile> {
     const NAMES: Names = Names {
+        vocab: &["vocab_size"],
         d_model: &["n_embed", "hidden_size"],
         layers: &["num_hidden_layers", "n_layer"],
         heads: &["num_attention_heads", "n_head"],
@@ -463,6 +491,7 @@ fn qwen3_next(c: &Fields, mt: &str) -> Result<ModelFile> {
 /// `n_layer`/`n_head`.
 fn bloom(c: &Fields, mt: &str) -> Result<ModelFile> {
     const NAMES: Names = Names {
+        vocab: &["vocab_size"],
         d_model: &["n_embed", "hidden_size"],
         layers: &["n_layer", "num_hidden_layers"],
         heads: &["n_head", "num_attention_heads"],
@@ -511,11 +540,83 @@ fn dbrx(c: &Fields, mt: &str) -> Result<ModelFile> {
     Ok(m)
 }
 
+/// ChatGLM2, ChatGLM3 and GLM-4 (THUDM's remote-code ChatGLMConfig, model_type `chatglm`):
+/// `num_layers` layers, `padded_vocab_size` tokens, `seq_length` positions, a SwiGLU MLP
+/// `ffn_hidden_size` wide, heads `kv_channels` wide (128, the class's default, where absent), and
+/// `multi_query_group_num` key/value heads when `multi_query_attention` is set, every head its own
+/// otherwise, as modeling_chatglm.py's SelfAttention sizes its fused query/key/value projection.
+/// The head (`output_layer`) is untied unless the file says otherwise. ChatGLM-6B (v1) shares the
+/// model_type but not the layout (a GELU MLP of `inner_hidden_size`) and is refused.
+fn chatglm(c: &Fields, mt: &str) -> Result<ModelFile> {
+    const NAMES: Names = Names {
+        vocab: &["padded_vocab_size", "vocab_size"],
+        d_model: &["hidden_size"],
+        layers: &["num_layers", "num_hidden_layers"],
+        heads: &["num_attention_heads"],
+        ctx: &["seq_length"],
+    };
+    if c.opt("ffn_hidden_size").is_none() && c.opt("inner_hidden_size").is_some() {
+        bail!(
+            "config.json is ChatGLM-6B's (v1: a GELU MLP of inner_hidden_size), which the planner does not read; describe the model in a TOML model file"
+        );
+    }
+    let mut m = common(c, mt, "llama", &NAMES)?;
+    m.d_ff = Some(c.req("ffn_hidden_size")?);
+    m.head_dim = Some(c.opt("kv_channels").unwrap_or(128));
+    if c.flag("multi_query_attention") == Some(true) {
+        m.kv_heads = Some(c.opt("multi_query_group_num").unwrap_or(1));
+    }
+    Ok(m)
+}
+
+/// Qwen-1 (Qwen's remote-code QWenConfig, model_type `qwen`): llama's names (the first releases'
+/// `n_embd`, `n_layer`, `n_head` and `ffn_hidden_size` too), heads `kv_channels` wide, every head
+/// its own keys and values, `seq_length` positions (else `max_position_embeddings`). Its
+/// `intermediate_size` counts both halves of the SwiGLU MLP: modeling_qwen.py's QWenMLP builds
+/// `w1` and `w2` each `intermediate_size // 2` wide and `c_proj` back from that width.
+fn qwen(c: &Fields, mt: &str) -> Result<ModelFile> {
+    const NAMES: Names = Names {
+        vocab: &["vocab_size", "padded_vocab_size"],
+        d_model: &["hidden_size", "n_embd"],
+        layers: &["num_hidden_layers", "n_layer"],
+        heads: &["num_attention_heads", "n_head"],
+        ctx: &["seq_length", "max_position_embeddings", "n_positions"],
+    };
+    let mut m = common(c, mt, "llama", &NAMES)?;
+    m.d_ff = Some(c.first(&["intermediate_size", "ffn_hidden_size"])? / 2);
+    m.head_dim = c.opt("kv_channels");
+    Ok(m)
+}
+
+/// Baichuan and Baichuan 2 (Baichuan's remote-code BaiChuanConfig / BaichuanConfig): llama's
+/// names with every head its own keys and values (no `num_key_value_heads`) and a SwiGLU MLP of
+/// `intermediate_size`; the 13B models (ALiBi) give their length only as `model_max_length`.
+fn baichuan(c: &Fields, mt: &str) -> Result<ModelFile> {
+    const NAMES: Names = Names { ctx: &["max_position_embeddings", "model_max_length"], ..LLAMA_NAMES };
+    named(c, mt, "llama", &NAMES, Some("intermediate_size"))
+}
+
+/// EXAONE 3.0 and 3.5 (LG's remote-code ExaoneConfig): llama-style, but its layers are
+/// `num_layers` (`num_hidden_layers` is only the class's alias); a SwiGLU MLP of
+/// `intermediate_size` (4 x hidden where absent) and a head tied unless the file says otherwise,
+/// as the class defaults.
+fn exaone(c: &Fields, mt: &str) -> Result<ModelFile> {
+    const NAMES: Names = Names { layers: &["num_layers", "num_hidden_layers"], ..LLAMA_NAMES };
+    let mut m = named(c, mt, "llama", &NAMES, None)?;
+    m.d_ff = Some(c.opt("intermediate_size").unwrap_or(4 * m.d_model));
+    Ok(m)
+}
+
 /// transformers' usual names with the key/value heads, head width and sliding window of
 /// llama-style configs, as `arch`; the dense MLP `d_ff` wide (none for `moe`, whose caller reads
 /// the experts).
 fn llama_named(c: &Fields, mt: &str, arch: &str, d_ff: Option<&str>) -> Result<ModelFile> {
-    let mut m = common(c, mt, arch, &LLAMA_NAMES)?;
+    named(c, mt, arch, &LLAMA_NAMES, d_ff)
+}
+
+/// [`llama_named`] with a family's own `names` for the common fields.
+fn named(c: &Fields, mt: &str, arch: &str, names: &Names, d_ff: Option<&str>) -> Result<ModelFile> {
+    let mut m = common(c, mt, arch, names)?;
     m.kv_heads = c.opt("num_key_value_heads");
     m.head_dim = c.opt("head_dim");
     m.d_ff = d_ff.map(|k| c.req(k)).transpose()?;
@@ -573,8 +674,9 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
                 m.d_ff = dense_ff;
             }
         }
-        // DeepSeek's field names; GLM-4.5 and dots.llm1 use them with plain (not latent) attention.
-        "deepseek_v2" | "deepseek_v3" | "kimi_k2" | "glm4_moe" | "dots1" => {
+        // DeepSeek's field names; DeepSeek-MoE (`deepseek`), GLM-4.5 and dots.llm1 use them with
+        // plain (not latent) attention.
+        "deepseek" | "deepseek_v2" | "deepseek_v3" | "kimi_k2" | "glm4_moe" | "dots1" => {
             m.experts = Some(c.req("n_routed_experts")?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("moe_intermediate_size")?);

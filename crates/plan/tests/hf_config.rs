@@ -28,6 +28,10 @@ fn published_configs_read_as_their_presets() {
         ("ERNIE-4.5-300B-A47B-PT", "ernie-4.5-300b-a47b"),
         ("Llama-4-Maverick-17B-128E", "llama4-maverick"),
         ("NVIDIA-Nemotron-3-Nano-30B-A3B", "nemotron-3-nano"),
+        // THUDM/chatglm2-6b's config.json, as github.com/Lwen1243/ChatGLM2-6B holds it
+        // (chatglm2-6b/config.json at 8c952641): the shapes and 32,768 positions of
+        // ChatGLM3-6B-Base, which the chatglm3-6b preset was written from.
+        ("chatglm2-6b", "chatglm3-6b"),
     ];
     for (dir, preset) in pairs {
         let from_json = resolve(fixture(dir).to_str().unwrap()).unwrap_or_else(|e| panic!("{dir}: {e}"));
@@ -441,4 +445,123 @@ fn falcon_h1_runs_attention_and_a_mamba_mixer_in_every_layer() {
     let bad = json.replace("\"mamba_d_ssm\": 3072", "\"mamba_d_ssm\": 4096");
     let e = error_for("falcon-h1-bad", &bad);
     assert!(e.contains("mamba_d_ssm 4096"), "{e}");
+}
+
+/// ChatGLM's remote-code names: `num_layers`, `padded_vocab_size`, `seq_length`, a SwiGLU MLP of
+/// `ffn_hidden_size`, heads `kv_channels` wide and `multi_query_group_num` key/value heads.
+#[test]
+fn chatglm_reads_its_own_field_names() {
+    // THUDM/chatglm3-6b's config.json, as github.com/suiyi321851618/chatDemo holds it
+    // (model/chatglm3-6b/config.json at 737b3a24): the chat model's 8,192 positions; the preset
+    // (from ChatGLM3-6B-Base's config) has 32,768, and otherwise the two agree.
+    let chat = resolve(fixture("chatglm3-6b").to_str().unwrap()).unwrap().arch;
+    let mut want = resolve("chatglm3-6b").unwrap().arch;
+    assert_eq!((want.max_ctx, chat.max_ctx), (32768, 8192));
+    want.max_ctx = chat.max_ctx;
+    assert_eq!(chat, want);
+    assert_eq!((chat.kv_heads, chat.d_ff, chat.mlp_up, chat.tied), (2, 13696, 2, false));
+    // THUDM/glm-4-9b's shape fields (its config also carries vocab_size and num_hidden_layers).
+    let glm4 = r#"{"model_type": "chatglm", "num_layers": 40, "num_hidden_layers": 40, "hidden_size": 4096,
+        "ffn_hidden_size": 13696, "kv_channels": 128, "num_attention_heads": 32, "multi_query_attention": true,
+        "multi_query_group_num": 2, "padded_vocab_size": 151552, "vocab_size": 151552, "seq_length": 8192,
+        "tie_word_embeddings": false}"#;
+    assert_eq!(resolve_json("glm-4-9b", glm4).unwrap().arch, resolve("glm4-9b").unwrap().arch);
+    // Without multi_query_attention every head has its own keys and values.
+    let mha = glm4.replace("\"multi_query_attention\": true", "\"multi_query_attention\": false");
+    assert_eq!(resolve_json("chatglm-mha", &mha).unwrap().arch.kv_heads, 32);
+    // ChatGLM-6B (v1) shares the model_type, not the layout.
+    let v1 = r#"{"model_type": "chatglm", "num_layers": 28, "hidden_size": 4096, "inner_hidden_size": 16384,
+        "num_attention_heads": 32, "vocab_size": 130528, "max_sequence_length": 2048}"#;
+    let e = error_for("chatglm-6b", v1);
+    assert!(e.contains("ChatGLM-6B") && e.contains("TOML model file"), "{e}");
+}
+
+/// Qwen-1's `intermediate_size` is both halves of its SwiGLU MLP (QWenMLP's w1 and w2 are each
+/// half as wide); read whole, Qwen-1.8B would be 2.65B parameters.
+#[test]
+fn qwen_1_halves_its_intermediate_size() {
+    // Qwen/Qwen-1_8B's config.json, as github.com/hjw-develop/Qwen holds it (a ModelScope
+    // download: Qwen-1_8B/config.json at c2e96957). Qwen: 1.8B parameters; the planner's count,
+    // 1.84B, is the embedding and untied head (0.62B) and 24 layers of 50.6M.
+    let arch = resolve(fixture("Qwen-1_8B").to_str().unwrap()).unwrap().arch;
+    assert_eq!((arch.d_ff, arch.mlp_up, arch.kv_heads, arch.max_ctx, arch.tied), (5504, 2, 16, 8192, false));
+    assert!((arch.total_params() / 1.84e9 - 1.0).abs() < 0.01, "{:.4e}", arch.total_params());
+    // Qwen/Qwen-7B's shape fields read as the qwen-7b preset: 22,016 / 2 a projection, and the
+    // 8,192-token seq_length before its 32,768 max_position_embeddings.
+    let qwen7b = r#"{"model_type": "qwen", "hidden_size": 4096, "intermediate_size": 22016, "kv_channels": 128,
+        "num_attention_heads": 32, "num_hidden_layers": 32, "max_position_embeddings": 32768, "seq_length": 8192,
+        "tie_word_embeddings": false, "vocab_size": 151936}"#;
+    assert_eq!(resolve_json("qwen-7b", qwen7b).unwrap().arch, resolve("qwen-7b").unwrap().arch);
+}
+
+/// Families read under llama's names with the preset each was written from: Baichuan (every head
+/// its own keys and values; the 13B models' length only in model_max_length), InternLM and
+/// MiniCPM (tied by its config class when the file does not say).
+#[test]
+fn llama_named_chinese_families_read_as_their_presets() {
+    let cases = [
+        (
+            "baichuan2-7b",
+            r#"{"model_type": "baichuan", "architectures": ["BaichuanForCausalLM"], "hidden_size": 4096,
+            "intermediate_size": 11008, "max_position_embeddings": 4096, "model_max_length": 4096,
+            "num_attention_heads": 32, "num_hidden_layers": 32, "tie_word_embeddings": false, "vocab_size": 125696}"#,
+        ),
+        (
+            "baichuan-13b",
+            r#"{"model_type": "baichuan", "architectures": ["BaichuanForCausalLM"], "hidden_size": 5120,
+            "intermediate_size": 13696, "model_max_length": 4096, "num_attention_heads": 40,
+            "num_hidden_layers": 40, "tie_word_embeddings": false, "vocab_size": 64000}"#,
+        ),
+        (
+            "internlm-7b",
+            r#"{"model_type": "internlm", "architectures": ["InternLMForCausalLM"], "bias": true,
+            "hidden_size": 4096, "intermediate_size": 11008, "max_position_embeddings": 2048,
+            "num_attention_heads": 32, "num_hidden_layers": 32, "tie_word_embeddings": false, "vocab_size": 103168}"#,
+        ),
+        (
+            "minicpm-2b",
+            r#"{"model_type": "minicpm", "architectures": ["MiniCPMForCausalLM"], "hidden_size": 2304,
+            "intermediate_size": 5760, "max_position_embeddings": 4096, "num_attention_heads": 36,
+            "num_hidden_layers": 40, "num_key_value_heads": 36, "vocab_size": 122753, "scale_emb": 12,
+            "dim_model_base": 256, "scale_depth": 1.4}"#,
+        ),
+    ];
+    for (preset, json) in cases {
+        assert_eq!(resolve_json(preset, json).unwrap().arch, resolve(preset).unwrap().arch, "{preset}");
+    }
+}
+
+/// EXAONE 3 names its layers `num_layers` and ties its head by default; DeepSeek-MoE uses
+/// DeepSeek-V2's expert fields with plain attention; Arcee's AFM and Apertus have a plain MLP.
+#[test]
+fn exaone_deepseek_moe_and_plain_mlp_families_read_their_shapes() {
+    // LGAI-EXAONE/EXAONE-3.0-7.8B-Instruct's shape fields; LG: 7.8B parameters.
+    let exaone = r#"{"model_type": "exaone", "vocab_size": 102400, "hidden_size": 4096, "num_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+        "max_position_embeddings": 4096, "tie_word_embeddings": false}"#;
+    let m = resolve_json("exaone-3.0-7.8b", exaone).unwrap().arch;
+    assert_eq!((m.layers, m.kv_heads, m.mlp_up, m.tied), (32, 8, 2, false));
+    assert!((m.total_params() / 7.8e9 - 1.0).abs() < 0.01, "{:.4e}", m.total_params());
+    let untold = exaone.replace(", \"tie_word_embeddings\": false", "");
+    assert!(resolve_json("exaone-tied", &untold).unwrap().arch.tied, "ExaoneConfig ties by default");
+    // deepseek-ai/deepseek-moe-16b-base's shape fields; DeepSeek: 16.4B parameters, 2.8B active.
+    let moe = r#"{"model_type": "deepseek", "vocab_size": 102400, "hidden_size": 2048, "intermediate_size": 10944,
+        "moe_intermediate_size": 1408, "num_hidden_layers": 28, "num_attention_heads": 16,
+        "num_key_value_heads": 16, "n_shared_experts": 2, "n_routed_experts": 64, "num_experts_per_tok": 6,
+        "first_k_dense_replace": 1, "moe_layer_freq": 1, "max_position_embeddings": 4096,
+        "tie_word_embeddings": false}"#;
+    let m = resolve_json("deepseek-moe-16b", moe).unwrap().arch;
+    let e = m.moe.unwrap();
+    assert_eq!((e.experts, e.top_k, e.shared, e.expert_d_ff, m.d_ff, m.kv_heads), (64, 6, 2, 1408, 10944, 16));
+    let active = m.active_matmul_params() + (m.vocab * m.d_model) as f64;
+    assert!((m.total_params() / 16.4e9 - 1.0).abs() < 0.01, "{:.4e}", m.total_params());
+    assert!((active / 2.8e9 - 1.0).abs() < 0.02, "{active:.4e}");
+    for mt in ["arcee", "apertus"] {
+        let json = format!(
+            r#"{{"model_type": "{mt}", "vocab_size": 1000, "hidden_size": 256, "intermediate_size": 1024,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}}"#
+        );
+        let m = resolve_json(mt, &json).unwrap().arch;
+        assert_eq!((m.mlp_up, m.d_ff, m.kv_heads, m.tied), (1, 1024, 2, false), "{mt}");
+    }
 }
