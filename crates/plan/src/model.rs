@@ -1049,6 +1049,9 @@ mod tests {
         // (preset, published total parameters, published active parameters)
         let cases = [
             ("gpt3-175b", 175e9, 175e9),
+            // MegaScale's Table 1 models (named by size: 175B and 530B).
+            ("megascale-175b", 175e9, 175e9),
+            ("megascale-530b", 530e9, 530e9),
             ("llama2-7b", 6.74e9, 6.74e9),
             ("llama3-8b", 8.03e9, 8.03e9),
             ("llama3-405b", 405.9e9, 405.9e9),
