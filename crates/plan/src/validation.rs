@@ -200,6 +200,21 @@ impl Row {
     }
 }
 
+/// The MLP width Megatron-LM's FLOP count gives a layer, averaged over the layers: a gated MLP's
+/// width x 3/2, an MoE layer's routed experts' width x top-k plus its shared experts'.
+fn megatron_mlp_width(a: &Arch) -> f64 {
+    let gate = |up: usize| if up == 2 { 1.5 } else { 1.0 };
+    let dense = a.d_ff as f64 * gate(a.mlp_up);
+    match a.moe {
+        Some(m) => {
+            let moe_share = a.moe_layers() as f64 / a.layers as f64;
+            let routed = ((m.expert_d_ff * m.top_k + m.shared_d_ff * m.shared) as f64) * gate(m.expert_up);
+            moe_share * routed + (1.0 - moe_share) * dense
+        }
+        None => dense,
+    }
+}
+
 /// FLOPs per step in a source's convention.
 fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
     let (b, s, l, h, v) = (batch as f64, seq as f64, a.layers as f64, a.d_model as f64, a.vocab as f64);
@@ -213,6 +228,15 @@ fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
         "nemo" => {
             let (g, heads, f) = (a.kv_heads as f64, a.heads as f64, a.d_ff as f64);
             b * s * l * h * h * (12.0 + 12.0 * g / heads + 18.0 * f / h + 12.0 * s / h + 6.0 * v / (l * h))
+        }
+        // Megatron-LM's own count (`num_floating_point_operations`, megatron/training/training.py
+        // at core_r0.8-0.9): 12 b s l h^2 [(1 + g/a + s/h) q/h + (f/h) k x 3/2 gated + V/(2 l h)],
+        // q the query projection's width, f k the routed experts' width times top-k (plus the
+        // shared experts') on MoE layers, the whole s x s score matrix (no causal halving).
+        "megatron" => {
+            let q = a.qk_dim as f64 / h;
+            let kv = a.kv_heads as f64 / a.heads as f64;
+            b * s * l * h * h * 12.0 * ((1.0 + kv + s / h) * q + megatron_mlp_width(a) / h + v / (2.0 * l * h))
         }
         other => bail!("unknown FLOP convention '{other}'"),
     })
@@ -491,6 +515,22 @@ mod tests {
         // the output layer), and the forward's QK^T and PV over all s keys (4 s h), three times.
         let per_token = 6.0 * l * (4.0 * h * h + 3.0 * h * f) + 6.0 * h * v + 3.0 * 4.0 * l * h * s;
         let got = step_flops("nemo", &m.arch, 131072, 2).unwrap();
+        assert!((got / (2.0 * s * per_token) - 1.0).abs() < 1e-12, "{got}");
+    }
+
+    #[test]
+    fn megatron_flops_count_the_routed_experts_and_match_nemos_on_a_dense_model() {
+        let dense = model::resolve("llama2-7b").unwrap().arch;
+        let (nemo, megatron) =
+            (step_flops("nemo", &dense, 4096, 8).unwrap(), step_flops("megatron", &dense, 4096, 8).unwrap());
+        assert!((megatron / nemo - 1.0).abs() < 1e-12, "{megatron} vs {nemo}");
+        // Mixtral 8x7B: 32 layers of GQA attention (8 of 32 key/value heads) and two of eight
+        // 14,336-wide SwiGLU experts a token: 6 FLOPs per active weight and the whole score matrix.
+        let moe = model::resolve("mixtral-8x7b").unwrap().arch;
+        let (l, h, f, v, s) = (32.0, 4096.0, 14336.0, 32000.0, 4096.0);
+        let weights = l * (2.0 * h * h + 2.0 * h * h / 4.0 + 2.0 * 3.0 * h * f) + h * v;
+        let per_token = 6.0 * weights + 3.0 * 4.0 * l * h * s;
+        let got = step_flops("megatron", &moe, 4096, 2).unwrap();
         assert!((got / (2.0 * s * per_token) - 1.0).abs() < 1e-12, "{got}");
     }
 }
