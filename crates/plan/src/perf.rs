@@ -302,6 +302,12 @@ impl Layout {
         }
     }
 
+    /// Ranks one expert's group spans: its `etp` tensor-parallel shards of each of `ep` expert
+    /// sets (Megatron-Core's expert model-parallel group, ordered etp, then ep).
+    pub fn expert_model_parallel(&self) -> usize {
+        self.ep.max(1) * self.etp.max(1)
+    }
+
     /// Chips the layout occupies.
     pub fn chips(&self) -> usize {
         self.tp * self.pp * self.dp * self.cp
@@ -1352,7 +1358,7 @@ impl Ctx<'_> {
     /// ranks etp, then ep), so it spans ep x etp chips and a domain holds domain / etp of them.
     fn expert_all_to_all(&self, tokens: f64, top_k: usize, experts: usize, width: f64) -> f64 {
         let h = width;
-        let (e, span) = (self.l.ep as f64, self.l.ep * self.l.etp);
+        let (e, span) = (self.l.ep as f64, self.l.expert_model_parallel());
         let d = (self.r.domain.min(span) / self.l.etp).max(1) as f64;
         let copies = tokens * top_k as f64;
         let crosses = self.r.crosses(span);
@@ -1773,8 +1779,8 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
         }
         _ => {}
     }
-    if !(l.tp * l.cp * l.dp).is_multiple_of(l.ep * l.etp) {
-        bail!("layout {l}: ep x etp = {} must divide tp x cp x dp = {}", l.ep * l.etp, l.tp * l.cp * l.dp);
+    if !(l.tp * l.cp * l.dp).is_multiple_of(l.expert_model_parallel()) {
+        bail!("layout {l}: ep x etp = {} must divide tp x cp x dp = {}", l.expert_model_parallel(), l.tp * l.cp * l.dp);
     }
     if l.bf16_layers > a.layers {
         bail!("layout {l}: bf16={} is more than the model's {} layers", l.bf16_layers, a.layers);
@@ -1856,7 +1862,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     // An expert shard's data-parallel ranks inside one copy: the copy's chips over ep x etp (one
     // when an expert-parallel group spans several copies).
     let all = l.tp * l.cp * l.dp;
-    let expert_mp = l.ep.max(1) * l.etp.max(1);
+    let expert_mp = l.expert_model_parallel();
     let n_edp = ((all / l.replicas()) / expert_mp).max(1) as f64;
     let edp_copies = ((all / expert_mp) as f64 / n_edp).max(1.0);
     let shard = |p: f64, n: f64, on: bool| if on { p / n } else { p };
@@ -1916,7 +1922,7 @@ fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, recompute_mb: f64, nm: f64
     let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
     let all = l.tp * l.cp * l.dp;
     // Megatron-Core orders an expert's ranks etp, then ep, then expert data parallel.
-    let expert_mp = l.ep.max(1) * l.etp.max(1);
+    let expert_mp = l.expert_model_parallel();
     // (parameters, ranks of one sharded copy, copies, stride of the copy's ranks, chips it spans)
     let groups = [
         (st.dense_params, st.n_dp, st.dp_copies, l.tp, all / l.replicas()),
@@ -2580,6 +2586,25 @@ mod tests {
         let dense = crate::model::resolve("llama3-8b").unwrap().arch;
         let dense_job = Job { arch: &dense, ..job };
         assert!(check_layout(&dense_job, &Layout { etp: 2, ..Layout { tp: 2, ..Layout::data_parallel(4) } }).is_err());
+    }
+
+    #[test]
+    fn routed_experts_pay_no_tp_pair_of_their_own_and_shared_experts_do() {
+        // At tp 2 without TP overlap, a layer of attention and routed experts exchanges the
+        // attention block's pair only; shared experts (a dense MLP split over TP) add a second,
+        // as large (both move the layer's b s h activations).
+        let st = crate::stack::find("megatron-core-2024-no-overlap").unwrap();
+        let l = Layout { tp: 2, ep: 4, sp: true, ..Layout::data_parallel(4) };
+        let tp_comm = |arch: &Arch| {
+            let job = Job { arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+            h100_job(&job, &crate::calib::shipped(), &st, l).time.tp_comm
+        };
+        let routed = qwen3_moe(None, None);
+        let mut shared = routed.clone();
+        let m = shared.moe.as_mut().unwrap();
+        (m.shared, m.shared_d_ff) = (1, 768);
+        let ratio = tp_comm(&shared) / tp_comm(&routed);
+        assert!((ratio - 2.0).abs() < 1e-9, "{ratio}");
     }
 
     #[test]
