@@ -41,10 +41,15 @@ def plan(
     top: int = 5,
     overrides: Sequence[str] = (),
     chip_files: Sequence[PathLike] = (),
+    stack: str = "unknown",
+    precision: str = "bf16",
+    layout: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The best parallel layouts of one training job (as ``anychip plan``): ``model`` a preset
     (e.g. ``qwen3-8b``) or TOML model file, ``chips`` ``NAME:COUNT`` (e.g. ``h20:1024``),
-    ``tokens`` the training tokens. Returns the plan (the JSON of ``anychip plan --json``, with
+    ``tokens`` the training tokens; ``stack``, ``precision`` and ``layout`` as the command's
+    ``--stack``, ``--precision`` and ``--layout`` (e.g. ``"tp=2,ep=8,etp=2,mb=1"``: only that
+    layout is evaluated). Returns the plan (the JSON of ``anychip plan --json``, with
     ``accuracy``: the planner's cross-validated error on published runs like this one) with
     ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout, step_s,
     tokens_per_s, mfu, memory_gib, days, energy_mwh, cost_usd, ...), and ``best``, the first of
@@ -52,7 +57,18 @@ def plan(
     if top < 1:
         raise InputError("top must be at least 1")
     p = json.loads(
-        _native.plan(model, chips, float(tokens), seq, global_batch, _strs(overrides), _chip_files(chip_files))
+        _native.plan(
+            model,
+            chips,
+            float(tokens),
+            seq,
+            global_batch,
+            _strs(overrides),
+            _chip_files(chip_files),
+            stack,
+            precision,
+            layout,
+        )
     )
     p["ranked"] = p["ranked"][:top]
     p["rows"] = Table(p["rows"][:top])
@@ -69,17 +85,29 @@ def compare(
     global_batch: Optional[int] = None,
     overrides: Sequence[str] = (),
     chip_files: Sequence[PathLike] = (),
+    stack: str = "unknown",
+    precision: str = "bf16",
 ) -> Table:
     """The same job on ``count`` chips of each kind (as ``anychip chips compare``): one record
     per chip with its best layout, tokens_per_s, mfu, days, energy_mwh, cost_usd, headroom_gib
     ``validated`` (whether the performance model is validated on that chip family) and
     ``accuracy`` (the planner's measured error on published runs like this one, as ``anychip
-    plan`` prints it), or ``refused`` (why no layout fits) with the numbers absent."""
+    plan`` prints it), or ``refused`` (why no layout fits) with the numbers absent. ``stack``
+    and ``precision`` as ``anychip plan``'s ``--stack`` and ``--precision``."""
     if isinstance(chips, str):
         chips = [chips]
     rows = json.loads(
         _native.compare(
-            _strs(chips), model, int(count), float(tokens), seq, global_batch, _strs(overrides), _chip_files(chip_files)
+            _strs(chips),
+            model,
+            int(count),
+            float(tokens),
+            seq,
+            global_batch,
+            _strs(overrides),
+            _chip_files(chip_files),
+            stack,
+            precision,
         )
     )
     return Table(rows)

@@ -12,6 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 
+/// A parameter's name, its values as float32 and its shape.
+type NamedValues = (String, Vec<f32>, Vec<usize>);
+
 /// The native half of `anychip.Model` (python/anychip/_model.py holds the documented API).
 #[pyclass(module = "anychip._native", frozen)]
 pub struct NativeModel {
@@ -159,7 +162,7 @@ impl NativeModel {
 
     /// Every parameter by anychip name, as float32 arrays of the parameter's shape.
     fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let tensors = detached(py, || -> Result<Vec<(String, Vec<f32>, Vec<usize>)>> {
+        let tensors = detached(py, || -> Result<Vec<NamedValues>> {
             let mut v = Vec::new();
             for p in self.model.params() {
                 v.push((

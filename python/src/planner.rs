@@ -96,7 +96,9 @@ fn request(
     let seq = seq.unwrap_or_else(|| model::default_seq(&model));
     let stack = stack::find(opts.stack)?;
     let precision = Precision::parse(opts.precision)?;
-    let pinned = opts.layout.map(|l| parse_layout(l, count)).transpose()?;
+    // A malformed --layout is bad input, as in the CLI (one that parses but cannot run this
+    // model is refused by the search, naming why).
+    let pinned = opts.layout.map(|l| parse_layout(l, count)).transpose().map_err(|e| input(format!("{e:#}")))?;
     Ok(Request { model, count, tokens, seq, global_batch, precision, stack, pinned })
 }
 

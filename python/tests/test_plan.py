@@ -34,6 +34,25 @@ def test_plan_ranks_layouts_fastest_first():
     assert 0 < p["accuracy"][0]["mean_abs_error"] < 0.2
 
 
+def test_plan_takes_the_stack_precision_and_a_pinned_layout():
+    p = anychip.plan(
+        model="qwen3-30b-a3b",
+        chips="h100:16",
+        tokens=1e12,
+        stack="nemo-2025",
+        precision="fp8",
+        layout="tp=2,ep=4,etp=2,mb=1",
+    )
+    assert p["stack"] == "nemo-2025" and p["precision"] == "fp8"
+    assert len(p["ranked"]) == 1 and p["ranked"][0]["estimate"]["layout"]["etp"] == 2
+    assert "etp2" in p["best"]["layout"]
+    with pytest.raises(anychip.InputError, match="unknown key 'colour'"):
+        anychip.plan(model="qwen3-30b-a3b", chips="h100:16", tokens=1e12, layout="tp=2,colour=blue")
+    # A layout that parses but cannot split this model's experts is refused by name.
+    with pytest.raises(anychip.AnychipError, match="etp=5"):
+        anychip.plan(model="qwen3-30b-a3b", chips="h100:16", tokens=1e12, layout="tp=2,ep=4,etp=5")
+
+
 def test_compare_matches_each_chips_plan():
     rows = anychip.compare(["h20", "p800", "ppu"], model="qwen3-8b", count=256, tokens=1e12)
     assert [r["chip"] for r in rows] == ["h20", "p800", "ppu"]
