@@ -2016,14 +2016,9 @@ mod tests {
         // at any p), the last stage one and the logits; the chip needs the larger, not both.
         let k = Constants::prior();
         let m = crate::model::resolve("llama3-8b").unwrap();
-        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
         let job = Job { arch: &m.arch, seq: 8192, global_batch: 64, precision: Precision::Bf16 };
-        let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
         let st = crate::stack::find("megatron-core-2024").unwrap();
-        let mem = |pp: usize| {
-            let l = Layout { pp, dp: 8 / pp, ..Layout::data_parallel(8) };
-            estimate(&job, &l, &r, &k, &st, f64::INFINITY).unwrap().memory
-        };
+        let mem = |pp: usize| h100_job(&job, &k, &st, Layout { pp, dp: 8 / pp, ..Layout::data_parallel(8) }).memory;
         let one = mem(1);
         let (act, logits) = (one.activations, one.logits);
         assert!(logits > 0.0, "{one:?}");
@@ -2043,11 +2038,9 @@ mod tests {
         // scores' mask and dropped copy too (3 a s^2 b).
         let k = Constants::prior();
         let m = crate::model::resolve("llama-30m").unwrap();
-        let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
         let job = Job { arch: &m.arch, seq: 256, global_batch: 4, precision: Precision::Bf16 };
         let l = Layout { mb: 4, ..Layout::data_parallel(1) };
-        let r = Rates::of(&chip, &k, 1, Precision::Bf16).unwrap();
-        let stored = |st: &Stack| estimate(&job, &l, &r, &k, st, f64::INFINITY).unwrap().memory.activations;
+        let stored = |st: &Stack| h100_job(&job, &k, st, l).memory.activations;
         let (a, tok, s) = (&m.arch, 4.0 * 256.0, 256.0);
         for (name, scores) in [("nemo-2025", 0.0), ("megatron-2021", 3.0 * a.heads as f64 * s)] {
             let with = Stack { dropout: true, ..crate::stack::find(name).unwrap() };

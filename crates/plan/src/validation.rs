@@ -215,6 +215,16 @@ fn megatron_mlp_width(a: &Arch) -> f64 {
     }
 }
 
+/// Megatron-LM's and NeMo's count of a step's FLOPs for `b` sequences of `s` tokens:
+/// 12 b s l h^2 [(1 + g/a + s/h) q + f/h + V/(2 l h)], `q` the query projection's width over h,
+/// `mlp` (f) the width its MLP counts as, the projections with grouped-query K/V, the whole s x s
+/// score matrix (no causal halving) and the output layer.
+fn megatron_style_flops(a: &Arch, b: f64, s: f64, q: f64, mlp: f64) -> f64 {
+    let (l, h, v) = (a.layers as f64, a.d_model as f64, a.vocab as f64);
+    let kv = a.kv_heads as f64 / a.heads as f64;
+    b * s * l * h * h * 12.0 * ((1.0 + kv + s / h) * q + mlp / h + v / (2.0 * l * h))
+}
+
 /// FLOPs per step in a source's convention.
 fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
     let (b, s, l, h, v) = (batch as f64, seq as f64, a.layers as f64, a.d_model as f64, a.vocab as f64);
@@ -222,22 +232,13 @@ fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
         "narayanan" => 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h)),
         "korthikanti" => 72.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h)),
         "model-causal" => b * s * a.model_flops_per_token(seq),
-        // NeMo's FLOPs callback (nemo/utils/flops_formulas.py, llama2 and llama3): the projections
-        // with grouped-query K/V, a SwiGLU MLP, the whole s x s score matrix (no causal halving)
-        // and the output layer.
-        "nemo" => {
-            let (g, heads, f) = (a.kv_heads as f64, a.heads as f64, a.d_ff as f64);
-            b * s * l * h * h * (12.0 + 12.0 * g / heads + 18.0 * f / h + 12.0 * s / h + 6.0 * v / (l * h))
-        }
+        // NeMo's FLOPs callback (nemo/utils/flops_formulas.py, llama2 and llama3): Megatron's
+        // count below with the query projection as wide as the model and a SwiGLU MLP of d_ff.
+        "nemo" => megatron_style_flops(a, b, s, 1.0, 1.5 * a.d_ff as f64),
         // Megatron-LM's own count (`num_floating_point_operations`, megatron/training/training.py
-        // at core_r0.8-0.9): 12 b s l h^2 [(1 + g/a + s/h) q/h + (f/h) k x 3/2 gated + V/(2 l h)],
-        // q the query projection's width, f k the routed experts' width times top-k (plus the
-        // shared experts') on MoE layers, the whole s x s score matrix (no causal halving).
-        "megatron" => {
-            let q = a.qk_dim as f64 / h;
-            let kv = a.kv_heads as f64 / a.heads as f64;
-            b * s * l * h * h * 12.0 * ((1.0 + kv + s / h) * q + megatron_mlp_width(a) / h + v / (2.0 * l * h))
-        }
+        // at core_r0.8-0.9), with q the query projection's width and the MLP width of
+        // `megatron_mlp_width`.
+        "megatron" => megatron_style_flops(a, b, s, a.qk_dim as f64 / a.d_model as f64, megatron_mlp_width(a)),
         other => bail!("unknown FLOP convention '{other}'"),
     })
 }
