@@ -3,7 +3,7 @@
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from ._errors import DataError, InputError
@@ -22,6 +22,19 @@ def _chip_files(files: Optional[Iterable[PathLike]]) -> List[str]:
         if not Path(f).exists():
             raise DataError(f"chip file {f} does not exist")
     return out
+
+
+def _job_options(
+    seq: Optional[int],
+    global_batch: Optional[int],
+    overrides: Sequence[str],
+    chip_files: Sequence[PathLike],
+    stack: str,
+    precision: str,
+) -> Tuple[Any, ...]:
+    """The arguments the native plan and compare take after the job's size, in their order
+    (python/src/planner.rs): sequence, global batch, chip overrides and files, stack, precision."""
+    return (seq, global_batch, _strs(overrides), _chip_files(chip_files), stack, precision)
 
 
 def chips(overrides: Sequence[str] = (), chip_files: Sequence[PathLike] = ()) -> Table:
@@ -61,12 +74,7 @@ def plan(
             model,
             chips,
             float(tokens),
-            seq,
-            global_batch,
-            _strs(overrides),
-            _chip_files(chip_files),
-            stack,
-            precision,
+            *_job_options(seq, global_batch, overrides, chip_files, stack, precision),
             layout,
         )
     )
@@ -102,12 +110,7 @@ def compare(
             model,
             int(count),
             float(tokens),
-            seq,
-            global_batch,
-            _strs(overrides),
-            _chip_files(chip_files),
-            stack,
-            precision,
+            *_job_options(seq, global_batch, overrides, chip_files, stack, precision),
         )
     )
     return Table(rows)
