@@ -1057,6 +1057,8 @@ mod tests {
             ("llama3-405b", 405.9e9, 405.9e9),
             ("qwen3-32b", 32.8e9, 32.8e9),
             ("deepseek-v3", 671e9, 37e9),
+            // The report's 671B main model plus its 14B multi-token-prediction module.
+            ("deepseek-v3-mtp", 685e9, 37e9),
             ("kimi-k2", 1.04e12, 32.6e9),
             ("mixtral-8x22b", 141e9, 39e9),
             ("mixtral-8x7b", 46.7e9, 12.9e9),
