@@ -4,19 +4,24 @@
 //!
 //! Each `model_type` maps its own field names onto [`ModelFile`]: the same widths, counts and
 //! expert layout the TOML presets carry (`data/models.toml`, whose `source` lines name these
-//! configs). Multimodal configs are read through their `text_config`. Only the shapes matter to
+//! configs). Multimodal configs are read through their `text_config` (Gemma 3's with its config
+//! class's defaults for the fields it leaves out), or their top level where the language model's
+//! fields sit there (Qwen2-VL and Qwen2.5-VL files of early 2025). Only the shapes matter to
 //! the planner: weights, dtypes and rope settings are ignored, and so are parallel attention/MLP
 //! blocks (Falcon, GPT-J, GPT-NeoX, Phi, Cohere), which do the same matmuls as serial ones.
 //! Families with a gated MLP (SwiGLU, GeGLU) read as `llama`, the remote-code configs of ChatGLM2/3
-//! and GLM-4, Qwen-1, Baichuan, InternLM, Aquila, MiniCPM and EXAONE 3 included; those with a
+//! and GLM-4 and transformers' GLM-4 (`glm`), Qwen-1, Baichuan, InternLM and InternLM3, Aquila,
+//! MiniCPM, EXAONE 3 and EXAONE 4.0 (its "LLLG" window pattern) included; those with a
 //! plain one (GELU, squared ReLU, xIELU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon,
 //! Phi-1/2, StarCoder, StarCoder2, Nemotron, Arcee AFM, Apertus) as `gpt` with their key/value
-//! heads and MLP width; mixtures of experts (DBRX's and DeepSeek-MoE's included) as `moe`;
+//! heads and MLP width; mixtures of experts (DBRX's, DeepSeek-MoE's and Hunyuan-A13B's included)
+//! as `moe`;
 //! Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert layers), IBM's Granite 4.0
 //! hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or experts in every layer),
 //! Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP, in every layer) and
 //! Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then experts or an MLP) as
-//! `hybrid`. Other families are refused by name rather than approximated.
+//! `hybrid`. Other families (Jamba, Mamba-1 and the rest) are refused by name rather than
+//! approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -49,6 +54,12 @@ const GATED_DENSE: &[&str] = &[
     "aquila",
     "minicpm",
     "hunyuan_v1_dense",
+    "glm",
+    "internlm3",
+    "qwen2_vl",
+    "qwen2_vl_text",
+    "qwen2_5_vl",
+    "qwen2_5_vl_text",
 ];
 
 /// `model_type`s read as a dense decoder with a plain MLP (up, activation, down: GELU, Nemotron's
@@ -107,6 +118,9 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("qwen", qwen),
     ("baichuan", baichuan),
     ("exaone", exaone),
+    ("exaone4", exaone4),
+    ("hunyuan_v1_moe", hunyuan),
+    ("hunyuan", hunyuan),
 ];
 
 /// `model_type`s whose config class (transformers', or the checkpoint's remote code for MiniCPM and
@@ -129,6 +143,22 @@ const TIED_BY_DEFAULT: &[&str] = &[
     "exaone",
 ];
 
+/// Config classes' defaults for the shape fields some published files leave out, filled in
+/// before reading: Gemma 3's multimodal configs give a `text_config` without `vocab_size` (the 4B
+/// one without its heads and head width too), which Gemma3TextConfig supplies.
+const CLASS_DEFAULTS: &[(&str, &[(&str, u64)])] = &[(
+    "gemma3_text",
+    &[
+        ("vocab_size", 262_208),
+        ("num_attention_heads", 8),
+        ("num_key_value_heads", 4),
+        ("head_dim", 256),
+        ("max_position_embeddings", 131_072),
+        ("sliding_window", 4096),
+        ("sliding_window_pattern", 6),
+    ],
+)];
+
 /// Every `model_type` this module reads, for the error that names them.
 pub fn supported() -> Vec<&'static str> {
     let mut v: Vec<&str> = OWN_FIELDS.iter().map(|(t, _)| *t).collect();
@@ -140,8 +170,20 @@ pub fn supported() -> Vec<&'static str> {
 
 /// Read a parsed `config.json` as a planner model file named `name`.
 pub fn model_file(config: &Value, name: &str) -> Result<ModelFile> {
-    let c = Fields { v: config.get("text_config").filter(|t| t.is_object()).unwrap_or(config) };
-    let mt = c.v["model_type"].as_str().or(config["model_type"].as_str()).unwrap_or("");
+    let mut text = config.get("text_config").filter(|t| t.is_object()).unwrap_or(config);
+    let mt = text["model_type"].as_str().or(config["model_type"].as_str()).unwrap_or("");
+    let filled;
+    if let Some((_, defaults)) = CLASS_DEFAULTS.iter().find(|(t, _)| *t == mt) {
+        let mut v = text.clone();
+        for &(key, value) in defaults.iter() {
+            if v.get(key).is_none() {
+                v[key] = value.into();
+            }
+        }
+        filled = v;
+        text = &filled;
+    }
+    let c = Fields { v: text };
     let own = OWN_FIELDS.iter().find(|(t, _)| *t == mt).map(|(_, read)| read);
     let mut m = match own {
         Some(read) => read(&c, mt)?,
@@ -170,6 +212,23 @@ impl Fields<'_> {
             // ERNIE 4.5 VL gives per-modality lists; the first entry is the text experts'.
             Value::Array(a) => a.first().and_then(Value::as_u64).map(|x| x as usize),
             _ => None,
+        }
+    }
+
+    /// A field that may be one value or a list of one value a layer (Hunyuan's `moe_topk`,
+    /// `num_shared_expert`, `moe_intermediate_size`): the value, or `None` where absent; a list
+    /// whose entries differ is refused, since the planner prices every MoE layer alike.
+    fn per_layer(&self, key: &str) -> Result<Option<usize>> {
+        let Some(list) = self.v[key].as_array() else {
+            return Ok(self.opt(key));
+        };
+        let values: Vec<u64> = list.iter().filter_map(Value::as_u64).collect();
+        match values.first() {
+            Some(&v) if values.len() == list.len() && values.iter().all(|&x| x == v) => Ok(Some(v as usize)),
+            _ => bail!(
+                "config.json: {key} differs between layers ({}), which the planner cannot price from config.json; write a TOML model file",
+                Value::Array(list.clone())
+            ),
         }
     }
 
@@ -607,6 +666,59 @@ fn exaone(c: &Fields, mt: &str) -> Result<ModelFile> {
     Ok(m)
 }
 
+/// EXAONE 4.0 (transformers' Exaone4Config, `exaone4`): llama's names, a SwiGLU MLP of
+/// `intermediate_size` and local attention as [`window`] reads it (`layer_types`, or
+/// `sliding_window_pattern` as a string such as "LLLG" or an integer). Where the file has no
+/// `sliding_window` key at all the class's defaults hold: a 4,096-token window, on all layers
+/// but every `sliding_window_pattern`-th (4); a null `sliding_window` means no window.
+fn exaone4(c: &Fields, mt: &str) -> Result<ModelFile> {
+    let mut m = llama_named(c, mt, "llama", Some("intermediate_size"))?;
+    if c.v.get("sliding_window").is_none() {
+        let mut v = c.v.clone();
+        v["sliding_window"] = 4096.into();
+        if v.get("sliding_window_pattern").is_none() {
+            v["sliding_window_pattern"] = 4.into();
+        }
+        (m.sliding_window, m.sliding_fraction) = window(&Fields { v: &v });
+    }
+    Ok(m)
+}
+
+/// Hunyuan's mixtures of experts: transformers' HunYuanMoEV1Config (`hunyuan_v1_moe`) and
+/// Tencent's remote-code HunYuanConfig (`hunyuan`, which Hunyuan-A13B's first release carries).
+/// Llama's names, heads `head_dim` (else `attention_head_dim`) wide; `num_experts` experts of
+/// `moe_intermediate_size` (else `intermediate_size`), `moe_topk` of them a token, and, where
+/// `use_mixed_mlp_moe` is set, one shared MLP `num_shared_expert` x `intermediate_size` wide, as
+/// the remote code's HunYuanMLP and vLLM's HunYuanSparseMoeBlock size it. The expert fields may
+/// be lists with one entry a layer; lists whose entries differ are refused ([`Fields::per_layer`]).
+/// One expert (`num_experts` 1, a dense remote-code Hunyuan) reads as a SwiGLU MLP of
+/// `intermediate_size`. Cross-layer attention (`use_cla`, Hunyuan-Large: keys and values shared
+/// by `cla_share_factor` layers) is refused.
+fn hunyuan(c: &Fields, mt: &str) -> Result<ModelFile> {
+    if c.flag("use_cla") == Some(true) {
+        bail!(
+            "config.json: use_cla (keys and values shared across cla_share_factor layers, Hunyuan-Large) cannot be planned from config.json; write a TOML model file"
+        );
+    }
+    let experts = c.per_layer("num_experts")?.unwrap_or(1);
+    let mut m = llama_named(c, mt, if experts > 1 { "moe" } else { "llama" }, None)?;
+    m.head_dim = m.head_dim.or(c.opt("attention_head_dim"));
+    let width = c.req("intermediate_size")?;
+    if experts <= 1 {
+        m.d_ff = Some(width);
+        return Ok(m);
+    }
+    m.experts = Some(experts);
+    m.experts_per_token = Some(c.per_layer("moe_topk")?.unwrap_or(1));
+    m.expert_d_ff = Some(c.per_layer("moe_intermediate_size")?.unwrap_or(width));
+    let mixed = &c.v["use_mixed_mlp_moe"];
+    if mixed.as_bool().or(mixed.as_u64().map(|x| x > 0)) == Some(true) {
+        m.shared_experts = Some(1);
+        m.shared_expert_d_ff = Some(c.per_layer("num_shared_expert")?.unwrap_or(1) * width);
+    }
+    Ok(m)
+}
+
 /// transformers' usual names with the key/value heads, head width and sliding window of
 /// llama-style configs, as `arch`; the dense MLP `d_ff` wide (none for `moe`, whose caller reads
 /// the experts).
@@ -625,8 +737,9 @@ fn named(c: &Fields, mt: &str, arch: &str, names: &Names, d_ff: Option<&str>) ->
 }
 
 /// The sliding window and the share of layers using it: from `layer_types` where the config
-/// lists them (transformers >= 4.53), else Gemma 2's alternation, Gemma 3's
-/// `sliding_window_pattern`, or a window on every layer where one is set and not switched off
+/// lists them (transformers >= 4.53), else Gemma 2's alternation, `sliding_window_pattern` (Gemma
+/// 3's and Cohere 2's integer n: all layers but every n-th; EXAONE 4.0's string of `L` local and
+/// `G` global layers, "LLLG"), or a window on every layer where one is set and not switched off
 /// (`use_sliding_window` false in Qwen2/Qwen3 configs).
 fn window(c: &Fields) -> (Option<usize>, Option<f64>) {
     let Some(w) = c.opt("sliding_window") else {
@@ -639,11 +752,16 @@ fn window(c: &Fields) -> (Option<usize>, Option<f64>) {
     if c.flag("use_sliding_window") == Some(false) {
         return (None, None);
     }
-    let frac = match (c.v["model_type"].as_str(), c.opt("sliding_window_pattern")) {
-        (Some("gemma2"), _) => 0.5,
-        (_, Some(p)) if p > 0 => (p - 1) as f64 / p as f64,
+    let pattern = &c.v["sliding_window_pattern"];
+    let frac = match (c.v["model_type"].as_str(), pattern.as_u64(), pattern.as_str()) {
+        (Some("gemma2"), _, _) => 0.5,
+        (_, Some(p), _) if p > 0 => (p - 1) as f64 / p as f64,
+        (_, _, Some(p)) if !p.is_empty() => p.chars().filter(|&l| l == 'L').count() as f64 / p.chars().count() as f64,
         _ => 1.0,
     };
+    if frac == 0.0 {
+        return (None, None);
+    }
     (Some(w), Some(frac))
 }
 

@@ -565,3 +565,187 @@ fn exaone_deepseek_moe_and_plain_mlp_families_read_their_shapes() {
         assert_eq!((m.mlp_up, m.d_ff, m.kv_heads, m.tied), (1, 1024, 2, false), "{mt}");
     }
 }
+
+/// Hunyuan-A13B: 64 experts of 3,072, 8 a token, one shared MLP of 3,072 in every layer, 32
+/// query heads of 128 on 8 key/value heads, the head tied. The fixture is the config.json of
+/// Tencent's first release, as github.com/tianyu1412/Hunyuan-A13B holds it (models/config.json at
+/// df832ebc; remote code, model_type `hunyuan`, the expert fields one entry a layer); transformers'
+/// HunYuanMoEV1Config (`hunyuan_v1_moe`) reads the same fields, checked here on the same file.
+/// Tencent: 80B parameters, 13B active (the tied 128k x 4,096 table counted once).
+#[test]
+fn hunyuan_a13b_reads_as_its_published_size() {
+    let dir = fixture("Hunyuan-A13B-Instruct");
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let remote = resolve(dir.to_str().unwrap()).unwrap().arch;
+    let v1 = resolve_json("hunyuan-v1-moe", &text.replace("\"hunyuan\"", "\"hunyuan_v1_moe\"")).unwrap().arch;
+    assert_eq!(remote, v1);
+    let a = v1;
+    assert_eq!(
+        (a.layers, a.d_model, a.heads, a.kv_heads, a.qk_dim, a.vocab, a.tied),
+        (32, 4096, 32, 8, 32 * 128, 128167, true)
+    );
+    let moe = a.moe.unwrap();
+    assert_eq!(
+        (moe.experts, moe.top_k, moe.shared, moe.expert_d_ff, moe.shared_d_ff, moe.expert_up),
+        (64, 8, 1, 3072, 3072, 2)
+    );
+    let (total, active) = (a.total_params(), a.active_matmul_params());
+    eprintln!("Hunyuan-A13B: {:.2}B parameters, {:.2}B active", total / 1e9, active / 1e9);
+    assert!((total / 80e9 - 1.0).abs() < 0.02, "{total:.4e}");
+    assert!((active / 13e9 - 1.0).abs() < 0.05, "{active:.4e}");
+    // Experts that differ between layers, and Hunyuan-Large's cross-layer attention, are refused.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["moe_topk"][5] = serde_json::json!(4);
+    let e = error_for("hunyuan-uneven", &v.to_string());
+    assert!(e.contains("moe_topk differs between layers") && e.contains("TOML model file"), "{e}");
+    let e = error_for("hunyuan-cla", &text.replace("\"use_cla\": false", "\"use_cla\": true"));
+    assert!(e.contains("use_cla"), "{e}");
+}
+
+/// transformers' GLM-4 (`glm`, GlmConfig: THUDM/glm-4-9b-hf and the other `-hf` conversions) has a
+/// SwiGLU MLP (GlmMLP is Phi-3's, gate and up fused in gate_up_proj) of `intermediate_size`; its
+/// partial rotary embedding changes no width. These are THUDM/glm-4-9b-hf's shape fields (no copy
+/// of the published file was found; GlmConfig's documented defaults are this checkpoint's): the
+/// same model as the remote-code `chatglm` file the glm4-9b preset was written from. The Hub counts
+/// the checkpoint at 9.4B parameters.
+#[test]
+fn glm_reads_as_glm4_9b() {
+    let cfg = r#"{"architectures": ["GlmForCausalLM"], "model_type": "glm", "attention_bias": true,
+        "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 13696,
+        "max_position_embeddings": 8192, "num_attention_heads": 32, "num_hidden_layers": 40,
+        "num_key_value_heads": 2, "partial_rotary_factor": 0.5, "rms_norm_eps": 1.5625e-07,
+        "rope_theta": 10000.0, "tie_word_embeddings": false, "vocab_size": 151552}"#;
+    let a = resolve_json("glm-4-9b-hf", cfg).unwrap().arch;
+    assert_eq!(
+        (a.layers, a.d_model, a.heads, a.kv_heads, a.qk_dim, a.d_ff, a.mlp_up, a.vocab),
+        (40, 4096, 32, 2, 32 * 128, 13696, 2, 151552)
+    );
+    assert_eq!(a, resolve("glm4-9b").unwrap().arch);
+    assert!((a.total_params() / 9.4e9 - 1.0).abs() < 0.01, "{:.4e}", a.total_params());
+}
+
+/// InternLM3 (remote-code InternLM3Config, `internlm3`) keeps llama's names: 48 layers of 4,096, 32
+/// query heads of 128 on 2 key/value heads, a SwiGLU MLP of 10,240, an untied head. The shape
+/// fields of internlm/internlm3-8b-instruct's config.json as a public test quotes them (an MLX
+/// port's InternLM3 tests, "realConfigJSON"; the published file adds token ids and dtypes).
+/// 8.8B parameters (the Hub's count of the checkpoint; the card rounds to 8B).
+#[test]
+fn internlm3_reads_its_llama_names() {
+    let cfg = r#"{"architectures": ["InternLM3ForCausalLM"], "bias": false, "head_dim": 128,
+        "hidden_size": 4096, "intermediate_size": 10240, "max_position_embeddings": 32768,
+        "model_type": "internlm3", "num_attention_heads": 32, "num_hidden_layers": 48,
+        "num_key_value_heads": 2, "qkv_bias": false, "rms_norm_eps": 0.00001,
+        "rope_scaling": {"factor": 6.0, "rope_type": "dynamic"}, "rope_theta": 50000000,
+        "tie_word_embeddings": false, "vocab_size": 128512}"#;
+    let a = resolve_json("internlm3-8b", cfg).unwrap().arch;
+    assert_eq!(
+        (a.layers, a.d_model, a.heads, a.kv_heads, a.qk_dim, a.d_ff, a.mlp_up, a.vocab, a.tied),
+        (48, 4096, 32, 2, 32 * 128, 10240, 2, 128512, false)
+    );
+    assert!((a.total_params() / 8.8e9 - 1.0).abs() < 0.01, "{:.4e}", a.total_params());
+}
+
+/// EXAONE 4.0 (transformers' Exaone4Config, `exaone4`): llama's names and a SwiGLU MLP; the 32B
+/// model windows three layers in four (`sliding_window_pattern` "LLLG", or `layer_types`). The
+/// shape fields of LGAI-EXAONE/EXAONE-4.0-32B's config.json as the model card and public tests of
+/// it give them (no copy of the published file was found). LG: 30.95B parameters without the
+/// embeddings; EXAONE-4.0-1.2B (tied, no window), 1.07B.
+#[test]
+fn exaone4_reads_its_window_pattern() {
+    let cfg = serde_json::json!({
+        "architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "head_dim": 128,
+        "hidden_size": 5120, "intermediate_size": 27392, "max_position_embeddings": 131072,
+        "num_attention_heads": 40, "num_hidden_layers": 64, "num_key_value_heads": 8,
+        "sliding_window": 4096, "sliding_window_pattern": "LLLG", "tie_word_embeddings": false,
+        "vocab_size": 102400
+    });
+    let a = resolve_json("exaone-4.0-32b", &cfg.to_string()).unwrap().arch;
+    assert_eq!(
+        (a.layers, a.d_model, a.heads, a.kv_heads, a.qk_dim, a.d_ff, a.mlp_up, a.vocab, a.tied),
+        (64, 5120, 40, 8, 40 * 128, 27392, 2, 102400, false)
+    );
+    assert_eq!(a.window, Some((4096, 0.75)));
+    let body = a.total_params() - 2.0 * (a.vocab * a.d_model) as f64;
+    assert!((body / 30.95e9 - 1.0).abs() < 0.005, "{body:.4e} without the embeddings");
+    // The same layers named in layer_types, an integer pattern, and the class's defaults where the
+    // file has no sliding_window; a null one switches the window off.
+    let mut listed = cfg.clone();
+    listed["layer_types"] = (0..64).map(|i| if i % 4 == 3 { "full_attention" } else { "sliding_attention" }).collect();
+    let mut every4 = cfg.clone();
+    every4["sliding_window_pattern"] = serde_json::json!(4);
+    let mut untold = cfg.clone();
+    untold.as_object_mut().unwrap().remove("sliding_window");
+    untold.as_object_mut().unwrap().remove("sliding_window_pattern");
+    for (name, v) in [("listed", listed), ("every4", every4), ("untold", untold)] {
+        assert_eq!(resolve_json(name, &v.to_string()).unwrap().arch.window, Some((4096, 0.75)), "{name}");
+    }
+    let small = r#"{"model_type": "exaone4", "head_dim": 64, "hidden_size": 2048, "intermediate_size": 4096,
+        "num_attention_heads": 32, "num_hidden_layers": 30, "num_key_value_heads": 8, "sliding_window": null,
+        "tie_word_embeddings": true, "vocab_size": 102400}"#;
+    let s = resolve_json("exaone-4.0-1.2b", small).unwrap().arch;
+    assert_eq!((s.window, s.tied, s.kv_heads, s.qk_dim), (None, true, 8, 32 * 64));
+    let body = s.total_params() - (s.vocab * s.d_model) as f64;
+    assert!((body / 1.07e9 - 1.0).abs() < 0.01, "{body:.4e} without the embeddings");
+}
+
+/// Qwen2-VL and Qwen2.5-VL configs of early 2025 keep the language model's fields at the top level
+/// (`qwen2_5_vl`, next to a vision_config), later ones in a `text_config` (`qwen2_5_vl_text`); both
+/// read as the language model, Qwen2.5-7B's shapes for Qwen2.5-VL-7B (the vision tower is not
+/// priced). Shape fields of Qwen/Qwen2.5-VL-7B-Instruct's config.json.
+#[test]
+fn qwen2_5_vl_reads_its_language_model_top_level_or_nested() {
+    let text = serde_json::json!({
+        "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+        "max_position_embeddings": 128000, "sliding_window": 32768, "use_sliding_window": false,
+        "tie_word_embeddings": false
+    });
+    let mut top = text.clone();
+    top["model_type"] = serde_json::json!("qwen2_5_vl");
+    top["vision_config"] = serde_json::json!({"depth": 32, "hidden_size": 1280, "out_hidden_size": 3584});
+    let mut inner = text.clone();
+    inner["model_type"] = serde_json::json!("qwen2_5_vl_text");
+    let nested = serde_json::json!({"model_type": "qwen2_5_vl", "text_config": inner});
+    let mut want = resolve("qwen2.5-7b").unwrap().arch;
+    for (name, v) in [("top", top), ("nested", nested)] {
+        let a = resolve_json(name, &v.to_string()).unwrap().arch;
+        want.max_ctx = a.max_ctx;
+        assert_eq!(a, want, "{name}");
+    }
+}
+
+/// Mistral 3 (Mistral-Small-3.1), Gemma 3 and LLaVA wrap their language model in a text_config;
+/// Jamba and Mamba are refused by name.
+#[test]
+fn wrappers_read_their_text_config_and_state_space_models_are_refused() {
+    let mistral3 = r#"{"model_type": "mistral3", "text_config": {"model_type": "mistral", "hidden_size": 5120,
+        "intermediate_size": 32768, "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "head_dim": 128, "vocab_size": 131072, "sliding_window": null}, "vision_config": {"model_type": "pixtral"}}"#;
+    let m = resolve_json("mistral-small-3.1", mistral3).unwrap().arch;
+    assert_eq!((m.layers, m.d_model, m.kv_heads, m.qk_dim, m.d_ff, m.window), (40, 5120, 8, 32 * 128, 32768, None));
+    for mt in ["jamba", "mamba", "falcon_mamba"] {
+        let e = error_for(mt, &format!(r#"{{"model_type": "{mt}", "hidden_size": 4096, "num_hidden_layers": 32}}"#));
+        assert!(e.contains(&format!("model_type '{mt}' is not one the planner reads")), "{e}");
+    }
+}
+
+/// Gemma 3's multimodal configs leave fields of their text_config to Gemma3TextConfig's defaults:
+/// google/gemma-3-4b-it's gives only the widths, layer count and window (shape fields as its
+/// config.json carries them), so the 262,208-token vocabulary, 8 heads of 256 on 4 key/value
+/// heads and the window on five layers in six are the class's. Gemma 3 report, Table 1: 4B has
+/// 3,209M non-embedding parameters (its 417M vision encoder is not priced).
+#[test]
+fn gemma3_text_config_takes_the_class_defaults_it_leaves_out() {
+    let cfg = r#"{"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+        "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+        "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152}}"#;
+    let a = resolve_json("gemma-3-4b-it", cfg).unwrap().arch;
+    assert_eq!(
+        (a.layers, a.d_model, a.heads, a.kv_heads, a.qk_dim, a.d_ff, a.vocab, a.tied),
+        (34, 2560, 8, 4, 8 * 256, 10240, 262208, true)
+    );
+    assert_eq!(a.window, Some((1024, 5.0 / 6.0)));
+    let body = a.total_params() - (a.vocab * a.d_model) as f64;
+    assert!((body / 3.209e9 - 1.0).abs() < 0.01, "{body:.4e} without the embedding");
+}
