@@ -232,7 +232,7 @@ fn held_out_runs_predicted_blind() {
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
     assert!(
-        dense.len() >= 196 && moe.len() >= 58 && hybrid.len() >= 52 && !gdn.is_empty(),
+        dense.len() >= 196 && moe.len() >= 72 && hybrid.len() >= 52 && !gdn.is_empty(),
         "held-out rows missing: {} dense, {} MoE, {} hybrid, {} Gated DeltaNet hybrid",
         dense.len(),
         moe.len(),
@@ -255,8 +255,9 @@ fn held_out_runs_predicted_blind() {
     assert!(dense_mean <= 0.12, "held-out dense mean absolute error {:.1}% > 12%", 100.0 * dense_mean);
     // MoE: 56 rows at 25.5% (the Ascend, MLPerf v6.0, ModelZoo, AutoModel and Ironwood runs); 58 at
     // 25.1% with the Megatron-Core MoE README's Mixtral 8x7B on 64 H100 of MCore v0.8 and v0.9
-    // (-10.3%, -16.1% blind), 24.7% with their VP read as the virtual pipeline size (+0.5%, -5.9%).
-    assert!(moe_mean <= 0.26, "held-out MoE mean absolute error {:.1}% > 26%", 100.0 * moe_mean);
+    // (-10.3%, -16.1% blind), 24.7% with their VP read as the virtual pipeline size (+0.5%, -5.9%);
+    // 72 at 22.2% with Megatron-LM's own MoE recipe table (below, 11.6% blind).
+    assert!(moe_mean <= 0.23, "held-out MoE mean absolute error {:.1}% > 23%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
     // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
@@ -313,6 +314,11 @@ fn held_out_runs_predicted_blind() {
     // 2,240 to 11,200), priced before they were compared: 12 rows at 10.1%, every one faster than
     // the run, by more as a fixed batch spreads over more GPUs (-0.1% at 256 to +16.5% at 12,288).
     assert_group("MegaScale", &errors_of(&|r| r.row.group == "megascale-2024"), 12, 0.11);
+    // Megatron-LM's own MoE recipes (dev examples/moe_recipes, mid-2026: DeepSeek-V3, Qwen3-235B-A22B
+    // and Qwen3-30B-A3B on H100, B200, B300, GB200 and GB300), mapped from their YAMLs and priced
+    // before they were compared: 14 rows at 11.6% (signed -1.5%; DeepSeek-V3 -14% to -27%, the
+    // H100 Qwen3-235B-A22B at TP 2 +23.5%). Held to a regression bound just above.
+    assert_group("Megatron-LM MoE recipes", &errors_of(&|r| r.row.group == "megatron-moe-recipes-2026"), 14, 0.125);
 }
 
 /// Asserts that a group of held-out rows has `rows` rows and a mean absolute error within `bound`.
