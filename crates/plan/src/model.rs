@@ -1059,6 +1059,12 @@ mod tests {
             ("deepseek-v3", 671e9, 37e9),
             // The report's 671B main model plus its 14B multi-token-prediction module.
             ("deepseek-v3-mtp", 685e9, 37e9),
+            // BloombergGPT's Appendix A.5 count; the Zero Bubble paper's Table 3 models.
+            ("bloomberggpt-50b", 50.56e9, 50.56e9),
+            ("zb-1.5b", 1.5e9, 1.5e9),
+            ("zb-6.2b", 6.2e9, 6.2e9),
+            ("zb-14.6b", 14.6e9, 14.6e9),
+            ("zb-28.3b", 28.3e9, 28.3e9),
             ("kimi-k2", 1.04e12, 32.6e9),
             ("mixtral-8x22b", 141e9, 39e9),
             ("mixtral-8x7b", 46.7e9, 12.9e9),
