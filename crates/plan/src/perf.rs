@@ -370,7 +370,7 @@ pub struct Memory {
     pub weights: f64,
     /// Gradients kept between micro-batches.
     pub gradients: f64,
-    /// FP32 master weights and Adam moments.
+    /// Optimizer states: master weights and Adam moments (the stack's `optimizer_state_bytes`).
     pub optimizer: f64,
     /// Weights gathered by ZeRO-3 for compute (prefetch buffers, or the whole stage when kept).
     pub gathered: f64,
@@ -1876,7 +1876,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     };
     let weights = (2.0 + quantized_copy) * (shard(dense, n_dp, zero >= 3) + shard(expert, n_edp, zero >= 3));
     let gradients = stack.main_grad_bytes * (shard(dense, n_dp, zero >= 2) + shard(expert, n_edp, zero >= 2));
-    let optimizer = 12.0 * (shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded));
+    let optimizer = stack.optimizer_state_bytes * (shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded));
     let gathered = if zero >= 3 {
         if stack.zero3_keep_gathered {
             2.0 * (dense + expert)
@@ -1887,7 +1887,8 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     } else {
         0.0
     };
-    // AdamW: read fp32 master, m, v and the gradient, write master, m, v and the bf16 weights.
+    // AdamW: read the states (`optimizer_state_bytes`) and the FP32 gradient, write the states
+    // and the BF16 weights.
     let updated = shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded);
     States {
         dense_params: dense,
@@ -1900,7 +1901,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
         gradients,
         optimizer,
         gathered,
-        optimizer_bytes_moved: updated * (16.0 + 12.0 + 2.0),
+        optimizer_bytes_moved: updated * (2.0 * stack.optimizer_state_bytes + 4.0 + 2.0),
     }
 }
 
@@ -2660,6 +2661,21 @@ mod tests {
         let experts = (m.arch.moe_layers() * moe.experts * 3 * m.arch.d_model * moe.expert_d_ff) as f64;
         let want = 12.0 * ((m.arch.total_params() - experts) / 8.0 + experts / 16.0);
         assert!((opt / want - 1.0).abs() < 0.02, "optimizer {opt:.3e} B against {want:.3e}");
+    }
+
+    #[test]
+    fn optimizer_states_take_the_stacks_bytes_a_parameter() {
+        // BF16 Adam moments and no master copy (4 bytes a parameter) hold a third of the default
+        // FP32 master and moments (12), and the AdamW step streams 2 x 4 + 6 bytes instead of 30.
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+        let k = crate::calib::shipped();
+        let fp32 = crate::stack::find("nemo-2025").unwrap();
+        let bf16 = Stack { optimizer_state_bytes: 4.0, ..fp32.clone() };
+        let l = Layout { zero: 1, ..Layout::data_parallel(8) };
+        let (a, b) = (h100_job(&job, &k, &fp32, l), h100_job(&job, &k, &bf16, l));
+        assert!((b.memory.optimizer / a.memory.optimizer - 4.0 / 12.0).abs() < 1e-9);
+        assert!(b.time.optimizer < a.time.optimizer, "{} against {}", b.time.optimizer, a.time.optimizer);
     }
 
     #[test]

@@ -92,8 +92,20 @@ pub struct Stack {
     pub grad_comm_bytes: f64,
     /// Bytes per gradient element kept between micro-batches.
     pub main_grad_bytes: f64,
+    /// Optimizer state per parameter, bytes: FP32 master weights and Adam's two FP32 moments, 12
+    /// (absent: 12); Megatron-Core's precision-aware optimizer with BF16 moments
+    /// (`exp_avg_dtype` and `exp_avg_sq_dtype` bf16, FP32 master) 8; BF16 parameters updated in
+    /// place with BF16 moments and no master copy (NeMo AutoModel's MoE recipes) 4. The AdamW step
+    /// reads and writes it once a step.
+    #[serde(default = "fp32_master_and_moments")]
+    pub optimizer_state_bytes: f64,
     /// Where the flags come from.
     pub source: String,
+}
+
+/// FP32 master weights and two FP32 Adam moments: 12 bytes a parameter.
+fn fp32_master_and_moments() -> f64 {
+    12.0
 }
 
 impl Stack {
