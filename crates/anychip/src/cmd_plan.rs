@@ -172,6 +172,25 @@ pub fn print_breakdown(e: &Estimate) {
     println!("memory per chip: {}", memory_reason(e));
 }
 
+/// The network a plan over more chips than one scale-up domain assumes, and how to name another
+/// cluster's: the chip file holds one reference system's links (a DGX A100's 200 Gb/s a GPU, ...),
+/// and a cluster with thinner ones (cloud nodes with 400 Gb/s of EFA or RoCE for 8 GPUs) pays more
+/// for every exchange that crosses nodes.
+fn network_note(count: usize, chip: &Chip) -> Option<String> {
+    let domain = chip.get("scaleup_domain")?;
+    if count as f64 <= domain {
+        return None;
+    }
+    let out = chip.specs.get("scaleout_gbs")?;
+    Some(format!(
+        "network: {} GB/s a chip between {}-chip domains ({}); for another cluster's: --override {}.scaleout_gbs=GB_PER_S",
+        out.value?,
+        domain,
+        out.source,
+        chip.name
+    ))
+}
+
 /// The header's note on a chip whose tensor cores run below the rated clock: power-limited, or
 /// held there by its measured max-achievable GEMM rate.
 fn power_note(plan: &Plan, chip: &Chip) -> String {
@@ -271,6 +290,9 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
     }
     let b = &plan.best().estimate;
     print_breakdown(b);
+    if let Some(line) = network_note(plan.count, chip) {
+        println!("{line}");
+    }
     let faster: Vec<_> = plan.rejected.iter().filter(|r| r.tokens_per_s > b.tokens_per_s).collect();
     if !faster.is_empty() {
         println!("faster layouts that do not fit:");

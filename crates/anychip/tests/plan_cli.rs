@@ -555,3 +555,24 @@ fn a_closed_pipe_ends_the_command_without_a_panic() {
     // Ended by SIGPIPE, the disposition main.rs restores.
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
+
+#[test]
+fn a_plan_across_nodes_names_the_network_it_assumed_and_how_to_change_it() {
+    // The chip file's scale-out link is one reference system's (a DGX H100's 400 Gb/s a GPU); a
+    // cluster with a thinner one must be able to see and replace it.
+    let table = |chips: &str, extra: &[&str]| {
+        let mut a = vec!["plan", "--model", "llama3-8b", "--chips", chips, "--tokens", "1e12", "--top", "1"];
+        a.extend_from_slice(extra);
+        assert_ok(&run(&a))
+    };
+    let across = table("h100:64", &[]);
+    let line =
+        across.lines().find(|l| l.starts_with("network: ")).unwrap_or_else(|| panic!("no network line:\n{across}"));
+    assert!(
+        line.contains("50 GB/s a chip between 8-chip domains") && line.contains("--override h100.scaleout_gbs="),
+        "{line}"
+    );
+    let thin = table("h100:64", &["--override", "h100.scaleout_gbs=6.25"]);
+    assert!(thin.contains("network: 6.25 GB/s a chip"), "{thin}");
+    assert!(!table("h100:8", &[]).contains("network: "), "one node crosses no network");
+}
