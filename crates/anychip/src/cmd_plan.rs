@@ -176,18 +176,15 @@ pub fn print_breakdown(e: &Estimate) {
 /// cluster's: the chip file holds one reference system's links (a DGX A100's 200 Gb/s a GPU, ...),
 /// and a cluster with thinner ones (cloud nodes with 400 Gb/s of EFA or RoCE for 8 GPUs) pays more
 /// for every exchange that crosses nodes.
-fn network_note(count: usize, chip: &Chip) -> Option<String> {
-    let domain = chip.get("scaleup_domain")?;
-    if count as f64 <= domain {
+fn network_note(plan: &Plan) -> Option<String> {
+    let n = &plan.network;
+    let domain = n.scaleup_domain?;
+    if plan.count as f64 <= domain {
         return None;
     }
-    let out = chip.specs.get("scaleout_gbs")?;
     Some(format!(
         "network: {} GB/s a chip between {}-chip domains ({}); for another cluster's: --override {}.scaleout_gbs=GB_PER_S",
-        out.value?,
-        domain,
-        out.source,
-        chip.name
+        n.scaleout_gbs?, domain, n.scaleout_source, plan.chip
     ))
 }
 
@@ -290,7 +287,7 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
     }
     let b = &plan.best().estimate;
     print_breakdown(b);
-    if let Some(line) = network_note(plan.count, chip) {
+    if let Some(line) = network_note(plan) {
         println!("{line}");
     }
     let faster: Vec<_> = plan.rejected.iter().filter(|r| r.tokens_per_s > b.tokens_per_s).collect();

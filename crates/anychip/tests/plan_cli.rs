@@ -575,4 +575,9 @@ fn a_plan_across_nodes_names_the_network_it_assumed_and_how_to_change_it() {
     let thin = table("h100:64", &["--override", "h100.scaleout_gbs=6.25"]);
     assert!(thin.contains("network: 6.25 GB/s a chip"), "{thin}");
     assert!(!table("h100:8", &[]).contains("network: "), "one node crosses no network");
+    let json: serde_json::Value =
+        serde_json::from_str(&assert_ok(&plan("llama3-8b", "h100:64", &["--override", "h100.scaleout_gbs=6.25"])))
+            .unwrap();
+    assert_eq!(json["network"]["scaleout_gbs"], 6.25, "{}", json["network"]);
+    assert_eq!(json["network"]["scaleup_domain"], 8.0, "{}", json["network"]);
 }

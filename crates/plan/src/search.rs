@@ -156,12 +156,41 @@ pub struct Plan {
     /// What the chip's published runs say the physics misses ([`crate::calib::ChipResidual`]):
     /// every time in [`Plan::ranked`] carries its factor. None for a chip without runs.
     pub chip_residual: Option<crate::calib::ChipResidual>,
+    /// The links the plan was priced on: a chip file holds one reference system's network, so a
+    /// cluster with another must name its own (`--override CHIP.scaleout_gbs=...`).
+    pub network: Network,
     /// Fitting layouts, fastest first.
     pub ranked: Vec<Ranked>,
     /// The fastest layouts that did not fit.
     pub rejected: Vec<Rejected>,
     /// Layouts evaluated.
     pub evaluated: usize,
+}
+
+/// A chip file's links, GB/s one direction per chip: inside its scale-up domain and between
+/// domains, with where the scale-out figure comes from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Network {
+    /// Scale-up link (NVLink, ICI, ...).
+    pub scaleup_gbs: Option<f64>,
+    /// Chips in one scale-up domain.
+    pub scaleup_domain: Option<f64>,
+    /// Scale-out link between domains.
+    pub scaleout_gbs: Option<f64>,
+    /// The scale-out figure's source: the reference system it was read from, or the override.
+    pub scaleout_source: String,
+}
+
+impl Network {
+    /// The links of `chip` as its file (and any override) gives them.
+    pub fn of(chip: &Chip) -> Network {
+        Network {
+            scaleup_gbs: chip.get("scaleup_gbs"),
+            scaleup_domain: chip.get("scaleup_domain"),
+            scaleout_gbs: chip.get("scaleout_gbs"),
+            scaleout_source: chip.specs.get("scaleout_gbs").map(|f| f.source.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 impl Plan {
@@ -423,6 +452,7 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         attention_kernel: rates.attention_kernel(&req.stack),
         attention_speedup: crate::perf::cudnn_2025_speedup(&req.stack, k),
         chip_residual: k.chip_residual.get(&chip.name).cloned(),
+        network: Network::of(chip),
         ranked,
         rejected,
         evaluated,
