@@ -1876,7 +1876,9 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     };
     let weights = (2.0 + quantized_copy) * (shard(dense, n_dp, zero >= 3) + shard(expert, n_edp, zero >= 3));
     let gradients = stack.main_grad_bytes * (shard(dense, n_dp, zero >= 2) + shard(expert, n_edp, zero >= 2));
-    let optimizer = stack.optimizer_state_bytes * (shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded));
+    // The parameters whose optimizer states this chip holds and updates.
+    let updated = shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded);
+    let optimizer = stack.optimizer_state_bytes * updated;
     let gathered = if zero >= 3 {
         if stack.zero3_keep_gathered {
             2.0 * (dense + expert)
@@ -1887,9 +1889,6 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     } else {
         0.0
     };
-    // AdamW: read the states (`optimizer_state_bytes`) and the FP32 gradient, write the states
-    // and the BF16 weights.
-    let updated = shard(dense, n_dp, opt_sharded) + shard(expert, n_edp, opt_sharded);
     States {
         dense_params: dense,
         expert_params: expert,
@@ -1901,6 +1900,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
         gradients,
         optimizer,
         gathered,
+        // AdamW: read the states and the FP32 gradient, write the states and the BF16 weights.
         optimizer_bytes_moved: updated * (2.0 * stack.optimizer_state_bytes + 4.0 + 2.0),
     }
 }
