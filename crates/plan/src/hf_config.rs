@@ -54,6 +54,7 @@ const GATED_DENSE: &[&str] = &[
     "aquila",
     "minicpm",
     "hunyuan_v1_dense",
+    "exaone4",
     "glm",
     "internlm3",
     "qwen2_vl",
@@ -118,7 +119,6 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("qwen", qwen),
     ("baichuan", baichuan),
     ("exaone", exaone),
-    ("exaone4", exaone4),
     ("hunyuan_v1_moe", hunyuan),
     ("hunyuan", hunyuan),
 ];
@@ -144,20 +144,25 @@ const TIED_BY_DEFAULT: &[&str] = &[
 ];
 
 /// Config classes' defaults for the shape fields some published files leave out, filled in
-/// before reading: Gemma 3's multimodal configs give a `text_config` without `vocab_size` (the 4B
-/// one without its heads and head width too), which Gemma3TextConfig supplies.
-const CLASS_DEFAULTS: &[(&str, &[(&str, u64)])] = &[(
-    "gemma3_text",
-    &[
-        ("vocab_size", 262_208),
-        ("num_attention_heads", 8),
-        ("num_key_value_heads", 4),
-        ("head_dim", 256),
-        ("max_position_embeddings", 131_072),
-        ("sliding_window", 4096),
-        ("sliding_window_pattern", 6),
-    ],
-)];
+/// before reading where a key is absent (a null value is kept: EXAONE 4.0's null
+/// `sliding_window` means no window): Gemma 3's multimodal configs give a `text_config` without
+/// `vocab_size` (the 4B one without its heads and head width too), which Gemma3TextConfig
+/// supplies; Exaone4Config windows 4,096 tokens on all layers but every fourth.
+const CLASS_DEFAULTS: &[(&str, &[(&str, u64)])] = &[
+    (
+        "gemma3_text",
+        &[
+            ("vocab_size", 262_208),
+            ("num_attention_heads", 8),
+            ("num_key_value_heads", 4),
+            ("head_dim", 256),
+            ("max_position_embeddings", 131_072),
+            ("sliding_window", 4096),
+            ("sliding_window_pattern", 6),
+        ],
+    ),
+    ("exaone4", &[("sliding_window", 4096), ("sliding_window_pattern", 4)]),
+];
 
 /// Every `model_type` this module reads, for the error that names them.
 pub fn supported() -> Vec<&'static str> {
@@ -663,24 +668,6 @@ fn exaone(c: &Fields, mt: &str) -> Result<ModelFile> {
     const NAMES: Names = Names { layers: &["num_layers", "num_hidden_layers"], ..LLAMA_NAMES };
     let mut m = named(c, mt, "llama", &NAMES, None)?;
     m.d_ff = Some(c.opt("intermediate_size").unwrap_or(4 * m.d_model));
-    Ok(m)
-}
-
-/// EXAONE 4.0 (transformers' Exaone4Config, `exaone4`): llama's names, a SwiGLU MLP of
-/// `intermediate_size` and local attention as [`window`] reads it (`layer_types`, or
-/// `sliding_window_pattern` as a string such as "LLLG" or an integer). Where the file has no
-/// `sliding_window` key at all the class's defaults hold: a 4,096-token window, on all layers
-/// but every `sliding_window_pattern`-th (4); a null `sliding_window` means no window.
-fn exaone4(c: &Fields, mt: &str) -> Result<ModelFile> {
-    let mut m = llama_named(c, mt, "llama", Some("intermediate_size"))?;
-    if c.v.get("sliding_window").is_none() {
-        let mut v = c.v.clone();
-        v["sliding_window"] = 4096.into();
-        if v.get("sliding_window_pattern").is_none() {
-            v["sliding_window_pattern"] = 4.into();
-        }
-        (m.sliding_window, m.sliding_fraction) = window(&Fields { v: &v });
-    }
     Ok(m)
 }
 
