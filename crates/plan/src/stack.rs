@@ -144,7 +144,17 @@ fn with_base(mut own: toml::Table, known: &[Stack]) -> Result<Stack> {
         None => toml::Table::new(),
     };
     t.extend(own);
-    Ok(toml::Value::Table(t).try_into()?)
+    let s: Stack = toml::Value::Table(t).try_into()?;
+    for (field, bytes) in [
+        ("grad_comm_bytes", s.grad_comm_bytes),
+        ("main_grad_bytes", s.main_grad_bytes),
+        ("optimizer_state_bytes", s.optimizer_state_bytes),
+    ] {
+        if !(bytes.is_finite() && bytes >= 0.0) {
+            bail!("{field} must be a byte count of 0 or more, got {bytes}");
+        }
+    }
+    Ok(s)
 }
 
 fn lookup<'a>(name: &str, stacks: &'a [Stack]) -> Result<&'a Stack> {
@@ -243,6 +253,8 @@ mod tests {
             ("typo.toml", "base = \"nemo-2025\"\noverlap_tpp = true\n", "overlap_tpp"),
             ("type.toml", "base = \"nemo-2025\"\noverlap_tp = \"yes\"\n", "overlap_tp"),
             ("missing.toml", "flash_attention = true\n", "missing field"),
+            ("negative.toml", "base = \"nemo-2025\"\noptimizer_state_bytes = -4\n", "optimizer_state_bytes must be"),
+            ("nan.toml", "base = \"nemo-2025\"\nmain_grad_bytes = nan\n", "main_grad_bytes must be"),
         ];
         let dir = tempfile::tempdir().unwrap();
         for (name, text, needle) in cases {
