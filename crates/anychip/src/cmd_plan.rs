@@ -58,7 +58,7 @@ pub struct PlanArgs {
     /// Number format of the transformer GEMMs: bf16, fp8, int8 (quantized matmuls at the chip's INT8 rate, as AQT trains on TPUs) or fp4 (NVFP4, Transformer Engine's nvfp4 recipe; AMD's MXFP4 is priced the same).
     #[arg(long, value_name = "bf16|fp8|int8|fp4", default_value = "bf16")]
     pub precision: String,
-    /// Evaluate exactly this layout, e.g. tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=2,ep=8,etp=2]; etp=N splits each expert over N ranks (expert tensor parallelism; 1 keeps experts whole); shard=N shards the ZeRO stage over groups of N data-parallel replicas (hybrid sharding); offload=N keeps N layers' activations of each stage in host memory (needs the chip's host_link_gbs); bf16=N keeps N of the model's layers in BF16 under --precision fp8/int8/fp4 (a recipe's first/last layers).
+    /// Evaluate exactly this layout, e.g. tp=8,pp=8,vp=6,mb=1,zero=1,recompute=selective[,cp=2,ep=8,etp=2]; etp=N splits each expert over N ranks (expert tensor parallelism; 1 keeps experts whole); shard=N shards the ZeRO stage over groups of N data-parallel replicas (hybrid sharding); offload=N keeps N layers' activations of each stage in host memory (needs the chip's host_link_gbs); bf16=N keeps N of the model's layers in BF16 under --precision fp8/int8/fp4 (a recipe's first/last layers); schedule=1f1b|zb-h1|zb-h2|dualpipe names the pipeline schedule (default: the stack's, else 1F1B; Zero Bubble's ZB-H1/ZB-H2 defer the weight gradients into the bubble, DualPipe feeds both ends and holds the weights twice).
     #[arg(long, value_name = "KEY=VALUE,...")]
     pub layout: Option<String>,
     /// Print JSON instead of a table.

@@ -166,6 +166,12 @@ fn impossible_layout_says_why() {
     assert_one_line(&o, &["ep x etp = 128", "tp x cp x dp = 64"]);
     let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,colour=blue"]);
     assert_one_line(&o, &["unknown key 'colour'"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,schedule=zb-h1"]);
+    assert_one_line(&o, &["schedule=zb-h1", "pp > 1"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,pp=4,schedule=zb-v"]);
+    assert_one_line(&o, &["schedule must be 1f1b, zb-h1, zb-h2 or dualpipe", "zb-v"]);
+    let o = plan("llama3-8b", "h100:48", &["--layout", "tp=8,pp=3,schedule=dualpipe"]);
+    assert_one_line(&o, &["dualpipe", "pp must be even"]);
     let o = plan("llama3-405b", "h100:8", &["--layout", "tp=8,zero=0"]);
     assert_one_line(&o, &["does not fit", "GiB"]);
 }

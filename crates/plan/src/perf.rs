@@ -47,7 +47,7 @@ use crate::chips::{Chip, GIB};
 use crate::model::Arch;
 use crate::stack::Stack;
 use anyhow::{anyhow, bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Activation recomputation policy.
@@ -80,6 +80,74 @@ impl fmt::Display for Recompute {
             Recompute::None => "none",
             Recompute::Selective => "selective",
             Recompute::Full => "full",
+        })
+    }
+}
+
+/// Pipeline schedule of a layout with pipeline parallelism. Per micro-batch and stage, F is the
+/// forward, B the backward for the inputs and W the backward for the weights (the weight-gradient
+/// GEMMs, as long as the forward's linears); a stage's micro-batch is F + B + W.
+/// - `1f1b`: one forward, one backward (Narayanan et al. 2021), interleaved over `v` chunks when
+///   v > 1: (p - 1)(F + B + W) / v of bubble, min(m, p) micro-batches in flight on the first stage.
+/// - `zb-h1`: Zero Bubble's ZB-H1 (Qi et al., ICLR 2024, section 3.1): W is deferred into the
+///   cool-down's idle slots, (p - 1)(F + B - W) of bubble, the same memory as 1F1B.
+/// - `zb-h2`: ZB-H2 (same paper): more warm-up forwards fill the rest, (p - 1)(F + B - 2W) (none
+///   below zero), up to 2p - 1 micro-batches in flight on the first stage.
+/// - `dualpipe`: DeepSeek-V3's DualPipe (DeepSeek-V3 report, section 3.2.1 and Table 2):
+///   micro-batches fed from both ends, each rank holding two chunks (its stage of either
+///   direction) and overlapping one chunk's forward with another's backward: (p/2 - 1)(F&B + B -
+///   3W) of bubble in chunk times (F&B = F + B + W, B the full backward), p + 1 micro-batches in
+///   flight, and the model's parameters twice (weights and gradients; one optimizer state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// One forward, one backward (interleaved when `v` > 1).
+    #[default]
+    #[serde(rename = "1f1b")]
+    OneFOneB,
+    /// Zero Bubble ZB-H1.
+    #[serde(rename = "zb-h1")]
+    ZbH1,
+    /// Zero Bubble ZB-H2.
+    #[serde(rename = "zb-h2")]
+    ZbH2,
+    /// DeepSeek-V3's DualPipe.
+    #[serde(rename = "dualpipe")]
+    DualPipe,
+}
+
+impl Schedule {
+    /// Parse `1f1b`, `zb-h1`, `zb-h2` or `dualpipe`.
+    pub fn parse(s: &str) -> Result<Schedule> {
+        Ok(match s {
+            "1f1b" | "interleaved" => Schedule::OneFOneB,
+            "zb-h1" | "zb1p" => Schedule::ZbH1,
+            "zb-h2" | "zb2p" => Schedule::ZbH2,
+            "dualpipe" => Schedule::DualPipe,
+            other => bail!("schedule must be 1f1b, zb-h1, zb-h2 or dualpipe, got '{other}'"),
+        })
+    }
+
+    /// Idle time of a stage over the step, from a micro-batch's stage time `t_mb` (F + B + W and
+    /// what it exposes), its forward share `fwd` and its weight-gradient GEMMs `w`, with `p`
+    /// stages of `v` interleaved chunks.
+    pub fn bubble(self, t_mb: f64, fwd: f64, w: f64, p: f64, v: f64) -> f64 {
+        match self {
+            Schedule::OneFOneB => t_mb * (p - 1.0) / v,
+            Schedule::ZbH1 => (p - 1.0) * (t_mb - 2.0 * w).max(0.0),
+            Schedule::ZbH2 => (p - 1.0) * (t_mb - 3.0 * w).max(0.0),
+            // A chunk is half a rank's layers: F&B + B - 3W = (t_mb + (t_mb - fwd) - 3w) / 2.
+            Schedule::DualPipe => (p / 2.0 - 1.0).max(0.0) * (2.0 * t_mb - fwd - 3.0 * w).max(0.0) / 2.0,
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Schedule::OneFOneB => "1f1b",
+            Schedule::ZbH1 => "zb-h1",
+            Schedule::ZbH2 => "zb-h2",
+            Schedule::DualPipe => "dualpipe",
         })
     }
 }
@@ -241,6 +309,8 @@ pub struct Layout {
     pub mb: usize,
     /// Interleaved model chunks per pipeline stage (1 = plain 1F1B).
     pub v: usize,
+    /// Pipeline schedule (1F1B unless the stack or the layout names another; pp > 1 only).
+    pub schedule: Schedule,
     /// Activation recomputation.
     pub recompute: Recompute,
     /// Submodules recomputed on top of `recompute` (ignored under full recompute).
@@ -292,6 +362,7 @@ impl Layout {
             etp: 1,
             mb: 1,
             v: 1,
+            schedule: Schedule::OneFOneB,
             recompute: Recompute::None,
             modules: Modules::default(),
             zero: 0,
@@ -328,6 +399,9 @@ impl fmt::Display for Layout {
         }
         if self.v > 1 {
             write!(f, " v{}", self.v)?;
+        }
+        if self.schedule != Schedule::OneFOneB {
+            write!(f, " {}", self.schedule)?;
         }
         write!(f, " mb{} rc:{}", self.mb, self.recompute)?;
         if !self.modules.is_empty() {
@@ -864,11 +938,17 @@ impl Ctx<'_> {
         self.stage_activations(sum, act_stored, stage_layers, self.first_stage_in_flight(n_micro))
     }
 
-    /// Micro-batches' worth of the first stage's activations in flight: 1F1B keeps min(m, p);
-    /// interleaving adds (p-1)/(p v) of that (Korthikanti, section 4.2.3).
+    /// Micro-batches' worth of the first stage's activations in flight: 1F1B and ZB-H1 keep
+    /// min(m, p), ZB-H2 min(m, 2p - 1), DualPipe min(m, p + 1) ([`Schedule`]); interleaving adds
+    /// (p-1)/(p v) of that (Korthikanti, section 4.2.3).
     fn first_stage_in_flight(&self, n_micro: usize) -> f64 {
         let (p, v) = (self.l.pp as f64, self.l.v as f64);
-        (n_micro.min(self.l.pp) as f64) * if self.l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 }
+        let warm = match self.l.schedule {
+            Schedule::OneFOneB | Schedule::ZbH1 => self.l.pp,
+            Schedule::ZbH2 => 2 * self.l.pp - 1,
+            Schedule::DualPipe => self.l.pp + 1,
+        };
+        (n_micro.min(warm) as f64) * if self.l.v > 1 { 1.0 + (p - 1.0) / (p * v) } else { 1.0 }
     }
 
     /// The last pipeline stage's stored activations (and those held in host memory): 1F1B starts
@@ -1644,9 +1724,22 @@ pub fn estimate(
     let act_stored = cx.stored_per_micro_batch(&sum, stage_layers);
     let off_mb = (cx.offload_copies(act_stored, stage_layers) - busy).max(0.0);
     let t_mb = busy + tp_mb + cp_mb + ep_mb + pp_mb + off_mb;
-    let bubble = t_mb * (p - 1.0) / v;
+    // The schedule splits a micro-batch into its forward (with its third of the element-wise work
+    // and fixed costs, the exposed communication in proportion) and its weight gradients, whose
+    // GEMMs are as long as the forward's linears.
+    let fwd_mb = t_mb * (sum.fwd + head + (elem + overhead) / 3.0) / busy;
+    let bubble = l.schedule.bubble(t_mb, fwd_mb, sum.linear_fwd + head, p, v);
 
-    let states = states_per_chip(job, &l, stack);
+    let mut states = states_per_chip(job, &l, stack);
+    if l.schedule == Schedule::DualPipe {
+        // Each rank holds its stage of both directions: the weights and gradients twice, and
+        // both copies' gradients reduced and weights gathered over data parallel (one optimizer
+        // state serves the two).
+        states.weights *= 2.0;
+        states.gradients *= 2.0;
+        states.dense_params *= 2.0;
+        states.expert_params *= 2.0;
+    }
     let nm = n_micro as f64;
     let dp_time = dp_exposed(&cx, &states, compute_mb, recompute_mb, nm);
     // The update streams the optimizer states once; a distributed step's end also pays fixed
@@ -1742,6 +1835,20 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     }
     if l.v > 1 && l.pp == 1 {
         bail!("layout {l}: interleave vp={} needs pipeline parallelism (pp > 1)", l.v);
+    }
+    if l.schedule != Schedule::OneFOneB {
+        if l.pp == 1 {
+            bail!("layout {l}: schedule={} needs pipeline parallelism (pp > 1)", l.schedule);
+        }
+        if l.v > 1 {
+            bail!(
+                "layout {l}: schedule={} runs one chunk per stage; use vp=1 (or schedule=1f1b to interleave)",
+                l.schedule
+            );
+        }
+    }
+    if l.schedule == Schedule::DualPipe && !l.pp.is_multiple_of(2) {
+        bail!("layout {l}: schedule=dualpipe pairs the stages from both ends: pp must be even");
     }
     if !a.heads.is_multiple_of(l.tp) {
         bail!("layout {l}: {} attention heads do not split over tp={}", a.heads, l.tp);
@@ -2008,6 +2115,48 @@ mod tests {
         let want = (9.0 * k.elementwise_passes - 3.0) * logits / r.mem_bw;
         let got = step(&unfused) - step(&fused);
         assert!((got / want - 1.0).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
+    fn schedules_price_their_published_bubbles() {
+        // F = B = W = 1 a micro-batch on 8 stages (t_mb 3, forward 1, weight gradients 1):
+        // 1F1B (p-1)(F+B+W) = 21; ZB-H1 (p-1)(F+B-W) = 7; ZB-H2 (p-1)(F+B-2W) = 0 (Qi et al.,
+        // Table 1); DualPipe (p/2-1)(F&B+B-3W) in chunk times (half a rank's: F&B 1.5, B 1,
+        // W 0.5) = 3 (DeepSeek-V3 report, Table 2); interleaving over 2 chunks halves 1F1B's.
+        let b = |s: Schedule, v: f64| s.bubble(3.0, 1.0, 1.0, 8.0, v);
+        assert_eq!(
+            [b(Schedule::OneFOneB, 1.0), b(Schedule::OneFOneB, 2.0), b(Schedule::ZbH1, 1.0), b(Schedule::ZbH2, 1.0)],
+            [21.0, 10.5, 7.0, 0.0]
+        );
+        assert!((b(Schedule::DualPipe, 1.0) - 3.0).abs() < 1e-12);
+        for s in ["1f1b", "zb-h1", "zb-h2", "dualpipe"] {
+            assert_eq!(Schedule::parse(s).unwrap().to_string(), s);
+        }
+        assert!(Schedule::parse("zb-v").is_err());
+    }
+
+    #[test]
+    fn zero_bubble_schedules_trade_bubble_for_memory_as_published() {
+        // Llama 3 8B on 8 H100 in 8 stages, 64 micro-batches: the weight gradients W come off the
+        // bubble twice under ZB-H1 and once more under ZB-H2, so 1F1B - ZB-H1 = 2 (ZB-H1 - ZB-H2);
+        // ZB-H1 keeps 1F1B's memory, ZB-H2 holds 2p - 1 micro-batches where 1F1B holds p, and
+        // DualPipe p + 1 and its stage's weights and gradients twice.
+        let k = Constants::prior();
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+        let st = crate::stack::find("megatron-core-2024").unwrap();
+        let run = |schedule| h100_job(&job, &k, &st, Layout { pp: 8, dp: 1, schedule, ..Layout::data_parallel(1) });
+        let [one, h1, h2, dual] = [Schedule::OneFOneB, Schedule::ZbH1, Schedule::ZbH2, Schedule::DualPipe].map(run);
+        let (b1, bh1, bh2) = (one.time.bubble, h1.time.bubble, h2.time.bubble);
+        assert!(b1 > bh1 && bh1 > bh2 && bh2 > 0.0, "{b1} {bh1} {bh2}");
+        assert!(((b1 - bh1) - 2.0 * (bh1 - bh2)).abs() < 1e-9 * b1, "{b1} {bh1} {bh2}");
+        assert!(dual.time.bubble < bh1, "{dual:?}");
+        let act = one.memory.activations;
+        assert_eq!(h1.memory.activations, act);
+        assert!((h2.memory.activations / act - 15.0 / 8.0).abs() < 1e-9, "{:?}", h2.memory);
+        assert!((dual.memory.activations / act - 9.0 / 8.0).abs() < 1e-9, "{:?}", dual.memory);
+        assert_eq!(dual.memory.weights, 2.0 * one.memory.weights);
+        assert_eq!(dual.memory.optimizer, one.memory.optimizer);
     }
 
     #[test]

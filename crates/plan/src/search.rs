@@ -5,7 +5,7 @@
 use crate::calib::{self, Constants};
 use crate::chips::{Chip, GIB};
 use crate::model::Model;
-use crate::perf::{check_layout, estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute};
+use crate::perf::{check_layout, estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute, Schedule};
 use crate::stack::Stack;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
@@ -65,8 +65,9 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
             "offload" => l.offload = num()?,
             "bf16" | "bf16_layers" => l.bf16_layers = num()?,
+            "schedule" => l.schedule = Schedule::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16, schedule")
             }
         }
     }
@@ -273,6 +274,7 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                                             etp,
                                             mb,
                                             v,
+                                            schedule: stack_schedule(&req.stack, pp, v),
                                             recompute,
                                             modules: Modules::default(),
                                             zero,
@@ -291,6 +293,16 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
         }
     }
     out
+}
+
+/// The schedule a layout of `pp` stages and `v` chunks runs on `stack`: the stack's own
+/// (`pipeline_schedule`) where it applies (one chunk a stage, an even `pp` for DualPipe), else 1F1B.
+pub fn stack_schedule(stack: &Stack, pp: usize, v: usize) -> Schedule {
+    match stack.pipeline_schedule {
+        _ if pp == 1 || v > 1 => Schedule::OneFOneB,
+        Schedule::DualPipe if !pp.is_multiple_of(2) => Schedule::OneFOneB,
+        s => s,
+    }
 }
 
 /// (ep, etp) pairs the search tries on `ranks` = tp x cp x dp chips: each expert-parallel degree

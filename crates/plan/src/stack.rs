@@ -84,6 +84,11 @@ pub struct Stack {
     /// instead of BF16 (Megatron-Core `fp8_param_gather`). Absent: false.
     #[serde(default)]
     pub fp8_param_gather: bool,
+    /// The pipeline schedule the framework runs when a layout has pipeline stages and one chunk
+    /// each ([`crate::perf::Schedule`]: `1f1b`, `zb-h1`, `zb-h2`, `dualpipe`); a `--layout` may
+    /// name another with `schedule=`. Absent: 1F1B.
+    #[serde(default)]
+    pub pipeline_schedule: crate::perf::Schedule,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.

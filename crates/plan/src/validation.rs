@@ -5,7 +5,7 @@
 use crate::calib::{self, Accuracy, Constants, CvRow, FitReport};
 use crate::chips::{ChipDb, GIB};
 use crate::model::{self, Arch};
-use crate::perf::{estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute};
+use crate::perf::{estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute, Schedule};
 use crate::stack;
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -69,6 +69,10 @@ pub struct Row {
     pub mb: usize,
     /// Interleaved chunks.
     pub v: usize,
+    /// Pipeline schedule (`1f1b`, `zb-h1`, `zb-h2`, `dualpipe`); absent: the stack's
+    /// `pipeline_schedule` where it applies ([`crate::search::stack_schedule`]).
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// `none`, `selective` or `full`.
     pub recompute: String,
     /// Megatron-Core `recompute_modules` of the recipe beyond `recompute` (layernorm, moe_act,
@@ -162,9 +166,14 @@ impl Row {
         self.publisher.as_deref().unwrap_or(&self.group)
     }
 
-    /// The row's layout.
-    pub fn layout(&self) -> Result<Layout> {
+    /// The row's layout, its schedule defaulting to what `stack` runs.
+    pub fn layout(&self, stack: &stack::Stack) -> Result<Layout> {
+        let schedule = match &self.schedule {
+            Some(s) => Schedule::parse(s).map_err(|e| anyhow!("row {}: {e}", self.id))?,
+            None => crate::search::stack_schedule(stack, self.pp, self.v),
+        };
         Ok(Layout {
+            schedule,
             tp: self.tp,
             pp: self.pp,
             dp: self.dp,
@@ -271,10 +280,11 @@ fn prepare_rows(rows: Vec<Row>) -> Result<Vec<Prepared>> {
         .map(|r| {
             let m = model::resolve(&r.model)?;
             let published_step = r.published_step(&m.arch)?;
+            let stack = stack::find(&r.stack)?;
             Ok(Prepared {
-                layout: r.layout()?,
+                layout: r.layout(&stack)?,
                 chip: row_chip(&db, &r)?,
-                stack: stack::find(&r.stack)?,
+                stack,
                 precision: Precision::parse(&r.precision)?,
                 arch: m.arch,
                 published_step,
