@@ -129,15 +129,24 @@ impl Schedule {
 
     /// Idle time of a stage over the step, from a micro-batch's stage time `t_mb` (F + B + W and
     /// what it exposes), its forward share `fwd` and its weight-gradient GEMMs `w`, with `p`
-    /// stages of `v` interleaved chunks.
-    pub fn bubble(self, t_mb: f64, fwd: f64, w: f64, p: f64, v: f64) -> f64 {
-        match self {
-            Schedule::OneFOneB => t_mb * (p - 1.0) / v,
+    /// stages of `v` interleaved chunks and `m` micro-batches a step. A zero-bubble schedule saves
+    /// on 1F1B in two ways: its backward chain through the p - 1 stages carries B without W, which
+    /// saves (p - 1) W whatever m; and it fills idle slots with deferred weight gradients, the rest
+    /// of its steady-state saving, in full only with p - 1 micro-batches or more to draw on, and
+    /// m / (p - 1) of it with fewer (the Zero Bubble paper's appendix H: at m <= p its schedules
+    /// still gain, less than at m >> p).
+    pub fn bubble(self, t_mb: f64, fwd: f64, w: f64, p: f64, v: f64, m: f64) -> f64 {
+        let one_f_one_b = t_mb * (p - 1.0) / v;
+        let steady = match self {
+            Schedule::OneFOneB => return one_f_one_b,
             Schedule::ZbH1 => (p - 1.0) * (t_mb - 2.0 * w).max(0.0),
             Schedule::ZbH2 => (p - 1.0) * (t_mb - 3.0 * w).max(0.0),
             // A chunk is half a rank's layers: F&B + B - 3W = (t_mb + (t_mb - fwd) - 3w) / 2.
             Schedule::DualPipe => (p / 2.0 - 1.0).max(0.0) * (2.0 * t_mb - fwd - 3.0 * w).max(0.0) / 2.0,
-        }
+        };
+        let chain = (one_f_one_b - (p - 1.0) * w).max(steady);
+        let filled = (m / (p - 1.0)).min(1.0);
+        chain - filled * (chain - steady)
     }
 }
 
@@ -1728,7 +1737,7 @@ pub fn estimate(
     // and fixed costs, the exposed communication in proportion) and its weight gradients, whose
     // GEMMs are as long as the forward's linears.
     let fwd_mb = t_mb * (sum.fwd + head + (elem + overhead) / 3.0) / busy;
-    let bubble = l.schedule.bubble(t_mb, fwd_mb, sum.linear_fwd + head, p, v);
+    let bubble = l.schedule.bubble(t_mb, fwd_mb, sum.linear_fwd + head, p, v, n_micro as f64);
 
     let mut states = states_per_chip(job, &l, stack);
     if l.schedule == Schedule::DualPipe {
@@ -2123,12 +2132,16 @@ mod tests {
         // 1F1B (p-1)(F+B+W) = 21; ZB-H1 (p-1)(F+B-W) = 7; ZB-H2 (p-1)(F+B-2W) = 0 (Qi et al.,
         // Table 1); DualPipe (p/2-1)(F&B+B-3W) in chunk times (half a rank's: F&B 1.5, B 1,
         // W 0.5) = 3 (DeepSeek-V3 report, Table 2); interleaving over 2 chunks halves 1F1B's.
-        let b = |s: Schedule, v: f64| s.bubble(3.0, 1.0, 1.0, 8.0, v);
+        let b = |s: Schedule, v: f64| s.bubble(3.0, 1.0, 1.0, 8.0, v, 64.0);
         assert_eq!(
             [b(Schedule::OneFOneB, 1.0), b(Schedule::OneFOneB, 2.0), b(Schedule::ZbH1, 1.0), b(Schedule::ZbH2, 1.0)],
             [21.0, 10.5, 7.0, 0.0]
         );
         assert!((b(Schedule::DualPipe, 1.0) - 3.0).abs() < 1e-12);
+        // With 7 micro-batches or more every idle slot is filled; with 2, the B-only backward
+        // chain saves (p-1)W = 7 and the filling 2/7 of the other 7: 21 - 7 - 2 = 12.
+        assert_eq!(Schedule::ZbH1.bubble(3.0, 1.0, 1.0, 8.0, 1.0, 7.0), 7.0);
+        assert!((Schedule::ZbH1.bubble(3.0, 1.0, 1.0, 8.0, 1.0, 2.0) - 12.0).abs() < 1e-12);
         for s in ["1f1b", "zb-h1", "zb-h2", "dualpipe"] {
             assert_eq!(Schedule::parse(s).unwrap().to_string(), s);
         }
