@@ -14,8 +14,8 @@
 //! MiniCPM, EXAONE 3 and EXAONE 4.0 (its "LLLG" window pattern) included; those with a
 //! plain one (GELU, squared ReLU, xIELU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon,
 //! Phi-1/2, StarCoder, StarCoder2, Nemotron, Arcee AFM, Apertus) as `gpt` with their key/value
-//! heads and MLP width; mixtures of experts (DBRX's, DeepSeek-MoE's and Hunyuan-A13B's included)
-//! as `moe`;
+//! heads and MLP width; MiMo-7B as Qwen2 with its multi-token prediction modules; mixtures of
+//! experts (DBRX's, DeepSeek-MoE's, Hunyuan-A13B's, Ling 2.0's and GLM-4.5V's included) as `moe`;
 //! Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert layers), IBM's Granite 4.0
 //! hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or experts in every layer),
 //! Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP, in every layer) and
@@ -85,8 +85,11 @@ const MOE: &[&str] = &[
     "deepseek_v3",
     "kimi_k2",
     "glm4_moe",
+    "glm4v_moe",
+    "glm4v_moe_text",
     "dots1",
     "bailing_moe",
+    "bailing_moe_v2",
     "gpt_oss",
     "ernie4_5_moe",
     "llama4",
@@ -121,6 +124,7 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("exaone", exaone),
     ("hunyuan_v1_moe", hunyuan),
     ("hunyuan", hunyuan),
+    ("mimo", mimo),
 ];
 
 /// `model_type`s whose config class (transformers', or the checkpoint's remote code for MiniCPM and
@@ -706,6 +710,24 @@ fn hunyuan(c: &Fields, mt: &str) -> Result<ModelFile> {
     Ok(m)
 }
 
+/// Xiaomi's MiMo-7B (the remote-code MiMoConfig, a Qwen2Config with `num_nextn_predict_layers`):
+/// a Qwen2 decoder (SwiGLU MLP of `intermediate_size`, grouped key/value heads) and
+/// `num_nextn_predict_layers` multi-token prediction modules, each an attention and a dense MLP
+/// block of the decoder's widths and a 2h -> h projection (modeling_mimo.py's MiMoMTPLayers), one
+/// depth each. A `mimo` config with experts is not MiMo-7B's layout and is refused.
+fn mimo(c: &Fields, mt: &str) -> Result<ModelFile> {
+    if let Some(e) =
+        ["n_routed_experts", "num_experts", "num_local_experts"].iter().find(|k| c.opt(k).is_some_and(|n| n > 0))
+    {
+        bail!(
+            "config.json: a mimo config with experts ({e}) is not MiMo-7B's dense layout, which is all the planner reads as mimo; write a TOML model file"
+        );
+    }
+    let mut m = llama_named(c, mt, "llama", Some("intermediate_size"))?;
+    m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
+    Ok(m)
+}
+
 /// transformers' usual names with the key/value heads, head width and sliding window of
 /// llama-style configs, as `arch`; the dense MLP `d_ff` wide (none for `moe`, whose caller reads
 /// the experts).
@@ -779,9 +801,12 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
                 m.d_ff = dense_ff;
             }
         }
-        // DeepSeek's field names; DeepSeek-MoE (`deepseek`), GLM-4.5 and dots.llm1 use them with
-        // plain (not latent) attention.
-        "deepseek" | "deepseek_v2" | "deepseek_v3" | "kimi_k2" | "glm4_moe" | "dots1" => {
+        // DeepSeek's field names; DeepSeek-MoE (`deepseek`), GLM-4.5, GLM-4.5V/4.6V's language model
+        // (`glm4v_moe_text`, Glm4vMoeTextConfig: GLM-4.5-Air's fields) and dots.llm1 use them with
+        // plain (not latent) attention. Their `num_nextn_predict_layers` is not read (the
+        // deepseek-v3 preset is priced without its MTP module; docs/planner.md).
+        "deepseek" | "deepseek_v2" | "deepseek_v3" | "kimi_k2" | "glm4_moe" | "glm4v_moe" | "glm4v_moe_text"
+        | "dots1" => {
             m.experts = Some(c.req("n_routed_experts")?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
@@ -801,9 +826,13 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
             m.expert_bias = Some(true);
             m.activation_clamp = c.v["swiglu_limit"].as_f64().or(Some(7.0));
         }
-        // Ant Group's Ling (BailingMoe v1 and v2): shared experts of moe_intermediate_size each
-        // unless v2 gives them their own width; first_k_dense_replace dense layers.
-        "bailing_moe" => {
+        // Ant Group's Ling (BailingMoe v1 and v2; Ling 2.0's published files say `bailing_moe`,
+        // Ant's BailingMoeV2Config `bailing_moe_v2`): shared experts of moe_intermediate_size each
+        // unless v2 gives them their own width; first_k_dense_replace dense layers; v2's
+        // num_nextn_predict_layers multi-token prediction modules (MoE layers, as
+        // modeling_bailing_moe_v2.py's BailingMoeV2MTPLayer), kept after the num_hidden_layers
+        // layers: the base checkpoints carry one, the chat ones none.
+        "bailing_moe" | "bailing_moe_v2" => {
             m.experts = Some(c.req("num_experts")?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             let width = c.req("moe_intermediate_size")?;
@@ -813,6 +842,7 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
                 m.shared_expert_d_ff = Some(c.opt("moe_shared_expert_intermediate_size").unwrap_or(width));
             }
             first_dense_layers(c, &mut m, dense_ff);
+            m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
         }
         "ernie4_5_moe" => {
             m.experts = Some(c.req("moe_num_experts")?);

@@ -749,3 +749,142 @@ fn gemma3_text_config_takes_the_class_defaults_it_leaves_out() {
     let body = a.total_params() - (a.vocab * a.d_model) as f64;
     assert!((body / 3.209e9 - 1.0).abs() < 0.01, "{body:.4e} without the embedding");
 }
+
+/// The fixture `dir` as a JSON value, to be edited before it is read.
+fn fixture_json(dir: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(dir).join("config.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Ling 2.0 (Ant Group's BailingMoeV2: Ling-mini-2.0, Ling-flash-2.0, Ling-1T; Ring-2.0 the
+/// same): the fixtures are the config.json that Ant's converter writes for these checkpoints
+/// (github.com/inclusionAI/Ling-V2 tools/convert_dcp_to_safetensors.py, `gen_config`: its field
+/// names and `model_type` `bailing_moe`, which the Hub's files carry too), filled with the shapes
+/// of NVIDIA's Megatron-Bridge providers for the three models
+/// (src/megatron/bridge/models/bailing/bailing_moe2_provider.py at 574f5cf9: LingMini2,
+/// LingFlash2 and Ling1TModelProvider on BailingMoeV2ModelProvider; Ling-mini-2.0's agree with the
+/// defaults of Ant's configuration_bailing_moe_v2.py). Each reads the same as `bailing_moe_v2`,
+/// the model_type of Ant's BailingMoeV2Config class, and as its publisher's sizes: total with the
+/// embedding and head, active with them too (Ant counts both).
+#[test]
+fn ling_2_reads_as_bailing_moe_v2_at_its_published_sizes() {
+    // (fixture, total, active, tolerance on the total, publisher's statement)
+    let cases = [
+        (
+            "Ling-mini-2.0",
+            16.26e9,
+            1.43e9,
+            0.01,
+            "inclusionAI/Ling-V2 README: Ling-mini-2.0 1.43B activated of 16.26B total (non-embedding 789M)",
+        ),
+        (
+            "Ling-flash-2.0",
+            100e9,
+            6.1e9,
+            0.03,
+            "inclusionAI/Ling-flash-2.0 model card: 100B total, 6.1B activated (4.8B non-embedding)",
+        ),
+        ("Ling-1T", 1e12, 50e9, 0.04, "inclusionAI/Ling-1T model card: 1 trillion total, about 50B active a token"),
+    ];
+    for (dir, total, active, tol, said) in cases {
+        let mut v = fixture_json(dir);
+        let as_published = resolve_json(&format!("{dir}-bailing_moe"), &v.to_string()).unwrap().arch;
+        v["model_type"] = serde_json::json!("bailing_moe_v2");
+        let arch = resolve_json(dir, &v.to_string()).unwrap_or_else(|e| panic!("{dir}: {e}")).arch;
+        assert_eq!(arch, as_published, "{dir}: bailing_moe_v2 reads as the published bailing_moe");
+        let moe = arch.moe.unwrap();
+        assert_eq!((moe.experts, moe.top_k, moe.shared, moe.dense_layers), (256, 8, 1, 1), "{dir}");
+        assert_eq!(arch.mtp, None, "{dir}: the chat checkpoints carry no MTP layer");
+        let (t, a) = (arch.total_params(), arch.active_matmul_params() + (arch.vocab * arch.d_model) as f64);
+        eprintln!("{dir}: {:.3}B parameters, {:.3}B active ({said})", t / 1e9, a / 1e9);
+        assert!((t / total - 1.0).abs() < tol, "{dir}: {t:.4e} parameters, {said}");
+        assert!((a / active - 1.0).abs() < 0.03, "{dir}: {a:.4e} active, {said}");
+    }
+    // Ling-mini-2.0 without the embedding and head: Ant's 789M activated non-embedding parameters.
+    let mini = resolve(fixture("Ling-mini-2.0").to_str().unwrap()).unwrap().arch;
+    let body = mini.active_matmul_params() - (mini.vocab * mini.d_model) as f64;
+    assert!((body / 789e6 - 1.0).abs() < 0.01, "{body:.4e} non-embedding active");
+    // Ling-flash-2.0's checkpoint: 102,889,705,216 parameters (the Hub's safetensors count, as
+    // the Hub API's model record quotes it: github.com/daniel-p-green/alain-ai-learning-platform
+    // out/research-inclusionai-ling-flash-2-0/sources/huggingface/model.json); the rest of the
+    // count is norms and expert biases.
+    let flash = resolve(fixture("Ling-flash-2.0").to_str().unwrap()).unwrap().arch;
+    assert!((flash.total_params() / 102_889_705_216.0 - 1.0).abs() < 1e-3, "{:.6e}", flash.total_params());
+}
+
+/// A Ling 2.0 base checkpoint keeps its multi-token prediction layer (Ant's converter adds
+/// `num_nextn_predict_layers: 1` with `--mtp-as-extra-layer`; modeling_bailing_moe_v2.py builds
+/// it after the `num_hidden_layers` layers): one MTP depth of a MoE layer and a 2h -> h
+/// projection. The Hub lists Ling-flash-base-2.0 at 106B against Ling-flash-2.0's 103B
+/// (huggingface.co/collections/inclusionAI/ling-v2), the MTP layer's 3.3B.
+#[test]
+fn a_ling_2_base_config_reads_its_mtp_layer() {
+    let mut v = fixture_json("Ling-flash-2.0");
+    v["model_type"] = serde_json::json!("bailing_moe_v2");
+    let chat = resolve_json("ling-flash-2.0", &v.to_string()).unwrap().arch;
+    v["num_nextn_predict_layers"] = serde_json::json!(1);
+    let base = resolve_json("ling-flash-base-2.0", &v.to_string()).unwrap().arch;
+    let mtp = base.mtp.expect("num_nextn_predict_layers is one MTP depth");
+    assert_eq!((mtp.depths, mtp.modules), (1, 1));
+    let extra = base.total_params() - chat.total_params();
+    assert_eq!(extra, base.mtp_module_params(base.moe_mlp_params()));
+    assert!((base.total_params() / 106e9 - 1.0).abs() < 0.01, "{:.4e}", base.total_params());
+    assert_eq!(base.attention_layers(), chat.attention_layers() + 1);
+}
+
+/// GLM-4.5V (and GLM-4.6V, the same `glm4v_moe` layout): a vision tower and GLM-4.5-Air's
+/// language model in `text_config` (`glm4v_moe_text`). The fixture is GLM-4.5V's config as
+/// transformers 5.7.0's Glm4vMoeConfig prints it, with the checkpoint's tensor list and its
+/// 107,710,933,120 parameters, in a public model report the code index holds (a GLM-4.5V
+/// "模型信息报告", id 62538297598; the Hub is not reachable here). Its language-model matmul
+/// weights and tables (embedding, head, attention, the dense layer, 45 MoE layers of 128 experts,
+/// routers and shared experts) sum to 106,851,205,120 by that list, which the planner gives
+/// exactly; the vision tower (858.7M) is not priced. Zhipu: GLM-4.5-Air, 106B total, 12B active.
+#[test]
+fn glm4v_moe_reads_its_glm4_moe_text_config() {
+    let arch = resolve(fixture("GLM-4.5V").to_str().unwrap()).unwrap().arch;
+    let moe = arch.moe.unwrap();
+    assert_eq!((arch.layers, arch.d_model, arch.heads, arch.kv_heads, arch.qk_dim), (46, 4096, 96, 8, 96 * 128));
+    assert_eq!((moe.experts, moe.top_k, moe.shared, moe.expert_d_ff, moe.dense_layers), (128, 8, 1, 1408, 1));
+    assert_eq!(arch.total_params(), 106_851_205_120.0);
+    let active = arch.active_matmul_params() - (arch.vocab * arch.d_model) as f64;
+    assert!((active / 12e9 - 1.0).abs() < 0.05, "{active:.4e} active without embedding and head");
+    // The text_config's model_type names the reader; a text_config without one reads by the wrapper's.
+    let mut v = fixture_json("GLM-4.5V");
+    v["text_config"].as_object_mut().unwrap().remove("model_type");
+    assert_eq!(resolve_json("glm-4.5v-untyped", &v.to_string()).unwrap().arch, arch);
+}
+
+/// Xiaomi's MiMo-7B: a Qwen2 decoder with multi-token prediction modules. The fixture is the
+/// config.json of github.com/XiaomiMiMo/MiMo (config.json at 43be2d82): 36 layers of 4,096, 32
+/// heads of 128 on 8 key/value heads, a SwiGLU MLP of 11,008, two MTP layers (MiMo: "The MTP
+/// layers of MiMo-7B is tuned during pretraining and SFT"). Each MTP depth is an attention and
+/// an MLP block of those widths plus the 2h -> h input projection (modeling_mimo.py's
+/// MiMoMTPLayers), the LM head and loss again.
+#[test]
+fn mimo_reads_as_qwen2_with_its_mtp_layers() {
+    let arch = resolve(fixture("MiMo-7B").to_str().unwrap()).unwrap().arch;
+    assert_eq!(
+        (arch.layers, arch.d_model, arch.kv_heads, arch.qk_dim, arch.d_ff, arch.mlp_up),
+        (36, 4096, 8, 4096, 11008, 2)
+    );
+    assert_eq!((arch.window, arch.moe, arch.tied), (None, None, false));
+    let mtp = arch.mtp.expect("num_nextn_predict_layers 2");
+    assert_eq!((mtp.depths, mtp.modules), (2, 2));
+    let h = 4096.0;
+    let attn = 2.0 * h * h + 2.0 * h * 1024.0;
+    let layer = attn + 3.0 * h * 11008.0;
+    assert_eq!(arch.attn_params, attn);
+    let body = 36.0 * layer + 2.0 * 151680.0 * h;
+    assert_eq!(arch.total_params(), body + 2.0 * (layer + 2.0 * h * h));
+    // 7.62B without the MTP layers: Xiaomi's "MiMo-7B".
+    assert!((body / 7.6e9 - 1.0).abs() < 0.01, "{body:.4e}");
+    // The same file as qwen2 has no MTP module; with experts it is not MiMo-7B and is refused.
+    let mut v = fixture_json("MiMo-7B");
+    v["model_type"] = serde_json::json!("qwen2");
+    assert_eq!(resolve_json("mimo-as-qwen2", &v.to_string()).unwrap().arch.total_params(), body);
+    v["model_type"] = serde_json::json!("mimo");
+    v["n_routed_experts"] = serde_json::json!(64);
+    let e = error_for("mimo-moe", &v.to_string());
+    assert!(e.contains("n_routed_experts") && e.contains("TOML model file"), "{e}");
+}
