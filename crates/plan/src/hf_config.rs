@@ -15,13 +15,15 @@
 //! plain one (GELU, squared ReLU, xIELU: GPT-2, GPT-J, GPT-NeoX/Pythia, OPT, BLOOM, MPT, Falcon,
 //! Phi-1/2, StarCoder, StarCoder2, Nemotron, Arcee AFM, Apertus) as `gpt` with their key/value
 //! heads and MLP width; MiMo-7B as Qwen2 with its multi-token prediction modules; mixtures of
-//! experts (DBRX's, DeepSeek-MoE's, Hunyuan-A13B's, Ling 2.0's and GLM-4.5V's included) as `moe`;
+//! experts (DBRX's, DeepSeek-MoE's, Hunyuan-A13B's, Ling 2.0's and GLM-4.5V's included) as `moe`,
+//! DeepSeek-V3.2 as DeepSeek-V3 with DeepSeek Sparse Attention's indexer and top-k core;
 //! Nemotron-H and Nemotron 3 (Mamba-2, attention, MLP and expert layers), IBM's Granite 4.0
 //! hybrids and Bamba (a Mamba-2 or attention mixer then an MLP or experts in every layer),
-//! Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP, in every layer) and
-//! Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then experts or an MLP) as
-//! `hybrid`. Other families (Jamba, Mamba-1 and the rest) are refused by name rather than
-//! approximated.
+//! Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP, in every layer),
+//! Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then experts or an MLP) and Kimi
+//! Linear (Kimi Delta Attention, read as Gated DeltaNet with low-rank gates, or latent
+//! attention, then experts or an MLP) as `hybrid`. Other families (Jamba, Mamba-1 and the rest)
+//! are refused by name rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -83,6 +85,7 @@ const MOE: &[&str] = &[
     "deepseek",
     "deepseek_v2",
     "deepseek_v3",
+    "deepseek_v32",
     "kimi_k2",
     "glm4_moe",
     "glm4v_moe",
@@ -125,6 +128,7 @@ const OWN_FIELDS: &[(&str, Reader)] = &[
     ("hunyuan_v1_moe", hunyuan),
     ("hunyuan", hunyuan),
     ("mimo", mimo),
+    ("kimi_linear", kimi_linear),
 ];
 
 /// `model_type`s whose config class (transformers', or the checkpoint's remote code for MiniCPM and
@@ -804,9 +808,10 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
         // DeepSeek's field names; DeepSeek-MoE (`deepseek`), GLM-4.5, GLM-4.5V/4.6V's language model
         // (`glm4v_moe_text`, Glm4vMoeTextConfig: GLM-4.5-Air's fields) and dots.llm1 use them with
         // plain (not latent) attention. Their `num_nextn_predict_layers` is not read (the
-        // deepseek-v3 preset is priced without its MTP module; docs/planner.md).
-        "deepseek" | "deepseek_v2" | "deepseek_v3" | "kimi_k2" | "glm4_moe" | "glm4v_moe" | "glm4v_moe_text"
-        | "dots1" => {
+        // deepseek-v3 preset is priced without its MTP module; docs/planner.md). DeepSeek-V3.2
+        // (`deepseek_v32`) is DeepSeek-V3 with DeepSeek Sparse Attention ([`sparse_attention`]).
+        "deepseek" | "deepseek_v2" | "deepseek_v3" | "deepseek_v32" | "kimi_k2" | "glm4_moe" | "glm4v_moe"
+        | "glm4v_moe_text" | "dots1" => {
             m.experts = Some(c.req("n_routed_experts")?);
             m.experts_per_token = Some(c.req("num_experts_per_tok")?);
             m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
@@ -816,6 +821,9 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
             }
             first_dense_layers(c, &mut m, dense_ff);
             latent(c, &mut m)?;
+            if mt == "deepseek_v32" {
+                sparse_attention(c, &mut m)?;
+            }
         }
         "gpt_oss" => {
             m.experts = Some(c.req("num_local_experts")?);
@@ -890,6 +898,120 @@ fn first_dense_layers(c: &Fields, m: &mut ModelFile, dense_ff: Option<usize>) {
         m.dense_layers = Some(first_dense);
         m.d_ff = dense_ff;
     }
+}
+
+/// DeepSeek-V3.2's DeepSeek Sparse Attention (DeepseekV32Config: DeepseekV3Config plus
+/// `index_n_heads` 64, `index_head_dim` 128, `index_topk` 2048, all required here): the lightning
+/// indexer on every layer and each query's core attending its `index_topk` best keys
+/// ([`crate::model::Dsa`]; DeepSeek-V3.2 report, arXiv 2512.02556, section 2.1;
+/// deepseek-ai/DeepSeek-V3.2-Exp inference/model.py `Indexer`). Files that reuse one layer's
+/// top-k in others (`index_topk_freq` above 1, as Megatron-Core's DSA allows for GLM-5) are
+/// refused: the planner gives every layer its own indexer.
+fn sparse_attention(c: &Fields, m: &mut ModelFile) -> Result<()> {
+    if let Some(f) = c.opt("index_topk_freq").filter(|&f| f > 1) {
+        bail!(
+            "config.json: index_topk_freq {f} (layers reusing another layer's top-k indices) cannot be priced from config.json; write a TOML model file"
+        );
+    }
+    m.index_heads = Some(c.req("index_n_heads")?);
+    m.index_head_dim = Some(c.req("index_head_dim")?);
+    m.index_topk = Some(c.req("index_topk")?);
+    Ok(())
+}
+
+/// Moonshot's Kimi Linear (KimiLinearConfig, `kimi_linear`: Kimi-Linear-48B-A3B): every layer a
+/// mixer, Kimi Delta Attention or multi-head latent attention, then experts or a dense MLP.
+/// `linear_attn_config` lists the mixers by 1-based layer number (`kda_layers`,
+/// `full_attn_layers`: 3 KDA to 1 MLA, the last layer MLA) and gives KDA's `num_heads` heads of
+/// `head_dim` for queries, keys and values alike, which read as Gated DeltaNet layers (`G`) of
+/// those widths with the low-rank gates of [`crate::model::Hybrid::kda_gate_rank`] (rank
+/// `head_dim`); the MLA layers read as DeepSeek-V3's latent attention (`q_lora_rank` null: a
+/// full-rank query; `mla_use_nope` drops the rotary embedding, not its widths). Layer i (from
+/// 0) has experts when i >= `first_k_dense_replace` and i % `moe_layer_freq` == 0: `num_experts`
+/// of `moe_intermediate_size`, `num_experts_per_token` a token and `num_shared_experts` shared
+/// ones as one MLP of their summed width; the others a SwiGLU MLP of `intermediate_size`.
+///
+/// Sources: vLLM vllm/model_executor/models/kimi_linear.py at 01d9958 (KimiDecoderLayer, KimiMoE,
+/// KimiMLAAttention) and vllm/model_executor/layers/kda.py at 01a7e5d (KimiDeltaAttention); the
+/// Kimi Linear report (arXiv 2510.26692). What this reading cannot express is refused by name:
+/// full-rank KDA gates (`use_full_rank_gate`), an output gate on the MLA layers
+/// (`mla_use_output_gate`), routed experts on a width of their own (`routed_expert_hidden_size`)
+/// and attention residual blocks (`attn_res_block_size`), fields of later Kimi configs.
+fn kimi_linear(c: &Fields, mt: &str) -> Result<ModelFile> {
+    const NAMES: Names = Names { ctx: &["max_position_embeddings", "model_max_length"], ..LLAMA_NAMES };
+    let kda = c.sub("linear_attn_config");
+    for key in ["mla_use_output_gate", "use_full_rank_gate"] {
+        if c.flag(key) == Some(true) || kda.flag(key) == Some(true) {
+            bail!("config.json: {key} is set, a Kimi layout the planner does not read (it reads Kimi-Linear-48B-A3B's low-rank KDA gates and ungated MLA); write a TOML model file");
+        }
+    }
+    for key in ["routed_expert_hidden_size", "attn_res_block_size"] {
+        if !c.v[key].is_null() {
+            bail!("config.json: {key} is set, a Kimi layout the planner does not read (it reads Kimi-Linear-48B-A3B's); write a TOML model file");
+        }
+    }
+    let mut m = named(c, mt, "hybrid", &NAMES, None)?;
+    let layers = m.layers;
+    let (kda_layers, full) = (kda.indices("kda_layers"), kda.indices("full_attn_layers"));
+    // 1-based layer numbers, each in exactly one list; no list at all: every layer MLA.
+    let attention: Vec<bool> = (1..=layers)
+        .map(|n| match (kda_layers.contains(&n), full.contains(&n) || kda_layers.is_empty()) {
+            (true, false) => Ok(false),
+            (false, true) => Ok(true),
+            (true, true) => {
+                bail!("config.json: linear_attn_config lists layer {n} as both a KDA and a full-attention layer")
+            }
+            (false, false) => {
+                bail!("config.json: linear_attn_config lists layer {n} in neither kda_layers nor full_attn_layers")
+            }
+        })
+        .collect::<Result<_>>()?;
+    if let Some(n) = kda_layers.iter().chain(&full).find(|&&n| n == 0 || n > layers) {
+        bail!(
+            "config.json: linear_attn_config names layer {n}; its layers are numbered 1 to num_hidden_layers {layers}"
+        );
+    }
+    let experts = c.opt("num_experts").unwrap_or(0);
+    let (first_dense, every) =
+        (c.opt("first_k_dense_replace").unwrap_or(0), c.opt("moe_layer_freq").unwrap_or(1).max(1));
+    let moe = |i: usize| experts > 0 && i >= first_dense && i % every == 0;
+    let pattern: String = attention
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &a)| [if a { '*' } else { 'G' }, if moe(i) { 'E' } else { '-' }])
+        .collect();
+    if pattern.contains('-') {
+        m.d_ff = Some(c.req("intermediate_size")?);
+    }
+    if pattern.contains('E') {
+        let width = c.req("moe_intermediate_size")?;
+        m.experts = Some(experts);
+        m.experts_per_token = Some(c.req("num_experts_per_token")?);
+        m.expert_d_ff = Some(width);
+        if let Some(s) = c.opt("num_shared_experts").filter(|&s| s > 0) {
+            m.shared_experts = Some(1);
+            m.shared_expert_d_ff = Some(s * width);
+        }
+    }
+    if pattern.contains('G') {
+        let (heads, width) = (kda.req("num_heads")?, kda.req("head_dim")?);
+        m.gdn_key_heads = Some(heads);
+        m.gdn_value_heads = Some(heads);
+        m.gdn_key_head_dim = Some(width);
+        m.gdn_value_head_dim = Some(width);
+        m.kda_gate_rank = Some(width);
+    }
+    if pattern.contains('*') {
+        latent(c, &mut m)?;
+        if m.kv_lora_rank.is_none() {
+            bail!("config.json: a kimi_linear full-attention layer needs kv_lora_rank (multi-head latent attention)");
+        }
+    }
+    m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
+    m.pattern = Some(pattern);
+    m.layers = 2 * layers;
+    m.gated = Some(true);
+    Ok(m)
 }
 
 /// Multi-head latent attention widths (DeepSeek-V2/V3, Kimi K2); plain attention when the config

@@ -135,10 +135,30 @@ pub struct ModelFile {
     /// `hybrid`: Gated DeltaNet value head width (`linear_value_head_dim`).
     #[serde(default)]
     pub gdn_value_head_dim: Option<usize>,
+    /// `hybrid`: Kimi Delta Attention's low rank (Kimi Linear: its `linear_attn_config` head
+    /// width, 128): the `G` layers' output gate and decay are each projected d_model -> rank ->
+    /// heads x head width (`g_a_proj`/`g_b_proj`, `f_a_proj`/`f_b_proj`), the decay one per key
+    /// channel rather than one per head. Absent or 0: the Gated DeltaNet's full-rank output gate
+    /// and per-head decay.
+    #[serde(default)]
+    pub kda_gate_rank: Option<usize>,
     /// Whether attention gates its output with a sigmoid of a second query-wide projection
     /// (Qwen3-Next, Qwen3.5: `attn_output_gate`); default false.
     #[serde(default)]
     pub attn_output_gate: Option<bool>,
+    /// DeepSeek Sparse Attention (DeepSeek-V3.2's `index_n_heads`): the lightning indexer's
+    /// heads. With `index_head_dim` and `index_topk` every attention layer's core attends the
+    /// `index_topk` keys the indexer picks (priced as a window of that span) and the indexer
+    /// scores every causal key. Needs latent attention with a query latent (`q_lora_rank`): the
+    /// indexer projects its queries from it.
+    #[serde(default)]
+    pub index_heads: Option<usize>,
+    /// DeepSeek Sparse Attention: the width of one indexer head (`index_head_dim`).
+    #[serde(default)]
+    pub index_head_dim: Option<usize>,
+    /// DeepSeek Sparse Attention: the keys each query's attention core attends (`index_topk`).
+    #[serde(default)]
+    pub index_topk: Option<usize>,
     /// Multi-token prediction depths each token trains (DeepSeek-V3's MTP, Megatron-Core's
     /// `mtp_num_layers`): each one attention and one MLP block (MoE where the model has experts),
     /// a projection of the next token's embedding and the hidden state (2 d_model -> d_model), and
@@ -189,6 +209,9 @@ pub struct Hybrid {
     pub gdn_key_dim: usize,
     /// Width of one Gated DeltaNet value head.
     pub gdn_value_dim: usize,
+    /// Kimi Delta Attention's gate rank (0 for a Gated DeltaNet): its output gate and its
+    /// channel-wise decay each projected d_model -> rank -> value heads x width.
+    pub kda_gate_rank: usize,
 }
 
 impl Hybrid {
@@ -259,11 +282,28 @@ impl Hybrid {
         (fwd, bwd)
     }
 
-    /// Output width of a Gated DeltaNet mixer's input projection: queries and keys (key heads x
-    /// key width each), values and the output gate z (value heads x value width each), and per
-    /// value head beta and the decay's input.
+    /// Output width of a Gated DeltaNet mixer's input projection from d_model: queries and keys
+    /// (key heads x key width each), values (value heads x value width), per value head beta,
+    /// and the output gate z (value heads x value width) and per value head the decay's input;
+    /// or, for Kimi Delta Attention, in place of those two, the rank-wide down projections of its
+    /// output gate and its decay ([`Self::kda_gate_up_width`] takes them back up).
     pub fn gdn_in_proj_width(&self) -> usize {
-        2 * self.gdn_k_width() + 2 * self.gdn_v_width() + 2 * self.gdn_value_heads
+        let qkv_beta = 2 * self.gdn_k_width() + self.gdn_v_width() + self.gdn_value_heads;
+        match self.kda_gate_rank {
+            0 => qkv_beta + self.gdn_v_width() + self.gdn_value_heads,
+            r => qkv_beta + 2 * r,
+        }
+    }
+
+    /// Kimi Delta Attention's up projections from its gate rank: to the output gate (value heads
+    /// x value width, `g_b_proj`) and to the channel-wise decay (value heads x key width,
+    /// `f_b_proj`); 0 for a Gated DeltaNet.
+    pub fn kda_gate_up_width(&self) -> usize {
+        if self.kda_gate_rank == 0 {
+            0
+        } else {
+            self.gdn_v_width() + self.gdn_value_heads * self.gdn_key_dim
+        }
     }
 
     /// Channels of a Gated DeltaNet mixer's causal convolution: queries, keys and values.
@@ -281,9 +321,11 @@ impl Hybrid {
         self.gdn_value_heads * self.gdn_value_dim
     }
 
-    /// Matmul weights of one Gated DeltaNet mixer: the input and output projections.
+    /// Matmul weights of one Gated DeltaNet mixer: the input and output projections (and Kimi
+    /// Delta Attention's gate up projections).
     pub fn gdn_params(&self, d_model: usize) -> f64 {
-        (d_model * (self.gdn_in_proj_width() + self.gdn_v_width())) as f64
+        (d_model * (self.gdn_in_proj_width() + self.gdn_v_width()) + self.kda_gate_rank * self.kda_gate_up_width())
+            as f64
     }
 
     /// Forward FLOPs per token of one Gated DeltaNet mixer's chunked delta rule (fla's
@@ -292,6 +334,13 @@ impl Hybrid {
     /// w = A (beta k) and u = A v, and the output's Q K^T and its product with the new values
     /// (6 C dk + 4 C dv); across chunks w h, the state update k^T v and the output's q h
     /// (6 dk dv).
+    ///
+    /// Kimi Delta Attention (fla's `chunk_kda`) is counted the same way at its widths: a gated
+    /// delta rule whose decay is a vector per head (one per key channel) rather than a scalar, the
+    /// same chunked (WY, per-chunk state) algorithm class (Kimi Linear report, arXiv 2510.26692,
+    /// section 3). What its channel-wise decay adds (the decay applied inside the chunk's
+    /// products, computed in sub-chunks, and read in FP32 by each kernel) is not counted here
+    /// nor in [`Self::gdn_bytes_per_token`]: for KDA both are lower bounds.
     pub fn gdn_flops_per_token(&self) -> f64 {
         let (c, dk, dv) = (GDN_CHUNK as f64, self.gdn_key_dim as f64, self.gdn_value_dim as f64);
         self.gdn_value_heads as f64 * (6.0 * c * dk + 4.0 * c * dv + 6.0 * dk * dv)
@@ -329,6 +378,44 @@ impl Hybrid {
         let fwd = 16.0 * k + 22.0 * v + 4.0 * st + 2.0 * a + 20.0 * kk;
         let bwd = 46.0 * k + 46.0 * v + 8.0 * st + 4.0 * a + 28.0 * kk;
         (fwd, bwd)
+    }
+}
+
+/// DeepSeek Sparse Attention's lightning indexer (DeepSeek-V3.2): per query token `heads`
+/// queries of `head_dim` (projected from the `q_rank`-wide query latent), per key token one key
+/// of `head_dim` and per query one weight a head, both projected from the hidden state; the
+/// index score of a (query, key) pair is the weighted sum over heads of ReLU(q . k), and each
+/// query's attention core attends only the `topk` best-scoring keys.
+///
+/// Sources: DeepSeek-V3.2 report (arXiv 2512.02556), section 2.1, equation 1 (the index score),
+/// and the DeepSeek-V3.2-Exp tech report; deepseek-ai/DeepSeek-V3.2-Exp inference/model.py
+/// (`Indexer`: `wq_b` q_lora_rank -> index_n_heads x index_head_dim, `wk` dim -> index_head_dim,
+/// `weights_proj` dim -> index_n_heads) at 6d8cb70; Megatron-LM
+/// megatron/core/transformer/experimental_attention_variant/dsa.py (`DSAIndexer`, whose three
+/// projections are duplicated on every tensor-parallel rank) at 00bebb4.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Dsa {
+    /// Indexer heads (`index_n_heads`).
+    pub heads: usize,
+    /// Width of one indexer head (`index_head_dim`).
+    pub head_dim: usize,
+    /// Keys each query's attention core attends (`index_topk`).
+    pub topk: usize,
+    /// Input width of the indexer's query projection: the query latent (`q_lora_rank`).
+    pub q_rank: usize,
+}
+
+impl Dsa {
+    /// Matmul weights of one layer's indexer: its query projection from the query latent, its
+    /// key projection and its head-weight projection from the hidden state.
+    pub fn params(&self, d_model: usize) -> f64 {
+        (self.q_rank * self.heads * self.head_dim + d_model * (self.head_dim + self.heads)) as f64
+    }
+
+    /// Forward FLOPs of scoring one (query, key) pair: a `head_dim` dot product per head and the
+    /// ReLU-weighted sum over heads (no softmax, no values).
+    pub fn flops_per_pair(&self) -> f64 {
+        2.0 * (self.heads * (self.head_dim + 1)) as f64
     }
 }
 
@@ -437,7 +524,9 @@ pub struct Arch {
     pub moe: Option<Moe>,
     /// Whether the LM head shares the embedding.
     pub tied: bool,
-    /// Sliding-window span and the fraction of layers using it.
+    /// Sliding-window span and the fraction of layers using it (DeepSeek Sparse Attention's
+    /// `index_topk` on every layer: its core attends that many keys a query, the FLOPs of a
+    /// window of that span).
     pub window: Option<(usize, f64)>,
     /// Latent attention: weights of the up projections from the compressed latents to per-head
     /// queries, keys and values (what `mla_up_proj` recompute reruns); 0 without latent attention.
@@ -449,6 +538,9 @@ pub struct Arch {
     pub hybrid: Option<Hybrid>,
     /// Multi-token prediction, if trained.
     pub mtp: Option<Mtp>,
+    /// DeepSeek Sparse Attention's indexer on every attention layer (its core priced as
+    /// `window`, `topk` keys on every layer; its weights in `attn_params`), if any.
+    pub dsa: Option<Dsa>,
 }
 
 impl Arch {
@@ -495,6 +587,7 @@ impl Arch {
             mla_up_rank: 0.0,
             hybrid: None,
             mtp: None,
+            dsa: None,
         }
     }
 
@@ -594,6 +687,20 @@ impl Arch {
             + hy.moe as f64 * moe_mlp
     }
 
+    /// One attention layer's matmul weights on one of `tp` tensor-parallel ranks: split over
+    /// them, except DeepSeek Sparse Attention's indexer, which Megatron-Core duplicates on every
+    /// rank ([`Dsa`]).
+    pub fn attn_params_on(&self, tp: usize) -> f64 {
+        let indexer = self.dsa.map_or(0.0, |d| d.params(self.d_model));
+        (self.attn_params - indexer) / tp as f64 + indexer
+    }
+
+    /// Forward FLOPs per token of one attention layer's DeepSeek Sparse Attention indexer at
+    /// context `s`: every causal key scored (s / 2 a query on average); 0 without one.
+    pub fn indexer_flops_per_token(&self, s: usize) -> f64 {
+        self.dsa.map_or(0.0, |d| s as f64 / 2.0 * d.flops_per_pair())
+    }
+
     /// Attention layers (every layer of a transformer), and one per multi-token prediction depth.
     pub fn attention_layers(&self) -> usize {
         self.hybrid.map_or(self.layers, |hy| hy.attention) + self.mtp.map_or(0, |m| m.depths)
@@ -609,15 +716,21 @@ impl Arch {
     }
 
     /// Model FLOPs per token at context `s` (the MFU numerator): 6 x active matmul weights plus
-    /// the causal attention scores and values, 6 x span x (qk + v) per attention layer, and 3 x
-    /// each Mamba-2 mixer's scan and each Gated DeltaNet mixer's delta rule.
+    /// the causal attention scores and values, 6 x span x (qk + v) per attention layer (and 3 x
+    /// a DeepSeek Sparse Attention indexer's scores: forward, and backward at twice it; 4, not 6,
+    /// x its projections' weights, whose input is detached), and 3 x each Mamba-2 mixer's scan
+    /// and each Gated DeltaNet mixer's delta rule.
     pub fn model_flops_per_token(&self, s: usize) -> f64 {
         let scans = self.hybrid.map_or(0.0, |hy| {
             3.0 * (hy.mamba as f64 * hy.scan_flops_per_token() + hy.gdn as f64 * hy.gdn_flops_per_token())
         });
+        let layers = self.attention_layers() as f64;
+        // The indexer's projections take a detached input: forward and weight gradient only.
+        let indexer_params = self.dsa.map_or(0.0, |d| d.params(self.d_model));
         6.0 * self.active_matmul_params()
-            + 6.0 * self.attention_layers() as f64 * self.mean_causal_span(s) * (self.qk_dim + self.v_dim) as f64
+            + 6.0 * layers * self.mean_causal_span(s) * (self.qk_dim + self.v_dim) as f64
             + scans
+            + layers * (3.0 * self.indexer_flops_per_token(s) - 2.0 * indexer_params)
     }
 }
 
@@ -753,7 +866,11 @@ impl ModelFile {
             gdn_value_heads: g(self.gdn_value_heads, "gdn_value_heads")?,
             gdn_key_dim: g(self.gdn_key_head_dim, "gdn_key_head_dim")?,
             gdn_value_dim: g(self.gdn_value_head_dim, "gdn_value_head_dim")?,
+            kda_gate_rank: self.kda_gate_rank.unwrap_or(0),
         };
+        if hy.kda_gate_rank > 0 && gdn == 0 {
+            bail!("model {}: kda_gate_rank describes G (Kimi Delta Attention) layers; the pattern has none", self.name);
+        }
         if gdn > 0 && !hy.gdn_value_heads.is_multiple_of(hy.gdn_key_heads) {
             bail!(
                 "model {}: gdn_value_heads {} is not a multiple of gdn_key_heads {}",
@@ -822,10 +939,11 @@ impl ModelFile {
             || self.gdn_key_heads.is_some()
             || self.gdn_value_heads.is_some()
             || self.gdn_key_head_dim.is_some()
-            || self.gdn_value_head_dim.is_some();
+            || self.gdn_value_head_dim.is_some()
+            || self.kda_gate_rank.is_some();
         if hybrid_fields && self.arch != "hybrid" {
             bail!(
-                "model {}: pattern, mamba_* and gdn_* fields describe a hybrid; use arch = \"hybrid\" or remove them",
+                "model {}: pattern, mamba_*, gdn_* and kda_* fields describe a hybrid; use arch = \"hybrid\" or remove them",
                 self.name
             );
         }
@@ -860,7 +978,43 @@ impl ModelFile {
             }
             a.window = Some((w, frac));
         }
+        if let Some(d) = self.dsa()? {
+            // Every layer's core attends index_topk keys: a window of that span on every layer.
+            a.window = Some((d.topk, 1.0));
+            a.attn_params += d.params(self.d_model);
+            a.dsa = Some(d);
+        }
         Ok(a)
+    }
+
+    /// DeepSeek Sparse Attention's indexer, where the file gives its fields: all three, positive,
+    /// on latent attention with a query latent (the indexer's queries are projected from it) and
+    /// no sliding window (both would narrow the keys a query attends).
+    fn dsa(&self) -> Result<Option<Dsa>> {
+        let fields = [self.index_heads, self.index_head_dim, self.index_topk];
+        if fields.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let [Some(heads), Some(head_dim), Some(topk)] = fields.map(|f| f.filter(|&x| x > 0)) else {
+            bail!(
+                "model {}: DeepSeek Sparse Attention needs index_heads, index_head_dim and index_topk (all positive)",
+                self.name
+            );
+        };
+        let q_rank = self.q_lora_rank.filter(|&r| r > 0 && self.kv_lora_rank.is_some());
+        let Some(q_rank) = q_rank else {
+            bail!(
+                "model {}: index_heads/index_head_dim/index_topk (DeepSeek Sparse Attention) need latent attention with a query latent (q_lora_rank, kv_lora_rank), which the indexer projects its queries from",
+                self.name
+            );
+        };
+        if self.sliding_window.is_some() {
+            bail!(
+                "model {}: index_topk (DeepSeek Sparse Attention) and sliding_window cannot both narrow attention",
+                self.name
+            );
+        }
+        Ok(Some(Dsa { heads, head_dim, topk, q_rank }))
     }
 }
 
@@ -1180,6 +1334,57 @@ mod tests {
         ] {
             let e = file.to_arch().unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_model_file_gives_deepseek_sparse_attention_as_its_config_json_does() {
+        // The deepseek-v3 preset with DeepSeek-V3.2's indexer fields is what the published
+        // DeepSeek-V3.2 config.json reads as.
+        let v3 = planner_presets().into_iter().find(|m| m.name == "deepseek-v3").unwrap();
+        let with = |heads, head_dim, topk| ModelFile {
+            index_heads: heads,
+            index_head_dim: head_dim,
+            index_topk: topk,
+            ..v3.clone()
+        };
+        let file = with(Some(64), Some(128), Some(2048)).to_arch().unwrap();
+        let path = format!("{}/tests/hf_configs/DeepSeek-V3.2", env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(file, resolve(&path).unwrap().arch);
+        // A dense llama (no latent attention) with index fields is refused in one line, as are
+        // partial fields and a sliding window beside index_topk.
+        let llama = ModelFile {
+            name: "x".into(),
+            arch: "llama".into(),
+            vocab: 1000,
+            layers: 2,
+            heads: 4,
+            d_model: 256,
+            d_ff: Some(512),
+            index_heads: Some(4),
+            index_head_dim: Some(32),
+            index_topk: Some(64),
+            ..Default::default()
+        };
+        for (f, want) in [
+            (llama.clone(), "need latent attention with a query latent (q_lora_rank, kv_lora_rank)"),
+            // Latent keys and values but a full-rank query: no latent for the indexer to read.
+            (
+                ModelFile {
+                    kv_lora_rank: Some(64),
+                    qk_nope_dim: Some(32),
+                    qk_rope_dim: Some(16),
+                    v_head_dim: Some(32),
+                    ..llama.clone()
+                },
+                "need latent attention",
+            ),
+            (with(Some(64), None, Some(2048)), "needs index_heads, index_head_dim and index_topk"),
+            (with(Some(64), Some(128), Some(0)), "(all positive)"),
+            (ModelFile { sliding_window: Some(4096), ..with(Some(64), Some(128), Some(2048)) }, "sliding_window"),
+        ] {
+            let e = f.to_arch().unwrap_err().to_string();
+            assert!(e.contains(want) && !e.contains('\n'), "{e}");
         }
     }
 

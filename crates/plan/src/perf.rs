@@ -1100,8 +1100,41 @@ impl Ctx<'_> {
         gemm_time(self.k, p, p, self.r.mem_bw, flops, m, n, kk, 2.0)
     }
 
-    /// Forward and backward seconds of the attention core for one layer.
+    /// Forward and backward seconds of the attention core for one layer (with DeepSeek Sparse
+    /// Attention's indexer, [`Self::indexer`]), and the bytes a token stores of an unfused core's
+    /// scores.
     fn attention(&self, windowed: bool) -> (f64, f64, f64) {
+        let (fwd, bwd, scores) = self.attention_core(windowed);
+        let (idx_fwd, idx_bwd) = self.indexer();
+        (fwd + idx_fwd, bwd + idx_bwd, scores)
+    }
+
+    /// Forward and backward seconds of DeepSeek Sparse Attention's lightning indexer for one
+    /// layer (none without one): every query scores every causal key (s / 2 a query on average,
+    /// the index_topk cap applies to the core only), `index_n_heads` dot products of
+    /// `index_head_dim` and the ReLU-weighted sum over heads ([`crate::model::Dsa`]); no softmax
+    /// and no values, so no exponentials. Forward at the fused-attention rate (the indexer is its
+    /// own kernel: DeepGEMM's `fp8_mqa_logits`, TileLang's in Megatron-Core, not cuDNN's
+    /// attention), backward at twice that: the indexer trains through its KL loss against the
+    /// core's attention (DeepSeek-V3.2 report, section 2.1), so its scores' gradient runs the two
+    /// products of a matmul's backward over every causal pair, as Megatron-Core's default dense
+    /// indexer loss does (Megatron-Bridge's model-FLOPs count: forward over every causal pair,
+    /// backward 2x over every pair for the dense loss, over the top-k pairs for the sparse one).
+    /// DeepSeek's sparse training stage takes the loss over the selected keys only, for which this
+    /// backward is an upper bound; the loss's teacher (the core's scores summed over heads) is
+    /// not priced. Megatron-Core duplicates the indexer on every tensor-parallel rank
+    /// (`DSAIndexer`, parallel_mode "duplicated"), so TP does not split this work.
+    fn indexer(&self) -> (f64, f64) {
+        let flops = self.tok * self.a.indexer_flops_per_token(self.s as usize);
+        if flops == 0.0 {
+            return (0.0, 0.0);
+        }
+        let t = flops / (self.attention_peak() * self.k.attn_eff * self.r.attention_kernel(self.stack));
+        (t, 2.0 * t)
+    }
+
+    /// Forward and backward seconds of the attention core (scores and values) for one layer.
+    fn attention_core(&self, windowed: bool) -> (f64, f64, f64) {
         let a = self.a;
         let span = match (windowed, a.window) {
             (true, Some((w, _))) => (w as f64).min(self.s / 2.0),
@@ -1192,7 +1225,8 @@ impl Ctx<'_> {
     /// has experts) and the projection of [embedding; hidden state] (2h -> h) before them.
     fn mtp_block(&self) -> LayerCost {
         let (h, t, tok) = (self.a.d_model as f64, self.t(), self.tok);
-        let mut c = self.attention_block(false);
+        // DeepSeek Sparse Attention's depths attend their index_topk keys as the layers do.
+        let mut c = self.attention_block(self.a.dsa.is_some());
         c.add_scaled(&self.mlp_block(self.a.moe.is_some()), 1.0);
         let proj = self.linear(2.0 * tok * 2.0 * h * h / t, tok, h / t, 2.0 * h);
         c.fwd += proj;
@@ -1226,11 +1260,26 @@ impl Ctx<'_> {
     fn attention_block(&self, windowed: bool) -> LayerCost {
         let a = self.a;
         let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
-        let attn_n = a.attn_params / h / t;
-        let linear_fwd = self.linear(2.0 * tok * a.attn_params / t, tok, attn_n, h);
+        // DeepSeek Sparse Attention's indexer projections run whole on every TP rank.
+        let indexer = a.dsa.map_or(0.0, |d| d.params(a.d_model));
+        let split = a.attn_params - indexer;
+        let mut linear_fwd = self.linear(2.0 * tok * split / t, tok, split / h / t, h);
+        // Their input is detached from the model's graph (the indexer trains on its own loss):
+        // backward computes their weight gradients, not their inputs'.
+        let mut no_dgrad = 0.0;
+        if indexer > 0.0 {
+            no_dgrad = self.linear(2.0 * tok * indexer, tok, indexer / h, h);
+            linear_fwd += no_dgrad;
+        }
         let (attn_fwd, attn_bwd, score_bytes) = self.attention(windowed);
         // q, k and v (k and v at the key/value width: GQA stores kv_heads of them), the core output.
-        let attn_inside = (2.0 * (a.qk_dim + a.kv_exchange) as f64 + 2.0 * a.v_dim as f64) / t;
+        let mut attn_inside = (2.0 * (a.qk_dim + a.kv_exchange) as f64 + 2.0 * a.v_dim as f64) / t;
+        if let Some(d) = a.dsa {
+            // The indexer's queries, key and head weights (BF16) and the index_topk key indices
+            // the sparse core and the indexer's KL loss read back in backward (int32), on every
+            // TP rank.
+            attn_inside += 2.0 * (d.heads * d.head_dim + d.head_dim + d.heads) as f64 + 4.0 * d.topk as f64;
+        }
         let act_selective = tok * (self.outside_bytes() + attn_inside);
         let (mut module_bytes, mut module_rerun) = self.norm_recompute();
         if self.l.modules.mla_up_proj && a.mla_up_params > 0.0 {
@@ -1246,7 +1295,7 @@ impl Ctx<'_> {
             linear_fwd,
             attn_fwd,
             attn_bwd,
-            bwd: 2.0 * linear_fwd + attn_bwd,
+            bwd: 2.0 * linear_fwd + attn_bwd - no_dgrad,
             act_bytes: act_selective + score_bytes,
             act_bytes_selective: act_selective,
             linear_inputs: tok * (h + a.v_dim as f64) / t,
@@ -1419,17 +1468,36 @@ impl Ctx<'_> {
     /// gated RMSNorm and the output projection; heads split over TP. Stored per token: the
     /// projection's output, the convolution's, q, k (at the value heads) and v, the chunk's WY
     /// matrix (FP32), the output and the gated norm's output, and beta and the decay (FP32).
+    ///
+    /// Kimi Delta Attention (Kimi Linear's `KimiDeltaAttention`, `kda_gate_rank` > 0) is this
+    /// block with its low-rank gates: the input projection gives q, k, v, beta and the
+    /// rank-wide inputs of the output gate and the decay, which two small up projections take to
+    /// the value width and to one decay per key channel (vLLM
+    /// vllm/model_executor/layers/kda.py at 01a7e5d: `f_a_proj`/`f_b_proj`, `g_a_proj`/`g_b_proj`),
+    /// priced as one input GEMM of their summed weights; it stores those up projections' outputs
+    /// and the decay per key channel (FP32) instead of per head. Its kernels are the gated delta
+    /// rule's at its widths ([`crate::model::Hybrid::gdn_flops_per_token`]).
     fn gdn_block(&self) -> LayerCost {
         let Some(hy) = self.a.hybrid else {
             return LayerCost::default();
         };
         let (inp, v) = (hy.gdn_in_proj_width() as f64, hy.gdn_v_width() as f64);
+        let up = hy.kda_gate_up_width() as f64;
         let kernels = self.chunked_mixer(hy.gdn_flops_per_token(), hy.gdn_bytes_per_token());
         let heads = hy.gdn_value_heads as f64;
         let (k, wy) = (heads * hy.gdn_key_dim as f64, heads * crate::model::GDN_CHUNK as f64);
-        let inside =
-            2.0 * inp + 2.0 * hy.gdn_conv_width() as f64 + 2.0 * (2.0 * k + v) + 4.0 * wy + 4.0 * v + 8.0 * heads;
-        self.mixer_block(inp, v, kernels, inside)
+        // The decay in FP32: one a value head (Gated DeltaNet), or one a key channel (KDA).
+        let decay = if hy.kda_gate_rank > 0 { 4.0 * k } else { 4.0 * heads };
+        let inside = 2.0 * (inp + up)
+            + 2.0 * hy.gdn_conv_width() as f64
+            + 2.0 * (2.0 * k + v)
+            + 4.0 * wy
+            + 4.0 * v
+            + 4.0 * heads
+            + decay;
+        // KDA's up projections from its gate rank, as input-GEMM width (their weights over d_model).
+        let in_width = inp + hy.kda_gate_rank as f64 * up / self.a.d_model as f64;
+        self.mixer_block(in_width, v, kernels, inside)
     }
 
     /// Seconds of the expert-parallel all-to-all per micro-batch: dispatch and combine forward, the
@@ -1946,7 +2014,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
     let h = a.d_model as f64;
     let b = a.blocks_per_layer();
-    let (mut dense, mut expert) = (stage_layers * b.attention * (a.attn_params / t), 0.0);
+    let (mut dense, mut expert) = (stage_layers * b.attention * a.attn_params_on(l.tp), 0.0);
     dense += stage_layers * b.mlp * a.dense_mlp_params / t;
     if let Some(hy) = a.hybrid {
         dense += stage_layers * (b.mamba * hy.mamba_params(a.d_model) + b.gdn * hy.gdn_params(a.d_model)) / t;
@@ -1960,7 +2028,9 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     // Multi-token prediction modules on the last stage.
     if let Some(mtp) = a.mtp {
         let n = mtp.modules as f64;
-        dense += n * (a.attn_params + 2.0 * h * h) / t;
+        // DeepSeek Sparse Attention's indexer is whole on every TP rank (Arch::attn_params_on).
+        let indexer = a.dsa.map_or(0.0, |d| d.params(a.d_model));
+        dense += n * (a.attn_params - indexer + 2.0 * h * h) / t + n * indexer;
         match a.moe {
             Some(m) => {
                 let (d, e) = moe_layer_params(a, &m, l);
@@ -2618,11 +2688,76 @@ mod tests {
     /// `f` of the context pricing `arch` on 8 H100s, data parallel, 4,096 tokens a micro-batch,
     /// BF16 under nemo-2025 and the shipped constants.
     fn on_h100<T>(arch: &Arch, f: impl FnOnce(&Ctx) -> T) -> T {
+        on_h100_at(arch, 4096, Layout::data_parallel(8), f)
+    }
+
+    /// [`on_h100`] at `seq` tokens a micro-batch (one sequence) on layout `l`.
+    fn on_h100_at<T>(arch: &Arch, seq: usize, l: Layout, f: impl FnOnce(&Ctx) -> T) -> T {
         let (k, st) = (crate::calib::shipped(), crate::stack::find("nemo-2025").unwrap());
         let chip = crate::chips::ChipDb::builtin().find("h100").unwrap().clone();
-        let r = Rates::of(&chip, &k, 8, Precision::Bf16).unwrap();
-        let l = Layout::data_parallel(8);
-        f(&Ctx { a: arch, l, r: &r, k: &k, stack: &st, precision: Precision::Bf16, s: 4096.0, tok: 4096.0 })
+        let r = Rates::of(&chip, &k, l.chips(), Precision::Bf16).unwrap();
+        let (s, tok) = (seq as f64, seq as f64);
+        f(&Ctx { a: arch, l, r: &r, k: &k, stack: &st, precision: Precision::Bf16, s, tok })
+    }
+
+    /// A published config.json fixture (crates/plan/tests/hf_configs) as an architecture.
+    fn fixture_arch(dir: &str) -> Arch {
+        let path = format!("{}/tests/hf_configs/{dir}", env!("CARGO_MANIFEST_DIR"));
+        crate::model::resolve(&path).unwrap().arch
+    }
+
+    #[test]
+    fn sparse_attention_caps_the_core_at_index_topk_keys_and_its_indexer_scores_every_key() {
+        // DeepSeek-V3.2 is DeepSeek-V3 with DeepSeek Sparse Attention: each query's core attends
+        // its 2,048 best keys, and the indexer scores every causal key with 64 heads of 128.
+        let (v3, v32) = (fixture_arch("DeepSeek-V3"), fixture_arch("DeepSeek-V3.2"));
+        let dp = Layout::data_parallel(8);
+        let at = |arch: &Arch, seq| on_h100_at(arch, seq, dp, |cx| (cx.attention(arch.window.is_some()), cx.indexer()));
+        // 4,096 tokens: a query's mean causal span, 2,048 keys, is index_topk, so V3.2's core
+        // costs V3's, and the indexer comes on top (16,640 FLOPs a pair against the core's
+        // 81,920: about a fifth).
+        let ((dense_4k, _, _), _) = at(&v3, 4096);
+        let ((sparse_4k, sparse_4k_bwd, _), (idx_4k, idx_4k_bwd)) = at(&v32, 4096);
+        assert!(((sparse_4k - idx_4k) / dense_4k - 1.0).abs() < 1e-12, "{sparse_4k} - {idx_4k} vs {dense_4k}");
+        assert!(idx_4k > 0.1 * dense_4k && idx_4k < 0.5 * dense_4k, "indexer {idx_4k} vs core {dense_4k}");
+        assert_eq!(idx_4k_bwd, 2.0 * idx_4k);
+        assert!(sparse_4k_bwd > idx_4k_bwd);
+        // 131,072 tokens, 32x the queries: the core still attends 2,048 keys a query (32x its
+        // time), the indexer scores 32x the keys for each of them (1,024x), and dense attention
+        // grows 1,024x too.
+        let ((dense_128k, _, _), _) = at(&v3, 131_072);
+        let ((sparse_128k, _, _), (idx_128k, _)) = at(&v32, 131_072);
+        let core = |total: f64, idx: f64| total - idx;
+        let capped = core(sparse_128k, idx_128k) / core(sparse_4k, idx_4k);
+        assert!((capped / 32.0 - 1.0).abs() < 1e-9, "core grew {capped}x");
+        assert!((idx_128k / idx_4k / 1024.0 - 1.0).abs() < 1e-9, "indexer grew {}x", idx_128k / idx_4k);
+        assert!((dense_128k / dense_4k / 1024.0 - 1.0).abs() < 1e-9);
+        assert!(sparse_128k < 0.3 * dense_128k, "{sparse_128k} vs {dense_128k}");
+        // Tensor parallelism splits the core's heads, not the indexer (duplicated on every rank).
+        let tp = Layout { tp: 8, ..Layout::data_parallel(1) };
+        let (idx_tp, core_tp) =
+            on_h100_at(&v32, 4096, tp, |cx| (cx.indexer().0, cx.attention(true).0 - cx.indexer().0));
+        assert!((idx_tp / idx_4k - 1.0).abs() < 1e-12, "{idx_tp} vs {idx_4k}");
+        assert!((core_tp * 8.0 / (sparse_4k - idx_4k) - 1.0).abs() < 1e-12);
+        // The MFU numerator: 61 indexers' weights (4x: their input is detached, so no input
+        // gradient), the core's span capped at 2,048 and 3x the indexer's forward FLOPs (16,640
+        // a pair, s / 2 keys a query).
+        let s = 131_072;
+        let (qkv, pair, weights) = ((v3.qk_dim + v3.v_dim) as f64, 2.0 * 64.0 * 129.0, 13_959_168.0);
+        let want = 4.0 * 61.0 * weights + 6.0 * 61.0 * (2048.0 - 65_536.0) * qkv + 3.0 * 61.0 * 65_536.0 * pair;
+        let got = v32.model_flops_per_token(s) - v3.model_flops_per_token(s);
+        assert!((got / want - 1.0).abs() < 1e-9, "{got:.6e} vs {want:.6e}");
+        // A step holds all of it: at 4,096 tokens V3.2 is slower than V3 (the indexer), at
+        // 32,768 faster (the cap), and it stores the indexer's activations. (Without TP, as
+        // DeepSeek trains: at tp=8 each rank's whole indexer outweighs its eighth of the core.)
+        let step = |arch: &Arch, seq| {
+            let job = Job { arch, seq, global_batch: 64, precision: Precision::Bf16 };
+            let l = Layout { pp: 8, ep: 8, ..Layout::data_parallel(8) };
+            h100_job(&job, &crate::calib::shipped(), &crate::stack::find("nemo-2025").unwrap(), l)
+        };
+        let (a, b) = (step(&v3, 4096), step(&v32, 4096));
+        assert!(b.time.total() > a.time.total() && b.memory.activations > a.memory.activations);
+        assert!(step(&v32, 32_768).time.total() < step(&v3, 32_768).time.total());
     }
 
     /// Llama 3 8B's widths with Gated DeltaNet mixers of Qwen3-Next's heads (16 key, 32 value,
@@ -2676,6 +2811,50 @@ mod tests {
         assert!(e.contains("Gated DeltaNet"), "{e}");
         let e = check_layout(&job, &Layout { tp: 32, ..Layout::data_parallel(1) }).unwrap_err().to_string();
         assert!(e.contains("key heads") || e.contains("heads"), "{e}");
+    }
+
+    #[test]
+    fn a_kimi_delta_attention_mixer_is_a_gated_deltanet_with_low_rank_gates() {
+        // Kimi Linear's KDA widths (32 heads of 128 for queries, keys and values, gate rank 128)
+        // on the 8B hybrid's 4,096-wide stream, against a Gated DeltaNet of the same heads.
+        let mixer = |rank: Option<usize>| {
+            crate::model::ModelFile {
+                gdn_key_heads: Some(32),
+                gdn_value_heads: Some(32),
+                gdn_key_head_dim: Some(128),
+                gdn_value_head_dim: Some(128),
+                kda_gate_rank: rank,
+                mamba_heads: None,
+                mamba_head_dim: None,
+                mamba_state: None,
+                mamba_groups: None,
+                ..hybrid_8b_file("G-")
+            }
+            .to_arch()
+            .unwrap()
+        };
+        let (kda, gdn) = (mixer(Some(128)), mixer(None));
+        let (k, g) = (kda.hybrid.unwrap(), gdn.hybrid.unwrap());
+        // KDA: q, k, v, beta and the two gates' rank-128 inputs from the stream, the gates taken
+        // up to 4,096 each (the output gate, one decay a key channel), the output projection.
+        let h = 4096.0;
+        assert_eq!(k.gdn_in_proj_width(), 3 * 4096 + 32 + 2 * 128);
+        assert_eq!(k.gdn_params(4096), h * (12_576.0 + 4096.0) + 128.0 * 8192.0);
+        assert_eq!(g.gdn_params(4096), h * (16_448.0 + 4096.0));
+        let (kb, gb) = (on_h100(&kda, |cx| cx.gdn_block()), on_h100(&gdn, |cx| cx.gdn_block()));
+        // The same chunked delta rule at the same widths: the kernels cost the same.
+        assert_eq!(kb.fwd - kb.linear_fwd, gb.fwd - gb.linear_fwd);
+        assert_eq!(kb.bwd - 2.0 * kb.linear_fwd, gb.bwd - 2.0 * gb.linear_fwd);
+        // Fewer projection weights, fewer GEMM seconds.
+        assert!(kb.linear_fwd < gb.linear_fwd && kb.linear_fwd > 0.7 * gb.linear_fwd);
+        // Stored a token: the input projection's and the gates' up projections' outputs (BF16:
+        // 2 x (12,576 + 8,192) against 2 x 16,448) and the decay in FP32 a key channel
+        // (4 x 4,096) rather than a head (4 x 32).
+        let extra = 2.0 * (12_576.0 + 8_192.0 - 16_448.0) + 4.0 * (4_096.0 - 32.0);
+        assert_eq!(kb.act_bytes - gb.act_bytes, 4096.0 * extra);
+        // The rank describes G layers only.
+        let e = crate::model::ModelFile { kda_gate_rank: Some(128), ..hybrid_8b_file("M*-M") }.to_arch().unwrap_err();
+        assert!(e.to_string().contains("kda_gate_rank"), "{e}");
     }
 
     /// Qwen3-30B-A3B as a model file, with `latent` and `mtp` multi-token prediction depths.

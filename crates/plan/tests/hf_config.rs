@@ -888,3 +888,109 @@ fn mimo_reads_as_qwen2_with_its_mtp_layers() {
     let e = error_for("mimo-moe", &v.to_string());
     assert!(e.contains("n_routed_experts") && e.contains("TOML model file"), "{e}");
 }
+
+/// DeepSeek-V3.2 (`deepseek_v32`): DeepSeek-V3's fields and DeepSeek Sparse Attention's
+/// `index_n_heads` 64, `index_head_dim` 128 and `index_topk` 2048. The fixture is
+/// deepseek-ai/DeepSeek-V3.2's config.json as a public model report the code index holds prints
+/// it (a DeepSeek-V3.2 "模型信息报告", id 62736905881, with the checkpoint's tensor list and its
+/// 685,396,921,376 parameters; the Hub is not reachable here). The main model's matmul weights
+/// and tables by that list (61 layers: the list's layer 61 is the MTP module, which the planner
+/// does not read from DeepSeek configs) sum to 671,876,907,008: DeepSeek-V3's 671,025,397,760
+/// (DeepSeek: 671B) and 61 indexers of 13,959,168 (`wq_b` 8,192 x 1,536, `wk` 128 x 7,168,
+/// `weights_proj` 64 x 7,168). The rest of the checkpoint's count is the MTP module's
+/// 13,477,347,328 (its copies of the embedding and head included) and 42,667,040 FP8 block
+/// scales, norms and router biases.
+#[test]
+fn deepseek_v32_reads_as_deepseek_v3_with_its_sparse_attention_indexer() {
+    let v3 = resolve(fixture("DeepSeek-V3").to_str().unwrap()).unwrap().arch;
+    let v32 = resolve(fixture("DeepSeek-V3.2").to_str().unwrap()).unwrap().arch;
+    let d = v32.dsa.expect("the indexer fields");
+    assert_eq!((d.heads, d.head_dim, d.topk, d.q_rank), (64, 128, 2048, 1536));
+    // The core attends index_topk keys on every layer: a 2,048-token window's FLOPs.
+    assert_eq!((v32.window, v3.window, v3.dsa), (Some((2048, 1.0)), None, None));
+    let indexer = 8192.0 * 1536.0 + 128.0 * 7168.0 + 64.0 * 7168.0;
+    assert_eq!(indexer, 13_959_168.0);
+    assert_eq!(v32.attn_params, v3.attn_params + indexer);
+    assert_eq!(v3.total_params(), 671_025_397_760.0);
+    assert_eq!(v32.total_params(), 671_876_907_008.0);
+    let checkpoint = 685_396_921_376.0;
+    assert_eq!(checkpoint - v32.total_params(), 13_477_347_328.0 + 42_667_040.0);
+    assert_eq!(v32.active_matmul_params(), v3.active_matmul_params() + 61.0 * indexer);
+    // Everything else is DeepSeek-V3's: the same file read as deepseek_v3 is V3.
+    let mut v = fixture_json("DeepSeek-V3.2");
+    v["model_type"] = serde_json::json!("deepseek_v3");
+    assert_eq!(resolve_json("deepseek-v3.2-as-v3", &v.to_string()).unwrap().arch, v3);
+    // A deepseek_v32 file without an indexer field is refused, naming it; so is a file reusing
+    // one layer's top-k in others.
+    let mut v = fixture_json("DeepSeek-V3.2");
+    v.as_object_mut().unwrap().remove("index_topk");
+    let e = error_for("deepseek-v3.2-no-topk", &v.to_string());
+    assert!(e.contains("'index_topk'"), "{e}");
+    let mut v = fixture_json("DeepSeek-V3.2");
+    v["index_topk_freq"] = serde_json::json!(4);
+    let e = error_for("deepseek-v3.2-topk-freq", &v.to_string());
+    assert!(e.contains("index_topk_freq 4") && e.contains("TOML model file"), "{e}");
+}
+
+/// Moonshot's Kimi-Linear-48B-A3B (`kimi_linear`): 27 layers, Kimi Delta Attention on 20 and
+/// MLA on 7 (every fourth and the last), a dense MLP on the first and 256 experts top-8 with a
+/// shared one on the rest. The fixture is moonshotai/Kimi-Linear-48B-A3B-Instruct's config.json
+/// as a public model report the code index holds prints it (a Kimi-Linear "模型信息报告", id
+/// 62691149540, with the checkpoint's tensor list and its 49,122,681,728 parameters). By that
+/// list a KDA layer's matmul weights are q, k, v 4,096 x 2,304 each, `b_proj` 32 x 2,304, the
+/// low-rank gates `f_a_proj`/`g_a_proj` 128 x 2,304 and `f_b_proj`/`g_b_proj` 4,096 x 128, and
+/// `o_proj` 2,304 x 4,096: 39,460,864 (read as a Gated DeltaNet with full-rank gates it would be
+/// 47,333,376); an MLA layer's `q_proj` 6,144 x 2,304, `kv_a_proj_with_mqa` 576 x 2,304,
+/// `kv_b_proj` 8,192 x 512 and `o_proj`: 29,114,368. Matmul weights and tables sum to
+/// 49,121,476,608, which the planner gives exactly; the other 1,205,120 are norms, convolution
+/// taps, decays and router biases. Moonshot (Kimi Linear report, arXiv 2510.26692): 48B total,
+/// 3B activated.
+#[test]
+fn kimi_linear_reads_kda_as_gated_deltanet_with_low_rank_gates_and_mla() {
+    let m = resolve(fixture("Kimi-Linear-48B-A3B-Instruct").to_str().unwrap()).unwrap().arch;
+    let hy = m.hybrid.unwrap();
+    assert_eq!((hy.gdn, hy.attention, hy.mlp, hy.moe, hy.mamba), (20, 7, 1, 26, 0));
+    assert_eq!(
+        (hy.gdn_key_heads, hy.gdn_value_heads, hy.gdn_key_dim, hy.gdn_value_dim, hy.kda_gate_rank),
+        (32, 32, 128, 128, 128)
+    );
+    assert_eq!(m.kind(), "gdn-hybrid");
+    assert_eq!(hy.gdn_params(2304), 39_460_864.0);
+    assert_eq!(m.attn_params, 29_114_368.0);
+    assert_eq!((m.qk_dim, m.v_dim, m.d_ff), (32 * 192, 32 * 128, 9216));
+    let moe = m.moe.unwrap();
+    assert_eq!((moe.experts, moe.top_k, moe.shared, moe.expert_d_ff, moe.shared_d_ff), (256, 8, 1, 1024, 1024));
+    let total = m.total_params();
+    assert_eq!(total, 49_121_476_608.0);
+    assert_eq!(49_122_681_728.0 - total, 1_205_120.0);
+    // Moonshot's 48B is the checkpoint without its embedding and head (48.37B); 3B activated is
+    // 3.11B with the head once (2.73B without it, 3.48B with the embedding too).
+    let tables = 2.0 * (m.vocab * m.d_model) as f64;
+    assert!((total / 48e9 - 1.0).abs() < 0.03, "{total:.4e}");
+    assert!(((total - tables) / 48e9 - 1.0).abs() < 0.01, "{:.4e} without the tables", total - tables);
+    let active = m.active_matmul_params();
+    assert!((active / 3e9 - 1.0).abs() < 0.05, "{active:.4e} active");
+    // What the reader cannot express is refused by name.
+    for (key, value, want) in [
+        ("use_full_rank_gate", serde_json::json!(true), "use_full_rank_gate"),
+        ("mla_use_output_gate", serde_json::json!(true), "mla_use_output_gate"),
+        ("routed_expert_hidden_size", serde_json::json!(1024), "routed_expert_hidden_size"),
+    ] {
+        let mut v = fixture_json("Kimi-Linear-48B-A3B-Instruct");
+        if key == "use_full_rank_gate" {
+            v["linear_attn_config"][key] = value;
+        } else {
+            v[key] = value;
+        }
+        let e = error_for(&format!("kimi-linear-{key}"), &v.to_string());
+        assert!(e.contains(want) && e.contains("TOML model file"), "{e}");
+    }
+    let mut v = fixture_json("Kimi-Linear-48B-A3B-Instruct");
+    v["linear_attn_config"]["kda_layers"].as_array_mut().unwrap().remove(0);
+    let e = error_for("kimi-linear-layer-missing", &v.to_string());
+    assert!(e.contains("layer 1 in neither"), "{e}");
+    let mut v = fixture_json("Kimi-Linear-48B-A3B-Instruct");
+    v["linear_attn_config"]["kda_layers"].as_array_mut().unwrap().push(serde_json::json!(4));
+    let e = error_for("kimi-linear-layer-twice", &v.to_string());
+    assert!(e.contains("layer 4 as both"), "{e}");
+}
