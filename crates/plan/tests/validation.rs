@@ -232,7 +232,7 @@ fn held_out_runs_predicted_blind() {
         println!("held out, {what}: {} rows, mean {:.1}%, worst {:.1}%", errs.len(), 100.0 * mean, 100.0 * worst);
     }
     assert!(
-        dense.len() >= 504 && moe.len() >= 87 && hybrid.len() >= 52 && !gdn.is_empty(),
+        dense.len() >= 504 && moe.len() >= 142 && hybrid.len() >= 52 && !gdn.is_empty(),
         "held-out rows missing: {} dense, {} MoE, {} hybrid, {} Gated DeltaNet hybrid",
         dense.len(),
         moe.len(),
@@ -272,8 +272,9 @@ fn held_out_runs_predicted_blind() {
     // (-10.3%, -16.1% blind), 24.7% with their VP read as the virtual pipeline size (+0.5%, -5.9%);
     // 72 at 22.2% with Megatron-LM's own MoE recipe table (below, 11.6% blind); 76 at 21.6% with
     // NeMo 25.02/25.04's four Mixtral rows (-12% to +18%); 86 at 20.0% with Megatron-Bridge 25.09's
-    // ten DeepSeek-V3 and Qwen3 rows (8.0%); 87 at 20.0% with DeepSeek-V2 (-21.3%).
-    assert!(moe_mean <= 0.21, "held-out MoE mean absolute error {:.1}% > 21%", 100.0 * moe_mean);
+    // ten DeepSeek-V3 and Qwen3 rows (8.0%); 87 at 20.0% with DeepSeek-V2 (-21.3%); 142 at 15.5%
+    // with the MoE Parallel Folding and MegaScale-MoE papers' tables (55 rows at 8.4%).
+    assert!(moe_mean <= 0.16, "held-out MoE mean absolute error {:.1}% > 16%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
     // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
@@ -428,6 +429,14 @@ const HELD_OUT_GROUPS: &[(&str, &str, usize, f64)] = &[
     // ZB-2p* 19.9% over 17, every one slow as the rest of the paper's rows.
     ("Zero Bubble section 6 1F1B", "zero-bubble-2024-v2", 9, 0.195),
     ("Zero Bubble section 6 ZB", "zero-bubble-2024-v2-zb", 17, 0.20),
+    // MoE papers read from full-text copies: NVIDIA's MoE Parallel Folding (Mixtral-8x22B,
+    // Qwen2-57B-A14B and an 8-of-64-expert Mixtral on 64-1,024 H100 under Megatron-Core, with and
+    // without folding) 7.6% over 11 (Tables 2-3) and 8.9% over 39 (Table 4's scaling; the
+    // all-to-all 8-of-64 Mixtral without folding +17% and +35% at 512 and 1,024 GPUs); MegaScale-
+    // MoE's Megatron-LM baseline (a 352B MoE on 240-1,440 H800) 6.9% over 5.
+    ("MoE Parallel Folding", "moe-parallel-folding-2025", 11, 0.08),
+    ("MoE Parallel Folding scaling", "moe-parallel-folding-2025-scaling", 39, 0.09),
+    ("MegaScale-MoE's Megatron-LM", "megascale-moe-2025-megatron", 5, 0.07),
     // Megatron-LM's README tables not in the fit: September 2020's A100 columns (1B-8B on 1-8
     // GPUs; the same with 128-way data parallelism) 3.8% over 4 and 2.9% over 4; January 2021's
     // 1.7B-1T table (the fitted April 2021 configurations measured earlier) 6.3% over 10 (+6% to
