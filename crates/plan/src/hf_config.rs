@@ -505,6 +505,17 @@ fn falcon_h1(c: &Fields, mt: &str) -> Result<ModelFile> {
     Ok(m)
 }
 
+/// The hybrid pattern of a delta-rule model (Qwen3-Next's Gated DeltaNet, Kimi Linear's KDA): per
+/// layer its mixer, `*` attention where `attention[i]` else `G` (a gated delta rule), then `E`
+/// experts where `moe(i)` else `-` a dense MLP.
+fn delta_attention_pattern(attention: &[bool], moe: impl Fn(usize) -> bool) -> String {
+    attention
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &a)| [if a { '*' } else { 'G' }, if moe(i) { 'E' } else { '-' }])
+        .collect()
+}
+
 /// Qwen3-Next and Qwen3.5 (Qwen3NextConfig, Qwen3_5TextConfig, Qwen3_5MoeTextConfig): every
 /// layer a mixer, Gated DeltaNet (`linear_attention`) or attention with a sigmoid output gate
 /// (`full_attention`), named in `layer_types` or else every `full_attention_interval`-th (4) layer
@@ -526,12 +537,8 @@ fn qwen3_next(c: &Fields, mt: &str) -> Result<ModelFile> {
     let experts = c.opt("num_experts").unwrap_or(0);
     let step = c.opt("decoder_sparse_step").unwrap_or(1).max(1);
     let dense_only = c.indices("mlp_only_layers");
-    let moe = |i: usize| experts > 0 && !dense_only.contains(&i) && (i + 1) % step == 0;
-    let pattern: String = attention
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &a)| [if a { '*' } else { 'G' }, if moe(i) { 'E' } else { '-' }])
-        .collect();
+    let pattern =
+        delta_attention_pattern(&attention, |i| experts > 0 && !dense_only.contains(&i) && (i + 1) % step == 0);
     if pattern.contains('-') {
         m.d_ff = Some(c.req("intermediate_size")?);
     }
@@ -974,12 +981,7 @@ fn kimi_linear(c: &Fields, mt: &str) -> Result<ModelFile> {
     let experts = c.opt("num_experts").unwrap_or(0);
     let (first_dense, every) =
         (c.opt("first_k_dense_replace").unwrap_or(0), c.opt("moe_layer_freq").unwrap_or(1).max(1));
-    let moe = |i: usize| experts > 0 && i >= first_dense && i % every == 0;
-    let pattern: String = attention
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &a)| [if a { '*' } else { 'G' }, if moe(i) { 'E' } else { '-' }])
-        .collect();
+    let pattern = delta_attention_pattern(&attention, |i| experts > 0 && i >= first_dense && i % every == 0);
     if pattern.contains('-') {
         m.d_ff = Some(c.req("intermediate_size")?);
     }

@@ -1353,19 +1353,8 @@ mod tests {
         assert_eq!(file, resolve(&path).unwrap().arch);
         // A dense llama (no latent attention) with index fields is refused in one line, as are
         // partial fields and a sliding window beside index_topk.
-        let llama = ModelFile {
-            name: "x".into(),
-            arch: "llama".into(),
-            vocab: 1000,
-            layers: 2,
-            heads: 4,
-            d_model: 256,
-            d_ff: Some(512),
-            index_heads: Some(4),
-            index_head_dim: Some(32),
-            index_topk: Some(64),
-            ..Default::default()
-        };
+        let llama =
+            ModelFile { index_heads: Some(4), index_head_dim: Some(32), index_topk: Some(64), ..tiny_llama_file() };
         for (f, want) in [
             (llama.clone(), "need latent attention with a query latent (q_lora_rank, kv_lora_rank)"),
             // Latent keys and values but a full-rank query: no latent for the indexer to read.
@@ -1388,9 +1377,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn moe_fields_on_a_dense_arch_are_refused() {
-        let f = ModelFile {
+    /// A two-layer llama model file, 256 wide, for tests that add the fields they check.
+    fn tiny_llama_file() -> ModelFile {
+        ModelFile {
             name: "x".into(),
             arch: "llama".into(),
             vocab: 1000,
@@ -1398,9 +1387,13 @@ mod tests {
             heads: 4,
             d_model: 256,
             d_ff: Some(512),
-            experts: Some(8),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn moe_fields_on_a_dense_arch_are_refused() {
+        let f = ModelFile { experts: Some(8), ..tiny_llama_file() };
         let e = f.to_arch().unwrap_err().to_string();
         assert!(e.contains("is dense") && e.contains("arch = \"moe\""), "{e}");
     }
