@@ -5,7 +5,7 @@
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::model;
 use anychip_plan::perf::{Estimate, Precision};
-use anychip_plan::search::{memory_reason, parse_layout, search, Plan, Request};
+use anychip_plan::search::{memory_reason, parse_layout_on, search, Plan, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::validation;
 use anyhow::{anyhow, bail, Context, Result};
@@ -130,7 +130,7 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
     let seq = args.seq.unwrap_or_else(|| model::default_seq(&model));
     let stack = stack::resolve(&args.stack)?;
     let precision = Precision::parse(&args.precision)?;
-    let pinned = args.layout.as_deref().map(|l| parse_layout(l, count)).transpose()?;
+    let pinned = args.layout.as_deref().map(|l| parse_layout_on(l, count, &stack)).transpose()?;
     let req = Request { model, count, tokens, seq, global_batch: args.global_batch, precision, stack, pinned };
     let plan = search(&req, chip)?;
     if args.json {

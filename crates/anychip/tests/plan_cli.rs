@@ -177,6 +177,21 @@ fn impossible_layout_says_why() {
 }
 
 #[test]
+fn a_pinned_layout_runs_the_stacks_pipeline_schedule_unless_it_names_one() {
+    // hai-llm-2024 (DeepSeek-V3's HAI-LLM) runs DualPipe: a pinned pipeline gets it, as the
+    // search's layouts and the published rows do, and schedule= overrides it (JSON carries it).
+    let schedule = |layout: &str| -> serde_json::Value {
+        let o = plan("llama3-8b", "h800:64", &["--stack", "hai-llm-2024", "--layout", layout]);
+        let v: serde_json::Value = serde_json::from_str(&assert_ok(&o)).unwrap();
+        v["ranked"][0]["estimate"]["layout"]["schedule"].clone()
+    };
+    assert_eq!(schedule("tp=1,pp=4"), "dualpipe");
+    assert_eq!(schedule("tp=1,pp=4,schedule=1f1b"), "1f1b");
+    assert_eq!(schedule("tp=1,pp=4,schedule=zb-h1"), "zb-h1");
+    assert_eq!(schedule("tp=8,pp=1"), "1f1b");
+}
+
+#[test]
 fn moe_fields_on_a_dense_arch_are_refused() {
     let d = scratch("plan-cli");
     let m = tmp(

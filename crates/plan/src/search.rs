@@ -39,6 +39,22 @@ pub struct Request {
 /// for `count` chips: data parallel is what the other degrees leave; `shard=N` shards the ZeRO
 /// stage over groups of N data-parallel replicas (hybrid sharding).
 pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
+    Ok(parse_layout_spec(spec, count)?.0)
+}
+
+/// [`parse_layout`] for a job on `stack`: a spec that names no `schedule` runs the stack's
+/// ([`stack_schedule`]), as the search's layouts and the published rows do.
+pub fn parse_layout_on(spec: &str, count: usize, stack: &Stack) -> Result<Layout> {
+    let (mut l, named) = parse_layout_spec(spec, count)?;
+    if !named {
+        l.schedule = stack_schedule(stack, l.pp, l.v);
+    }
+    Ok(l)
+}
+
+/// The layout of `spec` and whether it named its schedule.
+fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
+    let mut named_schedule = false;
     let mut l = Layout { zero: 1, sp: true, ..Layout::data_parallel(1) };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, val) = part
@@ -65,7 +81,10 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
             "offload" => l.offload = num()?,
             "bf16" | "bf16_layers" => l.bf16_layers = num()?,
-            "schedule" => l.schedule = Schedule::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
+            "schedule" => {
+                l.schedule = Schedule::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?;
+                named_schedule = true;
+            }
             other => {
                 bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16, schedule")
             }
@@ -83,7 +102,7 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
     if l.zero > 3 {
         bail!("--layout '{spec}': zero must be 0, 1, 2 or 3");
     }
-    Ok(l)
+    Ok((l, named_schedule))
 }
 /// One ranked layout with the job-level numbers.
 #[derive(Clone, Debug, Serialize)]
