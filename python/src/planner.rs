@@ -5,7 +5,7 @@ use crate::errors::{detached, input, Result};
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::fleet::{read_toml, schedule, FleetFile, JobsFile, Objective};
 use anychip_plan::perf::Precision;
-use anychip_plan::search::{parse_layout, search, Plan, Ranked, Request};
+use anychip_plan::search::{parse_layout_on, search, Plan, Ranked, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::{export, model};
 use pyo3::prelude::*;
@@ -98,7 +98,8 @@ fn request(
     let precision = Precision::parse(opts.precision)?;
     // A malformed --layout is bad input, as in the CLI (one that parses but cannot run this
     // model is refused by the search, naming why).
-    let pinned = opts.layout.map(|l| parse_layout(l, count)).transpose().map_err(|e| input(format!("{e:#}")))?;
+    let pinned =
+        opts.layout.map(|l| parse_layout_on(l, count, &stack)).transpose().map_err(|e| input(format!("{e:#}")))?;
     Ok(Request { model, count, tokens, seq, global_batch, precision, stack, pinned })
 }
 
