@@ -1213,6 +1213,8 @@ mod tests {
             ("deepseek-v3", 671e9, 37e9),
             // The report's 671B main model plus its 14B multi-token-prediction module.
             ("deepseek-v3-mtp", 685e9, 37e9),
+            // V3's 671B with 61 lightning indexers of 14M (the checkpoint's main model: 671.9B).
+            ("deepseek-v3.2", 671.9e9, 37e9),
             // BloombergGPT's Appendix A.5 count; the Zero Bubble paper's Table 3 models.
             ("bloomberggpt-50b", 50.56e9, 50.56e9),
             ("zb-1.5b", 1.5e9, 1.5e9),
@@ -1351,6 +1353,9 @@ mod tests {
         let file = with(Some(64), Some(128), Some(2048)).to_arch().unwrap();
         let path = format!("{}/tests/hf_configs/DeepSeek-V3.2", env!("CARGO_MANIFEST_DIR"));
         assert_eq!(file, resolve(&path).unwrap().arch);
+        // The preset is the published config's architecture, and Hugging Face's name finds it.
+        assert_eq!(resolve("deepseek-v3.2").unwrap().arch, file);
+        assert_eq!(resolve("deepseek-ai/DeepSeek-V3.2").unwrap().arch, file);
         // A dense llama (no latent attention) with index fields is refused in one line, as are
         // partial fields and a sliding window beside index_topk.
         let llama =
