@@ -396,7 +396,7 @@ fn nemotron_h(c: &Fields, mt: &str) -> Result<ModelFile> {
     }
     // The config's multi-token prediction modules, one depth each (a recipe may run one module
     // for several depths: a model file's mtp_layers and mtp_repeated say so).
-    m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
+    m.mtp_layers = mtp_depths(c, "num_nextn_predict_layers");
     if pattern.contains('-') {
         m.d_ff = Some(c.req("intermediate_size")?);
     }
@@ -558,7 +558,7 @@ fn qwen3_next(c: &Fields, mt: &str) -> Result<ModelFile> {
         m.gdn_value_head_dim = Some(c.req("linear_value_head_dim")?);
     }
     m.attn_output_gate = Some(c.flag("attn_output_gate").unwrap_or(true));
-    m.mtp_layers = c.opt("mtp_num_hidden_layers").filter(|&n| n > 0);
+    m.mtp_layers = mtp_depths(c, "mtp_num_hidden_layers");
     m.pattern = Some(pattern);
     m.layers = 2 * layers;
     m.gated = Some(true);
@@ -735,7 +735,7 @@ fn mimo(c: &Fields, mt: &str) -> Result<ModelFile> {
         );
     }
     let mut m = llama_named(c, mt, "llama", Some("intermediate_size"))?;
-    m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
+    m.mtp_layers = mtp_depths(c, "num_nextn_predict_layers");
     Ok(m)
 }
 
@@ -857,7 +857,7 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
                 m.shared_expert_d_ff = Some(c.opt("moe_shared_expert_intermediate_size").unwrap_or(width));
             }
             first_dense_layers(c, &mut m, dense_ff);
-            m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
+            m.mtp_layers = mtp_depths(c, "num_nextn_predict_layers");
         }
         "ernie4_5_moe" => {
             m.experts = Some(c.req("moe_num_experts")?);
@@ -905,6 +905,12 @@ fn first_dense_layers(c: &Fields, m: &mut ModelFile, dense_ff: Option<usize>) {
         m.dense_layers = Some(first_dense);
         m.d_ff = dense_ff;
     }
+}
+
+/// Multi-token prediction depths a config's `key` gives (`num_nextn_predict_layers`,
+/// `mtp_num_hidden_layers`): none when absent or 0.
+fn mtp_depths(c: &Fields, key: &str) -> Option<usize> {
+    c.opt(key).filter(|&n| n > 0)
 }
 
 /// DeepSeek-V3.2's DeepSeek Sparse Attention (DeepseekV32Config: DeepseekV3Config plus
@@ -1009,7 +1015,7 @@ fn kimi_linear(c: &Fields, mt: &str) -> Result<ModelFile> {
             bail!("config.json: a kimi_linear full-attention layer needs kv_lora_rank (multi-head latent attention)");
         }
     }
-    m.mtp_layers = c.opt("num_nextn_predict_layers").filter(|&n| n > 0);
+    m.mtp_layers = mtp_depths(c, "num_nextn_predict_layers");
     m.pattern = Some(pattern);
     m.layers = 2 * layers;
     m.gated = Some(true);

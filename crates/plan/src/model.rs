@@ -691,8 +691,13 @@ impl Arch {
     /// them, except DeepSeek Sparse Attention's indexer, which Megatron-Core duplicates on every
     /// rank ([`Dsa`]).
     pub fn attn_params_on(&self, tp: usize) -> f64 {
-        let indexer = self.dsa.map_or(0.0, |d| d.params(self.d_model));
+        let indexer = self.indexer_params();
         (self.attn_params - indexer) / tp as f64 + indexer
+    }
+
+    /// Of `attn_params`, one layer's DeepSeek Sparse Attention indexer weights; 0 without one.
+    pub fn indexer_params(&self) -> f64 {
+        self.dsa.map_or(0.0, |d| d.params(self.d_model))
     }
 
     /// Forward FLOPs per token of one attention layer's DeepSeek Sparse Attention indexer at
@@ -726,7 +731,7 @@ impl Arch {
         });
         let layers = self.attention_layers() as f64;
         // The indexer's projections take a detached input: forward and weight gradient only.
-        let indexer_params = self.dsa.map_or(0.0, |d| d.params(self.d_model));
+        let indexer_params = self.indexer_params();
         6.0 * self.active_matmul_params()
             + 6.0 * layers * self.mean_causal_span(s) * (self.qk_dim + self.v_dim) as f64
             + scans

@@ -1261,7 +1261,7 @@ impl Ctx<'_> {
         let a = self.a;
         let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
         // DeepSeek Sparse Attention's indexer projections run whole on every TP rank.
-        let indexer = a.dsa.map_or(0.0, |d| d.params(a.d_model));
+        let indexer = a.indexer_params();
         let split = a.attn_params - indexer;
         let mut linear_fwd = self.linear(2.0 * tok * split / t, tok, split / h / t, h);
         // Their input is detached from the model's graph (the indexer trains on its own loss):
@@ -2028,9 +2028,7 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     // Multi-token prediction modules on the last stage.
     if let Some(mtp) = a.mtp {
         let n = mtp.modules as f64;
-        // DeepSeek Sparse Attention's indexer is whole on every TP rank (Arch::attn_params_on).
-        let indexer = a.dsa.map_or(0.0, |d| d.params(a.d_model));
-        dense += n * (a.attn_params - indexer + 2.0 * h * h) / t + n * indexer;
+        dense += n * (a.attn_params_on(l.tp) + 2.0 * h * h / t);
         match a.moe {
             Some(m) => {
                 let (d, e) = moe_layer_params(a, &m, l);
