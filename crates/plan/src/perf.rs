@@ -342,9 +342,57 @@ pub struct Layout {
     /// `num_layers_at_start_in_bf16` plus `num_layers_at_end_in_bf16` under
     /// `first_last_layers_bf16`); 0 quantizes every layer. Ignored in BF16.
     pub bf16_layers: usize,
+    /// Layers on the first pipeline stage where the split is uneven (Megatron-Core's
+    /// `num_layers_in_first_pipeline_stage`, Llama 3's and Zero Bubble's "one layer fewer" on the
+    /// stages holding the embedding and the loss); `None`: the stages share the layers evenly.
+    pub first_layers: Option<usize>,
+    /// Layers on the last pipeline stage, the one with the LM head and the loss
+    /// (`num_layers_in_last_pipeline_stage`); `None`: an even share.
+    pub last_layers: Option<usize>,
+}
+
+/// Layers a pipeline rank holds (over all its interleaved chunks): the first rank's, each middle
+/// rank's and the last rank's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StageSplit {
+    /// The first rank's layers (the embedding's stage).
+    pub first: f64,
+    /// Each rank's between the first and the last (the larger share where they do not divide
+    /// evenly).
+    pub middle: f64,
+    /// The last rank's layers (the LM head's and the loss's stage).
+    pub last: f64,
+}
+
+impl StageSplit {
+    /// The most layers a rank holds, LM head aside: what the states and the stored activations
+    /// of the heaviest rank are counted on.
+    pub fn most(&self) -> f64 {
+        self.first.max(self.middle).max(self.last)
+    }
 }
 
 impl Layout {
+    /// How `layers` spread over the pipeline ranks: `first_layers` and `last_layers` where given,
+    /// the rest shared by the other ranks (the larger share where they do not divide evenly;
+    /// every rank ceil(layers / pp) without either, as Megatron's even split prices the heaviest).
+    pub fn stage_split(&self, layers: usize) -> StageSplit {
+        let p = self.pp.max(1);
+        if p == 1 || (self.first_layers.is_none() && self.last_layers.is_none()) {
+            let even = layers.div_ceil(p) as f64;
+            return StageSplit { first: even, middle: even, last: even };
+        }
+        let given = [self.first_layers, self.last_layers];
+        let pinned: usize = given.iter().flatten().sum();
+        let others = p - given.iter().flatten().count();
+        let middle = if others == 0 { 0 } else { layers.saturating_sub(pinned).div_ceil(others) };
+        StageSplit {
+            first: self.first_layers.unwrap_or(middle) as f64,
+            middle: middle as f64,
+            last: self.last_layers.unwrap_or(middle) as f64,
+        }
+    }
+
     /// Data-parallel replicas that share one sharded copy of the states (`shard`, or every one).
     pub fn shard_group(&self) -> usize {
         if self.shard == 0 {
@@ -379,6 +427,8 @@ impl Layout {
             sp: false,
             offload: 0,
             bf16_layers: 0,
+            first_layers: None,
+            last_layers: None,
         }
     }
 
@@ -428,6 +478,12 @@ impl fmt::Display for Layout {
         }
         if self.bf16_layers > 0 {
             write!(f, " bf16:{}", self.bf16_layers)?;
+        }
+        if let Some(n) = self.first_layers {
+            write!(f, " first:{n}")?;
+        }
+        if let Some(n) = self.last_layers {
+            write!(f, " last:{n}")?;
         }
         Ok(())
     }
@@ -975,6 +1031,33 @@ impl Ctx<'_> {
         let (p, v) = (self.l.pp as f64, self.l.v as f64);
         let in_flight = (((v - 1.0) * p + 1.0) / v).min(self.first_stage_in_flight(n_micro));
         self.stage_activations(sum, act_stored, stage_layers, in_flight)
+    }
+
+    /// Under pipeline parallelism, the activations (on the chip, in host memory) and logits of
+    /// the stage whose memory peaks: the first stage holds the most micro-batches in flight, the
+    /// last one the logits (and the multi-token prediction modules' activations); the chip needs
+    /// the larger of the two. The first stage is counted with the most layers a stage without
+    /// the LM head holds (the second stage's where the first holds fewer: one micro-batch fewer
+    /// in flight there, counted as the first's).
+    fn peak_stage_activations(
+        &self,
+        split: &StageSplit,
+        last: &LastStage,
+        moe_frac: f64,
+        n_micro: usize,
+    ) -> (f64, f64, f64) {
+        let body = split.first.max(split.middle);
+        let first_sum = self.stage_in_precisions(body, moe_frac);
+        let first_stored = self.stored_per_micro_batch(&first_sum, body);
+        let (first, offloaded) = self.activation_memory(&first_sum, first_stored, body, n_micro);
+        let last_stored = self.stored_per_micro_batch(&last.layers, split.last);
+        let (last_acts, _) = self.last_stage_activation_memory(&last.layers, last_stored, split.last, n_micro);
+        let logits = (1.0 + last.depths) * logits_memory(self.stack, last.logits_bytes);
+        if last_acts + logits > first {
+            (last_acts, offloaded, logits)
+        } else {
+            (first, offloaded, 0.0)
+        }
     }
 
     /// Stored activations of a stage with `in_flight` micro-batches' worth in flight, and the part
@@ -1689,6 +1772,20 @@ impl Ctx<'_> {
         (layers * per_layer + moe_layers * local_experts * per_expert) * 1e-6
     }
 
+    /// The last pipeline stage's `layers` (a `moe_frac` of them MoE), its multi-token
+    /// prediction modules (per depth one attention and one MLP block and the projection of
+    /// [embedding; hidden state]) and its LM head and loss (BF16), once per prediction depth.
+    fn last_stage(&self, layers: f64, moe_frac: f64) -> LastStage {
+        let mut sum = self.stage_in_precisions(layers, moe_frac);
+        let depths = self.a.mtp.map_or(0.0, |m| m.depths as f64);
+        if depths > 0.0 {
+            sum.add_scaled(&self.mtp_block(), depths);
+        }
+        let (h, t, vocab) = (self.a.d_model as f64, self.t(), self.a.vocab as f64);
+        let head = (1.0 + depths) * self.bf16(2.0 * self.tok * h * vocab / t, self.tok, vocab / t, h);
+        LastStage { layers: sum, depths, head, logits_bytes: self.tok * vocab / t * 4.0 }
+    }
+
     /// Context-parallel ring exchange of keys and values per layer (forward + backward).
     fn cp_exchange(&self) -> f64 {
         let c = self.l.cp;
@@ -1702,6 +1799,37 @@ impl Ctx<'_> {
         // Forward passes each K/V block c-1 times; backward passes K/V and their gradients.
         3.0 * comm((cf - 1.0) * block, bw, cf - 1.0, self.k, self.r.crosses(span))
     }
+}
+
+/// The last pipeline stage's work per micro-batch ([`Ctx::last_stage`]).
+struct LastStage {
+    /// Its layers and multi-token prediction modules.
+    layers: LayerCost,
+    /// Multi-token prediction depths.
+    depths: f64,
+    /// The forward GEMMs of its LM heads.
+    head: f64,
+    /// One head's FP32 logits.
+    logits_bytes: f64,
+}
+
+impl LastStage {
+    /// Seconds of its layers' and heads' GEMMs and attention under `recompute` (the element-wise
+    /// work aside; heads are never recomputed): what decides whether it or a stage without the
+    /// head binds the pipeline.
+    fn work(&self, recompute: Recompute) -> f64 {
+        layer_work(&self.layers, recompute) + 3.0 * self.head
+    }
+}
+
+/// Seconds of a stage's GEMMs and attention, forward, backward and what `recompute` reruns.
+fn layer_work(sum: &LayerCost, recompute: Recompute) -> f64 {
+    let rerun = match recompute {
+        Recompute::None => sum.module_rerun,
+        Recompute::Selective => sum.attn_fwd + sum.module_rerun,
+        Recompute::Full => sum.fwd,
+    };
+    sum.fwd + sum.bwd + rerun
 }
 
 /// Predict one step of `job` on `layout`. Errors only for layouts that are not well-formed.
@@ -1732,24 +1860,22 @@ pub fn estimate(
     let s = job.seq as f64;
     let tok = (l.mb * job.seq / l.cp) as f64;
     let cx = Ctx { a, l, r: rates, k, stack, precision: job.precision, s, tok };
-    let (h, t, p, v) = (a.d_model as f64, l.tp as f64, l.pp as f64, l.v as f64);
+    let (h, p, v) = (a.d_model as f64, l.pp as f64, l.v as f64);
 
-    // Layers of the heaviest stage, split by kind in proportion.
-    let stage_layers = a.layers.div_ceil(l.pp) as f64;
+    // Layers of the heaviest stage, split by kind in proportion: the last stage's, with the
+    // multi-token prediction modules and the LM head, unless an uneven split leaves a stage
+    // without them more work.
+    let split = l.stage_split(a.layers);
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
-    let mut sum = cx.stage_in_precisions(stage_layers, moe_frac);
-    // Multi-token prediction on the last stage: per depth one attention and one MLP block, the
-    // projection of [embedding; hidden state], and the LM head and loss again.
-    let depths = a.mtp.map_or(0.0, |m| m.depths as f64);
-    if depths > 0.0 {
-        sum.add_scaled(&cx.mtp_block(), depths);
-    }
-    let heads = 1.0 + depths;
-
-    // LM head and loss on the last stage (BF16), once per prediction depth.
-    let vocab = a.vocab as f64;
-    let head = heads * cx.bf16(2.0 * tok * h * vocab / t, tok, vocab / t, h);
-    let logits_bytes = tok * vocab / t * 4.0;
+    let last = cx.last_stage(split.last, moe_frac);
+    let body = split.first.max(split.middle);
+    let body_sum = (body > split.last).then(|| cx.stage_in_precisions(body, moe_frac));
+    let (stage_layers, sum, depths, heads) = match body_sum {
+        Some(b) if layer_work(&b, l.recompute) > last.work(l.recompute) => (body, b, 0.0, 0.0),
+        _ => (split.last, last.layers, last.depths, 1.0 + last.depths),
+    };
+    let head = if heads > 0.0 { last.head } else { 0.0 };
+    let logits_bytes = last.logits_bytes;
 
     // Element-wise traffic: each stored byte is touched `passes` times forward, twice that backward.
     // Routed tokens go through top-k, permutation, un-permutation and weighted combine: their own
@@ -1839,19 +1965,11 @@ pub fn estimate(
         offload: off_mb * nm,
     }
     .scaled(k.chip_factor(&rates.chip));
-    let (first, offloaded) = cx.activation_memory(&sum, act_stored, stage_layers, n_micro);
-    let logits = heads * logits_memory(stack, logits_bytes);
-    // The first stage holds the most micro-batches, the last one the logits: the chip's peak is
-    // the larger of the two (one stage holds both without pipeline parallelism).
-    let (activations, logits) = if l.pp > 1 {
-        let (last, _) = cx.last_stage_activation_memory(&sum, act_stored, stage_layers, n_micro);
-        if last + logits > first {
-            (last, logits)
-        } else {
-            (first, 0.0)
-        }
+    let (activations, offloaded, logits) = if l.pp > 1 {
+        cx.peak_stage_activations(&split, &last, moe_frac, n_micro)
     } else {
-        (first, logits)
+        let (first, offloaded) = cx.activation_memory(&sum, act_stored, stage_layers, n_micro);
+        (first, offloaded, heads * logits_memory(stack, logits_bytes))
     };
 
     let memory = Memory {
@@ -1880,6 +1998,31 @@ pub fn estimate(
         tokens_per_s,
         mfu,
     })
+}
+
+/// Why an uneven pipeline split (`first`, `last`) cannot place `layers`.
+fn check_stage_split(l: &Layout, layers: usize) -> Result<()> {
+    let given: Vec<usize> = [l.first_layers, l.last_layers].into_iter().flatten().collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    if l.pp < 2 {
+        bail!("layout {l}: first= and last= set the layers of the first and last pipeline stages; give pp=2 or more");
+    }
+    if given.contains(&0) {
+        bail!("layout {l}: first= and last= count the layers of a stage: give 1 or more");
+    }
+    let (pinned, others) = (given.iter().sum::<usize>(), l.pp - given.len());
+    let rest = layers.checked_sub(pinned).filter(|&r| if others == 0 { r == 0 } else { r >= others * l.v });
+    if rest.is_none() {
+        bail!(
+            "layout {l}: first/last stages hold {pinned} of the model's {layers} layers, leaving {} for the other {others} stages; they must leave every other stage at least vp={} layers{}",
+            layers as i64 - pinned as i64,
+            l.v,
+            if others == 0 { " (with pp=2, first + last = layers)" } else { "" }
+        );
+    }
+    Ok(())
 }
 
 /// Why a layout cannot run this job at all (as opposed to not fitting in memory).
@@ -1969,6 +2112,7 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     if l.bf16_layers > a.layers {
         bail!("layout {l}: bf16={} is more than the model's {} layers", l.bf16_layers, a.layers);
     }
+    check_stage_split(l, a.layers)?;
     if l.offload > a.layers.div_ceil(l.pp) {
         bail!("layout {l}: offload={} is more than a stage's {} layers", l.offload, a.layers.div_ceil(l.pp));
     }
@@ -2010,7 +2154,10 @@ fn moe_layer_params(a: &Arch, m: &crate::model::Moe, l: &Layout) -> (f64, f64) {
 fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     let a = job.arch;
     let t = l.tp as f64;
-    let stage_layers = a.layers.div_ceil(l.pp) as f64;
+    // The rank with the most layers, counted with the embedding or LM head and the multi-token
+    // prediction modules as if it held them too (exact for an even split, at most a layer's
+    // states over for an uneven one).
+    let stage_layers = l.stage_split(a.layers).most();
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
     let h = a.d_model as f64;
     let b = a.blocks_per_layer();
@@ -2238,6 +2385,49 @@ mod tests {
         assert!((dual.memory.activations / act - 9.0 / 8.0).abs() < 1e-9, "{:?}", dual.memory);
         assert_eq!(dual.memory.weights, 2.0 * one.memory.weights);
         assert_eq!(dual.memory.optimizer, one.memory.optimizer);
+    }
+
+    #[test]
+    fn an_uneven_pipeline_split_prices_the_stage_that_binds() {
+        // Llama 3 8B (32 layers; its LM head and loss about three layers' time) over 4 stages of
+        // 8 H100.
+        // Every per-micro-batch cost is linear in a stage's layers, so: with the last stage at 2
+        // layers a middle one of ceil(30 / 3) = 10 binds, with first 9 and last 5 one of 9 (the
+        // last stage's 5 and the head come to less), 10 / 9 of it; with first 6 and last 8 the
+        // middle stages hold 9, but the last stage's 8 and the head bind, as in the even split.
+        let k = Constants::prior();
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let job = Job { arch: &m.arch, seq: 8192, global_batch: 64, precision: Precision::Bf16 };
+        let st = crate::stack::find("megatron-core-2024").unwrap();
+        let at = |first, last| {
+            let l = Layout { pp: 4, dp: 2, first_layers: first, last_layers: last, ..Layout::data_parallel(8) };
+            h100_job(&job, &k, &st, l)
+        };
+        let compute = |e: &Estimate| e.time.compute;
+        let (even, ten, nine, same) = (at(None, None), at(None, Some(2)), at(Some(9), Some(5)), at(Some(6), Some(8)));
+        assert!((compute(&ten) / compute(&nine) - 10.0 / 9.0).abs() < 1e-9, "{ten:?} {nine:?}");
+        assert!(compute(&nine) < compute(&even), "{even:?}");
+        assert_eq!(compute(&same), compute(&even));
+        // The first stage's p micro-batches in flight hold the memory: 9 layers' worth against 8.
+        let act = |e: &Estimate| e.memory.activations;
+        assert!((act(&nine) / act(&even) - 9.0 / 8.0).abs() < 1e-9, "{:?} {:?}", nine.memory, even.memory);
+    }
+
+    #[test]
+    fn an_uneven_split_that_cannot_place_the_layers_is_one_line() {
+        let m = crate::model::resolve("llama3-8b").unwrap();
+        let job = Job { arch: &m.arch, seq: 8192, global_batch: 64, precision: Precision::Bf16 };
+        let bad = |pp, first, last| {
+            let l = Layout { pp, dp: 8 / pp, first_layers: first, last_layers: last, ..Layout::data_parallel(8) };
+            check_layout(&job, &l).unwrap_err().to_string()
+        };
+        assert!(bad(1, Some(4), None).contains("give pp=2 or more"));
+        assert!(bad(4, Some(0), None).contains("give 1 or more"));
+        assert!(bad(4, Some(20), Some(12)).contains("leaving 0 for the other 2 stages"));
+        assert!(bad(2, Some(20), Some(10)).contains("first + last = layers"));
+        let ok = Layout { pp: 2, dp: 4, first_layers: Some(15), last_layers: Some(17), ..Layout::data_parallel(8) };
+        check_layout(&job, &ok).unwrap();
+        assert_eq!(ok.to_string(), "tp1 pp2 dp4 mb1 rc:none zero0 first:15 last:17");
     }
 
     #[test]

@@ -81,12 +81,14 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
             "offload" => l.offload = num()?,
             "bf16" | "bf16_layers" => l.bf16_layers = num()?,
+            "first" | "first_layers" => l.first_layers = Some(num()?),
+            "last" | "last_layers" => l.last_layers = Some(num()?),
             "schedule" => {
                 l.schedule = Schedule::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?;
                 named_schedule = true;
             }
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16, schedule")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16, schedule, first, last")
             }
         }
     }
@@ -301,6 +303,8 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                                             sp: tp > 1,
                                             offload: 0,
                                             bf16_layers: 0,
+                                            first_layers: None,
+                                            last_layers: None,
                                         });
                                     }
                                 }

@@ -90,6 +90,14 @@ pub struct Row {
     /// Layers the quantized recipe keeps in BF16 ([`Layout::bf16_layers`]); 0 or absent: none.
     #[serde(default)]
     pub bf16_layers: usize,
+    /// Layers on the first pipeline stage where the source's split is uneven
+    /// ([`Layout::first_layers`]); absent: an even split.
+    #[serde(default)]
+    pub first_layers: Option<usize>,
+    /// Layers on the last pipeline stage where the source's split is uneven
+    /// ([`Layout::last_layers`]); absent: an even split.
+    #[serde(default)]
+    pub last_layers: Option<usize>,
     /// Sequence parallel.
     pub sp: bool,
     /// FLOP-count convention of a published TFLOP/s or step time.
@@ -190,6 +198,8 @@ impl Row {
             sp: self.sp,
             offload: self.offload,
             bf16_layers: self.bf16_layers,
+            first_layers: self.first_layers,
+            last_layers: self.last_layers,
         })
     }
 
