@@ -174,6 +174,20 @@ fn impossible_layout_says_why() {
     assert_one_line(&o, &["dualpipe", "pp must be even"]);
     let o = plan("llama3-405b", "h100:8", &["--layout", "tp=8,zero=0"]);
     assert_one_line(&o, &["does not fit", "GiB"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,pp=4,first=20,last=12"]);
+    assert_one_line(&o, &["first/last stages hold 32 of the model's 32 layers", "other 2 stages"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,first=7"]);
+    assert_one_line(&o, &["first= and last=", "pp=2 or more"]);
+}
+
+#[test]
+fn an_uneven_pipeline_split_is_pinned_and_reported() {
+    // Llama 3 8B at pp 4 with 7 layers on the first and last stages (the two between hold 9):
+    // the layout is evaluated as pinned and JSON carries the split.
+    let o = plan("llama3-8b", "h100:32", &["--layout", "tp=8,pp=4,first=7,last=7,recompute=full"]);
+    let v: serde_json::Value = serde_json::from_str(&assert_ok(&o)).unwrap();
+    let layout = &v["ranked"][0]["estimate"]["layout"];
+    assert_eq!((layout["first_layers"].as_u64(), layout["last_layers"].as_u64()), (Some(7), Some(7)));
 }
 
 #[test]
