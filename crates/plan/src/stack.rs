@@ -89,6 +89,14 @@ pub struct Stack {
     /// name another with `schedule=`. Absent: 1F1B.
     #[serde(default)]
     pub pipeline_schedule: crate::perf::Schedule,
+    /// Where a model's layers do not divide over the pipeline's chunks, the framework balances the
+    /// split as Megatron-Core recipes do (an even split is refused there): the embedding and the
+    /// loss each counted as a layer (`account_for_embedding/loss_in_pipeline_split`), else the loss
+    /// alone, else DeepSeek-V3's layouts (the last chunk's multi-token prediction module and loss
+    /// in three layers' place); [`crate::perf::Layout::stage_split`]. Absent: ceil(layers / pp)
+    /// on every stage, the heaviest the framework could run.
+    #[serde(default)]
+    pub balanced_pipeline_split: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
