@@ -409,7 +409,7 @@ impl Layout {
     /// last; with the last chunk's MTP module and loss in three layers' place, (layers + 3) / pp - 3
     /// on the last (Megatron-Bridge's DeepSeek-V3 and Kimi K2 layouts); the first that divides.
     /// `None` where the layers divide (the even split runs) or none of them does.
-    fn balanced_split(&self, layers: usize) -> Option<(Option<usize>, Option<usize>)> {
+    pub(crate) fn balanced_split(&self, layers: usize) -> Option<(Option<usize>, Option<usize>)> {
         let chunks = self.pp * self.v.max(1);
         if self.pp < 2 || layers.is_multiple_of(chunks) {
             return None;

@@ -277,35 +277,37 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                 for (ep, etp) in expert_splits(a, &eps, tp, tp * cp * dp) {
                     for mb in [1, 2, 4, 8] {
                         for v in [1, 2, 3, 4, 6, 8] {
-                            if v > 1 && (pp == 1 || pp * v > a.layers || !a.layers.is_multiple_of(pp * v)) {
+                            if v > 1 && (pp == 1 || pp * v > a.layers || !chunks_fit(req, pp, v)) {
                                 continue;
                             }
-                            for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
-                                for zero in 0..=3u8 {
-                                    if zero > 0 && dp * cp == 1 {
-                                        continue;
-                                    }
-                                    for shard in shard_choices(zero, tp * cp, dp, domain) {
-                                        out.push(Layout {
-                                            tp,
-                                            pp,
-                                            dp,
-                                            cp,
-                                            ep,
-                                            etp,
-                                            mb,
-                                            v,
-                                            schedule: stack_schedule(&req.stack, pp, v),
-                                            recompute,
-                                            modules: Modules::default(),
-                                            zero,
-                                            shard,
-                                            sp: tp > 1,
-                                            offload: 0,
-                                            bf16_layers: 0,
-                                            first_layers: None,
-                                            last_layers: None,
-                                        });
+                            for last_layers in last_stage_choices(req, pp, v) {
+                                for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
+                                    for zero in 0..=3u8 {
+                                        if zero > 0 && dp * cp == 1 {
+                                            continue;
+                                        }
+                                        for shard in shard_choices(zero, tp * cp, dp, domain) {
+                                            out.push(Layout {
+                                                tp,
+                                                pp,
+                                                dp,
+                                                cp,
+                                                ep,
+                                                etp,
+                                                mb,
+                                                v,
+                                                schedule: stack_schedule(&req.stack, pp, v),
+                                                recompute,
+                                                modules: Modules::default(),
+                                                zero,
+                                                shard,
+                                                sp: tp > 1,
+                                                offload: 0,
+                                                bf16_layers: 0,
+                                                first_layers: None,
+                                                last_layers,
+                                            });
+                                        }
                                     }
                                 }
                             }
@@ -314,6 +316,28 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                 }
             }
         }
+    }
+    out
+}
+
+/// Whether `req`'s layers go into `pp` x `v` chunks: evenly, or on a stack that balances its
+/// splits ([`Stack::balanced_pipeline_split`]) the way Megatron-Core must ([`Layout::balanced_on`]).
+fn chunks_fit(req: &Request, pp: usize, v: usize) -> bool {
+    let layers = req.model.arch.layers;
+    let l = Layout { pp, v, ..Layout::data_parallel(1) };
+    layers.is_multiple_of(pp * v) || (req.stack.balanced_pipeline_split && l.balanced_split(layers).is_some())
+}
+
+/// The last stage's layer counts the search tries at `pp` stages of one chunk: the even split
+/// (`None`; on a stack that balances, the split it must run) and, on such a stack (Megatron-Core's
+/// `num_layers_in_last_pipeline_stage`), the last stage one or two layers lighter, so that its LM
+/// head's time comes off the stage that binds; the estimate prices whichever stage then binds.
+fn last_stage_choices(req: &Request, pp: usize, v: usize) -> Vec<Option<usize>> {
+    let layers = req.model.arch.layers;
+    let even = layers.div_ceil(pp.max(1));
+    let mut out = vec![None];
+    if req.stack.balanced_pipeline_split && pp > 1 && v == 1 {
+        out.extend((1..=2).filter(|&d| even > d && layers - (even - d) >= pp - 1).map(|d| Some(even - d)));
     }
     out
 }
