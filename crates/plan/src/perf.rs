@@ -986,6 +986,9 @@ struct LayerCost {
     module_bytes: f64,
     /// Seconds of forward work those modules rerun in backward.
     module_rerun: f64,
+    /// Of `linear_fwd`, a MoE layer's shared experts' GEMMs (what the dispatch and combine can
+    /// run under: Megatron-Core's `moe_shared_expert_overlap`).
+    shared_fwd: f64,
 }
 
 impl LayerCost {
@@ -1009,6 +1012,7 @@ impl LayerCost {
         self.module_rerun += w * c.module_rerun;
         self.cp += w * c.cp;
         self.ep += w * c.ep;
+        self.shared_fwd += w * c.shared_fwd;
     }
 }
 
@@ -1449,7 +1453,8 @@ impl Ctx<'_> {
                     c.linear_fwd += 2.0 * self.linear(2.0 * tok * h * io / t, tok, io / t, h);
                 }
                 if m.shared > 0 {
-                    c.linear_fwd += self.linear(2.0 * mats * h * fs * tok / t, tok, fs / t, h);
+                    c.shared_fwd = self.linear(2.0 * mats * h * fs * tok / t, tok, fs / t, h);
+                    c.linear_fwd += c.shared_fwd;
                 }
                 c.linear_fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
                 // Stored: the permuted inputs (all `etp` ranks' copies, gathered), up outputs and
@@ -1863,6 +1868,21 @@ fn layer_work(sum: &LayerCost, recompute: Recompute) -> f64 {
     sum.fwd + sum.bwd + rerun
 }
 
+/// The expert-parallel all-to-all a micro-batch leaves exposed: under another micro-batch's
+/// computation where the stack overlaps it (`overlap_ep`), else, where the stack computes the
+/// shared experts during the dispatch and combine (`shared_expert_overlap`, Megatron-Core's
+/// `moe_shared_expert_overlap` on its all-to-all dispatcher; DeepSeek-V2's HAI-LLM), under their
+/// forward and backward GEMMs; else all of it.
+fn ep_exposed(sum: &LayerCost, busy: f64, stack: &Stack, k: &Constants) -> f64 {
+    if stack.overlap_ep {
+        exposed(sum.ep, busy, true, k)
+    } else if stack.shared_expert_overlap && !stack.moe_flex_dispatcher {
+        exposed(sum.ep, 3.0 * sum.shared_fwd, true, k)
+    } else {
+        sum.ep
+    }
+}
+
 /// Predict one step of `job` on `layout`. Errors only for layouts that are not well-formed.
 pub fn estimate(
     job: &Job,
@@ -1944,7 +1964,7 @@ pub fn estimate(
     let tp_mb = exposed(tp_raw, busy, stack.overlap_tp, k);
     // Ring attention overlaps the exchange with the attention it feeds, in every stack.
     let cp_mb = exposed(sum.cp, sum.attn_fwd + sum.attn_bwd, true, k);
-    let ep_mb = exposed(sum.ep, busy, stack.overlap_ep, k);
+    let ep_mb = ep_exposed(&sum, busy, stack, k);
     let pp_mb = if l.pp > 1 {
         let bytes = tok * h * 2.0 / cx.sp_split();
         let span = l.tp * l.cp * l.dp * 2;
@@ -2471,6 +2491,30 @@ mod tests {
         // A layout that names its split keeps it.
         let named = Layout { pp: 8, v: 8, first_layers: Some(14), ..Layout::data_parallel(1) };
         assert_eq!(named.balanced_on(126, &nemo), named);
+    }
+
+    #[test]
+    fn shared_experts_hide_the_all_to_all_only_where_the_stack_overlaps_them() {
+        // DeepSeek-V3 (one shared expert) at EP 8 on 8 H100: with moe_shared_expert_overlap the
+        // dispatch and combine run under the shared expert's GEMMs, so less of them shows, and
+        // nothing else moves; Qwen3-30B-A3B has no shared expert to hide under; a flex
+        // dispatcher (DeepEP) does not take the overlap.
+        let k = Constants::prior();
+        let plain = crate::stack::find("nemo-2025").unwrap();
+        let shared = crate::stack::find("nemo-2025-shared-overlap").unwrap();
+        let flex = crate::stack::find("nemo-2025-flex").unwrap();
+        let flex_shared = Stack { shared_expert_overlap: true, ..flex.clone() };
+        let step = |model: &str, st: &Stack| {
+            let m = crate::model::resolve(model).unwrap();
+            let job = Job { arch: &m.arch, seq: 4096, global_batch: 64, precision: Precision::Bf16 };
+            h100_job(&job, &k, st, Layout { ep: 8, ..Layout::data_parallel(8) }).time
+        };
+        let (a, b) = (step("deepseek-v3", &plain), step("deepseek-v3", &shared));
+        assert!(b.ep_comm < 0.9 * a.ep_comm && b.ep_comm > 0.0, "{} -> {}", a.ep_comm, b.ep_comm);
+        assert_eq!((a.compute, a.dp_comm), (b.compute, b.dp_comm));
+        let (q, qs) = (step("qwen3-30b-a3b", &plain), step("qwen3-30b-a3b", &shared));
+        assert_eq!(q.ep_comm, qs.ep_comm);
+        assert_eq!(step("deepseek-v3", &flex).ep_comm, step("deepseek-v3", &flex_shared).ep_comm);
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct Stack {
     pub overlap_dp: bool,
     /// MoE all-to-all overlapped with another micro-batch's computation.
     pub overlap_ep: bool,
+    /// A MoE layer's shared experts computed while its tokens are dispatched and combined
+    /// (Megatron-Core's `moe_shared_expert_overlap`, on its all-to-all dispatcher only: ignored
+    /// with `moe_flex_dispatcher`): the all-to-all runs under their GEMMs.
+    #[serde(default)]
+    pub shared_expert_overlap: bool,
     /// MoE tokens dispatched by a flex dispatcher (DeepEP, HybridEP): each token crosses the
     /// scale-out network once per destination domain and fans out over the scale-up link there,
     /// instead of one scale-out copy per routed expert (a plain all-to-all).

@@ -287,8 +287,10 @@ fn held_out_runs_predicted_blind() {
     // left as they were 14.5% -> 16.0% (MoE Parallel Folding's 50 from 8.7% to 11.9%, every one
     // slower than before), the 26 written in 20.1% -> 20.9% (MLPerf v6.0's DeepSeek-V3 faster);
     // 16.9% with `balanced_pipeline_split`, 16.7% with MLPerf v6.0's DeepSeek-V3 runs given the MTP
-    // module their benchmark trains (deepseek-v3-mtp; written in after pricing).
-    assert!(moe_mean <= 0.175, "held-out MoE mean absolute error {:.1}% > 17.5%", 100.0 * moe_mean);
+    // module their benchmark trains (deepseek-v3-mtp; written in after pricing); 16.2% once the
+    // shared experts hide the all-to-all where a stack overlaps them (`shared_expert_overlap`:
+    // the ModelZoo's Qwen2-57B-A14B preset, DeepSeek-V2's HAI-LLM, Bridge 25.09's DeepSeek-V3).
+    assert!(moe_mean <= 0.165, "held-out MoE mean absolute error {:.1}% > 16.5%", 100.0 * moe_mean);
     // The hybrids (Mamba-2), predicted blind on 2026-12-06 with the blocks written before any row
     // was compared (docs/planner.md, "Hybrid models"): Nemotron 3 Nano's 20 Megatron-Bridge rows
     // mean 27.2%, worst 34.1%, and the class 31.2% with Nemotron 3 Super's 30, every Bridge row
@@ -353,7 +355,7 @@ const HELD_OUT_GROUPS: &[(&str, &str, usize, f64)] = &[
     ("FlagPerf", "flagperf", 24, 0.11),
     // FlagPerf's PaddleNLP cases (GPT-3 6.7B/13B, LLaMA 7B/13B on 8 A100), on the `unknown` stack
     // (no PaddlePaddle profile): 20 rows at 19.8%, every one faster than the run (+6% to +49%).
-    ("PaddleNLP", "flagperf-paddle", 20, 0.21),
+    ("PaddleNLP", "flagperf-paddle", 20, 0.2),
     // MegaScale's Megatron-LM baseline (ByteDance, 175B on 256 to 12,288 Ampere GPUs, 530B on
     // 2,240 to 11,200): 12 rows at 10.1%, every one faster than the run, by more as a fixed batch
     // spreads over more GPUs (-0.1% at 256 to +16.5% at 12,288).
@@ -396,7 +398,7 @@ const HELD_OUT_GROUPS: &[(&str, &str, usize, f64)] = &[
     ("NeMo 25.02-25.07", "nemo-25.*", 21, 0.12),
     // Megatron-Bridge's 25.09 table (GB200, B200, H100; Llama 3, DeepSeek-V3, Qwen3), mapped by the
     // fitted 25.11 rows' rules: 20 rows at 7.5% (signed -0.2%; MoE 8.0%).
-    ("Megatron-Bridge 25.09", "megatron-bridge-25.09", 20, 0.1),
+    ("Megatron-Bridge 25.09", "megatron-bridge-25.09", 20, 0.105),
     // Megatron-LM on V100, the planner's first rows on that chip (FP16 priced at the chip's
     // tensor-core peak). The 2019 paper's scaling study and training runs (1.2B to 8.3B on 1 to
     // 512 GPUs, no fused kernels, stack megatron-2019): 11 rows at 29.4%, every one faster than the
@@ -432,7 +434,7 @@ const HELD_OUT_GROUPS: &[(&str, &str, usize, f64)] = &[
     ("GLM-130B", "glm-130b-2022", 1, 0.205),
     ("GPT-NeoX-20B", "gpt-neox-20b-2022", 1, 0.295),
     ("TinyLlama", "tinyllama-2023", 1, 0.03),
-    ("DeepSeek-V2", "deepseek-v2-2024", 1, 0.245),
+    ("DeepSeek-V2", "deepseek-v2-2024", 1, 0.22),
     // The Zero Bubble paper's ZB-1p and ZB-2p rows (schedules zb-h1 and zb-h2, priced with the
     // schedules' formulas before they were compared): 24 rows at 17.6%, every one slower than the
     // run, as the same table's 1F1B baselines (14.0%); their speedups over 1F1B below.
@@ -453,9 +455,9 @@ const HELD_OUT_GROUPS: &[(&str, &str, usize, f64)] = &[
     // without folding) 7.6% over 11 (Tables 2-3) and 8.9% over 39 (Table 4's scaling; the
     // all-to-all 8-of-64 Mixtral without folding +17% and +35% at 512 and 1,024 GPUs); MegaScale-
     // MoE's Megatron-LM baseline (a 352B MoE on 240-1,440 H800) 6.9% over 5.
-    ("MoE Parallel Folding", "moe-parallel-folding-2025", 11, 0.115),
-    ("MoE Parallel Folding scaling", "moe-parallel-folding-2025-scaling", 39, 0.125),
-    ("MegaScale-MoE's Megatron-LM", "megascale-moe-2025-megatron", 5, 0.04),
+    ("MoE Parallel Folding", "moe-parallel-folding-2025", 11, 0.105),
+    ("MoE Parallel Folding scaling", "moe-parallel-folding-2025-scaling", 39, 0.105),
+    ("MegaScale-MoE's Megatron-LM", "megascale-moe-2025-megatron", 5, 0.025),
     // The Ascend 910C (Atlas A3), priced from its chip file alone: MindSpeed-LLM's A3 table,
     // Qwen3-8B on 8 packages +17.0%, DeepSeek-V3 on 256 -16.5%.
     ("Ascend 910C", "mindspeed-llm-910c-2026-06", 2, 0.185),
