@@ -9,7 +9,8 @@
 //! v interleaved chunks per stage.
 //!
 //! Step = m x t_mb + (p-1)/v x t_mb + exposed data-parallel time + optimizer, where t_mb is one
-//! micro-batch through the heaviest stage (its layers plus the LM head):
+//! micro-batch through the stage that binds: the last (its layers plus the LM head), or under an
+//! uneven split ([`Layout::stage_split`]) a stage without the head where it holds more work:
 //! - GEMMs at peak x eff(intensity): eff = gemm_eff x I/(I + knee x ridge), I the GEMM's arithmetic
 //!   intensity (FLOP/byte), ridge = peak / memory bandwidth of the chip. Small GEMMs (thin tensor
 //!   parallel slices, few tokens per expert) fall off the roof on every chip in the same way, and no
