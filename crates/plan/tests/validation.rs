@@ -174,7 +174,7 @@ fn leave_chip_family_out_throughput_error() {
 /// docs/planner.md, "Where it is wrong"); run it with `cargo test -p anychip-plan --test
 /// validation -- --ignored`.
 #[test]
-#[ignore = "known gap: 23 rows beyond 30% (GPT-OSS-120B on GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, ModelZoo's Megatron-FSDP Qwen3-235B-A22B, MT-NLG on 3,360 A100, MLPerf Llama 3.1 8B on 128 H100 at TP 2, torchtitan's Llama 3 8B at 64k tokens)"]
+#[ignore = "known gap: 23 rows beyond 30% (GPT-OSS-120B on GB200/B300/GB300, Qwen3-30B-A3B/Qwen3-235B-A22B rows before 26.02.01/26.04, ModelZoo's Megatron-FSDP Qwen3-235B-A22B, MT-NLG on 3,360 A100, MLPerf Llama 3.1 8B on 128 H100 at TP 2, torchtitan's Llama 3 8B at 64k tokens, llm-foundry's MPT-30B at 8k tokens)"]
 fn issue_18_bounds() {
     let rows = prepare().unwrap();
     let (_, cv) = cross_validate(&rows).unwrap();
