@@ -366,10 +366,15 @@ pub struct StageSplit {
 }
 
 impl StageSplit {
+    /// The most layers a rank without the LM head holds (the first's or a middle one's).
+    pub fn body(&self) -> f64 {
+        self.first.max(self.middle)
+    }
+
     /// The most layers a rank holds, LM head aside: what the states and the stored activations
     /// of the heaviest rank are counted on.
     pub fn most(&self) -> f64 {
-        self.first.max(self.middle).max(self.last)
+        self.body().max(self.last)
     }
 }
 
@@ -396,33 +401,12 @@ impl Layout {
     /// where the layers do not divide over the pp x vp chunks) written in, where it names none.
     pub fn balanced_on(&self, layers: usize, stack: &Stack) -> Layout {
         match (self.first_layers, self.last_layers, stack.balanced_pipeline_split) {
-            (None, None, true) => match self.balanced_split(layers) {
+            (None, None, true) => match balanced_split(layers, self.pp, self.v) {
                 Some((first_layers, last_layers)) => Layout { first_layers, last_layers, ..*self },
                 None => *self,
             },
             _ => *self,
         }
-    }
-
-    /// The first and last ranks' layers where `layers` do not divide over the pp x vp chunks: with
-    /// the embedding and the loss each taking a layer's place, (layers + 2) / pp - 1 on both end
-    /// ranks (Llama 3.1 405B, Qwen3-235B-A22B); with the loss alone, (layers + 1) / pp - 1 on the
-    /// last; with the last chunk's MTP module and loss in three layers' place, (layers + 3) / pp - 3
-    /// on the last (Megatron-Bridge's DeepSeek-V3 and Kimi K2 layouts); the first that divides.
-    /// `None` where the layers divide (the even split runs) or none of them does.
-    pub(crate) fn balanced_split(&self, layers: usize) -> Option<(Option<usize>, Option<usize>)> {
-        let chunks = self.pp * self.v.max(1);
-        if self.pp < 2 || layers.is_multiple_of(chunks) {
-            return None;
-        }
-        let per_rank = |slots: usize| (slots.is_multiple_of(chunks)).then(|| slots / self.pp);
-        if let Some(n) = per_rank(layers + 2).filter(|&n| n > 1) {
-            return Some((Some(n - 1), Some(n - 1)));
-        }
-        if let Some(n) = per_rank(layers + 1).filter(|&n| n > 1) {
-            return Some((None, Some(n - 1)));
-        }
-        per_rank(layers + 3).filter(|&n| n > 3).map(|n| (None, Some(n - 3)))
     }
 
     /// Data-parallel replicas that share one sharded copy of the states (`shard`, or every one).
@@ -474,6 +458,27 @@ impl Layout {
     pub fn chips(&self) -> usize {
         self.tp * self.pp * self.dp * self.cp
     }
+}
+
+/// The first and last ranks' layers where `layers` do not divide over `pp` x `v` chunks: with
+/// the embedding and the loss each taking a layer's place, (layers + 2) / pp - 1 on both end
+/// ranks (Llama 3.1 405B, Qwen3-235B-A22B); with the loss alone, (layers + 1) / pp - 1 on the
+/// last; with the last chunk's MTP module and loss in three layers' place, (layers + 3) / pp - 3
+/// on the last (Megatron-Bridge's DeepSeek-V3 and Kimi K2 layouts); the first that divides.
+/// `None` where the layers divide (the even split runs) or none of them does.
+pub(crate) fn balanced_split(layers: usize, pp: usize, v: usize) -> Option<(Option<usize>, Option<usize>)> {
+    let chunks = pp * v.max(1);
+    if pp < 2 || layers.is_multiple_of(chunks) {
+        return None;
+    }
+    let per_rank = |slots: usize| (slots.is_multiple_of(chunks)).then(|| slots / pp);
+    if let Some(n) = per_rank(layers + 2).filter(|&n| n > 1) {
+        return Some((Some(n - 1), Some(n - 1)));
+    }
+    if let Some(n) = per_rank(layers + 1).filter(|&n| n > 1) {
+        return Some((None, Some(n - 1)));
+    }
+    per_rank(layers + 3).filter(|&n| n > 3).map(|n| (None, Some(n - 3)))
 }
 
 impl fmt::Display for Layout {
@@ -1082,7 +1087,7 @@ impl Ctx<'_> {
         moe_frac: f64,
         n_micro: usize,
     ) -> (f64, f64, f64) {
-        let body = split.first.max(split.middle);
+        let body = split.body();
         let first_sum = self.stage_in_precisions(body, moe_frac);
         let first_stored = self.stored_per_micro_batch(&first_sum, body);
         let (first, offloaded) = self.activation_memory(&first_sum, first_stored, body, n_micro);
@@ -1921,7 +1926,7 @@ pub fn estimate(
     let split = l.stage_split(a.layers);
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
     let last = cx.last_stage(split.last, moe_frac);
-    let body = split.first.max(split.middle);
+    let body = split.body();
     let body_sum = (body > split.last).then(|| cx.stage_in_precisions(body, moe_frac));
     let (stage_layers, sum, depths, heads) = match body_sum {
         Some(b) if layer_work(&b, l.recompute) > last.work(l.recompute) => (body, b, 0.0, 0.0),

@@ -5,7 +5,9 @@
 use crate::calib::{self, Constants};
 use crate::chips::{Chip, GIB};
 use crate::model::Model;
-use crate::perf::{check_layout, estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute, Schedule};
+use crate::perf::{
+    balanced_split, check_layout, estimate, Estimate, Job, Layout, Modules, Precision, Rates, Recompute, Schedule,
+};
 use crate::stack::Stack;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
@@ -280,34 +282,32 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
                             if v > 1 && (pp == 1 || pp * v > a.layers || !chunks_fit(req, pp, v)) {
                                 continue;
                             }
-                            for last_layers in last_stage_choices(req, pp, v) {
-                                for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
-                                    for zero in 0..=3u8 {
-                                        if zero > 0 && dp * cp == 1 {
-                                            continue;
-                                        }
-                                        for shard in shard_choices(zero, tp * cp, dp, domain) {
-                                            out.push(Layout {
-                                                tp,
-                                                pp,
-                                                dp,
-                                                cp,
-                                                ep,
-                                                etp,
-                                                mb,
-                                                v,
-                                                schedule: stack_schedule(&req.stack, pp, v),
-                                                recompute,
-                                                modules: Modules::default(),
-                                                zero,
-                                                shard,
-                                                sp: tp > 1,
-                                                offload: 0,
-                                                bf16_layers: 0,
-                                                first_layers: None,
-                                                last_layers,
-                                            });
-                                        }
+                            for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
+                                for zero in 0..=3u8 {
+                                    if zero > 0 && dp * cp == 1 {
+                                        continue;
+                                    }
+                                    for shard in shard_choices(zero, tp * cp, dp, domain) {
+                                        out.push(Layout {
+                                            tp,
+                                            pp,
+                                            dp,
+                                            cp,
+                                            ep,
+                                            etp,
+                                            mb,
+                                            v,
+                                            schedule: stack_schedule(&req.stack, pp, v),
+                                            recompute,
+                                            modules: Modules::default(),
+                                            zero,
+                                            shard,
+                                            sp: tp > 1,
+                                            offload: 0,
+                                            bf16_layers: 0,
+                                            first_layers: None,
+                                            last_layers: None,
+                                        });
                                     }
                                 }
                             }
@@ -317,15 +317,19 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
             }
         }
     }
-    out
+    // Each layout again with each lighter last stage the stack can run.
+    out.into_iter()
+        .flat_map(|l| {
+            last_stage_choices(req, l.pp, l.v).into_iter().map(move |last_layers| Layout { last_layers, ..l })
+        })
+        .collect()
 }
 
 /// Whether `req`'s layers go into `pp` x `v` chunks: evenly, or on a stack that balances its
 /// splits ([`Stack::balanced_pipeline_split`]) the way Megatron-Core must ([`Layout::balanced_on`]).
 fn chunks_fit(req: &Request, pp: usize, v: usize) -> bool {
     let layers = req.model.arch.layers;
-    let l = Layout { pp, v, ..Layout::data_parallel(1) };
-    layers.is_multiple_of(pp * v) || (req.stack.balanced_pipeline_split && l.balanced_split(layers).is_some())
+    layers.is_multiple_of(pp * v) || (req.stack.balanced_pipeline_split && balanced_split(layers, pp, v).is_some())
 }
 
 /// The last stage's layer counts the search tries at `pp` stages of one chunk: the even split
