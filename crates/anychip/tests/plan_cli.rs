@@ -61,6 +61,20 @@ fn zero_count_and_malformed_count() {
 }
 
 #[test]
+fn counts_beyond_any_cluster_or_batch_are_refused() {
+    // Sizes whose products would overflow, or a batch the job ends before.
+    assert_one_line(&plan("llama3-8b", "h100:18446744073709551615", &[]), &["at most 10000000"]);
+    assert_one_line(
+        &plan("llama3-8b", "h100:8", &["--layout", "tp=4294967296,pp=4294967296"]),
+        &["tp=4294967296 is more than the 8 chips"],
+    );
+    assert_one_line(
+        &plan("llama3-8b", "h100:8", &["--global-batch", "18446744073709551615"]),
+        &["tokens a step, more than the 1.000e12 tokens to train"],
+    );
+}
+
+#[test]
 fn model_that_cannot_fit_says_how_much_it_needs() {
     assert_one_line(&plan("llama3-405b", "h100:1", &[]), &["does not fit", "GiB", "more chips"]);
 }

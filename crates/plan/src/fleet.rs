@@ -233,10 +233,10 @@ struct Option_ {
 /// The job's request template (model, sequence, stack, precision) from its `[[job]]` entry.
 fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
     let model = model::resolve(&job.model)?;
-    check_job_size(job.tokens, job.global_batch, "tokens", "global_batch")?;
     if job.seq == Some(0) {
         bail!("seq must be at least 1 token; give a positive value or leave it out for 4096");
     }
+    check_job_size(job.tokens, job.global_batch, job.seq.unwrap_or(4096), "tokens", "global_batch")?;
     let stack = match &job.stack {
         Some(n) => stack::resolve(n)?,
         None => default_stack.clone(),

@@ -94,7 +94,12 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
             }
         }
     }
-    let model_par = l.tp * l.pp * l.cp;
+    let degrees =
+        [("tp", l.tp), ("pp", l.pp), ("cp", l.cp), ("ep", l.ep), ("etp", l.etp), ("dp", l.dp), ("shard", l.shard)];
+    if let Some((key, n)) = degrees.iter().find(|(_, n)| *n > count) {
+        bail!("--layout '{spec}': {key}={n} is more than the {count} chips");
+    }
+    let model_par = l.tp.saturating_mul(l.pp).saturating_mul(l.cp);
     if model_par == 0 || !count.is_multiple_of(model_par) {
         bail!("--layout '{spec}': tp x pp x cp = {model_par} does not divide the {count} chips");
     }
@@ -396,18 +401,34 @@ fn batch_for(req: &Request, l: &Layout, round_up: bool) -> Option<usize> {
 }
 
 /// Training tokens must be a finite positive number and a given global batch at least one
-/// sequence: otherwise every rate is zero and every duration infinite. `tokens_name` and
-/// `batch_name` are how the user spelled them (`--tokens` on the command line, `tokens` in a
-/// jobs file).
-pub fn check_job_size(tokens: f64, global_batch: Option<usize>, tokens_name: &str, batch_name: &str) -> Result<()> {
+/// sequence of `seq` tokens and at most the tokens to train: otherwise every rate is zero, every
+/// duration infinite, or the job ends before its first step. `tokens_name` and `batch_name` are
+/// how the user spelled them (`--tokens` on the command line, `tokens` in a jobs file).
+pub fn check_job_size(
+    tokens: f64,
+    global_batch: Option<usize>,
+    seq: usize,
+    tokens_name: &str,
+    batch_name: &str,
+) -> Result<()> {
     if !tokens.is_finite() || tokens <= 0.0 {
         bail!("{tokens_name} must be a positive finite number of training tokens, got {tokens}; e.g. 2e12");
     }
-    if global_batch == Some(0) {
-        bail!("{batch_name} must be at least 1 sequence per step; give a positive value or leave it out for about 4M tokens per step");
+    match global_batch {
+        Some(0) => bail!(
+            "{batch_name} must be at least 1 sequence per step; give a positive value or leave it out for about 4M tokens per step"
+        ),
+        Some(b) if b as f64 * seq as f64 > tokens => bail!(
+            "{batch_name} {b} sequences of {seq} tokens is {:.3e} tokens a step, more than the {tokens:.3e} tokens to train; lower {batch_name} or raise {tokens_name}",
+            b as f64 * seq as f64
+        ),
+        _ => Ok(()),
     }
-    Ok(())
 }
+
+/// The most chips a job is planned on: ten times the largest clusters built, and far below
+/// where the layouts' products of degrees could overflow.
+pub const MAX_CHIPS: usize = 10_000_000;
 
 /// Search every layout (or evaluate the pinned one); errors name what is missing or why nothing fits.
 pub fn search(req: &Request, chip: &Chip) -> Result<Plan> {
@@ -429,10 +450,13 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
     if req.count == 0 {
         bail!("chip count must be positive (e.g. --chips {}:8)", chip.name);
     }
+    if req.count > MAX_CHIPS {
+        bail!("{} chips is more than the planner prices (at most {MAX_CHIPS}); plan a part of the fleet", req.count);
+    }
     if req.seq == 0 {
         bail!("--seq must be positive");
     }
-    check_job_size(req.tokens, req.global_batch, "--tokens", "--global-batch")?;
+    check_job_size(req.tokens, req.global_batch, req.seq, "--tokens", "--global-batch")?;
     let rates = Rates::of(chip, k, req.count, req.precision)?;
     let capacity = chip.usable_memory_bytes()?;
     let a = &req.model.arch;
