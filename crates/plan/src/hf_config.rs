@@ -246,7 +246,10 @@ impl Fields<'_> {
     }
 
     fn req(&self, key: &str) -> Result<usize> {
-        self.opt(key).ok_or_else(|| anyhow!("config.json has no integer '{key}', which the planner needs"))
+        self.opt(key).ok_or_else(|| match &self.v[key] {
+            Value::Null => anyhow!("config.json has no integer '{key}', which the planner needs"),
+            other => anyhow!("config.json '{key}' is {other}, not the whole non-negative number the planner needs"),
+        })
     }
 
     fn first(&self, keys: &[&str]) -> Result<usize> {

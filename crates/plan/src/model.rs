@@ -953,6 +953,9 @@ impl ModelFile {
             );
         }
         let ctx = self.ctx.unwrap_or(4096);
+        if ctx == 0 {
+            bail!("model {}: ctx (the context length) must be positive; give the longest sequence it trains on, or leave it out for 4096", self.name);
+        }
         let c = self.dense_config(ctx)?;
         let mut a = Arch::from_config(&c);
         if self.gated == Some(false) && self.arch != "gpt" {

@@ -81,6 +81,16 @@ fn bad_configs_are_one_line_naming_the_problem() {
             "hidden_size": 256, "intermediate_size": 512, "num_local_experts": 4, "num_experts_per_tok": 8}"#,
     );
     assert!(e.contains("experts_per_token 8 exceeds experts 4"), "{e}");
+    let sizes = r#""vocab_size": 32000, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512"#;
+    for (bad, shown) in [("-256", "-256"), ("256.5", "256.5"), ("\"256\"", "\"256\"")] {
+        let e = error_for("width", &format!(r#"{{"model_type": "llama", {sizes}, "hidden_size": {bad}}}"#));
+        assert!(e.contains(&format!("'hidden_size' is {shown}, not the whole non-negative number")), "{e}");
+    }
+    let e = error_for(
+        "ctx",
+        &format!(r#"{{"model_type": "llama", {sizes}, "hidden_size": 256, "max_position_embeddings": 0}}"#),
+    );
+    assert!(e.contains("ctx (the context length) must be positive"), "{e}");
 }
 
 #[test]
