@@ -94,6 +94,10 @@ fn unknown_figure_names_field_and_override() {
 fn bad_override_is_explained() {
     assert_one_line(&plan("qwen3-8b", "h100:8", &["--override", "ppu.tflops=1"]), &["unknown chip field 'tflops'"]);
     assert_one_line(&plan("qwen3-8b", "h100:8", &["--override", "ppu.bf16_tflops=lots"]), &["not a number"]);
+    // A zero power read as no limit and no energy; a fractional domain was truncated.
+    assert_one_line(&plan("qwen3-8b", "h100:64", &["--override", "h100.tdp_w=0"]), &["tdp_w must be above zero"]);
+    let half = plan("qwen3-8b", "h100:64", &["--override", "h100.scaleup_domain=2.5"]);
+    assert_one_line(&half, &["scaleup_domain must be a whole number of chips, at least 1, got 2.5"]);
 }
 
 #[test]

@@ -738,9 +738,14 @@ impl Rates {
             Precision::Bf16 => chip.get("fp8_tflops").map(|t| t * 1e12),
         };
         let mem_bw = chip.require_positive("mem_bw_tbs")? * 1e12;
-        let domain = chip.require("scaleup_domain")? as usize;
-        if domain == 0 {
-            bail!("chip {}: scaleup_domain must be at least 1", chip.name);
+        let domain = chip.require("scaleup_domain")?;
+        if domain < 1.0 || domain.fract() != 0.0 {
+            bail!("chip {}: scaleup_domain must be a whole number of chips, at least 1, got {domain}", chip.name);
+        }
+        let domain = domain as usize;
+        if chip.get("tdp_w").is_some() {
+            // A zero power would read as no power limit and no energy: refused like the rates.
+            chip.require_positive("tdp_w")?;
         }
         let scaleup =
             if chips_used > 1 { chip.require_positive("scaleup_gbs")? * 1e9 / 2.0 * k.scaleup_eff } else { 0.0 };
