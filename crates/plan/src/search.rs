@@ -447,6 +447,31 @@ pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
 }
 
 fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Result<Plan> {
+    check_request(req, chip)?;
+    let rates = Rates::of(chip, k, req.count, req.precision)?;
+    let capacity = chip.usable_memory_bytes()?;
+    let mut found = evaluate(req, chip, k, &rates, capacity, round_up)?;
+    if found.evaluated == 0 {
+        let a = &req.model.arch;
+        bail!(
+            "no parallel layout splits {} (heads {}, layers {}) over {} chips; try a power-of-two count",
+            req.model.name,
+            a.heads,
+            a.layers,
+            req.count
+        );
+    }
+    if found.ranked.is_empty() {
+        return Err(nothing_fits(req, chip, &found));
+    }
+    found.ranked.sort_by(|a, b| b.estimate.tokens_per_s.total_cmp(&a.estimate.tokens_per_s));
+    found.rejected.sort_by(|a, b| b.tokens_per_s.total_cmp(&a.tokens_per_s));
+    found.rejected.truncate(3);
+    Ok(plan_of(req, chip, k, &rates, found))
+}
+
+/// The request's sizes: chips, sequence, tokens and batch, each with its one-line error.
+fn check_request(req: &Request, chip: &Chip) -> Result<()> {
     if req.count == 0 {
         bail!("chip count must be positive (e.g. --chips {}:8)", chip.name);
     }
@@ -456,72 +481,77 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
     if req.seq == 0 {
         bail!("--seq must be positive");
     }
-    check_job_size(req.tokens, req.global_batch, req.seq, "--tokens", "--global-batch")?;
-    let rates = Rates::of(chip, k, req.count, req.precision)?;
-    let capacity = chip.usable_memory_bytes()?;
-    let a = &req.model.arch;
+    check_job_size(req.tokens, req.global_batch, req.seq, "--tokens", "--global-batch")
+}
+
+/// What the search found: the layouts that fit, those that did not, how many were priced, and
+/// the one needing the least memory (for the error when none fits).
+struct Found {
+    ranked: Vec<Ranked>,
+    rejected: Vec<Rejected>,
+    evaluated: usize,
+    leanest: Option<(f64, Rejected)>,
+}
+
+/// Price every candidate layout (or the pinned one, whose malformation is an error where a
+/// candidate's is a skip) at its batch.
+fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: f64, round_up: bool) -> Result<Found> {
     let layouts = match req.pinned {
         Some(l) => vec![l],
         None => candidates(req, rates.domain),
     };
-    let mut ranked = Vec::new();
-    let mut rejected = Vec::new();
-    let mut evaluated = 0;
-    // The layout needing the least memory, for the error when nothing fits.
-    let mut leanest: Option<(f64, Rejected)> = None;
+    let mut found = Found { ranked: Vec::new(), rejected: Vec::new(), evaluated: 0, leanest: None };
     for layout in layouts {
         let Some(batch) = batch_for(req, &layout, round_up) else {
             continue;
         };
-        let job = Job { arch: a, seq: req.seq, global_batch: batch, precision: req.precision };
+        let job = Job { arch: &req.model.arch, seq: req.seq, global_batch: batch, precision: req.precision };
         if req.pinned.is_some() {
             check_layout(&job, &layout)?;
         } else if check_layout(&job, &layout).is_err() {
             continue;
         }
-        let est = estimate(&job, &layout, &rates, k, &req.stack, capacity)?;
-        evaluated += 1;
+        let est = estimate(&job, &layout, rates, k, &req.stack, capacity)?;
+        found.evaluated += 1;
         if est.fits() {
-            ranked.push(rank(est, req, chip));
+            found.ranked.push(rank(est, req, chip));
         } else {
             let r = Rejected { layout, tokens_per_s: est.tokens_per_s, reason: memory_reason(&est) };
-            if !matches!(&leanest, Some((m, _)) if *m <= est.memory.total()) {
-                leanest = Some((est.memory.total(), r.clone()));
+            if !matches!(&found.leanest, Some((m, _)) if *m <= est.memory.total()) {
+                found.leanest = Some((est.memory.total(), r.clone()));
             }
-            rejected.push(r);
+            found.rejected.push(r);
         }
     }
-    if evaluated == 0 {
-        bail!(
-            "no parallel layout splits {} (heads {}, layers {}) over {} chips; try a power-of-two count",
-            req.model.name,
-            a.heads,
-            a.layers,
-            req.count
-        );
+    Ok(found)
+}
+
+/// The error when no priced layout fits: the pinned layout's reason, or the leanest layout's.
+fn nothing_fits(req: &Request, chip: &Chip, found: &Found) -> anyhow::Error {
+    if let (Some(l), Some((_, r))) = (req.pinned, &found.leanest) {
+        return anyhow!("layout {l} does not fit on {}: {}", chip.name, r.reason);
     }
-    ranked.sort_by(|a, b| b.estimate.tokens_per_s.total_cmp(&a.estimate.tokens_per_s));
-    rejected.sort_by(|a, b| b.tokens_per_s.total_cmp(&a.tokens_per_s));
-    rejected.truncate(3);
-    if ranked.is_empty() {
-        if let (Some(l), Some((_, r))) = (req.pinned, &leanest) {
-            bail!("layout {l} does not fit on {}: {}", chip.name, r.reason);
-        }
-        let smallest =
-            leanest.map(|(_, r)| format!("; the leanest layout, {}, {}", r.layout, r.reason)).unwrap_or_default();
-        bail!(
-            "{} does not fit on {} x {} in any of {} layouts{}; use more chips or a chip with more memory",
-            req.model.name,
-            req.count,
-            chip.name,
-            evaluated,
-            smallest
-        );
-    }
+    let smallest = found
+        .leanest
+        .as_ref()
+        .map(|(_, r)| format!("; the leanest layout, {}, {}", r.layout, r.reason))
+        .unwrap_or_default();
+    anyhow!(
+        "{} does not fit on {} x {} in any of {} layouts{}; use more chips or a chip with more memory",
+        req.model.name,
+        req.count,
+        chip.name,
+        found.evaluated,
+        smallest
+    )
+}
+
+/// The plan of what was found, with the accuracy lines for the job's class, chip and model.
+fn plan_of(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, found: Found) -> Plan {
     let class = crate::calib::accuracy_class(req.model.kind(), &req.stack, req.seq);
     let default_stack_accuracy =
         if req.stack.is_default() { crate::calib::unprofiled_accuracy(&class) } else { Vec::new() };
-    Ok(Plan {
+    Plan {
         chip: chip.name.clone(),
         count: req.count,
         model: req.model.name.clone(),
@@ -540,10 +570,10 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         attention_speedup: crate::perf::cudnn_2025_speedup(&req.stack, k),
         chip_residual: k.chip_residual.get(&chip.name).cloned(),
         network: Network::of(chip),
-        ranked,
-        rejected,
-        evaluated,
-    })
+        ranked: found.ranked,
+        rejected: found.rejected,
+        evaluated: found.evaluated,
+    }
 }
 
 fn rank(est: Estimate, req: &Request, chip: &Chip) -> Ranked {
