@@ -1904,18 +1904,7 @@ pub fn estimate(
     capacity: f64,
 ) -> Result<Estimate> {
     check_layout(job, layout)?;
-    if layout.offload > 0 && !stack.activation_offload {
-        bail!(
-            "layout {layout}: stack {} does not offload activations; use a stack that does (nemo-2025, megatron-core-2024, maxtext-2025) or a stack file with activation_offload = true",
-            stack.name
-        );
-    }
-    if layout.offload > 0 && rates.host_link.is_none() {
-        bail!(
-            "layout {layout}: offload needs the chip's link to host memory, host_link_gbs; give it with --override {}.host_link_gbs=GB/S (one direction)",
-            rates.chip
-        );
-    }
+    check_offload(layout, stack, rates)?;
     let a = job.arch;
     // A framework that balances an uneven split runs it where the layout names none.
     let l = layout.balanced_on(job.arch.layers, stack);
@@ -1923,91 +1912,20 @@ pub fn estimate(
     let s = job.seq as f64;
     let tok = (l.mb * job.seq / l.cp) as f64;
     let cx = Ctx { a, l, r: rates, k, stack, precision: job.precision, s, tok };
-    let (h, p, v) = (a.d_model as f64, l.pp as f64, l.v as f64);
+    let stage = cx.binding_stage();
+    let mb = cx.micro_batch(&stage);
+    let bubble = l.schedule.bubble(
+        mb.total,
+        mb.forward,
+        stage.sum.linear_fwd + stage.head,
+        l.pp as f64,
+        l.v as f64,
+        n_micro as f64,
+    );
 
-    // Layers of the heaviest stage, split by kind in proportion: the last stage's, with the
-    // multi-token prediction modules and the LM head, unless an uneven split leaves a stage
-    // without them more work.
-    let split = l.stage_split(a.layers);
-    let moe_frac = a.moe_layers() as f64 / a.layers as f64;
-    let last = cx.last_stage(split.last, moe_frac);
-    let body = split.body();
-    let body_sum = (body > split.last).then(|| cx.stage_in_precisions(body, moe_frac));
-    let (stage_layers, sum, depths, heads) = match body_sum {
-        Some(b) if layer_work(&b, l.recompute) > last.work(l.recompute) => (body, b, 0.0, 0.0),
-        _ => (split.last, last.layers, last.depths, 1.0 + last.depths),
-    };
-    let head = if heads > 0.0 { last.head } else { 0.0 };
-    let logits_bytes = last.logits_bytes;
-
-    // Element-wise traffic: each stored byte is touched `passes` times forward, twice that backward.
-    // Routed tokens go through top-k, permutation, un-permutation and weighted combine: their own
-    // pass count (`moe_passes`).
-    let dense_bytes = sum.act_bytes - sum.moe_bytes;
-    let moe_elementwise = sum.moe_bytes - sum.moe_fused_bytes;
-    let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * moe_elementwise) * 3.0 / rates.mem_bw
-        + heads * loss_traffic(k, stack, logits_bytes) / rates.mem_bw;
-    if job.precision.quantized() {
-        // Transformer Engine casts every linear input to FP8 (AQT to INT8, the nvfp4 recipe to
-        // FP4 alike): forward input, backward output gradient and the transposed copy for the
-        // weight gradient; each cast reads the BF16 tensor twice (amax, then scale) and writes
-        // the quantized operand.
-        let per_cast = 4.0 + job.precision.operand_bytes();
-        elem += 3.0 * per_cast * (sum.linear_inputs - sum.fused_casts) / rates.mem_bw;
-    }
-    let mtp_moe = if a.moe.is_some() { depths } else { 0.0 };
-    let overhead = cx.fixed_overhead(stage_layers + depths, stage_layers * moe_frac + mtp_moe);
-    let compute_mb = sum.fwd + sum.bwd + 3.0 * head + elem + overhead;
-    let recompute_mb = match l.recompute {
-        Recompute::None => sum.module_rerun,
-        Recompute::Selective => sum.attn_fwd + sum.module_rerun,
-        Recompute::Full => sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0,
-    };
-    let busy = compute_mb + recompute_mb;
-    // A full recompute reruns the forward's TP collectives; torchtitan's per-op checkpointing
-    // keeps the reduce-scatters' outputs (in its save list) and reruns the all-gathers: half.
-    let tp_rerun = match (l.recompute, l.modules.op_sac) {
-        (Recompute::Full, _) => sum.tp_fwd,
-        (_, true) => 0.5 * sum.tp_fwd,
-        _ => sum.tp_module_rerun,
-    };
-    let tp_raw = sum.tp + tp_rerun;
-    let tp_mb = exposed(tp_raw, busy, stack.overlap_tp, k);
-    // Ring attention overlaps the exchange with the attention it feeds, in every stack.
-    let cp_mb = exposed(sum.cp, sum.attn_fwd + sum.attn_bwd, true, k);
-    let ep_mb = ep_exposed(&sum, busy, stack, k);
-    let pp_mb = if l.pp > 1 {
-        let bytes = tok * h * 2.0 / cx.sp_split();
-        let span = l.tp * l.cp * l.dp * 2;
-        let sends = comm(2.0 * v * bytes, rates.link(l.tp * l.cp * l.dp, span), 2.0 * v, k, rates.crosses(span));
-        exposed(sends, busy, stack.overlap_pp, k)
-    } else {
-        0.0
-    };
-    // Offload copies run on the copy engines, not the SMs (Megatron-Core's offloading streams):
-    // hidden under the micro-batch's compute, only what outlasts it shows; taking no SMs, they
-    // pay none of the contention the overlapped collectives pay.
-    let act_stored = cx.stored_per_micro_batch(&sum, stage_layers);
-    let off_mb = (cx.offload_copies(act_stored, stage_layers) - busy).max(0.0);
-    let t_mb = busy + tp_mb + cp_mb + ep_mb + pp_mb + off_mb;
-    // The schedule splits a micro-batch into its forward (with its third of the element-wise work
-    // and fixed costs, the exposed communication in proportion) and its weight gradients, whose
-    // GEMMs are as long as the forward's linears.
-    let fwd_mb = t_mb * (sum.fwd + head + (elem + overhead) / 3.0) / busy;
-    let bubble = l.schedule.bubble(t_mb, fwd_mb, sum.linear_fwd + head, p, v, n_micro as f64);
-
-    let mut states = states_per_chip(job, &l, stack);
-    if l.schedule == Schedule::DualPipe {
-        // Each rank holds its stage of both directions: the weights and gradients twice, and
-        // both copies' gradients reduced and weights gathered over data parallel (one optimizer
-        // state serves the two).
-        states.weights *= 2.0;
-        states.gradients *= 2.0;
-        states.dense_params *= 2.0;
-        states.expert_params *= 2.0;
-    }
+    let states = states_on_ranks(job, &l, stack);
     let nm = n_micro as f64;
-    let dp_time = dp_exposed(&cx, &states, compute_mb, recompute_mb, nm);
+    let dp_time = dp_exposed(&cx, &states, mb.compute, mb.recompute, nm);
     // The update streams the optimizer states once; a distributed step's end also pays fixed
     // host work every rank waits at (clipping's norm all-reduce and host sync, the update's
     // launches, loss logging) that no micro-batch hides, most of a step only on the shortest
@@ -2016,36 +1934,19 @@ pub fn estimate(
     let t_opt = states.optimizer_bytes_moved / rates.mem_bw + step_end;
 
     let time = StepTime {
-        compute: compute_mb * nm,
-        recompute: recompute_mb * nm,
-        tp_comm: tp_mb * nm,
-        cp_comm: cp_mb * nm,
-        ep_comm: ep_mb * nm,
-        pp_comm: pp_mb * nm,
+        compute: mb.compute * nm,
+        recompute: mb.recompute * nm,
+        tp_comm: mb.tp * nm,
+        cp_comm: mb.cp * nm,
+        ep_comm: mb.ep * nm,
+        pp_comm: mb.pp * nm,
         bubble,
         dp_comm: dp_time,
         optimizer: t_opt,
-        offload: off_mb * nm,
+        offload: mb.offload * nm,
     }
     .scaled(k.chip_factor(&rates.chip));
-    let (activations, offloaded, logits) = if l.pp > 1 {
-        cx.peak_stage_activations(&split, &last, moe_frac, n_micro)
-    } else {
-        let (first, offloaded) = cx.activation_memory(&sum, act_stored, stage_layers, n_micro);
-        (first, offloaded, heads * logits_memory(stack, logits_bytes))
-    };
-
-    let memory = Memory {
-        weights: states.weights,
-        gradients: states.gradients,
-        optimizer: states.optimizer,
-        gathered: states.gathered,
-        activations,
-        logits,
-        reserve: k.reserve_gib * GIB,
-        offloaded,
-    };
-
+    let memory = cx.memory(&stage, &states, mb.act_stored, n_micro);
     let tokens_per_s = (job.global_batch * job.seq) as f64 / time.total();
     let chips = layout.chips() as f64;
     let mfu = tokens_per_s * a.model_flops_per_token(job.seq) / (chips * rates.nominal_bf16);
@@ -2061,6 +1962,188 @@ pub fn estimate(
         tokens_per_s,
         mfu,
     })
+}
+
+/// Offloading activations needs a stack that does it and the chip's link to host memory.
+fn check_offload(layout: &Layout, stack: &Stack, rates: &Rates) -> Result<()> {
+    if layout.offload > 0 && !stack.activation_offload {
+        bail!(
+            "layout {layout}: stack {} does not offload activations; use a stack that does (nemo-2025, megatron-core-2024, maxtext-2025) or a stack file with activation_offload = true",
+            stack.name
+        );
+    }
+    if layout.offload > 0 && rates.host_link.is_none() {
+        bail!(
+            "layout {layout}: offload needs the chip's link to host memory, host_link_gbs; give it with --override {}.host_link_gbs=GB/S (one direction)",
+            rates.chip
+        );
+    }
+    Ok(())
+}
+
+/// The chip's parameters and states; under DualPipe each rank holds its stage of both
+/// directions: the weights and gradients twice, and both copies' gradients reduced and weights
+/// gathered over data parallel (one optimizer state serves the two).
+fn states_on_ranks(job: &Job, l: &Layout, stack: &Stack) -> States {
+    let mut states = states_per_chip(job, l, stack);
+    if l.schedule == Schedule::DualPipe {
+        states.weights *= 2.0;
+        states.gradients *= 2.0;
+        states.dense_params *= 2.0;
+        states.expert_params *= 2.0;
+    }
+    states
+}
+
+/// The pipeline stage whose work sets the step ([`Ctx::binding_stage`]).
+struct BindingStage {
+    /// The pipeline's split of the layers.
+    split: StageSplit,
+    /// The last stage (layers, MTP modules, LM heads), binding or not.
+    last: LastStage,
+    /// The MoE share of the layers, every stage priced in the model's proportions.
+    moe_frac: f64,
+    /// Layers of the binding stage.
+    layers: f64,
+    /// Its layers' (and MTP modules') costs per micro-batch.
+    sum: LayerCost,
+    /// Its multi-token prediction depths (0 for a stage without the head).
+    depths: f64,
+    /// LM heads on it (1 + depths on the last stage, else 0).
+    heads: f64,
+    /// The forward GEMMs of its heads.
+    head: f64,
+}
+
+/// One micro-batch on the binding stage, seconds: what the step multiplies by the micro-batches.
+struct MicroBatch {
+    /// GEMMs, attention, element-wise traffic and fixed costs, forward and backward.
+    compute: f64,
+    /// What recompute reruns.
+    recompute: f64,
+    /// Exposed tensor-, context-, expert- and pipeline-parallel communication and offload copies.
+    tp: f64,
+    cp: f64,
+    ep: f64,
+    pp: f64,
+    offload: f64,
+    /// All of it, and its forward part (what the schedule's bubble is made of).
+    total: f64,
+    forward: f64,
+    /// Activation bytes it stores across the stage.
+    act_stored: f64,
+}
+
+impl Ctx<'_> {
+    /// Layers of the heaviest stage, split by kind in proportion: the last stage's, with the
+    /// multi-token prediction modules and the LM head, unless an uneven split leaves a stage
+    /// without them more work.
+    fn binding_stage(&self) -> BindingStage {
+        let (a, l) = (self.a, &self.l);
+        let split = l.stage_split(a.layers);
+        let moe_frac = a.moe_layers() as f64 / a.layers as f64;
+        let last = self.last_stage(split.last, moe_frac);
+        let body = split.body();
+        let body_sum = (body > split.last).then(|| self.stage_in_precisions(body, moe_frac));
+        let (layers, sum, depths, heads) = match body_sum {
+            Some(b) if layer_work(&b, l.recompute) > last.work(l.recompute) => (body, b, 0.0, 0.0),
+            _ => (split.last, last.layers, last.depths, 1.0 + last.depths),
+        };
+        let head = if heads > 0.0 { last.head } else { 0.0 };
+        BindingStage { split, last, moe_frac, layers, sum, depths, heads, head }
+    }
+
+    /// Element-wise traffic of a micro-batch on `stage`: each stored byte is touched `passes`
+    /// times forward, twice that backward. Routed tokens go through top-k, permutation,
+    /// un-permutation and weighted combine: their own pass count (`moe_passes`).
+    fn elementwise(&self, stage: &BindingStage) -> f64 {
+        let (k, stack, sum, bw) = (self.k, self.stack, &stage.sum, self.r.mem_bw);
+        let dense_bytes = sum.act_bytes - sum.moe_bytes;
+        let moe_elementwise = sum.moe_bytes - sum.moe_fused_bytes;
+        let mut elem = (passes(k, stack) * dense_bytes + k.moe_passes * moe_elementwise) * 3.0 / bw
+            + stage.heads * loss_traffic(k, stack, stage.last.logits_bytes) / bw;
+        if self.precision.quantized() {
+            // Transformer Engine casts every linear input to FP8 (AQT to INT8, the nvfp4 recipe to
+            // FP4 alike): forward input, backward output gradient and the transposed copy for the
+            // weight gradient; each cast reads the BF16 tensor twice (amax, then scale) and writes
+            // the quantized operand.
+            let per_cast = 4.0 + self.precision.operand_bytes();
+            elem += 3.0 * per_cast * (sum.linear_inputs - sum.fused_casts) / bw;
+        }
+        elem
+    }
+
+    /// A micro-batch on `stage`: its compute, recompute and the communication it leaves exposed.
+    fn micro_batch(&self, stage: &BindingStage) -> MicroBatch {
+        let (l, k, stack, rates, sum) = (&self.l, self.k, self.stack, self.r, &stage.sum);
+        let elem = self.elementwise(stage);
+        let mtp_moe = if self.a.moe.is_some() { stage.depths } else { 0.0 };
+        let overhead = self.fixed_overhead(stage.layers + stage.depths, stage.layers * stage.moe_frac + mtp_moe);
+        let compute = sum.fwd + sum.bwd + 3.0 * stage.head + elem + overhead;
+        let recompute = match l.recompute {
+            Recompute::None => sum.module_rerun,
+            Recompute::Selective => sum.attn_fwd + sum.module_rerun,
+            Recompute::Full => sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0,
+        };
+        let busy = compute + recompute;
+        // A full recompute reruns the forward's TP collectives; torchtitan's per-op checkpointing
+        // keeps the reduce-scatters' outputs (in its save list) and reruns the all-gathers: half.
+        let tp_rerun = match (l.recompute, l.modules.op_sac) {
+            (Recompute::Full, _) => sum.tp_fwd,
+            (_, true) => 0.5 * sum.tp_fwd,
+            _ => sum.tp_module_rerun,
+        };
+        let tp = exposed(sum.tp + tp_rerun, busy, stack.overlap_tp, k);
+        // Ring attention overlaps the exchange with the attention it feeds, in every stack.
+        let cp = exposed(sum.cp, sum.attn_fwd + sum.attn_bwd, true, k);
+        let ep = ep_exposed(sum, busy, stack, k);
+        let pp = self.pipeline_sends(busy);
+        // Offload copies run on the copy engines, not the SMs (Megatron-Core's offloading streams):
+        // hidden under the micro-batch's compute, only what outlasts it shows; taking no SMs, they
+        // pay none of the contention the overlapped collectives pay.
+        let act_stored = self.stored_per_micro_batch(sum, stage.layers);
+        let offload = (self.offload_copies(act_stored, stage.layers) - busy).max(0.0);
+        let total = busy + tp + cp + ep + pp + offload;
+        // The schedule splits a micro-batch into its forward (with its third of the element-wise
+        // work and fixed costs, the exposed communication in proportion) and its weight
+        // gradients, whose GEMMs are as long as the forward's linears.
+        let forward = total * (sum.fwd + stage.head + (elem + overhead) / 3.0) / busy;
+        MicroBatch { compute, recompute, tp, cp, ep, pp, offload, total, forward, act_stored }
+    }
+
+    /// The exposed pipeline sends of a micro-batch (a send per chunk boundary, forward and
+    /// backward), hidden up to `busy` where the stack overlaps them.
+    fn pipeline_sends(&self, busy: f64) -> f64 {
+        let (l, rates, k) = (&self.l, self.r, self.k);
+        if l.pp == 1 {
+            return 0.0;
+        }
+        let (h, v) = (self.a.d_model as f64, l.v as f64);
+        let bytes = self.tok * h * 2.0 / self.sp_split();
+        let span = l.tp * l.cp * l.dp * 2;
+        let sends = comm(2.0 * v * bytes, rates.link(l.tp * l.cp * l.dp, span), 2.0 * v, k, rates.crosses(span));
+        exposed(sends, busy, self.stack.overlap_pp, k)
+    }
+
+    /// The heaviest chip's memory: its states and the activations in flight on its stage.
+    fn memory(&self, stage: &BindingStage, states: &States, act_stored: f64, n_micro: usize) -> Memory {
+        let (activations, offloaded, logits) = if self.l.pp > 1 {
+            self.peak_stage_activations(&stage.split, &stage.last, stage.moe_frac, n_micro)
+        } else {
+            let (first, offloaded) = self.activation_memory(&stage.sum, act_stored, stage.layers, n_micro);
+            (first, offloaded, stage.heads * logits_memory(self.stack, stage.last.logits_bytes))
+        };
+        Memory {
+            weights: states.weights,
+            gradients: states.gradients,
+            optimizer: states.optimizer,
+            gathered: states.gathered,
+            activations,
+            logits,
+            reserve: self.k.reserve_gib * GIB,
+            offloaded,
+        }
+    }
 }
 
 /// Why an uneven pipeline split (`first`, `last`) cannot place `layers`.
