@@ -2173,7 +2173,24 @@ fn check_stage_split(l: &Layout, layers: usize) -> Result<()> {
 
 /// Why a layout cannot run this job at all (as opposed to not fitting in memory).
 pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
+    check_degrees(job, l)?;
+    check_pipeline(job.arch, l)?;
+    check_splits(job, l)?;
+    check_experts(job.arch, l)?;
     let a = job.arch;
+    if l.bf16_layers > a.layers {
+        bail!("layout {l}: bf16={} is more than the model's {} layers", l.bf16_layers, a.layers);
+    }
+    check_stage_split(l, a.layers)?;
+    if l.offload > a.layers.div_ceil(l.pp) {
+        bail!("layout {l}: offload={} is more than a stage's {} layers", l.offload, a.layers.div_ceil(l.pp));
+    }
+    Ok(())
+}
+
+/// Every degree at least 1, a ZeRO stage that exists, shard groups that divide data parallel,
+/// and a global batch that the data-parallel micro-batches divide.
+fn check_degrees(job: &Job, l: &Layout) -> Result<()> {
     if [l.tp, l.pp, l.dp, l.cp, l.mb, l.v, l.ep, l.etp].contains(&0) {
         bail!("layout {l}: every degree must be at least 1");
     }
@@ -2189,6 +2206,12 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     if !job.global_batch.is_multiple_of(l.dp * l.mb) {
         bail!("layout {l}: global batch {} is not a multiple of dp x mb = {}", job.global_batch, l.dp * l.mb);
     }
+    Ok(())
+}
+
+/// Stages the layers can fill, interleaved chunks a stage can hold, and a schedule the
+/// pipeline can run.
+fn check_pipeline(a: &Arch, l: &Layout) -> Result<()> {
     if l.pp > a.layers {
         bail!("layout {l}: {} layers cannot fill {} pipeline stages", a.layers, l.pp);
     }
@@ -2216,6 +2239,13 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     if l.schedule == Schedule::DualPipe && !l.pp.is_multiple_of(2) {
         bail!("layout {l}: schedule=dualpipe pairs the stages from both ends: pp must be even");
     }
+    Ok(())
+}
+
+/// Heads (attention, Mamba-2, Gated DeltaNet) that tensor parallelism splits, and a sequence
+/// that context parallelism splits where it is priced.
+fn check_splits(job: &Job, l: &Layout) -> Result<()> {
+    let a = job.arch;
     if !a.heads.is_multiple_of(l.tp) {
         bail!("layout {l}: {} attention heads do not split over tp={}", a.heads, l.tp);
     }
@@ -2243,6 +2273,12 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
             bail!("layout {l}: {} Gated DeltaNet key heads do not split over tp={}", hy.gdn_key_heads, l.tp);
         }
     }
+    Ok(())
+}
+
+/// Expert parallelism only on a MoE model, its experts and their width splitting over ep and
+/// etp, and the expert grid fitting the ranks it is folded onto.
+fn check_experts(a: &Arch, l: &Layout) -> Result<()> {
     match a.moe {
         None if l.ep > 1 => bail!("layout {l}: ep={} needs a mixture-of-experts model", l.ep),
         None if l.etp > 1 => bail!("layout {l}: etp={} needs a mixture-of-experts model", l.etp),
@@ -2254,13 +2290,6 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     }
     if !(l.tp * l.cp * l.dp).is_multiple_of(l.expert_model_parallel()) {
         bail!("layout {l}: ep x etp = {} must divide tp x cp x dp = {}", l.expert_model_parallel(), l.tp * l.cp * l.dp);
-    }
-    if l.bf16_layers > a.layers {
-        bail!("layout {l}: bf16={} is more than the model's {} layers", l.bf16_layers, a.layers);
-    }
-    check_stage_split(l, a.layers)?;
-    if l.offload > a.layers.div_ceil(l.pp) {
-        bail!("layout {l}: offload={} is more than a stage's {} layers", l.offload, a.layers.div_ceil(l.pp));
     }
     Ok(())
 }
