@@ -45,7 +45,7 @@
 
 use crate::calib::Constants;
 use crate::chips::{Chip, GIB};
-use crate::model::Arch;
+use crate::model::{Arch, Moe};
 use crate::stack::Stack;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
@@ -1441,62 +1441,12 @@ impl Ctx<'_> {
     /// (and expert-TP pair) and, around a dense MLP or shared experts, the TP pair.
     fn mlp_block(&self, moe: bool) -> LayerCost {
         let a = self.a;
-        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let tok = self.tok;
         let mut c = LayerCost::default();
-        let mlp_inside;
-        let mut routed = 0.0;
-        // Of the linear inputs, those stored inside the MoE layer (not its input).
-        let mut inside_linear_inputs = 0.0;
-        match (moe, a.moe) {
-            (true, Some(m)) => {
-                let fe = m.expert_d_ff as f64;
-                let (mats, io) = (m.expert_matrices(), m.expert_io(a.d_model));
-                // Shared experts run as one dense MLP of their summed width.
-                let fs = (m.shared_d_ff * m.shared) as f64;
-                let (e, et) = (self.l.ep as f64, self.l.etp as f64);
-                routed = tok / t * m.top_k as f64;
-                // Under expert tensor parallelism a chip runs the `etp` ranks' gathered copies
-                // through its 1/etp slice of each expert: the same FLOPs, taller and narrower GEMMs.
-                let per_expert = (routed * et * e / m.experts as f64).max(1.0);
-                c.linear_fwd = self.linear(2.0 * mats * io * fe * routed, per_expert, fe / et, io);
-                if m.latent > 0 {
-                    // The projections to the latent width before routing and back after it.
-                    c.linear_fwd += 2.0 * self.linear(2.0 * tok * h * io / t, tok, io / t, h);
-                }
-                if m.shared > 0 {
-                    c.shared_fwd = self.linear(2.0 * mats * h * fs * tok / t, tok, fs / t, h);
-                    c.linear_fwd += c.shared_fwd;
-                }
-                c.linear_fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
-                // Stored: the permuted inputs (all `etp` ranks' copies, gathered), up outputs and
-                // activation of each routed copy (its 1/etp slice of them) and a latent MoE's two
-                // projection inputs per token.
-                let kept = 2.0 * mats * fe;
-                let latent_in = if m.latent > 0 { tok / t * (h + io) } else { 0.0 };
-                mlp_inside = (routed * (2.0 * io * et + kept) + tok / t * 2.0 * mats * fs + 2.0 * latent_in) / tok;
-                c.moe_bytes = routed * (2.0 * io * et + kept);
-                inside_linear_inputs = routed * (io * et + fe) + tok / t * fs + latent_in;
-                c.linear_inputs = inside_linear_inputs + tok / t * h * m.shared as f64;
-                if self.fuses_expert_mlp() {
-                    // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
-                    // and its backward twin) applies the activation, the routing probabilities and
-                    // the MXFP8 cast of the down projection's input in the up projection's epilogue;
-                    // Transformer Engine fuses them only under an MXFP8 recipe (fuse_forward_ops).
-                    c.moe_fused_bytes = routed * kept;
-                    c.fused_casts = routed * fe;
-                }
-                if self.l.ep > 1 {
-                    c.ep = self.expert_all_to_all(tok / t, m.top_k, m.experts, io);
-                }
-                c.ep += 2.0 * self.expert_tensor_pair(routed, io);
-            }
-            _ => {
-                let f = a.d_ff as f64;
-                c.linear_fwd = self.linear(2.0 * tok * a.dense_mlp_params / t, tok, a.dense_mlp_params / h / t, h);
-                mlp_inside = 2.0 * (a.mlp_up as f64 + 1.0) * f / t;
-                c.linear_inputs = tok * (h + f) / t;
-            }
-        }
+        let MlpShape { inside: mlp_inside, routed, inside_linear_inputs } = match (moe, a.moe) {
+            (true, Some(m)) => self.routed_experts(&m, &mut c),
+            _ => self.dense_mlp(&mut c),
+        };
         c.act_bytes_selective = tok * (self.outside_bytes() + mlp_inside);
         c.act_bytes = c.act_bytes_selective;
         (c.module_bytes, c.module_rerun) = self.mlp_recompute(routed);
@@ -1530,6 +1480,65 @@ impl Ctx<'_> {
         // The dense MLP rerun under `mlp` gathers its input and reduce-scatters its output again.
         c.tp_module_rerun = if self.l.modules.mlp && routed == 0.0 { tp_pair } else { 0.0 };
         c
+    }
+
+    /// A dense MLP's GEMMs and linear inputs into `c`, and what it stores.
+    fn dense_mlp(&self, c: &mut LayerCost) -> MlpShape {
+        let a = self.a;
+        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let f = a.d_ff as f64;
+        c.linear_fwd = self.linear(2.0 * tok * a.dense_mlp_params / t, tok, a.dense_mlp_params / h / t, h);
+        c.linear_inputs = tok * (h + f) / t;
+        MlpShape { inside: 2.0 * (a.mlp_up as f64 + 1.0) * f / t, routed: 0.0, inside_linear_inputs: 0.0 }
+    }
+
+    /// A MoE layer's experts (routed, shared, a latent MoE's projections) and router: their
+    /// GEMMs, stored bytes, linear inputs, what the fused expert MLP takes off them and the
+    /// all-to-all into `c`, and what the layer stores and routes.
+    fn routed_experts(&self, m: &Moe, c: &mut LayerCost) -> MlpShape {
+        let a = self.a;
+        let (h, t, tok) = (a.d_model as f64, self.t(), self.tok);
+        let fe = m.expert_d_ff as f64;
+        let (mats, io) = (m.expert_matrices(), m.expert_io(a.d_model));
+        // Shared experts run as one dense MLP of their summed width.
+        let fs = (m.shared_d_ff * m.shared) as f64;
+        let (e, et) = (self.l.ep as f64, self.l.etp as f64);
+        let routed = tok / t * m.top_k as f64;
+        // Under expert tensor parallelism a chip runs the `etp` ranks' gathered copies
+        // through its 1/etp slice of each expert: the same FLOPs, taller and narrower GEMMs.
+        let per_expert = (routed * et * e / m.experts as f64).max(1.0);
+        c.linear_fwd = self.linear(2.0 * mats * io * fe * routed, per_expert, fe / et, io);
+        if m.latent > 0 {
+            // The projections to the latent width before routing and back after it.
+            c.linear_fwd += 2.0 * self.linear(2.0 * tok * h * io / t, tok, io / t, h);
+        }
+        if m.shared > 0 {
+            c.shared_fwd = self.linear(2.0 * mats * h * fs * tok / t, tok, fs / t, h);
+            c.linear_fwd += c.shared_fwd;
+        }
+        c.linear_fwd += self.bf16(2.0 * h * m.experts as f64 * tok / t, tok, m.experts as f64, h);
+        // Stored: the permuted inputs (all `etp` ranks' copies, gathered), up outputs and
+        // activation of each routed copy (its 1/etp slice of them) and a latent MoE's two
+        // projection inputs per token.
+        let kept = 2.0 * mats * fe;
+        let latent_in = if m.latent > 0 { tok / t * (h + io) } else { 0.0 };
+        let inside = (routed * (2.0 * io * et + kept) + tok / t * 2.0 * mats * fs + 2.0 * latent_in) / tok;
+        c.moe_bytes = routed * (2.0 * io * et + kept);
+        let inside_linear_inputs = routed * (io * et + fe) + tok / t * fs + latent_in;
+        c.linear_inputs = inside_linear_inputs + tok / t * h * m.shared as f64;
+        if self.fuses_expert_mlp() {
+            // The fused grouped MLP (Transformer Engine's ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8
+            // and its backward twin) applies the activation, the routing probabilities and
+            // the MXFP8 cast of the down projection's input in the up projection's epilogue;
+            // Transformer Engine fuses them only under an MXFP8 recipe (fuse_forward_ops).
+            c.moe_fused_bytes = routed * kept;
+            c.fused_casts = routed * fe;
+        }
+        if self.l.ep > 1 {
+            c.ep = self.expert_all_to_all(tok / t, m.top_k, m.experts, io);
+        }
+        c.ep += 2.0 * self.expert_tensor_pair(routed, io);
+        MlpShape { inside, routed, inside_linear_inputs }
     }
 
     /// One Mamba-2 mixer block (Megatron-Core's `MambaMixer`): its norm, the input projection to
@@ -1846,6 +1855,16 @@ impl Ctx<'_> {
         // Forward passes each K/V block c-1 times; backward passes K/V and their gradients.
         3.0 * comm((cf - 1.0) * block, bw, cf - 1.0, self.k, self.r.crosses(span))
     }
+}
+
+/// What an MLP block's FFN stores and routes, per token of the micro-batch ([`Ctx::mlp_block`]).
+struct MlpShape {
+    /// Bytes stored inside the block (beyond its input), per token.
+    inside: f64,
+    /// Routed token copies on the chip (0 for a dense MLP).
+    routed: f64,
+    /// Of the linear inputs, those stored inside the MoE layer (not its input).
+    inside_linear_inputs: f64,
 }
 
 /// The last pipeline stage's work per micro-batch ([`Ctx::last_stage`]).
