@@ -2345,13 +2345,10 @@ fn moe_layer_params(a: &Arch, m: &crate::model::Moe, l: &Layout) -> (f64, f64) {
     (dense, (m.experts / l.ep) as f64 * mats * io * m.expert_d_ff as f64 / l.etp as f64)
 }
 
-fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
-    let a = job.arch;
+/// Non-expert and expert parameters of a rank holding `stage_layers` layers, its share of the
+/// multi-token prediction modules, the embedding and the LM head, before data-parallel sharding.
+fn params_on_rank(a: &Arch, l: &Layout, stage_layers: f64) -> (f64, f64) {
     let t = l.tp as f64;
-    // The rank with the most layers, counted with the embedding or LM head and the multi-token
-    // prediction modules as if it held them too (exact for an even split, at most a layer's
-    // states over for an uneven one).
-    let stage_layers = l.stage_split(a.layers).most();
     let moe_frac = a.moe_layers() as f64 / a.layers as f64;
     let h = a.d_model as f64;
     let b = a.blocks_per_layer();
@@ -2381,6 +2378,17 @@ fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
     }
     // Embedding on the first stage, LM head on the last (both on one chip when pp = 1).
     dense += (a.vocab * a.d_model) as f64 / t * if l.pp == 1 && !a.tied { 2.0 } else { 1.0 };
+    (dense, expert)
+}
+
+/// The heaviest rank's parameters and its weight, gradient, optimizer-state and gathered bytes
+/// under the layout's ZeRO stage (or hybrid sharding) and the stack's byte widths.
+fn states_per_chip(job: &Job, l: &Layout, stack: &Stack) -> States {
+    // The rank with the most layers, counted with the embedding or LM head and the multi-token
+    // prediction modules as if it held them too (exact for an even split, at most a layer's
+    // states over for an uneven one).
+    let stage_layers = l.stage_split(job.arch.layers).most();
+    let (dense, expert) = params_on_rank(job.arch, l, stage_layers);
     // The groups the states are sharded over: one copy per `replicas` (hybrid sharding).
     let replicas = l.replicas() as f64;
     let n_dp = (l.dp * l.cp) as f64 / replicas;
