@@ -793,104 +793,132 @@ fn experts(c: &Fields, mt: &str) -> Result<ModelFile> {
     let mut m = llama_named(c, mt, "moe", None)?;
     let dense_ff = c.opt("intermediate_size");
     match mt {
-        // Every layer MoE, the experts `intermediate_size` wide (Granite's shared expert, when
-        // present, `shared_intermediate_size`).
         "mixtral" | "phimoe" | "granitemoe" | "granitemoeshared" | "olmoe" | "minimax_m2" => {
-            m.experts = Some(c.first(&["num_local_experts", "num_experts"])?);
-            m.experts_per_token = Some(c.req("num_experts_per_tok")?);
-            m.expert_d_ff = Some(c.req("intermediate_size")?);
-            one_shared_expert(c, &mut m, "shared_intermediate_size");
+            every_layer_experts(c, &mut m)?
         }
-        "qwen2_moe" | "qwen3_moe" | "qwen3_vl_moe_text" => {
-            m.experts = Some(c.req("num_experts")?);
-            m.experts_per_token = Some(c.req("num_experts_per_tok")?);
-            m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
-            one_shared_expert(c, &mut m, "shared_expert_intermediate_size");
-            if !c.indices("mlp_only_layers").is_empty() {
-                bail!("config.json: mlp_only_layers (dense layers at chosen indices) cannot be planned from config.json; write a TOML model file with dense_layers / moe_every");
-            }
-            let every = c.opt("decoder_sparse_step").unwrap_or(1);
-            if every > 1 {
-                m.moe_every = Some(every);
-                m.d_ff = dense_ff;
-            }
-        }
-        // DeepSeek's field names; DeepSeek-MoE (`deepseek`), GLM-4.5, GLM-4.5V/4.6V's language model
-        // (`glm4v_moe_text`, Glm4vMoeTextConfig: GLM-4.5-Air's fields) and dots.llm1 use them with
-        // plain (not latent) attention. Their `num_nextn_predict_layers` is not read (the
-        // deepseek-v3 preset is priced without its MTP module; docs/planner.md). DeepSeek-V3.2
-        // (`deepseek_v32`) is DeepSeek-V3 with DeepSeek Sparse Attention ([`sparse_attention`]).
+        "qwen2_moe" | "qwen3_moe" | "qwen3_vl_moe_text" => qwen_experts(c, &mut m, dense_ff)?,
         "deepseek" | "deepseek_v2" | "deepseek_v3" | "deepseek_v32" | "kimi_k2" | "glm4_moe" | "glm4v_moe"
-        | "glm4v_moe_text" | "dots1" => {
-            m.experts = Some(c.req("n_routed_experts")?);
-            m.experts_per_token = Some(c.req("num_experts_per_tok")?);
-            m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
-            m.shared_experts = c.opt("n_shared_experts");
-            if c.opt("moe_layer_freq").unwrap_or(1) != 1 {
-                bail!("config.json: moe_layer_freq other than 1 cannot be planned from config.json; write a TOML model file");
-            }
-            first_dense_layers(c, &mut m, dense_ff);
-            latent(c, &mut m)?;
-            if mt == "deepseek_v32" {
-                sparse_attention(c, &mut m)?;
-            }
-        }
-        "gpt_oss" => {
-            m.experts = Some(c.req("num_local_experts")?);
-            m.experts_per_token = Some(c.first(&["num_experts_per_tok", "experts_per_token"])?);
-            m.expert_d_ff = Some(c.req("intermediate_size")?);
-            // The architecture's experts always carry biases (gate_up_proj_bias, down_proj_bias)
-            // and clamp their gated activation at swiglu_limit.
-            m.expert_bias = Some(true);
-            m.activation_clamp = c.v["swiglu_limit"].as_f64().or(Some(7.0));
-        }
-        // Ant Group's Ling (BailingMoe v1 and v2; Ling 2.0's published files say `bailing_moe`,
-        // Ant's BailingMoeV2Config `bailing_moe_v2`): shared experts of moe_intermediate_size each
-        // unless v2 gives them their own width; first_k_dense_replace dense layers; v2's
-        // num_nextn_predict_layers multi-token prediction modules (MoE layers, as
-        // modeling_bailing_moe_v2.py's BailingMoeV2MTPLayer), kept after the num_hidden_layers
-        // layers: the base checkpoints carry one, the chat ones none.
-        "bailing_moe" | "bailing_moe_v2" => {
-            m.experts = Some(c.req("num_experts")?);
-            m.experts_per_token = Some(c.req("num_experts_per_tok")?);
-            let width = c.req("moe_intermediate_size")?;
-            m.expert_d_ff = Some(width);
-            if let Some(s) = c.opt("num_shared_experts").filter(|&s| s > 0) {
-                m.shared_experts = Some(s);
-                m.shared_expert_d_ff = Some(c.opt("moe_shared_expert_intermediate_size").unwrap_or(width));
-            }
-            first_dense_layers(c, &mut m, dense_ff);
-            m.mtp_layers = mtp_depths(c, "num_nextn_predict_layers");
-        }
-        "ernie4_5_moe" => {
-            m.experts = Some(c.req("moe_num_experts")?);
-            m.experts_per_token = Some(c.req("moe_k")?);
-            m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
-            m.shared_experts = c.opt("moe_num_shared_experts").filter(|&s| s > 0);
-            let start = c.opt("moe_layer_start_index").unwrap_or(0);
-            let every = c.opt("moe_layer_interval").unwrap_or(1);
-            if start > 0 || every > 1 {
-                m.dense_layers = Some(start).filter(|&s| s > 0);
-                m.moe_every = Some(every).filter(|&e| e > 1);
-                m.d_ff = dense_ff;
-            }
-        }
-        _ => {
-            // Llama 4: every interleave_moe_layer_step-th layer is MoE (routed experts of
-            // intermediate_size plus one shared expert of the same width), the others dense of
-            // intermediate_size_mlp.
-            m.experts = Some(c.req("num_local_experts")?);
-            m.experts_per_token = Some(c.req("num_experts_per_tok")?);
-            m.expert_d_ff = Some(c.req("intermediate_size")?);
-            m.shared_experts = Some(1);
-            let every = c.opt("interleave_moe_layer_step").unwrap_or(1);
-            if every > 1 {
-                m.moe_every = Some(every);
-                m.d_ff = Some(c.req("intermediate_size_mlp")?);
-            }
-        }
+        | "glm4v_moe_text" | "dots1" => deepseek_experts(c, &mut m, mt, dense_ff)?,
+        "gpt_oss" => gpt_oss_experts(c, &mut m)?,
+        "bailing_moe" | "bailing_moe_v2" => ling_experts(c, &mut m, dense_ff)?,
+        "ernie4_5_moe" => ernie_experts(c, &mut m, dense_ff)?,
+        _ => llama4_experts(c, &mut m)?,
     }
     Ok(m)
+}
+
+/// Mixtral, PhiMoE, Granite MoE, OLMoE and MiniMax-M2: every layer MoE, the experts
+/// `intermediate_size` wide (Granite's shared expert, when present, `shared_intermediate_size`).
+fn every_layer_experts(c: &Fields, m: &mut ModelFile) -> Result<()> {
+    m.experts = Some(c.first(&["num_local_experts", "num_experts"])?);
+    m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+    m.expert_d_ff = Some(c.req("intermediate_size")?);
+    one_shared_expert(c, m, "shared_intermediate_size");
+    Ok(())
+}
+
+/// Qwen2-MoE, Qwen3-MoE and Qwen3-VL's MoE language model: routed experts of
+/// `moe_intermediate_size`, Qwen2-MoE's shared expert, every `decoder_sparse_step`-th layer MoE.
+fn qwen_experts(c: &Fields, m: &mut ModelFile, dense_ff: Option<usize>) -> Result<()> {
+    m.experts = Some(c.req("num_experts")?);
+    m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+    m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
+    one_shared_expert(c, m, "shared_expert_intermediate_size");
+    if !c.indices("mlp_only_layers").is_empty() {
+        bail!("config.json: mlp_only_layers (dense layers at chosen indices) cannot be planned from config.json; write a TOML model file with dense_layers / moe_every");
+    }
+    let every = c.opt("decoder_sparse_step").unwrap_or(1);
+    if every > 1 {
+        m.moe_every = Some(every);
+        m.d_ff = dense_ff;
+    }
+    Ok(())
+}
+
+/// DeepSeek's field names; DeepSeek-MoE (`deepseek`), GLM-4.5, GLM-4.5V/4.6V's language model
+/// (`glm4v_moe_text`, Glm4vMoeTextConfig: GLM-4.5-Air's fields) and dots.llm1 use them with
+/// plain (not latent) attention. Their `num_nextn_predict_layers` is not read (the
+/// deepseek-v3 preset is priced without its MTP module; docs/planner.md). DeepSeek-V3.2
+/// (`deepseek_v32`) is DeepSeek-V3 with DeepSeek Sparse Attention ([`sparse_attention`]).
+fn deepseek_experts(c: &Fields, m: &mut ModelFile, mt: &str, dense_ff: Option<usize>) -> Result<()> {
+    m.experts = Some(c.req("n_routed_experts")?);
+    m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+    m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
+    m.shared_experts = c.opt("n_shared_experts");
+    if c.opt("moe_layer_freq").unwrap_or(1) != 1 {
+        bail!("config.json: moe_layer_freq other than 1 cannot be planned from config.json; write a TOML model file");
+    }
+    first_dense_layers(c, m, dense_ff);
+    latent(c, m)?;
+    if mt == "deepseek_v32" {
+        sparse_attention(c, m)?;
+    }
+    Ok(())
+}
+
+/// GPT-OSS: every layer MoE, the experts `intermediate_size` wide.
+fn gpt_oss_experts(c: &Fields, m: &mut ModelFile) -> Result<()> {
+    m.experts = Some(c.req("num_local_experts")?);
+    m.experts_per_token = Some(c.first(&["num_experts_per_tok", "experts_per_token"])?);
+    m.expert_d_ff = Some(c.req("intermediate_size")?);
+    // The architecture's experts always carry biases (gate_up_proj_bias, down_proj_bias)
+    // and clamp their gated activation at swiglu_limit.
+    m.expert_bias = Some(true);
+    m.activation_clamp = c.v["swiglu_limit"].as_f64().or(Some(7.0));
+    Ok(())
+}
+
+/// Ant Group's Ling (BailingMoe v1 and v2; Ling 2.0's published files say `bailing_moe`,
+/// Ant's BailingMoeV2Config `bailing_moe_v2`): shared experts of moe_intermediate_size each
+/// unless v2 gives them their own width; first_k_dense_replace dense layers; v2's
+/// num_nextn_predict_layers multi-token prediction modules (MoE layers, as
+/// modeling_bailing_moe_v2.py's BailingMoeV2MTPLayer), kept after the num_hidden_layers
+/// layers: the base checkpoints carry one, the chat ones none.
+fn ling_experts(c: &Fields, m: &mut ModelFile, dense_ff: Option<usize>) -> Result<()> {
+    m.experts = Some(c.req("num_experts")?);
+    m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+    let width = c.req("moe_intermediate_size")?;
+    m.expert_d_ff = Some(width);
+    if let Some(s) = c.opt("num_shared_experts").filter(|&s| s > 0) {
+        m.shared_experts = Some(s);
+        m.shared_expert_d_ff = Some(c.opt("moe_shared_expert_intermediate_size").unwrap_or(width));
+    }
+    first_dense_layers(c, m, dense_ff);
+    m.mtp_layers = mtp_depths(c, "num_nextn_predict_layers");
+    Ok(())
+}
+
+/// ERNIE 4.5 MoE: routed and shared experts of `moe_intermediate_size`, MoE layers from
+/// `moe_layer_start_index` every `moe_layer_interval`.
+fn ernie_experts(c: &Fields, m: &mut ModelFile, dense_ff: Option<usize>) -> Result<()> {
+    m.experts = Some(c.req("moe_num_experts")?);
+    m.experts_per_token = Some(c.req("moe_k")?);
+    m.expert_d_ff = Some(c.req("moe_intermediate_size")?);
+    m.shared_experts = c.opt("moe_num_shared_experts").filter(|&s| s > 0);
+    let start = c.opt("moe_layer_start_index").unwrap_or(0);
+    let every = c.opt("moe_layer_interval").unwrap_or(1);
+    if start > 0 || every > 1 {
+        m.dense_layers = Some(start).filter(|&s| s > 0);
+        m.moe_every = Some(every).filter(|&e| e > 1);
+        m.d_ff = dense_ff;
+    }
+    Ok(())
+}
+
+/// Llama 4: every interleave_moe_layer_step-th layer is MoE (routed experts of
+/// intermediate_size plus one shared expert of the same width), the others dense of
+/// intermediate_size_mlp.
+fn llama4_experts(c: &Fields, m: &mut ModelFile) -> Result<()> {
+    m.experts = Some(c.req("num_local_experts")?);
+    m.experts_per_token = Some(c.req("num_experts_per_tok")?);
+    m.expert_d_ff = Some(c.req("intermediate_size")?);
+    m.shared_experts = Some(1);
+    let every = c.opt("interleave_moe_layer_step").unwrap_or(1);
+    if every > 1 {
+        m.moe_every = Some(every);
+        m.d_ff = Some(c.req("intermediate_size_mlp")?);
+    }
+    Ok(())
 }
 
 /// One always-on shared expert as wide as `key` says, when the config gives it a positive width.
