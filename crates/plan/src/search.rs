@@ -263,6 +263,30 @@ fn host_reason(est: &Estimate) -> String {
 /// None offloads activations: on PCIe nodes the copies share the host's lanes with the NICs,
 /// which the model does not price, so an offload layout is evaluated only when pinned.
 fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
+    grids(req, domain)
+        .iter()
+        .flat_map(|g| runs_on(req, g, domain))
+        // Each layout again with each lighter last stage the stack can run.
+        .flat_map(|l| {
+            last_stage_choices(req, l.pp, l.v).into_iter().map(move |last_layers| Layout { last_layers, ..l })
+        })
+        .collect()
+}
+
+/// One way to lay the chips out: tensor, context, pipeline, data and expert degrees.
+struct Grid {
+    tp: usize,
+    cp: usize,
+    pp: usize,
+    dp: usize,
+    ep: usize,
+    etp: usize,
+}
+
+/// Every grid whose degrees divide the chips, the heads, the sequence and the experts, tensor
+/// parallelism inside one scale-up domain (at most 16) and context parallelism only at 32k
+/// tokens or more.
+fn grids(req: &Request, domain: usize) -> Vec<Grid> {
     let a = &req.model.arch;
     let cps: Vec<usize> = if req.seq >= 32768 { powers_of_two_upto(16).collect() } else { vec![1] };
     let eps: Vec<usize> = match a.moe {
@@ -282,52 +306,55 @@ fn candidates(req: &Request, domain: usize) -> Vec<Layout> {
             for pp in (1..=rest.min(a.layers)).filter(|p| rest.is_multiple_of(*p)) {
                 let dp = rest / pp;
                 for (ep, etp) in expert_splits(a, &eps, tp, tp * cp * dp) {
-                    for mb in [1, 2, 4, 8] {
-                        for v in [1, 2, 3, 4, 6, 8] {
-                            if v > 1 && (pp == 1 || pp * v > a.layers || !chunks_fit(req, pp, v)) {
-                                continue;
-                            }
-                            for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
-                                for zero in 0..=3u8 {
-                                    if zero > 0 && dp * cp == 1 {
-                                        continue;
-                                    }
-                                    for shard in shard_choices(zero, tp * cp, dp, domain) {
-                                        out.push(Layout {
-                                            tp,
-                                            pp,
-                                            dp,
-                                            cp,
-                                            ep,
-                                            etp,
-                                            mb,
-                                            v,
-                                            schedule: stack_schedule(&req.stack, pp, v),
-                                            recompute,
-                                            modules: Modules::default(),
-                                            zero,
-                                            shard,
-                                            sp: tp > 1,
-                                            offload: 0,
-                                            bf16_layers: 0,
-                                            first_layers: None,
-                                            last_layers: None,
-                                        });
-                                    }
-                                }
-                            }
-                        }
+                    out.push(Grid { tp, cp, pp, dp, ep, etp });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The runs tried on grid `g`: micro-batch, interleave, recompute mode, ZeRO stage and its
+/// shard groups, on the stack's schedule.
+fn runs_on(req: &Request, g: &Grid, domain: usize) -> Vec<Layout> {
+    let (layers, mut out) = (req.model.arch.layers, Vec::new());
+    for mb in [1, 2, 4, 8] {
+        for v in [1, 2, 3, 4, 6, 8] {
+            if v > 1 && (g.pp == 1 || g.pp * v > layers || !chunks_fit(req, g.pp, v)) {
+                continue;
+            }
+            for recompute in [Recompute::None, Recompute::Selective, Recompute::Full] {
+                for zero in 0..=3u8 {
+                    if zero > 0 && g.dp * g.cp == 1 {
+                        continue;
+                    }
+                    for shard in shard_choices(zero, g.tp * g.cp, g.dp, domain) {
+                        out.push(Layout {
+                            tp: g.tp,
+                            pp: g.pp,
+                            dp: g.dp,
+                            cp: g.cp,
+                            ep: g.ep,
+                            etp: g.etp,
+                            mb,
+                            v,
+                            schedule: stack_schedule(&req.stack, g.pp, v),
+                            recompute,
+                            modules: Modules::default(),
+                            zero,
+                            shard,
+                            sp: g.tp > 1,
+                            offload: 0,
+                            bf16_layers: 0,
+                            first_layers: None,
+                            last_layers: None,
+                        });
                     }
                 }
             }
         }
     }
-    // Each layout again with each lighter last stage the stack can run.
-    out.into_iter()
-        .flat_map(|l| {
-            last_stage_choices(req, l.pp, l.v).into_iter().map(move |last_layers| Layout { last_layers, ..l })
-        })
-        .collect()
+    out
 }
 
 /// Whether `req`'s layers go into `pp` x `v` chunks: evenly, or on a stack that balances its
