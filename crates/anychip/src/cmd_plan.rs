@@ -234,6 +234,13 @@ fn attention_note(plan: &Plan) -> String {
 }
 
 fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
+    print_header(plan, chip);
+    print_ranked(plan, top);
+    print_best(plan, chip);
+}
+
+/// The job, the stack and what the calibration knows of the chip, and the accuracy lines.
+fn print_header(plan: &Plan, chip: &Chip) {
     println!(
         "{} on {} x {} ({}), {:.3e} tokens, seq {}, global batch {} sequences",
         plan.model,
@@ -266,6 +273,10 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
     if let Some(line) = anychip_plan::calib::unprofiled_line(&plan.default_stack_accuracy) {
         println!("{line}");
     }
+}
+
+/// The `top` layouts that fit, fastest first.
+fn print_ranked(plan: &Plan, top: usize) {
     println!(
         "{:<4} {:<44} {:>8} {:>12} {:>6} {:>9} {:>8} {:>11} {:>12}",
         "#", "layout", "step s", "tokens/s", "MFU", "mem GiB", "days", "energy MWh", "cost USD"
@@ -285,6 +296,11 @@ fn print_plan(plan: &Plan, chip: &Chip, top: usize) {
             fmt_opt(r.cost_usd, |c| format!("{c:.0}"))
         );
     }
+}
+
+/// The best layout's step and memory, the network it ran on, the faster layouts that did not
+/// fit, and how to price the job where the chip has no price.
+fn print_best(plan: &Plan, chip: &Chip) {
     let b = &plan.best().estimate;
     print_breakdown(b);
     if let Some(line) = network_note(plan) {
