@@ -2453,71 +2453,92 @@ fn dp_buckets(params: f64, n: f64) -> f64 {
 /// reduce-scatter, overlapped with backward as a data-parallel gradient reduction is (ZeRO-3:
 /// every micro-batch, as its reduce-scatter).
 fn dp_exposed(cx: &Ctx, st: &States, compute_mb: f64, recompute_mb: f64, nm: f64) -> f64 {
-    let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
+    let l = cx.l;
     let all = l.tp * l.cp * l.dp;
     // Megatron-Core orders an expert's ranks etp, then ep, then expert data parallel.
     let expert_mp = l.expert_model_parallel();
-    // (parameters, ranks of one sharded copy, copies, stride of the copy's ranks, chips it spans)
     let groups = [
-        (st.dense_params, st.n_dp, st.dp_copies, l.tp, all / l.replicas()),
-        (st.expert_params, st.n_edp, st.edp_copies, expert_mp, st.n_edp as usize * expert_mp),
+        DpGroup { params: st.dense_params, n: st.n_dp, replicas: st.dp_copies, stride: l.tp, span: all / l.replicas() },
+        DpGroup {
+            params: st.expert_params,
+            n: st.n_edp,
+            replicas: st.edp_copies,
+            stride: expert_mp,
+            span: st.n_edp as usize * expert_mp,
+        },
     ];
     // Backward runs the recomputed forward too, and the collectives overlap it as well.
-    let (bwd_window, fwd_window) = (compute_mb * 2.0 / 3.0 + recompute_mb, compute_mb / 3.0);
+    let windows = (compute_mb * 2.0 / 3.0 + recompute_mb, compute_mb / 3.0);
     let mut total = 0.0;
-    for (params, n, replicas, stride, span) in groups {
-        if params == 0.0 || n * replicas <= 1.0 {
-            continue;
-        }
-        let frac = (n - 1.0) / n;
-        let bw = r.link(stride, span);
-        let crosses = r.crosses(span);
-        // Each bucket is a collective whose latency grows with log2 of the group (NCCL trees
-        // across nodes, rings inside).
-        let steps = dp_buckets(params, n) * 2.0 * n.log2().max(1.0);
-        let grads = params * stack.grad_comm_bytes;
-        // A stack that gathers FP8 parameters moves 1 byte a weight in FP8 training.
-        let weights = params * if stack.fp8_param_gather && matches!(cx.precision, Precision::Fp8) { 1.0 } else { 2.0 };
-        let (rs, ag) = (frac * grads, frac * weights);
-        // A collective inside one sharded copy (none when the copy is one rank).
-        let inside = |bytes: f64| if n > 1.0 { comm(bytes, bw, steps, k, crosses) } else { 0.0 };
-        // The copies' all-reduce of each rank's gradient shard, between ranks one copy's span
-        // apart (none without hybrid sharding).
-        let across = if replicas > 1.0 {
-            let steps = dp_buckets(params, n * replicas) * 4.0 * replicas.log2().max(1.0);
-            let bytes = 2.0 * (replicas - 1.0) / replicas * grads / n;
-            comm(bytes, r.link(span, all), steps, k, r.crosses(all))
-        } else {
-            0.0
-        };
-        let ov = stack.overlap_dp;
-        total += match l.zero {
-            3 => {
-                let (ag_mb, rs_mb) = (inside(ag), inside(rs));
-                // Prefetched a layer ahead on their own stream, the gathers and scatters run
-                // under the compute as far as it lasts and pay there what every overlapped
-                // collective pays, (1 - overlap_hidden) of themselves: NCCL's kernels take SMs
-                // and memory bandwidth from the GEMMs beside them. (Priced fully hidden until
-                // 2026-12-05, when the fit on 263 rows put the hidden fraction at 1; with the
-                // llm-foundry and torchtitan FSDP rows the shared constant predicts better out
-                // of sample: docs/results.md.)
-                let z3 = |t: f64, w: f64| exposed(t, w, ov, k);
-                // The copies' all-reduce is a bulk gradient reduction, overlapped as data
-                // parallelism's is.
-                let gathers = if stack.zero3_keep_gathered {
-                    z3(ag_mb, fwd_window) + nm * z3(rs_mb, bwd_window)
-                } else {
-                    nm * (z3(ag_mb, fwd_window) + z3(ag_mb + rs_mb, bwd_window))
-                };
-                gathers + nm * exposed(across, bwd_window, ov, k)
-            }
-            z if z >= 1 || stack.distributed_optimizer => {
-                exposed(inside(rs) + across, bwd_window, ov, k) + exposed(inside(ag), fwd_window, ov, k)
-            }
-            _ => exposed(comm(2.0 * frac * grads, bw, 2.0 * steps, k, crosses), bwd_window, ov, k),
-        };
+    for g in groups.iter().filter(|g| g.params != 0.0 && g.n * g.replicas > 1.0) {
+        total += group_exposed(cx, g, windows, nm);
     }
     total
+}
+
+/// Parameters synchronised over one data-parallel group: `n` ranks of one sharded copy,
+/// `replicas` copies, the copy's ranks `stride` apart and spanning `span` chips.
+struct DpGroup {
+    params: f64,
+    n: f64,
+    replicas: f64,
+    stride: usize,
+    span: usize,
+}
+
+/// The exposed collectives of group `g` per step under the layout's ZeRO stage, hidden up to a
+/// micro-batch's (backward, forward) `windows` where the stack overlaps them.
+fn group_exposed(cx: &Ctx, g: &DpGroup, (bwd_window, fwd_window): (f64, f64), nm: f64) -> f64 {
+    let (l, r, k, stack) = (cx.l, cx.r, cx.k, cx.stack);
+    let (params, n, replicas) = (g.params, g.n, g.replicas);
+    let all = l.tp * l.cp * l.dp;
+    let frac = (n - 1.0) / n;
+    let bw = r.link(g.stride, g.span);
+    let crosses = r.crosses(g.span);
+    // Each bucket is a collective whose latency grows with log2 of the group (NCCL trees
+    // across nodes, rings inside).
+    let steps = dp_buckets(params, n) * 2.0 * n.log2().max(1.0);
+    let grads = params * stack.grad_comm_bytes;
+    // A stack that gathers FP8 parameters moves 1 byte a weight in FP8 training.
+    let weights = params * if stack.fp8_param_gather && matches!(cx.precision, Precision::Fp8) { 1.0 } else { 2.0 };
+    let (rs, ag) = (frac * grads, frac * weights);
+    // A collective inside one sharded copy (none when the copy is one rank).
+    let inside = |bytes: f64| if n > 1.0 { comm(bytes, bw, steps, k, crosses) } else { 0.0 };
+    // The copies' all-reduce of each rank's gradient shard, between ranks one copy's span
+    // apart (none without hybrid sharding).
+    let across = if replicas > 1.0 {
+        let steps = dp_buckets(params, n * replicas) * 4.0 * replicas.log2().max(1.0);
+        let bytes = 2.0 * (replicas - 1.0) / replicas * grads / n;
+        comm(bytes, r.link(g.span, all), steps, k, r.crosses(all))
+    } else {
+        0.0
+    };
+    let ov = stack.overlap_dp;
+    match l.zero {
+        3 => {
+            let (ag_mb, rs_mb) = (inside(ag), inside(rs));
+            // Prefetched a layer ahead on their own stream, the gathers and scatters run
+            // under the compute as far as it lasts and pay there what every overlapped
+            // collective pays, (1 - overlap_hidden) of themselves: NCCL's kernels take SMs
+            // and memory bandwidth from the GEMMs beside them. (Priced fully hidden until
+            // 2026-12-05, when the fit on 263 rows put the hidden fraction at 1; with the
+            // llm-foundry and torchtitan FSDP rows the shared constant predicts better out
+            // of sample: docs/results.md.)
+            let z3 = |t: f64, w: f64| exposed(t, w, ov, k);
+            // The copies' all-reduce is a bulk gradient reduction, overlapped as data
+            // parallelism's is.
+            let gathers = if stack.zero3_keep_gathered {
+                z3(ag_mb, fwd_window) + nm * z3(rs_mb, bwd_window)
+            } else {
+                nm * (z3(ag_mb, fwd_window) + z3(ag_mb + rs_mb, bwd_window))
+            };
+            gathers + nm * exposed(across, bwd_window, ov, k)
+        }
+        z if z >= 1 || stack.distributed_optimizer => {
+            exposed(inside(rs) + across, bwd_window, ov, k) + exposed(inside(ag), fwd_window, ov, k)
+        }
+        _ => exposed(comm(2.0 * frac * grads, bw, 2.0 * steps, k, crosses), bwd_window, ov, k),
+    }
 }
 
 #[cfg(test)]
