@@ -923,8 +923,9 @@ impl ModelFile {
         Ok(())
     }
 
-    /// Build the architecture, checking it.
-    pub fn to_arch(&self) -> Result<Arch> {
+    /// The arch is one the planner prices, and the file's fields belong to it: no expert fields
+    /// on a dense arch, no hybrid fields outside a hybrid.
+    fn check_arch_kind(&self) -> Result<()> {
         let dense_arch = matches!(self.arch.as_str(), "gpt" | "llama");
         if !dense_arch && self.arch != "moe" && self.arch != "hybrid" {
             bail!("model {}: arch must be \"gpt\", \"llama\", \"moe\" or \"hybrid\", got \"{}\"", self.name, self.arch);
@@ -936,7 +937,19 @@ impl ModelFile {
                 self.arch
             );
         }
-        let hybrid_fields = self.pattern.is_some()
+        if self.has_hybrid_fields() && self.arch != "hybrid" {
+            bail!(
+                "model {}: pattern, mamba_*, gdn_* and kda_* fields describe a hybrid; use arch = \"hybrid\" or remove them",
+                self.name
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the file sets any field only a hybrid has (its pattern, Mamba-2, Gated DeltaNet
+    /// or Kimi Delta Attention widths).
+    fn has_hybrid_fields(&self) -> bool {
+        self.pattern.is_some()
             || self.mamba_heads.is_some()
             || self.mamba_head_dim.is_some()
             || self.mamba_state.is_some()
@@ -945,13 +958,12 @@ impl ModelFile {
             || self.gdn_value_heads.is_some()
             || self.gdn_key_head_dim.is_some()
             || self.gdn_value_head_dim.is_some()
-            || self.kda_gate_rank.is_some();
-        if hybrid_fields && self.arch != "hybrid" {
-            bail!(
-                "model {}: pattern, mamba_*, gdn_* and kda_* fields describe a hybrid; use arch = \"hybrid\" or remove them",
-                self.name
-            );
-        }
+            || self.kda_gate_rank.is_some()
+    }
+
+    /// Build the architecture, checking it.
+    pub fn to_arch(&self) -> Result<Arch> {
+        self.check_arch_kind()?;
         let ctx = self.ctx.unwrap_or(4096);
         if ctx == 0 {
             bail!("model {}: ctx (the context length) must be positive; give the longest sequence it trains on, or leave it out for 4096", self.name);
