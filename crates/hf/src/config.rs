@@ -80,9 +80,21 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
     let text = std::fs::read_to_string(&p)
         .map_err(|e| anyhow!("cannot read {} ({e}); is this a Hugging Face model directory?", p.display()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{} is not valid JSON ({e})", p.display()))?;
+    let arch = arch_of(&v, &p)?;
+    let cfg = if arch == Arch::Gpt2 { gpt2_config(&v, &p)? } else { llama_config(arch, &v, &p)? };
+    debug_assert!(cfg.norm == if arch == Arch::Gpt2 { Norm::LayerNorm } else { Norm::RmsNorm });
+    debug_assert!(cfg.mlp == if arch == Arch::Gpt2 { Mlp::Gelu } else { Mlp::SwiGlu });
+    debug_assert!(cfg.positions == if arch == Arch::Gpt2 { Positions::Learned } else { Positions::Rope });
+    cfg.validate().map_err(|m| anyhow!("{}: {m}", p.display()))?;
+    Ok((arch, cfg))
+}
+
+/// The architecture a config names (`architectures[0]`, else `model_type`), or the error listing
+/// the supported ones.
+fn arch_of(v: &Value, p: &Path) -> Result<Arch> {
     let class = v["architectures"].get(0).and_then(|a| a.as_str()).unwrap_or("");
     let mt = v["model_type"].as_str().unwrap_or("");
-    let arch = match (class, mt) {
+    Ok(match (class, mt) {
         ("GPT2LMHeadModel", _) | ("", "gpt2") => Arch::Gpt2,
         ("LlamaForCausalLM", _) | ("", "llama") => Arch::Llama,
         ("MistralForCausalLM", _) | ("", "mistral") => Arch::Mistral,
@@ -95,78 +107,82 @@ pub fn read_config(dir: &Path) -> Result<(Arch, ModelConfig)> {
             "{}: architecture '{class}' (model_type '{mt}') is not supported; supported: {SUPPORTED}",
             p.display()
         ),
-    };
-    let need = |k: &str| -> Result<usize> {
-        num(&v, k).map(|x| x as usize).ok_or_else(|| anyhow!("{}: missing '{k}'", p.display()))
-    };
-    let tied = v["tie_word_embeddings"].as_bool();
-    let cfg = if arch == Arch::Gpt2 {
-        let d = need("n_embd")?;
-        let mut c = ModelConfig::gpt2(need("vocab_size")?, need("n_positions")?, need("n_layer")?, need("n_head")?, d);
-        c.d_ff = num(&v, "n_inner").map(|x| x as usize).unwrap_or(4 * d);
-        c.norm_eps = num(&v, "layer_norm_epsilon").unwrap_or(1e-5) as f32;
-        c.tied_embeddings = tied.unwrap_or(true);
-        let act = v["activation_function"].as_str().unwrap_or("gelu_new");
-        if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+    })
+}
+
+/// A size the config must give, as a count.
+fn need(v: &Value, p: &Path, k: &str) -> Result<usize> {
+    num(v, k).map(|x| x as usize).ok_or_else(|| anyhow!("{}: missing '{k}'", p.display()))
+}
+
+/// GPT-2's fields (`n_embd`, `n_layer`, ...; the tanh GELU only).
+fn gpt2_config(v: &Value, p: &Path) -> Result<ModelConfig> {
+    let need = |k: &str| need(v, p, k);
+    let d = need("n_embd")?;
+    let mut c = ModelConfig::gpt2(need("vocab_size")?, need("n_positions")?, need("n_layer")?, need("n_head")?, d);
+    c.d_ff = num(v, "n_inner").map(|x| x as usize).unwrap_or(4 * d);
+    c.norm_eps = num(v, "layer_norm_epsilon").unwrap_or(1e-5) as f32;
+    c.tied_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(true);
+    let act = v["activation_function"].as_str().unwrap_or("gelu_new");
+    if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+        bail!("{}: activation '{act}' is not supported (anychip's GPT-2 uses the tanh GELU, 'gelu_new')", p.display());
+    }
+    Ok(c)
+}
+
+/// The Llama family's fields (Llama, Mistral, Qwen2/3, ERNIE 4.5 and their MoE variants): RoPE
+/// and its scaling, Mistral's window, Qwen's biases and norms, the experts; no other biases, SiLU
+/// only.
+fn llama_config(arch: Arch, v: &Value, p: &Path) -> Result<ModelConfig> {
+    let need = |k: &str| need(v, p, k);
+    let heads = need("num_attention_heads")?;
+    let d = need("hidden_size")?;
+    let mut c = ModelConfig::llama(
+        need("vocab_size")?,
+        need("max_position_embeddings")?,
+        need("num_hidden_layers")?,
+        heads,
+        num(v, "num_key_value_heads").map(|x| x as usize).unwrap_or(heads),
+        d,
+        need("intermediate_size")?,
+    );
+    c.family = arch.model_type().into();
+    c.head_dim = num(v, "head_dim").map(|x| x as usize).unwrap_or(d / heads);
+    c.norm_eps = num(v, "rms_norm_eps").unwrap_or(1e-6) as f32;
+    c.rope_theta = num(&v["rope_parameters"], "rope_theta").or_else(|| num(v, "rope_theta")).unwrap_or(10000.0) as f32;
+    c.rope_scaling = rope_scaling(v, p)?;
+    // Qwen2/Qwen3 configs carry a sliding_window that use_sliding_window = false switches off.
+    let window = num(v, "sliding_window").filter(|_| v["use_sliding_window"].as_bool() != Some(false));
+    if let Some(w) = window.map(|w| w as usize).filter(|&w| w < c.max_ctx) {
+        // Mistral 7B v0.1: within its window, sliding-window attention is full causal
+        // attention, so the model is exact up to `w` tokens and refused beyond.
+        if arch != Arch::Mistral {
             bail!(
-                "{}: activation '{act}' is not supported (anychip's GPT-2 uses the tanh GELU, 'gelu_new')",
+                "{}: sliding-window attention (sliding_window {w}) is not supported for this architecture",
                 p.display()
             );
         }
-        c
-    } else {
-        let heads = need("num_attention_heads")?;
-        let d = need("hidden_size")?;
-        let mut c = ModelConfig::llama(
-            need("vocab_size")?,
-            need("max_position_embeddings")?,
-            need("num_hidden_layers")?,
-            heads,
-            num(&v, "num_key_value_heads").map(|x| x as usize).unwrap_or(heads),
-            d,
-            need("intermediate_size")?,
+        c.max_ctx = w;
+    }
+    c.tied_embeddings = v["tie_word_embeddings"].as_bool().unwrap_or(false);
+    c.qkv_bias = arch == Arch::Qwen2;
+    c.qk_norm = matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe);
+    if arch.is_moe() {
+        c.moe = Some(crate::moe::read(arch, v, c.n_layer, p)?);
+    }
+    let bias = v["attention_bias"].as_bool().unwrap_or(false)
+        || v["use_bias"].as_bool().unwrap_or(false)
+        || v["mlp_bias"].as_bool().unwrap_or(false);
+    if bias {
+        bail!(
+            "{}: biases on attention output or MLP projections are not supported (attention_bias/use_bias/mlp_bias)",
+            p.display()
         );
-        c.family = arch.model_type().into();
-        c.head_dim = num(&v, "head_dim").map(|x| x as usize).unwrap_or(d / heads);
-        c.norm_eps = num(&v, "rms_norm_eps").unwrap_or(1e-6) as f32;
-        c.rope_theta =
-            num(&v["rope_parameters"], "rope_theta").or_else(|| num(&v, "rope_theta")).unwrap_or(10000.0) as f32;
-        c.rope_scaling = rope_scaling(&v, &p)?;
-        // Qwen2/Qwen3 configs carry a sliding_window that use_sliding_window = false switches off.
-        let window = num(&v, "sliding_window").filter(|_| v["use_sliding_window"].as_bool() != Some(false));
-        if let Some(w) = window.map(|w| w as usize).filter(|&w| w < c.max_ctx) {
-            // Mistral 7B v0.1: within its window, sliding-window attention is full causal
-            // attention, so the model is exact up to `w` tokens and refused beyond.
-            if arch != Arch::Mistral {
-                bail!(
-                    "{}: sliding-window attention (sliding_window {w}) is not supported for this architecture",
-                    p.display()
-                );
-            }
-            c.max_ctx = w;
-        }
-        c.tied_embeddings = tied.unwrap_or(false);
-        c.qkv_bias = arch == Arch::Qwen2;
-        c.qk_norm = matches!(arch, Arch::Qwen3 | Arch::Qwen3Moe);
-        if arch.is_moe() {
-            c.moe = Some(crate::moe::read(arch, &v, c.n_layer, &p)?);
-        }
-        let bias = v["attention_bias"].as_bool().unwrap_or(false)
-            || v["use_bias"].as_bool().unwrap_or(false)
-            || v["mlp_bias"].as_bool().unwrap_or(false);
-        if bias {
-            bail!("{}: biases on attention output or MLP projections are not supported (attention_bias/use_bias/mlp_bias)", p.display());
-        }
-        if !matches!(v["hidden_act"].as_str().unwrap_or("silu"), "silu") {
-            bail!("{}: hidden_act must be silu for this architecture", p.display());
-        }
-        c
-    };
-    debug_assert!(cfg.norm == if arch == Arch::Gpt2 { Norm::LayerNorm } else { Norm::RmsNorm });
-    debug_assert!(cfg.mlp == if arch == Arch::Gpt2 { Mlp::Gelu } else { Mlp::SwiGlu });
-    debug_assert!(cfg.positions == if arch == Arch::Gpt2 { Positions::Learned } else { Positions::Rope });
-    cfg.validate().map_err(|m| anyhow!("{}: {m}", p.display()))?;
-    Ok((arch, cfg))
+    }
+    if !matches!(v["hidden_act"].as_str().unwrap_or("silu"), "silu") {
+        bail!("{}: hidden_act must be silu for this architecture", p.display());
+    }
+    Ok(c)
 }
 
 /// The RoPE scaling of a config: `rope_parameters` (transformers 5) or `rope_scaling` (4.x), whose
