@@ -134,6 +134,60 @@ impl Builder<'_> {
         let b = if has_bias { Some(self.add(format!("{name}.bias"), &[d], ParamKind::NormBias)?) } else { None };
         Ok((w, b))
     }
+
+    /// Block `i`'s parameters, in the order their initialisation draws from the seed: norms,
+    /// attention (with Qwen3's q/k norms), then the dense MLP or this rank's `local` experts.
+    fn block(&mut self, cfg: &ModelConfig, i: usize, local: &std::ops::Range<usize>, sharded: bool) -> Result<Block> {
+        let (d, hd) = (cfg.d_model, cfg.head_dim);
+        let p = format!("blocks.{i}");
+        let qkv_out = (cfg.n_head + 2 * cfg.n_kv_head) * hd;
+        let ff_out = match cfg.mlp {
+            Mlp::Gelu => cfg.d_ff,
+            Mlp::SwiGlu => 2 * cfg.d_ff,
+        };
+        Ok(Block {
+            ln1: self.norm(&format!("{p}.ln1"), d, cfg)?,
+            qkv: self.linear(&format!("{p}.attn.qkv"), qkv_out, d, cfg.qkv_bias, false)?,
+            q_norm: cfg
+                .qk_norm
+                .then(|| self.add(format!("{p}.attn.q_norm.weight"), &[hd], ParamKind::NormWeight))
+                .transpose()?,
+            k_norm: cfg
+                .qk_norm
+                .then(|| self.add(format!("{p}.attn.k_norm.weight"), &[hd], ParamKind::NormWeight))
+                .transpose()?,
+            o: self.linear(&format!("{p}.attn.o"), d, cfg.n_head * hd, cfg.linear_bias, true)?,
+            ln2: self.norm(&format!("{p}.ln2"), d, cfg)?,
+            ffn: match &cfg.moe {
+                Some(m) if cfg.is_moe_layer(i) => {
+                    let add = &mut |n, s: &[usize], k, e, held| self.moe_param((n, s, k), e, held, sharded);
+                    Ffn::Moe(moe::build(add, &format!("{p}.moe"), m, d, local.clone())?)
+                }
+                _ => Ffn::Dense {
+                    up: self.linear(&format!("{p}.mlp.up"), ff_out, d, cfg.linear_bias, false)?,
+                    down: self.linear(&format!("{p}.mlp.down"), d, cfg.d_ff, cfg.linear_bias, true)?,
+                },
+            },
+        })
+    }
+}
+
+/// This rank's experts: all of them without expert parallelism, else its group's share (the
+/// experts must split evenly over the group).
+fn local_experts(cfg: &ModelConfig, placement: &Placement) -> Result<std::ops::Range<usize>> {
+    Ok(match (&cfg.moe, &placement.experts) {
+        (Some(m), Some(g)) => {
+            if g.members.is_empty() || m.n_experts % g.members.len() != 0 {
+                return Err(Error::Shape {
+                    op: "model",
+                    detail: format!("{} experts do not split over {} ranks", m.n_experts, g.members.len()),
+                });
+            }
+            g.local_experts(m.n_experts)
+        }
+        (Some(m), None) => 0..m.n_experts,
+        (None, _) => 0..0,
+    })
 }
 
 impl Transformer {
@@ -147,20 +201,8 @@ impl Transformer {
     /// whole model.
     pub fn new_placed(cfg: &ModelConfig, port: &Arc<dyn Port>, seed: u64, placement: Placement) -> Result<Transformer> {
         cfg.validate().map_err(|m| Error::Shape { op: "model", detail: m })?;
-        let (d, hd) = (cfg.d_model, cfg.head_dim);
-        let local = match (&cfg.moe, &placement.experts) {
-            (Some(m), Some(g)) => {
-                if g.members.is_empty() || m.n_experts % g.members.len() != 0 {
-                    return Err(Error::Shape {
-                        op: "model",
-                        detail: format!("{} experts do not split over {} ranks", m.n_experts, g.members.len()),
-                    });
-                }
-                g.local_experts(m.n_experts)
-            }
-            (Some(m), None) => 0..m.n_experts,
-            (None, _) => 0..0,
-        };
+        let d = cfg.d_model;
+        let local = local_experts(cfg, &placement)?;
         let sharded = placement.experts.is_some();
         let mut b = Builder {
             port,
@@ -178,36 +220,7 @@ impl Transformer {
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let p = format!("blocks.{i}");
-            let qkv_out = (cfg.n_head + 2 * cfg.n_kv_head) * hd;
-            let ff_out = match cfg.mlp {
-                Mlp::Gelu => cfg.d_ff,
-                Mlp::SwiGlu => 2 * cfg.d_ff,
-            };
-            blocks.push(Block {
-                ln1: b.norm(&format!("{p}.ln1"), d, cfg)?,
-                qkv: b.linear(&format!("{p}.attn.qkv"), qkv_out, d, cfg.qkv_bias, false)?,
-                q_norm: cfg
-                    .qk_norm
-                    .then(|| b.add(format!("{p}.attn.q_norm.weight"), &[hd], ParamKind::NormWeight))
-                    .transpose()?,
-                k_norm: cfg
-                    .qk_norm
-                    .then(|| b.add(format!("{p}.attn.k_norm.weight"), &[hd], ParamKind::NormWeight))
-                    .transpose()?,
-                o: b.linear(&format!("{p}.attn.o"), d, cfg.n_head * hd, cfg.linear_bias, true)?,
-                ln2: b.norm(&format!("{p}.ln2"), d, cfg)?,
-                ffn: match &cfg.moe {
-                    Some(m) if cfg.is_moe_layer(i) => {
-                        let add = &mut |n, s: &[usize], k, e, held| b.moe_param((n, s, k), e, held, sharded);
-                        Ffn::Moe(moe::build(add, &format!("{p}.moe"), m, d, local.clone())?)
-                    }
-                    _ => Ffn::Dense {
-                        up: b.linear(&format!("{p}.mlp.up"), ff_out, d, cfg.linear_bias, false)?,
-                        down: b.linear(&format!("{p}.mlp.down"), d, cfg.d_ff, cfg.linear_bias, true)?,
-                    },
-                },
-            });
+            blocks.push(b.block(cfg, i, &local, sharded)?);
         }
         let ln_f = b.norm("ln_f", d, cfg)?;
         let head = if cfg.tied_embeddings {
