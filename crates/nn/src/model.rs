@@ -361,7 +361,7 @@ impl Transformer {
 
     /// [`Transformer::forward`] and what every MoE layer's router did.
     fn forward_routed(&self, ids: &Tensor) -> Result<(Tensor, Vec<LayerRouting>)> {
-        let (bsz, t) = (ids.dim(0), ids.dim(1));
+        let t = ids.dim(1);
         if t > self.cfg.max_ctx {
             return Err(Error::Shape {
                 op: "forward",
@@ -371,7 +371,7 @@ impl Transformer {
                 ),
             });
         }
-        let (d, hd, nh, nkv) = (self.cfg.d_model, self.cfg.head_dim, self.cfg.n_head, self.cfg.n_kv_head);
+        let d = self.cfg.d_model;
         let mut x = embedding(self.t(self.tok_emb), ids)?; // [B, T, d]
         if let Some(p) = self.pos_emb {
             x = x.add(&self.t(p).narrow(0, 0, t)?)?;
@@ -380,60 +380,69 @@ impl Transformer {
             Positions::Rope => Some(self.rope_tables(t)?),
             Positions::Learned => None,
         };
-        let (b, ti) = (bsz as isize, t as isize);
         let mut routing = Vec::new();
         for blk in &self.blocks {
             let h = self.norm(&x, blk.ln1)?;
-            let qkv = self.linear(&h, blk.qkv)?; // [B, T, (nh + 2 nkv) hd]
-            let scale = 1.0 / (hd as f32).sqrt();
-            // Attention's two products in the model's precision, as autocast runs them.
-            let operands = self.precision.operands();
-            let a = if blk.q_norm.is_none() {
-                // Heads read in place from qkv: no split, permute or merge copies.
-                let tables = rope_t.as_ref().map(|(c, s)| (c, s));
-                attention_qkv_autocast(&qkv, nh, nkv, tables, true, scale, operands)?
-            // [B, T, nh hd]
-            } else {
-                let heads = |start: usize, n: usize| -> Result<Tensor> {
-                    qkv.narrow(-1, start * hd, n * hd)?
-                        .reshape(&[b, ti, n as isize, hd as isize])?
-                        .permute(&[0, 2, 1, 3])
-                };
-                let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
-                if let (Some(qn), Some(kn)) = (blk.q_norm, blk.k_norm) {
-                    q = q.rms_norm(Some(self.t(qn)), self.cfg.norm_eps)?;
-                    k = k.rms_norm(Some(self.t(kn)), self.cfg.norm_eps)?;
-                }
-                if let Some((cos, sin)) = &rope_t {
-                    q = rope(&q, cos, sin)?;
-                    k = rope(&k, cos, sin)?;
-                }
-                let a = attention_autocast(&q, &k, &v, true, scale, operands)?; // [B, nh, T, hd]
-                a.permute(&[0, 2, 1, 3])?.reshape(&[b, ti, (nh * hd) as isize])?
-            };
+            let a = self.attention(blk, &h, rope_t.as_ref())?;
             x = x.add(&self.linear(&a, blk.o)?)?;
             let h = self.norm(&x, blk.ln2)?;
-            let y = match &blk.ffn {
-                Ffn::Dense { up, down } => {
-                    let up = self.linear(&h, *up)?;
-                    let act = match self.cfg.mlp {
-                        Mlp::Gelu => up.gelu(GeluKind::Tanh)?,
-                        Mlp::SwiGlu => swiglu(&up)?,
-                    };
-                    self.linear(&act, *down)?
-                }
-                Ffn::Moe(m) => {
-                    let cfg = self.cfg.moe.as_ref().expect("a MoE block has a MoE config");
-                    let rows = h.reshape(&[-1, d as isize])?;
-                    let (y, r) = m.forward(&|i| self.t(i).clone(), cfg, &rows, self.placement.experts.as_ref())?;
-                    routing.push(r);
-                    y.reshape(&[b, ti, d as isize])?
-                }
-            };
-            x = x.add(&y)?;
+            x = x.add(&self.ffn(blk, &h, &mut routing)?)?;
         }
         let x = self.norm(&x, self.ln_f)?.reshape(&[-1, d as isize])?;
         Ok((self.linear(&x, (self.head.unwrap_or(self.tok_emb), None))?, routing))
+    }
+
+    /// Block `blk`'s causal self-attention on its normed input `h [B, T, d]`, before the output
+    /// projection: `[B, T, nh hd]`, its two products in the model's precision as autocast runs
+    /// them; RoPE from `rope_t` where the model has it.
+    fn attention(&self, blk: &Block, h: &Tensor, rope_t: Option<&(Tensor, Tensor)>) -> Result<Tensor> {
+        let (hd, nh, nkv) = (self.cfg.head_dim, self.cfg.n_head, self.cfg.n_kv_head);
+        let (b, ti) = (h.dim(0) as isize, h.dim(1) as isize);
+        let qkv = self.linear(h, blk.qkv)?; // [B, T, (nh + 2 nkv) hd]
+        let scale = 1.0 / (hd as f32).sqrt();
+        let operands = self.precision.operands();
+        if blk.q_norm.is_none() {
+            // Heads read in place from qkv: no split, permute or merge copies.
+            let tables = rope_t.map(|(c, s)| (c, s));
+            return attention_qkv_autocast(&qkv, nh, nkv, tables, true, scale, operands);
+        }
+        let heads = |start: usize, n: usize| -> Result<Tensor> {
+            qkv.narrow(-1, start * hd, n * hd)?.reshape(&[b, ti, n as isize, hd as isize])?.permute(&[0, 2, 1, 3])
+        };
+        let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
+        if let (Some(qn), Some(kn)) = (blk.q_norm, blk.k_norm) {
+            q = q.rms_norm(Some(self.t(qn)), self.cfg.norm_eps)?;
+            k = k.rms_norm(Some(self.t(kn)), self.cfg.norm_eps)?;
+        }
+        if let Some((cos, sin)) = rope_t {
+            q = rope(&q, cos, sin)?;
+            k = rope(&k, cos, sin)?;
+        }
+        let a = attention_autocast(&q, &k, &v, true, scale, operands)?; // [B, nh, T, hd]
+        a.permute(&[0, 2, 1, 3])?.reshape(&[b, ti, (nh * hd) as isize])
+    }
+
+    /// Block `blk`'s MLP or MoE layer on its normed input `h [B, T, d]`; a MoE layer's routing
+    /// goes onto `routing`.
+    fn ffn(&self, blk: &Block, h: &Tensor, routing: &mut Vec<LayerRouting>) -> Result<Tensor> {
+        match &blk.ffn {
+            Ffn::Dense { up, down } => {
+                let up = self.linear(h, *up)?;
+                let act = match self.cfg.mlp {
+                    Mlp::Gelu => up.gelu(GeluKind::Tanh)?,
+                    Mlp::SwiGlu => swiglu(&up)?,
+                };
+                self.linear(&act, *down)
+            }
+            Ffn::Moe(m) => {
+                let cfg = self.cfg.moe.as_ref().expect("a MoE block has a MoE config");
+                let (b, ti, d) = (h.dim(0) as isize, h.dim(1) as isize, self.cfg.d_model as isize);
+                let rows = h.reshape(&[-1, d])?;
+                let (y, r) = m.forward(&|i| self.t(i).clone(), cfg, &rows, self.placement.experts.as_ref())?;
+                routing.push(r);
+                y.reshape(&[b, ti, d])
+            }
+        }
     }
 
     /// The training objective on `ids [B,T]` against `targets [B,T]` (I32): the mean
