@@ -40,38 +40,52 @@ fn interleaved_to_half(v: &[f32], heads: usize, hd: usize, cols: usize, inverse:
 
 /// HF tensors -> anychip parameters.
 pub fn import(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
+    if arch == Arch::Gpt2 {
+        return import_gpt2(c, s);
+    }
+    import_llama(arch, c, s)
+}
+
+/// GPT-2's tensors (Conv1D weights transposed to our [out, in]; with or without the
+/// `transformer.` prefix).
+fn import_gpt2(c: &ModelConfig, s: &Store) -> Result<Named> {
     let mut out: Named = Vec::new();
     let d = c.d_model;
-    if arch == Arch::Gpt2 {
-        let pre = if s.has("transformer.wte.weight") { "transformer." } else { "" };
-        let g = |n: &str| s.get(&format!("{pre}{n}"));
-        out.push(("tok_emb.weight".into(), g("wte.weight")?.0, vec![c.vocab_size, d]));
-        out.push(("pos_emb.weight".into(), g("wpe.weight")?.0, vec![c.max_ctx, d]));
-        for i in 0..c.n_layer {
-            let h = format!("h.{i}.");
-            let conv = |n: &str, out_f: usize, in_f: usize| -> Result<Vec<f32>> {
-                Ok(transpose(&g(&format!("{h}{n}.weight"))?.0, in_f, out_f))
-            };
-            for (ours, theirs) in [("ln1", "ln_1"), ("ln2", "ln_2")] {
-                out.push((format!("blocks.{i}.{ours}.weight"), g(&format!("{h}{theirs}.weight"))?.0, vec![d]));
-                out.push((format!("blocks.{i}.{ours}.bias"), g(&format!("{h}{theirs}.bias"))?.0, vec![d]));
-            }
-            out.push((format!("blocks.{i}.attn.qkv.weight"), conv("attn.c_attn", 3 * d, d)?, vec![3 * d, d]));
-            out.push((format!("blocks.{i}.attn.qkv.bias"), g(&format!("{h}attn.c_attn.bias"))?.0, vec![3 * d]));
-            out.push((format!("blocks.{i}.attn.o.weight"), conv("attn.c_proj", d, d)?, vec![d, d]));
-            out.push((format!("blocks.{i}.attn.o.bias"), g(&format!("{h}attn.c_proj.bias"))?.0, vec![d]));
-            out.push((format!("blocks.{i}.mlp.up.weight"), conv("mlp.c_fc", c.d_ff, d)?, vec![c.d_ff, d]));
-            out.push((format!("blocks.{i}.mlp.up.bias"), g(&format!("{h}mlp.c_fc.bias"))?.0, vec![c.d_ff]));
-            out.push((format!("blocks.{i}.mlp.down.weight"), conv("mlp.c_proj", d, c.d_ff)?, vec![d, c.d_ff]));
-            out.push((format!("blocks.{i}.mlp.down.bias"), g(&format!("{h}mlp.c_proj.bias"))?.0, vec![d]));
+    let pre = if s.has("transformer.wte.weight") { "transformer." } else { "" };
+    let g = |n: &str| s.get(&format!("{pre}{n}"));
+    out.push(("tok_emb.weight".into(), g("wte.weight")?.0, vec![c.vocab_size, d]));
+    out.push(("pos_emb.weight".into(), g("wpe.weight")?.0, vec![c.max_ctx, d]));
+    for i in 0..c.n_layer {
+        let h = format!("h.{i}.");
+        let conv = |n: &str, out_f: usize, in_f: usize| -> Result<Vec<f32>> {
+            Ok(transpose(&g(&format!("{h}{n}.weight"))?.0, in_f, out_f))
+        };
+        for (ours, theirs) in [("ln1", "ln_1"), ("ln2", "ln_2")] {
+            out.push((format!("blocks.{i}.{ours}.weight"), g(&format!("{h}{theirs}.weight"))?.0, vec![d]));
+            out.push((format!("blocks.{i}.{ours}.bias"), g(&format!("{h}{theirs}.bias"))?.0, vec![d]));
         }
-        out.push(("ln_f.weight".into(), g("ln_f.weight")?.0, vec![d]));
-        out.push(("ln_f.bias".into(), g("ln_f.bias")?.0, vec![d]));
-        if !c.tied_embeddings {
-            out.push(("lm_head.weight".into(), s.get("lm_head.weight")?.0, vec![c.vocab_size, d]));
-        }
-        return Ok(out);
+        out.push((format!("blocks.{i}.attn.qkv.weight"), conv("attn.c_attn", 3 * d, d)?, vec![3 * d, d]));
+        out.push((format!("blocks.{i}.attn.qkv.bias"), g(&format!("{h}attn.c_attn.bias"))?.0, vec![3 * d]));
+        out.push((format!("blocks.{i}.attn.o.weight"), conv("attn.c_proj", d, d)?, vec![d, d]));
+        out.push((format!("blocks.{i}.attn.o.bias"), g(&format!("{h}attn.c_proj.bias"))?.0, vec![d]));
+        out.push((format!("blocks.{i}.mlp.up.weight"), conv("mlp.c_fc", c.d_ff, d)?, vec![c.d_ff, d]));
+        out.push((format!("blocks.{i}.mlp.up.bias"), g(&format!("{h}mlp.c_fc.bias"))?.0, vec![c.d_ff]));
+        out.push((format!("blocks.{i}.mlp.down.weight"), conv("mlp.c_proj", d, c.d_ff)?, vec![d, c.d_ff]));
+        out.push((format!("blocks.{i}.mlp.down.bias"), g(&format!("{h}mlp.c_proj.bias"))?.0, vec![d]));
     }
+    out.push(("ln_f.weight".into(), g("ln_f.weight")?.0, vec![d]));
+    out.push(("ln_f.bias".into(), g("ln_f.bias")?.0, vec![d]));
+    if !c.tied_embeddings {
+        out.push(("lm_head.weight".into(), s.get("lm_head.weight")?.0, vec![c.vocab_size, d]));
+    }
+    Ok(out)
+}
+
+/// The Llama family's tensors: q, k and v concatenated (ERNIE's interleaved RoPE halves
+/// reordered), gate and up concatenated, the experts through [`crate::moe::import_layer`].
+fn import_llama(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
+    let mut out: Named = Vec::new();
+    let d = c.d_model;
     let (hd, nq, nkv) = (c.head_dim, c.n_head, c.n_kv_head);
     let g = |n: &str| s.get(n).map(|x| x.0);
     out.push(("tok_emb.weight".into(), g("model.embed_tokens.weight")?, vec![c.vocab_size, d]));
@@ -118,37 +132,55 @@ pub fn import(arch: Arch, c: &ModelConfig, s: &Store) -> Result<Named> {
 pub fn export(arch: Arch, c: &ModelConfig, ours: &NamedTensors) -> Result<NamedTensors> {
     let get = |n: &str| ours.get(n).map(|x| x.0.clone()).ok_or_else(|| anyhow!("model has no parameter '{n}'"));
     let mut out = BTreeMap::new();
-    let d = c.d_model;
     let mut put = |n: String, v: Vec<f32>, s: Vec<usize>| {
         out.insert(n, (v, s));
     };
     if arch == Arch::Gpt2 {
-        put("transformer.wte.weight".into(), get("tok_emb.weight")?, vec![c.vocab_size, d]);
-        put("transformer.wpe.weight".into(), get("pos_emb.weight")?, vec![c.max_ctx, d]);
-        for i in 0..c.n_layer {
-            let h = format!("transformer.h.{i}.");
-            let b = format!("blocks.{i}.");
-            for (ours, theirs) in [("ln1", "ln_1"), ("ln2", "ln_2")] {
-                put(format!("{h}{theirs}.weight"), get(&format!("{b}{ours}.weight"))?, vec![d]);
-                put(format!("{h}{theirs}.bias"), get(&format!("{b}{ours}.bias"))?, vec![d]);
-            }
-            for (ours, theirs, o, n) in [
-                ("attn.qkv", "attn.c_attn", 3 * d, d),
-                ("attn.o", "attn.c_proj", d, d),
-                ("mlp.up", "mlp.c_fc", c.d_ff, d),
-                ("mlp.down", "mlp.c_proj", d, c.d_ff),
-            ] {
-                put(format!("{h}{theirs}.weight"), transpose(&get(&format!("{b}{ours}.weight"))?, o, n), vec![n, o]);
-                put(format!("{h}{theirs}.bias"), get(&format!("{b}{ours}.bias"))?, vec![o]);
-            }
-        }
-        put("transformer.ln_f.weight".into(), get("ln_f.weight")?, vec![d]);
-        put("transformer.ln_f.bias".into(), get("ln_f.bias")?, vec![d]);
-        if !c.tied_embeddings {
-            put("lm_head.weight".into(), get("lm_head.weight")?, vec![c.vocab_size, d]);
-        }
-        return Ok(out);
+        export_gpt2(c, &get, &mut put)?;
+    } else {
+        export_llama(arch, c, &get, &mut put)?;
     }
+    Ok(out)
+}
+
+/// Our tensor by name, and where an exported one goes.
+type Get<'a> = &'a dyn Fn(&str) -> Result<Vec<f32>>;
+type Put<'a> = &'a mut dyn FnMut(String, Vec<f32>, Vec<usize>);
+
+/// GPT-2's names under `transformer.`, weights transposed to Conv1D's [in, out].
+fn export_gpt2(c: &ModelConfig, get: Get, put: Put) -> Result<()> {
+    let d = c.d_model;
+    put("transformer.wte.weight".into(), get("tok_emb.weight")?, vec![c.vocab_size, d]);
+    put("transformer.wpe.weight".into(), get("pos_emb.weight")?, vec![c.max_ctx, d]);
+    for i in 0..c.n_layer {
+        let h = format!("transformer.h.{i}.");
+        let b = format!("blocks.{i}.");
+        for (ours, theirs) in [("ln1", "ln_1"), ("ln2", "ln_2")] {
+            put(format!("{h}{theirs}.weight"), get(&format!("{b}{ours}.weight"))?, vec![d]);
+            put(format!("{h}{theirs}.bias"), get(&format!("{b}{ours}.bias"))?, vec![d]);
+        }
+        for (ours, theirs, o, n) in [
+            ("attn.qkv", "attn.c_attn", 3 * d, d),
+            ("attn.o", "attn.c_proj", d, d),
+            ("mlp.up", "mlp.c_fc", c.d_ff, d),
+            ("mlp.down", "mlp.c_proj", d, c.d_ff),
+        ] {
+            put(format!("{h}{theirs}.weight"), transpose(&get(&format!("{b}{ours}.weight"))?, o, n), vec![n, o]);
+            put(format!("{h}{theirs}.bias"), get(&format!("{b}{ours}.bias"))?, vec![o]);
+        }
+    }
+    put("transformer.ln_f.weight".into(), get("ln_f.weight")?, vec![d]);
+    put("transformer.ln_f.bias".into(), get("ln_f.bias")?, vec![d]);
+    if !c.tied_embeddings {
+        put("lm_head.weight".into(), get("lm_head.weight")?, vec![c.vocab_size, d]);
+    }
+    Ok(())
+}
+
+/// The Llama family's names: q, k and v split (ERNIE's RoPE halves interleaved back), gate and
+/// up split, the experts through [`crate::moe::export_layer`].
+fn export_llama(arch: Arch, c: &ModelConfig, get: Get, put: Put) -> Result<()> {
+    let d = c.d_model;
     let (hd, nq, nkv) = (c.head_dim, c.n_head, c.n_kv_head);
     put("model.embed_tokens.weight".into(), get("tok_emb.weight")?, vec![c.vocab_size, d]);
     for i in 0..c.n_layer {
@@ -177,7 +209,7 @@ pub fn export(arch: Arch, c: &ModelConfig, ours: &NamedTensors) -> Result<NamedT
         }
         put(format!("{l}self_attn.o_proj.weight"), get(&format!("{b}attn.o.weight"))?, vec![d, nq * hd]);
         if let (true, Some(m)) = (c.is_moe_layer(i), &c.moe) {
-            crate::moe::export_layer(c, m, i, &get, &mut put)?;
+            crate::moe::export_layer(c, m, i, get, put)?;
             continue;
         }
         let up = get(&format!("{b}mlp.up.weight"))?;
@@ -190,5 +222,5 @@ pub fn export(arch: Arch, c: &ModelConfig, ours: &NamedTensors) -> Result<NamedT
     if !c.tied_embeddings {
         put("lm_head.weight".into(), get("lm_head.weight")?, vec![c.vocab_size, d]);
     }
-    Ok(out)
+    Ok(())
 }
