@@ -675,25 +675,7 @@ impl Run<'_> {
             let elapsed = loop_start.elapsed().as_secs_f64();
             let tps = (self.tokens - start * cfg.tokens_per_step() as u64) as f64 / elapsed.max(1e-9);
             let stop_now = self.stop_requested()?;
-            let mut line = StepRecord {
-                step: done,
-                loss: outcome.loss,
-                lr,
-                grad_norm: outcome.grad_norm,
-                tokens: self.tokens,
-                tokens_per_s: tps,
-                elapsed_s: elapsed,
-                val_loss: None,
-                moe: self.model.router_stats().map(|r| MoeLog {
-                    aux_loss: r.aux_loss,
-                    tokens_per_expert: r.tokens_per_expert,
-                    max_load_ratio: r.max_load_ratio,
-                    load_ratio_per_layer: r.load_ratio_per_layer,
-                    router_max_load_ratio: r.router_max_load_ratio,
-                    rerouted: r.rerouted,
-                }),
-                skipped: !outcome.finite(),
-            };
+            let mut line = self.record_of(done, &outcome, lr, tps, elapsed);
             if ((cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == end) && !stop_now {
                 let v = evaluate_dp(self.model, self.val, cfg, self.dp.as_ref())?;
                 (line.val_loss, self.val_loss) = (Some(v), Some(v));
@@ -715,6 +697,30 @@ impl Run<'_> {
         }
         self.bar.finish_and_clear();
         Ok(last_loss)
+    }
+
+    /// Step `done`'s log record (no validation loss yet): its loss, learning rate, gradient norm,
+    /// throughput so far and, for a MoE model, what the routers did.
+    fn record_of(&self, done: u64, outcome: &StepOutcome, lr: f32, tps: f64, elapsed: f64) -> StepRecord {
+        StepRecord {
+            step: done,
+            loss: outcome.loss,
+            lr,
+            grad_norm: outcome.grad_norm,
+            tokens: self.tokens,
+            tokens_per_s: tps,
+            elapsed_s: elapsed,
+            val_loss: None,
+            moe: self.model.router_stats().map(|r| MoeLog {
+                aux_loss: r.aux_loss,
+                tokens_per_expert: r.tokens_per_expert,
+                max_load_ratio: r.max_load_ratio,
+                load_ratio_per_layer: r.load_ratio_per_layer,
+                router_max_load_ratio: r.router_max_load_ratio,
+                rerouted: r.rerouted,
+            }),
+            skipped: !outcome.finite(),
+        }
     }
 
     /// A step whose loss or gradient norm was not finite (its update was not applied, except
