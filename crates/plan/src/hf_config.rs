@@ -984,37 +984,10 @@ fn sparse_attention(c: &Fields, m: &mut ModelFile) -> Result<()> {
 fn kimi_linear(c: &Fields, mt: &str) -> Result<ModelFile> {
     const NAMES: Names = Names { ctx: &["max_position_embeddings", "model_max_length"], ..LLAMA_NAMES };
     let kda = c.sub("linear_attn_config");
-    for key in ["mla_use_output_gate", "use_full_rank_gate"] {
-        if c.flag(key) == Some(true) || kda.flag(key) == Some(true) {
-            bail!("config.json: {key} is set, a Kimi layout the planner does not read (it reads Kimi-Linear-48B-A3B's low-rank KDA gates and ungated MLA); write a TOML model file");
-        }
-    }
-    for key in ["routed_expert_hidden_size", "attn_res_block_size"] {
-        if !c.v[key].is_null() {
-            bail!("config.json: {key} is set, a Kimi layout the planner does not read (it reads Kimi-Linear-48B-A3B's); write a TOML model file");
-        }
-    }
+    refuse_later_kimi_fields(c, &kda)?;
     let mut m = named(c, mt, "hybrid", &NAMES, None)?;
     let layers = m.layers;
-    let (kda_layers, full) = (kda.indices("kda_layers"), kda.indices("full_attn_layers"));
-    // 1-based layer numbers, each in exactly one list; no list at all: every layer MLA.
-    let attention: Vec<bool> = (1..=layers)
-        .map(|n| match (kda_layers.contains(&n), full.contains(&n) || kda_layers.is_empty()) {
-            (true, false) => Ok(false),
-            (false, true) => Ok(true),
-            (true, true) => {
-                bail!("config.json: linear_attn_config lists layer {n} as both a KDA and a full-attention layer")
-            }
-            (false, false) => {
-                bail!("config.json: linear_attn_config lists layer {n} in neither kda_layers nor full_attn_layers")
-            }
-        })
-        .collect::<Result<_>>()?;
-    if let Some(n) = kda_layers.iter().chain(&full).find(|&&n| n == 0 || n > layers) {
-        bail!(
-            "config.json: linear_attn_config names layer {n}; its layers are numbered 1 to num_hidden_layers {layers}"
-        );
-    }
+    let attention = kimi_attention_layers(&kda, layers)?;
     let experts = c.opt("num_experts").unwrap_or(0);
     let (first_dense, every) =
         (c.opt("first_k_dense_replace").unwrap_or(0), c.opt("moe_layer_freq").unwrap_or(1).max(1));
@@ -1051,6 +1024,46 @@ fn kimi_linear(c: &Fields, mt: &str) -> Result<ModelFile> {
     m.layers = 2 * layers;
     m.gated = Some(true);
     Ok(m)
+}
+
+/// The fields of later Kimi configs this reading cannot express, refused by name.
+fn refuse_later_kimi_fields(c: &Fields, kda: &Fields) -> Result<()> {
+    for key in ["mla_use_output_gate", "use_full_rank_gate"] {
+        if c.flag(key) == Some(true) || kda.flag(key) == Some(true) {
+            bail!("config.json: {key} is set, a Kimi layout the planner does not read (it reads Kimi-Linear-48B-A3B's low-rank KDA gates and ungated MLA); write a TOML model file");
+        }
+    }
+    for key in ["routed_expert_hidden_size", "attn_res_block_size"] {
+        if !c.v[key].is_null() {
+            bail!("config.json: {key} is set, a Kimi layout the planner does not read (it reads Kimi-Linear-48B-A3B's); write a TOML model file");
+        }
+    }
+    Ok(())
+}
+
+/// Which of `layers` layers are full (MLA) attention: `linear_attn_config`'s 1-based
+/// `kda_layers` and `full_attn_layers`, each layer in exactly one list; no list at all: every
+/// layer MLA.
+fn kimi_attention_layers(kda: &Fields, layers: usize) -> Result<Vec<bool>> {
+    let (kda_layers, full) = (kda.indices("kda_layers"), kda.indices("full_attn_layers"));
+    let attention = (1..=layers)
+        .map(|n| match (kda_layers.contains(&n), full.contains(&n) || kda_layers.is_empty()) {
+            (true, false) => Ok(false),
+            (false, true) => Ok(true),
+            (true, true) => {
+                bail!("config.json: linear_attn_config lists layer {n} as both a KDA and a full-attention layer")
+            }
+            (false, false) => {
+                bail!("config.json: linear_attn_config lists layer {n} in neither kda_layers nor full_attn_layers")
+            }
+        })
+        .collect::<Result<_>>()?;
+    if let Some(n) = kda_layers.iter().chain(&full).find(|&&n| n == 0 || n > layers) {
+        bail!(
+            "config.json: linear_attn_config names layer {n}; its layers are numbered 1 to num_hidden_layers {layers}"
+        );
+    }
+    Ok(attention)
 }
 
 /// Multi-head latent attention widths (DeepSeek-V2/V3, Kimi K2); plain attention when the config
