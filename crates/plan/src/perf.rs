@@ -1085,17 +1085,17 @@ impl Ctx<'_> {
     /// the larger of the two. The first stage is counted with the most layers a stage without
     /// the LM head holds (the second stage's where the first holds fewer: one micro-batch fewer
     /// in flight there, counted as the first's).
+    /// `first_sum`: the costs of a stage with the most layers a stage without the head holds.
     fn peak_stage_activations(
         &self,
         split: &StageSplit,
         last: &LastStage,
-        moe_frac: f64,
+        first_sum: &LayerCost,
         n_micro: usize,
     ) -> (f64, f64, f64) {
         let body = split.body();
-        let first_sum = self.stage_in_precisions(body, moe_frac);
-        let first_stored = self.stored_per_micro_batch(&first_sum, body);
-        let (first, offloaded) = self.activation_memory(&first_sum, first_stored, body, n_micro);
+        let first_stored = self.stored_per_micro_batch(first_sum, body);
+        let (first, offloaded) = self.activation_memory(first_sum, first_stored, body, n_micro);
         let last_stored = self.stored_per_micro_batch(&last.layers, split.last);
         let (last_acts, _) = self.last_stage_activation_memory(&last.layers, last_stored, split.last, n_micro);
         let logits = (1.0 + last.depths) * logits_memory(self.stack, last.logits_bytes);
@@ -2026,6 +2026,9 @@ struct BindingStage {
     layers: f64,
     /// Its layers' (and MTP modules') costs per micro-batch.
     sum: LayerCost,
+    /// Under pipelining, the costs of the most layers a stage without the LM head holds
+    /// ([`StageSplit::body`]): whether such a stage binds, and the first stage's memory.
+    body_sum: Option<LayerCost>,
     /// Its multi-token prediction depths (0 for a stage without the head).
     depths: f64,
     /// LM heads on it (1 + depths on the last stage, else 0).
@@ -2063,13 +2066,13 @@ impl Ctx<'_> {
         let moe_frac = a.moe_layers() as f64 / a.layers as f64;
         let last = self.last_stage(split.last, moe_frac);
         let body = split.body();
-        let body_sum = (body > split.last).then(|| self.stage_in_precisions(body, moe_frac));
+        let body_sum = (l.pp > 1).then(|| self.stage_in_precisions(body, moe_frac));
         let (layers, sum, depths, heads) = match body_sum {
-            Some(b) if layer_work(&b, l.recompute) > last.work(l.recompute) => (body, b, 0.0, 0.0),
+            Some(b) if body > split.last && layer_work(&b, l.recompute) > last.work(l.recompute) => (body, b, 0.0, 0.0),
             _ => (split.last, last.layers, last.depths, 1.0 + last.depths),
         };
         let head = if heads > 0.0 { last.head } else { 0.0 };
-        BindingStage { split, last, moe_frac, layers, sum, depths, heads, head }
+        BindingStage { split, last, moe_frac, layers, sum, body_sum, depths, heads, head }
     }
 
     /// Element-wise traffic of a micro-batch on `stage`: each stored byte is touched `passes`
@@ -2146,8 +2149,8 @@ impl Ctx<'_> {
 
     /// The heaviest chip's memory: its states and the activations in flight on its stage.
     fn memory(&self, stage: &BindingStage, states: &States, act_stored: f64, n_micro: usize) -> Memory {
-        let (activations, offloaded, logits) = if self.l.pp > 1 {
-            self.peak_stage_activations(&stage.split, &stage.last, stage.moe_frac, n_micro)
+        let (activations, offloaded, logits) = if let Some(first_sum) = &stage.body_sum {
+            self.peak_stage_activations(&stage.split, &stage.last, first_sum, n_micro)
         } else {
             let (first, offloaded) = self.activation_memory(&stage.sum, act_stored, stage.layers, n_micro);
             (first, offloaded, stage.heads * logits_memory(self.stack, stage.last.logits_bytes))
