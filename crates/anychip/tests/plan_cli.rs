@@ -322,6 +322,11 @@ fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
             "job j: global_batch must be at least 1",
         ),
         ("jobs-inf.toml", "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = inf\n", "job j: tokens must be"),
+        (
+            "jobs-big.toml",
+            "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e6\nglobal_batch = 512\nseq = 2048\n",
+            "job j: global_batch 512 sequences of 2048 tokens is 1.049e6 tokens a step, more than the 1.000e6 tokens to train",
+        ),
     ] {
         assert_one_line(&fleet_json(&fleet, &tmp(&d, name, text)), &[want]);
     }

@@ -236,7 +236,8 @@ fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
     if job.seq == Some(0) {
         bail!("seq must be at least 1 token; give a positive value or leave it out for 4096");
     }
-    check_job_size(job.tokens, job.global_batch, job.seq.unwrap_or(4096), "tokens", "global_batch")?;
+    let seq = job.seq.unwrap_or(4096);
+    check_job_size(job.tokens, job.global_batch, seq, "tokens", "global_batch")?;
     let stack = match &job.stack {
         Some(n) => stack::resolve(n)?,
         None => default_stack.clone(),
@@ -249,7 +250,7 @@ fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
         model,
         count: 0,
         tokens: job.tokens,
-        seq: job.seq.unwrap_or(4096),
+        seq,
         global_batch: job.global_batch,
         precision,
         stack,
