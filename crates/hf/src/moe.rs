@@ -162,8 +162,8 @@ pub(crate) fn export_layer(
     c: &ModelConfig,
     m: &MoeConfig,
     i: usize,
-    get: &dyn Fn(&str) -> Result<Vec<f32>>,
-    put: &mut dyn FnMut(String, Vec<f32>, Vec<usize>),
+    get: crate::names::Get,
+    put: crate::names::Put,
 ) -> Result<()> {
     let (d, e, f) = (c.d_model, m.n_experts, m.d_expert);
     let (l, b) = (format!("model.layers.{i}.mlp."), format!("blocks.{i}.moe."));

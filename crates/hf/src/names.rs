@@ -144,8 +144,8 @@ pub fn export(arch: Arch, c: &ModelConfig, ours: &NamedTensors) -> Result<NamedT
 }
 
 /// Our tensor by name, and where an exported one goes.
-type Get<'a> = &'a dyn Fn(&str) -> Result<Vec<f32>>;
-type Put<'a> = &'a mut dyn FnMut(String, Vec<f32>, Vec<usize>);
+pub(crate) type Get<'a> = &'a dyn Fn(&str) -> Result<Vec<f32>>;
+pub(crate) type Put<'a> = &'a mut dyn FnMut(String, Vec<f32>, Vec<usize>);
 
 /// GPT-2's names under `transformer.`, weights transposed to Conv1D's [in, out].
 fn export_gpt2(c: &ModelConfig, get: Get, put: Put) -> Result<()> {
