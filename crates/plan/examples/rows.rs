@@ -9,7 +9,8 @@ use anychip_plan::validation::{cross_validate, prepare, table};
 fn main() -> anyhow::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_default();
     // Only the read-only views take the held-out rows: a fit never sees them.
-    let held_out = std::env::var_os("ANYCHIP_HELD_OUT").is_some() && matches!(mode.as_str(), "why" | "moe" | "mem");
+    let held_out =
+        std::env::var_os("ANYCHIP_HELD_OUT").is_some() && matches!(mode.as_str(), "why" | "moe" | "mem" | "search");
     let rows = if held_out { anychip_plan::validation::prepare_held_out()? } else { prepare()? };
     if mode == "write" {
         std::fs::write("crates/plan/data/calibration.toml", anychip_plan::validation::calibration_file()?)?;
@@ -35,6 +36,28 @@ fn main() -> anyhow::Result<()> {
                 100.0 * w,
                 100.0 * i
             );
+        }
+        return Ok(());
+    }
+    if mode == "search" {
+        // The best layout the search finds for each row's job against the published layout.
+        let k = calib::shipped();
+        for r in &rows {
+            let pinned = r.error(&k)?;
+            match r.searched(&k) {
+                Ok(plan) => {
+                    let best = &plan.ranked[0];
+                    let err = r.published_step() / best.step_s - 1.0;
+                    println!(
+                        "{:<44} {:>+7.1}% pinned {:>+7.1}%  {}",
+                        r.row.id,
+                        100.0 * err,
+                        100.0 * pinned,
+                        best.estimate.layout
+                    );
+                }
+                Err(e) => println!("{:<44} none fits pinned {:>+7.1}%  {e}", r.row.id, 100.0 * pinned),
+            }
         }
         return Ok(());
     }

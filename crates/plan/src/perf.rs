@@ -2537,6 +2537,11 @@ fn group_exposed(cx: &Ctx, g: &DpGroup, (bwd_window, fwd_window): (f64, f64), nm
             };
             gathers + nm * exposed(across, bwd_window, ov, k)
         }
+        // ZeRO-2 keeps only its shard of the gradients, so it cannot sum a step's micro-batches
+        // locally: each micro-batch's gradients are reduce-scattered as its backward makes them
+        // (DeepSpeed's stage 2, FSDP's SHARD_GRAD_OP, Paddle's sharding stage 2), the updated
+        // weights all-gathered once per step.
+        2 => nm * exposed(inside(rs) + across, bwd_window, ov, k) + exposed(inside(ag), fwd_window, ov, k),
         z if z >= 1 || stack.distributed_optimizer => {
             exposed(inside(rs) + across, bwd_window, ov, k) + exposed(inside(ag), fwd_window, ov, k)
         }
@@ -3471,6 +3476,23 @@ mod tests {
         let experts = (m.arch.moe_layers() * moe.experts * 3 * m.arch.d_model * moe.expert_d_ff) as f64;
         let want = 12.0 * ((m.arch.total_params() - experts) / 8.0 + experts / 16.0);
         assert!((opt / want - 1.0).abs() < 0.02, "optimizer {opt:.3e} B against {want:.3e}");
+    }
+
+    #[test]
+    fn zero_2_reduce_scatters_every_micro_batch_and_zero_1_once_a_step() {
+        // ZeRO-2 keeps only its gradient shard, so each micro-batch's gradients are reduce-scattered;
+        // ZeRO-1 sums them locally and reduce-scatters once. Without DP overlap the difference is
+        // (micro-batches - 1) reduce-scatters: none at one micro-batch, three times two's at four.
+        let st = crate::stack::find("megatron-core-2024-no-overlap").unwrap();
+        let k = Constants::prior();
+        let dp = |zero: u8, batch: usize| {
+            let l = Layout { zero, ..Layout::data_parallel(64) };
+            llama8b_h100(&k, &st, l, Precision::Bf16, batch).time.dp_comm
+        };
+        assert_eq!(dp(2, 64), dp(1, 64));
+        let (extra_2, extra_4) = (dp(2, 128) - dp(1, 128), dp(2, 256) - dp(1, 256));
+        assert!(extra_2 > 0.0, "{extra_2}");
+        assert!((extra_4 / extra_2 - 3.0).abs() < 1e-9, "{extra_4} vs {extra_2}");
     }
 
     #[test]

@@ -369,6 +369,24 @@ impl Prepared {
     pub fn error(&self, k: &Constants) -> Result<f64> {
         Ok(self.published_step / self.estimate(k)?.time.total() - 1.0)
     }
+
+    /// The planner's own answer for the row's job, as a user without the published layout would
+    /// ask it: every layout searched on the row's chip count at its sequence, batch, precision and
+    /// stack.
+    pub fn searched(&self, k: &Constants) -> Result<crate::search::Plan> {
+        let tokens = (self.row.global_batch * self.row.seq) as f64;
+        let req = crate::search::Request {
+            model: model::resolve(&self.row.model)?,
+            count: self.layout.chips(),
+            tokens: tokens.max(1e12),
+            seq: self.row.seq,
+            global_batch: Some(self.row.global_batch),
+            precision: self.precision,
+            stack: self.stack.clone(),
+            pinned: None,
+        };
+        crate::search::search_with(&req, &self.chip, k)
+    }
 }
 
 /// Errors of the given rows under `k`.
