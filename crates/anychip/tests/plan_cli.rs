@@ -199,6 +199,22 @@ fn impossible_layout_says_why() {
 }
 
 #[test]
+fn a_layout_the_stack_cannot_run_is_refused() {
+    // Megatron-Core of 2024 has the distributed optimizer (ZeRO-1) and no FSDP.
+    let o = plan("llama3-8b", "h100:64", &["--stack", "megatron-core-2024", "--layout", "tp=8,zero=2"]);
+    assert_one_line(&o, &["stack megatron-core-2024 has no ZeRO stage 2", "zero=0 or 1"]);
+    // PyTorch FSDP has no optimizer-only stage.
+    let o = plan("llama3-8b", "h100:64", &["--stack", "pytorch-fsdp", "--layout", "tp=1,zero=1"]);
+    assert_one_line(&o, &["stack pytorch-fsdp has no ZeRO stage 1", "zero=0 or 2 or 3"]);
+    // DeepSpeed's pipeline engine: ZeRO-1 at most, one chunk a stage.
+    let o = plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,pp=4,zero=2"]);
+    assert_one_line(&o, &["ZeRO stage 2 only without pipeline stages", "zero=1 with pp > 1"]);
+    let o = plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,pp=4,vp=2,zero=1"]);
+    assert_one_line(&o, &["megatron-deepspeed runs one pipeline chunk a stage", "vp=1"]);
+    assert_ok(&plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,pp=4,zero=1"]));
+}
+
+#[test]
 fn an_uneven_pipeline_split_is_pinned_and_reported() {
     // Llama 3 8B at pp 4 with 7 layers on the first and last stages (the two between hold 9):
     // the layout is evaluated as pinned and JSON carries the split.

@@ -354,6 +354,7 @@ fn runs_on(req: &Request, g: &Grid, domain: usize) -> Vec<Layout> {
             }
         }
     }
+    out.retain(|l| req.stack.check_runs(l).is_ok());
     out
 }
 

@@ -104,6 +104,19 @@ pub struct Stack {
     pub balanced_pipeline_split: bool,
     /// Optimizer states sharded over data parallel even at zero = 0.
     pub distributed_optimizer: bool,
+    /// The ZeRO stages the framework implements (a layout's `zero`): Megatron-LM's distributed
+    /// optimizer is stage 1, and Megatron-Core had nothing beyond it before its FSDP (November
+    /// 2024); PyTorch FSDP has no stage 1 (NO_SHARD, SHARD_GRAD_OP, FULL_SHARD). Absent: 0 to 3.
+    #[serde(default = "every_zero_stage")]
+    pub zero_stages: Vec<u8>,
+    /// The highest ZeRO stage the framework runs with pipeline stages (DeepSpeed's pipeline
+    /// engine asserts a stage below 2). Absent: 3.
+    #[serde(default = "highest_zero_stage")]
+    pub pipeline_zero_max: u8,
+    /// The framework runs several pipeline chunks a stage (Megatron's interleaved schedule);
+    /// DeepSpeed's pipeline engine runs one. Absent: true.
+    #[serde(default = "yes")]
+    pub interleaved_pipeline: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
     pub zero3_keep_gathered: bool,
     /// Bytes per gradient element in the data-parallel reduction.
@@ -126,11 +139,49 @@ fn fp32_master_and_moments() -> f64 {
     12.0
 }
 
+fn every_zero_stage() -> Vec<u8> {
+    vec![0, 1, 2, 3]
+}
+
+fn highest_zero_stage() -> u8 {
+    3
+}
+
+fn yes() -> bool {
+    true
+}
+
 impl Stack {
     /// Whether this is the default stack ([`DEFAULT_STACK`]), the one a job gets when it names
     /// none: a framework the planner has no profile of.
     pub fn is_default(&self) -> bool {
         self.name == DEFAULT_STACK
+    }
+
+    /// Whether the framework can run `l`'s ZeRO stage and pipeline chunks: the error names what
+    /// it cannot and what it can.
+    pub fn check_runs(&self, l: &crate::perf::Layout) -> Result<()> {
+        if !self.zero_stages.contains(&l.zero) {
+            let stages: Vec<String> = self.zero_stages.iter().map(u8::to_string).collect();
+            bail!(
+                "layout {l}: stack {} has no ZeRO stage {} (it runs zero={}); pick one of those or another stack",
+                self.name,
+                l.zero,
+                stages.join(" or ")
+            );
+        }
+        if l.pp > 1 && l.zero > self.pipeline_zero_max {
+            bail!(
+                "layout {l}: stack {} runs ZeRO stage {} only without pipeline stages (at most zero={} with pp > 1)",
+                self.name,
+                l.zero,
+                self.pipeline_zero_max
+            );
+        }
+        if l.v > 1 && !self.interleaved_pipeline {
+            bail!("layout {l}: stack {} runs one pipeline chunk a stage (no interleaving); use vp=1", self.name);
+        }
+        Ok(())
     }
 }
 
