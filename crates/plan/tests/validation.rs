@@ -213,6 +213,41 @@ fn issue_18_bounds() {
 /// are +6% to +16%; GPT-OSS-120B on Ironwood +69%; 19.6% over the 41 before the six largest
 /// DeepSeek-V3 runs, 20.3% over 29 before the long-context rows), held to a regression bound
 /// just above that; single rows are printed, not bounded.
+/// MLPerf submissions run layouts their submitters tuned for speed. Given only each job (model,
+/// chips, sequence, batch, precision, stack), the planner's best layout should predict about the
+/// tuned run's throughput: well above it would mean the search exploits layouts the model
+/// overrates (as it did with ZeRO-2's free memory, or layouts the stack cannot run).
+#[test]
+fn the_planners_own_layout_for_tuned_benchmarks() {
+    let rows = prepare().unwrap();
+    let k = calib::shipped();
+    let mut errs = Vec::new();
+    for r in rows.iter().filter(|r| r.row.publisher() == "mlcommons") {
+        let plan = r.searched(&k).unwrap();
+        let best = &plan.ranked[0];
+        let err = r.published_step() / best.step_s - 1.0;
+        println!(
+            "{:<46} searched {:>+7.1}%  pinned {:>+7.1}%  {}",
+            r.row.id,
+            100.0 * err,
+            100.0 * r.error(&k).unwrap(),
+            best.estimate.layout
+        );
+        errs.push(err);
+    }
+    let (mean, worst) = summary(&errs);
+    let signed = errs.iter().sum::<f64>() / errs.len() as f64;
+    println!(
+        "{} MLPerf rows, the planner's own layout: mean {:.1}%, signed {:+.1}%, worst {:.1}%",
+        errs.len(),
+        100.0 * mean,
+        100.0 * signed,
+        100.0 * worst
+    );
+    assert!(errs.len() >= 50, "{} MLPerf rows", errs.len());
+    assert!(mean <= 0.12 && signed <= 0.06, "mean {mean}, signed {signed}");
+}
+
 #[test]
 fn held_out_runs_predicted_blind() {
     let held = prepare_held_out().unwrap();
