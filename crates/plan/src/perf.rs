@@ -1119,13 +1119,23 @@ impl Ctx<'_> {
         (activations, act_stored * in_flight * off)
     }
 
+    /// Bytes saved by storing `linear_inputs` elements as their quantized copies: Transformer
+    /// Engine keeps the quantized copy of each linear layer's input for the weight gradient, not
+    /// the BF16 one (one byte instead of two in FP8, 0.5625 in NVFP4); a stack that keeps BF16
+    /// inputs (`stores_quantized_inputs` false) saves nothing.
+    fn quantized_saving(&self, linear_inputs: f64) -> f64 {
+        if self.stack.stores_quantized_inputs {
+            linear_inputs * (2.0 - self.precision.operand_bytes())
+        } else {
+            0.0
+        }
+    }
+
     /// Bytes one micro-batch stores across the stage's layers under the layout's recompute mode.
     fn stored_per_micro_batch(&self, sum: &LayerCost, stage_layers: f64) -> f64 {
         let (l, tok) = (&self.l, self.tok);
         let h = self.a.d_model as f64;
-        // Transformer Engine keeps the quantized copy of each linear layer's input for the weight
-        // gradient, not the BF16 one: one byte instead of two in FP8, 0.5625 in NVFP4.
-        let quantized_saving = sum.linear_inputs * (2.0 - self.precision.operand_bytes());
+        let quantized_saving = self.quantized_saving(sum.linear_inputs);
         match l.recompute {
             Recompute::None => sum.act_bytes - quantized_saving - sum.module_bytes,
             Recompute::Selective => sum.act_bytes_selective - quantized_saving - sum.module_bytes,
@@ -1461,7 +1471,7 @@ impl Ctx<'_> {
             // in FP8), and backward reruns its forward GEMMs, element-wise extras and the forward
             // all-to-all pair (half of `ep`).
             let (norm_bytes, norm_rerun) = self.norm_recompute();
-            let quantized_saving = inside_linear_inputs * (2.0 - self.precision.operand_bytes());
+            let quantized_saving = self.quantized_saving(inside_linear_inputs);
             c.module_bytes = norm_bytes + tok * mlp_inside - quantized_saving;
             c.module_rerun = norm_rerun + c.linear_fwd + extra_fwd + c.ep / 2.0;
         }
@@ -3477,6 +3487,20 @@ mod tests {
         let experts = (m.arch.moe_layers() * moe.experts * 3 * m.arch.d_model * moe.expert_d_ff) as f64;
         let want = 12.0 * ((m.arch.total_params() - experts) / 8.0 + experts / 16.0);
         assert!((opt / want - 1.0).abs() < 0.02, "optimizer {opt:.3e} B against {want:.3e}");
+    }
+
+    #[test]
+    fn fp8_activations_are_smaller_only_where_the_stack_keeps_quantized_inputs() {
+        // Transformer Engine (nemo-2025) keeps each linear input's FP8 copy; torchtitan's torchao
+        // Float8 keeps the BF16 one, so its FP8 step stores what its BF16 step stores.
+        let k = Constants::prior();
+        let l = Layout { mb: 2, ..Layout::data_parallel(8) };
+        let act = |stack: &str, p: Precision| {
+            llama8b_h100(&k, &crate::stack::find(stack).unwrap(), l, p, 16).memory.activations
+        };
+        let (fp8, bf16) = (act("nemo-2025", Precision::Fp8), act("nemo-2025", Precision::Bf16));
+        assert!(fp8 < 0.9 * bf16, "{fp8} vs {bf16}");
+        assert_eq!(act("torchtitan-2024-compile", Precision::Fp8), act("torchtitan-2024-compile", Precision::Bf16));
     }
 
     #[test]
