@@ -45,16 +45,8 @@ fn main() -> anyhow::Result<()> {
         for r in &rows {
             let pinned = r.error(&k)?;
             match r.searched(&k) {
-                Ok(plan) => {
-                    let best = &plan.ranked[0];
-                    let err = r.published_step() / best.step_s - 1.0;
-                    println!(
-                        "{:<44} {:>+7.1}% pinned {:>+7.1}%  {}",
-                        r.row.id,
-                        100.0 * err,
-                        100.0 * pinned,
-                        best.estimate.layout
-                    );
+                Ok((layout, err)) => {
+                    println!("{:<44} {:>+7.1}% pinned {:>+7.1}%  {layout}", r.row.id, 100.0 * err, 100.0 * pinned)
                 }
                 Err(e) => println!("{:<44} none fits pinned {:>+7.1}%  {e}", r.row.id, 100.0 * pinned),
             }

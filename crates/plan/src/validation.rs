@@ -371,9 +371,9 @@ impl Prepared {
     }
 
     /// The planner's own answer for the row's job, as a user without the published layout would
-    /// ask it: every layout searched on the row's chip count at its sequence, batch, precision and
-    /// stack.
-    pub fn searched(&self, k: &Constants) -> Result<crate::search::Plan> {
+    /// ask it: the best of every layout searched on the row's chip count at its sequence, batch,
+    /// precision and stack, with its predicted / published throughput - 1.
+    pub fn searched(&self, k: &Constants) -> Result<(Layout, f64)> {
         let tokens = (self.row.global_batch * self.row.seq) as f64;
         let req = crate::search::Request {
             model: model::resolve(&self.row.model)?,
@@ -385,7 +385,9 @@ impl Prepared {
             stack: self.stack.clone(),
             pinned: None,
         };
-        crate::search::search_with(&req, &self.chip, k)
+        let plan = crate::search::search_with(&req, &self.chip, k)?;
+        let best = &plan.ranked[0];
+        Ok((best.estimate.layout, self.published_step / best.step_s - 1.0))
     }
 }
 

@@ -223,16 +223,9 @@ fn the_planners_own_layout_for_tuned_benchmarks() {
     let k = calib::shipped();
     let mut errs = Vec::new();
     for r in rows.iter().filter(|r| r.row.publisher() == "mlcommons") {
-        let plan = r.searched(&k).unwrap();
-        let best = &plan.ranked[0];
-        let err = r.published_step() / best.step_s - 1.0;
-        println!(
-            "{:<46} searched {:>+7.1}%  pinned {:>+7.1}%  {}",
-            r.row.id,
-            100.0 * err,
-            100.0 * r.error(&k).unwrap(),
-            best.estimate.layout
-        );
+        let (layout, err) = r.searched(&k).unwrap();
+        let pinned = r.error(&k).unwrap();
+        println!("{:<46} searched {:>+7.1}%  pinned {:>+7.1}%  {layout}", r.row.id, 100.0 * err, 100.0 * pinned);
         errs.push(err);
     }
     let (mean, worst) = summary(&errs);
