@@ -385,6 +385,14 @@ fn a_stack_file_plans_and_names_itself() {
         &plan("llama3-8b", "h100:16", &["--stack", bad.to_str().unwrap()]),
         &["typo-stack.toml", "overlap_tpp"],
     );
+    let none = tmp(&d, "no-zero.toml", "base = \"megatron-core-2024\"\nzero_stages = []\n");
+    assert_one_line(
+        &plan("llama3-8b", "h100:16", &["--stack", none.to_str().unwrap()]),
+        &["no-zero.toml", "zero_stages"],
+    );
+    // A stack file that names ZeRO-2 lets a pinned layout use it.
+    let fsdp = tmp(&d, "with-fsdp.toml", "base = \"megatron-core-2024\"\nzero_stages = [0, 1, 2, 3]\n");
+    assert_ok(&plan("llama3-8b", "h100:16", &["--stack", fsdp.to_str().unwrap(), "--layout", "tp=1,zero=2"]));
 }
 
 #[test]

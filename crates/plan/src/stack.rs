@@ -229,6 +229,12 @@ fn with_base(mut own: toml::Table, known: &[Stack]) -> Result<Stack> {
             bail!("{field} must be a byte count of 0 or more, got {bytes}");
         }
     }
+    if s.zero_stages.is_empty() || s.zero_stages.iter().any(|z| *z > 3) {
+        bail!("zero_stages must list ZeRO stages from 0 to 3 (e.g. [0, 1]), got {:?}", s.zero_stages);
+    }
+    if s.pipeline_zero_max > 3 {
+        bail!("pipeline_zero_max must be a ZeRO stage from 0 to 3, got {}", s.pipeline_zero_max);
+    }
     Ok(s)
 }
 
