@@ -8,6 +8,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::OnceLock;
 
 const STACKS_TOML: &str = include_str!("../data/stacks.toml");
 
@@ -196,15 +197,19 @@ struct File {
     stack: Vec<toml::Table>,
 }
 
-/// Every stack profile shipped with the planner.
-pub fn all() -> Vec<Stack> {
-    let f: File = toml::from_str(STACKS_TOML).expect("data/stacks.toml is valid");
-    let mut stacks = Vec::new();
-    for t in f.stack {
-        let s = with_base(t, &stacks).expect("data/stacks.toml: every stack resolves");
-        stacks.push(s);
-    }
-    stacks
+/// Every stack profile shipped with the planner, parsed once (a search, a fleet or the
+/// validation looks stacks up by name many times).
+pub fn all() -> &'static [Stack] {
+    static STACKS: OnceLock<Vec<Stack>> = OnceLock::new();
+    STACKS.get_or_init(|| {
+        let f: File = toml::from_str(STACKS_TOML).expect("data/stacks.toml is valid");
+        let mut stacks = Vec::new();
+        for t in f.stack {
+            let s = with_base(t, &stacks).expect("data/stacks.toml: every stack resolves");
+            stacks.push(s);
+        }
+        stacks
+    })
 }
 
 /// One profile from its table: the fields of its `base` (a stack in `known`), overridden by its own.
@@ -252,7 +257,7 @@ fn lookup<'a>(name: &str, stacks: &'a [Stack]) -> Result<&'a Stack> {
 
 /// Find a shipped stack by name; the error lists the known ones.
 pub fn find(name: &str) -> Result<Stack> {
-    lookup(name, &all()).cloned()
+    lookup(name, all()).cloned()
 }
 
 /// Resolve `--stack`: a shipped profile's name, or a TOML file describing one (its fields at top
@@ -270,7 +275,7 @@ pub fn resolve(spec: &str) -> Result<Stack> {
     t.entry("name").or_insert(stem.into());
     t.entry("description").or_insert(format!("stack file {spec}").into());
     t.entry("source").or_insert(format!("stack file {spec}").into());
-    with_base(t, &all()).map_err(|e| anyhow!("stack file {spec}: {}", crate::chips::one_line(&e.to_string())))
+    with_base(t, all()).map_err(|e| anyhow!("stack file {spec}: {}", crate::chips::one_line(&e.to_string())))
 }
 
 #[cfg(test)]

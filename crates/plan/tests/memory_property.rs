@@ -1,6 +1,6 @@
 //! Property: over many random jobs (model, chip, count, stack, precision, sequence), no layout the
-//! planner recommends needs more memory than the chip can use, and its ZeRO-3 memory holds the
-//! gathered weights its time assumes.
+//! planner recommends needs more memory than the chip can use or is one its stack cannot run, and
+//! its ZeRO-3 memory holds the gathered weights its time assumes.
 
 use anychip_plan::chips::ChipDb;
 use anychip_plan::model;
@@ -40,7 +40,16 @@ fn recommended_layouts_fit_in_memory() {
         "qwen3-next-80b-a3b",
     ];
     let chips = ["h100", "a100", "h20", "b200", "mi300x", "gaudi2", "gb200"];
-    let stacks = ["unknown", "megatron-core-2024", "nemo-2025", "deepspeed-zero3", "pytorch-fsdp", "llama3-2024"];
+    let stacks = [
+        "unknown",
+        "megatron-core-2024",
+        "nemo-2025",
+        "deepspeed-zero3",
+        "pytorch-fsdp",
+        "llama3-2024",
+        "megatron-deepspeed",
+        "torchtitan-2024",
+    ];
     let counts = [8, 16, 32, 64, 128, 256];
     let seqs = [2048, 4096, 8192];
     let mut rng = Rng(18);
@@ -88,6 +97,7 @@ fn recommended_layouts_fit_in_memory() {
             );
             assert_eq!(e.layout.zero == 3, e.memory.gathered > 0.0, "{}: gathered weights vs zero stage", e.layout);
             assert_eq!(e.layout.offload, 0, "{}: the search never offloads", e.layout);
+            assert!(req.stack.check_runs(&e.layout).is_ok(), "{}: {} cannot run it", e.layout, plan.stack);
         }
     }
     println!("{planned} jobs planned, {refused} refused");
