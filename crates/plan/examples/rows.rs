@@ -1,7 +1,9 @@
 //! Every published row under the shipped constants (or refitted ones with `fit`), for working on
-//! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|moe|mem|write]`
+//! the model: `cargo run -p anychip-plan --example rows [fit|cv|why|moe|mem|search|write]`
 //! (`write` does what `anychip plan calibrate --out crates/plan/data/calibration.toml` does).
-//! With `ANYCHIP_HELD_OUT=1`, `why`, `moe` and `mem` read the held-out file instead (no fit reads it).
+//! `search` compares the best layout the search finds for each row's job with the published run.
+//! With `ANYCHIP_HELD_OUT=1`, `why`, `moe`, `mem` and `search` read the held-out file instead (no
+//! fit reads it).
 
 use anychip_plan::calib;
 use anychip_plan::validation::{cross_validate, prepare, table};
