@@ -317,6 +317,12 @@ fn row_chip(db: &ChipDb, r: &Row) -> Result<crate::chips::Chip> {
 }
 
 impl Prepared {
+    /// The row's layout as resolved against its stack (the stack's schedule where the row names
+    /// none).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// The family of the row's chip (`nvidia`, `amd`, `tpu`, `gaudi`, ...).
     pub fn chip_family(&self) -> &str {
         &self.chip.family

@@ -251,8 +251,7 @@ fn the_planner_picks_the_fastest_of_a_sources_layouts() {
     let mut sweeps: std::collections::BTreeMap<String, Vec<(String, f64, f64)>> = Default::default();
     for r in prepare().unwrap().into_iter().chain(prepare_held_out().unwrap()) {
         let row = &r.row;
-        let stack = anychip_plan::stack::find(&row.stack).unwrap();
-        let layout = row.layout(&stack).unwrap().to_string();
+        let layout = r.layout().to_string();
         // The FP8 recipe (MXFP8 or current scaling) is not a planner input; it shows in the id.
         let recipe = if row.id.contains("mxfp8") || row.id.contains("fp8-mx") { "mx" } else { "" };
         let job = format!(
