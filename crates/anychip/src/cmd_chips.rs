@@ -56,6 +56,10 @@ pub enum ChipsCommand {
         /// Software stack profile.
         #[arg(long, value_name = "NAME", default_value = DEFAULT_STACK)]
         stack: String,
+        /// Number format of the transformer GEMMs on every chip: bf16, fp8, int8 or fp4 (as
+        /// `plan --precision`); a chip without that format's rate is refused on its row.
+        #[arg(long, value_name = "bf16|fp8|int8|fp4", default_value = "bf16")]
+        precision: String,
     },
 }
 
@@ -65,9 +69,10 @@ pub fn run_chips(args: &ChipsArgs) -> Result<()> {
     match &args.command {
         None => list(&db),
         Some(ChipsCommand::Show { name }) => show(&db, name),
-        Some(ChipsCommand::Compare { names, model, count, tokens, seq, global_batch, out, stack }) => {
+        Some(ChipsCommand::Compare { names, model, count, tokens, seq, global_batch, out, stack, precision }) => {
             let stack = stack::resolve(stack)?;
-            compare(&db, names, model, *count, *tokens, *seq, *global_batch, out, &stack)
+            let precision = Precision::parse(precision)?;
+            compare(&db, names, model, *count, *tokens, *seq, *global_batch, out, &stack, precision)
         }
     }
 }
@@ -145,6 +150,7 @@ fn compare(
     global_batch: Option<usize>,
     out: &std::path::Path,
     stack: &stack::Stack,
+    precision: Precision,
 ) -> Result<()> {
     if count == 0 {
         bail!("--count must be positive");
@@ -154,8 +160,8 @@ fn compare(
     // Resolve every name first so a typo fails before any work.
     let chips: Vec<_> = names.iter().map(|n| db.find(n)).collect::<Result<_>>()?;
     println!(
-        "{} on {} chips of each kind, {:.3e} tokens, seq {}, stack {}",
-        model.name, count, tokens, seq, stack.name
+        "{} on {} chips of each kind, {:.3e} tokens, seq {}, stack {}, precision {}",
+        model.name, count, tokens, seq, stack.name, precision
     );
     println!(
         "{:<8} {:<40} {:>12} {:>6} {:>8} {:>11} {:>12} {:>9} {:>12}",
@@ -170,7 +176,7 @@ fn compare(
             tokens,
             seq,
             global_batch,
-            precision: Precision::Bf16,
+            precision,
             stack: stack.clone(),
             pinned: None,
         };

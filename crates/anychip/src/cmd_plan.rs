@@ -275,6 +275,23 @@ fn print_header(plan: &Plan, chip: &Chip) {
     }
 }
 
+/// Under FP8, INT8 or FP4 the MFU column stays against the BF16 peak (docs/planner.md), so it
+/// can pass 100% on a chip whose low-precision rate is a multiple of its BF16 rate (the H20):
+/// say so, and give the best layout's share of the format's own peak.
+fn mfu_note(plan: &Plan, chip: &Chip) -> Option<String> {
+    if !plan.precision.quantized() {
+        return None;
+    }
+    let bf16 = chip.get("bf16_tflops")?;
+    let low = chip.get(plan.precision.peak_field())?;
+    let unit = if plan.precision == Precision::Int8 { "TOPS" } else { "TFLOP/s" };
+    Some(format!(
+        "MFU is against the BF16 peak ({bf16} TFLOP/s), also for {p} runs; against the {p} peak ({low} {unit}) the best layout runs {:.1}%",
+        100.0 * plan.best().estimate.mfu * bf16 / low,
+        p = plan.precision,
+    ))
+}
+
 /// The `top` layouts that fit, fastest first.
 fn print_ranked(plan: &Plan, top: usize) {
     println!(
@@ -303,6 +320,9 @@ fn print_ranked(plan: &Plan, top: usize) {
 fn print_best(plan: &Plan, chip: &Chip) {
     let b = &plan.best().estimate;
     print_breakdown(b);
+    if let Some(line) = mfu_note(plan, chip) {
+        println!("{line}");
+    }
     if let Some(line) = network_note(plan) {
         println!("{line}");
     }

@@ -196,6 +196,14 @@ fn impossible_layout_says_why() {
     assert_one_line(&o, &["first/last stages hold 32 of the model's 32 layers", "other 2 stages"]);
     let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,first=7"]);
     assert_one_line(&o, &["first= and last=", "pp=2 or more"]);
+    // A zero micro-batch used to divide by zero in the batch arithmetic (a panic, exit 101).
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,mb=0"]);
+    assert_one_line(&o, &["--layout", "mb=0", "at least 1"]);
+    // A key given twice, under one spelling or two, was taken at its last value without a word.
+    let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,tp=4"]);
+    assert_one_line(&o, &["--layout", "tp is given twice"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "pp=2,vp=2,v=4"]);
+    assert_one_line(&o, &["--layout", "vp is given twice"]);
 }
 
 #[test]
@@ -662,4 +670,57 @@ fn a_plan_across_nodes_names_the_network_it_assumed_and_how_to_change_it() {
             .unwrap();
     assert_eq!(json["network"]["scaleout_gbs"], 6.25, "{}", json["network"]);
     assert_eq!(json["network"]["scaleup_domain"], 8.0, "{}", json["network"]);
+}
+
+/// Under FP8 the MFU column stays against the BF16 peak and can pass 100% (Llama 3 70B on H20s,
+/// whose FP8 rate is twice its BF16 rate): the plan says so and gives the share of the FP8 peak;
+/// a BF16 plan has no such line.
+#[test]
+fn an_fp8_plan_says_what_its_mfu_is_against() {
+    let args = ["plan", "--model", "llama3-70b", "--chips", "h20:64", "--tokens", "1e12", "--top", "1"];
+    let fp8 = assert_ok(&run(&[&args[..], &["--precision", "fp8"]].concat()));
+    let line = fp8.lines().find(|l| l.starts_with("MFU is against the BF16 peak")).unwrap_or_default();
+    assert!(line.contains("(148 TFLOP/s), also for fp8 runs; against the fp8 peak (296 TFLOP/s)"), "{fp8}");
+    // The row's MFU (against 148) is twice the share of the FP8 peak (against 296).
+    let row = fp8.lines().find(|l| l.starts_with("1 ")).unwrap_or_default();
+    let pct = |s: &str| s.trim_end_matches('%').parse::<f64>().unwrap_or(f64::NAN);
+    let mfu = row.split_whitespace().find(|f| f.ends_with('%')).map(pct).unwrap_or(f64::NAN);
+    let share = line.rsplit(' ').next().map(pct).unwrap_or(f64::NAN);
+    assert!((mfu - 2.0 * share).abs() < 0.15, "{row} / {line}");
+    let bf16 = assert_ok(&run(&args));
+    assert!(!bf16.contains("MFU is against"), "{bf16}");
+}
+
+/// `chips compare --precision fp8` prices every chip in FP8 and refuses, on its own row, a chip
+/// without an FP8 rate.
+#[test]
+fn chips_compare_takes_a_precision() {
+    let out = scratch("plan-cli-compare-fp8");
+    let compare = |precision: &str| {
+        let o = run(&[
+            "chips",
+            "compare",
+            "h100",
+            "v100",
+            "--model",
+            "llama3-8b",
+            "--count",
+            "8",
+            "--precision",
+            precision,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_ok(&o)
+    };
+    let (fp8, bf16) = (compare("fp8"), compare("bf16"));
+    assert!(fp8.lines().next().unwrap_or_default().ends_with("precision fp8"), "{fp8}");
+    assert!(fp8.contains("v100     refused: chip v100: no fp8_tflops"), "{fp8}");
+    let rate = |text: &str| -> f64 {
+        let row = text.lines().find(|l| l.starts_with("h100 ")).unwrap_or_default();
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        let mfu = fields.iter().position(|f| f.ends_with('%')).unwrap_or(0);
+        fields.get(mfu.wrapping_sub(1)).and_then(|f| f.parse().ok()).unwrap_or(f64::NAN)
+    };
+    assert!(rate(&fp8) > 1.2 * rate(&bf16), "{fp8}\n{bf16}");
 }

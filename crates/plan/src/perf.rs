@@ -269,6 +269,17 @@ impl Precision {
         })
     }
 
+    /// The chip field holding this format's dense GEMM peak (`bf16_tflops`, `fp8_tflops`,
+    /// `int8_tops`, `fp4_tflops`).
+    pub fn peak_field(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "bf16_tflops",
+            Precision::Fp8 => "fp8_tflops",
+            Precision::Int8 => "int8_tops",
+            Precision::Fp4 => "fp4_tflops",
+        }
+    }
+
     /// Whether the transformer layers' GEMMs run quantized (FP8, INT8 or FP4).
     pub fn quantized(self) -> bool {
         self != Precision::Bf16

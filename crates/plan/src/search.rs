@@ -54,37 +54,60 @@ pub fn parse_layout_on(spec: &str, count: usize, stack: &Stack) -> Result<Layout
     Ok(l)
 }
 
+/// A `--layout` key under its one name, so that a key given twice under two spellings
+/// (`vp=4,v=2`) is caught like one given twice.
+fn canonical_layout_key(key: &str) -> &str {
+    match key {
+        "v" => "vp",
+        "recompute_modules" => "modules",
+        "bf16_layers" => "bf16",
+        "first_layers" => "first",
+        "last_layers" => "last",
+        other => other,
+    }
+}
+
 /// The layout of `spec` and whether it named its schedule.
 fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
     let mut named_schedule = false;
+    let mut seen: Vec<&str> = Vec::new();
     let mut l = Layout { zero: 1, sp: true, ..Layout::data_parallel(1) };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, val) = part
             .split_once('=')
             .ok_or_else(|| anyhow!("--layout '{spec}': '{part}' must look like KEY=VALUE, e.g. tp=8"))?;
+        let key = canonical_layout_key(key.trim());
+        if seen.contains(&key) {
+            bail!("--layout '{spec}': {key} is given twice; give each key once");
+        }
+        seen.push(key);
         let num = || -> Result<usize> {
             val.trim().parse().map_err(|_| anyhow!("--layout '{spec}': {key}={val} is not a whole number"))
         };
-        match key.trim() {
-            "tp" => l.tp = num()?,
-            "pp" => l.pp = num()?,
-            "vp" | "v" => l.v = num()?,
-            "cp" => l.cp = num()?,
-            "ep" => l.ep = num()?,
-            "etp" => l.etp = num()?,
-            "mb" => l.mb = num()?,
-            "dp" => l.dp = num()?,
+        let degree = || -> Result<usize> {
+            match num()? {
+                0 => bail!("--layout '{spec}': {key}=0; every degree and the micro-batch are at least 1"),
+                n => Ok(n),
+            }
+        };
+        match key {
+            "tp" => l.tp = degree()?,
+            "pp" => l.pp = degree()?,
+            "vp" => l.v = degree()?,
+            "cp" => l.cp = degree()?,
+            "ep" => l.ep = degree()?,
+            "etp" => l.etp = degree()?,
+            "mb" => l.mb = degree()?,
+            "dp" => l.dp = degree()?,
             "shard" => l.shard = num()?,
             "zero" => l.zero = u8::try_from(num()?).unwrap_or(u8::MAX),
             "recompute" => l.recompute = Recompute::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
-            "modules" | "recompute_modules" => {
-                l.modules = Modules::parse([val]).map_err(|e| anyhow!("--layout '{spec}': {e}"))?
-            }
+            "modules" => l.modules = Modules::parse([val]).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
             "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
             "offload" => l.offload = num()?,
-            "bf16" | "bf16_layers" => l.bf16_layers = num()?,
-            "first" | "first_layers" => l.first_layers = Some(num()?),
-            "last" | "last_layers" => l.last_layers = Some(num()?),
+            "bf16" => l.bf16_layers = num()?,
+            "first" => l.first_layers = Some(num()?),
+            "last" => l.last_layers = Some(num()?),
             "schedule" => {
                 l.schedule = Schedule::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?;
                 named_schedule = true;
@@ -104,7 +127,7 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
         bail!("--layout '{spec}': tp x pp x cp = {model_par} does not divide the {count} chips");
     }
     let dp = count / model_par;
-    if spec.contains("dp=") && l.dp != dp {
+    if seen.contains(&"dp") && l.dp != dp {
         bail!("--layout '{spec}': dp={} but {count} chips / (tp x pp x cp) leaves dp={dp}", l.dp);
     }
     l.dp = dp;
