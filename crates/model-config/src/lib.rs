@@ -202,6 +202,12 @@ impl ModelConfig {
         if self.n_layer == 0 || self.d_model == 0 || self.n_head == 0 || self.vocab_size == 0 {
             return Err("model config: n_layer, d_model, n_head and vocab_size must be positive".into());
         }
+        if self.head_dim == 0 {
+            return Err("model config: head_dim must be positive (leave it out for d_model / n_head)".into());
+        }
+        if self.d_ff == 0 && self.moe.is_none() {
+            return Err("model config: d_ff (the MLP's hidden width, intermediate_size) must be positive".into());
+        }
         if self.n_kv_head == 0 || self.n_head % self.n_kv_head != 0 {
             return Err(format!(
                 "model config: n_head ({}) must be a multiple of n_kv_head ({})",
@@ -374,6 +380,17 @@ mod tests {
         m.selection_bias = true;
         m.bias_balance_rate = f32::NAN;
         assert!(m.validate().unwrap_err().contains("moe.bias_balance_rate"));
+    }
+    #[test]
+    fn a_zero_head_dim_or_mlp_width_is_refused() {
+        // Both used to validate: a config.json with `head_dim: 0` planned attention of no width,
+        // and `intermediate_size: 0` a dense model without MLPs.
+        let mut c = ModelConfig::preset("qwen3-0.6b").unwrap();
+        c.head_dim = 0;
+        assert!(c.validate().unwrap_err().contains("head_dim must be positive"));
+        let mut c = ModelConfig::preset("qwen3-0.6b").unwrap();
+        c.d_ff = 0;
+        assert!(c.validate().unwrap_err().contains("d_ff"));
     }
     #[test]
     fn every_preset_validates() {
