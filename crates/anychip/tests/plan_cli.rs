@@ -356,6 +356,25 @@ fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
     }
 }
 
+/// Two pools or two jobs of one name, and two pools of one chip kind with different assumptions
+/// (which the fleet plans as one kind, so the second's figures were dropped without a word), are
+/// refused with the names.
+#[test]
+fn fleet_names_are_unique_and_pools_of_a_kind_agree() {
+    let d = scratch("plan-cli");
+    let job = "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\n";
+    let jobs = tmp(&d, "jobs-one.toml", job);
+    let pool = |name: &str, extra: &str| format!("[[pool]]\nname = \"{name}\"\nchip = \"h100\"\ncount = 8\n{extra}");
+    let fleet = tmp(&d, "fleet-twice.toml", &(pool("a", "") + &pool("a", "")));
+    assert_one_line(&fleet_json(&fleet, &jobs), &["two pools are named 'a'"]);
+    let fleet = tmp(&d, "fleet-differ.toml", &(pool("a", "") + &pool("b", "[pool.overrides]\nscaleout_gbs = 25\n")));
+    assert_one_line(&fleet_json(&fleet, &jobs), &["pools 'a' and 'b' are both h100 but assume different figures"]);
+    let fleet = tmp(&d, "fleet-agree.toml", &(pool("a", "price_per_hour = 2\n") + &pool("b", "price_per_hour = 2\n")));
+    assert_ok(&fleet_json(&fleet, &jobs));
+    let jobs = tmp(&d, "jobs-twice.toml", &format!("{job}{job}"));
+    assert_one_line(&fleet_json(&fleet, &jobs), &["job 2 and an earlier job are both named 'j'"]);
+}
+
 #[test]
 fn a_hugging_face_config_plans_like_its_preset() {
     let d = scratch("plan-cli");

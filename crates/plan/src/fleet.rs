@@ -174,9 +174,23 @@ fn kinds(fleet: &FleetFile, db: &ChipDb) -> Result<BTreeMap<String, Kind>> {
         bail!("fleet file has no [[pool]]");
     }
     let mut out: BTreeMap<String, Kind> = BTreeMap::new();
-    for p in &fleet.pool {
+    for (i, p) in fleet.pool.iter().enumerate() {
         if p.count == 0 {
             bail!("pool {}: count must be positive", p.name);
+        }
+        if fleet.pool[..i].iter().any(|q| q.name == p.name) {
+            bail!("fleet file: two pools are named '{}'; give each pool its own name", p.name);
+        }
+        // Pools of one kind are scheduled as one; a second pool that assumed other figures
+        // would be priced with the first's, so say so instead of dropping them.
+        if let Some(q) = fleet.pool[..i]
+            .iter()
+            .find(|q| q.chip == p.chip && (q.overrides != p.overrides || q.price_per_hour != p.price_per_hour))
+        {
+            bail!(
+                "fleet file: pools '{}' and '{}' are both {} but assume different figures or prices; pools of one chip kind are planned as one, so give them the same overrides and price_per_hour (or one pool of both counts)",
+                q.name, p.name, p.chip
+            );
         }
         let mut chip = db.find(&p.chip).map_err(|e| anyhow!("pool {}: {e}", p.name))?.clone();
         for (k, v) in &p.overrides {
@@ -187,7 +201,7 @@ fn kinds(fleet: &FleetFile, db: &ChipDb) -> Result<BTreeMap<String, Kind>> {
             chip.set("price_per_hour", price, &format!("fleet price (pool {})", p.name))?;
         }
         match out.get_mut(&chip.name) {
-            // Pools of one kind are interchangeable; the first pool's assumptions stand for the kind.
+            // Pools of one kind (with the same assumptions, checked above) are interchangeable.
             Some(k) => k.capacity += p.count,
             None => {
                 out.insert(chip.name.clone(), Kind { chip, capacity: p.count });
@@ -352,6 +366,9 @@ pub fn schedule(
     let kinds = kinds(fleet, db)?;
     if jobs.job.is_empty() {
         bail!("jobs file has no [[job]]");
+    }
+    if let Some((i, j)) = jobs.job.iter().enumerate().find(|(i, j)| jobs.job[..*i].iter().any(|k| k.name == j.name)) {
+        bail!("jobs file: job {} and an earlier job are both named '{}'; give each job its own name", i + 1, j.name);
     }
     // Every feasible placement of every job, computed once.
     let mut options: Vec<(usize, Vec<Option_>)> = Vec::new();
