@@ -174,8 +174,26 @@ impl Chip {
         if !value.is_finite() || value < 0.0 {
             bail!("chip {}: {field}={value} must be a non-negative number", self.name);
         }
+        if field == "memory_gb" {
+            self.rescale_usable_memory(value, source);
+        }
         self.specs.insert(field.to_string(), Figure { value: Some(value), conf: Confidence::L, source: source.into() });
         Ok(())
+    }
+
+    /// A new nominal memory size makes a usable size measured on the old one stale: scale it
+    /// by new / old (the same share left to the runtime), unless the same set of overrides
+    /// (one `source`) states the usable size itself.
+    fn rescale_usable_memory(&mut self, memory_gb: f64, source: &str) {
+        let old = self.get("memory_gb").filter(|&m| m > 0.0);
+        let Some(usable) = self.specs.get_mut("usable_memory_gib") else {
+            return;
+        };
+        if let (Some(old), Some(u), true) = (old, usable.value, usable.source != source) {
+            usable.value = Some(u * memory_gb / old);
+            usable.conf = Confidence::L;
+            usable.source = format!("{} scaled to memory_gb={memory_gb} ({source})", usable.source);
+        }
     }
 
     /// Usable device memory in bytes: measured where known, else 94% of the nominal size
@@ -358,4 +376,33 @@ pub(crate) fn one_line(msg: &str) -> String {
         rest.starts_with('|')
     };
     msg.lines().map(str::trim).filter(|l| !l.is_empty() && !snippet(l)).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h100() -> Chip {
+        ChipDb::builtin().find("h100").unwrap().clone()
+    }
+
+    #[test]
+    fn a_new_memory_size_rescales_the_measured_usable_size() {
+        // The H100's usable 79.1 GiB was measured on its 80 GB; overriding the size to 141 GB
+        // used to leave it at 79.1, so the override changed no plan.
+        let mut c = h100();
+        let measured = c.usable_memory_bytes().unwrap();
+        c.set("memory_gb", 141.0, "user override (--override)").unwrap();
+        let scaled = c.usable_memory_bytes().unwrap();
+        assert!((scaled / measured - 141.0 / 80.0).abs() < 1e-12, "{scaled} {measured}");
+        // A usable size stated by the same overrides stands, in either order.
+        for order in [["usable_memory_gib", "memory_gb"], ["memory_gb", "usable_memory_gib"]] {
+            let mut c = h100();
+            for field in order {
+                let v = if field == "memory_gb" { 141.0 } else { 100.0 };
+                c.set(field, v, "user override (--override)").unwrap();
+            }
+            assert_eq!(c.usable_memory_bytes().unwrap(), 100.0 * GIB, "{order:?}");
+        }
+    }
 }
