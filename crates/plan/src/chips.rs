@@ -174,25 +174,27 @@ impl Chip {
         if !value.is_finite() || value < 0.0 {
             bail!("chip {}: {field}={value} must be a non-negative number", self.name);
         }
-        if field == "memory_gb" {
-            self.rescale_usable_memory(value, source);
+        for (rated, measured) in MEASURED_ON_RATED {
+            if field == *rated {
+                self.rescale_measured(rated, measured, value, source);
+            }
         }
         self.specs.insert(field.to_string(), Figure { value: Some(value), conf: Confidence::L, source: source.into() });
         Ok(())
     }
 
-    /// A new nominal memory size makes a usable size measured on the old one stale: scale it
-    /// by new / old (the same share left to the runtime), unless the same set of overrides
-    /// (one `source`) states the usable size itself.
-    fn rescale_usable_memory(&mut self, memory_gb: f64, source: &str) {
-        let old = self.get("memory_gb").filter(|&m| m > 0.0);
-        let Some(usable) = self.specs.get_mut("usable_memory_gib") else {
+    /// A new rated figure makes a figure measured on the old chip stale (a usable memory size,
+    /// a max-achievable GEMM rate): scale it by new / old, the same share of the rating, unless
+    /// the same set of overrides (one `source`) states the measured figure itself.
+    fn rescale_measured(&mut self, rated: &str, measured: &str, value: f64, source: &str) {
+        let old = self.get(rated).filter(|&m| m > 0.0);
+        let Some(fig) = self.specs.get_mut(measured) else {
             return;
         };
-        if let (Some(old), Some(u), true) = (old, usable.value, usable.source != source) {
-            usable.value = Some(u * memory_gb / old);
-            usable.conf = Confidence::L;
-            usable.source = format!("{} scaled to memory_gb={memory_gb} ({source})", usable.source);
+        if let (Some(old), Some(v), true) = (old, fig.value, fig.source != source) {
+            fig.value = Some(v * value / old);
+            fig.conf = Confidence::L;
+            fig.source = format!("{} scaled to {rated}={value} ({source})", fig.source);
         }
     }
 
@@ -212,6 +214,11 @@ impl Chip {
         self.name == n || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(&n))
     }
 }
+
+/// Figures measured on a chip as it was rated (rated field, measured field): overriding the
+/// rating rescales the measurement ([`Chip::set`]), so a what-if on the rating changes the plan.
+const MEASURED_ON_RATED: &[(&str, &str)] =
+    &[("memory_gb", "usable_memory_gib"), ("bf16_tflops", "maf_bf16_tflops"), ("bf16_tflops", "measured_bf16_tflops")];
 
 /// Bytes in a GiB.
 pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -404,5 +411,15 @@ mod tests {
             }
             assert_eq!(c.usable_memory_bytes().unwrap(), 100.0 * GIB, "{order:?}");
         }
+    }
+
+    #[test]
+    fn a_new_bf16_rating_rescales_the_measured_gemm_rate() {
+        // The MI300X's max-achievable 708 TFLOP/s was measured against its 1,307.4 rated: a
+        // what-if at 2,000 rated used to keep 708, so the plan ran no faster.
+        let mut c = ChipDb::builtin().find("mi300x").unwrap().clone();
+        c.set("bf16_tflops", 2000.0, "user override (--override)").unwrap();
+        let maf = c.get("maf_bf16_tflops").unwrap();
+        assert!((maf - 708.0 * 2000.0 / 1307.4).abs() < 1e-9, "{maf}");
     }
 }
