@@ -165,6 +165,11 @@ fn unknown_stack_lists_the_known_ones() {
         &plan("llama3-8b", "h100:8", &["--stack", "megatron-9000"]),
         &["unknown stack 'megatron-9000'", "nemo-2025"],
     );
+    // A framework named without its version gets its profiles (edit distance offered none).
+    assert_one_line(
+        &plan("llama3-8b", "h100:8", &["--stack", "maxtext"]),
+        &["unknown stack 'maxtext' (did you mean one of 'maxtext-2023', 'maxtext-2025'?)"],
+    );
 }
 
 #[test]

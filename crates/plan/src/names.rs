@@ -58,9 +58,40 @@ pub fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Opt
         .map(|(_, k)| k)
 }
 
-/// ` (did you mean 'NAME'?)` for the closest known name, or nothing.
-pub fn suggestion<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    closest(given, known).map(|k| format!(" (did you mean '{k}'?)")).unwrap_or_default()
+/// Known names of which `given` is a whole dash-separated part (`nemo` in `nemo-2025`, `fsdp` in
+/// `pytorch-fsdp`, `megatron-core` in `megatron-core-2024`): a family or framework typed without
+/// the version the names carry.
+pub fn containing<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let g = given.trim().to_ascii_lowercase();
+    if g.is_empty() {
+        return Vec::new();
+    }
+    known
+        .into_iter()
+        .filter(|k| {
+            let k = k.to_ascii_lowercase();
+            k != g && format!("-{k}-").contains(&format!("-{g}-"))
+        })
+        .collect()
+}
+
+/// How many names [`suggestion`] lists before it stops.
+const SUGGESTIONS: usize = 6;
+
+/// ` (did you mean 'NAME'?)` for the known names `given` is a part of ([`containing`]; the first
+/// six and how many more), else for the closest known name ([`closest`]), or nothing.
+pub fn suggestion<'a>(given: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> String {
+    let family = containing(given, known.clone());
+    match family.as_slice() {
+        [] => closest(given, known).map(|k| format!(" (did you mean '{k}'?)")).unwrap_or_default(),
+        [one] => format!(" (did you mean '{one}'?)"),
+        many => {
+            let shown: Vec<String> = many.iter().take(SUGGESTIONS).map(|k| format!("'{k}'")).collect();
+            let more = many.len().saturating_sub(SUGGESTIONS);
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            format!(" (did you mean one of {}{more}?)", shown.join(", "))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,5 +124,19 @@ mod tests {
         assert_eq!(closest("tpu-v9", known), None);
         assert_eq!(suggestion("gaudi3", known), " (did you mean 'gaudi2'?)");
         assert_eq!(suggestion("blackwell", known), "");
+    }
+
+    #[test]
+    fn a_family_typed_without_its_version_gets_the_names_it_is_part_of() {
+        let known = ["nemo-2023", "nemo-2025", "nemo-2025-flex", "megatron-core-2024", "pytorch-fsdp", "unknown"];
+        // Edit distance found nothing for these, or the wrong stack (`megatron-core` ->
+        // `megatron-2021`).
+        assert_eq!(suggestion("nemo", known), " (did you mean one of 'nemo-2023', 'nemo-2025', 'nemo-2025-flex'?)");
+        assert_eq!(suggestion("megatron-core", known), " (did you mean 'megatron-core-2024'?)");
+        assert_eq!(suggestion("FSDP", known), " (did you mean 'pytorch-fsdp'?)");
+        // A part of a part is no match (`em` is inside `nemo`, not a part of it).
+        assert!(containing("em", known).is_empty());
+        let many = ["a-1", "a-2", "a-3", "a-4", "a-5", "a-6", "a-7", "a-8"];
+        assert!(suggestion("a", many).ends_with("'a-6' and 2 more?)"), "{}", suggestion("a", many));
     }
 }
