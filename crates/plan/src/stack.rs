@@ -260,6 +260,23 @@ pub fn find(name: &str) -> Result<Stack> {
     lookup(name, all()).cloned()
 }
 
+/// The shipped profile at the top of `name`'s `base` chain: the framework a recipe-level variant
+/// derives from (`nemo-2026-fused-mlp` -> `nemo-2025`, `torchtitan-2024-compile-pp` ->
+/// `torchtitan-2024`), what a user who names only the framework would pick.
+pub fn root(name: &str) -> Result<String> {
+    let f: File = toml::from_str(STACKS_TOML)?;
+    let base_of = |n: &str| -> Result<Option<String>> {
+        let t = f.stack.iter().find(|t| t.get("name").and_then(|v| v.as_str()) == Some(n));
+        let t = t.ok_or_else(|| anyhow!("unknown stack '{n}'"))?;
+        Ok(t.get("base").and_then(|b| b.as_str()).map(str::to_string))
+    };
+    let mut cur = lookup(name, all())?.name.clone();
+    while let Some(b) = base_of(&cur)? {
+        cur = b;
+    }
+    Ok(cur)
+}
+
 /// Resolve `--stack`: a shipped profile's name, or a TOML file describing one (its fields at top
 /// level, optionally `base = "NAME"` and only the fields that differ; `name` defaults to the file
 /// name, `description` and `source` to the file's path).
@@ -298,6 +315,14 @@ mod tests {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn a_variant_s_root_is_the_top_of_its_base_chain() {
+        assert_eq!(root("nemo-2026-fused-mlp-fp8-attn").unwrap(), "nemo-2025");
+        assert_eq!(root("torchtitan-2024-compile-async-tp-pp").unwrap(), "torchtitan-2024");
+        assert_eq!(root("megatron-core-2024").unwrap(), "megatron-core-2024");
+        assert!(root("nope").unwrap_err().to_string().contains("unknown stack 'nope'"));
     }
 
     #[test]

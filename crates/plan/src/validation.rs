@@ -323,6 +323,21 @@ impl Prepared {
         self.layout
     }
 
+    /// The same run priced as if on `stack`: its layout resolved against that stack (the stack's
+    /// pipeline schedule where the row names none). For asking how much a prediction depends on
+    /// naming the recipe's exact profile rather than its framework's.
+    pub fn on_stack(&self, stack: &stack::Stack) -> Result<Prepared> {
+        Ok(Prepared {
+            row: self.row.clone(),
+            arch: self.arch.clone(),
+            layout: self.row.layout(stack)?,
+            chip: self.chip.clone(),
+            stack: stack.clone(),
+            precision: self.precision,
+            published_step: self.published_step,
+        })
+    }
+
     /// The family of the row's chip (`nvidia`, `amd`, `tpu`, `gaudi`, ...).
     pub fn chip_family(&self) -> &str {
         &self.chip.family

@@ -2,9 +2,10 @@
 //! is held out in turn, the constants refitted on the others, and its rows predicted.
 
 use anychip_plan::calib;
+use anychip_plan::stack;
 use anychip_plan::validation::{
     calibration_file, cross_validate, cross_validate_by_chip_family, cross_validate_by_publisher, memory_rows,
-    predict_memory, prepare, prepare_held_out, summary, table, Row,
+    predict_memory, prepare, prepare_held_out, summary, table, Prepared, Row,
 };
 use std::collections::BTreeSet;
 
@@ -436,6 +437,47 @@ fn held_out_runs_predicted_blind() {
 
 /// Held-out sources priced before they were compared, each held to a regression bound just
 /// above its figure: (name, group (`*` ends a prefix), rows, bound on the mean absolute error).
+/// How much the held-out accuracy rests on naming a recipe's exact stack profile: every held-out
+/// run priced again on its framework's profile (the top of its stack's `base` chain: `nemo-2025`
+/// for every Megatron-Bridge variant, `torchtitan-2024` for torchtitan's compiled and pipelined
+/// ones), as a user who names only the framework would, and on the default `unknown`. A run whose
+/// layout the other profile cannot run (ZeRO-3 on Megatron-Core, activation offload on
+/// `unknown`) keeps its own.
+#[test]
+fn held_out_runs_on_their_frameworks_profile() {
+    let held = prepare_held_out().unwrap();
+    let k = calib::shipped();
+    let price = |pick: &dyn Fn(&Prepared) -> String| -> (f64, usize) {
+        let mut kept = 0;
+        let errs: Vec<f64> = held
+            .iter()
+            .map(|r| {
+                let other = stack::find(&pick(r)).unwrap();
+                r.on_stack(&other).and_then(|p| p.error(&k)).unwrap_or_else(|_| {
+                    kept += 1;
+                    r.error(&k).unwrap()
+                })
+            })
+            .collect();
+        (summary(&errs).0, kept)
+    };
+    let (own, _) = price(&|r| r.row.stack.clone());
+    let (framework, kept_framework) = price(&|r| stack::root(&r.row.stack).unwrap());
+    let (unknown, kept_unknown) = price(&|_| "unknown".to_string());
+    println!(
+        "held out, {} rows: own profile {:.1}%, the framework's profile {:.1}% ({kept_framework} kept their own), unknown {:.1}% ({kept_unknown} kept their own)",
+        held.len(),
+        100.0 * own,
+        100.0 * framework,
+        100.0 * unknown
+    );
+    // Measured 2026-12-07: 11.0%, 12.3%, 17.0%. Naming the framework alone stays within the
+    // issue's 15% for a held-out set; the default is the conservative guess it is meant to be,
+    // not a profile.
+    assert!(framework <= 0.15, "the framework's profile: {:.1}%", 100.0 * framework);
+    assert!(own < framework && framework < unknown, "{own} {framework} {unknown}");
+}
+
 const HELD_OUT_GROUPS: &[(&str, &str, usize, f64)] = &[
     // FlagPerf's NVIDIA cases (Megatron-LM, FlagScale, DeepSpeed ZeRO-3 on A800, H800 and H100):
     // 24 rows at 10.1%.
