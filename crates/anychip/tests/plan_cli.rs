@@ -612,7 +612,8 @@ fn plan_states_its_accuracy() {
 }
 
 /// A plan on the default stack also quotes the runs of frameworks without a profile priced on it
-/// (FlagPerf's PaddleNLP runs); a plan that names its stack does not.
+/// (FlagPerf's PaddleNLP runs) and what the held-out file's runs of its class are off by when
+/// priced on it instead of their framework's profile; a plan that names its stack does not.
 #[test]
 fn the_default_stack_quotes_the_unprofiled_runs() {
     let args = ["plan", "--model", "llama3-8b", "--chips", "h100:64", "--tokens", "1e12", "--top", "1"];
@@ -626,7 +627,19 @@ fn the_default_stack_quotes_the_unprofiled_runs() {
     assert_eq!(line(&["--stack", "megatron-core-2024"]), None);
     let json: serde_json::Value = serde_json::from_str(&assert_ok(&plan("llama3-8b", "h100:64", &[]))).unwrap();
     let classes = json["default_stack_accuracy"].as_array().unwrap();
-    assert!(!classes.is_empty() && classes.iter().all(|c| c["kind"] == "dense-unprofiled"), "{classes:?}");
+    let kinds: Vec<&str> = classes.iter().map(|c| c["kind"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["dense-unprofiled", "dense-on-default"], "{classes:?}");
+    assert!(default.contains("dense runs of the held-out file priced on it instead of their framework's profile"));
+    // A MoE job on it: its runs slower than their own profiles price them (no flex dispatcher, no
+    // overlap), which the line says.
+    let moe =
+        assert_ok(&run(&["plan", "--model", "qwen3-30b-a3b", "--chips", "h100:64", "--tokens", "1e12", "--top", "1"]));
+    let moe = moe.lines().find(|l| l.starts_with("on the default stack")).unwrap_or_default();
+    assert!(
+        moe.contains("MoE runs with an all-to-all token dispatcher of the held-out file")
+            && moe.contains("slow on average"),
+        "{moe}"
+    );
 }
 
 #[test]

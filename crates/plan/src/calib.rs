@@ -326,20 +326,31 @@ pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack, seq: usize) -> St
 /// none ([`unprofiled_accuracy`]).
 pub const UNPROFILED: &str = "-unprofiled";
 
+/// Suffix of an accuracy class of the held-out file's runs priced again on the default stack
+/// instead of their own framework's profile: what naming no stack costs a job of that class.
+pub const ON_DEFAULT: &str = "-on-default";
+
 /// The classes of runs priced on the default stack, on any chip family, of a job's accuracy
 /// class `class` ([`accuracy_class`]): what a job that names no stack should expect on top of its
 /// class's error.
 pub fn unprofiled_accuracy(class: &str) -> Vec<Accuracy> {
-    let kind = format!("{class}{UNPROFILED}");
-    shipped_accuracy().into_iter().filter(|a| a.held_out != "family" && a.kind == kind).collect()
+    let kinds = [format!("{class}{UNPROFILED}"), format!("{class}{ON_DEFAULT}")];
+    shipped_accuracy().into_iter().filter(|a| a.held_out != "family" && kinds.contains(&a.kind)).collect()
 }
 
 /// `plan`'s line on the default stack's own runs ([`unprofiled_accuracy`]), or none when there are none.
 pub fn unprofiled_line(classes: &[Accuracy]) -> Option<String> {
     let each: Vec<String> = classes
         .iter()
-        .map(|a| {
-            format!(
+        .map(|a| match a.kind.strip_suffix(ON_DEFAULT) {
+            Some(class) => format!(
+                "{} {} of the held-out file priced on it instead of their framework's profile: mean error {:.1}%, {}",
+                a.rows,
+                class_runs(class),
+                pct(a.mean_abs_error),
+                a.bias_phrase()
+            ),
+            None => format!(
                 "{} published {} of frameworks without a profile, priced on it, on {} chips, {}: mean error {:.1}%, {}",
                 a.rows,
                 class_runs(a.kind.trim_end_matches(UNPROFILED)),
@@ -347,7 +358,7 @@ pub fn unprofiled_line(classes: &[Accuracy]) -> Option<String> {
                 a.how_held_out(),
                 pct(a.mean_abs_error),
                 a.bias_phrase()
-            )
+            ),
         })
         .collect();
     (!each.is_empty()).then(|| {

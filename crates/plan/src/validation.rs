@@ -501,9 +501,30 @@ pub fn calibration_file() -> Result<String> {
         .map(|i| Ok(CvRow { index: i, cv_error: held[i].error(&k)?, in_sample_error: f64::NAN }))
         .collect::<Result<_>>()?;
     accuracy.extend(accuracy_classes(&held, &blind, "blind"));
+    accuracy.extend(on_default_classes(&held, &k)?);
     let mut per_model = model_classes(&rows, &cv, "source");
     per_model.extend(model_classes(&held, &blind, "blind"));
     calib::render(&k, &report, &accuracy, &per_model)
+}
+
+/// The held-out file's runs priced again on the default stack, each in the accuracy class a job
+/// on that stack falls in, over every chip family (family `all`): what naming no stack costs.
+/// A run whose layout the default stack cannot run (activation offload) is left out; so are runs
+/// that already name it (their error is their [`calib::UNPROFILED`] class's).
+fn on_default_classes(held: &[Prepared], k: &Constants) -> Result<Vec<Accuracy>> {
+    let default = stack::find(stack::DEFAULT_STACK)?;
+    let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in held.iter().filter(|r| !r.stack.is_default()) {
+        let Ok(p) = r.on_stack(&default) else { continue };
+        if let Ok(e) = p.error(k) {
+            by.entry(p.accuracy_class() + calib::ON_DEFAULT).or_default().push(e);
+        }
+    }
+    Ok(by
+        .into_iter()
+        .filter(|(_, errs)| errs.len() >= calib::MIN_CLASS_ROWS)
+        .map(|(kind, errs)| Accuracy::of(&kind, "all", "blind", &errs))
+        .collect())
 }
 
 /// Fewest runs of one model before `plan` quotes its error on that model (fewer than a class
