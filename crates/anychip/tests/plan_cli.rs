@@ -374,6 +374,10 @@ fn fleet_names_are_unique_and_pools_of_a_kind_agree() {
     assert_one_line(&fleet_json(&fleet, &jobs), &["two pools are named 'a'"]);
     let fleet = tmp(&d, "fleet-differ.toml", &(pool("a", "") + &pool("b", "[pool.overrides]\nscaleout_gbs = 25\n")));
     assert_one_line(&fleet_json(&fleet, &jobs), &["pools 'a' and 'b' are both h100 but assume different figures"]);
+    // Under another spelling of the same chip too.
+    let aliased = pool("b", "[pool.overrides]\nscaleout_gbs = 25\n").replace("\"h100\"", "\"H100-SXM\"");
+    let fleet = tmp(&d, "fleet-alias.toml", &(pool("a", "") + &aliased));
+    assert_one_line(&fleet_json(&fleet, &jobs), &["pools 'a' and 'b' are both h100 but assume different figures"]);
     let fleet = tmp(&d, "fleet-agree.toml", &(pool("a", "price_per_hour = 2\n") + &pool("b", "price_per_hour = 2\n")));
     assert_ok(&fleet_json(&fleet, &jobs));
     let jobs = tmp(&d, "jobs-twice.toml", &format!("{job}{job}"));

@@ -173,6 +173,12 @@ fn kinds(fleet: &FleetFile, db: &ChipDb) -> Result<BTreeMap<String, Kind>> {
     if fleet.pool.is_empty() {
         bail!("fleet file has no [[pool]]");
     }
+    // Each pool's chip under its database name, so that two spellings of one kind meet.
+    let names: Vec<String> = fleet
+        .pool
+        .iter()
+        .map(|p| db.find(&p.chip).map(|c| c.name.clone()).map_err(|e| anyhow!("pool {}: {e}", p.name)))
+        .collect::<Result<_>>()?;
     let mut out: BTreeMap<String, Kind> = BTreeMap::new();
     for (i, p) in fleet.pool.iter().enumerate() {
         if p.count == 0 {
@@ -183,13 +189,13 @@ fn kinds(fleet: &FleetFile, db: &ChipDb) -> Result<BTreeMap<String, Kind>> {
         }
         // Pools of one kind are scheduled as one; a second pool that assumed other figures
         // would be priced with the first's, so say so instead of dropping them.
-        if let Some(q) = fleet.pool[..i]
-            .iter()
-            .find(|q| q.chip == p.chip && (q.overrides != p.overrides || q.price_per_hour != p.price_per_hour))
+        let differs = |q: &&Pool| q.overrides != p.overrides || q.price_per_hour != p.price_per_hour;
+        if let Some(q) =
+            fleet.pool[..i].iter().zip(&names).filter(|(_, n)| **n == names[i]).map(|(q, _)| q).find(differs)
         {
             bail!(
                 "fleet file: pools '{}' and '{}' are both {} but assume different figures or prices; pools of one chip kind are planned as one, so give them the same overrides and price_per_hour (or one pool of both counts)",
-                q.name, p.name, p.chip
+                q.name, p.name, names[i]
             );
         }
         let mut chip = db.find(&p.chip).map_err(|e| anyhow!("pool {}: {e}", p.name))?.clone();
