@@ -292,6 +292,36 @@ fn mfu_note(plan: &Plan, chip: &Chip) -> Option<String> {
     ))
 }
 
+/// Share of usable memory a layout may leave free before `plan` says it may not run.
+const TIGHT_HEADROOM: f64 = 0.1;
+
+/// The model prices a step's peak, not what an allocator reserves (torchtitan's reserved memory
+/// runs 11-43% above it), and the search leans toward layouts that just fit: where the best
+/// leaves less than [`TIGHT_HEADROOM`] of usable memory, say so and name the fastest ranked
+/// layout that leaves that much.
+fn headroom_note(plan: &Plan) -> Option<String> {
+    let room = |e: &Estimate| 1.0 - e.memory.total() / e.capacity;
+    let best = &plan.best().estimate;
+    if room(best) >= TIGHT_HEADROOM {
+        return None;
+    }
+    let head = format!(
+        "memory: the best layout leaves {:.1} GiB ({:.0}%) of usable memory free; an allocator's fragmentation can need more (docs/planner.md, Limits)",
+        (best.capacity - best.memory.total()) / GIB,
+        100.0 * room(best)
+    );
+    Some(match plan.ranked.iter().find(|r| room(&r.estimate) >= TIGHT_HEADROOM) {
+        Some(r) => format!(
+            "{head}; the fastest leaving {:.0}%: {} at {:.0} tokens/s ({:+.1}%)",
+            100.0 * TIGHT_HEADROOM,
+            r.estimate.layout,
+            r.estimate.tokens_per_s,
+            100.0 * (r.estimate.tokens_per_s / best.tokens_per_s - 1.0)
+        ),
+        None => format!("{head}; no evaluated layout leaves {:.0}%", 100.0 * TIGHT_HEADROOM),
+    })
+}
+
 /// The `top` layouts that fit, fastest first.
 fn print_ranked(plan: &Plan, top: usize) {
     println!(
@@ -321,6 +351,9 @@ fn print_best(plan: &Plan, chip: &Chip) {
     let b = &plan.best().estimate;
     print_breakdown(b);
     if let Some(line) = mfu_note(plan, chip) {
+        println!("{line}");
+    }
+    if let Some(line) = headroom_note(plan) {
         println!("{line}");
     }
     if let Some(line) = network_note(plan) {

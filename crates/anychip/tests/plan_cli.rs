@@ -765,3 +765,35 @@ fn chips_compare_takes_a_precision() {
     };
     assert!(rate(&fp8) > 1.2 * rate(&bf16), "{fp8}\n{bf16}");
 }
+
+/// A best layout that leaves less than a tenth of usable memory free is flagged, with the fastest
+/// layout that leaves that much (the model prices a step's peak, not an allocator's reserve);
+/// one with room to spare is not.
+#[test]
+fn a_best_layout_near_the_memory_limit_is_flagged_with_a_roomier_one() {
+    let text = |model: &str, chips: &str, extra: &[&str]| {
+        let args = ["plan", "--model", model, "--chips", chips, "--tokens", "1e12", "--top", "1"];
+        assert_ok(&run(&[&args[..], extra].concat()))
+    };
+    let tight = text("llama3-70b", "h20:64", &["--precision", "fp8"]);
+    let line = tight.lines().find(|l| l.starts_with("memory: the best layout leaves")).unwrap_or_default();
+    assert!(line.contains("(1%) of usable memory free") && line.contains("; the fastest leaving 10%: tp"), "{tight}");
+    // The roomier layout is a ranked one that leaves a tenth free.
+    let args = ["plan", "--model", "llama3-70b", "--chips", "h20:64", "--tokens", "1e12", "--precision", "fp8"];
+    let json = assert_ok(&run(&[&args[..], &["--json", "--top", "100000"]].concat()));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rate = line.split(" at ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse::<f64>().ok());
+    let ranked = json["ranked"].as_array().unwrap();
+    let roomy = ranked.iter().find(|r| {
+        let e = &r["estimate"];
+        let used: f64 = ["weights", "gradients", "optimizer", "gathered", "activations", "logits", "reserve"]
+            .iter()
+            .map(|k| e["memory"][k].as_f64().unwrap_or(0.0))
+            .sum();
+        used <= 0.9 * e["capacity"].as_f64().unwrap_or(0.0)
+    });
+    let roomy = roomy.and_then(|r| r["estimate"]["tokens_per_s"].as_f64()).map(f64::round);
+    assert!(roomy.is_some() && roomy == rate, "{roomy:?} {line}");
+    let roomy_text = text("llama3-8b", "h100:64", &[]);
+    assert!(!roomy_text.contains("memory: the best layout leaves"), "{roomy_text}");
+}
