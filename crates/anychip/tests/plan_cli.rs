@@ -225,6 +225,30 @@ fn a_layout_the_stack_cannot_run_is_refused() {
     let o = plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,pp=4,vp=2,zero=1"]);
     assert_one_line(&o, &["megatron-deepspeed runs one pipeline chunk a stage", "vp=1"]);
     assert_ok(&plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,pp=4,zero=1"]));
+    // BigScience's Megatron-DeepSpeed checkpoints whole layers and has no sequence parallelism:
+    // selective recompute is refused, and a pinned layout there runs without sequence
+    // parallelism unless it asks for it, which is refused too.
+    let o = plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,recompute=selective"]);
+    assert_one_line(&o, &["megatron-deepspeed recomputes none or full only", "recompute=none or recompute=full"]);
+    let o = plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,sp=1"]);
+    assert_one_line(&o, &["megatron-deepspeed has no sequence parallelism", "sp=0"]);
+    let v: serde_json::Value = serde_json::from_str(&assert_ok(&plan(
+        "llama3-8b",
+        "h100:64",
+        &["--stack", "megatron-deepspeed", "--layout", "tp=8"],
+    )))
+    .unwrap();
+    assert_eq!(v["ranked"][0]["estimate"]["layout"]["sp"], false, "{v}");
+    // And the search recommends neither.
+    let args = ["plan", "--model", "llama3-70b", "--chips", "a100:64", "--tokens", "1e12", "--stack"];
+    let json = assert_ok(&run(&[&args[..], &["megatron-deepspeed", "--json", "--top", "1000"]].concat()));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ranked = v["ranked"].as_array().unwrap();
+    assert!(!ranked.is_empty(), "{v}");
+    for r in ranked {
+        let l = &r["estimate"]["layout"];
+        assert!(l["recompute"] != "selective" && l["sp"] == false, "{l}");
+    }
 }
 
 #[test]
@@ -426,6 +450,13 @@ fn a_stack_file_plans_and_names_itself() {
         &plan("llama3-8b", "h100:16", &["--stack", none.to_str().unwrap()]),
         &["no-zero.toml", "zero_stages"],
     );
+    for (name, text, want) in [
+        ("no-recompute.toml", "recompute_modes = []\n", "recompute_modes must list"),
+        ("bad-recompute.toml", "recompute_modes = [\"partial\"]\n", "partial"),
+    ] {
+        let f = tmp(&d, name, &format!("base = \"megatron-core-2024\"\n{text}"));
+        assert_one_line(&plan("llama3-8b", "h100:16", &["--stack", f.to_str().unwrap()]), &[name, want]);
+    }
     // A stack file that names ZeRO-2 lets a pinned layout use it.
     let fsdp = tmp(&d, "with-fsdp.toml", "base = \"megatron-core-2024\"\nzero_stages = [0, 1, 2, 3]\n");
     assert_ok(&plan("llama3-8b", "h100:16", &["--stack", fsdp.to_str().unwrap(), "--layout", "tp=1,zero=2"]));

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Activation recomputation policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Recompute {
     /// Keep every activation.

@@ -48,10 +48,21 @@ pub fn parse_layout(spec: &str, count: usize) -> Result<Layout> {
 /// ([`stack_schedule`]), as the search's layouts and the published rows do.
 pub fn parse_layout_on(spec: &str, count: usize, stack: &Stack) -> Result<Layout> {
     let (mut l, named) = parse_layout_spec(spec, count)?;
-    if !named {
+    if !named.schedule {
         l.schedule = stack_schedule(stack, l.pp, l.v);
     }
+    // Sequence parallelism is on by default where the stack has it.
+    if !named.sp {
+        l.sp = stack.sequence_parallel;
+    }
     Ok(l)
+}
+
+/// Which of a `--layout`'s defaults the spec set itself.
+#[derive(Default)]
+struct Named {
+    schedule: bool,
+    sp: bool,
 }
 
 /// A `--layout` key under its one name, so that a key given twice under two spellings
@@ -67,9 +78,9 @@ fn canonical_layout_key(key: &str) -> &str {
     }
 }
 
-/// The layout of `spec` and whether it named its schedule.
-fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
-    let mut named_schedule = false;
+/// The layout of `spec` and which of its defaults it named.
+fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, Named)> {
+    let mut named = Named::default();
     let mut seen: Vec<&str> = Vec::new();
     let mut l = Layout { zero: 1, sp: true, ..Layout::data_parallel(1) };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -103,14 +114,17 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
             "zero" => l.zero = u8::try_from(num()?).unwrap_or(u8::MAX),
             "recompute" => l.recompute = Recompute::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
             "modules" => l.modules = Modules::parse([val]).map_err(|e| anyhow!("--layout '{spec}': {e}"))?,
-            "sp" => l.sp = matches!(val.trim(), "1" | "true" | "on"),
+            "sp" => {
+                l.sp = matches!(val.trim(), "1" | "true" | "on");
+                named.sp = true;
+            }
             "offload" => l.offload = num()?,
             "bf16" => l.bf16_layers = num()?,
             "first" => l.first_layers = Some(num()?),
             "last" => l.last_layers = Some(num()?),
             "schedule" => {
                 l.schedule = Schedule::parse(val.trim()).map_err(|e| anyhow!("--layout '{spec}': {e}"))?;
-                named_schedule = true;
+                named.schedule = true;
             }
             other => {
                 bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16, schedule, first, last")
@@ -134,7 +148,7 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, bool)> {
     if l.zero > 3 {
         bail!("--layout '{spec}': zero must be 0, 1, 2 or 3");
     }
-    Ok((l, named_schedule))
+    Ok((l, named))
 }
 /// One ranked layout with the job-level numbers.
 #[derive(Clone, Debug, Serialize)]
@@ -366,7 +380,7 @@ fn runs_on(req: &Request, g: &Grid, domain: usize) -> Vec<Layout> {
                             modules: Modules::default(),
                             zero,
                             shard,
-                            sp: g.tp > 1,
+                            sp: g.tp > 1 && req.stack.sequence_parallel,
                             offload: 0,
                             bf16_layers: 0,
                             first_layers: None,

@@ -124,6 +124,14 @@ pub struct Stack {
     /// DeepSpeed's pipeline engine runs one. Absent: true.
     #[serde(default = "yes")]
     pub interleaved_pipeline: bool,
+    /// The activation recompute modes the framework has (a layout's `recompute`; Megatron-LM
+    /// had only full checkpointing before selective recompute, May 2022). Absent: all three.
+    #[serde(default = "every_recompute_mode")]
+    pub recompute_modes: Vec<crate::perf::Recompute>,
+    /// The framework shards the activations outside the tensor-parallel region over its ranks
+    /// (Megatron's sequence parallelism, April 2022). Absent: true.
+    #[serde(default = "yes")]
+    pub sequence_parallel: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
     pub zero3_keep_gathered: bool,
     /// Bytes per gradient element in the data-parallel reduction.
@@ -148,6 +156,11 @@ fn fp32_master_and_moments() -> f64 {
 
 fn every_zero_stage() -> Vec<u8> {
     vec![0, 1, 2, 3]
+}
+
+fn every_recompute_mode() -> Vec<crate::perf::Recompute> {
+    use crate::perf::Recompute;
+    vec![Recompute::None, Recompute::Selective, Recompute::Full]
 }
 
 fn highest_zero_stage() -> u8 {
@@ -187,6 +200,19 @@ impl Stack {
         }
         if l.v > 1 && !self.interleaved_pipeline {
             bail!("layout {l}: stack {} runs one pipeline chunk a stage (no interleaving); use vp=1", self.name);
+        }
+        let selective = self.recompute_modes.contains(&crate::perf::Recompute::Selective);
+        if !self.recompute_modes.contains(&l.recompute) || (!l.modules.is_empty() && !selective) {
+            let modes: Vec<String> = self.recompute_modes.iter().map(|m| m.to_string()).collect();
+            bail!(
+                "layout {l}: stack {} recomputes {} only (no selective recompute or recompute modules); use recompute={}",
+                self.name,
+                modes.join(" or "),
+                modes.join(" or recompute=")
+            );
+        }
+        if l.sp && l.tp > 1 && !self.sequence_parallel {
+            bail!("layout {l}: stack {} has no sequence parallelism; give sp=0", self.name);
         }
         Ok(())
     }
@@ -236,6 +262,9 @@ fn with_base(mut own: toml::Table, known: &[Stack]) -> Result<Stack> {
     }
     if s.zero_stages.is_empty() || s.zero_stages.iter().any(|z| *z > 3) {
         bail!("zero_stages must list ZeRO stages from 0 to 3 (e.g. [0, 1]), got {:?}", s.zero_stages);
+    }
+    if s.recompute_modes.is_empty() {
+        bail!("recompute_modes must list at least one of none, selective, full (e.g. [\"none\", \"full\"])");
     }
     if s.pipeline_zero_max > 3 {
         bail!("pipeline_zero_max must be a ZeRO stage from 0 to 3, got {}", s.pipeline_zero_max);
