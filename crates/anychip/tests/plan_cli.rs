@@ -225,6 +225,15 @@ fn a_layout_the_stack_cannot_run_is_refused() {
     let o = plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,pp=4,vp=2,zero=1"]);
     assert_one_line(&o, &["megatron-deepspeed runs one pipeline chunk a stage", "vp=1"]);
     assert_ok(&plan("llama3-8b", "h100:64", &["--stack", "megatron-deepspeed", "--layout", "tp=8,pp=4,zero=1"]));
+    // PyTorch FSDP shards data parallelism only: a layer split is refused, and a model that
+    // fits only split says which stacks split layers.
+    let o = plan("llama3-8b", "h100:64", &["--stack", "pytorch-fsdp", "--layout", "tp=2,zero=3"]);
+    assert_one_line(&o, &["stack pytorch-fsdp has no tensor parallelism (tp=2)", "tp=1"]);
+    let o = plan("llama3-405b", "h100:64", &["--stack", "pytorch-fsdp"]);
+    assert_one_line(
+        &o,
+        &["does not fit", "stack pytorch-fsdp has no tensor or pipeline parallelism", "torchtitan-2024"],
+    );
     // BigScience's Megatron-DeepSpeed checkpoints whole layers and has no sequence parallelism:
     // selective recompute is refused, and a pinned layout there runs without sequence
     // parallelism unless it asks for it, which is refused too.

@@ -601,8 +601,18 @@ fn nothing_fits(req: &Request, chip: &Chip, found: &Found) -> anyhow::Error {
         .as_ref()
         .map(|(_, r)| format!("; the leanest layout, {}, {}", r.layout, r.reason))
         .unwrap_or_default();
+    let st = &req.stack;
+    let splits = if st.tensor_parallel && st.pipeline_parallel {
+        String::new()
+    } else {
+        format!(
+            ", or a stack that splits layers (stack {} has no {} parallelism; torchtitan-2024 and megatron-core-2024 have both)",
+            st.name,
+            if st.tensor_parallel { "pipeline" } else if st.pipeline_parallel { "tensor" } else { "tensor or pipeline" }
+        )
+    };
     anyhow!(
-        "{} does not fit on {} x {} in any of {} layouts{}; use more chips or a chip with more memory",
+        "{} does not fit on {} x {} in any of {} layouts{}; use more chips or a chip with more memory{splits}",
         req.model.name,
         req.count,
         chip.name,

@@ -132,6 +132,20 @@ pub struct Stack {
     /// (Megatron's sequence parallelism, April 2022). Absent: true.
     #[serde(default = "yes")]
     pub sequence_parallel: bool,
+    /// The framework splits layers over tensor-parallel ranks (absent: true; PyTorch FSDP and
+    /// Composer's, Lightning's and Hugging Face's trainers on it or on DeepSpeed shard data
+    /// parallelism only).
+    #[serde(default = "yes")]
+    pub tensor_parallel: bool,
+    /// The framework runs pipeline stages (absent: true).
+    #[serde(default = "yes")]
+    pub pipeline_parallel: bool,
+    /// The framework splits a sequence over context-parallel ranks (absent: true).
+    #[serde(default = "yes")]
+    pub context_parallel: bool,
+    /// The framework places a MoE layer's experts on different ranks (absent: true).
+    #[serde(default = "yes")]
+    pub expert_parallel: bool,
     /// ZeRO-3 keeps a stage's gathered weights for the whole step instead of re-gathering them.
     pub zero3_keep_gathered: bool,
     /// Bytes per gradient element in the data-parallel reduction.
@@ -200,6 +214,18 @@ impl Stack {
         }
         if l.v > 1 && !self.interleaved_pipeline {
             bail!("layout {l}: stack {} runs one pipeline chunk a stage (no interleaving); use vp=1", self.name);
+        }
+        let degrees = [
+            ("tp", l.tp, self.tensor_parallel, "tensor"),
+            ("pp", l.pp, self.pipeline_parallel, "pipeline"),
+            ("cp", l.cp, self.context_parallel, "context"),
+            ("ep", l.ep, self.expert_parallel, "expert"),
+        ];
+        if let Some((key, n, _, kind)) = degrees.iter().find(|(_, n, has, _)| *n > 1 && !has) {
+            bail!(
+                "layout {l}: stack {} has no {kind} parallelism ({key}={n}); use {key}=1 or a stack that has it",
+                self.name
+            );
         }
         let selective = self.recompute_modes.contains(&crate::perf::Recompute::Selective);
         if !self.recompute_modes.contains(&l.recompute) || (!l.modules.is_empty() && !selective) {
