@@ -320,6 +320,13 @@ struct Grid {
     etp: usize,
 }
 
+/// Tensor-parallel degrees the search tries: at most 16 and inside one scale-up domain, dividing
+/// the heads, and dividing the domain where it is 16 chips or fewer, so that no group straddles
+/// two (an 8-GPU node: 1, 2, 4, 8; an NVL72 rack also 3, 6, 9, 12; a TPU pod any, as PaLM's 12).
+fn tp_choices(domain: usize, heads: usize) -> impl Iterator<Item = usize> {
+    (1..=domain.clamp(1, 16)).filter(move |t| heads.is_multiple_of(*t) && (domain > 16 || domain.is_multiple_of(*t)))
+}
+
 /// Every grid whose degrees divide the chips, the heads, the sequence and the experts, tensor
 /// parallelism inside one scale-up domain (at most 16) and context parallelism only at 32k
 /// tokens or more.
@@ -331,8 +338,8 @@ fn grids(req: &Request, domain: usize) -> Vec<Grid> {
         None => vec![1],
     };
     let mut out = Vec::new();
-    for tp in powers_of_two_upto(domain.min(16)) {
-        if !req.count.is_multiple_of(tp) || !a.heads.is_multiple_of(tp) {
+    for tp in tp_choices(domain, a.heads) {
+        if !req.count.is_multiple_of(tp) {
             continue;
         }
         for &cp in &cps {
