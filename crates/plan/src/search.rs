@@ -322,7 +322,8 @@ struct Grid {
 
 /// Tensor-parallel degrees the search tries: at most 16 and inside one scale-up domain, dividing
 /// the heads, and dividing the domain where it is 16 chips or fewer, so that no group straddles
-/// two (an 8-GPU node: 1, 2, 4, 8; an NVL72 rack also 3, 6, 9, 12; a TPU pod any, as PaLM's 12).
+/// two (an 8-GPU node: 1, 2, 4, 8); in a larger domain (an NVL72 rack, a TPU pod) any degree that
+/// divides the heads (PaLM's 12 of 48).
 fn tp_choices(domain: usize, heads: usize) -> impl Iterator<Item = usize> {
     (1..=domain.clamp(1, 16)).filter(move |t| heads.is_multiple_of(*t) && (domain > 16 || domain.is_multiple_of(*t)))
 }
