@@ -173,11 +173,11 @@ fn kinds(fleet: &FleetFile, db: &ChipDb) -> Result<BTreeMap<String, Kind>> {
     if fleet.pool.is_empty() {
         bail!("fleet file has no [[pool]]");
     }
-    // Each pool's chip under its database name, so that two spellings of one kind meet.
-    let names: Vec<String> = fleet
+    // Each pool's chip record, looked up once; its database name lets two spellings of one kind meet.
+    let chips: Vec<&Chip> = fleet
         .pool
         .iter()
-        .map(|p| db.find(&p.chip).map(|c| c.name.clone()).map_err(|e| anyhow!("pool {}: {e}", p.name)))
+        .map(|p| db.find(&p.chip).map_err(|e| anyhow!("pool {}: {e}", p.name)))
         .collect::<Result<_>>()?;
     let mut out: BTreeMap<String, Kind> = BTreeMap::new();
     for (i, p) in fleet.pool.iter().enumerate() {
@@ -190,15 +190,14 @@ fn kinds(fleet: &FleetFile, db: &ChipDb) -> Result<BTreeMap<String, Kind>> {
         // Pools of one kind are scheduled as one; a second pool that assumed other figures
         // would be priced with the first's, so say so instead of dropping them.
         let differs = |q: &&Pool| q.overrides != p.overrides || q.price_per_hour != p.price_per_hour;
-        if let Some(q) =
-            fleet.pool[..i].iter().zip(&names).filter(|(_, n)| **n == names[i]).map(|(q, _)| q).find(differs)
-        {
+        let same_kind = |(_, c): &(&Pool, &&Chip)| c.name == chips[i].name;
+        if let Some(q) = fleet.pool[..i].iter().zip(&chips).filter(same_kind).map(|(q, _)| q).find(differs) {
             bail!(
                 "fleet file: pools '{}' and '{}' are both {} but assume different figures or prices; pools of one chip kind are planned as one, so give them the same overrides and price_per_hour (or one pool of both counts)",
-                q.name, p.name, names[i]
+                q.name, p.name, chips[i].name
             );
         }
-        let mut chip = db.find(&p.chip).map_err(|e| anyhow!("pool {}: {e}", p.name))?.clone();
+        let mut chip = chips[i].clone();
         for (k, v) in &p.overrides {
             chip.set(k, *v, &format!("fleet assumption (pool {})", p.name))
                 .map_err(|e| anyhow!("pool {}: {e}", p.name))?;

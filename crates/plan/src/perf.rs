@@ -739,14 +739,15 @@ impl Rates {
     /// Read a chip's rates; unknown figures the job needs are errors naming the field.
     pub fn of(chip: &Chip, k: &Constants, chips_used: usize, precision: Precision) -> Result<Rates> {
         let peak_bf16 = chip.require_positive("bf16_tflops")? * 1e12;
+        let fp8 = Precision::Fp8.peak_field();
         let peak_8bit = match precision {
-            Precision::Fp8 => Some(quantized_peak(chip, "fp8_tflops", "in FP8", "bf16")?),
-            Precision::Int8 => Some(quantized_peak(chip, "int8_tops", "with INT8 matmuls", "bf16")?),
+            Precision::Fp8 => Some(quantized_peak(chip, fp8, "in FP8", "bf16")?),
+            Precision::Int8 => Some(quantized_peak(chip, precision.peak_field(), "with INT8 matmuls", "bf16")?),
             Precision::Fp4 => {
-                let instead = if chip.get("fp8_tflops").is_some() { "fp8 or bf16" } else { "bf16" };
-                Some(quantized_peak(chip, "fp4_tflops", "in FP4", instead)?)
+                let instead = if chip.get(fp8).is_some() { "fp8 or bf16" } else { "bf16" };
+                Some(quantized_peak(chip, precision.peak_field(), "in FP4", instead)?)
             }
-            Precision::Bf16 => chip.get("fp8_tflops").map(|t| t * 1e12),
+            Precision::Bf16 => chip.get(fp8).map(|t| t * 1e12),
         };
         let mem_bw = chip.require_positive("mem_bw_tbs")? * 1e12;
         let domain = chip.require("scaleup_domain")?;
