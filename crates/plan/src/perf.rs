@@ -334,6 +334,10 @@ pub struct Layout {
     pub schedule: Schedule,
     /// Activation recomputation.
     pub recompute: Recompute,
+    /// Under a full recompute, the layers of each model chunk that recompute, the chunk's first
+    /// ones (Megatron-Core's `recompute_method` block with `recompute_num_layers`); the chunk's
+    /// other layers keep every activation. 0: every layer recomputes.
+    pub recompute_layers: usize,
     /// Submodules recomputed on top of `recompute` (ignored under full recompute).
     pub modules: Modules,
     /// ZeRO stage of the data-parallel optimizer: 0 none, 1 optimizer states, 2 + gradients, 3 + weights.
@@ -448,6 +452,7 @@ impl Layout {
             v: 1,
             schedule: Schedule::OneFOneB,
             recompute: Recompute::None,
+            recompute_layers: 0,
             modules: Modules::default(),
             zero: 0,
             shard: 0,
@@ -468,6 +473,17 @@ impl Layout {
     /// Chips the layout occupies.
     pub fn chips(&self) -> usize {
         self.tp * self.pp * self.dp * self.cp
+    }
+
+    /// Share of a rank's `stage_layers` (over its `v` chunks) that rerun their forward in
+    /// backward under a full recompute: `recompute_layers` of each chunk, or all of them; 0 under
+    /// the other modes.
+    pub fn recomputed_share(&self, stage_layers: f64) -> f64 {
+        match (self.recompute, self.recompute_layers) {
+            (Recompute::Full, 0) => 1.0,
+            (Recompute::Full, n) if stage_layers > 0.0 => ((n * self.v.max(1)) as f64 / stage_layers).min(1.0),
+            _ => 0.0,
+        }
     }
 }
 
@@ -511,6 +527,9 @@ impl fmt::Display for Layout {
             write!(f, " {}", self.schedule)?;
         }
         write!(f, " mb{} rc:{}", self.mb, self.recompute)?;
+        if self.recompute == Recompute::Full && self.recompute_layers > 0 {
+            write!(f, ":{}", self.recompute_layers)?;
+        }
         if !self.modules.is_empty() {
             write!(f, "+{}", self.modules)?;
         }
@@ -1151,7 +1170,12 @@ impl Ctx<'_> {
         match l.recompute {
             Recompute::None => sum.act_bytes - quantized_saving - sum.module_bytes,
             Recompute::Selective => sum.act_bytes_selective - quantized_saving - sum.module_bytes,
-            Recompute::Full => stage_layers * 2.0 * tok * h / self.sp_split(),
+            Recompute::Full => {
+                // The recomputed layers keep their inputs; a partial recompute's others keep all.
+                let share = l.recomputed_share(stage_layers);
+                share * stage_layers * 2.0 * tok * h / self.sp_split()
+                    + (1.0 - share) * (sum.act_bytes - quantized_saving)
+            }
         }
     }
 
@@ -1902,20 +1926,21 @@ struct LastStage {
 }
 
 impl LastStage {
-    /// Seconds of its layers' and heads' GEMMs and attention under `recompute` (the element-wise
-    /// work aside; heads are never recomputed): what decides whether it or a stage without the
-    /// head binds the pipeline.
-    fn work(&self, recompute: Recompute) -> f64 {
-        layer_work(&self.layers, recompute) + 3.0 * self.head
+    /// Seconds of its `layers` layers' and heads' GEMMs and attention under `l`'s recompute (the
+    /// element-wise work aside; heads are never recomputed): what decides whether it or a stage
+    /// without the head binds the pipeline.
+    fn work(&self, l: &Layout, layers: f64) -> f64 {
+        layer_work(&self.layers, l, layers) + 3.0 * self.head
     }
 }
 
-/// Seconds of a stage's GEMMs and attention, forward, backward and what `recompute` reruns.
-fn layer_work(sum: &LayerCost, recompute: Recompute) -> f64 {
-    let rerun = match recompute {
+/// Seconds of a stage's `layers` layers' GEMMs and attention, forward, backward and what `l`'s
+/// recompute reruns.
+fn layer_work(sum: &LayerCost, l: &Layout, layers: f64) -> f64 {
+    let rerun = match l.recompute {
         Recompute::None => sum.module_rerun,
         Recompute::Selective => sum.attn_fwd + sum.module_rerun,
-        Recompute::Full => sum.fwd,
+        Recompute::Full => l.recomputed_share(layers) * sum.fwd,
     };
     sum.fwd + sum.bwd + rerun
 }
@@ -2091,7 +2116,7 @@ impl Ctx<'_> {
         let body = split.body();
         let body_sum = (l.pp > 1).then(|| self.stage_in_precisions(body, moe_frac));
         let (layers, sum, depths, heads) = match body_sum {
-            Some(b) if body > split.last && layer_work(&b, l.recompute) > last.work(l.recompute) => (body, b, 0.0, 0.0),
+            Some(b) if body > split.last && layer_work(&b, l, body) > last.work(l, split.last) => (body, b, 0.0, 0.0),
             _ => (split.last, last.layers, last.depths, 1.0 + last.depths),
         };
         let head = if heads > 0.0 { last.head } else { 0.0 };
@@ -2125,16 +2150,17 @@ impl Ctx<'_> {
         let mtp_moe = if self.a.moe.is_some() { stage.depths } else { 0.0 };
         let overhead = self.fixed_overhead(stage.layers + stage.depths, stage.layers * stage.moe_frac + mtp_moe);
         let compute = sum.fwd + sum.bwd + 3.0 * stage.head + elem + overhead;
+        let share = l.recomputed_share(stage.layers);
         let recompute = match l.recompute {
             Recompute::None => sum.module_rerun,
             Recompute::Selective => sum.attn_fwd + sum.module_rerun,
-            Recompute::Full => sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0,
+            Recompute::Full => share * (sum.fwd + passes(k, stack) * sum.act_bytes / rates.mem_bw + overhead / 3.0),
         };
         let busy = compute + recompute;
         // A full recompute reruns the forward's TP collectives; torchtitan's per-op checkpointing
         // keeps the reduce-scatters' outputs (in its save list) and reruns the all-gathers: half.
         let tp_rerun = match (l.recompute, l.modules.op_sac) {
-            (Recompute::Full, _) => sum.tp_fwd,
+            (Recompute::Full, _) => share * sum.tp_fwd,
             (_, true) => 0.5 * sum.tp_fwd,
             _ => sum.tp_module_rerun,
         };
@@ -2229,6 +2255,27 @@ pub fn check_layout(job: &Job, l: &Layout) -> Result<()> {
     check_stage_split(l, a.layers)?;
     if l.offload > a.layers.div_ceil(l.pp) {
         bail!("layout {l}: offload={} is more than a stage's {} layers", l.offload, a.layers.div_ceil(l.pp));
+    }
+    check_recompute_layers(l, a.layers)
+}
+
+/// `recompute_layers` only under a full recompute, and no more than a chunk's layers.
+fn check_recompute_layers(l: &Layout, layers: usize) -> Result<()> {
+    if l.recompute_layers == 0 {
+        return Ok(());
+    }
+    if l.recompute != Recompute::Full {
+        bail!(
+            "layout {l}: recompute_layers={} needs recompute=full (the layers of each chunk that rerun their forward)",
+            l.recompute_layers
+        );
+    }
+    let chunk = layers.div_ceil(l.pp * l.v.max(1));
+    if l.recompute_layers > chunk {
+        bail!(
+            "layout {l}: recompute_layers={} is more than a chunk's {chunk} layers; give at most {chunk} (or leave it out to recompute every layer)",
+            l.recompute_layers
+        );
     }
     Ok(())
 }

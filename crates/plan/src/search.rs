@@ -119,6 +119,7 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, Named)> {
                 named.sp = true;
             }
             "offload" => l.offload = num()?,
+            "recompute_layers" => l.recompute_layers = num()?,
             "bf16" => l.bf16_layers = num()?,
             "first" => l.first_layers = Some(num()?),
             "last" => l.last_layers = Some(num()?),
@@ -127,7 +128,7 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, Named)> {
                 named.schedule = true;
             }
             other => {
-                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, modules, sp, dp, offload, bf16, schedule, first, last")
+                bail!("--layout '{spec}': unknown key '{other}'; keys: tp, pp, vp, cp, ep, etp, mb, zero, shard, recompute, recompute_layers, modules, sp, dp, offload, bf16, schedule, first, last")
             }
         }
     }
@@ -385,6 +386,7 @@ fn runs_on(req: &Request, g: &Grid, domain: usize) -> Vec<Layout> {
                             v,
                             schedule: stack_schedule(&req.stack, g.pp, v),
                             recompute,
+                            recompute_layers: 0,
                             modules: Modules::default(),
                             zero,
                             shard,
@@ -587,6 +589,14 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
         let est = estimate(&job, &layout, rates, k, &req.stack, capacity)?;
         found.evaluated += 1;
         if est.fits() {
+            if req.pinned.is_none() && req.stack.partial_recompute {
+                if let Some(partial) =
+                    least_recompute(&job, &est, |l| estimate(&job, l, rates, k, &req.stack, capacity))?
+                {
+                    found.evaluated += 1;
+                    found.ranked.push(rank(partial, req, chip));
+                }
+            }
             found.ranked.push(rank(est, req, chip));
         } else {
             let r = Rejected { layout, tokens_per_s: est.tokens_per_s, reason: memory_reason(&est) };
@@ -597,6 +607,38 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
         }
     }
     Ok(found)
+}
+
+/// The fitting full-recompute estimate `full`'s partial sibling that recomputes the fewest
+/// layers of each chunk and still fits (Megatron-Core's block method): the stored activations
+/// move linearly with the recomputed share, so the memory of recomputing nothing and of
+/// recomputing all gives the count, checked upwards. None where recomputing nothing fits (that
+/// layout is a candidate of its own), the stack recomputes every layer or none, or a chunk holds
+/// a single layer.
+fn least_recompute(
+    job: &Job,
+    full: &Estimate,
+    price: impl Fn(&Layout) -> Result<Estimate>,
+) -> Result<Option<Estimate>> {
+    let l = full.layout;
+    let chunk = job.arch.layers.div_ceil(l.pp * l.v.max(1));
+    if l.recompute != Recompute::Full || l.recompute_layers > 0 || chunk < 2 {
+        return Ok(None);
+    }
+    let none = price(&Layout { recompute: Recompute::None, ..l })?;
+    if none.fits() {
+        return Ok(None);
+    }
+    let (all, kept) = (full.memory.total(), none.memory.total());
+    let over = (kept - full.capacity) / (kept - all).max(f64::MIN_POSITIVE);
+    let first = ((over * chunk as f64).ceil() as usize).clamp(1, chunk);
+    for n in first..chunk {
+        let est = price(&Layout { recompute_layers: n, ..l })?;
+        if est.fits() {
+            return Ok(Some(est));
+        }
+    }
+    Ok(None)
 }
 
 /// The error when no priced layout fits: the pinned layout's reason, or the leanest layout's.

@@ -128,6 +128,12 @@ pub struct Stack {
     /// had only full checkpointing before selective recompute, May 2022). Absent: all three.
     #[serde(default = "every_recompute_mode")]
     pub recompute_modes: Vec<crate::perf::Recompute>,
+    /// A full recompute can cover some of a chunk's layers and leave the others whole (a
+    /// layout's `recompute_layers`: Megatron-LM's `recompute_method` block with
+    /// `recompute_num_layers`, from August 2021; torchtitan's layer checkpointing of every n-th
+    /// block). Absent: false (every layer or none).
+    #[serde(default)]
+    pub partial_recompute: bool,
     /// The framework shards the activations outside the tensor-parallel region over its ranks
     /// (Megatron's sequence parallelism, April 2022). Absent: true.
     #[serde(default = "yes")]
@@ -235,6 +241,12 @@ impl Stack {
                 self.name,
                 modes.join(" or "),
                 modes.join(" or recompute=")
+            );
+        }
+        if l.recompute_layers > 0 && !self.partial_recompute {
+            bail!(
+                "layout {l}: stack {} recomputes every layer or none (no recompute_layers); leave recompute_layers out or use a stack that has it (megatron-core-2024, nemo-2025, torchtitan-2024)",
+                self.name
             );
         }
         if l.sp && l.tp > 1 && !self.sequence_parallel {

@@ -87,6 +87,10 @@ pub struct Row {
     /// Layers of each stage whose activations the run offloads to host memory; 0 or absent: none.
     #[serde(default)]
     pub offload: usize,
+    /// Under `recompute = "full"`, the layers of each model chunk that recompute (Megatron-Core's
+    /// `recompute_method` block, `recompute_num_layers`); 0 or absent: every layer.
+    #[serde(default)]
+    pub recompute_layers: usize,
     /// Layers the quantized recipe keeps in BF16 ([`Layout::bf16_layers`]); 0 or absent: none.
     #[serde(default)]
     pub bf16_layers: usize,
@@ -197,6 +201,7 @@ impl Row {
             shard: self.shard,
             sp: self.sp,
             offload: self.offload,
+            recompute_layers: self.recompute_layers,
             bf16_layers: self.bf16_layers,
             first_layers: self.first_layers,
             last_layers: self.last_layers,
