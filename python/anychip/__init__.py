@@ -19,7 +19,7 @@ from typing import Optional
 from . import _native
 from ._errors import AnychipError, DataError, InputError, UnsupportedError
 from ._model import Model
-from ._plan import chips, compare, fleet, plan
+from ._plan import check, chips, compare, fleet, plan
 from ._run import Run, train
 from ._table import Table
 
@@ -56,6 +56,7 @@ __all__ = [
     "Model",
     "Run",
     "Table",
+    "check",
     "chips",
     "compare",
     "conform",

@@ -160,3 +160,23 @@ def fleet(
             )
     s["rows"] = Table(rows)
     return s
+
+
+def check(
+    runs: PathLike,
+    overrides: Sequence[str] = (),
+    chip_files: Sequence[PathLike] = (),
+) -> Dict[str, Any]:
+    """Price your own measured runs, each on its own layout, with the shipped calibration (as
+    ``anychip plan check --runs FILE``): ``runs`` a TOML file of ``[[row]]`` tables in the format
+    of ``examples/runs/runs.toml``. Returns the report (the JSON of ``anychip plan check --json``:
+    ``runs``, ``summary`` with ``mean_abs_error``, ``signed_mean_error``, ``worst_abs_error``,
+    ``p90_abs_error``, and ``by_kind``) with ``rows``: a :class:`Table` of one record per run (id,
+    chip, chips, model, stack, layout, published_tokens_per_chip_s, predicted_tokens_per_chip_s,
+    error, fits, fitted)."""
+    path = str(runs)
+    if not Path(path).exists():
+        raise DataError(f"runs file {path} does not exist")
+    r = json.loads(_native.check(path, _strs(overrides), _chip_files(chip_files)))
+    r["rows"] = Table([{k: v for k, v in run.items() if k != "estimate"} for run in r["runs"]])
+    return r

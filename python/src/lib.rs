@@ -21,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(planner::plan, m)?)?;
     m.add_function(wrap_pyfunction!(planner::compare, m)?)?;
     m.add_function(wrap_pyfunction!(planner::fleet, m)?)?;
+    m.add_function(wrap_pyfunction!(planner::check, m)?)?;
     m.add_function(wrap_pyfunction!(ports::ports, m)?)?;
     m.add_function(wrap_pyfunction!(ports::conform, m)?)?;
     m.add_function(wrap_pyfunction!(errors::panic_for_test, m)?)?;

@@ -209,3 +209,14 @@ pub fn fleet(
         to_json(&schedule(&f, &j, &db, objective, &stack)?)
     })
 }
+
+/// Price a team's own measured runs on their layouts (`anychip plan check --runs FILE`): the
+/// report's JSON, every run with its error and the summaries.
+#[pyfunction]
+#[pyo3(signature = (runs, overrides=vec![], chip_files=vec![]))]
+pub fn check(py: Python<'_>, runs: PathBuf, overrides: Vec<String>, chip_files: Vec<PathBuf>) -> PyResult<String> {
+    detached(py, || {
+        let db = db(&overrides, &chip_files)?;
+        to_json(&anychip_plan::check::check_runs_file(&runs, &db)?)
+    })
+}

@@ -72,3 +72,24 @@ def test_fleet_from_files_and_from_dicts_agree():
     fleet = tomllib.loads((EXAMPLES / "fleet.toml").read_text())
     jobs = tomllib.loads((EXAMPLES / "jobs.toml").read_text())
     assert anychip.fleet(fleet, jobs) == s
+
+
+def test_check_prices_your_own_runs():
+    runs = Path(__file__).parents[2] / "examples" / "runs" / "runs.toml"
+    r = anychip.check(runs)
+    assert r["summary"]["rows"] == 2 == len(r["rows"])
+    for row in r["rows"]:
+        err = row["predicted_tokens_per_chip_s"] / row["published_tokens_per_chip_s"] - 1
+        assert abs(err - row["error"]) < 1e-9 and not row["fitted"]
+    mean = sum(abs(row["error"]) for row in r["rows"]) / 2
+    assert abs(mean - r["summary"]["mean_abs_error"]) < 1e-12
+    assert "error" in r["rows"].to_pandas().columns
+
+
+def test_check_refuses_a_missing_or_bad_runs_file(tmp_path):
+    with pytest.raises(anychip.DataError, match="does not exist"):
+        anychip.check(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[row]]\nid = "a"\nchip = "h100"\n')
+    with pytest.raises(anychip.AnychipError, match="missing field"):
+        anychip.check(bad)

@@ -32,7 +32,7 @@ impl ChipOpts {
 #[derive(clap::Args, Debug, Clone)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PlanArgs {
-    /// `calibrate`: refit the model's constants (instead of planning a job).
+    /// `calibrate`: refit the model's constants; `check`: price your own runs (instead of planning a job).
     #[command(subcommand)]
     pub command: Option<PlanCommand>,
     /// Model preset (e.g. llama3-70b, qwen3-8b, deepseek-v3), TOML model file, or Hugging Face
@@ -81,6 +81,18 @@ pub enum PlanCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Price your own measured runs, each on its own layout, with the shipped calibration, and
+    /// report how far off the planner is on them (per run, overall and by kind of model).
+    Check {
+        /// A TOML file of [[row]] tables: id, chip, model, stack, precision, seq, tp, pp, dp
+        /// (cp, ep, v default 1), global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or
+        /// published_step_s); the format of crates/plan/data/held_out_runs.toml.
+        #[arg(long, value_name = "FILE")]
+        runs: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parse NAME:COUNT.
@@ -118,8 +130,12 @@ fn calibrate(out: Option<&PathBuf>) -> Result<()> {
 
 /// Run `anychip plan`.
 pub fn run_plan(args: &PlanArgs) -> Result<()> {
-    if let Some(PlanCommand::Calibrate { out }) = &args.command {
-        return calibrate(out.as_ref());
+    match &args.command {
+        Some(PlanCommand::Calibrate { out }) => return calibrate(out.as_ref()),
+        Some(PlanCommand::Check { runs, json }) => {
+            return crate::cmd_plan_check::run_check(runs, &args.chip_opts.db()?, *json)
+        }
+        None => {}
     }
     let need = |v: Option<&str>, flag: &str| v.map(str::to_string).ok_or_else(|| anyhow!("plan needs {flag}"));
     let db = args.chip_opts.db()?;

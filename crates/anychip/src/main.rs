@@ -8,6 +8,7 @@ mod cmd_export;
 mod cmd_fleet;
 mod cmd_measure;
 mod cmd_plan;
+mod cmd_plan_check;
 mod cmd_ports;
 mod cmd_sample;
 mod cmd_sim;

@@ -837,3 +837,140 @@ fn a_best_layout_near_the_memory_limit_is_flagged_with_a_roomier_one() {
     let roomy_text = text("llama3-8b", "h100:64", &[]);
     assert!(!roomy_text.contains("memory: the best layout leaves"), "{roomy_text}");
 }
+
+/// A user's runs file of two measured runs (one MoE with a partial recompute).
+const RUNS: &str = r#"
+[[row]]
+id = "ours-llama3-70b"
+chip = "h100"
+model = "llama3-70b"
+stack = "nemo-2025"
+precision = "bf16"
+seq = 8192
+tp = 4
+pp = 4
+dp = 4
+global_batch = 128
+mb = 1
+recompute = "none"
+zero = 1
+sp = true
+tokens_per_gpu_s = 1450
+
+[[row]]
+id = "ours-mixtral"
+chip = "mi355x"
+model = "mixtral-8x22b"
+stack = "rocm-megatron-2025"
+precision = "bf16"
+seq = 8192
+tp = 1
+pp = 4
+dp = 16
+ep = 8
+v = 2
+global_batch = 512
+mb = 1
+recompute = "full"
+recompute_layers = 1
+zero = 1
+sp = false
+tokens_per_gpu_s = 3475
+"#;
+
+#[test]
+fn plan_check_prices_a_users_runs_on_their_layouts() {
+    let dir = scratch("plan-check");
+    let f = tmp(&dir, "runs.toml", RUNS);
+    let out = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    // Each row's error is its predicted over its published throughput, from the same estimate
+    // `plan --layout` gives for that job.
+    for r in runs {
+        let (p, q) =
+            (r["published_tokens_per_chip_s"].as_f64().unwrap(), r["predicted_tokens_per_chip_s"].as_f64().unwrap());
+        assert!((q / p - 1.0 - r["error"].as_f64().unwrap()).abs() < 1e-9, "{r}");
+        assert_eq!(r["fitted"], false);
+    }
+    assert_eq!(runs[1]["estimate"]["layout"]["recompute_layers"], 1);
+    let pinned = assert_ok(&plan(
+        "llama3-70b",
+        "h100:64",
+        &["--seq", "8192", "--global-batch", "128", "--stack", "nemo-2025", "--layout", "tp=4,pp=4,mb=1,zero=1"],
+    ));
+    let pinned: serde_json::Value = serde_json::from_str(&pinned).unwrap();
+    let tps = pinned["ranked"][0]["estimate"]["tokens_per_s"].as_f64().unwrap() / 64.0;
+    assert!((runs[0]["predicted_tokens_per_chip_s"].as_f64().unwrap() / tps - 1.0).abs() < 1e-9);
+    let mean = v["summary"]["mean_abs_error"].as_f64().unwrap();
+    let want = runs.iter().map(|r| r["error"].as_f64().unwrap().abs()).sum::<f64>() / 2.0;
+    assert!((mean - want).abs() < 1e-12);
+    assert_eq!(v["by_kind"].as_array().unwrap().len(), 2);
+    // The table says the same.
+    let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
+    assert!(text.contains("all: 2 rows, mean error") && text.contains("rc:full:1"), "{text}");
+}
+
+#[test]
+fn plan_check_of_the_held_out_file_is_the_validation_tests_figure() {
+    // The shipped held-out file through the command: every row, the figure tests/validation.rs
+    // bounds (11.0% over 705 at 2026-12-07), none marked fitted.
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plan/data/held_out_runs.toml");
+    let out = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = anychip_plan::validation::prepare_held_out().unwrap();
+    let k = anychip_plan::calib::shipped();
+    let errs: Vec<f64> = rows.iter().map(|r| r.error(&k).unwrap()).collect();
+    let (mean, _) = anychip_plan::validation::summary(&errs);
+    assert_eq!(v["summary"]["rows"].as_u64().unwrap() as usize, rows.len());
+    assert!((v["summary"]["mean_abs_error"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!(v["runs"].as_array().unwrap().iter().all(|r| r["fitted"] == false));
+}
+
+#[test]
+fn plan_check_refuses_bad_runs_files_in_one_line() {
+    let dir = scratch("plan-check-bad");
+    let check = |name: &str, text: &str| {
+        let f = tmp(&dir, name, text);
+        run(&["plan", "check", "--runs", f.to_str().unwrap()])
+    };
+    assert_one_line(
+        &run(&["plan", "check", "--runs", "/nonexistent/runs.toml"]),
+        &["cannot read runs file", "[[row]]"],
+    );
+    assert_one_line(&check("empty.toml", ""), &["has no [[row]] tables"]);
+    assert_one_line(
+        &check("missing.toml", "[[row]]\nid = \"a\"\nchip = \"h100\"\n"),
+        &["missing field", "each [[row]] needs"],
+    );
+    assert_one_line(&check("typo.toml", &RUNS.replacen("tp = 4", "tpp = 4", 1)), &["unknown field `tpp`"]);
+    assert_one_line(
+        &check("chip.toml", &RUNS.replacen("\"h100\"", "\"h1000\"", 1)),
+        &["row ours-llama3-70b", "unknown chip 'h1000'"],
+    );
+    assert_one_line(
+        &check("batch.toml", &RUNS.replacen("global_batch = 128", "global_batch = 130", 1)),
+        &["row ours-llama3-70b", "not a multiple"],
+    );
+    assert_one_line(&check("dup.toml", &RUNS.replacen("ours-mixtral", "ours-llama3-70b", 1)), &["appears twice"]);
+    assert_one_line(
+        &check("neg.toml", &RUNS.replacen("= 1450", "= -5", 1)),
+        &["row ours-llama3-70b", "positive number"],
+    );
+    assert_one_line(
+        &check("none.toml", &RUNS.replacen("tokens_per_gpu_s = 1450", "", 1)),
+        &["no published throughput", "tokens_per_gpu_s"],
+    );
+    assert_one_line(
+        &check("partial.toml", &RUNS.replacen("stack = \"rocm-megatron-2025\"", "stack = \"megatron-2021\"", 1)),
+        &["row ours-mixtral", "recomputes every layer or none"],
+    );
+}
+
+#[test]
+fn the_example_runs_file_checks() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/runs/runs.toml");
+    let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
+    assert!(text.contains("all: 2 rows"), "{text}");
+}

@@ -5,10 +5,11 @@
 //! - [`model`]: model presets and model files; [`hf_config`] Hugging Face `config.json` read as one.
 //! - [`perf`]: the analytic step-time and memory model; [`calib`] its constants and their fit;
 //!   [`stack`] the software stack profiles it takes as input.
-//! - [`validation`]: the model run on published training runs.
+//! - [`validation`]: the model run on published training runs; [`check`] on a team's own.
 
 pub mod calib;
 pub mod chart;
+pub mod check;
 pub mod chips;
 pub mod export;
 pub mod fleet;

@@ -27,13 +27,15 @@ struct File {
 pub struct Row {
     /// Short id.
     pub id: String,
-    /// The source as cross-validation holds it out.
+    /// The source as cross-validation holds it out (a user's runs file may leave it out).
+    #[serde(default)]
     pub group: String,
     /// Who published it, where several groups share one publisher's table lineage (the
     /// Megatron-Bridge containers); leave-publisher-out holds them out together. Default: `group`.
     #[serde(default)]
     pub publisher: Option<String>,
-    /// Paper, README or log, and table.
+    /// Paper, README or log, and table (a user's runs file may leave it out).
+    #[serde(default)]
     pub source: String,
     /// Chip name in the database.
     pub chip: String,
@@ -56,9 +58,11 @@ pub struct Row {
     pub pp: usize,
     /// Data parallel.
     pub dp: usize,
-    /// Context parallel.
+    /// Context parallel; absent: 1.
+    #[serde(default = "one")]
     pub cp: usize,
-    /// Expert parallel.
+    /// Expert parallel; absent: 1.
+    #[serde(default = "one")]
     pub ep: usize,
     /// Expert tensor parallel ([`Layout::etp`]); absent: 1, experts whole.
     #[serde(default = "one")]
@@ -67,7 +71,8 @@ pub struct Row {
     pub global_batch: usize,
     /// Micro-batch.
     pub mb: usize,
-    /// Interleaved chunks.
+    /// Interleaved chunks; absent: 1.
+    #[serde(default = "one")]
     pub v: usize,
     /// Pipeline schedule (`1f1b`, `zb-h1`, `zb-h2`, `dualpipe`); absent: the stack's
     /// `pipeline_schedule` where it applies ([`crate::search::stack_schedule`]).
@@ -116,9 +121,11 @@ pub struct Row {
     /// Published tokens per second per GPU.
     #[serde(default)]
     pub tokens_per_gpu_s: Option<f64>,
-    /// Which layout fields the source gives.
+    /// Which layout fields the source gives (a user's runs file may leave it out).
+    #[serde(default)]
     pub published: String,
-    /// Which it does not, and what was assumed.
+    /// Which it does not, and what was assumed (a user's runs file may leave it out).
+    #[serde(default)]
     pub assumed: String,
 }
 
@@ -218,8 +225,13 @@ impl Row {
         if let Some(s) = self.published_step_s {
             return Ok(s);
         }
+        let tf = self.published_tflops.ok_or_else(|| {
+            anyhow!(
+                "row {}: no published throughput; give tokens_per_gpu_s (or published_step_s, or published_tflops with its flops convention)",
+                self.id
+            )
+        })?;
         let conv = self.flops.as_deref().ok_or_else(|| anyhow!("row {}: a TFLOP/s row needs `flops`", self.id))?;
-        let tf = self.published_tflops.ok_or_else(|| anyhow!("row {}: no published throughput", self.id))?;
         Ok(step_flops(conv, a, self.seq, self.global_batch)? / (tf * 1e12 * gpus))
     }
 }
@@ -291,22 +303,65 @@ pub fn prepare_held_out() -> Result<Vec<Prepared>> {
 
 fn prepare_rows(rows: Vec<Row>) -> Result<Vec<Prepared>> {
     let db = ChipDb::builtin();
-    rows.into_iter()
+    rows.into_iter().map(|r| prepare_row(r, &db, stack::find)).collect()
+}
+
+/// A runs file of the shipped rows' format (`[[row]]` tables: id, chip, model, stack, precision,
+/// seq, the layout and one published figure), read for `anychip plan check`: each row's chip from
+/// `db` (a user's chip files and overrides included), its model a preset or a model file, its
+/// stack a profile or a stack file. Every problem is one line naming the row.
+pub fn prepare_runs_file(path: &std::path::Path, db: &ChipDb) -> Result<Vec<Prepared>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow!("cannot read runs file {}: {e}; give a TOML file of [[row]] tables (format: crates/plan/data/held_out_runs.toml)", path.display())
+    })?;
+    if !text.contains("[[row]]") {
+        bail!(
+            "runs file {} has no [[row]] tables; see crates/plan/data/held_out_runs.toml for the format",
+            path.display()
+        );
+    }
+    let file: File = toml::from_str(&text).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        anyhow!("runs file {}: {first} ({}); each [[row]] needs id, chip, model, stack, precision, seq, tp, pp, dp, global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or published_step_s)", path.display(), e.message())
+    })?;
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(r) = file.row.iter().find(|r| !seen.insert(r.id.as_str())) {
+        bail!("runs file {}: row id '{}' appears twice; give each row its own id", path.display(), r.id);
+    }
+    file.row
+        .into_iter()
         .map(|r| {
-            let m = model::resolve(&r.model)?;
-            let published_step = r.published_step(&m.arch)?;
-            let stack = stack::find(&r.stack)?;
-            Ok(Prepared {
-                layout: r.layout(&stack)?,
-                chip: row_chip(&db, &r)?,
-                stack,
-                precision: Precision::parse(&r.precision)?,
-                arch: m.arch,
-                published_step,
-                row: r,
+            let id = r.id.clone();
+            prepare_row(r, db, stack::resolve).map_err(|e| {
+                let prefix = format!("row {id}: ");
+                if e.to_string().starts_with(&prefix) {
+                    e
+                } else {
+                    anyhow!("{prefix}{e}")
+                }
             })
         })
         .collect()
+}
+
+/// One row resolved against `db`, its stack found by `stack_of`; the layout checked as a pinned
+/// `--layout` is (degrees, splits, what the stack can run).
+fn prepare_row(r: Row, db: &ChipDb, stack_of: impl Fn(&str) -> Result<stack::Stack>) -> Result<Prepared> {
+    let m = model::resolve(&r.model)?;
+    let published_step = r.published_step(&m.arch)?;
+    if !(published_step.is_finite() && published_step > 0.0) {
+        bail!("its published throughput must be a positive number");
+    }
+    let stack = stack_of(&r.stack)?;
+    Ok(Prepared {
+        layout: r.layout(&stack)?,
+        chip: row_chip(db, &r)?,
+        stack,
+        precision: Precision::parse(&r.precision)?,
+        arch: m.arch,
+        published_step,
+        row: r,
+    })
 }
 
 /// The row's chip with its `chip_overrides` applied.
@@ -384,6 +439,15 @@ impl Prepared {
         let rates = Rates::of(&self.chip, k, self.layout.chips(), self.precision)?;
         let capacity = self.chip.usable_memory_bytes()?;
         estimate(&job, &self.layout, &rates, k, &self.stack, capacity).map_err(|e| anyhow!("row {}: {e}", self.row.id))
+    }
+
+    /// Whether the row's layout can run its job on its stack, as a pinned `--layout` must:
+    /// degrees that divide, splits that exist, what the framework has.
+    pub fn check_runs(&self) -> Result<()> {
+        let job =
+            Job { arch: &self.arch, seq: self.row.seq, global_batch: self.row.global_batch, precision: self.precision };
+        crate::perf::check_layout(&job, &self.layout)?;
+        self.stack.check_runs(&self.layout)
     }
 
     /// Published step time, seconds.

@@ -674,6 +674,23 @@ fn assert_group(what: &str, errors: &[f64], rows: usize, bound: f64) {
 }
 
 #[test]
+fn every_shipped_row_says_where_it_comes_from() {
+    // A user's runs file (`anychip plan check`) may leave these out; the shipped rows may not:
+    // cross-validation holds rows out by `group`, and `source`, `published` and `assumed` are
+    // how a reader checks a row.
+    let all = anychip_plan::validation::rows().into_iter().chain(anychip_plan::validation::held_out_rows());
+    for r in all {
+        let missing: Vec<&str> =
+            [("group", &r.group), ("source", &r.source), ("published", &r.published), ("assumed", &r.assumed)]
+                .iter()
+                .filter(|(_, v)| v.trim().is_empty())
+                .map(|(k, _)| *k)
+                .collect();
+        assert!(missing.is_empty(), "row {} has no {}", r.id, missing.join(", "));
+    }
+}
+
+#[test]
 fn committed_calibration_is_the_calibrate_output() {
     let want = calibration_file().unwrap();
     let have = include_str!("../data/calibration.toml");

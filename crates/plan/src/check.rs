@@ -1,0 +1,146 @@
+//! The planner against a team's own measured runs (`anychip plan check --runs FILE`): each row
+//! of a runs file (the shipped rows' TOML format) priced on its own layout with the shipped
+//! calibration, which never saw it, and compared with what the run measured; per run, overall
+//! and by kind of model.
+
+use crate::calib;
+use crate::chips::{ChipDb, GIB};
+use crate::perf::Estimate;
+use crate::validation::{self, prepare_runs_file, Prepared};
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// One run: what it measured, what the planner predicts on its layout.
+#[derive(Clone, Debug, Serialize)]
+pub struct Checked {
+    /// The row's id.
+    pub id: String,
+    /// Chip kind.
+    pub chip: String,
+    /// Chips the layout occupies.
+    pub chips: usize,
+    /// Model, as the row names it.
+    pub model: String,
+    /// Stack, as the row names it.
+    pub stack: String,
+    /// Number format of the GEMMs.
+    pub precision: String,
+    /// `dense`, `moe`, `hybrid` or `gdn-hybrid`.
+    pub kind: &'static str,
+    /// The layout as `plan` prints it.
+    pub layout: String,
+    /// What the run measured, tokens per second per chip.
+    pub published_tokens_per_chip_s: f64,
+    /// What the planner predicts for it.
+    pub predicted_tokens_per_chip_s: f64,
+    /// Predicted over published throughput, less one (+: predicted faster than the run).
+    pub error: f64,
+    /// Whether the model's peak memory per chip is within what the chip can use.
+    pub fits: bool,
+    /// Whether a published run of this id is among those the shipped calibration was fitted to.
+    pub fitted: bool,
+    /// The model's peak memory per chip, GiB.
+    pub memory_gib: f64,
+    /// What the chip can use, GiB.
+    pub usable_gib: f64,
+    /// The whole estimate: step broken down, memory broken down.
+    pub estimate: Estimate,
+}
+
+/// Mean, signed mean, worst and 90th percentile of the absolute errors of a set of runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Runs.
+    pub rows: usize,
+    /// Mean absolute error.
+    pub mean_abs_error: f64,
+    /// Mean signed error (+: predicted faster than the runs ran).
+    pub signed_mean_error: f64,
+    /// The largest absolute error.
+    pub worst_abs_error: f64,
+    /// The run it belongs to.
+    pub worst_id: String,
+    /// Nine runs in ten are within this.
+    pub p90_abs_error: f64,
+}
+
+impl Summary {
+    /// The summary of `runs`.
+    pub fn of(runs: &[&Checked]) -> Summary {
+        let n = runs.len().max(1) as f64;
+        let mut abs: Vec<f64> = runs.iter().map(|r| r.error.abs()).collect();
+        abs.sort_by(f64::total_cmp);
+        let worst = runs.iter().max_by(|a, b| a.error.abs().total_cmp(&b.error.abs()));
+        let p90 =
+            ((0.9 * abs.len() as f64).ceil() as usize).checked_sub(1).and_then(|i| abs.get(i)).copied().unwrap_or(0.0);
+        Summary {
+            rows: runs.len(),
+            mean_abs_error: abs.iter().sum::<f64>() / n,
+            signed_mean_error: runs.iter().map(|r| r.error).sum::<f64>() / n,
+            worst_abs_error: worst.map_or(0.0, |r| r.error.abs()),
+            worst_id: worst.map(|r| r.id.clone()).unwrap_or_default(),
+            p90_abs_error: p90,
+        }
+    }
+}
+
+/// The whole report: every run, then the summary overall and by kind of model.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The runs file.
+    pub file: String,
+    /// Every run, in the file's order.
+    pub runs: Vec<Checked>,
+    /// All of them.
+    pub summary: Summary,
+    /// Each kind of model present: (kind, its summary).
+    pub by_kind: Vec<(String, Summary)>,
+}
+
+/// Price one prepared run with the shipped constants.
+fn check(p: &Prepared, k: &calib::Constants, fitted: &BTreeSet<String>) -> Result<Checked> {
+    let id = &p.row.id;
+    let layout = p.layout();
+    p.check_runs().map_err(|e| anyhow!("row {id}: {e}"))?;
+    let published = p.published_step();
+    let est = p.estimate(k)?;
+    let tokens_per_chip = (p.row.global_batch * p.row.seq) as f64 / layout.chips() as f64;
+    Ok(Checked {
+        id: id.clone(),
+        chip: p.row.chip.clone(),
+        chips: layout.chips(),
+        model: p.row.model.clone(),
+        stack: p.row.stack.clone(),
+        precision: p.row.precision.clone(),
+        kind: p.kind(),
+        layout: layout.to_string(),
+        published_tokens_per_chip_s: tokens_per_chip / published,
+        predicted_tokens_per_chip_s: tokens_per_chip / est.time.total(),
+        error: published / est.time.total() - 1.0,
+        fits: est.fits(),
+        fitted: fitted.contains(id),
+        memory_gib: est.memory.total() / GIB,
+        usable_gib: est.capacity / GIB,
+        estimate: est,
+    })
+}
+
+/// Price every run of the runs file at `path` (chips from `db`) with the shipped constants.
+pub fn check_runs_file(path: &Path, db: &ChipDb) -> Result<Report> {
+    let rows = prepare_runs_file(path, db)?;
+    let k = calib::shipped();
+    let fitted: BTreeSet<String> = validation::rows().into_iter().map(|r| r.id).collect();
+    let runs = rows.iter().map(|p| check(p, &k, &fitted)).collect::<Result<Vec<_>>>()?;
+    let all: Vec<&Checked> = runs.iter().collect();
+    let summary = Summary::of(&all);
+    let by_kind = ["dense", "moe", "hybrid", "gdn-hybrid"]
+        .iter()
+        .filter_map(|kind| {
+            let of: Vec<&Checked> = runs.iter().filter(|r| r.kind == *kind).collect();
+            (!of.is_empty()).then(|| (kind.to_string(), Summary::of(&of)))
+        })
+        .collect();
+    Ok(Report { file: path.display().to_string(), runs, summary, by_kind })
+}
