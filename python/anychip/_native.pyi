@@ -53,6 +53,10 @@ def plan(
     global_batch: Optional[int] = None,
     overrides: Sequence[str] = ...,
     chip_files: Sequence[str] = ...,
+    stack: str = "unknown",
+    precision: str = "bf16",
+    layout: Optional[str] = None,
+    measured: Optional[str] = None,
 ) -> str: ...
 def compare(
     chips: Sequence[str],
@@ -63,6 +67,9 @@ def compare(
     global_batch: Optional[int] = None,
     overrides: Sequence[str] = ...,
     chip_files: Sequence[str] = ...,
+    stack: str = "unknown",
+    precision: str = "bf16",
+    measured: Optional[str] = None,
 ) -> str: ...
 def fleet(
     fleet: str,
@@ -72,7 +79,9 @@ def fleet(
     overrides: Sequence[str] = ...,
     chip_files: Sequence[str] = ...,
 ) -> str: ...
-def check(runs: str, overrides: Sequence[str] = ..., chip_files: Sequence[str] = ...) -> str: ...
+def check(
+    runs: str, overrides: Sequence[str] = ..., chip_files: Sequence[str] = ..., measured: Optional[str] = None
+) -> str: ...
 def ports() -> str: ...
 def conform(port: str = "cpu", level: str = "L4", threads: Optional[int] = None) -> str: ...
 def panic_for_test() -> None: ...

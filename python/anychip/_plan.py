@@ -24,6 +24,15 @@ def _chip_files(files: Optional[Iterable[PathLike]]) -> List[str]:
     return out
 
 
+def _measured(measured: Optional[PathLike]) -> Optional[str]:
+    """A measured-runs file for the native calls: its path, checked to exist."""
+    if measured is None:
+        return None
+    if not Path(str(measured)).exists():
+        raise DataError(f"measured runs file {measured} does not exist")
+    return str(measured)
+
+
 def _job_options(
     seq: Optional[int],
     global_batch: Optional[int],
@@ -57,12 +66,14 @@ def plan(
     stack: str = "unknown",
     precision: str = "bf16",
     layout: Optional[str] = None,
+    measured: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """The best parallel layouts of one training job (as ``anychip plan``): ``model`` a preset
     (e.g. ``qwen3-8b``) or TOML model file, ``chips`` ``NAME:COUNT`` (e.g. ``h20:1024``),
     ``tokens`` the training tokens; ``stack``, ``precision`` and ``layout`` as the command's
     ``--stack``, ``--precision`` and ``--layout`` (e.g. ``"tp=2,ep=8,etp=2,mb=1"``: only that
-    layout is evaluated). Returns the plan (the JSON of ``anychip plan --json``, with
+    layout is evaluated); ``measured`` a file of your measured runs (as :func:`check` reads) whose
+    chips are priced with their residuals from those runs, as ``--measured``. Returns the plan (the JSON of ``anychip plan --json``, with
     ``accuracy``: the planner's cross-validated error on published runs like this one) with
     ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout, step_s,
     tokens_per_s, mfu, memory_gib, days, energy_mwh, cost_usd, ...), and ``best``, the first of
@@ -76,6 +87,7 @@ def plan(
             float(tokens),
             *_job_options(seq, global_batch, overrides, chip_files, stack, precision),
             layout,
+            _measured(measured),
         )
     )
     p["ranked"] = p["ranked"][:top]
@@ -95,13 +107,15 @@ def compare(
     chip_files: Sequence[PathLike] = (),
     stack: str = "unknown",
     precision: str = "bf16",
+    measured: Optional[PathLike] = None,
 ) -> Table:
     """The same job on ``count`` chips of each kind (as ``anychip chips compare``): one record
     per chip with its best layout, tokens_per_s, mfu, days, energy_mwh, cost_usd, headroom_gib
     ``validated`` (whether the performance model is validated on that chip family) and
     ``accuracy`` (the planner's measured error on published runs like this one, as ``anychip
-    plan`` prints it), or ``refused`` (why no layout fits) with the numbers absent. ``stack``
-    and ``precision`` as ``anychip plan``'s ``--stack`` and ``--precision``."""
+    plan`` prints it), or ``refused`` (why no layout fits) with the numbers absent. ``stack``,
+    ``precision`` and ``measured`` as ``anychip plan``'s ``--stack``, ``--precision`` and
+    ``--measured``."""
     if isinstance(chips, str):
         chips = [chips]
     rows = json.loads(
@@ -111,6 +125,7 @@ def compare(
             int(count),
             float(tokens),
             *_job_options(seq, global_batch, overrides, chip_files, stack, precision),
+            _measured(measured),
         )
     )
     return Table(rows)
@@ -166,6 +181,7 @@ def check(
     runs: PathLike,
     overrides: Sequence[str] = (),
     chip_files: Sequence[PathLike] = (),
+    measured: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Price your own measured runs, each on its own layout, with the shipped calibration (as
     ``anychip plan check --runs FILE``): ``runs`` a TOML file of ``[[row]]`` tables in the format
@@ -173,10 +189,12 @@ def check(
     ``runs``, ``summary`` with ``mean_abs_error``, ``signed_mean_error``, ``worst_abs_error``,
     ``p90_abs_error``, and ``by_kind``) with ``rows``: a :class:`Table` of one record per run (id,
     chip, chips, model, stack, layout, published_tokens_per_chip_s, predicted_tokens_per_chip_s,
-    error, fits, fitted)."""
+    error, fits, fitted). ``measured`` prices them with the residuals of another file of runs, as
+    ``--measured``; ``measured_leave_one_out`` is what a residual from the file's own other runs
+    of each chip gains."""
     path = str(runs)
     if not Path(path).exists():
         raise DataError(f"runs file {path} does not exist")
-    r = json.loads(_native.check(path, _strs(overrides), _chip_files(chip_files)))
+    r = json.loads(_native.check(path, _strs(overrides), _chip_files(chip_files), _measured(measured)))
     r["rows"] = Table([{k: v for k, v in run.items() if k != "estimate"} for run in r["runs"]])
     return r

@@ -5,7 +5,7 @@ use crate::errors::{detached, input, Result};
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::fleet::{read_toml, schedule, FleetFile, JobsFile, Objective};
 use anychip_plan::perf::Precision;
-use anychip_plan::search::{parse_layout_on, search, Plan, Ranked, Request};
+use anychip_plan::search::{parse_layout_on, search_with, Plan, Ranked, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::{export, model};
 use pyo3::prelude::*;
@@ -106,7 +106,7 @@ fn request(
 /// The best layouts of one job on one chip kind (`anychip plan`), as the plan's JSON.
 #[pyfunction]
 #[pyo3(signature = (model, chips, tokens, seq=None, global_batch=None, overrides=vec![], chip_files=vec![],
-    stack=DEFAULT_STACK, precision="bf16", layout=None))]
+    stack=DEFAULT_STACK, precision="bf16", layout=None, measured=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     py: Python<'_>,
@@ -120,13 +120,15 @@ pub fn plan(
     stack: &str,
     precision: &str,
     layout: Option<&str>,
+    measured: Option<PathBuf>,
 ) -> PyResult<String> {
     detached(py, || {
         let db = db(&overrides, &chip_files)?;
         let (name, count) = parse_chips(chips)?;
         let chip = db.find(&name)?;
         let opts = JobOpts { stack, precision, layout };
-        let plan = search(&request(model, count, tokens, seq, global_batch, &opts)?, chip)?;
+        let k = constants(measured.as_deref(), &db)?;
+        let plan = search_with(&request(model, count, tokens, seq, global_batch, &opts)?, chip, &k)?;
         to_json(&plan_json(&plan))
     })
 }
@@ -134,7 +136,7 @@ pub fn plan(
 /// The same job on each chip kind (`anychip chips compare`): per chip its plan, or why none fits.
 #[pyfunction]
 #[pyo3(signature = (chips, model, count, tokens=1e12, seq=None, global_batch=None, overrides=vec![], chip_files=vec![],
-    stack=DEFAULT_STACK, precision="bf16"))]
+    stack=DEFAULT_STACK, precision="bf16", measured=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn compare(
     py: Python<'_>,
@@ -148,19 +150,21 @@ pub fn compare(
     chip_files: Vec<PathBuf>,
     stack: &str,
     precision: &str,
+    measured: Option<PathBuf>,
 ) -> PyResult<String> {
     detached(py, || {
         if count == 0 {
             return Err(input("count must be positive"));
         }
         let db = db(&overrides, &chip_files)?;
+        let k = constants(measured.as_deref(), &db)?;
         let opts = JobOpts { stack, precision, layout: None };
         let req = request(model, count, tokens, seq, global_batch, &opts)?;
         // Resolve every name first so a typo fails before any work, as the CLI does.
         let found: Vec<&Chip> = chips.iter().map(|n| db.find(n)).collect::<anyhow::Result<_>>()?;
         let rows: Vec<Value> = found
             .iter()
-            .map(|chip| match search(&req, chip) {
+            .map(|chip| match search_with(&req, chip, &k) {
                 Ok(p) => {
                     let mut row = ranked_row(p.best());
                     row["chip"] = json!(chip.name);
@@ -213,10 +217,26 @@ pub fn fleet(
 /// Price a team's own measured runs on their layouts (`anychip plan check --runs FILE`): the
 /// report's JSON, every run with its error and the summaries.
 #[pyfunction]
-#[pyo3(signature = (runs, overrides=vec![], chip_files=vec![]))]
-pub fn check(py: Python<'_>, runs: PathBuf, overrides: Vec<String>, chip_files: Vec<PathBuf>) -> PyResult<String> {
+#[pyo3(signature = (runs, overrides=vec![], chip_files=vec![], measured=None))]
+pub fn check(
+    py: Python<'_>,
+    runs: PathBuf,
+    overrides: Vec<String>,
+    chip_files: Vec<PathBuf>,
+    measured: Option<PathBuf>,
+) -> PyResult<String> {
     detached(py, || {
         let db = db(&overrides, &chip_files)?;
-        to_json(&anychip_plan::check::check_runs_file(&runs, &db)?)
+        let k = constants(measured.as_deref(), &db)?;
+        to_json(&anychip_plan::check::check_runs_file(&runs, &db, &k)?)
     })
+}
+
+/// The model's constants: the shipped ones, with the chips of a measured-runs file priced with
+/// their residuals from it (the CLI's `--measured`).
+fn constants(measured: Option<&Path>, db: &ChipDb) -> Result<anychip_plan::calib::Constants> {
+    match measured {
+        Some(path) => Ok(anychip_plan::check::constants_measured_on(path, db)?),
+        None => Ok(anychip_plan::calib::shipped()),
+    }
 }

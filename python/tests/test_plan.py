@@ -93,3 +93,22 @@ def test_check_refuses_a_missing_or_bad_runs_file(tmp_path):
     bad.write_text('[[row]]\nid = "a"\nchip = "h100"\n')
     with pytest.raises(anychip.AnychipError, match="missing field"):
         anychip.check(bad)
+
+
+def test_measured_runs_set_the_chips_residual(tmp_path):
+    # The example's MI355X run, measured 20% slower than the model says: the plan with
+    # measured= carries the residual its rule gives (one run: exp(ln 1.2 / 11), 1.02).
+    runs = Path(__file__).parents[2] / "examples" / "runs" / "runs.toml"
+    checked = anychip.check(runs)
+    mixtral = next(r for r in checked["rows"] if r["chip"] == "mi355x")
+    text = runs.read_text()
+    slow = mixtral["predicted_tokens_per_chip_s"] / 1.2
+    mine = tmp_path / "mine.toml"
+    mine.write_text(text.replace("tokens_per_gpu_s = 3475", f"tokens_per_gpu_s = {slow}"))
+    job = dict(model="qwen3-8b", chips="mi355x:64", tokens=1e12, stack="rocm-megatron-2025", top=1)
+    shipped, measured = anychip.plan(**job), anychip.plan(**job, measured=mine)
+    assert measured["chip_residual"]["factor"] == 1.02 and measured["chip_residual"]["measured"] == str(mine)
+    ratio = shipped["best"]["tokens_per_s"] / measured["best"]["tokens_per_s"]
+    assert abs(ratio - 1.02 / shipped["chip_residual"]["factor"]) < 1e-9
+    with pytest.raises(anychip.DataError, match="does not exist"):
+        anychip.plan(**job, measured=tmp_path / "none.toml")

@@ -7,7 +7,7 @@ use anychip_plan::chips::{Chip, ChipDb, FIELDS, GIB};
 use anychip_plan::export;
 use anychip_plan::model;
 use anychip_plan::perf::Precision;
-use anychip_plan::search::{search, Request};
+use anychip_plan::search::{search_with, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -72,7 +72,8 @@ pub fn run_chips(args: &ChipsArgs) -> Result<()> {
         Some(ChipsCommand::Compare { names, model, count, tokens, seq, global_batch, out, stack, precision }) => {
             let stack = stack::resolve(stack)?;
             let precision = Precision::parse(precision)?;
-            compare(&db, names, model, *count, *tokens, *seq, *global_batch, out, &stack, precision)
+            let k = args.chip_opts.constants(&db)?;
+            compare(&db, &k, names, model, *count, *tokens, *seq, *global_batch, out, &stack, precision)
         }
     }
 }
@@ -142,6 +143,7 @@ fn show(db: &ChipDb, name: &str) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn compare(
     db: &ChipDb,
+    k: &anychip_plan::calib::Constants,
     names: &[String],
     model_spec: &str,
     count: usize,
@@ -180,7 +182,7 @@ fn compare(
             stack: stack.clone(),
             pinned: None,
         };
-        match search(&req, chip) {
+        match search_with(&req, chip, k) {
             Ok(plan) => {
                 let b = plan.best();
                 let e = &b.estimate;
@@ -195,7 +197,11 @@ fn compare(
                     fmt_opt(b.cost_usd, |c| format!("{c:.0}")),
                     (e.capacity - e.memory.total()) / GIB,
                     anychip_plan::calib::expected_error(&plan.accuracy),
-                    if plan.validated { "" } else { " *" }
+                    match (plan.validated, plan.chip_residual.as_ref().is_some_and(|r| r.measured.is_some())) {
+                        (_, true) => " m",
+                        (true, false) => "",
+                        (false, false) => " *",
+                    }
                 );
                 tput.push(Bar { label: chip.name.clone(), value: e.tokens_per_s / 1e3 });
                 days.push(Bar { label: chip.name.clone(), value: b.days });
@@ -204,7 +210,7 @@ fn compare(
         }
     }
     println!(
-        "* no published run on this chip in the calibration (the others carry their chip residual, as `plan` prints it); headroom = usable memory left per chip (GiB); error = the planner's mean error on published runs like this job held out of its fit (its chip family's, held out by source or never fitted, or with a whole family held out where the family has fewer than 5 such runs; ? where fewer than 5 published runs of this kind of model exist, e.g. Gated DeltaNet hybrids)"
+        "* no published run on this chip in the calibration (the others carry their chip residual, as `plan` prints it; m: the residual of your measured runs, --measured); headroom = usable memory left per chip (GiB); error = the planner's mean error on published runs like this job held out of its fit (its chip family's, held out by source or never fitted, or with a whole family held out where the family has fewer than 5 such runs; ? where fewer than 5 published runs of this kind of model exist, e.g. Gated DeltaNet hybrids)"
     );
     if tput.is_empty() {
         bail!("no chip could run {}: see the reasons above", model.name);

@@ -5,7 +5,7 @@
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::model;
 use anychip_plan::perf::{Estimate, Precision};
-use anychip_plan::search::{memory_reason, parse_layout_on, search, Plan, Request};
+use anychip_plan::search::{memory_reason, parse_layout_on, search_with, Plan, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::validation;
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,11 +20,23 @@ pub struct ChipOpts {
     /// A chip file (TOML, format of crates/plan/chips/*.toml) adding or overriding chips; repeatable.
     #[arg(long = "chip-file", value_name = "FILE", global = true)]
     pub chip_files: Vec<PathBuf>,
+    /// Your measured runs (a runs file, format of examples/runs/runs.toml): each chip kind in it
+    /// is priced with its residual from those runs instead of the shipped one.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub measured: Option<PathBuf>,
 }
 
 impl ChipOpts {
     pub fn db(&self) -> Result<ChipDb> {
         ChipDb::with_user(&self.chip_files, &self.overrides)
+    }
+
+    /// The model's constants: the shipped ones, with `--measured`'s chips' residuals from those runs.
+    pub fn constants(&self, db: &ChipDb) -> Result<anychip_plan::calib::Constants> {
+        match &self.measured {
+            Some(path) => anychip_plan::check::constants_measured_on(path, db),
+            None => Ok(anychip_plan::calib::shipped()),
+        }
     }
 }
 
@@ -133,7 +145,8 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
     match &args.command {
         Some(PlanCommand::Calibrate { out }) => return calibrate(out.as_ref()),
         Some(PlanCommand::Check { runs, json }) => {
-            return crate::cmd_plan_check::run_check(runs, &args.chip_opts.db()?, *json)
+            let db = args.chip_opts.db()?;
+            return crate::cmd_plan_check::run_check(runs, &db, &args.chip_opts.constants(&db)?, *json);
         }
         None => {}
     }
@@ -148,7 +161,7 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
     let precision = Precision::parse(&args.precision)?;
     let pinned = args.layout.as_deref().map(|l| parse_layout_on(l, count, &stack)).transpose()?;
     let req = Request { model, count, tokens, seq, global_batch: args.global_batch, precision, stack, pinned };
-    let plan = search(&req, chip)?;
+    let plan = search_with(&req, chip, &args.chip_opts.constants(&db)?)?;
     if args.json {
         let mut p = plan.clone();
         p.ranked.truncate(args.top.max(1));
@@ -219,13 +232,36 @@ fn power_note(plan: &Plan, chip: &Chip) -> String {
 
 /// The header's note on the chip's residual: how its published runs differ from the physics,
 /// and that every time printed carries it.
+/// What the calibration knows of the chip: its published runs, your measured ones, or neither.
+fn calibration_note(plan: &Plan) -> String {
+    let measured = plan.chip_residual.as_ref().is_some_and(|r| r.measured.is_some());
+    match (plan.validated, measured) {
+        (true, false) => format!("published runs on this chip are in the calibration{}", residual_note(plan)),
+        (true, true) => format!(
+            "published runs on this chip are in the calibration, but your measured runs set its residual{}",
+            residual_note(plan)
+        ),
+        (false, true) => format!(
+            "no published run of this chip is in the calibration; your measured runs set its residual{}",
+            residual_note(plan)
+        ),
+        (false, false) => {
+            "NO published run of this chip is in the calibration (priced from its datasheet): treat as an estimate"
+                .into()
+        }
+    }
+}
+
 fn residual_note(plan: &Plan) -> String {
     match &plan.chip_residual {
-        Some(r) if r.factor != 1.0 => {
+        Some(r) if r.factor != 1.0 || r.measured.is_some() => {
             let (pct, how) = if r.factor > 1.0 { (r.factor - 1.0, "slower") } else { (1.0 - r.factor, "faster") };
+            let runs = match &r.measured {
+                Some(file) => format!("{} of your measured runs in {file}", r.runs),
+                None => format!("{} runs", r.runs),
+            };
             format!(
-                " ({} runs: the chip runs {:.1}% {how} than the model's physics says, so every time here is x{:.3})",
-                r.runs,
+                " ({runs}: the chip runs {:.1}% {how} than the model's physics says, so every time here is x{:.3})",
                 100.0 * pct,
                 r.factor
             )
@@ -271,12 +307,7 @@ fn print_header(plan: &Plan, chip: &Chip) {
         "stack: {}; precision: {}; {}; {} layouts evaluated, {} fit{}{}",
         plan.stack,
         plan.precision,
-        if plan.validated {
-            format!("published runs on this chip are in the calibration{}", residual_note(plan))
-        } else {
-            "NO published run of this chip is in the calibration (priced from its datasheet): treat as an estimate"
-                .to_string()
-        },
+        calibration_note(plan),
         plan.evaluated,
         plan.ranked.len(),
         power_note(plan, chip),

@@ -1,15 +1,15 @@
 //! `anychip plan check --runs FILE`: the planner against a team's own measured runs, as a table
 //! or JSON (the pricing is `anychip_plan::check`).
 
-use anychip_plan::calib;
+use anychip_plan::calib::{self, Constants};
 use anychip_plan::check::{check_runs_file, Report, Summary};
 use anychip_plan::chips::ChipDb;
 use anyhow::Result;
 use std::path::Path;
 
 /// `anychip plan check`: price every run of `path` and report how far off the planner is.
-pub fn run_check(path: &Path, db: &ChipDb, json: bool) -> Result<()> {
-    let report = check_runs_file(path, db)?;
+pub fn run_check(path: &Path, db: &ChipDb, k: &Constants, json: bool) -> Result<()> {
+    let report = check_runs_file(path, db, k)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -53,6 +53,13 @@ fn print_report(r: &Report) {
         for (kind, s) in &r.by_kind {
             println!("{}", summary_line(kind, s));
         }
+    }
+    if let Some(s) = &r.measured_leave_one_out {
+        println!(
+            "{} (each run priced with the residual the file's other runs of its chip give, as --measured {} would for a new run)",
+            summary_line("with your other runs as the chip's residual", s),
+            r.file
+        );
     }
     println!(
         "published and predicted: tokens/s per chip; error = predicted / published throughput - 1 (+: the planner predicts the run faster than it ran); over: the model's peak memory exceeds what the chip can use, though the run ran"

@@ -974,3 +974,69 @@ fn the_example_runs_file_checks() {
     let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
     assert!(text.contains("all: 2 rows"), "{text}");
 }
+
+#[test]
+fn measured_runs_set_a_chips_residual_as_published_runs_do() {
+    // Three jobs on H20s, a chip without published runs in the calibration, each "measured" 20%
+    // slower than the model prices it on its layout.
+    let jobs = [
+        ("h20-8b-8", "llama3-8b", 8, 4096, 64, 1, 1),
+        ("h20-8b-16", "llama3-8b", 16, 8192, 64, 2, 1),
+        ("h20-70b-64", "llama3-70b", 64, 4096, 128, 4, 2),
+    ];
+    let mut rows = String::new();
+    for (id, model, n, seq, gb, tp, pp) in jobs {
+        let layout = format!("tp={tp},pp={pp},mb=1,zero=1");
+        let (chips, seq_s, gb_s) = (format!("h20:{n}"), seq.to_string(), gb.to_string());
+        let out = assert_ok(&plan(
+            model,
+            &chips,
+            &["--seq", &seq_s, "--global-batch", &gb_s, "--stack", "nemo-2025", "--layout", &layout],
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let per_chip = v["ranked"][0]["estimate"]["tokens_per_s"].as_f64().unwrap() / n as f64;
+        rows += &format!(
+            "[[row]]\nid = \"{id}\"\nchip = \"h20\"\nmodel = \"{model}\"\nstack = \"nemo-2025\"\nprecision = \"bf16\"\nseq = {seq}\ntp = {tp}\npp = {pp}\ndp = {}\nglobal_batch = {gb}\nmb = 1\nrecompute = \"none\"\nzero = 1\nsp = {}\ntokens_per_gpu_s = {}\n\n",
+            n / (tp * pp),
+            tp > 1,
+            per_chip / 1.2
+        );
+    }
+    let dir = scratch("plan-measured");
+    let f = tmp(&dir, "h20.toml", &rows);
+    let file = f.to_str().unwrap();
+    let check: serde_json::Value =
+        serde_json::from_str(&assert_ok(&run(&["plan", "check", "--runs", file, "--json"]))).unwrap();
+    for r in check["runs"].as_array().unwrap() {
+        assert!((r["error"].as_f64().unwrap() - 0.2).abs() < 1e-9, "{r}");
+    }
+    // The residual rule of the published runs: exp(sum ln(1 + error) / (runs + 10)), three
+    // significant digits; leave one out, each run gets the other two's.
+    let rule = |errs: &[f64]| {
+        let idx: Vec<usize> = (0..errs.len()).collect();
+        let chips = vec!["h20".to_string(); errs.len()];
+        anychip_plan::calib::chip_residuals(errs, &idx, &chips)["h20"].factor
+    };
+    let (three, two) = (rule(&[0.2; 3]), rule(&[0.2; 2]));
+    assert_eq!((three, two), (1.04, 1.03));
+    let loo = check["measured_leave_one_out"]["mean_abs_error"].as_f64().unwrap();
+    assert!((loo - (1.2 / two - 1.0)).abs() < 1e-9, "{loo}");
+    // A plan on H20s with --measured: every time x1.04, the header says whose runs.
+    let job = |extra: &[&str]| {
+        let out = assert_ok(&plan("qwen3-8b", "h20:256", &[&["--stack", "nemo-2025"], extra].concat()));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let (shipped, measured) = (job(&[]), job(&["--measured", file]));
+    assert!(shipped["chip_residual"].is_null());
+    assert_eq!(measured["chip_residual"]["factor"].as_f64().unwrap(), three);
+    assert_eq!(measured["chip_residual"]["measured"].as_str().unwrap(), file);
+    let tps = |p: &serde_json::Value| p["ranked"][0]["estimate"]["tokens_per_s"].as_f64().unwrap();
+    assert!((tps(&shipped) / tps(&measured) - three).abs() < 1e-9);
+    let text =
+        assert_ok(&run(&["plan", "--model", "qwen3-8b", "--chips", "h20:256", "--tokens", "1e12", "--measured", file]));
+    assert!(text.contains("your measured runs set its residual (3 of your measured runs in"), "{text}");
+    // Other chips keep theirs; a bad runs file is one line.
+    let h100 = assert_ok(&plan("qwen3-8b", "h100:256", &["--measured", file]));
+    assert!(serde_json::from_str::<serde_json::Value>(&h100).unwrap()["chip_residual"]["measured"].is_null());
+    assert_one_line(&plan("qwen3-8b", "h20:256", &["--measured", "/nonexistent.toml"]), &["cannot read runs file"]);
+}

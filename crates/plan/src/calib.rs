@@ -77,6 +77,10 @@ pub struct ChipResidual {
     pub factor: f64,
     /// Published runs it rests on.
     pub runs: usize,
+    /// The runs file of a team's measured runs it comes from (`--measured FILE`), where it does
+    /// not come from the published runs; absent in the calibration file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
 }
 
 /// Weight of the prior "the physics is right" in a chip's residual, in runs: a chip with a few
@@ -516,7 +520,7 @@ pub fn chip_residuals(errs: &[f64], rows: &[usize], chips: &[String]) -> BTreeMa
     logs.into_iter()
         .map(|(chip, l)| {
             let factor = round3((l.iter().sum::<f64>() / (l.len() as f64 + RESIDUAL_PRIOR_RUNS)).exp());
-            (chip.to_string(), ChipResidual { factor, runs: l.len() })
+            (chip.to_string(), ChipResidual { factor, runs: l.len(), measured: None })
         })
         .collect()
 }
@@ -679,7 +683,7 @@ mod tests {
         let rows: Vec<usize> = (0..13).collect();
         let r = chip_residuals(&errs, &rows, &chips);
         // 10 runs against a prior of 10: half the log mean, sqrt(1.21) = 1.1.
-        assert_eq!(r["slow"], ChipResidual { factor: 1.1, runs: 10 });
+        assert_eq!(r["slow"], ChipResidual { factor: 1.1, runs: 10, measured: None });
         assert_eq!(r["odd"].runs, 2);
         assert!((r["odd"].factor - (2.0 * 0.9f64.ln() / 12.0).exp()).abs() < 1e-3, "{:?}", r["odd"]);
         assert_eq!(r["ok"].factor, 1.0);

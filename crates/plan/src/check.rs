@@ -3,13 +3,13 @@
 //! calibration, which never saw it, and compared with what the run measured; per run, overall
 //! and by kind of model.
 
-use crate::calib;
+use crate::calib::{self, ChipResidual, Constants};
 use crate::chips::{ChipDb, GIB};
 use crate::perf::Estimate;
 use crate::validation::{self, prepare_runs_file, Prepared};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// One run: what it measured, what the planner predicts on its layout.
@@ -97,6 +97,10 @@ pub struct Report {
     pub summary: Summary,
     /// Each kind of model present: (kind, its summary).
     pub by_kind: Vec<(String, Summary)>,
+    /// The runs of chips with two or more runs in the file, each priced with its chip's residual
+    /// fitted on the file's other runs of that chip (leave one out): what `--measured` with such
+    /// a file gains on runs it was not fitted to. None where no chip has two runs.
+    pub measured_leave_one_out: Option<Summary>,
 }
 
 /// Price one prepared run with the shipped constants.
@@ -127,12 +131,12 @@ fn check(p: &Prepared, k: &calib::Constants, fitted: &BTreeSet<String>) -> Resul
     })
 }
 
-/// Price every run of the runs file at `path` (chips from `db`) with the shipped constants.
-pub fn check_runs_file(path: &Path, db: &ChipDb) -> Result<Report> {
+/// Price every run of the runs file at `path` (chips from `db`) with the constants `k`
+/// ([`calib::shipped`], or with a team's measured residuals: [`constants_measured_on`]).
+pub fn check_runs_file(path: &Path, db: &ChipDb, k: &Constants) -> Result<Report> {
     let rows = prepare_runs_file(path, db)?;
-    let k = calib::shipped();
     let fitted: BTreeSet<String> = validation::rows().into_iter().map(|r| r.id).collect();
-    let runs = rows.iter().map(|p| check(p, &k, &fitted)).collect::<Result<Vec<_>>>()?;
+    let runs = rows.iter().map(|p| check(p, k, &fitted)).collect::<Result<Vec<_>>>()?;
     let all: Vec<&Checked> = runs.iter().collect();
     let summary = Summary::of(&all);
     let by_kind = ["dense", "moe", "hybrid", "gdn-hybrid"]
@@ -142,5 +146,58 @@ pub fn check_runs_file(path: &Path, db: &ChipDb) -> Result<Report> {
             (!of.is_empty()).then(|| (kind.to_string(), Summary::of(&of)))
         })
         .collect();
-    Ok(Report { file: path.display().to_string(), runs, summary, by_kind })
+    let measured_leave_one_out = leave_one_out(&rows, &runs)?;
+    Ok(Report { file: path.display().to_string(), runs, summary, by_kind, measured_leave_one_out })
+}
+
+/// Each chip's residual from a team's measured runs `rows` (read from `file`), in place of the
+/// shipped one: as the fit derives a chip's residual from its published runs, from the errors
+/// of the constants without it, shrunk toward 1 alike ([`calib::chip_residuals`]).
+pub fn measured_residuals(rows: &[Prepared], file: &str) -> Result<BTreeMap<String, ChipResidual>> {
+    let chips = validation::chip_names(rows);
+    let bare = without_residuals(&chips);
+    let errs = rows.iter().map(|r| r.error(&bare)).collect::<Result<Vec<_>>>()?;
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let residuals = calib::chip_residuals(&errs, &all, &chips);
+    Ok(residuals.into_iter().map(|(c, r)| (c, ChipResidual { measured: Some(file.to_string()), ..r })).collect())
+}
+
+/// The shipped constants with `chips`' residuals taken out.
+fn without_residuals(chips: &[String]) -> Constants {
+    let mut k = calib::shipped();
+    for c in chips {
+        k.chip_residual.remove(c);
+    }
+    k
+}
+
+/// The shipped constants with each chip of the runs file at `path` priced with its residual
+/// from those runs instead of the shipped one (`--measured FILE`).
+pub fn constants_measured_on(path: &Path, db: &ChipDb) -> Result<Constants> {
+    let rows = prepare_runs_file(path, db)?;
+    for r in &rows {
+        r.check_runs().map_err(|e| anyhow!("row {}: {e}", r.row.id))?;
+    }
+    let mut k = calib::shipped();
+    k.chip_residual.extend(measured_residuals(&rows, &path.display().to_string())?);
+    Ok(k)
+}
+
+/// [`Report::measured_leave_one_out`]: each run of a chip with other runs in the file, priced
+/// with the residual those others give it.
+fn leave_one_out(rows: &[Prepared], runs: &[Checked]) -> Result<Option<Summary>> {
+    let chips = validation::chip_names(rows);
+    let bare = without_residuals(&chips);
+    let errs = rows.iter().map(|r| r.error(&bare)).collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let others: Vec<usize> = (0..rows.len()).filter(|&j| j != i && chips[j] == chips[i]).collect();
+        if others.is_empty() {
+            continue;
+        }
+        let others_errs: Vec<f64> = others.iter().map(|&j| errs[j]).collect();
+        let factor = calib::chip_residuals(&others_errs, &others, &chips)[&chips[i]].factor;
+        out.push(Checked { error: (1.0 + errs[i]) / factor - 1.0, ..run.clone() });
+    }
+    Ok((!out.is_empty()).then(|| Summary::of(&out.iter().collect::<Vec<_>>())))
 }

@@ -10,7 +10,7 @@
 use crate::chips::{Chip, ChipDb};
 use crate::model;
 use crate::perf::Precision;
-use crate::search::{check_job_size, search, Plan, Request};
+use crate::search::{check_job_size, search_with, Plan, Request};
 use crate::stack::{self, Stack};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -150,9 +150,21 @@ pub struct Schedule {
 
 /// Read a fleet file and a jobs file and schedule the jobs (what `anychip fleet` computes).
 pub fn schedule_files(fleet: &Path, jobs: &Path, db: &ChipDb, objective: Objective, stack: &Stack) -> Result<Schedule> {
+    schedule_files_with(fleet, jobs, db, objective, stack, &crate::calib::shipped())
+}
+
+/// [`schedule_files`] with the model's constants `k` (e.g. with a team's measured residuals).
+pub fn schedule_files_with(
+    fleet: &Path,
+    jobs: &Path,
+    db: &ChipDb,
+    objective: Objective,
+    stack: &Stack,
+    k: &crate::calib::Constants,
+) -> Result<Schedule> {
     let fleet: FleetFile = read_toml(fleet, "fleet")?;
     let jobs: JobsFile = read_toml(jobs, "jobs")?;
-    schedule(&fleet, &jobs, db, objective, stack)
+    schedule_with(&fleet, &jobs, db, objective, stack, k)
 }
 
 /// Read a TOML file of type `T`; the error names the file.
@@ -279,13 +291,18 @@ fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
 
 /// Every feasible placement of one job: each eligible pool at its size and at halvings of it,
 /// and (for a heterogeneous job) all kinds at once.
-fn job_options(job: &JobSpec, kinds: &BTreeMap<String, Kind>, template: &Request) -> Result<Vec<Option_>> {
+fn job_options(
+    job: &JobSpec,
+    kinds: &BTreeMap<String, Kind>,
+    template: &Request,
+    k: &crate::calib::Constants,
+) -> Result<Vec<Option_>> {
     let (mut opts, mut why, mut best_per_kind) = (Vec::new(), Vec::new(), Vec::new());
     for (name, kind) in kinds.iter().filter(|(_, k)| eligible(job, &k.chip)) {
         let mut n = kind.capacity;
         let mut first = true;
         while n >= 1 {
-            match search(&Request { count: n, ..template.clone() }, &kind.chip) {
+            match search_with(&Request { count: n, ..template.clone() }, &kind.chip, k) {
                 Ok(plan) => {
                     if first {
                         best_per_kind.push((name.clone(), plan.clone()));
@@ -368,6 +385,18 @@ pub fn schedule(
     objective: Objective,
     default_stack: &Stack,
 ) -> Result<Schedule> {
+    schedule_with(fleet, jobs, db, objective, default_stack, &crate::calib::shipped())
+}
+
+/// [`schedule`] with the model's constants `k`.
+pub fn schedule_with(
+    fleet: &FleetFile,
+    jobs: &JobsFile,
+    db: &ChipDb,
+    objective: Objective,
+    default_stack: &Stack,
+    k: &crate::calib::Constants,
+) -> Result<Schedule> {
     let kinds = kinds(fleet, db)?;
     if jobs.job.is_empty() {
         bail!("jobs file has no [[job]]");
@@ -379,7 +408,7 @@ pub fn schedule(
     let mut options: Vec<(usize, Vec<Option_>)> = Vec::new();
     for (ji, job) in jobs.job.iter().enumerate() {
         let opts = job_request(job, default_stack)
-            .and_then(|template| job_options(job, &kinds, &template))
+            .and_then(|template| job_options(job, &kinds, &template, k))
             .map_err(|e| anyhow!("job {}: {e}", job.name))?;
         if objective == Objective::Cost && opts.iter().all(|o| o.cost.is_none()) {
             bail!("job {}: objective cost needs price_per_hour on its pools (set it in the fleet file)", job.name);
