@@ -78,6 +78,8 @@ def fleet(
     inline: bool = False,
     overrides: Sequence[str] = ...,
     chip_files: Sequence[str] = ...,
+    stack: str = "unknown",
+    measured: Optional[str] = None,
 ) -> str: ...
 def check(
     runs: str, overrides: Sequence[str] = ..., chip_files: Sequence[str] = ..., measured: Optional[str] = None

@@ -137,11 +137,12 @@ def fleet(
     objective: str = "makespan",
     overrides: Sequence[str] = (),
     chip_files: Sequence[PathLike] = (),
+    measured: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Place training jobs on a fleet of chip pools (as ``anychip fleet``). ``fleet`` and
     ``jobs`` are TOML files (the command's ``--fleet`` and ``--jobs``) or dicts of the same
     tables (``{"pool": [{"name": ..., "chip": ..., "count": ...}]}``, ``{"job": [...]}``);
-    ``objective`` is ``makespan`` or ``cost``. Returns the schedule (the JSON of
+    ``objective`` is ``makespan`` or ``cost``; ``measured`` as :func:`plan`'s. Returns the schedule (the JSON of
     ``anychip fleet --json``) with ``rows``: a :class:`Table` of one record per job share
     (job, model, chip, count, layout, start_days, end_days, days, mfu, tokens_per_s, cost_usd)."""
     inline = isinstance(fleet, Mapping)
@@ -154,7 +155,11 @@ def fleet(
         for what, path in (("fleet", f), ("jobs", j)):
             if not Path(path).exists():
                 raise DataError(f"{what} file {path} does not exist")
-    s = json.loads(_native.fleet(f, j, objective, inline, _strs(overrides), _chip_files(chip_files)))
+    s = json.loads(
+        _native.fleet(
+            f, j, objective, inline, _strs(overrides), _chip_files(chip_files), measured=_measured(measured)
+        )
+    )
     rows = []
     for a in s["assignments"]:
         for share in a["shares"]:

@@ -3,7 +3,7 @@
 
 use crate::errors::{detached, input, Result};
 use anychip_plan::chips::{Chip, ChipDb, GIB};
-use anychip_plan::fleet::{read_toml, schedule, FleetFile, JobsFile, Objective};
+use anychip_plan::fleet::{read_toml, schedule_with, FleetFile, JobsFile, Objective};
 use anychip_plan::perf::Precision;
 use anychip_plan::search::{parse_layout_on, search_with, Plan, Ranked, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
@@ -184,7 +184,7 @@ pub fn compare(
 /// JSON texts of the same tables when `inline` is set.
 #[pyfunction]
 #[pyo3(signature = (fleet, jobs, objective="makespan", inline=false, overrides=vec![], chip_files=vec![],
-    stack=DEFAULT_STACK))]
+    stack=DEFAULT_STACK, measured=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn fleet(
     py: Python<'_>,
@@ -195,6 +195,7 @@ pub fn fleet(
     overrides: Vec<String>,
     chip_files: Vec<PathBuf>,
     stack: &str,
+    measured: Option<PathBuf>,
 ) -> PyResult<String> {
     detached(py, || {
         let objective = match objective {
@@ -210,7 +211,8 @@ pub fn fleet(
             (read_toml(Path::new(&fleet), "fleet")?, read_toml(Path::new(&jobs), "jobs")?)
         };
         let stack = stack::find(stack)?;
-        to_json(&schedule(&f, &j, &db, objective, &stack)?)
+        let k = constants(measured.as_deref(), &db)?;
+        to_json(&schedule_with(&f, &j, &db, objective, &stack, &k)?)
     })
 }
 

@@ -112,3 +112,8 @@ def test_measured_runs_set_the_chips_residual(tmp_path):
     assert abs(ratio - 1.02 / shipped["chip_residual"]["factor"]) < 1e-9
     with pytest.raises(anychip.DataError, match="does not exist"):
         anychip.plan(**job, measured=tmp_path / "none.toml")
+    # The fleet prices its MI355X pool with the same residual.
+    fleet = {"pool": [{"name": "amd", "chip": "mi355x", "count": 64}]}
+    jobs = {"job": [{"name": "q", "model": "qwen3-8b", "tokens": 1e12, "stack": "rocm-megatron-2025"}]}
+    days = [anychip.fleet(fleet, jobs, measured=m)["rows"][0]["days"] for m in (None, mine)]
+    assert abs(days[1] / days[0] - 1.02 / shipped["chip_residual"]["factor"]) < 1e-9

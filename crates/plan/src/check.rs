@@ -154,21 +154,22 @@ pub fn check_runs_file(path: &Path, db: &ChipDb, k: &Constants) -> Result<Report
 /// shipped one: as the fit derives a chip's residual from its published runs, from the errors
 /// of the constants without it, shrunk toward 1 alike ([`calib::chip_residuals`]).
 pub fn measured_residuals(rows: &[Prepared], file: &str) -> Result<BTreeMap<String, ChipResidual>> {
-    let chips = validation::chip_names(rows);
-    let bare = without_residuals(&chips);
-    let errs = rows.iter().map(|r| r.error(&bare)).collect::<Result<Vec<_>>>()?;
+    let (chips, errs) = bare_errors(rows)?;
     let all: Vec<usize> = (0..rows.len()).collect();
     let residuals = calib::chip_residuals(&errs, &all, &chips);
     Ok(residuals.into_iter().map(|(c, r)| (c, ChipResidual { measured: Some(file.to_string()), ..r })).collect())
 }
 
-/// The shipped constants with `chips`' residuals taken out.
-fn without_residuals(chips: &[String]) -> Constants {
-    let mut k = calib::shipped();
-    for c in chips {
-        k.chip_residual.remove(c);
+/// Each row's chip, and its error under the shipped constants with those chips' residuals
+/// taken out (what a residual is derived from).
+fn bare_errors(rows: &[Prepared]) -> Result<(Vec<String>, Vec<f64>)> {
+    let chips = validation::chip_names(rows);
+    let mut bare = calib::shipped();
+    for c in &chips {
+        bare.chip_residual.remove(c);
     }
-    k
+    let errs = rows.iter().map(|r| r.error(&bare)).collect::<Result<Vec<_>>>()?;
+    Ok((chips, errs))
 }
 
 /// The shipped constants with each chip of the runs file at `path` priced with its residual
@@ -186,9 +187,7 @@ pub fn constants_measured_on(path: &Path, db: &ChipDb) -> Result<Constants> {
 /// [`Report::measured_leave_one_out`]: each run of a chip with other runs in the file, priced
 /// with the residual those others give it.
 fn leave_one_out(rows: &[Prepared], runs: &[Checked]) -> Result<Option<Summary>> {
-    let chips = validation::chip_names(rows);
-    let bare = without_residuals(&chips);
-    let errs = rows.iter().map(|r| r.error(&bare)).collect::<Result<Vec<_>>>()?;
+    let (chips, errs) = bare_errors(rows)?;
     let mut out = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let others: Vec<usize> = (0..rows.len()).filter(|&j| j != i && chips[j] == chips[i]).collect();
