@@ -146,7 +146,8 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
         Some(PlanCommand::Calibrate { out }) => return calibrate(out.as_ref()),
         Some(PlanCommand::Check { runs, json }) => {
             let db = args.chip_opts.db()?;
-            return crate::cmd_plan_check::run_check(runs, &db, &args.chip_opts.constants(&db)?, *json);
+            let (k, measured) = (args.chip_opts.constants(&db)?, args.chip_opts.measured.as_deref());
+            return crate::cmd_plan_check::run_check(runs, &db, &k, measured, *json);
         }
         None => {}
     }

@@ -8,20 +8,24 @@ use anyhow::Result;
 use std::path::Path;
 
 /// `anychip plan check`: price every run of `path` and report how far off the planner is.
-pub fn run_check(path: &Path, db: &ChipDb, k: &Constants, json: bool) -> Result<()> {
+/// `measured`: the `--measured` file whose residuals `k` carries, if any (the header names it).
+pub fn run_check(path: &Path, db: &ChipDb, k: &Constants, measured: Option<&Path>, json: bool) -> Result<()> {
     let report = check_runs_file(path, db, k)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report);
+        print_report(&report, measured);
     }
     Ok(())
 }
 
-fn print_report(r: &Report) {
+fn print_report(r: &Report, measured: Option<&Path>) {
     let fitted = calib::shipped_report();
+    let residuals = measured
+        .map(|m| format!(", with the residuals of your measured runs in {} for their chips", m.display()))
+        .unwrap_or_default();
     println!(
-        "runs: {}, {} rows, each priced on its own layout with the shipped calibration (fitted to {} published runs from {} sources, {:.1}% off on them with each source held out; a row marked fitted is one of them)",
+        "runs: {}, {} rows, each priced on its own layout with the shipped calibration (fitted to {} published runs from {} sources, {:.1}% off on them with each source held out; a row marked fitted is one of them){residuals}",
         r.file,
         r.runs.len(),
         fitted.rows,
