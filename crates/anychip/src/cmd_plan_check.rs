@@ -53,9 +53,11 @@ fn print_report(r: &Report, measured: Option<&Path>) {
         );
     }
     println!("{}", summary_line("all", &r.summary));
-    if r.by_kind.len() > 1 {
-        for (kind, s) in &r.by_kind {
-            println!("{}", summary_line(kind, s));
+    for groups in [&r.by_kind, &r.by_chip] {
+        if groups.len() > 1 {
+            for (name, s) in groups {
+                println!("{}", summary_line(name, s));
+            }
         }
     }
     if let Some(s) = &r.measured_leave_one_out {

@@ -907,6 +907,8 @@ fn plan_check_prices_a_users_runs_on_their_layouts() {
     let want = runs.iter().map(|r| r["error"].as_f64().unwrap().abs()).sum::<f64>() / 2.0;
     assert!((mean - want).abs() < 1e-12);
     assert_eq!(v["by_kind"].as_array().unwrap().len(), 2);
+    assert_eq!(v["by_chip"][1][0], "mi355x");
+    assert_eq!(v["by_chip"][1][1]["mean_abs_error"].as_f64().unwrap(), runs[1]["error"].as_f64().unwrap().abs());
     // The table says the same.
     let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
     assert!(text.contains("all: 2 rows, mean error") && text.contains("rc:full:1"), "{text}");

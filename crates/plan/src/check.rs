@@ -97,6 +97,8 @@ pub struct Report {
     pub summary: Summary,
     /// Each kind of model present: (kind, its summary).
     pub by_kind: Vec<(String, Summary)>,
+    /// Each chip kind present, as the rows name it: (chip, its summary).
+    pub by_chip: Vec<(String, Summary)>,
     /// The runs of chips with two or more runs in the file, each priced with its chip's residual
     /// fitted on the file's other runs of that chip (leave one out): what `--measured` with such
     /// a file gains on runs it was not fitted to. None where no chip has two runs.
@@ -139,15 +141,19 @@ pub fn check_runs_file(path: &Path, db: &ChipDb, k: &Constants) -> Result<Report
     let runs = rows.iter().map(|p| check(p, k, &fitted)).collect::<Result<Vec<_>>>()?;
     let all: Vec<&Checked> = runs.iter().collect();
     let summary = Summary::of(&all);
-    let by_kind = ["dense", "moe", "hybrid", "gdn-hybrid"]
-        .iter()
-        .filter_map(|kind| {
-            let of: Vec<&Checked> = runs.iter().filter(|r| r.kind == *kind).collect();
-            (!of.is_empty()).then(|| (kind.to_string(), Summary::of(&of)))
-        })
-        .collect();
+    let by_kind = grouped(&runs, |r| r.kind.to_string());
+    let by_chip = grouped(&runs, |r| r.chip.clone());
     let measured_leave_one_out = leave_one_out(&rows, &runs)?;
-    Ok(Report { file: path.display().to_string(), runs, summary, by_kind, measured_leave_one_out })
+    Ok(Report { file: path.display().to_string(), runs, summary, by_kind, by_chip, measured_leave_one_out })
+}
+
+/// The summary of each group of `runs` sharing `key`, in key order.
+fn grouped(runs: &[Checked], key: impl Fn(&Checked) -> String) -> Vec<(String, Summary)> {
+    let mut groups: BTreeMap<String, Vec<&Checked>> = BTreeMap::new();
+    for r in runs {
+        groups.entry(key(r)).or_default().push(r);
+    }
+    groups.into_iter().map(|(k, of)| (k, Summary::of(&of))).collect()
 }
 
 /// Each chip's residual from a team's measured runs `rows` (read from `file`), in place of the
