@@ -1037,6 +1037,16 @@ fn measured_runs_set_a_chips_residual_as_published_runs_do() {
     let text =
         assert_ok(&run(&["plan", "--model", "qwen3-8b", "--chips", "h20:256", "--tokens", "1e12", "--measured", file]));
     assert!(text.contains("your measured runs set its residual (3 of your measured runs in"), "{text}");
+    // chips compare marks the row it priced with them; fleet places with them too.
+    let charts = scratch("plan-measured-charts");
+    let compare = |extra: &[&str]| {
+        let base = ["chips", "compare", "h20", "h100", "--model", "qwen3-8b", "--count", "64"];
+        assert_ok(&run(&[&base[..], &["--out", charts.to_str().unwrap()], extra].concat()))
+    };
+    let (plain, marked) = (compare(&[]), compare(&["--measured", file]));
+    let row = |text: &str, chip: &str| text.lines().find(|l| l.starts_with(chip)).unwrap().to_string();
+    assert!(row(&plain, "h20 ").ends_with(" *") && row(&marked, "h20 ").ends_with(" m"), "{marked}");
+    assert_eq!(row(&plain, "h100 "), row(&marked, "h100 "));
     // Other chips keep theirs; a bad runs file is one line.
     let h100 = assert_ok(&plan("qwen3-8b", "h100:256", &["--measured", file]));
     assert!(serde_json::from_str::<serde_json::Value>(&h100).unwrap()["chip_residual"]["measured"].is_null());
