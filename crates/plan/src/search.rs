@@ -612,7 +612,7 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
 /// The fitting full-recompute estimate `full`'s partial sibling that recomputes the fewest
 /// layers of each chunk and still fits (Megatron-Core's block method): the stored activations
 /// move linearly with the recomputed share, so the memory of recomputing nothing and of
-/// recomputing all gives the count, checked upwards. None where recomputing nothing fits (that
+/// recomputing all gives a first count, and a bisection the fewest. None where recomputing nothing fits (that
 /// layout is a candidate of its own), the stack recomputes every layer or none, or a chunk holds
 /// a single layer.
 fn least_recompute(
@@ -631,14 +631,20 @@ fn least_recompute(
     }
     let (all, kept) = (full.memory.total(), none.memory.total());
     let over = (kept - full.capacity) / (kept - all).max(f64::MIN_POSITIVE);
-    let first = ((over * chunk as f64).ceil() as usize).clamp(1, chunk);
-    for n in first..chunk {
-        let est = price(&Layout { recompute_layers: n, ..l })?;
+    // Memory falls as more layers recompute: bisect between a count known not to fit (0) and
+    // one known to fit (the whole chunk), probing the linear estimate first.
+    let (mut lo, mut hi, mut best) = (0, chunk, None);
+    let mut probe = ((over * chunk as f64).ceil() as usize).clamp(1, chunk - 1);
+    while hi - lo > 1 {
+        let est = price(&Layout { recompute_layers: probe, ..l })?;
         if est.fits() {
-            return Ok(Some(est));
+            (hi, best) = (probe, Some(est));
+        } else {
+            lo = probe;
         }
+        probe = (lo + hi) / 2;
     }
-    Ok(None)
+    Ok(best)
 }
 
 /// The error when no priced layout fits: the pinned layout's reason, or the leanest layout's.
