@@ -612,9 +612,9 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
 /// The fitting full-recompute estimate `full`'s partial sibling that recomputes the fewest
 /// layers of each chunk and still fits (Megatron-Core's block method): the stored activations
 /// move linearly with the recomputed share, so the memory of recomputing nothing and of
-/// recomputing all gives a first count, and a bisection the fewest. None where recomputing nothing fits (that
-/// layout is a candidate of its own), the stack recomputes every layer or none, or a chunk holds
-/// a single layer.
+/// recomputing all gives a first count, and a bisection the fewest. None where recomputing
+/// nothing fits (that layout is a candidate of its own), only recomputing every layer fits, or a
+/// chunk holds a single layer.
 fn least_recompute(
     job: &Job,
     full: &Estimate,
