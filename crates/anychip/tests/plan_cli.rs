@@ -1052,3 +1052,40 @@ fn measured_runs_set_a_chips_residual_as_published_runs_do() {
     assert!(serde_json::from_str::<serde_json::Value>(&h100).unwrap()["chip_residual"]["measured"].is_null());
     assert_one_line(&plan("qwen3-8b", "h20:256", &["--measured", "/nonexistent.toml"]), &["cannot read runs file"]);
 }
+
+#[test]
+fn plan_check_finds_model_and_stack_files_beside_the_runs_file() {
+    // A runs file naming a model file and a stack file by their names in its own folder, checked
+    // from another working directory (the test's is the crate's).
+    let dir = scratch("plan-check-beside");
+    tmp(&dir, "my-8b.toml", "name = \"my-8b\"\narch = \"llama\"\nvocab = 128256\nlayers = 32\nheads = 32\nkv_heads = 8\nd_model = 4096\nd_ff = 14336\n");
+    tmp(&dir, "my-stack.toml", "base = \"nemo-2025\"\nname = \"my-stack\"\noverlap_tp = false\n");
+    let runs = RUNS.replacen("model = \"llama3-70b\"", "model = \"my-8b.toml\"", 1).replacen(
+        "stack = \"nemo-2025\"",
+        "stack = \"my-stack.toml\"",
+        1,
+    );
+    let f = tmp(&dir, "runs.toml", &runs);
+    let out = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runs"][0]["model"], "my-8b.toml");
+    // The same job through plan, the files named by their full paths: the same prediction.
+    let (m, s) = (dir.join("my-8b.toml"), dir.join("my-stack.toml"));
+    let pinned = assert_ok(&plan(
+        m.to_str().unwrap(),
+        "h100:64",
+        &[
+            "--seq",
+            "8192",
+            "--global-batch",
+            "128",
+            "--stack",
+            s.to_str().unwrap(),
+            "--layout",
+            "tp=4,pp=4,mb=1,zero=1",
+        ],
+    ));
+    let pinned: serde_json::Value = serde_json::from_str(&pinned).unwrap();
+    let per_chip = pinned["ranked"][0]["estimate"]["tokens_per_s"].as_f64().unwrap() / 64.0;
+    assert!((v["runs"][0]["predicted_tokens_per_chip_s"].as_f64().unwrap() / per_chip - 1.0).abs() < 1e-9);
+}

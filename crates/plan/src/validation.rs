@@ -303,7 +303,8 @@ pub fn prepare_held_out() -> Result<Vec<Prepared>> {
 
 fn prepare_rows(rows: Vec<Row>) -> Result<Vec<Prepared>> {
     let db = ChipDb::builtin();
-    rows.into_iter().map(|r| prepare_row(r, &db, stack::find)).collect()
+    let found = Found { model: &model::resolve, stack: &stack::find };
+    rows.into_iter().map(|r| prepare_row(r, &db, &found)).collect()
 }
 
 /// A runs file of the shipped rows' format (`[[row]]` tables: id, chip, model, stack, precision,
@@ -328,11 +329,14 @@ pub fn prepare_runs_file(path: &std::path::Path, db: &ChipDb) -> Result<Vec<Prep
     if let Some(r) = file.row.iter().find(|r| !seen.insert(r.id.as_str())) {
         bail!("runs file {}: row id '{}' appears twice; give each row its own id", path.display(), r.id);
     }
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
     file.row
         .into_iter()
         .map(|r| {
             let id = r.id.clone();
-            prepare_row(r, db, stack::resolve).map_err(|e| {
+            let found =
+                Found { model: &|m| model::resolve(&beside(dir, m)), stack: &|s| stack::resolve(&beside(dir, s)) };
+            prepare_row(r, db, &found).map_err(|e| {
                 let prefix = format!("row {id}: ");
                 if e.to_string().starts_with(&prefix) {
                     e
@@ -344,15 +348,32 @@ pub fn prepare_runs_file(path: &std::path::Path, db: &ChipDb) -> Result<Vec<Prep
         .collect()
 }
 
-/// One row resolved against `db`, its stack found by `stack_of`; the layout checked as a pinned
-/// `--layout` is (degrees, splits, what the stack can run).
-fn prepare_row(r: Row, db: &ChipDb, stack_of: impl Fn(&str) -> Result<stack::Stack>) -> Result<Prepared> {
-    let m = model::resolve(&r.model)?;
+/// A model or stack file named relative to the runs file's folder `dir`, as a path from here;
+/// anything else (a preset, a profile, a path that is not there) as given.
+fn beside(dir: &std::path::Path, spec: &str) -> String {
+    let there = dir.join(spec);
+    if std::path::Path::new(spec).is_relative() && there.exists() && !dir.as_os_str().is_empty() {
+        there.display().to_string()
+    } else {
+        spec.to_string()
+    }
+}
+
+/// How a row's model and stack names are looked up: the shipped rows name presets and profiles,
+/// a user's runs file may name files beside it.
+struct Found<'a> {
+    model: &'a dyn Fn(&str) -> Result<model::Model>,
+    stack: &'a dyn Fn(&str) -> Result<stack::Stack>,
+}
+
+/// One row resolved against `db`, its model and stack looked up by `found`.
+fn prepare_row(r: Row, db: &ChipDb, found: &Found) -> Result<Prepared> {
+    let m = (found.model)(&r.model)?;
     let published_step = r.published_step(&m.arch)?;
     if !(published_step.is_finite() && published_step > 0.0) {
         bail!("its published throughput must be a positive number");
     }
-    let stack = stack_of(&r.stack)?;
+    let stack = (found.stack)(&r.stack)?;
     Ok(Prepared {
         layout: r.layout(&stack)?,
         chip: row_chip(db, &r)?,
