@@ -84,6 +84,16 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
             layouts.join(" + ")
         );
     }
+    let measured: Vec<String> = k
+        .chip_residual
+        .iter()
+        .filter_map(|(chip, r)| {
+            r.measured.as_ref().map(|f| format!("{chip} x{:.3} from {} runs in {f}", r.factor, r.runs))
+        })
+        .collect();
+    if !measured.is_empty() {
+        println!("residuals from your measured runs: {}", measured.join("; "));
+    }
     println!(
         "makespan {:.1} days; total cost {}",
         sched.makespan_days,

@@ -1047,6 +1047,23 @@ fn measured_runs_set_a_chips_residual_as_published_runs_do() {
     let row = |text: &str, chip: &str| text.lines().find(|l| l.starts_with(chip)).unwrap().to_string();
     assert!(row(&plain, "h20 ").ends_with(" *") && row(&marked, "h20 ").ends_with(" m"), "{marked}");
     assert_eq!(row(&plain, "h100 "), row(&marked, "h100 "));
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleet");
+    let (fl, jb) = (ex.join("fleet.toml"), ex.join("jobs.toml"));
+    let placed = assert_ok(&run(&[
+        "fleet",
+        "--fleet",
+        fl.to_str().unwrap(),
+        "--jobs",
+        jb.to_str().unwrap(),
+        "--out",
+        charts.to_str().unwrap(),
+        "--measured",
+        file,
+    ]));
+    assert!(
+        placed.contains(&format!("residuals from your measured runs: h20 x1.040 from 3 runs in {file}")),
+        "{placed}"
+    );
     // Other chips keep theirs; a bad runs file is one line.
     let h100 = assert_ok(&plan("qwen3-8b", "h100:256", &["--measured", file]));
     assert!(serde_json::from_str::<serde_json::Value>(&h100).unwrap()["chip_residual"]["measured"].is_null());
