@@ -1,7 +1,8 @@
 //! The planner against a team's own measured runs (`anychip plan check --runs FILE`): each row
 //! of a runs file (the shipped rows' TOML format) priced on its own layout with the shipped
-//! calibration, which never saw it, and compared with what the run measured; per run, overall
-//! and by kind of model.
+//! calibration, which never saw it, and compared with what the run measured; per run, overall,
+//! by kind of model and by chip. A team's runs can also set their chips' residuals
+//! (`--measured FILE`, [`constants_measured_on`]), as the published runs set the shipped ones.
 
 use crate::calib::{self, ChipResidual, Constants};
 use crate::chips::{ChipDb, GIB};
@@ -86,7 +87,7 @@ impl Summary {
     }
 }
 
-/// The whole report: every run, then the summary overall and by kind of model.
+/// The whole report: every run, then the summary overall, by kind of model and by chip.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// The runs file.
@@ -105,8 +106,8 @@ pub struct Report {
     pub measured_leave_one_out: Option<Summary>,
 }
 
-/// Price one prepared run with the shipped constants.
-fn check(p: &Prepared, k: &calib::Constants, fitted: &BTreeSet<String>) -> Result<Checked> {
+/// Price one prepared run with the constants `k`; `fitted` holds the ids of the fitted runs.
+fn check(p: &Prepared, k: &Constants, fitted: &BTreeSet<String>) -> Result<Checked> {
     let id = &p.row.id;
     let layout = p.layout();
     p.check_runs().map_err(|e| anyhow!("row {id}: {e}"))?;
