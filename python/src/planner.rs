@@ -3,7 +3,7 @@
 
 use crate::errors::{detached, input, Result};
 use anychip_plan::chips::{Chip, ChipDb, GIB};
-use anychip_plan::fleet::{read_toml, schedule_with, FleetFile, JobsFile, Objective};
+use anychip_plan::fleet::{read_toml, schedule, FleetFile, JobsFile, Objective};
 use anychip_plan::perf::Precision;
 use anychip_plan::search::{parse_layout_on, search_with, Plan, Ranked, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
@@ -127,7 +127,7 @@ pub fn plan(
         let (name, count) = parse_chips(chips)?;
         let chip = db.find(&name)?;
         let opts = JobOpts { stack, precision, layout };
-        let k = constants(measured.as_deref(), &db)?;
+        let k = anychip_plan::check::constants(measured.as_deref(), &db)?;
         let plan = search_with(&request(model, count, tokens, seq, global_batch, &opts)?, chip, &k)?;
         to_json(&plan_json(&plan))
     })
@@ -157,7 +157,7 @@ pub fn compare(
             return Err(input("count must be positive"));
         }
         let db = db(&overrides, &chip_files)?;
-        let k = constants(measured.as_deref(), &db)?;
+        let k = anychip_plan::check::constants(measured.as_deref(), &db)?;
         let opts = JobOpts { stack, precision, layout: None };
         let req = request(model, count, tokens, seq, global_batch, &opts)?;
         // Resolve every name first so a typo fails before any work, as the CLI does.
@@ -211,8 +211,8 @@ pub fn fleet(
             (read_toml(Path::new(&fleet), "fleet")?, read_toml(Path::new(&jobs), "jobs")?)
         };
         let stack = stack::find(stack)?;
-        let k = constants(measured.as_deref(), &db)?;
-        to_json(&schedule_with(&f, &j, &db, objective, &stack, &k)?)
+        let k = anychip_plan::check::constants(measured.as_deref(), &db)?;
+        to_json(&schedule(&f, &j, &db, objective, &stack, &k)?)
     })
 }
 
@@ -229,16 +229,7 @@ pub fn check(
 ) -> PyResult<String> {
     detached(py, || {
         let db = db(&overrides, &chip_files)?;
-        let k = constants(measured.as_deref(), &db)?;
+        let k = anychip_plan::check::constants(measured.as_deref(), &db)?;
         to_json(&anychip_plan::check::check_runs_file(&runs, &db, &k)?)
     })
-}
-
-/// The model's constants: the shipped ones, with the chips of a measured-runs file priced with
-/// their residuals from it (the CLI's `--measured`).
-fn constants(measured: Option<&Path>, db: &ChipDb) -> Result<anychip_plan::calib::Constants> {
-    match measured {
-        Some(path) => Ok(anychip_plan::check::constants_measured_on(path, db)?),
-        None => Ok(anychip_plan::calib::shipped()),
-    }
 }

@@ -55,7 +55,7 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
     let db = args.chip_opts.db()?;
     let stack = stack::resolve(&args.stack)?;
     let k = args.chip_opts.constants(&db)?;
-    let sched = fleet::schedule_files_with(&args.fleet, &args.jobs, &db, args.objective.into(), &stack, &k)?;
+    let sched = fleet::schedule_files(&args.fleet, &args.jobs, &db, args.objective.into(), &stack, &k)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&sched)?);
         return Ok(());

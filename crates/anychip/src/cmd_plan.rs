@@ -33,10 +33,7 @@ impl ChipOpts {
 
     /// The model's constants: the shipped ones, with `--measured`'s chips' residuals from those runs.
     pub fn constants(&self, db: &ChipDb) -> Result<anychip_plan::calib::Constants> {
-        match &self.measured {
-            Some(path) => anychip_plan::check::constants_measured_on(path, db),
-            None => Ok(anychip_plan::calib::shipped()),
-        }
+        anychip_plan::check::constants(self.measured.as_deref(), db)
     }
 }
 
@@ -94,7 +91,7 @@ pub enum PlanCommand {
         out: Option<PathBuf>,
     },
     /// Price your own measured runs, each on its own layout, with the shipped calibration, and
-    /// report how far off the planner is on them (per run, overall and by kind of model).
+    /// report how far off the planner is on them (per run, overall, by kind of model and by chip).
     Check {
         /// A TOML file of [[row]] tables: id, chip, model, stack, precision, seq, tp, pp, dp
         /// (cp, ep, v default 1), global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or
@@ -231,8 +228,6 @@ fn power_note(plan: &Plan, chip: &Chip) -> String {
     chip.get("tdp_w").map_or(String::new(), |w| format!("; tensor clock {pct:.0}% of rated within its {w:.0} W"))
 }
 
-/// The header's note on the chip's residual: how its published runs differ from the physics,
-/// and that every time printed carries it.
 /// What the calibration knows of the chip: its published runs, your measured ones, or neither.
 fn calibration_note(plan: &Plan) -> String {
     let measured = plan.chip_residual.as_ref().is_some_and(|r| r.measured.is_some());
@@ -253,6 +248,8 @@ fn calibration_note(plan: &Plan) -> String {
     }
 }
 
+/// The header's note on the chip's residual: how its published (or your measured) runs differ
+/// from the physics, and that every time printed carries it.
 fn residual_note(plan: &Plan) -> String {
     match &plan.chip_residual {
         Some(r) if r.factor != 1.0 || r.measured.is_some() => {

@@ -191,6 +191,15 @@ pub fn constants_measured_on(path: &Path, db: &ChipDb) -> Result<Constants> {
     Ok(k)
 }
 
+/// The model's constants: the shipped ones, with each chip of the runs file `measured` (if
+/// any) priced with its residual from those runs ([`constants_measured_on`], `--measured`).
+pub fn constants(measured: Option<&Path>, db: &ChipDb) -> Result<Constants> {
+    match measured {
+        Some(path) => constants_measured_on(path, db),
+        None => Ok(calib::shipped()),
+    }
+}
+
 /// [`Report::measured_leave_one_out`]: each run of a chip with other runs in the file, priced
 /// with the residual those others give it.
 fn leave_one_out(rows: &[Prepared], runs: &[Checked]) -> Result<Option<Summary>> {

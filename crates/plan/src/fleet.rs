@@ -148,13 +148,9 @@ pub struct Schedule {
     pub cost_usd: Option<f64>,
 }
 
-/// Read a fleet file and a jobs file and schedule the jobs (what `anychip fleet` computes).
-pub fn schedule_files(fleet: &Path, jobs: &Path, db: &ChipDb, objective: Objective, stack: &Stack) -> Result<Schedule> {
-    schedule_files_with(fleet, jobs, db, objective, stack, &crate::calib::shipped())
-}
-
-/// [`schedule_files`] with the model's constants `k` (e.g. with a team's measured residuals).
-pub fn schedule_files_with(
+/// Read a fleet file and a jobs file and schedule the jobs (what `anychip fleet` computes) with
+/// the model's constants `k` ([`crate::calib::shipped`], or with a team's measured residuals).
+pub fn schedule_files(
     fleet: &Path,
     jobs: &Path,
     db: &ChipDb,
@@ -164,7 +160,7 @@ pub fn schedule_files_with(
 ) -> Result<Schedule> {
     let fleet: FleetFile = read_toml(fleet, "fleet")?;
     let jobs: JobsFile = read_toml(jobs, "jobs")?;
-    schedule_with(&fleet, &jobs, db, objective, stack, k)
+    schedule(&fleet, &jobs, db, objective, stack, k)
 }
 
 /// Read a TOML file of type `T`; the error names the file.
@@ -377,19 +373,8 @@ fn place<'o>(
     best.map(|(_, start, _, o)| (start, o))
 }
 
-/// Place every job of `jobs` on `fleet`.
+/// Place every job of `jobs` on `fleet`, priced with the model's constants `k`.
 pub fn schedule(
-    fleet: &FleetFile,
-    jobs: &JobsFile,
-    db: &ChipDb,
-    objective: Objective,
-    default_stack: &Stack,
-) -> Result<Schedule> {
-    schedule_with(fleet, jobs, db, objective, default_stack, &crate::calib::shipped())
-}
-
-/// [`schedule`] with the model's constants `k`.
-pub fn schedule_with(
     fleet: &FleetFile,
     jobs: &JobsFile,
     db: &ChipDb,

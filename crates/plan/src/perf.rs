@@ -475,6 +475,11 @@ impl Layout {
         self.tp * self.pp * self.dp * self.cp
     }
 
+    /// The most layers one model chunk holds when `layers` split over `pp` x `v` chunks.
+    pub fn chunk_layers(&self, layers: usize) -> usize {
+        layers.div_ceil(self.pp * self.v.max(1))
+    }
+
     /// Share of a rank's `stage_layers` (over its `v` chunks) that rerun their forward in
     /// backward under a full recompute: `recompute_layers` of each chunk, or all of them; 0 under
     /// the other modes.
@@ -2270,7 +2275,7 @@ fn check_recompute_layers(l: &Layout, layers: usize) -> Result<()> {
             l.recompute_layers
         );
     }
-    let chunk = layers.div_ceil(l.pp * l.v.max(1));
+    let chunk = l.chunk_layers(layers);
     if l.recompute_layers > chunk {
         bail!(
             "layout {l}: recompute_layers={} is more than a chunk's {chunk} layers; give at most {chunk} (or leave it out to recompute every layer)",

@@ -621,7 +621,7 @@ fn least_recompute(
     price: impl Fn(&Layout) -> Result<Estimate>,
 ) -> Result<Option<Estimate>> {
     let l = full.layout;
-    let chunk = job.arch.layers.div_ceil(l.pp * l.v.max(1));
+    let chunk = l.chunk_layers(job.arch.layers);
     if l.recompute != Recompute::Full || l.recompute_layers > 0 || chunk < 2 {
         return Ok(None);
     }

@@ -16,6 +16,7 @@ const HELD_OUT_TOML: &str = include_str!("../data/held_out_runs.toml");
 
 #[derive(Deserialize)]
 struct File {
+    #[serde(default)]
     row: Vec<Row>,
     #[serde(default)]
     memory: Vec<MemRow>,
@@ -312,19 +313,11 @@ fn prepare_rows(rows: Vec<Row>) -> Result<Vec<Prepared>> {
 /// `db` (a user's chip files and overrides included), its model a preset or a model file, its
 /// stack a profile or a stack file. Every problem is one line naming the row.
 pub fn prepare_runs_file(path: &std::path::Path, db: &ChipDb) -> Result<Vec<Prepared>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow!("cannot read runs file {}: {e}; give a TOML file of [[row]] tables (format: crates/plan/data/held_out_runs.toml)", path.display())
-    })?;
-    if !text.contains("[[row]]") {
-        bail!(
-            "runs file {} has no [[row]] tables; see crates/plan/data/held_out_runs.toml for the format",
-            path.display()
-        );
+    let hint = "each [[row]] needs id, chip, model, stack, precision, seq, tp, pp, dp, global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or published_step_s); format: crates/plan/data/held_out_runs.toml";
+    let file: File = crate::fleet::read_toml(path, "runs").map_err(|e| anyhow!("{e:#}; {hint}"))?;
+    if file.row.is_empty() {
+        bail!("runs file {} has no [[row]] tables; {hint}", path.display());
     }
-    let file: File = toml::from_str(&text).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or_default().to_string();
-        anyhow!("runs file {}: {first} ({}); each [[row]] needs id, chip, model, stack, precision, seq, tp, pp, dp, global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or published_step_s)", path.display(), e.message())
-    })?;
     let mut seen = std::collections::BTreeSet::new();
     if let Some(r) = file.row.iter().find(|r| !seen.insert(r.id.as_str())) {
         bail!("runs file {}: row id '{}' appears twice; give each row its own id", path.display(), r.id);

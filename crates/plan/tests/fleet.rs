@@ -1,6 +1,7 @@
 //! The example fleet of docs/planner.md: smaller models land on in-house chips, the frontier
 //! model stays on Nvidia, as in the Sept 2025 reports.
 
+use anychip_plan::calib;
 use anychip_plan::chips::ChipDb;
 use anychip_plan::fleet::{schedule_files, Objective, Schedule};
 use anychip_plan::stack;
@@ -14,7 +15,15 @@ fn manifest_dir() -> PathBuf {
 }
 
 fn schedule(fleet: &Path, jobs: &Path, objective: Objective) -> Schedule {
-    schedule_files(fleet, jobs, &ChipDb::builtin(), objective, &stack::find("megatron-core-2024").unwrap()).unwrap()
+    schedule_files(
+        fleet,
+        jobs,
+        &ChipDb::builtin(),
+        objective,
+        &stack::find("megatron-core-2024").unwrap(),
+        &calib::shipped(),
+    )
+    .unwrap()
 }
 
 fn example(objective: Objective) -> Schedule {
