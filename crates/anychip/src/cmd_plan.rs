@@ -5,7 +5,7 @@
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::model;
 use anychip_plan::perf::{Estimate, Precision};
-use anychip_plan::search::{memory_reason, parse_layout_on, search_with, Plan, Request};
+use anychip_plan::search::{memory_reason, parse_layout_on, search_with, PinnedOver, Plan, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::validation;
 use anyhow::{anyhow, bail, Context, Result};
@@ -159,14 +159,28 @@ pub fn run_plan(args: &PlanArgs) -> Result<()> {
     let precision = Precision::parse(&args.precision)?;
     let pinned = args.layout.as_deref().map(|l| parse_layout_on(l, count, &stack)).transpose()?;
     let req = Request { model, count, tokens, seq, global_batch: args.global_batch, precision, stack, pinned };
-    let plan = search_with(&req, chip, &args.chip_opts.constants(&db)?)?;
+    match search_with(&req, chip, &args.chip_opts.constants(&db)?) {
+        Ok(plan) => show_plan(&plan, chip, args),
+        // A pinned layout priced over memory: its step and memory, then the one-line error.
+        Err(e) => match e.downcast::<PinnedOver>() {
+            Ok(over) => {
+                show_plan(&over.plan, chip, args)?;
+                Err(anyhow!(over.message))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// The plan as JSON (`--json`) or as the table, its `--top` layouts.
+fn show_plan(plan: &Plan, chip: &Chip, args: &PlanArgs) -> Result<()> {
     if args.json {
         let mut p = plan.clone();
         p.ranked.truncate(args.top.max(1));
         println!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(());
     }
-    print_plan(&plan, chip, args.top.max(1));
+    print_plan(plan, chip, args.top.max(1));
     Ok(())
 }
 
@@ -307,7 +321,7 @@ fn print_header(plan: &Plan, chip: &Chip) {
         plan.precision,
         calibration_note(plan),
         plan.evaluated,
-        plan.ranked.len(),
+        if plan.over_memory.is_some() { 0 } else { plan.ranked.len() },
         power_note(plan, chip),
         attention_note(plan)
     );
@@ -398,7 +412,12 @@ fn print_best(plan: &Plan, chip: &Chip) {
     if let Some(line) = mfu_note(plan, chip) {
         println!("{line}");
     }
-    if let Some(line) = headroom_note(plan) {
+    if plan.over_memory.is_some() {
+        println!(
+            "memory: this layout does not fit, {:.1} GiB over what the chip can use; the step above is its time if it ran (some published runs ran at layouts the memory model prices over: docs/planner.md, Limits)",
+            (b.memory.total() - b.capacity) / GIB
+        );
+    } else if let Some(line) = headroom_note(plan) {
         println!("{line}");
     }
     if let Some(line) = network_note(plan) {

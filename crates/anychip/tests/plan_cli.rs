@@ -197,6 +197,11 @@ fn impossible_layout_says_why() {
     assert_one_line(&o, &["dualpipe", "pp must be even"]);
     let o = plan("llama3-405b", "h100:8", &["--layout", "tp=8,zero=0"]);
     assert_one_line(&o, &["does not fit", "GiB"]);
+    // ... and the layout is still priced on stdout: its step and memory, and why it does not fit.
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the pinned layout's plan on stdout");
+    assert_eq!(p["ranked"][0]["estimate"]["layout"]["tp"], 8, "{p}");
+    assert!(p["ranked"][0]["step_s"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(p["over_memory"].as_str().unwrap().starts_with("needs "), "{p}");
     let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,pp=4,first=20,last=12"]);
     assert_one_line(&o, &["first/last stages hold 32 of the model's 32 layers", "other 2 stages"]);
     let o = plan("llama3-8b", "h100:64", &["--layout", "tp=8,first=7"]);

@@ -226,13 +226,38 @@ pub struct Plan {
     /// The links the plan was priced on: a chip file holds one reference system's network, so a
     /// cluster with another must name its own (`--override CHIP.scaleout_gbs=...`).
     pub network: Network,
-    /// Fitting layouts, fastest first.
+    /// Fitting layouts, fastest first; for a [`PinnedOver`] plan, the pinned layout that does not.
     pub ranked: Vec<Ranked>,
     /// The fastest layouts that did not fit.
     pub rejected: Vec<Rejected>,
     /// Layouts evaluated.
     pub evaluated: usize,
+    /// Why the pinned layout does not fit, where the memory model prices it above usable
+    /// memory ([`PinnedOver`]); None for every plan whose `ranked` layouts fit.
+    pub over_memory: Option<String>,
 }
+
+/// The error of a pinned layout (`--layout`) the memory model prices above the chip's usable
+/// memory: every caller gets the one line it always got ("layout ... does not fit on ...:
+/// needs ..."), and it carries the plan of that layout, priced as if it fit, so that `anychip
+/// plan --layout` still shows its step and memory. The memory model is an estimate: some
+/// published runs ran at layouts it prices over (docs/planner.md, Limits), so a user pinning
+/// the layout they ran gets its time as well as the warning.
+#[derive(Debug)]
+pub struct PinnedOver {
+    /// The one-line error.
+    pub message: String,
+    /// The pinned layout's plan (`ranked` holds it alone, `over_memory` says why it does not fit).
+    pub plan: Box<Plan>,
+}
+
+impl std::fmt::Display for PinnedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PinnedOver {}
 
 /// A chip file's links, GB/s one direction per chip: inside its scale-up domain and between
 /// domains, with where the scale-out figure comes from.
@@ -537,7 +562,15 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         );
     }
     if found.ranked.is_empty() {
-        return Err(nothing_fits(req, chip, &found));
+        let err = nothing_fits(req, chip, &found);
+        let Some(est) = found.pinned_over.take() else {
+            return Err(err);
+        };
+        let (message, rejected) = (err.to_string(), std::mem::take(&mut found.rejected));
+        found.ranked.push(rank(est, req, chip));
+        let mut plan = plan_of(req, chip, k, &rates, found);
+        plan.over_memory = rejected.into_iter().next().map(|r| r.reason);
+        return Err(PinnedOver { message, plan: Box::new(plan) }.into());
     }
     found.ranked.sort_by(|a, b| b.estimate.tokens_per_s.total_cmp(&a.estimate.tokens_per_s));
     found.rejected.sort_by(|a, b| b.tokens_per_s.total_cmp(&a.tokens_per_s));
@@ -559,13 +592,15 @@ fn check_request(req: &Request, chip: &Chip) -> Result<()> {
     check_job_size(req.tokens, req.global_batch, req.seq, "--tokens", "--global-batch")
 }
 
-/// What the search found: the layouts that fit, those that did not, how many were priced, and
-/// the one needing the least memory (for the error when none fits).
+/// What the search found: the layouts that fit, those that did not, how many were priced, the
+/// one needing the least memory (for the error when none fits) and a pinned layout's estimate
+/// where it does not fit ([`PinnedOver`]).
 struct Found {
     ranked: Vec<Ranked>,
     rejected: Vec<Rejected>,
     evaluated: usize,
     leanest: Option<(f64, Rejected)>,
+    pinned_over: Option<Estimate>,
 }
 
 /// Price every candidate layout (or the pinned one, whose malformation is an error where a
@@ -575,7 +610,7 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
         Some(l) => vec![l],
         None => candidates(req, rates.domain),
     };
-    let mut found = Found { ranked: Vec::new(), rejected: Vec::new(), evaluated: 0, leanest: None };
+    let mut found = Found { ranked: Vec::new(), rejected: Vec::new(), evaluated: 0, leanest: None, pinned_over: None };
     for layout in layouts {
         let Some(batch) = batch_for(req, &layout, round_up) else {
             continue;
@@ -604,6 +639,9 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
                 found.leanest = Some((est.memory.total(), r.clone()));
             }
             found.rejected.push(r);
+            if req.pinned.is_some() {
+                found.pinned_over = Some(est);
+            }
         }
     }
     Ok(found)
@@ -704,6 +742,7 @@ fn plan_of(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, found: Foun
         ranked: found.ranked,
         rejected: found.rejected,
         evaluated: found.evaluated,
+        over_memory: None,
     }
 }
 
