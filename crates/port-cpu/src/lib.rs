@@ -22,7 +22,7 @@ mod math_neon;
 mod peak;
 mod prim;
 
-pub use peak::measure_fma_peak;
+pub use peak::{measure_fma_peak, MIN_SLICE_FLOPS};
 
 use anychip_port::{
     invalid, BinaryOp, Buffer, Capabilities, CompareOp, Composite, DType, Distribution, Handled, Port, PortError,

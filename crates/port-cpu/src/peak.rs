@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 const CHAINS: usize = 12;
 /// Inner iterations per timing slice.
 const ITERS: u64 = 1 << 20;
+/// The fewest FLOPs one timing slice does (the scalar loop's): a measured peak times the wall
+/// time of its measurement is at least this, however slow the machine or emulator.
+pub const MIN_SLICE_FLOPS: u64 = ITERS / 16 * (CHAINS * 2) as u64;
 
 /// Measured fp32 FLOP/s (2 per FMA lane) of `threads` threads running FMAs concurrently.
 pub fn measure_fma_peak(threads: usize) -> f64 {
@@ -48,8 +51,7 @@ fn fma_slice() -> (u64, f32) {
             return (ITERS * (CHAINS * 8 * 2) as u64, unsafe { x86::avx2(ITERS) });
         }
     }
-    let iters = ITERS / 16;
-    (iters * (CHAINS * 2) as u64, scalar(iters))
+    (MIN_SLICE_FLOPS, scalar(ITERS / 16))
 }
 
 fn scalar(iters: u64) -> f32 {

@@ -41,14 +41,23 @@ fn registers_as_cpu_with_requested_threads() {
     let caps = p.capabilities();
     assert!(caps.device.contains("3 threads"), "{}", caps.device);
     assert!(caps.storage.contains(&DType::BF16) && caps.fused.contains(&"attention"));
+    // Measured (fma_peak_counts_at_least_the_work_it_timed checks the measurement), so no speed
+    // bound here: qemu-user runs one thread at well under 1e8 FLOP/s.
     let peak = caps.peak_flops_f32.unwrap();
-    assert!(peak > 1e8, "implausible FMA peak {peak}");
+    assert!(peak.is_finite() && peak > 0.0, "implausible FMA peak {peak}");
 }
 
 #[test]
-fn fma_peak_grows_with_threads() {
+fn fma_peak_counts_at_least_the_work_it_timed() {
+    // No speed bound: under qemu-user or on a loaded machine one thread can run below 1e8
+    // FLOP/s (67 MFLOP/s seen under qemu-user aarch64 on a Zen 3 EPYC). What must hold anywhere:
+    // the best slice's rate, over the whole measurement's wall time, covers at least one
+    // slice's FLOPs, and no core does 10 TFLOP/s.
+    let t = std::time::Instant::now();
     let one = anychip_port_cpu::measure_fma_peak(1);
-    assert!(one > 1e8 && one < 1e13, "{one}");
+    let wall = t.elapsed().as_secs_f64();
+    assert!(one.is_finite() && one < 1e13, "{one}");
+    assert!(one * wall >= anychip_port_cpu::MIN_SLICE_FLOPS as f64, "{one} FLOP/s over {wall} s");
 }
 
 #[test]
