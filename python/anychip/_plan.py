@@ -77,7 +77,9 @@ def plan(
     ``accuracy``: the planner's cross-validated error on published runs like this one) with
     ``rows``: a :class:`Table` of the ``top`` fitting layouts, fastest first (layout, step_s,
     tokens_per_s, mfu, memory_gib, days, energy_mwh, cost_usd, ...), and ``best``, the first of
-    them."""
+    them. A pinned ``layout`` the memory model prices over usable memory raises
+    :class:`AnychipError` whose ``plan`` attribute holds that layout's plan all the same (its
+    ``over_memory`` says why), as the command prints it before its error line."""
     if top < 1:
         raise InputError("top must be at least 1")
     p = json.loads(

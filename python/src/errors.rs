@@ -30,23 +30,26 @@ impl Kind {
     }
 }
 
-/// An error on its way to Python: its kind and the CLI's one-line message.
+/// An error on its way to Python: its kind, the CLI's one-line message and, for a pinned layout
+/// the memory model prices over usable memory, that layout's plan as JSON (the exception's
+/// `plan` attribute, as `anychip plan --layout` prints the plan before its error line).
 #[derive(Debug)]
 pub struct Failure {
     pub kind: Kind,
     pub message: String,
+    pub plan: Option<String>,
 }
 
 /// A bad argument, as `InputError`.
 pub fn input(message: impl Into<String>) -> Failure {
-    Failure { kind: Kind::Input, message: message.into() }
+    Failure { kind: Kind::Input, message: message.into(), plan: None }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Failure {
         // One line, the cause chain joined, exactly as `anychip` prints after "error: ".
         let message = format!("{e:#}").replace('\n', " ");
-        Failure { kind: classify(&e), message }
+        Failure { kind: classify(&e), message, plan: None }
     }
 }
 
@@ -71,7 +74,13 @@ impl Failure {
         let made = py
             .import("anychip._errors")
             .and_then(|m| m.getattr(self.kind.class_name()))
-            .and_then(|cls| cls.call1((self.message.clone(),)));
+            .and_then(|cls| cls.call1((self.message.clone(),)))
+            .and_then(|exc| {
+                if let Some(plan) = &self.plan {
+                    exc.setattr("plan", py.import("json")?.call_method1("loads", (plan,))?)?;
+                }
+                Ok(exc)
+            });
         match made {
             Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,
@@ -105,7 +114,7 @@ fn settle<T>(py: Python<'_>, outcome: std::thread::Result<Result<T>>) -> PyResul
                 .unwrap_or_else(|| "unknown panic".into());
             let message =
                 format!("internal error: {what} (a bug in anychip; please report it with the call that caused it)");
-            Err(Failure { kind: Kind::Error, message }.into_pyerr(py))
+            Err(Failure { kind: Kind::Error, message, plan: None }.into_pyerr(py))
         }
     }
 }

@@ -46,6 +46,7 @@ impl NativeModel {
                         "{} does not exist; pass an anychip run directory or a Hugging Face model directory",
                         path.display()
                     ),
+                    plan: None,
                 });
             }
             let opened = anychip_ports::open(port, threads)?;
@@ -212,6 +213,7 @@ impl NativeModel {
             Failure {
                 kind: crate::errors::Kind::Unsupported,
                 message: "this model has no tokenizer (a Hugging Face directory): pass token ids as a NumPy array instead of text".into(),
+                plan: None,
             }
             .into_pyerr(py)
         })

@@ -1,11 +1,11 @@
 //! `anychip.plan`, `chips`, `compare`, `fleet`: crates/plan's library API, results as JSON for
 //! the Python side to turn into lists of dicts (and DataFrames).
 
-use crate::errors::{detached, input, Result};
+use crate::errors::{detached, input, Failure, Result};
 use anychip_plan::chips::{Chip, ChipDb, GIB};
 use anychip_plan::fleet::{read_toml, schedule, FleetFile, JobsFile, Objective};
 use anychip_plan::perf::Precision;
-use anychip_plan::search::{parse_layout_on, search_with, Plan, Ranked, Request};
+use anychip_plan::search::{parse_layout_on, search_with, PinnedOver, Plan, Ranked, Request};
 use anychip_plan::stack::{self, DEFAULT_STACK};
 use anychip_plan::{export, model};
 use pyo3::prelude::*;
@@ -128,9 +128,23 @@ pub fn plan(
         let chip = db.find(&name)?;
         let opts = JobOpts { stack, precision, layout };
         let k = anychip_plan::check::constants(measured.as_deref(), &db)?;
-        let plan = search_with(&request(model, count, tokens, seq, global_batch, &opts)?, chip, &k)?;
-        to_json(&plan_json(&plan))
+        match search_with(&request(model, count, tokens, seq, global_batch, &opts)?, chip, &k) {
+            Ok(plan) => to_json(&plan_json(&plan)),
+            Err(e) => Err(pinned_over(e)),
+        }
     })
+}
+
+/// The failure of a search: a pinned layout priced over usable memory ([`PinnedOver`]) carries
+/// its plan, as the CLI prints it before the error line; any other error is as it comes.
+fn pinned_over(e: anyhow::Error) -> Failure {
+    match e.downcast::<PinnedOver>() {
+        Ok(over) => {
+            let plan = serde_json::to_string(&plan_json(&over.plan)).ok();
+            Failure { plan, ..anyhow::Error::msg(over.message).into() }
+        }
+        Err(e) => e.into(),
+    }
 }
 
 /// The same job on each chip kind (`anychip chips compare`): per chip its plan, or why none fits.

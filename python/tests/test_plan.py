@@ -53,6 +53,19 @@ def test_plan_takes_the_stack_precision_and_a_pinned_layout():
         anychip.plan(model="qwen3-30b-a3b", chips="h100:16", tokens=1e12, layout="tp=2,ep=4,etp=5")
 
 
+def test_a_pinned_layout_over_memory_raises_with_its_plan():
+    # As `anychip plan --layout` prints the plan before its error line, the exception carries it.
+    with pytest.raises(anychip.AnychipError, match="does not fit") as e:
+        anychip.plan(model="llama3-405b", chips="h100:8", tokens=1e12, layout="tp=8,zero=0")
+    p = e.value.plan
+    assert p["over_memory"].startswith("needs ") and p["rows"][0]["step_s"] > 0
+    assert p["rows"][0]["memory_gib"] > p["ranked"][0]["estimate"]["capacity"] / 2**30
+    # Any other refusal carries no plan.
+    with pytest.raises(anychip.AnychipError) as e:
+        anychip.plan(model="qwen3-30b-a3b", chips="h100:16", tokens=1e12, layout="tp=2,ep=4,etp=5")
+    assert not hasattr(e.value, "plan")
+
+
 def test_compare_matches_each_chips_plan():
     rows = anychip.compare(["h20", "p800", "ppu"], model="qwen3-8b", count=256, tokens=1e12)
     assert [r["chip"] for r in rows] == ["h20", "p800", "ppu"]
