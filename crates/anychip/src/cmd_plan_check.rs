@@ -82,5 +82,8 @@ fn summary_line(what: &str, s: &Summary) -> String {
         100.0 * s.p90_abs_error,
         100.0 * s.worst_abs_error,
         s.worst_id
-    )
+    ) + &match s.over_memory {
+        0 => String::new(),
+        n => format!("; {n} priced over usable memory"),
+    }
 }

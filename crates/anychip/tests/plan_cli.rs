@@ -933,6 +933,11 @@ fn plan_check_of_the_held_out_file_is_the_validation_tests_figure() {
     assert_eq!(v["summary"]["rows"].as_u64().unwrap() as usize, rows.len());
     assert!((v["summary"]["mean_abs_error"].as_f64().unwrap() - mean).abs() < 1e-12);
     assert!(v["runs"].as_array().unwrap().iter().all(|r| r["fitted"] == false));
+    // The runs the memory model prices over usable memory are counted (every one of them ran).
+    let over = v["runs"].as_array().unwrap().iter().filter(|r| r["fits"] == false).count();
+    assert!(over > 0 && v["summary"]["over_memory"].as_u64().unwrap() as usize == over, "{over}");
+    let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
+    assert!(text.contains(&format!("; {over} priced over usable memory")), "{text}");
 }
 
 #[test]

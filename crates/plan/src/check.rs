@@ -65,6 +65,8 @@ pub struct Summary {
     pub worst_id: String,
     /// Nine runs in ten are within this.
     pub p90_abs_error: f64,
+    /// Runs the memory model prices over the chip's usable memory, though each ran.
+    pub over_memory: usize,
 }
 
 impl Summary {
@@ -83,6 +85,7 @@ impl Summary {
             worst_abs_error: worst.map_or(0.0, |r| r.error.abs()),
             worst_id: worst.map(|r| r.id.clone()).unwrap_or_default(),
             p90_abs_error: p90,
+            over_memory: runs.iter().filter(|r| !r.fits).count(),
         }
     }
 }
