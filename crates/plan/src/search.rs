@@ -566,11 +566,11 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         let Some(est) = found.pinned_over.take() else {
             return Err(err);
         };
-        let (message, rejected) = (err.to_string(), std::mem::take(&mut found.rejected));
+        let over_memory = Some(memory_reason(&est));
+        found.rejected.clear();
         found.ranked.push(rank(est, req, chip));
-        let mut plan = plan_of(req, chip, k, &rates, found);
-        plan.over_memory = rejected.into_iter().next().map(|r| r.reason);
-        return Err(PinnedOver { message, plan: Box::new(plan) }.into());
+        let plan = Plan { over_memory, ..plan_of(req, chip, k, &rates, found) };
+        return Err(PinnedOver { message: err.to_string(), plan: Box::new(plan) }.into());
     }
     found.ranked.sort_by(|a, b| b.estimate.tokens_per_s.total_cmp(&a.estimate.tokens_per_s));
     found.rejected.sort_by(|a, b| b.tokens_per_s.total_cmp(&a.tokens_per_s));

@@ -323,12 +323,11 @@ pub fn prepare_runs_file(path: &std::path::Path, db: &ChipDb) -> Result<Vec<Prep
         bail!("runs file {}: row id '{}' appears twice; give each row its own id", path.display(), r.id);
     }
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let found = Found { model: &|m| model::resolve(&beside(dir, m)), stack: &|s| stack::resolve(&beside(dir, s)) };
     file.row
         .into_iter()
         .map(|r| {
             let id = r.id.clone();
-            let found =
-                Found { model: &|m| model::resolve(&beside(dir, m)), stack: &|s| stack::resolve(&beside(dir, s)) };
             prepare_row(r, db, &found).map_err(|e| {
                 let prefix = format!("row {id}: ");
                 if e.to_string().starts_with(&prefix) {
