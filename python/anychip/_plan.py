@@ -69,7 +69,9 @@ def plan(
     measured: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """The best parallel layouts of one training job (as ``anychip plan``): ``model`` a preset
-    (e.g. ``qwen3-8b``) or TOML model file, ``chips`` ``NAME:COUNT`` (e.g. ``h20:1024``),
+    (e.g. ``qwen3-8b``), TOML model file or Hugging Face ``config.json`` (or its directory; a
+    family the planner does not know by name is read by transformers' standard field names, and
+    the plan's ``model_note`` says what was assumed), ``chips`` ``NAME:COUNT`` (e.g. ``h20:1024``),
     ``tokens`` the training tokens; ``stack``, ``precision`` and ``layout`` as the command's
     ``--stack``, ``--precision`` and ``--layout`` (e.g. ``"tp=2,ep=8,etp=2,mb=1"``: only that
     layout is evaluated); ``measured`` a file of your measured runs (as :func:`check` reads) whose

@@ -66,6 +66,16 @@ def test_a_pinned_layout_over_memory_raises_with_its_plan():
     assert not hasattr(e.value, "plan")
 
 
+def test_a_config_of_an_unknown_family_plans_and_says_what_was_assumed(tmp_path):
+    # Qwen3-30B-A3B's published config under a model_type the planner does not know.
+    fixture = Path(__file__).parents[2] / "crates/plan/tests/hf_configs/Qwen3-30B-A3B/config.json"
+    (tmp_path / "config.json").write_text(fixture.read_text().replace('"qwen3_moe"', '"new_family"'))
+    p = anychip.plan(model=str(tmp_path), chips="h100:16", tokens=1e12)
+    assert "model_type 'new_family'" in p["model_note"] and "Qwen-MoE" in p["model_note"]
+    same = anychip.plan(model="qwen3-30b-a3b", chips="h100:16", tokens=1e12)
+    assert same["model_note"] is None and p["best"]["tokens_per_s"] == same["best"]["tokens_per_s"]
+
+
 def test_compare_matches_each_chips_plan():
     rows = anychip.compare(["h20", "p800", "ppu"], model="qwen3-8b", count=256, tokens=1e12)
     assert [r["chip"] for r in rows] == ["h20", "p800", "ppu"]

@@ -325,6 +325,9 @@ fn print_header(plan: &Plan, chip: &Chip) {
         power_note(plan, chip),
         attention_note(plan)
     );
+    if let Some(note) = &plan.model_note {
+        println!("model: {note}");
+    }
     println!("{}", anychip_plan::calib::accuracy_line(&plan.accuracy_class, &chip.family, &plan.accuracy));
     if let Some(line) = anychip_plan::calib::model_accuracy_line(&plan.model, &plan.model_accuracy) {
         println!("{line}");

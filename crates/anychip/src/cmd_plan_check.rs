@@ -32,6 +32,9 @@ fn print_report(r: &Report, measured: Option<&Path>) {
         fitted.sources,
         100.0 * fitted.cross_validated_mean_abs_error
     );
+    for (model, note) in &r.model_notes {
+        println!("model {model}: {note}");
+    }
     println!(
         "{:<46} {:<12} {:<18} {:<50} {:>10} {:>10} {:>8}  memory GiB (usable)",
         "id", "chips", "model", "layout", "published", "predicted", "error"

@@ -438,6 +438,27 @@ fn a_hugging_face_config_plans_like_its_preset() {
     assert_one_line(&plan(bad.to_str().unwrap(), "h100:8", &[]), &["model_type 't5'", "TOML model file"]);
 }
 
+/// A config of a family the planner does not know by name plans like the family whose field
+/// names it uses, and the plan says what was assumed: a header line, `model_note` in JSON.
+#[test]
+fn an_unknown_model_type_plans_by_standard_names_and_says_so() {
+    let d = scratch("plan-cli-new-family");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plan/tests/hf_configs/Qwen3-30B-A3B");
+    let text = fs::read_to_string(dir.join("config.json")).unwrap().replace("\"qwen3_moe\"", "\"new_family\"");
+    assert!(text.contains("new_family"));
+    let config = tmp(&d, "config.json", &text);
+    let json = assert_ok(&plan(config.to_str().unwrap(), "h100:16", &[]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let note = v["model_note"].as_str().unwrap_or_else(|| panic!("no model_note in {json}"));
+    assert!(note.contains("model_type 'new_family'") && note.contains("Qwen-MoE's field names"), "{note}");
+    let preset: serde_json::Value = serde_json::from_str(&assert_ok(&plan("qwen3-30b-a3b", "h100:16", &[]))).unwrap();
+    assert_eq!(preset["model_note"], serde_json::Value::Null);
+    assert_eq!(v["ranked"][0]["estimate"]["tokens_per_s"], preset["ranked"][0]["estimate"]["tokens_per_s"]);
+    let table =
+        assert_ok(&run(&["plan", "--model", config.to_str().unwrap(), "--chips", "h100:16", "--tokens", "1e12"]));
+    assert!(table.lines().any(|l| l.starts_with("model: model_type 'new_family'")), "{table}");
+}
+
 #[test]
 fn a_stack_file_plans_and_names_itself() {
     let d = scratch("plan-cli");
@@ -1115,4 +1136,26 @@ fn plan_check_finds_model_and_stack_files_beside_the_runs_file() {
     let pinned: serde_json::Value = serde_json::from_str(&pinned).unwrap();
     let per_chip = pinned["ranked"][0]["estimate"]["tokens_per_s"].as_f64().unwrap() / 64.0;
     assert!((v["runs"][0]["predicted_tokens_per_chip_s"].as_f64().unwrap() / per_chip - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn plan_check_says_what_it_assumed_reading_a_config_of_an_unknown_family() {
+    // The first run's Llama 3 70B named as a directory whose config.json is Llama 3 8B's under a
+    // model_type the planner does not know: priced by standard names, and the report says so.
+    let dir = scratch("plan-check-new-family");
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plan/tests/hf_configs/Meta-Llama-3-8B/config.json");
+    let config = fs::read_to_string(fixture).unwrap().replace("\"llama\"", "\"new_family\"");
+    assert!(config.contains("new_family"));
+    fs::create_dir_all(dir.join("new-8b")).unwrap();
+    tmp(&dir.join("new-8b"), "config.json", &config);
+    let f = tmp(&dir, "runs.toml", &RUNS.replacen("model = \"llama3-70b\"", "model = \"new-8b\"", 1));
+    let v: serde_json::Value =
+        serde_json::from_str(&assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"]))).unwrap();
+    let notes = v["model_notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "one note, for the one config read by standard names: {notes:?}");
+    assert_eq!(notes[0][0], "new-8b");
+    assert!(notes[0][1].as_str().unwrap().contains("model_type 'new_family'"), "{notes:?}");
+    let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
+    assert!(text.lines().any(|l| l.starts_with("model new-8b: model_type 'new_family'")), "{text}");
 }

@@ -107,6 +107,9 @@ pub struct Report {
     /// fitted on the file's other runs of that chip (leave one out): what `--measured` with such
     /// a file gains on runs it was not fitted to. None where no chip has two runs.
     pub measured_leave_one_out: Option<Summary>,
+    /// What was assumed reading each model the rows name that is a Hugging Face config of a
+    /// family the planner does not know by name: (model as the rows name it, the note).
+    pub model_notes: Vec<(String, String)>,
 }
 
 /// Price one prepared run with the constants `k`; `fitted` holds the ids of the fitted runs.
@@ -148,7 +151,17 @@ pub fn check_runs_file(path: &Path, db: &ChipDb, k: &Constants) -> Result<Report
     let by_kind = grouped(&runs, |r| r.kind.to_string());
     let by_chip = grouped(&runs, |r| r.chip.clone());
     let measured_leave_one_out = leave_one_out(&rows, &runs)?;
-    Ok(Report { file: path.display().to_string(), runs, summary, by_kind, by_chip, measured_leave_one_out })
+    let model_notes: BTreeMap<String, String> =
+        rows.iter().filter_map(|p| Some((p.row.model.clone(), p.model_note.clone()?))).collect();
+    Ok(Report {
+        file: path.display().to_string(),
+        runs,
+        summary,
+        by_kind,
+        by_chip,
+        measured_leave_one_out,
+        model_notes: model_notes.into_iter().collect(),
+    })
 }
 
 /// The summary of each group of `runs` sharing `key`, in key order.

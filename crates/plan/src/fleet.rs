@@ -1,7 +1,7 @@
 //! Mixed-fleet placement: which training job runs on which chip pool, and when.
 //!
 //! Greedy list scheduling (longest job first): for each job, every eligible chip kind and every
-//! chip count from the kind's whole capacity down by halves is planned with [`search`]; the job takes
+//! chip count from the kind's whole capacity down by halves is planned with [`crate::search`]; the job takes
 //! the placement that finishes earliest (objective `makespan`) or costs least (`cost`), starting
 //! when enough chips of that kind are free. Pools of the same chip kind are pooled; a job spans
 //! different kinds only when it asks for heterogeneous placement. This is a heuristic: good

@@ -22,8 +22,10 @@
 //! Falcon-H1 (attention and a Mamba-2 mixer side by side, then an MLP, in every layer),
 //! Qwen3-Next and Qwen3.5 (Gated DeltaNet or gated attention, then experts or an MLP) and Kimi
 //! Linear (Kimi Delta Attention, read as Gated DeltaNet with low-rank gates, or latent
-//! attention, then experts or an MLP) as `hybrid`. Other families (Jamba, Mamba-1 and the rest)
-//! are refused by name rather than approximated.
+//! attention, then experts or an MLP) as `hybrid`. A causal language model of a `model_type` not
+//! named here is read by transformers' standard field names where it sets no field those names
+//! cannot describe, and says so (`standard_names`); the rest (Jamba, Mamba-1, encoders) are
+//! refused rather than approximated.
 
 use crate::model::ModelFile;
 use anyhow::{anyhow, bail, Result};
@@ -203,14 +205,127 @@ pub fn model_file(config: &Value, name: &str) -> Result<ModelFile> {
         None if GATED_DENSE.contains(&mt) => llama_named(&c, mt, "llama", Some("intermediate_size"))?,
         None if PLAIN_DENSE.contains(&mt) => llama_named(&c, mt, "gpt", Some("intermediate_size"))?,
         None if MOE.contains(&mt) => experts(&c, mt)?,
-        None => bail!(
-            "model_type '{mt}' is not one the planner reads from config.json (it reads {}); describe the model in a TOML model file instead (docs/planner.md, 'Model files')",
-            supported().join(", ")
-        ),
+        None => standard_names(&c, config, mt).map_err(|why| {
+            anyhow!(
+                "model_type '{mt}' is not one the planner reads from config.json (it reads {}), and {why}; describe the model in a TOML model file instead (docs/planner.md, 'Model files')",
+                supported().join(", ")
+            )
+        })?,
     };
     m.name = name.to_string();
     m.source = format!("Hugging Face config.json (model_type {mt})");
     Ok(m)
+}
+
+/// Substrings of field names that say a config holds what transformers' standard names cannot
+/// describe (state-space and linear-attention mixers, convolutions, hybrid layer patterns,
+/// encoders, cross-attention, sparse-attention indexers, LongCat's zero experts, Gemma 3n's
+/// per-layer inputs): a config of a `model_type` the planner does not know is refused when any
+/// such field is set.
+const NONSTANDARD_FIELDS: &[&str] = &[
+    "mamba",
+    "ssm",
+    "linear_attn",
+    "linear_key",
+    "linear_value",
+    "linear_num",
+    "conv",
+    "kda",
+    "rwkv",
+    "block_type",
+    "hybrid",
+    "cross_attention",
+    "encoder",
+    "zero_expert",
+    "index_",
+    "altup",
+    "laurel",
+    "per_layer",
+    "lightning",
+    "attn_layer",
+    "full_attn",
+];
+
+/// `hidden_act`s of a plain (ungated) MLP in the families the planner knows: squared ReLU
+/// (Nemotron, Arcee AFM), ReLU (OPT) and the GELUs of GPT-2 and GPT-NeoX. Every other
+/// activation is read as a gated MLP (SwiGLU, GeGLU), as in every llama-style family.
+const PLAIN_ACTIVATIONS: &[&str] = &["relu2", "relu", "gelu_new", "gelu_fast"];
+
+/// A `model_type` the planner does not know by name, read by transformers' standard field
+/// names: LlamaConfig's for a dense decoder, and for experts the fields of the family whose
+/// names the file uses (DeepSeek's `n_routed_experts`, latent attention included; Mixtral's
+/// `num_local_experts`; Qwen-MoE's `num_experts` with `moe_intermediate_size`). Only a file that
+/// says it is a causal language model (`architectures`) and sets no field
+/// [`NONSTANDARD_FIELDS`] names is read; the model's `note` says what was assumed. The error
+/// says why a file was not read.
+fn standard_names(c: &Fields, top: &Value, mt: &str) -> Result<ModelFile> {
+    if !is_causal_lm(top) {
+        bail!("its architectures do not name a causal language model (...ForCausalLM)");
+    }
+    if let Some(key) = nonstandard_field(c.v) {
+        bail!("it sets '{key}', which transformers' standard field names do not describe");
+    }
+    let (mut m, what) = if let Some(experts) = c.opt("n_routed_experts").filter(|&e| e > 0) {
+        let mut m = llama_named(c, mt, "moe", None)?;
+        deepseek_experts(c, &mut m, mt, c.opt("intermediate_size"))?;
+        let attention = if m.kv_lora_rank.is_some() { "latent attention" } else { "grouped-query attention" };
+        (m, format!("a mixture of {experts} experts with DeepSeek's field names and {attention}"))
+    } else if let Some(experts) = c.opt("num_local_experts").filter(|&e| e > 0) {
+        let mut m = llama_named(c, mt, "moe", None)?;
+        every_layer_experts(c, &mut m)?;
+        (m, format!("a mixture of {experts} experts with Mixtral's field names (every layer MoE)"))
+    } else if let Some(experts) = c.opt("num_experts").filter(|&e| e > 0) {
+        let mut m = llama_named(c, mt, "moe", None)?;
+        qwen_experts(c, &mut m, c.opt("intermediate_size"))?;
+        (m, format!("a mixture of {experts} experts with Qwen-MoE's field names"))
+    } else {
+        if c.opt("kv_lora_rank").is_some() {
+            bail!("it sets 'kv_lora_rank' (latent attention) without DeepSeek's expert fields");
+        }
+        let act = c.v["hidden_act"].as_str().unwrap_or("silu");
+        let (arch, mlp) = if PLAIN_ACTIVATIONS.contains(&act) { ("gpt", "plain") } else { ("llama", "gated") };
+        let m = llama_named(c, mt, arch, Some("intermediate_size"))?;
+        (m, format!("a decoder with a {mlp} MLP (hidden_act {act}) and grouped-query attention"))
+    };
+    m.note = Some(format!(
+        "model_type '{mt}' is not one the planner knows by name: read by transformers' standard field names as {what}; if the model is built otherwise, describe it in a TOML model file (docs/planner.md, 'Model files')"
+    ));
+    Ok(m)
+}
+
+/// Whether a config's `architectures` (at its top level, where a multimodal wrapper keeps them)
+/// name a causal language model: `...ForCausalLM`, `...LMHeadModel`, or a wrapper's
+/// `...ForConditionalGeneration` around a text model.
+fn is_causal_lm(top: &Value) -> bool {
+    let wrapped = top.get("text_config").is_some_and(Value::is_object);
+    top["architectures"].as_array().is_some_and(|a| {
+        a.iter().filter_map(Value::as_str).any(|n| {
+            n.ends_with("ForCausalLM")
+                || n.ends_with("LMHeadModel")
+                || (wrapped && n.ends_with("ForConditionalGeneration"))
+        })
+    })
+}
+
+/// The first field set (not null, false, 0 or empty) whose name holds a [`NONSTANDARD_FIELDS`]
+/// substring, or a `layer_types` entry other than full and sliding attention.
+fn nonstandard_field(v: &Value) -> Option<String> {
+    let set = |x: &Value| match x {
+        Value::Null | Value::Bool(false) => false,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Array(a) => !a.is_empty(),
+        Value::String(s) => !s.is_empty(),
+        _ => true,
+    };
+    let obj = v.as_object()?;
+    if let Some(types) = obj.get("layer_types").and_then(Value::as_array) {
+        let other =
+            types.iter().filter_map(Value::as_str).find(|t| !matches!(*t, "full_attention" | "sliding_attention"));
+        if let Some(t) = other {
+            return Some(format!("layer_types' \"{t}\""));
+        }
+    }
+    obj.iter().find(|(k, x)| NONSTANDARD_FIELDS.iter().any(|s| k.contains(s)) && set(x)).map(|(k, _)| k.clone())
 }
 
 /// Typed access to a config's fields with one-line errors naming the missing one.

@@ -20,6 +20,10 @@ pub struct ModelFile {
     /// Where the numbers came from.
     #[serde(default)]
     pub source: String,
+    /// What was assumed reading it, where the planner read a Hugging Face config of a family it
+    /// does not know by name ([`crate::hf_config`]); never in a TOML file.
+    #[serde(skip)]
+    pub note: Option<String>,
     /// `gpt` (LayerNorm, GELU MLP of 4h, learned positions), `llama` (RMSNorm, SwiGLU, RoPE, GQA)
     /// or `moe` (llama-style attention, SwiGLU experts).
     pub arch: String,
@@ -1055,6 +1059,9 @@ pub struct Model {
     pub name: String,
     /// Where its numbers came from.
     pub source: String,
+    /// What was assumed reading it (a Hugging Face config of a family the planner does not know
+    /// by name); None for presets, TOML files and the families it knows.
+    pub note: Option<String>,
     /// The architecture as the performance model sees it.
     pub arch: Arch,
 }
@@ -1120,12 +1127,18 @@ fn unknown_model(spec: &str, hint: &str) -> anyhow::Error {
 /// The preset named exactly `name` (lower case), planner presets first.
 fn preset(name: &str) -> Option<Result<Model>> {
     if let Some(m) = planner_presets().into_iter().find(|m| m.name == name) {
-        return Some(m.to_arch().map(|arch| Model { name: m.name.clone(), source: m.source.clone(), arch }));
+        return Some(m.to_arch().map(|arch| Model {
+            name: m.name.clone(),
+            source: m.source.clone(),
+            note: None,
+            arch,
+        }));
     }
     ModelConfig::preset(name).map(|c| {
         Ok(Model {
             name: name.into(),
             source: "anychip-model-config engine preset".into(),
+            note: None,
             arch: Arch::from_config(&c),
         })
     })
@@ -1144,7 +1157,7 @@ pub fn load_hf_config(path: &Path) -> Result<Model> {
     let name = if stem == "config" { dir_name.unwrap_or(stem) } else { stem };
     let m = crate::hf_config::model_file(&v, &name).map_err(|e| anyhow!("model config {}: {e}", file.display()))?;
     let arch = m.to_arch().map_err(|e| anyhow!("model config {}: {e}", file.display()))?;
-    Ok(Model { name: m.name, source: format!("{} ({})", m.source, file.display()), arch })
+    Ok(Model { name: m.name, source: format!("{} ({})", m.source, file.display()), note: m.note, arch })
 }
 
 /// The engine's [`ModelConfig`] of a dense planner preset (for ports that price a real step, such
@@ -1173,7 +1186,7 @@ pub fn load_file(path: &Path) -> Result<Model> {
         m.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     }
     let arch = m.to_arch().map_err(|e| anyhow!("model file {}: {e}", path.display()))?;
-    Ok(Model { name: m.name, source: m.source, arch })
+    Ok(Model { name: m.name, source: m.source, note: None, arch })
 }
 
 #[cfg(test)]

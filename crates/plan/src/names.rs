@@ -19,7 +19,7 @@ const VERSIONED: &[(&str, &str)] =
     &[("mistral-7b-v0.1", "mistral-7b-sliding"), ("mistral-7b-instruct-v0.1", "mistral-7b-sliding")];
 
 /// The preset a versioned Hugging Face name (`mistralai/Mistral-7B-v0.1`) stands for where its
-/// version changes the shape ([`VERSIONED`]); none for every other name.
+/// version changes the shape (`VERSIONED`); none for every other name.
 pub fn versioned_preset(name: &str) -> Option<&'static str> {
     let lower = name.trim().to_ascii_lowercase();
     let last = lower.rsplit('/').next().unwrap_or(&lower);

@@ -186,6 +186,9 @@ pub struct Plan {
     pub count: usize,
     /// Model name.
     pub model: String,
+    /// What the planner assumed reading the model: set for a Hugging Face config of a family it
+    /// does not know by name, read by transformers' standard field names; None otherwise.
+    pub model_note: Option<String>,
     /// Sequence length.
     pub seq: usize,
     /// Training tokens.
@@ -724,6 +727,7 @@ fn plan_of(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, found: Foun
         chip: chip.name.clone(),
         count: req.count,
         model: req.model.name.clone(),
+        model_note: req.model.note.clone(),
         seq: req.seq,
         tokens: req.tokens,
         stack: req.stack.name.clone(),

@@ -284,6 +284,9 @@ fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
 pub struct Prepared {
     /// The row.
     pub row: Row,
+    /// What was assumed reading the row's model ([`model::Model::note`]): set for a Hugging Face
+    /// config of a family the planner does not know by name.
+    pub model_note: Option<String>,
     arch: Arch,
     layout: Layout,
     chip: crate::chips::Chip,
@@ -372,6 +375,7 @@ fn prepare_row(r: Row, db: &ChipDb, found: &Found) -> Result<Prepared> {
         stack,
         precision: Precision::parse(&r.precision)?,
         arch: m.arch,
+        model_note: m.note,
         published_step,
         row: r,
     })
@@ -402,6 +406,7 @@ impl Prepared {
     pub fn on_stack(&self, stack: &stack::Stack) -> Result<Prepared> {
         Ok(Prepared {
             row: self.row.clone(),
+            model_note: self.model_note.clone(),
             arch: self.arch.clone(),
             layout: self.row.layout(stack)?,
             chip: self.chip.clone(),

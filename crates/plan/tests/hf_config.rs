@@ -1004,3 +1004,78 @@ fn kimi_linear_reads_kda_as_gated_deltanet_with_low_rank_gates_and_mla() {
     let e = error_for("kimi-linear-layer-twice", &v.to_string());
     assert!(e.contains("layer 4 as both"), "{e}");
 }
+
+/// `fixture`'s config.json under another `model_type`, with `edit` applied, written as a
+/// checkpoint directory and read.
+fn renamed(
+    dir: &str,
+    mt: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> anyhow::Result<anychip_plan::model::Model> {
+    let mut cfg = fixture_json(dir);
+    cfg["model_type"] = mt.into();
+    edit(&mut cfg);
+    resolve_json(mt, &cfg.to_string())
+}
+
+/// A causal language model of a `model_type` the planner does not know is read by
+/// transformers' standard field names, and the model says so: a published config under a new
+/// name reads as the family whose field names it uses (a dense Llama, Nemotron's plain
+/// squared-ReLU MLP, experts named as Qwen-MoE's, Mixtral's or DeepSeek's with latent attention).
+#[test]
+fn an_unknown_model_type_reads_by_standard_names_and_says_so() {
+    let pairs = [
+        ("Meta-Llama-3-8B", "llama3-8b", "gated MLP (hidden_act silu)"),
+        ("Qwen3-30B-A3B", "qwen3-30b-a3b", "128 experts with Qwen-MoE's field names"),
+        ("Mixtral-8x22B-v0.1", "mixtral-8x22b", "8 experts with Mixtral's field names"),
+        ("DeepSeek-V3", "deepseek-v3", "256 experts with DeepSeek's field names and latent attention"),
+    ];
+    for (dir, preset, what) in pairs {
+        let m = renamed(dir, "new_family", |_| {}).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        assert_eq!(m.arch, resolve(preset).unwrap().arch, "{dir} read by standard names against {preset}");
+        let note = m.note.unwrap_or_default();
+        assert!(note.contains("model_type 'new_family'") && note.contains(what), "{dir}: {note}");
+    }
+    let known = resolve(fixture("Nemotron-4-4B").to_str().unwrap()).unwrap();
+    assert_eq!(known.note, None, "a family read by name carries no note");
+    let plain = renamed("Nemotron-4-4B", "new_family", |_| {}).unwrap();
+    assert_eq!(plain.arch, known.arch, "relu2 reads as Nemotron's plain MLP");
+    assert!(plain.note.unwrap().contains("plain MLP (hidden_act relu2)"));
+}
+
+/// What transformers' standard names cannot describe stays refused, in one line naming why: a
+/// file that is not a causal language model, one without `architectures`, and fields of
+/// state-space, linear-attention and hybrid layers, LongCat's zero experts, or latent attention
+/// without DeepSeek's experts.
+#[test]
+fn an_unknown_model_type_is_refused_when_its_fields_are_not_standard() {
+    let why =
+        |edit: fn(&mut serde_json::Value)| format!("{:#}", renamed("Meta-Llama-3-8B", "new_family", edit).unwrap_err());
+    let e = why(|c| c["architectures"] = serde_json::json!(["NewFamilyForMaskedLM"]));
+    assert!(e.contains("model_type 'new_family' is not one") && e.contains("causal language model"), "{e}");
+    assert!(why(|c| c["architectures"] = serde_json::Value::Null).contains("causal language model"));
+    for (key, value) in [
+        ("mamba_d_state", serde_json::json!(128)),
+        ("conv_kernel", serde_json::json!(4)),
+        ("linear_num_value_heads", serde_json::json!(32)),
+        ("zero_expert_num", serde_json::json!(256)),
+        ("layers_block_type", serde_json::json!(["mamba", "attention"])),
+    ] {
+        let mut cfg = fixture_json("Meta-Llama-3-8B");
+        cfg["model_type"] = "new_family".into();
+        cfg[key] = value;
+        let e = format!("{:#}", resolve_json("nonstandard", &cfg.to_string()).unwrap_err());
+        assert!(e.contains(&format!("it sets '{key}'")) && e.contains("TOML model file"), "{key}: {e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+    let e = why(|c| c["layer_types"] = serde_json::json!(["linear_attention", "full_attention"]));
+    assert!(e.contains("linear_attention"), "{e}");
+    let e = why(|c| c["kv_lora_rank"] = serde_json::json!(512));
+    assert!(e.contains("kv_lora_rank"), "{e}");
+    // Unset fields of those names (null, false, 0) are not a reason to refuse.
+    let m = renamed("Meta-Llama-3-8B", "new_family", |c| {
+        c["is_encoder_decoder"] = false.into();
+        c["use_mamba_kernels"] = serde_json::Value::Null;
+    });
+    assert_eq!(m.unwrap().arch, resolve("llama3-8b").unwrap().arch);
+}
