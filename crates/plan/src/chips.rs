@@ -208,11 +208,18 @@ impl Chip {
         Ok(self.require("memory_gb")? * GIB * 0.94)
     }
 
-    /// Whether the name or an alias matches (case-insensitive).
+    /// Whether the name or an alias matches, in any case and with any spaces, hyphens or other
+    /// punctuation (`TPU v5p`, `Gaudi 2` and `H100_SXM` as `tpu-v5p`, `gaudi2`, `h100-sxm`); no
+    /// two shipped chips' names or aliases differ only so (a test checks).
     pub fn answers_to(&self, name: &str) -> bool {
-        let n = name.to_ascii_lowercase();
-        self.name == n || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(&n))
+        let n = spelling_key(name);
+        spelling_key(&self.name) == n || self.aliases.iter().any(|a| spelling_key(a) == n)
     }
+}
+
+/// A chip name as compared: its letters (lower case) and digits only.
+fn spelling_key(name: &str) -> String {
+    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
 }
 
 /// Figures measured on a chip as it was rated (rated field, measured field): overriding the
@@ -391,6 +398,25 @@ mod tests {
 
     fn h100() -> Chip {
         ChipDb::builtin().find("h100").unwrap().clone()
+    }
+
+    #[test]
+    fn chip_names_match_in_any_case_and_punctuation_and_never_two_chips() {
+        let db = ChipDb::builtin();
+        for (typed, chip) in
+            [("TPU v5p", "tpu-v5p"), ("Gaudi 2", "gaudi2"), ("H100_SXM", "h100"), ("a100 40gb", "a100-40gb")]
+        {
+            assert_eq!(db.find(typed).unwrap().name, chip, "{typed}");
+        }
+        assert!(db.find("h100x").is_err() && db.find("tpu v9").is_err());
+        let mut keys = std::collections::BTreeMap::new();
+        for c in &db.chips {
+            for n in std::iter::once(&c.name).chain(&c.aliases) {
+                if let Some(other) = keys.insert(spelling_key(n), c.name.clone()) {
+                    assert_eq!(other, c.name, "'{n}' of {} reads as a name of {other}", c.name);
+                }
+            }
+        }
     }
 
     #[test]
