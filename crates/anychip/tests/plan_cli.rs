@@ -1159,3 +1159,30 @@ fn plan_check_says_what_it_assumed_reading_a_config_of_an_unknown_family() {
     let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
     assert!(text.lines().any(|l| l.starts_with("model new-8b: model_type 'new_family'")), "{text}");
 }
+
+#[test]
+fn a_runs_file_row_may_give_its_chips_instead_of_dp() {
+    // Published tables give the chips and TP/PP/CP; dp is what is left. The first run gives
+    // gpus = 64 for tp 4 x pp 4 x dp 4.
+    let dir = scratch("plan-check-gpus");
+    let check = |runs: &str| {
+        let f = tmp(&dir, "runs.toml", runs);
+        run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"])
+    };
+    let predicted = |o: &Output| {
+        let v: serde_json::Value = serde_json::from_str(&assert_ok(o)).unwrap();
+        v["runs"][0]["predicted_tokens_per_chip_s"].as_f64().unwrap()
+    };
+    let with_dp = predicted(&check(RUNS));
+    assert_eq!(predicted(&check(&RUNS.replacen("dp = 4\n", "gpus = 64\n", 1))), with_dp);
+    assert_eq!(predicted(&check(&RUNS.replacen("dp = 4\n", "dp = 4\ngpus = 64\n", 1))), with_dp);
+    assert_one_line(
+        &check(&RUNS.replacen("dp = 4\n", "gpus = 60\n", 1)),
+        &["row ours-llama3-70b", "gpus 60", "tp x pp x cp = 16"],
+    );
+    assert_one_line(
+        &check(&RUNS.replacen("dp = 4\n", "dp = 4\ngpus = 32\n", 1)),
+        &["row ours-llama3-70b", "not its gpus 32"],
+    );
+    assert_one_line(&check(&RUNS.replacen("dp = 4\n", "", 1)), &["row ours-llama3-70b", "neither dp", "nor gpus"]);
+}

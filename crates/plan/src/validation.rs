@@ -57,8 +57,13 @@ pub struct Row {
     pub tp: usize,
     /// Pipeline parallel.
     pub pp: usize,
-    /// Data parallel.
+    /// Data parallel (0 where a runs file gives `gpus` instead: [`Row::resolve_dp`]).
+    #[serde(default)]
     pub dp: usize,
+    /// Chips the run used, where a runs file gives them instead of `dp` (or beside it, then
+    /// they must agree): dp = gpus / (tp x pp x cp).
+    #[serde(default)]
+    pub gpus: Option<usize>,
     /// Context parallel; absent: 1.
     #[serde(default = "one")]
     pub cp: usize,
@@ -184,6 +189,23 @@ impl Row {
     /// The publisher the row is held out with (its `publisher`, else its `group`).
     pub fn publisher(&self) -> &str {
         self.publisher.as_deref().unwrap_or(&self.group)
+    }
+
+    /// The data-parallel degree from `gpus` where the row gives the chips it used instead of
+    /// `dp`, as published tables do (dp = gpus / (tp x pp x cp), which must divide); where it
+    /// gives both, they must agree.
+    pub fn resolve_dp(&mut self) -> Result<()> {
+        let model_parallel = self.tp * self.pp * self.cp;
+        match (self.dp, self.gpus) {
+            (0, None) => bail!("it gives neither dp (data-parallel replicas) nor gpus (chips the run used)"),
+            (0, Some(g)) if model_parallel > 0 && g > 0 && g % model_parallel == 0 => self.dp = g / model_parallel,
+            (0, Some(g)) => bail!("gpus {g} is not a positive multiple of tp x pp x cp = {model_parallel}"),
+            (dp, Some(g)) if dp * model_parallel != g => {
+                bail!("dp {dp} x tp x pp x cp ({model_parallel}) is {} chips, not its gpus {g}", dp * model_parallel)
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The row's layout, its schedule defaulting to what `stack` runs.
@@ -316,7 +338,7 @@ fn prepare_rows(rows: Vec<Row>) -> Result<Vec<Prepared>> {
 /// `db` (a user's chip files and overrides included), its model a preset or a model file, its
 /// stack a profile or a stack file. Every problem is one line naming the row.
 pub fn prepare_runs_file(path: &std::path::Path, db: &ChipDb) -> Result<Vec<Prepared>> {
-    let hint = "each [[row]] needs id, chip, model, stack, precision, seq, tp, pp, dp, global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or published_step_s); format: crates/plan/data/held_out_runs.toml";
+    let hint = "each [[row]] needs id, chip, model, stack, precision, seq, tp, pp, dp (or gpus), global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or published_step_s); format: crates/plan/data/held_out_runs.toml";
     let file: File = crate::fleet::read_toml(path, "runs").map_err(|e| anyhow!("{e:#}; {hint}"))?;
     if file.row.is_empty() {
         bail!("runs file {} has no [[row]] tables; {hint}", path.display());
@@ -329,9 +351,9 @@ pub fn prepare_runs_file(path: &std::path::Path, db: &ChipDb) -> Result<Vec<Prep
     let found = Found { model: &|m| model::resolve(&beside(dir, m)), stack: &|s| stack::resolve(&beside(dir, s)) };
     file.row
         .into_iter()
-        .map(|r| {
+        .map(|mut r| {
             let id = r.id.clone();
-            prepare_row(r, db, &found).map_err(|e| {
+            r.resolve_dp().and_then(|()| prepare_row(r, db, &found)).map_err(|e| {
                 let prefix = format!("row {id}: ");
                 if e.to_string().starts_with(&prefix) {
                     e
