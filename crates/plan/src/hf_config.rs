@@ -254,7 +254,8 @@ const PLAIN_ACTIVATIONS: &[&str] = &["relu2", "relu", "gelu_new", "gelu_fast"];
 /// A `model_type` the planner does not know by name, read by transformers' standard field
 /// names: LlamaConfig's for a dense decoder, and for experts the fields of the family whose
 /// names the file uses (DeepSeek's `n_routed_experts`, latent attention included; Mixtral's
-/// `num_local_experts`; Qwen-MoE's `num_experts` with `moe_intermediate_size`). Only a file that
+/// `num_local_experts`, or OLMoE's `num_experts`, with experts `intermediate_size` wide;
+/// Qwen-MoE's `num_experts` with `moe_intermediate_size`). Only a file that
 /// says it is a causal language model (`architectures`) and sets no field
 /// [`NONSTANDARD_FIELDS`] names is read; the model's `note` says what was assumed. The error
 /// says why a file was not read.
@@ -265,32 +266,49 @@ fn standard_names(c: &Fields, top: &Value, mt: &str) -> Result<ModelFile> {
     if let Some(key) = nonstandard_field(c.v) {
         bail!("it sets '{key}', which transformers' standard field names do not describe");
     }
-    let (mut m, what) = if let Some(experts) = c.opt("n_routed_experts").filter(|&e| e > 0) {
-        let mut m = llama_named(c, mt, "moe", None)?;
-        deepseek_experts(c, &mut m, mt, c.opt("intermediate_size"))?;
-        let attention = if m.kv_lora_rank.is_some() { "latent attention" } else { "grouped-query attention" };
-        (m, format!("a mixture of {experts} experts with DeepSeek's field names and {attention}"))
-    } else if let Some(experts) = c.opt("num_local_experts").filter(|&e| e > 0) {
-        let mut m = llama_named(c, mt, "moe", None)?;
-        every_layer_experts(c, &mut m)?;
-        (m, format!("a mixture of {experts} experts with Mixtral's field names (every layer MoE)"))
-    } else if let Some(experts) = c.opt("num_experts").filter(|&e| e > 0) {
-        let mut m = llama_named(c, mt, "moe", None)?;
-        qwen_experts(c, &mut m, c.opt("intermediate_size"))?;
-        (m, format!("a mixture of {experts} experts with Qwen-MoE's field names"))
-    } else {
-        if c.opt("kv_lora_rank").is_some() {
-            bail!("it sets 'kv_lora_rank' (latent attention) without DeepSeek's expert fields");
-        }
-        let act = c.v["hidden_act"].as_str().unwrap_or("silu");
-        let (arch, mlp) = if PLAIN_ACTIVATIONS.contains(&act) { ("gpt", "plain") } else { ("llama", "gated") };
-        let m = llama_named(c, mt, arch, Some("intermediate_size"))?;
-        (m, format!("a decoder with a {mlp} MLP (hidden_act {act}) and grouped-query attention"))
+    let (mut m, what) = match standard_experts(c, mt)? {
+        Some(read) => read,
+        None => standard_dense(c, mt)?,
     };
     m.note = Some(format!(
         "model_type '{mt}' is not one the planner knows by name: read by transformers' standard field names as {what}; if the model is built otherwise, describe it in a TOML model file (docs/planner.md, 'Model files')"
     ));
     Ok(m)
+}
+
+/// [`standard_names`]' experts, by the family whose names the file uses, and what was assumed;
+/// None for a file without experts.
+fn standard_experts(c: &Fields, mt: &str) -> Result<Option<(ModelFile, String)>> {
+    let positive = |key: &str| c.opt(key).filter(|&e| e > 0);
+    let mut m = llama_named(c, mt, "moe", None)?;
+    let what = if let Some(experts) = positive("n_routed_experts") {
+        deepseek_experts(c, &mut m, mt, c.opt("intermediate_size"))?;
+        let attention = if m.kv_lora_rank.is_some() { "latent attention" } else { "grouped-query attention" };
+        format!("a mixture of {experts} experts with DeepSeek's field names and {attention}")
+    } else if let Some(experts) = positive("num_local_experts")
+        .or_else(|| positive("num_experts").filter(|_| c.opt("moe_intermediate_size").is_none()))
+    {
+        every_layer_experts(c, &mut m)?;
+        format!("a mixture of {experts} experts with Mixtral's field names (every layer MoE, experts intermediate_size wide)")
+    } else if let Some(experts) = positive("num_experts") {
+        qwen_experts(c, &mut m, c.opt("intermediate_size"))?;
+        format!("a mixture of {experts} experts with Qwen-MoE's field names")
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((m, what)))
+}
+
+/// [`standard_names`]' dense decoder (LlamaConfig's names; a plain MLP for the
+/// [`PLAIN_ACTIVATIONS`]) and what was assumed.
+fn standard_dense(c: &Fields, mt: &str) -> Result<(ModelFile, String)> {
+    if c.opt("kv_lora_rank").is_some() {
+        bail!("it sets 'kv_lora_rank' (latent attention) without DeepSeek's expert fields");
+    }
+    let act = c.v["hidden_act"].as_str().unwrap_or("silu");
+    let (arch, mlp) = if PLAIN_ACTIVATIONS.contains(&act) { ("gpt", "plain") } else { ("llama", "gated") };
+    let m = llama_named(c, mt, arch, Some("intermediate_size"))?;
+    Ok((m, format!("a decoder with a {mlp} MLP (hidden_act {act}) and grouped-query attention")))
 }
 
 /// Whether a config's `architectures` (at its top level, where a multimodal wrapper keeps them)

@@ -1036,6 +1036,11 @@ fn an_unknown_model_type_reads_by_standard_names_and_says_so() {
         let note = m.note.unwrap_or_default();
         assert!(note.contains("model_type 'new_family'") && note.contains(what), "{dir}: {note}");
     }
+    // OLMoE names its experts num_experts, intermediate_size wide (no moe_intermediate_size).
+    let olmoe = resolve(fixture("OLMoE-1B-7B-0924").to_str().unwrap()).unwrap();
+    let renamed_olmoe = renamed("OLMoE-1B-7B-0924", "new_family", |_| {}).unwrap();
+    assert_eq!(renamed_olmoe.arch, olmoe.arch);
+    assert!(renamed_olmoe.note.unwrap().contains("64 experts with Mixtral's field names"));
     let known = resolve(fixture("Nemotron-4-4B").to_str().unwrap()).unwrap();
     assert_eq!(known.note, None, "a family read by name carries no note");
     let plain = renamed("Nemotron-4-4B", "new_family", |_| {}).unwrap();
