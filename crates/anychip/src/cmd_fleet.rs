@@ -84,6 +84,9 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
             layouts.join(" + ")
         );
     }
+    for a in sched.assignments.iter().filter(|a| a.model_note.is_some()) {
+        println!("job {}: {}", a.job, a.model_note.as_deref().unwrap_or_default());
+    }
     let measured: Vec<String> = k
         .chip_residual
         .iter()

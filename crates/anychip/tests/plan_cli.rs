@@ -1186,3 +1186,32 @@ fn a_runs_file_row_may_give_its_chips_instead_of_dp() {
     );
     assert_one_line(&check(&RUNS.replacen("dp = 4\n", "", 1)), &["row ours-llama3-70b", "neither dp", "nor gpus"]);
 }
+
+#[test]
+fn fleet_says_what_it_assumed_reading_a_config_of_an_unknown_family() {
+    let d = scratch("plan-cli-fleet-new-family");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plan/tests/hf_configs/Qwen3-0.6B/config.json");
+    let config = fs::read_to_string(fixture).unwrap().replace("\"qwen3\"", "\"new_family\"");
+    assert!(config.contains("new_family"));
+    fs::create_dir_all(d.join("new-0.6b")).unwrap();
+    tmp(&d.join("new-0.6b"), "config.json", &config);
+    let model = d.join("new-0.6b");
+    let fleet = tmp(&d, "fleet.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = 16\n");
+    let jobs = format!(
+        "[[job]]\nname = \"new\"\nmodel = \"{}\"\ntokens = 1e10\n\n[[job]]\nname = \"known\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e10\n",
+        model.display()
+    );
+    let jobs = tmp(&d, "jobs.toml", &jobs);
+    let v: serde_json::Value = serde_json::from_str(&assert_ok(&fleet_json(&fleet, &jobs))).unwrap();
+    let note = |job: &str| {
+        let a = v["assignments"].as_array().unwrap().iter().find(|a| a["job"] == job).unwrap();
+        a["model_note"].as_str().map(str::to_string)
+    };
+    assert!(note("new").unwrap().contains("model_type 'new_family'"));
+    assert_eq!(note("known"), None);
+    let out = scratch("plan-cli-fleet-new-family-charts");
+    let (f, j, o) = (fleet.to_str().unwrap(), jobs.to_str().unwrap(), out.to_str().unwrap());
+    let text = assert_ok(&run(&["fleet", "--fleet", f, "--jobs", j, "--out", o]));
+    assert!(text.lines().any(|l| l.starts_with("job new: model_type 'new_family'")), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("job known:")), "{text}");
+}

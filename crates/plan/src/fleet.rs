@@ -118,6 +118,9 @@ pub struct Assignment {
     pub job: String,
     /// Model name.
     pub model: String,
+    /// What the planner assumed reading the model ([`crate::search::Plan::model_note`]): set for
+    /// a Hugging Face config of a family it does not know by name.
+    pub model_note: Option<String>,
     /// One share, or several for a heterogeneous job.
     pub shares: Vec<Share>,
     /// Start, days from now.
@@ -430,6 +433,7 @@ pub fn schedule(
         out.push(Assignment {
             job: job.name.clone(),
             model: job.model.clone(),
+            model_note: o.shares.first().and_then(|(_, _, p)| p.model_note.clone()),
             shares,
             start_days: start,
             days: o.days,
