@@ -1215,3 +1215,22 @@ fn fleet_says_what_it_assumed_reading_a_config_of_an_unknown_family() {
     assert!(text.lines().any(|l| l.starts_with("job new: model_type 'new_family'")), "{text}");
     assert!(!text.lines().any(|l| l.starts_with("job known:")), "{text}");
 }
+
+#[test]
+fn a_runs_file_row_may_give_tflops_in_a_named_flop_count() {
+    let dir = scratch("plan-check-tflops");
+    let check = |runs: &str| {
+        let f = tmp(&dir, "runs.toml", runs);
+        run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"])
+    };
+    let tflops = RUNS.replacen("tokens_per_gpu_s = 1450", "published_tflops = 400\nflops = \"megatron\"", 1);
+    let v: serde_json::Value = serde_json::from_str(&assert_ok(&check(&tflops))).unwrap();
+    let measured = v["runs"][0]["published_tokens_per_chip_s"].as_f64().unwrap();
+    // Megatron-LM's count a token of Llama 3 70B at 8,192: 12 l h^2 [(1 + g/a + s/h) + f/h +
+    // V/(2 l h)], l 80, h 8192, g/a 8/64, s/h 1, f 1.5 x 28672 (SwiGLU), V 128256.
+    let (l, h) = (80.0, 8192.0);
+    let per_token = 12.0 * l * h * h * ((1.0 + 0.125 + 1.0) + 1.5 * 28672.0 / h + 128256.0 / (2.0 * l * h));
+    assert!((measured / (400e12 / per_token) - 1.0).abs() < 1e-9, "{measured} against {}", 400e12 / per_token);
+    let bad = tflops.replace("flops = \"megatron\"", "flops = \"bogus\"");
+    assert_one_line(&check(&bad), &["unknown FLOP convention 'bogus'", "megatron, nemo"]);
+}

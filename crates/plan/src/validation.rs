@@ -298,7 +298,9 @@ fn step_flops(conv: &str, a: &Arch, seq: usize, batch: usize) -> Result<f64> {
         // at core_r0.8-0.9), with q the query projection's width and the MLP width of
         // `megatron_mlp_width`.
         "megatron" => megatron_style_flops(a, b, s, a.qk_dim as f64 / a.d_model as f64, megatron_mlp_width(a)),
-        other => bail!("unknown FLOP convention '{other}'"),
+        other => {
+            bail!("unknown FLOP convention '{other}' (flops = megatron, nemo, narayanan, korthikanti or model-causal)")
+        }
     })
 }
 
