@@ -214,6 +214,20 @@ fn impossible_layout_says_why() {
     assert_one_line(&o, &["--layout", "tp is given twice"]);
     let o = plan("llama3-8b", "h100:64", &["--layout", "pp=2,vp=2,v=4"]);
     assert_one_line(&o, &["--layout", "vp is given twice"]);
+    let o = plan("llama3-8b", "h100:64", &["--layout", "pp=2,vp=2,VPP=4"]);
+    assert_one_line(&o, &["--layout", "vp is given twice"]);
+}
+
+#[test]
+fn layout_keys_take_any_case_and_megatrons_names() {
+    // As Megatron's and NeMo's flags and tables spell them: TP, PP, VPP, MBS.
+    let layout = |spec: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&assert_ok(&plan("llama3-70b", "h100:64", &["--layout", spec]))).unwrap();
+        v["ranked"][0]["estimate"]["layout"].clone()
+    };
+    assert_eq!(layout("TP=8,PP=2,VPP=2,MBS=1"), layout("tp=8,pp=2,vp=2,mb=1"));
+    assert_eq!(layout("TP=8,PP=2,VPP=2,MBS=1")["v"], 2);
 }
 
 #[test]

@@ -65,11 +65,13 @@ struct Named {
     sp: bool,
 }
 
-/// A `--layout` key under its one name, so that a key given twice under two spellings
-/// (`vp=4,v=2`) is caught like one given twice.
+/// A `--layout` key (lower case) under its one name, so that a key given twice under two
+/// spellings (`vp=4,v=2`) is caught like one given twice; Megatron's and NeMo's names (`vpp`,
+/// `mbs`) are the planner's.
 fn canonical_layout_key(key: &str) -> &str {
     match key {
-        "v" => "vp",
+        "v" | "vpp" => "vp",
+        "mbs" => "mb",
         "recompute_modules" => "modules",
         "bf16_layers" => "bf16",
         "first_layers" => "first",
@@ -81,17 +83,18 @@ fn canonical_layout_key(key: &str) -> &str {
 /// The layout of `spec` and which of its defaults it named.
 fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, Named)> {
     let mut named = Named::default();
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     let mut l = Layout { zero: 1, sp: true, ..Layout::data_parallel(1) };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, val) = part
             .split_once('=')
             .ok_or_else(|| anyhow!("--layout '{spec}': '{part}' must look like KEY=VALUE, e.g. tp=8"))?;
-        let key = canonical_layout_key(key.trim());
-        if seen.contains(&key) {
+        let lower = key.trim().to_ascii_lowercase();
+        let key = canonical_layout_key(&lower);
+        if seen.iter().any(|k| k == key) {
             bail!("--layout '{spec}': {key} is given twice; give each key once");
         }
-        seen.push(key);
+        seen.push(key.to_string());
         let num = || -> Result<usize> {
             val.trim().parse().map_err(|_| anyhow!("--layout '{spec}': {key}={val} is not a whole number"))
         };
@@ -142,7 +145,7 @@ fn parse_layout_spec(spec: &str, count: usize) -> Result<(Layout, Named)> {
         bail!("--layout '{spec}': tp x pp x cp = {model_par} does not divide the {count} chips");
     }
     let dp = count / model_par;
-    if seen.contains(&"dp") && l.dp != dp {
+    if seen.iter().any(|k| k == "dp") && l.dp != dp {
         bail!("--layout '{spec}': dp={} but {count} chips / (tp x pp x cp) leaves dp={dp}", l.dp);
     }
     l.dp = dp;
