@@ -1196,7 +1196,7 @@ fn a_runs_file_row_may_give_its_chips_instead_of_dp() {
     );
     assert_one_line(
         &check(&RUNS.replacen("dp = 4\n", "dp = 4\ngpus = 32\n", 1)),
-        &["row ours-llama3-70b", "not its gpus 32"],
+        &["row ours-llama3-70b", "dp 4 x tp x pp x cp (16) is not its gpus 32"],
     );
     assert_one_line(&check(&RUNS.replacen("dp = 4\n", "", 1)), &["row ours-llama3-70b", "neither dp", "nor gpus"]);
 }

@@ -166,13 +166,25 @@ fn file() -> File {
 
 /// The throughput rows.
 pub fn rows() -> Vec<Row> {
-    file().row
+    with_dp(file().row, "data/published_runs.toml")
 }
 
 /// The held-out rows (`data/held_out_runs.toml`): published runs no fit reads, predicted with the
 /// shipped constants only.
 pub fn held_out_rows() -> Vec<Row> {
-    toml::from_str::<File>(HELD_OUT_TOML).expect("data/held_out_runs.toml is valid").row
+    with_dp(
+        toml::from_str::<File>(HELD_OUT_TOML).expect("data/held_out_runs.toml is valid").row,
+        "data/held_out_runs.toml",
+    )
+}
+
+/// A shipped file's rows with each one's dp resolved ([`Row::resolve_dp`]): a row of a shipped
+/// file may give `gpus` as a user's may.
+fn with_dp(mut rows: Vec<Row>, file: &str) -> Vec<Row> {
+    for r in &mut rows {
+        r.resolve_dp().unwrap_or_else(|e| panic!("{file}: row {}: {e}", r.id));
+    }
+    rows
 }
 
 /// The memory rows.
@@ -195,13 +207,13 @@ impl Row {
     /// `dp`, as published tables do (dp = gpus / (tp x pp x cp), which must divide); where it
     /// gives both, they must agree.
     pub fn resolve_dp(&mut self) -> Result<()> {
-        let model_parallel = self.tp * self.pp * self.cp;
+        let model_parallel = self.tp.saturating_mul(self.pp).saturating_mul(self.cp);
         match (self.dp, self.gpus) {
             (0, None) => bail!("it gives neither dp (data-parallel replicas) nor gpus (chips the run used)"),
             (0, Some(g)) if model_parallel > 0 && g > 0 && g % model_parallel == 0 => self.dp = g / model_parallel,
             (0, Some(g)) => bail!("gpus {g} is not a positive multiple of tp x pp x cp = {model_parallel}"),
-            (dp, Some(g)) if dp * model_parallel != g => {
-                bail!("dp {dp} x tp x pp x cp ({model_parallel}) is {} chips, not its gpus {g}", dp * model_parallel)
+            (dp, Some(g)) if dp.saturating_mul(model_parallel) != g => {
+                bail!("dp {dp} x tp x pp x cp ({model_parallel}) is not its gpus {g}")
             }
             _ => {}
         }
