@@ -37,6 +37,12 @@ fn plan(model: &str, chips: &str, extra: &[&str]) -> Output {
     run(&a)
 }
 
+/// `anychip plan check --json` on the runs file `text`, written as `dir/runs.toml`.
+fn check_runs(dir: &Path, text: &str) -> Output {
+    let f = tmp(dir, "runs.toml", text);
+    run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"])
+}
+
 /// `anychip fleet` on the given files, JSON out, charts into a scratch directory.
 fn fleet_json(fleet: &std::path::Path, jobs: &std::path::Path) -> Output {
     let out = scratch("plan-cli-charts");
@@ -1179,10 +1185,7 @@ fn a_runs_file_row_may_give_its_chips_instead_of_dp() {
     // Published tables give the chips and TP/PP/CP; dp is what is left. The first run gives
     // gpus = 64 for tp 4 x pp 4 x dp 4.
     let dir = scratch("plan-check-gpus");
-    let check = |runs: &str| {
-        let f = tmp(&dir, "runs.toml", runs);
-        run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"])
-    };
+    let check = |runs: &str| check_runs(&dir, runs);
     let predicted = |o: &Output| {
         let v: serde_json::Value = serde_json::from_str(&assert_ok(o)).unwrap();
         v["runs"][0]["predicted_tokens_per_chip_s"].as_f64().unwrap()
@@ -1233,10 +1236,7 @@ fn fleet_says_what_it_assumed_reading_a_config_of_an_unknown_family() {
 #[test]
 fn a_runs_file_row_may_give_tflops_in_a_named_flop_count() {
     let dir = scratch("plan-check-tflops");
-    let check = |runs: &str| {
-        let f = tmp(&dir, "runs.toml", runs);
-        run(&["plan", "check", "--runs", f.to_str().unwrap(), "--json"])
-    };
+    let check = |runs: &str| check_runs(&dir, runs);
     let tflops = RUNS.replacen("tokens_per_gpu_s = 1450", "published_tflops = 400\nflops = \"megatron\"", 1);
     let v: serde_json::Value = serde_json::from_str(&assert_ok(&check(&tflops))).unwrap();
     let measured = v["runs"][0]["published_tokens_per_chip_s"].as_f64().unwrap();
