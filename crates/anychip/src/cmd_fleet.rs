@@ -84,8 +84,10 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
             layouts.join(" + ")
         );
     }
-    for a in sched.assignments.iter().filter(|a| a.model_note.is_some()) {
-        println!("job {}: {}", a.job, a.model_note.as_deref().unwrap_or_default());
+    for a in &sched.assignments {
+        if let Some(note) = &a.model_note {
+            println!("job {}: {note}", a.job);
+        }
     }
     let measured: Vec<String> = k
         .chip_residual

@@ -280,21 +280,23 @@ fn standard_names(c: &Fields, top: &Value, mt: &str) -> Result<ModelFile> {
 /// None for a file without experts.
 fn standard_experts(c: &Fields, mt: &str) -> Result<Option<(ModelFile, String)>> {
     let positive = |key: &str| c.opt(key).filter(|&e| e > 0);
+    let deepseek = positive("n_routed_experts");
+    let mixtral = positive("num_local_experts")
+        .or_else(|| positive("num_experts").filter(|_| c.opt("moe_intermediate_size").is_none()));
+    let Some(experts) = deepseek.or(mixtral).or_else(|| positive("num_experts")) else {
+        return Ok(None);
+    };
     let mut m = llama_named(c, mt, "moe", None)?;
-    let what = if let Some(experts) = positive("n_routed_experts") {
+    let what = if deepseek.is_some() {
         deepseek_experts(c, &mut m, mt, c.opt("intermediate_size"))?;
         let attention = if m.kv_lora_rank.is_some() { "latent attention" } else { "grouped-query attention" };
         format!("a mixture of {experts} experts with DeepSeek's field names and {attention}")
-    } else if let Some(experts) = positive("num_local_experts")
-        .or_else(|| positive("num_experts").filter(|_| c.opt("moe_intermediate_size").is_none()))
-    {
+    } else if mixtral.is_some() {
         every_layer_experts(c, &mut m)?;
         format!("a mixture of {experts} experts with Mixtral's field names (every layer MoE, experts intermediate_size wide)")
-    } else if let Some(experts) = positive("num_experts") {
+    } else {
         qwen_experts(c, &mut m, c.opt("intermediate_size"))?;
         format!("a mixture of {experts} experts with Qwen-MoE's field names")
-    } else {
-        return Ok(None);
     };
     Ok(Some((m, what)))
 }
