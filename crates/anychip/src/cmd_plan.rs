@@ -426,11 +426,15 @@ fn print_best(plan: &Plan, chip: &Chip) {
     if let Some(line) = network_note(plan) {
         println!("{line}");
     }
-    let faster: Vec<_> = plan.rejected.iter().filter(|r| r.tokens_per_s > b.tokens_per_s).collect();
-    if !faster.is_empty() {
-        println!("faster layouts that do not fit:");
-        for r in faster {
-            println!("  {}: {}", r.layout, r.reason);
+    if !plan.near_misses.is_empty() {
+        println!("faster layouts that do not fit, nearest to fitting first:");
+        for r in &plan.near_misses {
+            println!(
+                "  {} ({:+.1}% tokens/s): {}",
+                r.layout,
+                100.0 * (r.tokens_per_s / b.tokens_per_s - 1.0),
+                r.reason
+            );
         }
     }
     if chip.get("price_per_hour").is_none() {

@@ -1248,3 +1248,25 @@ fn a_runs_file_row_may_give_tflops_in_a_named_flop_count() {
     let bad = tflops.replace("flops = \"megatron\"", "flops = \"bogus\"");
     assert_one_line(&check(&bad), &["unknown FLOP convention 'bogus'", "megatron, nemo"]);
 }
+
+#[test]
+fn plan_names_the_faster_layouts_nearest_to_fitting() {
+    // Llama 3 70B on 64 H100: the fastest misfits need many times the card (one without any
+    // model parallelism, over 1 TiB); what a user can act on is a faster layout a few GiB over.
+    let text = assert_ok(&run(&["plan", "--model", "llama3-70b", "--chips", "h100:64", "--tokens", "1e12"]));
+    let list = text.split("faster layouts that do not fit, nearest to fitting first:\n").nth(1).expect(&text);
+    let lines: Vec<&str> = list.lines().take_while(|l| l.starts_with("  ")).collect();
+    assert!(!lines.is_empty() && lines.len() <= 3, "{text}");
+    let mut last = 0.0;
+    for l in lines {
+        let gain: f64 = l.split("(+").nth(1).and_then(|s| s.split('%').next()).and_then(|s| s.parse().ok()).expect(l);
+        let needs: f64 =
+            l.split("needs ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect(l);
+        assert!(gain > 0.0 && needs > 79.1 && needs < 1.25 * 79.1 && needs >= last, "{l}");
+        last = needs;
+    }
+    let json = assert_ok(&plan("llama3-70b", "h100:64", &[]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let near = v["near_misses"].as_array().unwrap();
+    assert!(!near.is_empty() && near.iter().all(|r| r["memory_gib"].as_f64().unwrap() > 79.1), "{json}");
+}

@@ -176,6 +176,8 @@ pub struct Rejected {
     pub layout: Layout,
     /// Predicted tokens/s had it fitted (to pick the most interesting failures).
     pub tokens_per_s: f64,
+    /// Memory it needs per chip, GiB (what `reason` breaks down).
+    pub memory_gib: f64,
     /// Why it was dropped.
     pub reason: String,
 }
@@ -236,6 +238,9 @@ pub struct Plan {
     pub ranked: Vec<Ranked>,
     /// The fastest layouts that did not fit.
     pub rejected: Vec<Rejected>,
+    /// The layouts faster than the best that come nearest to fitting, least memory first: what
+    /// more memory per chip would buy (`rejected`'s fastest misfits can need many times the chip).
+    pub near_misses: Vec<Rejected>,
     /// Layouts evaluated.
     pub evaluated: usize,
     /// Why the pinned layout does not fit, where the memory model prices it above usable
@@ -579,9 +584,19 @@ fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Resul
         return Err(PinnedOver { message: err.to_string(), plan: Box::new(plan) }.into());
     }
     found.ranked.sort_by(|a, b| b.estimate.tokens_per_s.total_cmp(&a.estimate.tokens_per_s));
+    let near_misses = near_misses(&found.rejected, found.ranked[0].estimate.tokens_per_s);
     found.rejected.sort_by(|a, b| b.tokens_per_s.total_cmp(&a.tokens_per_s));
     found.rejected.truncate(3);
-    Ok(plan_of(req, chip, k, &rates, found))
+    Ok(Plan { near_misses, ..plan_of(req, chip, k, &rates, found) })
+}
+
+/// Up to three layouts faster than `best` tokens/s that need the least memory, least first; of
+/// layouts alike in speed and memory (ZeRO-0 and ZeRO-1 where the optimizer is small), the first.
+fn near_misses(rejected: &[Rejected], best: f64) -> Vec<Rejected> {
+    let mut faster: Vec<&Rejected> = rejected.iter().filter(|r| r.tokens_per_s > best).collect();
+    faster.sort_by(|a, b| a.memory_gib.total_cmp(&b.memory_gib).then(b.tokens_per_s.total_cmp(&a.tokens_per_s)));
+    faster.dedup_by(|a, b| a.tokens_per_s == b.tokens_per_s && a.memory_gib == b.memory_gib);
+    faster.into_iter().take(3).cloned().collect()
 }
 
 /// The request's sizes: chips, sequence, tokens and batch, each with its one-line error.
@@ -640,7 +655,12 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
             }
             found.ranked.push(rank(est, req, chip));
         } else {
-            let r = Rejected { layout, tokens_per_s: est.tokens_per_s, reason: memory_reason(&est) };
+            let r = Rejected {
+                layout,
+                tokens_per_s: est.tokens_per_s,
+                memory_gib: est.memory.total() / GIB,
+                reason: memory_reason(&est),
+            };
             if !matches!(&found.leanest, Some((m, _)) if *m <= est.memory.total()) {
                 found.leanest = Some((est.memory.total(), r.clone()));
             }
@@ -748,6 +768,7 @@ fn plan_of(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, found: Foun
         network: Network::of(chip),
         ranked: found.ranked,
         rejected: found.rejected,
+        near_misses: Vec::new(),
         evaluated: found.evaluated,
         over_memory: None,
     }
@@ -764,5 +785,32 @@ fn rank(est: Estimate, req: &Request, chip: &Chip) -> Ranked {
         energy_kwh: chip.get("tdp_w").map(|w| w * chips * hours / 1000.0),
         cost_usd: chip.get("price_per_hour").map(|p| p * chips * hours),
         estimate: est,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn misfit(zero: usize, tokens_per_s: f64, memory_gib: f64) -> Rejected {
+        let layout = parse_layout(&format!("tp=8,zero={zero}"), 64).unwrap();
+        Rejected { layout, tokens_per_s, memory_gib, reason: format!("needs {memory_gib} GiB") }
+    }
+
+    #[test]
+    fn near_misses_are_the_faster_misfits_needing_least_memory() {
+        let rejected = [
+            misfit(1, 150.0, 900.0), // fastest, far over: the old list's first
+            misfit(1, 105.0, 85.0),
+            misfit(0, 105.0, 85.0), // alike in speed and memory: shown once
+            misfit(1, 90.0, 80.0),  // slower than the best: nothing to gain
+            misfit(1, 120.0, 82.0),
+            misfit(1, 110.0, 95.0),
+            misfit(1, 130.0, 300.0),
+        ];
+        let got: Vec<(f64, f64)> =
+            near_misses(&rejected, 100.0).iter().map(|r| (r.tokens_per_s, r.memory_gib)).collect();
+        assert_eq!(got, [(120.0, 82.0), (105.0, 85.0), (110.0, 95.0)]);
+        assert!(near_misses(&rejected, 200.0).is_empty(), "none faster than the best");
     }
 }

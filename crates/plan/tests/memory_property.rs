@@ -53,7 +53,7 @@ fn recommended_layouts_fit_in_memory() {
     let counts = [8, 16, 32, 64, 128, 256];
     let seqs = [2048, 4096, 8192];
     let mut rng = Rng(18);
-    let (mut planned, mut refused, mut partial) = (0, 0, 0);
+    let (mut planned, mut refused, mut partial, mut near_misses) = (0, 0, 0, 0);
     for _ in 0..40 {
         let m = model::resolve(rng.pick::<&str>(&models)).unwrap();
         let chip = db.find(rng.pick::<&str>(&chips)).unwrap();
@@ -100,8 +100,18 @@ fn recommended_layouts_fit_in_memory() {
             assert_eq!(e.layout.offload, 0, "{}: the search never offloads", e.layout);
             assert!(req.stack.check_runs(&e.layout).is_ok(), "{}: {} cannot run it", e.layout, plan.stack);
         }
+        // The near misses `plan` prints: faster than the best, over the chip, least memory first.
+        let best = &plan.ranked[0].estimate;
+        let gib = best.capacity / (1u64 << 30) as f64;
+        assert!(plan.near_misses.len() <= 3);
+        for (i, r) in plan.near_misses.iter().enumerate() {
+            assert!(r.tokens_per_s > best.tokens_per_s && r.memory_gib > gib, "{}: not a faster misfit", r.layout);
+            assert!(i == 0 || plan.near_misses[i - 1].memory_gib <= r.memory_gib, "near misses out of order");
+        }
+        near_misses += plan.near_misses.len();
     }
-    println!("{planned} jobs planned, {refused} refused, {partial} ranked layouts recompute some layers");
+    println!("{planned} jobs planned, {refused} refused, {partial} ranked layouts recompute some layers, {near_misses} near misses");
+    assert!(near_misses > 0, "no job had a faster layout that does not fit");
     assert!(planned >= 25, "too few jobs planned ({planned}) for the property to mean much");
     // The layouts the search adds at the memory edge (the fewest recomputed layers that fit)
     // are among those checked.
