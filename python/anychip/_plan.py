@@ -103,7 +103,7 @@ def plan(
 def compare(
     chips: Sequence[str],
     model: str,
-    count: int,
+    count: Optional[int] = None,
     tokens: float = 1e12,
     seq: Optional[int] = None,
     global_batch: Optional[int] = None,
@@ -112,12 +112,15 @@ def compare(
     stack: str = "unknown",
     precision: str = "bf16",
     measured: Optional[PathLike] = None,
+    days: Optional[float] = None,
 ) -> Table:
-    """The same job on ``count`` chips of each kind (as ``anychip chips compare``): one record
-    per chip with its best layout, tokens_per_s, mfu, days, energy_mwh, cost_usd, headroom_gib
-    ``validated`` (whether the performance model is validated on that chip family) and
-    ``accuracy`` (the planner's measured error on published runs like this one, as ``anychip
-    plan`` prints it), or ``refused`` (why no layout fits) with the numbers absent. ``stack``,
+    """The same job on ``count`` chips of each kind (as ``anychip chips compare``), or, with
+    ``days`` instead of ``count``, on the fewest chips of each kind (whole nodes) that train it
+    within that many days (``--days``): one record per chip with its ``count``, best layout,
+    tokens_per_s, mfu, days, energy_mwh, cost_usd, headroom_gib, ``validated`` (whether the
+    performance model is validated on that chip family) and ``accuracy`` (the planner's measured
+    error on published runs like this one, as ``anychip plan`` prints it), or ``refused`` (why no
+    layout fits, or no count meets the deadline) with the numbers absent. ``stack``,
     ``precision`` and ``measured`` as ``anychip plan``'s ``--stack``, ``--precision`` and
     ``--measured``."""
     if isinstance(chips, str):
@@ -126,10 +129,11 @@ def compare(
         _native.compare(
             _strs(chips),
             model,
-            int(count),
+            None if count is None else int(count),
             float(tokens),
             *_job_options(seq, global_batch, overrides, chip_files, stack, precision),
             _measured(measured),
+            None if days is None else float(days),
         )
     )
     return Table(rows)

@@ -149,14 +149,14 @@ fn pinned_over(e: anyhow::Error) -> Failure {
 
 /// The same job on each chip kind (`anychip chips compare`): per chip its plan, or why none fits.
 #[pyfunction]
-#[pyo3(signature = (chips, model, count, tokens=1e12, seq=None, global_batch=None, overrides=vec![], chip_files=vec![],
-    stack=DEFAULT_STACK, precision="bf16", measured=None))]
+#[pyo3(signature = (chips, model, count=None, tokens=1e12, seq=None, global_batch=None, overrides=vec![], chip_files=vec![],
+    stack=DEFAULT_STACK, precision="bf16", measured=None, days=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn compare(
     py: Python<'_>,
     chips: Vec<String>,
     model: &str,
-    count: usize,
+    count: Option<usize>,
     tokens: f64,
     seq: Option<usize>,
     global_batch: Option<usize>,
@@ -165,23 +165,35 @@ pub fn compare(
     stack: &str,
     precision: &str,
     measured: Option<PathBuf>,
+    days: Option<f64>,
 ) -> PyResult<String> {
     detached(py, || {
-        if count == 0 {
-            return Err(input("count must be positive"));
+        match (count, days) {
+            (Some(0), _) => return Err(input("count must be positive")),
+            (Some(_), Some(_)) => return Err(input("give count (chips of each kind) or days (a deadline), not both")),
+            (None, None) => return Err(input("compare needs count (chips of each kind) or days (a deadline)")),
+            (None, Some(d)) => {
+                anychip_plan::sizing::check_days(d).map_err(|e| input(e.to_string().trim_start_matches("--")))?
+            }
+            _ => {}
         }
         let db = db(&overrides, &chip_files)?;
         let k = anychip_plan::check::constants(measured.as_deref(), &db)?;
         let opts = JobOpts { stack, precision, layout: None };
-        let req = request(model, count, tokens, seq, global_batch, &opts)?;
+        let req = request(model, count.unwrap_or(1), tokens, seq, global_batch, &opts)?;
+        let price = |chip: &Chip| match days {
+            Some(d) => anychip_plan::sizing::fewest_chips(&req, chip, &k, d),
+            None => search_with(&req, chip, &k),
+        };
         // Resolve every name first so a typo fails before any work, as the CLI does.
         let found: Vec<&Chip> = chips.iter().map(|n| db.find(n)).collect::<anyhow::Result<_>>()?;
         let rows: Vec<Value> = found
             .iter()
-            .map(|chip| match search_with(&req, chip, &k) {
+            .map(|chip| match price(chip) {
                 Ok(p) => {
                     let mut row = ranked_row(p.best());
                     row["chip"] = json!(chip.name);
+                    row["count"] = json!(p.count);
                     row["validated"] = json!(p.validated);
                     row["accuracy"] = json!(anychip_plan::calib::accuracy_line(&p.kind, &chip.family, &p.accuracy));
                     row["refused"] = Value::Null;

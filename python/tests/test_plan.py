@@ -87,6 +87,22 @@ def test_compare_matches_each_chips_plan():
     assert any(r["refused"] is None for r in rows)
 
 
+def test_compare_under_a_deadline_gives_each_kind_its_fewest_chips():
+    rows = anychip.compare(["h100", "h20", "p800"], model="llama3-8b", days=20, tokens=1e12, stack="nemo-2025")
+    by = {r["chip"]: r for r in rows}
+    assert by["p800"]["refused"] and "mem_bw_tbs" in by["p800"]["refused"]
+    for chip in ("h100", "h20"):
+        r = by[chip]
+        assert r["refused"] is None and r["days"] <= 20 and r["count"] % 8 == 0, r
+        best = anychip.plan(model="llama3-8b", chips=f"{chip}:{r['count']}", tokens=1e12, stack="nemo-2025")["best"]
+        assert best["tokens_per_s"] == r["tokens_per_s"]
+    assert by["h100"]["count"] < by["h20"]["count"]
+    with pytest.raises(anychip.InputError):
+        anychip.compare(["h100"], model="llama3-8b", count=8, days=20)
+    with pytest.raises(anychip.InputError):
+        anychip.compare(["h100"], model="llama3-8b")
+
+
 def test_fleet_from_files_and_from_dicts_agree():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     s = anychip.fleet(EXAMPLES / "fleet.toml", EXAMPLES / "jobs.toml")

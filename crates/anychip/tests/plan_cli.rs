@@ -1270,3 +1270,62 @@ fn plan_names_the_faster_layouts_nearest_to_fitting() {
     let near = v["near_misses"].as_array().unwrap();
     assert!(!near.is_empty() && near.iter().all(|r| r["memory_gib"].as_f64().unwrap() > 79.1), "{json}");
 }
+
+#[test]
+fn compare_under_a_deadline_names_the_fewest_chips_of_each_kind() {
+    // "How many H100s, H20s or P800s train Llama 3 8B on 1T tokens within 20 days?": each kind
+    // its count, whose plan (`plan` at that count) meets the deadline; a kind missing a figure
+    // says which.
+    let out = scratch("plan-cli-compare-days");
+    let o = run(&[
+        "chips",
+        "compare",
+        "h100",
+        "h20",
+        "p800",
+        "--model",
+        "llama3-8b",
+        "--tokens",
+        "1e12",
+        "--days",
+        "20",
+        "--stack",
+        "nemo-2025",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = assert_ok(&o);
+    let counts: Vec<(String, usize, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("h100 ") || l.starts_with("h20 "))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let days = f.iter().position(|x| x.ends_with('%')).map(|i| f[i + 1].parse().unwrap()).expect(l);
+            (f[0].to_string(), f[1].parse().expect(l), days)
+        })
+        .collect();
+    assert_eq!(counts.len(), 2, "{text}");
+    for (chip, n, days) in &counts {
+        assert!(*days <= 20.0 && n % 8 == 0, "{chip}: {n} chips, {days} days");
+        let p = plan("llama3-8b", &format!("{chip}:{n}"), &["--stack", "nemo-2025"]);
+        let v: serde_json::Value = serde_json::from_str(&assert_ok(&p)).unwrap();
+        assert!(v["ranked"][0]["days"].as_f64().unwrap() <= 20.0, "{chip}:{n}");
+    }
+    assert!(counts[0].1 < counts[1].1, "an H100 is faster than an H20: {counts:?}");
+    assert!(text.contains("p800     refused: chip p800: mem_bw_tbs is unknown"), "{text}");
+    // --count and --days together, or neither: one clap line, exit 2.
+    for args in [&["--count", "8", "--days", "20"][..], &[][..]] {
+        let mut a = vec!["chips", "compare", "h100", "--model", "llama3-8b"];
+        a.extend_from_slice(args);
+        let o = run(&a);
+        assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--days")
+                || String::from_utf8_lossy(&o.stderr).contains("--count")
+        );
+    }
+    assert_one_line(
+        &run(&["chips", "compare", "h100", "--model", "llama3-8b", "--days", "0", "--out", out.to_str().unwrap()]),
+        &["--days must be a positive number of days"],
+    );
+}

@@ -18,5 +18,6 @@ pub mod model;
 pub mod names;
 pub mod perf;
 pub mod search;
+pub mod sizing;
 pub mod stack;
 pub mod validation;

@@ -557,7 +557,9 @@ pub fn search_with(req: &Request, chip: &Chip, k: &Constants) -> Result<Plan> {
     }
 }
 
-fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Result<Plan> {
+/// [`search_with`] without its fallback: with `round_up` false and no global batch, only layouts
+/// whose dp x mb stays within about [`DEFAULT_BATCH_TOKENS`] are priced.
+pub(crate) fn search_at(req: &Request, chip: &Chip, k: &Constants, round_up: bool) -> Result<Plan> {
     check_request(req, chip)?;
     let rates = Rates::of(chip, k, req.count, req.precision)?;
     let capacity = chip.usable_memory_bytes()?;
