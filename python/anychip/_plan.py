@@ -152,7 +152,9 @@ def fleet(
     tables (``{"pool": [{"name": ..., "chip": ..., "count": ...}]}``, ``{"job": [...]}``);
     ``objective`` is ``makespan`` or ``cost``; ``measured`` as :func:`plan`'s. Returns the schedule (the JSON of
     ``anychip fleet --json``) with ``rows``: a :class:`Table` of one record per job share
-    (job, model, chip, count, layout, start_days, end_days, days, mfu, tokens_per_s, cost_usd)."""
+    (job, model, chip, count, layout, start_days, end_days, days, mfu, tokens_per_s, cost_usd).
+    A job's ``deadline_days`` (days from the start by which it must end) puts it first; each
+    assignment then carries ``meets_deadline`` and, for a missed one, ``chips_for_deadline``."""
     inline = isinstance(fleet, Mapping)
     if inline != isinstance(jobs, Mapping):
         raise InputError("pass fleet and jobs both as files or both as dicts")

@@ -113,6 +113,19 @@ def test_fleet_from_files_and_from_dicts_agree():
     assert anychip.fleet(fleet, jobs) == s
 
 
+def test_fleet_deadlines_from_dicts():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    fleet = tomllib.loads((EXAMPLES / "fleet.toml").read_text())
+    jobs = tomllib.loads((EXAMPLES / "jobs.toml").read_text())
+    for j in jobs["job"]:
+        if j["name"] == "frontier-70b":
+            j["deadline_days"] = 40
+    s = anychip.fleet(fleet, jobs)
+    a = next(a for a in s["assignments"] if a["job"] == "frontier-70b")
+    assert a["meets_deadline"] is False and a["chips_for_deadline"][0][1] > 512, a
+    assert all(a["meets_deadline"] is None for a in s["assignments"] if a["job"] != "frontier-70b")
+
+
 def test_check_prices_your_own_runs():
     runs = Path(__file__).parents[2] / "examples" / "runs" / "runs.toml"
     r = anychip.check(runs)

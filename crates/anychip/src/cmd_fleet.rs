@@ -31,7 +31,7 @@ pub struct FleetArgs {
     /// Fleet file: [[pool]] tables with name, chip, count, optional price_per_hour and overrides.
     #[arg(long, value_name = "FLEET.toml")]
     pub fleet: PathBuf,
-    /// Jobs file: [[job]] tables with name, model, tokens, optional seq, global_batch, require, forbid, heterogeneous.
+    /// Jobs file: [[job]] tables with name, model, tokens, optional seq, global_batch, require, forbid, heterogeneous, stack, precision, deadline_days.
     #[arg(long, value_name = "JOBS.toml")]
     pub jobs: PathBuf,
     /// What to minimise.
@@ -89,6 +89,7 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
             println!("job {}: {note}", a.job);
         }
     }
+    print_deadlines(&sched);
     let measured: Vec<String> = k
         .chip_residual
         .iter()
@@ -108,4 +109,35 @@ pub fn run_fleet(args: &FleetArgs) -> Result<()> {
     let shown: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     println!("gantt chart: {}", shown.join(", "));
     Ok(())
+}
+
+/// One line for the jobs with a deadline: each met, or missed by how much.
+fn print_deadlines(sched: &fleet::Schedule) {
+    let with: Vec<String> = sched
+        .assignments
+        .iter()
+        .filter_map(|a| {
+            let d = a.deadline_days?;
+            Some(if a.end_days() <= d {
+                format!("{} by {d:.1} d: met (ends {:.1})", a.job, a.end_days())
+            } else {
+                let need: Vec<String> = a.chips_for_deadline.iter().map(|(kind, n)| format!("{n} x {kind}")).collect();
+                let need = if need.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} would end it in time from day 0", need.join(" or "))
+                };
+                format!(
+                    "{} by {d:.1} d: MISSED, ends {:.1} ({:.1} d late{need})",
+                    a.job,
+                    a.end_days(),
+                    a.end_days() - d
+                )
+            })
+        })
+        .collect();
+    if !with.is_empty() {
+        let met = sched.assignments.iter().filter(|a| a.meets_deadline == Some(true)).count();
+        println!("deadlines: {met} of {} met; {}", with.len(), with.join("; "));
+    }
 }

@@ -414,6 +414,11 @@ fn fleet_job_with_zero_global_batch_is_refused_not_a_hang() {
             "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e6\nglobal_batch = 512\nseq = 2048\n",
             "job j: global_batch 512 sequences of 2048 tokens is 1.049e6 tokens a step, more than the 1.000e6 tokens to train",
         ),
+        (
+            "jobs-deadline.toml",
+            "[[job]]\nname = \"j\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e9\ndeadline_days = -1\n",
+            "job j: deadline_days must be a positive number of days",
+        ),
     ] {
         assert_one_line(&fleet_json(&fleet, &tmp(&d, name, text)), &[want]);
     }
@@ -1328,4 +1333,35 @@ fn compare_under_a_deadline_names_the_fewest_chips_of_each_kind() {
         &run(&["chips", "compare", "h100", "--model", "llama3-8b", "--days", "0", "--out", out.to_str().unwrap()]),
         &["--days must be a positive number of days"],
     );
+}
+
+#[test]
+fn fleet_reports_each_deadline_and_what_a_missed_one_needs() {
+    // 16 H100s: Qwen3 0.6B on 2e11 tokens is due in a day (it cannot be), the other has a month.
+    let d = scratch("plan-cli-deadline");
+    let fleet = tmp(&d, "fleet.toml", "[[pool]]\nname = \"a\"\nchip = \"h100\"\ncount = 16\n");
+    let jobs = tmp(
+        &d,
+        "jobs.toml",
+        "[[job]]\nname = \"late\"\nmodel = \"qwen3-0.6b\"\ntokens = 2e11\ndeadline_days = 1\n\n\
+         [[job]]\nname = \"easy\"\nmodel = \"qwen3-0.6b\"\ntokens = 1e10\ndeadline_days = 30\n",
+    );
+    let v: serde_json::Value = serde_json::from_str(&assert_ok(&fleet_json(&fleet, &jobs))).unwrap();
+    let a = |name: &str| v["assignments"].as_array().unwrap().iter().find(|a| a["job"] == name).unwrap().clone();
+    assert_eq!(a("easy")["meets_deadline"], true);
+    assert_eq!(a("late")["meets_deadline"], false);
+    let need = a("late")["chips_for_deadline"][0][1].as_u64().unwrap();
+    assert!(need > 16, "{need}");
+    let out = d.join("charts");
+    let text = assert_ok(&run(&[
+        "fleet",
+        "--fleet",
+        fleet.to_str().unwrap(),
+        "--jobs",
+        jobs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(text.contains("deadlines: 1 of 2 met; late by 1.0 d: MISSED"), "{text}");
+    assert!(text.contains(&format!("{need} x h100 would end it in time from day 0")), "{text}");
 }

@@ -74,6 +74,11 @@ pub struct JobSpec {
     /// `bf16` (default), `fp8`, `int8` or `fp4` (as `plan --precision`).
     #[serde(default)]
     pub precision: Option<String>,
+    /// Days from the schedule's start by which the job must end (optional): jobs with one are
+    /// placed first, earliest deadline first, each on the placement the objective prefers among
+    /// those that end in time, or, where none does, the one that ends soonest.
+    #[serde(default)]
+    pub deadline_days: Option<f64>,
 }
 
 /// The jobs file.
@@ -129,6 +134,13 @@ pub struct Assignment {
     pub days: f64,
     /// Rental cost, USD, if every price is known.
     pub cost_usd: Option<f64>,
+    /// The job's deadline, days from the start, if it has one.
+    pub deadline_days: Option<f64>,
+    /// Whether it ends by its deadline (None without one).
+    pub meets_deadline: Option<bool>,
+    /// For a missed deadline: per eligible chip kind, the fewest chips that would end the job by
+    /// it starting on day 0 ([`crate::sizing::fewest_chips`]), what the fleet would need.
+    pub chips_for_deadline: Vec<(String, usize)>,
 }
 
 impl Assignment {
@@ -268,6 +280,9 @@ fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
     }
     let seq = job.seq.unwrap_or(4096);
     check_job_size(job.tokens, job.global_batch, seq, "tokens", "global_batch")?;
+    if let Some(d) = job.deadline_days.filter(|d| !(d.is_finite() && *d > 0.0)) {
+        bail!("deadline_days must be a positive number of days from the schedule's start, got {d}");
+    }
     let stack = match &job.stack {
         Some(n) => stack::resolve(n)?,
         None => default_stack.clone(),
@@ -350,30 +365,66 @@ fn heterogeneous(job: &JobSpec, kinds: &BTreeMap<String, Kind>, best_per_kind: &
 }
 
 /// The option of `opts` the objective prefers among those the timelines can start, and its
-/// start day (a heterogeneous option needs every kind free at once).
+/// start day (a heterogeneous option needs every kind free at once). Under a `deadline`, only
+/// the options that end by it compete; where none does, the one that ends soonest is taken.
 fn place<'o>(
     opts: &'o [Option_],
     timelines: &BTreeMap<String, Timeline>,
     kinds: &BTreeMap<String, Kind>,
     objective: Objective,
+    deadline: Option<f64>,
 ) -> Option<(f64, &'o Option_)> {
-    let mut best: Option<(f64, f64, f64, &Option_)> = None; // (key, start, tie, option)
-    for o in opts {
-        let start =
-            o.shares.iter().map(|(k, n, _)| timelines[k].earliest(*n, o.days, kinds[k].capacity)).fold(0.0, f64::max);
-        if !start.is_finite() {
-            continue;
-        }
-        let finish = start + o.days;
-        let (key, tie) = match objective {
-            Objective::Makespan => (finish, o.cost.unwrap_or(0.0)),
-            Objective::Cost => (o.cost.unwrap_or(f64::INFINITY), finish),
-        };
-        if !matches!(best, Some(b) if key > b.0 || (key == b.0 && tie >= b.2)) {
-            best = Some((key, start, tie, o));
+    // (start, finish, option) of every option that can start.
+    let startable: Vec<(f64, f64, &Option_)> = opts
+        .iter()
+        .filter_map(|o| {
+            let start = o
+                .shares
+                .iter()
+                .map(|(k, n, _)| timelines[k].earliest(*n, o.days, kinds[k].capacity))
+                .fold(0.0, f64::max);
+            start.is_finite().then_some((start, start + o.days, o))
+        })
+        .collect();
+    let in_time: Vec<_> = startable.iter().filter(|(_, f, _)| deadline.is_none_or(|d| *f <= d)).collect();
+    if in_time.is_empty() {
+        let soonest = startable.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+        return Some((soonest.0, soonest.2));
+    }
+    let key = |finish: f64, o: &Option_| match objective {
+        Objective::Makespan => (finish, o.cost.unwrap_or(0.0)),
+        Objective::Cost => (o.cost.unwrap_or(f64::INFINITY), finish),
+    };
+    // The first of equal keys, as the options come (each pool largest first).
+    let mut best = in_time[0];
+    for &c in &in_time[1..] {
+        if key(c.1, c.2) < key(best.1, best.2) {
+            best = c;
         }
     }
-    best.map(|(_, start, _, o)| (start, o))
+    Some((best.0, best.2))
+}
+
+/// Per eligible kind of the fleet, the fewest chips that train `job` within `days` (kinds where
+/// no count does are left out).
+fn chips_for_deadline(
+    job: &JobSpec,
+    kinds: &BTreeMap<String, Kind>,
+    default_stack: &Stack,
+    k: &crate::calib::Constants,
+    days: f64,
+) -> Vec<(String, usize)> {
+    let Ok(template) = job_request(job, default_stack) else {
+        return Vec::new();
+    };
+    kinds
+        .iter()
+        .filter(|(_, kind)| eligible(job, &kind.chip))
+        .filter_map(|(name, kind)| {
+            let plan = crate::sizing::fewest_chips(&template, &kind.chip, k, days).ok()?;
+            Some((name.clone(), plan.count))
+        })
+        .collect()
 }
 
 /// Place every job of `jobs` on `fleet`, priced with the model's constants `k`.
@@ -403,17 +454,20 @@ pub fn schedule(
         }
         options.push((ji, opts));
     }
-    // Longest job first (by its fastest placement).
+    // Longest job first (by its fastest placement); then, stably, the jobs with a deadline
+    // before the others, earliest deadline first.
     options.sort_by(|a, b| {
         let fa = a.1.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
         let fb = b.1.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
         fb.total_cmp(&fa)
     });
+    let deadline = |ji: usize| jobs.job[ji].deadline_days.unwrap_or(f64::INFINITY);
+    options.sort_by(|a, b| deadline(a.0).total_cmp(&deadline(b.0)));
     let mut timelines: BTreeMap<String, Timeline> = kinds.keys().map(|k| (k.clone(), Timeline::default())).collect();
     let mut out = Vec::new();
     for (ji, opts) in options {
         let job = &jobs.job[ji];
-        let (start, o) = place(&opts, &timelines, &kinds, objective)
+        let (start, o) = place(&opts, &timelines, &kinds, objective, job.deadline_days)
             .ok_or_else(|| anyhow!("job {}: no placement could be scheduled", job.name))?;
         for (k, n, _) in &o.shares {
             timelines.get_mut(k).expect("kind").busy.push((start, start + o.days, *n));
@@ -438,6 +492,12 @@ pub fn schedule(
             start_days: start,
             days: o.days,
             cost_usd: o.cost,
+            deadline_days: job.deadline_days,
+            meets_deadline: job.deadline_days.map(|d| start + o.days <= d),
+            chips_for_deadline: match job.deadline_days {
+                Some(d) if start + o.days > d => chips_for_deadline(job, &kinds, default_stack, k, d),
+                _ => Vec::new(),
+            },
         });
     }
     out.sort_by(|a, b| a.start_days.total_cmp(&b.start_days).then(a.job.cmp(&b.job)));

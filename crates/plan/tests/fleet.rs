@@ -99,3 +99,60 @@ fn heterogeneous_job_spans_kinds_only_when_asked() {
     assert_eq!(mixed.assignments[0].shares.len(), 3, "all three kinds together finish first");
     assert!(mixed.makespan_days < single.makespan_days);
 }
+
+/// The example fleet with `extra` lines added to the named jobs of the example jobs file.
+fn example_with(objective: Objective, extra: &[(&str, &str)]) -> Result<Schedule, String> {
+    let root = manifest_dir().join("../../examples/fleet");
+    let mut jobs = std::fs::read_to_string(root.join("jobs.toml")).unwrap();
+    for (job, line) in extra {
+        let at = format!("name = \"{job}\"\n");
+        assert!(jobs.contains(&at), "no job {job}");
+        jobs = jobs.replace(&at, &format!("{at}{line}\n"));
+    }
+    let tmp = tempfile::Builder::new().prefix("anychip-fleet-deadline-").tempdir().unwrap();
+    let path = tmp.path().join("jobs.toml");
+    std::fs::write(&path, jobs).unwrap();
+    schedule_files(
+        &root.join("fleet.toml"),
+        &path,
+        &ChipDb::builtin(),
+        objective,
+        &stack::find("megatron-core-2024").unwrap(),
+        &calib::shipped(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn job<'a>(s: &'a Schedule, name: &str) -> &'a anychip_plan::fleet::Assignment {
+    s.assignments.iter().find(|a| a.job == name).unwrap()
+}
+
+#[test]
+fn a_deadline_takes_a_placement_that_ends_in_time() {
+    // Cheapest first, Qwen3-4B's 6T tokens run long on a small slice; with 20 days to finish it
+    // takes a placement that ends by then, and says so.
+    let free = example_with(Objective::Cost, &[]).unwrap();
+    assert!(job(&free, "qwen3-4b").end_days() > 20.0, "the deadline must bind for the test to mean anything");
+    assert_eq!(job(&free, "qwen3-4b").meets_deadline, None);
+    let due = example_with(Objective::Cost, &[("qwen3-4b", "deadline_days = 20")]).unwrap();
+    let a = job(&due, "qwen3-4b");
+    assert!(a.end_days() <= 20.0 && a.meets_deadline == Some(true) && a.chips_for_deadline.is_empty(), "{a:?}");
+    // Without deadlines the schedule is what it was.
+    let again = example(Objective::Cost);
+    assert_eq!(format!("{:?}", again.assignments), format!("{:?}", free.assignments));
+}
+
+#[test]
+fn a_missed_deadline_says_how_many_chips_would_meet_it() {
+    // The frontier job must stay on the 512 H20s, which take far longer than 40 days.
+    let s = example_with(Objective::Makespan, &[("frontier-70b", "deadline_days = 40")]).unwrap();
+    let a = job(&s, "frontier-70b");
+    assert_eq!(a.meets_deadline, Some(false));
+    assert_eq!(a.start_days, 0.0, "a job with a deadline goes first");
+    let [(kind, n)] = a.chips_for_deadline.as_slice() else { panic!("{:?}", a.chips_for_deadline) };
+    assert!(kind == "h20" && *n > 512, "{kind} {n}");
+    for bad in ["deadline_days = 0", "deadline_days = -3", "deadline_days = nan"] {
+        let e = example_with(Objective::Makespan, &[("qwen3-8b", bad)]).unwrap_err();
+        assert!(e.contains("job qwen3-8b") && e.contains("deadline_days must be a positive number"), "{e}");
+    }
+}
