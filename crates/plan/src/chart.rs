@@ -100,7 +100,8 @@ where
 /// A Gantt chart of a fleet schedule: one row per job, coloured by chip kind.
 pub fn gantt(dir: &Path, stem: &str, sched: &Schedule) -> Result<Vec<PathBuf>> {
     let rows = &sched.assignments;
-    let end = sched.makespan_days.max(1e-9) * 1.25;
+    let last_deadline = rows.iter().filter_map(|a| a.deadline_days).fold(0.0, f64::max);
+    let end = sched.makespan_days.max(last_deadline).max(1e-9) * 1.25;
     let mut kinds: Vec<String> = rows.iter().flat_map(|a| a.shares.iter().map(|s| s.chip.clone())).collect();
     kinds.sort();
     kinds.dedup();
@@ -162,6 +163,12 @@ where
                 (FONT, 14),
             )))
             .map_err(|e| anyhow!("{e}"))?;
+        if let Some(d) = a.deadline_days {
+            // The deadline: a black bar across the job's row (a job bar reaching past it is late).
+            let style = BLACK.stroke_width(4);
+            let bar = PathElement::new(vec![(d, SegmentValue::Exact(i)), (d, SegmentValue::Exact(i + 1))], style);
+            chart.draw_series(std::iter::once(bar)).map_err(|e| anyhow!("{e}"))?;
+        }
     }
     Ok(())
 }
