@@ -15,7 +15,7 @@
 use crate::calib::Constants;
 use crate::chips::Chip;
 use crate::search::{search_at, Plan, Request, DEFAULT_BATCH_TOKENS, MAX_CHIPS};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
 /// The chips a node holds: the scale-up domain, at most 8 (a GB200 NVL72 rack is rented by the
 /// tray, a TPU pod by the host), at least 1.
@@ -39,23 +39,46 @@ pub fn fewest_chips(req: &Request, chip: &Chip, k: &Constants, max_days: f64) ->
     check_days(max_days)?;
     let node = node_chips(chip);
     let at = |count: usize| search_at(&Request { count, pinned: None, ..req.clone() }, chip, k, false);
-    // Doubling: `fails` is the largest count known to miss the deadline (0: none tried).
-    let (mut fails, mut fastest): (usize, Option<(usize, f64)>) = (0, None);
-    let mut count = node;
-    let (mut meets, mut stalled) = (None, 0);
-    // The first and last refusals: where every count is refused alike (a chip figure missing),
-    // that refusal is the answer.
-    let (mut first_refusal, mut last_refusal): (Option<String>, Option<String>) = (None, None);
-    while count <= MAX_CHIPS {
+    match doubling(&at, node, max_days) {
+        Doubling::Met { misses, meets, plan } => Ok(bisect(&at, node, max_days, misses, meets, *plan)),
+        Doubling::TooSlow { count, days } => bail!(
+            "no count trains {} on {} within {max_days} days: the fastest found, {count} chips, takes {days:.1} days (more chips than the global batch, {} sequences, can spread over gain nothing; a larger --global-batch or fewer tokens may)",
+            req.model.name,
+            chip.name,
+            req.global_batch.map_or_else(|| format!("about {}", (DEFAULT_BATCH_TOKENS / req.seq).max(1)), |b| b.to_string())
+        ),
+        // Every count refused alike (a chip figure missing): that refusal is the answer.
+        Doubling::Refused { first, last, .. } if first == last => Err(anyhow!(last)),
+        Doubling::Refused { last, count, .. } => {
+            bail!("no count of {} up to {MAX_CHIPS} chips plans {}: at {count} chips, {last}", chip.name, req.model.name)
+        }
+    }
+}
+
+/// How doubling from one node ended.
+enum Doubling {
+    /// `meets` chips finish in time with `plan`; `misses` (0: none tried) is the count before.
+    Met { misses: usize, meets: usize, plan: Box<Plan> },
+    /// Counts planned, none in time: the fastest, `count` chips taking `days`.
+    TooSlow { count: usize, days: f64 },
+    /// No count planned: the first and last refusals, the last at `count` chips.
+    Refused { first: String, last: String, count: usize },
+}
+
+/// Double the count from one node until a plan finishes within `max_days`, the count passes
+/// [`MAX_CHIPS`], or three doublings in a row gain under 5% (or are refused) after one planned:
+/// the batch is spread about as far as it goes.
+fn doubling(at: &dyn Fn(usize) -> Result<Plan>, node: usize, max_days: f64) -> Doubling {
+    let (mut misses, mut count, mut stalled) = (0, node, 0);
+    let mut fastest: Option<(usize, f64)> = None;
+    let mut refusals: Option<(String, String)> = None;
+    while count <= MAX_CHIPS && stalled < 3 {
         match at(count) {
             Ok(plan) if plan.best().days <= max_days => {
-                meets = Some((count, plan));
-                break;
+                return Doubling::Met { misses, meets: count, plan: Box::new(plan) }
             }
             Ok(plan) => {
                 let days = plan.best().days;
-                // Less than 5% faster than the fastest so far: the batch is spread about as far
-                // as it goes.
                 stalled = if fastest.is_some_and(|(_, d)| days > 0.95 * d) { stalled + 1 } else { 0 };
                 if fastest.is_none_or(|(_, d)| days < d) {
                     fastest = Some((count, days));
@@ -63,50 +86,41 @@ pub fn fewest_chips(req: &Request, chip: &Chip, k: &Constants, max_days: f64) ->
             }
             Err(e) => {
                 let e = format!("{e:#}");
-                first_refusal.get_or_insert_with(|| e.clone());
-                last_refusal = Some(e);
-                // Refused after a count that planned: too many chips for the batch.
+                refusals = Some(match refusals {
+                    Some((first, _)) => (first, e),
+                    None => (e.clone(), e),
+                });
                 stalled += usize::from(fastest.is_some());
             }
         }
-        if stalled >= 3 {
-            break;
-        }
-        fails = count;
+        misses = count;
         count *= 2;
     }
-    let Some((mut meets_at, mut plan)) = meets else {
-        return Err(match fastest {
-            Some((n, d)) => anyhow::anyhow!(
-                "no count trains {} on {} within {max_days} days: the fastest found, {n} chips, takes {d:.1} days (more chips than the global batch, {} sequences, can spread over gain nothing; a larger --global-batch or fewer tokens may)",
-                req.model.name,
-                chip.name,
-                req.global_batch.map_or_else(|| format!("about {}", (DEFAULT_BATCH_TOKENS / req.seq).max(1)), |b| b.to_string())
-            ),
-            None => match (first_refusal, last_refusal) {
-                (Some(a), Some(b)) if a == b => anyhow::anyhow!(a),
-                (_, last) => anyhow::anyhow!(
-                    "no count of {} up to {MAX_CHIPS} chips plans {}{}",
-                    chip.name,
-                    req.model.name,
-                    last.map(|e| format!(": at {} chips, {e}", fails)).unwrap_or_default()
-                ),
-            },
-        });
-    };
-    // Bisection over whole nodes between a count that misses and one that meets.
-    while meets_at - fails > node {
-        let mid = (fails + meets_at) / 2 / node * node;
-        let mid = if mid <= fails { fails + node } else { mid };
+    match (fastest, refusals) {
+        (Some((count, days)), _) => Doubling::TooSlow { count, days },
+        (None, Some((first, last))) => Doubling::Refused { first, last, count: misses },
+        (None, None) => Doubling::Refused { first: String::new(), last: "no count was tried".into(), count: 0 },
+    }
+}
+
+/// Bisect over whole nodes between `misses` chips (late, or 0) and `meets` (in time, with
+/// `plan`): the count found meets the deadline and one node fewer does not.
+fn bisect(
+    at: &dyn Fn(usize) -> Result<Plan>,
+    node: usize,
+    max_days: f64,
+    mut misses: usize,
+    mut meets: usize,
+    mut plan: Plan,
+) -> Plan {
+    while meets - misses > node {
+        let mid = ((misses + meets) / 2 / node * node).max(misses + node);
         match at(mid) {
-            Ok(p) if p.best().days <= max_days => {
-                meets_at = mid;
-                plan = p;
-            }
-            _ => fails = mid,
+            Ok(p) if p.best().days <= max_days => (meets, plan) = (mid, p),
+            _ => misses = mid,
         }
     }
-    Ok(plan)
+    plan
 }
 
 #[cfg(test)]
