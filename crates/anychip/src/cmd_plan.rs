@@ -354,6 +354,27 @@ fn mfu_note(plan: &Plan, chip: &Chip) -> Option<String> {
     ))
 }
 
+/// Share of the step above which `plan` points at the pipeline bubble.
+const LARGE_BUBBLE: f64 = 0.25;
+
+/// Where the best layout idles a large share of its step in the pipeline bubble (too few
+/// micro-batches a step for its stages: a small global batch spread over many chips), say so and
+/// what cuts it.
+fn bubble_note(plan: &Plan) -> Option<String> {
+    let e = &plan.best().estimate;
+    let share = e.time.bubble / e.time.total();
+    if share <= LARGE_BUBBLE {
+        return None;
+    }
+    Some(format!(
+        "pipeline bubble: {:.0}% of the step, {} micro-batches a step for {} stages{}; a larger --global-batch (more micro-batches) or fewer stages would cut it",
+        100.0 * share,
+        e.micro_batches,
+        e.layout.pp,
+        if e.layout.v > 1 { format!(" of {} chunks each", e.layout.v) } else { String::new() }
+    ))
+}
+
 /// Share of usable memory a layout may leave free before `plan` says it may not run.
 const TIGHT_HEADROOM: f64 = 0.1;
 
@@ -421,6 +442,9 @@ fn print_best(plan: &Plan, chip: &Chip) {
             (b.memory.total() - b.capacity) / GIB
         );
     } else if let Some(line) = headroom_note(plan) {
+        println!("{line}");
+    }
+    if let Some(line) = bubble_note(plan) {
         println!("{line}");
     }
     if let Some(line) = network_note(plan) {

@@ -1365,3 +1365,22 @@ fn fleet_reports_each_deadline_and_what_a_missed_one_needs() {
     assert!(text.contains("deadlines: 1 of 2 met; late by 1.0 d: MISSED"), "{text}");
     assert!(text.contains(&format!("{need} x h100 would end it in time from day 0")), "{text}");
 }
+
+#[test]
+fn plan_points_at_a_large_pipeline_bubble_and_its_cure() {
+    // DeepSeek-V3 on 2,560 B200 at the default batch (about 1,024 sequences): the best layout
+    // has 51 micro-batches a step for 32 stages; 64 H100 for Llama 3 70B have no such note.
+    let args = ["--tokens", "1e12", "--stack", "nemo-2025", "--precision", "fp8", "--top", "1"];
+    let mut a = vec!["plan", "--model", "deepseek-v3", "--chips", "b200:2560"];
+    a.extend_from_slice(&args);
+    let text = assert_ok(&run(&a));
+    let line = text.lines().find(|l| l.starts_with("pipeline bubble: ")).expect(&text);
+    let pct: f64 = line["pipeline bubble: ".len()..].split('%').next().unwrap().parse().unwrap();
+    assert!(
+        pct > 25.0 && line.contains("micro-batches a step for 32 stages") && line.contains("--global-batch"),
+        "{line}"
+    );
+    let mut b = vec!["plan", "--model", "llama3-70b", "--chips", "h100:64"];
+    b.extend_from_slice(&args);
+    assert!(!assert_ok(&run(&b)).contains("pipeline bubble:"));
+}
