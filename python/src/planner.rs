@@ -172,9 +172,7 @@ pub fn compare(
             (Some(0), _) => return Err(input("count must be positive")),
             (Some(_), Some(_)) => return Err(input("give count (chips of each kind) or days (a deadline), not both")),
             (None, None) => return Err(input("compare needs count (chips of each kind) or days (a deadline)")),
-            (None, Some(d)) => {
-                anychip_plan::sizing::check_days(d).map_err(|e| input(e.to_string().trim_start_matches("--")))?
-            }
+            (None, Some(d)) => anychip_plan::sizing::check_days(d, "days").map_err(|e| input(e.to_string()))?,
             _ => {}
         }
         let db = db(&overrides, &chip_files)?;

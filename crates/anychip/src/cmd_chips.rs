@@ -172,7 +172,7 @@ fn compare(
 ) -> Result<()> {
     match size {
         Size::Count(0) => bail!("--count must be positive"),
-        Size::Deadline(d) => anychip_plan::sizing::check_days(d)?,
+        Size::Deadline(d) => anychip_plan::sizing::check_days(d, "--days")?,
         Size::Count(_) => {}
     }
     let model = model::resolve(model_spec)?;

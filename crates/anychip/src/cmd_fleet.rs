@@ -118,7 +118,7 @@ fn print_deadlines(sched: &fleet::Schedule) {
         .iter()
         .filter_map(|a| {
             let d = a.deadline_days?;
-            Some(if a.end_days() <= d {
+            Some(if a.meets_deadline == Some(true) {
                 format!("{} by {d:.1} d: met (ends {:.1})", a.job, a.end_days())
             } else {
                 let need: Vec<String> = a.chips_for_deadline.iter().map(|(kind, n)| format!("{n} x {kind}")).collect();

@@ -280,8 +280,8 @@ fn job_request(job: &JobSpec, default_stack: &Stack) -> Result<Request> {
     }
     let seq = job.seq.unwrap_or(4096);
     check_job_size(job.tokens, job.global_batch, seq, "tokens", "global_batch")?;
-    if let Some(d) = job.deadline_days.filter(|d| !(d.is_finite() && *d > 0.0)) {
-        bail!("deadline_days must be a positive number of days from the schedule's start, got {d}");
+    if let Some(d) = job.deadline_days {
+        crate::sizing::check_days(d, "deadline_days")?;
     }
     let stack = match &job.stack {
         Some(n) => stack::resolve(n)?,
@@ -405,23 +405,20 @@ fn place<'o>(
     Some((best.0, best.2))
 }
 
-/// Per eligible kind of the fleet, the fewest chips that train `job` within `days` (kinds where
-/// no count does are left out).
+/// Per eligible kind of the fleet, the fewest chips that train `job` (its request `template`)
+/// within `days` (kinds where no count does are left out).
 fn chips_for_deadline(
     job: &JobSpec,
+    template: &Request,
     kinds: &BTreeMap<String, Kind>,
-    default_stack: &Stack,
     k: &crate::calib::Constants,
     days: f64,
 ) -> Vec<(String, usize)> {
-    let Ok(template) = job_request(job, default_stack) else {
-        return Vec::new();
-    };
     kinds
         .iter()
         .filter(|(_, kind)| eligible(job, &kind.chip))
         .filter_map(|(name, kind)| {
-            let plan = crate::sizing::fewest_chips(&template, &kind.chip, k, days).ok()?;
+            let plan = crate::sizing::fewest_chips(template, &kind.chip, k, days).ok()?;
             Some((name.clone(), plan.count))
         })
         .collect()
@@ -443,29 +440,31 @@ pub fn schedule(
     if let Some((i, j)) = jobs.job.iter().enumerate().find(|(i, j)| jobs.job[..*i].iter().any(|k| k.name == j.name)) {
         bail!("jobs file: job {} and an earlier job are both named '{}'; give each job its own name", i + 1, j.name);
     }
-    // Every feasible placement of every job, computed once.
-    let mut options: Vec<(usize, Vec<Option_>)> = Vec::new();
+    // Every feasible placement of every job, computed once, with the job's request template.
+    let mut options: Vec<(usize, Request, Vec<Option_>)> = Vec::new();
     for (ji, job) in jobs.job.iter().enumerate() {
-        let opts = job_request(job, default_stack)
-            .and_then(|template| job_options(job, &kinds, &template, k))
-            .map_err(|e| anyhow!("job {}: {e}", job.name))?;
+        let built = job_request(job, default_stack).and_then(|template| {
+            let opts = job_options(job, &kinds, &template, k)?;
+            Ok((template, opts))
+        });
+        let (template, opts) = built.map_err(|e| anyhow!("job {}: {e}", job.name))?;
         if objective == Objective::Cost && opts.iter().all(|o| o.cost.is_none()) {
             bail!("job {}: objective cost needs price_per_hour on its pools (set it in the fleet file)", job.name);
         }
-        options.push((ji, opts));
+        options.push((ji, template, opts));
     }
     // Longest job first (by its fastest placement); then, stably, the jobs with a deadline
     // before the others, earliest deadline first.
     options.sort_by(|a, b| {
-        let fa = a.1.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
-        let fb = b.1.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
+        let fa = a.2.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
+        let fb = b.2.iter().map(|o| o.days).fold(f64::INFINITY, f64::min);
         fb.total_cmp(&fa)
     });
     let deadline = |ji: usize| jobs.job[ji].deadline_days.unwrap_or(f64::INFINITY);
     options.sort_by(|a, b| deadline(a.0).total_cmp(&deadline(b.0)));
     let mut timelines: BTreeMap<String, Timeline> = kinds.keys().map(|k| (k.clone(), Timeline::default())).collect();
     let mut out = Vec::new();
-    for (ji, opts) in options {
+    for (ji, template, opts) in options {
         let job = &jobs.job[ji];
         let (start, o) = place(&opts, &timelines, &kinds, objective, job.deadline_days)
             .ok_or_else(|| anyhow!("job {}: no placement could be scheduled", job.name))?;
@@ -495,7 +494,7 @@ pub fn schedule(
             deadline_days: job.deadline_days,
             meets_deadline: job.deadline_days.map(|d| start + o.days <= d),
             chips_for_deadline: match job.deadline_days {
-                Some(d) if start + o.days > d => chips_for_deadline(job, &kinds, default_stack, k, d),
+                Some(d) if start + o.days > d => chips_for_deadline(job, &template, &kinds, k, d),
                 _ => Vec::new(),
             },
         });

@@ -615,14 +615,12 @@ fn check_request(req: &Request, chip: &Chip) -> Result<()> {
     check_job_size(req.tokens, req.global_batch, req.seq, "--tokens", "--global-batch")
 }
 
-/// What the search found: the layouts that fit, those that did not, how many were priced, the
-/// one needing the least memory (for the error when none fits) and a pinned layout's estimate
-/// where it does not fit ([`PinnedOver`]).
+/// What the search found: the layouts that fit, those that did not, how many were priced and a
+/// pinned layout's estimate where it does not fit ([`PinnedOver`]).
 struct Found {
     ranked: Vec<Ranked>,
     rejected: Vec<Rejected>,
     evaluated: usize,
-    leanest: Option<(f64, Rejected)>,
     pinned_over: Option<Estimate>,
 }
 
@@ -633,7 +631,7 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
         Some(l) => vec![l],
         None => candidates(req, rates.domain),
     };
-    let mut found = Found { ranked: Vec::new(), rejected: Vec::new(), evaluated: 0, leanest: None, pinned_over: None };
+    let mut found = Found { ranked: Vec::new(), rejected: Vec::new(), evaluated: 0, pinned_over: None };
     for layout in layouts {
         let Some(batch) = batch_for(req, &layout, round_up) else {
             continue;
@@ -663,9 +661,6 @@ fn evaluate(req: &Request, chip: &Chip, k: &Constants, rates: &Rates, capacity: 
                 memory_gib: est.memory.total() / GIB,
                 reason: memory_reason(&est),
             };
-            if !matches!(&found.leanest, Some((m, _)) if *m <= est.memory.total()) {
-                found.leanest = Some((est.memory.total(), r.clone()));
-            }
             found.rejected.push(r);
             if req.pinned.is_some() {
                 found.pinned_over = Some(est);
@@ -713,16 +708,14 @@ fn least_recompute(
     Ok(best)
 }
 
-/// The error when no priced layout fits: the pinned layout's reason, or the leanest layout's.
+/// The error when no priced layout fits: the pinned layout's reason, or the leanest layout's
+/// (the first of those needing the least memory; `found.rejected` holds every misfit here).
 fn nothing_fits(req: &Request, chip: &Chip, found: &Found) -> anyhow::Error {
-    if let (Some(l), Some((_, r))) = (req.pinned, &found.leanest) {
+    let leanest = found.rejected.iter().min_by(|a, b| a.memory_gib.total_cmp(&b.memory_gib));
+    if let (Some(l), Some(r)) = (req.pinned, leanest) {
         return anyhow!("layout {l} does not fit on {}: {}", chip.name, r.reason);
     }
-    let smallest = found
-        .leanest
-        .as_ref()
-        .map(|(_, r)| format!("; the leanest layout, {}, {}", r.layout, r.reason))
-        .unwrap_or_default();
+    let smallest = leanest.map(|r| format!("; the leanest layout, {}, {}", r.layout, r.reason)).unwrap_or_default();
     let st = &req.stack;
     let splits = if st.tensor_parallel && st.pipeline_parallel {
         String::new()

@@ -23,10 +23,11 @@ pub fn node_chips(chip: &Chip) -> usize {
     chip.get("scaleup_domain").map_or(8, |d| (d as usize).clamp(1, 8))
 }
 
-/// A deadline must be a positive, finite number of days.
-pub fn check_days(days: f64) -> Result<()> {
+/// A deadline must be a positive, finite number of days; `what` is how the user spelled it
+/// (`--days`, `days`, a jobs file's `deadline_days`).
+pub fn check_days(days: f64, what: &str) -> Result<()> {
     if !(days.is_finite() && days > 0.0) {
-        bail!("--days must be a positive number of days, got {days}");
+        bail!("{what} must be a positive number of days, got {days}");
     }
     Ok(())
 }
@@ -36,7 +37,7 @@ pub fn check_days(days: f64) -> Result<()> {
 /// than the fastest count found takes (the global batch caps data parallelism), or the job fits
 /// no count.
 pub fn fewest_chips(req: &Request, chip: &Chip, k: &Constants, max_days: f64) -> Result<Plan> {
-    check_days(max_days)?;
+    check_days(max_days, "the deadline")?;
     let node = node_chips(chip);
     let at = |count: usize| search_at(&Request { count, pinned: None, ..req.clone() }, chip, k, false);
     match doubling(&at, node, max_days) {
