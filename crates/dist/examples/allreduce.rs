@@ -1,5 +1,6 @@
 //! Gradient-exchange bandwidth under MPI, the numbers the planner's data-parallel model is
-//! checked against (docs/planner.md):
+//! checked against (docs/planner-validation.md, "Data-parallel communication against measured
+//! exchanges"):
 //!
 //!     cargo build --release -p anychip-dist --features mpi --example allreduce
 //!     mpirun -np 2 target/release/examples/allreduce [BUCKET_MIB]

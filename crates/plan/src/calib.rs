@@ -313,8 +313,8 @@ pub const LONG_CONTEXT: usize = 16384;
 /// (Megatron-Core's `alltoall` token dispatcher, permuting before it and un-permuting after)
 /// rather than a flex dispatcher (DeepEP, HybridEP) is its own class, `moe-all-to-all`, and a job
 /// of [`LONG_CONTEXT`] tokens or more adds `-long`: published runs of each are predicted with
-/// different bias (docs/planner.md, "MoE by token dispatcher" and "long-context MoE"), so each
-/// gets its own error bar.
+/// different bias (docs/planner.md, "MoE by token dispatcher"; docs/planner-validation.md,
+/// "long-context MoE"), so each gets its own error bar.
 pub fn accuracy_class(kind: &str, stack: &crate::stack::Stack, seq: usize) -> String {
     let base = if kind == "moe" && !stack.moe_flex_dispatcher { "moe-all-to-all" } else { kind };
     if seq >= LONG_CONTEXT {
