@@ -202,7 +202,7 @@ def check(
     ``anychip plan check --runs FILE``): ``runs`` a TOML file of ``[[row]]`` tables in the format
     of ``examples/runs/runs.toml``. Returns the report (the JSON of ``anychip plan check --json``:
     ``runs``, ``summary`` with ``mean_abs_error``, ``signed_mean_error``, ``worst_abs_error``,
-    ``p90_abs_error``, ``by_kind`` and ``by_chip``) with ``rows``: a :class:`Table` of one record per run (id,
+    ``p90_abs_error``, ``by_kind``, ``by_chip`` and ``by_stack``) with ``rows``: a :class:`Table` of one record per run (id,
     chip, chips, model, stack, layout, published_tokens_per_chip_s, predicted_tokens_per_chip_s,
     error, fits, fitted). ``measured`` prices them with the residuals of another file of runs, as
     ``--measured``; ``measured_leave_one_out`` is what a residual from the file's own other runs

@@ -91,7 +91,8 @@ pub enum PlanCommand {
         out: Option<PathBuf>,
     },
     /// Price your own measured runs, each on its own layout, with the shipped calibration, and
-    /// report how far off the planner is on them (per run, overall, by kind of model and by chip).
+    /// report how far off the planner is on them (per run, overall, by kind of model, by chip
+    /// and by stack).
     Check {
         /// A TOML file of [[row]] tables: id, chip, model, stack, precision, seq, tp, pp, dp
         /// (cp, ep, v default 1), global_batch, mb, recompute, zero, sp and tokens_per_gpu_s (or

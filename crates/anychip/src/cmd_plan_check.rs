@@ -63,6 +63,11 @@ fn print_report(r: &Report, measured: Option<&Path>) {
             }
         }
     }
+    if r.by_stack.len() > 1 {
+        for (name, s) in &r.by_stack {
+            println!("{}", summary_line(&format!("stack {name}"), s));
+        }
+    }
     if let Some(s) = &r.measured_leave_one_out {
         println!(
             "{} (each run priced with the residual the file's other runs of its chip give, as --measured {} would for a new run)",

@@ -960,9 +960,20 @@ fn plan_check_prices_a_users_runs_on_their_layouts() {
     assert_eq!(v["by_kind"].as_array().unwrap().len(), 2);
     assert_eq!(v["by_chip"][1][0], "mi355x");
     assert_eq!(v["by_chip"][1][1]["mean_abs_error"].as_f64().unwrap(), runs[1]["error"].as_f64().unwrap().abs());
+    // By stack: each framework the runs used, with its own runs' errors.
+    let stacks = v["by_stack"].as_array().unwrap();
+    assert_eq!(stacks.len(), 2, "{stacks:?}");
+    for s in stacks {
+        let of: Vec<&serde_json::Value> = runs.iter().filter(|r| r["stack"] == s[0]).collect();
+        assert_eq!(s[1]["rows"].as_u64().unwrap() as usize, of.len());
+        assert_eq!(s[1]["worst_abs_error"].as_f64().unwrap(), of[0]["error"].as_f64().unwrap().abs());
+    }
     // The table says the same.
     let text = assert_ok(&run(&["plan", "check", "--runs", f.to_str().unwrap()]));
     assert!(text.contains("all: 2 rows, mean error") && text.contains("rc:full:1"), "{text}");
+    for s in stacks {
+        assert!(text.contains(&format!("stack {}: 1 row, mean error", s[0].as_str().unwrap())), "{text}");
+    }
 }
 
 #[test]

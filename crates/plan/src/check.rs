@@ -1,7 +1,7 @@
 //! The planner against a team's own measured runs (`anychip plan check --runs FILE`): each row
 //! of a runs file (the shipped rows' TOML format) priced on its own layout with the shipped
 //! calibration, which never saw it, and compared with what the run measured; per run, overall,
-//! by kind of model and by chip. A team's runs can also set their chips' residuals
+//! by kind of model, by chip and by stack. A team's runs can also set their chips' residuals
 //! (`--measured FILE`, [`constants_measured_on`]), as the published runs set the shipped ones.
 
 use crate::calib::{self, ChipResidual, Constants};
@@ -90,7 +90,8 @@ impl Summary {
     }
 }
 
-/// The whole report: every run, then the summary overall, by kind of model and by chip.
+/// The whole report: every run, then the summary overall, by kind of model, by chip and by
+/// software stack.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// The runs file.
@@ -103,6 +104,9 @@ pub struct Report {
     pub by_kind: Vec<(String, Summary)>,
     /// Each chip kind present, as the rows name it: (chip, its summary).
     pub by_chip: Vec<(String, Summary)>,
+    /// Each software stack present, as the rows name it: (stack, its summary): how far off the
+    /// planner is on each framework the runs used.
+    pub by_stack: Vec<(String, Summary)>,
     /// The runs of chips with two or more runs in the file, each priced with its chip's residual
     /// fitted on the file's other runs of that chip (leave one out): what `--measured` with such
     /// a file gains on runs it was not fitted to. None where no chip has two runs.
@@ -150,6 +154,7 @@ pub fn check_runs_file(path: &Path, db: &ChipDb, k: &Constants) -> Result<Report
     let summary = Summary::of(&all);
     let by_kind = grouped(&runs, |r| r.kind.to_string());
     let by_chip = grouped(&runs, |r| r.chip.clone());
+    let by_stack = grouped(&runs, |r| r.stack.clone());
     let measured_leave_one_out = leave_one_out(&rows, &runs)?;
     let model_notes: BTreeMap<String, String> =
         rows.iter().filter_map(|p| Some((p.row.model.clone(), p.model_note.clone()?))).collect();
@@ -159,6 +164,7 @@ pub fn check_runs_file(path: &Path, db: &ChipDb, k: &Constants) -> Result<Report
         summary,
         by_kind,
         by_chip,
+        by_stack,
         measured_leave_one_out,
         model_notes: model_notes.into_iter().collect(),
     })
