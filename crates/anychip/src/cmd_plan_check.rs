@@ -56,16 +56,13 @@ fn print_report(r: &Report, measured: Option<&Path>) {
         );
     }
     println!("{}", summary_line("all", &r.summary));
-    for groups in [&r.by_kind, &r.by_chip] {
+    // Kinds and chips by their names (the lines scripts read since the first release), stacks
+    // named as such.
+    for (prefix, groups) in [("", &r.by_kind), ("", &r.by_chip), ("stack ", &r.by_stack)] {
         if groups.len() > 1 {
             for (name, s) in groups {
-                println!("{}", summary_line(name, s));
+                println!("{}", summary_line(&format!("{prefix}{name}"), s));
             }
-        }
-    }
-    if r.by_stack.len() > 1 {
-        for (name, s) in &r.by_stack {
-            println!("{}", summary_line(&format!("stack {name}"), s));
         }
     }
     if let Some(s) = &r.measured_leave_one_out {
